@@ -21,13 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds_path = out.join("exo_descriptor.bin");
     fs::write(&fds_path, fds.encode_to_vec())?;
 
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_fds(fds.clone())?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds.clone())?;
 
-    pbjson_build::Builder::new()
-        .register_descriptors(&fs::read(&fds_path)?)?
-        .build(&[".exo"])?;
+    pbjson_build::Builder::new().register_descriptors(&fs::read(&fds_path)?)?.build(&[".exo"])?;
     Ok(())
 }

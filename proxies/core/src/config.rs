@@ -1,0 +1,159 @@
+//! Settings every proxy shares (the `server:` section of a proxy's YAML file) and the YAML
+//! loader. Precedence, highest first: command-line flags, `EXO_*` environment variables,
+//! the config file, built-in defaults.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// Problems loading a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The YAML is malformed or does not match the expected shape.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `eqs=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".to_owned() }
+    }
+}
+
+/// The `server:` section: where and how a proxy listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address for gRPC and HTTP/JSON (one port). Loopback by default.
+    pub listen: SocketAddr,
+    /// Listening on a non-loopback address without TLS is refused unless this is true
+    /// (e.g. inside a container whose network namespace is private to the pod).
+    pub allow_insecure_non_loopback: bool,
+    /// Largest request body, gRPC message or HTTP body, in bytes.
+    pub max_request_bytes: usize,
+    /// Longest time a backend call may take (a receive's long-poll wait is added to it).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// How long shutdown waits for in-flight requests before closing anyway.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl ServerConfig {
+    /// Defaults with the given listen address.
+    pub fn with_listen(listen: SocketAddr) -> Self {
+        Self { listen, ..Self::default() }
+    }
+
+    /// Checks the settings hang together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.listen.ip().is_loopback() && !self.allow_insecure_non_loopback {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to listen on non-loopback address {} without TLS; set \
+                 server.allow_insecure_non_loopback: true (or --allow-insecure-non-loopback) \
+                 only where the network is private, e.g. a pod's own namespace",
+                self.listen
+            )));
+        }
+        if self.max_request_bytes < 1024 {
+            return Err(ConfigError::Invalid("server.max_request_bytes must be at least 1024".into()));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(ConfigError::Invalid("server.request_timeout must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7401)),
+            allow_insecure_non_loopback: false,
+            max_request_bytes: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(25),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Reads and parses a YAML config file, reporting line and column on error.
+pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    parse_yaml(&text, &path.display().to_string())
+}
+
+/// Parses YAML text; `origin` names it in errors.
+pub fn parse_yaml<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T, ConfigError> {
+    serde_yaml_ng::from_str(text)
+        .map_err(|err| ConfigError::Parse { path: origin.to_owned(), message: err.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_loopback_listen_is_refused_without_opt_out() {
+        let mut config = ServerConfig::with_listen("0.0.0.0:7401".parse().unwrap());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("non-loopback"), "{err}");
+        config.allow_insecure_non_loopback = true;
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_position() {
+        let err = parse_yaml::<ServerConfig>("listen: 127.0.0.1:1\nlisen: x\n", "t.yaml").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("lisen") && text.contains("line 2"), "{text}");
+    }
+
+    #[test]
+    fn durations_parse_humanly() {
+        let config: ServerConfig = parse_yaml("request_timeout: 1500ms\nshutdown_grace: 2s\n", "t").unwrap();
+        assert_eq!(config.request_timeout, Duration::from_millis(1500));
+        assert_eq!(config.shutdown_grace, Duration::from_secs(2));
+    }
+}

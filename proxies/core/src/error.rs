@@ -1,0 +1,272 @@
+//! The one error type every proxy and backend returns, and its two wire forms: a gRPC status
+//! carrying an `ErrorDetail`, and an RFC 9457 problem+json body.
+
+use std::fmt;
+
+use axum::response::{IntoResponse, Response};
+use exo_proto::common::v1::{ErrorDetail, ErrorReason};
+use http::{HeaderValue, StatusCode, header};
+use prost::Message as _;
+
+/// A failed call: a stable [`ErrorReason`], a message for humans, and what a client needs to
+/// decide whether to retry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ExoError {
+    /// Why the call failed.
+    pub reason: ErrorReason,
+    /// What went wrong, for a human; never contains secrets.
+    pub message: String,
+    /// The backend that answered, empty if the proxy rejected the call itself.
+    pub backend: String,
+    /// Whether retrying the same call later may succeed.
+    pub retryable: bool,
+    /// The request field at fault, if any.
+    pub field: String,
+    /// The queue, bucket, table or key the error is about, if any.
+    pub resource: String,
+}
+
+impl fmt::Display for ExoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason.as_str_name(), self.message)
+    }
+}
+
+/// Result alias used across the proxies.
+pub type ExoResult<T> = Result<T, ExoError>;
+
+impl ExoError {
+    /// An error with `reason`; retryability follows the reason's default.
+    pub fn new(reason: ErrorReason, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+            backend: String::new(),
+            retryable: default_retryable(reason),
+            field: String::new(),
+            resource: String::new(),
+        }
+    }
+
+    /// INVALID_ARGUMENT about `field`.
+    pub fn invalid_argument(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(ErrorReason::InvalidArgument, message).with_field(field)
+    }
+
+    /// UNSUPPORTED: the backend lacks a capability.
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::new(ErrorReason::Unsupported, message)
+    }
+
+    /// INTERNAL: a bug or an unexpected backend answer.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorReason::Internal, message)
+    }
+
+    /// BACKEND_UNAVAILABLE (retryable).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorReason::BackendUnavailable, message)
+    }
+
+    /// Sets the field at fault.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = field.into();
+        self
+    }
+
+    /// Sets the resource the error is about.
+    pub fn with_resource(mut self, resource: impl Into<String>) -> Self {
+        self.resource = resource.into();
+        self
+    }
+
+    /// Sets the backend that answered, unless one is already recorded.
+    pub fn with_backend(mut self, backend: &str) -> Self {
+        if self.backend.is_empty() {
+            self.backend = backend.to_owned();
+        }
+        self
+    }
+
+    /// The gRPC status code for this error.
+    pub fn grpc_code(&self) -> tonic::Code {
+        grpc_code(self.reason)
+    }
+
+    /// The HTTP status for this error.
+    pub fn http_status(&self) -> StatusCode {
+        http_status(self.reason)
+    }
+
+    /// The wire detail sent to clients.
+    pub fn detail(&self) -> ErrorDetail {
+        ErrorDetail {
+            reason: self.reason as i32,
+            backend: self.backend.clone(),
+            retryable: self.retryable,
+            retry_after_ms: 0,
+            field: self.field.clone(),
+            resource: self.resource.clone(),
+        }
+    }
+
+    /// The RFC 9457 problem document for this error.
+    pub fn problem(&self) -> serde_json::Value {
+        let status = self.http_status();
+        serde_json::json!({
+            "type": format!("urn:exoflow:error:{}", self.reason.as_str_name()),
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(),
+            "detail": self.message,
+            "reason": self.reason.as_str_name(),
+            "backend": self.backend,
+            "retryable": self.retryable,
+            "field": self.field,
+            "resource": self.resource,
+        })
+    }
+}
+
+/// Whether a reason is worth retrying by default.
+pub fn default_retryable(reason: ErrorReason) -> bool {
+    matches!(
+        reason,
+        ErrorReason::BackendUnavailable
+            | ErrorReason::Timeout
+            | ErrorReason::Throttled
+            | ErrorReason::ShuttingDown
+    )
+}
+
+/// The gRPC code each reason maps to (DESIGN.md §2).
+pub fn grpc_code(reason: ErrorReason) -> tonic::Code {
+    use ErrorReason as R;
+    use tonic::Code;
+    match reason {
+        R::InvalidArgument
+        | R::InvalidName
+        | R::InvalidAttribute
+        | R::InvalidReceipt
+        | R::MalformedRequest => Code::InvalidArgument,
+        R::QueueNotFound | R::BucketNotFound | R::ObjectNotFound | R::KeyNotFound | R::TableNotFound => {
+            Code::NotFound
+        }
+        R::QueueAlreadyExists | R::BucketAlreadyExists => Code::AlreadyExists,
+        R::NotEmpty | R::ConditionFailed | R::ReceiptStale | R::NotModified => Code::FailedPrecondition,
+        R::RangeNotSatisfiable => Code::OutOfRange,
+        R::MessageTooLarge | R::ValueTooLarge | R::RequestTooLarge | R::Throttled => Code::ResourceExhausted,
+        R::Unsupported => Code::Unimplemented,
+        R::BackendUnavailable | R::ShuttingDown => Code::Unavailable,
+        R::Timeout => Code::DeadlineExceeded,
+        R::Unauthenticated => Code::Unauthenticated,
+        R::PermissionDenied => Code::PermissionDenied,
+        R::Internal | R::Unspecified => Code::Internal,
+    }
+}
+
+/// The HTTP status each reason maps to (DESIGN.md §2).
+pub fn http_status(reason: ErrorReason) -> StatusCode {
+    use ErrorReason as R;
+    match reason {
+        R::InvalidArgument
+        | R::InvalidName
+        | R::InvalidAttribute
+        | R::InvalidReceipt
+        | R::MalformedRequest => StatusCode::BAD_REQUEST,
+        R::QueueNotFound | R::BucketNotFound | R::ObjectNotFound | R::KeyNotFound | R::TableNotFound => {
+            StatusCode::NOT_FOUND
+        }
+        R::QueueAlreadyExists | R::BucketAlreadyExists | R::NotEmpty => StatusCode::CONFLICT,
+        R::ConditionFailed | R::ReceiptStale => StatusCode::PRECONDITION_FAILED,
+        R::NotModified => StatusCode::NOT_MODIFIED,
+        R::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
+        R::MessageTooLarge | R::ValueTooLarge | R::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        R::Throttled => StatusCode::TOO_MANY_REQUESTS,
+        R::Unsupported => StatusCode::NOT_IMPLEMENTED,
+        R::BackendUnavailable | R::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        R::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        R::Unauthenticated => StatusCode::UNAUTHORIZED,
+        R::PermissionDenied => StatusCode::FORBIDDEN,
+        R::Internal | R::Unspecified => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<ExoError> for tonic::Status {
+    fn from(err: ExoError) -> Self {
+        let code = err.grpc_code();
+        let envelope = exo_proto::rpc::Status {
+            code: code as i32,
+            message: err.message.clone(),
+            details: vec![prost_types::Any {
+                type_url: exo_proto::ERROR_DETAIL_TYPE_URL.to_owned(),
+                value: err.detail().encode_to_vec(),
+            }],
+        };
+        tonic::Status::with_details(code, err.message, envelope.encode_to_vec().into())
+    }
+}
+
+impl IntoResponse for ExoError {
+    fn into_response(self) -> Response {
+        let status = self.http_status();
+        let body = self.problem().to_string();
+        let mut response = (status, body).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_status_carries_detail_envelope() {
+        let err = ExoError::new(ErrorReason::QueueNotFound, "no queue 'a'")
+            .with_backend("memory")
+            .with_resource("a");
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        let envelope = exo_proto::rpc::Status::decode(status.details()).expect("envelope");
+        assert_eq!(envelope.details.len(), 1);
+        assert_eq!(envelope.details[0].type_url, exo_proto::ERROR_DETAIL_TYPE_URL);
+        let detail = ErrorDetail::decode(envelope.details[0].value.as_slice()).expect("detail");
+        assert_eq!(detail.reason(), ErrorReason::QueueNotFound);
+        assert_eq!(detail.backend, "memory");
+        assert_eq!(detail.resource, "a");
+        assert!(!detail.retryable);
+    }
+
+    #[test]
+    fn every_reason_has_consistent_http_and_grpc_mapping() {
+        for value in 0..=100 {
+            let Ok(reason) = ErrorReason::try_from(value) else { continue };
+            let http = http_status(reason);
+            let grpc = grpc_code(reason);
+            // 4xx ⇔ a client-side gRPC code, 5xx ⇔ a server-side one (304 aside).
+            if reason != ErrorReason::NotModified {
+                let server_side = matches!(
+                    grpc,
+                    tonic::Code::Internal
+                        | tonic::Code::Unavailable
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Unimplemented
+                );
+                assert_eq!(http.is_server_error(), server_side, "{reason:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn problem_json_is_rfc9457_shaped() {
+        let err = ExoError::new(ErrorReason::MessageTooLarge, "body is 300000 bytes, limit 262144");
+        let problem = err.problem();
+        assert_eq!(problem["status"], 413);
+        assert_eq!(problem["reason"], "MESSAGE_TOO_LARGE");
+        assert_eq!(problem["type"], "urn:exoflow:error:MESSAGE_TOO_LARGE");
+        assert_eq!(problem["detail"], "body is 300000 bytes, limit 262144");
+        assert_eq!(problem["retryable"], false);
+    }
+}

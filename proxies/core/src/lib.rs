@@ -1,0 +1,28 @@
+//! The core every ExoFlow proxy (eqs, eos, ekv) is built on:
+//!
+//! - [`ExoError`]: the one error type, mapped to gRPC status + detail and to problem+json;
+//! - [`config`]: the shared `server:` settings and the YAML loader;
+//! - [`metrics`]: Prometheus metrics per operation, backend and outcome;
+//! - [`server`]: gRPC and HTTP/JSON on one port, health, reflection, graceful shutdown;
+//! - [`json`]: HTTP/JSON bodies whose rejections are problem+json;
+//! - [`telemetry`]: log setup.
+//!
+//! Backends and their layers live in each proxy's crate; this crate knows nothing about queues,
+//! objects or keys.
+
+pub mod config;
+mod error;
+pub mod json;
+pub mod metrics;
+pub mod server;
+pub mod telemetry;
+
+pub use error::{ExoError, ExoResult, default_retryable, grpc_code, http_status};
+
+/// Milliseconds since the Unix epoch, the contract's timestamp unit.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,272 @@
+//! One listener serving gRPC (HTTP/2) and HTTP/JSON (HTTP/1.1 or 2) side by side, with the
+//! standard gRPC health and reflection services, `/healthz`, `/readyz`, `/metrics`, body
+//! limits and graceful shutdown.
+
+use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, State},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use exo_proto::common::v1::ErrorReason;
+use http::{HeaderValue, StatusCode, header};
+use tokio::{net::TcpListener, sync::watch};
+use tonic::server::NamedService;
+use tonic_health::ServingStatus;
+
+use crate::{ExoError, ExoResult, config::ServerConfig, metrics::Metrics};
+
+/// Tells whether the backend behind a proxy can serve requests now.
+#[async_trait]
+pub trait Readiness: Send + Sync + 'static {
+    /// `Ok` when the backend answers.
+    async fn ready(&self) -> ExoResult<()>;
+}
+
+/// Failures starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// gRPC reflection could not load the descriptors (a build problem).
+    #[error("cannot build gRPC reflection: {0}")]
+    Reflection(String),
+    /// The accept loop failed.
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything one proxy serves, assembled by the proxy and run by [`ProxyServer::serve`].
+pub struct ProxyServer {
+    config: ServerConfig,
+    grpc: Router,
+    http: Router,
+    health_names: Vec<&'static str>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<dyn Readiness>,
+}
+
+impl std::fmt::Debug for ProxyServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyServer").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl ProxyServer {
+    /// A server with no services yet.
+    pub fn new(config: ServerConfig, metrics: Arc<Metrics>, readiness: Arc<dyn Readiness>) -> Self {
+        Self {
+            config,
+            grpc: Router::new(),
+            http: Router::new(),
+            health_names: Vec::new(),
+            metrics,
+            readiness,
+        }
+    }
+
+    /// Adds a gRPC service; its health is reported under its full name.
+    pub fn grpc_service<S>(mut self, svc: S) -> Self
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.health_names.push(S::NAME);
+        let routes = tonic::service::Routes::new(svc).prepare().into_axum_router();
+        self.grpc = self.grpc.merge(routes.fallback(grpc_unimplemented));
+        // `merge` keeps the last fallback; every gRPC router shares the same one.
+        self
+    }
+
+    /// Adds HTTP/JSON routes (already under `/api/v1`).
+    pub fn http_routes(mut self, routes: Router) -> Self {
+        self.http = self.http.merge(routes);
+        self
+    }
+
+    /// Binds the configured address.
+    pub async fn bind(&self) -> Result<TcpListener, ServeError> {
+        let addr = self.config.listen;
+        TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then stops taking new requests and waits
+    /// up to `shutdown_grace` for in-flight ones.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(exo_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|err| ServeError::Reflection(err.to_string()))?;
+
+        let (stopping_tx, stopping_rx) = watch::channel(false);
+        let state = AppState {
+            metrics: self.metrics.clone(),
+            readiness: self.readiness.clone(),
+            stopping: stopping_rx.clone(),
+        };
+
+        let grpc_builtin =
+            tonic::service::Routes::new(health_service).add_service(reflection).prepare().into_axum_router();
+        let limit = self.config.max_request_bytes;
+        let probes = Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .with_state(state);
+        let http = self.http.merge(probes).layer(DefaultBodyLimit::max(limit));
+        // gRPC routers each carry tonic's UNIMPLEMENTED fallback; replace it with a problem+json
+        // 404 for plain HTTP clients, and answer unknown gRPC methods (content-type
+        // application/grpc) the gRPC way.
+        let app = grpc_builtin.merge(self.grpc).merge(http).fallback(not_found);
+
+        let names = self.health_names.clone();
+        let health_task = tokio::spawn(watch_health(reporter, names, self.readiness.clone(), stopping_rx));
+
+        let grace = self.config.shutdown_grace;
+        let local = listener.local_addr()?;
+        tracing::info!(%local, "listening (gRPC + HTTP/JSON)");
+        let mut signalled = stopping_tx.subscribe();
+        let server = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight requests");
+            let _ = stopping_tx.send(true);
+        });
+        let result = tokio::select! {
+            result = server => result.map_err(ServeError::Io),
+            () = async {
+                let _ = signalled.wait_for(|stopping| *stopping).await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(?grace, "shutdown grace period over; closing remaining connections");
+                Ok(())
+            }
+        };
+        health_task.abort();
+        result
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Arc<Metrics>,
+    readiness: Arc<dyn Readiness>,
+    stopping: watch::Receiver<bool>,
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if *state.stopping.borrow() {
+        return ExoError::new(ErrorReason::ShuttingDown, "proxy is shutting down").into_response();
+    }
+    match state.readiness.ready().await {
+        Ok(()) => "ready\n".into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+async fn not_found(req: http::Request<axum::body::Body>) -> Response {
+    let is_grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if is_grpc {
+        return grpc_unimplemented().await;
+    }
+    let mut response = ExoError::new(
+        ErrorReason::InvalidArgument,
+        format!("no route for {} {}", req.method(), req.uri().path()),
+    )
+    .into_response();
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response
+}
+
+async fn grpc_unimplemented() -> Response {
+    tonic::Status::unimplemented("unknown gRPC method").into_http()
+}
+
+/// Keeps the gRPC health service in step with the backend: SERVING while it answers,
+/// NOT_SERVING when it does not or the proxy is stopping.
+async fn watch_health(
+    reporter: tonic_health::server::HealthReporter,
+    names: Vec<&'static str>,
+    readiness: Arc<dyn Readiness>,
+    stopping: watch::Receiver<bool>,
+) {
+    let mut last = None;
+    loop {
+        let status = if *stopping.borrow() {
+            ServingStatus::NotServing
+        } else {
+            match readiness.ready().await {
+                Ok(()) => ServingStatus::Serving,
+                Err(err) => {
+                    tracing::warn!(error = %err, "backend not ready");
+                    ServingStatus::NotServing
+                }
+            }
+        };
+        if last != Some(status) {
+            reporter.set_service_status("", status).await;
+            for name in &names {
+                reporter.set_service_status(*name, status).await;
+            }
+            last = Some(status);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

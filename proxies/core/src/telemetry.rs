@@ -1,0 +1,18 @@
+//! Log setup: `tracing` to stderr as text or JSON lines.
+
+use tracing_subscriber::{EnvFilter, fmt};
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Installs the global subscriber. `RUST_LOG` overrides the configured level. Calling it twice
+/// is harmless (the second call keeps the first subscriber).
+pub fn init_tracing(config: &LogConfig) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
