@@ -148,9 +148,12 @@ pub fn grpc_code(reason: ErrorReason) -> tonic::Code {
         | R::InvalidAttribute
         | R::InvalidReceipt
         | R::MalformedRequest => Code::InvalidArgument,
-        R::QueueNotFound | R::BucketNotFound | R::ObjectNotFound | R::KeyNotFound | R::TableNotFound => {
-            Code::NotFound
-        }
+        R::QueueNotFound
+        | R::BucketNotFound
+        | R::ObjectNotFound
+        | R::KeyNotFound
+        | R::TableNotFound
+        | R::RouteNotFound => Code::NotFound,
         R::QueueAlreadyExists | R::BucketAlreadyExists => Code::AlreadyExists,
         R::NotEmpty | R::ConditionFailed | R::ReceiptStale | R::NotModified => Code::FailedPrecondition,
         R::RangeNotSatisfiable => Code::OutOfRange,
@@ -173,9 +176,12 @@ pub fn http_status(reason: ErrorReason) -> StatusCode {
         | R::InvalidAttribute
         | R::InvalidReceipt
         | R::MalformedRequest => StatusCode::BAD_REQUEST,
-        R::QueueNotFound | R::BucketNotFound | R::ObjectNotFound | R::KeyNotFound | R::TableNotFound => {
-            StatusCode::NOT_FOUND
-        }
+        R::QueueNotFound
+        | R::BucketNotFound
+        | R::ObjectNotFound
+        | R::KeyNotFound
+        | R::TableNotFound
+        | R::RouteNotFound => StatusCode::NOT_FOUND,
         R::QueueAlreadyExists | R::BucketAlreadyExists | R::NotEmpty => StatusCode::CONFLICT,
         R::ConditionFailed | R::ReceiptStale => StatusCode::PRECONDITION_FAILED,
         R::NotModified => StatusCode::NOT_MODIFIED,

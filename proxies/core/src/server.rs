@@ -12,7 +12,7 @@ use axum::{
     routing::get,
 };
 use exo_proto::common::v1::ErrorReason;
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderValue, header};
 use tokio::{net::TcpListener, sync::watch};
 use tonic::server::NamedService;
 use tonic_health::ServingStatus;
@@ -87,9 +87,7 @@ impl ProxyServer {
         S::Future: Send + 'static,
     {
         self.health_names.push(S::NAME);
-        let routes = tonic::service::Routes::new(svc).prepare().into_axum_router();
-        self.grpc = self.grpc.merge(routes.fallback(grpc_unimplemented));
-        // `merge` keeps the last fallback; every gRPC router shares the same one.
+        self.grpc = mount_grpc(self.grpc, svc);
         self
     }
 
@@ -134,9 +132,8 @@ impl ProxyServer {
             .route("/metrics", get(metrics))
             .with_state(state);
         let http = self.http.merge(probes).layer(DefaultBodyLimit::max(limit));
-        // gRPC routers each carry tonic's UNIMPLEMENTED fallback; replace it with a problem+json
-        // 404 for plain HTTP clients, and answer unknown gRPC methods (content-type
-        // application/grpc) the gRPC way.
+        // One fallback for both worlds: unknown gRPC methods (content-type application/grpc)
+        // get UNIMPLEMENTED, anything else a problem+json 404.
         let app = grpc_builtin.merge(self.grpc).merge(http).fallback(not_found);
 
         let names = self.health_names.clone();
@@ -164,6 +161,26 @@ impl ProxyServer {
         health_task.abort();
         result
     }
+}
+
+/// Mounts a tonic service under `/<package.Service>/*` the way tonic's own router does, but
+/// without its catch-all fallback, so gRPC and HTTP routes can share one router.
+fn mount_grpc<S>(router: Router, svc: S) -> Router
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Response: IntoResponse,
+    S::Future: Send + 'static,
+{
+    use tower::ServiceExt as _;
+    router.route_service(
+        &format!("/{}/{{*rest}}", S::NAME),
+        svc.map_request(|req: http::Request<axum::body::Body>| req.map(tonic::body::Body::new)),
+    )
 }
 
 #[derive(Clone)]

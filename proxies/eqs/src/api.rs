@@ -1,0 +1,442 @@
+//! The queue API in front of every backend: turns wire requests into validated calls, checks
+//! limits and declared capabilities before anything is written, and shapes responses. Both the
+//! gRPC service and the HTTP/JSON routes call this, so they behave identically.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
+use exo_proxy_core::{ExoError, ExoResult};
+
+use crate::{
+    backend::Queue,
+    model::{
+        Capability, DEFAULT_RETENTION_SECONDS, DEFAULT_VISIBILITY_SECONDS, Descriptor, QueueName,
+        ReceiveParams,
+    },
+};
+
+/// Most queue names in one ListQueues page.
+pub const MAX_LIST_PAGE: u32 = 1000;
+/// Longest attribute name.
+pub const MAX_ATTRIBUTE_NAME: usize = 128;
+
+/// Validating front of a queue backend.
+#[derive(Clone)]
+pub struct QueueApi {
+    backend: Arc<dyn Queue>,
+}
+
+impl std::fmt::Debug for QueueApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueApi").field("backend", &self.backend.descriptor().backend).finish()
+    }
+}
+
+impl QueueApi {
+    /// Serves `backend` (usually already wrapped in layers).
+    pub fn new(backend: Arc<dyn Queue>) -> Self {
+        Self { backend }
+    }
+
+    /// The backend (with its layers).
+    pub fn backend(&self) -> &Arc<dyn Queue> {
+        &self.backend
+    }
+
+    fn descriptor(&self) -> &Descriptor {
+        self.backend.descriptor()
+    }
+
+    fn attribute(&self, err: ExoError) -> ExoError {
+        err.with_backend(self.descriptor().backend)
+    }
+
+    /// Describe.
+    pub fn describe(&self) -> pb::DescribeResponse {
+        self.descriptor().to_proto()
+    }
+
+    /// CreateQueue.
+    pub async fn create_queue(&self, req: pb::CreateQueueRequest) -> ExoResult<pb::CreateQueueResponse> {
+        let name = QueueName::parse(&req.name, "name").map_err(|e| self.attribute(e))?;
+        let options = normalize_options(self.descriptor(), &name, req.options.unwrap_or_default())
+            .map_err(|e| self.attribute(e))?;
+        let (created, info) = self.backend.create_queue(&name, &options).await?;
+        Ok(pb::CreateQueueResponse { created, info: Some(info) })
+    }
+
+    /// DeleteQueue.
+    pub async fn delete_queue(&self, req: pb::DeleteQueueRequest) -> ExoResult<pb::DeleteQueueResponse> {
+        let name = QueueName::parse(&req.name, "name").map_err(|e| self.attribute(e))?;
+        self.backend.delete_queue(&name).await?;
+        Ok(pb::DeleteQueueResponse {})
+    }
+
+    /// ListQueues. Page tokens are the last name of the previous page, opaquely encoded.
+    pub async fn list_queues(&self, req: pb::ListQueuesRequest) -> ExoResult<pb::ListQueuesResponse> {
+        let page_size = match req.page_size {
+            0 => MAX_LIST_PAGE,
+            n if n <= MAX_LIST_PAGE => n,
+            n => {
+                return Err(self.attribute(ExoError::invalid_argument(
+                    "page_size",
+                    format!("page_size {n} is above the maximum {MAX_LIST_PAGE}"),
+                )));
+            }
+        };
+        if req.prefix.len() > 63
+            || !req.prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(self.attribute(ExoError::invalid_argument(
+                "prefix",
+                "prefix may contain only lowercase letters, digits and '-' (at most 63)",
+            )));
+        }
+        let start_after = if req.page_token.is_empty() {
+            None
+        } else {
+            let bad = || {
+                self.attribute(ExoError::invalid_argument(
+                    "page_token",
+                    "page_token is not one this server issued",
+                ))
+            };
+            let raw = URL_SAFE_NO_PAD.decode(req.page_token.as_bytes()).map_err(|_| bad())?;
+            Some(String::from_utf8(raw).map_err(|_| bad())?)
+        };
+        let mut names =
+            self.backend.list_queues(&req.prefix, start_after.as_deref(), page_size as usize + 1).await?;
+        let next_page_token = if names.len() > page_size as usize {
+            names.truncate(page_size as usize);
+            names.last().map(|last| URL_SAFE_NO_PAD.encode(last)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(pb::ListQueuesResponse { names, next_page_token })
+    }
+
+    /// GetQueueInfo.
+    pub async fn get_queue_info(&self, req: pb::GetQueueInfoRequest) -> ExoResult<pb::GetQueueInfoResponse> {
+        let name = QueueName::parse(&req.name, "name").map_err(|e| self.attribute(e))?;
+        Ok(pb::GetQueueInfoResponse { info: Some(self.backend.queue_info(&name).await?) })
+    }
+
+    /// Send.
+    pub async fn send(&self, req: pb::SendRequest) -> ExoResult<pb::SendResponse> {
+        let name = QueueName::parse(&req.queue, "queue").map_err(|e| self.attribute(e))?;
+        let message = req
+            .message
+            .ok_or_else(|| ExoError::invalid_argument("message", "message is required"))
+            .and_then(|m| validate_message(self.descriptor(), m, "message"))
+            .map_err(|e| self.attribute(e.with_resource(name.as_str())))?;
+        let mut ids = self.backend.send(&name, vec![message]).await?;
+        let message_id = ids.pop().ok_or_else(|| ExoError::internal("backend returned no message id"))?;
+        Ok(pb::SendResponse { message_id })
+    }
+
+    /// SendBatch: every entry is validated on its own; the valid ones are sent together.
+    pub async fn send_batch(&self, req: pb::SendBatchRequest) -> ExoResult<pb::SendBatchResponse> {
+        let name = QueueName::parse(&req.queue, "queue").map_err(|e| self.attribute(e))?;
+        let limits = self.descriptor().limits;
+        if req.entries.is_empty() {
+            return Err(
+                self.attribute(ExoError::invalid_argument("entries", "a batch needs at least one entry"))
+            );
+        }
+        if req.entries.len() > limits.max_batch_entries as usize {
+            return Err(self.attribute(ExoError::invalid_argument(
+                "entries",
+                format!("{} entries is above the maximum {}", req.entries.len(), limits.max_batch_entries),
+            )));
+        }
+        let mut results = Vec::with_capacity(req.entries.len());
+        let mut ids = HashSet::with_capacity(req.entries.len());
+        let mut valid = Vec::with_capacity(req.entries.len());
+        let mut valid_at = Vec::with_capacity(req.entries.len());
+        for (index, entry) in req.entries.into_iter().enumerate() {
+            let id = if entry.id.is_empty() { index.to_string() } else { entry.id };
+            if !ids.insert(id.clone()) {
+                return Err(self.attribute(ExoError::invalid_argument(
+                    format!("entries[{index}].id"),
+                    format!("entry id {id:?} appears twice in the batch"),
+                )));
+            }
+            let field = format!("entries[{index}].message");
+            let checked = entry
+                .message
+                .ok_or_else(|| ExoError::invalid_argument(&field, "message is required"))
+                .and_then(|m| validate_message(self.descriptor(), m, &field));
+            match checked {
+                Ok(message) => {
+                    valid_at.push(results.len());
+                    valid.push(message);
+                    results.push(pb::SendBatchResult { id, outcome: None });
+                }
+                Err(err) => results.push(pb::SendBatchResult { id, outcome: Some(entry_error(&err)) }),
+            }
+        }
+        if !valid.is_empty() {
+            match self.backend.send(&name, valid).await {
+                Ok(message_ids) => {
+                    for (slot, message_id) in valid_at.iter().zip(message_ids) {
+                        results[*slot].outcome = Some(pb::send_batch_result::Outcome::MessageId(message_id));
+                    }
+                }
+                // The queue itself is at fault (missing, unreachable): the whole call fails.
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(pb::SendBatchResponse { results })
+    }
+
+    /// Receive.
+    pub async fn receive(&self, req: pb::ReceiveRequest) -> ExoResult<pb::ReceiveResponse> {
+        let name = QueueName::parse(&req.queue, "queue").map_err(|e| self.attribute(e))?;
+        let params = receive_params(self.descriptor(), &req).map_err(|e| self.attribute(e))?;
+        let messages = self.backend.receive(&name, params).await?;
+        Ok(pb::ReceiveResponse { messages })
+    }
+
+    /// Ack.
+    pub async fn ack(&self, req: pb::AckRequest) -> ExoResult<pb::AckResponse> {
+        let name = QueueName::parse(&req.queue, "queue").map_err(|e| self.attribute(e))?;
+        require_receipt(&req.receipt).map_err(|e| self.attribute(e))?;
+        self.backend.ack(&name, &req.receipt).await?;
+        Ok(pb::AckResponse {})
+    }
+
+    /// ChangeVisibility.
+    pub async fn change_visibility(
+        &self,
+        req: pb::ChangeVisibilityRequest,
+    ) -> ExoResult<pb::ChangeVisibilityResponse> {
+        let name = QueueName::parse(&req.queue, "queue").map_err(|e| self.attribute(e))?;
+        let descriptor = self.descriptor();
+        descriptor.require(Capability::ChangeVisibility, "changing visibility")?;
+        require_receipt(&req.receipt).map_err(|e| self.attribute(e))?;
+        let max = descriptor.limits.max_visibility_timeout_seconds;
+        if req.visibility_timeout_seconds > max {
+            return Err(self.attribute(ExoError::invalid_argument(
+                "visibility_timeout_seconds",
+                format!(
+                    "visibility timeout {} s is above the maximum {max} s",
+                    req.visibility_timeout_seconds
+                ),
+            )));
+        }
+        self.backend.change_visibility(&name, &req.receipt, req.visibility_timeout_seconds).await?;
+        Ok(pb::ChangeVisibilityResponse {})
+    }
+
+    /// Purge.
+    pub async fn purge(&self, req: pb::PurgeRequest) -> ExoResult<pb::PurgeResponse> {
+        let name = QueueName::parse(&req.queue, "queue").map_err(|e| self.attribute(e))?;
+        self.descriptor().require(Capability::Purge, "purge")?;
+        self.backend.purge(&name).await?;
+        Ok(pb::PurgeResponse {})
+    }
+}
+
+fn require_receipt(receipt: &str) -> ExoResult<()> {
+    if receipt.is_empty() || receipt.len() > 1024 {
+        return Err(ExoError::new(ErrorReason::InvalidReceipt, "receipt must be 1 to 1024 characters")
+            .with_field("receipt"));
+    }
+    Ok(())
+}
+
+fn entry_error(err: &ExoError) -> pb::send_batch_result::Outcome {
+    pb::send_batch_result::Outcome::Error(pb::EntryError {
+        reason: err.reason.as_str_name().to_owned(),
+        message: err.message.clone(),
+        retryable: err.retryable,
+    })
+}
+
+/// Fills in defaults and checks ranges and capabilities of queue options.
+pub fn normalize_options(
+    descriptor: &Descriptor,
+    name: &QueueName,
+    mut options: pb::QueueOptions,
+) -> ExoResult<pb::QueueOptions> {
+    let limits = &descriptor.limits;
+    let visibility = options.visibility_timeout_seconds.unwrap_or(DEFAULT_VISIBILITY_SECONDS);
+    if visibility > limits.max_visibility_timeout_seconds {
+        return Err(ExoError::invalid_argument(
+            "options.visibility_timeout_seconds",
+            format!(
+                "visibility timeout {visibility} s is above the maximum {} s",
+                limits.max_visibility_timeout_seconds
+            ),
+        ));
+    }
+    options.visibility_timeout_seconds = Some(visibility);
+    if options.retention_seconds == 0 {
+        options.retention_seconds =
+            DEFAULT_RETENTION_SECONDS.clamp(limits.min_retention_seconds, limits.max_retention_seconds);
+    } else {
+        descriptor.require(Capability::Retention, "message retention")?;
+        if !(limits.min_retention_seconds..=limits.max_retention_seconds).contains(&options.retention_seconds)
+        {
+            return Err(ExoError::invalid_argument(
+                "options.retention_seconds",
+                format!(
+                    "retention {} s is outside {} ..= {} s",
+                    options.retention_seconds, limits.min_retention_seconds, limits.max_retention_seconds
+                ),
+            ));
+        }
+    }
+    if options.delay_seconds > 0 {
+        descriptor.require(Capability::Delay, "delayed delivery")?;
+        if options.delay_seconds > limits.max_delay_seconds {
+            return Err(ExoError::invalid_argument(
+                "options.delay_seconds",
+                format!(
+                    "delay {} s is above the maximum {} s",
+                    options.delay_seconds, limits.max_delay_seconds
+                ),
+            ));
+        }
+    }
+    match (options.max_receives, options.dead_letter_queue.is_empty()) {
+        (0, true) => {}
+        (0, false) | (_, true) => {
+            return Err(ExoError::invalid_argument(
+                "options.max_receives",
+                "max_receives and dead_letter_queue must be set together",
+            ));
+        }
+        (n, false) => {
+            descriptor.require(Capability::DeadLetter, "dead-lettering")?;
+            if n > limits.max_receives_limit {
+                return Err(ExoError::invalid_argument(
+                    "options.max_receives",
+                    format!("max_receives {n} is above the maximum {}", limits.max_receives_limit),
+                ));
+            }
+            QueueName::parse(&options.dead_letter_queue, "options.dead_letter_queue")?;
+            if options.dead_letter_queue == name.as_str() {
+                return Err(ExoError::invalid_argument(
+                    "options.dead_letter_queue",
+                    "a queue cannot be its own dead-letter queue",
+                ));
+            }
+        }
+    }
+    Ok(options)
+}
+
+/// Checks one outgoing message against the limits and the attribute rules.
+pub fn validate_message(
+    descriptor: &Descriptor,
+    message: pb::OutgoingMessage,
+    field: &str,
+) -> ExoResult<pb::OutgoingMessage> {
+    let limits = &descriptor.limits;
+    if message.attributes.len() > limits.max_attributes as usize {
+        return Err(ExoError::new(
+            ErrorReason::InvalidAttribute,
+            format!("{} attributes is above the maximum {}", message.attributes.len(), limits.max_attributes),
+        )
+        .with_field(format!("{field}.attributes")));
+    }
+    let mut size = message.body.len() as u64;
+    for (name, value) in &message.attributes {
+        check_attribute(name, value)
+            .map_err(|err| err.with_field(format!("{field}.attributes[{name:?}]")))?;
+        size += (name.len() + value.len()) as u64;
+    }
+    if size > limits.max_message_bytes {
+        return Err(ExoError::new(
+            ErrorReason::MessageTooLarge,
+            format!(
+                "message is {size} bytes (body plus attributes), above this backend's limit of {} bytes; \
+                 store large payloads in an object store and send a reference",
+                limits.max_message_bytes
+            ),
+        )
+        .with_field(format!("{field}.body")));
+    }
+    if let Some(delay) = message.delay_seconds.filter(|d| *d > 0) {
+        descriptor.require(Capability::Delay, "delayed delivery")?;
+        if delay > limits.max_delay_seconds {
+            return Err(ExoError::invalid_argument(
+                format!("{field}.delay_seconds"),
+                format!("delay {delay} s is above the maximum {} s", limits.max_delay_seconds),
+            ));
+        }
+    }
+    Ok(message)
+}
+
+/// Attribute names: 1..=128 of `A-Z a-z 0-9 _ - .`, not starting or ending with '.', no "..",
+/// not in the reserved `exo.`/`aws.`/`amazon.` namespaces. Values: non-empty, no control
+/// characters other than tab, CR and LF (what SQS accepts).
+fn check_attribute(name: &str, value: &str) -> ExoResult<()> {
+    let bad_name =
+        |why: &str| ExoError::new(ErrorReason::InvalidAttribute, format!("attribute name {name:?} {why}"));
+    if name.is_empty() || name.len() > MAX_ATTRIBUTE_NAME {
+        return Err(bad_name("must be 1 to 128 characters"));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) {
+        return Err(bad_name("may contain only letters, digits, '_', '-' and '.'"));
+    }
+    if name.starts_with('.') || name.ends_with('.') || name.contains("..") {
+        return Err(bad_name("must not start or end with '.' or contain \"..\""));
+    }
+    let lower = name.to_ascii_lowercase();
+    if ["exo.", "aws.", "amazon."].iter().any(|reserved| lower.starts_with(reserved)) {
+        return Err(bad_name("uses a reserved prefix (exo., aws., amazon.)"));
+    }
+    if value.is_empty() {
+        return Err(ExoError::new(
+            ErrorReason::InvalidAttribute,
+            format!("attribute {name:?} has an empty value"),
+        ));
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+        return Err(ExoError::new(
+            ErrorReason::InvalidAttribute,
+            format!("attribute {name:?} contains the control character U+{:04X}", c as u32),
+        ));
+    }
+    Ok(())
+}
+
+fn receive_params(descriptor: &Descriptor, req: &pb::ReceiveRequest) -> ExoResult<ReceiveParams> {
+    let limits = &descriptor.limits;
+    let max_messages = req.max_messages.max(1);
+    if max_messages > limits.max_receive_messages {
+        return Err(ExoError::invalid_argument(
+            "max_messages",
+            format!("max_messages {} is above the maximum {}", req.max_messages, limits.max_receive_messages),
+        ));
+    }
+    if req.wait_seconds > 0 {
+        descriptor.require(Capability::LongPoll, "long polling")?;
+        if req.wait_seconds > limits.max_wait_seconds {
+            return Err(ExoError::invalid_argument(
+                "wait_seconds",
+                format!("wait {} s is above the maximum {} s", req.wait_seconds, limits.max_wait_seconds),
+            ));
+        }
+    }
+    if let Some(visibility) = req.visibility_timeout_seconds
+        && visibility > limits.max_visibility_timeout_seconds
+    {
+        return Err(ExoError::invalid_argument(
+            "visibility_timeout_seconds",
+            format!(
+                "visibility timeout {visibility} s is above the maximum {} s",
+                limits.max_visibility_timeout_seconds
+            ),
+        ));
+    }
+    Ok(ReceiveParams {
+        max_messages,
+        wait: Duration::from_secs(u64::from(req.wait_seconds)),
+        visibility_seconds: req.visibility_timeout_seconds,
+    })
+}

@@ -1,0 +1,88 @@
+//! `eqs-proxy`: the ExoFlow queue sidecar.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context as _;
+use clap::Parser;
+use eqs::{
+    EqsProxy,
+    config::{BackendConfig, EqsConfig},
+};
+use exo_proxy_core::{
+    config::{LogFormat, load_yaml},
+    server::shutdown_signal,
+    telemetry::init_tracing,
+};
+
+/// The ExoFlow queue proxy: serves exo.queue.v1 over gRPC and HTTP/JSON on one port.
+///
+/// Settings come from --config, then EXO_* environment variables, then flags (highest).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// YAML config file (see the eqs README for the format).
+    #[arg(long, env = "EXO_EQS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (gRPC and HTTP/JSON share it).
+    #[arg(long, env = "EXO_EQS_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Backend: memory or embedded.
+    #[arg(long, env = "EXO_EQS_BACKEND")]
+    backend: Option<String>,
+    /// Database file of the embedded backend.
+    #[arg(long, env = "EXO_EQS_DB")]
+    db: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, env = "EXO_LOG_FORMAT")]
+    log_format: Option<String>,
+    /// Allow a non-loopback listen address without TLS.
+    #[arg(long, env = "EXO_ALLOW_INSECURE_NON_LOOPBACK")]
+    allow_insecure_non_loopback: bool,
+    /// Print the effective configuration as YAML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn effective_config(args: &Args) -> anyhow::Result<EqsConfig> {
+    let mut config = match &args.config {
+        Some(path) => load_yaml::<EqsConfig>(path)?,
+        None => EqsConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    if args.allow_insecure_non_loopback {
+        config.server.allow_insecure_non_loopback = true;
+    }
+    if let Some(kind) = &args.backend {
+        config.backend = BackendConfig::named(kind, args.db.clone())?;
+    } else if let (Some(db), BackendConfig::Embedded { path, .. }) = (&args.db, &mut config.backend) {
+        *path = db.clone();
+    }
+    if let Some(format) = &args.log_format {
+        config.server.log.format = match format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => anyhow::bail!("unknown log format '{other}' (text or json)"),
+        };
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = effective_config(&args)?;
+    if args.print_config {
+        print!("{}", serde_yaml_ng::to_string(&config)?);
+        return Ok(());
+    }
+    init_tracing(&config.server.log);
+    let proxy = EqsProxy::new(&config).context("cannot start eqs-proxy")?;
+    let listener = proxy.bind().await?;
+    tracing::info!(backend = config.backend.kind(), addr = %listener.local_addr()?, "eqs-proxy ready");
+    proxy.serve(listener, shutdown_signal()).await?;
+    tracing::info!("eqs-proxy stopped");
+    Ok(())
+}

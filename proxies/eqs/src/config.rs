@@ -1,0 +1,147 @@
+//! The eqs-proxy configuration file: the shared `server:` section and the `backend:` section.
+//!
+//! ```yaml
+//! server:
+//!   listen: 127.0.0.1:7401
+//!   request_timeout: 30s
+//!   log: { format: json, level: info }
+//! backend:
+//!   kind: embedded            # or: memory
+//!   path: .exo/eqs.db
+//!   max_message_bytes: 262144
+//! ```
+
+use std::path::PathBuf;
+
+use exo_proxy_core::config::{ConfigError, ServerConfig};
+use serde::{Deserialize, Serialize};
+
+/// Default largest message for the local backends (256 KiB, the classic SQS limit).
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 256 * 1024;
+
+/// Default port of eqs.
+pub const DEFAULT_PORT: u16 = 7401;
+
+/// Which backend serves the queues, with its settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BackendConfig {
+    /// In-process, not durable; for tests and benchmarks.
+    Memory {
+        /// Largest message in bytes.
+        #[serde(default = "default_max_message_bytes")]
+        max_message_bytes: u64,
+    },
+    /// Durable SQLite file on local disk.
+    Embedded {
+        /// The database file; created with its directory if missing.
+        #[serde(default = "default_db_path")]
+        path: PathBuf,
+        /// Largest message in bytes.
+        #[serde(default = "default_max_message_bytes")]
+        max_message_bytes: u64,
+    },
+}
+
+fn default_max_message_bytes() -> u64 {
+    DEFAULT_MAX_MESSAGE_BYTES
+}
+
+fn default_db_path() -> PathBuf {
+    PathBuf::from(".exo/eqs.db")
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        Self::Embedded { path: default_db_path(), max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES }
+    }
+}
+
+impl BackendConfig {
+    /// The backend's name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Memory { .. } => "memory",
+            Self::Embedded { .. } => "embedded",
+        }
+    }
+
+    /// A backend of `kind` with default settings (`path` for embedded).
+    pub fn named(kind: &str, path: Option<PathBuf>) -> Result<Self, ConfigError> {
+        match kind {
+            "memory" => Ok(Self::Memory { max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES }),
+            "embedded" => Ok(Self::Embedded {
+                path: path.unwrap_or_else(default_db_path),
+                max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            }),
+            other => Err(ConfigError::Invalid(format!(
+                "unknown queue backend '{other}' (known: memory, embedded)"
+            ))),
+        }
+    }
+}
+
+/// The whole eqs-proxy configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EqsConfig {
+    /// Listener, limits, logging.
+    #[serde(default = "default_server")]
+    pub server: ServerConfig,
+    /// The backend.
+    #[serde(default)]
+    pub backend: BackendConfig,
+}
+
+fn default_server() -> ServerConfig {
+    ServerConfig::with_listen(std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))
+}
+
+impl Default for EqsConfig {
+    fn default() -> Self {
+        Self { server: default_server(), backend: BackendConfig::default() }
+    }
+}
+
+impl EqsConfig {
+    /// Checks the settings hang together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
+        let max = match &self.backend {
+            BackendConfig::Memory { max_message_bytes }
+            | BackendConfig::Embedded { max_message_bytes, .. } => *max_message_bytes,
+        };
+        if max == 0 || max > 16 * 1024 * 1024 {
+            return Err(ConfigError::Invalid("backend.max_message_bytes must be 1 ..= 16 MiB".into()));
+        }
+        if max as usize + 64 * 1024 > self.server.max_request_bytes {
+            return Err(ConfigError::Invalid(format!(
+                "backend.max_message_bytes ({max}) needs server.max_request_bytes of at least {}",
+                max + 64 * 1024
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use exo_proxy_core::config::parse_yaml;
+
+    use super::*;
+
+    #[test]
+    fn documented_example_parses() {
+        let text = "server:\n  listen: 127.0.0.1:7401\n  request_timeout: 30s\n  log: { format: json, level: info }\n\
+                    backend:\n  kind: embedded\n  path: .exo/eqs.db\n  max_message_bytes: 262144\n";
+        let config: EqsConfig = parse_yaml(text, "t").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.backend.kind(), "embedded");
+    }
+
+    #[test]
+    fn unknown_backend_kind_is_reported() {
+        let err = parse_yaml::<EqsConfig>("backend:\n  kind: sqs3\n", "t").unwrap_err().to_string();
+        assert!(err.contains("sqs3"), "{err}");
+    }
+}

@@ -1,0 +1,142 @@
+//! The HTTP/JSON face of [`QueueApi`] under `/api/v1`, described by the OpenAPI document in
+//! `exo-proto/openapi.json` (served at `/api/v1/openapi.json`).
+
+use axum::{
+    Router,
+    extract::{Path, Query, State},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use exo_proto::queue::v1 as pb;
+use exo_proxy_core::{ExoResult, json::Json};
+use http::{HeaderValue, header};
+use serde::Deserialize;
+
+use crate::api::QueueApi;
+
+/// The routes, ready to merge into a proxy server.
+pub fn routes(api: QueueApi) -> Router {
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/describe", get(describe))
+        .route("/api/v1/queues", get(list_queues).post(create_queue))
+        .route("/api/v1/queues/{queue}", get(get_queue_info).delete(delete_queue))
+        .route("/api/v1/queues/{queue}/purge", post(purge))
+        .route("/api/v1/queues/{queue}/messages", post(send))
+        .route("/api/v1/queues/{queue}/messages/batch", post(send_batch))
+        .route("/api/v1/queues/{queue}/messages/receive", post(receive))
+        .route("/api/v1/queues/{queue}/messages/ack", post(ack))
+        .route("/api/v1/queues/{queue}/messages/visibility", post(change_visibility))
+        .with_state(api)
+}
+
+async fn openapi() -> Response {
+    let mut response = exo_proto::QUEUE_OPENAPI.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+async fn describe(State(api): State<QueueApi>) -> Json<pb::DescribeResponse> {
+    Json(api.describe())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    page_size: u32,
+    #[serde(default)]
+    page_token: String,
+}
+
+async fn list_queues(
+    State(api): State<QueueApi>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ExoResult<Json<pb::ListQueuesResponse>> {
+    let Query(query) = query.map_err(|err| {
+        exo_proxy_core::ExoError::new(
+            exo_proto::common::v1::ErrorReason::MalformedRequest,
+            format!("invalid query string: {err}"),
+        )
+    })?;
+    let req = pb::ListQueuesRequest {
+        prefix: query.prefix,
+        page_size: query.page_size,
+        page_token: query.page_token,
+    };
+    Ok(Json(api.list_queues(req).await?))
+}
+
+async fn create_queue(
+    State(api): State<QueueApi>,
+    Json(req): Json<pb::CreateQueueRequest>,
+) -> ExoResult<Response> {
+    let response = api.create_queue(req).await?;
+    let status = if response.created { http::StatusCode::CREATED } else { http::StatusCode::OK };
+    Ok((status, Json(response)).into_response())
+}
+
+async fn get_queue_info(
+    State(api): State<QueueApi>,
+    Path(queue): Path<String>,
+) -> ExoResult<Json<pb::GetQueueInfoResponse>> {
+    Ok(Json(api.get_queue_info(pb::GetQueueInfoRequest { name: queue }).await?))
+}
+
+async fn delete_queue(
+    State(api): State<QueueApi>,
+    Path(queue): Path<String>,
+) -> ExoResult<Json<pb::DeleteQueueResponse>> {
+    Ok(Json(api.delete_queue(pb::DeleteQueueRequest { name: queue }).await?))
+}
+
+async fn purge(State(api): State<QueueApi>, Path(queue): Path<String>) -> ExoResult<Json<pb::PurgeResponse>> {
+    Ok(Json(api.purge(pb::PurgeRequest { queue }).await?))
+}
+
+async fn send(
+    State(api): State<QueueApi>,
+    Path(queue): Path<String>,
+    Json(mut req): Json<pb::SendRequest>,
+) -> ExoResult<Json<pb::SendResponse>> {
+    req.queue = queue;
+    Ok(Json(api.send(req).await?))
+}
+
+async fn send_batch(
+    State(api): State<QueueApi>,
+    Path(queue): Path<String>,
+    Json(mut req): Json<pb::SendBatchRequest>,
+) -> ExoResult<Json<pb::SendBatchResponse>> {
+    req.queue = queue;
+    Ok(Json(api.send_batch(req).await?))
+}
+
+async fn receive(
+    State(api): State<QueueApi>,
+    Path(queue): Path<String>,
+    Json(mut req): Json<pb::ReceiveRequest>,
+) -> ExoResult<Json<pb::ReceiveResponse>> {
+    req.queue = queue;
+    Ok(Json(api.receive(req).await?))
+}
+
+async fn ack(
+    State(api): State<QueueApi>,
+    Path(queue): Path<String>,
+    Json(mut req): Json<pb::AckRequest>,
+) -> ExoResult<Json<pb::AckResponse>> {
+    req.queue = queue;
+    Ok(Json(api.ack(req).await?))
+}
+
+async fn change_visibility(
+    State(api): State<QueueApi>,
+    Path(queue): Path<String>,
+    Json(mut req): Json<pb::ChangeVisibilityRequest>,
+) -> ExoResult<Json<pb::ChangeVisibilityResponse>> {
+    req.queue = queue;
+    Ok(Json(api.change_visibility(req).await?))
+}

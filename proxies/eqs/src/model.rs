@@ -1,0 +1,208 @@
+//! Validated domain values shared by the API layer and every backend: queue names, limits,
+//! capabilities, and the receipt format of the local backends.
+
+use std::{collections::HashSet, fmt, time::Duration};
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
+use exo_proxy_core::{ExoError, ExoResult};
+
+pub use pb::QueueCapability as Capability;
+
+/// A queue name that passed the portable rules: 3 to 63 characters of `a-z`, `0-9` and `-`,
+/// starting and ending with a letter or digit, without `--`. This is the intersection of what
+/// SQS and Azure Storage Queue accept, so a name valid here is valid everywhere.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueName(String);
+
+impl QueueName {
+    /// Validates `name`; `field` names the request field in the error.
+    pub fn parse(name: &str, field: &str) -> ExoResult<Self> {
+        let problem = if name.len() < 3 || name.len() > 63 {
+            Some("must be 3 to 63 characters long")
+        } else if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            Some("may contain only lowercase letters, digits and '-'")
+        } else if name.starts_with('-') || name.ends_with('-') {
+            Some("must start and end with a letter or digit")
+        } else if name.contains("--") {
+            Some("must not contain \"--\"")
+        } else {
+            None
+        };
+        match problem {
+            None => Ok(Self(name.to_owned())),
+            Some(why) => Err(ExoError::new(ErrorReason::InvalidName, format!("queue name {name:?} {why}"))
+                .with_field(field)
+                .with_resource(name)),
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for QueueName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a backend is and can do; fixed for the backend's lifetime.
+#[derive(Debug, Clone)]
+pub struct Descriptor {
+    /// The backend's name (`memory`, `embedded`, ...), used in metrics and errors.
+    pub backend: &'static str,
+    /// Declared capabilities; the API layer rejects calls needing any other with UNSUPPORTED.
+    pub capabilities: HashSet<Capability>,
+    /// Limits requests are checked against before the backend sees them.
+    pub limits: pb::Limits,
+}
+
+impl Descriptor {
+    /// Whether `capability` is declared.
+    pub fn supports(&self, capability: Capability) -> bool {
+        self.capabilities.contains(&capability)
+    }
+
+    /// UNSUPPORTED unless `capability` is declared.
+    pub fn require(&self, capability: Capability, what: &str) -> ExoResult<()> {
+        if self.supports(capability) {
+            Ok(())
+        } else {
+            Err(ExoError::unsupported(format!(
+                "backend '{}' does not support {what} (capability {} not declared)",
+                self.backend,
+                capability.as_str_name()
+            ))
+            .with_backend(self.backend))
+        }
+    }
+
+    /// The wire form returned by `Describe`.
+    pub fn to_proto(&self) -> pb::DescribeResponse {
+        let mut capabilities: Vec<i32> = self.capabilities.iter().map(|c| *c as i32).collect();
+        capabilities.sort_unstable();
+        pb::DescribeResponse { backend: self.backend.to_owned(), capabilities, limits: Some(self.limits) }
+    }
+}
+
+/// The limits of the local backends (memory, embedded): SQS's where it is the stricter service,
+/// so an app tested locally does not break on the cloud.
+pub fn local_limits(max_message_bytes: u64) -> pb::Limits {
+    pb::Limits {
+        max_message_bytes,
+        max_batch_entries: 100,
+        max_receive_messages: 32,
+        max_wait_seconds: 20,
+        max_visibility_timeout_seconds: 12 * 3600,
+        max_delay_seconds: 900,
+        max_attributes: 10,
+        min_retention_seconds: 1,
+        max_retention_seconds: 14 * 24 * 3600,
+        max_receives_limit: 1000,
+    }
+}
+
+/// Default visibility timeout when a queue does not set one.
+pub const DEFAULT_VISIBILITY_SECONDS: u32 = 30;
+/// Default retention when a queue does not set one (4 days, as SQS).
+pub const DEFAULT_RETENTION_SECONDS: u32 = 4 * 24 * 3600;
+
+/// What a receive asks of the backend, already validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiveParams {
+    /// 1 ..= max_receive_messages.
+    pub max_messages: u32,
+    /// Long-poll wait.
+    pub wait: Duration,
+    /// Overrides the queue's visibility timeout.
+    pub visibility_seconds: Option<u32>,
+}
+
+/// The receipt of the local backends: which queue, which stored message, and which receive of
+/// it (its dequeue count then). A receipt from an earlier receive is therefore recognisably stale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReceipt {
+    /// The queue the message was received from.
+    pub queue: String,
+    /// The backend's sequence number of the message.
+    pub seq: u64,
+    /// The dequeue count at the receive that issued this receipt.
+    pub lease: u32,
+}
+
+impl LocalReceipt {
+    /// Encodes as an opaque URL-safe token.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("1.{}.{}.{}", self.seq, self.lease, self.queue))
+    }
+
+    /// Decodes a token and checks it belongs to `queue`.
+    pub fn decode(token: &str, queue: &QueueName) -> ExoResult<Self> {
+        let invalid = |why: &str| {
+            ExoError::new(ErrorReason::InvalidReceipt, format!("receipt is not valid: {why}"))
+                .with_field("receipt")
+                .with_resource(queue.as_str())
+        };
+        let raw = URL_SAFE_NO_PAD.decode(token.as_bytes()).map_err(|_| invalid("not a receipt token"))?;
+        let text = String::from_utf8(raw).map_err(|_| invalid("not a receipt token"))?;
+        let mut parts = text.splitn(4, '.');
+        let (Some("1"), Some(seq), Some(lease), Some(owner)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid("not a receipt token"));
+        };
+        let seq = seq.parse().map_err(|_| invalid("not a receipt token"))?;
+        let lease = lease.parse().map_err(|_| invalid("not a receipt token"))?;
+        if owner != queue.as_str() {
+            return Err(invalid(&format!("it was issued by queue '{owner}', not '{queue}'")));
+        }
+        Ok(Self { queue: owner.to_owned(), seq, lease })
+    }
+}
+
+/// RECEIPT_STALE: the message was received again after this receipt was issued.
+pub fn stale_receipt(queue: &QueueName) -> ExoError {
+    ExoError::new(
+        ErrorReason::ReceiptStale,
+        "receipt is stale: the message was received again after its visibility timeout ran out",
+    )
+    .with_field("receipt")
+    .with_resource(queue.as_str())
+}
+
+/// QUEUE_NOT_FOUND for `queue`.
+pub fn queue_not_found(queue: &str) -> ExoError {
+    ExoError::new(ErrorReason::QueueNotFound, format!("queue '{queue}' does not exist")).with_resource(queue)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn portable_names() {
+        for good in ["abc", "orders-v2", "a1b", &"x".repeat(63)] {
+            QueueName::parse(good, "name").unwrap();
+        }
+        for bad in ["ab", "Orders", "a_b", "-ab", "ab-", "a--b", "a.b", "ä-b", &"x".repeat(64), ""] {
+            let err = QueueName::parse(bad, "name").unwrap_err();
+            assert_eq!(err.reason, ErrorReason::InvalidName, "{bad}");
+        }
+    }
+
+    #[test]
+    fn receipts_round_trip_and_are_bound_to_their_queue() {
+        let orders = QueueName::parse("orders", "q").unwrap();
+        let other = QueueName::parse("other", "q").unwrap();
+        let receipt = LocalReceipt { queue: "orders".into(), seq: 42, lease: 3 };
+        let token = receipt.encode();
+        assert_eq!(LocalReceipt::decode(&token, &orders).unwrap(), receipt);
+        assert_eq!(LocalReceipt::decode(&token, &other).unwrap_err().reason, ErrorReason::InvalidReceipt);
+        for junk in ["", "???", "MS4y", "bm9wZQ"] {
+            assert_eq!(LocalReceipt::decode(junk, &orders).unwrap_err().reason, ErrorReason::InvalidReceipt);
+        }
+    }
+}

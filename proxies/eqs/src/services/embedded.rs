@@ -1,0 +1,565 @@
+//! `embedded`: a durable queue in one SQLite file (WAL journal, `synchronous=FULL`).
+//!
+//! One writer thread owns the connection. Calls queue up as jobs; the thread runs every job
+//! waiting at that moment inside one transaction (each job under its own savepoint, so a failing
+//! job undoes only its own writes), commits once, and only then answers the callers. Concurrent
+//! sends therefore share one fsync (group commit) and a send is acknowledged only when durable.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::mpsc,
+    thread,
+};
+
+use async_trait::async_trait;
+use exo_proto::queue::v1 as pb;
+use exo_proxy_core::{ExoError, ExoResult, now_ms};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use tokio::sync::oneshot;
+
+use crate::{
+    backend::Queue,
+    long_poll::Arrivals,
+    model::{
+        Capability, Descriptor, LocalReceipt, QueueName, ReceiveParams, local_limits, queue_not_found,
+        stale_receipt,
+    },
+    services::{already_exists, dead_letter_missing, new_message_id},
+};
+
+/// Most jobs committed together.
+const MAX_GROUP: usize = 512;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS queues (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    visibility_s INTEGER NOT NULL,
+    retention_s INTEGER NOT NULL,
+    delay_s INTEGER NOT NULL,
+    max_receives INTEGER NOT NULL,
+    dead_letter_queue TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+-- AUTOINCREMENT: a sequence number is never reused, so an old receipt can never match a new message.
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue_id INTEGER NOT NULL REFERENCES queues(id) ON DELETE CASCADE,
+    message_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    attributes TEXT NOT NULL,
+    enqueued_at_ms INTEGER NOT NULL,
+    visible_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    dequeue_count INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_visibility ON messages(queue_id, visible_at_ms);
+CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages(queue_id, expires_at_ms);
+PRAGMA user_version = 1;
+";
+
+#[derive(Clone)]
+struct QueueRow {
+    id: i64,
+    options: pb::QueueOptions,
+    created_at_ms: u64,
+}
+
+/// Queue rows by name, owned by the writer thread. Entries are only ever removed outside
+/// lookups, so a rolled-back job can never leave a wrong entry behind.
+#[derive(Default)]
+struct Catalog {
+    queues: HashMap<String, QueueRow>,
+}
+
+impl Catalog {
+    fn lookup(&mut self, txn: &Transaction<'_>, name: &str) -> ExoResult<QueueRow> {
+        if let Some(row) = self.queues.get(name) {
+            return Ok(row.clone());
+        }
+        let row = txn
+            .query_row(
+                "SELECT id, visibility_s, retention_s, delay_s, max_receives, dead_letter_queue, created_at_ms
+                 FROM queues WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(QueueRow {
+                        id: r.get(0)?,
+                        options: pb::QueueOptions {
+                            visibility_timeout_seconds: Some(r.get(1)?),
+                            retention_seconds: r.get(2)?,
+                            delay_seconds: r.get(3)?,
+                            max_receives: r.get(4)?,
+                            dead_letter_queue: r.get(5)?,
+                        },
+                        created_at_ms: r.get::<_, i64>(6)? as u64,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db_error)?
+            .ok_or_else(|| queue_not_found(name))?;
+        self.queues.insert(name.to_owned(), row.clone());
+        Ok(row)
+    }
+}
+
+type Completion = Box<dyn FnOnce(Option<&ExoError>) + Send>;
+type Job = Box<dyn FnOnce(&Transaction<'_>, &mut Catalog) -> (bool, Completion) + Send>;
+
+/// The SQLite-backed durable queue.
+pub struct EmbeddedQueue {
+    descriptor: Descriptor,
+    jobs: mpsc::Sender<Job>,
+    arrivals: Arrivals,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for EmbeddedQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedQueue").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn db_error(err: rusqlite::Error) -> ExoError {
+    ExoError::unavailable(format!("embedded store error: {err}"))
+}
+
+impl EmbeddedQueue {
+    /// Opens (creating if needed) the queue database at `path`.
+    pub fn open(path: &Path, max_message_bytes: u64) -> ExoResult<Self> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|err| {
+                ExoError::unavailable(format!("cannot create data directory {}: {err}", parent.display()))
+            })?;
+        }
+        let conn = Connection::open(path)
+            .map_err(|err| ExoError::unavailable(format!("cannot open {}: {err}", path.display())))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db_error)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(db_error)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db_error)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_error)?;
+        conn.execute_batch(SCHEMA).map_err(db_error)?;
+
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        thread::Builder::new()
+            .name("eqs-embedded-writer".into())
+            .spawn(move || writer_loop(conn, inbox))
+            .map_err(|err| ExoError::internal(format!("cannot start writer thread: {err}")))?;
+        use Capability::*;
+        Ok(Self {
+            descriptor: Descriptor {
+                backend: "embedded",
+                capabilities: [LongPoll, Delay, Retention, DeadLetter, ChangeVisibility, Purge, Durable]
+                    .into(),
+                limits: local_limits(max_message_bytes),
+            },
+            jobs,
+            arrivals: Arrivals::default(),
+            path: path.to_owned(),
+        })
+    }
+
+    /// Runs `work` in the writer thread's next transaction; answers after the commit.
+    async fn run<T, F>(&self, work: F) -> ExoResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, &mut Catalog) -> ExoResult<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |txn, catalog| {
+            let result = work(txn, catalog);
+            let succeeded = result.is_ok();
+            let completion: Completion = Box::new(move |commit_error: Option<&ExoError>| {
+                let _ = reply.send(match commit_error {
+                    None => result,
+                    Some(err) => Err(err.clone()),
+                });
+            });
+            (succeeded, completion)
+        });
+        self.jobs.send(job).map_err(|_| ExoError::unavailable("embedded store writer has stopped"))?;
+        answer.await.map_err(|_| ExoError::unavailable("embedded store writer has stopped"))?
+    }
+
+    fn try_receive_job(
+        name: QueueName,
+        params: ReceiveParams,
+    ) -> impl FnOnce(&Transaction<'_>, &mut Catalog) -> ExoResult<(Vec<pb::Message>, Option<String>)>
+    + Send
+    + 'static {
+        move |txn, catalog| {
+            let now = now_ms() as i64;
+            let queue = catalog.lookup(txn, name.as_str())?;
+            txn.execute(
+                "DELETE FROM messages WHERE queue_id = ?1 AND expires_at_ms <= ?2",
+                params![queue.id, now],
+            )
+            .map_err(db_error)?;
+            let mut announce = None;
+            if queue.options.max_receives > 0 {
+                let moved = dead_letter(txn, catalog, &queue, now)?;
+                if moved {
+                    announce = Some(queue.options.dead_letter_queue.clone());
+                }
+            }
+            let visibility =
+                params.visibility_seconds.unwrap_or(queue.options.visibility_timeout_seconds.unwrap_or(0));
+            let hidden_until = now + i64::from(visibility) * 1000;
+            let mut statement = txn
+                .prepare_cached(
+                    "UPDATE messages SET visible_at_ms = ?1, dequeue_count = dequeue_count + 1
+                     WHERE seq IN (SELECT seq FROM messages WHERE queue_id = ?2 AND visible_at_ms <= ?3
+                                   ORDER BY visible_at_ms LIMIT ?4)
+                     RETURNING seq, message_id, body, attributes, enqueued_at_ms, dequeue_count",
+                )
+                .map_err(db_error)?;
+            let rows = statement
+                .query_map(params![hidden_until, queue.id, now, params.max_messages], |r| {
+                    let seq: i64 = r.get(0)?;
+                    let dequeue_count: u32 = r.get(5)?;
+                    let attributes: String = r.get(3)?;
+                    Ok((
+                        seq,
+                        dequeue_count,
+                        attributes,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                        r.get::<_, i64>(4)?,
+                    ))
+                })
+                .map_err(db_error)?;
+            let mut messages = Vec::new();
+            for row in rows {
+                let (seq, dequeue_count, attributes, message_id, body, enqueued_at_ms) =
+                    row.map_err(db_error)?;
+                messages.push(pb::Message {
+                    message_id,
+                    receipt: LocalReceipt { queue: name.to_string(), seq: seq as u64, lease: dequeue_count }
+                        .encode(),
+                    body,
+                    attributes: decode_attributes(&attributes)?,
+                    dequeue_count,
+                    enqueued_at_ms: enqueued_at_ms as u64,
+                });
+            }
+            Ok((messages, announce))
+        }
+    }
+}
+
+/// Moves visible messages of `queue` received `max_receives` times into its dead-letter queue,
+/// in the same transaction as the receive that found them: each moves exactly once.
+fn dead_letter(txn: &Transaction<'_>, catalog: &mut Catalog, queue: &QueueRow, now: i64) -> ExoResult<bool> {
+    let target = match catalog.lookup(txn, &queue.options.dead_letter_queue) {
+        Ok(target) => target,
+        Err(err) if err.reason == exo_proto::common::v1::ErrorReason::QueueNotFound => {
+            // Deleted after this queue was created: keep the messages rather than lose them.
+            return Ok(false);
+        }
+        Err(err) => return Err(err),
+    };
+    let retention_ms = i64::from(target.options.retention_seconds) * 1000;
+    let moved = txn
+        .execute(
+            "INSERT INTO messages (queue_id, message_id, body, attributes, enqueued_at_ms, visible_at_ms, expires_at_ms, dequeue_count)
+             SELECT ?1, message_id, body, attributes, enqueued_at_ms, ?2, enqueued_at_ms + ?3, 0
+             FROM messages WHERE queue_id = ?4 AND visible_at_ms <= ?2 AND dequeue_count >= ?5
+             ORDER BY seq",
+            params![target.id, now, retention_ms, queue.id, queue.options.max_receives],
+        )
+        .map_err(db_error)?;
+    if moved > 0 {
+        txn.execute(
+            "DELETE FROM messages WHERE queue_id = ?1 AND visible_at_ms <= ?2 AND dequeue_count >= ?3",
+            params![queue.id, now, queue.options.max_receives],
+        )
+        .map_err(db_error)?;
+    }
+    Ok(moved > 0)
+}
+
+fn decode_attributes(text: &str) -> ExoResult<HashMap<String, String>> {
+    serde_json::from_str(text)
+        .map_err(|err| ExoError::internal(format!("corrupt attributes in store: {err}")))
+}
+
+fn writer_loop(mut conn: Connection, inbox: mpsc::Receiver<Job>) {
+    let mut catalog = Catalog::default();
+    while let Ok(first) = inbox.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match inbox.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut completions = Vec::with_capacity(jobs.len());
+        // Jobs never started (an error before their turn) are dropped; their callers see the
+        // store as unavailable and nothing of theirs was written.
+        let outcome = (|| -> ExoResult<()> {
+            let txn = conn.transaction().map_err(db_error)?;
+            for job in jobs {
+                txn.execute_batch("SAVEPOINT job").map_err(db_error)?;
+                let (succeeded, completion) = job(&txn, &mut catalog);
+                completions.push(completion);
+                let end = if succeeded { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+                txn.execute_batch(end).map_err(db_error)?;
+            }
+            txn.commit().map_err(db_error)
+        })();
+        match outcome {
+            Ok(()) => completions.into_iter().for_each(|complete| complete(None)),
+            Err(err) => {
+                tracing::error!(error = %err, "embedded store transaction failed; nothing in it was kept");
+                catalog = Catalog::default();
+                completions.into_iter().for_each(|complete| complete(Some(&err)));
+            }
+        }
+    }
+}
+
+fn write_queue(
+    txn: &Transaction<'_>,
+    name: &QueueName,
+    options: &pb::QueueOptions,
+    created_at_ms: u64,
+) -> ExoResult<()> {
+    txn.execute(
+        "INSERT INTO queues (name, visibility_s, retention_s, delay_s, max_receives, dead_letter_queue, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            name.as_str(),
+            options.visibility_timeout_seconds.unwrap_or(0),
+            options.retention_seconds,
+            options.delay_seconds,
+            options.max_receives,
+            options.dead_letter_queue,
+            created_at_ms as i64
+        ],
+    )
+    .map_err(db_error)?;
+    Ok(())
+}
+
+fn queue_info(txn: &Transaction<'_>, name: &str, row: &QueueRow) -> ExoResult<pb::QueueInfo> {
+    let now = now_ms() as i64;
+    let (visible, delayed, in_flight) = txn
+        .query_row(
+            "SELECT
+                COALESCE(SUM(visible_at_ms <= ?2), 0),
+                COALESCE(SUM(visible_at_ms > ?2 AND dequeue_count = 0), 0),
+                COALESCE(SUM(visible_at_ms > ?2 AND dequeue_count > 0), 0)
+             FROM messages WHERE queue_id = ?1 AND expires_at_ms > ?2",
+            params![row.id, now],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+        )
+        .map_err(db_error)?;
+    Ok(pb::QueueInfo {
+        name: name.to_owned(),
+        options: Some(row.options.clone()),
+        visible_messages: visible as u64,
+        in_flight_messages: in_flight as u64,
+        delayed_messages: delayed as u64,
+        created_at_ms: row.created_at_ms,
+    })
+}
+
+/// Looks up the message a receipt names: `None` if it is gone, stale error if re-received.
+fn leased_message(
+    txn: &Transaction<'_>,
+    queue: &QueueRow,
+    name: &QueueName,
+    receipt: &LocalReceipt,
+) -> ExoResult<Option<()>> {
+    let count: Option<u32> = txn
+        .query_row(
+            "SELECT dequeue_count FROM messages WHERE seq = ?1 AND queue_id = ?2",
+            params![receipt.seq as i64, queue.id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_error)?;
+    match count {
+        None => Ok(None),
+        Some(count) if count != receipt.lease => Err(stale_receipt(name)),
+        Some(_) => Ok(Some(())),
+    }
+}
+
+#[async_trait]
+impl Queue for EmbeddedQueue {
+    fn descriptor(&self) -> &Descriptor {
+        &self.descriptor
+    }
+
+    async fn ready(&self) -> ExoResult<()> {
+        self.run(|txn, _| txn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await
+    }
+
+    async fn create_queue(
+        &self,
+        name: &QueueName,
+        options: &pb::QueueOptions,
+    ) -> ExoResult<(bool, pb::QueueInfo)> {
+        let (name, options) = (name.clone(), options.clone());
+        self.run(move |txn, catalog| match catalog.lookup(txn, name.as_str()) {
+            Ok(existing) if existing.options == options => {
+                Ok((false, queue_info(txn, name.as_str(), &existing)?))
+            }
+            Ok(existing) => Err(already_exists(&name, &existing.options, &options)),
+            Err(err) if err.reason == exo_proto::common::v1::ErrorReason::QueueNotFound => {
+                if !options.dead_letter_queue.is_empty() {
+                    catalog
+                        .lookup(txn, &options.dead_letter_queue)
+                        .map_err(|_| dead_letter_missing(&options.dead_letter_queue))?;
+                }
+                let created_at_ms = now_ms();
+                write_queue(txn, &name, &options, created_at_ms)?;
+                let info = pb::QueueInfo {
+                    name: name.to_string(),
+                    options: Some(options),
+                    created_at_ms,
+                    ..Default::default()
+                };
+                Ok((true, info))
+            }
+            Err(err) => Err(err),
+        })
+        .await
+    }
+
+    async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
+        let name = name.clone();
+        self.run(move |txn, catalog| {
+            catalog.queues.remove(name.as_str());
+            let deleted =
+                txn.execute("DELETE FROM queues WHERE name = ?1", [name.as_str()]).map_err(db_error)?;
+            if deleted == 0 { Err(queue_not_found(name.as_str())) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn list_queues(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> ExoResult<Vec<String>> {
+        let (prefix, start_after) = (prefix.to_owned(), start_after.unwrap_or("").to_owned());
+        self.run(move |txn, _| {
+            // Names are [a-z0-9-], so a prefix range needs no LIKE escaping: prefix <= name < prefix + '~'.
+            let upper = format!("{prefix}~");
+            let mut statement = txn
+                .prepare_cached(
+                    "SELECT name FROM queues WHERE name >= ?1 AND name < ?2 AND name > ?3 ORDER BY name LIMIT ?4",
+                )
+                .map_err(db_error)?;
+            let names = statement
+                .query_map(params![prefix, upper, start_after, limit as i64], |r| r.get(0))
+                .map_err(db_error)?
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(db_error)?;
+            Ok(names)
+        })
+        .await
+    }
+
+    async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
+        let name = name.clone();
+        self.run(move |txn, catalog| {
+            let row = catalog.lookup(txn, name.as_str())?;
+            queue_info(txn, name.as_str(), &row)
+        })
+        .await
+    }
+
+    async fn send(&self, name: &QueueName, messages: Vec<pb::OutgoingMessage>) -> ExoResult<Vec<String>> {
+        let owned = name.clone();
+        let ids = self
+            .run(move |txn, catalog| {
+                let queue = catalog.lookup(txn, owned.as_str())?;
+                let now = now_ms() as i64;
+                let expires = now + i64::from(queue.options.retention_seconds) * 1000;
+                let mut statement = txn
+                    .prepare_cached(
+                        "INSERT INTO messages (queue_id, message_id, body, attributes, enqueued_at_ms, visible_at_ms, expires_at_ms, dequeue_count)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
+                    )
+                    .map_err(db_error)?;
+                let mut ids = Vec::with_capacity(messages.len());
+                for message in messages {
+                    let delay = message.delay_seconds.unwrap_or(queue.options.delay_seconds);
+                    let attributes = serde_json::to_string(&message.attributes)
+                        .map_err(|err| ExoError::internal(format!("cannot encode attributes: {err}")))?;
+                    let id = new_message_id();
+                    statement
+                        .execute(params![queue.id, id, message.body, attributes, now, now + i64::from(delay) * 1000, expires])
+                        .map_err(db_error)?;
+                    ids.push(id);
+                }
+                Ok(ids)
+            })
+            .await?;
+        self.arrivals.announce(name.as_str());
+        Ok(ids)
+    }
+
+    async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
+        self.arrivals
+            .wait_for(name.as_str(), params.wait, || async {
+                let (messages, dead_letter_queue) =
+                    self.run(Self::try_receive_job(name.clone(), params)).await?;
+                if let Some(target) = dead_letter_queue {
+                    self.arrivals.announce(&target);
+                }
+                Ok(messages)
+            })
+            .await
+    }
+
+    async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()> {
+        let receipt = LocalReceipt::decode(receipt, name)?;
+        let name = name.clone();
+        self.run(move |txn, catalog| {
+            let queue = catalog.lookup(txn, name.as_str())?;
+            if leased_message(txn, &queue, &name, &receipt)?.is_some() {
+                txn.execute("DELETE FROM messages WHERE seq = ?1", [receipt.seq as i64]).map_err(db_error)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn change_visibility(&self, name: &QueueName, receipt: &str, seconds: u32) -> ExoResult<()> {
+        let receipt = LocalReceipt::decode(receipt, name)?;
+        let owned = name.clone();
+        self.run(move |txn, catalog| {
+            let queue = catalog.lookup(txn, owned.as_str())?;
+            leased_message(txn, &queue, &owned, &receipt)?.ok_or_else(|| stale_receipt(&owned))?;
+            let visible_at = now_ms() as i64 + i64::from(seconds) * 1000;
+            txn.execute(
+                "UPDATE messages SET visible_at_ms = ?1 WHERE seq = ?2",
+                params![visible_at, receipt.seq as i64],
+            )
+            .map_err(db_error)?;
+            Ok(())
+        })
+        .await?;
+        if seconds == 0 {
+            self.arrivals.announce(name.as_str());
+        }
+        Ok(())
+    }
+
+    async fn purge(&self, name: &QueueName) -> ExoResult<()> {
+        let name = name.clone();
+        self.run(move |txn, catalog| {
+            let queue = catalog.lookup(txn, name.as_str())?;
+            txn.execute("DELETE FROM messages WHERE queue_id = ?1", [queue.id]).map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,347 @@
+//! `memory`: an in-process queue for tests and benchmarks. Complete semantics (visibility,
+//! delay, retention, dead-lettering, long poll), no durability: everything is gone when the
+//! process stops, so it does not declare `DURABLE`.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Mutex, MutexGuard},
+};
+
+use async_trait::async_trait;
+use exo_proto::queue::v1 as pb;
+use exo_proxy_core::{ExoResult, now_ms};
+
+use crate::{
+    backend::Queue,
+    long_poll::Arrivals,
+    model::{
+        Capability, Descriptor, LocalReceipt, QueueName, ReceiveParams, local_limits, queue_not_found,
+        stale_receipt,
+    },
+    services::{already_exists, dead_letter_missing, new_message_id},
+};
+
+struct StoredMessage {
+    id: String,
+    body: Vec<u8>,
+    attributes: HashMap<String, String>,
+    enqueued_at_ms: u64,
+    expires_at_ms: u64,
+    visible_at_ms: u64,
+    dequeue_count: u32,
+}
+
+struct MemoryQueueState {
+    options: pb::QueueOptions,
+    created_at_ms: u64,
+    messages: HashMap<u64, StoredMessage>,
+    /// (visible_at_ms, seq) of every message: the receive order index.
+    by_visibility: BTreeSet<(u64, u64)>,
+}
+
+impl MemoryQueueState {
+    fn insert(&mut self, seq: u64, message: StoredMessage) {
+        self.by_visibility.insert((message.visible_at_ms, seq));
+        self.messages.insert(seq, message);
+    }
+
+    fn remove(&mut self, seq: u64) -> Option<StoredMessage> {
+        let message = self.messages.remove(&seq)?;
+        self.by_visibility.remove(&(message.visible_at_ms, seq));
+        Some(message)
+    }
+
+    fn set_visible_at(&mut self, seq: u64, visible_at_ms: u64) {
+        if let Some(message) = self.messages.get_mut(&seq) {
+            self.by_visibility.remove(&(message.visible_at_ms, seq));
+            message.visible_at_ms = visible_at_ms;
+            self.by_visibility.insert((visible_at_ms, seq));
+        }
+    }
+
+    fn info(&self, name: &str) -> pb::QueueInfo {
+        let now = now_ms();
+        let (mut visible, mut in_flight, mut delayed) = (0, 0, 0);
+        for message in self.messages.values().filter(|m| m.expires_at_ms > now) {
+            if message.visible_at_ms <= now {
+                visible += 1;
+            } else if message.dequeue_count == 0 {
+                delayed += 1;
+            } else {
+                in_flight += 1;
+            }
+        }
+        pb::QueueInfo {
+            name: name.to_owned(),
+            options: Some(self.options.clone()),
+            visible_messages: visible,
+            in_flight_messages: in_flight,
+            delayed_messages: delayed,
+            created_at_ms: self.created_at_ms,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    queues: BTreeMap<String, MemoryQueueState>,
+    next_seq: u64,
+}
+
+/// The in-memory queue backend.
+pub struct MemoryQueue {
+    descriptor: Descriptor,
+    state: Mutex<State>,
+    arrivals: Arrivals,
+}
+
+impl MemoryQueue {
+    /// A backend whose messages may be up to `max_message_bytes` long.
+    pub fn new(max_message_bytes: u64) -> Self {
+        use Capability::*;
+        Self {
+            descriptor: Descriptor {
+                backend: "memory",
+                capabilities: [LongPoll, Delay, Retention, DeadLetter, ChangeVisibility, Purge].into(),
+                limits: local_limits(max_message_bytes),
+            },
+            state: Mutex::new(State::default()),
+            arrivals: Arrivals::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied change (no await points,
+        // no fallible steps between related writes), so a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn try_receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
+        let now = now_ms();
+        let mut state = self.lock();
+        let queue = state.queues.get_mut(name.as_str()).ok_or_else(|| queue_not_found(name.as_str()))?;
+        let visibility =
+            params.visibility_seconds.unwrap_or(queue.options.visibility_timeout_seconds.unwrap_or(0));
+        let hidden_until = now + u64::from(visibility) * 1000;
+        let max_receives = queue.options.max_receives;
+        let mut delivered = Vec::new();
+        let mut dead = Vec::new();
+        let mut seen = Vec::new();
+        while delivered.len() < params.max_messages as usize {
+            let Some(&(visible_at, seq)) = queue.by_visibility.range(..=(now, u64::MAX)).next() else {
+                break;
+            };
+            queue.by_visibility.remove(&(visible_at, seq));
+            let Some(message) = queue.messages.get_mut(&seq) else { continue };
+            if message.expires_at_ms <= now {
+                queue.messages.remove(&seq);
+                continue;
+            }
+            if max_receives > 0 && message.dequeue_count >= max_receives {
+                if let Some(message) = queue.messages.remove(&seq) {
+                    dead.push(message);
+                }
+                continue;
+            }
+            message.dequeue_count += 1;
+            message.visible_at_ms = hidden_until;
+            seen.push((hidden_until, seq));
+            delivered.push(pb::Message {
+                message_id: message.id.clone(),
+                receipt: LocalReceipt { queue: name.to_string(), seq, lease: message.dequeue_count }.encode(),
+                body: message.body.clone(),
+                attributes: message.attributes.clone(),
+                dequeue_count: message.dequeue_count,
+                enqueued_at_ms: message.enqueued_at_ms,
+            });
+        }
+        // Re-index after the scan so a zero visibility timeout cannot deliver a message twice
+        // in one receive.
+        queue.by_visibility.extend(seen);
+        if !dead.is_empty() {
+            let target = queue.options.dead_letter_queue.clone();
+            self.dead_letter(&mut state, name, &target, dead);
+        }
+        Ok(delivered)
+    }
+
+    fn dead_letter(&self, state: &mut State, source: &QueueName, target: &str, messages: Vec<StoredMessage>) {
+        let now = now_ms();
+        let first_seq = state.next_seq;
+        state.next_seq += messages.len() as u64;
+        match state.queues.get_mut(target) {
+            Some(dlq) => {
+                let retention_ms = u64::from(dlq.options.retention_seconds) * 1000;
+                for (offset, mut message) in messages.into_iter().enumerate() {
+                    message.visible_at_ms = now;
+                    message.dequeue_count = 0;
+                    message.expires_at_ms = message.enqueued_at_ms + retention_ms;
+                    dlq.insert(first_seq + offset as u64, message);
+                }
+                self.arrivals.announce(target);
+            }
+            None => {
+                // The dead-letter queue was deleted after this queue was created: keep the
+                // messages where they are rather than lose them.
+                tracing::warn!(queue = %source, dead_letter_queue = target, "dead-letter queue missing; keeping messages");
+                if let Some(queue) = state.queues.get_mut(source.as_str()) {
+                    for (offset, message) in messages.into_iter().enumerate() {
+                        queue.insert(first_seq + offset as u64, message);
+                    }
+                }
+            }
+        }
+    }
+
+    fn with_queue<T>(
+        &self,
+        name: &QueueName,
+        f: impl FnOnce(&mut MemoryQueueState) -> ExoResult<T>,
+    ) -> ExoResult<T> {
+        let mut state = self.lock();
+        let queue = state.queues.get_mut(name.as_str()).ok_or_else(|| queue_not_found(name.as_str()))?;
+        f(queue)
+    }
+}
+
+#[async_trait]
+impl Queue for MemoryQueue {
+    fn descriptor(&self) -> &Descriptor {
+        &self.descriptor
+    }
+
+    async fn ready(&self) -> ExoResult<()> {
+        Ok(())
+    }
+
+    async fn create_queue(
+        &self,
+        name: &QueueName,
+        options: &pb::QueueOptions,
+    ) -> ExoResult<(bool, pb::QueueInfo)> {
+        let mut state = self.lock();
+        if let Some(existing) = state.queues.get(name.as_str()) {
+            if existing.options == *options {
+                return Ok((false, existing.info(name.as_str())));
+            }
+            return Err(already_exists(name, &existing.options, options));
+        }
+        if !options.dead_letter_queue.is_empty() && !state.queues.contains_key(&options.dead_letter_queue) {
+            return Err(dead_letter_missing(&options.dead_letter_queue));
+        }
+        let queue = MemoryQueueState {
+            options: options.clone(),
+            created_at_ms: now_ms(),
+            messages: HashMap::new(),
+            by_visibility: BTreeSet::new(),
+        };
+        let info = queue.info(name.as_str());
+        state.queues.insert(name.to_string(), queue);
+        Ok((true, info))
+    }
+
+    async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
+        self.lock().queues.remove(name.as_str()).map(|_| ()).ok_or_else(|| queue_not_found(name.as_str()))
+    }
+
+    async fn list_queues(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> ExoResult<Vec<String>> {
+        let state = self.lock();
+        Ok(state
+            .queues
+            .range::<str, _>((
+                start_after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
+                std::ops::Bound::Unbounded,
+            ))
+            .map(|(name, _)| name)
+            .skip_while(|name| name.as_str() < prefix)
+            .take_while(|name| name.starts_with(prefix))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
+        self.with_queue(name, |queue| Ok(queue.info(name.as_str())))
+    }
+
+    async fn send(&self, name: &QueueName, messages: Vec<pb::OutgoingMessage>) -> ExoResult<Vec<String>> {
+        let now = now_ms();
+        let mut state = self.lock();
+        let first_seq = state.next_seq;
+        let queue = state.queues.get_mut(name.as_str()).ok_or_else(|| queue_not_found(name.as_str()))?;
+        let retention_ms = u64::from(queue.options.retention_seconds) * 1000;
+        let mut ids = Vec::with_capacity(messages.len());
+        let count = messages.len() as u64;
+        for (offset, message) in messages.into_iter().enumerate() {
+            let delay = message.delay_seconds.unwrap_or(queue.options.delay_seconds);
+            let id = new_message_id();
+            ids.push(id.clone());
+            queue.insert(
+                first_seq + offset as u64,
+                StoredMessage {
+                    id,
+                    body: message.body,
+                    attributes: message.attributes,
+                    enqueued_at_ms: now,
+                    expires_at_ms: now + retention_ms,
+                    visible_at_ms: now + u64::from(delay) * 1000,
+                    dequeue_count: 0,
+                },
+            );
+        }
+        state.next_seq += count;
+        drop(state);
+        self.arrivals.announce(name.as_str());
+        Ok(ids)
+    }
+
+    async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
+        self.arrivals.wait_for(name.as_str(), params.wait, || async { self.try_receive(name, params) }).await
+    }
+
+    async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()> {
+        let receipt = LocalReceipt::decode(receipt, name)?;
+        self.with_queue(name, |queue| match queue.messages.get(&receipt.seq) {
+            None => Ok(()),
+            Some(message) if message.dequeue_count != receipt.lease => Err(stale_receipt(name)),
+            Some(_) => {
+                queue.remove(receipt.seq);
+                Ok(())
+            }
+        })
+    }
+
+    async fn change_visibility(&self, name: &QueueName, receipt: &str, seconds: u32) -> ExoResult<()> {
+        let receipt = LocalReceipt::decode(receipt, name)?;
+        let released = self.with_queue(name, |queue| match queue.messages.get(&receipt.seq) {
+            Some(message) if message.dequeue_count == receipt.lease => {
+                queue.set_visible_at(receipt.seq, now_ms() + u64::from(seconds) * 1000);
+                Ok(seconds == 0)
+            }
+            _ => Err(stale_receipt(name)),
+        })?;
+        if released {
+            self.arrivals.announce(name.as_str());
+        }
+        Ok(())
+    }
+
+    async fn purge(&self, name: &QueueName) -> ExoResult<()> {
+        self.with_queue(name, |queue| {
+            queue.messages.clear();
+            queue.by_visibility.clear();
+            Ok(())
+        })
+    }
+}
+
+impl std::fmt::Debug for MemoryQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryQueue").finish_non_exhaustive()
+    }
+}
