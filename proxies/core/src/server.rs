@@ -221,13 +221,8 @@ async fn not_found(req: http::Request<axum::body::Body>) -> Response {
     if is_grpc {
         return grpc_unimplemented().await;
     }
-    let mut response = ExoError::new(
-        ErrorReason::InvalidArgument,
-        format!("no route for {} {}", req.method(), req.uri().path()),
-    )
-    .into_response();
-    *response.status_mut() = StatusCode::NOT_FOUND;
-    response
+    ExoError::new(ErrorReason::RouteNotFound, format!("no route for {} {}", req.method(), req.uri().path()))
+        .into_response()
 }
 
 async fn grpc_unimplemented() -> Response {
