@@ -1,0 +1,113 @@
+//! Retries with capped exponential backoff and full jitter, for retryable errors only.
+
+use std::{future::Future, time::Duration};
+
+use rand::Rng as _;
+
+use crate::Error;
+
+/// How a client retries failed calls. Only errors marked retryable by the proxy (or transport
+/// failures) are retried; a rejected request is never resent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (1 = never retry).
+    pub max_attempts: u32,
+    /// Backoff before the first retry; doubles each time.
+    pub initial_backoff: Duration,
+    /// Longest backoff.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Never retry.
+    pub fn none() -> Self {
+        Self { max_attempts: 1, ..Self::default() }
+    }
+
+    /// Runs `call` until it succeeds, fails with a non-retryable error, or attempts run out.
+    pub async fn run<T, F, Fut>(&self, mut call: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let mut attempt = 1;
+        let mut ceiling = self.initial_backoff;
+        loop {
+            match call().await {
+                Err(err) if err.retryable && attempt < self.max_attempts => {
+                    // Full jitter: spread retries of many clients over the whole window.
+                    let pause = rand::rng().random_range(Duration::ZERO..=ceiling);
+                    tracing::debug!(attempt, error = %err, ?pause, "retrying");
+                    tokio::time::sleep(pause).await;
+                    ceiling = (ceiling * 2).min(self.max_backoff);
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::error::Reason;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_retryable_errors_until_attempts_run_out() {
+        let calls = AtomicU32::new(0);
+        let result: Result<(), Error> = policy()
+            .run(|| async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(Error::client(Reason::BackendUnavailable, "down", true))
+            })
+            .await;
+        assert_eq!(result.unwrap_err().reason, Reason::BackendUnavailable);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn never_retries_a_rejected_request() {
+        let calls = AtomicU32::new(0);
+        let result: Result<(), Error> = policy()
+            .run(|| async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(Error::client(Reason::InvalidName, "bad", false))
+            })
+            .await;
+        assert!(result.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn stops_at_first_success() {
+        let calls = AtomicU32::new(0);
+        let result = policy()
+            .run(|| async {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                if n == 0 { Err(Error::client(Reason::Timeout, "slow", true)) } else { Ok(n) }
+            })
+            .await;
+        assert_eq!(result.unwrap(), 1);
+    }
+}
