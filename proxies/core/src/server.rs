@@ -111,9 +111,14 @@ impl ProxyServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let (reporter, health_service) = tonic_health::server::health_reporter();
+        // Both reflection versions: grpcurl and older tools still ask v1alpha.
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(exo_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
+            .map_err(|err| ServeError::Reflection(err.to_string()))?;
+        let reflection_alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(exo_proto::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
             .map_err(|err| ServeError::Reflection(err.to_string()))?;
 
         let (stopping_tx, stopping_rx) = watch::channel(false);
@@ -124,7 +129,7 @@ impl ProxyServer {
         };
 
         let grpc_builtin =
-            tonic::service::Routes::new(health_service).add_service(reflection).prepare().into_axum_router();
+            mount_grpc(mount_grpc(mount_grpc(Router::new(), health_service), reflection), reflection_alpha);
         let limit = self.config.max_request_bytes;
         let probes = Router::new()
             .route("/healthz", get(healthz))
@@ -134,7 +139,8 @@ impl ProxyServer {
         let http = self.http.merge(probes).layer(DefaultBodyLimit::max(limit));
         // One fallback for both worlds: unknown gRPC methods (content-type application/grpc)
         // get UNIMPLEMENTED, anything else a problem+json 404.
-        let app = grpc_builtin.merge(self.grpc).merge(http).fallback(not_found);
+        let grpc = grpc_builtin.merge(self.grpc).layer(axum::middleware::map_response(normalize_grpc_errors));
+        let app = grpc.merge(http).fallback(not_found);
 
         let names = self.health_names.clone();
         let health_task = tokio::spawn(watch_health(reporter, names, self.readiness.clone(), stopping_rx));
@@ -223,6 +229,25 @@ async fn not_found(req: http::Request<axum::body::Body>) -> Response {
     }
     ExoError::new(ErrorReason::RouteNotFound, format!("no route for {} {}", req.method(), req.uri().path()))
         .into_response()
+}
+
+/// tonic answers some bad requests itself, before any ExoFlow code runs: an undecodable
+/// protobuf body becomes INTERNAL, an oversize message OUT_OF_RANGE, both without an error
+/// detail. Give them the contract's status and reason so every rejection looks the same.
+async fn normalize_grpc_errors(response: Response) -> Response {
+    let Some(status) = response.extensions().get::<tonic::Status>() else { return response };
+    if !status.details().is_empty() {
+        return response;
+    }
+    let message = status.message();
+    let reason = match status.code() {
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted if message.contains("too large") => {
+            ErrorReason::RequestTooLarge
+        }
+        tonic::Code::Internal if message.contains("decode") => ErrorReason::MalformedRequest,
+        _ => return response,
+    };
+    tonic::Status::from(ExoError::new(reason, message)).into_http()
 }
 
 async fn grpc_unimplemented() -> Response {
