@@ -9,7 +9,8 @@ use prost_types::FileDescriptorSet;
 
 #[test]
 fn openapi_schemas_match_proto_messages() {
-    let doc: serde_json::Value = serde_json::from_str(exo_proto::QUEUE_OPENAPI).expect("openapi.json is JSON");
+    let doc: serde_json::Value =
+        serde_json::from_str(exo_proto::QUEUE_OPENAPI).expect("openapi.json is JSON");
     let schemas = doc["components"]["schemas"].as_object().expect("schemas");
     let fds = FileDescriptorSet::decode(exo_proto::FILE_DESCRIPTOR_SET).expect("descriptor set");
     let queue = fds.file.iter().find(|f| f.package() == "exo.queue.v1").expect("queue proto");
@@ -30,7 +31,8 @@ fn openapi_schemas_match_proto_messages() {
 #[test]
 fn every_exo_message_has_serde_with_proto3_json_names() {
     use exo_proto::queue::v1 as pb;
-    let message = pb::Message { message_id: "m".into(), body: vec![0, 255], enqueued_at_ms: 7, ..Default::default() };
+    let message =
+        pb::Message { message_id: "m".into(), body: vec![0, 255], enqueued_at_ms: 7, ..Default::default() };
     let json = serde_json::to_value(&message).unwrap();
     assert_eq!(json["messageId"], "m");
     assert_eq!(json["body"], "AP8=");

@@ -44,7 +44,9 @@ fn client(url: &str) -> QueueClient {
 
 #[tokio::test]
 async fn grpc_health_reports_serving_for_the_queue_service() {
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient, health_check_response::ServingStatus};
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
     let proxy = start().await;
     let mut health = HealthClient::new(channel(&proxy.url).await);
     for service in ["", "exo.queue.v1.QueueService"] {
@@ -71,8 +73,12 @@ async fn grpc_reflection_lists_the_exoflow_services() {
     };
     let proxy = start().await;
     let mut reflection = ServerReflectionClient::new(channel(&proxy.url).await);
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
-    let mut responses = reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses =
+        reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
     let response = responses.message().await.unwrap().unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
         panic!("unexpected reflection answer: {response:?}");
@@ -100,7 +106,9 @@ async fn probes_and_metrics_answer_on_the_same_port() {
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"exo_requests_total{service="queue",op="send",backend="memory",outcome="QUEUE_NOT_FOUND"} 1"#),
+        metrics.contains(
+            r#"exo_requests_total{service="queue",op="send",backend="memory",outcome="QUEUE_NOT_FOUND"} 1"#
+        ),
         "{metrics}"
     );
     assert!(metrics.contains("exo_request_duration_seconds_bucket"), "{metrics}");
@@ -118,18 +126,29 @@ async fn openapi_document_matches_the_routes() {
     let paths = doc["paths"].as_object().expect("paths");
     let mut documented = Vec::new();
     for (path, item) in paths {
-        for method in item.as_object().unwrap().keys().filter(|m| ["get", "post", "delete", "put"].contains(&m.as_str())) {
+        for method in item
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|m| ["get", "post", "delete", "put"].contains(&m.as_str()))
+        {
             documented.push(format!("{} {path}", method.to_uppercase()));
             let concrete = path.replace("{queue}", "doc-check");
             let request = match method.as_str() {
                 "get" => http.get(format!("{}{concrete}", proxy.url)),
                 "delete" => http.delete(format!("{}{concrete}", proxy.url)),
-                _ => http.post(format!("{}{concrete}", proxy.url)).header("content-type", "application/json").body("{}"),
+                _ => http
+                    .post(format!("{}{concrete}", proxy.url))
+                    .header("content-type", "application/json")
+                    .body("{}"),
             };
             let response = request.send().await.unwrap();
             let status = response.status();
             let body = response.text().await.unwrap();
-            assert!(!body.contains("ROUTE_NOT_FOUND") && status != 405, "{method} {path} is documented but not served: {status} {body}");
+            assert!(
+                !body.contains("ROUTE_NOT_FOUND") && status != 405,
+                "{method} {path} is documented but not served: {status} {body}"
+            );
         }
     }
     let served = [
@@ -212,14 +231,19 @@ async fn shutdown_drains_a_waiting_receive() {
     queues.create_queue("drain", QueueOptions::default()).await.unwrap();
     let waiting = {
         let queues = queues.clone();
-        tokio::spawn(async move { queues.receive("drain", Receive::up_to(1).wait(Duration::from_secs(2))).await })
+        tokio::spawn(
+            async move { queues.receive("drain", Receive::up_to(1).wait(Duration::from_secs(2))).await },
+        )
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let _ = proxy.stop.take().unwrap().send(());
     // The in-flight long poll completes normally (empty after its wait) rather than being cut.
     let received = waiting.await.unwrap().expect("in-flight receive must complete during shutdown");
     assert!(received.is_empty());
-    tokio::time::timeout(Duration::from_secs(5), &mut proxy.task).await.expect("server stops after draining").unwrap();
+    tokio::time::timeout(Duration::from_secs(5), &mut proxy.task)
+        .await
+        .expect("server stops after draining")
+        .unwrap();
 }
 
 /// Passes raw bytes through, to send deliberately malformed protobuf.

@@ -49,13 +49,19 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn up(data_dir: PathBuf, eqs_listen: SocketAddr, json_logs: bool) -> anyhow::Result<()> {
-    let log = LogConfig { format: if json_logs { LogFormat::Json } else { LogFormat::Text }, ..LogConfig::default() };
+    let log = LogConfig {
+        format: if json_logs { LogFormat::Json } else { LogFormat::Text },
+        ..LogConfig::default()
+    };
     init_tracing(&log);
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
 
     let eqs_config = EqsConfig {
         server: ServerConfig { listen: eqs_listen, log, ..ServerConfig::default() },
-        backend: BackendConfig::Embedded { path: data_dir.join("eqs.db"), max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES },
+        backend: BackendConfig::Embedded {
+            path: data_dir.join("eqs.db"),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        },
     };
     let eqs = EqsProxy::new(&eqs_config).context("cannot start eqs")?;
     let eqs_listener = eqs.bind().await.context("cannot start eqs")?;
