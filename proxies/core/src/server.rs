@@ -149,6 +149,12 @@ impl ProxyServer {
         let local = listener.local_addr()?;
         tracing::info!(%local, "listening (gRPC + HTTP/JSON)");
         let mut signalled = stopping_tx.subscribe();
+        // Without TCP_NODELAY small gRPC responses wait on delayed ACKs (~40 ms per call).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: draining in-flight requests");

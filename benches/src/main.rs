@@ -1,0 +1,393 @@
+//! `exo-bench`: what does the sidecar cost?
+//!
+//! `exo-bench queue` drives send → receive → ack cycles twice in one run: through the SDK and
+//! a real `eqs-proxy` process over loopback, and directly on the same kind of backend
+//! in-process. It prints ops/s, latency percentiles per call, the via-proxy/direct ratios, the
+//! proxy's CPU per operation and memory (from /proc), cold start and binary size.
+//!
+//! Build in release for meaningful numbers: `cargo build --release -p eqs -p exo-bench`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use eqs::{
+    backend::Queue,
+    config::BackendConfig,
+    model::{QueueName, ReceiveParams},
+};
+use exo_proto::queue::v1 as pb;
+use exo_sdk::{QueueClient, QueueOptions, Receive, RetryPolicy};
+use tokio::{
+    io::{AsyncBufReadExt as _, BufReader},
+    process::{Child, Command},
+};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Proxy cost against direct backend calls")]
+struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// send → receive → ack cycles via eqs-proxy and directly.
+    Queue(QueueArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct QueueArgs {
+    /// Backend: memory or embedded.
+    #[arg(long, default_value = "memory")]
+    backend: String,
+    /// Cycles per measured phase.
+    #[arg(long, default_value_t = 5000)]
+    cycles: usize,
+    /// Concurrent workers in the throughput phase.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Body size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    body_bytes: usize,
+    /// Requests per second for the paced memory measurement.
+    #[arg(long, default_value_t = 1000)]
+    paced_rps: u32,
+    /// The eqs-proxy binary (default: next to this executable).
+    #[arg(long)]
+    proxy_bin: Option<PathBuf>,
+}
+
+/// Latencies of one kind of call.
+#[derive(Debug, Default, Clone)]
+struct Samples(Vec<Duration>);
+
+impl Samples {
+    fn percentile(&self, p: f64) -> Duration {
+        if self.0.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut sorted = self.0.clone();
+        sorted.sort_unstable();
+        let index = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+        sorted[index.min(sorted.len() - 1)]
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Phase {
+    send: Samples,
+    receive: Samples,
+    ack: Samples,
+    ops: usize,
+    elapsed: Duration,
+}
+
+impl Phase {
+    fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+    fn merge(&mut self, other: Phase) {
+        self.send.0.extend(other.send.0);
+        self.receive.0.extend(other.receive.0);
+        self.ack.0.extend(other.ack.0);
+        self.ops += other.ops;
+    }
+}
+
+/// The three calls of a cycle, via SDK or direct.
+trait Cycle: Clone + Send + Sync + 'static {
+    fn cycle(&self, queue: &str, body: &[u8], phase: &mut Phase) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
+}
+
+#[derive(Clone)]
+struct ViaProxy(QueueClient);
+
+impl Cycle for ViaProxy {
+    async fn cycle(&self, queue: &str, body: &[u8], phase: &mut Phase) -> anyhow::Result<()> {
+        let t = Instant::now();
+        self.0.send(queue, body.to_vec()).await?;
+        phase.send.0.push(t.elapsed());
+        let t = Instant::now();
+        let messages = self.0.receive(queue, Receive::up_to(1).visibility(Duration::from_secs(60))).await?;
+        phase.receive.0.push(t.elapsed());
+        let Some(message) = messages.into_iter().next() else { bail!("receive returned nothing") };
+        let t = Instant::now();
+        self.0.ack(queue, &message.receipt).await?;
+        phase.ack.0.push(t.elapsed());
+        phase.ops += 3;
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct Direct(Arc<dyn Queue>);
+
+impl Cycle for Direct {
+    async fn cycle(&self, queue: &str, body: &[u8], phase: &mut Phase) -> anyhow::Result<()> {
+        let name = QueueName::parse(queue, "queue")?;
+        let t = Instant::now();
+        let message = pb::OutgoingMessage { body: body.to_vec(), ..Default::default() };
+        self.0.send(&name, vec![message]).await?;
+        phase.send.0.push(t.elapsed());
+        let t = Instant::now();
+        let params = ReceiveParams { max_messages: 1, wait: Duration::ZERO, visibility_seconds: Some(60) };
+        let messages = self.0.receive(&name, params).await?;
+        phase.receive.0.push(t.elapsed());
+        let Some(message) = messages.into_iter().next() else { bail!("receive returned nothing") };
+        let t = Instant::now();
+        self.0.ack(&name, &message.receipt).await?;
+        phase.ack.0.push(t.elapsed());
+        phase.ops += 3;
+        Ok(())
+    }
+}
+
+/// Runs `cycles` cycles over `workers` workers, each on its own queue (so receives see only
+/// their own sends).
+async fn run_phase<C: Cycle>(driver: &C, queues: &[String], cycles: usize, body: &[u8]) -> anyhow::Result<Phase> {
+    let per_worker = cycles / queues.len();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for queue in queues.iter().cloned() {
+        let driver = driver.clone();
+        let body = body.to_vec();
+        tasks.spawn(async move {
+            let mut phase = Phase::default();
+            for _ in 0..per_worker {
+                driver.cycle(&queue, &body, &mut phase).await?;
+            }
+            Ok::<_, anyhow::Error>(phase)
+        });
+    }
+    let mut total = Phase::default();
+    while let Some(result) = tasks.join_next().await {
+        total.merge(result??);
+    }
+    total.elapsed = started.elapsed();
+    Ok(total)
+}
+
+/// Paced cycles at `rps` requests per second for `duration`.
+async fn run_paced(driver: &ViaProxy, queue: &str, rps: u32, duration: Duration, body: &[u8]) -> anyhow::Result<()> {
+    let cycle_interval = Duration::from_secs_f64(3.0 / f64::from(rps.max(3)));
+    let mut ticker = tokio::time::interval(cycle_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let until = Instant::now() + duration;
+    let mut phase = Phase::default();
+    while Instant::now() < until {
+        ticker.tick().await;
+        driver.cycle(queue, body, &mut phase).await?;
+    }
+    Ok(())
+}
+
+struct ProxyProcess {
+    child: Child,
+    pid: u32,
+    url: String,
+    cold_start: Duration,
+}
+
+async fn spawn_proxy(bin: &Path, backend: &str, db: &Path) -> anyhow::Result<ProxyProcess> {
+    let started = Instant::now();
+    let mut child = Command::new(bin)
+        .args(["--backend", backend, "--listen", "127.0.0.1:0", "--log-format", "json", "--db"])
+        .arg(db)
+        .env("RUST_LOG", "warn,eqs_proxy=info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let pid = child.id().context("proxy has no pid")?;
+    let mut lines = BufReader::new(child.stderr.take().context("no stderr")?).lines();
+    let mut addr = None;
+    while let Some(line) = lines.next_line().await? {
+        if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+            && event["message"] == "eqs-proxy ready"
+        {
+            addr = event["addr"].as_str().map(str::to_owned);
+            break;
+        }
+    }
+    let addr = addr.context("proxy exited before it was ready")?;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let url = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    loop {
+        if let Ok(response) = http.get(format!("{url}/readyz")).send().await
+            && response.status().is_success()
+        {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            bail!("proxy not ready after 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(ProxyProcess { child, pid, url, cold_start: started.elapsed() })
+}
+
+/// (user + system) CPU time of a process.
+fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("bad /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok(Duration::from_secs_f64((utime + stime) as f64 / ticks))
+}
+
+fn self_cpu() -> Duration {
+    // SAFETY: getrusage writes into the zeroed struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec * 1000) as u32);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// VmRSS and VmHWM (peak) in KiB.
+fn memory_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> Option<u64> {
+        status.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse().ok()
+    };
+    Ok((field("VmRSS:").context("no VmRSS")?, field("VmHWM:").context("no VmHWM")?))
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e6)
+}
+
+fn default_proxy_bin() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    Ok(me.with_file_name("eqs-proxy"))
+}
+
+async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
+    let bin = match &args.proxy_bin {
+        Some(bin) => bin.clone(),
+        None => default_proxy_bin()?,
+    };
+    let scratch = tempfile::tempdir()?;
+    let body = vec![b'x'; args.body_bytes];
+    let size = std::fs::metadata(&bin).with_context(|| format!("no proxy binary at {}", bin.display()))?.len();
+
+    // Cold start: best of 5 fresh starts.
+    let mut cold = Duration::MAX;
+    for i in 0..5 {
+        let mut proxy = spawn_proxy(&bin, &args.backend, &scratch.path().join(format!("cold{i}.db"))).await?;
+        cold = cold.min(proxy.cold_start);
+        proxy.child.start_kill()?;
+        let _ = proxy.child.wait().await;
+    }
+
+    let mut proxy = spawn_proxy(&bin, &args.backend, &scratch.path().join("proxy.db")).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (idle_rss, _) = memory_kib(proxy.pid)?;
+    let client = QueueClient::connect(&proxy.url)?.with_retry(RetryPolicy::none());
+    let via = ViaProxy(client.clone());
+    let direct_backend = eqs::open_backend(&BackendConfig::named(&args.backend, Some(scratch.path().join("direct.db")))?)?;
+    let direct = Direct(direct_backend.clone());
+
+    let workers = args.concurrency.max(1);
+    let mut proxy_queues = Vec::new();
+    let mut direct_queues = Vec::new();
+    for w in 0..workers {
+        let name = format!("bench-{w}");
+        client.create_queue(&name, QueueOptions::default()).await?;
+        let options = pb::QueueOptions { visibility_timeout_seconds: Some(30), retention_seconds: 345_600, ..Default::default() };
+        direct_backend.create_queue(&QueueName::parse(&name, "name")?, &options).await?;
+        proxy_queues.push(name.clone());
+        direct_queues.push(name);
+    }
+    // Warm up both paths (connections, caches, allocator).
+    run_phase(&via, &proxy_queues[..1], 500.min(args.cycles), &body).await?;
+    run_phase(&direct, &direct_queues[..1], 500.min(args.cycles), &body).await?;
+
+    // Latency: one worker, so each call is measured alone.
+    let cpu_before = process_cpu(proxy.pid)?;
+    let via_serial = run_phase(&via, &proxy_queues[..1], args.cycles, &body).await?;
+    let proxy_cpu_serial = process_cpu(proxy.pid)? - cpu_before;
+    let self_before = self_cpu();
+    let direct_serial = run_phase(&direct, &direct_queues[..1], args.cycles, &body).await?;
+    let direct_cpu_serial = self_cpu() - self_before;
+
+    // Throughput: many workers.
+    let cpu_before = process_cpu(proxy.pid)?;
+    let via_parallel = run_phase(&via, &proxy_queues, args.cycles, &body).await?;
+    let proxy_cpu_parallel = process_cpu(proxy.pid)? - cpu_before;
+    let direct_parallel = run_phase(&direct, &direct_queues, args.cycles, &body).await?;
+
+    // Memory under a steady paced load.
+    run_paced(&via, &proxy_queues[0], args.paced_rps, Duration::from_secs(3), &body).await?;
+    let (paced_rss, peak_rss) = memory_kib(proxy.pid)?;
+    proxy.child.start_kill()?;
+    let _ = proxy.child.wait().await;
+
+    println!("## eqs: send → receive → ack, backend `{}`, {} B bodies\n", args.backend, args.body_bytes);
+    println!("| call | direct p50 µs | via proxy p50 µs | added p50 µs | direct p99 µs | via proxy p99 µs | added p99 µs | via proxy p99.9 µs |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, d, v) in [
+        ("send", &direct_serial.send, &via_serial.send),
+        ("receive", &direct_serial.receive, &via_serial.receive),
+        ("ack", &direct_serial.ack, &via_serial.ack),
+    ] {
+        println!(
+            "| {name} | {} | {} | {} | {} | {} | {} | {} |",
+            us(d.percentile(50.0)),
+            us(v.percentile(50.0)),
+            us(v.percentile(50.0).saturating_sub(d.percentile(50.0))),
+            us(d.percentile(99.0)),
+            us(v.percentile(99.0)),
+            us(v.percentile(99.0).saturating_sub(d.percentile(99.0))),
+            us(v.percentile(99.9)),
+        );
+    }
+    println!();
+    println!("| measure | direct | via proxy | ratio via/direct |");
+    println!("|---|---|---|---|");
+    println!(
+        "| ops/s, 1 worker | {:.0} | {:.0} | {:.3} |",
+        direct_serial.ops_per_sec(),
+        via_serial.ops_per_sec(),
+        via_serial.ops_per_sec() / direct_serial.ops_per_sec()
+    );
+    println!(
+        "| ops/s, {workers} workers | {:.0} | {:.0} | {:.3} |",
+        direct_parallel.ops_per_sec(),
+        via_parallel.ops_per_sec(),
+        via_parallel.ops_per_sec() / direct_parallel.ops_per_sec()
+    );
+    println!(
+        "| CPU µs per op, 1 worker (direct: whole bench process; proxy: proxy process) | {} | {} | |",
+        us(direct_cpu_serial / direct_serial.ops as u32),
+        us(proxy_cpu_serial / via_serial.ops as u32)
+    );
+    println!("| proxy CPU µs per op, {workers} workers | | {} | |", us(proxy_cpu_parallel / via_parallel.ops as u32));
+    println!();
+    println!("| proxy | value |");
+    println!("|---|---|");
+    println!("| cold start (spawn → /readyz 200), best of 5 | {:.1} ms |", cold.as_secs_f64() * 1e3);
+    println!("| RSS idle | {:.1} MiB |", idle_rss as f64 / 1024.0);
+    println!("| RSS after 3 s at {} req/s | {:.1} MiB |", args.paced_rps, paced_rss as f64 / 1024.0);
+    println!("| peak RSS (VmHWM, whole run) | {:.1} MiB |", peak_rss as f64 / 1024.0);
+    println!("| binary size ({}) | {:.1} MiB |", bin.display(), size as f64 / (1024.0 * 1024.0));
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Args::parse().command {
+        Cmd::Queue(args) => queue_bench(args).await,
+    }
+}
