@@ -102,7 +102,12 @@ impl Phase {
 
 /// The three calls of a cycle, via SDK or direct.
 trait Cycle: Clone + Send + Sync + 'static {
-    fn cycle(&self, queue: &str, body: &[u8], phase: &mut Phase) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
+    fn cycle(
+        &self,
+        queue: &str,
+        body: &[u8],
+        phase: &mut Phase,
+    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
 }
 
 #[derive(Clone)]
@@ -150,10 +155,17 @@ impl Cycle for Direct {
 
 /// Runs `cycles` cycles over `workers` workers, each on its own queue (so receives see only
 /// their own sends).
-async fn run_phase<C: Cycle>(driver: &C, queues: &[String], cycles: usize, body: &[u8]) -> anyhow::Result<Phase> {
+async fn run_phase<C: Cycle>(
+    driver: &C,
+    queues: &[String],
+    cycles: usize,
+    body: &[u8],
+) -> anyhow::Result<Phase> {
     let per_worker = cycles / queues.len();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
+    // On the current-thread runtime these are interleaved, not parallel: "workers" are
+    // concurrent requests in flight, as an async app would have.
     for queue in queues.iter().cloned() {
         let driver = driver.clone();
         let body = body.to_vec();
@@ -174,7 +186,13 @@ async fn run_phase<C: Cycle>(driver: &C, queues: &[String], cycles: usize, body:
 }
 
 /// Paced cycles at `rps` requests per second for `duration`.
-async fn run_paced(driver: &ViaProxy, queue: &str, rps: u32, duration: Duration, body: &[u8]) -> anyhow::Result<()> {
+async fn run_paced(
+    driver: &ViaProxy,
+    queue: &str,
+    rps: u32,
+    duration: Duration,
+    body: &[u8],
+) -> anyhow::Result<()> {
     let cycle_interval = Duration::from_secs_f64(3.0 / f64::from(rps.max(3)));
     let mut ticker = tokio::time::interval(cycle_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -280,7 +298,8 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
     };
     let scratch = tempfile::tempdir()?;
     let body = vec![b'x'; args.body_bytes];
-    let size = std::fs::metadata(&bin).with_context(|| format!("no proxy binary at {}", bin.display()))?.len();
+    let size =
+        std::fs::metadata(&bin).with_context(|| format!("no proxy binary at {}", bin.display()))?.len();
 
     // Cold start: best of 5 fresh starts.
     let mut cold = Duration::MAX;
@@ -296,7 +315,8 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
     let (idle_rss, _) = memory_kib(proxy.pid)?;
     let client = QueueClient::connect(&proxy.url)?.with_retry(RetryPolicy::none());
     let via = ViaProxy(client.clone());
-    let direct_backend = eqs::open_backend(&BackendConfig::named(&args.backend, Some(scratch.path().join("direct.db")))?)?;
+    let direct_backend =
+        eqs::open_backend(&BackendConfig::named(&args.backend, Some(scratch.path().join("direct.db")))?)?;
     let direct = Direct(direct_backend.clone());
 
     let workers = args.concurrency.max(1);
@@ -305,7 +325,11 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
     for w in 0..workers {
         let name = format!("bench-{w}");
         client.create_queue(&name, QueueOptions::default()).await?;
-        let options = pb::QueueOptions { visibility_timeout_seconds: Some(30), retention_seconds: 345_600, ..Default::default() };
+        let options = pb::QueueOptions {
+            visibility_timeout_seconds: Some(30),
+            retention_seconds: 345_600,
+            ..Default::default()
+        };
         direct_backend.create_queue(&QueueName::parse(&name, "name")?, &options).await?;
         proxy_queues.push(name.clone());
         direct_queues.push(name);
@@ -313,6 +337,15 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
     // Warm up both paths (connections, caches, allocator).
     run_phase(&via, &proxy_queues[..1], 500.min(args.cycles), &body).await?;
     run_phase(&direct, &direct_queues[..1], 500.min(args.cycles), &body).await?;
+
+    // Transport floor: Describe touches no backend, so its latency is gRPC over loopback plus
+    // the proxy's routing.
+    let mut floor = Samples::default();
+    for _ in 0..args.cycles.min(5000) {
+        let t = Instant::now();
+        client.describe().await?;
+        floor.0.push(t.elapsed());
+    }
 
     // Latency: one worker, so each call is measured alone.
     let cpu_before = process_cpu(proxy.pid)?;
@@ -335,7 +368,9 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
     let _ = proxy.child.wait().await;
 
     println!("## eqs: send → receive → ack, backend `{}`, {} B bodies\n", args.backend, args.body_bytes);
-    println!("| call | direct p50 µs | via proxy p50 µs | added p50 µs | direct p99 µs | via proxy p99 µs | added p99 µs | via proxy p99.9 µs |");
+    println!(
+        "| call | direct p50 µs | via proxy p50 µs | added p50 µs | direct p99 µs | via proxy p99 µs | added p99 µs | via proxy p99.9 µs |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     for (name, d, v) in [
         ("send", &direct_serial.send, &via_serial.send),
@@ -353,6 +388,12 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
             us(v.percentile(99.9)),
         );
     }
+    println!(
+        "| describe (no backend: the gRPC + loopback floor) | – | {} | – | – | {} | – | {} |",
+        us(floor.percentile(50.0)),
+        us(floor.percentile(99.0)),
+        us(floor.percentile(99.9))
+    );
     println!();
     println!("| measure | direct | via proxy | ratio via/direct |");
     println!("|---|---|---|---|");
@@ -373,7 +414,10 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
         us(direct_cpu_serial / direct_serial.ops as u32),
         us(proxy_cpu_serial / via_serial.ops as u32)
     );
-    println!("| proxy CPU µs per op, {workers} workers | | {} | |", us(proxy_cpu_parallel / via_parallel.ops as u32));
+    println!(
+        "| proxy CPU µs per op, {workers} workers | | {} | |",
+        us(proxy_cpu_parallel / via_parallel.ops as u32)
+    );
     println!();
     println!("| proxy | value |");
     println!("|---|---|");
@@ -385,9 +429,11 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // The client side (SDK and the direct backend calls) runs on one thread, like a small app
+    // beside its sidecar, leaving the other core to the proxy; both paths get the same runtime.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match Args::parse().command {
-        Cmd::Queue(args) => queue_bench(args).await,
+        Cmd::Queue(args) => runtime.block_on(queue_bench(args)),
     }
 }

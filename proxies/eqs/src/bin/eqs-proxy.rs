@@ -35,6 +35,9 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "EXO_LOG_FORMAT")]
     log_format: Option<String>,
+    /// Threads serving requests (default 1).
+    #[arg(long, env = "EXO_WORKER_THREADS")]
+    worker_threads: Option<usize>,
     /// Allow a non-loopback listen address without TLS.
     #[arg(long, env = "EXO_ALLOW_INSECURE_NON_LOOPBACK")]
     allow_insecure_non_loopback: bool,
@@ -50,6 +53,9 @@ fn effective_config(args: &Args) -> anyhow::Result<EqsConfig> {
     };
     if let Some(listen) = args.listen {
         config.server.listen = listen;
+    }
+    if let Some(threads) = args.worker_threads {
+        config.server.worker_threads = threads;
     }
     if args.allow_insecure_non_loopback {
         config.server.allow_insecure_non_loopback = true;
@@ -70,8 +76,7 @@ fn effective_config(args: &Args) -> anyhow::Result<EqsConfig> {
     Ok(config)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = effective_config(&args)?;
     if args.print_config {
@@ -79,6 +84,11 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     init_tracing(&config.server.log);
+    let runtime = config.server.runtime().context("cannot start the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: EqsConfig) -> anyhow::Result<()> {
     let proxy = EqsProxy::new(&config).context("cannot start eqs-proxy")?;
     let listener = proxy.bind().await?;
     tracing::info!(backend = config.backend.kind(), addr = %listener.local_addr()?, "eqs-proxy ready");
