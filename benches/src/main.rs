@@ -166,7 +166,8 @@ async fn run_phase<C: Cycle>(
     let mut tasks = tokio::task::JoinSet::new();
     // On the current-thread runtime these are interleaved, not parallel: "workers" are
     // concurrent requests in flight, as an async app would have.
-    for queue in queues.iter().cloned() {
+    for queue in queues {
+        let queue = queue.clone();
         let driver = driver.clone();
         let body = body.to_vec();
         tasks.spawn(async move {
