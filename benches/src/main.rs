@@ -135,7 +135,7 @@ struct Direct(Arc<dyn Queue>);
 
 impl Cycle for Direct {
     async fn cycle(&self, queue: &str, body: &[u8], phase: &mut Phase) -> anyhow::Result<()> {
-        let name = QueueName::parse(queue, "queue")?;
+        let name = QueueName::parse("queue", queue, "queue")?;
         let t = Instant::now();
         let message = pb::OutgoingMessage { body: body.to_vec(), ..Default::default() };
         self.0.send(&name, vec![message]).await?;
@@ -331,7 +331,7 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
             retention_seconds: 345_600,
             ..Default::default()
         };
-        direct_backend.create_queue(&QueueName::parse(&name, "name")?, &options).await?;
+        direct_backend.create_queue(&QueueName::parse("queue", &name, "name")?, &options).await?;
         proxy_queues.push(name.clone());
         direct_queues.push(name);
     }

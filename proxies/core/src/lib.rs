@@ -10,14 +10,18 @@
 //! Backends and their layers live in each proxy's crate; this crate knows nothing about queues,
 //! objects or keys.
 
+pub mod cli;
 pub mod config;
 mod error;
 pub mod json;
+pub mod layer;
 pub mod metrics;
+pub mod names;
 pub mod server;
 pub mod telemetry;
 
 pub use error::{ExoError, ExoResult, default_retryable, grpc_code, http_status};
+pub use names::ResourceName;
 
 /// Milliseconds since the Unix epoch, the contract's timestamp unit.
 pub fn now_ms() -> u64 {

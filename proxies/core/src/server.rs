@@ -26,6 +26,20 @@ pub trait Readiness: Send + Sync + 'static {
     async fn ready(&self) -> ExoResult<()>;
 }
 
+/// Readiness from an async closure (usually a backend's `ready`).
+pub struct ReadyFn<F>(pub F);
+
+#[async_trait]
+impl<F, Fut> Readiness for ReadyFn<F>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ExoResult<()>> + Send,
+{
+    async fn ready(&self) -> ExoResult<()> {
+        (self.0)().await
+    }
+}
+
 /// Failures starting or running the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

@@ -59,7 +59,7 @@ impl QueueApi {
 
     /// CreateQueue.
     pub async fn create_queue(&self, req: pb::CreateQueueRequest) -> ExoResult<pb::CreateQueueResponse> {
-        let name = QueueName::parse(&req.name, "name").map_err(|e| self.attribute(e))?;
+        let name = QueueName::parse("queue", &req.name, "name").map_err(|e| self.attribute(e))?;
         let options = normalize_options(self.descriptor(), &name, req.options.unwrap_or_default())
             .map_err(|e| self.attribute(e))?;
         let (created, info) = self.backend.create_queue(&name, &options).await?;
@@ -68,7 +68,7 @@ impl QueueApi {
 
     /// DeleteQueue.
     pub async fn delete_queue(&self, req: pb::DeleteQueueRequest) -> ExoResult<pb::DeleteQueueResponse> {
-        let name = QueueName::parse(&req.name, "name").map_err(|e| self.attribute(e))?;
+        let name = QueueName::parse("queue", &req.name, "name").map_err(|e| self.attribute(e))?;
         self.backend.delete_queue(&name).await?;
         Ok(pb::DeleteQueueResponse {})
     }
@@ -118,13 +118,13 @@ impl QueueApi {
 
     /// GetQueueInfo.
     pub async fn get_queue_info(&self, req: pb::GetQueueInfoRequest) -> ExoResult<pb::GetQueueInfoResponse> {
-        let name = QueueName::parse(&req.name, "name").map_err(|e| self.attribute(e))?;
+        let name = QueueName::parse("queue", &req.name, "name").map_err(|e| self.attribute(e))?;
         Ok(pb::GetQueueInfoResponse { info: Some(self.backend.queue_info(&name).await?) })
     }
 
     /// Send.
     pub async fn send(&self, req: pb::SendRequest) -> ExoResult<pb::SendResponse> {
-        let name = QueueName::parse(&req.queue, "queue").map_err(|e| self.attribute(e))?;
+        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.attribute(e))?;
         let message = req
             .message
             .ok_or_else(|| ExoError::invalid_argument("message", "message is required"))
@@ -137,7 +137,7 @@ impl QueueApi {
 
     /// SendBatch: every entry is validated on its own; the valid ones are sent together.
     pub async fn send_batch(&self, req: pb::SendBatchRequest) -> ExoResult<pb::SendBatchResponse> {
-        let name = QueueName::parse(&req.queue, "queue").map_err(|e| self.attribute(e))?;
+        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.attribute(e))?;
         let limits = self.descriptor().limits;
         if req.entries.is_empty() {
             return Err(
@@ -192,7 +192,7 @@ impl QueueApi {
 
     /// Receive.
     pub async fn receive(&self, req: pb::ReceiveRequest) -> ExoResult<pb::ReceiveResponse> {
-        let name = QueueName::parse(&req.queue, "queue").map_err(|e| self.attribute(e))?;
+        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.attribute(e))?;
         let params = receive_params(self.descriptor(), &req).map_err(|e| self.attribute(e))?;
         let messages = self.backend.receive(&name, params).await?;
         Ok(pb::ReceiveResponse { messages })
@@ -200,7 +200,7 @@ impl QueueApi {
 
     /// Ack.
     pub async fn ack(&self, req: pb::AckRequest) -> ExoResult<pb::AckResponse> {
-        let name = QueueName::parse(&req.queue, "queue").map_err(|e| self.attribute(e))?;
+        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.attribute(e))?;
         require_receipt(&req.receipt).map_err(|e| self.attribute(e))?;
         self.backend.ack(&name, &req.receipt).await?;
         Ok(pb::AckResponse {})
@@ -211,7 +211,7 @@ impl QueueApi {
         &self,
         req: pb::ChangeVisibilityRequest,
     ) -> ExoResult<pb::ChangeVisibilityResponse> {
-        let name = QueueName::parse(&req.queue, "queue").map_err(|e| self.attribute(e))?;
+        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.attribute(e))?;
         let descriptor = self.descriptor();
         descriptor.require(Capability::ChangeVisibility, "changing visibility")?;
         require_receipt(&req.receipt).map_err(|e| self.attribute(e))?;
@@ -231,7 +231,7 @@ impl QueueApi {
 
     /// Purge.
     pub async fn purge(&self, req: pb::PurgeRequest) -> ExoResult<pb::PurgeResponse> {
-        let name = QueueName::parse(&req.queue, "queue").map_err(|e| self.attribute(e))?;
+        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.attribute(e))?;
         self.descriptor().require(Capability::Purge, "purge")?;
         self.backend.purge(&name).await?;
         Ok(pb::PurgeResponse {})
@@ -316,7 +316,7 @@ pub fn normalize_options(
                     format!("max_receives {n} is above the maximum {}", limits.max_receives_limit),
                 ));
             }
-            QueueName::parse(&options.dead_letter_queue, "options.dead_letter_queue")?;
+            QueueName::parse("queue", &options.dead_letter_queue, "options.dead_letter_queue")?;
             if options.dead_letter_queue == name.as_str() {
                 return Err(ExoError::invalid_argument(
                     "options.dead_letter_queue",

@@ -16,13 +16,12 @@ pub mod services;
 
 use std::{future::Future, sync::Arc};
 
-use async_trait::async_trait;
 use exo_proto::queue::v1::queue_service_server::QueueServiceServer;
 use exo_proxy_core::{
     ExoError, ExoResult,
     config::ConfigError,
     metrics::Metrics,
-    server::{ProxyServer, Readiness, ServeError},
+    server::{ProxyServer, ReadyFn, ServeError},
 };
 use tokio::net::TcpListener;
 
@@ -64,15 +63,6 @@ pub fn layered(backend: Arc<dyn Queue>, metrics: Arc<Metrics>, config: &EqsConfi
     Arc::new(layers::Timeout::new(instrumented, config.server.request_timeout))
 }
 
-struct BackendReadiness(Arc<dyn Queue>);
-
-#[async_trait]
-impl Readiness for BackendReadiness {
-    async fn ready(&self) -> ExoResult<()> {
-        self.0.ready().await
-    }
-}
-
 /// A configured eqs proxy, ready to serve.
 pub struct EqsProxy {
     server: ProxyServer,
@@ -101,9 +91,16 @@ impl EqsProxy {
         let grpc = QueueServiceServer::new(grpc::GrpcQueue::new(api.clone()))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(usize::MAX);
-        let server = ProxyServer::new(config.server.clone(), metrics, Arc::new(BackendReadiness(backend)))
-            .grpc_service(grpc)
-            .http_routes(http::routes(api.clone()));
+        let server = ProxyServer::new(
+            config.server.clone(),
+            metrics,
+            Arc::new(ReadyFn(move || {
+                let backend = backend.clone();
+                async move { backend.ready().await }
+            })),
+        )
+        .grpc_service(grpc)
+        .http_routes(http::routes(api.clone()));
         Self { server, api }
     }
 

@@ -1,53 +1,16 @@
 //! Validated domain values shared by the API layer and every backend: queue names, limits,
 //! capabilities, and the receipt format of the local backends.
 
-use std::{collections::HashSet, fmt, time::Duration};
+use std::{collections::HashSet, time::Duration};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
-use exo_proxy_core::{ExoError, ExoResult};
+use exo_proxy_core::{ExoError, ExoResult, ResourceName};
 
 pub use pb::QueueCapability as Capability;
 
-/// A queue name that passed the portable rules: 3 to 63 characters of `a-z`, `0-9` and `-`,
-/// starting and ending with a letter or digit, without `--`. This is the intersection of what
-/// SQS and Azure Storage Queue accept, so a name valid here is valid everywhere.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct QueueName(String);
-
-impl QueueName {
-    /// Validates `name`; `field` names the request field in the error.
-    pub fn parse(name: &str, field: &str) -> ExoResult<Self> {
-        let problem = if name.len() < 3 || name.len() > 63 {
-            Some("must be 3 to 63 characters long")
-        } else if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-            Some("may contain only lowercase letters, digits and '-'")
-        } else if name.starts_with('-') || name.ends_with('-') {
-            Some("must start and end with a letter or digit")
-        } else if name.contains("--") {
-            Some("must not contain \"--\"")
-        } else {
-            None
-        };
-        match problem {
-            None => Ok(Self(name.to_owned())),
-            Some(why) => Err(ExoError::new(ErrorReason::InvalidName, format!("queue name {name:?} {why}"))
-                .with_field(field)
-                .with_resource(name)),
-        }
-    }
-
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for QueueName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+/// A queue name that passed the portable rules (see [`ResourceName`]).
+pub type QueueName = ResourceName;
 
 /// What a backend is and can do; fixed for the backend's lifetime.
 #[derive(Debug, Clone)]
@@ -183,20 +146,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn portable_names() {
-        for good in ["abc", "orders-v2", "a1b", &"x".repeat(63)] {
-            QueueName::parse(good, "name").unwrap();
-        }
-        for bad in ["ab", "Orders", "a_b", "-ab", "ab-", "a--b", "a.b", "ä-b", &"x".repeat(64), ""] {
-            let err = QueueName::parse(bad, "name").unwrap_err();
-            assert_eq!(err.reason, ErrorReason::InvalidName, "{bad}");
-        }
-    }
-
-    #[test]
     fn receipts_round_trip_and_are_bound_to_their_queue() {
-        let orders = QueueName::parse("orders", "q").unwrap();
-        let other = QueueName::parse("other", "q").unwrap();
+        let orders = QueueName::parse("queue", "orders", "q").unwrap();
+        let other = QueueName::parse("queue", "other", "q").unwrap();
         let receipt = LocalReceipt { queue: "orders".into(), seq: 42, lease: 3 };
         let token = receipt.encode();
         assert_eq!(LocalReceipt::decode(&token, &orders).unwrap(), receipt);

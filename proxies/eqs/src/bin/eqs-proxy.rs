@@ -8,11 +8,7 @@ use eqs::{
     EqsProxy,
     config::{BackendConfig, EqsConfig},
 };
-use exo_proxy_core::{
-    config::{LogFormat, load_yaml},
-    server::shutdown_signal,
-    telemetry::init_tracing,
-};
+use exo_proxy_core::{cli::ServerArgs, config::load_yaml, server::shutdown_signal};
 
 /// The ExoFlow queue proxy: serves exo.queue.v1 over gRPC and HTTP/JSON on one port.
 ///
@@ -32,15 +28,8 @@ struct Args {
     /// Database file of the embedded backend.
     #[arg(long, env = "EXO_EQS_DB")]
     db: Option<PathBuf>,
-    /// Log format: text or json.
-    #[arg(long, env = "EXO_LOG_FORMAT")]
-    log_format: Option<String>,
-    /// Threads serving requests (default 1).
-    #[arg(long, env = "EXO_WORKER_THREADS")]
-    worker_threads: Option<usize>,
-    /// Allow a non-loopback listen address without TLS.
-    #[arg(long, env = "EXO_ALLOW_INSECURE_NON_LOOPBACK")]
-    allow_insecure_non_loopback: bool,
+    #[command(flatten)]
+    server: ServerArgs,
     /// Print the effective configuration as YAML and exit.
     #[arg(long)]
     print_config: bool,
@@ -54,23 +43,11 @@ fn effective_config(args: &Args) -> anyhow::Result<EqsConfig> {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
-    if let Some(threads) = args.worker_threads {
-        config.server.worker_threads = threads;
-    }
-    if args.allow_insecure_non_loopback {
-        config.server.allow_insecure_non_loopback = true;
-    }
+    args.server.apply(&mut config.server);
     if let Some(kind) = &args.backend {
         config.backend = BackendConfig::named(kind, args.db.clone())?;
     } else if let (Some(db), BackendConfig::Embedded { path, .. }) = (&args.db, &mut config.backend) {
         *path = db.clone();
-    }
-    if let Some(format) = &args.log_format {
-        config.server.log.format = match format.as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => anyhow::bail!("unknown log format '{other}' (text or json)"),
-        };
     }
     config.validate()?;
     Ok(config)
@@ -83,9 +60,7 @@ fn main() -> anyhow::Result<()> {
         print!("{}", serde_yaml_ng::to_string(&config)?);
         return Ok(());
     }
-    init_tracing(&config.server.log);
-    let runtime = config.server.runtime().context("cannot start the async runtime")?;
-    runtime.block_on(serve(config))
+    exo_proxy_core::cli::run(&config.server.clone(), serve(config))
 }
 
 async fn serve(config: EqsConfig) -> anyhow::Result<()> {

@@ -1,13 +1,10 @@
 //! Metrics, logs and error attribution for every backend call.
 
-use std::{future::Future, sync::Arc, time::Instant};
+use std::{future::Future, sync::Arc};
 
 use async_trait::async_trait;
 use exo_proto::queue::v1 as pb;
-use exo_proxy_core::{
-    ExoResult,
-    metrics::{Metrics, OpLabels},
-};
+use exo_proxy_core::{ExoResult, layer, metrics::Metrics};
 
 use crate::{
     backend::Queue,
@@ -28,23 +25,7 @@ impl Instrumented {
     }
 
     async fn observe<T>(&self, op: &'static str, call: impl Future<Output = ExoResult<T>>) -> ExoResult<T> {
-        let backend = self.inner.descriptor().backend;
-        let _in_flight = self.metrics.start();
-        let started = Instant::now();
-        let result = call.await.map_err(|err| err.with_backend(backend));
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(err) => {
-                if err.grpc_code() == tonic::Code::Internal || err.retryable {
-                    tracing::warn!(op, backend, error = %err, "backend call failed");
-                } else {
-                    tracing::debug!(op, backend, error = %err, "request rejected");
-                }
-                err.reason.as_str_name()
-            }
-        };
-        self.metrics.observe(&OpLabels { service: "queue", op, backend, outcome }, started.elapsed());
-        result
+        layer::observe(&self.metrics, "queue", op, self.inner.descriptor().backend, call).await
     }
 }
 

@@ -3,8 +3,8 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
-use exo_proxy_core::{ExoError, ExoResult};
+use exo_proto::queue::v1 as pb;
+use exo_proxy_core::{ExoResult, layer};
 
 use crate::{
     backend::Queue,
@@ -26,9 +26,7 @@ impl Timeout {
     }
 
     async fn bounded<T>(&self, limit: Duration, call: impl Future<Output = ExoResult<T>>) -> ExoResult<T> {
-        tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
-            Err(ExoError::new(ErrorReason::Timeout, format!("backend did not answer within {limit:?}")))
-        })
+        layer::bounded(limit, call).await
     }
 }
 
