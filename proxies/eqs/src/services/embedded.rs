@@ -1,22 +1,19 @@
 //! `embedded`: a durable queue in one SQLite file (WAL journal, `synchronous=FULL`).
 //!
-//! One writer thread owns the connection. Calls queue up as jobs; the thread runs every job
-//! waiting at that moment inside one transaction (each job under its own savepoint, so a failing
-//! job undoes only its own writes), commits once, and only then answers the callers. Concurrent
-//! sends therefore share one fsync (group commit) and a send is acknowledged only when durable.
+//! Writes go through [`SqliteStore`]: group commit, and a send is acknowledged only once durable.
 
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::mpsc,
-    thread,
 };
 
 use async_trait::async_trait;
 use exo_proto::queue::v1 as pb;
 use exo_proxy_core::{ExoError, ExoResult, now_ms};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use tokio::sync::oneshot;
+use exo_sqlite::{
+    SqliteStore, db_error,
+    rusqlite::{OptionalExtension, Transaction, params},
+};
 
 use crate::{
     backend::Queue,
@@ -27,9 +24,6 @@ use crate::{
     },
     services::{already_exists, dead_letter_missing, new_message_id},
 };
-
-/// Most jobs committed together.
-const MAX_GROUP: usize = 512;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS queues (
@@ -105,13 +99,10 @@ impl Catalog {
     }
 }
 
-type Completion = Box<dyn FnOnce(Option<&ExoError>) + Send>;
-type Job = Box<dyn FnOnce(&Transaction<'_>, &mut Catalog) -> (bool, Completion) + Send>;
-
 /// The SQLite-backed durable queue.
 pub struct EmbeddedQueue {
     descriptor: Descriptor,
-    jobs: mpsc::Sender<Job>,
+    store: SqliteStore<Catalog>,
     arrivals: Arrivals,
     path: PathBuf,
 }
@@ -122,31 +113,10 @@ impl std::fmt::Debug for EmbeddedQueue {
     }
 }
 
-fn db_error(err: rusqlite::Error) -> ExoError {
-    ExoError::unavailable(format!("embedded store error: {err}"))
-}
-
 impl EmbeddedQueue {
     /// Opens (creating if needed) the queue database at `path`.
     pub fn open(path: &Path, max_message_bytes: u64) -> ExoResult<Self> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|err| {
-                ExoError::unavailable(format!("cannot create data directory {}: {err}", parent.display()))
-            })?;
-        }
-        let conn = Connection::open(path)
-            .map_err(|err| ExoError::unavailable(format!("cannot open {}: {err}", path.display())))?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db_error)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(db_error)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(db_error)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_error)?;
-        conn.execute_batch(SCHEMA).map_err(db_error)?;
-
-        let (jobs, inbox) = mpsc::channel::<Job>();
-        thread::Builder::new()
-            .name("eqs-embedded-writer".into())
-            .spawn(move || writer_loop(conn, inbox))
-            .map_err(|err| ExoError::internal(format!("cannot start writer thread: {err}")))?;
+        let store = SqliteStore::open(path, SCHEMA, "eqs-embedded-writer")?;
         use Capability::*;
         Ok(Self {
             descriptor: Descriptor {
@@ -155,7 +125,7 @@ impl EmbeddedQueue {
                     .into(),
                 limits: local_limits(max_message_bytes),
             },
-            jobs,
+            store,
             arrivals: Arrivals::default(),
             path: path.to_owned(),
         })
@@ -167,20 +137,7 @@ impl EmbeddedQueue {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>, &mut Catalog) -> ExoResult<T> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |txn, catalog| {
-            let result = work(txn, catalog);
-            let succeeded = result.is_ok();
-            let completion: Completion = Box::new(move |commit_error: Option<&ExoError>| {
-                let _ = reply.send(match commit_error {
-                    None => result,
-                    Some(err) => Err(err.clone()),
-                });
-            });
-            (succeeded, completion)
-        });
-        self.jobs.send(job).map_err(|_| ExoError::unavailable("embedded store writer has stopped"))?;
-        answer.await.map_err(|_| ExoError::unavailable("embedded store writer has stopped"))?
+        self.store.run(work).await
     }
 
     fn try_receive_job(
@@ -283,41 +240,6 @@ fn dead_letter(txn: &Transaction<'_>, catalog: &mut Catalog, queue: &QueueRow, n
 fn decode_attributes(text: &str) -> ExoResult<HashMap<String, String>> {
     serde_json::from_str(text)
         .map_err(|err| ExoError::internal(format!("corrupt attributes in store: {err}")))
-}
-
-fn writer_loop(mut conn: Connection, inbox: mpsc::Receiver<Job>) {
-    let mut catalog = Catalog::default();
-    while let Ok(first) = inbox.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_GROUP {
-            match inbox.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
-        let mut completions = Vec::with_capacity(jobs.len());
-        // Jobs never started (an error before their turn) are dropped; their callers see the
-        // store as unavailable and nothing of theirs was written.
-        let outcome = (|| -> ExoResult<()> {
-            let txn = conn.transaction().map_err(db_error)?;
-            for job in jobs {
-                txn.execute_batch("SAVEPOINT job").map_err(db_error)?;
-                let (succeeded, completion) = job(&txn, &mut catalog);
-                completions.push(completion);
-                let end = if succeeded { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-                txn.execute_batch(end).map_err(db_error)?;
-            }
-            txn.commit().map_err(db_error)
-        })();
-        match outcome {
-            Ok(()) => completions.into_iter().for_each(|complete| complete(None)),
-            Err(err) => {
-                tracing::error!(error = %err, "embedded store transaction failed; nothing in it was kept");
-                catalog = Catalog::default();
-                completions.into_iter().for_each(|complete| complete(Some(&err)));
-            }
-        }
-    }
 }
 
 fn write_queue(
