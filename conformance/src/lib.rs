@@ -5,38 +5,54 @@
 //! case instead checks that a call needing it fails with UNSUPPORTED (gRPC UNIMPLEMENTED) and is
 //! reported as `unsupported`: a declaration can lie in neither direction.
 
-pub mod cases;
+pub mod kv_cases;
+pub mod queue_cases;
 pub mod report;
 pub mod runner;
 
-pub use runner::{CaseResult, Outcome, Target, run_suite};
+pub use runner::{CaseResult, Outcome, Service, Target, run_suite};
 
 use std::{future::Future, pin::Pin};
 
-use exo_sdk::{BackendDescription, QueueCapability, QueueClient};
+use exo_sdk::{
+    BackendDescription, KvBackendDescription, KvCapability, KvClient, QueueCapability, QueueClient,
+};
 
 /// What a case returns: `Err` explains the failure.
 pub type CaseOutcome = Result<(), String>;
 
-/// A case's body.
-pub type CaseFn = fn(Ctx) -> Pin<Box<dyn Future<Output = CaseOutcome> + Send>>;
+/// A boxed case future.
+pub type CaseFuture = Pin<Box<dyn Future<Output = CaseOutcome> + Send>>;
 
-/// One behavioural case.
-#[derive(Debug, Clone, Copy)]
-pub struct Case {
+/// One behavioural case over a context `C`, possibly needing a capability `K`.
+#[derive(Debug)]
+pub struct Case<C, K> {
     /// Stable identifier, `area.behaviour`.
     pub name: &'static str,
     /// What it proves.
     pub description: &'static str,
     /// The capability it needs, if any.
-    pub needs: Option<QueueCapability>,
+    pub needs: Option<K>,
     /// The case.
-    pub run: CaseFn,
+    pub run: fn(C) -> CaseFuture,
 }
 
-/// What a case gets: a client, the backend's description, a unique name prefix and the HTTP base.
+impl<C, K: Copy> Clone for Case<C, K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<C, K: Copy> Copy for Case<C, K> {}
+
+/// A queue case.
+pub type QueueCase = Case<QueueCtx, QueueCapability>;
+/// A key-value case.
+pub type KvCase = Case<KvCtx, KvCapability>;
+
+/// What a queue case gets.
 #[derive(Debug, Clone)]
-pub struct Ctx {
+pub struct QueueCtx {
     /// SDK client of the proxy under test (no retries, so errors are seen as they are).
     pub client: QueueClient,
     /// What the backend declared.
@@ -47,7 +63,7 @@ pub struct Ctx {
     pub prefix: String,
 }
 
-impl Ctx {
+impl QueueCtx {
     /// A queue name unique to this case: `<prefix>-<suffix>`.
     pub fn name(&self, suffix: &str) -> String {
         format!("{}-{suffix}", self.prefix)
@@ -70,6 +86,38 @@ impl Ctx {
 
     /// The backend's limits.
     pub fn limits(&self) -> exo_proto::queue::v1::Limits {
+        self.backend.limits.unwrap_or_default()
+    }
+}
+
+/// What a key-value case gets.
+#[derive(Debug, Clone)]
+pub struct KvCtx {
+    /// SDK client of the proxy under test (no retries).
+    pub client: KvClient,
+    /// What the backend declared.
+    pub backend: KvBackendDescription,
+    /// Base URL of the proxy's HTTP/JSON side.
+    pub http_base: String,
+    /// Unique per case.
+    pub prefix: String,
+}
+
+impl KvCtx {
+    /// A table name unique to this case.
+    pub fn name(&self, suffix: &str) -> String {
+        format!("{}-{suffix}", self.prefix)
+    }
+
+    /// Creates a table and returns its name.
+    pub async fn table(&self, suffix: &str) -> Result<String, String> {
+        let name = self.name(suffix);
+        self.client.create_table(&name).await.map_err(|e| format!("create_table({name}) failed: {e}"))?;
+        Ok(name)
+    }
+
+    /// The backend's limits.
+    pub fn limits(&self) -> exo_proto::kv::v1::Limits {
         self.backend.limits.unwrap_or_default()
     }
 }

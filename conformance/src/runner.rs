@@ -1,20 +1,23 @@
-//! Runs the cases against a proxy: one started in-process with a chosen backend, or any
-//! running proxy by URL.
+//! Runs the cases of one service against a proxy: one started in-process with a chosen backend,
+//! or any running proxy by URL.
 
 use std::{
+    future::Future,
     path::PathBuf,
+    pin::Pin,
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use ekv::{EkvProxy, backend::KeyValue, config::EkvConfig};
 use eqs::{EqsProxy, backend::Queue, config::EqsConfig};
-use exo_sdk::{QueueClient, RetryPolicy};
+use exo_sdk::{KvClient, QueueClient, RetryPolicy};
 use futures::{StreamExt as _, stream};
 use rand::Rng as _;
 use serde::Serialize;
 use tokio::{net::TcpListener, sync::oneshot};
 
-use crate::{Case, Ctx, cases};
+use crate::{Case, CaseFuture, KvCtx, QueueCtx, kv_cases, queue_cases};
 
 /// Longest a single case may run.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -45,129 +48,254 @@ pub struct CaseResult {
     pub millis: u128,
 }
 
-/// What to run against.
-pub enum Target {
-    /// A running proxy.
-    Endpoint(String),
-    /// A proxy started in-process with this configuration (listen address is replaced by an
-    /// ephemeral loopback port).
-    Config(EqsConfig),
-    /// A proxy started in-process around an already opened backend (tests use this to wrap a
-    /// backend, e.g. to hide a capability).
-    Backend(EqsConfig, Arc<dyn Queue>),
+/// The services with a suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "lower")]
+pub enum Service {
+    /// eqs.
+    Queue,
+    /// ekv.
+    Kv,
 }
 
-/// A proxy started for the run; stops when dropped.
+impl Service {
+    /// Short name used in report file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Queue => "queue",
+            Service::Kv => "kv",
+        }
+    }
+}
+
+/// What to run against.
+pub enum Target {
+    /// A running proxy of `Service` at a URL.
+    Endpoint(Service, String),
+    /// An eqs proxy started in-process (listen address replaced by an ephemeral loopback port),
+    /// optionally around an already opened backend.
+    Queue(EqsConfig, Option<Arc<dyn Queue>>),
+    /// An ekv proxy started in-process.
+    Kv(EkvConfig, Option<Arc<dyn KeyValue>>),
+}
+
+/// A proxy started for the run.
 struct InProcess {
     url: String,
-    stop: Option<oneshot::Sender<()>>,
+    stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl InProcess {
-    async fn start(mut config: EqsConfig, backend: Option<Arc<dyn Queue>>) -> anyhow::Result<Self> {
-        config.server.listen = "127.0.0.1:0".parse()?;
-        config.server.shutdown_grace = Duration::from_secs(1);
-        let proxy = match backend {
-            Some(backend) => EqsProxy::with_backend(&config, backend),
-            None => EqsProxy::new(&config)?,
-        };
-        let listener: TcpListener = proxy.bind().await?;
+    async fn start<F, Fut>(listener: TcpListener, serve: F) -> anyhow::Result<Self>
+    where
+        F: FnOnce(TcpListener, oneshot::Receiver<()>) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
         let url = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = oneshot::channel::<()>();
+        let serving = serve(listener, stopped);
         let task = tokio::spawn(async move {
-            if let Err(err) = proxy
-                .serve(listener, async move {
-                    let _ = stopped.await;
-                })
-                .await
-            {
+            if let Err(err) = serving.await {
                 eprintln!("in-process proxy failed: {err}");
             }
         });
-        Ok(Self { url, stop: Some(stop), task })
+        Ok(Self { url, stop, task })
     }
 
     async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        let _ = self.stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
     }
 }
 
-/// Runs every case whose name contains `filter` (all if empty), `parallel` at a time.
+fn ephemeral(server: &mut exo_proxy_core::config::ServerConfig) -> anyhow::Result<()> {
+    server.listen = "127.0.0.1:0".parse()?;
+    server.shutdown_grace = Duration::from_secs(1);
+    Ok(())
+}
+
+async fn start(target: Target) -> anyhow::Result<(Service, String, Option<InProcess>)> {
+    match target {
+        Target::Endpoint(service, url) => Ok((service, url.trim_end_matches('/').to_owned(), None)),
+        Target::Queue(mut config, backend) => {
+            ephemeral(&mut config.server)?;
+            let proxy = match backend {
+                Some(backend) => EqsProxy::with_backend(&config, backend),
+                None => EqsProxy::new(&config)?,
+            };
+            let listener = proxy.bind().await?;
+            let server = InProcess::start(listener, |listener, stopped| async move {
+                proxy
+                    .serve(listener, async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .map_err(anyhow::Error::from)
+            })
+            .await?;
+            Ok((Service::Queue, server.url.clone(), Some(server)))
+        }
+        Target::Kv(mut config, backend) => {
+            ephemeral(&mut config.server)?;
+            let proxy = match backend {
+                Some(backend) => EkvProxy::with_backend(&config, backend),
+                None => EkvProxy::new(&config)?,
+            };
+            let listener = proxy.bind().await?;
+            let server = InProcess::start(listener, |listener, stopped| async move {
+                proxy
+                    .serve(listener, async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .map_err(anyhow::Error::from)
+            })
+            .await?;
+            Ok((Service::Kv, server.url.clone(), Some(server)))
+        }
+    }
+}
+
+fn run_id() -> String {
+    let mut rng = rand::rng();
+    (0..6).map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)])).collect()
+}
+
+/// Runs every case of the target's service whose name contains `filter`, `parallel` at a time.
+/// Returns the backend's name and the results in suite order.
 pub async fn run_suite(
     target: Target,
     filter: &str,
     parallel: usize,
 ) -> anyhow::Result<(String, Vec<CaseResult>)> {
-    let (url, server) = match target {
-        Target::Endpoint(url) => (url.trim_end_matches('/').to_owned(), None),
-        Target::Config(config) => {
-            let server = InProcess::start(config, None).await?;
-            (server.url.clone(), Some(server))
-        }
-        Target::Backend(config, backend) => {
-            let server = InProcess::start(config, Some(backend)).await?;
-            (server.url.clone(), Some(server))
-        }
-    };
-    let client = QueueClient::connect(&url)?.with_retry(RetryPolicy::none());
-    let backend =
-        client.describe().await.map_err(|e| anyhow::anyhow!("cannot describe proxy at {url}: {e}"))?;
-    let run_id: String = {
-        let mut rng = rand::rng();
-        (0..6).map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)])).collect()
-    };
-    let selected: Vec<(usize, Case)> =
-        cases::queue_cases().into_iter().filter(|c| c.name.contains(filter)).enumerate().collect();
-    let results = stream::iter(selected)
-        .map(|(index, case)| {
-            let ctx = Ctx {
+    let (service, url, server) = start(target).await?;
+    let id = run_id();
+    let outcome = match service {
+        Service::Queue => {
+            let client = QueueClient::connect(&url)?.with_retry(RetryPolicy::none());
+            let backend =
+                client.describe().await.map_err(|e| anyhow::anyhow!("cannot describe eqs at {url}: {e}"))?;
+            let declared = backend.capabilities.clone();
+            let ctx = |index: usize| QueueCtx {
                 client: client.clone(),
                 backend: backend.clone(),
                 http_base: url.clone(),
-                prefix: format!("cf{run_id}-{index}"),
+                prefix: format!("cf{id}-{index}"),
             };
-            run_case(case, ctx)
-        })
-        .buffer_unordered(parallel.max(1))
-        .collect::<Vec<_>>()
-        .await;
-    let mut results = results;
-    let order: Vec<&str> = cases::queue_cases().iter().map(|c| c.name).collect();
-    results.sort_by_key(|r| order.iter().position(|n| *n == r.name));
+            let results = run_cases(
+                queue_cases::queue_cases(),
+                filter,
+                parallel,
+                ctx,
+                |cap| declared.contains(&(cap as i32)),
+                |ctx, cap| Box::pin(async move { queue_cases::probe_unsupported(&ctx, cap).await }),
+            )
+            .await;
+            (backend.backend.clone(), results)
+        }
+        Service::Kv => {
+            let client = KvClient::connect(&url)?.with_retry(RetryPolicy::none());
+            let backend =
+                client.describe().await.map_err(|e| anyhow::anyhow!("cannot describe ekv at {url}: {e}"))?;
+            let declared = backend.capabilities.clone();
+            let ctx = |index: usize| KvCtx {
+                client: client.clone(),
+                backend: backend.clone(),
+                http_base: url.clone(),
+                prefix: format!("cf{id}-{index}"),
+            };
+            let results = run_cases(
+                kv_cases::kv_cases(),
+                filter,
+                parallel,
+                ctx,
+                |cap| declared.contains(&(cap as i32)),
+                |ctx, cap| Box::pin(async move { kv_cases::probe_unsupported(&ctx, cap).await }),
+            )
+            .await;
+            (backend.backend.clone(), results)
+        }
+    };
     if let Some(server) = server {
         server.stop().await;
     }
-    Ok((backend.backend, results))
+    Ok(outcome)
 }
 
-async fn run_case(case: Case, ctx: Ctx) -> CaseResult {
-    let started = Instant::now();
-    let declared = case.needs.is_none_or(|cap| ctx.backend.capabilities.contains(&(cap as i32)));
-    let outcome = if declared {
-        match tokio::time::timeout(CASE_TIMEOUT, (case.run)(ctx)).await {
-            Ok(Ok(())) => Outcome::Pass,
-            Ok(Err(why)) => Outcome::Fail(why),
-            Err(_) => Outcome::Fail(format!("timed out after {CASE_TIMEOUT:?}")),
+async fn run_cases<C, K>(
+    cases: Vec<Case<C, K>>,
+    filter: &str,
+    parallel: usize,
+    make_ctx: impl Fn(usize) -> C,
+    declared: impl Fn(K) -> bool,
+    probe: impl Fn(C, K) -> CaseFuture,
+) -> Vec<CaseResult>
+where
+    C: Send + 'static,
+    K: Copy + std::fmt::Debug + AsStrName + Send + 'static,
+{
+    let selected: Vec<_> = cases.iter().copied().filter(|c| c.name.contains(filter)).enumerate().collect();
+    let futures = selected.into_iter().map(|(index, case)| {
+        let ctx = make_ctx(index);
+        let started = Instant::now();
+        let body: Pin<Box<dyn Future<Output = Outcome> + Send>> = match case.needs {
+            Some(cap) if !declared(cap) => {
+                let probe = probe(ctx, cap);
+                let name = cap.as_str_name();
+                Box::pin(async move {
+                    match probe.await {
+                        Ok(()) => {
+                            Outcome::Unsupported(format!("{name} not declared; calls answer UNSUPPORTED"))
+                        }
+                        Err(why) => Outcome::Fail(why),
+                    }
+                })
+            }
+            _ => {
+                let run = (case.run)(ctx);
+                Box::pin(async move {
+                    match run.await {
+                        Ok(()) => Outcome::Pass,
+                        Err(why) => Outcome::Fail(why),
+                    }
+                })
+            }
+        };
+        async move {
+            let outcome = tokio::time::timeout(CASE_TIMEOUT, body)
+                .await
+                .unwrap_or_else(|_| Outcome::Fail(format!("timed out after {CASE_TIMEOUT:?}")));
+            CaseResult {
+                name: case.name.to_owned(),
+                description: case.description.to_owned(),
+                outcome,
+                millis: started.elapsed().as_millis(),
+            }
         }
-    } else {
-        let capability = case.needs.unwrap_or_default();
-        match cases::probe_unsupported(&ctx, capability).await {
-            Ok(()) => Outcome::Unsupported(format!(
-                "{} not declared; calls answer UNSUPPORTED",
-                capability.as_str_name()
-            )),
-            Err(why) => Outcome::Fail(why),
-        }
-    };
-    CaseResult {
-        name: case.name.to_owned(),
-        description: case.description.to_owned(),
-        outcome,
-        millis: started.elapsed().as_millis(),
+    });
+    let mut results: Vec<CaseResult> =
+        stream::iter(futures).buffer_unordered(parallel.max(1)).collect().await;
+    let order: Vec<&str> = cases.iter().map(|c| c.name).collect();
+    results.sort_by_key(|r| order.iter().position(|n| *n == r.name));
+    results
+}
+
+/// Capability enums name themselves.
+pub trait AsStrName {
+    /// The proto enum value name.
+    fn as_str_name(&self) -> &'static str;
+}
+
+impl AsStrName for exo_sdk::QueueCapability {
+    fn as_str_name(&self) -> &'static str {
+        exo_sdk::QueueCapability::as_str_name(self)
+    }
+}
+
+impl AsStrName for exo_sdk::KvCapability {
+    fn as_str_name(&self) -> &'static str {
+        exo_sdk::KvCapability::as_str_name(self)
     }
 }
 

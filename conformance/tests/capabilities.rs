@@ -89,7 +89,7 @@ fn outcome_of<'a>(results: &'a [exo_conformance::CaseResult], name: &str) -> &'a
 #[tokio::test]
 async fn hidden_capabilities_are_reported_unsupported_not_passed() {
     let backend = altered(&[Capability::Purge, Capability::DeadLetter, Capability::LongPoll], false);
-    let (_, results) = run_suite(Target::Backend(EqsConfig::default(), backend), "", 8).await.unwrap();
+    let (_, results) = run_suite(Target::Queue(EqsConfig::default(), Some(backend)), "", 8).await.unwrap();
     for name in [
         "purge.empties",
         "dead_letter.after_max_receives",
@@ -110,7 +110,7 @@ async fn hidden_capabilities_are_reported_unsupported_not_passed() {
 async fn a_declared_capability_that_does_not_work_fails() {
     let backend = altered(&[], true);
     let (_, results) =
-        run_suite(Target::Backend(EqsConfig::default(), backend), "dead_letter.after", 4).await.unwrap();
+        run_suite(Target::Queue(EqsConfig::default(), Some(backend)), "dead_letter.after", 4).await.unwrap();
     assert!(
         matches!(outcome_of(&results, "dead_letter.after_max_receives"), Outcome::Fail(_)),
         "{results:?}"

@@ -1,4 +1,4 @@
-//! `exo-sdk`: typed Rust clients for ExoFlow proxies.
+//! `exo-sdk`: typed Rust clients for ExoFlow proxies: [`QueueClient`] (eqs), [`KvClient`] (ekv).
 //!
 //! App code talks to a sidecar proxy on loopback and never to a cloud SDK, so the same code runs
 //! on any backend the proxy is configured with.
@@ -21,10 +21,15 @@
 //! Errors carry the proxy's stable [`Reason`]; retryable ones are retried per [`RetryPolicy`].
 
 mod error;
+mod kv;
 mod queue;
 mod retry;
 
 pub use error::{Error, Reason, Result};
+pub use kv::{
+    DEFAULT_EKV_ENDPOINT, EKV_ENDPOINT_ENV, Entry, KvBackendDescription, KvCapability, KvClient,
+    Precondition, Put,
+};
 pub use queue::{
     BackendDescription, DEFAULT_EQS_ENDPOINT, EQS_ENDPOINT_ENV, Message, Outgoing, QueueCapability,
     QueueClient, QueueInfo, QueueOptions, Receive,
@@ -32,6 +37,17 @@ pub use queue::{
 pub use retry::RetryPolicy;
 /// gRPC status codes, as found in [`Error::code`].
 pub use tonic::Code;
+
+/// A lazily connecting channel to `url`.
+fn channel(url: &str) -> Result<tonic::transport::Channel> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|err| {
+            Error::client(Reason::InvalidArgument, format!("invalid endpoint {url:?}: {err}"), false)
+        })?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .tcp_nodelay(true);
+    Ok(endpoint.connect_lazy())
+}
 
 /// The generated wire types, for advanced use.
 pub use exo_proto as proto;

@@ -3,9 +3,9 @@
 use std::{collections::HashMap, time::Duration};
 
 use exo_proto::queue::v1::{self as pb, queue_service_client::QueueServiceClient};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use crate::{Error, Reason, Result, RetryPolicy};
+use crate::{Error, Reason, Result, RetryPolicy, channel, retry::unary};
 
 pub use pb::{DescribeResponse as BackendDescription, Message, QueueCapability, QueueInfo, QueueOptions};
 
@@ -103,13 +103,7 @@ impl QueueClient {
     /// A client for the proxy at `url` (e.g. `http://127.0.0.1:7401`). Connects lazily, so this
     /// never blocks; an unreachable proxy shows up as a retryable error on the first call.
     pub fn connect(url: &str) -> Result<Self> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|err| {
-                Error::client(Reason::InvalidArgument, format!("invalid endpoint {url:?}: {err}"), false)
-            })?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
-        Ok(Self { inner: QueueServiceClient::new(endpoint.connect_lazy()), retry: RetryPolicy::default() })
+        Ok(Self { inner: QueueServiceClient::new(channel(url)?), retry: RetryPolicy::default() })
     }
 
     /// A client for `$EXO_EQS_ENDPOINT`, or the sidecar default `http://127.0.0.1:7401`.
@@ -129,45 +123,26 @@ impl QueueClient {
         self.inner.clone()
     }
 
-    async fn call<T, F, Fut>(&self, f: F) -> Result<T>
-    where
-        F: Fn(QueueServiceClient<Channel>) -> Fut,
-        Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
-    {
-        self.retry
-            .run(|| {
-                let fut = f(self.inner.clone());
-                async move { fut.await.map(tonic::Response::into_inner).map_err(Error::from) }
-            })
-            .await
-    }
-
     /// The backend's name, capabilities and limits.
     pub async fn describe(&self) -> Result<BackendDescription> {
-        self.call(|mut c| async move { c.describe(pb::DescribeRequest {}).await }).await
+        unary(&self.retry, &self.inner, pb::DescribeRequest {}, |mut c, r| async move { c.describe(r).await })
+            .await
     }
 
     /// Creates a queue (idempotent for identical options). Returns whether it was created.
     pub async fn create_queue(&self, name: &str, options: QueueOptions) -> Result<(bool, QueueInfo)> {
         let req = pb::CreateQueueRequest { name: name.to_owned(), options: Some(options) };
-        let response = self
-            .call(|mut c| {
-                let req = req.clone();
-                async move { c.create_queue(req).await }
-            })
-            .await?;
+        let response =
+            unary(&self.retry, &self.inner, req, |mut c, r| async move { c.create_queue(r).await }).await?;
         Ok((response.created, response.info.unwrap_or_default()))
     }
 
     /// Deletes a queue and its messages.
     pub async fn delete_queue(&self, name: &str) -> Result<()> {
         let req = pb::DeleteQueueRequest { name: name.to_owned() };
-        self.call(|mut c| {
-            let req = req.clone();
-            async move { c.delete_queue(req).await }
-        })
-        .await
-        .map(|_| ())
+        unary(&self.retry, &self.inner, req, |mut c, r| async move { c.delete_queue(r).await })
+            .await
+            .map(|_| ())
     }
 
     /// One page of queue names.
@@ -179,12 +154,8 @@ impl QueueClient {
     ) -> Result<(Vec<String>, String)> {
         let req =
             pb::ListQueuesRequest { prefix: prefix.to_owned(), page_size, page_token: page_token.to_owned() };
-        let response = self
-            .call(|mut c| {
-                let req = req.clone();
-                async move { c.list_queues(req).await }
-            })
-            .await?;
+        let response =
+            unary(&self.retry, &self.inner, req, |mut c, r| async move { c.list_queues(r).await }).await?;
         Ok((response.names, response.next_page_token))
     }
 
@@ -205,12 +176,8 @@ impl QueueClient {
     /// A queue's options and approximate counts.
     pub async fn queue_info(&self, name: &str) -> Result<QueueInfo> {
         let req = pb::GetQueueInfoRequest { name: name.to_owned() };
-        let response = self
-            .call(|mut c| {
-                let req = req.clone();
-                async move { c.get_queue_info(req).await }
-            })
-            .await?;
+        let response =
+            unary(&self.retry, &self.inner, req, |mut c, r| async move { c.get_queue_info(r).await }).await?;
         response.info.ok_or_else(|| Error::client(Reason::Internal, "proxy returned no queue info", false))
     }
 
@@ -222,12 +189,9 @@ impl QueueClient {
     /// Sends a message with attributes or delay; returns the message id.
     pub async fn send_message(&self, queue: &str, message: Outgoing) -> Result<String> {
         let req = pb::SendRequest { queue: queue.to_owned(), message: Some(message.into_proto()) };
-        self.call(|mut c| {
-            let req = req.clone();
-            async move { c.send(req).await }
-        })
-        .await
-        .map(|r| r.message_id)
+        unary(&self.retry, &self.inner, req, |mut c, r| async move { c.send(r).await })
+            .await
+            .map(|r| r.message_id)
     }
 
     /// Sends many messages; one result per message, in order. Entries fail on their own.
@@ -238,12 +202,8 @@ impl QueueClient {
             .map(|(i, m)| pb::SendBatchEntry { id: i.to_string(), message: Some(m.into_proto()) })
             .collect();
         let req = pb::SendBatchRequest { queue: queue.to_owned(), entries };
-        let response = self
-            .call(|mut c| {
-                let req = req.clone();
-                async move { c.send_batch(req).await }
-            })
-            .await?;
+        let response =
+            unary(&self.retry, &self.inner, req, |mut c, r| async move { c.send_batch(r).await }).await?;
         Ok(response
             .results
             .into_iter()
@@ -273,24 +233,15 @@ impl QueueClient {
                 .visibility
                 .map(|v| v.as_secs().min(u64::from(u32::MAX)) as u32),
         };
-        let response = self
-            .call(|mut c| {
-                let req = req.clone();
-                async move { c.receive(req).await }
-            })
-            .await?;
+        let response =
+            unary(&self.retry, &self.inner, req, |mut c, r| async move { c.receive(r).await }).await?;
         Ok(response.messages)
     }
 
     /// Acknowledges (deletes) a received message.
     pub async fn ack(&self, queue: &str, receipt: &str) -> Result<()> {
         let req = pb::AckRequest { queue: queue.to_owned(), receipt: receipt.to_owned() };
-        self.call(|mut c| {
-            let req = req.clone();
-            async move { c.ack(req).await }
-        })
-        .await
-        .map(|_| ())
+        unary(&self.retry, &self.inner, req, |mut c, r| async move { c.ack(r).await }).await.map(|_| ())
     }
 
     /// Sets a received message's remaining visibility (zero releases it now).
@@ -300,22 +251,14 @@ impl QueueClient {
             receipt: receipt.to_owned(),
             visibility_timeout_seconds: visibility.as_secs().min(u64::from(u32::MAX)) as u32,
         };
-        self.call(|mut c| {
-            let req = req.clone();
-            async move { c.change_visibility(req).await }
-        })
-        .await
-        .map(|_| ())
+        unary(&self.retry, &self.inner, req, |mut c, r| async move { c.change_visibility(r).await })
+            .await
+            .map(|_| ())
     }
 
     /// Deletes every message in a queue.
     pub async fn purge(&self, queue: &str) -> Result<()> {
         let req = pb::PurgeRequest { queue: queue.to_owned() };
-        self.call(|mut c| {
-            let req = req.clone();
-            async move { c.purge(req).await }
-        })
-        .await
-        .map(|_| ())
+        unary(&self.retry, &self.inner, req, |mut c, r| async move { c.purge(r).await }).await.map(|_| ())
     }
 }

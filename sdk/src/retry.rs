@@ -58,6 +58,28 @@ impl RetryPolicy {
     }
 }
 
+/// One unary call with retries: clones the client and request for each attempt and decodes
+/// failures into [`Error`].
+pub(crate) async fn unary<C, Req, Resp, F, Fut>(
+    retry: &RetryPolicy,
+    client: &C,
+    req: Req,
+    call: F,
+) -> Result<Resp, Error>
+where
+    C: Clone,
+    Req: Clone,
+    F: Fn(C, Req) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+{
+    retry
+        .run(|| {
+            let attempt = call(client.clone(), req.clone());
+            async move { attempt.await.map(tonic::Response::into_inner).map_err(Error::from) }
+        })
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,11 +1,15 @@
-//! `conformance`: run the ExoFlow behavioural suite against a backend or a running proxy.
+//! `conformance`: run the ExoFlow behavioural suites against backends or running proxies.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use eqs::config::{BackendConfig, EqsConfig};
-use exo_conformance::{Target, cases, report, run_suite, runner::default_report_dir};
+use exo_conformance::{
+    Service, Target, kv_cases, queue_cases,
+    report::{self, Totals},
+    run_suite,
+    runner::default_report_dir,
+};
 use exo_proxy_core::config::load_yaml;
 
 #[derive(Debug, Parser)]
@@ -18,18 +22,26 @@ struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// List the cases.
-    List,
+    List {
+        /// Only this service's cases.
+        #[arg(long, value_enum)]
+        service: Option<Service>,
+    },
     /// Run the cases.
     Run {
-        /// Start a proxy in-process with this backend (memory, embedded).
+        /// Start a proxy in-process with this backend, for every service that has it
+        /// (memory: queue and kv; embedded: queue and kv).
         #[arg(long, conflicts_with = "endpoint")]
         backend: Option<String>,
-        /// Backend settings: an eqs-proxy config file (its `backend:` section is used).
+        /// Backend settings: a proxy config file of `--service` (its `backend:` section is used).
         #[arg(long, conflicts_with = "endpoint")]
         config: Option<PathBuf>,
-        /// Test a running proxy instead, e.g. http://127.0.0.1:7401.
+        /// Test a running proxy instead, e.g. http://127.0.0.1:7401 (its service is detected).
         #[arg(long)]
         endpoint: Option<String>,
+        /// Only this service.
+        #[arg(long, value_enum)]
+        service: Option<Service>,
         /// Only cases whose name contains this.
         #[arg(long, default_value = "")]
         filter: String,
@@ -42,44 +54,107 @@ enum Command {
     },
 }
 
+const SERVICES: [Service; 2] = [Service::Queue, Service::Kv];
+
+fn targets(
+    backend: Option<String>,
+    config: Option<PathBuf>,
+    endpoint: Option<String>,
+    service: Option<Service>,
+    scratch: &std::path::Path,
+) -> anyhow::Result<Vec<Target>> {
+    let wanted = |s: Service| service.is_none_or(|only| only == s);
+    if let Some(url) = endpoint {
+        return Ok(SERVICES
+            .into_iter()
+            .filter(|s| wanted(*s))
+            .map(|s| Target::Endpoint(s, url.clone()))
+            .collect());
+    }
+    if let Some(path) = config {
+        return Ok(vec![match service.unwrap_or(Service::Queue) {
+            Service::Queue => Target::Queue(load_yaml(&path)?, None),
+            Service::Kv => Target::Kv(load_yaml(&path)?, None),
+        }]);
+    }
+    let Some(kind) = backend else {
+        anyhow::bail!("say what to test: --backend NAME, --config FILE or --endpoint URL");
+    };
+    let mut found = Vec::new();
+    if wanted(Service::Queue)
+        && let Ok(backend) = eqs::config::BackendConfig::named(&kind, Some(scratch.join("eqs.db")))
+    {
+        found.push(Target::Queue(eqs::config::EqsConfig { backend, ..Default::default() }, None));
+    }
+    if wanted(Service::Kv)
+        && let Ok(backend) = ekv::config::BackendConfig::named(&kind, Some(scratch.join("ekv.db")))
+    {
+        found.push(Target::Kv(ekv::config::EkvConfig { backend, ..Default::default() }, None));
+    }
+    if found.is_empty() {
+        anyhow::bail!(
+            "no service has a backend named '{kind}' (queue: memory, embedded; kv: memory, embedded)"
+        );
+    }
+    Ok(found)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().command {
-        Command::List => {
-            for case in cases::queue_cases() {
-                let needs = case.needs.map(|c| format!(" [needs {}]", c.as_str_name())).unwrap_or_default();
-                println!("{:<34} {}{needs}", case.name, case.description);
+        Command::List { service } => {
+            let wanted = |s: Service| service.is_none_or(|only| only == s);
+            if wanted(Service::Queue) {
+                for case in queue_cases::queue_cases() {
+                    let needs =
+                        case.needs.map(|c| format!(" [needs {}]", c.as_str_name())).unwrap_or_default();
+                    println!("{:<34} {}{needs}", case.name, case.description);
+                }
+            }
+            if wanted(Service::Kv) {
+                for case in kv_cases::kv_cases() {
+                    let needs =
+                        case.needs.map(|c| format!(" [needs {}]", c.as_str_name())).unwrap_or_default();
+                    println!("{:<34} {}{needs}", case.name, case.description);
+                }
             }
             Ok(())
         }
-        Command::Run { backend, config, endpoint, filter, parallel, report_dir } => {
+        Command::Run { backend, config, endpoint, service, filter, parallel, report_dir } => {
             let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
-            let target = match (endpoint, backend, config) {
-                (Some(url), _, _) => Target::Endpoint(url),
-                (None, backend, config) => {
-                    let mut eqs = match &config {
-                        Some(path) => load_yaml::<EqsConfig>(path)?,
-                        None => EqsConfig::default(),
-                    };
-                    if let Some(kind) = backend {
-                        if config.is_none() || eqs.backend.kind() != kind {
-                            eqs.backend = BackendConfig::named(&kind, Some(scratch.path().join("eqs.db")))?;
-                        }
-                    } else if config.is_none() {
-                        anyhow::bail!("say what to test: --backend NAME, --config FILE or --endpoint URL");
+            let detect = endpoint.is_some() && service.is_none();
+            let mut totals = Totals::default();
+            let mut ran = 0;
+            for target in targets(backend, config, endpoint, service, scratch.path())? {
+                let service = match &target {
+                    Target::Endpoint(s, _) => *s,
+                    Target::Queue(..) => Service::Queue,
+                    Target::Kv(..) => Service::Kv,
+                };
+                let (backend, results) = match run_suite(target, &filter, parallel).await {
+                    Ok(done) => done,
+                    // A proxy serves one service; when detecting, skip the ones it does not serve.
+                    Err(err) if detect => {
+                        eprintln!("skipping {}: {err}", service.name());
+                        continue;
                     }
-                    Target::Config(eqs)
-                }
-            };
-            let (backend, results) = run_suite(target, &filter, parallel).await?;
-            print!("{}", report::table(&backend, &results));
-            report::write_reports(&report_dir, &backend, &results)
-                .with_context(|| format!("cannot write reports to {}", report_dir.display()))?;
-            let totals = report::totals(&results);
+                    Err(err) => return Err(err),
+                };
+                print!("{}", report::table(&format!("{} / {backend}", service.name()), &results));
+                let name = format!("{}-{backend}", service.name());
+                report::write_reports(&report_dir, &name, &results)
+                    .with_context(|| format!("cannot write reports to {}", report_dir.display()))?;
+                let t = report::totals(&results);
+                totals.passed += t.passed;
+                totals.failed += t.failed;
+                totals.unsupported += t.unsupported;
+                ran += results.len();
+                println!();
+            }
             println!("reports: {}", report_dir.display());
             println!("{}", report::summary_line(totals));
-            if results.is_empty() {
-                anyhow::bail!("no case matched --filter {filter:?}");
+            if ran == 0 {
+                anyhow::bail!("no case ran (filter {filter:?})");
             }
             if totals.failed > 0 {
                 std::process::exit(1);

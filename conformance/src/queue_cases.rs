@@ -8,11 +8,11 @@ use std::{
 
 use exo_sdk::{Error, Message, Outgoing, QueueCapability as Cap, QueueOptions, Reason, Receive};
 
-use crate::{Case, CaseOutcome, Ctx, check};
+use crate::{CaseOutcome, QueueCase as Case, QueueCtx as Ctx, check};
 
 macro_rules! case {
     ($name:literal, $needs:expr, $description:literal, $body:ident) => {
-        Case { name: $name, description: $description, needs: $needs, run: |ctx| Box::pin($body(ctx)) }
+        crate::Case { name: $name, description: $description, needs: $needs, run: |ctx| Box::pin($body(ctx)) }
     };
 }
 

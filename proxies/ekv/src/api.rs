@@ -1,0 +1,232 @@
+//! The key-value API in front of every backend: validation, limits, capabilities and paging,
+//! shared by the gRPC service and the HTTP/JSON routes.
+
+use std::{collections::HashSet, sync::Arc};
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use exo_proto::{common::v1::ErrorReason, kv::v1 as pb};
+use exo_proxy_core::{ExoError, ExoResult, now_ms};
+
+use crate::{
+    backend::KeyValue,
+    model::{Capability, Condition, Descriptor, TableName},
+};
+
+/// Validating front of a key-value backend.
+#[derive(Clone)]
+pub struct KvApi {
+    backend: Arc<dyn KeyValue>,
+}
+
+impl std::fmt::Debug for KvApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvApi").field("backend", &self.backend.descriptor().backend).finish()
+    }
+}
+
+impl KvApi {
+    /// Serves `backend` (usually already wrapped in layers).
+    pub fn new(backend: Arc<dyn KeyValue>) -> Self {
+        Self { backend }
+    }
+
+    fn descriptor(&self) -> &Descriptor {
+        self.backend.descriptor()
+    }
+
+    fn stamp(&self, err: ExoError) -> ExoError {
+        err.with_backend(self.descriptor().backend)
+    }
+
+    fn table(&self, name: &str, field: &str) -> ExoResult<TableName> {
+        TableName::parse("table", name, field).map_err(|e| self.stamp(e))
+    }
+
+    fn key(&self, key: &str, field: &str) -> ExoResult<()> {
+        let max = self.descriptor().limits.max_key_bytes as usize;
+        if key.is_empty() || key.len() > max {
+            return Err(self.stamp(ExoError::invalid_argument(
+                field,
+                format!("keys must be 1 to {max} bytes of UTF-8, got {}", key.len()),
+            )));
+        }
+        Ok(())
+    }
+
+    /// Describe.
+    pub fn describe(&self) -> pb::DescribeResponse {
+        self.descriptor().to_proto()
+    }
+
+    /// CreateTable.
+    pub async fn create_table(&self, req: pb::CreateTableRequest) -> ExoResult<pb::CreateTableResponse> {
+        let table = self.table(&req.name, "name")?;
+        Ok(pb::CreateTableResponse { created: self.backend.create_table(&table).await? })
+    }
+
+    /// DeleteTable.
+    pub async fn delete_table(&self, req: pb::DeleteTableRequest) -> ExoResult<pb::DeleteTableResponse> {
+        let table = self.table(&req.name, "name")?;
+        self.backend.delete_table(&table).await?;
+        Ok(pb::DeleteTableResponse {})
+    }
+
+    /// ListTables.
+    pub async fn list_tables(&self, _req: pb::ListTablesRequest) -> ExoResult<pb::ListTablesResponse> {
+        Ok(pb::ListTablesResponse { names: self.backend.list_tables().await? })
+    }
+
+    /// Get.
+    pub async fn get(&self, req: pb::GetRequest) -> ExoResult<pb::GetResponse> {
+        let table = self.table(&req.table, "table")?;
+        self.key(&req.key, "key")?;
+        Ok(pb::GetResponse { entry: Some(self.backend.get(&table, &req.key).await?) })
+    }
+
+    /// Put.
+    pub async fn put(&self, req: pb::PutRequest) -> ExoResult<pb::PutResponse> {
+        let table = self.table(&req.table, "table")?;
+        self.key(&req.key, "key")?;
+        let limits = self.descriptor().limits;
+        if req.value.len() as u64 > limits.max_value_bytes {
+            return Err(self.stamp(
+                ExoError::new(
+                    ErrorReason::ValueTooLarge,
+                    format!(
+                        "value is {} bytes, above the limit of {} bytes",
+                        req.value.len(),
+                        limits.max_value_bytes
+                    ),
+                )
+                .with_field("value"),
+            ));
+        }
+        let condition = self.condition(req.condition)?;
+        let expires_at_ms = if req.ttl_seconds == 0 {
+            0
+        } else {
+            self.descriptor().require(Capability::Ttl, "time to live")?;
+            if req.ttl_seconds > limits.max_ttl_seconds {
+                return Err(self.stamp(ExoError::invalid_argument(
+                    "ttl_seconds",
+                    format!("ttl {} s is above the maximum {} s", req.ttl_seconds, limits.max_ttl_seconds),
+                )));
+            }
+            now_ms() + u64::from(req.ttl_seconds) * 1000
+        };
+        let version = self.backend.put(&table, &req.key, req.value, &condition, expires_at_ms).await?;
+        Ok(pb::PutResponse { version })
+    }
+
+    fn condition(&self, condition: Option<pb::Condition>) -> ExoResult<Condition> {
+        let condition = match condition.and_then(|c| c.kind) {
+            None => return Ok(Condition::None),
+            Some(pb::condition::Kind::MustNotExist(true)) => Condition::MustNotExist,
+            Some(pb::condition::Kind::MustNotExist(false)) => {
+                return Err(self.stamp(ExoError::invalid_argument(
+                    "condition.must_not_exist",
+                    "must_not_exist must be true when set; leave the condition unset for an unconditional write",
+                )));
+            }
+            Some(pb::condition::Kind::VersionEquals(version)) => {
+                self.version(version, "condition.version_equals")?
+            }
+        };
+        self.descriptor().require(Capability::CompareAndSet, "conditional writes")?;
+        Ok(condition)
+    }
+
+    fn version(&self, version: String, field: &str) -> ExoResult<Condition> {
+        if version.is_empty() || version.len() > 256 {
+            return Err(
+                self.stamp(ExoError::invalid_argument(field, "a version must be 1 to 256 characters"))
+            );
+        }
+        Ok(Condition::VersionEquals(version))
+    }
+
+    /// Delete.
+    pub async fn delete(&self, req: pb::DeleteRequest) -> ExoResult<pb::DeleteResponse> {
+        let table = self.table(&req.table, "table")?;
+        self.key(&req.key, "key")?;
+        let condition = if req.version_equals.is_empty() {
+            Condition::None
+        } else {
+            let condition = self.version(req.version_equals, "version_equals")?;
+            self.descriptor().require(Capability::CompareAndSet, "conditional deletes")?;
+            condition
+        };
+        Ok(pb::DeleteResponse { deleted: self.backend.delete(&table, &req.key, &condition).await? })
+    }
+
+    /// List. Page tokens are the last key of the previous page, opaquely encoded.
+    pub async fn list(&self, req: pb::ListRequest) -> ExoResult<pb::ListResponse> {
+        let table = self.table(&req.table, "table")?;
+        self.descriptor().require(Capability::List, "listing")?;
+        let max = self.descriptor().limits.max_page_size;
+        let page_size = match req.page_size {
+            0 => max,
+            n if n <= max => n,
+            n => {
+                return Err(self.stamp(ExoError::invalid_argument(
+                    "page_size",
+                    format!("page_size {n} is above the maximum {max}"),
+                )));
+            }
+        };
+        if req.prefix.len() > self.descriptor().limits.max_key_bytes as usize {
+            return Err(
+                self.stamp(ExoError::invalid_argument("prefix", "prefix is longer than the longest key"))
+            );
+        }
+        let start_after = if req.page_token.is_empty() {
+            None
+        } else {
+            let bad = || {
+                self.stamp(ExoError::invalid_argument(
+                    "page_token",
+                    "page_token is not one this server issued",
+                ))
+            };
+            let raw = URL_SAFE_NO_PAD.decode(req.page_token.as_bytes()).map_err(|_| bad())?;
+            Some(String::from_utf8(raw).map_err(|_| bad())?)
+        };
+        let mut entries = self
+            .backend
+            .list(&table, &req.prefix, start_after.as_deref(), page_size as usize + 1, req.keys_only)
+            .await?;
+        let next_page_token = if entries.len() > page_size as usize {
+            entries.truncate(page_size as usize);
+            entries.last().map(|e| URL_SAFE_NO_PAD.encode(&e.key)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(pb::ListResponse { entries, next_page_token })
+    }
+
+    /// BatchGet.
+    pub async fn batch_get(&self, req: pb::BatchGetRequest) -> ExoResult<pb::BatchGetResponse> {
+        let table = self.table(&req.table, "table")?;
+        let max = self.descriptor().limits.max_batch_keys as usize;
+        if req.keys.is_empty() || req.keys.len() > max {
+            return Err(self.stamp(ExoError::invalid_argument(
+                "keys",
+                format!("a batch needs 1 to {max} keys, got {}", req.keys.len()),
+            )));
+        }
+        let mut seen = HashSet::with_capacity(req.keys.len());
+        for (i, key) in req.keys.iter().enumerate() {
+            self.key(key, &format!("keys[{i}]"))?;
+            if !seen.insert(key.as_str()) {
+                return Err(self.stamp(ExoError::invalid_argument(
+                    format!("keys[{i}]"),
+                    format!("key {key:?} appears twice"),
+                )));
+            }
+        }
+        let entries = self.backend.batch_get(&table, &req.keys).await?;
+        let found: HashSet<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+        let missing = req.keys.iter().filter(|k| !found.contains(k.as_str())).cloned().collect();
+        Ok(pb::BatchGetResponse { entries, missing })
+    }
+}

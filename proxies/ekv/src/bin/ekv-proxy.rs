@@ -1,0 +1,73 @@
+//! `ekv-proxy`: the ExoFlow key-value sidecar.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context as _;
+use clap::Parser;
+use ekv::{
+    EkvProxy,
+    config::{BackendConfig, EkvConfig},
+};
+use exo_proxy_core::{cli::ServerArgs, config::load_yaml, server::shutdown_signal};
+
+/// The ExoFlow key-value proxy: serves exo.kv.v1 over gRPC and HTTP/JSON on one port.
+///
+/// Settings come from --config, then EXO_* environment variables, then flags (highest).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// YAML config file (see the ekv README for the format).
+    #[arg(long, env = "EXO_EKV_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (gRPC and HTTP/JSON share it).
+    #[arg(long, env = "EXO_EKV_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Backend: memory or embedded.
+    #[arg(long, env = "EXO_EKV_BACKEND")]
+    backend: Option<String>,
+    /// Database file of the embedded backend.
+    #[arg(long, env = "EXO_EKV_DB")]
+    db: Option<PathBuf>,
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Print the effective configuration as YAML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn effective_config(args: &Args) -> anyhow::Result<EkvConfig> {
+    let mut config = match &args.config {
+        Some(path) => load_yaml::<EkvConfig>(path)?,
+        None => EkvConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    if let Some(kind) = &args.backend {
+        config.backend = BackendConfig::named(kind, args.db.clone())?;
+    } else if let (Some(db), BackendConfig::Embedded { path }) = (&args.db, &mut config.backend) {
+        *path = db.clone();
+    }
+    args.server.apply(&mut config.server);
+    config.server.validate()?;
+    Ok(config)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = effective_config(&args)?;
+    if args.print_config {
+        print!("{}", serde_yaml_ng::to_string(&config)?);
+        return Ok(());
+    }
+    exo_proxy_core::cli::run(&config.server.clone(), serve(config))
+}
+
+async fn serve(config: EkvConfig) -> anyhow::Result<()> {
+    let proxy = EkvProxy::new(&config).context("cannot start ekv-proxy")?;
+    let listener = proxy.bind().await?;
+    tracing::info!(backend = config.backend.kind(), addr = %listener.local_addr()?, "ekv-proxy ready");
+    proxy.serve(listener, shutdown_signal()).await?;
+    tracing::info!("ekv-proxy stopped");
+    Ok(())
+}

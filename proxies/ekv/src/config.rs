@@ -1,0 +1,84 @@
+//! The ekv-proxy configuration file: the shared `server:` section and the `backend:` section.
+//!
+//! ```yaml
+//! server:
+//!   listen: 127.0.0.1:7403
+//! backend:
+//!   kind: embedded            # or: memory
+//!   path: .exo/ekv.db
+//! ```
+
+use std::path::PathBuf;
+
+use exo_proxy_core::config::{ConfigError, ServerConfig};
+use serde::{Deserialize, Serialize};
+
+/// Default port of ekv.
+pub const DEFAULT_PORT: u16 = 7403;
+
+/// Which backend serves the tables.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BackendConfig {
+    /// In-process, not durable.
+    Memory,
+    /// Durable SQLite file.
+    Embedded {
+        /// The database file; created with its directory if missing.
+        #[serde(default = "default_db_path")]
+        path: PathBuf,
+    },
+}
+
+fn default_db_path() -> PathBuf {
+    PathBuf::from(".exo/ekv.db")
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        Self::Embedded { path: default_db_path() }
+    }
+}
+
+impl BackendConfig {
+    /// The backend's name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Embedded { .. } => "embedded",
+        }
+    }
+
+    /// A backend of `kind` with default settings (`path` for embedded).
+    pub fn named(kind: &str, path: Option<PathBuf>) -> Result<Self, ConfigError> {
+        match kind {
+            "memory" => Ok(Self::Memory),
+            "embedded" => Ok(Self::Embedded { path: path.unwrap_or_else(default_db_path) }),
+            other => {
+                Err(ConfigError::Invalid(format!("unknown kv backend '{other}' (known: memory, embedded)")))
+            }
+        }
+    }
+}
+
+/// The whole ekv-proxy configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EkvConfig {
+    /// Listener, limits, logging.
+    #[serde(default = "default_server")]
+    pub server: ServerConfig,
+    /// The backend.
+    #[serde(default)]
+    pub backend: BackendConfig,
+}
+
+fn default_server() -> ServerConfig {
+    ServerConfig::with_listen(std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))
+}
+
+impl Default for EkvConfig {
+    fn default() -> Self {
+        Self { server: default_server(), backend: BackendConfig::default() }
+    }
+}

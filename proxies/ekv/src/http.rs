@@ -1,0 +1,135 @@
+//! The HTTP/JSON face of [`KvApi`] under `/api/v1/tables` (documented in
+//! `exo-proto/openapi.json`). Keys go in the path, percent-encoded; `/` may stay literal.
+
+use axum::{
+    Router,
+    extract::{Path, Query, State, rejection::QueryRejection},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use exo_proto::{common::v1::ErrorReason, kv::v1 as pb};
+use exo_proxy_core::{ExoError, ExoResult, json::Json};
+use http::{HeaderValue, header};
+use serde::Deserialize;
+
+use crate::api::KvApi;
+
+/// The routes, ready to merge into a proxy server.
+pub fn routes(api: KvApi) -> Router {
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/describe", get(describe))
+        .route("/api/v1/tables", get(list_tables).post(create_table))
+        .route("/api/v1/tables/{table}", axum::routing::delete(delete_table))
+        .route("/api/v1/tables/{table}/entries", get(list))
+        .route("/api/v1/tables/{table}/batch-get", post(batch_get))
+        .route("/api/v1/tables/{table}/entries/{*key}", get(get_entry).put(put_entry).delete(delete_entry))
+        .with_state(api)
+}
+
+fn query<T>(query: Result<Query<T>, QueryRejection>) -> ExoResult<T> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|err| ExoError::new(ErrorReason::MalformedRequest, format!("invalid query string: {err}")))
+}
+
+async fn openapi() -> Response {
+    let mut response = exo_proto::QUEUE_OPENAPI.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+async fn describe(State(api): State<KvApi>) -> Json<pb::DescribeResponse> {
+    Json(api.describe())
+}
+
+async fn list_tables(State(api): State<KvApi>) -> ExoResult<Json<pb::ListTablesResponse>> {
+    Ok(Json(api.list_tables(pb::ListTablesRequest {}).await?))
+}
+
+async fn create_table(
+    State(api): State<KvApi>,
+    Json(req): Json<pb::CreateTableRequest>,
+) -> ExoResult<Response> {
+    let response = api.create_table(req).await?;
+    let status = if response.created { http::StatusCode::CREATED } else { http::StatusCode::OK };
+    Ok((status, Json(response)).into_response())
+}
+
+async fn delete_table(
+    State(api): State<KvApi>,
+    Path(table): Path<String>,
+) -> ExoResult<Json<pb::DeleteTableResponse>> {
+    Ok(Json(api.delete_table(pb::DeleteTableRequest { name: table }).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    page_size: u32,
+    #[serde(default)]
+    page_token: String,
+    #[serde(default)]
+    keys_only: bool,
+}
+
+async fn list(
+    State(api): State<KvApi>,
+    Path(table): Path<String>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> ExoResult<Json<pb::ListResponse>> {
+    let q = query(q)?;
+    let req = pb::ListRequest {
+        table,
+        prefix: q.prefix,
+        page_size: q.page_size,
+        page_token: q.page_token,
+        keys_only: q.keys_only,
+    };
+    Ok(Json(api.list(req).await?))
+}
+
+async fn batch_get(
+    State(api): State<KvApi>,
+    Path(table): Path<String>,
+    Json(mut req): Json<pb::BatchGetRequest>,
+) -> ExoResult<Json<pb::BatchGetResponse>> {
+    req.table = table;
+    Ok(Json(api.batch_get(req).await?))
+}
+
+async fn get_entry(
+    State(api): State<KvApi>,
+    Path((table, key)): Path<(String, String)>,
+) -> ExoResult<Json<pb::GetResponse>> {
+    Ok(Json(api.get(pb::GetRequest { table, key }).await?))
+}
+
+async fn put_entry(
+    State(api): State<KvApi>,
+    Path((table, key)): Path<(String, String)>,
+    Json(mut req): Json<pb::PutRequest>,
+) -> ExoResult<Json<pb::PutResponse>> {
+    req.table = table;
+    req.key = key;
+    Ok(Json(api.put(req).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DeleteQuery {
+    #[serde(default)]
+    version_equals: String,
+}
+
+async fn delete_entry(
+    State(api): State<KvApi>,
+    Path((table, key)): Path<(String, String)>,
+    q: Result<Query<DeleteQuery>, QueryRejection>,
+) -> ExoResult<Json<pb::DeleteResponse>> {
+    let q = query(q)?;
+    Ok(Json(api.delete(pb::DeleteRequest { table, key, version_equals: q.version_equals }).await?))
+}

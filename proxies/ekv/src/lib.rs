@@ -1,0 +1,105 @@
+//! ekv: the ExoFlow key-value proxy.
+//!
+//! `gRPC | HTTP/JSON` → [`api::KvApi`] (validation, limits, capabilities, paging) →
+//! [`layers::Layered`] (metrics, timeout) → one [`backend::KeyValue`] from [`services`].
+
+pub mod api;
+pub mod backend;
+pub mod config;
+pub mod grpc;
+pub mod http;
+pub mod layers;
+pub mod model;
+pub mod services;
+
+use std::{future::Future, sync::Arc};
+
+use exo_proto::kv::v1::kv_service_server::KvServiceServer;
+use exo_proxy_core::{
+    ExoError, ExoResult,
+    config::ConfigError,
+    metrics::Metrics,
+    server::{ProxyServer, ReadyFn, ServeError},
+};
+use tokio::net::TcpListener;
+
+use crate::{
+    api::KvApi,
+    backend::KeyValue,
+    config::{BackendConfig, EkvConfig},
+    services::{embedded::EmbeddedKv, memory::MemoryKv},
+};
+
+/// Why the proxy could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The backend could not be opened.
+    #[error("cannot open backend: {0}")]
+    Backend(#[from] ExoError),
+    /// The server failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// Opens the configured backend, without layers.
+pub fn open_backend(config: &BackendConfig) -> ExoResult<Arc<dyn KeyValue>> {
+    Ok(match config {
+        BackendConfig::Memory => Arc::new(MemoryKv::new()),
+        BackendConfig::Embedded { path } => Arc::new(EmbeddedKv::open(path)?),
+    })
+}
+
+/// A configured ekv proxy, ready to serve.
+pub struct EkvProxy {
+    server: ProxyServer,
+}
+
+impl std::fmt::Debug for EkvProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EkvProxy").finish_non_exhaustive()
+    }
+}
+
+impl EkvProxy {
+    /// Validates `config` and opens its backend.
+    pub fn new(config: &EkvConfig) -> Result<Self, ProxyError> {
+        config.server.validate()?;
+        Ok(Self::with_backend(config, open_backend(&config.backend)?))
+    }
+
+    /// Serves an already opened backend.
+    pub fn with_backend(config: &EkvConfig, backend: Arc<dyn KeyValue>) -> Self {
+        let metrics = Metrics::shared();
+        let backend: Arc<dyn KeyValue> =
+            Arc::new(layers::Layered::new(backend, metrics.clone(), config.server.request_timeout));
+        let api = KvApi::new(backend.clone());
+        let grpc = KvServiceServer::new(grpc::GrpcKv::new(api.clone()))
+            .max_decoding_message_size(config.server.max_request_bytes)
+            .max_encoding_message_size(usize::MAX);
+        let ready = ReadyFn(move || {
+            let backend = backend.clone();
+            async move { backend.ready().await }
+        });
+        let server = ProxyServer::new(config.server.clone(), metrics, Arc::new(ready))
+            .grpc_service(grpc)
+            .http_routes(http::routes(api));
+        Self { server }
+    }
+
+    /// Binds the configured address.
+    pub async fn bind(&self) -> Result<TcpListener, ProxyError> {
+        Ok(self.server.bind().await?)
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ProxyError> {
+        Ok(self.server.serve(listener, shutdown).await?)
+    }
+}

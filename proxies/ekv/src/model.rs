@@ -1,0 +1,137 @@
+//! Validated values shared by the API layer and the backends: keys, limits, capabilities,
+//! conditions.
+
+use std::collections::HashSet;
+
+use exo_proto::{common::v1::ErrorReason, kv::v1 as pb};
+use exo_proxy_core::{ExoError, ExoResult, ResourceName};
+
+pub use pb::KvCapability as Capability;
+
+/// A table name that passed the portable rules.
+pub type TableName = ResourceName;
+
+/// What a backend is and can do.
+#[derive(Debug, Clone)]
+pub struct Descriptor {
+    /// Backend name for metrics and errors.
+    pub backend: &'static str,
+    /// Declared capabilities.
+    pub capabilities: HashSet<Capability>,
+    /// Limits checked before the backend is called.
+    pub limits: pb::Limits,
+}
+
+impl Descriptor {
+    /// UNSUPPORTED unless `capability` is declared.
+    pub fn require(&self, capability: Capability, what: &str) -> ExoResult<()> {
+        if self.capabilities.contains(&capability) {
+            return Ok(());
+        }
+        Err(ExoError::unsupported(format!(
+            "backend '{}' does not support {what} (capability {} not declared)",
+            self.backend,
+            capability.as_str_name()
+        ))
+        .with_backend(self.backend))
+    }
+
+    /// The wire form returned by `Describe`.
+    pub fn to_proto(&self) -> pb::DescribeResponse {
+        let mut capabilities: Vec<i32> = self.capabilities.iter().map(|c| *c as i32).collect();
+        capabilities.sort_unstable();
+        pb::DescribeResponse { backend: self.backend.to_owned(), capabilities, limits: Some(self.limits) }
+    }
+}
+
+/// The portable limits: DynamoDB's 400 KB item and Azure Table's 64 KiB-per-property leave
+/// 256 KiB as a value every backend can hold (Azure splits it across properties).
+pub fn portable_limits() -> pb::Limits {
+    pb::Limits {
+        max_key_bytes: 1024,
+        max_value_bytes: 256 * 1024,
+        max_batch_keys: 100,
+        max_page_size: 1000,
+        max_ttl_seconds: 365 * 24 * 3600,
+    }
+}
+
+/// A write precondition, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// Unconditional.
+    None,
+    /// The key must be absent (or expired).
+    MustNotExist,
+    /// The current version must equal this.
+    VersionEquals(String),
+}
+
+impl Condition {
+    /// Checks the condition against the current version of a key (`None` if absent or expired).
+    pub fn check(&self, current: Option<&str>, table: &str, key: &str) -> ExoResult<()> {
+        let holds = match (self, current) {
+            (Condition::None, _) => true,
+            (Condition::MustNotExist, current) => current.is_none(),
+            (Condition::VersionEquals(want), Some(have)) => want == have,
+            (Condition::VersionEquals(_), None) => false,
+        };
+        if holds {
+            return Ok(());
+        }
+        let why = match (self, current) {
+            (Condition::MustNotExist, _) => "the key already exists".to_owned(),
+            (Condition::VersionEquals(_), None) => "the key does not exist".to_owned(),
+            (Condition::VersionEquals(want), Some(have)) => format!("version is {have}, not {want}"),
+            (Condition::None, _) => String::new(),
+        };
+        Err(ExoError::new(ErrorReason::ConditionFailed, format!("condition failed for key {key:?}: {why}"))
+            .with_resource(format!("{table}/{key}")))
+    }
+}
+
+/// A new opaque version: time-ordered and unique.
+pub fn new_version() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// TABLE_NOT_FOUND for `table`.
+pub fn table_not_found(table: &str) -> ExoError {
+    ExoError::new(ErrorReason::TableNotFound, format!("table '{table}' does not exist")).with_resource(table)
+}
+
+/// KEY_NOT_FOUND for `key` in `table`.
+pub fn key_not_found(table: &str, key: &str) -> ExoError {
+    ExoError::new(ErrorReason::KeyNotFound, format!("key {key:?} does not exist in table '{table}'"))
+        .with_resource(format!("{table}/{key}"))
+}
+
+/// Whether an entry with expiry `expires_at_ms` (0 = never) is expired at `now_ms`.
+pub fn expired(expires_at_ms: u64, now_ms: u64) -> bool {
+    expires_at_ms != 0 && expires_at_ms <= now_ms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions() {
+        assert!(Condition::None.check(None, "t", "k").is_ok());
+        assert!(Condition::MustNotExist.check(None, "t", "k").is_ok());
+        assert_eq!(
+            Condition::MustNotExist.check(Some("v1"), "t", "k").unwrap_err().reason,
+            ErrorReason::ConditionFailed
+        );
+        assert!(Condition::VersionEquals("v1".into()).check(Some("v1"), "t", "k").is_ok());
+        assert!(Condition::VersionEquals("v1".into()).check(Some("v2"), "t", "k").is_err());
+        assert!(Condition::VersionEquals("v1".into()).check(None, "t", "k").is_err());
+    }
+
+    #[test]
+    fn expiry() {
+        assert!(!expired(0, u64::MAX));
+        assert!(expired(10, 10));
+        assert!(!expired(11, 10));
+    }
+}

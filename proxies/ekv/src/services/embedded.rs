@@ -1,0 +1,313 @@
+//! `embedded`: a durable key-value store in one SQLite file, through [`SqliteStore`] (group
+//! commit; a write is acknowledged only once durable). Keys are stored as bytes so their order
+//! is the same byte order the other backends and the contract use.
+
+use std::{collections::HashMap, path::Path};
+
+use async_trait::async_trait;
+use exo_proto::kv::v1 as pb;
+use exo_proxy_core::{ExoResult, now_ms};
+use exo_sqlite::{
+    SqliteStore, db_error, prefix_successor,
+    rusqlite::{OptionalExtension, Transaction, params},
+};
+
+use crate::{
+    backend::KeyValue,
+    model::{
+        Capability, Condition, Descriptor, TableName, expired, key_not_found, new_version, portable_limits,
+        table_not_found,
+    },
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS kv_tables (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kv_entries (
+    table_id INTEGER NOT NULL REFERENCES kv_tables(id) ON DELETE CASCADE,
+    key BLOB NOT NULL,
+    value BLOB NOT NULL,
+    version TEXT NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (table_id, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS kv_entries_by_expiry ON kv_entries(expires_at_ms) WHERE expires_at_ms > 0;
+PRAGMA user_version = 1;
+";
+
+/// How often expired entries are swept from disk (they are never returned in between).
+const SWEEP_EVERY_MS: u64 = 60_000;
+
+/// Table ids by name, and when expired entries were last swept; lives on the writer thread.
+#[derive(Default)]
+struct Catalog {
+    tables: HashMap<String, i64>,
+    last_sweep_ms: u64,
+}
+
+impl Catalog {
+    fn table_id(&mut self, txn: &Transaction<'_>, table: &str) -> ExoResult<i64> {
+        if let Some(id) = self.tables.get(table) {
+            return Ok(*id);
+        }
+        let id: i64 = txn
+            .query_row("SELECT id FROM kv_tables WHERE name = ?1", [table], |r| r.get(0))
+            .optional()
+            .map_err(db_error)?
+            .ok_or_else(|| table_not_found(table))?;
+        self.tables.insert(table.to_owned(), id);
+        Ok(id)
+    }
+
+    /// Deletes expired entries at most once a minute, piggybacking on a write transaction.
+    fn maybe_sweep(&mut self, txn: &Transaction<'_>, now: u64) -> ExoResult<()> {
+        if now.saturating_sub(self.last_sweep_ms) < SWEEP_EVERY_MS {
+            return Ok(());
+        }
+        self.last_sweep_ms = now;
+        txn.execute("DELETE FROM kv_entries WHERE expires_at_ms > 0 AND expires_at_ms <= ?1", [now as i64])
+            .map_err(db_error)?;
+        Ok(())
+    }
+}
+
+/// The SQLite-backed durable key-value store.
+pub struct EmbeddedKv {
+    descriptor: Descriptor,
+    store: SqliteStore<Catalog>,
+}
+
+impl std::fmt::Debug for EmbeddedKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedKv").finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedKv {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> ExoResult<Self> {
+        use Capability::*;
+        Ok(Self {
+            descriptor: Descriptor {
+                backend: "embedded",
+                capabilities: [CompareAndSet, Ttl, List].into(),
+                limits: portable_limits(),
+            },
+            store: SqliteStore::open(path, SCHEMA, "ekv-embedded-writer")?,
+        })
+    }
+}
+
+fn entry_from_row(key: Vec<u8>, value: Vec<u8>, version: String, expires_at_ms: i64) -> pb::Entry {
+    // Keys were written from `&str`, so they are UTF-8.
+    pb::Entry {
+        key: String::from_utf8_lossy(&key).into_owned(),
+        value,
+        version,
+        expires_at_ms: expires_at_ms as u64,
+    }
+}
+
+/// The live version under `key` (None if absent or expired).
+fn current_version(txn: &Transaction<'_>, table_id: i64, key: &str, now: u64) -> ExoResult<Option<String>> {
+    let row: Option<(String, i64)> = txn
+        .query_row(
+            "SELECT version, expires_at_ms FROM kv_entries WHERE table_id = ?1 AND key = ?2",
+            params![table_id, key.as_bytes()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(db_error)?;
+    Ok(row.filter(|(_, expires)| !expired(*expires as u64, now)).map(|(version, _)| version))
+}
+
+#[async_trait]
+impl KeyValue for EmbeddedKv {
+    fn descriptor(&self) -> &Descriptor {
+        &self.descriptor
+    }
+
+    async fn ready(&self) -> ExoResult<()> {
+        self.store.run(|txn, _| txn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await
+    }
+
+    async fn create_table(&self, table: &TableName) -> ExoResult<bool> {
+        let table = table.to_string();
+        self.store
+            .run(move |txn, _| {
+                let inserted = txn
+                    .execute(
+                        "INSERT INTO kv_tables (name, created_at_ms) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
+                        params![table, now_ms() as i64],
+                    )
+                    .map_err(db_error)?;
+                Ok(inserted == 1)
+            })
+            .await
+    }
+
+    async fn delete_table(&self, table: &TableName) -> ExoResult<()> {
+        let table = table.to_string();
+        self.store
+            .run(move |txn, catalog| {
+                catalog.tables.remove(&table);
+                let deleted =
+                    txn.execute("DELETE FROM kv_tables WHERE name = ?1", [&table]).map_err(db_error)?;
+                if deleted == 0 { Err(table_not_found(&table)) } else { Ok(()) }
+            })
+            .await
+    }
+
+    async fn list_tables(&self) -> ExoResult<Vec<String>> {
+        self.store
+            .run(|txn, _| {
+                let mut stmt =
+                    txn.prepare_cached("SELECT name FROM kv_tables ORDER BY name").map_err(db_error)?;
+                let names = stmt.query_map([], |r| r.get(0)).map_err(db_error)?;
+                names.collect::<Result<Vec<String>, _>>().map_err(db_error)
+            })
+            .await
+    }
+
+    async fn get(&self, table: &TableName, key: &str) -> ExoResult<pb::Entry> {
+        let (table, key) = (table.to_string(), key.to_owned());
+        self.store
+            .run(move |txn, catalog| {
+                let id = catalog.table_id(txn, &table)?;
+                let row = txn
+                    .query_row(
+                        "SELECT value, version, expires_at_ms FROM kv_entries WHERE table_id = ?1 AND key = ?2",
+                        params![id, key.as_bytes()],
+                        |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)),
+                    )
+                    .optional()
+                    .map_err(db_error)?;
+                match row {
+                    Some((value, version, expires)) if !expired(expires as u64, now_ms()) => {
+                        Ok(entry_from_row(key.clone().into_bytes(), value, version, expires))
+                    }
+                    _ => Err(key_not_found(&table, &key)),
+                }
+            })
+            .await
+    }
+
+    async fn put(
+        &self,
+        table: &TableName,
+        key: &str,
+        value: Vec<u8>,
+        condition: &Condition,
+        expires_at_ms: u64,
+    ) -> ExoResult<String> {
+        let (table, key, condition) = (table.to_string(), key.to_owned(), condition.clone());
+        self.store
+            .run(move |txn, catalog| {
+                let now = now_ms();
+                let id = catalog.table_id(txn, &table)?;
+                // Condition and write in one transaction on the single writer: no other write
+                // can slip between them.
+                let current = current_version(txn, id, &key, now)?;
+                condition.check(current.as_deref(), &table, &key)?;
+                let version = new_version();
+                txn.execute(
+                    "INSERT INTO kv_entries (table_id, key, value, version, expires_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(table_id, key) DO UPDATE SET value = excluded.value, version = excluded.version,
+                         expires_at_ms = excluded.expires_at_ms",
+                    params![id, key.as_bytes(), value, version, expires_at_ms as i64],
+                )
+                .map_err(db_error)?;
+                catalog.maybe_sweep(txn, now)?;
+                Ok(version)
+            })
+            .await
+    }
+
+    async fn delete(&self, table: &TableName, key: &str, condition: &Condition) -> ExoResult<bool> {
+        let (table, key, condition) = (table.to_string(), key.to_owned(), condition.clone());
+        self.store
+            .run(move |txn, catalog| {
+                let now = now_ms();
+                let id = catalog.table_id(txn, &table)?;
+                let current = current_version(txn, id, &key, now)?;
+                condition.check(current.as_deref(), &table, &key)?;
+                txn.execute(
+                    "DELETE FROM kv_entries WHERE table_id = ?1 AND key = ?2",
+                    params![id, key.as_bytes()],
+                )
+                .map_err(db_error)?;
+                Ok(current.is_some())
+            })
+            .await
+    }
+
+    async fn list(
+        &self,
+        table: &TableName,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        keys_only: bool,
+    ) -> ExoResult<Vec<pb::Entry>> {
+        let (table, prefix) = (table.to_string(), prefix.as_bytes().to_vec());
+        let after = start_after.map(|s| s.as_bytes().to_vec());
+        self.store
+            .run(move |txn, catalog| {
+                let id = catalog.table_id(txn, &table)?;
+                let now = now_ms() as i64;
+                // Resume strictly after the last key of the previous page, or start at the prefix.
+                let (lower, inclusive) = match after {
+                    Some(after) if after >= prefix => (after, false),
+                    _ => (prefix.clone(), true),
+                };
+                let upper = prefix_successor(&prefix);
+                let sql = format!(
+                    "SELECT key, {}, version, expires_at_ms FROM kv_entries
+                     WHERE table_id = ?1 AND key {} ?2 AND (?3 IS NULL OR key < ?3)
+                       AND (expires_at_ms = 0 OR expires_at_ms > ?4)
+                     ORDER BY key LIMIT ?5",
+                    if keys_only { "X''" } else { "value" },
+                    if inclusive { ">=" } else { ">" }
+                );
+                let mut stmt = txn.prepare_cached(&sql).map_err(db_error)?;
+                let rows = stmt
+                    .query_map(params![id, lower, upper, now, limit as i64], |r| {
+                        Ok(entry_from_row(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })
+                    .map_err(db_error)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+            })
+            .await
+    }
+
+    async fn batch_get(&self, table: &TableName, keys: &[String]) -> ExoResult<Vec<pb::Entry>> {
+        let (table, keys) = (table.to_string(), keys.to_vec());
+        self.store
+            .run(move |txn, catalog| {
+                let id = catalog.table_id(txn, &table)?;
+                let now = now_ms();
+                let mut stmt = txn
+                    .prepare_cached(
+                        "SELECT value, version, expires_at_ms FROM kv_entries WHERE table_id = ?1 AND key = ?2",
+                    )
+                    .map_err(db_error)?;
+                let mut found = Vec::new();
+                for key in keys {
+                    let row = stmt
+                        .query_row(params![id, key.as_bytes()], |r| {
+                            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                        })
+                        .optional()
+                        .map_err(db_error)?;
+                    if let Some((value, version, expires)) = row.filter(|(_, _, e)| !expired(*e as u64, now)) {
+                        found.push(entry_from_row(key.into_bytes(), value, version, expires));
+                    }
+                }
+                Ok(found)
+            })
+            .await
+    }
+}

@@ -1,0 +1,167 @@
+//! `memory`: an in-process key-value store for tests and benchmarks (not durable).
+
+use std::{
+    collections::BTreeMap,
+    sync::{Mutex, MutexGuard},
+};
+
+use async_trait::async_trait;
+use exo_proto::kv::v1 as pb;
+use exo_proxy_core::{ExoResult, now_ms};
+
+use crate::{
+    backend::KeyValue,
+    model::{
+        Capability, Condition, Descriptor, TableName, expired, key_not_found, new_version, portable_limits,
+        table_not_found,
+    },
+};
+
+type Table = BTreeMap<String, pb::Entry>;
+
+/// The in-memory backend.
+pub struct MemoryKv {
+    descriptor: Descriptor,
+    tables: Mutex<BTreeMap<String, Table>>,
+}
+
+impl std::fmt::Debug for MemoryKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryKv").finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryKv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryKv {
+    /// An empty store.
+    pub fn new() -> Self {
+        use Capability::*;
+        Self {
+            descriptor: Descriptor {
+                backend: "memory",
+                capabilities: [CompareAndSet, Ttl, List].into(),
+                limits: portable_limits(),
+            },
+            tables: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Table>> {
+        // No step between related writes can panic, so a poisoned lock is still consistent.
+        self.tables.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn with_table<T>(&self, table: &TableName, f: impl FnOnce(&mut Table) -> ExoResult<T>) -> ExoResult<T> {
+        let mut tables = self.lock();
+        let entries = tables.get_mut(table.as_str()).ok_or_else(|| table_not_found(table.as_str()))?;
+        f(entries)
+    }
+}
+
+/// The live entry under `key`, dropping it if expired.
+fn live<'a>(entries: &'a mut Table, key: &str, now: u64) -> Option<&'a pb::Entry> {
+    if entries.get(key).is_some_and(|e| expired(e.expires_at_ms, now)) {
+        entries.remove(key);
+    }
+    entries.get(key)
+}
+
+#[async_trait]
+impl KeyValue for MemoryKv {
+    fn descriptor(&self) -> &Descriptor {
+        &self.descriptor
+    }
+
+    async fn ready(&self) -> ExoResult<()> {
+        Ok(())
+    }
+
+    async fn create_table(&self, table: &TableName) -> ExoResult<bool> {
+        let mut tables = self.lock();
+        if tables.contains_key(table.as_str()) {
+            return Ok(false);
+        }
+        tables.insert(table.to_string(), Table::new());
+        Ok(true)
+    }
+
+    async fn delete_table(&self, table: &TableName) -> ExoResult<()> {
+        self.lock().remove(table.as_str()).map(|_| ()).ok_or_else(|| table_not_found(table.as_str()))
+    }
+
+    async fn list_tables(&self) -> ExoResult<Vec<String>> {
+        Ok(self.lock().keys().cloned().collect())
+    }
+
+    async fn get(&self, table: &TableName, key: &str) -> ExoResult<pb::Entry> {
+        self.with_table(table, |entries| {
+            live(entries, key, now_ms()).cloned().ok_or_else(|| key_not_found(table.as_str(), key))
+        })
+    }
+
+    async fn put(
+        &self,
+        table: &TableName,
+        key: &str,
+        value: Vec<u8>,
+        condition: &Condition,
+        expires_at_ms: u64,
+    ) -> ExoResult<String> {
+        self.with_table(table, |entries| {
+            let current = live(entries, key, now_ms()).map(|e| e.version.clone());
+            condition.check(current.as_deref(), table.as_str(), key)?;
+            let version = new_version();
+            entries.insert(
+                key.to_owned(),
+                pb::Entry { key: key.to_owned(), value, version: version.clone(), expires_at_ms },
+            );
+            Ok(version)
+        })
+    }
+
+    async fn delete(&self, table: &TableName, key: &str, condition: &Condition) -> ExoResult<bool> {
+        self.with_table(table, |entries| {
+            let current = live(entries, key, now_ms()).map(|e| e.version.clone());
+            condition.check(current.as_deref(), table.as_str(), key)?;
+            Ok(entries.remove(key).is_some())
+        })
+    }
+
+    async fn list(
+        &self,
+        table: &TableName,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        keys_only: bool,
+    ) -> ExoResult<Vec<pb::Entry>> {
+        let now = now_ms();
+        self.with_table(table, |entries| {
+            let start = match start_after {
+                Some(after) if after >= prefix => std::ops::Bound::Excluded(after.to_owned()),
+                _ => std::ops::Bound::Included(prefix.to_owned()),
+            };
+            Ok(entries
+                .range((start, std::ops::Bound::Unbounded))
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .filter(|(_, e)| !expired(e.expires_at_ms, now))
+                .take(limit)
+                .map(
+                    |(_, e)| if keys_only { pb::Entry { value: Vec::new(), ..e.clone() } } else { e.clone() },
+                )
+                .collect())
+        })
+    }
+
+    async fn batch_get(&self, table: &TableName, keys: &[String]) -> ExoResult<Vec<pb::Entry>> {
+        let now = now_ms();
+        self.with_table(table, |entries| {
+            Ok(keys.iter().filter_map(|k| live(entries, k, now).cloned()).collect())
+        })
+    }
+}

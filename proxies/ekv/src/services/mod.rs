@@ -1,0 +1,4 @@
+//! Key-value backends, one module each.
+
+pub mod embedded;
+pub mod memory;

@@ -1,0 +1,200 @@
+//! [`KvClient`]: the app's handle on an ekv proxy.
+
+use std::time::Duration;
+
+use exo_proto::kv::v1::{self as pb, kv_service_client::KvServiceClient};
+use tonic::transport::Channel;
+
+use crate::{Result, RetryPolicy, channel, retry::unary};
+
+pub use pb::{DescribeResponse as KvBackendDescription, Entry, KvCapability};
+
+/// Environment variable naming the ekv endpoint.
+pub const EKV_ENDPOINT_ENV: &str = "EXO_EKV_ENDPOINT";
+/// Where the ekv sidecar listens unless told otherwise.
+pub const DEFAULT_EKV_ENDPOINT: &str = "http://127.0.0.1:7403";
+
+/// A write precondition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Precondition {
+    /// Unconditional.
+    #[default]
+    None,
+    /// Only if the key does not exist (create).
+    MustNotExist,
+    /// Only if the key is at this version (compare-and-set).
+    VersionEquals(String),
+}
+
+/// Options of a put.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Put {
+    /// Precondition.
+    pub condition: Precondition,
+    /// Time to live (whole seconds); `None` keeps the value forever.
+    pub ttl: Option<Duration>,
+}
+
+impl Put {
+    /// Only if absent.
+    pub fn create() -> Self {
+        Self { condition: Precondition::MustNotExist, ttl: None }
+    }
+
+    /// Only at `version`.
+    pub fn if_version(version: impl Into<String>) -> Self {
+        Self { condition: Precondition::VersionEquals(version.into()), ttl: None }
+    }
+
+    /// Expire after `ttl`.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+}
+
+/// A client of the ekv key-value proxy. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct KvClient {
+    inner: KvServiceClient<Channel>,
+    retry: RetryPolicy,
+}
+
+impl KvClient {
+    /// A client for the proxy at `url`; connects lazily.
+    pub fn connect(url: &str) -> Result<Self> {
+        Ok(Self { inner: KvServiceClient::new(channel(url)?), retry: RetryPolicy::default() })
+    }
+
+    /// A client for `$EXO_EKV_ENDPOINT`, or the sidecar default `http://127.0.0.1:7403`.
+    pub fn from_env() -> Result<Self> {
+        Self::connect(&std::env::var(EKV_ENDPOINT_ENV).unwrap_or_else(|_| DEFAULT_EKV_ENDPOINT.to_owned()))
+    }
+
+    /// Replaces the retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The generated gRPC client.
+    pub fn raw(&self) -> KvServiceClient<Channel> {
+        self.inner.clone()
+    }
+
+    /// The backend's name, capabilities and limits.
+    pub async fn describe(&self) -> Result<KvBackendDescription> {
+        unary(&self.retry, &self.inner, pb::DescribeRequest {}, |mut c, r| async move { c.describe(r).await })
+            .await
+    }
+
+    /// Creates a table; returns whether it was created.
+    pub async fn create_table(&self, name: &str) -> Result<bool> {
+        let req = pb::CreateTableRequest { name: name.to_owned() };
+        Ok(unary(&self.retry, &self.inner, req, |mut c, r| async move { c.create_table(r).await })
+            .await?
+            .created)
+    }
+
+    /// Deletes a table and its keys.
+    pub async fn delete_table(&self, name: &str) -> Result<()> {
+        let req = pb::DeleteTableRequest { name: name.to_owned() };
+        unary(&self.retry, &self.inner, req, |mut c, r| async move { c.delete_table(r).await })
+            .await
+            .map(|_| ())
+    }
+
+    /// Every table name.
+    pub async fn list_tables(&self) -> Result<Vec<String>> {
+        let req = pb::ListTablesRequest {};
+        Ok(unary(&self.retry, &self.inner, req, |mut c, r| async move { c.list_tables(r).await })
+            .await?
+            .names)
+    }
+
+    /// Reads a key (an error with reason KEY_NOT_FOUND if absent).
+    pub async fn get(&self, table: &str, key: &str) -> Result<Entry> {
+        let req = pb::GetRequest { table: table.to_owned(), key: key.to_owned() };
+        let response = unary(&self.retry, &self.inner, req, |mut c, r| async move { c.get(r).await }).await?;
+        Ok(response.entry.unwrap_or_default())
+    }
+
+    /// Writes a key; returns the new version.
+    pub async fn put(
+        &self,
+        table: &str,
+        key: &str,
+        value: impl Into<Vec<u8>>,
+        options: Put,
+    ) -> Result<String> {
+        let condition = match options.condition {
+            Precondition::None => None,
+            Precondition::MustNotExist => Some(pb::condition::Kind::MustNotExist(true)),
+            Precondition::VersionEquals(v) => Some(pb::condition::Kind::VersionEquals(v)),
+        };
+        let req = pb::PutRequest {
+            table: table.to_owned(),
+            key: key.to_owned(),
+            value: value.into(),
+            condition: condition.map(|kind| pb::Condition { kind: Some(kind) }),
+            ttl_seconds: options.ttl.map_or(0, |t| t.as_secs().min(u64::from(u32::MAX)) as u32),
+        };
+        Ok(unary(&self.retry, &self.inner, req, |mut c, r| async move { c.put(r).await }).await?.version)
+    }
+
+    /// Deletes a key, optionally only at `version`; returns whether it existed.
+    pub async fn delete(&self, table: &str, key: &str, version: Option<&str>) -> Result<bool> {
+        let req = pb::DeleteRequest {
+            table: table.to_owned(),
+            key: key.to_owned(),
+            version_equals: version.unwrap_or_default().to_owned(),
+        };
+        Ok(unary(&self.retry, &self.inner, req, |mut c, r| async move { c.delete(r).await }).await?.deleted)
+    }
+
+    /// One page of entries with `prefix`.
+    pub async fn list_page(
+        &self,
+        table: &str,
+        prefix: &str,
+        page_size: u32,
+        page_token: &str,
+        keys_only: bool,
+    ) -> Result<(Vec<Entry>, String)> {
+        let req = pb::ListRequest {
+            table: table.to_owned(),
+            prefix: prefix.to_owned(),
+            page_size,
+            page_token: page_token.to_owned(),
+            keys_only,
+        };
+        let response =
+            unary(&self.retry, &self.inner, req, |mut c, r| async move { c.list(r).await }).await?;
+        Ok((response.entries, response.next_page_token))
+    }
+
+    /// Every entry with `prefix`, following pages.
+    pub async fn list(&self, table: &str, prefix: &str) -> Result<Vec<Entry>> {
+        let mut all = Vec::new();
+        let mut token = String::new();
+        loop {
+            let (page, next) = self.list_page(table, prefix, 0, &token, false).await?;
+            all.extend(page);
+            if next.is_empty() {
+                return Ok(all);
+            }
+            token = next;
+        }
+    }
+
+    /// Reads many keys: (found entries in request order, missing keys).
+    pub async fn batch_get(&self, table: &str, keys: &[&str]) -> Result<(Vec<Entry>, Vec<String>)> {
+        let req = pb::BatchGetRequest {
+            table: table.to_owned(),
+            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+        };
+        let response =
+            unary(&self.retry, &self.inner, req, |mut c, r| async move { c.batch_get(r).await }).await?;
+        Ok((response.entries, response.missing))
+    }
+}
