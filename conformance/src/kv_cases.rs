@@ -163,6 +163,12 @@ pub fn kv_cases() -> Vec<Case> {
             "A missing key over HTTP is a 404 problem+json with reason KEY_NOT_FOUND",
             http_problem_json
         ),
+        case!(
+            "kv.http_openapi_routes",
+            None,
+            "Every key-value route in the OpenAPI document is served",
+            http_openapi_routes
+        ),
     ]
 }
 
@@ -703,4 +709,14 @@ async fn http_problem_json(ctx: Ctx) -> CaseOutcome {
     let body: serde_json::Value = response.json().await.map_err(|e| format!("bad problem JSON: {e}"))?;
     check!(body["reason"] == "KEY_NOT_FOUND" && body["status"] == 404, "problem body: {body}");
     Ok(())
+}
+
+async fn http_openapi_routes(ctx: Ctx) -> CaseOutcome {
+    let t = ctx.table("openapi").await?;
+    crate::openapi_check::documented_routes_are_served(
+        &ctx.http_base,
+        &["kv", "meta"],
+        &[("table", &t), ("key", "k")],
+    )
+    .await
 }

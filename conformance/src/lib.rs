@@ -6,6 +6,7 @@
 //! reported as `unsupported`: a declaration can lie in neither direction.
 
 pub mod kv_cases;
+pub mod openapi_check;
 pub mod queue_cases;
 pub mod report;
 pub mod runner;

@@ -207,6 +207,12 @@ pub fn queue_cases() -> Vec<Case> {
             "Malformed JSON fails with 400 MALFORMED_REQUEST and changes nothing",
             http_malformed
         ),
+        case!(
+            "http.openapi_routes",
+            None,
+            "Every queue route in the OpenAPI document is served",
+            http_openapi_routes
+        ),
     ]
 }
 
@@ -1043,4 +1049,10 @@ async fn http_malformed(ctx: Ctx) -> CaseOutcome {
     }
     check!(visible_count(&ctx, &q).await? == 0, "a malformed request enqueued a message");
     Ok(())
+}
+
+async fn http_openapi_routes(ctx: Ctx) -> CaseOutcome {
+    let q = ctx.queue("openapi").await?;
+    crate::openapi_check::documented_routes_are_served(&ctx.http_base, &["queues", "meta"], &[("queue", &q)])
+        .await
 }

@@ -7,6 +7,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use ekv::{EkvProxy, config::EkvConfig};
 use eqs::{
     EqsProxy,
     config::{BackendConfig, DEFAULT_MAX_MESSAGE_BYTES, EqsConfig},
@@ -35,6 +36,9 @@ enum Command {
         /// Address of the queue proxy (eqs).
         #[arg(long, env = "EXO_EQS_LISTEN", default_value = "127.0.0.1:7401")]
         eqs: SocketAddr,
+        /// Address of the key-value proxy (ekv).
+        #[arg(long, env = "EXO_EKV_LISTEN", default_value = "127.0.0.1:7403")]
+        ekv: SocketAddr,
         /// Log lines as JSON.
         #[arg(long)]
         json_logs: bool,
@@ -44,11 +48,16 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().command {
-        Command::Up { data_dir, eqs, json_logs } => up(data_dir, eqs, json_logs).await,
+        Command::Up { data_dir, eqs, ekv, json_logs } => up(data_dir, eqs, ekv, json_logs).await,
     }
 }
 
-async fn up(data_dir: PathBuf, eqs_listen: SocketAddr, json_logs: bool) -> anyhow::Result<()> {
+async fn up(
+    data_dir: PathBuf,
+    eqs_listen: SocketAddr,
+    ekv_listen: SocketAddr,
+    json_logs: bool,
+) -> anyhow::Result<()> {
     let log = LogConfig {
         format: if json_logs { LogFormat::Json } else { LogFormat::Text },
         ..LogConfig::default()
@@ -57,7 +66,7 @@ async fn up(data_dir: PathBuf, eqs_listen: SocketAddr, json_logs: bool) -> anyho
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
 
     let eqs_config = EqsConfig {
-        server: ServerConfig { listen: eqs_listen, log, ..ServerConfig::default() },
+        server: ServerConfig { listen: eqs_listen, log: log.clone(), ..ServerConfig::default() },
         backend: BackendConfig::Embedded {
             path: data_dir.join("eqs.db"),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
@@ -65,23 +74,32 @@ async fn up(data_dir: PathBuf, eqs_listen: SocketAddr, json_logs: bool) -> anyho
     };
     let eqs = EqsProxy::new(&eqs_config).context("cannot start eqs")?;
     let eqs_listener = eqs.bind().await.context("cannot start eqs")?;
+    let ekv_config = EkvConfig {
+        server: ServerConfig { listen: ekv_listen, log: log.clone(), ..ServerConfig::default() },
+        backend: ekv::config::BackendConfig::Embedded { path: data_dir.join("ekv.db") },
+    };
+    let ekv = EkvProxy::new(&ekv_config).context("cannot start ekv")?;
+    let ekv_listener = ekv.bind().await.context("cannot start ekv")?;
 
     // One signal stops every proxy; each drains its own in-flight requests.
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    let mut stopped = stop_rx.clone();
-    tasks.spawn(async move {
-        eqs.serve(eqs_listener, async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("eqs: {e}"))
-    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let eqs_stop = stopped(stop_rx.clone());
+    tasks.spawn(
+        async move { eqs.serve(eqs_listener, eqs_stop).await.map_err(|e| anyhow::anyhow!("eqs: {e}")) },
+    );
+    let ekv_stop = stopped(stop_rx.clone());
+    tasks.spawn(
+        async move { ekv.serve(ekv_listener, ekv_stop).await.map_err(|e| anyhow::anyhow!("ekv: {e}")) },
+    );
 
     println!("ExoFlow is up (data in {})", data_dir.display());
     println!("  eqs  queue    grpc+http  http://{eqs_listen}   (EXO_EQS_ENDPOINT)   backend embedded");
     println!("  eos  object   not yet available (issue: eos and ekv on local backends)");
-    println!("  ekv  kv       not yet available (issue: eos and ekv on local backends)");
+    println!("  ekv  kv       grpc+http  http://{ekv_listen}   (EXO_EKV_ENDPOINT)   backend embedded");
     println!("Press Ctrl-C to stop.");
 
     tokio::select! {
