@@ -17,6 +17,7 @@ pub mod json;
 pub mod layer;
 pub mod metrics;
 pub mod names;
+pub mod secret;
 pub mod server;
 pub mod telemetry;
 

@@ -1,0 +1,309 @@
+//! The object API in front of every backend: validation, limits, capabilities and paging,
+//! shared by the gRPC service and the HTTP routes.
+
+use std::sync::Arc;
+
+use exo_proto::object::v1 as pb;
+use exo_proxy_core::{ExoError, ExoResult, now_ms};
+
+use crate::{
+    backend::ObjectStore,
+    listing::Resume,
+    model::{
+        BucketName, ByteStream, Capability, Descriptor, PutMeta, Range, ReadCondition, WriteCondition,
+        check_key, normalize_metadata,
+    },
+};
+
+/// Most keys in one DeleteBatch.
+pub const MAX_DELETE_BATCH: usize = 1000;
+
+/// Validating front of an object backend.
+#[derive(Clone)]
+pub struct ObjectApi {
+    backend: Arc<dyn ObjectStore>,
+}
+
+impl std::fmt::Debug for ObjectApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectApi").field("backend", &self.backend.descriptor().backend).finish()
+    }
+}
+
+/// A download: its header and its bytes.
+pub struct Download {
+    /// Attributes and the range served.
+    pub header: pb::GetHeader,
+    /// The bytes.
+    pub body: ByteStream,
+}
+
+impl ObjectApi {
+    /// Serves `backend` (usually already wrapped in layers).
+    pub fn new(backend: Arc<dyn ObjectStore>) -> Self {
+        Self { backend }
+    }
+
+    fn descriptor(&self) -> &Descriptor {
+        self.backend.descriptor()
+    }
+
+    fn stamp(&self, err: ExoError) -> ExoError {
+        err.with_backend(self.descriptor().backend)
+    }
+
+    fn bucket(&self, name: &str, field: &str) -> ExoResult<BucketName> {
+        BucketName::parse("bucket", name, field).map_err(|e| self.stamp(e))
+    }
+
+    fn key(&self, key: &str, field: &str) -> ExoResult<()> {
+        check_key(key, self.descriptor().limits.max_key_bytes, field).map_err(|e| self.stamp(e))
+    }
+
+    fn write_condition(&self, condition: Option<pb::Condition>) -> ExoResult<WriteCondition> {
+        let d = self.descriptor();
+        match condition.and_then(|c| c.kind) {
+            None => Ok(WriteCondition::None),
+            Some(pb::condition::Kind::CreateOnly(true)) => {
+                d.require(Capability::ConditionalCreate, "create-only writes")?;
+                Ok(WriteCondition::CreateOnly)
+            }
+            Some(pb::condition::Kind::CreateOnly(false)) => Err(self.stamp(ExoError::invalid_argument(
+                "condition.create_only",
+                "create_only must be true when set; leave the condition unset for an unconditional write",
+            ))),
+            Some(pb::condition::Kind::IfMatch(etag)) => {
+                d.require(Capability::ConditionalReplace, "if-match writes")?;
+                Ok(WriteCondition::IfMatch(self.etag(etag, "condition.if_match")?))
+            }
+        }
+    }
+
+    fn etag(&self, etag: String, field: &str) -> ExoResult<String> {
+        if etag.is_empty() || etag.len() > 256 || !etag.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(self.stamp(ExoError::invalid_argument(
+                field,
+                "an ETag must be 1 to 256 printable ASCII characters",
+            )));
+        }
+        Ok(etag)
+    }
+
+    /// Describe.
+    pub fn describe(&self) -> pb::DescribeResponse {
+        self.descriptor().to_proto()
+    }
+
+    /// CreateBucket.
+    pub async fn create_bucket(&self, req: pb::CreateBucketRequest) -> ExoResult<pb::CreateBucketResponse> {
+        let bucket = self.bucket(&req.name, "name")?;
+        Ok(pb::CreateBucketResponse { created: self.backend.create_bucket(&bucket).await? })
+    }
+
+    /// DeleteBucket.
+    pub async fn delete_bucket(&self, req: pb::DeleteBucketRequest) -> ExoResult<pb::DeleteBucketResponse> {
+        let bucket = self.bucket(&req.name, "name")?;
+        self.backend.delete_bucket(&bucket).await?;
+        Ok(pb::DeleteBucketResponse {})
+    }
+
+    /// ListBuckets.
+    pub async fn list_buckets(&self) -> ExoResult<pb::ListBucketsResponse> {
+        Ok(pb::ListBucketsResponse { names: self.backend.list_buckets().await? })
+    }
+
+    /// Put: validates the header, then streams `body` to the backend.
+    pub async fn put(&self, header: pb::PutHeader, body: ByteStream) -> ExoResult<pb::PutResponse> {
+        let bucket = self.bucket(&header.bucket, "header.bucket")?;
+        self.key(&header.key, "header.key")?;
+        let content_type = if header.content_type.is_empty() {
+            "application/octet-stream".to_owned()
+        } else if header.content_type.len() <= 255
+            && header.content_type.bytes().all(|b| (0x20..0x7f).contains(&b))
+        {
+            header.content_type
+        } else {
+            return Err(self.stamp(ExoError::invalid_argument(
+                "header.content_type",
+                "content type must be at most 255 printable ASCII characters",
+            )));
+        };
+        let limits = self.descriptor().limits;
+        let metadata = normalize_metadata(header.metadata, &limits).map_err(|e| self.stamp(e))?;
+        let condition = self.write_condition(header.condition)?;
+        if let Some(length) = header.content_length
+            && limits.max_object_bytes > 0
+            && length > limits.max_object_bytes
+        {
+            return Err(self.stamp(
+                ExoError::new(
+                    exo_proto::common::v1::ErrorReason::ValueTooLarge,
+                    format!(
+                        "object of {length} bytes exceeds the limit of {} bytes",
+                        limits.max_object_bytes
+                    ),
+                )
+                .with_field("header.content_length"),
+            ));
+        }
+        let meta = PutMeta {
+            content_type,
+            metadata,
+            condition,
+            content_length: header.content_length,
+            max_bytes: limits.max_object_bytes,
+        };
+        Ok(pb::PutResponse { info: Some(self.backend.put(&bucket, &header.key, meta, body).await?) })
+    }
+
+    /// Get.
+    pub async fn get(&self, req: pb::GetRequest) -> ExoResult<Download> {
+        let bucket = self.bucket(&req.bucket, "bucket")?;
+        self.key(&req.key, "key")?;
+        let range = match req.range.and_then(|r| r.kind) {
+            None => None,
+            Some(kind) => {
+                self.descriptor().require(Capability::RangeRead, "byte ranges")?;
+                Some(match kind {
+                    pb::byte_range::Kind::From(start) => Range::From(start),
+                    pb::byte_range::Kind::Span(span) if span.start <= span.end => {
+                        Range::Span(span.start, span.end)
+                    }
+                    pb::byte_range::Kind::Span(span) => {
+                        return Err(self.stamp(ExoError::invalid_argument(
+                            "range.span",
+                            format!("range end {} is before its start {}", span.end, span.start),
+                        )));
+                    }
+                    pb::byte_range::Kind::Suffix(n) => Range::Suffix(n),
+                })
+            }
+        };
+        let condition = ReadCondition {
+            if_match: (!req.if_match.is_empty()).then(|| self.etag(req.if_match, "if_match")).transpose()?,
+            if_none_match: (!req.if_none_match.is_empty())
+                .then(|| self.etag(req.if_none_match, "if_none_match"))
+                .transpose()?,
+        };
+        let (info, (offset, length), body) = self.backend.get(&bucket, &req.key, range, &condition).await?;
+        Ok(Download { header: pb::GetHeader { info: Some(info), offset, length }, body })
+    }
+
+    /// Head.
+    pub async fn head(&self, req: pb::HeadRequest) -> ExoResult<pb::HeadResponse> {
+        let bucket = self.bucket(&req.bucket, "bucket")?;
+        self.key(&req.key, "key")?;
+        Ok(pb::HeadResponse { info: Some(self.backend.head(&bucket, &req.key).await?) })
+    }
+
+    /// Delete.
+    pub async fn delete(&self, req: pb::DeleteRequest) -> ExoResult<pb::DeleteResponse> {
+        let bucket = self.bucket(&req.bucket, "bucket")?;
+        self.key(&req.key, "key")?;
+        let if_match = if req.if_match.is_empty() {
+            None
+        } else {
+            self.descriptor().require(Capability::ConditionalReplace, "conditional deletes")?;
+            Some(self.etag(req.if_match, "if_match")?)
+        };
+        self.backend.delete(&bucket, &req.key, if_match.as_deref()).await?;
+        Ok(pb::DeleteResponse {})
+    }
+
+    /// DeleteBatch: every key on its own; a bad key is reported, the others still deleted.
+    pub async fn delete_batch(&self, req: pb::DeleteBatchRequest) -> ExoResult<pb::DeleteBatchResponse> {
+        let bucket = self.bucket(&req.bucket, "bucket")?;
+        if req.keys.is_empty() || req.keys.len() > MAX_DELETE_BATCH {
+            return Err(self.stamp(ExoError::invalid_argument(
+                "keys",
+                format!("a batch needs 1 to {MAX_DELETE_BATCH} keys, got {}", req.keys.len()),
+            )));
+        }
+        let mut results = Vec::with_capacity(req.keys.len());
+        for (i, key) in req.keys.into_iter().enumerate() {
+            let outcome = match self.key(&key, &format!("keys[{i}]")) {
+                Ok(()) => self.backend.delete(&bucket, &key, None).await,
+                Err(err) => Err(err),
+            };
+            results.push(match outcome {
+                Ok(()) => pb::DeleteResult { key, error_reason: String::new(), error_message: String::new() },
+                // A missing bucket fails every key the same way: fail the call.
+                Err(err) if err.reason == exo_proto::common::v1::ErrorReason::BucketNotFound => {
+                    return Err(err);
+                }
+                Err(err) => pb::DeleteResult {
+                    key,
+                    error_reason: err.reason.as_str_name().to_owned(),
+                    error_message: err.message,
+                },
+            });
+        }
+        Ok(pb::DeleteBatchResponse { results })
+    }
+
+    /// List.
+    pub async fn list(&self, req: pb::ListRequest) -> ExoResult<pb::ListResponse> {
+        let bucket = self.bucket(&req.bucket, "bucket")?;
+        let limits = self.descriptor().limits;
+        let page_size = match req.page_size {
+            0 => limits.max_page_size,
+            n if n <= limits.max_page_size => n,
+            n => {
+                return Err(self.stamp(ExoError::invalid_argument(
+                    "page_size",
+                    format!("page_size {n} is above the maximum {}", limits.max_page_size),
+                )));
+            }
+        };
+        if req.prefix.len() > limits.max_key_bytes as usize || req.delimiter.len() > 16 {
+            return Err(self.stamp(ExoError::invalid_argument("prefix", "prefix or delimiter is too long")));
+        }
+        let resume = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(Resume::from_token(&req.page_token).map_err(|e| self.stamp(e))?)
+        };
+        let page =
+            self.backend.list(&bucket, &req.prefix, &req.delimiter, resume, page_size as usize).await?;
+        Ok(pb::ListResponse {
+            objects: page.objects,
+            common_prefixes: page.common_prefixes,
+            next_page_token: page.next.map(|r| r.token()).unwrap_or_default(),
+        })
+    }
+
+    /// Copy.
+    pub async fn copy(&self, req: pb::CopyRequest) -> ExoResult<pb::CopyResponse> {
+        self.descriptor().require(Capability::Copy, "server-side copy")?;
+        let source_bucket = self.bucket(&req.source_bucket, "source_bucket")?;
+        self.key(&req.source_key, "source_key")?;
+        let bucket = self.bucket(&req.bucket, "bucket")?;
+        self.key(&req.key, "key")?;
+        let condition = self.write_condition(req.condition)?;
+        let info = self.backend.copy(&source_bucket, &req.source_key, &bucket, &req.key, &condition).await?;
+        Ok(pb::CopyResponse { info: Some(info) })
+    }
+
+    /// Presign.
+    pub async fn presign(&self, req: pb::PresignRequest) -> ExoResult<pb::PresignResponse> {
+        self.descriptor().require(Capability::Presign, "presigned URLs")?;
+        let bucket = self.bucket(&req.bucket, "bucket")?;
+        self.key(&req.key, "key")?;
+        let method = match req.method() {
+            pb::PresignMethod::Unspecified => {
+                return Err(self.stamp(ExoError::invalid_argument("method", "method must be GET or PUT")));
+            }
+            method => method,
+        };
+        let max = self.descriptor().limits.max_presign_seconds;
+        if req.expires_in_seconds == 0 || req.expires_in_seconds > max {
+            return Err(self.stamp(ExoError::invalid_argument(
+                "expires_in_seconds",
+                format!("expiry must be 1 to {max} seconds, got {}", req.expires_in_seconds),
+            )));
+        }
+        let expires_at_ms = now_ms() + u64::from(req.expires_in_seconds) * 1000;
+        let url = self.backend.presign(&bucket, &req.key, method, expires_at_ms).await?;
+        Ok(pb::PresignResponse { url, expires_at_ms })
+    }
+}

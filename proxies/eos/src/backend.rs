@@ -1,0 +1,77 @@
+//! The one trait every object backend implements. Requests arrive validated by [`crate::api`];
+//! layers in [`crate::layers`] wrap it.
+
+use async_trait::async_trait;
+use exo_proto::object::v1 as pb;
+use exo_proxy_core::ExoResult;
+
+use crate::{
+    listing::{Page, Resume},
+    model::{BucketName, ByteStream, Descriptor, PutMeta, Range, ReadCondition, WriteCondition},
+};
+
+/// An object backend.
+///
+/// Contract for implementors: a put consumes `body` and makes the object visible atomically
+/// only after the last byte is stored (a failed or cancelled body leaves nothing and keeps the
+/// previous object); conditions are checked atomically with the write they guard; memory stays
+/// bounded whatever the object size (the memory backend aside).
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Name, capabilities and limits.
+    fn descriptor(&self) -> &Descriptor;
+    /// `Ok` when the backend can serve requests.
+    async fn ready(&self) -> ExoResult<()>;
+    /// Creates a bucket; false if it existed.
+    async fn create_bucket(&self, bucket: &BucketName) -> ExoResult<bool>;
+    /// Deletes an empty bucket.
+    async fn delete_bucket(&self, bucket: &BucketName) -> ExoResult<()>;
+    /// Every bucket name in lexical order.
+    async fn list_buckets(&self) -> ExoResult<Vec<String>>;
+    /// Stores `body` under `key`.
+    async fn put(
+        &self,
+        bucket: &BucketName,
+        key: &str,
+        meta: PutMeta,
+        body: ByteStream,
+    ) -> ExoResult<pb::ObjectInfo>;
+    /// Opens an object (or a range of it): its attributes, the `(offset, length)` served, and the bytes.
+    async fn get(
+        &self,
+        bucket: &BucketName,
+        key: &str,
+        range: Option<Range>,
+        condition: &ReadCondition,
+    ) -> ExoResult<(pb::ObjectInfo, (u64, u64), ByteStream)>;
+    /// An object's attributes.
+    async fn head(&self, bucket: &BucketName, key: &str) -> ExoResult<pb::ObjectInfo>;
+    /// Deletes an object; a missing key succeeds unless `if_match` is given.
+    async fn delete(&self, bucket: &BucketName, key: &str, if_match: Option<&str>) -> ExoResult<()>;
+    /// One page of a listing.
+    async fn list(
+        &self,
+        bucket: &BucketName,
+        prefix: &str,
+        delimiter: &str,
+        resume: Option<Resume>,
+        limit: usize,
+    ) -> ExoResult<Page>;
+    /// Copies an object; the copy's attributes are its own.
+    async fn copy(
+        &self,
+        source_bucket: &BucketName,
+        source_key: &str,
+        bucket: &BucketName,
+        key: &str,
+        condition: &WriteCondition,
+    ) -> ExoResult<pb::ObjectInfo>;
+    /// A URL allowing `method` on the object until `expires_at_ms`.
+    async fn presign(
+        &self,
+        bucket: &BucketName,
+        key: &str,
+        method: pb::PresignMethod,
+        expires_at_ms: u64,
+    ) -> ExoResult<String>;
+}

@@ -1,0 +1,117 @@
+//! The eos-proxy configuration file.
+//!
+//! ```yaml
+//! server:
+//!   listen: 127.0.0.1:7402
+//! backend:
+//!   kind: fs                   # or: memory
+//!   root: .exo/objects
+//! presign:                     # URLs the local backends sign and this proxy serves
+//!   base_url: http://127.0.0.1:7402   # default: http://<listen>
+//!   secret: env:EXO_PRESIGN_SECRET    # default: random per start (URLs die with the process)
+//! ```
+
+use std::path::PathBuf;
+
+use exo_proxy_core::{
+    config::{ConfigError, ServerConfig},
+    secret::SecretRef,
+};
+use serde::{Deserialize, Serialize};
+
+/// Default port of eos.
+pub const DEFAULT_PORT: u16 = 7402;
+/// Largest object the memory backend holds by default.
+pub const DEFAULT_MEMORY_OBJECT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Which backend stores the objects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BackendConfig {
+    /// In-process, not durable.
+    Memory {
+        /// Largest object in bytes.
+        #[serde(default = "default_memory_bytes")]
+        max_object_bytes: u64,
+    },
+    /// Files under a data root.
+    Fs {
+        /// The data root; created if missing.
+        #[serde(default = "default_root")]
+        root: PathBuf,
+    },
+}
+
+fn default_memory_bytes() -> u64 {
+    DEFAULT_MEMORY_OBJECT_BYTES
+}
+
+fn default_root() -> PathBuf {
+    PathBuf::from(".exo/objects")
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        Self::Fs { root: default_root() }
+    }
+}
+
+impl BackendConfig {
+    /// The backend's name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Memory { .. } => "memory",
+            Self::Fs { .. } => "fs",
+        }
+    }
+
+    /// A backend of `kind` with default settings (`root` for fs).
+    pub fn named(kind: &str, root: Option<PathBuf>) -> Result<Self, ConfigError> {
+        match kind {
+            "memory" => Ok(Self::Memory { max_object_bytes: DEFAULT_MEMORY_OBJECT_BYTES }),
+            "fs" => Ok(Self::Fs { root: root.unwrap_or_else(default_root) }),
+            other => {
+                Err(ConfigError::Invalid(format!("unknown object backend '{other}' (known: memory, fs)")))
+            }
+        }
+    }
+}
+
+/// Presigned URLs of the local backends.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresignConfig {
+    /// Base of the URLs (how clients reach this proxy); default `http://<listen>`.
+    pub base_url: Option<String>,
+    /// HMAC key; default random per start.
+    pub secret: Option<SecretRef>,
+}
+
+/// The whole eos-proxy configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EosConfig {
+    /// Listener, limits, logging.
+    #[serde(default = "default_server")]
+    pub server: ServerConfig,
+    /// The backend.
+    #[serde(default)]
+    pub backend: BackendConfig,
+    /// Presigned URLs.
+    #[serde(default)]
+    pub presign: PresignConfig,
+}
+
+fn default_server() -> ServerConfig {
+    ServerConfig::with_listen(std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))
+}
+
+impl Default for EosConfig {
+    fn default() -> Self {
+        Self {
+            server: default_server(),
+            backend: BackendConfig::default(),
+            presign: PresignConfig::default(),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The gRPC face of [`ObjectApi`], with streamed uploads and downloads.
+
+use std::pin::Pin;
+
+use bytes::Bytes;
+use exo_proto::{
+    common::v1::ErrorReason,
+    object::v1::{self as pb, object_service_server::ObjectService, put_request::Part},
+};
+use exo_proxy_core::ExoError;
+use futures::{Stream, StreamExt as _, stream};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{api::ObjectApi, model::ByteStream};
+
+/// Implements `exo.object.v1.ObjectService` by delegating to [`ObjectApi`].
+#[derive(Debug, Clone)]
+pub struct GrpcObjects {
+    api: ObjectApi,
+}
+
+impl GrpcObjects {
+    /// Serves `api` over gRPC.
+    pub fn new(api: ObjectApi) -> Self {
+        Self { api }
+    }
+}
+
+/// The chunks after the header; a second header or a broken stream ends the upload with an
+/// error, which makes the backend discard everything received.
+fn upload_body(messages: Streaming<pb::PutRequest>) -> ByteStream {
+    Box::pin(messages.map(|message| match message {
+        Ok(pb::PutRequest { part: Some(Part::Chunk(chunk)) }) => Ok(Bytes::from(chunk)),
+        Ok(_) => Err(ExoError::invalid_argument(
+            "header",
+            "only the first message of an upload may carry the header",
+        )),
+        Err(status) => Err(ExoError::new(
+            ErrorReason::BackendUnavailable,
+            format!("upload interrupted: {}", status.message()),
+        )),
+    }))
+}
+
+#[tonic::async_trait]
+impl ObjectService for GrpcObjects {
+    type GetStream = Pin<Box<dyn Stream<Item = Result<pb::GetResponse, Status>> + Send>>;
+
+    async fn describe(
+        &self,
+        _: Request<pb::DescribeRequest>,
+    ) -> Result<Response<pb::DescribeResponse>, Status> {
+        Ok(Response::new(self.api.describe()))
+    }
+    async fn create_bucket(
+        &self,
+        req: Request<pb::CreateBucketRequest>,
+    ) -> Result<Response<pb::CreateBucketResponse>, Status> {
+        Ok(Response::new(self.api.create_bucket(req.into_inner()).await?))
+    }
+    async fn delete_bucket(
+        &self,
+        req: Request<pb::DeleteBucketRequest>,
+    ) -> Result<Response<pb::DeleteBucketResponse>, Status> {
+        Ok(Response::new(self.api.delete_bucket(req.into_inner()).await?))
+    }
+    async fn list_buckets(
+        &self,
+        _: Request<pb::ListBucketsRequest>,
+    ) -> Result<Response<pb::ListBucketsResponse>, Status> {
+        Ok(Response::new(self.api.list_buckets().await?))
+    }
+    async fn put(
+        &self,
+        req: Request<Streaming<pb::PutRequest>>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        let mut messages = req.into_inner();
+        let header = match messages.message().await? {
+            Some(pb::PutRequest { part: Some(Part::Header(header)) }) => header,
+            _ => {
+                return Err(ExoError::invalid_argument(
+                    "header",
+                    "the first message of an upload must carry the header",
+                )
+                .into());
+            }
+        };
+        Ok(Response::new(self.api.put(header, upload_body(messages)).await?))
+    }
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<Self::GetStream>, Status> {
+        let download = self.api.get(req.into_inner()).await?;
+        let header = pb::GetResponse { part: Some(pb::get_response::Part::Header(download.header)) };
+        let chunks = download.body.map(|chunk| {
+            chunk
+                .map(|bytes| pb::GetResponse { part: Some(pb::get_response::Part::Chunk(bytes.to_vec())) })
+                .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(stream::once(async { Ok(header) }).chain(chunks))))
+    }
+    async fn head(&self, req: Request<pb::HeadRequest>) -> Result<Response<pb::HeadResponse>, Status> {
+        Ok(Response::new(self.api.head(req.into_inner()).await?))
+    }
+    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        Ok(Response::new(self.api.delete(req.into_inner()).await?))
+    }
+    async fn delete_batch(
+        &self,
+        req: Request<pb::DeleteBatchRequest>,
+    ) -> Result<Response<pb::DeleteBatchResponse>, Status> {
+        Ok(Response::new(self.api.delete_batch(req.into_inner()).await?))
+    }
+    async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+        Ok(Response::new(self.api.list(req.into_inner()).await?))
+    }
+    async fn copy(&self, req: Request<pb::CopyRequest>) -> Result<Response<pb::CopyResponse>, Status> {
+        Ok(Response::new(self.api.copy(req.into_inner()).await?))
+    }
+    async fn presign(
+        &self,
+        req: Request<pb::PresignRequest>,
+    ) -> Result<Response<pb::PresignResponse>, Status> {
+        Ok(Response::new(self.api.presign(req.into_inner()).await?))
+    }
+}

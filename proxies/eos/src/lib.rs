@@ -1,0 +1,130 @@
+//! eos: the ExoFlow object-store proxy.
+//!
+//! `gRPC | HTTP` → [`api::ObjectApi`] (validation, limits, capabilities, paging) →
+//! [`layers::Layered`] (metrics, timeout) → one [`backend::ObjectStore`] from [`services`].
+//! Bodies stream end to end in bounded memory.
+
+pub mod api;
+pub mod backend;
+pub mod config;
+pub mod grpc;
+pub mod http;
+pub mod layers;
+pub mod listing;
+pub mod model;
+pub mod presign;
+pub mod services;
+
+use std::{future::Future, sync::Arc};
+
+use exo_proto::object::v1::object_service_server::ObjectServiceServer;
+use exo_proxy_core::{
+    ExoError, ExoResult,
+    config::ConfigError,
+    metrics::Metrics,
+    server::{ProxyServer, ReadyFn, ServeError},
+};
+use tokio::net::TcpListener;
+
+use crate::{
+    api::ObjectApi,
+    backend::ObjectStore,
+    config::{BackendConfig, EosConfig},
+    presign::LocalPresigner,
+    services::{fs::FsObjects, memory::MemoryObjects},
+};
+
+/// Why the proxy could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The backend could not be opened.
+    #[error("cannot open backend: {0}")]
+    Backend(#[from] ExoError),
+    /// The server failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// The presigner for a configuration whose URLs point at `base_url`.
+pub fn presigner(config: &EosConfig, base_url: &str) -> Result<Arc<LocalPresigner>, ConfigError> {
+    let secret = config.presign.secret.as_ref().map(|s| s.resolve()).transpose()?;
+    let base = config.presign.base_url.clone().unwrap_or_else(|| base_url.to_owned());
+    Ok(Arc::new(LocalPresigner::new(&base, secret)))
+}
+
+/// Opens the configured backend, without layers.
+pub fn open_backend(
+    config: &BackendConfig,
+    presigner: Arc<LocalPresigner>,
+) -> ExoResult<Arc<dyn ObjectStore>> {
+    Ok(match config {
+        BackendConfig::Memory { max_object_bytes } => {
+            Arc::new(MemoryObjects::new(*max_object_bytes, presigner))
+        }
+        BackendConfig::Fs { root } => Arc::new(FsObjects::open(root, presigner)?),
+    })
+}
+
+/// A configured eos proxy, ready to serve.
+pub struct EosProxy {
+    server: ProxyServer,
+    listener: TcpListener,
+}
+
+impl std::fmt::Debug for EosProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EosProxy").finish_non_exhaustive()
+    }
+}
+
+impl EosProxy {
+    /// Validates `config`, binds its listen address (presigned URLs need the real port), and
+    /// opens its backend.
+    pub async fn bind(config: &EosConfig) -> Result<Self, ProxyError> {
+        config.server.validate()?;
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|source| ServeError::Bind { addr: config.server.listen, source })?;
+        let base = format!("http://{}", listener.local_addr().map_err(ServeError::Io)?);
+        let presigner = presigner(config, &base)?;
+        let backend = open_backend(&config.backend, presigner.clone())?;
+        Ok(Self::with_backend(config, backend, presigner, listener))
+    }
+
+    /// Serves an already opened backend on `listener`.
+    pub fn with_backend(
+        config: &EosConfig,
+        backend: Arc<dyn ObjectStore>,
+        presigner: Arc<LocalPresigner>,
+        listener: TcpListener,
+    ) -> Self {
+        let metrics = Metrics::shared();
+        let backend: Arc<dyn ObjectStore> =
+            Arc::new(layers::Layered::new(backend, metrics.clone(), config.server.request_timeout));
+        let api = ObjectApi::new(backend.clone());
+        let grpc = ObjectServiceServer::new(grpc::GrpcObjects::new(api.clone()))
+            .max_decoding_message_size(config.server.max_request_bytes)
+            .max_encoding_message_size(usize::MAX);
+        let ready = ReadyFn(move || {
+            let backend = backend.clone();
+            async move { backend.ready().await }
+        });
+        let server = ProxyServer::new(config.server.clone(), metrics, Arc::new(ready))
+            .grpc_service(grpc)
+            .http_routes(http::routes(api, presigner));
+        Self { server, listener }
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ProxyError> {
+        Ok(self.server.serve(self.listener, shutdown).await?)
+    }
+}
