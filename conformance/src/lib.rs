@@ -6,6 +6,7 @@
 //! reported as `unsupported`: a declaration can lie in neither direction.
 
 pub mod kv_cases;
+pub mod object_cases;
 pub mod openapi_check;
 pub mod queue_cases;
 pub mod report;
@@ -16,7 +17,8 @@ pub use runner::{CaseResult, Outcome, Service, Target, run_suite};
 use std::{future::Future, pin::Pin};
 
 use exo_sdk::{
-    BackendDescription, KvBackendDescription, KvCapability, KvClient, QueueCapability, QueueClient,
+    BackendDescription, KvBackendDescription, KvCapability, KvClient, ObjectBackendDescription, ObjectCapability,
+    ObjectClient, QueueCapability, QueueClient,
 };
 
 /// What a case returns: `Err` explains the failure.
@@ -50,6 +52,35 @@ impl<C, K: Copy> Copy for Case<C, K> {}
 pub type QueueCase = Case<QueueCtx, QueueCapability>;
 /// A key-value case.
 pub type KvCase = Case<KvCtx, KvCapability>;
+/// An object case.
+pub type ObjectCase = Case<ObjectCtx, ObjectCapability>;
+
+/// What an object case gets.
+#[derive(Debug, Clone)]
+pub struct ObjectCtx {
+    /// SDK client of the proxy under test (no retries).
+    pub client: ObjectClient,
+    /// What the backend declared.
+    pub backend: ObjectBackendDescription,
+    /// Base URL of the proxy's HTTP side.
+    pub http_base: String,
+    /// Unique per case.
+    pub prefix: String,
+}
+
+impl ObjectCtx {
+    /// A bucket name unique to this case.
+    pub fn name(&self, suffix: &str) -> String {
+        format!("{}-{suffix}", self.prefix)
+    }
+
+    /// Creates a bucket and returns its name.
+    pub async fn bucket(&self, suffix: &str) -> Result<String, String> {
+        let name = self.name(suffix);
+        self.client.create_bucket(&name).await.map_err(|e| format!("create_bucket({name}) failed: {e}"))?;
+        Ok(name)
+    }
+}
 
 /// What a queue case gets.
 #[derive(Debug, Clone)]

@@ -11,13 +11,14 @@ use std::{
 
 use ekv::{EkvProxy, backend::KeyValue, config::EkvConfig};
 use eqs::{EqsProxy, backend::Queue, config::EqsConfig};
-use exo_sdk::{KvClient, QueueClient, RetryPolicy};
+use eos::{EosProxy, config::EosConfig};
+use exo_sdk::{KvClient, ObjectClient, QueueClient, RetryPolicy};
 use futures::{StreamExt as _, stream};
 use rand::Rng as _;
 use serde::Serialize;
 use tokio::{net::TcpListener, sync::oneshot};
 
-use crate::{Case, CaseFuture, KvCtx, QueueCtx, kv_cases, queue_cases};
+use crate::{Case, CaseFuture, KvCtx, ObjectCtx, QueueCtx, kv_cases, object_cases, queue_cases};
 
 /// Longest a single case may run.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -56,6 +57,8 @@ pub enum Service {
     Queue,
     /// ekv.
     Kv,
+    /// eos.
+    Object,
 }
 
 impl Service {
@@ -64,6 +67,7 @@ impl Service {
         match self {
             Service::Queue => "queue",
             Service::Kv => "kv",
+            Service::Object => "object",
         }
     }
 }
@@ -77,6 +81,8 @@ pub enum Target {
     Queue(EqsConfig, Option<Arc<dyn Queue>>),
     /// An ekv proxy started in-process.
     Kv(EkvConfig, Option<Arc<dyn KeyValue>>),
+    /// An eos proxy started in-process.
+    Object(EosConfig),
 }
 
 /// A proxy started for the run.
@@ -154,6 +160,18 @@ async fn start(target: Target) -> anyhow::Result<(Service, String, Option<InProc
             .await?;
             Ok((Service::Kv, server.url.clone(), Some(server)))
         }
+        Target::Object(mut config) => {
+            ephemeral(&mut config.server)?;
+            let proxy = EosProxy::bind(&config).await?;
+            let url = format!("http://{}", proxy.local_addr()?);
+            let (stop, stopped) = oneshot::channel::<()>();
+            let task = tokio::spawn(async move {
+                if let Err(err) = proxy.serve(async move { let _ = stopped.await; }).await {
+                    eprintln!("in-process proxy failed: {err}");
+                }
+            });
+            Ok((Service::Object, url.clone(), Some(InProcess { url, stop, task })))
+        }
     }
 }
 
@@ -213,6 +231,22 @@ pub async fn run_suite(
                 |cap| declared.contains(&(cap as i32)),
                 |ctx, cap| Box::pin(async move { kv_cases::probe_unsupported(&ctx, cap).await }),
             )
+            .await;
+            (backend.backend.clone(), results)
+        }
+        Service::Object => {
+            let client = ObjectClient::connect(&url)?.with_retry(RetryPolicy::none());
+            let backend = client.describe().await.map_err(|e| anyhow::anyhow!("cannot describe eos at {url}: {e}"))?;
+            let declared = backend.capabilities.clone();
+            let ctx = |index: usize| ObjectCtx {
+                client: client.clone(),
+                backend: backend.clone(),
+                http_base: url.clone(),
+                prefix: format!("cf{id}-{index}"),
+            };
+            let results = run_cases(object_cases::object_cases(), filter, parallel, ctx, |cap| declared.contains(&(cap as i32)), |ctx, cap| {
+                Box::pin(async move { object_cases::probe_unsupported(&ctx, cap).await })
+            })
             .await;
             (backend.backend.clone(), results)
         }
@@ -290,6 +324,12 @@ pub trait AsStrName {
 impl AsStrName for exo_sdk::QueueCapability {
     fn as_str_name(&self) -> &'static str {
         exo_sdk::QueueCapability::as_str_name(self)
+    }
+}
+
+impl AsStrName for exo_sdk::ObjectCapability {
+    fn as_str_name(&self) -> &'static str {
+        exo_sdk::ObjectCapability::as_str_name(self)
     }
 }
 

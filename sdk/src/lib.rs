@@ -1,4 +1,4 @@
-//! `exo-sdk`: typed Rust clients for ExoFlow proxies: [`QueueClient`] (eqs), [`KvClient`] (ekv).
+//! `exo-sdk`: typed Rust clients for ExoFlow proxies: [`QueueClient`] (eqs), [`ObjectClient`] (eos), [`KvClient`] (ekv).
 //!
 //! App code talks to a sidecar proxy on loopback and never to a cloud SDK, so the same code runs
 //! on any backend the proxy is configured with.
@@ -22,6 +22,7 @@
 
 mod error;
 mod kv;
+mod object;
 mod queue;
 mod retry;
 
@@ -33,6 +34,10 @@ pub use kv::{
 pub use queue::{
     BackendDescription, DEFAULT_EQS_ENDPOINT, EQS_ENDPOINT_ENV, Message, Outgoing, QueueCapability,
     QueueClient, QueueInfo, QueueOptions, Receive,
+};
+pub use object::{
+    ByteRange, DEFAULT_EOS_ENDPOINT, EOS_ENDPOINT_ENV, GetHeader, GetOptions, ObjectBackendDescription, ObjectCapability,
+    ObjectClient, ObjectInfo, PutOptions, UPLOAD_CHUNK, WriteIf,
 };
 pub use retry::RetryPolicy;
 /// gRPC status codes, as found in [`Error::code`].

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use exo_conformance::{
-    Service, Target, kv_cases, queue_cases,
+    Service, Target, kv_cases, object_cases, queue_cases,
     report::{self, Totals},
     run_suite,
     runner::default_report_dir,
@@ -30,7 +30,7 @@ enum Command {
     /// Run the cases.
     Run {
         /// Start a proxy in-process with this backend, for every service that has it
-        /// (memory: queue and kv; embedded: queue and kv).
+        /// (memory: queue, object and kv; embedded: queue and kv; fs: object).
         #[arg(long, conflicts_with = "endpoint")]
         backend: Option<String>,
         /// Backend settings: a proxy config file of `--service` (its `backend:` section is used).
@@ -54,7 +54,7 @@ enum Command {
     },
 }
 
-const SERVICES: [Service; 2] = [Service::Queue, Service::Kv];
+const SERVICES: [Service; 3] = [Service::Queue, Service::Object, Service::Kv];
 
 fn targets(
     backend: Option<String>,
@@ -75,6 +75,7 @@ fn targets(
         return Ok(vec![match service.unwrap_or(Service::Queue) {
             Service::Queue => Target::Queue(load_yaml(&path)?, None),
             Service::Kv => Target::Kv(load_yaml(&path)?, None),
+            Service::Object => Target::Object(load_yaml(&path)?),
         }]);
     }
     let Some(kind) = backend else {
@@ -86,6 +87,11 @@ fn targets(
     {
         found.push(Target::Queue(eqs::config::EqsConfig { backend, ..Default::default() }, None));
     }
+    if wanted(Service::Object)
+        && let Ok(backend) = eos::config::BackendConfig::named(&kind, Some(scratch.join("objects")))
+    {
+        found.push(Target::Object(eos::config::EosConfig { backend, ..Default::default() }));
+    }
     if wanted(Service::Kv)
         && let Ok(backend) = ekv::config::BackendConfig::named(&kind, Some(scratch.join("ekv.db")))
     {
@@ -93,7 +99,7 @@ fn targets(
     }
     if found.is_empty() {
         anyhow::bail!(
-            "no service has a backend named '{kind}' (queue: memory, embedded; kv: memory, embedded)"
+            "no service has a backend named '{kind}' (queue: memory, embedded; object: memory, fs; kv: memory, embedded)"
         );
     }
     Ok(found)
@@ -108,6 +114,12 @@ async fn main() -> anyhow::Result<()> {
                 for case in queue_cases::queue_cases() {
                     let needs =
                         case.needs.map(|c| format!(" [needs {}]", c.as_str_name())).unwrap_or_default();
+                    println!("{:<34} {}{needs}", case.name, case.description);
+                }
+            }
+            if wanted(Service::Object) {
+                for case in object_cases::object_cases() {
+                    let needs = case.needs.map(|c| format!(" [needs {}]", c.as_str_name())).unwrap_or_default();
                     println!("{:<34} {}{needs}", case.name, case.description);
                 }
             }
@@ -130,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
                     Target::Endpoint(s, _) => *s,
                     Target::Queue(..) => Service::Queue,
                     Target::Kv(..) => Service::Kv,
+                    Target::Object(..) => Service::Object,
                 };
                 let (backend, results) = match run_suite(target, &filter, parallel).await {
                     Ok(done) => done,
