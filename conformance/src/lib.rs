@@ -17,8 +17,8 @@ pub use runner::{CaseResult, Outcome, Service, Target, run_suite};
 use std::{future::Future, pin::Pin};
 
 use exo_sdk::{
-    BackendDescription, KvBackendDescription, KvCapability, KvClient, ObjectBackendDescription, ObjectCapability,
-    ObjectClient, QueueCapability, QueueClient,
+    BackendDescription, KvBackendDescription, KvCapability, KvClient, ObjectBackendDescription,
+    ObjectCapability, ObjectClient, QueueCapability, QueueClient,
 };
 
 /// What a case returns: `Err` explains the failure.

@@ -17,51 +17,246 @@ macro_rules! case {
 pub fn object_cases() -> Vec<Case> {
     vec![
         case!("object.describe", None, "Describe names the backend and gives usable limits", describe),
-        case!("bucket.create_idempotent", None, "Creating a bucket twice succeeds; the second reports created=false", bucket_idempotent),
-        case!("bucket.invalid_names", None, "Bucket names outside the portable rules fail with INVALID_NAME and create nothing", bucket_invalid_names),
-        case!("bucket.not_found", None, "Every call on a missing bucket fails with BUCKET_NOT_FOUND", bucket_not_found),
-        case!("bucket.delete_non_empty", None, "Deleting a bucket with objects fails with NOT_EMPTY; once empty it deletes", bucket_delete_non_empty),
+        case!(
+            "bucket.create_idempotent",
+            None,
+            "Creating a bucket twice succeeds; the second reports created=false",
+            bucket_idempotent
+        ),
+        case!(
+            "bucket.invalid_names",
+            None,
+            "Bucket names outside the portable rules fail with INVALID_NAME and create nothing",
+            bucket_invalid_names
+        ),
+        case!(
+            "bucket.not_found",
+            None,
+            "Every call on a missing bucket fails with BUCKET_NOT_FOUND",
+            bucket_not_found
+        ),
+        case!(
+            "bucket.delete_non_empty",
+            None,
+            "Deleting a bucket with objects fails with NOT_EMPTY; once empty it deletes",
+            bucket_delete_non_empty
+        ),
         case!("object.round_trip", None, "Bytes, content type and metadata come back exactly", round_trip),
         case!("object.empty", None, "An empty object is stored and read back as empty", empty_object),
-        case!("object.every_byte", None, "Every byte value survives, in one chunk and across chunk boundaries", every_byte),
-        case!("object.multi_chunk", None, "A 5 MiB object streamed in many chunks comes back identical", multi_chunk),
-        case!("object.overwrite", None, "A put replaces the object whole: new bytes, new ETag, old metadata gone", overwrite),
-        case!("object.head", None, "Head reports size, ETag, content type and metadata without the bytes", head),
-        case!("object.not_found", None, "Get and Head of a missing key fail with OBJECT_NOT_FOUND", object_not_found),
+        case!(
+            "object.every_byte",
+            None,
+            "Every byte value survives, in one chunk and across chunk boundaries",
+            every_byte
+        ),
+        case!(
+            "object.multi_chunk",
+            None,
+            "A 5 MiB object streamed in many chunks comes back identical",
+            multi_chunk
+        ),
+        case!(
+            "object.overwrite",
+            None,
+            "A put replaces the object whole: new bytes, new ETag, old metadata gone",
+            overwrite
+        ),
+        case!(
+            "object.head",
+            None,
+            "Head reports size, ETag, content type and metadata without the bytes",
+            head
+        ),
+        case!(
+            "object.not_found",
+            None,
+            "Get and Head of a missing key fail with OBJECT_NOT_FOUND",
+            object_not_found
+        ),
         case!("object.delete", None, "Delete removes the object", delete),
-        case!("object.delete_idempotent", Some(Cap::IdempotentDelete), "Deleting a missing key succeeds", delete_idempotent),
-        case!("object.delete_if_match", Some(Cap::ConditionalReplace), "A delete with a stale ETag fails and keeps the object; the current ETag deletes", delete_if_match),
-        case!("object.create_only", Some(Cap::ConditionalCreate), "create-only stores once; a second fails with CONDITION_FAILED and changes nothing", create_only),
-        case!("object.if_match_write", Some(Cap::ConditionalReplace), "if-match replaces at the current ETag and fails at a stale one, changing nothing", if_match_write),
-        case!("object.if_match_missing", Some(Cap::ConditionalReplace), "if-match on a missing key fails and creates nothing", if_match_missing),
-        case!("range.from_offset", Some(Cap::RangeRead), "A range from an offset returns the tail", range_from),
-        case!("range.middle", Some(Cap::RangeRead), "A middle range returns exactly those bytes", range_middle),
-        case!("range.suffix", Some(Cap::RangeRead), "A suffix range returns the last n bytes (all if n exceeds the size)", range_suffix),
-        case!("range.zero_length", Some(Cap::RangeRead), "Empty ranges (start = end, or from the end) return no bytes", range_zero),
-        case!("range.invalid", Some(Cap::RangeRead), "A range past the end is RANGE_NOT_SATISFIABLE; an inverted one INVALID_ARGUMENT", range_invalid),
-        case!("get.conditional", None, "Get with if-none-match at the ETag is NOT_MODIFIED; with a wrong if-match CONDITION_FAILED", get_conditional),
+        case!(
+            "object.delete_idempotent",
+            Some(Cap::IdempotentDelete),
+            "Deleting a missing key succeeds",
+            delete_idempotent
+        ),
+        case!(
+            "object.delete_if_match",
+            Some(Cap::ConditionalReplace),
+            "A delete with a stale ETag fails and keeps the object; the current ETag deletes",
+            delete_if_match
+        ),
+        case!(
+            "object.create_only",
+            Some(Cap::ConditionalCreate),
+            "create-only stores once; a second fails with CONDITION_FAILED and changes nothing",
+            create_only
+        ),
+        case!(
+            "object.if_match_write",
+            Some(Cap::ConditionalReplace),
+            "if-match replaces at the current ETag and fails at a stale one, changing nothing",
+            if_match_write
+        ),
+        case!(
+            "object.if_match_missing",
+            Some(Cap::ConditionalReplace),
+            "if-match on a missing key fails and creates nothing",
+            if_match_missing
+        ),
+        case!(
+            "range.from_offset",
+            Some(Cap::RangeRead),
+            "A range from an offset returns the tail",
+            range_from
+        ),
+        case!(
+            "range.middle",
+            Some(Cap::RangeRead),
+            "A middle range returns exactly those bytes",
+            range_middle
+        ),
+        case!(
+            "range.suffix",
+            Some(Cap::RangeRead),
+            "A suffix range returns the last n bytes (all if n exceeds the size)",
+            range_suffix
+        ),
+        case!(
+            "range.zero_length",
+            Some(Cap::RangeRead),
+            "Empty ranges (start = end, or from the end) return no bytes",
+            range_zero
+        ),
+        case!(
+            "range.invalid",
+            Some(Cap::RangeRead),
+            "A range past the end is RANGE_NOT_SATISFIABLE; an inverted one INVALID_ARGUMENT",
+            range_invalid
+        ),
+        case!(
+            "get.conditional",
+            None,
+            "Get with if-none-match at the ETag is NOT_MODIFIED; with a wrong if-match CONDITION_FAILED",
+            get_conditional
+        ),
         case!("list.prefix", None, "List filters by prefix in key order", list_prefix),
         case!("list.delimiter", None, "A delimiter groups keys into common prefixes", list_delimiter),
         case!("list.paging", None, "Small pages cover everything without gaps or repeats", list_paging),
-        case!("list.consistent_paging", None, "Keys inserted or deleted between pages never cause repeats; untouched keys are never skipped", list_consistent),
-        case!("copy.independent", Some(Cap::Copy), "A copy has the same bytes and attributes, and changing one never changes the other", copy_independent),
-        case!("copy.missing_source", Some(Cap::Copy), "Copying a missing source fails with OBJECT_NOT_FOUND and creates nothing", copy_missing),
-        case!("copy.create_only", Some(Cap::Copy), "A create-only copy onto an existing key fails and keeps it", copy_create_only),
-        case!("presign.get", Some(Cap::Presign), "A presigned GET URL downloads the object with no other credentials", presign_get),
-        case!("presign.put", Some(Cap::Presign), "A presigned PUT URL uploads the object with no other credentials", presign_put),
-        case!("presign.tampered", Some(Cap::Presign), "A presigned URL with any part altered is refused", presign_tampered),
-        case!("presign.expired", Some(Cap::Presign), "A presigned URL stops working when it expires", presign_expired),
-        case!("delete_batch.per_key", None, "DeleteBatch reports each key; a bad key fails alone", delete_batch),
-        case!("keys.special", None, "Keys with .., absolute paths, %2F, backslashes, unicode, 1024 bytes or store-like names round-trip and list exactly", special_keys),
-        case!("keys.invalid", None, "Empty, oversize, NUL or control-character keys fail with INVALID_ARGUMENT and write nothing", invalid_keys),
-        case!("metadata.invalid", None, "Bad metadata names or values, case-insensitive duplicates, or too much metadata fail and write nothing", invalid_metadata),
-        case!("upload.length_mismatch", None, "An upload whose bytes differ from its announced length fails and keeps the previous object", length_mismatch),
-        case!("upload.cancelled", None, "An upload cancelled midway leaves nothing visible and keeps the previous object", upload_cancelled),
-        case!("object.cas_race", Some(Cap::ConditionalReplace), "5 workers doing 10 if-match increments each end at exactly 50", cas_race),
-        case!("http.object_round_trip", None, "HTTP PUT with headers, GET with Range (206), HEAD, and gRPC see the same object", http_round_trip),
-        case!("http.object_conditionals", None, "HTTP If-None-Match: * on an existing key is 412 problem+json; GET If-None-Match at the ETag is an empty 304", http_conditionals),
-        case!("http.object_bad_metadata", None, "A non-ASCII metadata header is 400 and writes nothing", http_bad_metadata),
-        case!("http.object_openapi_routes", None, "Every object route in the OpenAPI document is served", http_openapi_routes),
+        case!(
+            "list.consistent_paging",
+            None,
+            "Keys inserted or deleted between pages never cause repeats; untouched keys are never skipped",
+            list_consistent
+        ),
+        case!(
+            "copy.independent",
+            Some(Cap::Copy),
+            "A copy has the same bytes and attributes, and changing one never changes the other",
+            copy_independent
+        ),
+        case!(
+            "copy.missing_source",
+            Some(Cap::Copy),
+            "Copying a missing source fails with OBJECT_NOT_FOUND and creates nothing",
+            copy_missing
+        ),
+        case!(
+            "copy.create_only",
+            Some(Cap::Copy),
+            "A create-only copy onto an existing key fails and keeps it",
+            copy_create_only
+        ),
+        case!(
+            "presign.get",
+            Some(Cap::Presign),
+            "A presigned GET URL downloads the object with no other credentials",
+            presign_get
+        ),
+        case!(
+            "presign.put",
+            Some(Cap::Presign),
+            "A presigned PUT URL uploads the object with no other credentials",
+            presign_put
+        ),
+        case!(
+            "presign.tampered",
+            Some(Cap::Presign),
+            "A presigned URL with any part altered is refused",
+            presign_tampered
+        ),
+        case!(
+            "presign.expired",
+            Some(Cap::Presign),
+            "A presigned URL stops working when it expires",
+            presign_expired
+        ),
+        case!(
+            "delete_batch.per_key",
+            None,
+            "DeleteBatch reports each key; a bad key fails alone",
+            delete_batch
+        ),
+        case!(
+            "keys.special",
+            None,
+            "Keys with .., absolute paths, %2F, backslashes, unicode, 1024 bytes or store-like names round-trip and list exactly",
+            special_keys
+        ),
+        case!(
+            "keys.invalid",
+            None,
+            "Empty, oversize, NUL or control-character keys fail with INVALID_ARGUMENT and write nothing",
+            invalid_keys
+        ),
+        case!(
+            "metadata.invalid",
+            None,
+            "Bad metadata names or values, case-insensitive duplicates, or too much metadata fail and write nothing",
+            invalid_metadata
+        ),
+        case!(
+            "upload.length_mismatch",
+            None,
+            "An upload whose bytes differ from its announced length fails and keeps the previous object",
+            length_mismatch
+        ),
+        case!(
+            "upload.cancelled",
+            None,
+            "An upload cancelled midway leaves nothing visible and keeps the previous object",
+            upload_cancelled
+        ),
+        case!(
+            "object.cas_race",
+            Some(Cap::ConditionalReplace),
+            "5 workers doing 10 if-match increments each end at exactly 50",
+            cas_race
+        ),
+        case!(
+            "http.object_round_trip",
+            None,
+            "HTTP PUT with headers, GET with Range (206), HEAD, and gRPC see the same object",
+            http_round_trip
+        ),
+        case!(
+            "http.object_conditionals",
+            None,
+            "HTTP If-None-Match: * on an existing key is 412 problem+json; GET If-None-Match at the ETag is an empty 304",
+            http_conditionals
+        ),
+        case!(
+            "http.object_bad_metadata",
+            None,
+            "A non-ASCII metadata header is 400 and writes nothing",
+            http_bad_metadata
+        ),
+        case!(
+            "http.object_openapi_routes",
+            None,
+            "Every object route in the OpenAPI document is served",
+            http_openapi_routes
+        ),
     ]
 }
 
@@ -71,23 +266,37 @@ pub async fn probe_unsupported(ctx: &Ctx, capability: Cap) -> Result<(), String>
     let c = &ctx.client;
     ok(c.put_bytes(&b, "k", "v", PutOptions::default()).await, "put")?;
     let result = match capability {
-        Cap::ConditionalCreate => c.put_bytes(&b, "k2", "v", PutOptions { condition: WriteIf::Absent, ..Default::default() }).await.map(|_| ()),
+        Cap::ConditionalCreate => c
+            .put_bytes(&b, "k2", "v", PutOptions { condition: WriteIf::Absent, ..Default::default() })
+            .await
+            .map(|_| ()),
         Cap::ConditionalReplace => c.delete(&b, "k", Some("x")).await,
         Cap::Presign => c.presign(&b, "k", false, Duration::from_secs(60)).await.map(|_| ()),
         Cap::Copy => c.copy(&b, "k", &b, "k3", WriteIf::Always).await.map(|_| ()),
-        Cap::RangeRead => c.get_bytes(&b, "k", GetOptions { range: Some(ByteRange::From(0)), ..Default::default() }).await.map(|_| ()),
+        Cap::RangeRead => c
+            .get_bytes(&b, "k", GetOptions { range: Some(ByteRange::From(0)), ..Default::default() })
+            .await
+            .map(|_| ()),
         Cap::IdempotentDelete => {
             return match c.delete(&b, "missing", None).await {
                 Err(err) if err.reason == Reason::ObjectNotFound => Ok(()),
-                other => Err(format!("IDEMPOTENT_DELETE is not declared, so deleting a missing key must fail with OBJECT_NOT_FOUND; got {other:?}")),
+                other => Err(format!(
+                    "IDEMPOTENT_DELETE is not declared, so deleting a missing key must fail with OBJECT_NOT_FOUND; got {other:?}"
+                )),
             };
         }
         Cap::Unspecified => return Err("no probe for UNSPECIFIED".into()),
     };
     match result {
         Err(err) if err.reason == Reason::Unsupported => Ok(()),
-        Err(err) => Err(format!("{} is not declared, so its call must fail with UNSUPPORTED; got {err}", capability.as_str_name())),
-        Ok(()) => Err(format!("{} is not declared, yet its call succeeded: the declaration lies", capability.as_str_name())),
+        Err(err) => Err(format!(
+            "{} is not declared, so its call must fail with UNSUPPORTED; got {err}",
+            capability.as_str_name()
+        )),
+        Ok(()) => Err(format!(
+            "{} is not declared, yet its call succeeded: the declaration lies",
+            capability.as_str_name()
+        )),
     }
 }
 
@@ -95,7 +304,11 @@ fn ok<T>(result: Result<T, Error>, what: &str) -> Result<T, String> {
     result.map_err(|err| format!("{what} failed: {err}"))
 }
 
-fn expect_reason<T: std::fmt::Debug>(result: Result<T, Error>, reason: Reason, what: &str) -> Result<Error, String> {
+fn expect_reason<T: std::fmt::Debug>(
+    result: Result<T, Error>,
+    reason: Reason,
+    what: &str,
+) -> Result<Error, String> {
     match result {
         Ok(value) => Err(format!("{what}: expected {}, got success {value:?}", reason.as_str_name())),
         Err(err) if err.reason == reason => Ok(err),
@@ -115,8 +328,16 @@ async fn read(ctx: &Ctx, b: &str, k: &str) -> Result<Vec<u8>, String> {
     Ok(ok(ctx.client.get_bytes(b, k, GetOptions::default()).await, &format!("get {k:?}"))?.1)
 }
 
-async fn read_range(ctx: &Ctx, b: &str, k: &str, range: ByteRange) -> Result<(exo_sdk::GetHeader, Vec<u8>), String> {
-    ok(ctx.client.get_bytes(b, k, GetOptions { range: Some(range), ..Default::default() }).await, &format!("get {range:?}"))
+async fn read_range(
+    ctx: &Ctx,
+    b: &str,
+    k: &str,
+    range: ByteRange,
+) -> Result<(exo_sdk::GetHeader, Vec<u8>), String> {
+    ok(
+        ctx.client.get_bytes(b, k, GetOptions { range: Some(range), ..Default::default() }).await,
+        &format!("get {range:?}"),
+    )
 }
 
 async fn keys(ctx: &Ctx, b: &str) -> Result<Vec<String>, String> {
@@ -134,7 +355,10 @@ async fn describe(ctx: Ctx) -> CaseOutcome {
 async fn bucket_idempotent(ctx: Ctx) -> CaseOutcome {
     let name = ctx.name("idem");
     check!(ok(ctx.client.create_bucket(&name).await, "create")?, "first create must report created=true");
-    check!(!ok(ctx.client.create_bucket(&name).await, "create again")?, "second create must report created=false");
+    check!(
+        !ok(ctx.client.create_bucket(&name).await, "create again")?,
+        "second create must report created=false"
+    );
     check!(ok(ctx.client.list_buckets().await, "list")?.contains(&name), "bucket not listed");
     Ok(())
 }
@@ -144,7 +368,10 @@ async fn bucket_invalid_names(ctx: Ctx) -> CaseOutcome {
         expect_reason(ctx.client.create_bucket(bad).await, Reason::InvalidName, bad)?;
     }
     let buckets = ok(ctx.client.list_buckets().await, "list")?;
-    check!(!buckets.iter().any(|b| b.contains('_') || b.contains('.') || b.len() < 3), "an invalid bucket was created: {buckets:?}");
+    check!(
+        !buckets.iter().any(|b| b.contains('_') || b.contains('.') || b.len() < 3),
+        "an invalid bucket was created: {buckets:?}"
+    );
     Ok(())
 }
 
@@ -164,7 +391,11 @@ async fn bucket_delete_non_empty(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("nonempty").await?;
     put(&ctx, &b, "k", "v").await?;
     let err = expect_reason(ctx.client.delete_bucket(&b).await, Reason::NotEmpty, "delete non-empty bucket")?;
-    check!(err.code == exo_sdk::Code::FailedPrecondition, "NOT_EMPTY must be FAILED_PRECONDITION, got {:?}", err.code);
+    check!(
+        err.code == exo_sdk::Code::FailedPrecondition,
+        "NOT_EMPTY must be FAILED_PRECONDITION, got {:?}",
+        err.code
+    );
     check!(read(&ctx, &b, "k").await? == b"v", "the object was harmed");
     ok(ctx.client.delete(&b, "k", None).await, "delete object")?;
     ok(ctx.client.delete_bucket(&b).await, "delete empty bucket")?;
@@ -174,8 +405,10 @@ async fn bucket_delete_non_empty(ctx: Ctx) -> CaseOutcome {
 
 async fn round_trip(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("rt").await?;
-    let metadata: HashMap<String, String> = [("owner".to_owned(), "team-a".to_owned()), ("trace_id".to_owned(), "abc 123".to_owned())].into();
-    let options = PutOptions { content_type: "image/png".into(), metadata: metadata.clone(), ..Default::default() };
+    let metadata: HashMap<String, String> =
+        [("owner".to_owned(), "team-a".to_owned()), ("trace_id".to_owned(), "abc 123".to_owned())].into();
+    let options =
+        PutOptions { content_type: "image/png".into(), metadata: metadata.clone(), ..Default::default() };
     let data = pattern(1000);
     let info = ok(ctx.client.put_bytes(&b, "pic.png", data.clone(), options).await, "put")?;
     check!(info.size == 1000 && !info.etag.is_empty(), "put returned {info:?}");
@@ -193,7 +426,10 @@ async fn empty_object(ctx: Ctx) -> CaseOutcome {
     let info = put(&ctx, &b, "nothing", Bytes::new()).await?;
     check!(info.size == 0, "size {}", info.size);
     check!(read(&ctx, &b, "nothing").await?.is_empty(), "empty object has bytes");
-    check!(ok(ctx.client.head(&b, "nothing").await, "head")?.content_type == "application/octet-stream", "default content type missing");
+    check!(
+        ok(ctx.client.head(&b, "nothing").await, "head")?.content_type == "application/octet-stream",
+        "default content type missing"
+    );
     Ok(())
 }
 
@@ -222,7 +458,10 @@ async fn multi_chunk(ctx: Ctx) -> CaseOutcome {
         at = end;
         size = (size * 3 + 7) % 300_000 + 1;
     }
-    ok(ctx.client.put_stream(&b, "big", futures::stream::iter(chunks), PutOptions::default()).await, "streamed put")?;
+    ok(
+        ctx.client.put_stream(&b, "big", futures::stream::iter(chunks), PutOptions::default()).await,
+        "streamed put",
+    )?;
     let got = read(&ctx, &b, "big").await?;
     check!(got.len() == data.len(), "size {} instead of {}", got.len(), data.len());
     check!(got == data, "bytes differ");
@@ -231,10 +470,17 @@ async fn multi_chunk(ctx: Ctx) -> CaseOutcome {
 
 async fn overwrite(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("over").await?;
-    let first = ok(ctx.client.put_bytes(&b, "k", "first version", PutOptions {
-        metadata: [("old".to_owned(), "1".to_owned())].into(),
-        ..Default::default()
-    }).await, "put")?;
+    let first = ok(
+        ctx.client
+            .put_bytes(
+                &b,
+                "k",
+                "first version",
+                PutOptions { metadata: [("old".to_owned(), "1".to_owned())].into(), ..Default::default() },
+            )
+            .await,
+        "put",
+    )?;
     let second = put(&ctx, &b, "k", "2nd").await?;
     check!(first.etag != second.etag, "ETag did not change on overwrite");
     check!(read(&ctx, &b, "k").await? == b"2nd", "overwrite did not replace the bytes");
@@ -245,17 +491,37 @@ async fn overwrite(ctx: Ctx) -> CaseOutcome {
 
 async fn head(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("head").await?;
-    let put_info = ok(ctx.client.put_bytes(&b, "k", pattern(12345), PutOptions { content_type: "text/plain".into(), ..Default::default() }).await, "put")?;
+    let put_info = ok(
+        ctx.client
+            .put_bytes(
+                &b,
+                "k",
+                pattern(12345),
+                PutOptions { content_type: "text/plain".into(), ..Default::default() },
+            )
+            .await,
+        "put",
+    )?;
     let info = ok(ctx.client.head(&b, "k").await, "head")?;
-    check!(info.size == 12345 && info.etag == put_info.etag && info.content_type == "text/plain", "head: {info:?}");
+    check!(
+        info.size == 12345 && info.etag == put_info.etag && info.content_type == "text/plain",
+        "head: {info:?}"
+    );
     check!(info.last_modified_ms > 0 && info.key == "k" && info.bucket == b, "head: {info:?}");
     Ok(())
 }
 
 async fn object_not_found(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("nf").await?;
-    let err = expect_reason(ctx.client.get_bytes(&b, "nope", GetOptions::default()).await, Reason::ObjectNotFound, "get")?;
-    check!(err.is_not_found() && !err.retryable, "OBJECT_NOT_FOUND must be NOT_FOUND, not retryable: {err:?}");
+    let err = expect_reason(
+        ctx.client.get_bytes(&b, "nope", GetOptions::default()).await,
+        Reason::ObjectNotFound,
+        "get",
+    )?;
+    check!(
+        err.is_not_found() && !err.retryable,
+        "OBJECT_NOT_FOUND must be NOT_FOUND, not retryable: {err:?}"
+    );
     expect_reason(ctx.client.head(&b, "nope").await, Reason::ObjectNotFound, "head")?;
     Ok(())
 }
@@ -281,11 +547,19 @@ async fn delete_if_match(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("delmatch").await?;
     let old = put(&ctx, &b, "k", "1").await?;
     let current = put(&ctx, &b, "k", "2").await?;
-    expect_reason(ctx.client.delete(&b, "k", Some(&old.etag)).await, Reason::ConditionFailed, "delete with stale ETag")?;
+    expect_reason(
+        ctx.client.delete(&b, "k", Some(&old.etag)).await,
+        Reason::ConditionFailed,
+        "delete with stale ETag",
+    )?;
     check!(read(&ctx, &b, "k").await? == b"2", "a failed conditional delete removed the object");
     ok(ctx.client.delete(&b, "k", Some(&current.etag)).await, "delete with current ETag")?;
     expect_reason(ctx.client.head(&b, "k").await, Reason::ObjectNotFound, "head")?;
-    expect_reason(ctx.client.delete(&b, "k", Some(&current.etag)).await, Reason::ConditionFailed, "conditional delete of a missing key")?;
+    expect_reason(
+        ctx.client.delete(&b, "k", Some(&current.etag)).await,
+        Reason::ConditionFailed,
+        "conditional delete of a missing key",
+    )?;
     Ok(())
 }
 
@@ -293,35 +567,73 @@ async fn create_only(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("create").await?;
     let absent = PutOptions { condition: WriteIf::Absent, ..Default::default() };
     let first = ok(ctx.client.put_bytes(&b, "k", "first", absent.clone()).await, "first create")?;
-    let err = expect_reason(ctx.client.put_bytes(&b, "k", "second", absent).await, Reason::ConditionFailed, "second create")?;
+    let err = expect_reason(
+        ctx.client.put_bytes(&b, "k", "second", absent).await,
+        Reason::ConditionFailed,
+        "second create",
+    )?;
     check!(err.code == exo_sdk::Code::FailedPrecondition, "CONDITION_FAILED must be FAILED_PRECONDITION");
     check!(read(&ctx, &b, "k").await? == b"first", "a failed create changed the bytes");
-    check!(ok(ctx.client.head(&b, "k").await, "head")?.etag == first.etag, "a failed create changed the ETag");
+    check!(
+        ok(ctx.client.head(&b, "k").await, "head")?.etag == first.etag,
+        "a failed create changed the ETag"
+    );
     Ok(())
 }
 
 async fn if_match_write(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("ifmatch").await?;
     let v1 = put(&ctx, &b, "k", "1").await?;
-    let v2 = ok(ctx.client.put_bytes(&b, "k", "2", PutOptions { condition: WriteIf::Matches(v1.etag.clone()), ..Default::default() }).await, "if-match at current")?;
+    let v2 = ok(
+        ctx.client
+            .put_bytes(
+                &b,
+                "k",
+                "2",
+                PutOptions { condition: WriteIf::Matches(v1.etag.clone()), ..Default::default() },
+            )
+            .await,
+        "if-match at current",
+    )?;
     expect_reason(
-        ctx.client.put_bytes(&b, "k", "3", PutOptions { condition: WriteIf::Matches(v1.etag), ..Default::default() }).await,
+        ctx.client
+            .put_bytes(
+                &b,
+                "k",
+                "3",
+                PutOptions { condition: WriteIf::Matches(v1.etag), ..Default::default() },
+            )
+            .await,
         Reason::ConditionFailed,
         "if-match at stale ETag",
     )?;
     check!(read(&ctx, &b, "k").await? == b"2", "a failed if-match write changed the bytes");
-    check!(ok(ctx.client.head(&b, "k").await, "head")?.etag == v2.etag, "a failed if-match write changed the ETag");
+    check!(
+        ok(ctx.client.head(&b, "k").await, "head")?.etag == v2.etag,
+        "a failed if-match write changed the ETag"
+    );
     Ok(())
 }
 
 async fn if_match_missing(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("ifmiss").await?;
     expect_reason(
-        ctx.client.put_bytes(&b, "k", "v", PutOptions { condition: WriteIf::Matches("abc".into()), ..Default::default() }).await,
+        ctx.client
+            .put_bytes(
+                &b,
+                "k",
+                "v",
+                PutOptions { condition: WriteIf::Matches("abc".into()), ..Default::default() },
+            )
+            .await,
         Reason::ConditionFailed,
         "if-match on a missing key",
     )?;
-    expect_reason(ctx.client.head(&b, "k").await, Reason::ObjectNotFound, "a failed if-match created the key")?;
+    expect_reason(
+        ctx.client.head(&b, "k").await,
+        Reason::ObjectNotFound,
+        "a failed if-match created the key",
+    )?;
     Ok(())
 }
 
@@ -352,7 +664,10 @@ async fn range_suffix(ctx: Ctx) -> CaseOutcome {
     let data = pattern(1000);
     put(&ctx, &b, "k", data.clone()).await?;
     check!(read_range(&ctx, &b, "k", ByteRange::Suffix(10)).await?.1 == data[990..], "suffix differs");
-    check!(read_range(&ctx, &b, "k", ByteRange::Suffix(5000)).await?.1 == data, "oversize suffix must return everything");
+    check!(
+        read_range(&ctx, &b, "k", ByteRange::Suffix(5000)).await?.1 == data,
+        "oversize suffix must return everything"
+    );
     Ok(())
 }
 
@@ -370,13 +685,21 @@ async fn range_invalid(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("rbad").await?;
     put(&ctx, &b, "k", pattern(100)).await?;
     let err = expect_reason(
-        ctx.client.get_bytes(&b, "k", GetOptions { range: Some(ByteRange::From(101)), ..Default::default() }).await,
+        ctx.client
+            .get_bytes(&b, "k", GetOptions { range: Some(ByteRange::From(101)), ..Default::default() })
+            .await,
         Reason::RangeNotSatisfiable,
         "range past the end",
     )?;
-    check!(err.code == exo_sdk::Code::OutOfRange, "RANGE_NOT_SATISFIABLE must be OUT_OF_RANGE, got {:?}", err.code);
+    check!(
+        err.code == exo_sdk::Code::OutOfRange,
+        "RANGE_NOT_SATISFIABLE must be OUT_OF_RANGE, got {:?}",
+        err.code
+    );
     expect_reason(
-        ctx.client.get_bytes(&b, "k", GetOptions { range: Some(ByteRange::Span(50, 10)), ..Default::default() }).await,
+        ctx.client
+            .get_bytes(&b, "k", GetOptions { range: Some(ByteRange::Span(50, 10)), ..Default::default() })
+            .await,
         Reason::InvalidArgument,
         "inverted range",
     )?;
@@ -387,16 +710,33 @@ async fn get_conditional(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("getcond").await?;
     let info = put(&ctx, &b, "k", "v").await?;
     expect_reason(
-        ctx.client.get_bytes(&b, "k", GetOptions { if_none_match: Some(info.etag.clone()), ..Default::default() }).await,
+        ctx.client
+            .get_bytes(&b, "k", GetOptions { if_none_match: Some(info.etag.clone()), ..Default::default() })
+            .await,
         Reason::NotModified,
         "if-none-match at the ETag",
     )?;
     expect_reason(
-        ctx.client.get_bytes(&b, "k", GetOptions { if_match: Some("not-the-etag".into()), ..Default::default() }).await,
+        ctx.client
+            .get_bytes(&b, "k", GetOptions { if_match: Some("not-the-etag".into()), ..Default::default() })
+            .await,
         Reason::ConditionFailed,
         "if-match with another ETag",
     )?;
-    let (_, got) = ok(ctx.client.get_bytes(&b, "k", GetOptions { if_match: Some(info.etag), if_none_match: Some("other".into()), ..Default::default() }).await, "matching conditions")?;
+    let (_, got) = ok(
+        ctx.client
+            .get_bytes(
+                &b,
+                "k",
+                GetOptions {
+                    if_match: Some(info.etag),
+                    if_none_match: Some("other".into()),
+                    ..Default::default()
+                },
+            )
+            .await,
+        "matching conditions",
+    )?;
     check!(got == b"v", "conditional get returned wrong bytes");
     Ok(())
 }
@@ -409,7 +749,10 @@ async fn list_prefix(ctx: Ctx) -> CaseOutcome {
     let (objects, prefixes) = ok(ctx.client.list(&b, "logs/", "").await, "list")?;
     let got: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
     check!(got == ["logs/1", "logs/10", "logs/2"] && prefixes.is_empty(), "listed {got:?} {prefixes:?}");
-    check!(objects.iter().all(|o| o.size == o.key.len() as u64 && !o.etag.is_empty()), "listed objects lack attributes");
+    check!(
+        objects.iter().all(|o| o.size == o.key.len() as u64 && !o.etag.is_empty()),
+        "listed objects lack attributes"
+    );
     Ok(())
 }
 
@@ -447,7 +790,11 @@ async fn list_paging(ctx: Ctx) -> CaseOutcome {
         token = next;
     }
     check!(got == want, "paged listing {got:?}");
-    expect_reason(ctx.client.list_page(&b, "", "", 3, "bogus!").await, Reason::InvalidArgument, "bad page token")?;
+    expect_reason(
+        ctx.client.list_page(&b, "", "", 3, "bogus!").await,
+        Reason::InvalidArgument,
+        "bad page token",
+    )?;
     Ok(())
 }
 
@@ -475,31 +822,62 @@ async fn list_consistent(ctx: Ctx) -> CaseOutcome {
     for untouched in ["k04", "k05", "k06", "k08", "k09"] {
         check!(rest.iter().any(|k| k == untouched), "untouched {untouched} skipped: {rest:?}");
     }
-    check!(!rest.iter().any(|k| k == "k07") && rest.iter().any(|k| k == "k05a"), "later pages wrong: {rest:?}");
+    check!(
+        !rest.iter().any(|k| k == "k07") && rest.iter().any(|k| k == "k05a"),
+        "later pages wrong: {rest:?}"
+    );
     Ok(())
 }
 
 async fn copy_independent(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("copy").await?;
     let other = ctx.bucket("copy-dst").await?;
-    let options = PutOptions { content_type: "text/csv".into(), metadata: [("a".to_owned(), "1".to_owned())].into(), ..Default::default() };
+    let options = PutOptions {
+        content_type: "text/csv".into(),
+        metadata: [("a".to_owned(), "1".to_owned())].into(),
+        ..Default::default()
+    };
     let src = ok(ctx.client.put_bytes(&b, "src", pattern(70_000), options).await, "put")?;
     let copy = ok(ctx.client.copy(&b, "src", &other, "dst", WriteIf::Always).await, "copy")?;
     check!(copy.etag != src.etag, "a copy is a new write and needs its own ETag");
-    check!(copy.size == src.size && copy.content_type == "text/csv" && copy.metadata == src.metadata, "copy attributes: {copy:?}");
+    check!(
+        copy.size == src.size && copy.content_type == "text/csv" && copy.metadata == src.metadata,
+        "copy attributes: {copy:?}"
+    );
     check!(read(&ctx, &other, "dst").await? == pattern(70_000), "copy bytes differ");
     put(&ctx, &b, "src", "changed").await?;
     check!(read(&ctx, &other, "dst").await? == pattern(70_000), "overwriting the source changed the copy");
-    ok(ctx.client.put_bytes(&other, "dst", "copy changed", PutOptions { metadata: [("b".to_owned(), "2".to_owned())].into(), ..Default::default() }).await, "overwrite copy")?;
+    ok(
+        ctx.client
+            .put_bytes(
+                &other,
+                "dst",
+                "copy changed",
+                PutOptions { metadata: [("b".to_owned(), "2".to_owned())].into(), ..Default::default() },
+            )
+            .await,
+        "overwrite copy",
+    )?;
     check!(read(&ctx, &b, "src").await? == b"changed", "overwriting the copy changed the source");
-    check!(ok(ctx.client.head(&b, "src").await, "head")?.metadata.is_empty(), "the source's metadata changed with the copy's");
+    check!(
+        ok(ctx.client.head(&b, "src").await, "head")?.metadata.is_empty(),
+        "the source's metadata changed with the copy's"
+    );
     Ok(())
 }
 
 async fn copy_missing(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("copymiss").await?;
-    expect_reason(ctx.client.copy(&b, "nope", &b, "dst", WriteIf::Always).await, Reason::ObjectNotFound, "copy of a missing source")?;
-    expect_reason(ctx.client.head(&b, "dst").await, Reason::ObjectNotFound, "a failed copy created the destination")?;
+    expect_reason(
+        ctx.client.copy(&b, "nope", &b, "dst", WriteIf::Always).await,
+        Reason::ObjectNotFound,
+        "copy of a missing source",
+    )?;
+    expect_reason(
+        ctx.client.head(&b, "dst").await,
+        Reason::ObjectNotFound,
+        "a failed copy created the destination",
+    )?;
     Ok(())
 }
 
@@ -507,7 +885,11 @@ async fn copy_create_only(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("copyco").await?;
     put(&ctx, &b, "src", "new").await?;
     put(&ctx, &b, "dst", "old").await?;
-    expect_reason(ctx.client.copy(&b, "src", &b, "dst", WriteIf::Absent).await, Reason::ConditionFailed, "create-only copy")?;
+    expect_reason(
+        ctx.client.copy(&b, "src", &b, "dst", WriteIf::Absent).await,
+        Reason::ConditionFailed,
+        "create-only copy",
+    )?;
     check!(read(&ctx, &b, "dst").await? == b"old", "a failed copy replaced the destination");
     Ok(())
 }
@@ -515,7 +897,8 @@ async fn copy_create_only(ctx: Ctx) -> CaseOutcome {
 async fn presign_get(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("psget").await?;
     put(&ctx, &b, "dir/file name.txt", "presigned content").await?;
-    let url = ok(ctx.client.presign(&b, "dir/file name.txt", false, Duration::from_secs(300)).await, "presign")?;
+    let url =
+        ok(ctx.client.presign(&b, "dir/file name.txt", false, Duration::from_secs(300)).await, "presign")?;
     let response = reqwest::get(&url).await.map_err(|e| format!("GET {url}: {e}"))?;
     check!(response.status() == 200, "presigned GET answered {}", response.status());
     let body = response.bytes().await.map_err(|e| e.to_string())?;
@@ -526,7 +909,12 @@ async fn presign_get(ctx: Ctx) -> CaseOutcome {
 async fn presign_put(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("psput").await?;
     let url = ok(ctx.client.presign(&b, "upload.bin", true, Duration::from_secs(300)).await, "presign")?;
-    let response = reqwest::Client::new().put(&url).body(vec![1u8, 2, 3]).send().await.map_err(|e| format!("PUT {url}: {e}"))?;
+    let response = reqwest::Client::new()
+        .put(&url)
+        .body(vec![1u8, 2, 3])
+        .send()
+        .await
+        .map_err(|e| format!("PUT {url}: {e}"))?;
     check!(response.status().is_success(), "presigned PUT answered {}", response.status());
     check!(read(&ctx, &b, "upload.bin").await? == [1, 2, 3], "presigned PUT stored wrong bytes");
     Ok(())
@@ -552,7 +940,11 @@ async fn presign_tampered(ctx: Ctx) -> CaseOutcome {
     for (what, tampered) in variants {
         check!(tampered != url, "{what}: could not alter the URL {url}");
         let response = http.get(&tampered).send().await.map_err(|e| e.to_string())?;
-        check!(response.status() == 403 || response.status() == 401, "{what}: tampered URL answered {}", response.status());
+        check!(
+            response.status() == 403 || response.status() == 401,
+            "{what}: tampered URL answered {}",
+            response.status()
+        );
     }
     let put_with_get_url = http.put(&url).body("x").send().await.map_err(|e| e.to_string())?;
     check!(!put_with_get_url.status().is_success(), "a GET URL allowed a PUT");
@@ -566,7 +958,11 @@ async fn presign_expired(ctx: Ctx) -> CaseOutcome {
     let url = ok(ctx.client.presign(&b, "k", false, Duration::from_secs(1)).await, "presign")?;
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let response = reqwest::get(&url).await.map_err(|e| e.to_string())?;
-    check!(response.status() == 403 || response.status() == 401, "expired URL answered {}", response.status());
+    check!(
+        response.status() == 403 || response.status() == 401,
+        "expired URL answered {}",
+        response.status()
+    );
     Ok(())
 }
 
@@ -589,8 +985,22 @@ async fn special_keys(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("special").await?;
     let long = "x".repeat(1024);
     let list = [
-        "../../../etc/passwd", "/absolute/path", "a/../b", "%2F..%2F", "back\\slash\\..\\", "ünïcødé/☃/😀", "with space",
-        "index.db", "blobs/00/anything", "tmp/upload", ".", "..", "trailing/", "a//b", "?query#frag", &long,
+        "../../../etc/passwd",
+        "/absolute/path",
+        "a/../b",
+        "%2F..%2F",
+        "back\\slash\\..\\",
+        "ünïcødé/☃/😀",
+        "with space",
+        "index.db",
+        "blobs/00/anything",
+        "tmp/upload",
+        ".",
+        "..",
+        "trailing/",
+        "a//b",
+        "?query#frag",
+        &long,
     ];
     for (i, k) in list.iter().enumerate() {
         put(&ctx, &b, k, format!("value {i}")).await?;
@@ -608,7 +1018,11 @@ async fn invalid_keys(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("badkeys").await?;
     let long = "x".repeat(1025);
     for k in ["", "nul\0byte", "tab\there", "new\nline", "\u{7f}del", &long] {
-        expect_reason(ctx.client.put_bytes(&b, k, "v", PutOptions::default()).await, Reason::InvalidArgument, &format!("key {k:?}"))?;
+        expect_reason(
+            ctx.client.put_bytes(&b, k, "v", PutOptions::default()).await,
+            Reason::InvalidArgument,
+            &format!("key {k:?}"),
+        )?;
     }
     check!(keys(&ctx, &b).await?.is_empty(), "a rejected key was written");
     Ok(())
@@ -622,7 +1036,10 @@ async fn invalid_metadata(ctx: Ctx) -> CaseOutcome {
         ("digit first", [("1st".to_owned(), "v".to_owned())].into()),
         ("non-ASCII value", [("ok".to_owned(), "ünï".to_owned())].into()),
         ("control in value", [("ok".to_owned(), "a\nb".to_owned())].into()),
-        ("duplicate ignoring case", [("Owner".to_owned(), "a".to_owned()), ("owner".to_owned(), "b".to_owned())].into()),
+        (
+            "duplicate ignoring case",
+            [("Owner".to_owned(), "a".to_owned()), ("owner".to_owned(), "b".to_owned())].into(),
+        ),
         ("too many", too_many),
     ];
     for (what, metadata) in cases {
@@ -641,7 +1058,14 @@ async fn length_mismatch(ctx: Ctx) -> CaseOutcome {
     put(&ctx, &b, "k", "previous").await?;
     for announced in [3u64, 100] {
         expect_reason(
-            ctx.client.put_bytes(&b, "k", "ten bytes!", PutOptions { content_length: Some(announced), ..Default::default() }).await,
+            ctx.client
+                .put_bytes(
+                    &b,
+                    "k",
+                    "ten bytes!",
+                    PutOptions { content_length: Some(announced), ..Default::default() },
+                )
+                .await,
             Reason::InvalidArgument,
             &format!("announced {announced}, sent 10"),
         )?;
@@ -659,16 +1083,33 @@ async fn upload_cancelled(ctx: Ctx) -> CaseOutcome {
         Err(std::io::Error::other("disk unplugged")),
     ];
     for key in ["k", "fresh"] {
-        let result = ctx.client.put_stream(&b, key, futures::stream::iter(chunks.iter().map(|c| match c {
-            Ok(bytes) => Ok(bytes.clone()),
-            Err(e) => Err(std::io::Error::other(e.to_string())),
-        }).collect::<Vec<_>>()), PutOptions::default()).await;
+        let result = ctx
+            .client
+            .put_stream(
+                &b,
+                key,
+                futures::stream::iter(
+                    chunks
+                        .iter()
+                        .map(|c| match c {
+                            Ok(bytes) => Ok(bytes.clone()),
+                            Err(e) => Err(std::io::Error::other(e.to_string())),
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+                PutOptions::default(),
+            )
+            .await;
         check!(result.is_err(), "a cancelled upload of {key} reported success");
     }
     // The proxy notices the cancelled stream asynchronously; give it a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
     check!(read(&ctx, &b, "k").await? == b"previous", "a cancelled upload replaced the object");
-    expect_reason(ctx.client.head(&b, "fresh").await, Reason::ObjectNotFound, "a cancelled upload created an object")?;
+    expect_reason(
+        ctx.client.head(&b, "fresh").await,
+        Reason::ObjectNotFound,
+        "a cancelled upload created an object",
+    )?;
     Ok(())
 }
 
@@ -686,8 +1127,13 @@ async fn cas_race(ctx: Ctx) -> CaseOutcome {
                 if attempts > 2000 {
                     return Err("too many retries".to_owned());
                 }
-                let (header, body) = client.get_bytes(&b, "counter", GetOptions::default()).await.map_err(|e| e.to_string())?;
-                let n: u64 = String::from_utf8_lossy(&body).parse().map_err(|_| "counter is not a number".to_owned())?;
+                let (header, body) = client
+                    .get_bytes(&b, "counter", GetOptions::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let n: u64 = String::from_utf8_lossy(&body)
+                    .parse()
+                    .map_err(|_| "counter is not a number".to_owned())?;
                 let etag = header.info.unwrap_or_default().etag;
                 let options = PutOptions { condition: WriteIf::Matches(etag), ..Default::default() };
                 match client.put_bytes(&b, "counter", (n + 1).to_string(), options).await {
@@ -725,10 +1171,15 @@ async fn http_round_trip(ctx: Ctx) -> CaseOutcome {
     check!(etag.starts_with('"') && etag.ends_with('"'), "ETag header not quoted: {etag:?}");
     let info = ok(ctx.client.head(&b, "dir/a b.bin").await, "gRPC head")?;
     check!(format!("\"{}\"", info.etag) == etag, "ETags differ: {etag} vs {}", info.etag);
-    check!(info.content_type == "application/x-test" && info.metadata.get("color").map(String::as_str) == Some("blue"), "attributes: {info:?}");
+    check!(
+        info.content_type == "application/x-test"
+            && info.metadata.get("color").map(String::as_str) == Some("blue"),
+        "attributes: {info:?}"
+    );
     let ranged = http.get(&url).header("range", "bytes=100-199").send().await.map_err(|e| e.to_string())?;
     check!(ranged.status() == 206, "ranged GET answered {}", ranged.status());
-    let content_range = ranged.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let content_range =
+        ranged.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     check!(content_range == "bytes 100-199/10000", "Content-Range {content_range:?}");
     let body = ranged.bytes().await.map_err(|e| e.to_string())?;
     check!(body.as_ref() == &data[100..200], "ranged body differs");
@@ -744,11 +1195,17 @@ async fn http_conditionals(ctx: Ctx) -> CaseOutcome {
     let info = put(&ctx, &b, "k", "v").await?;
     let http = reqwest::Client::new();
     let url = format!("{}/api/v1/buckets/{b}/objects/k", ctx.http_base);
-    let response = http.put(&url).header("if-none-match", "*").body("new").send().await.map_err(|e| e.to_string())?;
+    let response =
+        http.put(&url).header("if-none-match", "*").body("new").send().await.map_err(|e| e.to_string())?;
     check!(response.status() == 412, "If-None-Match: * on an existing key answered {}", response.status());
     let problem: serde_json::Value = response.json().await.map_err(|e| format!("problem body: {e}"))?;
     check!(problem["reason"] == "CONDITION_FAILED", "problem {problem}");
-    let not_modified = http.get(&url).header("if-none-match", format!("\"{}\"", info.etag)).send().await.map_err(|e| e.to_string())?;
+    let not_modified = http
+        .get(&url)
+        .header("if-none-match", format!("\"{}\"", info.etag))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
     check!(not_modified.status() == 304, "If-None-Match at the ETag answered {}", not_modified.status());
     check!(not_modified.bytes().await.map_err(|e| e.to_string())?.is_empty(), "a 304 must have no body");
     check!(read(&ctx, &b, "k").await? == b"v", "a refused write changed the object");
@@ -759,7 +1216,13 @@ async fn http_bad_metadata(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("httpmeta").await?;
     let url = format!("{}/api/v1/buckets/{b}/objects/k", ctx.http_base);
     let value = reqwest::header::HeaderValue::from_bytes(b"caf\xe9").map_err(|e| e.to_string())?;
-    let response = reqwest::Client::new().put(&url).header("x-exo-meta-name", value).body("v").send().await.map_err(|e| e.to_string())?;
+    let response = reqwest::Client::new()
+        .put(&url)
+        .header("x-exo-meta-name", value)
+        .body("v")
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
     check!(response.status() == 400, "non-ASCII metadata header answered {}", response.status());
     expect_reason(ctx.client.head(&b, "k").await, Reason::ObjectNotFound, "a rejected upload wrote")?;
     Ok(())
@@ -767,5 +1230,10 @@ async fn http_bad_metadata(ctx: Ctx) -> CaseOutcome {
 
 async fn http_openapi_routes(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("openapi").await?;
-    crate::openapi_check::documented_routes_are_served(&ctx.http_base, &["objects", "meta"], &[("bucket", &b), ("key", "k")]).await
+    crate::openapi_check::documented_routes_are_served(
+        &ctx.http_base,
+        &["objects", "meta"],
+        &[("bucket", &b), ("key", "k")],
+    )
+    .await
 }

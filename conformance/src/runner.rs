@@ -10,8 +10,8 @@ use std::{
 };
 
 use ekv::{EkvProxy, backend::KeyValue, config::EkvConfig};
-use eqs::{EqsProxy, backend::Queue, config::EqsConfig};
 use eos::{EosProxy, config::EosConfig};
+use eqs::{EqsProxy, backend::Queue, config::EqsConfig};
 use exo_sdk::{KvClient, ObjectClient, QueueClient, RetryPolicy};
 use futures::{StreamExt as _, stream};
 use rand::Rng as _;
@@ -166,7 +166,12 @@ async fn start(target: Target) -> anyhow::Result<(Service, String, Option<InProc
             let url = format!("http://{}", proxy.local_addr()?);
             let (stop, stopped) = oneshot::channel::<()>();
             let task = tokio::spawn(async move {
-                if let Err(err) = proxy.serve(async move { let _ = stopped.await; }).await {
+                if let Err(err) = proxy
+                    .serve(async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+                {
                     eprintln!("in-process proxy failed: {err}");
                 }
             });
@@ -236,7 +241,8 @@ pub async fn run_suite(
         }
         Service::Object => {
             let client = ObjectClient::connect(&url)?.with_retry(RetryPolicy::none());
-            let backend = client.describe().await.map_err(|e| anyhow::anyhow!("cannot describe eos at {url}: {e}"))?;
+            let backend =
+                client.describe().await.map_err(|e| anyhow::anyhow!("cannot describe eos at {url}: {e}"))?;
             let declared = backend.capabilities.clone();
             let ctx = |index: usize| ObjectCtx {
                 client: client.clone(),
@@ -244,9 +250,14 @@ pub async fn run_suite(
                 http_base: url.clone(),
                 prefix: format!("cf{id}-{index}"),
             };
-            let results = run_cases(object_cases::object_cases(), filter, parallel, ctx, |cap| declared.contains(&(cap as i32)), |ctx, cap| {
-                Box::pin(async move { object_cases::probe_unsupported(&ctx, cap).await })
-            })
+            let results = run_cases(
+                object_cases::object_cases(),
+                filter,
+                parallel,
+                ctx,
+                |cap| declared.contains(&(cap as i32)),
+                |ctx, cap| Box::pin(async move { object_cases::probe_unsupported(&ctx, cap).await }),
+            )
             .await;
             (backend.backend.clone(), results)
         }

@@ -31,13 +31,13 @@ pub use kv::{
     DEFAULT_EKV_ENDPOINT, EKV_ENDPOINT_ENV, Entry, KvBackendDescription, KvCapability, KvClient,
     Precondition, Put,
 };
+pub use object::{
+    ByteRange, DEFAULT_EOS_ENDPOINT, EOS_ENDPOINT_ENV, GetHeader, GetOptions, ObjectBackendDescription,
+    ObjectCapability, ObjectClient, ObjectInfo, PutOptions, UPLOAD_CHUNK, WriteIf,
+};
 pub use queue::{
     BackendDescription, DEFAULT_EQS_ENDPOINT, EQS_ENDPOINT_ENV, Message, Outgoing, QueueCapability,
     QueueClient, QueueInfo, QueueOptions, Receive,
-};
-pub use object::{
-    ByteRange, DEFAULT_EOS_ENDPOINT, EOS_ENDPOINT_ENV, GetHeader, GetOptions, ObjectBackendDescription, ObjectCapability,
-    ObjectClient, ObjectInfo, PutOptions, UPLOAD_CHUNK, WriteIf,
 };
 pub use retry::RetryPolicy;
 /// gRPC status codes, as found in [`Error::code`].

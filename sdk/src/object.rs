@@ -75,27 +75,37 @@ struct UploadBody {
     chunks: std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>,
     failed: Option<tokio::sync::oneshot::Sender<std::io::Error>>,
     stalled: bool,
+    finished: bool,
 }
 
 impl Stream for UploadBody {
     type Item = pb::PutRequest;
 
-    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
         use std::task::Poll;
         let this = self.get_mut();
         if this.stalled {
             return Poll::Pending;
         }
         match this.chunks.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(bytes))) => {
-                Poll::Ready(Some(pb::PutRequest { part: Some(pb::put_request::Part::Chunk(bytes.to_vec())) }))
-            }
+            Poll::Ready(Some(Ok(bytes))) => Poll::Ready(Some(pb::PutRequest {
+                part: Some(pb::put_request::Part::Chunk(bytes.to_vec())),
+                finish: false,
+            })),
             Poll::Ready(Some(Err(err))) => {
                 if let Some(tx) = this.failed.take() {
                     let _ = tx.send(err);
                 }
                 this.stalled = true;
                 Poll::Pending
+            }
+            // The source is exhausted: say so explicitly, then end.
+            Poll::Ready(None) if !this.finished => {
+                this.finished = true;
+                Poll::Ready(Some(pb::PutRequest { part: None, finish: true }))
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
@@ -147,25 +157,32 @@ impl ObjectClient {
 
     /// The backend's name, capabilities and limits.
     pub async fn describe(&self) -> Result<ObjectBackendDescription> {
-        unary(&self.retry, &self.inner, pb::DescribeRequest {}, |mut c, r| async move { c.describe(r).await }).await
+        unary(&self.retry, &self.inner, pb::DescribeRequest {}, |mut c, r| async move { c.describe(r).await })
+            .await
     }
 
     /// Creates a bucket; returns whether it was created.
     pub async fn create_bucket(&self, name: &str) -> Result<bool> {
         let req = pb::CreateBucketRequest { name: name.to_owned() };
-        Ok(unary(&self.retry, &self.inner, req, |mut c, r| async move { c.create_bucket(r).await }).await?.created)
+        Ok(unary(&self.retry, &self.inner, req, |mut c, r| async move { c.create_bucket(r).await })
+            .await?
+            .created)
     }
 
     /// Deletes an empty bucket.
     pub async fn delete_bucket(&self, name: &str) -> Result<()> {
         let req = pb::DeleteBucketRequest { name: name.to_owned() };
-        unary(&self.retry, &self.inner, req, |mut c, r| async move { c.delete_bucket(r).await }).await.map(|_| ())
+        unary(&self.retry, &self.inner, req, |mut c, r| async move { c.delete_bucket(r).await })
+            .await
+            .map(|_| ())
     }
 
     /// Every bucket name.
     pub async fn list_buckets(&self) -> Result<Vec<String>> {
         let req = pb::ListBucketsRequest {};
-        Ok(unary(&self.retry, &self.inner, req, |mut c, r| async move { c.list_buckets(r).await }).await?.names)
+        Ok(unary(&self.retry, &self.inner, req, |mut c, r| async move { c.list_buckets(r).await })
+            .await?
+            .names)
     }
 
     /// Uploads everything `reader` yields. If reading fails midway the upload is cancelled and
@@ -198,9 +215,12 @@ impl ObjectClient {
             content_length: options.content_length,
         };
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<std::io::Error>();
-        let body = UploadBody { chunks: chunks.boxed(), failed: Some(failed_tx), stalled: false };
-        let messages =
-            stream::once(async { pb::PutRequest { part: Some(pb::put_request::Part::Header(header)) } }).chain(body);
+        let body =
+            UploadBody { chunks: chunks.boxed(), failed: Some(failed_tx), stalled: false, finished: false };
+        let messages = stream::once(async {
+            pb::PutRequest { part: Some(pb::put_request::Part::Header(header)), finish: false }
+        })
+        .chain(body);
         let mut client = self.inner.clone();
         tokio::select! {
             response = client.put(messages) => Ok(response.map_err(Error::from)?.into_inner().info.unwrap_or_default()),
@@ -213,19 +233,37 @@ impl ObjectClient {
     }
 
     /// Uploads a byte buffer.
-    pub async fn put_bytes(&self, bucket: &str, key: &str, data: impl Into<Bytes>, mut options: PutOptions) -> Result<ObjectInfo> {
+    pub async fn put_bytes(
+        &self,
+        bucket: &str,
+        key: &str,
+        data: impl Into<Bytes>,
+        mut options: PutOptions,
+    ) -> Result<ObjectInfo> {
         let data: Bytes = data.into();
         options.content_length.get_or_insert(data.len() as u64);
-        let chunks: Vec<std::io::Result<Bytes>> =
-            (0..data.len()).step_by(UPLOAD_CHUNK).map(|at| Ok(data.slice(at..(at + UPLOAD_CHUNK).min(data.len())))).collect();
+        let chunks: Vec<std::io::Result<Bytes>> = (0..data.len())
+            .step_by(UPLOAD_CHUNK)
+            .map(|at| Ok(data.slice(at..(at + UPLOAD_CHUNK).min(data.len()))))
+            .collect();
         self.put_stream(bucket, key, stream::iter(chunks), options).await
     }
 
     /// Uploads a file (its size is announced, so a file that changes size midway is refused).
-    pub async fn put_file(&self, bucket: &str, key: &str, path: impl AsRef<Path>, mut options: PutOptions) -> Result<ObjectInfo> {
-        let file = tokio::fs::File::open(path.as_ref())
-            .await
-            .map_err(|e| Error::client(Reason::InvalidArgument, format!("cannot open {}: {e}", path.as_ref().display()), false))?;
+    pub async fn put_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: impl AsRef<Path>,
+        mut options: PutOptions,
+    ) -> Result<ObjectInfo> {
+        let file = tokio::fs::File::open(path.as_ref()).await.map_err(|e| {
+            Error::client(
+                Reason::InvalidArgument,
+                format!("cannot open {}: {e}", path.as_ref().display()),
+                false,
+            )
+        })?;
         if let Ok(meta) = file.metadata().await {
             options.content_length.get_or_insert(meta.len());
         }
@@ -278,7 +316,8 @@ impl ObjectClient {
         let (header, body) = self.get(bucket, key, options).await?;
         let mut body = std::pin::pin!(body);
         let mut received = 0u64;
-        let io = |e: std::io::Error| Error::client(Reason::Internal, format!("cannot write download: {e}"), false);
+        let io =
+            |e: std::io::Error| Error::client(Reason::Internal, format!("cannot write download: {e}"), false);
         while let Some(chunk) = body.next().await {
             let chunk = chunk?;
             received += chunk.len() as u64;
@@ -296,41 +335,68 @@ impl ObjectClient {
     }
 
     /// Downloads into memory.
-    pub async fn get_bytes(&self, bucket: &str, key: &str, options: GetOptions) -> Result<(GetHeader, Vec<u8>)> {
+    pub async fn get_bytes(
+        &self,
+        bucket: &str,
+        key: &str,
+        options: GetOptions,
+    ) -> Result<(GetHeader, Vec<u8>)> {
         let mut out = Vec::new();
         let header = self.get_to(bucket, key, options, &mut out).await?;
         Ok((header, out))
     }
 
     /// Downloads into a file (written completely or left incomplete with an error).
-    pub async fn get_to_file(&self, bucket: &str, key: &str, options: GetOptions, path: impl AsRef<Path>) -> Result<GetHeader> {
-        let mut file = tokio::fs::File::create(path.as_ref())
-            .await
-            .map_err(|e| Error::client(Reason::InvalidArgument, format!("cannot create {}: {e}", path.as_ref().display()), false))?;
+    pub async fn get_to_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        options: GetOptions,
+        path: impl AsRef<Path>,
+    ) -> Result<GetHeader> {
+        let mut file = tokio::fs::File::create(path.as_ref()).await.map_err(|e| {
+            Error::client(
+                Reason::InvalidArgument,
+                format!("cannot create {}: {e}", path.as_ref().display()),
+                false,
+            )
+        })?;
         self.get_to(bucket, key, options, &mut file).await
     }
 
     /// An object's attributes.
     pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
         let req = pb::HeadRequest { bucket: bucket.to_owned(), key: key.to_owned() };
-        Ok(unary(&self.retry, &self.inner, req, |mut c, r| async move { c.head(r).await }).await?.info.unwrap_or_default())
+        Ok(unary(&self.retry, &self.inner, req, |mut c, r| async move { c.head(r).await })
+            .await?
+            .info
+            .unwrap_or_default())
     }
 
     /// Deletes an object, optionally only if its ETag matches.
     pub async fn delete(&self, bucket: &str, key: &str, if_match: Option<&str>) -> Result<()> {
-        let req = pb::DeleteRequest { bucket: bucket.to_owned(), key: key.to_owned(), if_match: if_match.unwrap_or_default().to_owned() };
+        let req = pb::DeleteRequest {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            if_match: if_match.unwrap_or_default().to_owned(),
+        };
         unary(&self.retry, &self.inner, req, |mut c, r| async move { c.delete(r).await }).await.map(|_| ())
     }
 
     /// Deletes many keys; one result per key (`None` on success, else the reason).
     pub async fn delete_batch(&self, bucket: &str, keys: &[&str]) -> Result<Vec<(String, Option<Reason>)>> {
-        let req = pb::DeleteBatchRequest { bucket: bucket.to_owned(), keys: keys.iter().map(|k| (*k).to_owned()).collect() };
-        let response = unary(&self.retry, &self.inner, req, |mut c, r| async move { c.delete_batch(r).await }).await?;
+        let req = pb::DeleteBatchRequest {
+            bucket: bucket.to_owned(),
+            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+        };
+        let response =
+            unary(&self.retry, &self.inner, req, |mut c, r| async move { c.delete_batch(r).await }).await?;
         Ok(response
             .results
             .into_iter()
             .map(|r| {
-                let reason = (!r.error_reason.is_empty()).then(|| Reason::from_str_name(&r.error_reason).unwrap_or(Reason::Internal));
+                let reason = (!r.error_reason.is_empty())
+                    .then(|| Reason::from_str_name(&r.error_reason).unwrap_or(Reason::Internal));
                 (r.key, reason)
             })
             .collect())
@@ -357,7 +423,12 @@ impl ObjectClient {
     }
 
     /// Every object and common prefix, following pages.
-    pub async fn list(&self, bucket: &str, prefix: &str, delimiter: &str) -> Result<(Vec<ObjectInfo>, Vec<String>)> {
+    pub async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: &str,
+    ) -> Result<(Vec<ObjectInfo>, Vec<String>)> {
         let (mut objects, mut prefixes, mut token) = (Vec::new(), Vec::new(), String::new());
         loop {
             let (o, p, next) = self.list_page(bucket, prefix, delimiter, 0, &token).await?;
@@ -371,7 +442,14 @@ impl ObjectClient {
     }
 
     /// Copies an object server-side.
-    pub async fn copy(&self, source_bucket: &str, source_key: &str, bucket: &str, key: &str, when: WriteIf) -> Result<ObjectInfo> {
+    pub async fn copy(
+        &self,
+        source_bucket: &str,
+        source_key: &str,
+        bucket: &str,
+        key: &str,
+        when: WriteIf,
+    ) -> Result<ObjectInfo> {
         let req = pb::CopyRequest {
             source_bucket: source_bucket.to_owned(),
             source_key: source_key.to_owned(),
@@ -379,7 +457,10 @@ impl ObjectClient {
             key: key.to_owned(),
             condition: condition(when),
         };
-        Ok(unary(&self.retry, &self.inner, req, |mut c, r| async move { c.copy(r).await }).await?.info.unwrap_or_default())
+        Ok(unary(&self.retry, &self.inner, req, |mut c, r| async move { c.copy(r).await })
+            .await?
+            .info
+            .unwrap_or_default())
     }
 
     /// A URL allowing a GET (`put = false`) or PUT of one object for `expires_in`.

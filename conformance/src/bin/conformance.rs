@@ -119,7 +119,8 @@ async fn main() -> anyhow::Result<()> {
             }
             if wanted(Service::Object) {
                 for case in object_cases::object_cases() {
-                    let needs = case.needs.map(|c| format!(" [needs {}]", c.as_str_name())).unwrap_or_default();
+                    let needs =
+                        case.needs.map(|c| format!(" [needs {}]", c.as_str_name())).unwrap_or_default();
                     println!("{:<34} {}{needs}", case.name, case.description);
                 }
             }

@@ -26,20 +26,55 @@ impl GrpcObjects {
     }
 }
 
-/// The chunks after the header; a second header or a broken stream ends the upload with an
-/// error, which makes the backend discard everything received.
-fn upload_body(messages: Streaming<pb::PutRequest>) -> ByteStream {
-    Box::pin(messages.map(|message| match message {
-        Ok(pb::PutRequest { part: Some(Part::Chunk(chunk)) }) => Ok(Bytes::from(chunk)),
-        Ok(_) => Err(ExoError::invalid_argument(
-            "header",
-            "only the first message of an upload may carry the header",
-        )),
-        Err(status) => Err(ExoError::new(
-            ErrorReason::BackendUnavailable,
-            format!("upload interrupted: {}", status.message()),
-        )),
-    }))
+/// The chunks after the header. The upload is complete only at a message with `finish`; a
+/// stream that ends without one (a cancelled client looks exactly like that to a tonic server),
+/// breaks, or carries a second header ends with an error, so the backend discards everything.
+fn upload_body(messages: Streaming<pb::PutRequest>, finished: bool) -> ByteStream {
+    let chunks = stream::unfold((messages, finished), |(mut messages, finished)| async move {
+        if finished {
+            // Anything after the finish message is a protocol error; otherwise this is the end.
+            return match messages.message().await {
+                Ok(None) | Err(_) => None,
+                Ok(Some(_)) => {
+                    let err = ExoError::invalid_argument("finish", "messages after the finish message");
+                    Some((Err(err), (messages, true)))
+                }
+            };
+        }
+        let (item, finished) = match messages.message().await {
+            Ok(Some(pb::PutRequest { part: Some(Part::Chunk(chunk)), finish })) => {
+                (Ok(Bytes::from(chunk)), finish)
+            }
+            Ok(Some(pb::PutRequest { part: None, finish: true })) => (Ok(Bytes::new()), true),
+            Ok(Some(pb::PutRequest { part: None, finish: false })) => (
+                Err(ExoError::invalid_argument("chunk", "an upload message carried neither data nor finish")),
+                true,
+            ),
+            Ok(Some(pb::PutRequest { part: Some(Part::Header(_)), .. })) => (
+                Err(ExoError::invalid_argument(
+                    "header",
+                    "only the first message of an upload may carry the header",
+                )),
+                true,
+            ),
+            Ok(None) => (
+                Err(ExoError::new(
+                    ErrorReason::BackendUnavailable,
+                    "upload ended without its finish message (cancelled?); nothing was stored",
+                )),
+                true,
+            ),
+            Err(status) => (
+                Err(ExoError::new(
+                    ErrorReason::BackendUnavailable,
+                    format!("upload interrupted: {}", status.message()),
+                )),
+                true,
+            ),
+        };
+        Some((item, (messages, finished)))
+    });
+    Box::pin(chunks)
 }
 
 #[tonic::async_trait]
@@ -75,8 +110,8 @@ impl ObjectService for GrpcObjects {
         req: Request<Streaming<pb::PutRequest>>,
     ) -> Result<Response<pb::PutResponse>, Status> {
         let mut messages = req.into_inner();
-        let header = match messages.message().await? {
-            Some(pb::PutRequest { part: Some(Part::Header(header)) }) => header,
+        let (header, finished) = match messages.message().await? {
+            Some(pb::PutRequest { part: Some(Part::Header(header)), finish }) => (header, finish),
             _ => {
                 return Err(ExoError::invalid_argument(
                     "header",
@@ -85,7 +120,7 @@ impl ObjectService for GrpcObjects {
                 .into());
             }
         };
-        Ok(Response::new(self.api.put(header, upload_body(messages)).await?))
+        Ok(Response::new(self.api.put(header, upload_body(messages, finished)).await?))
     }
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<Self::GetStream>, Status> {
         let download = self.api.get(req.into_inner()).await?;
