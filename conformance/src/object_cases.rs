@@ -1077,7 +1077,7 @@ async fn length_mismatch(ctx: Ctx) -> CaseOutcome {
 async fn upload_cancelled(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("cancel").await?;
     put(&ctx, &b, "k", "previous").await?;
-    let chunks = vec![
+    let chunks = [
         Ok(Bytes::from(vec![1u8; 300_000])),
         Ok(Bytes::from(vec![2u8; 300_000])),
         Err(std::io::Error::other("disk unplugged")),

@@ -114,10 +114,10 @@ mod tests {
             .collect()
     }
 
-    fn seeker(
-        map: &BTreeMap<Vec<u8>, pb::ObjectInfo>,
-    ) -> impl FnMut(&[u8], bool, Option<&[u8]>, usize) -> ExoResult<Vec<pb::ObjectInfo>> + '_ {
-        move |lower, inclusive, upper, n| {
+    type Seek<'a> = Box<dyn FnMut(&[u8], bool, Option<&[u8]>, usize) -> ExoResult<Vec<pb::ObjectInfo>> + 'a>;
+
+    fn seeker(map: &BTreeMap<Vec<u8>, pb::ObjectInfo>) -> Seek<'_> {
+        Box::new(move |lower, inclusive, upper, n| {
             Ok(map
                 .range(lower.to_vec()..)
                 .filter(|(k, _)| inclusive || k.as_slice() != lower)
@@ -125,7 +125,7 @@ mod tests {
                 .take(n)
                 .map(|(_, v)| v.clone())
                 .collect())
-        }
+        })
     }
 
     fn all_pages(
