@@ -8,6 +8,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use ekv::{EkvProxy, config::EkvConfig};
+use eos::{EosProxy, config::EosConfig};
 use eqs::{
     EqsProxy,
     config::{BackendConfig, DEFAULT_MAX_MESSAGE_BYTES, EqsConfig},
@@ -36,6 +37,9 @@ enum Command {
         /// Address of the queue proxy (eqs).
         #[arg(long, env = "EXO_EQS_LISTEN", default_value = "127.0.0.1:7401")]
         eqs: SocketAddr,
+        /// Address of the object proxy (eos).
+        #[arg(long, env = "EXO_EOS_LISTEN", default_value = "127.0.0.1:7402")]
+        eos: SocketAddr,
         /// Address of the key-value proxy (ekv).
         #[arg(long, env = "EXO_EKV_LISTEN", default_value = "127.0.0.1:7403")]
         ekv: SocketAddr,
@@ -48,13 +52,14 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().command {
-        Command::Up { data_dir, eqs, ekv, json_logs } => up(data_dir, eqs, ekv, json_logs).await,
+        Command::Up { data_dir, eqs, eos, ekv, json_logs } => up(data_dir, eqs, eos, ekv, json_logs).await,
     }
 }
 
 async fn up(
     data_dir: PathBuf,
     eqs_listen: SocketAddr,
+    eos_listen: SocketAddr,
     ekv_listen: SocketAddr,
     json_logs: bool,
 ) -> anyhow::Result<()> {
@@ -74,6 +79,12 @@ async fn up(
     };
     let eqs = EqsProxy::new(&eqs_config).context("cannot start eqs")?;
     let eqs_listener = eqs.bind().await.context("cannot start eqs")?;
+    let eos_config = EosConfig {
+        server: ServerConfig { listen: eos_listen, log: log.clone(), ..ServerConfig::default() },
+        backend: eos::config::BackendConfig::Fs { root: data_dir.join("objects") },
+        ..EosConfig::default()
+    };
+    let eos = EosProxy::bind(&eos_config).await.context("cannot start eos")?;
     let ekv_config = EkvConfig {
         server: ServerConfig { listen: ekv_listen, log: log.clone(), ..ServerConfig::default() },
         backend: ekv::config::BackendConfig::Embedded { path: data_dir.join("ekv.db") },
@@ -91,6 +102,8 @@ async fn up(
     tasks.spawn(
         async move { eqs.serve(eqs_listener, eqs_stop).await.map_err(|e| anyhow::anyhow!("eqs: {e}")) },
     );
+    let eos_stop = stopped(stop_rx.clone());
+    tasks.spawn(async move { eos.serve(eos_stop).await.map_err(|e| anyhow::anyhow!("eos: {e}")) });
     let ekv_stop = stopped(stop_rx.clone());
     tasks.spawn(
         async move { ekv.serve(ekv_listener, ekv_stop).await.map_err(|e| anyhow::anyhow!("ekv: {e}")) },
@@ -98,7 +111,7 @@ async fn up(
 
     println!("ExoFlow is up (data in {})", data_dir.display());
     println!("  eqs  queue    grpc+http  http://{eqs_listen}   (EXO_EQS_ENDPOINT)   backend embedded");
-    println!("  eos  object   not yet available (issue: eos and ekv on local backends)");
+    println!("  eos  object   grpc+http  http://{eos_listen}   (EXO_EOS_ENDPOINT)   backend fs");
     println!("  ekv  kv       grpc+http  http://{ekv_listen}   (EXO_EKV_ENDPOINT)   backend embedded");
     println!("Press Ctrl-C to stop.");
 
