@@ -120,10 +120,49 @@ schemas.update({
  "BatchGetResponse": obj("Found entries in request order, and the missing keys.", {"entries": {"type": "array", "items": ref("Entry")}, "missing": {"type": "array", "items": {"type": "string"}}}),
 })
 
+obj_caps = ["CONDITIONAL_CREATE", "CONDITIONAL_REPLACE", "PRESIGN", "COPY", "RANGE_READ", "IDEMPOTENT_DELETE"]
+object_info = obj("An object's attributes.", {
+   "bucket": s("Bucket"), "key": s("Key"), "size": u64d("Size in bytes."), "etag": s("Opaque version tag; changes on every write."),
+   "contentType": s("MIME type"), "metadata": {"type": "object", "additionalProperties": {"type": "string"}, "description": "User metadata (names lowercase)."},
+   "lastModifiedMs": u64d("Last write, ms since the Unix epoch.")})
+schemas.update({
+ "ObjectCapability": {"type": "string", "enum": obj_caps, "description": "An optional object behaviour a backend may declare."},
+ "ObjectLimits": obj("Limits every object request is checked against.", {
+   "maxObjectBytes": u64d("Largest object (0 = no limit of the proxy's own)."),
+   "maxKeyBytes": u32("Longest key in bytes."), "maxMetadataEntries": u32("Most metadata entries."),
+   "maxMetadataBytes": u32("Largest total metadata size."), "maxPageSize": u32("Largest list page."),
+   "maxPresignSeconds": u32("Longest presign expiry.")}),
+ "ObjectDescribeResponse": obj("The object backend behind this proxy.", {
+   "backend": s("Backend name"), "capabilities": {"type": "array", "items": ref("ObjectCapability")}, "limits": ref("ObjectLimits")}),
+ "CreateBucketRequest": obj("Creates a bucket; idempotent.", {"name": s("Portable bucket name (same rules as queue names).")}, ["name"]),
+ "CreateBucketResponse": obj("Result of a create.", {"created": {"type": "boolean", "description": "False if it already existed."}}),
+ "ListBucketsResponse": obj("Every bucket name.", {"names": {"type": "array", "items": {"type": "string"}}}),
+ "ObjectInfo": object_info,
+ "ObjectPutResponse": obj("The stored object.", {"info": ref("ObjectInfo")}),
+ "ObjectListResponse": obj("A page of a listing in key order.", {
+   "objects": {"type": "array", "items": ref("ObjectInfo")},
+   "commonPrefixes": {"type": "array", "items": {"type": "string"}, "description": "Groups of keys under the delimiter."},
+   "nextPageToken": s("Empty on the last page.")}),
+ "ObjectCondition": obj("A write precondition: at most one field.", {
+   "createOnly": {"type": "boolean", "description": "Only if no object exists (must be true when given)."},
+   "ifMatch": s("Only if the current ETag equals this.")}),
+ "CopyRequest": obj("Copies an object into the bucket in the path.", {
+   "sourceBucket": s("Source bucket"), "sourceKey": s("Source key"), "key": s("Destination key"), "condition": ref("ObjectCondition")},
+   ["sourceBucket", "sourceKey", "key"]),
+ "CopyResponse": obj("The copy.", {"info": ref("ObjectInfo")}),
+ "PresignRequest": obj("Asks for a presigned URL for a key of the bucket in the path.", {
+   "key": s("Key"), "method": {"type": "string", "enum": ["GET", "PUT"], "description": "Allowed method"},
+   "expiresInSeconds": u32("Validity (1 .. maxPresignSeconds).")}, ["key", "method", "expiresInSeconds"]),
+ "PresignResponse": obj("A URL signed by the backend.", {"url": s("The URL"), "expiresAtMs": u64d("Expiry, ms since the Unix epoch.")}),
+ "DeleteBatchRequest": obj("Deletes many keys of the bucket in the path.", {"keys": {"type": "array", "items": {"type": "string"}}}, ["keys"]),
+ "DeleteResult": obj("One key's outcome.", {"key": s("Key"), "errorReason": s("Empty on success, else the stable reason."), "errorMessage": s("Explanation of a failure.")}),
+ "DeleteBatchResponse": obj("One result per key, in request order.", {"results": {"type": "array", "items": ref("DeleteResult")}}),
+})
+
 def problem_responses(*codes):
     out = {}
     text = {"400": "Invalid request (INVALID_ARGUMENT, INVALID_NAME, INVALID_ATTRIBUTE, INVALID_RECEIPT, MALFORMED_REQUEST)",
-            "404": "QUEUE_NOT_FOUND, TABLE_NOT_FOUND or KEY_NOT_FOUND", "409": "QUEUE_ALREADY_EXISTS", "412": "RECEIPT_STALE or CONDITION_FAILED",
+            "404": "QUEUE_NOT_FOUND, TABLE_NOT_FOUND or KEY_NOT_FOUND", "409": "QUEUE_ALREADY_EXISTS", "412": "RECEIPT_STALE or CONDITION_FAILED", "403": "PERMISSION_DENIED (presigned URL altered or expired)", "416": "RANGE_NOT_SATISFIABLE",
             "413": "MESSAGE_TOO_LARGE, VALUE_TOO_LARGE or REQUEST_TOO_LARGE", "501": "UNSUPPORTED: the backend lacks a needed capability",
             "503": "BACKEND_UNAVAILABLE or SHUTTING_DOWN (retryable)", "504": "TIMEOUT (retryable)"}
     for c in codes + ("503", "504"):
@@ -141,7 +180,7 @@ def op(opid, summary, responses, req=None, params=None, tag="queues"):
     return o
 paths = {
  "/api/v1/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "tags": ["meta"], "responses": {"200": {"description": "OpenAPI 3 document", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
- "/api/v1/describe": {"get": op("describe", "Backend name, capabilities and limits of this proxy's service (eqs: DescribeResponse, ekv: KvDescribeResponse)", {"200": {"description": "OK", "content": {"application/json": {"schema": {"oneOf": [ref("DescribeResponse"), ref("KvDescribeResponse")]}}}}}, tag="meta")},
+ "/api/v1/describe": {"get": op("describe", "Backend name, capabilities and limits of this proxy's service (eqs: DescribeResponse, eos: ObjectDescribeResponse, ekv: KvDescribeResponse)", {"200": {"description": "OK", "content": {"application/json": {"schema": {"oneOf": [ref("DescribeResponse"), ref("ObjectDescribeResponse"), ref("KvDescribeResponse")]}}}}}, tag="meta")},
  "/api/v1/queues": {
    "get": op("listQueues", "List queue names by prefix, a page at a time", {**ok("ListQueuesResponse"), **problem_responses("400")}, params=[
       {"name": "prefix", "in": "query", "schema": {"type": "string"}, "description": "Only names with this prefix"},
@@ -181,10 +220,58 @@ paths.update({
       {"name": "versionEquals", "in": "query", "schema": {"type": "string"}, "description": "Delete only at this version"}], tag="kv")},
 })
 
+bp = [{"name": "bucket", "in": "path", "required": True, "schema": {"type": "string"}, "description": "Bucket name"}]
+okp = bp + [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"}, "description": "Object key, percent-encoded ('/' may stay literal)"}]
+def hdr(name, desc):
+    return {"name": name, "in": "header", "required": False, "schema": {"type": "string"}, "description": desc}
+binary = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+obj_headers = {
+  "ETag": {"description": "Quoted ETag", "schema": {"type": "string"}},
+  "Content-Length": {"description": "Bytes in this response", "schema": {"type": "integer"}},
+  "Last-Modified": {"description": "Last write (HTTP date)", "schema": {"type": "string"}},
+}
+paths.update({
+ "/api/v1/buckets": {
+   "get": op("listBuckets", "List bucket names", {**ok("ListBucketsResponse")}, tag="objects"),
+   "post": op("createBucket", "Create a bucket (idempotent)", {**ok("CreateBucketResponse", "Already existed"), **ok("CreateBucketResponse", "Created", "201"), **problem_responses("400")}, body("CreateBucketRequest"), tag="objects")},
+ "/api/v1/buckets/{bucket}": {
+   "delete": op("deleteBucket", "Delete an empty bucket", {**ok("Empty"), **problem_responses("400", "404", "409")}, params=bp, tag="objects")},
+ "/api/v1/buckets/{bucket}/objects": {
+   "get": op("listObjects", "List objects by prefix, grouping by delimiter, a page at a time", {**ok("ObjectListResponse"), **problem_responses("400", "404")}, params=bp + [
+      {"name": "prefix", "in": "query", "schema": {"type": "string"}, "description": "Only keys with this prefix"},
+      {"name": "delimiter", "in": "query", "schema": {"type": "string"}, "description": "Group keys containing this after the prefix (usually /)"},
+      {"name": "pageSize", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": "Page size (0 = the maximum)"},
+      {"name": "pageToken", "in": "query", "schema": {"type": "string"}, "description": "nextPageToken of the previous page"}], tag="objects")},
+ "/api/v1/buckets/{bucket}/objects/{key}": {
+   "put": op("putObject", "Upload an object (raw body, streamed; stored atomically when complete). User metadata goes in x-exo-meta-<name> headers.",
+             {**ok("ObjectPutResponse"), **problem_responses("400", "404", "412", "413", "501")},
+             {"required": True, "content": binary},
+             okp + [hdr("Content-Type", "MIME type stored with the object"), hdr("If-None-Match", "* = create only"), hdr("If-Match", "Replace only at this ETag")], tag="objects"),
+   "get": op("getObject", "Download an object or a byte range (streamed)",
+             {"200": {"description": "The object", "headers": obj_headers, "content": binary},
+              "206": {"description": "The requested range (Content-Range)", "headers": obj_headers, "content": binary},
+              "304": {"description": "Not modified (If-None-Match matched); no body"},
+              **problem_responses("400", "404", "412", "416")},
+             params=okp + [hdr("Range", "bytes=a-b, bytes=a- or bytes=-n (one range)"), hdr("If-Match", "Fail with 412 unless the ETag matches"), hdr("If-None-Match", "304 if the ETag matches")], tag="objects"),
+   "head": op("headObject", "An object's attributes as headers", {"200": {"description": "Attributes", "headers": obj_headers}, "404": {"description": "OBJECT_NOT_FOUND or BUCKET_NOT_FOUND"}}, params=okp, tag="objects"),
+   "delete": op("deleteObject", "Delete an object (idempotent unless If-Match is given)", {**ok("Empty"), **problem_responses("400", "404", "412")}, params=okp + [hdr("If-Match", "Delete only at this ETag")], tag="objects")},
+ "/api/v1/buckets/{bucket}/copy": {
+   "post": op("copyObject", "Copy an object into this bucket", {**ok("CopyResponse"), **problem_responses("400", "404", "412", "501")}, body("CopyRequest"), bp, tag="objects")},
+ "/api/v1/buckets/{bucket}/presign": {
+   "post": op("presignObject", "A URL allowing one method on one key until it expires", {**ok("PresignResponse"), **problem_responses("400", "404", "501")}, body("PresignRequest"), bp, tag="objects")},
+ "/api/v1/buckets/{bucket}/delete": {
+   "post": op("deleteObjects", "Delete many keys with per-key results", {**ok("DeleteBatchResponse"), **problem_responses("400", "404")}, body("DeleteBatchRequest"), bp, tag="objects")},
+ "/api/v1/presigned/{bucket}/{key}": {
+   "get": op("presignedGet", "Download through a presigned URL of a local backend", {"200": {"description": "The object", "content": binary}, **problem_responses("403", "404")},
+             params=okp + [{"name": n, "in": "query", "required": True, "schema": {"type": "string"}, "description": d} for n, d in [("method", "GET"), ("expires", "Expiry, ms since the Unix epoch"), ("signature", "HMAC-SHA256, hex")]], tag="objects"),
+   "put": op("presignedPut", "Upload through a presigned URL of a local backend", {**ok("ObjectPutResponse"), **problem_responses("403", "404")}, {"required": True, "content": binary},
+             okp + [{"name": n, "in": "query", "required": True, "schema": {"type": "string"}, "description": d} for n, d in [("method", "PUT"), ("expires", "Expiry, ms since the Unix epoch"), ("signature", "HMAC-SHA256, hex")]], tag="objects")},
+})
+
 doc = {"openapi": "3.0.3",
   "info": {"title": "ExoFlow API", "version": "v1",
-    "description": "HTTP/JSON side of the ExoFlow contract. Every route mirrors a gRPC method of its proxy's service on the same port (queues: eqs, exo.queue.v1.QueueService; tables: ekv, exo.kv.v1.KvService); bodies use the canonical proto3 JSON mapping (lowerCamelCase names, bytes as base64, 64-bit integers as strings). Errors are RFC 9457 problem+json. Object routes are added with eos."},
-  "servers": [{"url": "http://127.0.0.1:7401", "description": "eqs sidecar (queues)"}, {"url": "http://127.0.0.1:7403", "description": "ekv sidecar (tables)"}],
-  "tags": [{"name": "queues", "description": "eqs: portable queues"}, {"name": "kv", "description": "ekv: portable key-value tables"}, {"name": "meta", "description": "About this proxy; served by every proxy"}],
+    "description": "HTTP/JSON side of the ExoFlow contract. Every route mirrors a gRPC method of its proxy's service on the same port (queues: eqs, exo.queue.v1.QueueService; buckets: eos, exo.object.v1.ObjectService; tables: ekv, exo.kv.v1.KvService); bodies use the canonical proto3 JSON mapping (lowerCamelCase names, bytes as base64, 64-bit integers as strings). Errors are RFC 9457 problem+json. Object bodies are raw bytes with HTTP headers (Content-Type, Range, ETag, If-Match, If-None-Match, x-exo-meta-*)."},
+  "servers": [{"url": "http://127.0.0.1:7401", "description": "eqs sidecar (queues)"}, {"url": "http://127.0.0.1:7402", "description": "eos sidecar (buckets)"}, {"url": "http://127.0.0.1:7403", "description": "ekv sidecar (tables)"}],
+  "tags": [{"name": "queues", "description": "eqs: portable queues"}, {"name": "objects", "description": "eos: portable object storage"}, {"name": "kv", "description": "ekv: portable key-value tables"}, {"name": "meta", "description": "About this proxy; served by every proxy"}],
   "paths": paths, "components": {"schemas": schemas}}
 print(json.dumps(doc, indent=2))

@@ -65,7 +65,11 @@ impl PatternReader {
 }
 
 impl AsyncRead for PatternReader {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         if self.slow {
             if let Some(pause) = self.pause.as_mut() {
                 if pause.as_mut().poll(cx).is_pending() {
@@ -88,7 +92,13 @@ use std::future::Future as _;
 /// Peak resident memory of a process, in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap()
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,13 +147,16 @@ async fn a_crash_mid_upload_keeps_the_previous_version() {
     let upload = {
         let client = client.clone();
         tokio::spawn(async move {
-            client.put("crash", "doc", PatternReader::new(200 * 1024 * 1024, true), PutOptions::default()).await
+            client
+                .put("crash", "doc", PatternReader::new(200 * 1024 * 1024, true), PutOptions::default())
+                .await
         })
     };
     let tmp = dir.path().join("tmp");
     let started = std::time::Instant::now();
     loop {
-        let in_progress: u64 = std::fs::read_dir(&tmp).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum();
+        let in_progress: u64 =
+            std::fs::read_dir(&tmp).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum();
         if in_progress > 2 * 1024 * 1024 {
             break;
         }
@@ -162,7 +175,11 @@ async fn a_crash_mid_upload_keeps_the_previous_version() {
     let (objects, _) = client.list("crash", "", "").await.unwrap();
     assert_eq!(objects.len(), 1);
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "the partial upload was not cleaned up");
-    let blobs: usize = std::fs::read_dir(dir.path().join("blobs")).unwrap().flatten().map(|d| std::fs::read_dir(d.path()).unwrap().count()).sum();
+    let blobs: usize = std::fs::read_dir(dir.path().join("blobs"))
+        .unwrap()
+        .flatten()
+        .map(|d| std::fs::read_dir(d.path()).unwrap().count())
+        .sum();
     assert_eq!(blobs, 1, "orphan blobs remain");
     proxy.start_kill().unwrap();
     let _ = proxy.wait().await;
