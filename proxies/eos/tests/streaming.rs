@@ -71,10 +71,10 @@ impl AsyncRead for PatternReader {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         if self.slow {
-            if let Some(pause) = self.pause.as_mut() {
-                if pause.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
+            if let Some(pause) = self.pause.as_mut()
+                && pause.as_mut().poll(cx).is_pending()
+            {
+                return Poll::Pending;
             }
             self.pause = Some(Box::pin(tokio::time::sleep(Duration::from_millis(5))));
         }
