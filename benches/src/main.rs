@@ -14,6 +14,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod kv;
+mod object;
+
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use eqs::{
@@ -39,6 +42,10 @@ struct Args {
 enum Cmd {
     /// send → receive → ack cycles via eqs-proxy and directly.
     Queue(QueueArgs),
+    /// Object put/get throughput via eos-proxy and directly on the same backend.
+    Object(object::ObjectArgs),
+    /// Key-value put/get latency and throughput via ekv-proxy and directly.
+    Kv(kv::KvArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -214,11 +221,23 @@ struct ProxyProcess {
 }
 
 async fn spawn_proxy(bin: &Path, backend: &str, db: &Path) -> anyhow::Result<ProxyProcess> {
+    spawn_any_proxy(bin, &["--backend", backend, "--db"], db, "eqs-proxy ready").await
+}
+
+/// Starts a proxy binary on an ephemeral port with `args` + `data` and waits until it logs
+/// `ready` and answers `/readyz`.
+async fn spawn_any_proxy(
+    bin: &Path,
+    args: &[&str],
+    data: &Path,
+    ready: &str,
+) -> anyhow::Result<ProxyProcess> {
     let started = Instant::now();
     let mut child = Command::new(bin)
-        .args(["--backend", backend, "--listen", "127.0.0.1:0", "--log-format", "json", "--db"])
-        .arg(db)
-        .env("RUST_LOG", "warn,eqs_proxy=info")
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(args)
+        .arg(data)
+        .env("RUST_LOG", "warn,eqs_proxy=info,eos_proxy=info,ekv_proxy=info")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -229,7 +248,7 @@ async fn spawn_proxy(bin: &Path, backend: &str, db: &Path) -> anyhow::Result<Pro
     let mut addr = None;
     while let Some(line) = lines.next_line().await? {
         if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
-            && event["message"] == "eqs-proxy ready"
+            && event["message"] == ready
         {
             addr = event["addr"].as_str().map(str::to_owned);
             break;
@@ -288,8 +307,12 @@ fn us(d: Duration) -> String {
 }
 
 fn default_proxy_bin() -> anyhow::Result<PathBuf> {
-    let me = std::env::current_exe()?;
-    Ok(me.with_file_name("eqs-proxy"))
+    sibling_bin("eqs-proxy")
+}
+
+/// A binary next to this one (same cargo profile).
+fn sibling_bin(name: &str) -> anyhow::Result<PathBuf> {
+    Ok(std::env::current_exe()?.with_file_name(name))
 }
 
 async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
@@ -436,5 +459,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match Args::parse().command {
         Cmd::Queue(args) => runtime.block_on(queue_bench(args)),
+        Cmd::Object(args) => runtime.block_on(object::bench(args)),
+        Cmd::Kv(args) => runtime.block_on(kv::bench(args)),
     }
 }

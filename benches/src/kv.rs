@@ -1,0 +1,186 @@
+//! `exo-bench kv`: put → get cycles through ekv-proxy and directly on the same kind of backend,
+//! with latency percentiles, ratios, the proxy's CPU per operation and memory.
+
+use std::time::{Duration, Instant};
+
+use ekv::{
+    config::BackendConfig,
+    model::{Condition, TableName},
+};
+use exo_sdk::{KvClient, Put, RetryPolicy};
+
+use crate::{Samples, memory_kib, process_cpu, sibling_bin, spawn_any_proxy, us};
+
+/// Options of the key-value benchmark.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KvArgs {
+    /// Backend: memory or embedded.
+    #[arg(long, default_value = "memory")]
+    backend: String,
+    /// Cycles per phase.
+    #[arg(long, default_value_t = 10000)]
+    cycles: usize,
+    /// Requests in flight in the throughput phase.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    value_bytes: usize,
+}
+
+#[derive(Default)]
+struct Phase {
+    put: Samples,
+    get: Samples,
+    elapsed: Duration,
+    ops: usize,
+}
+
+async fn via_proxy(client: &KvClient, cycles: usize, workers: usize, value: &[u8]) -> anyhow::Result<Phase> {
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..workers {
+        let client = client.clone();
+        let value = value.to_vec();
+        let per = cycles / workers;
+        tasks.spawn(async move {
+            let mut phase = Phase::default();
+            for i in 0..per {
+                let key = format!("w{w}-{}", i % 100);
+                let t = Instant::now();
+                client.put("bench", &key, value.clone(), Put::default()).await?;
+                phase.put.0.push(t.elapsed());
+                let t = Instant::now();
+                client.get("bench", &key).await?;
+                phase.get.0.push(t.elapsed());
+                phase.ops += 2;
+            }
+            Ok::<_, anyhow::Error>(phase)
+        });
+    }
+    collect(tasks, started).await
+}
+
+async fn direct(
+    backend: std::sync::Arc<dyn ekv::backend::KeyValue>,
+    cycles: usize,
+    workers: usize,
+    value: &[u8],
+) -> anyhow::Result<Phase> {
+    let table = TableName::parse("table", "bench", "table")?;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..workers {
+        let backend = backend.clone();
+        let table = table.clone();
+        let value = value.to_vec();
+        let per = cycles / workers;
+        tasks.spawn(async move {
+            let mut phase = Phase::default();
+            for i in 0..per {
+                let key = format!("w{w}-{}", i % 100);
+                let t = Instant::now();
+                backend.put(&table, &key, value.clone(), &Condition::None, 0).await?;
+                phase.put.0.push(t.elapsed());
+                let t = Instant::now();
+                backend.get(&table, &key).await?;
+                phase.get.0.push(t.elapsed());
+                phase.ops += 2;
+            }
+            Ok::<_, anyhow::Error>(phase)
+        });
+    }
+    collect(tasks, started).await
+}
+
+async fn collect(
+    mut tasks: tokio::task::JoinSet<anyhow::Result<Phase>>,
+    started: Instant,
+) -> anyhow::Result<Phase> {
+    let mut total = Phase::default();
+    while let Some(result) = tasks.join_next().await {
+        let phase = result??;
+        total.put.0.extend(phase.put.0);
+        total.get.0.extend(phase.get.0);
+        total.ops += phase.ops;
+    }
+    total.elapsed = started.elapsed();
+    Ok(total)
+}
+
+pub async fn bench(args: KvArgs) -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let bin = sibling_bin("ekv-proxy")?;
+    let mut proxy = spawn_any_proxy(
+        &bin,
+        &["--backend", &args.backend, "--db"],
+        &scratch.path().join("proxy.db"),
+        "ekv-proxy ready",
+    )
+    .await?;
+    let client = KvClient::connect(&proxy.url)?.with_retry(RetryPolicy::none());
+    client.create_table("bench").await?;
+    let backend =
+        ekv::open_backend(&BackendConfig::named(&args.backend, Some(scratch.path().join("direct.db")))?)?;
+    backend.create_table(&TableName::parse("table", "bench", "table")?).await?;
+    let value = vec![b'v'; args.value_bytes];
+
+    // Warm-up.
+    via_proxy(&client, 500, 1, &value).await?;
+    direct(backend.clone(), 500, 1, &value).await?;
+
+    let cpu = process_cpu(proxy.pid)?;
+    let via_serial = via_proxy(&client, args.cycles, 1, &value).await?;
+    let proxy_cpu = process_cpu(proxy.pid)? - cpu;
+    let direct_serial = direct(backend.clone(), args.cycles, 1, &value).await?;
+    let cpu = process_cpu(proxy.pid)?;
+    let via_parallel = via_proxy(&client, args.cycles, args.concurrency, &value).await?;
+    let proxy_cpu_parallel = process_cpu(proxy.pid)? - cpu;
+    let direct_parallel = direct(backend.clone(), args.cycles, args.concurrency, &value).await?;
+    let (_, peak) = memory_kib(proxy.pid)?;
+
+    println!("## ekv: put → get, backend `{}`, {} B values\n", args.backend, args.value_bytes);
+    println!(
+        "| call | direct p50 µs | via proxy p50 µs | added p50 µs | direct p99 µs | via proxy p99 µs | via proxy p99.9 µs |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (name, d, v) in
+        [("put", &direct_serial.put, &via_serial.put), ("get", &direct_serial.get, &via_serial.get)]
+    {
+        println!(
+            "| {name} | {} | {} | {} | {} | {} | {} |",
+            us(d.percentile(50.0)),
+            us(v.percentile(50.0)),
+            us(v.percentile(50.0).saturating_sub(d.percentile(50.0))),
+            us(d.percentile(99.0)),
+            us(v.percentile(99.0)),
+            us(v.percentile(99.9)),
+        );
+    }
+    let rate = |p: &Phase| p.ops as f64 / p.elapsed.as_secs_f64();
+    println!("\n| measure | direct | via proxy | ratio via/direct |");
+    println!("|---|---|---|---|");
+    println!(
+        "| ops/s, 1 in flight | {:.0} | {:.0} | {:.3} |",
+        rate(&direct_serial),
+        rate(&via_serial),
+        rate(&via_serial) / rate(&direct_serial)
+    );
+    println!(
+        "| ops/s, {} in flight | {:.0} | {:.0} | {:.3} |",
+        args.concurrency,
+        rate(&direct_parallel),
+        rate(&via_parallel),
+        rate(&via_parallel) / rate(&direct_parallel)
+    );
+    println!("| proxy CPU µs per op, 1 in flight | | {} | |", us(proxy_cpu / via_serial.ops as u32));
+    println!(
+        "| proxy CPU µs per op, {} in flight | | {} | |",
+        args.concurrency,
+        us(proxy_cpu_parallel / via_parallel.ops as u32)
+    );
+    println!("| proxy peak RSS | | {:.1} MiB | |", peak as f64 / 1024.0);
+    proxy.child.start_kill()?;
+    let _ = proxy.child.wait().await;
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! `exo-bench object`: put and get throughput for several object sizes, through eos-proxy and
+//! directly on the same kind of backend in-process, with the proxy's peak memory.
+
+use std::{sync::Arc, time::Instant};
+
+use bytes::Bytes;
+use eos::{
+    config::BackendConfig,
+    model::{BucketName, PutMeta, WriteCondition},
+    presign::LocalPresigner,
+};
+use exo_sdk::{GetOptions, ObjectClient, PutOptions, RetryPolicy};
+use futures::{StreamExt as _, stream};
+
+use crate::{memory_kib, process_cpu, sibling_bin, spawn_any_proxy};
+
+/// Options of the object benchmark.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ObjectArgs {
+    /// Backend: fs or memory.
+    #[arg(long, default_value = "fs")]
+    backend: String,
+    /// Object sizes in KiB.
+    #[arg(long, value_delimiter = ',', default_value = "1,1024,262144")]
+    sizes_kib: Vec<u64>,
+    /// Bytes moved per size and direction (at least one object).
+    #[arg(long, default_value_t = 512 * 1024 * 1024)]
+    budget_bytes: u64,
+}
+
+fn chunks(data: &Bytes) -> Vec<std::io::Result<Bytes>> {
+    let step = exo_sdk::UPLOAD_CHUNK;
+    (0..data.len()).step_by(step).map(|at| Ok(data.slice(at..(at + step).min(data.len())))).collect()
+}
+
+fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0) / seconds
+}
+
+pub async fn bench(args: ObjectArgs) -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let bin = sibling_bin("eos-proxy")?;
+    let proxy_root = scratch.path().join("proxy");
+    let mut proxy =
+        spawn_any_proxy(&bin, &["--backend", &args.backend, "--root"], &proxy_root, "eos-proxy ready")
+            .await?;
+    let client = ObjectClient::connect(&proxy.url)?.with_retry(RetryPolicy::none());
+    client.create_bucket("bench").await?;
+
+    let presigner = Arc::new(LocalPresigner::new("http://127.0.0.1:0", None));
+    let backend_config = BackendConfig::named(&args.backend, Some(scratch.path().join("direct")))?;
+    let direct = eos::open_backend(&backend_config, presigner)?;
+    let bucket = BucketName::parse("bucket", "bench", "bucket")?;
+    direct.create_bucket(&bucket).await?;
+
+    println!("## eos: object throughput, backend `{}`\n", args.backend);
+    println!(
+        "| size | objects | put direct MB/s | put via proxy MB/s | put ratio | get direct MB/s | get via proxy MB/s | get ratio | proxy CPU ms per MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for kib in &args.sizes_kib {
+        let size = kib * 1024;
+        let count = (args.budget_bytes / size).clamp(1, 2000);
+        let data: Bytes = (0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
+        let total = size * count;
+
+        let cpu_before = process_cpu(proxy.pid)?;
+        let t = Instant::now();
+        for i in 0..count {
+            let options = PutOptions { content_length: Some(size), ..Default::default() };
+            client.put_stream("bench", &format!("o{kib}-{i}"), stream::iter(chunks(&data)), options).await?;
+        }
+        let put_via = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for i in 0..count {
+            let (_, body) = client.get("bench", &format!("o{kib}-{i}"), GetOptions::default()).await?;
+            let mut body = std::pin::pin!(body);
+            let mut n = 0u64;
+            while let Some(chunk) = body.next().await {
+                n += chunk?.len() as u64;
+            }
+            anyhow::ensure!(n == size, "download of {n} bytes, expected {size}");
+        }
+        let get_via = t.elapsed().as_secs_f64();
+        let proxy_cpu = process_cpu(proxy.pid)? - cpu_before;
+
+        let t = Instant::now();
+        for i in 0..count {
+            let meta = PutMeta {
+                content_type: "application/octet-stream".into(),
+                metadata: Default::default(),
+                condition: WriteCondition::None,
+                content_length: Some(size),
+                max_bytes: 0,
+            };
+            let body = Box::pin(stream::iter(
+                chunks(&data)
+                    .into_iter()
+                    .map(|c| c.map_err(|e| exo_proxy_core::ExoError::internal(e.to_string()))),
+            ));
+            direct.put(&bucket, &format!("o{kib}-{i}"), meta, body).await?;
+        }
+        let put_direct = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for i in 0..count {
+            let (_, _, body) = direct.get(&bucket, &format!("o{kib}-{i}"), None, &Default::default()).await?;
+            let mut body = body;
+            let mut n = 0u64;
+            while let Some(chunk) = body.next().await {
+                n += chunk?.len() as u64;
+            }
+            anyhow::ensure!(n == size, "direct read of {n} bytes, expected {size}");
+        }
+        let get_direct = t.elapsed().as_secs_f64();
+        // Free the space before the next size.
+        for i in 0..count {
+            client.delete("bench", &format!("o{kib}-{i}"), None).await?;
+            direct.delete(&bucket, &format!("o{kib}-{i}"), None).await?;
+        }
+        let mib_moved = 2.0 * total as f64 / (1024.0 * 1024.0);
+        println!(
+            "| {} | {count} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.2} | {:.2} |",
+            human(size),
+            mb_per_s(total, put_direct),
+            mb_per_s(total, put_via),
+            put_direct / put_via,
+            mb_per_s(total, get_direct),
+            mb_per_s(total, get_via),
+            get_direct / get_via,
+            proxy_cpu.as_secs_f64() * 1000.0 / mib_moved,
+        );
+    }
+    let (rss, peak) = memory_kib(proxy.pid)?;
+    println!(
+        "\nproxy RSS at the end {:.1} MiB, peak {:.1} MiB (VmHWM)",
+        rss as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+    proxy.child.start_kill()?;
+    let _ = proxy.child.wait().await;
+    Ok(())
+}
+
+fn human(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1024 * 1024 => format!("{} MiB", b / (1024 * 1024)),
+        b if b >= 1024 => format!("{} KiB", b / 1024),
+        b => format!("{b} B"),
+    }
+}
