@@ -17,7 +17,7 @@ pub type BucketName = ResourceName;
 pub type ByteStream = Pin<Box<dyn Stream<Item = ExoResult<Bytes>> + Send>>;
 
 /// Chunk size for reads served from disk or memory.
-pub const READ_CHUNK: usize = 64 * 1024;
+pub const READ_CHUNK: usize = 256 * 1024;
 
 /// What a backend is and can do.
 #[derive(Debug, Clone)]
