@@ -154,6 +154,24 @@ impl KvCtx {
     }
 }
 
+/// `Ok` value, or a failure message naming `what` failed.
+pub fn ok<T>(result: Result<T, exo_sdk::Error>, what: &str) -> Result<T, String> {
+    result.map_err(|err| format!("{what} failed: {err}"))
+}
+
+/// The error, if `result` failed with exactly `reason`; otherwise a failure message.
+pub fn expect_reason<T: std::fmt::Debug>(
+    result: Result<T, exo_sdk::Error>,
+    reason: exo_sdk::Reason,
+    what: &str,
+) -> Result<exo_sdk::Error, String> {
+    match result {
+        Ok(value) => Err(format!("{what}: expected {}, got success {value:?}", reason.as_str_name())),
+        Err(err) if err.reason == reason => Ok(err),
+        Err(err) => Err(format!("{what}: expected {}, got {err}", reason.as_str_name())),
+    }
+}
+
 /// Fails the case with a formatted message unless `cond` holds.
 #[macro_export]
 macro_rules! check {

@@ -3,9 +3,9 @@
 use std::{collections::HashMap, time::Duration};
 
 use bytes::Bytes;
-use exo_sdk::{ByteRange, Error, GetOptions, ObjectCapability as Cap, PutOptions, Reason, WriteIf};
+use exo_sdk::{ByteRange, GetOptions, ObjectCapability as Cap, PutOptions, Reason, WriteIf};
 
-use crate::{CaseOutcome, ObjectCase as Case, ObjectCtx as Ctx, check};
+use crate::{CaseOutcome, ObjectCase as Case, ObjectCtx as Ctx, check, expect_reason, ok};
 
 macro_rules! case {
     ($name:literal, $needs:expr, $description:literal, $body:ident) => {
@@ -297,22 +297,6 @@ pub async fn probe_unsupported(ctx: &Ctx, capability: Cap) -> Result<(), String>
             "{} is not declared, yet its call succeeded: the declaration lies",
             capability.as_str_name()
         )),
-    }
-}
-
-fn ok<T>(result: Result<T, Error>, what: &str) -> Result<T, String> {
-    result.map_err(|err| format!("{what} failed: {err}"))
-}
-
-fn expect_reason<T: std::fmt::Debug>(
-    result: Result<T, Error>,
-    reason: Reason,
-    what: &str,
-) -> Result<Error, String> {
-    match result {
-        Ok(value) => Err(format!("{what}: expected {}, got success {value:?}", reason.as_str_name())),
-        Err(err) if err.reason == reason => Ok(err),
-        Err(err) => Err(format!("{what}: expected {}, got {err}", reason.as_str_name())),
     }
 }
 

@@ -8,7 +8,7 @@ use std::{
 
 use exo_sdk::{Error, Message, Outgoing, QueueCapability as Cap, QueueOptions, Reason, Receive};
 
-use crate::{CaseOutcome, QueueCase as Case, QueueCtx as Ctx, check};
+use crate::{CaseOutcome, QueueCase as Case, QueueCtx as Ctx, check, expect_reason, ok};
 
 macro_rules! case {
     ($name:literal, $needs:expr, $description:literal, $body:ident) => {
@@ -257,22 +257,6 @@ pub async fn probe_unsupported(ctx: &Ctx, capability: Cap) -> Result<(), String>
 }
 
 // ---------- helpers ----------
-
-fn ok<T>(result: Result<T, Error>, what: &str) -> Result<T, String> {
-    result.map_err(|err| format!("{what} failed: {err}"))
-}
-
-fn expect_reason<T: std::fmt::Debug>(
-    result: Result<T, Error>,
-    reason: Reason,
-    what: &str,
-) -> Result<Error, String> {
-    match result {
-        Ok(value) => Err(format!("{what}: expected {}, got success {value:?}", reason.as_str_name())),
-        Err(err) if err.reason == reason => Ok(err),
-        Err(err) => Err(format!("{what}: expected {}, got {err}", reason.as_str_name())),
-    }
-}
 
 /// Receives until the queue yields nothing (messages stay hidden for 30 s, so each is seen once).
 async fn drain(ctx: &Ctx, queue: &str) -> Result<Vec<Message>, String> {

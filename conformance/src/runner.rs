@@ -194,72 +194,40 @@ pub async fn run_suite(
 ) -> anyhow::Result<(String, Vec<CaseResult>)> {
     let (service, url, server) = start(target).await?;
     let id = run_id();
+    // Each service: its client, its context, its cases, its capability probes.
+    macro_rules! suite {
+        ($client:ty, $ctx:ident, $cases:expr, $probe:path, $what:literal) => {{
+            let client = <$client>::connect(&url)?.with_retry(RetryPolicy::none());
+            let backend = client
+                .describe()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot describe {} at {url}: {e}", $what))?;
+            let declared = backend.capabilities.clone();
+            let ctx = |index: usize| $ctx {
+                client: client.clone(),
+                backend: backend.clone(),
+                http_base: url.clone(),
+                prefix: format!("cf{id}-{index}"),
+            };
+            let probe = |ctx: $ctx, cap| -> CaseFuture { Box::pin(async move { $probe(&ctx, cap).await }) };
+            let results =
+                run_cases($cases, filter, parallel, ctx, |cap| declared.contains(&(cap as i32)), probe).await;
+            (backend.backend.clone(), results)
+        }};
+    }
     let outcome = match service {
         Service::Queue => {
-            let client = QueueClient::connect(&url)?.with_retry(RetryPolicy::none());
-            let backend =
-                client.describe().await.map_err(|e| anyhow::anyhow!("cannot describe eqs at {url}: {e}"))?;
-            let declared = backend.capabilities.clone();
-            let ctx = |index: usize| QueueCtx {
-                client: client.clone(),
-                backend: backend.clone(),
-                http_base: url.clone(),
-                prefix: format!("cf{id}-{index}"),
-            };
-            let results = run_cases(
-                queue_cases::queue_cases(),
-                filter,
-                parallel,
-                ctx,
-                |cap| declared.contains(&(cap as i32)),
-                |ctx, cap| Box::pin(async move { queue_cases::probe_unsupported(&ctx, cap).await }),
-            )
-            .await;
-            (backend.backend.clone(), results)
+            suite!(QueueClient, QueueCtx, queue_cases::queue_cases(), queue_cases::probe_unsupported, "eqs")
         }
-        Service::Kv => {
-            let client = KvClient::connect(&url)?.with_retry(RetryPolicy::none());
-            let backend =
-                client.describe().await.map_err(|e| anyhow::anyhow!("cannot describe ekv at {url}: {e}"))?;
-            let declared = backend.capabilities.clone();
-            let ctx = |index: usize| KvCtx {
-                client: client.clone(),
-                backend: backend.clone(),
-                http_base: url.clone(),
-                prefix: format!("cf{id}-{index}"),
-            };
-            let results = run_cases(
-                kv_cases::kv_cases(),
-                filter,
-                parallel,
-                ctx,
-                |cap| declared.contains(&(cap as i32)),
-                |ctx, cap| Box::pin(async move { kv_cases::probe_unsupported(&ctx, cap).await }),
-            )
-            .await;
-            (backend.backend.clone(), results)
-        }
+        Service::Kv => suite!(KvClient, KvCtx, kv_cases::kv_cases(), kv_cases::probe_unsupported, "ekv"),
         Service::Object => {
-            let client = ObjectClient::connect(&url)?.with_retry(RetryPolicy::none());
-            let backend =
-                client.describe().await.map_err(|e| anyhow::anyhow!("cannot describe eos at {url}: {e}"))?;
-            let declared = backend.capabilities.clone();
-            let ctx = |index: usize| ObjectCtx {
-                client: client.clone(),
-                backend: backend.clone(),
-                http_base: url.clone(),
-                prefix: format!("cf{id}-{index}"),
-            };
-            let results = run_cases(
+            suite!(
+                ObjectClient,
+                ObjectCtx,
                 object_cases::object_cases(),
-                filter,
-                parallel,
-                ctx,
-                |cap| declared.contains(&(cap as i32)),
-                |ctx, cap| Box::pin(async move { object_cases::probe_unsupported(&ctx, cap).await }),
+                object_cases::probe_unsupported,
+                "eos"
             )
-            .await;
-            (backend.backend.clone(), results)
         }
     };
     if let Some(server) = server {

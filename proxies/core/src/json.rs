@@ -3,7 +3,7 @@
 
 use axum::{
     body::Bytes,
-    extract::{FromRequest, Request},
+    extract::{FromRequest, Query, Request, rejection::QueryRejection},
     response::{IntoResponse, Response},
 };
 use exo_proto::common::v1::ErrorReason;
@@ -52,4 +52,18 @@ impl<T: Serialize> IntoResponse for Json<T> {
             Err(err) => ExoError::internal(format!("cannot encode response: {err}")).into_response(),
         }
     }
+}
+
+/// A query string parsed into `T`, or MALFORMED_REQUEST (problem+json) naming what is wrong.
+pub fn parse_query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ExoError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|err| ExoError::new(ErrorReason::MalformedRequest, format!("invalid query string: {err}")))
+}
+
+/// Serves the contract's OpenAPI document (`/api/v1/openapi.json` on every proxy).
+pub async fn openapi_document() -> Response {
+    let mut response = exo_proto::QUEUE_OPENAPI.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }

@@ -12,6 +12,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod descriptor;
 mod error;
 pub mod json;
 pub mod layer;
@@ -21,8 +22,23 @@ pub mod secret;
 pub mod server;
 pub mod telemetry;
 
+pub use descriptor::Descriptor;
 pub use error::{ExoError, ExoResult, default_retryable, grpc_code, http_status};
 pub use names::ResourceName;
+
+/// Why a proxy could not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The backend could not be opened.
+    #[error("cannot open backend: {0}")]
+    Backend(#[from] ExoError),
+    /// The server failed.
+    #[error(transparent)]
+    Serve(#[from] server::ServeError),
+}
 
 /// Milliseconds since the Unix epoch, the contract's timestamp unit.
 pub fn now_ms() -> u64 {

@@ -55,7 +55,14 @@ impl KvApi {
 
     /// Describe.
     pub fn describe(&self) -> pb::DescribeResponse {
-        self.descriptor().to_proto()
+        {
+            let d = self.descriptor();
+            pb::DescribeResponse {
+                backend: d.backend.to_owned(),
+                capabilities: d.capability_codes(),
+                limits: Some(d.limits),
+            }
+        }
     }
 
     /// CreateTable.

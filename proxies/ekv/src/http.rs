@@ -7,9 +7,8 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use exo_proto::{common::v1::ErrorReason, kv::v1 as pb};
-use exo_proxy_core::{ExoError, ExoResult, json::Json};
-use http::{HeaderValue, header};
+use exo_proto::kv::v1 as pb;
+use exo_proxy_core::{ExoResult, json::Json};
 use serde::Deserialize;
 
 use crate::api::KvApi;
@@ -17,7 +16,7 @@ use crate::api::KvApi;
 /// The routes, ready to merge into a proxy server.
 pub fn routes(api: KvApi) -> Router {
     Router::new()
-        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/openapi.json", get(exo_proxy_core::json::openapi_document))
         .route("/api/v1/describe", get(describe))
         .route("/api/v1/tables", get(list_tables).post(create_table))
         .route("/api/v1/tables/{table}", axum::routing::delete(delete_table))
@@ -25,18 +24,6 @@ pub fn routes(api: KvApi) -> Router {
         .route("/api/v1/tables/{table}/batch-get", post(batch_get))
         .route("/api/v1/tables/{table}/entries/{*key}", get(get_entry).put(put_entry).delete(delete_entry))
         .with_state(api)
-}
-
-fn query<T>(query: Result<Query<T>, QueryRejection>) -> ExoResult<T> {
-    query
-        .map(|Query(q)| q)
-        .map_err(|err| ExoError::new(ErrorReason::MalformedRequest, format!("invalid query string: {err}")))
-}
-
-async fn openapi() -> Response {
-    let mut response = exo_proto::QUEUE_OPENAPI.into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
 }
 
 async fn describe(State(api): State<KvApi>) -> Json<pb::DescribeResponse> {
@@ -81,7 +68,7 @@ async fn list(
     Path(table): Path<String>,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ExoResult<Json<pb::ListResponse>> {
-    let q = query(q)?;
+    let q = exo_proxy_core::json::parse_query(q)?;
     let req = pb::ListRequest {
         table,
         prefix: q.prefix,
@@ -130,6 +117,6 @@ async fn delete_entry(
     Path((table, key)): Path<(String, String)>,
     q: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> ExoResult<Json<pb::DeleteResponse>> {
-    let q = query(q)?;
+    let q = exo_proxy_core::json::parse_query(q)?;
     Ok(Json(api.delete(pb::DeleteRequest { table, key, version_equals: q.version_equals }).await?))
 }

@@ -1,8 +1,6 @@
 //! Validated values shared by the API layer and the backends: keys, limits, capabilities,
 //! conditions.
 
-use std::collections::HashSet;
-
 use exo_proto::{common::v1::ErrorReason, kv::v1 as pb};
 use exo_proxy_core::{ExoError, ExoResult, ResourceName};
 
@@ -11,38 +9,8 @@ pub use pb::KvCapability as Capability;
 /// A table name that passed the portable rules.
 pub type TableName = ResourceName;
 
-/// What a backend is and can do.
-#[derive(Debug, Clone)]
-pub struct Descriptor {
-    /// Backend name for metrics and errors.
-    pub backend: &'static str,
-    /// Declared capabilities.
-    pub capabilities: HashSet<Capability>,
-    /// Limits checked before the backend is called.
-    pub limits: pb::Limits,
-}
-
-impl Descriptor {
-    /// UNSUPPORTED unless `capability` is declared.
-    pub fn require(&self, capability: Capability, what: &str) -> ExoResult<()> {
-        if self.capabilities.contains(&capability) {
-            return Ok(());
-        }
-        Err(ExoError::unsupported(format!(
-            "backend '{}' does not support {what} (capability {} not declared)",
-            self.backend,
-            capability.as_str_name()
-        ))
-        .with_backend(self.backend))
-    }
-
-    /// The wire form returned by `Describe`.
-    pub fn to_proto(&self) -> pb::DescribeResponse {
-        let mut capabilities: Vec<i32> = self.capabilities.iter().map(|c| *c as i32).collect();
-        capabilities.sort_unstable();
-        pb::DescribeResponse { backend: self.backend.to_owned(), capabilities, limits: Some(self.limits) }
-    }
-}
+/// What a backend is and can do (see [`exo_proxy_core::Descriptor`]).
+pub type Descriptor = exo_proxy_core::Descriptor<Capability, pb::Limits>;
 
 /// The portable limits: DynamoDB's 400 KB item and Azure Table's 64 KiB-per-property leave
 /// 256 KiB as a value every backend can hold (Azure splits it across properties).

@@ -91,7 +91,14 @@ impl ObjectApi {
 
     /// Describe.
     pub fn describe(&self) -> pb::DescribeResponse {
-        self.descriptor().to_proto()
+        {
+            let d = self.descriptor();
+            pb::DescribeResponse {
+                backend: d.backend.to_owned(),
+                capabilities: d.capability_codes(),
+                limits: Some(d.limits),
+            }
+        }
     }
 
     /// CreateBucket.

@@ -31,7 +31,7 @@ struct AppState {
 /// The routes, ready to merge into a proxy server.
 pub fn routes(api: ObjectApi, presigner: Arc<LocalPresigner>) -> Router {
     Router::new()
-        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/openapi.json", get(exo_proxy_core::json::openapi_document))
         .route("/api/v1/describe", get(describe))
         .route("/api/v1/buckets", get(list_buckets).post(create_bucket))
         .route("/api/v1/buckets/{bucket}", axum::routing::delete(delete_bucket))
@@ -45,18 +45,6 @@ pub fn routes(api: ObjectApi, presigner: Arc<LocalPresigner>) -> Router {
         .route("/api/v1/buckets/{bucket}/delete", post(delete_batch))
         .route("/api/v1/presigned/{bucket}/{*key}", get(presigned_get).put(presigned_put))
         .with_state(AppState { api, presigner })
-}
-
-fn query<T>(query: Result<Query<T>, QueryRejection>) -> ExoResult<T> {
-    query
-        .map(|Query(q)| q)
-        .map_err(|err| ExoError::new(ErrorReason::MalformedRequest, format!("invalid query string: {err}")))
-}
-
-async fn openapi() -> Response {
-    let mut response = exo_proto::QUEUE_OPENAPI.into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
 }
 
 async fn describe(State(s): State<AppState>) -> Json<pb::DescribeResponse> {
@@ -101,7 +89,7 @@ async fn list(
     Path(bucket): Path<String>,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ExoResult<Json<pb::ListResponse>> {
-    let q = query(q)?;
+    let q = exo_proxy_core::json::parse_query(q)?;
     let req = pb::ListRequest {
         bucket,
         prefix: q.prefix,
@@ -353,7 +341,7 @@ fn verify_presigned(
     q: Result<Query<Presigned>, QueryRejection>,
     method: pb::PresignMethod,
 ) -> ExoResult<()> {
-    let q = query(q).map_err(|_| {
+    let q = exo_proxy_core::json::parse_query(q).map_err(|_| {
         ExoError::new(
             ErrorReason::PermissionDenied,
             "presigned URL rejected: missing or malformed signature parameters",

@@ -19,8 +19,7 @@ use std::{future::Future, sync::Arc};
 
 use exo_proto::object::v1::object_service_server::ObjectServiceServer;
 use exo_proxy_core::{
-    ExoError, ExoResult,
-    config::ConfigError,
+    ExoResult,
     metrics::Metrics,
     server::{ProxyServer, ReadyFn, ServeError},
 };
@@ -34,22 +33,13 @@ use crate::{
     services::{fs::FsObjects, memory::MemoryObjects},
 };
 
-/// Why the proxy could not start or stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
-    /// The configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The backend could not be opened.
-    #[error("cannot open backend: {0}")]
-    Backend(#[from] ExoError),
-    /// The server failed.
-    #[error(transparent)]
-    Serve(#[from] ServeError),
-}
+pub use exo_proxy_core::ProxyError;
 
 /// The presigner for a configuration whose URLs point at `base_url`.
-pub fn presigner(config: &EosConfig, base_url: &str) -> Result<Arc<LocalPresigner>, ConfigError> {
+pub fn presigner(
+    config: &EosConfig,
+    base_url: &str,
+) -> Result<Arc<LocalPresigner>, exo_proxy_core::config::ConfigError> {
     let secret = config.presign.secret.as_ref().map(|s| s.resolve()).transpose()?;
     let base = config.presign.base_url.clone().unwrap_or_else(|| base_url.to_owned());
     Ok(Arc::new(LocalPresigner::new(&base, secret)))

@@ -1,7 +1,7 @@
 //! Validated values shared by the API layer and the backends: keys, metadata, conditions,
 //! ranges, limits and capabilities.
 
-use std::{collections::HashSet, pin::Pin};
+use std::pin::Pin;
 
 use bytes::Bytes;
 use exo_proto::{common::v1::ErrorReason, object::v1 as pb};
@@ -19,38 +19,8 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = ExoResult<Bytes>> + Send>>;
 /// Chunk size for reads served from disk or memory.
 pub const READ_CHUNK: usize = 256 * 1024;
 
-/// What a backend is and can do.
-#[derive(Debug, Clone)]
-pub struct Descriptor {
-    /// Backend name for metrics and errors.
-    pub backend: &'static str,
-    /// Declared capabilities.
-    pub capabilities: HashSet<Capability>,
-    /// Limits checked before the backend is called.
-    pub limits: pb::Limits,
-}
-
-impl Descriptor {
-    /// UNSUPPORTED unless `capability` is declared.
-    pub fn require(&self, capability: Capability, what: &str) -> ExoResult<()> {
-        if self.capabilities.contains(&capability) {
-            return Ok(());
-        }
-        Err(ExoError::unsupported(format!(
-            "backend '{}' does not support {what} (capability {} not declared)",
-            self.backend,
-            capability.as_str_name()
-        ))
-        .with_backend(self.backend))
-    }
-
-    /// The wire form returned by `Describe`.
-    pub fn to_proto(&self) -> pb::DescribeResponse {
-        let mut capabilities: Vec<i32> = self.capabilities.iter().map(|c| *c as i32).collect();
-        capabilities.sort_unstable();
-        pb::DescribeResponse { backend: self.backend.to_owned(), capabilities, limits: Some(self.limits) }
-    }
-}
+/// What a backend is and can do (see [`exo_proxy_core::Descriptor`]).
+pub type Descriptor = exo_proxy_core::Descriptor<Capability, pb::Limits>;
 
 /// Limits of the local backends; `max_object_bytes` 0 means only the disk limits the size.
 pub fn local_limits(max_object_bytes: u64) -> pb::Limits {

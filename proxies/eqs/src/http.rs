@@ -9,7 +9,6 @@ use axum::{
 };
 use exo_proto::queue::v1 as pb;
 use exo_proxy_core::{ExoResult, json::Json};
-use http::{HeaderValue, header};
 use serde::Deserialize;
 
 use crate::api::QueueApi;
@@ -17,7 +16,7 @@ use crate::api::QueueApi;
 /// The routes, ready to merge into a proxy server.
 pub fn routes(api: QueueApi) -> Router {
     Router::new()
-        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/openapi.json", get(exo_proxy_core::json::openapi_document))
         .route("/api/v1/describe", get(describe))
         .route("/api/v1/queues", get(list_queues).post(create_queue))
         .route("/api/v1/queues/{queue}", get(get_queue_info).delete(delete_queue))
@@ -28,12 +27,6 @@ pub fn routes(api: QueueApi) -> Router {
         .route("/api/v1/queues/{queue}/messages/ack", post(ack))
         .route("/api/v1/queues/{queue}/messages/visibility", post(change_visibility))
         .with_state(api)
-}
-
-async fn openapi() -> Response {
-    let mut response = exo_proto::QUEUE_OPENAPI.into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
 }
 
 async fn describe(State(api): State<QueueApi>) -> Json<pb::DescribeResponse> {

@@ -18,10 +18,9 @@ use std::{future::Future, sync::Arc};
 
 use exo_proto::queue::v1::queue_service_server::QueueServiceServer;
 use exo_proxy_core::{
-    ExoError, ExoResult,
-    config::ConfigError,
+    ExoResult,
     metrics::Metrics,
-    server::{ProxyServer, ReadyFn, ServeError},
+    server::{ProxyServer, ReadyFn},
 };
 use tokio::net::TcpListener;
 
@@ -32,19 +31,7 @@ use crate::{
     services::{embedded::EmbeddedQueue, memory::MemoryQueue},
 };
 
-/// Why the proxy could not start or stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
-    /// The configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The backend could not be opened.
-    #[error("cannot open backend: {0}")]
-    Backend(#[from] ExoError),
-    /// The server failed.
-    #[error(transparent)]
-    Serve(#[from] ServeError),
-}
+pub use exo_proxy_core::ProxyError;
 
 /// Opens the configured backend, without layers.
 pub fn open_backend(config: &BackendConfig) -> ExoResult<Arc<dyn Queue>> {

@@ -1,7 +1,7 @@
 //! Validated domain values shared by the API layer and every backend: queue names, limits,
 //! capabilities, and the receipt format of the local backends.
 
-use std::{collections::HashSet, time::Duration};
+use std::time::Duration;
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
@@ -12,44 +12,8 @@ pub use pb::QueueCapability as Capability;
 /// A queue name that passed the portable rules (see [`ResourceName`]).
 pub type QueueName = ResourceName;
 
-/// What a backend is and can do; fixed for the backend's lifetime.
-#[derive(Debug, Clone)]
-pub struct Descriptor {
-    /// The backend's name (`memory`, `embedded`, ...), used in metrics and errors.
-    pub backend: &'static str,
-    /// Declared capabilities; the API layer rejects calls needing any other with UNSUPPORTED.
-    pub capabilities: HashSet<Capability>,
-    /// Limits requests are checked against before the backend sees them.
-    pub limits: pb::Limits,
-}
-
-impl Descriptor {
-    /// Whether `capability` is declared.
-    pub fn supports(&self, capability: Capability) -> bool {
-        self.capabilities.contains(&capability)
-    }
-
-    /// UNSUPPORTED unless `capability` is declared.
-    pub fn require(&self, capability: Capability, what: &str) -> ExoResult<()> {
-        if self.supports(capability) {
-            Ok(())
-        } else {
-            Err(ExoError::unsupported(format!(
-                "backend '{}' does not support {what} (capability {} not declared)",
-                self.backend,
-                capability.as_str_name()
-            ))
-            .with_backend(self.backend))
-        }
-    }
-
-    /// The wire form returned by `Describe`.
-    pub fn to_proto(&self) -> pb::DescribeResponse {
-        let mut capabilities: Vec<i32> = self.capabilities.iter().map(|c| *c as i32).collect();
-        capabilities.sort_unstable();
-        pb::DescribeResponse { backend: self.backend.to_owned(), capabilities, limits: Some(self.limits) }
-    }
-}
+/// What a backend is and can do (see [`exo_proxy_core::Descriptor`]).
+pub type Descriptor = exo_proxy_core::Descriptor<Capability, pb::Limits>;
 
 /// The limits of the local backends (memory, embedded): SQS's where it is the stricter service,
 /// so an app tested locally does not break on the cloud.
