@@ -1,0 +1,288 @@
+//! The ExoFlow app manifest (`exoflow.yaml`): what an app needs — providers and failover, where
+//! it runs, its image, and the queues, buckets and tables it uses. Keys are kebab-case.
+//!
+//! ```yaml
+//! name: shop
+//! metadata:
+//!   provider: { current: aws, failover-chain: [aws, azure] }
+//! providers:
+//!   aws:   { kind: aws, region: us-east-1, auth: { profile: env:AWS_PROFILE } }
+//!   azure: { kind: azure, location: westeurope, account: shopdata,
+//!            auth: { client-secret: env:encrypted:ARM_CLIENT_SECRET } }
+//! compute: { platform: { affinity: [k8s, vms, edge] } }
+//! app:
+//!   container: { image: ghcr.io/acme/shop, tag: "1.4.2", port: 8080 }
+//!   vm: { image: shop-1.4.2 }
+//! queues: [{ name: orders, max-receives: 5, dead-letter: orders-dead }, { name: orders-dead }]
+//! buckets: [{ name: uploads }]
+//! tables: [{ name: carts, ttl: true }]
+//! autoscale: { queue: orders, target-depth: 100, min-replicas: 2, max-replicas: 10 }
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Manifest {
+    /// The app's name: portable name rules (3–63 of a-z 0-9 -).
+    pub name: String,
+    /// Which provider is current and which follow it.
+    #[serde(default)]
+    pub metadata: Metadata,
+    /// Cloud (or local) accounts the app may use, by id.
+    #[serde(default)]
+    pub providers: BTreeMap<String, Provider>,
+    /// Where the app runs.
+    #[serde(default)]
+    pub compute: Compute,
+    /// The app's own artefacts.
+    pub app: App,
+    /// Monitoring systems to feed.
+    #[serde(default)]
+    pub monitoring: Monitoring,
+    /// Queues the app uses.
+    #[serde(default)]
+    pub queues: Vec<Queue>,
+    /// Buckets the app uses.
+    #[serde(default)]
+    pub buckets: Vec<Bucket>,
+    /// Tables the app uses.
+    #[serde(default)]
+    pub tables: Vec<Table>,
+    /// Scale the app on a queue's depth.
+    #[serde(default)]
+    pub autoscale: Option<Autoscale>,
+    /// Replicas when not autoscaled.
+    #[serde(default = "one")]
+    pub replicas: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `metadata:`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Metadata {
+    /// Provider selection.
+    #[serde(default)]
+    pub provider: ProviderChoice,
+}
+
+/// `metadata.provider:`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ProviderChoice {
+    /// The provider used now.
+    #[serde(default)]
+    pub current: String,
+    /// Providers in failover order (the current one first).
+    #[serde(default)]
+    pub failover_chain: Vec<String>,
+}
+
+/// What kind of account a provider is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    /// Amazon Web Services.
+    Aws,
+    /// Microsoft Azure.
+    Azure,
+    /// The embedded local backends (edge devices, development).
+    Local,
+}
+
+/// One provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Provider {
+    /// aws, azure or local.
+    pub kind: ProviderKind,
+    /// AWS region.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Azure location.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Azure storage account.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Credential references (`env:NAME`, `env:encrypted:NAME`, `file:/path`), never values.
+    #[serde(default)]
+    pub auth: BTreeMap<String, String>,
+}
+
+/// `compute:`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Compute {
+    /// Platform preferences.
+    #[serde(default)]
+    pub platform: Platform,
+}
+
+/// `compute.platform:`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Platform {
+    /// Where the app may run, in order of preference.
+    #[serde(default)]
+    pub affinity: Vec<Affinity>,
+}
+
+/// A kind of compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Affinity {
+    /// Kubernetes.
+    K8s,
+    /// Virtual machines (systemd).
+    Vms,
+    /// Single edge hosts (compose, local backends).
+    Edge,
+}
+
+/// `app:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct App {
+    /// The app's container.
+    pub container: Container,
+    /// The app's VM image.
+    #[serde(default)]
+    pub vm: Option<Vm>,
+}
+
+/// `app.container:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Container {
+    /// Image repository.
+    pub image: String,
+    /// Image tag (required unless `digest` is given; `latest` only with a warning).
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// Pin by digest (`sha256:...`); wins over the tag.
+    #[serde(default)]
+    pub digest: Option<String>,
+    /// Proxy images follow the app's tag.
+    #[serde(default)]
+    pub sync_tags: bool,
+    /// Port the app serves on, if any.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Another image for edge hosts.
+    #[serde(default)]
+    pub edge_override: Option<ImageRef>,
+}
+
+/// An image and tag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ImageRef {
+    /// Image repository.
+    pub image: String,
+    /// Image tag.
+    #[serde(default)]
+    pub tag: Option<String>,
+}
+
+/// `app.vm:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Vm {
+    /// Machine image (AMI id, Azure image name, ...).
+    pub image: String,
+}
+
+/// `monitoring:`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Monitoring {
+    /// prometheus, otlp, cloudwatch, azure-monitor.
+    #[serde(default)]
+    pub targets: Vec<String>,
+}
+
+/// A queue the app uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Queue {
+    /// Portable queue name.
+    pub name: String,
+    /// Visibility timeout in seconds.
+    #[serde(default)]
+    pub visibility_timeout: Option<u32>,
+    /// Receives before dead-lettering (needs `dead-letter`).
+    #[serde(default)]
+    pub max_receives: Option<u32>,
+    /// Dead-letter queue (declared in `queues`).
+    #[serde(default)]
+    pub dead_letter: Option<String>,
+}
+
+/// A bucket the app uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Bucket {
+    /// Portable bucket name.
+    pub name: String,
+}
+
+/// A table the app uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Table {
+    /// Portable table name.
+    pub name: String,
+    /// Entries may carry a time to live.
+    #[serde(default)]
+    pub ttl: bool,
+}
+
+/// `autoscale:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Autoscale {
+    /// The queue whose depth drives scaling.
+    pub queue: String,
+    /// Visible messages per replica.
+    pub target_depth: u32,
+    /// Fewest replicas.
+    #[serde(default = "one")]
+    pub min_replicas: u32,
+    /// Most replicas.
+    pub max_replicas: u32,
+}
+
+impl Manifest {
+    /// The providers in use: the failover chain, or just the current provider.
+    pub fn chain(&self) -> Vec<String> {
+        let choice = &self.metadata.provider;
+        if choice.failover_chain.is_empty() {
+            vec![choice.current.clone()]
+        } else {
+            choice.failover_chain.clone()
+        }
+    }
+
+    /// The current provider, if declared.
+    pub fn current_provider(&self) -> Option<&Provider> {
+        self.providers.get(&self.metadata.provider.current)
+    }
+
+    /// The app image reference: `image@digest`, else `image:tag`.
+    pub fn app_image(&self) -> String {
+        let c = &self.app.container;
+        match (&c.digest, &c.tag) {
+            (Some(digest), _) => format!("{}@{digest}", c.image),
+            (None, Some(tag)) => format!("{}:{tag}", c.image),
+            (None, None) => c.image.clone(),
+        }
+    }
+}

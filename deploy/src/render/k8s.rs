@@ -1,0 +1,206 @@
+//! Kubernetes: the app's Deployment with one proxy sidecar per service it uses (native sidecars —
+//! init containers with `restartPolicy: Always`, Kubernetes 1.29+ — or classic ones), the proxy
+//! configuration as a ConfigMap, credentials only from a Secret, probes on the proxies' gRPC
+//! health service, hardened security contexts, a Service, a PodDisruptionBudget, a
+//! NetworkPolicy, and an HPA on queue depth when the manifest asks for autoscaling.
+//!
+//! The proxies listen on 0.0.0.0 inside the pod because kubelet probes connect to the pod IP;
+//! the NetworkPolicy admits traffic only to the app's own port, so other pods cannot reach them.
+
+use serde_json::{Value, json};
+
+use crate::{
+    manifest::Manifest,
+    render::{DATA_DIR, Files, Sidecar, credential_env, proxy_image, sidecars},
+};
+
+/// Name of the Secret the credentials come from (created by the operator, never rendered).
+pub fn secret_name(m: &Manifest) -> String {
+    format!("{}-credentials", m.name)
+}
+
+fn labels(m: &Manifest) -> Value {
+    json!({ "app.kubernetes.io/name": m.name, "app.kubernetes.io/part-of": "exoflow" })
+}
+
+fn hardened() -> Value {
+    json!({
+        "allowPrivilegeEscalation": false,
+        "readOnlyRootFilesystem": true,
+        "runAsNonRoot": true,
+        "capabilities": { "drop": ["ALL"] },
+    })
+}
+
+fn sidecar_container(m: &Manifest, s: &Sidecar, native: bool) -> Value {
+    let env: Vec<Value> = credential_env(m)
+        .into_iter()
+        .map(|name| json!({ "name": name, "valueFrom": { "secretKeyRef": { "name": secret_name(m), "key": name } } }))
+        .collect();
+    let grpc = json!({ "port": s.port, "service": s.grpc_service });
+    let mut c = json!({
+        "name": s.name,
+        "image": proxy_image(m, s.name),
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["--config", format!("/etc/exoflow/{}.yaml", s.name)],
+        "ports": [{ "name": s.name, "containerPort": s.port, "protocol": "TCP" }],
+        "env": env,
+        "startupProbe": { "grpc": grpc, "periodSeconds": 1, "failureThreshold": 30 },
+        "readinessProbe": { "grpc": grpc, "periodSeconds": 5 },
+        "livenessProbe": { "httpGet": { "path": "/healthz", "port": s.port }, "periodSeconds": 10 },
+        "resources": {
+            "requests": { "cpu": "20m", "memory": "32Mi" },
+            "limits": { "cpu": "500m", "memory": "128Mi" },
+        },
+        "securityContext": hardened(),
+        "volumeMounts": [
+            { "name": "exoflow-config", "mountPath": "/etc/exoflow", "readOnly": true },
+            { "name": "exoflow-data", "mountPath": "/var/lib/exoflow" },
+        ],
+    });
+    if native {
+        c["restartPolicy"] = json!("Always");
+    }
+    c
+}
+
+fn app_container(m: &Manifest, proxies: &[Sidecar]) -> Value {
+    let env: Vec<Value> = proxies
+        .iter()
+        .map(|s| json!({ "name": s.endpoint_env, "value": format!("http://127.0.0.1:{}", s.port) }))
+        .collect();
+    let mut c = json!({
+        "name": "app",
+        "image": m.app_image(),
+        "imagePullPolicy": "IfNotPresent",
+        "env": env,
+        "resources": {
+            "requests": { "cpu": "100m", "memory": "128Mi" },
+            "limits": { "cpu": "1", "memory": "512Mi" },
+        },
+        "securityContext": hardened(),
+        "volumeMounts": [{ "name": "tmp", "mountPath": "/tmp" }],
+    });
+    if let Some(port) = m.app.container.port {
+        c["ports"] = json!([{ "name": "http", "containerPort": port, "protocol": "TCP" }]);
+    }
+    c
+}
+
+fn yaml(value: &Value) -> String {
+    // Rendering a JSON value as YAML cannot fail; keys come out sorted, so output is stable.
+    serde_yaml_ng::to_string(value).unwrap_or_default()
+}
+
+/// Renders every Kubernetes object into `k8s/`. `native` selects native sidecars.
+pub fn render(m: &Manifest, native: bool) -> Files {
+    let proxies = sidecars(m, true, DATA_DIR);
+    let mut files = Files::new();
+    let meta = |name: String| json!({ "name": name, "labels": labels(m) });
+
+    files.insert(
+        "k8s/serviceaccount.yaml".into(),
+        yaml(&json!({
+            "apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(m.name.clone()),
+            "automountServiceAccountToken": false,
+        })),
+    );
+    let data: serde_json::Map<String, Value> =
+        proxies.iter().map(|s| (format!("{}.yaml", s.name), Value::String(s.config.clone()))).collect();
+    files.insert(
+        "k8s/configmap.yaml".into(),
+        yaml(&json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(format!("{}-exoflow", m.name)), "data": data })),
+    );
+
+    let sidecar_containers: Vec<Value> = proxies.iter().map(|s| sidecar_container(m, s, native)).collect();
+    let mut containers = vec![app_container(m, &proxies)];
+    let mut pod = json!({
+        "serviceAccountName": m.name,
+        "automountServiceAccountToken": false,
+        "securityContext": {
+            "runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
+            "seccompProfile": { "type": "RuntimeDefault" },
+        },
+        "volumes": [
+            { "name": "exoflow-config", "configMap": { "name": format!("{}-exoflow", m.name) } },
+            { "name": "exoflow-data", "emptyDir": {} },
+            { "name": "tmp", "emptyDir": {} },
+        ],
+    });
+    if native {
+        pod["initContainers"] = json!(sidecar_containers);
+    } else {
+        containers.extend(sidecar_containers);
+    }
+    pod["containers"] = json!(containers);
+    let mut template_meta = json!({ "labels": labels(m) });
+    if m.monitoring.targets.iter().any(|t| t == "prometheus")
+        && let Some(first) = proxies.first()
+    {
+        template_meta["annotations"] = json!({
+            "prometheus.io/scrape": "true", "prometheus.io/port": first.port.to_string(), "prometheus.io/path": "/metrics",
+        });
+    }
+    let mut spec = json!({
+        "selector": { "matchLabels": labels(m) },
+        "template": { "metadata": template_meta, "spec": pod },
+    });
+    if m.autoscale.is_none() {
+        spec["replicas"] = json!(m.replicas);
+    }
+    files.insert(
+        "k8s/deployment.yaml".into(),
+        yaml(&json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(m.name.clone()), "spec": spec })),
+    );
+
+    let mut ingress = Vec::new();
+    if let Some(port) = m.app.container.port {
+        files.insert(
+            "k8s/service.yaml".into(),
+            yaml(&json!({
+                "apiVersion": "v1", "kind": "Service", "metadata": meta(m.name.clone()),
+                "spec": {
+                    "type": "ClusterIP",
+                    "selector": labels(m),
+                    "ports": [{ "name": "http", "port": 80, "targetPort": port, "protocol": "TCP" }],
+                },
+            })),
+        );
+        ingress.push(json!({ "ports": [{ "port": port, "protocol": "TCP" }] }));
+    }
+    files.insert(
+        "k8s/networkpolicy.yaml".into(),
+        yaml(&json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta(m.name.clone()),
+            "spec": { "podSelector": { "matchLabels": labels(m) }, "policyTypes": ["Ingress"], "ingress": ingress },
+        })),
+    );
+    files.insert(
+        "k8s/pdb.yaml".into(),
+        yaml(&json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(m.name.clone()),
+            "spec": { "maxUnavailable": 1, "selector": { "matchLabels": labels(m) } },
+        })),
+    );
+    if let Some(a) = &m.autoscale {
+        files.insert(
+            "k8s/hpa.yaml".into(),
+            yaml(&json!({
+                "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": meta(m.name.clone()),
+                "spec": {
+                    "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": m.name },
+                    "minReplicas": a.min_replicas,
+                    "maxReplicas": a.max_replicas,
+                    "metrics": [{
+                        "type": "External",
+                        "external": {
+                            "metric": { "name": "exo_queue_visible_messages", "selector": { "matchLabels": { "queue": a.queue } } },
+                            "target": { "type": "AverageValue", "averageValue": a.target_depth.to_string() },
+                        },
+                    }],
+                },
+            })),
+        );
+    }
+    files
+}

@@ -1,0 +1,166 @@
+//! Rendering a checked manifest into deployment files. Output is deterministic: the same
+//! manifest gives byte-identical files (ordered maps, no timestamps, no randomness).
+
+pub mod compose;
+pub mod k8s;
+pub mod systemd;
+
+use std::collections::BTreeMap;
+
+use eqs::config::EqsConfig;
+use exo_proxy_core::config::ServerConfig;
+use serde::Serialize;
+
+use crate::manifest::{Manifest, ProviderKind};
+
+/// Rendered files by relative path.
+pub type Files = BTreeMap<String, String>;
+
+/// Registry of the proxy images.
+pub const PROXY_REGISTRY: &str = "ghcr.io/exoflow";
+
+/// One proxy the app needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sidecar {
+    /// eqs, eos or ekv.
+    pub name: &'static str,
+    /// Port on the pod's or host's loopback.
+    pub port: u16,
+    /// The SDK's endpoint variable.
+    pub endpoint_env: &'static str,
+    /// gRPC service name for health checks.
+    pub grpc_service: &'static str,
+    /// The proxy's config file, as the proxy loads it.
+    pub config: String,
+}
+
+/// Where the proxies keep local data, when their backend is local.
+pub const DATA_DIR: &str = "/var/lib/exoflow";
+
+fn yaml<T: Serialize>(value: &T) -> String {
+    // Serializing plain config structs cannot fail.
+    serde_yaml_ng::to_string(value).unwrap_or_default()
+}
+
+/// The proxies `m` needs, each with its config for the current provider. `listen_any` binds
+/// 0.0.0.0 (so kubelet probes reach it; see the k8s renderer) instead of loopback; local
+/// backends keep their data under `data_dir`.
+pub fn sidecars(m: &Manifest, listen_any: bool, data_dir: &str) -> Vec<Sidecar> {
+    let kind = m.current_provider().map(|p| p.kind).unwrap_or(ProviderKind::Local);
+    let server = |port: u16| {
+        let ip = if listen_any { [0, 0, 0, 0] } else { [127, 0, 0, 1] };
+        let mut s = ServerConfig::with_listen(std::net::SocketAddr::from((ip, port)));
+        s.allow_insecure_non_loopback = listen_any;
+        s.log.format = exo_proxy_core::config::LogFormat::Json;
+        s
+    };
+    let mut out = Vec::new();
+    if !m.queues.is_empty() {
+        let config = match kind {
+            ProviderKind::Local => yaml(&EqsConfig {
+                server: server(7401),
+                backend: eqs::config::BackendConfig::Embedded {
+                    path: format!("{data_dir}/eqs.db").into(),
+                    max_message_bytes: eqs::config::DEFAULT_MAX_MESSAGE_BYTES,
+                },
+            }),
+            cloud => cloud_config(server(7401), cloud_backend(m, cloud, "queue")),
+        };
+        out.push(Sidecar {
+            name: "eqs",
+            port: 7401,
+            endpoint_env: "EXO_EQS_ENDPOINT",
+            grpc_service: "exo.queue.v1.QueueService",
+            config,
+        });
+    }
+    if !m.buckets.is_empty() {
+        let config = match kind {
+            ProviderKind::Local => yaml(&eos::config::EosConfig {
+                server: server(7402),
+                backend: eos::config::BackendConfig::Fs { root: format!("{data_dir}/objects").into() },
+                presign: Default::default(),
+            }),
+            cloud => cloud_config(server(7402), cloud_backend(m, cloud, "object")),
+        };
+        out.push(Sidecar {
+            name: "eos",
+            port: 7402,
+            endpoint_env: "EXO_EOS_ENDPOINT",
+            grpc_service: "exo.object.v1.ObjectService",
+            config,
+        });
+    }
+    if !m.tables.is_empty() {
+        let config = match kind {
+            ProviderKind::Local => yaml(&ekv::config::EkvConfig {
+                server: server(7403),
+                backend: ekv::config::BackendConfig::Embedded { path: format!("{data_dir}/ekv.db").into() },
+            }),
+            cloud => cloud_config(server(7403), cloud_backend(m, cloud, "kv")),
+        };
+        out.push(Sidecar {
+            name: "ekv",
+            port: 7403,
+            endpoint_env: "EXO_EKV_ENDPOINT",
+            grpc_service: "exo.kv.v1.KvService",
+            config,
+        });
+    }
+    out
+}
+
+/// The backend section for a cloud provider. The cloud backends are issues 4 (AWS) and 5
+/// (Azure); this is the configuration contract they are to accept.
+fn cloud_backend(m: &Manifest, kind: ProviderKind, service: &str) -> serde_json::Value {
+    let p = m.current_provider();
+    let auth: BTreeMap<String, String> = p.map(|p| p.auth.clone()).unwrap_or_default();
+    match (kind, service) {
+        (ProviderKind::Aws, _) => serde_json::json!({
+            "kind": match service { "queue" => "sqs", "object" => "s3", _ => "dynamodb" },
+            "region": p.and_then(|p| p.region.clone()).unwrap_or_default(),
+            "credentials": auth,
+        }),
+        (_, _) => serde_json::json!({
+            "kind": match service { "queue" => "azure-queue", "object" => "azure-blob", _ => "azure-table" },
+            "account": p.and_then(|p| p.account.clone()).unwrap_or_default(),
+            "credentials": auth,
+        }),
+    }
+}
+
+fn cloud_config(server: ServerConfig, backend: serde_json::Value) -> String {
+    #[derive(Serialize)]
+    struct Config {
+        server: ServerConfig,
+        backend: serde_json::Value,
+    }
+    yaml(&Config { server, backend })
+}
+
+/// The proxy image for `proxy` (`eqs-proxy`, ...): the app's tag when `sync-tags`, else this
+/// release's version.
+pub fn proxy_image(m: &Manifest, proxy: &str) -> String {
+    let tag = match (&m.app.container.tag, m.app.container.sync_tags) {
+        (Some(tag), true) => tag.clone(),
+        _ => env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    format!("{PROXY_REGISTRY}/{proxy}-proxy:{tag}")
+}
+
+/// Environment variables (by name) that credential references read, e.g. `AWS_PROFILE` for
+/// `env:AWS_PROFILE` or `env:encrypted:ARM_CLIENT_SECRET`.
+pub fn credential_env(m: &Manifest) -> Vec<String> {
+    let mut names: Vec<String> = m
+        .chain()
+        .iter()
+        .filter_map(|id| m.providers.get(id))
+        .flat_map(|p| p.auth.values())
+        .filter_map(|v| {
+            v.strip_prefix("env:").map(|rest| rest.strip_prefix("encrypted:").unwrap_or(rest).to_owned())
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}

@@ -1,0 +1,337 @@
+//! Reading a manifest and finding every problem in it, each with its line, column and a hint.
+
+use std::{collections::BTreeSet, fmt};
+
+use exo_proxy_core::ResourceName;
+
+use crate::{
+    locate::{Locations, Position},
+    manifest::{Affinity, Manifest, ProviderKind},
+};
+
+/// How bad a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Rendering is refused.
+    Error,
+    /// Rendering proceeds; the output works but is probably not what was meant.
+    Warning,
+}
+
+/// One problem, at its place in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Error or warning.
+    pub severity: Severity,
+    /// Dotted path of the offending node, e.g. `queues.1.dead-letter`.
+    pub path: String,
+    /// Where it is.
+    pub position: Position,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub hint: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(
+            f,
+            "{}:{}: {level}: {}: {}",
+            self.position.line, self.position.column, self.path, self.message
+        )?;
+        if !self.hint.is_empty() {
+            write!(f, " (hint: {})", self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+/// A manifest that parsed, with its warnings; or every problem found.
+pub type Checked = Result<(Manifest, Vec<Problem>), Vec<Problem>>;
+
+/// Known monitoring targets.
+pub const MONITORING_TARGETS: &[&str] = &["prometheus", "otlp", "cloudwatch", "azure-monitor"];
+
+struct Collector<'a> {
+    locations: &'a Locations,
+    problems: Vec<Problem>,
+}
+
+impl Collector<'_> {
+    fn push(&mut self, severity: Severity, path: &str, message: impl Into<String>, hint: impl Into<String>) {
+        self.problems.push(Problem {
+            severity,
+            path: path.to_owned(),
+            position: self.locations.find(path),
+            message: message.into(),
+            hint: hint.into(),
+        });
+    }
+    fn error(&mut self, path: &str, message: impl Into<String>, hint: impl Into<String>) {
+        self.push(Severity::Error, path, message, hint);
+    }
+    fn warn(&mut self, path: &str, message: impl Into<String>, hint: impl Into<String>) {
+        self.push(Severity::Warning, path, message, hint);
+    }
+    fn name(&mut self, kind: &str, path: &str, name: &str) {
+        if let Err(err) = ResourceName::parse(kind, name, path) {
+            self.error(
+                path,
+                err.message,
+                "3 to 63 of a-z, 0-9 and '-', starting and ending with a letter or digit, no '--'",
+            );
+        }
+    }
+}
+
+/// Parses `text` and checks it. Unknown keys, type errors and every semantic problem are
+/// reported with positions; warnings come back with a manifest that is good enough to render.
+pub fn check(text: &str) -> Checked {
+    let locations = Locations::of(text);
+    let mut unknown = Vec::new();
+    let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+    let parsed: Result<Manifest, _> =
+        serde_ignored::deserialize(deserializer, |path| unknown.push(path.to_string()));
+    let mut c = Collector { locations: &locations, problems: Vec::new() };
+    for path in unknown {
+        let path = path.replace('?', "");
+        c.error(&path, "unknown key", "check the spelling against deploy/README.md (keys are kebab-case)");
+    }
+    let manifest = match parsed {
+        Ok(manifest) => manifest,
+        Err(err) => {
+            let position =
+                err.location().map(|l| Position { line: l.line(), column: l.column() }).unwrap_or_default();
+            c.problems.push(Problem {
+                severity: Severity::Error,
+                path: String::new(),
+                position,
+                message: err.to_string(),
+                hint: "fix the structure first; semantic checks run once it parses".into(),
+            });
+            return Err(c.problems);
+        }
+    };
+    semantic(&manifest, &mut c);
+    c.problems.sort_by_key(|p| (p.position.line, p.position.column, p.severity));
+    if c.problems.iter().any(|p| p.severity == Severity::Error) {
+        Err(c.problems)
+    } else {
+        Ok((manifest, c.problems))
+    }
+}
+
+fn secret_reference(value: &str) -> bool {
+    ["env:", "file:"].iter().any(|p| value.strip_prefix(p).is_some_and(|rest| !rest.is_empty()))
+}
+
+fn semantic(m: &Manifest, c: &mut Collector<'_>) {
+    c.name("app", "name", &m.name);
+
+    // Providers and failover.
+    let current = &m.metadata.provider.current;
+    if current.is_empty() {
+        c.error("metadata.provider.current", "no current provider", "name one of the providers");
+    } else if !m.providers.contains_key(current) {
+        c.error(
+            "metadata.provider.current",
+            format!("unknown provider '{current}'"),
+            format!("declare it under providers (known: {})", known(m)),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (i, id) in m.metadata.provider.failover_chain.iter().enumerate() {
+        let path = format!("metadata.provider.failover-chain.{i}");
+        if !m.providers.contains_key(id) {
+            c.error(
+                &path,
+                format!("unknown provider '{id}' in the failover chain"),
+                format!("known: {}", known(m)),
+            );
+        }
+        if !seen.insert(id) {
+            c.error(
+                &path,
+                format!("provider '{id}' appears twice in the failover chain"),
+                "list each provider once",
+            );
+        }
+    }
+    if let Some(first) = m.metadata.provider.failover_chain.first()
+        && first != current
+    {
+        c.error(
+            "metadata.provider.failover-chain.0",
+            format!("the chain starts with '{first}', not the current provider '{current}'"),
+            "put the current provider first",
+        );
+    }
+    for (id, p) in &m.providers {
+        let base = format!("providers.{id}");
+        match p.kind {
+            ProviderKind::Aws if p.region.is_none() => {
+                c.error(&base, "an aws provider needs a region", "add region: us-east-1 (for example)")
+            }
+            ProviderKind::Azure if p.location.is_none() || p.account.is_none() => c.error(
+                &base,
+                "an azure provider needs a location and a storage account",
+                "add location: and account:",
+            ),
+            _ => {}
+        }
+        if let Some(account) = &p.account
+            && (!(3..=24).contains(&account.len())
+                || !account.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        {
+            c.error(
+                &format!("{base}.account"),
+                "Azure storage account names are 3 to 24 lowercase letters and digits",
+                "",
+            );
+        }
+        for (key, value) in &p.auth {
+            if !secret_reference(value) {
+                c.error(
+                    &format!("{base}.auth.{key}"),
+                    "credentials must be references, not values",
+                    "use env:NAME, env:encrypted:NAME or file:/path",
+                );
+            }
+        }
+    }
+
+    // Compute and image.
+    let affinity = &m.compute.platform.affinity;
+    if affinity.is_empty() {
+        c.error("compute.platform.affinity", "no compute affinity", "list at least one of k8s, vms, edge");
+    }
+    let container = &m.app.container;
+    if container.image.is_empty() || container.image.contains(char::is_whitespace) {
+        c.error("app.container.image", "the image name is empty or has spaces", "");
+    }
+    if container.image.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+        c.error(
+            "app.container.image",
+            "the image carries a tag; give it in `tag`",
+            "image: ghcr.io/acme/shop, tag: 1.4.2",
+        );
+    }
+    match (&container.tag, &container.digest) {
+        (None, None) => c.error(
+            "app.container",
+            "the image has no tag or digest",
+            "add tag: (a version) or digest: sha256:...",
+        ),
+        (Some(tag), None) if tag == "latest" => {
+            c.warn("app.container.tag", "`latest` is not a pinned version", "pin a version or a digest")
+        }
+        _ => {}
+    }
+    if let Some(digest) = &container.digest
+        && !(digest.starts_with("sha256:")
+            && digest.len() == 71
+            && digest[7..].bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        c.error("app.container.digest", "a digest is sha256: followed by 64 hex digits", "");
+    }
+    if affinity.contains(&Affinity::Vms) && m.app.vm.is_none() {
+        c.error("app", "affinity includes vms but app.vm is missing", "add app.vm.image");
+    }
+    if container.edge_override.is_some() && !affinity.contains(&Affinity::Edge) {
+        c.warn("app.container.edge-override", "edge-override is set but edge is not in the affinity", "");
+    }
+    if let Some(o) = &container.edge_override
+        && o.tag.is_none()
+    {
+        c.error("app.container.edge-override", "the edge image has no tag", "add tag:");
+    }
+    for (i, t) in m.monitoring.targets.iter().enumerate() {
+        if !MONITORING_TARGETS.contains(&t.as_str()) {
+            c.error(
+                &format!("monitoring.targets.{i}"),
+                format!("unknown monitoring target '{t}'"),
+                format!("known: {}", MONITORING_TARGETS.join(", ")),
+            );
+        }
+    }
+
+    // Resources.
+    let queues: BTreeSet<&str> = m.queues.iter().map(|q| q.name.as_str()).collect();
+    for (kind, names) in [
+        ("queue", m.queues.iter().map(|q| q.name.as_str()).collect::<Vec<_>>()),
+        ("bucket", m.buckets.iter().map(|b| b.name.as_str()).collect()),
+        ("table", m.tables.iter().map(|t| t.name.as_str()).collect()),
+    ] {
+        let list = format!("{kind}s");
+        let mut seen = BTreeSet::new();
+        for (i, name) in names.iter().enumerate() {
+            let path = format!("{list}.{i}.name");
+            c.name(kind, &path, name);
+            if !seen.insert(*name) {
+                c.error(&path, format!("{kind} '{name}' is declared twice"), "");
+            }
+        }
+    }
+    for (i, q) in m.queues.iter().enumerate() {
+        match (&q.dead_letter, q.max_receives) {
+            (Some(dlq), Some(n)) => {
+                if !queues.contains(dlq.as_str()) {
+                    c.error(
+                        &format!("queues.{i}.dead-letter"),
+                        format!("dead-letter queue '{dlq}' is not declared"),
+                        "declare it under queues",
+                    );
+                } else if dlq == &q.name {
+                    c.error(
+                        &format!("queues.{i}.dead-letter"),
+                        "a queue cannot be its own dead-letter queue",
+                        "",
+                    );
+                }
+                if n == 0 || n > 1000 {
+                    c.error(&format!("queues.{i}.max-receives"), "max-receives must be 1 to 1000", "");
+                }
+            }
+            (None, None) => {}
+            _ => c.error(
+                &format!("queues.{i}"),
+                "max-receives and dead-letter go together",
+                "set both or neither",
+            ),
+        }
+        if q.visibility_timeout.is_some_and(|v| v > 43_200) {
+            c.error(&format!("queues.{i}.visibility-timeout"), "visibility timeout above 12 h (43200 s)", "");
+        }
+    }
+    if let Some(a) = &m.autoscale {
+        if !queues.contains(a.queue.as_str()) {
+            c.error(
+                "autoscale.queue",
+                format!("queue '{}' is not declared", a.queue),
+                "autoscale on one of the app's queues",
+            );
+        }
+        if a.min_replicas == 0 || a.min_replicas > a.max_replicas {
+            c.error("autoscale", "need 1 <= min-replicas <= max-replicas", "");
+        }
+        if a.target_depth == 0 {
+            c.error("autoscale.target-depth", "target-depth must be positive", "");
+        }
+    }
+    if m.replicas == 0 {
+        c.error("replicas", "replicas must be at least 1", "");
+    }
+}
+
+fn known(m: &Manifest) -> String {
+    if m.providers.is_empty() {
+        "none declared".into()
+    } else {
+        m.providers.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+}

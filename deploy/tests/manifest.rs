@@ -1,0 +1,195 @@
+//! Manifests: the examples check and render deterministically; the proxy configs rendered for
+//! local backends load with the proxies' own loaders; a broken manifest reports every problem
+//! with its line; the Kubernetes output keeps the invariants kubernetes-validate does not check.
+
+use std::collections::BTreeSet;
+
+use exo_deploy::{Target, manifest::Manifest, plan, render, validate};
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn checked(name: &str) -> Manifest {
+    match validate::check(&example(name)) {
+        Ok((m, warnings)) => {
+            assert!(warnings.is_empty(), "{warnings:?}");
+            m
+        }
+        Err(problems) => {
+            panic!("{name}: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+        }
+    }
+}
+
+#[test]
+fn examples_check_and_plan_every_affinity() {
+    let m = checked("shop.yaml");
+    let targets: Vec<Target> = plan(&m).into_iter().map(|(t, _)| t).collect();
+    assert_eq!(targets, vec![Target::K8s, Target::Systemd, Target::Compose]);
+    checked("edge-local.yaml");
+}
+
+#[test]
+fn rendering_is_deterministic() {
+    for name in ["shop.yaml", "edge-local.yaml"] {
+        let m = checked(name);
+        for target in [Target::K8s, Target::Compose, Target::Systemd] {
+            assert_eq!(render(&m, target, true), render(&checked(name), target, true), "{name} {target:?}");
+        }
+    }
+}
+
+#[test]
+fn golden_files_match() {
+    let golden = format!("{}/tests/golden", env!("CARGO_MANIFEST_DIR"));
+    let m = checked("shop.yaml");
+    for target in [Target::K8s, Target::Compose, Target::Systemd] {
+        for (path, content) in render(&m, target, true) {
+            let file = format!("{golden}/{path}");
+            if std::env::var_os("EXO_UPDATE_GOLDEN").is_some() {
+                std::fs::create_dir_all(std::path::Path::new(&file).parent().unwrap()).unwrap();
+                std::fs::write(&file, &content).unwrap();
+            }
+            let expected = std::fs::read_to_string(&file).unwrap_or_else(|_| {
+                panic!("missing golden file {file}; run with EXO_UPDATE_GOLDEN=1 and review the diff")
+            });
+            assert_eq!(
+                content, expected,
+                "{path} differs from its golden file (EXO_UPDATE_GOLDEN=1 to accept)"
+            );
+        }
+    }
+}
+
+#[test]
+fn local_proxy_configs_load_with_the_proxies_own_loaders() {
+    use exo_proxy_core::config::parse_yaml;
+    let m = checked("edge-local.yaml");
+    for target in [Target::K8s, Target::Compose, Target::Systemd] {
+        for s in exo_deploy::render::sidecars(&m, target == Target::K8s, "/var/lib/exoflow") {
+            match s.name {
+                "eqs" => parse_yaml::<eqs::config::EqsConfig>(&s.config, "eqs").unwrap().validate().unwrap(),
+                "eos" => {
+                    parse_yaml::<eos::config::EosConfig>(&s.config, "eos").unwrap().server.validate().unwrap()
+                }
+                "ekv" => {
+                    parse_yaml::<ekv::config::EkvConfig>(&s.config, "ekv").unwrap().server.validate().unwrap()
+                }
+                other => panic!("unexpected proxy {other}"),
+            }
+        }
+    }
+    // The ConfigMap carries exactly those files.
+    let files = render(&m, Target::K8s, true);
+    let configmap: serde_yaml_ng::Value = serde_yaml_ng::from_str(&files["k8s/configmap.yaml"]).unwrap();
+    let eqs_text = configmap["data"]["eqs.yaml"].as_str().unwrap();
+    parse_yaml::<eqs::config::EqsConfig>(eqs_text, "configmap").unwrap().validate().unwrap();
+}
+
+#[test]
+fn a_broken_manifest_reports_every_problem_with_its_line() {
+    let text = "\
+name: Shop_App
+metadata:
+  provider:
+    current: aws
+    failover-chain: [aws, gcp]
+providers:
+  aws:
+    kind: aws
+    regoin: us-east-1
+    auth:
+      secret: AKIAREALLYSECRET
+compute:
+  platform:
+    affinity: [k8s]
+app:
+  container:
+    image: ghcr.io/acme/shop
+queues:
+  - name: orders
+    max-receives: 3
+    dead-letter: nowhere
+autoscale:
+  queue: missing
+  target-depth: 10
+  max-replicas: 3
+";
+    let problems = validate::check(text).unwrap_err();
+    let lines: Vec<(usize, &str)> = problems.iter().map(|p| (p.position.line, p.message.as_str())).collect();
+    let expect = [
+        (1, "app name"),
+        (5, "unknown provider 'gcp'"),
+        (7, "needs a region"),
+        (9, "unknown key"),
+        (11, "references, not values"),
+        (16, "no tag or digest"),
+        (21, "dead-letter queue 'nowhere'"),
+        (23, "queue 'missing'"),
+    ];
+    for (line, fragment) in expect {
+        assert!(
+            lines.iter().any(|(l, m)| *l == line && m.contains(fragment)),
+            "expected a problem on line {line} containing {fragment:?}; got {lines:#?}"
+        );
+    }
+    // The secret value never appears in a message.
+    assert!(!problems.iter().any(|p| p.to_string().contains("AKIAREALLYSECRET")));
+}
+
+#[test]
+fn latest_is_a_warning_not_an_error() {
+    let text = example("edge-local.yaml").replace("tag: \"2.0.0\"", "tag: latest");
+    let (_, warnings) = validate::check(&text).unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].message.contains("latest"));
+}
+
+#[test]
+fn k8s_invariants_kubernetes_validate_does_not_check() {
+    let m = checked("shop.yaml");
+    for native in [true, false] {
+        let files = render(&m, Target::K8s, native);
+        let deployment: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&files["k8s/deployment.yaml"]).unwrap();
+        let spec = &deployment["spec"];
+        assert_eq!(
+            spec["selector"]["matchLabels"], spec["template"]["metadata"]["labels"],
+            "selector must match the pod labels"
+        );
+        let pod = &spec["template"]["spec"];
+        let mut names = BTreeSet::new();
+        for list in ["containers", "initContainers"] {
+            for c in pod[list].as_sequence().into_iter().flatten() {
+                let name = c["name"].as_str().unwrap().to_owned();
+                assert!(names.insert(name.clone()), "duplicate container name {name}");
+                assert!(!c["image"].as_str().unwrap().ends_with(":latest"), "unpinned image");
+                assert_eq!(
+                    c["securityContext"]["allowPrivilegeEscalation"],
+                    serde_yaml_ng::Value::Bool(false)
+                );
+                assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], serde_yaml_ng::Value::Bool(true));
+                for kind in ["requests", "limits"] {
+                    for (_, q) in c["resources"][kind].as_mapping().unwrap() {
+                        let q = q.as_str().unwrap();
+                        let valid =
+                            q.strip_suffix("Mi").or(q.strip_suffix('m')).unwrap_or(q).parse::<u64>().is_ok();
+                        assert!(valid, "bad quantity {q}");
+                    }
+                }
+            }
+        }
+        assert_eq!(names.len(), 4, "app + eqs + eos + ekv");
+        // Credentials only by reference to the Secret.
+        let text = &files["k8s/deployment.yaml"];
+        assert!(
+            text.contains("secretKeyRef") && !text.contains("value: env:"),
+            "credentials must come from the Secret"
+        );
+        let sidecars_are_native = pod["initContainers"]
+            .as_sequence()
+            .is_some_and(|s| s.iter().all(|c| c["restartPolicy"] == "Always"));
+        assert_eq!(sidecars_are_native, native);
+    }
+}
