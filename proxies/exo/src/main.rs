@@ -47,12 +47,46 @@ enum Command {
         #[arg(long)]
         json_logs: bool,
     },
+    /// Turn an ExoFlow app manifest into deployment files.
+    Deploy {
+        #[command(subcommand)]
+        command: DeployCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeployCommand {
+    /// Check a manifest; print every problem with its line and column.
+    Validate {
+        /// The manifest (exoflow.yaml).
+        manifest: PathBuf,
+    },
+    /// Print which targets the manifest's affinity selects, and why.
+    Plan {
+        /// The manifest.
+        manifest: PathBuf,
+    },
+    /// Render deployment files into a directory (nothing is written if the manifest has errors).
+    Render {
+        /// The manifest.
+        manifest: PathBuf,
+        /// k8s, compose, systemd, or all (every target the affinity selects).
+        #[arg(long, default_value = "all")]
+        target: String,
+        /// Output directory (replaced as a whole, never left half-written).
+        #[arg(long)]
+        out: PathBuf,
+        /// Kubernetes: classic sidecars (plain containers) instead of native ones.
+        #[arg(long)]
+        classic_sidecars: bool,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Command::Up { data_dir, eqs, eos, ekv, json_logs } => up(data_dir, eqs, eos, ekv, json_logs).await,
+        Command::Deploy { command } => deploy(command),
     }
 }
 
@@ -130,4 +164,65 @@ async fn up(
     }
     println!("ExoFlow stopped.");
     Ok(())
+}
+
+/// Reads and checks a manifest, printing its problems; `None` if it has errors.
+fn checked(path: &std::path::Path) -> anyhow::Result<Option<exo_deploy::manifest::Manifest>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    match exo_deploy::validate::check(&text) {
+        Ok((manifest, warnings)) => {
+            for w in warnings {
+                eprintln!("{}:{w}", path.display());
+            }
+            Ok(Some(manifest))
+        }
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("{}:{p}", path.display());
+            }
+            let errors =
+                problems.iter().filter(|p| p.severity == exo_deploy::validate::Severity::Error).count();
+            eprintln!("{}: {errors} error(s); nothing rendered", path.display());
+            Ok(None)
+        }
+    }
+}
+
+fn deploy(command: DeployCommand) -> anyhow::Result<()> {
+    match command {
+        DeployCommand::Validate { manifest } => match checked(&manifest)? {
+            Some(_) => {
+                println!("{}: ok", manifest.display());
+                Ok(())
+            }
+            None => std::process::exit(1),
+        },
+        DeployCommand::Plan { manifest } => {
+            let Some(m) = checked(&manifest)? else { std::process::exit(1) };
+            for (target, why) in exo_deploy::plan(&m) {
+                println!("{:<8} {why}", target.name());
+            }
+            Ok(())
+        }
+        DeployCommand::Render { manifest, target, out, classic_sidecars } => {
+            let Some(m) = checked(&manifest)? else { std::process::exit(1) };
+            let targets = if target == "all" {
+                exo_deploy::plan(&m).into_iter().map(|(t, _)| t).collect()
+            } else {
+                vec![
+                    exo_deploy::Target::parse(&target)
+                        .with_context(|| format!("unknown target '{target}' (k8s, compose, systemd, all)"))?,
+                ]
+            };
+            let mut files = exo_deploy::Files::new();
+            for t in targets {
+                files.extend(exo_deploy::render(&m, t, !classic_sidecars));
+            }
+            exo_deploy::write(&out, &files).with_context(|| format!("cannot write {}", out.display()))?;
+            for path in files.keys() {
+                println!("{}", out.join(path).display());
+            }
+            Ok(())
+        }
+    }
 }

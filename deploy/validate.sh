@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Validates rendered deployment files with real third-party validators (installed by
+# scripts/tools.sh into .tools/): yamllint for all YAML, kubernetes-validate --strict for k8s/,
+# the Compose v2 binary for compose/, systemd-analyze verify for systemd/.
+# Usage: deploy/validate.sh RENDER_DIR   (as written by `exo deploy render --out RENDER_DIR`)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+out="$(cd "$1" && pwd)"
+venv="$root/.tools/venv"
+fail() { echo "deploy validation failed: $*" >&2; exit 1; }
+
+echo "yamllint"
+"$venv/bin/yamllint" --strict -c "$root/deploy/yamllint.yaml" "$out"
+
+if [[ -d "$out/k8s" ]]; then
+  echo "kubernetes-validate --strict (Kubernetes 1.30)"
+  # An unknown kind or apiVersion only WARNs and exits 0: treat any WARN as a failure.
+  report="$("$venv/bin/kubernetes-validate" --strict -k 1.30 "$out"/k8s/*.yaml 2>&1)" || { echo "$report"; fail "kubernetes-validate"; }
+  echo "$report"
+  ! grep -q WARN <<<"$report" || fail "kubernetes-validate warned"
+fi
+
+if [[ -d "$out/compose" ]]; then
+  echo "compose config -q (Compose v2)"
+  compose="$venv/lib/python3.11/site-packages/compose/docker-compose"
+  [[ -x "$compose" ]] || compose="$(find "$venv" -path '*site-packages/compose/docker-compose' -type f | head -n 1)"
+  [[ -x "$compose" ]] || fail "Compose v2 binary not found in $venv"
+  # Credentials are required variables (${NAME:?}); give each a placeholder for the check.
+  vars=()
+  while read -r name; do vars+=("$name=placeholder"); done < <(grep -oE '\$\{[A-Z_][A-Z0-9_]*:\?' "$out/compose/compose.yaml" | sed -E 's/^\$\{//; s/:\?$//' | sort -u)
+  (cd "$out/compose" && env "${vars[@]}" "$compose" config -q) || fail "compose"
+fi
+
+if [[ -d "$out/systemd" ]]; then
+  echo "systemd-analyze verify"
+  command -v systemd-analyze >/dev/null || fail "systemd-analyze is not installed (apt-get install systemd)"
+  sandbox="$(mktemp -d)"
+  trap 'rm -rf "$sandbox"' EXIT
+  mkdir -p "$sandbox/usr/local/bin" "$sandbox/etc/systemd/system" "$sandbox/usr/lib/systemd"
+  cp -r /usr/lib/systemd/system "$sandbox/usr/lib/systemd/"
+  # verify checks that ExecStart binaries exist: install stubs of the proxies.
+  for proxy in eqs eos ekv; do printf '#!/bin/sh\nexit 0\n' > "$sandbox/usr/local/bin/$proxy-proxy"; chmod +x "$sandbox/usr/local/bin/$proxy-proxy"; done
+  cp "$out"/systemd/*.service "$sandbox/etc/systemd/system/"
+  # Bad values only warn (exit 0): any output is a failure.
+  report="$(systemd-analyze verify --root="$sandbox" "$sandbox"/etc/systemd/system/*.service 2>&1)" || { echo "$report"; fail "systemd-analyze"; }
+  [[ -z "$report" ]] || { echo "$report"; fail "systemd-analyze reported problems"; }
+fi
+echo "deployment files valid: $out"
