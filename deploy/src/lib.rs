@@ -5,7 +5,7 @@
 //! - [`render`] produces the files of one target, deterministically;
 //! - [`write`] writes them only when everything rendered (never a half-written directory).
 //!
-//! Targets today: `k8s`, `compose`, `systemd`. CloudFormation and ARM are the rest of issue 6.
+//! Targets today: `k8s`, `compose`, `systemd`, `cloudformation`. ARM is the rest of issue 6.
 
 pub mod locate;
 pub mod manifest;
@@ -26,6 +26,8 @@ pub enum Target {
     Compose,
     /// systemd units for VMs.
     Systemd,
+    /// CloudFormation (AWS resources and compute).
+    CloudFormation,
 }
 
 impl Target {
@@ -35,6 +37,7 @@ impl Target {
             "k8s" | "kubernetes" => Some(Self::K8s),
             "compose" => Some(Self::Compose),
             "systemd" => Some(Self::Systemd),
+            "cloudformation" | "cfn" => Some(Self::CloudFormation),
             _ => None,
         }
     }
@@ -45,6 +48,7 @@ impl Target {
             Self::K8s => "k8s",
             Self::Compose => "compose",
             Self::Systemd => "systemd",
+            Self::CloudFormation => "cloudformation",
         }
     }
 }
@@ -62,6 +66,14 @@ pub fn plan(m: &Manifest) -> Vec<(Target, String)> {
             out.push((target, why.to_owned()));
         }
     }
+    let uses_aws =
+        m.chain().iter().filter_map(|id| m.providers.get(id)).any(|p| p.kind == manifest::ProviderKind::Aws);
+    if uses_aws {
+        out.push((
+            Target::CloudFormation,
+            "an aws provider in the chain: its queues, buckets, tables, role and VM compute".to_owned(),
+        ));
+    }
     out
 }
 
@@ -71,6 +83,7 @@ pub fn render(m: &Manifest, target: Target, native_sidecars: bool) -> Files {
         Target::K8s => render::k8s::render(m, native_sidecars),
         Target::Compose => render::compose::render(m),
         Target::Systemd => render::systemd::render(m),
+        Target::CloudFormation => render::cloudformation::render(m),
     }
 }
 

@@ -58,6 +58,9 @@ pub struct Manifest {
     /// Replicas when not autoscaled.
     #[serde(default = "one")]
     pub replicas: u32,
+    /// Kubernetes namespace (default: the app's name).
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 fn one() -> u32 {

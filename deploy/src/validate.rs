@@ -242,6 +242,15 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
     if affinity.contains(&Affinity::Vms) && m.app.vm.is_none() {
         c.error("app", "affinity includes vms but app.vm is missing", "add app.vm.image");
     }
+    let aws_in_chain =
+        m.chain().iter().filter_map(|id| m.providers.get(id)).any(|p| p.kind == ProviderKind::Aws);
+    if let Some(vm) = &m.app.vm
+        && aws_in_chain
+        && affinity.contains(&Affinity::Vms)
+        && !(vm.image.starts_with("ami-") && vm.image.len() >= 12)
+    {
+        c.error("app.vm.image", "on AWS the VM image is an AMI id", "ami-0123456789abcdef0");
+    }
     if container.edge_override.is_some() && !affinity.contains(&Affinity::Edge) {
         c.warn("app.container.edge-override", "edge-override is set but edge is not in the affinity", "");
     }
@@ -322,6 +331,9 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
         if a.target_depth == 0 {
             c.error("autoscale.target-depth", "target-depth must be positive", "");
         }
+    }
+    if let Some(ns) = &m.namespace {
+        c.name("namespace", "namespace", ns);
     }
     if m.replicas == 0 {
         c.error("replicas", "replicas must be at least 1", "");

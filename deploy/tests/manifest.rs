@@ -26,7 +26,7 @@ fn checked(name: &str) -> Manifest {
 fn examples_check_and_plan_every_affinity() {
     let m = checked("shop.yaml");
     let targets: Vec<Target> = plan(&m).into_iter().map(|(t, _)| t).collect();
-    assert_eq!(targets, vec![Target::K8s, Target::Systemd, Target::Compose]);
+    assert_eq!(targets, vec![Target::K8s, Target::Systemd, Target::Compose, Target::CloudFormation]);
     checked("edge-local.yaml");
 }
 
@@ -34,7 +34,7 @@ fn examples_check_and_plan_every_affinity() {
 fn rendering_is_deterministic() {
     for name in ["shop.yaml", "edge-local.yaml"] {
         let m = checked(name);
-        for target in [Target::K8s, Target::Compose, Target::Systemd] {
+        for target in [Target::K8s, Target::Compose, Target::Systemd, Target::CloudFormation] {
             assert_eq!(render(&m, target, true), render(&checked(name), target, true), "{name} {target:?}");
         }
     }
@@ -44,7 +44,7 @@ fn rendering_is_deterministic() {
 fn golden_files_match() {
     let golden = format!("{}/tests/golden", env!("CARGO_MANIFEST_DIR"));
     let m = checked("shop.yaml");
-    for target in [Target::K8s, Target::Compose, Target::Systemd] {
+    for target in [Target::K8s, Target::Compose, Target::Systemd, Target::CloudFormation] {
         for (path, content) in render(&m, target, true) {
             let file = format!("{golden}/{path}");
             if std::env::var_os("EXO_UPDATE_GOLDEN").is_some() {
@@ -192,4 +192,28 @@ fn k8s_invariants_kubernetes_validate_does_not_check() {
             .is_some_and(|s| s.iter().all(|c| c["restartPolicy"] == "Always"));
         assert_eq!(sidecars_are_native, native);
     }
+}
+
+#[test]
+fn cloudformation_scopes_the_role_to_the_declared_resources() {
+    let m = checked("shop.yaml");
+    let files = render(&m, Target::CloudFormation, true);
+    let template: serde_json::Value = serde_json::from_str(&files["cloudformation/template.json"]).unwrap();
+    let resources = template["Resources"].as_object().unwrap();
+    assert_eq!(resources["QueueOrders"]["Properties"]["RedrivePolicy"]["maxReceiveCount"], 5);
+    assert_eq!(resources["TableCarts"]["Properties"]["TimeToLiveSpecification"]["Enabled"], true);
+    let statements = resources["ProxyRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap();
+    for statement in statements {
+        let text = statement["Resource"].to_string();
+        assert!(
+            !text.contains('*') || text.contains("Arn}/*"),
+            "role reaches beyond the app's resources: {text}"
+        );
+    }
+    let user_data = resources["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"]
+        .as_str()
+        .unwrap();
+    assert!(user_data.contains("systemctl enable --now exoflow-shop-eqs.service"), "{user_data}");
 }

@@ -1,6 +1,7 @@
 //! Rendering a checked manifest into deployment files. Output is deterministic: the same
 //! manifest gives byte-identical files (ordered maps, no timestamps, no randomness).
 
+pub mod cloudformation;
 pub mod compose;
 pub mod k8s;
 pub mod systemd;

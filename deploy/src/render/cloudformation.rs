@@ -1,0 +1,243 @@
+//! CloudFormation for AWS: the queues (with dead-letter redrive), buckets and tables the
+//! manifest declares, an IAM role for the proxies scoped to exactly those resources, and, for
+//! the `vms` affinity, a launch template and auto scaling group whose instances install and start
+//! the rendered systemd proxy units.
+
+use serde_json::{Map, Value, json};
+
+use crate::{
+    manifest::{Affinity, Manifest},
+    render::{Files, systemd},
+};
+
+/// Logical ids are alphanumeric: `orders-dead` → `OrdersDead`.
+fn logical(prefix: &str, name: &str) -> String {
+    let mut id = prefix.to_owned();
+    for part in name.split('-') {
+        let mut chars = part.chars();
+        if let Some(first) = chars.next() {
+            id.extend(first.to_uppercase());
+            id.push_str(chars.as_str());
+        }
+    }
+    id
+}
+
+/// Physical names carry the app name, so several apps share an account without clashes.
+fn physical(m: &Manifest, name: &str) -> String {
+    format!("{}-{name}", m.name)
+}
+
+fn skip(checks: &[(&str, &str)]) -> Value {
+    json!({ "checkov": { "skip": checks.iter().map(|(id, why)| json!({ "id": id, "comment": why })).collect::<Vec<_>>() } })
+}
+
+/// Renders `cloudformation/template.json`.
+pub fn render(m: &Manifest) -> Files {
+    let mut resources = Map::new();
+    let mut queue_arns = Vec::new();
+    for q in &m.queues {
+        let mut props = json!({
+            "QueueName": physical(m, &q.name),
+            "MessageRetentionPeriod": 345_600,
+            "SqsManagedSseEnabled": true,
+        });
+        if let Some(v) = q.visibility_timeout {
+            props["VisibilityTimeout"] = json!(v);
+        }
+        if let (Some(dlq), Some(n)) = (&q.dead_letter, q.max_receives) {
+            props["RedrivePolicy"] = json!({ "deadLetterTargetArn": { "Fn::GetAtt": [logical("Queue", dlq), "Arn"] }, "maxReceiveCount": n });
+        }
+        let id = logical("Queue", &q.name);
+        queue_arns.push(json!({ "Fn::GetAtt": [id, "Arn"] }));
+        resources.insert(
+            id,
+            json!({
+                "Type": "AWS::SQS::Queue",
+                "Properties": props,
+                "Metadata": skip(&[("CKV_AWS_27", "encrypted at rest with SQS-managed keys (SqsManagedSseEnabled); a customer KMS key is an operator choice")]),
+            }),
+        );
+    }
+    let mut bucket_arns = Vec::new();
+    for b in &m.buckets {
+        let id = logical("Bucket", &b.name);
+        bucket_arns.push(json!({ "Fn::GetAtt": [id, "Arn"] }));
+        bucket_arns.push(json!({ "Fn::Sub": format!("${{{id}.Arn}}/*") }));
+        resources.insert(
+            id,
+            json!({
+                "Type": "AWS::S3::Bucket",
+                "DeletionPolicy": "Retain",
+                "UpdateReplacePolicy": "Retain",
+                "Properties": {
+                    "BucketEncryption": { "ServerSideEncryptionConfiguration": [{ "ServerSideEncryptionByDefault": { "SSEAlgorithm": "AES256" } }] },
+                    "PublicAccessBlockConfiguration": {
+                        "BlockPublicAcls": true, "BlockPublicPolicy": true, "IgnorePublicAcls": true, "RestrictPublicBuckets": true,
+                    },
+                    "OwnershipControls": { "Rules": [{ "ObjectOwnership": "BucketOwnerEnforced" }] },
+                    "VersioningConfiguration": { "Status": "Enabled" },
+                    "Tags": [{ "Key": "exoflow:bucket", "Value": b.name }, { "Key": "exoflow:app", "Value": m.name }],
+                },
+                "Metadata": skip(&[
+                    ("CKV_AWS_18", "access logging needs a log bucket the operator owns; not created per app"),
+                    ("CKV_AWS_144", "cross-region replication is a disaster-recovery decision outside the app manifest"),
+                    ("CKV_AWS_145", "encrypted with S3-managed keys (AES256); a customer KMS key is an operator choice"),
+                ]),
+            }),
+        );
+    }
+    let mut table_arns = Vec::new();
+    for t in &m.tables {
+        let id = logical("Table", &t.name);
+        table_arns.push(json!({ "Fn::GetAtt": [id, "Arn"] }));
+        let mut props = json!({
+            "TableName": physical(m, &t.name),
+            "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [{ "AttributeName": "pk", "AttributeType": "S" }],
+            "KeySchema": [{ "AttributeName": "pk", "KeyType": "HASH" }],
+            "PointInTimeRecoverySpecification": { "PointInTimeRecoveryEnabled": true },
+            "SSESpecification": { "SSEEnabled": true },
+        });
+        if t.ttl {
+            props["TimeToLiveSpecification"] = json!({ "AttributeName": "expires_at", "Enabled": true });
+        }
+        resources.insert(
+            id,
+            json!({
+                "Type": "AWS::DynamoDB::Table",
+                "DeletionPolicy": "Retain",
+                "UpdateReplacePolicy": "Retain",
+                "Properties": props,
+                "Metadata": skip(&[("CKV_AWS_119", "encrypted with an AWS-owned/managed key (SSEEnabled); a customer KMS key is an operator choice")]),
+            }),
+        );
+    }
+
+    let mut statements = Vec::new();
+    if !queue_arns.is_empty() {
+        statements.push(json!({
+            "Sid": "Queues", "Effect": "Allow",
+            "Action": ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+                       "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:PurgeQueue"],
+            "Resource": queue_arns,
+        }));
+    }
+    if !bucket_arns.is_empty() {
+        statements.push(json!({
+            "Sid": "Buckets", "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket", "s3:AbortMultipartUpload",
+                       "s3:ListMultipartUploadParts"],
+            "Resource": bucket_arns,
+        }));
+    }
+    if !table_arns.is_empty() {
+        statements.push(json!({
+            "Sid": "Tables", "Effect": "Allow",
+            "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem",
+                       "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:DescribeTable"],
+            "Resource": table_arns,
+        }));
+    }
+    let mut role = json!({
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "AssumeRolePolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [{ "Effect": "Allow", "Principal": { "Service": ["ec2.amazonaws.com", "ecs-tasks.amazonaws.com"] }, "Action": "sts:AssumeRole" }],
+            },
+        },
+    });
+    if !statements.is_empty() {
+        role["Properties"]["Policies"] = json!([{ "PolicyName": "exoflow-proxies", "PolicyDocument": { "Version": "2012-10-17", "Statement": statements } }]);
+    }
+    resources.insert("ProxyRole".into(), role);
+
+    let mut parameters = Map::new();
+    let mut outputs = Map::new();
+    outputs.insert(
+        "ProxyRoleArn".into(),
+        json!({ "Description": "Role the proxies run as", "Value": { "Fn::GetAtt": ["ProxyRole", "Arn"] } }),
+    );
+    if m.compute.platform.affinity.contains(&Affinity::Vms) {
+        parameters.insert(
+            "SubnetIds".into(),
+            json!({ "Type": "List<AWS::EC2::Subnet::Id>", "Description": "Subnets for the app's instances" }),
+        );
+        parameters.insert(
+            "InstanceType".into(),
+            json!({ "Type": "String", "Default": "t3.small", "Description": "Instance type" }),
+        );
+        let image = m.app.vm.as_ref().map(|v| v.image.clone()).unwrap_or_default();
+        parameters.insert("ImageId".into(), json!({ "Type": "AWS::EC2::Image::Id", "Default": image, "Description": "The app's machine image (with the proxies in /usr/local/bin)" }));
+        resources.insert("InstanceProfile".into(), json!({ "Type": "AWS::IAM::InstanceProfile", "Properties": { "Roles": [{ "Ref": "ProxyRole" }] } }));
+        resources.insert(
+            "LaunchTemplate".into(),
+            json!({
+                "Type": "AWS::EC2::LaunchTemplate",
+                "Properties": {
+                    "LaunchTemplateData": {
+                        "ImageId": { "Ref": "ImageId" },
+                        "InstanceType": { "Ref": "InstanceType" },
+                        "IamInstanceProfile": { "Arn": { "Fn::GetAtt": ["InstanceProfile", "Arn"] } },
+                        "MetadataOptions": { "HttpTokens": "required", "HttpEndpoint": "enabled" },
+                        "EbsOptimized": true,
+                        "BlockDeviceMappings": [{ "DeviceName": "/dev/xvda", "Ebs": { "Encrypted": true, "VolumeType": "gp3", "VolumeSize": 20 } }],
+                        "UserData": { "Fn::Base64": user_data(m) },
+                    },
+                },
+            }),
+        );
+        let (min, max) =
+            m.autoscale.as_ref().map_or((m.replicas, m.replicas), |a| (a.min_replicas, a.max_replicas));
+        resources.insert(
+            "AutoScalingGroup".into(),
+            json!({
+                "Type": "AWS::AutoScaling::AutoScalingGroup",
+                "Properties": {
+                    "LaunchTemplate": { "LaunchTemplateId": { "Ref": "LaunchTemplate" }, "Version": { "Fn::GetAtt": ["LaunchTemplate", "LatestVersionNumber"] } },
+                    "MinSize": min.to_string(),
+                    "MaxSize": max.to_string(),
+                    "VPCZoneIdentifier": { "Ref": "SubnetIds" },
+                },
+            }),
+        );
+    }
+    let mut template = json!({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": format!("ExoFlow resources for {}: queues, buckets, tables and the proxies' role", m.name),
+        "Resources": resources,
+        "Outputs": outputs,
+    });
+    if !parameters.is_empty() {
+        template["Parameters"] = Value::Object(parameters);
+    }
+    let mut files = Files::new();
+    files.insert(
+        "cloudformation/template.json".into(),
+        serde_json::to_string_pretty(&template).unwrap_or_default() + "\n",
+    );
+    files
+}
+
+/// A boot script writing the rendered systemd units and proxy configs, then starting them.
+fn user_data(m: &Manifest) -> String {
+    let mut script = String::from("#!/bin/bash\nset -euo pipefail\n");
+    for (path, content) in systemd::render(m) {
+        let target = match path.strip_prefix("systemd/etc/") {
+            Some(rest) => format!("/etc/{rest}"),
+            None => format!("/etc/systemd/system/{}", path.trim_start_matches("systemd/")),
+        };
+        if target.ends_with(".example") {
+            continue;
+        }
+        script.push_str(&format!(
+            "mkdir -p \"$(dirname {target})\"\ncat > {target} <<'EXOFLOW_EOF'\n{content}EXOFLOW_EOF\n"
+        ));
+    }
+    script.push_str("systemctl daemon-reload\n");
+    for s in crate::render::sidecars(m, false, "") {
+        script.push_str(&format!("systemctl enable --now exoflow-{}-{}.service\n", m.name, s.name));
+    }
+    script
+}
