@@ -71,6 +71,14 @@ impl Metrics {
         Self { registry, requests, latency, in_flight }
     }
 
+    /// Registers a gauge family (e.g. a backend's own state, sampled periodically) before the
+    /// metrics are shared. Its name gets the `exo_` prefix.
+    pub fn gauge_family(&mut self, name: &str, help: &str) -> Family<Vec<(String, String)>, Gauge> {
+        let family = Family::<Vec<(String, String)>, Gauge>::default();
+        self.registry.register(name, help, family.clone());
+        family
+    }
+
     /// Shared handle.
     pub fn shared() -> Arc<Self> {
         Arc::new(Self::new())

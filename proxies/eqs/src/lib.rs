@@ -54,6 +54,48 @@ pub fn layered(backend: Arc<dyn Queue>, metrics: Arc<Metrics>, config: &EqsConfi
 pub struct EqsProxy {
     server: ProxyServer,
     api: QueueApi,
+    depth: QueueDepth,
+}
+
+/// Samples every queue's depth into gauges, for autoscalers (the HPA `exo deploy` renders scales
+/// on `exo_queue_visible_messages{queue}`). Reads the backend directly, so sampling does not
+/// show up in the request metrics.
+struct QueueDepth {
+    visible: prometheus_client::metrics::family::Family<
+        Vec<(String, String)>,
+        prometheus_client::metrics::gauge::Gauge,
+    >,
+    in_flight: prometheus_client::metrics::family::Family<
+        Vec<(String, String)>,
+        prometheus_client::metrics::gauge::Gauge,
+    >,
+    backend: Arc<dyn Queue>,
+}
+
+/// How often queue depths are sampled.
+pub const DEPTH_SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl QueueDepth {
+    async fn sample(&self) {
+        let Ok(names) = self.backend.list_queues("", None, 1000).await else { return };
+        self.visible.clear();
+        self.in_flight.clear();
+        for name in names {
+            let Ok(queue) = model::QueueName::parse("queue", &name, "queue") else { continue };
+            if let Ok(info) = self.backend.queue_info(&queue).await {
+                let labels = vec![("queue".to_owned(), name)];
+                self.visible.get_or_create(&labels).set(info.visible_messages as i64);
+                self.in_flight.get_or_create(&labels).set(info.in_flight_messages as i64);
+            }
+        }
+    }
+
+    async fn run(self) {
+        loop {
+            self.sample().await;
+            tokio::time::sleep(DEPTH_SAMPLE_INTERVAL).await;
+        }
+    }
 }
 
 impl std::fmt::Debug for EqsProxy {
@@ -71,7 +113,17 @@ impl EqsProxy {
 
     /// Serves an already opened backend (conformance runs and benchmarks use this).
     pub fn with_backend(config: &EqsConfig, backend: Arc<dyn Queue>) -> Self {
-        let metrics = Metrics::shared();
+        let mut metrics = Metrics::new();
+        let depth = QueueDepth {
+            visible: metrics
+                .gauge_family("queue_visible_messages", "Messages receivable now, by queue (sampled)"),
+            in_flight: metrics.gauge_family(
+                "queue_in_flight_messages",
+                "Messages received and not yet acknowledged, by queue (sampled)",
+            ),
+            backend: backend.clone(),
+        };
+        let metrics = Arc::new(metrics);
         let backend = layered(backend, metrics.clone(), config);
         let api = QueueApi::new(backend.clone());
         let limit = config.server.max_request_bytes;
@@ -88,7 +140,7 @@ impl EqsProxy {
         )
         .grpc_service(grpc)
         .http_routes(http::routes(api.clone()));
-        Self { server, api }
+        Self { server, api, depth }
     }
 
     /// The validating API (for in-process use).
@@ -107,6 +159,9 @@ impl EqsProxy {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ProxyError> {
-        Ok(self.server.serve(listener, shutdown).await?)
+        let sampler = tokio::spawn(self.depth.run());
+        let result = self.server.serve(listener, shutdown).await;
+        sampler.abort();
+        Ok(result?)
     }
 }

@@ -289,3 +289,26 @@ impl tonic::codec::Decoder for RawCodec {
 mod bytes_put {
     pub use bytes::{Buf, BufMut};
 }
+
+#[tokio::test]
+async fn queue_depth_is_exported_for_autoscalers() {
+    let proxy = start().await;
+    let queues = client(&proxy.url);
+    queues.create_queue("depth", QueueOptions::default()).await.unwrap();
+    for _ in 0..3 {
+        queues.send("depth", "x").await.unwrap();
+    }
+    queues.receive("depth", Receive::up_to(1).visibility(Duration::from_secs(60))).await.unwrap();
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + eqs::DEPTH_SAMPLE_INTERVAL * 2;
+    loop {
+        let metrics = http.get(format!("{}/metrics", proxy.url)).send().await.unwrap().text().await.unwrap();
+        if metrics.contains(r#"exo_queue_visible_messages{queue="depth"} 2"#)
+            && metrics.contains(r#"exo_queue_in_flight_messages{queue="depth"} 1"#)
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "queue depth never exported:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
