@@ -5,8 +5,9 @@
 //! - [`render`] produces the files of one target, deterministically;
 //! - [`write`] writes them only when everything rendered (never a half-written directory).
 //!
-//! Targets today: `k8s`, `compose`, `systemd`, `cloudformation`. ARM is the rest of issue 6.
+//! Targets: `k8s`, `compose`, `systemd`, `cloudformation`, `arm`.
 
+pub mod arm_check;
 pub mod locate;
 pub mod manifest;
 pub mod render;
@@ -28,6 +29,8 @@ pub enum Target {
     Systemd,
     /// CloudFormation (AWS resources and compute).
     CloudFormation,
+    /// ARM (Azure resources and compute).
+    Arm,
 }
 
 impl Target {
@@ -38,6 +41,7 @@ impl Target {
             "compose" => Some(Self::Compose),
             "systemd" => Some(Self::Systemd),
             "cloudformation" | "cfn" => Some(Self::CloudFormation),
+            "arm" => Some(Self::Arm),
             _ => None,
         }
     }
@@ -49,6 +53,7 @@ impl Target {
             Self::Compose => "compose",
             Self::Systemd => "systemd",
             Self::CloudFormation => "cloudformation",
+            Self::Arm => "arm",
         }
     }
 }
@@ -74,6 +79,18 @@ pub fn plan(m: &Manifest) -> Vec<(Target, String)> {
             "an aws provider in the chain: its queues, buckets, tables, role and VM compute".to_owned(),
         ));
     }
+    let uses_azure = m
+        .chain()
+        .iter()
+        .filter_map(|id| m.providers.get(id))
+        .any(|p| p.kind == manifest::ProviderKind::Azure);
+    if uses_azure {
+        out.push((
+            Target::Arm,
+            "an azure provider in the chain: its storage account, identity, role assignments and VM compute"
+                .to_owned(),
+        ));
+    }
     out
 }
 
@@ -84,6 +101,7 @@ pub fn render(m: &Manifest, target: Target, native_sidecars: bool) -> Files {
         Target::Compose => render::compose::render(m),
         Target::Systemd => render::systemd::render(m),
         Target::CloudFormation => render::cloudformation::render(m),
+        Target::Arm => render::arm::render(m),
     }
 }
 

@@ -26,7 +26,10 @@ fn checked(name: &str) -> Manifest {
 fn examples_check_and_plan_every_affinity() {
     let m = checked("shop.yaml");
     let targets: Vec<Target> = plan(&m).into_iter().map(|(t, _)| t).collect();
-    assert_eq!(targets, vec![Target::K8s, Target::Systemd, Target::Compose, Target::CloudFormation]);
+    assert_eq!(
+        targets,
+        vec![Target::K8s, Target::Systemd, Target::Compose, Target::CloudFormation, Target::Arm]
+    );
     checked("edge-local.yaml");
 }
 
@@ -34,7 +37,7 @@ fn examples_check_and_plan_every_affinity() {
 fn rendering_is_deterministic() {
     for name in ["shop.yaml", "edge-local.yaml"] {
         let m = checked(name);
-        for target in [Target::K8s, Target::Compose, Target::Systemd, Target::CloudFormation] {
+        for target in [Target::K8s, Target::Compose, Target::Systemd, Target::CloudFormation, Target::Arm] {
             assert_eq!(render(&m, target, true), render(&checked(name), target, true), "{name} {target:?}");
         }
     }
@@ -44,7 +47,7 @@ fn rendering_is_deterministic() {
 fn golden_files_match() {
     let golden = format!("{}/tests/golden", env!("CARGO_MANIFEST_DIR"));
     let m = checked("shop.yaml");
-    for target in [Target::K8s, Target::Compose, Target::Systemd, Target::CloudFormation] {
+    for target in [Target::K8s, Target::Compose, Target::Systemd, Target::CloudFormation, Target::Arm] {
         for (path, content) in render(&m, target, true) {
             let file = format!("{golden}/{path}");
             if std::env::var_os("EXO_UPDATE_GOLDEN").is_some() {
@@ -216,4 +219,28 @@ fn cloudformation_scopes_the_role_to_the_declared_resources() {
         .as_str()
         .unwrap();
     assert!(user_data.contains("systemctl enable --now exoflow-shop-eqs.service"), "{user_data}");
+}
+
+#[test]
+fn arm_template_passes_the_structural_check_and_scopes_roles_to_the_account() {
+    let m = checked("shop.yaml");
+    let files = render(&m, Target::Arm, true);
+    let template: serde_json::Value = serde_json::from_str(&files["arm/template.json"]).unwrap();
+    assert_eq!(exo_deploy::arm_check::check(&template), Vec::<String>::new());
+    let resources = template["resources"].as_array().unwrap();
+    let roles: Vec<&serde_json::Value> =
+        resources.iter().filter(|r| r["type"] == "Microsoft.Authorization/roleAssignments").collect();
+    assert_eq!(roles.len(), 3, "one role per service used");
+    for role in roles {
+        assert!(
+            role["scope"].as_str().unwrap().contains("storageAccounts"),
+            "role not scoped to the account: {role}"
+        );
+    }
+    let tables: Vec<&str> = resources
+        .iter()
+        .filter(|r| r["type"] == "Microsoft.Storage/storageAccounts/tableServices/tables")
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(tables, vec!["[format('{0}/default/shopcarts', parameters('storageAccountName'))]"]);
 }

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     manifest::{Affinity, Manifest},
-    render::{Files, systemd},
+    render::{Files, boot_script},
 };
 
 /// Logical ids are alphanumeric: `orders-dead` → `OrdersDead`.
@@ -183,7 +183,7 @@ pub fn render(m: &Manifest) -> Files {
                         "MetadataOptions": { "HttpTokens": "required", "HttpEndpoint": "enabled" },
                         "EbsOptimized": true,
                         "BlockDeviceMappings": [{ "DeviceName": "/dev/xvda", "Ebs": { "Encrypted": true, "VolumeType": "gp3", "VolumeSize": 20 } }],
-                        "UserData": { "Fn::Base64": user_data(m) },
+                        "UserData": { "Fn::Base64": boot_script(m) },
                     },
                 },
             }),
@@ -218,26 +218,4 @@ pub fn render(m: &Manifest) -> Files {
         serde_json::to_string_pretty(&template).unwrap_or_default() + "\n",
     );
     files
-}
-
-/// A boot script writing the rendered systemd units and proxy configs, then starting them.
-fn user_data(m: &Manifest) -> String {
-    let mut script = String::from("#!/bin/bash\nset -euo pipefail\n");
-    for (path, content) in systemd::render(m) {
-        let target = match path.strip_prefix("systemd/etc/") {
-            Some(rest) => format!("/etc/{rest}"),
-            None => format!("/etc/systemd/system/{}", path.trim_start_matches("systemd/")),
-        };
-        if target.ends_with(".example") {
-            continue;
-        }
-        script.push_str(&format!(
-            "mkdir -p \"$(dirname {target})\"\ncat > {target} <<'EXOFLOW_EOF'\n{content}EXOFLOW_EOF\n"
-        ));
-    }
-    script.push_str("systemctl daemon-reload\n");
-    for s in crate::render::sidecars(m, false, "") {
-        script.push_str(&format!("systemctl enable --now exoflow-{}-{}.service\n", m.name, s.name));
-    }
-    script
 }

@@ -1,6 +1,7 @@
 //! Rendering a checked manifest into deployment files. Output is deterministic: the same
 //! manifest gives byte-identical files (ordered maps, no timestamps, no randomness).
 
+pub mod arm;
 pub mod cloudformation;
 pub mod compose;
 pub mod k8s;
@@ -164,4 +165,27 @@ pub fn credential_env(m: &Manifest) -> Vec<String> {
     names.sort();
     names.dedup();
     names
+}
+
+/// A VM boot script (cloud-init user data) that writes the rendered systemd units and proxy
+/// configs, then starts the proxies. Used by the CloudFormation and ARM VM compute.
+pub fn boot_script(m: &Manifest) -> String {
+    let mut script = String::from("#!/bin/bash\nset -euo pipefail\n");
+    for (path, content) in systemd::render(m) {
+        let target = match path.strip_prefix("systemd/etc/") {
+            Some(rest) => format!("/etc/{rest}"),
+            None => format!("/etc/systemd/system/{}", path.trim_start_matches("systemd/")),
+        };
+        if target.ends_with(".example") {
+            continue;
+        }
+        script.push_str(&format!(
+            "mkdir -p \"$(dirname {target})\"\ncat > {target} <<'EXOFLOW_EOF'\n{content}EXOFLOW_EOF\n"
+        ));
+    }
+    script.push_str("systemctl daemon-reload\n");
+    for s in sidecars(m, false, "") {
+        script.push_str(&format!("systemctl enable --now exoflow-{}-{}.service\n", m.name, s.name));
+    }
+    script
 }

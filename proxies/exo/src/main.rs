@@ -66,11 +66,16 @@ enum DeployCommand {
         /// The manifest.
         manifest: PathBuf,
     },
+    /// Structurally check an ARM template (no offline ARM validator exists; see exo-deploy's arm_check).
+    CheckArm {
+        /// The template (JSON).
+        template: PathBuf,
+    },
     /// Render deployment files into a directory (nothing is written if the manifest has errors).
     Render {
         /// The manifest.
         manifest: PathBuf,
-        /// k8s, compose, systemd, or all (every target the affinity selects).
+        /// k8s, compose, systemd, cloudformation, arm, or all (every target the manifest selects).
         #[arg(long, default_value = "all")]
         target: String,
         /// Output directory (replaced as a whole, never left half-written).
@@ -197,6 +202,21 @@ fn deploy(command: DeployCommand) -> anyhow::Result<()> {
             }
             None => std::process::exit(1),
         },
+        DeployCommand::CheckArm { template } => {
+            let text = std::fs::read_to_string(&template)
+                .with_context(|| format!("cannot read {}", template.display()))?;
+            let value: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| format!("{} is not JSON", template.display()))?;
+            let problems = exo_deploy::arm_check::check(&value);
+            if problems.is_empty() {
+                println!("{}: ARM template structure ok", template.display());
+                return Ok(());
+            }
+            for p in &problems {
+                eprintln!("{}: {p}", template.display());
+            }
+            std::process::exit(1)
+        }
         DeployCommand::Plan { manifest } => {
             let Some(m) = checked(&manifest)? else { std::process::exit(1) };
             for (target, why) in exo_deploy::plan(&m) {
