@@ -175,7 +175,8 @@ mod tests {
 
     #[test]
     fn broken_templates_are_caught() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+        type Break = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(&str, Break)> = vec![
             ("$schema", Box::new(|t| t["$schema"] = json!("nope"))),
             ("contentVersion", Box::new(|t| t["contentVersion"] = json!("1.0"))),
             (
