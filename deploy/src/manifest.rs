@@ -21,10 +21,11 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The whole manifest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Manifest {
     /// The app's name: portable name rules (3–63 of a-z 0-9 -).
@@ -68,7 +69,7 @@ fn one() -> u32 {
 }
 
 /// `metadata:`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Metadata {
     /// Provider selection.
@@ -77,7 +78,7 @@ pub struct Metadata {
 }
 
 /// `metadata.provider:`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct ProviderChoice {
     /// The provider used now.
@@ -89,7 +90,7 @@ pub struct ProviderChoice {
 }
 
 /// What kind of account a provider is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProviderKind {
     /// Amazon Web Services.
@@ -101,7 +102,7 @@ pub enum ProviderKind {
 }
 
 /// One provider.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Provider {
     /// aws, azure or local.
@@ -121,7 +122,7 @@ pub struct Provider {
 }
 
 /// `compute:`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Compute {
     /// Platform preferences.
@@ -130,7 +131,7 @@ pub struct Compute {
 }
 
 /// `compute.platform:`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Platform {
     /// Where the app may run, in order of preference.
@@ -139,7 +140,7 @@ pub struct Platform {
 }
 
 /// A kind of compute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Affinity {
     /// Kubernetes.
@@ -151,7 +152,7 @@ pub enum Affinity {
 }
 
 /// `app:`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct App {
     /// The app's container.
@@ -162,7 +163,7 @@ pub struct App {
 }
 
 /// `app.container:`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Container {
     /// Image repository.
@@ -185,7 +186,7 @@ pub struct Container {
 }
 
 /// An image and tag.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct ImageRef {
     /// Image repository.
@@ -196,7 +197,7 @@ pub struct ImageRef {
 }
 
 /// `app.vm:`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Vm {
     /// Machine image (AMI id, Azure image name, ...).
@@ -204,7 +205,7 @@ pub struct Vm {
 }
 
 /// `monitoring:`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Monitoring {
     /// prometheus, otlp, cloudwatch, azure-monitor.
@@ -213,7 +214,7 @@ pub struct Monitoring {
 }
 
 /// A queue the app uses.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Queue {
     /// Portable queue name.
@@ -230,7 +231,7 @@ pub struct Queue {
 }
 
 /// A bucket the app uses.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Bucket {
     /// Portable bucket name.
@@ -238,7 +239,7 @@ pub struct Bucket {
 }
 
 /// A table the app uses.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Table {
     /// Portable table name.
@@ -249,7 +250,7 @@ pub struct Table {
 }
 
 /// `autoscale:`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Autoscale {
     /// The queue whose depth drives scaling.
@@ -288,4 +289,10 @@ impl Manifest {
             (None, None) => c.image.clone(),
         }
     }
+}
+
+/// The JSON Schema of the manifest, for editors (`exo deploy schema`, `deploy/exoflow.schema.json`).
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Manifest);
+    serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
 }

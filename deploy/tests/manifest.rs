@@ -244,3 +244,19 @@ fn arm_template_passes_the_structural_check_and_scopes_roles_to_the_account() {
         .collect();
     assert_eq!(tables, vec!["[format('{0}/default/shopcarts', parameters('storageAccountName'))]"]);
 }
+
+#[test]
+fn the_committed_json_schema_is_current() {
+    let path = format!("{}/exoflow.schema.json", env!("CARGO_MANIFEST_DIR"));
+    let schema = exo_deploy::manifest::json_schema();
+    if std::env::var_os("EXO_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &schema).unwrap();
+    }
+    let committed =
+        std::fs::read_to_string(&path).expect("deploy/exoflow.schema.json (EXO_UPDATE_GOLDEN=1 writes it)");
+    assert_eq!(schema, committed, "deploy/exoflow.schema.json is stale: run with EXO_UPDATE_GOLDEN=1");
+    let parsed: serde_json::Value = serde_json::from_str(&committed).unwrap();
+    for key in ["name", "app", "queues", "providers"] {
+        assert!(parsed["properties"].get(key).is_some(), "schema lacks {key}");
+    }
+}

@@ -66,6 +66,8 @@ enum DeployCommand {
         /// The manifest.
         manifest: PathBuf,
     },
+    /// Print the manifest's JSON Schema (for editors).
+    Schema,
     /// Structurally check an ARM template (no offline ARM validator exists; see exo-deploy's arm_check).
     CheckArm {
         /// The template (JSON).
@@ -202,6 +204,10 @@ fn deploy(command: DeployCommand) -> anyhow::Result<()> {
             }
             None => std::process::exit(1),
         },
+        DeployCommand::Schema => {
+            print!("{}", exo_deploy::manifest::json_schema());
+            Ok(())
+        }
         DeployCommand::CheckArm { template } => {
             let text = std::fs::read_to_string(&template)
                 .with_context(|| format!("cannot read {}", template.display()))?;
