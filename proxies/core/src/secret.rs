@@ -1,6 +1,11 @@
-//! Secret references in configuration: `env:NAME` (an environment variable) or `file:/path`
-//! (a file's contents, trailing newline removed; read on every resolve, so a rotated file is
-//! picked up without a restart). Values never appear in `Debug` output, logs or errors.
+//! Secret references in configuration: `env:NAME` (an environment variable), `file:/path` (a
+//! file's contents, trailing newline removed; read on every resolve, so a rotated file is picked
+//! up without a restart), or `env:encrypted:NAME` (an environment variable holding a value sealed
+//! with `exo secret encrypt`, opened with the key in `EXO_SECRETS_KEY` or the file named by
+//! `EXO_SECRETS_KEY_FILE`). Values never appear in `Debug` output, logs or errors.
+//!
+//! Sealed values are `exo1:` + base64url(nonce ‖ ciphertext ‖ tag) under ChaCha20-Poly1305 with a
+//! 256-bit key: tampering, a wrong key or a truncated value fail to open, never yield garbage.
 
 use std::fmt;
 
@@ -14,6 +19,8 @@ use crate::config::ConfigError;
 pub enum SecretRef {
     /// An environment variable.
     Env(String),
+    /// An environment variable holding a sealed value.
+    EnvEncrypted(String),
     /// A file.
     File(std::path::PathBuf),
 }
@@ -28,7 +35,9 @@ impl fmt::Debug for SecretRef {
 impl TryFrom<String> for SecretRef {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
-        if let Some(name) = text.strip_prefix("env:").filter(|n| !n.is_empty()) {
+        if let Some(name) = text.strip_prefix("env:encrypted:").filter(|n| !n.is_empty()) {
+            Ok(Self::EnvEncrypted(name.to_owned()))
+        } else if let Some(name) = text.strip_prefix("env:").filter(|n| !n.is_empty() && *n != "encrypted:") {
             Ok(Self::Env(name.to_owned()))
         } else if let Some(path) = text.strip_prefix("file:").filter(|p| !p.is_empty()) {
             Ok(Self::File(path.into()))
@@ -45,6 +54,7 @@ impl From<SecretRef> for String {
     fn from(secret: SecretRef) -> Self {
         match secret {
             SecretRef::Env(name) => format!("env:{name}"),
+            SecretRef::EnvEncrypted(name) => format!("env:encrypted:{name}"),
             SecretRef::File(path) => format!("file:{}", path.display()),
         }
     }
@@ -57,6 +67,13 @@ impl SecretRef {
             SecretRef::Env(name) => std::env::var(name)
                 .map(String::into_bytes)
                 .map_err(|_| ConfigError::Invalid(format!("secret env:{name} is not set"))),
+            SecretRef::EnvEncrypted(name) => {
+                let sealed = std::env::var(name)
+                    .map_err(|_| ConfigError::Invalid(format!("secret env:encrypted:{name} is not set")))?;
+                open(&sealed, &secrets_key()?).map_err(|why| {
+                    ConfigError::Invalid(format!("secret env:encrypted:{name} cannot be opened: {why}"))
+                })
+            }
             SecretRef::File(path) => std::fs::read(path)
                 .map(|mut bytes| {
                     while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
@@ -73,6 +90,75 @@ impl SecretRef {
                 }),
         }
     }
+}
+
+/// Environment variable holding the base64 secrets key.
+pub const KEY_ENV: &str = "EXO_SECRETS_KEY";
+/// Environment variable naming a file holding the base64 secrets key.
+pub const KEY_FILE_ENV: &str = "EXO_SECRETS_KEY_FILE";
+const SEALED_PREFIX: &str = "exo1:";
+
+/// The secrets key from `EXO_SECRETS_KEY` or `EXO_SECRETS_KEY_FILE`.
+pub fn secrets_key() -> Result<[u8; 32], ConfigError> {
+    let encoded = match (std::env::var(KEY_ENV), std::env::var(KEY_FILE_ENV)) {
+        (Ok(key), _) => key,
+        (Err(_), Ok(path)) => std::fs::read_to_string(&path).map_err(|err| {
+            ConfigError::Invalid(format!("cannot read {KEY_FILE_ENV}={path}: {}", err.kind()))
+        })?,
+        _ => {
+            return Err(ConfigError::Invalid(format!(
+                "env:encrypted secrets need a key: set {KEY_ENV} or {KEY_FILE_ENV} (make one with `exo secret keygen`)"
+            )));
+        }
+    };
+    decode_key(encoded.trim())
+}
+
+fn decode_key(encoded: &str) -> Result<[u8; 32], ConfigError> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| ConfigError::Invalid("the secrets key is not base64".into()))?;
+    bytes.try_into().map_err(|_| ConfigError::Invalid("the secrets key must be 32 bytes".into()))
+}
+
+/// A new random secrets key, base64.
+pub fn generate_key() -> String {
+    use base64::Engine as _;
+    use rand::Rng as _;
+    let mut key = [0u8; 32];
+    rand::rng().fill(&mut key);
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
+
+/// Seals `plaintext` under `key` (a fresh random nonce each time).
+pub fn seal(plaintext: &[u8], key: &[u8; 32]) -> String {
+    use base64::Engine as _;
+    use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, aead::Aead};
+    use rand::Rng as _;
+    let mut nonce = [0u8; 12];
+    rand::rng().fill(&mut nonce);
+    let cipher = ChaCha20Poly1305::new(key.into());
+    // Encryption with a valid key and nonce cannot fail for in-memory buffers.
+    let sealed = cipher.encrypt(Nonce::from_slice(&nonce), plaintext).unwrap_or_default();
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&sealed);
+    format!("{SEALED_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out))
+}
+
+/// Opens a value made by [`seal`].
+pub fn open(sealed: &str, key: &[u8; 32]) -> Result<Vec<u8>, &'static str> {
+    use base64::Engine as _;
+    use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, aead::Aead};
+    let body = sealed.trim().strip_prefix(SEALED_PREFIX).ok_or("not a sealed value (exo1:...)")?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).map_err(|_| "not base64")?;
+    if raw.len() < 12 + 16 {
+        return Err("too short");
+    }
+    let (nonce, ciphertext) = raw.split_at(12);
+    ChaCha20Poly1305::new(key.into())
+        .decrypt(Nonce::from_slice(nonce), ciphertext)
+        .map_err(|_| "wrong key or altered value")
 }
 
 #[cfg(test)]
@@ -93,5 +179,26 @@ mod tests {
         assert!(!err.contains("hunter2"), "{err}");
         assert!(SecretRef::try_from("env:".to_owned()).is_err());
         assert!(SecretRef::Env("EXO_TEST_SURELY_UNSET_VAR".into()).resolve().is_err());
+    }
+
+    #[test]
+    fn sealed_values_open_only_with_their_key_and_unaltered() {
+        let key = decode_key(&generate_key()).unwrap();
+        let other = decode_key(&generate_key()).unwrap();
+        let sealed = seal(b"client-secret-value", &key);
+        assert!(sealed.starts_with("exo1:") && !sealed.contains("client-secret"));
+        assert_eq!(open(&sealed, &key).unwrap(), b"client-secret-value");
+        assert_ne!(seal(b"client-secret-value", &key), sealed, "a fresh nonce each time");
+        assert_eq!(open(&sealed, &other), Err("wrong key or altered value"));
+        let mut altered = sealed.clone().into_bytes();
+        let last = altered.len() - 2;
+        altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
+        assert!(open(std::str::from_utf8(&altered).unwrap(), &key).is_err());
+        assert!(open("plain", &key).is_err());
+        assert_eq!(
+            SecretRef::try_from("env:encrypted:ARM_CLIENT_SECRET".to_owned()).unwrap(),
+            SecretRef::EnvEncrypted("ARM_CLIENT_SECRET".into())
+        );
+        assert!(SecretRef::try_from("env:encrypted:".to_owned()).is_err());
     }
 }

@@ -47,11 +47,25 @@ enum Command {
         #[arg(long)]
         json_logs: bool,
     },
+    /// Seal secrets for `env:encrypted:NAME` references.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
     /// Turn an ExoFlow app manifest into deployment files.
     Deploy {
         #[command(subcommand)]
         command: DeployCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretCommand {
+    /// Print a new random key (give it to proxies as EXO_SECRETS_KEY or EXO_SECRETS_KEY_FILE).
+    Keygen,
+    /// Seal standard input with the key in EXO_SECRETS_KEY / EXO_SECRETS_KEY_FILE; print the value
+    /// to store in the environment variable an `env:encrypted:NAME` reference names.
+    Encrypt,
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Command::Up { data_dir, eqs, eos, ekv, json_logs } => up(data_dir, eqs, eos, ekv, json_logs).await,
         Command::Deploy { command } => deploy(command),
+        Command::Secret { command } => secret(command),
     }
 }
 
@@ -251,4 +266,22 @@ fn deploy(command: DeployCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn secret(command: SecretCommand) -> anyhow::Result<()> {
+    use exo_proxy_core::secret;
+    match command {
+        SecretCommand::Keygen => println!("{}", secret::generate_key()),
+        SecretCommand::Encrypt => {
+            let key = secret::secrets_key()?;
+            let mut plaintext = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut plaintext)
+                .context("cannot read standard input")?;
+            while plaintext.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                plaintext.pop();
+            }
+            println!("{}", secret::seal(&plaintext, &key));
+        }
+    }
+    Ok(())
 }
