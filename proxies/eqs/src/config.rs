@@ -32,6 +32,11 @@ pub enum BackendConfig {
         #[serde(default = "default_max_message_bytes")]
         max_message_bytes: u64,
     },
+    /// An ordered chain of backends: writes to the first that answers, receives from all.
+    Failover {
+        /// Members in priority order (at least one).
+        members: Vec<BackendConfig>,
+    },
     /// Durable SQLite file on local disk.
     Embedded {
         /// The database file; created with its directory if missing.
@@ -63,6 +68,7 @@ impl BackendConfig {
         match self {
             Self::Memory { .. } => "memory",
             Self::Embedded { .. } => "embedded",
+            Self::Failover { .. } => "failover",
         }
     }
 
@@ -107,10 +113,19 @@ impl EqsConfig {
     /// Checks the settings hang together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
-        let max = match &self.backend {
-            BackendConfig::Memory { max_message_bytes }
-            | BackendConfig::Embedded { max_message_bytes, .. } => *max_message_bytes,
-        };
+        fn largest(backend: &BackendConfig) -> u64 {
+            match backend {
+                BackendConfig::Memory { max_message_bytes }
+                | BackendConfig::Embedded { max_message_bytes, .. } => *max_message_bytes,
+                BackendConfig::Failover { members } => members.iter().map(largest).max().unwrap_or(0),
+            }
+        }
+        if let BackendConfig::Failover { members } = &self.backend
+            && members.is_empty()
+        {
+            return Err(ConfigError::Invalid("backend.members of a failover chain must not be empty".into()));
+        }
+        let max = largest(&self.backend);
         if max == 0 || max > 16 * 1024 * 1024 {
             return Err(ConfigError::Invalid("backend.max_message_bytes must be 1 ..= 16 MiB".into()));
         }

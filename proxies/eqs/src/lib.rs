@@ -40,6 +40,9 @@ pub fn open_backend(config: &BackendConfig) -> ExoResult<Arc<dyn Queue>> {
         BackendConfig::Embedded { path, max_message_bytes } => {
             Arc::new(EmbeddedQueue::open(path, *max_message_bytes)?)
         }
+        BackendConfig::Failover { members } => {
+            Arc::new(layers::FailoverQueue::new(members.iter().map(open_backend).collect::<ExoResult<_>>()?)?)
+        }
     })
 }
 

@@ -1,0 +1,256 @@
+//! Failover across an ordered chain of queue backends (DESIGN.md §4): writes go to the first
+//! member that answers; receives drain every member, so nothing written before a switch is
+//! stranded; receipts remember which member they came from; the primary is tried again as soon
+//! as its back-off expires (fail back).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
+use exo_proxy_core::{ExoError, ExoResult, now_ms};
+
+use crate::{
+    backend::Queue,
+    model::{Descriptor, QueueName, ReceiveParams},
+};
+
+/// How long a member that failed with BACKEND_UNAVAILABLE is skipped before being tried again.
+pub const BACKOFF: Duration = Duration::from_secs(5);
+/// How often a waiting receive polls the members.
+const POLL: Duration = Duration::from_millis(100);
+
+struct Member {
+    queue: Arc<dyn Queue>,
+    /// Until when (ms since epoch) this member is skipped; 0 = healthy.
+    down_until: AtomicU64,
+}
+
+/// A chain of queue backends behaving as one.
+pub struct FailoverQueue {
+    members: Vec<Member>,
+    descriptor: Descriptor,
+    backoff: Duration,
+}
+
+impl FailoverQueue {
+    /// Chains `members` in priority order. Capabilities are those every member has; limits the
+    /// smallest of each, so a request valid here is valid on whichever member takes it.
+    pub fn new(members: Vec<Arc<dyn Queue>>) -> ExoResult<Self> {
+        let first = members
+            .first()
+            .ok_or_else(|| ExoError::internal("a failover chain needs at least one member"))?;
+        let mut descriptor = first.descriptor().clone();
+        descriptor.backend = "failover";
+        for m in &members[1..] {
+            let d = m.descriptor();
+            descriptor.capabilities.retain(|c| d.capabilities.contains(c));
+            let (l, o) = (&mut descriptor.limits, d.limits);
+            l.max_message_bytes = l.max_message_bytes.min(o.max_message_bytes);
+            l.max_batch_entries = l.max_batch_entries.min(o.max_batch_entries);
+            l.max_receive_messages = l.max_receive_messages.min(o.max_receive_messages);
+            l.max_wait_seconds = l.max_wait_seconds.min(o.max_wait_seconds);
+            l.max_visibility_timeout_seconds =
+                l.max_visibility_timeout_seconds.min(o.max_visibility_timeout_seconds);
+            l.max_delay_seconds = l.max_delay_seconds.min(o.max_delay_seconds);
+            l.max_attributes = l.max_attributes.min(o.max_attributes);
+            l.min_retention_seconds = l.min_retention_seconds.max(o.min_retention_seconds);
+            l.max_retention_seconds = l.max_retention_seconds.min(o.max_retention_seconds);
+            l.max_receives_limit = l.max_receives_limit.min(o.max_receives_limit);
+        }
+        let members =
+            members.into_iter().map(|queue| Member { queue, down_until: AtomicU64::new(0) }).collect();
+        Ok(Self { members, descriptor, backoff: BACKOFF })
+    }
+
+    /// Changes how long a failed member is skipped (tests use a short one).
+    pub fn with_backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    fn available(&self) -> impl Iterator<Item = (usize, &Member)> {
+        let now = now_ms();
+        self.members.iter().enumerate().filter(move |(_, m)| m.down_until.load(Ordering::Relaxed) <= now)
+    }
+
+    fn note(&self, member: &Member, err: &ExoError) {
+        if err.reason == ErrorReason::BackendUnavailable || err.reason == ErrorReason::Timeout {
+            member.down_until.store(now_ms() + self.backoff.as_millis() as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn member_of<'a>(&self, receipt: &'a str) -> ExoResult<(&Member, &'a str)> {
+        let invalid = || {
+            ExoError::new(
+                ErrorReason::InvalidReceipt,
+                "receipt is not valid: not issued by this failover chain",
+            )
+            .with_field("receipt")
+        };
+        let (index, inner) = receipt.split_once('~').ok_or_else(invalid)?;
+        let index: usize = index.parse().map_err(|_| invalid())?;
+        Ok((self.members.get(index).ok_or_else(invalid)?, inner))
+    }
+
+    /// Runs `call` on every member; the first error wins.
+    async fn on_all<F, Fut, T>(&self, call: F) -> ExoResult<Vec<T>>
+    where
+        F: Fn(Arc<dyn Queue>) -> Fut,
+        Fut: std::future::Future<Output = ExoResult<T>>,
+    {
+        let mut out = Vec::with_capacity(self.members.len());
+        for member in &self.members {
+            match call(member.queue.clone()).await {
+                Ok(value) => out.push(value),
+                Err(err) => {
+                    self.note(member, &err);
+                    return Err(err);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs `call` on the first member that answers, trying the next on unavailability.
+    async fn on_first<F, Fut, T>(&self, call: F) -> ExoResult<T>
+    where
+        F: Fn(Arc<dyn Queue>) -> Fut,
+        Fut: std::future::Future<Output = ExoResult<T>>,
+    {
+        let mut last = None;
+        for (_, member) in self.available() {
+            match call(member.queue.clone()).await {
+                Err(err) if matches!(err.reason, ErrorReason::BackendUnavailable | ErrorReason::Timeout) => {
+                    self.note(member, &err);
+                    last = Some(err);
+                }
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| ExoError::unavailable("every member of the failover chain is down")))
+    }
+
+    async fn receive_once(
+        &self,
+        name: &QueueName,
+        max: u32,
+        visibility: Option<u32>,
+    ) -> ExoResult<Vec<pb::Message>> {
+        let mut got = Vec::new();
+        let mut reached = false;
+        let mut last = None;
+        for (index, member) in self.available() {
+            let want = max - got.len() as u32;
+            if want == 0 {
+                break;
+            }
+            let params =
+                ReceiveParams { max_messages: want, wait: Duration::ZERO, visibility_seconds: visibility };
+            match member.queue.receive(name, params).await {
+                Ok(messages) => {
+                    reached = true;
+                    got.extend(messages.into_iter().map(|mut m| {
+                        m.receipt = format!("{index}~{}", m.receipt);
+                        m
+                    }));
+                }
+                Err(err) => {
+                    self.note(member, &err);
+                    last = Some(err);
+                }
+            }
+        }
+        match (reached, last) {
+            (false, Some(err)) => Err(err),
+            _ => Ok(got),
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for FailoverQueue {
+    fn descriptor(&self) -> &Descriptor {
+        &self.descriptor
+    }
+    async fn ready(&self) -> ExoResult<()> {
+        self.on_first(|q| async move { q.ready().await }).await
+    }
+    async fn create_queue(
+        &self,
+        name: &QueueName,
+        options: &pb::QueueOptions,
+    ) -> ExoResult<(bool, pb::QueueInfo)> {
+        // Every member gets the queue, so a switch finds it; the primary's answer is the answer.
+        let mut results = self.on_all(|q| async move { q.create_queue(name, options).await }).await?;
+        Ok(results.swap_remove(0))
+    }
+    async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
+        self.on_all(|q| async move { q.delete_queue(name).await }).await.map(|_| ())
+    }
+    async fn list_queues(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> ExoResult<Vec<String>> {
+        self.on_first(|q| async move { q.list_queues(prefix, start_after, limit).await }).await
+    }
+    async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
+        // Counts are the sum over every reachable member: messages may sit on any of them.
+        let mut info: Option<pb::QueueInfo> = None;
+        let mut last = None;
+        for (_, member) in self.available() {
+            match member.queue.queue_info(name).await {
+                Ok(i) => match info.as_mut() {
+                    None => info = Some(i),
+                    Some(sum) => {
+                        sum.visible_messages += i.visible_messages;
+                        sum.in_flight_messages += i.in_flight_messages;
+                        sum.delayed_messages += i.delayed_messages;
+                    }
+                },
+                Err(err) => {
+                    self.note(member, &err);
+                    last = Some(err);
+                }
+            }
+        }
+        info.ok_or_else(|| {
+            last.unwrap_or_else(|| ExoError::unavailable("every member of the failover chain is down"))
+        })
+    }
+    async fn send(&self, name: &QueueName, messages: Vec<pb::OutgoingMessage>) -> ExoResult<Vec<String>> {
+        self.on_first(|q| {
+            let messages = messages.clone();
+            async move { q.send(name, messages).await }
+        })
+        .await
+    }
+    async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
+        let deadline = tokio::time::Instant::now() + params.wait;
+        loop {
+            let got = self.receive_once(name, params.max_messages, params.visibility_seconds).await?;
+            if !got.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(got);
+            }
+            tokio::time::sleep(POLL.min(deadline - tokio::time::Instant::now())).await;
+        }
+    }
+    async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()> {
+        let (member, inner) = self.member_of(receipt)?;
+        member.queue.ack(name, inner).await
+    }
+    async fn change_visibility(&self, name: &QueueName, receipt: &str, seconds: u32) -> ExoResult<()> {
+        let (member, inner) = self.member_of(receipt)?;
+        member.queue.change_visibility(name, inner, seconds).await
+    }
+    async fn purge(&self, name: &QueueName) -> ExoResult<()> {
+        self.on_all(|q| async move { q.purge(name).await }).await.map(|_| ())
+    }
+}
