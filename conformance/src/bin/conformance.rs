@@ -148,8 +148,8 @@ async fn main() -> anyhow::Result<()> {
                 let (backend, results) = match run_suite(target, &filter, parallel).await {
                     Ok(done) => done,
                     // A proxy serves one service; when detecting, skip the ones it does not serve.
-                    Err(err) if detect => {
-                        eprintln!("skipping {}: {err}", service.name());
+                    Err(_) if detect => {
+                        eprintln!("({} not served at this endpoint)", service.name());
                         continue;
                     }
                     Err(err) => return Err(err),
