@@ -5,7 +5,7 @@ use std::time::Duration;
 use exo_proto::kv::v1::{self as pb, kv_service_client::KvServiceClient};
 use tonic::transport::Channel;
 
-use crate::{Result, RetryPolicy, channel, retry::unary};
+use crate::{Auth, Result, RetryPolicy, Transport, channel, retry::unary};
 
 pub use pb::{DescribeResponse as KvBackendDescription, Entry, KvCapability};
 
@@ -56,19 +56,36 @@ impl Put {
 /// A client of the ekv key-value proxy. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct KvClient {
-    inner: KvServiceClient<Channel>,
+    inner: KvServiceClient<Transport>,
+    channel: Channel,
     retry: RetryPolicy,
 }
 
 impl KvClient {
     /// A client for the proxy at `url`; connects lazily.
     pub fn connect(url: &str) -> Result<Self> {
-        Ok(Self { inner: KvServiceClient::new(channel(url)?), retry: RetryPolicy::default() })
+        let channel = channel(url)?;
+        Ok(Self {
+            inner: KvServiceClient::with_interceptor(channel.clone(), Auth::none()),
+            channel,
+            retry: RetryPolicy::default(),
+        })
     }
 
     /// A client for `$EXO_EKV_ENDPOINT`, or the sidecar default `http://127.0.0.1:7403`.
     pub fn from_env() -> Result<Self> {
-        Self::connect(&std::env::var(EKV_ENDPOINT_ENV).unwrap_or_else(|_| DEFAULT_EKV_ENDPOINT.to_owned()))
+        let client = {
+            Self::connect(
+                &std::env::var(EKV_ENDPOINT_ENV).unwrap_or_else(|_| DEFAULT_EKV_ENDPOINT.to_owned()),
+            )
+        };
+        client?.with_auth(Auth::from_env()?)
+    }
+
+    /// Sends `auth` (e.g. [`Auth::bearer`]) with every call; `from_env` reads `$EXO_PROXY_TOKEN`.
+    pub fn with_auth(mut self, auth: Auth) -> Result<Self> {
+        self.inner = KvServiceClient::with_interceptor(self.channel.clone(), auth);
+        Ok(self)
     }
 
     /// Replaces the retry policy.
@@ -78,7 +95,7 @@ impl KvClient {
     }
 
     /// The generated gRPC client.
-    pub fn raw(&self) -> KvServiceClient<Channel> {
+    pub fn raw(&self) -> KvServiceClient<Transport> {
         self.inner.clone()
     }
 

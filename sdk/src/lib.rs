@@ -43,6 +43,51 @@ pub use retry::RetryPolicy;
 /// gRPC status codes, as found in [`Error::code`].
 pub use tonic::Code;
 
+/// Environment variable with the bearer token for proxies that require one (`server.auth_token`).
+pub const TOKEN_ENV: &str = "EXO_PROXY_TOKEN";
+
+/// Adds `authorization: Bearer <token>` to every call when a token is set.
+#[derive(Debug, Clone, Default)]
+pub struct Auth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Auth {
+    /// No token.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// A bearer token.
+    pub fn bearer(token: &str) -> Result<Self> {
+        format!("Bearer {token}")
+            .parse()
+            .map(|value| Self(Some(value)))
+            .map_err(|_| Error::client(Reason::InvalidArgument, "the token must be printable ASCII", false))
+    }
+
+    /// `$EXO_PROXY_TOKEN` if set.
+    pub fn from_env() -> Result<Self> {
+        match std::env::var(TOKEN_ENV) {
+            Ok(token) if !token.is_empty() => Self::bearer(&token),
+            _ => Ok(Self::none()),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for Auth {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The transport under every client: a channel plus the token interceptor.
+pub type Transport = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Auth>;
+
 /// A lazily connecting channel to `url`.
 fn channel(url: &str) -> Result<tonic::transport::Channel> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())

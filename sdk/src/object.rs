@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio_util::io::ReaderStream;
 use tonic::transport::Channel;
 
-use crate::{Error, Reason, Result, RetryPolicy, channel, retry::unary};
+use crate::{Auth, Error, Reason, Result, RetryPolicy, Transport, channel, retry::unary};
 
 pub use pb::{DescribeResponse as ObjectBackendDescription, GetHeader, ObjectCapability, ObjectInfo};
 
@@ -117,7 +117,8 @@ impl Stream for UploadBody {
 /// (their bodies are streams); every other call follows the [`RetryPolicy`].
 #[derive(Debug, Clone)]
 pub struct ObjectClient {
-    inner: ObjectServiceClient<Channel>,
+    inner: ObjectServiceClient<Transport>,
+    channel: Channel,
     retry: RetryPolicy,
 }
 
@@ -133,15 +134,30 @@ fn condition(condition: WriteIf) -> Option<pb::Condition> {
 impl ObjectClient {
     /// A client for the proxy at `url`; connects lazily.
     pub fn connect(url: &str) -> Result<Self> {
+        let channel = channel(url)?;
         Ok(Self {
-            inner: ObjectServiceClient::new(channel(url)?).max_decoding_message_size(16 * 1024 * 1024),
+            inner: ObjectServiceClient::with_interceptor(channel.clone(), Auth::none())
+                .max_decoding_message_size(16 * 1024 * 1024),
+            channel,
             retry: RetryPolicy::default(),
         })
     }
 
     /// A client for `$EXO_EOS_ENDPOINT`, or the sidecar default `http://127.0.0.1:7402`.
     pub fn from_env() -> Result<Self> {
-        Self::connect(&std::env::var(EOS_ENDPOINT_ENV).unwrap_or_else(|_| DEFAULT_EOS_ENDPOINT.to_owned()))
+        let client = {
+            Self::connect(
+                &std::env::var(EOS_ENDPOINT_ENV).unwrap_or_else(|_| DEFAULT_EOS_ENDPOINT.to_owned()),
+            )
+        };
+        client?.with_auth(Auth::from_env()?)
+    }
+
+    /// Sends `auth` (e.g. [`Auth::bearer`]) with every call; `from_env` reads `$EXO_PROXY_TOKEN`.
+    pub fn with_auth(mut self, auth: Auth) -> Result<Self> {
+        self.inner = ObjectServiceClient::with_interceptor(self.channel.clone(), auth)
+            .max_decoding_message_size(16 * 1024 * 1024);
+        Ok(self)
     }
 
     /// Replaces the retry policy.
@@ -151,7 +167,7 @@ impl ObjectClient {
     }
 
     /// The generated gRPC client.
-    pub fn raw(&self) -> ObjectServiceClient<Channel> {
+    pub fn raw(&self) -> ObjectServiceClient<Transport> {
         self.inner.clone()
     }
 

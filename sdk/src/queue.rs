@@ -5,7 +5,7 @@ use std::{collections::HashMap, time::Duration};
 use exo_proto::queue::v1::{self as pb, queue_service_client::QueueServiceClient};
 use tonic::transport::Channel;
 
-use crate::{Error, Reason, Result, RetryPolicy, channel, retry::unary};
+use crate::{Auth, Error, Reason, Result, RetryPolicy, Transport, channel, retry::unary};
 
 pub use pb::{DescribeResponse as BackendDescription, Message, QueueCapability, QueueInfo, QueueOptions};
 
@@ -95,7 +95,8 @@ impl Receive {
 /// so consumers should be idempotent.
 #[derive(Debug, Clone)]
 pub struct QueueClient {
-    inner: QueueServiceClient<Channel>,
+    inner: QueueServiceClient<Transport>,
+    channel: Channel,
     retry: RetryPolicy,
 }
 
@@ -103,13 +104,27 @@ impl QueueClient {
     /// A client for the proxy at `url` (e.g. `http://127.0.0.1:7401`). Connects lazily, so this
     /// never blocks; an unreachable proxy shows up as a retryable error on the first call.
     pub fn connect(url: &str) -> Result<Self> {
-        Ok(Self { inner: QueueServiceClient::new(channel(url)?), retry: RetryPolicy::default() })
+        let channel = channel(url)?;
+        Ok(Self {
+            inner: QueueServiceClient::with_interceptor(channel.clone(), Auth::none()),
+            channel,
+            retry: RetryPolicy::default(),
+        })
     }
 
     /// A client for `$EXO_EQS_ENDPOINT`, or the sidecar default `http://127.0.0.1:7401`.
     pub fn from_env() -> Result<Self> {
-        let url = std::env::var(EQS_ENDPOINT_ENV).unwrap_or_else(|_| DEFAULT_EQS_ENDPOINT.to_owned());
-        Self::connect(&url)
+        let client = {
+            let url = std::env::var(EQS_ENDPOINT_ENV).unwrap_or_else(|_| DEFAULT_EQS_ENDPOINT.to_owned());
+            Self::connect(&url)
+        };
+        client?.with_auth(Auth::from_env()?)
+    }
+
+    /// Sends `auth` (e.g. [`Auth::bearer`]) with every call; `from_env` reads `$EXO_PROXY_TOKEN`.
+    pub fn with_auth(mut self, auth: Auth) -> Result<Self> {
+        self.inner = QueueServiceClient::with_interceptor(self.channel.clone(), auth);
+        Ok(self)
     }
 
     /// Replaces the retry policy.
@@ -119,7 +134,7 @@ impl QueueClient {
     }
 
     /// The generated gRPC client, for calls this wrapper does not cover.
-    pub fn raw(&self) -> QueueServiceClient<Channel> {
+    pub fn raw(&self) -> QueueServiceClient<Transport> {
         self.inner.clone()
     }
 

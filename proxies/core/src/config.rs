@@ -78,6 +78,10 @@ pub struct ServerConfig {
     /// CPU per request and keeps latency flat (see benches/README.md); raise it for a proxy that
     /// serves many apps.
     pub worker_threads: usize,
+    /// When set, every call must carry `authorization: Bearer <token>` with this secret
+    /// (`env:NAME`, `file:/path` — re-read, so it can rotate — or `env:encrypted:NAME`); the
+    /// probes (`/healthz`, `/readyz`, `/metrics`, gRPC health) stay open for kubelet and scrapers.
+    pub auth_token: Option<crate::secret::SecretRef>,
     /// Logging.
     pub log: LogConfig,
 }
@@ -120,6 +124,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(25),
             worker_threads: 1,
+            auth_token: None,
             log: LogConfig::default(),
         }
     }

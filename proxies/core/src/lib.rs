@@ -10,6 +10,7 @@
 //! Backends and their layers live in each proxy's crate; this crate knows nothing about queues,
 //! objects or keys.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod descriptor;

@@ -154,7 +154,13 @@ impl ProxyServer {
         // One fallback for both worlds: unknown gRPC methods (content-type application/grpc)
         // get UNIMPLEMENTED, anything else a problem+json 404.
         let grpc = grpc_builtin.merge(self.grpc).layer(axum::middleware::map_response(normalize_grpc_errors));
-        let app = grpc.merge(http).fallback(not_found);
+        let mut app = grpc.merge(http).fallback(not_found);
+        if let Some(secret) = self.config.auth_token.clone() {
+            app = app.layer(axum::middleware::from_fn_with_state(
+                crate::auth::TokenCheck::new(secret),
+                crate::auth::require_token,
+            ));
+        }
 
         let names = self.health_names.clone();
         let health_task = tokio::spawn(watch_health(reporter, names, self.readiness.clone(), stopping_rx));

@@ -312,3 +312,47 @@ async fn queue_depth_is_exported_for_autoscalers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn a_bearer_token_guards_every_call_but_the_probes() {
+    // SAFETY: this test's own variable; no other test reads it.
+    unsafe { std::env::set_var("EXO_TEST_PROXY_TOKEN_GUARD", "s3cret-token") };
+    let mut config = EqsConfig::default();
+    config.server.auth_token =
+        Some(exo_proxy_core::secret::SecretRef::Env("EXO_TEST_PROXY_TOKEN_GUARD".into()));
+    let proxy = start_with(config).await;
+
+    let anonymous = client(&proxy.url);
+    let err = anonymous.create_queue("guarded", QueueOptions::default()).await.unwrap_err();
+    assert_eq!(err.reason, Reason::Unauthenticated, "{err}");
+    assert_eq!(err.code, exo_sdk::Code::Unauthenticated);
+    let wrong = client(&proxy.url).with_auth(exo_sdk::Auth::bearer("guess").unwrap()).unwrap();
+    assert_eq!(
+        wrong.create_queue("guarded", QueueOptions::default()).await.unwrap_err().reason,
+        Reason::Unauthenticated
+    );
+    let allowed = client(&proxy.url).with_auth(exo_sdk::Auth::bearer("s3cret-token").unwrap()).unwrap();
+    allowed.create_queue("guarded", QueueOptions::default()).await.unwrap();
+
+    let http = reqwest::Client::new();
+    let denied = http.get(format!("{}/api/v1/queues", proxy.url)).send().await.unwrap();
+    assert_eq!(denied.status(), 401);
+    let problem: serde_json::Value = denied.json().await.unwrap();
+    assert_eq!(problem["reason"], "UNAUTHENTICATED");
+    let ok =
+        http.get(format!("{}/api/v1/queues", proxy.url)).bearer_auth("s3cret-token").send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    for open in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(
+            http.get(format!("{}{open}", proxy.url)).send().await.unwrap().status(),
+            200,
+            "{open} must stay open"
+        );
+    }
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut health = HealthClient::new(channel(&proxy.url).await);
+    health
+        .check(HealthCheckRequest { service: String::new() })
+        .await
+        .expect("gRPC health stays open for kubelet probes");
+}

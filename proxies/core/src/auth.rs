@@ -1,0 +1,108 @@
+//! Bearer-token authentication for proxies reachable beyond their own process's loopback (a
+//! pod's network, a VM's): one shared secret, checked in constant time, re-read every few
+//! seconds so a rotated `file:` secret takes effect without a restart.
+
+use std::{
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::{Request, State},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use exo_proto::common::v1::ErrorReason;
+
+use crate::{ExoError, secret::SecretRef};
+
+/// How long a resolved token is used before the secret is read again.
+const REFRESH: Duration = Duration::from_secs(5);
+
+/// Paths that stay open: liveness, readiness, metrics and the gRPC health service.
+fn is_open(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics") || path.starts_with("/grpc.health.v1.Health/")
+}
+
+/// The expected token and when it was read.
+pub struct TokenCheck {
+    secret: SecretRef,
+    cached: RwLock<Option<(Instant, Vec<u8>)>>,
+}
+
+impl std::fmt::Debug for TokenCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCheck").field("secret", &self.secret).finish_non_exhaustive()
+    }
+}
+
+impl TokenCheck {
+    /// Checks calls against `secret`.
+    pub fn new(secret: SecretRef) -> Arc<Self> {
+        Arc::new(Self { secret, cached: RwLock::new(None) })
+    }
+
+    fn expected(&self) -> Result<Vec<u8>, ExoError> {
+        if let Ok(cached) = self.cached.read()
+            && let Some((at, token)) = cached.as_ref()
+            && at.elapsed() < REFRESH
+        {
+            return Ok(token.clone());
+        }
+        let token = self.secret.resolve().map_err(|err| {
+            tracing::error!(error = %err, "cannot read the proxy's auth token");
+            ExoError::new(ErrorReason::Unauthenticated, "the proxy cannot read its auth token")
+        })?;
+        if let Ok(mut cached) = self.cached.write() {
+            *cached = Some((Instant::now(), token.clone()));
+        }
+        Ok(token)
+    }
+
+    fn allows(&self, header: Option<&[u8]>) -> Result<(), ExoError> {
+        let denied = || ExoError::new(ErrorReason::Unauthenticated, "missing or wrong bearer token");
+        let presented = header.and_then(|h| h.strip_prefix(b"Bearer ")).ok_or_else(denied)?;
+        let expected = self.expected()?;
+        if expected.is_empty() || !constant_time_eq(presented, &expected) {
+            return Err(denied());
+        }
+        Ok(())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// axum middleware enforcing the token on everything but the open paths.
+pub async fn require_token(State(check): State<Arc<TokenCheck>>, req: Request, next: Next) -> Response {
+    if is_open(req.uri().path()) {
+        return next.run(req).await;
+    }
+    match check.allows(req.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes())) {
+        Ok(()) => next.run(req).await,
+        Err(err) => {
+            let grpc = req
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+            if grpc { tonic::Status::from(err).into_http() } else { err.into_response() }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(is_open("/readyz") && is_open("/grpc.health.v1.Health/Check") && !is_open("/api/v1/queues"));
+    }
+}
