@@ -5,13 +5,15 @@
 //! NetworkPolicy, and an HPA on queue depth when the manifest asks for autoscaling.
 //!
 //! The proxies listen on 0.0.0.0 inside the pod because kubelet probes connect to the pod IP;
-//! the NetworkPolicy admits traffic only to the app's own port, so other pods cannot reach them.
+//! the NetworkPolicy admits traffic only to the app's own port, and the proxies require the
+//! bearer token `EXO_PROXY_TOKEN` from the Secret (which the app's SDK sends), so other pods cannot
+//! use them even where a CNI does not enforce NetworkPolicy.
 
 use serde_json::{Value, json};
 
 use crate::{
     manifest::Manifest,
-    render::{DATA_DIR, Files, Sidecar, credential_env, proxy_image, sidecars},
+    render::{DATA_DIR, Files, Sidecar, TOKEN_ENV, credential_env, proxy_image, sidecars},
 };
 
 /// Name of the Secret the credentials come from (created by the operator, never rendered).
@@ -35,6 +37,7 @@ fn hardened() -> Value {
 fn sidecar_container(m: &Manifest, s: &Sidecar, native: bool) -> Value {
     let env: Vec<Value> = credential_env(m)
         .into_iter()
+        .chain([TOKEN_ENV.to_owned()])
         .map(|name| json!({ "name": name, "valueFrom": { "secretKeyRef": { "name": secret_name(m), "key": name } } }))
         .collect();
     let grpc = json!({ "port": s.port, "service": s.grpc_service });

@@ -36,6 +36,9 @@ pub struct Sidecar {
     pub config: String,
 }
 
+/// The variable (and Secret key) holding the bearer token the proxies require in a pod.
+pub const TOKEN_ENV: &str = "EXO_PROXY_TOKEN";
+
 /// Where the proxies keep local data, when their backend is local.
 pub const DATA_DIR: &str = "/var/lib/exoflow";
 
@@ -53,6 +56,10 @@ pub fn sidecars(m: &Manifest, listen_any: bool, data_dir: &str) -> Vec<Sidecar> 
         let ip = if listen_any { [0, 0, 0, 0] } else { [127, 0, 0, 1] };
         let mut s = ServerConfig::with_listen(std::net::SocketAddr::from((ip, port)));
         s.allow_insecure_non_loopback = listen_any;
+        // Reachable beyond loopback (a pod's IP): require the pod's bearer token.
+        if listen_any {
+            s.auth_token = Some(exo_proxy_core::secret::SecretRef::Env(TOKEN_ENV.to_owned()));
+        }
         s.log.format = exo_proxy_core::config::LogFormat::Json;
         s
     };
