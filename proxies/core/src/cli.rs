@@ -47,3 +47,44 @@ where
     init_tracing(&server.log);
     server.runtime()?.block_on(serve)
 }
+
+/// A proxy's whole configuration file, as the shared command-line entry needs to see it.
+pub trait ProxyConfig: serde::de::DeserializeOwned + serde::Serialize + Default {
+    /// The `server:` section.
+    fn server_mut(&mut self) -> &mut ServerConfig;
+    /// Replaces the backend with `kind`'s defaults (`data`: its file or directory).
+    fn select_backend(
+        &mut self,
+        kind: &str,
+        data: Option<std::path::PathBuf>,
+    ) -> Result<(), crate::config::ConfigError>;
+    /// Points the configured backend at `data`, if it keeps data.
+    fn set_data_path(&mut self, data: std::path::PathBuf);
+    /// Checks the settings hang together.
+    fn validate(&self) -> Result<(), crate::config::ConfigError>;
+}
+
+/// The effective configuration: the file (or defaults), then the flags and environment.
+pub fn effective_config<C: ProxyConfig>(
+    file: Option<&std::path::Path>,
+    listen: Option<std::net::SocketAddr>,
+    backend: Option<&str>,
+    data: Option<std::path::PathBuf>,
+    server: &ServerArgs,
+) -> Result<C, crate::config::ConfigError> {
+    let mut config = match file {
+        Some(path) => crate::config::load_yaml::<C>(path)?,
+        None => C::default(),
+    };
+    if let Some(listen) = listen {
+        config.server_mut().listen = listen;
+    }
+    match (backend, data) {
+        (Some(kind), data) => config.select_backend(kind, data)?,
+        (None, Some(data)) => config.set_data_path(data),
+        (None, None) => {}
+    }
+    server.apply(config.server_mut());
+    config.validate()?;
+    Ok(config)
+}

@@ -82,3 +82,21 @@ impl Default for EkvConfig {
         Self { server: default_server(), backend: BackendConfig::default() }
     }
 }
+
+impl exo_proxy_core::cli::ProxyConfig for EkvConfig {
+    fn server_mut(&mut self) -> &mut ServerConfig {
+        &mut self.server
+    }
+    fn select_backend(&mut self, kind: &str, data: Option<PathBuf>) -> Result<(), ConfigError> {
+        self.backend = BackendConfig::named(kind, data)?;
+        Ok(())
+    }
+    fn set_data_path(&mut self, data: PathBuf) {
+        if let BackendConfig::Embedded { path } = &mut self.backend {
+            *path = data;
+        }
+    }
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()
+    }
+}

@@ -115,3 +115,21 @@ impl Default for EosConfig {
         }
     }
 }
+
+impl exo_proxy_core::cli::ProxyConfig for EosConfig {
+    fn server_mut(&mut self) -> &mut ServerConfig {
+        &mut self.server
+    }
+    fn select_backend(&mut self, kind: &str, data: Option<PathBuf>) -> Result<(), ConfigError> {
+        self.backend = BackendConfig::named(kind, data)?;
+        Ok(())
+    }
+    fn set_data_path(&mut self, data: PathBuf) {
+        if let BackendConfig::Fs { root } = &mut self.backend {
+            *root = data;
+        }
+    }
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()
+    }
+}

@@ -139,6 +139,24 @@ impl EqsConfig {
     }
 }
 
+impl exo_proxy_core::cli::ProxyConfig for EqsConfig {
+    fn server_mut(&mut self) -> &mut ServerConfig {
+        &mut self.server
+    }
+    fn select_backend(&mut self, kind: &str, data: Option<PathBuf>) -> Result<(), ConfigError> {
+        self.backend = BackendConfig::named(kind, data)?;
+        Ok(())
+    }
+    fn set_data_path(&mut self, data: PathBuf) {
+        if let BackendConfig::Embedded { path, .. } = &mut self.backend {
+            *path = data;
+        }
+    }
+    fn validate(&self) -> Result<(), ConfigError> {
+        EqsConfig::validate(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use exo_proxy_core::config::parse_yaml;
@@ -152,6 +170,40 @@ mod tests {
         let config: EqsConfig = parse_yaml(text, "t").unwrap();
         config.validate().unwrap();
         assert_eq!(config.backend.kind(), "embedded");
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        use exo_proxy_core::cli::{ServerArgs, effective_config};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("eqs.yaml");
+        std::fs::write(&file, "server:\n  listen: 127.0.0.1:9000\n  request_timeout: 5s\nbackend:\n  kind: embedded\n  path: a.db\n").unwrap();
+        let none = ServerArgs { log_format: None, worker_threads: None, allow_insecure_non_loopback: false };
+        let from_file: EqsConfig = effective_config(Some(&file), None, None, None, &none).unwrap();
+        assert_eq!(from_file.server.listen.port(), 9000);
+        assert_eq!(from_file.server.request_timeout, std::time::Duration::from_secs(5));
+        let flags = ServerArgs {
+            log_format: Some("json".into()),
+            worker_threads: Some(2),
+            allow_insecure_non_loopback: false,
+        };
+        let overridden: EqsConfig = effective_config(
+            Some(&file),
+            Some("127.0.0.1:9001".parse().unwrap()),
+            None,
+            Some("b.db".into()),
+            &flags,
+        )
+        .unwrap();
+        assert_eq!(overridden.server.listen.port(), 9001);
+        assert_eq!(overridden.server.worker_threads, 2);
+        assert_eq!(
+            overridden.backend,
+            BackendConfig::Embedded { path: "b.db".into(), max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES }
+        );
+        let memory: EqsConfig = effective_config(Some(&file), None, Some("memory"), None, &none).unwrap();
+        assert_eq!(memory.backend.kind(), "memory");
+        assert!(effective_config::<EqsConfig>(Some(&file), None, Some("sqs3"), None, &none).is_err());
     }
 
     #[test]

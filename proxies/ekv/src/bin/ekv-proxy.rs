@@ -4,11 +4,8 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;
 use clap::Parser;
-use ekv::{
-    EkvProxy,
-    config::{BackendConfig, EkvConfig},
-};
-use exo_proxy_core::{cli::ServerArgs, config::load_yaml, server::shutdown_signal};
+use ekv::{EkvProxy, config::EkvConfig};
+use exo_proxy_core::{cli::ServerArgs, server::shutdown_signal};
 
 /// The ExoFlow key-value proxy: serves exo.kv.v1 over gRPC and HTTP/JSON on one port.
 ///
@@ -36,21 +33,13 @@ struct Args {
 }
 
 fn effective_config(args: &Args) -> anyhow::Result<EkvConfig> {
-    let mut config = match &args.config {
-        Some(path) => load_yaml::<EkvConfig>(path)?,
-        None => EkvConfig::default(),
-    };
-    if let Some(listen) = args.listen {
-        config.server.listen = listen;
-    }
-    if let Some(kind) = &args.backend {
-        config.backend = BackendConfig::named(kind, args.db.clone())?;
-    } else if let (Some(db), BackendConfig::Embedded { path }) = (&args.db, &mut config.backend) {
-        *path = db.clone();
-    }
-    args.server.apply(&mut config.server);
-    config.server.validate()?;
-    Ok(config)
+    Ok(exo_proxy_core::cli::effective_config(
+        args.config.as_deref(),
+        args.listen,
+        args.backend.as_deref(),
+        args.db.clone(),
+        &args.server,
+    )?)
 }
 
 fn main() -> anyhow::Result<()> {

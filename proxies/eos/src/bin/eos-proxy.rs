@@ -4,11 +4,8 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;
 use clap::Parser;
-use eos::{
-    EosProxy,
-    config::{BackendConfig, EosConfig},
-};
-use exo_proxy_core::{cli::ServerArgs, config::load_yaml, server::shutdown_signal};
+use eos::{EosProxy, config::EosConfig};
+use exo_proxy_core::{cli::ServerArgs, server::shutdown_signal};
 
 /// The ExoFlow object-store proxy: serves exo.object.v1 over gRPC and HTTP on one port.
 ///
@@ -36,21 +33,13 @@ struct Args {
 }
 
 fn effective_config(args: &Args) -> anyhow::Result<EosConfig> {
-    let mut config = match &args.config {
-        Some(path) => load_yaml::<EosConfig>(path)?,
-        None => EosConfig::default(),
-    };
-    if let Some(listen) = args.listen {
-        config.server.listen = listen;
-    }
-    if let Some(kind) = &args.backend {
-        config.backend = BackendConfig::named(kind, args.root.clone())?;
-    } else if let (Some(new_root), BackendConfig::Fs { root }) = (&args.root, &mut config.backend) {
-        *root = new_root.clone();
-    }
-    args.server.apply(&mut config.server);
-    config.server.validate()?;
-    Ok(config)
+    Ok(exo_proxy_core::cli::effective_config(
+        args.config.as_deref(),
+        args.listen,
+        args.backend.as_deref(),
+        args.root.clone(),
+        &args.server,
+    )?)
 }
 
 fn main() -> anyhow::Result<()> {

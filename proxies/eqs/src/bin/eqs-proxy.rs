@@ -4,11 +4,8 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;
 use clap::Parser;
-use eqs::{
-    EqsProxy,
-    config::{BackendConfig, EqsConfig},
-};
-use exo_proxy_core::{cli::ServerArgs, config::load_yaml, server::shutdown_signal};
+use eqs::{EqsProxy, config::EqsConfig};
+use exo_proxy_core::{cli::ServerArgs, server::shutdown_signal};
 
 /// The ExoFlow queue proxy: serves exo.queue.v1 over gRPC and HTTP/JSON on one port.
 ///
@@ -36,21 +33,13 @@ struct Args {
 }
 
 fn effective_config(args: &Args) -> anyhow::Result<EqsConfig> {
-    let mut config = match &args.config {
-        Some(path) => load_yaml::<EqsConfig>(path)?,
-        None => EqsConfig::default(),
-    };
-    if let Some(listen) = args.listen {
-        config.server.listen = listen;
-    }
-    args.server.apply(&mut config.server);
-    if let Some(kind) = &args.backend {
-        config.backend = BackendConfig::named(kind, args.db.clone())?;
-    } else if let (Some(db), BackendConfig::Embedded { path, .. }) = (&args.db, &mut config.backend) {
-        *path = db.clone();
-    }
-    config.validate()?;
-    Ok(config)
+    Ok(exo_proxy_core::cli::effective_config(
+        args.config.as_deref(),
+        args.listen,
+        args.backend.as_deref(),
+        args.db.clone(),
+        &args.server,
+    )?)
 }
 
 fn main() -> anyhow::Result<()> {
