@@ -5,13 +5,7 @@ use std::{collections::HashSet, time::Duration};
 
 use exo_sdk::{Entry, Error, KvCapability as Cap, Precondition, Put, Reason};
 
-use crate::{CaseOutcome, KvCase as Case, KvCtx as Ctx, check, expect_reason, ok};
-
-macro_rules! case {
-    ($name:literal, $needs:expr, $description:literal, $body:ident) => {
-        crate::Case { name: $name, description: $description, needs: $needs, run: |ctx| Box::pin($body(ctx)) }
-    };
-}
+use crate::{CaseOutcome, KvCase as Case, KvCtx as Ctx, case, check, expect_reason, ok};
 
 /// Every key-value case, in report order.
 pub fn kv_cases() -> Vec<Case> {

@@ -172,6 +172,19 @@ pub fn expect_reason<T: std::fmt::Debug>(
     }
 }
 
+/// A [`Case`] from its name, needed capability, description and `async fn(ctx)` body.
+#[macro_export]
+macro_rules! case {
+    ($name:literal, $needs:expr, $description:literal, $body:ident) => {
+        $crate::Case {
+            name: $name,
+            description: $description,
+            needs: $needs,
+            run: |ctx| Box::pin($body(ctx)),
+        }
+    };
+}
+
 /// Fails the case with a formatted message unless `cond` holds.
 #[macro_export]
 macro_rules! check {

@@ -5,13 +5,7 @@ use std::{collections::HashMap, time::Duration};
 use bytes::Bytes;
 use exo_sdk::{ByteRange, GetOptions, ObjectCapability as Cap, PutOptions, Reason, WriteIf};
 
-use crate::{CaseOutcome, ObjectCase as Case, ObjectCtx as Ctx, check, expect_reason, ok};
-
-macro_rules! case {
-    ($name:literal, $needs:expr, $description:literal, $body:ident) => {
-        crate::Case { name: $name, description: $description, needs: $needs, run: |ctx| Box::pin($body(ctx)) }
-    };
-}
+use crate::{CaseOutcome, ObjectCase as Case, ObjectCtx as Ctx, case, check, expect_reason, ok};
 
 /// Every object case, in report order.
 pub fn object_cases() -> Vec<Case> {

@@ -8,13 +8,7 @@ use std::{
 
 use exo_sdk::{Error, Message, Outgoing, QueueCapability as Cap, QueueOptions, Reason, Receive};
 
-use crate::{CaseOutcome, QueueCase as Case, QueueCtx as Ctx, check, expect_reason, ok};
-
-macro_rules! case {
-    ($name:literal, $needs:expr, $description:literal, $body:ident) => {
-        crate::Case { name: $name, description: $description, needs: $needs, run: |ctx| Box::pin($body(ctx)) }
-    };
-}
+use crate::{CaseOutcome, QueueCase as Case, QueueCtx as Ctx, case, check, expect_reason, ok};
 
 /// Every queue case, in report order.
 pub fn queue_cases() -> Vec<Case> {

@@ -70,7 +70,8 @@ fn local_proxy_configs_load_with_the_proxies_own_loaders() {
     use exo_proxy_core::config::parse_yaml;
     let m = checked("edge-local.yaml");
     for target in [Target::K8s, Target::Compose, Target::Systemd] {
-        for s in exo_deploy::render::sidecars(&m, target == Target::K8s, "/var/lib/exoflow") {
+        for s in exo_deploy::render::sidecars(&m, target == Target::K8s, &exo_deploy::render::shared_data_dir)
+        {
             match s.name {
                 "eqs" => parse_yaml::<eqs::config::EqsConfig>(&s.config, "eqs").unwrap().validate().unwrap(),
                 "eos" => {

@@ -6,12 +6,12 @@ use serde_json::{Value, json};
 
 use crate::{
     manifest::Manifest,
-    render::{DATA_DIR, Files, credential_env, proxy_image, sidecars},
+    render::{DATA_DIR, Files, credential_env, proxy_image, shared_data_dir, sidecars},
 };
 
 /// Renders `compose/compose.yaml` and the proxy configs it mounts.
 pub fn render(m: &Manifest) -> Files {
-    let proxies = sidecars(m, false, DATA_DIR);
+    let proxies = sidecars(m, false, &shared_data_dir);
     let hardened = |service: &mut Value| {
         service["read_only"] = json!(true);
         service["security_opt"] = json!(["no-new-privileges:true"]);

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::{
     manifest::Manifest,
-    render::{DATA_DIR, Files, Sidecar, TOKEN_ENV, credential_env, proxy_image, sidecars},
+    render::{Files, Sidecar, TOKEN_ENV, credential_env, proxy_image, shared_data_dir, sidecars},
 };
 
 /// Name of the Secret the credentials come from (created by the operator, never rendered).
@@ -126,7 +126,7 @@ fn yaml(value: &Value) -> String {
 
 /// Renders every Kubernetes object into `k8s/`. `native` selects native sidecars.
 pub fn render(m: &Manifest, native: bool) -> Files {
-    let proxies = sidecars(m, true, DATA_DIR);
+    let proxies = sidecars(m, true, &shared_data_dir);
     let mut files = Files::new();
     let namespace = m.namespace.clone().unwrap_or_else(|| m.name.clone());
     let meta = |name: String| json!({ "name": name, "namespace": namespace, "labels": labels(m) });

@@ -42,15 +42,20 @@ pub const TOKEN_ENV: &str = "EXO_PROXY_TOKEN";
 /// Where the proxies keep local data, when their backend is local.
 pub const DATA_DIR: &str = "/var/lib/exoflow";
 
+/// Every proxy's data under [`DATA_DIR`] (a pod's or a compose project's shared volume).
+pub fn shared_data_dir(_proxy: &str) -> String {
+    DATA_DIR.to_owned()
+}
+
 fn yaml<T: Serialize>(value: &T) -> String {
     // Serializing plain config structs cannot fail.
     serde_yaml_ng::to_string(value).unwrap_or_default()
 }
 
 /// The proxies `m` needs, each with its config for the current provider. `listen_any` binds
-/// 0.0.0.0 (so kubelet probes reach it; see the k8s renderer) instead of loopback; local
-/// backends keep their data under `data_dir`.
-pub fn sidecars(m: &Manifest, listen_any: bool, data_dir: &str) -> Vec<Sidecar> {
+/// 0.0.0.0 (so kubelet probes reach it; see the k8s renderer) instead of loopback; a proxy with a
+/// local backend keeps its data under `data_dir(proxy_name)`.
+pub fn sidecars(m: &Manifest, listen_any: bool, data_dir: &dyn Fn(&str) -> String) -> Vec<Sidecar> {
     let kind = m.current_provider().map(|p| p.kind).unwrap_or(ProviderKind::Local);
     let server = |port: u16| {
         let ip = if listen_any { [0, 0, 0, 0] } else { [127, 0, 0, 1] };
@@ -69,7 +74,7 @@ pub fn sidecars(m: &Manifest, listen_any: bool, data_dir: &str) -> Vec<Sidecar> 
             ProviderKind::Local => yaml(&EqsConfig {
                 server: server(7401),
                 backend: eqs::config::BackendConfig::Embedded {
-                    path: format!("{data_dir}/eqs.db").into(),
+                    path: format!("{}/eqs.db", data_dir("eqs")).into(),
                     max_message_bytes: eqs::config::DEFAULT_MAX_MESSAGE_BYTES,
                 },
             }),
@@ -87,7 +92,9 @@ pub fn sidecars(m: &Manifest, listen_any: bool, data_dir: &str) -> Vec<Sidecar> 
         let config = match kind {
             ProviderKind::Local => yaml(&eos::config::EosConfig {
                 server: server(7402),
-                backend: eos::config::BackendConfig::Fs { root: format!("{data_dir}/objects").into() },
+                backend: eos::config::BackendConfig::Fs {
+                    root: format!("{}/objects", data_dir("eos")).into(),
+                },
                 presign: Default::default(),
             }),
             cloud => cloud_config(server(7402), cloud_backend(m, cloud, "object")),
@@ -104,7 +111,9 @@ pub fn sidecars(m: &Manifest, listen_any: bool, data_dir: &str) -> Vec<Sidecar> 
         let config = match kind {
             ProviderKind::Local => yaml(&ekv::config::EkvConfig {
                 server: server(7403),
-                backend: ekv::config::BackendConfig::Embedded { path: format!("{data_dir}/ekv.db").into() },
+                backend: ekv::config::BackendConfig::Embedded {
+                    path: format!("{}/ekv.db", data_dir("ekv")).into(),
+                },
             }),
             cloud => cloud_config(server(7403), cloud_backend(m, cloud, "kv")),
         };
@@ -191,7 +200,7 @@ pub fn boot_script(m: &Manifest) -> String {
         ));
     }
     script.push_str("systemctl daemon-reload\n");
-    for s in sidecars(m, false, "") {
+    for s in sidecars(m, false, &|_| String::new()) {
         script.push_str(&format!("systemctl enable --now exoflow-{}-{}.service\n", m.name, s.name));
     }
     script

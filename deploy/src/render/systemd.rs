@@ -67,14 +67,7 @@ WantedBy=multi-user.target
     files
 }
 
-/// Proxies with local data under their own systemd StateDirectory.
+/// Proxies with local data in their own systemd StateDirectory.
 fn sidecars_with_state(m: &Manifest) -> Vec<crate::render::Sidecar> {
-    // Each proxy's data directory is its own StateDirectory, so render per proxy.
-    sidecars(m, false, "")
-        .into_iter()
-        .filter_map(|s| {
-            let state = format!("/var/lib/exoflow/{}/{}", m.name, s.name);
-            sidecars(m, false, &state).into_iter().find(|x| x.name == s.name)
-        })
-        .collect()
+    sidecars(m, false, &|proxy| format!("/var/lib/exoflow/{}/{proxy}", m.name))
 }

@@ -52,6 +52,8 @@ where
 pub trait ProxyConfig: serde::de::DeserializeOwned + serde::Serialize + Default {
     /// The `server:` section.
     fn server_mut(&mut self) -> &mut ServerConfig;
+    /// The `server:` section.
+    fn server(&self) -> &ServerConfig;
     /// Replaces the backend with `kind`'s defaults (`data`: its file or directory).
     fn select_backend(
         &mut self,
@@ -87,4 +89,21 @@ pub fn effective_config<C: ProxyConfig>(
     server.apply(config.server_mut());
     config.validate()?;
     Ok(config)
+}
+
+/// A proxy binary's `main`: print the effective configuration and exit (`--print-config`), or
+/// set up logging and the runtime and run `serve` until it returns.
+pub fn launch<C, F, Fut, E>(config: C, print_config: bool, serve: F) -> Result<(), E>
+where
+    C: ProxyConfig,
+    F: FnOnce(C) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: From<std::io::Error> + From<serde_yaml_ng::Error>,
+{
+    if print_config {
+        print!("{}", serde_yaml_ng::to_string(&config)?);
+        return Ok(());
+    }
+    let server = config.server().clone();
+    run(&server, serve(config))
 }

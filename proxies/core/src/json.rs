@@ -67,3 +67,26 @@ pub async fn openapi_document() -> Response {
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
+
+/// Path parameters whose rejection (e.g. invalid percent-encoding) is problem+json, like every
+/// other error, instead of axum's plain-text default.
+#[derive(Debug, Clone)]
+pub struct Path<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ExoError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Path(value))
+            .map_err(|err| ExoError::new(ErrorReason::MalformedRequest, format!("invalid path: {err}")))
+    }
+}

@@ -3,12 +3,15 @@
 
 use axum::{
     Router,
-    extract::{Path, Query, State, rejection::QueryRejection},
+    extract::{Query, State, rejection::QueryRejection},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use exo_proto::kv::v1 as pb;
-use exo_proxy_core::{ExoResult, json::Json};
+use exo_proxy_core::{
+    ExoResult,
+    json::{Json, Path},
+};
 use serde::Deserialize;
 
 use crate::api::KvApi;

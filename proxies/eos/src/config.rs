@@ -120,6 +120,9 @@ impl exo_proxy_core::cli::ProxyConfig for EosConfig {
     fn server_mut(&mut self) -> &mut ServerConfig {
         &mut self.server
     }
+    fn server(&self) -> &ServerConfig {
+        &self.server
+    }
     fn select_backend(&mut self, kind: &str, data: Option<PathBuf>) -> Result<(), ConfigError> {
         self.backend = BackendConfig::named(kind, data)?;
         Ok(())

@@ -7,12 +7,15 @@ use std::sync::Arc;
 use axum::{
     Router,
     body::Body,
-    extract::{Path, Query, State, rejection::QueryRejection},
+    extract::{Query, State, rejection::QueryRejection},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use exo_proto::{common::v1::ErrorReason, object::v1 as pb};
-use exo_proxy_core::{ExoError, ExoResult, json::Json};
+use exo_proxy_core::{
+    ExoError, ExoResult,
+    json::{Json, Path},
+};
 use futures::TryStreamExt as _;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;

@@ -3,12 +3,15 @@
 
 use axum::{
     Router,
-    extract::{Path, Query, State},
+    extract::{Query, State},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use exo_proto::queue::v1 as pb;
-use exo_proxy_core::{ExoResult, json::Json};
+use exo_proxy_core::{
+    ExoResult,
+    json::{Json, Path},
+};
 use serde::Deserialize;
 
 use crate::api::QueueApi;
@@ -48,12 +51,7 @@ async fn list_queues(
     State(api): State<QueueApi>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ExoResult<Json<pb::ListQueuesResponse>> {
-    let Query(query) = query.map_err(|err| {
-        exo_proxy_core::ExoError::new(
-            exo_proto::common::v1::ErrorReason::MalformedRequest,
-            format!("invalid query string: {err}"),
-        )
-    })?;
+    let query = exo_proxy_core::json::parse_query(query)?;
     let req = pb::ListQueuesRequest {
         prefix: query.prefix,
         page_size: query.page_size,

@@ -1,7 +1,7 @@
 //! eqs: the ExoFlow queue proxy.
 //!
 //! A request flows `gRPC | HTTP/JSON` → [`api::QueueApi`] (validation, limits, capabilities) →
-//! [`layers`] (timeout, metrics) → one [`backend::Queue`] implementation from [`services`].
+//! [`layers`] (metrics around a timeout) → one [`backend::Queue`] implementation from [`services`].
 //! [`EqsProxy`] assembles the chain from an [`config::EqsConfig`] and serves it.
 
 pub mod api;
@@ -46,11 +46,9 @@ pub fn open_backend(config: &BackendConfig) -> ExoResult<Arc<dyn Queue>> {
     })
 }
 
-/// Wraps a backend in the standard layers: timeout outermost, so metrics see timeouts as their
-/// own outcome.
+/// Wraps a backend in the standard layers (metrics around a per-call timeout).
 pub fn layered(backend: Arc<dyn Queue>, metrics: Arc<Metrics>, config: &EqsConfig) -> Arc<dyn Queue> {
-    let instrumented: Arc<dyn Queue> = Arc::new(layers::Instrumented::new(backend, metrics));
-    Arc::new(layers::Timeout::new(instrumented, config.server.request_timeout))
+    Arc::new(layers::Layered::new(backend, metrics, config.server.request_timeout))
 }
 
 /// A configured eqs proxy, ready to serve.

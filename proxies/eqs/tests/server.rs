@@ -356,3 +356,14 @@ async fn a_bearer_token_guards_every_call_but_the_probes() {
         .await
         .expect("gRPC health stays open for kubelet probes");
 }
+
+#[tokio::test]
+async fn a_malformed_path_is_a_problem_not_plain_text() {
+    let proxy = start().await;
+    let response =
+        reqwest::Client::new().get(format!("{}/api/v1/queues/%FF", proxy.url)).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let problem: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(problem["reason"], "MALFORMED_REQUEST");
+}

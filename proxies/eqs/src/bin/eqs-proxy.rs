@@ -44,12 +44,7 @@ fn effective_config(args: &Args) -> anyhow::Result<EqsConfig> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config = effective_config(&args)?;
-    if args.print_config {
-        print!("{}", serde_yaml_ng::to_string(&config)?);
-        return Ok(());
-    }
-    exo_proxy_core::cli::run(&config.server.clone(), serve(config))
+    exo_proxy_core::cli::launch(effective_config(&args)?, args.print_config, serve)
 }
 
 async fn serve(config: EqsConfig) -> anyhow::Result<()> {

@@ -226,11 +226,25 @@ impl Queue for FailoverQueue {
         })
     }
     async fn send(&self, name: &QueueName, messages: Vec<pb::OutgoingMessage>) -> ExoResult<Vec<String>> {
-        self.on_first(|q| {
-            let messages = messages.clone();
-            async move { q.send(name, messages).await }
-        })
-        .await
+        // A backend consumes the batch even when it fails, so a copy is kept only while another
+        // member could still take it (never for the last one, never for a one-member chain).
+        let candidates: Vec<&Member> = self.available().map(|(_, m)| m).collect();
+        let mut pending = Some(messages);
+        let mut last = None;
+        for (i, member) in candidates.iter().enumerate() {
+            let Some(batch) = pending.take() else { break };
+            if i + 1 < candidates.len() {
+                pending = Some(batch.clone());
+            }
+            match member.queue.send(name, batch).await {
+                Err(err) if matches!(err.reason, ErrorReason::BackendUnavailable | ErrorReason::Timeout) => {
+                    self.note(member, &err);
+                    last = Some(err);
+                }
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| ExoError::unavailable("every member of the failover chain is down")))
     }
     async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
         let deadline = tokio::time::Instant::now() + params.wait;

@@ -1,9 +1,7 @@
 //! Cross-cutting behaviour written once and wrapped around any backend.
 
 mod failover;
-mod instrumented;
-mod timeout;
+mod layered;
 
 pub use failover::FailoverQueue;
-pub use instrumented::Instrumented;
-pub use timeout::Timeout;
+pub use layered::Layered;

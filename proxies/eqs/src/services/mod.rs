@@ -21,9 +21,28 @@ pub(crate) fn already_exists(
 ) -> ExoError {
     ExoError::new(
         ErrorReason::QueueAlreadyExists,
-        format!("queue '{name}' already exists with other options (existing {existing:?}, requested {requested:?})"),
+        format!(
+            "queue '{name}' already exists with other options: it has {}; the request asks for {}",
+            describe(existing),
+            describe(requested)
+        ),
     )
     .with_resource(name.as_str())
+}
+
+/// Options as a person reads them: `visibility 30 s, retention 345600 s, delay 0 s, no dead-letter queue`.
+fn describe(o: &pb::QueueOptions) -> String {
+    let dead_letter = if o.dead_letter_queue.is_empty() {
+        "no dead-letter queue".to_owned()
+    } else {
+        format!("dead-letter to '{}' after {} receives", o.dead_letter_queue, o.max_receives)
+    };
+    format!(
+        "visibility {} s, retention {} s, delay {} s, {dead_letter}",
+        o.visibility_timeout_seconds.unwrap_or_default(),
+        o.retention_seconds,
+        o.delay_seconds
+    )
 }
 
 /// The error for a dead-letter queue that does not exist at create time.
