@@ -112,7 +112,7 @@ pub fn queue_cases() -> Vec<Case> {
         case!("ack.double_harmless", None, "Acking twice with the same receipt succeeds", double_ack),
         case!(
             "ack.stale_receipt",
-            None,
+            Some(Cap::StaleReceipts),
             "A receipt superseded by a later receive fails with RECEIPT_STALE; the new one works",
             stale_receipt
         ),
@@ -235,6 +235,7 @@ pub async fn probe_unsupported(ctx: &Ctx, capability: Cap) -> Result<(), String>
             .map(|_| ()),
         Cap::ChangeVisibility => c.change_visibility(&queue, "x", Duration::ZERO).await,
         Cap::Purge => c.purge(&queue).await,
+        Cap::StaleReceipts => return stale_receipts_undeclared(ctx, &queue).await,
         Cap::Durable | Cap::Unspecified => return Err(format!("no probe for {capability:?}")),
     };
     match result {
@@ -705,6 +706,33 @@ async fn stale_receipt(ctx: Ctx) -> CaseOutcome {
     })?;
     receive_none(&ctx, &q, "the stale receipt must not have released the message").await?;
     ok(ctx.client.ack(&q, &second.receipt).await, "ack with current receipt")
+}
+
+/// Without STALE_RECEIPTS a superseded receipt may act or do nothing, but must not fail any
+/// other way, and the current receipt must still work.
+async fn stale_receipts_undeclared(ctx: &Ctx, q: &str) -> CaseOutcome {
+    let c = &ctx.client;
+    ok(c.send(q, "x").await, "send")?;
+    let first = ok(
+        c.receive(q, Receive::up_to(1).wait(Duration::from_secs(5)).visibility(Duration::from_secs(1))).await,
+        "receive",
+    )?;
+    let first = first.into_iter().next().ok_or("nothing received")?;
+    sleep(1.3).await;
+    let second = receive_one(ctx, q, Duration::from_secs(30)).await?;
+    match c.ack(q, &first.receipt).await {
+        Ok(()) => {}
+        Err(e) if e.reason == Reason::ReceiptStale => {
+            return Err(
+                "a stale receipt was refused with RECEIPT_STALE, yet STALE_RECEIPTS is not declared".into()
+            );
+        }
+        Err(e) => return Err(format!("ack with a superseded receipt failed with {e}")),
+    }
+    match c.ack(q, &second.receipt).await {
+        Ok(()) => Ok(()),
+        Err(e) => Err(format!("ack with the current receipt failed: {e}")),
+    }
 }
 
 async fn invalid_receipt(ctx: Ctx) -> CaseOutcome {

@@ -128,7 +128,7 @@ async fn start(target: Target) -> anyhow::Result<(Service, String, Option<InProc
             ephemeral(&mut config.server)?;
             let proxy = match backend {
                 Some(backend) => EqsProxy::with_backend(&config, backend),
-                None => EqsProxy::new(&config)?,
+                None => EqsProxy::new(&config).await?,
             };
             let listener = proxy.bind().await?;
             let server = InProcess::start(listener, |listener, stopped| async move {
@@ -258,9 +258,9 @@ where
                 let name = cap.as_str_name();
                 Box::pin(async move {
                     match probe.await {
-                        Ok(()) => {
-                            Outcome::Unsupported(format!("{name} not declared; calls answer UNSUPPORTED"))
-                        }
+                        Ok(()) => Outcome::Unsupported(format!(
+                            "{name} not declared; the probe confirms it is not offered"
+                        )),
                         Err(why) => Outcome::Fail(why),
                     }
                 })

@@ -137,8 +137,9 @@ impl QueueApi {
             .ok_or_else(|| ExoError::invalid_argument("message", "message is required"))
             .and_then(|m| validate_message(self.descriptor(), m, "message"))
             .map_err(|e| self.attribute(e.with_resource(name.as_str())))?;
-        let mut ids = self.backend.send(&name, vec![message]).await?;
-        let message_id = ids.pop().ok_or_else(|| ExoError::internal("backend returned no message id"))?;
+        let mut results = self.backend.send(&name, vec![message]).await?;
+        let message_id =
+            results.pop().ok_or_else(|| ExoError::internal("backend returned no message id"))??;
         Ok(pb::SendResponse { message_id })
     }
 
@@ -185,9 +186,12 @@ impl QueueApi {
         }
         if !valid.is_empty() {
             match self.backend.send(&name, valid).await {
-                Ok(message_ids) => {
-                    for (slot, message_id) in valid_at.iter().zip(message_ids) {
-                        results[*slot].outcome = Some(pb::send_batch_result::Outcome::MessageId(message_id));
+                Ok(sent) => {
+                    for (slot, sent) in valid_at.iter().zip(sent) {
+                        results[*slot].outcome = Some(match sent {
+                            Ok(message_id) => pb::send_batch_result::Outcome::MessageId(message_id),
+                            Err(err) => entry_error(&err),
+                        });
                     }
                 }
                 // The queue itself is at fault (missing, unreachable): the whole call fails.

@@ -11,7 +11,9 @@ use crate::model::{Descriptor, QueueName, ReceiveParams};
 ///
 /// Contract for implementors:
 /// - `send` is acknowledged only once the messages are as durable as the backend promises
-///   (`DURABLE` capability); it writes all of `messages` or none.
+///   (`DURABLE` capability). It either fails as a whole, having written nothing, or returns one
+///   result per message in order (a message id, or why that message was not written). Local
+///   backends write all or none; cloud backends that send in chunks report each entry.
 /// - `receive` hides each returned message for the visibility timeout, increments its dequeue
 ///   count, moves messages received `max_receives` times to the dead-letter queue instead of
 ///   returning them, drops messages past retention, and waits up to `params.wait` for a first
@@ -48,8 +50,12 @@ pub trait Queue: Send + Sync + 'static {
     /// Options and approximate counts.
     async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo>;
 
-    /// Sends validated messages, all or none; returns their ids in order.
-    async fn send(&self, name: &QueueName, messages: Vec<pb::OutgoingMessage>) -> ExoResult<Vec<String>>;
+    /// Sends validated messages; one result (message id or error) per message, in order.
+    async fn send(
+        &self,
+        name: &QueueName,
+        messages: Vec<pb::OutgoingMessage>,
+    ) -> ExoResult<Vec<ExoResult<String>>>;
 
     /// Receives up to `params.max_messages` messages.
     async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>>;

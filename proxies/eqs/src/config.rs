@@ -10,6 +10,15 @@
 //!   path: .exo/eqs.db
 //!   max_message_bytes: 262144
 //! ```
+//!
+//! or Amazon SQS (settings: [`exo_aws::AwsSettings`]):
+//!
+//! ```yaml
+//! backend:
+//!   kind: sqs
+//!   region: eu-west-1
+//!   credentials: { access-key-id: env:AWS_ACCESS_KEY_ID, secret-access-key: env:AWS_SECRET_ACCESS_KEY }
+//! ```
 
 use std::path::PathBuf;
 
@@ -37,6 +46,8 @@ pub enum BackendConfig {
         /// Members in priority order (at least one).
         members: Vec<BackendConfig>,
     },
+    /// Amazon SQS (see [`crate::services::sqs`]): region, endpoint override, credentials.
+    Sqs(exo_aws::AwsSettings),
     /// Durable SQLite file on local disk.
     Embedded {
         /// The database file; created with its directory if missing.
@@ -69,6 +80,7 @@ impl BackendConfig {
             Self::Memory { .. } => "memory",
             Self::Embedded { .. } => "embedded",
             Self::Failover { .. } => "failover",
+            Self::Sqs(_) => "sqs",
         }
     }
 
@@ -80,8 +92,9 @@ impl BackendConfig {
                 path: path.unwrap_or_else(default_db_path),
                 max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             }),
+            "sqs" => Ok(Self::Sqs(exo_aws::AwsSettings::default())),
             other => Err(ConfigError::Invalid(format!(
-                "unknown queue backend '{other}' (known: memory, embedded)"
+                "unknown queue backend '{other}' (known: memory, embedded, sqs)"
             ))),
         }
     }
@@ -118,8 +131,17 @@ impl EqsConfig {
                 BackendConfig::Memory { max_message_bytes }
                 | BackendConfig::Embedded { max_message_bytes, .. } => *max_message_bytes,
                 BackendConfig::Failover { members } => members.iter().map(largest).max().unwrap_or(0),
+                BackendConfig::Sqs(_) => crate::services::sqs::MAX_MESSAGE_BYTES,
             }
         }
+        fn check_members(backend: &BackendConfig) -> Result<(), ConfigError> {
+            match backend {
+                BackendConfig::Sqs(settings) => settings.validate(),
+                BackendConfig::Failover { members } => members.iter().try_for_each(check_members),
+                _ => Ok(()),
+            }
+        }
+        check_members(&self.backend)?;
         if let BackendConfig::Failover { members } = &self.backend
             && members.is_empty()
         {

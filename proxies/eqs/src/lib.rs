@@ -14,7 +14,7 @@ pub mod long_poll;
 pub mod model;
 pub mod services;
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use exo_proto::queue::v1::queue_service_server::QueueServiceServer;
 use exo_proxy_core::{
@@ -28,20 +28,26 @@ use crate::{
     api::QueueApi,
     backend::Queue,
     config::{BackendConfig, EqsConfig},
-    services::{embedded::EmbeddedQueue, memory::MemoryQueue},
+    services::{embedded::EmbeddedQueue, memory::MemoryQueue, sqs::SqsQueue},
 };
 
 pub use exo_proxy_core::ProxyError;
 
-/// Opens the configured backend, without layers.
-pub fn open_backend(config: &BackendConfig) -> ExoResult<Arc<dyn Queue>> {
+/// Opens the configured backend, without layers. `call_timeout` bounds each call a cloud
+/// backend makes to its service.
+pub async fn open_backend(config: &BackendConfig, call_timeout: Duration) -> ExoResult<Arc<dyn Queue>> {
     Ok(match config {
         BackendConfig::Memory { max_message_bytes } => Arc::new(MemoryQueue::new(*max_message_bytes)),
         BackendConfig::Embedded { path, max_message_bytes } => {
             Arc::new(EmbeddedQueue::open(path, *max_message_bytes)?)
         }
+        BackendConfig::Sqs(settings) => Arc::new(SqsQueue::connect(settings, call_timeout).await?),
         BackendConfig::Failover { members } => {
-            Arc::new(layers::FailoverQueue::new(members.iter().map(open_backend).collect::<ExoResult<_>>()?)?)
+            let mut opened = Vec::with_capacity(members.len());
+            for member in members {
+                opened.push(Box::pin(open_backend(member, call_timeout)).await?);
+            }
+            Arc::new(layers::FailoverQueue::new(opened)?)
         }
     })
 }
@@ -107,9 +113,10 @@ impl std::fmt::Debug for EqsProxy {
 
 impl EqsProxy {
     /// Validates `config` and opens its backend.
-    pub fn new(config: &EqsConfig) -> Result<Self, ProxyError> {
+    pub async fn new(config: &EqsConfig) -> Result<Self, ProxyError> {
         config.validate()?;
-        Ok(Self::with_backend(config, open_backend(&config.backend)?))
+        let backend = open_backend(&config.backend, config.server.request_timeout).await?;
+        Ok(Self::with_backend(config, backend))
     }
 
     /// Serves an already opened backend (conformance runs and benchmarks use this).

@@ -65,7 +65,11 @@ impl Queue for Switchable {
         self.check()?;
         self.inner.queue_info(name).await
     }
-    async fn send(&self, name: &QueueName, messages: Vec<pb::OutgoingMessage>) -> ExoResult<Vec<String>> {
+    async fn send(
+        &self,
+        name: &QueueName,
+        messages: Vec<pb::OutgoingMessage>,
+    ) -> ExoResult<Vec<ExoResult<String>>> {
         self.check()?;
         self.inner.send(name, messages).await
     }

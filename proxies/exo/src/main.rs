@@ -133,7 +133,7 @@ async fn up(
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         },
     };
-    let eqs = EqsProxy::new(&eqs_config).context("cannot start eqs")?;
+    let eqs = EqsProxy::new(&eqs_config).await.context("cannot start eqs")?;
     let eqs_listener = eqs.bind().await.context("cannot start eqs")?;
     let eos_config = EosConfig {
         server: ServerConfig { listen: eos_listen, log: log.clone(), ..ServerConfig::default() },

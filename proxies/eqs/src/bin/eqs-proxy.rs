@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: EqsConfig) -> anyhow::Result<()> {
-    let proxy = EqsProxy::new(&config).context("cannot start eqs-proxy")?;
+    let proxy = EqsProxy::new(&config).await.context("cannot start eqs-proxy")?;
     let listener = proxy.bind().await?;
     tracing::info!(backend = config.backend.kind(), addr = %listener.local_addr()?, "eqs-proxy ready");
     proxy.serve(listener, shutdown_signal()).await?;

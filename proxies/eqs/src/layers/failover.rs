@@ -225,7 +225,11 @@ impl Queue for FailoverQueue {
             last.unwrap_or_else(|| ExoError::unavailable("every member of the failover chain is down"))
         })
     }
-    async fn send(&self, name: &QueueName, messages: Vec<pb::OutgoingMessage>) -> ExoResult<Vec<String>> {
+    async fn send(
+        &self,
+        name: &QueueName,
+        messages: Vec<pb::OutgoingMessage>,
+    ) -> ExoResult<Vec<ExoResult<String>>> {
         // A backend consumes the batch even when it fails, so a copy is kept only while another
         // member could still take it (never for the last one, never for a one-member chain).
         let candidates: Vec<&Member> = self.available().map(|(_, m)| m).collect();

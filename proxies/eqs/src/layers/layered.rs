@@ -74,7 +74,11 @@ impl Queue for Layered {
     async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
         self.call("get_queue_info", self.timeout, self.inner.queue_info(name)).await
     }
-    async fn send(&self, name: &QueueName, messages: Vec<pb::OutgoingMessage>) -> ExoResult<Vec<String>> {
+    async fn send(
+        &self,
+        name: &QueueName,
+        messages: Vec<pb::OutgoingMessage>,
+    ) -> ExoResult<Vec<ExoResult<String>>> {
         let op = if messages.len() == 1 { "send" } else { "send_batch" };
         self.call(op, self.timeout, self.inner.send(name, messages)).await
     }
@@ -125,7 +129,11 @@ mod tests {
         async fn queue_info(&self, n: &QueueName) -> ExoResult<pb::QueueInfo> {
             self.0.queue_info(n).await
         }
-        async fn send(&self, n: &QueueName, m: Vec<pb::OutgoingMessage>) -> ExoResult<Vec<String>> {
+        async fn send(
+            &self,
+            n: &QueueName,
+            m: Vec<pb::OutgoingMessage>,
+        ) -> ExoResult<Vec<ExoResult<String>>> {
             self.0.send(n, m).await
         }
         async fn receive(&self, _: &QueueName, _: ReceiveParams) -> ExoResult<Vec<pb::Message>> {

@@ -121,8 +121,17 @@ impl EmbeddedQueue {
         Ok(Self {
             descriptor: Descriptor {
                 backend: "embedded",
-                capabilities: [LongPoll, Delay, Retention, DeadLetter, ChangeVisibility, Purge, Durable]
-                    .into(),
+                capabilities: [
+                    LongPoll,
+                    Delay,
+                    Retention,
+                    DeadLetter,
+                    ChangeVisibility,
+                    Purge,
+                    StaleReceipts,
+                    Durable,
+                ]
+                .into(),
                 limits: local_limits(max_message_bytes),
             },
             store,
@@ -397,7 +406,11 @@ impl Queue for EmbeddedQueue {
         .await
     }
 
-    async fn send(&self, name: &QueueName, messages: Vec<pb::OutgoingMessage>) -> ExoResult<Vec<String>> {
+    async fn send(
+        &self,
+        name: &QueueName,
+        messages: Vec<pb::OutgoingMessage>,
+    ) -> ExoResult<Vec<ExoResult<String>>> {
         let owned = name.clone();
         let ids = self
             .run(move |txn, catalog| {
@@ -425,7 +438,7 @@ impl Queue for EmbeddedQueue {
             })
             .await?;
         self.arrivals.announce(name.as_str());
-        Ok(ids)
+        Ok(ids.into_iter().map(Ok).collect())
     }
 
     async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {

@@ -102,7 +102,16 @@ impl MemoryQueue {
         Self {
             descriptor: Descriptor {
                 backend: "memory",
-                capabilities: [LongPoll, Delay, Retention, DeadLetter, ChangeVisibility, Purge].into(),
+                capabilities: [
+                    LongPoll,
+                    Delay,
+                    Retention,
+                    DeadLetter,
+                    ChangeVisibility,
+                    Purge,
+                    StaleReceipts,
+                ]
+                .into(),
                 limits: local_limits(max_message_bytes),
             },
             state: Mutex::new(State::default()),
@@ -269,7 +278,11 @@ impl Queue for MemoryQueue {
         self.with_queue(name, |queue| Ok(queue.info(name.as_str())))
     }
 
-    async fn send(&self, name: &QueueName, messages: Vec<pb::OutgoingMessage>) -> ExoResult<Vec<String>> {
+    async fn send(
+        &self,
+        name: &QueueName,
+        messages: Vec<pb::OutgoingMessage>,
+    ) -> ExoResult<Vec<ExoResult<String>>> {
         let now = now_ms();
         let mut state = self.lock();
         let first_seq = state.next_seq;
@@ -297,7 +310,7 @@ impl Queue for MemoryQueue {
         state.next_seq += count;
         drop(state);
         self.arrivals.announce(name.as_str());
-        Ok(ids)
+        Ok(ids.into_iter().map(Ok).collect())
     }
 
     async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {

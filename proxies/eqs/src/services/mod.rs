@@ -2,6 +2,7 @@
 
 pub mod embedded;
 pub mod memory;
+pub mod sqs;
 
 use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
 use exo_proxy_core::ExoError;

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Starts the cloud emulators the tests need, each on a free loopback port, from the
+# project-local, git-ignored .tools/ folder (installed pinned on first use), and stops them when
+# the calling script exits. Sourced by scripts/test; run alone it starts them and waits:
+#
+#   scripts/emulators.sh          # prints the endpoints, Ctrl-C stops everything
+#
+# Exports: EXO_MOTO_URL (moto server: SQS, S3, DynamoDB).
+# A server that does not come up is a failure, never a skip.
+set -euo pipefail
+
+emulators_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+emulators_tools="$emulators_root/.tools"
+aws_venv="$emulators_tools/aws"
+emulator_pids=()
+
+# moto and the boto3 the interop tests use, pinned together (moto needs boto3).
+aws_requirements=(
+  "moto[server]==5.2.5"
+  "boto3==1.44.5"
+)
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+ensure_aws_tools() {
+  local stamp="$aws_venv/.requirements" wanted
+  wanted="$(printf '%s\n' "${aws_requirements[@]}")"
+  if [[ -x "$aws_venv/bin/moto_server" && -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]]; then
+    return 0
+  fi
+  echo "installing moto and boto3 into $aws_venv"
+  mkdir -p "$emulators_tools"
+  python3 -m venv "$aws_venv"
+  "$aws_venv/bin/python" -m pip install --quiet --disable-pip-version-check "${aws_requirements[@]}"
+  printf '%s' "$wanted" > "$stamp"
+}
+
+stop_emulators() {
+  local pid
+  for pid in "${emulator_pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${emulator_pids[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  emulator_pids=()
+}
+
+# Waits until `url` answers, failing if process `pid` exits first or 30 s pass.
+wait_ready() {
+  local name="$1" pid="$2" url="$3" log="$4"
+  for _ in $(seq 300); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "$name exited during start-up; its log:" >&2
+      cat "$log" >&2
+      return 1
+    fi
+    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "$name did not answer at $url within 30 s; its log:" >&2
+  cat "$log" >&2
+  return 1
+}
+
+start_moto() {
+  ensure_aws_tools
+  local port log="$emulators_root/reports/emulators/moto.log"
+  mkdir -p "$(dirname "$log")"
+  port="$(free_port)"
+  "$aws_venv/bin/moto_server" -H 127.0.0.1 -p "$port" > "$log" 2>&1 &
+  emulator_pids+=("$!")
+  wait_ready moto "$!" "http://127.0.0.1:$port/moto-api/" "$log"
+  export EXO_MOTO_URL="http://127.0.0.1:$port"
+  # moto accepts any keys; the proxies and boto3 read these through the default AWS chain.
+  export AWS_ACCESS_KEY_ID=exoflow-test AWS_SECRET_ACCESS_KEY=exoflow-test AWS_REGION=us-east-1
+  echo "moto on $EXO_MOTO_URL"
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  trap stop_emulators EXIT
+  start_moto
+  echo "emulators up; Ctrl-C stops them"
+  wait
+fi
