@@ -122,7 +122,7 @@ schemas.update({
 
 obj_caps = ["CONDITIONAL_CREATE", "CONDITIONAL_REPLACE", "PRESIGN", "COPY", "RANGE_READ", "IDEMPOTENT_DELETE"]
 object_info = obj("An object's attributes.", {
-   "bucket": s("Bucket"), "key": s("Key"), "size": u64d("Size in bytes."), "etag": s("Opaque version tag; changes on every write."),
+   "bucket": s("Bucket"), "key": s("Key"), "size": u64d("Size in bytes."), "etag": s("Opaque version tag; changes whenever the bytes change (may be derived from content)."),
    "contentType": s("MIME type"), "metadata": {"type": "object", "additionalProperties": {"type": "string"}, "description": "User metadata (names lowercase)."},
    "lastModifiedMs": u64d("Last write, ms since the Unix epoch.")})
 schemas.update({

@@ -5,7 +5,8 @@
 #
 #   scripts/emulators.sh          # prints the endpoints, Ctrl-C stops everything
 #
-# Exports: EXO_MOTO_URL (moto server: SQS, S3, DynamoDB).
+# Exports: EXO_MOTO_URL (moto server: SQS, S3, DynamoDB) and EXO_PRESIGN_GATEWAY_URL (a
+# harness that checks presigned URLs as S3 does, which moto does not; see presign_gateway.py).
 # A server that does not come up is a failure, never a skip.
 set -euo pipefail
 
@@ -77,6 +78,18 @@ start_moto() {
   # moto accepts any keys; the proxies and boto3 read these through the default AWS chain.
   export AWS_ACCESS_KEY_ID=exoflow-test AWS_SECRET_ACCESS_KEY=exoflow-test AWS_REGION=us-east-1
   echo "moto on $EXO_MOTO_URL"
+  local gateway_port gateway_log="$emulators_root/reports/emulators/presign-gateway.log"
+  gateway_port="$(free_port)"
+  python3 "$emulators_root/scripts/presign_gateway.py" "$gateway_port" "$EXO_MOTO_URL" > "$gateway_log" 2>&1 &
+  emulator_pids+=("$!")
+  # Any answer (403 for an unsigned probe) means it is up.
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$gateway_port/" && break
+    kill -0 "$!" 2>/dev/null || { cat "$gateway_log" >&2; return 1; }
+    sleep 0.1
+  done
+  export EXO_PRESIGN_GATEWAY_URL="http://127.0.0.1:$gateway_port"
+  echo "presign gateway on $EXO_PRESIGN_GATEWAY_URL"
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then

@@ -339,8 +339,11 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
     let (idle_rss, _) = memory_kib(proxy.pid)?;
     let client = QueueClient::connect(&proxy.url)?.with_retry(RetryPolicy::none());
     let via = ViaProxy(client.clone());
-    let direct_backend =
-        eqs::open_backend(&BackendConfig::named(&args.backend, Some(scratch.path().join("direct.db")))?)?;
+    let direct_backend = eqs::open_backend(
+        &BackendConfig::named(&args.backend, Some(scratch.path().join("direct.db")))?,
+        Duration::from_secs(60),
+    )
+    .await?;
     let direct = Direct(direct_backend.clone());
 
     let workers = args.concurrency.max(1);

@@ -49,7 +49,8 @@ pub async fn bench(args: ObjectArgs) -> anyhow::Result<()> {
 
     let presigner = Arc::new(LocalPresigner::new("http://127.0.0.1:0", None));
     let backend_config = BackendConfig::named(&args.backend, Some(scratch.path().join("direct")))?;
-    let direct = eos::open_backend(&backend_config, presigner)?;
+    let direct_config = eos::config::EosConfig { backend: backend_config, ..Default::default() };
+    let direct = eos::open_backend(&direct_config, presigner, std::time::Duration::from_secs(60)).await?;
     let bucket = BucketName::parse("bucket", "bench", "bucket")?;
     direct.create_bucket(&bucket).await?;
 

@@ -7,6 +7,8 @@
 //!   kind: fs                   # or: memory
 //!   root: .exo/objects
 //! presign:                     # URLs the local backends sign and this proxy serves
+//!                              # (or, for kind: s3 — see exo_aws::AwsSettings — the S3
+//!                              # endpoint presigned URLs name)
 //!   base_url: http://127.0.0.1:7402   # default: http://<listen>
 //!   secret: env:EXO_PRESIGN_SECRET    # default: random per start (URLs die with the process)
 //! ```
@@ -34,6 +36,8 @@ pub enum BackendConfig {
         #[serde(default = "default_memory_bytes")]
         max_object_bytes: u64,
     },
+    /// Amazon S3 (see [`crate::services::s3`]): region, endpoint override, credentials.
+    S3(exo_aws::AwsSettings),
     /// Files under a data root.
     Fs {
         /// The data root; created if missing.
@@ -62,6 +66,7 @@ impl BackendConfig {
         match self {
             Self::Memory { .. } => "memory",
             Self::Fs { .. } => "fs",
+            Self::S3(_) => "s3",
         }
     }
 
@@ -70,18 +75,20 @@ impl BackendConfig {
         match kind {
             "memory" => Ok(Self::Memory { max_object_bytes: DEFAULT_MEMORY_OBJECT_BYTES }),
             "fs" => Ok(Self::Fs { root: root.unwrap_or_else(default_root) }),
+            "s3" => Ok(Self::S3(exo_aws::AwsSettings::default())),
             other => {
-                Err(ConfigError::Invalid(format!("unknown object backend '{other}' (known: memory, fs)")))
+                Err(ConfigError::Invalid(format!("unknown object backend '{other}' (known: memory, fs, s3)")))
             }
         }
     }
 }
 
-/// Presigned URLs of the local backends.
+/// Presigned URLs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PresignConfig {
-    /// Base of the URLs (how clients reach this proxy); default `http://<listen>`.
+    /// Local backends: base of the URLs (how clients reach this proxy); default
+    /// `http://<listen>`. `s3`: the S3 endpoint the URLs name; default the backend's endpoint.
     pub base_url: Option<String>,
     /// HMAC key; default random per start.
     pub secret: Option<SecretRef>,
@@ -133,6 +140,10 @@ impl exo_proxy_core::cli::ProxyConfig for EosConfig {
         }
     }
     fn validate(&self) -> Result<(), ConfigError> {
-        self.server.validate()
+        self.server.validate()?;
+        if let BackendConfig::S3(settings) = &self.backend {
+            settings.validate()?;
+        }
+        Ok(())
     }
 }

@@ -45,16 +45,22 @@ pub fn presigner(
     Ok(Arc::new(LocalPresigner::new(&base, secret)))
 }
 
-/// Opens the configured backend, without layers.
-pub fn open_backend(
-    config: &BackendConfig,
+/// Opens the configured backend, without layers. `call_timeout` bounds each call a cloud
+/// backend makes to its service.
+pub async fn open_backend(
+    config: &EosConfig,
     presigner: Arc<LocalPresigner>,
+    call_timeout: std::time::Duration,
 ) -> ExoResult<Arc<dyn ObjectStore>> {
-    Ok(match config {
+    Ok(match &config.backend {
         BackendConfig::Memory { max_object_bytes } => {
             Arc::new(MemoryObjects::new(*max_object_bytes, presigner))
         }
         BackendConfig::Fs { root } => Arc::new(FsObjects::open(root, presigner)?),
+        BackendConfig::S3(settings) => Arc::new(
+            services::s3::S3Objects::connect(settings, config.presign.base_url.as_deref(), call_timeout)
+                .await?,
+        ),
     })
 }
 
@@ -74,13 +80,13 @@ impl EosProxy {
     /// Validates `config`, binds its listen address (presigned URLs need the real port), and
     /// opens its backend.
     pub async fn bind(config: &EosConfig) -> Result<Self, ProxyError> {
-        config.server.validate()?;
+        exo_proxy_core::cli::ProxyConfig::validate(config)?;
         let listener = TcpListener::bind(config.server.listen)
             .await
             .map_err(|source| ServeError::Bind { addr: config.server.listen, source })?;
         let base = format!("http://{}", listener.local_addr().map_err(ServeError::Io)?);
         let presigner = presigner(config, &base)?;
-        let backend = open_backend(&config.backend, presigner.clone())?;
+        let backend = open_backend(config, presigner.clone(), config.server.request_timeout).await?;
         Ok(Self::with_backend(config, backend, presigner, listener))
     }
 

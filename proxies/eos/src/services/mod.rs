@@ -2,6 +2,7 @@
 
 pub mod fs;
 pub mod memory;
+pub mod s3;
 
 use bytes::Bytes;
 use futures::stream;
