@@ -120,8 +120,11 @@ pub async fn bench(args: KvArgs) -> anyhow::Result<()> {
     .await?;
     let client = KvClient::connect(&proxy.url)?.with_retry(RetryPolicy::none());
     client.create_table("bench").await?;
-    let backend =
-        ekv::open_backend(&BackendConfig::named(&args.backend, Some(scratch.path().join("direct.db")))?)?;
+    let backend = ekv::open_backend(
+        &BackendConfig::named(&args.backend, Some(scratch.path().join("direct.db")))?,
+        std::time::Duration::from_secs(60),
+    )
+    .await?;
     backend.create_table(&TableName::parse("table", "bench", "table")?).await?;
     let value = vec![b'v'; args.value_bytes];
 

@@ -146,7 +146,7 @@ async fn start(target: Target) -> anyhow::Result<(Service, String, Option<InProc
             ephemeral(&mut config.server)?;
             let proxy = match backend {
                 Some(backend) => EkvProxy::with_backend(&config, backend),
-                None => EkvProxy::new(&config)?,
+                None => EkvProxy::new(&config).await?,
             };
             let listener = proxy.bind().await?;
             let server = InProcess::start(listener, |listener, stopped| async move {

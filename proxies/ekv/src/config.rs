@@ -22,6 +22,8 @@ pub const DEFAULT_PORT: u16 = 7403;
 pub enum BackendConfig {
     /// In-process, not durable.
     Memory,
+    /// Amazon DynamoDB (see [`crate::services::dynamodb`]): region, endpoint override, credentials.
+    Dynamodb(exo_aws::AwsSettings),
     /// Durable SQLite file.
     Embedded {
         /// The database file; created with its directory if missing.
@@ -46,6 +48,7 @@ impl BackendConfig {
         match self {
             Self::Memory => "memory",
             Self::Embedded { .. } => "embedded",
+            Self::Dynamodb(_) => "dynamodb",
         }
     }
 
@@ -54,9 +57,10 @@ impl BackendConfig {
         match kind {
             "memory" => Ok(Self::Memory),
             "embedded" => Ok(Self::Embedded { path: path.unwrap_or_else(default_db_path) }),
-            other => {
-                Err(ConfigError::Invalid(format!("unknown kv backend '{other}' (known: memory, embedded)")))
-            }
+            "dynamodb" => Ok(Self::Dynamodb(exo_aws::AwsSettings::default())),
+            other => Err(ConfigError::Invalid(format!(
+                "unknown kv backend '{other}' (known: memory, embedded, dynamodb)"
+            ))),
         }
     }
 }
@@ -100,6 +104,10 @@ impl exo_proxy_core::cli::ProxyConfig for EkvConfig {
         }
     }
     fn validate(&self) -> Result<(), ConfigError> {
-        self.server.validate()
+        self.server.validate()?;
+        if let BackendConfig::Dynamodb(settings) = &self.backend {
+            settings.validate()?;
+        }
+        Ok(())
     }
 }

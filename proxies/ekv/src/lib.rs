@@ -31,11 +31,18 @@ use crate::{
 
 pub use exo_proxy_core::ProxyError;
 
-/// Opens the configured backend, without layers.
-pub fn open_backend(config: &BackendConfig) -> ExoResult<Arc<dyn KeyValue>> {
+/// Opens the configured backend, without layers. `call_timeout` bounds each call a cloud
+/// backend makes to its service.
+pub async fn open_backend(
+    config: &BackendConfig,
+    call_timeout: std::time::Duration,
+) -> ExoResult<Arc<dyn KeyValue>> {
     Ok(match config {
         BackendConfig::Memory => Arc::new(MemoryKv::new()),
         BackendConfig::Embedded { path } => Arc::new(EmbeddedKv::open(path)?),
+        BackendConfig::Dynamodb(settings) => {
+            Arc::new(services::dynamodb::DynamoKv::connect(settings, call_timeout).await?)
+        }
     })
 }
 
@@ -52,9 +59,10 @@ impl std::fmt::Debug for EkvProxy {
 
 impl EkvProxy {
     /// Validates `config` and opens its backend.
-    pub fn new(config: &EkvConfig) -> Result<Self, ProxyError> {
-        config.server.validate()?;
-        Ok(Self::with_backend(config, open_backend(&config.backend)?))
+    pub async fn new(config: &EkvConfig) -> Result<Self, ProxyError> {
+        exo_proxy_core::cli::ProxyConfig::validate(config)?;
+        let backend = open_backend(&config.backend, config.server.request_timeout).await?;
+        Ok(Self::with_backend(config, backend))
     }
 
     /// Serves an already opened backend.

@@ -145,7 +145,7 @@ async fn up(
         server: ServerConfig { listen: ekv_listen, log: log.clone(), ..ServerConfig::default() },
         backend: ekv::config::BackendConfig::Embedded { path: data_dir.join("ekv.db") },
     };
-    let ekv = EkvProxy::new(&ekv_config).context("cannot start ekv")?;
+    let ekv = EkvProxy::new(&ekv_config).await.context("cannot start ekv")?;
     let ekv_listener = ekv.bind().await.context("cannot start ekv")?;
 
     // One signal stops every proxy; each drains its own in-flight requests.

@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: EkvConfig) -> anyhow::Result<()> {
-    let proxy = EkvProxy::new(&config).context("cannot start ekv-proxy")?;
+    let proxy = EkvProxy::new(&config).await.context("cannot start ekv-proxy")?;
     let listener = proxy.bind().await?;
     tracing::info!(backend = config.backend.kind(), addr = %listener.local_addr()?, "ekv-proxy ready");
     proxy.serve(listener, shutdown_signal()).await?;

@@ -1,4 +1,5 @@
 //! Key-value backends, one module each.
 
+pub mod dynamodb;
 pub mod embedded;
 pub mod memory;
