@@ -76,7 +76,7 @@ start_moto() {
   wait_ready moto "$!" "http://127.0.0.1:$port/moto-api/" "$log"
   export EXO_MOTO_URL="http://127.0.0.1:$port"
   # moto accepts any keys; the proxies and boto3 read these through the default AWS chain.
-  export AWS_ACCESS_KEY_ID=exoflow-test AWS_SECRET_ACCESS_KEY=exoflow-test AWS_REGION=us-east-1
+  export AWS_ACCESS_KEY_ID=exoflow-test AWS_SECRET_ACCESS_KEY=exoflow-test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
   echo "moto on $EXO_MOTO_URL"
   local gateway_port gateway_log="$emulators_root/reports/emulators/presign-gateway.log"
   gateway_port="$(free_port)"

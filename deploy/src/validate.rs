@@ -195,6 +195,13 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
             );
         }
         for (key, value) in &p.auth {
+            if p.kind == ProviderKind::Aws && !exo_aws::CREDENTIAL_KEYS.contains(&key.as_str()) {
+                c.error(
+                    &format!("{base}.auth.{key}"),
+                    format!("'{key}' is not an AWS credential the proxies read"),
+                    format!("use {}", exo_aws::CREDENTIAL_KEYS.join(", ")),
+                );
+            }
             if !secret_reference(value) {
                 c.error(
                     &format!("{base}.auth.{key}"),

@@ -92,6 +92,47 @@ fn local_proxy_configs_load_with_the_proxies_own_loaders() {
 }
 
 #[test]
+fn aws_proxy_configs_load_with_the_proxies_own_loaders() {
+    use exo_proxy_core::{cli::ProxyConfig, config::parse_yaml};
+    let m = checked("shop.yaml");
+    let sidecars = exo_deploy::render::sidecars(&m, true, &exo_deploy::render::shared_data_dir);
+    assert_eq!(sidecars.len(), 3);
+    for s in sidecars {
+        let (kind, settings) = match s.name {
+            "eqs" => {
+                let c = parse_yaml::<eqs::config::EqsConfig>(&s.config, "eqs").unwrap();
+                ProxyConfig::validate(&c).unwrap();
+                let eqs::config::BackendConfig::Sqs(settings) = c.backend else { panic!("eqs is not sqs") };
+                ("sqs", settings)
+            }
+            "eos" => {
+                let c = parse_yaml::<eos::config::EosConfig>(&s.config, "eos").unwrap();
+                ProxyConfig::validate(&c).unwrap();
+                let eos::config::BackendConfig::S3(settings) = c.backend else { panic!("eos is not s3") };
+                ("s3", settings)
+            }
+            "ekv" => {
+                let c = parse_yaml::<ekv::config::EkvConfig>(&s.config, "ekv").unwrap();
+                ProxyConfig::validate(&c).unwrap();
+                let ekv::config::BackendConfig::Dynamodb(settings) = c.backend else {
+                    panic!("ekv is not dynamodb")
+                };
+                ("dynamodb", settings)
+            }
+            other => panic!("unexpected proxy {other}"),
+        };
+        // The names CloudFormation gives the resources are `<app>-<name>`.
+        assert_eq!(settings.name_prefix, "shop-", "{kind}");
+        assert_eq!(settings.region.as_deref(), Some("us-east-1"), "{kind}");
+        assert_eq!(
+            settings.credentials.get("profile").map(|r| String::from(r.clone())).as_deref(),
+            Some("env:AWS_PROFILE"),
+            "{kind}"
+        );
+    }
+}
+
+#[test]
 fn a_broken_manifest_reports_every_problem_with_its_line() {
     let text = "\
 name: Shop_App
@@ -128,6 +169,7 @@ autoscale:
         (7, "needs a region"),
         (9, "unknown key"),
         (11, "references, not values"),
+        (11, "not an AWS credential"),
         (16, "no tag or digest"),
         (21, "dead-letter queue 'nowhere'"),
         (23, "queue 'missing'"),

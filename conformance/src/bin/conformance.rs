@@ -30,10 +30,13 @@ enum Command {
     /// Run the cases.
     Run {
         /// Start a proxy in-process with this backend, for every service that has it
-        /// (memory: queue, object and kv; embedded: queue and kv; fs: object).
+        /// (memory: queue, object and kv; embedded: queue and kv; fs: object; sqs: queue;
+        /// s3: object; dynamodb: kv). Cloud backends without --config take their settings
+        /// from the AWS environment (AWS_REGION, AWS_ENDPOINT_URL, credentials chain).
         #[arg(long, conflicts_with = "endpoint")]
         backend: Option<String>,
-        /// Backend settings: a proxy config file of `--service` (its `backend:` section is used).
+        /// Backend settings: a proxy config file (its `backend:` and `presign:` sections are
+        /// used) of `--service`, or of the service `--backend` belongs to.
         #[arg(long, conflicts_with = "endpoint")]
         config: Option<PathBuf>,
         /// Test a running proxy instead, e.g. http://127.0.0.1:7401 (its service is detected).
@@ -56,6 +59,25 @@ enum Command {
 
 const SERVICES: [Service; 3] = [Service::Queue, Service::Object, Service::Kv];
 
+/// The one service with a backend named `kind` (cloud backends belong to one service each).
+fn service_of(kind: &str) -> anyhow::Result<Service> {
+    let mut found = Vec::new();
+    if eqs::config::BackendConfig::named(kind, None).is_ok() {
+        found.push(Service::Queue);
+    }
+    if eos::config::BackendConfig::named(kind, None).is_ok() {
+        found.push(Service::Object);
+    }
+    if ekv::config::BackendConfig::named(kind, None).is_ok() {
+        found.push(Service::Kv);
+    }
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => anyhow::bail!("no service has a backend named '{kind}'"),
+        _ => anyhow::bail!("backend '{kind}' exists for several services: add --service"),
+    }
+}
+
 fn targets(
     backend: Option<String>,
     config: Option<PathBuf>,
@@ -72,11 +94,31 @@ fn targets(
             .collect());
     }
     if let Some(path) = config {
-        return Ok(vec![match service.unwrap_or(Service::Queue) {
+        // The service: --service, else the one that has a backend named --backend.
+        let service = match (service, &backend) {
+            (Some(service), _) => service,
+            (None, Some(kind)) => service_of(kind)?,
+            (None, None) => {
+                anyhow::bail!("--config needs --service or --backend to say which proxy it configures")
+            }
+        };
+        let target = match service {
             Service::Queue => Target::Queue(load_yaml(&path)?, None),
             Service::Kv => Target::Kv(load_yaml(&path)?, None),
             Service::Object => Target::Object(load_yaml(&path)?),
-        }]);
+        };
+        let configured = match &target {
+            Target::Queue(c, _) => c.backend.kind(),
+            Target::Kv(c, _) => c.backend.kind(),
+            Target::Object(c) => c.backend.kind(),
+            Target::Endpoint(..) => "",
+        };
+        if let Some(kind) = &backend
+            && kind != configured
+        {
+            anyhow::bail!("--backend {kind} but {} configures backend '{configured}'", path.display());
+        }
+        return Ok(vec![target]);
     }
     let Some(kind) = backend else {
         anyhow::bail!("say what to test: --backend NAME, --config FILE or --endpoint URL");
@@ -99,7 +141,7 @@ fn targets(
     }
     if found.is_empty() {
         anyhow::bail!(
-            "no service has a backend named '{kind}' (queue: memory, embedded; object: memory, fs; kv: memory, embedded)"
+            "no service has a backend named '{kind}' (queue: memory, embedded, sqs; object: memory, fs, s3; kv: memory, embedded, dynamodb)"
         );
     }
     Ok(found)

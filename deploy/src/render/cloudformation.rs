@@ -71,6 +71,8 @@ pub fn render(m: &Manifest) -> Files {
                 "DeletionPolicy": "Retain",
                 "UpdateReplacePolicy": "Retain",
                 "Properties": {
+                    // A fixed name, so eos finds it (name-prefix `<app>-`); S3 names are global.
+                    "BucketName": physical(m, &b.name),
                     "BucketEncryption": { "ServerSideEncryptionConfiguration": [{ "ServerSideEncryptionByDefault": { "SSEAlgorithm": "AES256" } }] },
                     "PublicAccessBlockConfiguration": {
                         "BlockPublicAcls": true, "BlockPublicPolicy": true, "IgnorePublicAcls": true, "RestrictPublicBuckets": true,

@@ -78,7 +78,11 @@ pub fn sidecars(m: &Manifest, listen_any: bool, data_dir: &dyn Fn(&str) -> Strin
                     max_message_bytes: eqs::config::DEFAULT_MAX_MESSAGE_BYTES,
                 },
             }),
-            cloud => cloud_config(server(7401), cloud_backend(m, cloud, "queue")),
+            ProviderKind::Aws => yaml(&EqsConfig {
+                server: server(7401),
+                backend: eqs::config::BackendConfig::Sqs(aws_settings(m)),
+            }),
+            ProviderKind::Azure => cloud_config(server(7401), cloud_backend(m, "queue")),
         };
         out.push(Sidecar {
             name: "eqs",
@@ -97,7 +101,12 @@ pub fn sidecars(m: &Manifest, listen_any: bool, data_dir: &dyn Fn(&str) -> Strin
                 },
                 presign: Default::default(),
             }),
-            cloud => cloud_config(server(7402), cloud_backend(m, cloud, "object")),
+            ProviderKind::Aws => yaml(&eos::config::EosConfig {
+                server: server(7402),
+                backend: eos::config::BackendConfig::S3(aws_settings(m)),
+                presign: Default::default(),
+            }),
+            ProviderKind::Azure => cloud_config(server(7402), cloud_backend(m, "object")),
         };
         out.push(Sidecar {
             name: "eos",
@@ -115,7 +124,11 @@ pub fn sidecars(m: &Manifest, listen_any: bool, data_dir: &dyn Fn(&str) -> Strin
                     path: format!("{}/ekv.db", data_dir("ekv")).into(),
                 },
             }),
-            cloud => cloud_config(server(7403), cloud_backend(m, cloud, "kv")),
+            ProviderKind::Aws => yaml(&ekv::config::EkvConfig {
+                server: server(7403),
+                backend: ekv::config::BackendConfig::Dynamodb(aws_settings(m)),
+            }),
+            ProviderKind::Azure => cloud_config(server(7403), cloud_backend(m, "kv")),
         };
         out.push(Sidecar {
             name: "ekv",
@@ -128,23 +141,39 @@ pub fn sidecars(m: &Manifest, listen_any: bool, data_dir: &dyn Fn(&str) -> Strin
     out
 }
 
-/// The backend section for a cloud provider. The cloud backends are issues 4 (AWS) and 5
-/// (Azure); this is the configuration contract they are to accept.
-fn cloud_backend(m: &Manifest, kind: ProviderKind, service: &str) -> serde_json::Value {
+/// The AWS settings of the current provider: its region, its credential references, and the
+/// app's name prefix, so the proxies find the queues, buckets and tables CloudFormation created
+/// as `<app>-<name>`.
+fn aws_settings(m: &Manifest) -> exo_aws::AwsSettings {
+    let p = m.current_provider();
+    exo_aws::AwsSettings {
+        region: p.and_then(|p| p.region.clone()),
+        endpoint: None,
+        // Validation has checked every reference; an unparsable one cannot reach here.
+        credentials: p
+            .map(|p| {
+                p.auth
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        exo_proxy_core::secret::SecretRef::try_from(v.clone()).ok().map(|r| (k.clone(), r))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        name_prefix: format!("{}-", m.name),
+    }
+}
+
+/// The backend section for an Azure provider: the configuration contract the Azure backends
+/// (issue 5, not built yet) are to accept.
+fn cloud_backend(m: &Manifest, service: &str) -> serde_json::Value {
     let p = m.current_provider();
     let auth: BTreeMap<String, String> = p.map(|p| p.auth.clone()).unwrap_or_default();
-    match (kind, service) {
-        (ProviderKind::Aws, _) => serde_json::json!({
-            "kind": match service { "queue" => "sqs", "object" => "s3", _ => "dynamodb" },
-            "region": p.and_then(|p| p.region.clone()).unwrap_or_default(),
-            "credentials": auth,
-        }),
-        (_, _) => serde_json::json!({
-            "kind": match service { "queue" => "azure-queue", "object" => "azure-blob", _ => "azure-table" },
-            "account": p.and_then(|p| p.account.clone()).unwrap_or_default(),
-            "credentials": auth,
-        }),
-    }
+    serde_json::json!({
+        "kind": match service { "queue" => "azure-queue", "object" => "azure-blob", _ => "azure-table" },
+        "account": p.and_then(|p| p.account.clone()).unwrap_or_default(),
+        "credentials": auth,
+    })
 }
 
 fn cloud_config(server: ServerConfig, backend: serde_json::Value) -> String {

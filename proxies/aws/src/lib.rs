@@ -86,10 +86,10 @@ impl AwsSettings {
             ));
         }
         if !self.name_prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            || self.name_prefix.len() > 20
+            || self.name_prefix.len() > 40
         {
             return Err(ConfigError::Invalid(format!(
-                "backend.name-prefix may hold only lowercase letters, digits and '-' (at most 20), got {:?}",
+                "backend.name-prefix may hold only lowercase letters, digits and '-' (at most 40), got {:?}",
                 self.name_prefix
             )));
         }
