@@ -56,7 +56,11 @@ impl Queue for Altered {
     async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
         self.inner.queue_info(name).await
     }
-    async fn send(&self, name: &QueueName, messages: Vec<pb::OutgoingMessage>) -> ExoResult<Vec<String>> {
+    async fn send(
+        &self,
+        name: &QueueName,
+        messages: Vec<pb::OutgoingMessage>,
+    ) -> ExoResult<Vec<ExoResult<String>>> {
         self.inner.send(name, messages).await
     }
     async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
