@@ -153,7 +153,7 @@ schemas.update({
  "PresignRequest": obj("Asks for a presigned URL for a key of the bucket in the path.", {
    "key": s("Key"), "method": {"type": "string", "enum": ["GET", "PUT"], "description": "Allowed method"},
    "expiresInSeconds": u32("Validity (1 .. maxPresignSeconds).")}, ["key", "method", "expiresInSeconds"]),
- "PresignResponse": obj("A URL signed by the backend.", {"url": s("The URL"), "expiresAtMs": u64d("Expiry, ms since the Unix epoch.")}),
+ "PresignResponse": obj("A URL signed by the backend.", {"url": s("The URL"), "expiresAtMs": u64d("Expiry, ms since the Unix epoch."), "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Headers the request must carry besides the URL (Azure Blob PUT: x-ms-blob-type); usually empty."}}),
  "DeleteBatchRequest": obj("Deletes many keys of the bucket in the path.", {"keys": {"type": "array", "items": {"type": "string"}}}, ["keys"]),
  "DeleteResult": obj("One key's outcome.", {"key": s("Key"), "errorReason": s("Empty on success, else the stable reason."), "errorMessage": s("Explanation of a failure.")}),
  "DeleteBatchResponse": obj("One result per key, in request order.", {"results": {"type": "array", "items": ref("DeleteResult")}}),

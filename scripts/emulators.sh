@@ -5,7 +5,8 @@
 #
 #   scripts/emulators.sh          # prints the endpoints, Ctrl-C stops everything
 #
-# Exports: EXO_MOTO_URL (moto server: SQS, S3, DynamoDB) and EXO_PRESIGN_GATEWAY_URL (a
+# Exports: EXO_AZURITE_{BLOB,QUEUE,TABLE}_URL (Azurite, account devstoreaccount1) and
+# EXO_MOTO_URL (moto server: SQS, S3, DynamoDB) and EXO_PRESIGN_GATEWAY_URL (a
 # harness that checks presigned URLs as S3 does, which moto does not; see presign_gateway.py).
 # A server that does not come up is a failure, never a skip.
 set -euo pipefail
@@ -20,6 +21,10 @@ aws_requirements=(
   "moto[server]==5.2.5"
   "boto3==1.44.5"
 )
+
+# Azurite from npm, pinned: 3.36+ need a newer node than this machine kind's 20.
+azurite_version="3.35.0"
+azurite_dir="$emulators_tools/azurite"
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -36,6 +41,43 @@ ensure_aws_tools() {
   python3 -m venv "$aws_venv"
   "$aws_venv/bin/python" -m pip install --quiet --disable-pip-version-check "${aws_requirements[@]}"
   printf '%s' "$wanted" > "$stamp"
+}
+
+ensure_azurite() {
+  if [[ -x "$azurite_dir/node_modules/.bin/azurite" && "$(cat "$azurite_dir/.version" 2>/dev/null)" == "$azurite_version" ]]; then
+    return 0
+  fi
+  echo "installing azurite $azurite_version into $azurite_dir"
+  mkdir -p "$azurite_dir"
+  npm install --prefix "$azurite_dir" --no-audit --no-fund --silent "azurite@$azurite_version"
+  printf '%s' "$azurite_version" > "$azurite_dir/.version"
+}
+
+start_azurite() {
+  ensure_azurite
+  local blob queue table log="$emulators_root/reports/emulators/azurite.log"
+  mkdir -p "$(dirname "$log")"
+  blob="$(free_port)" queue="$(free_port)" table="$(free_port)"
+  # In-memory: nothing to clean up; --skipApiVersionCheck: current SDKs send newer API versions.
+  "$azurite_dir/node_modules/.bin/azurite" --silent --disableTelemetry --inMemoryPersistence \
+    --skipApiVersionCheck --loose \
+    --blobHost 127.0.0.1 --blobPort "$blob" --queueHost 127.0.0.1 --queuePort "$queue" \
+    --tableHost 127.0.0.1 --tablePort "$table" > "$log" 2>&1 &
+  emulator_pids+=("$!")
+  local port
+  for port in "$blob" "$queue" "$table"; do
+    # Any HTTP answer (400 without a path) means the service listens.
+    for _ in $(seq 300); do
+      kill -0 "${emulator_pids[-1]}" 2>/dev/null || { echo "azurite exited during start-up:" >&2; cat "$log" >&2; return 1; }
+      curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+      sleep 0.1
+    done
+    curl -s -o /dev/null "http://127.0.0.1:$port/" || { echo "azurite port $port not answering" >&2; cat "$log" >&2; return 1; }
+  done
+  export EXO_AZURITE_BLOB_URL="http://127.0.0.1:$blob/devstoreaccount1"
+  export EXO_AZURITE_QUEUE_URL="http://127.0.0.1:$queue/devstoreaccount1"
+  export EXO_AZURITE_TABLE_URL="http://127.0.0.1:$table/devstoreaccount1"
+  echo "azurite: blob $EXO_AZURITE_BLOB_URL, queue $EXO_AZURITE_QUEUE_URL, table $EXO_AZURITE_TABLE_URL"
 }
 
 stop_emulators() {
@@ -95,6 +137,7 @@ start_moto() {
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
   trap stop_emulators EXIT
   start_moto
+  start_azurite
   echo "emulators up; Ctrl-C stops them"
   wait
 fi

@@ -884,7 +884,8 @@ async fn presign_get(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("psget").await?;
     put(&ctx, &b, "dir/file name.txt", "presigned content").await?;
     let url =
-        ok(ctx.client.presign(&b, "dir/file name.txt", false, Duration::from_secs(300)).await, "presign")?;
+        ok(ctx.client.presign(&b, "dir/file name.txt", false, Duration::from_secs(300)).await, "presign")?
+            .url;
     let response = reqwest::get(&url).await.map_err(|e| format!("GET {url}: {e}"))?;
     check!(response.status() == 200, "presigned GET answered {}", response.status());
     let body = response.bytes().await.map_err(|e| e.to_string())?;
@@ -894,13 +895,14 @@ async fn presign_get(ctx: Ctx) -> CaseOutcome {
 
 async fn presign_put(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("psput").await?;
-    let url = ok(ctx.client.presign(&b, "upload.bin", true, Duration::from_secs(300)).await, "presign")?;
-    let response = reqwest::Client::new()
-        .put(&url)
-        .body(vec![1u8, 2, 3])
-        .send()
-        .await
-        .map_err(|e| format!("PUT {url}: {e}"))?;
+    let presigned =
+        ok(ctx.client.presign(&b, "upload.bin", true, Duration::from_secs(300)).await, "presign")?;
+    let mut request = reqwest::Client::new().put(&presigned.url).body(vec![1u8, 2, 3]);
+    for (name, value) in &presigned.headers {
+        request = request.header(name, value);
+    }
+    let url = &presigned.url;
+    let response = request.send().await.map_err(|e| format!("PUT {url}: {e}"))?;
     check!(response.status().is_success(), "presigned PUT answered {}", response.status());
     check!(read(&ctx, &b, "upload.bin").await? == [1, 2, 3], "presigned PUT stored wrong bytes");
     Ok(())
@@ -910,13 +912,20 @@ async fn presign_tampered(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("pstamper").await?;
     put(&ctx, &b, "secret", "s").await?;
     put(&ctx, &b, "other", "o").await?;
-    let url = ok(ctx.client.presign(&b, "secret", false, Duration::from_secs(300)).await, "presign")?;
-    // Parameter names differ in case between backends (signature=, X-Amz-Signature=); byte
-    // positions are the same in the lowercased copy.
-    let lower = url.to_ascii_lowercase();
+    let url = ok(ctx.client.presign(&b, "secret", false, Duration::from_secs(300)).await, "presign")?.url;
+    // Backends name the parameters differently (signature= / X-Amz-Signature= / sig=, expires= /
+    // X-Amz-Expires= / se=): find the value after whichever is present.
+    let value_of = |names: &[&str]| {
+        let lower = url.to_ascii_lowercase();
+        names.iter().find_map(|name| {
+            ['?', '&']
+                .iter()
+                .find_map(|sep| lower.find(&format!("{sep}{name}=")).map(|at| at + name.len() + 2))
+        })
+    };
     let signature_at =
-        lower.rfind("signature=").ok_or("URL has no signature parameter")? + "signature=".len();
-    let expires_at = lower.find("expires=").ok_or("URL has no expiry parameter")? + "expires=".len();
+        value_of(&["signature", "x-amz-signature", "sig"]).ok_or("URL has no signature parameter")?;
+    let expires_at = value_of(&["expires", "x-amz-expires", "se"]).ok_or("URL has no expiry parameter")?;
     let flipped = {
         let mut u = url.clone().into_bytes();
         u[signature_at] = if u[signature_at] == b'0' { b'1' } else { b'0' };
@@ -946,7 +955,7 @@ async fn presign_tampered(ctx: Ctx) -> CaseOutcome {
 async fn presign_expired(ctx: Ctx) -> CaseOutcome {
     let b = ctx.bucket("psexp").await?;
     put(&ctx, &b, "k", "v").await?;
-    let url = ok(ctx.client.presign(&b, "k", false, Duration::from_secs(1)).await, "presign")?;
+    let url = ok(ctx.client.presign(&b, "k", false, Duration::from_secs(1)).await, "presign")?.url;
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let response = reqwest::get(&url).await.map_err(|e| e.to_string())?;
     check!(

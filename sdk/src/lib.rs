@@ -33,7 +33,7 @@ pub use kv::{
 };
 pub use object::{
     ByteRange, DEFAULT_EOS_ENDPOINT, EOS_ENDPOINT_ENV, GetHeader, GetOptions, ObjectBackendDescription,
-    ObjectCapability, ObjectClient, ObjectInfo, PutOptions, UPLOAD_CHUNK, WriteIf,
+    ObjectCapability, ObjectClient, ObjectInfo, Presigned, PutOptions, UPLOAD_CHUNK, WriteIf,
 };
 pub use queue::{
     BackendDescription, DEFAULT_EQS_ENDPOINT, EQS_ENDPOINT_ENV, Message, Outgoing, QueueCapability,

@@ -21,6 +21,17 @@ pub const DEFAULT_EOS_ENDPOINT: &str = "http://127.0.0.1:7402";
 /// Bytes per upload message.
 pub const UPLOAD_CHUNK: usize = 256 * 1024;
 
+/// A presigned request: send `headers` with it (Azure Blob needs `x-ms-blob-type` on PUT).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presigned {
+    /// The backend's signed URL.
+    pub url: String,
+    /// Headers the request must carry besides the URL; usually empty.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// When the URL stops working, in ms since the Unix epoch.
+    pub expires_at_ms: u64,
+}
+
 /// A write precondition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum WriteIf {
@@ -480,13 +491,24 @@ impl ObjectClient {
     }
 
     /// A URL allowing a GET (`put = false`) or PUT of one object for `expires_in`.
-    pub async fn presign(&self, bucket: &str, key: &str, put: bool, expires_in: Duration) -> Result<String> {
+    pub async fn presign(
+        &self,
+        bucket: &str,
+        key: &str,
+        put: bool,
+        expires_in: Duration,
+    ) -> Result<Presigned> {
         let req = pb::PresignRequest {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             method: if put { pb::PresignMethod::Put } else { pb::PresignMethod::Get } as i32,
             expires_in_seconds: expires_in.as_secs().min(u64::from(u32::MAX)) as u32,
         };
-        Ok(unary(&self.retry, &self.inner, req, |mut c, r| async move { c.presign(r).await }).await?.url)
+        let out = unary(&self.retry, &self.inner, req, |mut c, r| async move { c.presign(r).await }).await?;
+        Ok(Presigned {
+            url: out.url,
+            headers: out.headers.into_iter().collect(),
+            expires_at_ms: out.expires_at_ms,
+        })
     }
 }

@@ -24,6 +24,9 @@ pub enum BackendConfig {
     Memory,
     /// Amazon DynamoDB (see [`crate::services::dynamodb`]): region, endpoint override, credentials.
     Dynamodb(exo_aws::AwsSettings),
+    /// Azure Table storage (see [`crate::services::azure_table`]): account, endpoint, credentials.
+    #[serde(rename = "azure-table")]
+    AzureTable(exo_azure::AzureSettings),
     /// Durable SQLite file.
     Embedded {
         /// The database file; created with its directory if missing.
@@ -49,6 +52,7 @@ impl BackendConfig {
             Self::Memory => "memory",
             Self::Embedded { .. } => "embedded",
             Self::Dynamodb(_) => "dynamodb",
+            Self::AzureTable(_) => "azure-table",
         }
     }
 
@@ -58,8 +62,9 @@ impl BackendConfig {
             "memory" => Ok(Self::Memory),
             "embedded" => Ok(Self::Embedded { path: path.unwrap_or_else(default_db_path) }),
             "dynamodb" => Ok(Self::Dynamodb(exo_aws::AwsSettings::default())),
+            "azure-table" => Ok(Self::AzureTable(exo_azure::AzureSettings::default())),
             other => Err(ConfigError::Invalid(format!(
-                "unknown kv backend '{other}' (known: memory, embedded, dynamodb)"
+                "unknown kv backend '{other}' (known: memory, embedded, dynamodb, azure-table)"
             ))),
         }
     }
@@ -105,8 +110,10 @@ impl exo_proxy_core::cli::ProxyConfig for EkvConfig {
     }
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
-        if let BackendConfig::Dynamodb(settings) = &self.backend {
-            settings.validate()?;
+        match &self.backend {
+            BackendConfig::Dynamodb(settings) => settings.validate()?,
+            BackendConfig::AzureTable(settings) => settings.validate()?,
+            _ => {}
         }
         Ok(())
     }

@@ -40,6 +40,9 @@ pub async fn open_backend(
     Ok(match config {
         BackendConfig::Memory => Arc::new(MemoryKv::new()),
         BackendConfig::Embedded { path } => Arc::new(EmbeddedKv::open(path)?),
+        BackendConfig::AzureTable(settings) => {
+            Arc::new(services::azure_table::AzureTableKv::connect(settings)?)
+        }
         BackendConfig::Dynamodb(settings) => {
             Arc::new(services::dynamodb::DynamoKv::connect(settings, call_timeout).await?)
         }

@@ -310,7 +310,7 @@ impl ObjectApi {
             )));
         }
         let expires_at_ms = now_ms() + u64::from(req.expires_in_seconds) * 1000;
-        let url = self.backend.presign(&bucket, &req.key, method, expires_at_ms).await?;
-        Ok(pb::PresignResponse { url, expires_at_ms })
+        let presigned = self.backend.presign(&bucket, &req.key, method, expires_at_ms).await?;
+        Ok(pb::PresignResponse { url: presigned.url, expires_at_ms, headers: presigned.headers })
     }
 }

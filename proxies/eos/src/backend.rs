@@ -7,7 +7,7 @@ use exo_proxy_core::ExoResult;
 
 use crate::{
     listing::{Page, Resume},
-    model::{BucketName, ByteStream, Descriptor, PutMeta, Range, ReadCondition, WriteCondition},
+    model::{BucketName, ByteStream, Descriptor, Presigned, PutMeta, Range, ReadCondition, WriteCondition},
 };
 
 /// An object backend.
@@ -66,12 +66,12 @@ pub trait ObjectStore: Send + Sync + 'static {
         key: &str,
         condition: &WriteCondition,
     ) -> ExoResult<pb::ObjectInfo>;
-    /// A URL allowing `method` on the object until `expires_at_ms`.
+    /// A URL (and any headers it needs) allowing `method` on the object until `expires_at_ms`.
     async fn presign(
         &self,
         bucket: &BucketName,
         key: &str,
         method: pb::PresignMethod,
         expires_at_ms: u64,
-    ) -> ExoResult<String>;
+    ) -> ExoResult<Presigned>;
 }

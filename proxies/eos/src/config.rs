@@ -38,6 +38,9 @@ pub enum BackendConfig {
     },
     /// Amazon S3 (see [`crate::services::s3`]): region, endpoint override, credentials.
     S3(exo_aws::AwsSettings),
+    /// Azure Blob Storage (see [`crate::services::azure_blob`]): account, endpoint, credentials.
+    #[serde(rename = "azure-blob")]
+    AzureBlob(exo_azure::AzureSettings),
     /// Files under a data root.
     Fs {
         /// The data root; created if missing.
@@ -67,6 +70,7 @@ impl BackendConfig {
             Self::Memory { .. } => "memory",
             Self::Fs { .. } => "fs",
             Self::S3(_) => "s3",
+            Self::AzureBlob(_) => "azure-blob",
         }
     }
 
@@ -76,9 +80,10 @@ impl BackendConfig {
             "memory" => Ok(Self::Memory { max_object_bytes: DEFAULT_MEMORY_OBJECT_BYTES }),
             "fs" => Ok(Self::Fs { root: root.unwrap_or_else(default_root) }),
             "s3" => Ok(Self::S3(exo_aws::AwsSettings::default())),
-            other => {
-                Err(ConfigError::Invalid(format!("unknown object backend '{other}' (known: memory, fs, s3)")))
-            }
+            "azure-blob" => Ok(Self::AzureBlob(exo_azure::AzureSettings::default())),
+            other => Err(ConfigError::Invalid(format!(
+                "unknown object backend '{other}' (known: memory, fs, s3, azure-blob)"
+            ))),
         }
     }
 }
@@ -141,8 +146,10 @@ impl exo_proxy_core::cli::ProxyConfig for EosConfig {
     }
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
-        if let BackendConfig::S3(settings) = &self.backend {
-            settings.validate()?;
+        match &self.backend {
+            BackendConfig::S3(settings) => settings.validate()?,
+            BackendConfig::AzureBlob(settings) => settings.validate()?,
+            _ => {}
         }
         Ok(())
     }

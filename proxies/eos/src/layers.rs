@@ -11,7 +11,7 @@ use exo_proxy_core::{ExoResult, layer, metrics::Metrics};
 use crate::{
     backend::ObjectStore,
     listing::{Page, Resume},
-    model::{BucketName, ByteStream, Descriptor, PutMeta, Range, ReadCondition, WriteCondition},
+    model::{BucketName, ByteStream, Descriptor, Presigned, PutMeta, Range, ReadCondition, WriteCondition},
 };
 
 /// Metrics, logs and backend attribution, then a per-call timeout.
@@ -118,7 +118,7 @@ impl ObjectStore for Layered {
         key: &str,
         method: pb::PresignMethod,
         expires_at_ms: u64,
-    ) -> ExoResult<String> {
+    ) -> ExoResult<Presigned> {
         self.call("presign", self.inner.presign(bucket, key, method, expires_at_ms)).await
     }
 }

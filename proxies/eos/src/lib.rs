@@ -57,6 +57,7 @@ pub async fn open_backend(
             Arc::new(MemoryObjects::new(*max_object_bytes, presigner))
         }
         BackendConfig::Fs { root } => Arc::new(FsObjects::open(root, presigner)?),
+        BackendConfig::AzureBlob(settings) => Arc::new(services::azure_blob::AzureBlobs::connect(settings)?),
         BackendConfig::S3(settings) => Arc::new(
             services::s3::S3Objects::connect(settings, config.presign.base_url.as_deref(), call_timeout)
                 .await?,

@@ -215,6 +215,21 @@ pub fn new_etag() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
+/// A presigned request: the backend's URL and any headers the request must carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presigned {
+    /// The signed URL.
+    pub url: String,
+    /// Headers required besides the URL (e.g. Azure's `x-ms-blob-type` on PUT).
+    pub headers: std::collections::HashMap<String, String>,
+}
+
+impl From<String> for Presigned {
+    fn from(url: String) -> Self {
+        Self { url, headers: Default::default() }
+    }
+}
+
 /// What a put carries besides the bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutMeta {

@@ -48,6 +48,9 @@ pub enum BackendConfig {
     },
     /// Amazon SQS (see [`crate::services::sqs`]): region, endpoint override, credentials.
     Sqs(exo_aws::AwsSettings),
+    /// Azure Storage Queue (see [`crate::services::azure_queue`]): account, endpoint, credentials.
+    #[serde(rename = "azure-queue")]
+    AzureQueue(exo_azure::AzureSettings),
     /// Durable SQLite file on local disk.
     Embedded {
         /// The database file; created with its directory if missing.
@@ -81,6 +84,7 @@ impl BackendConfig {
             Self::Embedded { .. } => "embedded",
             Self::Failover { .. } => "failover",
             Self::Sqs(_) => "sqs",
+            Self::AzureQueue(_) => "azure-queue",
         }
     }
 
@@ -93,8 +97,9 @@ impl BackendConfig {
                 max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             }),
             "sqs" => Ok(Self::Sqs(exo_aws::AwsSettings::default())),
+            "azure-queue" => Ok(Self::AzureQueue(exo_azure::AzureSettings::default())),
             other => Err(ConfigError::Invalid(format!(
-                "unknown queue backend '{other}' (known: memory, embedded, sqs)"
+                "unknown queue backend '{other}' (known: memory, embedded, sqs, azure-queue)"
             ))),
         }
     }
@@ -132,11 +137,13 @@ impl EqsConfig {
                 | BackendConfig::Embedded { max_message_bytes, .. } => *max_message_bytes,
                 BackendConfig::Failover { members } => members.iter().map(largest).max().unwrap_or(0),
                 BackendConfig::Sqs(_) => crate::services::sqs::MAX_MESSAGE_BYTES,
+                BackendConfig::AzureQueue(_) => crate::services::azure_queue::MAX_MESSAGE_BYTES,
             }
         }
         fn check_members(backend: &BackendConfig) -> Result<(), ConfigError> {
             match backend {
                 BackendConfig::Sqs(settings) => settings.validate(),
+                BackendConfig::AzureQueue(settings) => settings.validate(),
                 BackendConfig::Failover { members } => members.iter().try_for_each(check_members),
                 _ => Ok(()),
             }

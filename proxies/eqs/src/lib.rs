@@ -42,6 +42,9 @@ pub async fn open_backend(config: &BackendConfig, call_timeout: Duration) -> Exo
             Arc::new(EmbeddedQueue::open(path, *max_message_bytes)?)
         }
         BackendConfig::Sqs(settings) => Arc::new(SqsQueue::connect(settings, call_timeout).await?),
+        BackendConfig::AzureQueue(settings) => {
+            Arc::new(services::azure_queue::AzureQueue::connect(settings)?)
+        }
         BackendConfig::Failover { members } => {
             let mut opened = Vec::with_capacity(members.len());
             for member in members {

@@ -35,7 +35,7 @@ use crate::{
     backend::ObjectStore,
     listing::{Page, Resume, list_page},
     model::{
-        BucketName, ByteStream, Capability, Descriptor, PutMeta, READ_CHUNK, Range, ReadCondition,
+        BucketName, ByteStream, Capability, Descriptor, Presigned, PutMeta, READ_CHUNK, Range, ReadCondition,
         WriteCondition, bucket_not_found, check_upload_size, local_limits, new_etag, object_not_found,
     },
     presign::LocalPresigner,
@@ -550,9 +550,9 @@ impl ObjectStore for FsObjects {
         key: &str,
         method: pb::PresignMethod,
         expires_at_ms: u64,
-    ) -> ExoResult<String> {
+    ) -> ExoResult<Presigned> {
         let b = bucket.to_string();
         self.store.run(move |txn, _| require_bucket(txn, &b)).await?;
-        Ok(self.presigner.url(bucket.as_str(), key, method, expires_at_ms))
+        Ok(self.presigner.url(bucket.as_str(), key, method, expires_at_ms).into())
     }
 }

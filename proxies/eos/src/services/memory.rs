@@ -16,8 +16,8 @@ use crate::{
     backend::ObjectStore,
     listing::{Page, Resume, list_page},
     model::{
-        BucketName, ByteStream, Capability, Descriptor, PutMeta, Range, ReadCondition, WriteCondition,
-        bucket_not_found, check_upload_size, local_limits, new_etag, object_not_found,
+        BucketName, ByteStream, Capability, Descriptor, Presigned, PutMeta, Range, ReadCondition,
+        WriteCondition, bucket_not_found, check_upload_size, local_limits, new_etag, object_not_found,
     },
     presign::LocalPresigner,
     services::bytes_stream,
@@ -260,8 +260,8 @@ impl ObjectStore for MemoryObjects {
         key: &str,
         method: pb::PresignMethod,
         expires_at_ms: u64,
-    ) -> ExoResult<String> {
+    ) -> ExoResult<Presigned> {
         self.with_bucket(bucket, |_| Ok(()))?;
-        Ok(self.presigner.url(bucket.as_str(), key, method, expires_at_ms))
+        Ok(self.presigner.url(bucket.as_str(), key, method, expires_at_ms).into())
     }
 }

@@ -1,5 +1,6 @@
 //! Object backends, one module each.
 
+pub mod azure_blob;
 pub mod fs;
 pub mod memory;
 pub mod s3;

@@ -37,8 +37,8 @@ use crate::{
     backend::ObjectStore,
     listing::{Page, Resume},
     model::{
-        BucketName, ByteStream, Capability, Descriptor, PutMeta, Range, ReadCondition, WriteCondition,
-        bucket_not_found, check_upload_size, object_not_found,
+        BucketName, ByteStream, Capability, Descriptor, Presigned, PutMeta, Range, ReadCondition,
+        WriteCondition, bucket_not_found, check_upload_size, object_not_found,
     },
 };
 
@@ -732,7 +732,7 @@ impl ObjectStore for S3Objects {
         key: &str,
         method: pb::PresignMethod,
         expires_at_ms: u64,
-    ) -> ExoResult<String> {
+    ) -> ExoResult<Presigned> {
         let seconds = expires_at_ms.saturating_sub(now_ms()).div_ceil(1000).max(1);
         let config = PresigningConfig::expires_in(Duration::from_secs(seconds))
             .map_err(|e| ExoError::invalid_argument("expires_in_seconds", e.to_string()))?;
@@ -755,7 +755,7 @@ impl ObjectStore for S3Objects {
                 .await
                 .map_err(|e| object_error(bucket.as_str(), Some(key), "Presign", e))?,
         };
-        Ok(request.uri().to_owned())
+        Ok(request.uri().to_owned().into())
     }
 }
 

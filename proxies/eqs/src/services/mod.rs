@@ -1,5 +1,6 @@
 //! Queue backends, one module each.
 
+pub mod azure_queue;
 pub mod embedded;
 pub mod memory;
 pub mod sqs;

@@ -1,0 +1,246 @@
+//! What the ExoFlow Azure Storage backends (eqs `azure-queue`, eos `azure-blob`, ekv
+//! `azure-table`) share:
+//!
+//! - [`AzureSettings`]: the connection part of their `backend:` section (account, endpoint
+//!   override, credentials as secret references, name prefix);
+//! - [`AzureSettings::location`] and [`AzureSettings::credentials`]: what the 0.21 storage crates
+//!   need to build a client, resolved from those settings;
+//! - [`map_error`]: any Azure failure in the ExoFlow error vocabulary.
+//!
+//! Credentials (one of): `account-key` (Shared Key), `sas-token`, or `connection-string` (which
+//! may also carry the endpoint). The newer official Azure crates (1.x) accept only Entra ID tokens
+//! or a SAS already in the URL, so they could not use an account key at all (nor reach Azurite
+//! without the proxy signing SAS tokens itself): the 0.21 crates are used, with rustls.
+
+use std::collections::BTreeMap;
+
+use azure_storage::{CloudLocation, StorageCredentials};
+use exo_proto::common::v1::ErrorReason;
+use exo_proxy_core::{ExoError, config::ConfigError, secret::SecretRef};
+use serde::{Deserialize, Serialize};
+
+/// Credential keys a backend section may hold (exactly one).
+pub const CREDENTIAL_KEYS: [&str; 3] = ["account-key", "sas-token", "connection-string"];
+
+/// The connection settings of an Azure Storage backend.
+///
+/// ```yaml
+/// account: shopdata                      # the storage account
+/// endpoint: http://127.0.0.1:10001/devstoreaccount1   # only for emulators / private endpoints
+/// name-prefix: shop-                     # optional namespace for physical names
+/// credentials:
+///   account-key: env:AZURE_STORAGE_KEY   # or sas-token: file:/run/secrets/sas
+///                                        # or connection-string: env:AZURE_STORAGE_CONNECTION_STRING
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AzureSettings {
+    /// The storage account name (optional with a connection string that names it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub account: String,
+    /// This service's endpoint, e.g. `https://shopdata.queue.core.windows.net` or an emulator's
+    /// `http://127.0.0.1:10001/devstoreaccount1` (default: the public cloud's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Secret references by [`CREDENTIAL_KEYS`] name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub credentials: BTreeMap<String, SecretRef>,
+    /// Prepended to every queue, container or table name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name_prefix: String,
+}
+
+/// The storage services, for picking a connection string's endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Queue storage.
+    Queue,
+    /// Blob storage.
+    Blob,
+    /// Table storage.
+    Table,
+}
+
+impl AzureSettings {
+    /// Checks the settings hang together (without reading secrets).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for key in self.credentials.keys() {
+            if !CREDENTIAL_KEYS.contains(&key.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "backend.credentials.{key} is not a known Azure credential (known: {})",
+                    CREDENTIAL_KEYS.join(", ")
+                )));
+            }
+        }
+        if self.credentials.len() != 1 {
+            return Err(ConfigError::Invalid(format!(
+                "backend.credentials needs exactly one of {}",
+                CREDENTIAL_KEYS.join(", ")
+            )));
+        }
+        if self.account.is_empty() && !self.credentials.contains_key("connection-string") {
+            return Err(ConfigError::Invalid("backend.account is required".into()));
+        }
+        if let Some(endpoint) = &self.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "backend.endpoint must be an http:// or https:// URL, got {endpoint:?}"
+            )));
+        }
+        if !self.name_prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            || self.name_prefix.len() > 20
+        {
+            return Err(ConfigError::Invalid(format!(
+                "backend.name-prefix may hold only lowercase letters, digits and '-' (at most 20), got {:?}",
+                self.name_prefix
+            )));
+        }
+        Ok(())
+    }
+
+    fn secret(&self, key: &str) -> Result<Option<String>, ExoError> {
+        self.credentials
+            .get(key)
+            .map(|secret| {
+                secret
+                    .resolve()
+                    .map_err(|e| ExoError::new(ErrorReason::InvalidArgument, e.to_string()))
+                    .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+            })
+            .transpose()
+    }
+
+    /// Where the `service` lives and the credentials to use there, resolved from the secrets.
+    pub fn connect(&self, service: Service) -> Result<(CloudLocation, StorageCredentials), ExoError> {
+        self.validate().map_err(|e| ExoError::new(ErrorReason::InvalidArgument, e.to_string()))?;
+        let invalid = |what: &str, e: azure_core::Error| {
+            ExoError::new(ErrorReason::InvalidArgument, format!("backend.credentials.{what}: {e}"))
+        };
+        let (account, endpoint, credentials) = if let Some(text) = self.secret("connection-string")? {
+            let parsed =
+                azure_storage::ConnectionString::new(&text).map_err(|e| invalid("connection-string", e))?;
+            let credentials = parsed.storage_credentials().map_err(|e| invalid("connection-string", e))?;
+            let endpoint = match service {
+                Service::Queue => parsed.queue_endpoint,
+                Service::Blob => parsed.blob_endpoint,
+                Service::Table => parsed.table_endpoint,
+            };
+            let account = if self.account.is_empty() {
+                parsed.account_name.unwrap_or_default().to_owned()
+            } else {
+                self.account.clone()
+            };
+            (account, self.endpoint.clone().or(endpoint.map(str::to_owned)), credentials)
+        } else if let Some(key) = self.secret("account-key")? {
+            (
+                self.account.clone(),
+                self.endpoint.clone(),
+                StorageCredentials::access_key(self.account.clone(), key),
+            )
+        } else if let Some(token) = self.secret("sas-token")? {
+            let credentials = StorageCredentials::sas_token(token.trim_start_matches('?'))
+                .map_err(|e| invalid("sas-token", e))?;
+            (self.account.clone(), self.endpoint.clone(), credentials)
+        } else {
+            return Err(ExoError::new(ErrorReason::InvalidArgument, "backend.credentials is empty"));
+        };
+        if account.is_empty() {
+            return Err(ExoError::new(ErrorReason::InvalidArgument, "no storage account name"));
+        }
+        let location = match endpoint {
+            Some(uri) => CloudLocation::Custom { account, uri: uri.trim_end_matches('/').to_owned() },
+            None => CloudLocation::Public { account },
+        };
+        Ok((location, credentials))
+    }
+}
+
+/// The HTTP status and Azure error code of a failed call, when the service answered.
+pub fn service_code(err: &azure_core::Error) -> Option<(u16, &str)> {
+    err.as_http_error().map(|http| (u16::from(http.status()), http.error_code().unwrap_or("")))
+}
+
+/// Maps a failed Azure call to the vocabulary. Callers handle their service's own codes first
+/// (QueueNotFound, ConditionNotMet, ...) and pass the rest here; `backend` names the service.
+pub fn map_error(backend: &str, operation: &str, err: &azure_core::Error) -> ExoError {
+    let failed = |reason: ErrorReason, retryable: bool, why: String| {
+        let mut error = ExoError::new(reason, format!("{backend} {operation} failed: {why}"));
+        error.retryable = retryable;
+        error
+    };
+    match service_code(err) {
+        Some((status, code)) => {
+            let why =
+                if code.is_empty() { format!("HTTP {status}") } else { format!("{code} (HTTP {status})") };
+            match (status, code) {
+                (503, _) | (429, _) | (_, "ServerBusy") => failed(ErrorReason::Throttled, true, why),
+                (500 | 502 | 504, _) | (_, "InternalError" | "OperationTimedOut") => {
+                    failed(ErrorReason::BackendUnavailable, true, why)
+                }
+                (401, _) | (_, "AuthenticationFailed" | "InvalidAuthenticationInfo") => {
+                    failed(ErrorReason::Unauthenticated, false, why)
+                }
+                (403, _) => failed(ErrorReason::PermissionDenied, false, why),
+                _ => failed(ErrorReason::Internal, false, format!("unexpected answer: {why}")),
+            }
+        }
+        None => match err.kind() {
+            azure_core::error::ErrorKind::Io => {
+                failed(ErrorReason::BackendUnavailable, true, format!("cannot reach the service: {err}"))
+            }
+            azure_core::error::ErrorKind::Credential => {
+                failed(ErrorReason::Unauthenticated, false, err.to_string())
+            }
+            _ => failed(ErrorReason::Internal, false, err.to_string()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_need_exactly_one_known_credential() {
+        let ok: AzureSettings =
+            serde_yaml_ng::from_str("account: shopdata\ncredentials:\n  account-key: env:KEY\n").unwrap();
+        ok.validate().unwrap();
+        let none: AzureSettings = serde_yaml_ng::from_str("account: shopdata\n").unwrap();
+        assert!(none.validate().is_err());
+        let two: AzureSettings =
+            serde_yaml_ng::from_str("account: a\ncredentials:\n  account-key: env:K\n  sas-token: env:S\n")
+                .unwrap();
+        assert!(two.validate().is_err());
+        let unknown: AzureSettings =
+            serde_yaml_ng::from_str("account: a\ncredentials:\n  client-secret: env:S\n").unwrap();
+        assert!(unknown.validate().unwrap_err().to_string().contains("client-secret"));
+        let inline =
+            serde_yaml_ng::from_str::<AzureSettings>("account: a\ncredentials:\n  account-key: abc\n");
+        assert!(inline.is_err(), "credentials must be references");
+    }
+
+    #[test]
+    fn a_connection_string_gives_account_and_endpoint() {
+        let name = "EXO_AZURE_TEST_CONNECTION_STRING";
+        // SAFETY: this test owns this variable name; no other test reads or writes it.
+        unsafe {
+            std::env::set_var(
+                name,
+                "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;",
+            )
+        };
+        let settings = AzureSettings {
+            credentials: [("connection-string".to_owned(), SecretRef::Env(name.into()))].into(),
+            ..Default::default()
+        };
+        let (location, _) = settings.connect(Service::Queue).unwrap();
+        assert_eq!(location.account(), "devstoreaccount1");
+        assert!(
+            matches!(location, CloudLocation::Custom { ref uri, .. } if uri == "http://127.0.0.1:10001/devstoreaccount1")
+        );
+        // No blob endpoint in the string: the public cloud's.
+        let (blob, _) = settings.connect(Service::Blob).unwrap();
+        assert!(matches!(blob, CloudLocation::Public { .. }));
+    }
+}
