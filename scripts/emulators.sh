@@ -13,13 +13,16 @@ set -euo pipefail
 
 emulators_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 emulators_tools="$emulators_root/.tools"
-aws_venv="$emulators_tools/aws"
+interop_venv="$emulators_tools/interop"
 emulator_pids=()
 
-# moto and the boto3 the interop tests use, pinned together (moto needs boto3).
-aws_requirements=(
+# moto and the native SDKs the interop tests use, pinned together (moto needs boto3).
+interop_requirements=(
   "moto[server]==5.2.5"
   "boto3==1.44.5"
+  "azure-storage-queue==12.18.1"
+  "azure-storage-blob==12.31.1"
+  "azure-data-tables==12.7.0"
 )
 
 # Azurite from npm, pinned: 3.36+ need a newer node than this machine kind's 20.
@@ -30,16 +33,16 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-ensure_aws_tools() {
-  local stamp="$aws_venv/.requirements" wanted
-  wanted="$(printf '%s\n' "${aws_requirements[@]}")"
-  if [[ -x "$aws_venv/bin/moto_server" && -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]]; then
+ensure_interop_tools() {
+  local stamp="$interop_venv/.requirements" wanted
+  wanted="$(printf '%s\n' "${interop_requirements[@]}")"
+  if [[ -x "$interop_venv/bin/moto_server" && -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]]; then
     return 0
   fi
-  echo "installing moto and boto3 into $aws_venv"
+  echo "installing moto, boto3 and the Azure SDKs into $interop_venv"
   mkdir -p "$emulators_tools"
-  python3 -m venv "$aws_venv"
-  "$aws_venv/bin/python" -m pip install --quiet --disable-pip-version-check "${aws_requirements[@]}"
+  python3 -m venv "$interop_venv"
+  "$interop_venv/bin/python" -m pip install --quiet --disable-pip-version-check "${interop_requirements[@]}"
   printf '%s' "$wanted" > "$stamp"
 }
 
@@ -55,6 +58,7 @@ ensure_azurite() {
 
 start_azurite() {
   ensure_azurite
+  ensure_interop_tools
   local blob queue table log="$emulators_root/reports/emulators/azurite.log"
   mkdir -p "$(dirname "$log")"
   blob="$(free_port)" queue="$(free_port)" table="$(free_port)"
@@ -77,6 +81,8 @@ start_azurite() {
   export EXO_AZURITE_BLOB_URL="http://127.0.0.1:$blob/devstoreaccount1"
   export EXO_AZURITE_QUEUE_URL="http://127.0.0.1:$queue/devstoreaccount1"
   export EXO_AZURITE_TABLE_URL="http://127.0.0.1:$table/devstoreaccount1"
+  # Azurite's documented, public well-known key for devstoreaccount1 (not a secret).
+  export EXO_TEST_AZURE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
   echo "azurite: blob $EXO_AZURITE_BLOB_URL, queue $EXO_AZURITE_QUEUE_URL, table $EXO_AZURITE_TABLE_URL"
 }
 
@@ -109,11 +115,11 @@ wait_ready() {
 }
 
 start_moto() {
-  ensure_aws_tools
+  ensure_interop_tools
   local port log="$emulators_root/reports/emulators/moto.log"
   mkdir -p "$(dirname "$log")"
   port="$(free_port)"
-  "$aws_venv/bin/moto_server" -H 127.0.0.1 -p "$port" > "$log" 2>&1 &
+  "$interop_venv/bin/moto_server" -H 127.0.0.1 -p "$port" > "$log" 2>&1 &
   emulator_pids+=("$!")
   wait_ready moto "$!" "http://127.0.0.1:$port/moto-api/" "$log"
   export EXO_MOTO_URL="http://127.0.0.1:$port"
