@@ -428,7 +428,7 @@ mod tests {
 
     #[test]
     fn row_keys_keep_byte_order_and_prefixes() {
-        let mut keys = vec!["b", "a/b", "a", "a#", "ü", "a\u{1}"];
+        let mut keys = ["b", "a/b", "a", "a#", "ü", "a\u{1}"];
         let mut encoded: Vec<String> = keys.iter().map(|k| row_key(k)).collect();
         keys.sort();
         encoded.sort();

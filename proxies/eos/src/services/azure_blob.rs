@@ -193,7 +193,7 @@ fn info_of(bucket: &BucketName, key: &str, blob: &Blob) -> pb::ObjectInfo {
         bucket: bucket.to_string(),
         key: key.to_owned(),
         size: blob.properties.content_length,
-        etag: bare(&blob.properties.etag.to_string()),
+        etag: bare(blob.properties.etag.as_ref()),
         content_type: blob.properties.content_type.clone(),
         metadata: blob
             .metadata

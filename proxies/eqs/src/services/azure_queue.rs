@@ -1,8 +1,8 @@
 //! `azure-queue`: Azure Storage Queue through the `azure_storage_queues` crate, with the proxy
 //! supplying what the service lacks (DESIGN.md §3).
 //!
-//! - **Messages** are one text per message: `exo1.` + base64url(body), then `.a` + base64url(name)
-//!   + `=` + base64url(value) per attribute, and `.i` + the original message id when the message
+//! - **Messages** are one text per message: `exo1.` + base64url(body), then `.a` + base64url(name),
+//!   `=`, base64url(value) per attribute, and `.i` + the original message id when the message
 //!   was dead-lettered. Only base64url characters and `.`, so no XML or JSON escaping changes its
 //!   size; a message text not starting with `exo1.` (a native producer's) is delivered as its
 //!   UTF-8 bytes with no attributes.
