@@ -1,7 +1,10 @@
 //! `exo-bench kv`: put → get cycles through ekv-proxy and directly on the same kind of backend,
 //! with latency percentiles, ratios, the proxy's CPU per operation and memory.
 
-use std::time::{Duration, Instant};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use ekv::{
     config::BackendConfig,
@@ -14,7 +17,7 @@ use crate::{Samples, memory_kib, process_cpu, sibling_bin, spawn_any_proxy, us};
 /// Options of the key-value benchmark.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KvArgs {
-    /// Backend: memory or embedded.
+    /// Backend: memory or embedded (cloud backends: see --config).
     #[arg(long, default_value = "memory")]
     backend: String,
     /// Cycles per phase.
@@ -26,6 +29,10 @@ pub struct KvArgs {
     /// Value size in bytes.
     #[arg(long, default_value_t = 1024)]
     value_bytes: usize,
+    /// A proxy config file (cloud backends): the proxy runs with it and the direct backend is
+    /// opened from its `backend:` section, so both reach the same service the same way.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Default)]
@@ -111,20 +118,17 @@ async fn collect(
 pub async fn bench(args: KvArgs) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
     let bin = sibling_bin("ekv-proxy")?;
-    let mut proxy = spawn_any_proxy(
-        &bin,
-        &["--backend", &args.backend, "--db"],
-        &scratch.path().join("proxy.db"),
-        "ekv-proxy ready",
-    )
-    .await?;
+    let flags = crate::backend_args(&args.backend, args.config.as_deref(), "--db");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut proxy =
+        spawn_any_proxy(&bin, &flags, &scratch.path().join("proxy.db"), "ekv-proxy ready").await?;
     let client = KvClient::connect(&proxy.url)?.with_retry(RetryPolicy::none());
     client.create_table("bench").await?;
-    let backend = ekv::open_backend(
-        &BackendConfig::named(&args.backend, Some(scratch.path().join("direct.db")))?,
-        std::time::Duration::from_secs(60),
-    )
-    .await?;
+    let direct_config = match &args.config {
+        Some(file) => exo_proxy_core::config::load_yaml::<ekv::config::EkvConfig>(file)?.backend,
+        None => BackendConfig::named(&args.backend, Some(scratch.path().join("direct.db")))?,
+    };
+    let backend = ekv::open_backend(&direct_config, std::time::Duration::from_secs(60)).await?;
     backend.create_table(&TableName::parse("table", "bench", "table")?).await?;
     let value = vec![b'v'; args.value_bytes];
 

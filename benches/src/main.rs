@@ -50,7 +50,7 @@ enum Cmd {
 
 #[derive(Debug, Clone, clap::Args)]
 struct QueueArgs {
-    /// Backend: memory or embedded.
+    /// Backend: memory or embedded (cloud backends: see --config).
     #[arg(long, default_value = "memory")]
     backend: String,
     /// Cycles per measured phase.
@@ -68,6 +68,10 @@ struct QueueArgs {
     /// The eqs-proxy binary (default: next to this executable).
     #[arg(long)]
     proxy_bin: Option<PathBuf>,
+    /// A proxy config file (cloud backends): the proxy runs with it and the direct backend is
+    /// opened from its `backend:` section, so both reach the same service the same way.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 /// Latencies of one kind of call.
@@ -220,8 +224,19 @@ struct ProxyProcess {
     cold_start: Duration,
 }
 
-async fn spawn_proxy(bin: &Path, backend: &str, db: &Path) -> anyhow::Result<ProxyProcess> {
-    spawn_any_proxy(bin, &["--backend", backend, "--db"], db, "eqs-proxy ready").await
+async fn spawn_proxy(bin: &Path, args: &QueueArgs, db: &Path) -> anyhow::Result<ProxyProcess> {
+    let backend = backend_args(&args.backend, args.config.as_deref(), "--db");
+    let backend: Vec<&str> = backend.iter().map(String::as_str).collect();
+    spawn_any_proxy(bin, &backend, db, "eqs-proxy ready").await
+}
+
+/// Flags selecting the proxy's backend: its config file, or a local backend by name; `data`
+/// is the flag naming the local backend's file or directory (ignored by cloud backends).
+pub(crate) fn backend_args(backend: &str, config: Option<&Path>, data: &str) -> Vec<String> {
+    match config {
+        Some(file) => vec!["--config".into(), file.display().to_string(), data.into()],
+        None => vec!["--backend".into(), backend.into(), data.into()],
+    }
 }
 
 /// Starts a proxy binary on an ephemeral port with `args` + `data` and waits until it logs
@@ -328,22 +343,22 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
     // Cold start: best of 5 fresh starts.
     let mut cold = Duration::MAX;
     for i in 0..5 {
-        let mut proxy = spawn_proxy(&bin, &args.backend, &scratch.path().join(format!("cold{i}.db"))).await?;
+        let mut proxy = spawn_proxy(&bin, &args, &scratch.path().join(format!("cold{i}.db"))).await?;
         cold = cold.min(proxy.cold_start);
         proxy.child.start_kill()?;
         let _ = proxy.child.wait().await;
     }
 
-    let mut proxy = spawn_proxy(&bin, &args.backend, &scratch.path().join("proxy.db")).await?;
+    let mut proxy = spawn_proxy(&bin, &args, &scratch.path().join("proxy.db")).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (idle_rss, _) = memory_kib(proxy.pid)?;
     let client = QueueClient::connect(&proxy.url)?.with_retry(RetryPolicy::none());
     let via = ViaProxy(client.clone());
-    let direct_backend = eqs::open_backend(
-        &BackendConfig::named(&args.backend, Some(scratch.path().join("direct.db")))?,
-        Duration::from_secs(60),
-    )
-    .await?;
+    let direct_config = match &args.config {
+        Some(file) => exo_proxy_core::config::load_yaml::<eqs::config::EqsConfig>(file)?.backend,
+        None => BackendConfig::named(&args.backend, Some(scratch.path().join("direct.db")))?,
+    };
+    let direct_backend = eqs::open_backend(&direct_config, Duration::from_secs(60)).await?;
     let direct = Direct(direct_backend.clone());
 
     let workers = args.concurrency.max(1);

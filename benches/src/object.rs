@@ -1,7 +1,7 @@
 //! `exo-bench object`: put and get throughput for several object sizes, through eos-proxy and
 //! directly on the same kind of backend in-process, with the proxy's peak memory.
 
-use std::{sync::Arc, time::Instant};
+use std::{path::PathBuf, sync::Arc, time::Instant};
 
 use bytes::Bytes;
 use eos::{
@@ -17,7 +17,7 @@ use crate::{memory_kib, process_cpu, sibling_bin, spawn_any_proxy};
 /// Options of the object benchmark.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ObjectArgs {
-    /// Backend: fs or memory.
+    /// Backend: fs or memory (cloud backends: see --config).
     #[arg(long, default_value = "fs")]
     backend: String,
     /// Object sizes in KiB.
@@ -26,6 +26,10 @@ pub struct ObjectArgs {
     /// Bytes moved per size and direction (at least one object).
     #[arg(long, default_value_t = 512 * 1024 * 1024)]
     budget_bytes: u64,
+    /// A proxy config file (cloud backends): the proxy runs with it and the direct backend is
+    /// opened from its `backend:` section, so both reach the same service the same way.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 fn chunks(data: &Bytes) -> Vec<std::io::Result<Bytes>> {
@@ -41,15 +45,20 @@ pub async fn bench(args: ObjectArgs) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
     let bin = sibling_bin("eos-proxy")?;
     let proxy_root = scratch.path().join("proxy");
-    let mut proxy =
-        spawn_any_proxy(&bin, &["--backend", &args.backend, "--root"], &proxy_root, "eos-proxy ready")
-            .await?;
+    let flags = crate::backend_args(&args.backend, args.config.as_deref(), "--root");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut proxy = spawn_any_proxy(&bin, &flags, &proxy_root, "eos-proxy ready").await?;
     let client = ObjectClient::connect(&proxy.url)?.with_retry(RetryPolicy::none());
     client.create_bucket("bench").await?;
 
     let presigner = Arc::new(LocalPresigner::new("http://127.0.0.1:0", None));
-    let backend_config = BackendConfig::named(&args.backend, Some(scratch.path().join("direct")))?;
-    let direct_config = eos::config::EosConfig { backend: backend_config, ..Default::default() };
+    let direct_config = match &args.config {
+        Some(file) => exo_proxy_core::config::load_yaml::<eos::config::EosConfig>(file)?,
+        None => eos::config::EosConfig {
+            backend: BackendConfig::named(&args.backend, Some(scratch.path().join("direct")))?,
+            ..Default::default()
+        },
+    };
     let direct = eos::open_backend(&direct_config, presigner, std::time::Duration::from_secs(60)).await?;
     let bucket = BucketName::parse("bucket", "bench", "bucket")?;
     direct.create_bucket(&bucket).await?;
