@@ -146,7 +146,7 @@ pub async fn bench(args: KvArgs) -> anyhow::Result<()> {
     let direct_parallel = direct(backend.clone(), args.cycles, args.concurrency, &value).await?;
     let (_, peak) = memory_kib(proxy.pid)?;
 
-    println!("## ekv: put → get, backend `{}`, {} B values\n", args.backend, args.value_bytes);
+    println!("## ekv: put → get, backend `{}`, {} B values\n", direct_config.kind(), args.value_bytes);
     println!(
         "| call | direct p50 µs | via proxy p50 µs | added p50 µs | direct p99 µs | via proxy p99 µs | via proxy p99.9 µs |"
     );

@@ -409,7 +409,11 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
     proxy.child.start_kill()?;
     let _ = proxy.child.wait().await;
 
-    println!("## eqs: send → receive → ack, backend `{}`, {} B bodies\n", args.backend, args.body_bytes);
+    println!(
+        "## eqs: send → receive → ack, backend `{}`, {} B bodies\n",
+        direct_config.kind(),
+        args.body_bytes
+    );
     println!(
         "| call | direct p50 µs | via proxy p50 µs | added p50 µs | direct p99 µs | via proxy p99 µs | added p99 µs | via proxy p99.9 µs |"
     );

@@ -63,7 +63,7 @@ pub async fn bench(args: ObjectArgs) -> anyhow::Result<()> {
     let bucket = BucketName::parse("bucket", "bench", "bucket")?;
     direct.create_bucket(&bucket).await?;
 
-    println!("## eos: object throughput, backend `{}`\n", args.backend);
+    println!("## eos: object throughput, backend `{}`\n", direct_config.backend.kind());
     println!(
         "| size | objects | put direct MB/s | put via proxy MB/s | put ratio | get direct MB/s | get via proxy MB/s | get ratio | proxy CPU ms per MiB |"
     );

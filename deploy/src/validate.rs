@@ -9,6 +9,9 @@ use crate::{
     manifest::{Affinity, Manifest, ProviderKind},
 };
 
+/// Azure service-principal keys a manifest may carry for deploying (not read by the proxies).
+const AZURE_DEPLOY_KEYS: [&str; 3] = ["client-id", "tenant-id", "client-secret"];
+
 /// How bad a problem is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -202,6 +205,20 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
                     format!("use {}", exo_aws::CREDENTIAL_KEYS.join(", ")),
                 );
             }
+            if p.kind == ProviderKind::Azure
+                && !exo_azure::CREDENTIAL_KEYS.contains(&key.as_str())
+                && !AZURE_DEPLOY_KEYS.contains(&key.as_str())
+            {
+                c.error(
+                    &format!("{base}.auth.{key}"),
+                    format!("'{key}' is not an Azure credential ExoFlow reads"),
+                    format!(
+                        "the proxies read {}; {} are for deploying",
+                        exo_azure::CREDENTIAL_KEYS.join(", "),
+                        AZURE_DEPLOY_KEYS.join(", ")
+                    ),
+                );
+            }
             if !secret_reference(value) {
                 c.error(
                     &format!("{base}.auth.{key}"),
@@ -209,6 +226,17 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
                     "use env:NAME, env:encrypted:NAME or file:/path",
                 );
             }
+        }
+        let storage_keys = p.auth.keys().filter(|k| exo_azure::CREDENTIAL_KEYS.contains(&k.as_str())).count();
+        if p.kind == ProviderKind::Azure && storage_keys != 1 {
+            c.error(
+                &format!("{base}.auth"),
+                "an azure provider needs exactly one storage credential for the proxies",
+                format!(
+                    "add one of {} (Entra ID credentials are not read by the proxies yet)",
+                    exo_azure::CREDENTIAL_KEYS.join(", ")
+                ),
+            );
         }
     }
 

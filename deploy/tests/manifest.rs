@@ -133,6 +133,59 @@ fn aws_proxy_configs_load_with_the_proxies_own_loaders() {
 }
 
 #[test]
+fn azure_proxy_configs_load_and_name_what_arm_creates() {
+    use exo_proxy_core::{cli::ProxyConfig, config::parse_yaml};
+    // The shop, failed over: Azure is now the current provider.
+    let text = example("shop.yaml")
+        .replace("current: aws", "current: azure")
+        .replace("failover-chain: [aws, azure]", "failover-chain: [azure, aws]");
+    let (m, _) = validate::check(&text).unwrap_or_else(|p| panic!("{p:?}"));
+    for s in exo_deploy::render::sidecars(&m, true, &exo_deploy::render::shared_data_dir) {
+        let settings = match s.name {
+            "eqs" => {
+                let c = parse_yaml::<eqs::config::EqsConfig>(&s.config, "eqs").unwrap();
+                ProxyConfig::validate(&c).unwrap();
+                let eqs::config::BackendConfig::AzureQueue(settings) = c.backend else {
+                    panic!("not azure-queue")
+                };
+                settings
+            }
+            "eos" => {
+                let c = parse_yaml::<eos::config::EosConfig>(&s.config, "eos").unwrap();
+                ProxyConfig::validate(&c).unwrap();
+                let eos::config::BackendConfig::AzureBlob(settings) = c.backend else {
+                    panic!("not azure-blob")
+                };
+                settings
+            }
+            "ekv" => {
+                let c = parse_yaml::<ekv::config::EkvConfig>(&s.config, "ekv").unwrap();
+                ProxyConfig::validate(&c).unwrap();
+                let ekv::config::BackendConfig::AzureTable(settings) = c.backend else {
+                    panic!("not azure-table")
+                };
+                settings
+            }
+            other => panic!("unexpected proxy {other}"),
+        };
+        assert_eq!(settings.account, "shopdata");
+        assert_eq!(settings.name_prefix, "shop-");
+        // Only the storage credential: the service principal is for deploying.
+        assert_eq!(settings.credentials.keys().collect::<Vec<_>>(), ["account-key"]);
+    }
+    // ARM creates each table under the name the backend looks for.
+    let arm = render(&m, Target::Arm, true);
+    for t in &m.tables {
+        let physical = ekv::services::azure_table::physical_name(&format!("shop-{}", t.name));
+        assert!(arm["arm/template.json"].contains(&format!("/default/{physical}")), "{physical}");
+    }
+    // Without a storage credential the proxies could not reach Azure: refused, with the line.
+    let keyless = text.replace("      account-key: env:encrypted:AZURE_STORAGE_KEY\n", "");
+    let problems = validate::check(&keyless).unwrap_err();
+    assert!(problems.iter().any(|p| p.message.contains("exactly one storage credential")), "{problems:?}");
+}
+
+#[test]
 fn a_broken_manifest_reports_every_problem_with_its_line() {
     let text = "\
 name: Shop_App
@@ -285,7 +338,7 @@ fn arm_template_passes_the_structural_check_and_scopes_roles_to_the_account() {
         .filter(|r| r["type"] == "Microsoft.Storage/storageAccounts/tableServices/tables")
         .map(|r| r["name"].as_str().unwrap())
         .collect();
-    assert_eq!(tables, vec!["[format('{0}/default/shopcarts', parameters('storageAccountName'))]"]);
+    assert_eq!(tables, vec!["[format('{0}/default/tshopzycarts', parameters('storageAccountName'))]"]);
 }
 
 #[test]

@@ -21,9 +21,10 @@ const QUEUE_ROLE: &str = "974c5e8b-45b9-4653-ba55-5f855dd0fb88";
 const BLOB_ROLE: &str = "ba92f5b4-2d11-453d-a403-e96b0029c9fe";
 const TABLE_ROLE: &str = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3";
 
-/// Azure Table names are alphanumeric: `shop` + `user-carts` → `shopusercarts`.
+/// Azure Table names are alphanumeric: the name ekv's `azure-table` backend uses for
+/// `<app>-<table>` (`t` + the name with `z` → `zz`, `-` → `zy`).
 pub fn table_name(m: &Manifest, name: &str) -> String {
-    format!("{}{}", m.name, name).replace('-', "")
+    ekv::services::azure_table::physical_name(&format!("{}-{name}", m.name))
 }
 
 /// Renders `arm/template.json`.

@@ -82,7 +82,10 @@ pub fn sidecars(m: &Manifest, listen_any: bool, data_dir: &dyn Fn(&str) -> Strin
                 server: server(7401),
                 backend: eqs::config::BackendConfig::Sqs(aws_settings(m)),
             }),
-            ProviderKind::Azure => cloud_config(server(7401), cloud_backend(m, "queue")),
+            ProviderKind::Azure => yaml(&EqsConfig {
+                server: server(7401),
+                backend: eqs::config::BackendConfig::AzureQueue(azure_settings(m)),
+            }),
         };
         out.push(Sidecar {
             name: "eqs",
@@ -106,7 +109,11 @@ pub fn sidecars(m: &Manifest, listen_any: bool, data_dir: &dyn Fn(&str) -> Strin
                 backend: eos::config::BackendConfig::S3(aws_settings(m)),
                 presign: Default::default(),
             }),
-            ProviderKind::Azure => cloud_config(server(7402), cloud_backend(m, "object")),
+            ProviderKind::Azure => yaml(&eos::config::EosConfig {
+                server: server(7402),
+                backend: eos::config::BackendConfig::AzureBlob(azure_settings(m)),
+                presign: Default::default(),
+            }),
         };
         out.push(Sidecar {
             name: "eos",
@@ -128,7 +135,10 @@ pub fn sidecars(m: &Manifest, listen_any: bool, data_dir: &dyn Fn(&str) -> Strin
                 server: server(7403),
                 backend: ekv::config::BackendConfig::Dynamodb(aws_settings(m)),
             }),
-            ProviderKind::Azure => cloud_config(server(7403), cloud_backend(m, "kv")),
+            ProviderKind::Azure => yaml(&ekv::config::EkvConfig {
+                server: server(7403),
+                backend: ekv::config::BackendConfig::AzureTable(azure_settings(m)),
+            }),
         };
         out.push(Sidecar {
             name: "ekv",
@@ -164,25 +174,28 @@ fn aws_settings(m: &Manifest) -> exo_aws::AwsSettings {
     }
 }
 
-/// The backend section for an Azure provider: the configuration contract the Azure backends
-/// (issue 5, not built yet) are to accept.
-fn cloud_backend(m: &Manifest, service: &str) -> serde_json::Value {
+/// The Azure settings of the current provider: its storage account, the storage credential
+/// among its references (account key, SAS token or connection string), and the app's name
+/// prefix, so the proxies find the queues, containers and tables ARM created as `<app>-<name>`.
+fn azure_settings(m: &Manifest) -> exo_azure::AzureSettings {
     let p = m.current_provider();
-    let auth: BTreeMap<String, String> = p.map(|p| p.auth.clone()).unwrap_or_default();
-    serde_json::json!({
-        "kind": match service { "queue" => "azure-queue", "object" => "azure-blob", _ => "azure-table" },
-        "account": p.and_then(|p| p.account.clone()).unwrap_or_default(),
-        "credentials": auth,
-    })
-}
-
-fn cloud_config(server: ServerConfig, backend: serde_json::Value) -> String {
-    #[derive(Serialize)]
-    struct Config {
-        server: ServerConfig,
-        backend: serde_json::Value,
+    exo_azure::AzureSettings {
+        account: p.and_then(|p| p.account.clone()).unwrap_or_default(),
+        endpoint: None,
+        // Validation has checked the references; Entra ID keys (client-id, ...) are for ARM.
+        credentials: p
+            .map(|p| {
+                p.auth
+                    .iter()
+                    .filter(|(k, _)| exo_azure::CREDENTIAL_KEYS.contains(&k.as_str()))
+                    .filter_map(|(k, v)| {
+                        exo_proxy_core::secret::SecretRef::try_from(v.clone()).ok().map(|r| (k.clone(), r))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        name_prefix: format!("{}-", m.name),
     }
-    yaml(&Config { server, backend })
 }
 
 /// The proxy image for `proxy` (`eqs-proxy`, ...): the app's tag when `sync-tags`, else this

@@ -58,8 +58,9 @@ impl std::fmt::Debug for AzureTableKv {
     }
 }
 
-/// `<prefix><name>` as an Azure table name: `t` + letters and digits, reversibly.
-fn physical_name(logical: &str) -> String {
+/// `<prefix><name>` as an Azure table name: `t` + letters and digits, reversibly (`exo deploy`
+/// names the tables it creates with this too).
+pub fn physical_name(logical: &str) -> String {
     let mut out = String::from("t");
     for c in logical.chars() {
         match c {
