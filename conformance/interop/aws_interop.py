@@ -13,46 +13,17 @@ AWS settings (endpoint, region, keys) come from the environment, as for the prox
 
 import argparse
 import base64
-import hashlib
-import json
 import os
 import sys
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 
 import boto3
 
+from common import b64, call, check, finish, get_object, large_round_trip, put_object
+
 ENDPOINT = os.environ.get("AWS_ENDPOINT_URL")
 RUN = uuid.uuid4().hex[:8]
-failures = []
-
-
-def check(condition, what):
-    if condition:
-        print(f"  ok   {what}")
-    else:
-        print(f"  FAIL {what}")
-        failures.append(what)
-
-
-def call(method, url, body=None, headers=None):
-    """JSON in, JSON out; raises on an error status with the problem body."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={
-        "content-type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            text = response.read()
-            return json.loads(text) if text else {}
-    except urllib.error.HTTPError as err:
-        raise RuntimeError(f"{method} {url}: {err.code} {err.read().decode(errors='replace')}") from None
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def queues(eqs):
@@ -109,10 +80,7 @@ def objects(eos, eos_pid, large_mib):
     bucket = f"interop-{RUN}"
     call("POST", f"{eos}/api/v1/buckets", {"name": bucket})
     data = bytes(range(256)) * 1000
-    request = urllib.request.Request(
-        f"{eos}/api/v1/buckets/{bucket}/objects/dir/from-eos.bin", data=data, method="PUT",
-        headers={"content-type": "application/x-test", "x-exo-meta-origin": "eos"})
-    urllib.request.urlopen(request, timeout=60).read()
+    put_object(eos, bucket, "dir/from-eos.bin", data, "application/x-test", {"origin": "eos"})
     native = s3.get_object(Bucket=bucket, Key="dir/from-eos.bin")
     check(native["Body"].read() == data, "an object written through eos is read by boto3 byte-exact")
     check(native["ContentType"] == "application/x-test" and native["Metadata"] == {"origin": "eos"},
@@ -120,52 +88,17 @@ def objects(eos, eos_pid, large_mib):
 
     s3.put_object(Bucket=bucket, Key="from boto3/ü.txt", Body=b"native \x00 bytes",
                   ContentType="text/plain", Metadata={"origin": "boto3"})
-    quoted = urllib.parse.quote("from boto3/ü.txt")
-    with urllib.request.urlopen(f"{eos}/api/v1/buckets/{bucket}/objects/{quoted}", timeout=60) as r:
-        body, headers = r.read(), r.headers
+    body, headers = get_object(eos, bucket, "from boto3/ü.txt")
     check(body == b"native \x00 bytes", "an object written by boto3 is served by eos byte-exact")
     check(headers.get("x-exo-meta-origin") == "boto3", "with its metadata")
 
-    # Large object: streamed in, multipart to S3, streamed back; bounded proxy memory.
-    size = large_mib * 1024 * 1024
-    chunk = hashlib.sha256(b"exoflow").digest() * (1024 * 1024 // 32)  # 1 MiB, not compressible
-
-    def generate():
-        for _ in range(large_mib):
-            yield chunk
-
-    digest = hashlib.sha256()
-    for _ in range(large_mib):
-        digest.update(chunk)
-    started = time.monotonic()
-    request = urllib.request.Request(
-        f"{eos}/api/v1/buckets/{bucket}/objects/large.bin", data=generate(), method="PUT",
-        headers={"content-type": "application/octet-stream", "transfer-encoding": "chunked"})
-    urllib.request.urlopen(request, timeout=600).read()
-    put_seconds = time.monotonic() - started
-    head = s3.head_object(Bucket=bucket, Key="large.bin")
-    check(head["ContentLength"] == size, f"{large_mib} MiB arrived in S3 whole")
-    check("-" in head["ETag"], f"as a multipart upload (ETag {head['ETag']})")
-    native = hashlib.sha256()
-    for part in s3.get_object(Bucket=bucket, Key="large.bin")["Body"].iter_chunks(1024 * 1024):
-        native.update(part)
-    check(native.digest() == digest.digest(), "boto3 reads the same bytes")
-    started = time.monotonic()
-    back = hashlib.sha256()
-    with urllib.request.urlopen(f"{eos}/api/v1/buckets/{bucket}/objects/large.bin", timeout=600) as r:
-        while block := r.read(1024 * 1024):
-            back.update(block)
-    get_seconds = time.monotonic() - started
-    check(back.digest() == digest.digest(), "eos streams the same bytes back")
-    peak_kib = None
-    with open(f"/proc/{eos_pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                peak_kib = int(line.split()[1])
-    print(f"  ..   put {size / put_seconds / 1e6:.0f} MB/s, get {size / get_seconds / 1e6:.0f} MB/s, "
-          f"eos-proxy peak RSS {peak_kib / 1024:.1f} MiB")
-    check(peak_kib is not None and peak_kib < 64 * 1024,
-          f"eos-proxy peak memory stayed bounded ({peak_kib} KiB < 64 MiB for a {large_mib} MiB object)")
+    # Large object: streamed in, multipart to S3 (its ETag says how many parts), streamed back.
+    large_round_trip(
+        eos, eos_pid, bucket, large_mib,
+        native_size=lambda: s3.head_object(Bucket=bucket, Key="large.bin")["ContentLength"],
+        native_chunks=lambda: s3.get_object(Bucket=bucket, Key="large.bin")["Body"].iter_chunks(1 << 20))
+    etag = s3.head_object(Bucket=bucket, Key="large.bin")["ETag"]
+    check("-" in etag, f"as a multipart upload (ETag {etag})")
     s3.delete_object(Bucket=bucket, Key="large.bin")
 
 
@@ -206,9 +139,7 @@ def main():
     queues(args.eqs)
     objects(args.eos, args.eos_pid, args.large_mib)
     items(args.ekv)
-    if failures:
-        sys.exit(f"{len(failures)} interop check(s) failed")
-    print("interop: every check passed")
+    finish()
 
 
 if __name__ == "__main__":

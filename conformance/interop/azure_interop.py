@@ -14,14 +14,8 @@ well-known devstoreaccount1 with its documented key in EXO_TEST_AZURE_KEY.
 
 import argparse
 import base64
-import hashlib
-import json
 import os
-import sys
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 
 from azure.core.credentials import AzureNamedKeyCredential
@@ -29,30 +23,10 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
+from common import b64, call, check, finish, get_object, large_round_trip, put_object
+
 ACCOUNT = "devstoreaccount1"
 RUN = uuid.uuid4().hex[:8]
-failures = []
-
-
-def check(condition, what):
-    print(f"  {'ok  ' if condition else 'FAIL'} {what}")
-    if not condition:
-        failures.append(what)
-
-
-def call(method, url, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            text = response.read()
-            return json.loads(text) if text else {}
-    except urllib.error.HTTPError as err:
-        raise RuntimeError(f"{method} {url}: {err.code} {err.read().decode(errors='replace')}") from None
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def b64url_decode(text: str) -> bytes:
@@ -103,10 +77,7 @@ def objects(eos, eos_pid, credential, large_mib):
     call("POST", f"{eos}/api/v1/buckets", {"name": bucket})
     container = service.get_container_client(bucket)
     data = bytes(range(256)) * 1000
-    request = urllib.request.Request(
-        f"{eos}/api/v1/buckets/{bucket}/objects/dir/from-eos.bin", data=data, method="PUT",
-        headers={"content-type": "application/x-test", "x-exo-meta-origin": "eos"})
-    urllib.request.urlopen(request, timeout=60).read()
+    put_object(eos, bucket, "dir/from-eos.bin", data, "application/x-test", {"origin": "eos"})
     blob = container.get_blob_client("dir/from-eos.bin")
     props = blob.get_blob_properties()
     check(blob.download_blob().readall() == data, "an object written through eos is read natively byte-exact")
@@ -114,48 +85,18 @@ def objects(eos, eos_pid, credential, large_mib):
           "its content type and metadata are the blob's own")
 
     container.upload_blob("from sdk/ü.txt", b"native \x00 bytes", metadata={"origin": "sdk"})
-    quoted = urllib.parse.quote("from sdk/ü.txt")
-    with urllib.request.urlopen(f"{eos}/api/v1/buckets/{bucket}/objects/{quoted}", timeout=60) as r:
-        body, headers = r.read(), r.headers
+    body, headers = get_object(eos, bucket, "from sdk/ü.txt")
     check(body == b"native \x00 bytes", "a blob written natively is served by eos byte-exact")
     check(headers.get("x-exo-meta-origin") == "sdk", "with its metadata")
 
-    size = large_mib * 1024 * 1024
-    chunk = hashlib.sha256(b"exoflow").digest() * (1024 * 1024 // 32)
-
-    def generate():
-        for _ in range(large_mib):
-            yield chunk
-
-    digest = hashlib.sha256()
-    for _ in range(large_mib):
-        digest.update(chunk)
-    started = time.monotonic()
-    request = urllib.request.Request(
-        f"{eos}/api/v1/buckets/{bucket}/objects/large.bin", data=generate(), method="PUT",
-        headers={"content-type": "application/octet-stream", "transfer-encoding": "chunked"})
-    urllib.request.urlopen(request, timeout=600).read()
-    put_seconds = time.monotonic() - started
+    # Large object: streamed in, staged as blocks, streamed back.
     large = container.get_blob_client("large.bin")
-    check(large.get_blob_properties().size == size, f"{large_mib} MiB arrived in Blob storage whole")
+    large_round_trip(
+        eos, eos_pid, bucket, large_mib,
+        native_size=lambda: large.get_blob_properties().size,
+        native_chunks=lambda: large.download_blob().chunks())
     blocks, _ = large.get_block_list("committed")
     check(len(blocks) > 1, f"as staged blocks ({len(blocks)} committed)")
-    native = hashlib.sha256()
-    for part in large.download_blob().chunks():
-        native.update(part)
-    check(native.digest() == digest.digest(), "the SDK reads the same bytes")
-    started = time.monotonic()
-    back = hashlib.sha256()
-    with urllib.request.urlopen(f"{eos}/api/v1/buckets/{bucket}/objects/large.bin", timeout=600) as r:
-        while block := r.read(1024 * 1024):
-            back.update(block)
-    get_seconds = time.monotonic() - started
-    check(back.digest() == digest.digest(), "eos streams the same bytes back")
-    with open(f"/proc/{eos_pid}/status") as status:
-        peak_kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-    print(f"  ..   put {size / put_seconds / 1e6:.0f} MB/s, get {size / get_seconds / 1e6:.0f} MB/s, "
-          f"eos-proxy peak RSS {peak_kib / 1024:.1f} MiB")
-    check(peak_kib < 64 * 1024, f"eos-proxy peak memory stayed bounded ({peak_kib} KiB < 64 MiB)")
     large.delete_blob()
 
 
@@ -194,9 +135,7 @@ def main():
     queues(args.eqs, credential)
     objects(args.eos, args.eos_pid, credential, args.large_mib)
     items(args.ekv, credential)
-    if failures:
-        sys.exit(f"{len(failures)} interop check(s) failed")
-    print("interop: every check passed")
+    finish()
 
 
 if __name__ == "__main__":

@@ -85,22 +85,8 @@ impl AwsSettings {
                 "backend.credentials: give either a profile or access keys, not both".into(),
             ));
         }
-        if !self.name_prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            || self.name_prefix.len() > 40
-        {
-            return Err(ConfigError::Invalid(format!(
-                "backend.name-prefix may hold only lowercase letters, digits and '-' (at most 40), got {:?}",
-                self.name_prefix
-            )));
-        }
-        if let Some(endpoint) = &self.endpoint
-            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-        {
-            return Err(ConfigError::Invalid(format!(
-                "backend.endpoint must be an http:// or https:// URL, got {endpoint:?}"
-            )));
-        }
-        Ok(())
+        exo_proxy_core::config::check_name_prefix(&self.name_prefix, 40)?;
+        exo_proxy_core::config::check_endpoint(self.endpoint.as_deref())
     }
 }
 
@@ -175,7 +161,7 @@ pub async fn sdk_config(settings: &AwsSettings, operation_timeout: Duration) -> 
             session_token: settings.credentials.get("session-token").cloned(),
         };
         // Fail at start-up, not on the first request, when a secret is missing.
-        keys.read().map_err(|e| ExoError::new(ErrorReason::InvalidArgument, describe_credentials(&e)))?;
+        keys.read().map_err(|e| ExoError::new(ErrorReason::InvalidArgument, chain_text(&e)))?;
         loader = loader.credentials_provider(keys);
     } else if let Some(profile) = settings.credentials.get("profile") {
         let name =
@@ -190,18 +176,6 @@ pub async fn sdk_config(settings: &AwsSettings, operation_timeout: Duration) -> 
         ));
     }
     Ok(config)
-}
-
-fn describe_credentials(err: &CredentialsError) -> String {
-    use std::error::Error as _;
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The service's error code and HTTP status of a failed call, when the service answered.
@@ -340,7 +314,7 @@ mod tests {
         assert_eq!(keys.provide_credentials().await.unwrap().secret_access_key(), "second");
         std::fs::remove_file(&path).unwrap();
         let err = keys.provide_credentials().await.unwrap_err();
-        assert!(describe_credentials(&err).contains("cannot read secret"), "{}", describe_credentials(&err));
+        assert!(chain_text(&err).contains("cannot read secret"), "{}", chain_text(&err));
         // The value never shows in Debug output.
         assert!(!format!("{keys:?}").contains("second"));
     }

@@ -81,22 +81,8 @@ impl AzureSettings {
         if self.account.is_empty() && !self.credentials.contains_key("connection-string") {
             return Err(ConfigError::Invalid("backend.account is required".into()));
         }
-        if let Some(endpoint) = &self.endpoint
-            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-        {
-            return Err(ConfigError::Invalid(format!(
-                "backend.endpoint must be an http:// or https:// URL, got {endpoint:?}"
-            )));
-        }
-        if !self.name_prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            || self.name_prefix.len() > 20
-        {
-            return Err(ConfigError::Invalid(format!(
-                "backend.name-prefix may hold only lowercase letters, digits and '-' (at most 20), got {:?}",
-                self.name_prefix
-            )));
-        }
-        Ok(())
+        exo_proxy_core::config::check_endpoint(self.endpoint.as_deref())?;
+        exo_proxy_core::config::check_name_prefix(&self.name_prefix, 20)
     }
 
     fn secret(&self, key: &str) -> Result<Option<String>, ExoError> {

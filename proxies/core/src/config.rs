@@ -30,6 +30,29 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Checks a backend's endpoint override is an http:// or https:// URL.
+pub fn check_endpoint(endpoint: Option<&str>) -> Result<(), ConfigError> {
+    match endpoint {
+        Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => Err(
+            ConfigError::Invalid(format!("backend.endpoint must be an http:// or https:// URL, got {url:?}")),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a cloud backend's name prefix: lowercase letters, digits and `-`, at most `max`
+/// (what every service's names accept, so the prefixed name stays valid).
+pub fn check_name_prefix(prefix: &str, max: usize) -> Result<(), ConfigError> {
+    if prefix.len() > max
+        || !prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(ConfigError::Invalid(format!(
+            "backend.name-prefix may hold only lowercase letters, digits and '-' (at most {max}), got {prefix:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -14,6 +14,7 @@ pub mod listing;
 pub mod model;
 pub mod presign;
 pub mod services;
+pub mod upload;
 
 use std::{future::Future, sync::Arc};
 

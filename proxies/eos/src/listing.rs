@@ -8,6 +8,9 @@ use exo_proto::object::v1 as pb;
 use exo_proxy_core::{ExoError, ExoResult};
 use exo_sqlite::prefix_successor;
 
+/// Marks a page token that carries a backend's continuation token.
+const CONTINUATION: u8 = 0xFF;
+
 /// Where a listing resumes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resume {
@@ -23,6 +26,24 @@ impl Resume {
         let mut raw = vec![u8::from(self.inclusive)];
         raw.extend_from_slice(&self.lower);
         URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// A resume point carrying a backend's own continuation token (S3's, Azure's marker): 0xFF,
+    /// which never occurs in UTF-8 keys, marks it.
+    pub fn continuation(token: &str) -> Self {
+        let mut lower = vec![CONTINUATION];
+        lower.extend_from_slice(token.as_bytes());
+        Self { lower, inclusive: false }
+    }
+
+    /// The backend continuation token this resume point carries; INVALID_ARGUMENT if it carries
+    /// none (a backend that pages by its own tokens never issued it).
+    pub fn continuation_token(&self) -> ExoResult<String> {
+        let bad = || ExoError::invalid_argument("page_token", "page_token is not one this server issued");
+        match self.lower.split_first() {
+            Some((&CONTINUATION, token)) => String::from_utf8(token.to_vec()).map_err(|_| bad()),
+            _ => Err(bad()),
+        }
     }
 
     /// Decodes a page token.

@@ -210,6 +210,25 @@ pub fn object_not_found(bucket: &str, key: &str) -> ExoError {
         .with_resource(format!("{bucket}/{key}"))
 }
 
+/// An ETag as the contract carries it: without the quotes HTTP and the cloud services put round it.
+pub fn bare_etag(etag: &str) -> String {
+    etag.trim_matches('"').to_owned()
+}
+
+/// An ETag as a conditional header wants it: quoted (`*` stays as it is).
+pub fn quoted_etag(etag: &str) -> String {
+    if etag == "*" || etag.starts_with('"') { etag.to_owned() } else { format!("\"{etag}\"") }
+}
+
+/// CONDITION_FAILED for an if-match write or delete on a key with no object.
+pub fn nothing_to_match(bucket: &str, key: &str) -> ExoError {
+    ExoError::new(
+        ErrorReason::ConditionFailed,
+        format!("condition failed for {bucket}/{key}: no object to match"),
+    )
+    .with_resource(format!("{bucket}/{key}"))
+}
+
 /// A new ETag: unique per write. Objects are never hashed, so large uploads cost no CPU for it.
 pub fn new_etag() -> String {
     uuid::Uuid::now_v7().simple().to_string()

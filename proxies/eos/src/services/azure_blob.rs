@@ -34,10 +34,10 @@ use azure_storage_blobs::{
     container::operations::BlobItem,
     prelude::*,
 };
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use exo_azure::{AzureSettings, Service, map_error, service_code};
 use exo_proto::{common::v1::ErrorReason, object::v1 as pb};
-use exo_proxy_core::{ExoError, ExoResult, now_ms};
+use exo_proxy_core::{ExoError, ExoResult};
 use futures::StreamExt as _;
 
 use crate::{
@@ -45,8 +45,9 @@ use crate::{
     listing::{Page, Resume},
     model::{
         BucketName, ByteStream, Capability, Descriptor, Presigned, PutMeta, Range, ReadCondition,
-        WriteCondition, bucket_not_found, check_upload_size, object_not_found,
+        WriteCondition, bare_etag, bucket_not_found, nothing_to_match, object_not_found, quoted_etag,
     },
+    upload::{PartReader, stored_info},
 };
 
 /// Bytes per staged block.
@@ -55,8 +56,6 @@ pub const BLOCK_BYTES: usize = 8 * 1024 * 1024;
 pub const MAX_OBJECT_BYTES: u64 = BLOCK_BYTES as u64 * 50_000;
 /// Bytes per ranged read.
 const READ_RANGE: u64 = 16 * 1024 * 1024;
-/// Marks a page token that carries Azure's marker (0xFF never occurs in UTF-8 keys).
-const CONTINUATION: u8 = 0xFF;
 
 /// The Azure Blob backend.
 pub struct AzureBlobs {
@@ -100,14 +99,6 @@ fn blob_error(bucket: &str, key: Option<&str>, operation: &str, err: &azure_core
     }
 }
 
-fn bare(etag: &str) -> String {
-    etag.trim_matches('"').to_owned()
-}
-
-fn quoted(etag: &str) -> String {
-    if etag == "*" || etag.starts_with('"') { etag.to_owned() } else { format!("\"{etag}\"") }
-}
-
 fn millis(time: time::OffsetDateTime) -> u64 {
     (time.unix_timestamp_nanos() / 1_000_000).max(0) as u64
 }
@@ -116,7 +107,7 @@ fn write_condition(condition: &WriteCondition) -> Option<IfMatchCondition> {
     match condition {
         WriteCondition::None => None,
         WriteCondition::CreateOnly => Some(IfMatchCondition::NotMatch("*".to_owned())),
-        WriteCondition::IfMatch(etag) => Some(IfMatchCondition::Match(quoted(etag))),
+        WriteCondition::IfMatch(etag) => Some(IfMatchCondition::Match(quoted_etag(etag))),
     }
 }
 
@@ -193,7 +184,7 @@ fn info_of(bucket: &BucketName, key: &str, blob: &Blob) -> pb::ObjectInfo {
         bucket: bucket.to_string(),
         key: key.to_owned(),
         size: blob.properties.content_length,
-        etag: bare(blob.properties.etag.as_ref()),
+        etag: bare_etag(blob.properties.etag.as_ref()),
         content_type: blob.properties.content_type.clone(),
         metadata: blob
             .metadata
@@ -277,7 +268,7 @@ impl AzureBlobs {
             put = put.if_match(condition);
         }
         let out = put.await.map_err(|e| self.put_error(bucket, key, &meta.condition, "PutBlob", &e))?;
-        Ok(bare(&out.etag))
+        Ok(bare_etag(&out.etag))
     }
 
     /// If-Match on a missing blob is a failed condition, not a missing object.
@@ -291,59 +282,32 @@ impl AzureBlobs {
     ) -> ExoError {
         let mapped = blob_error(bucket.as_str(), Some(key), operation, err);
         if mapped.reason == ErrorReason::ObjectNotFound && matches!(condition, WriteCondition::IfMatch(_)) {
-            return ExoError::new(
-                ErrorReason::ConditionFailed,
-                format!("condition failed for {bucket}/{key}: no blob to match"),
-            )
-            .with_resource(format!("{bucket}/{key}"));
+            return nothing_to_match(bucket.as_str(), key);
         }
         mapped
     }
 
+    /// Stages an upload block by block (`first` already read), then commits the list under the
+    /// condition.
     async fn put_blocks(
         &self,
         bucket: &BucketName,
         key: &str,
         meta: &PutMeta,
         first: Bytes,
-        mut received: u64,
-        body: &mut ByteStream,
+        parts: &mut PartReader<'_>,
     ) -> ExoResult<String> {
         let client = self.blob(bucket.as_str(), key);
         let mut blocks = Vec::new();
-        let mut buffer = BytesMut::with_capacity(BLOCK_BYTES);
-        buffer.extend_from_slice(&first);
-        loop {
-            let mut done = false;
-            while buffer.len() < BLOCK_BYTES {
-                match body.next().await {
-                    Some(chunk) => {
-                        let chunk = chunk?;
-                        received += chunk.len() as u64;
-                        check_upload_size(received, meta, false)?;
-                        buffer.extend_from_slice(&chunk);
-                    }
-                    None => {
-                        done = true;
-                        break;
-                    }
-                }
-            }
-            if done {
-                check_upload_size(received, meta, true)?;
-            }
-            let block = buffer.split_to(buffer.len().min(BLOCK_BYTES)).freeze();
-            if !block.is_empty() {
-                let id = block_id(blocks.len());
-                client
-                    .put_block(id.clone(), block)
-                    .await
-                    .map_err(|e| blob_error(bucket.as_str(), Some(key), "PutBlock", &e))?;
-                blocks.push(BlobBlockType::new_uncommitted(id));
-            }
-            if done && buffer.is_empty() {
-                break;
-            }
+        let mut next = Some(first);
+        while let Some(block) = next {
+            let id = block_id(blocks.len());
+            client
+                .put_block(id.clone(), block)
+                .await
+                .map_err(|e| blob_error(bucket.as_str(), Some(key), "PutBlock", &e))?;
+            blocks.push(BlobBlockType::new_uncommitted(id));
+            next = parts.next_part().await?;
         }
         let mut commit = client
             .put_block_list(BlockList { blocks })
@@ -354,7 +318,7 @@ impl AzureBlobs {
         }
         let out =
             commit.await.map_err(|e| self.put_error(bucket, key, &meta.condition, "PutBlockList", &e))?;
-        Ok(bare(&out.etag))
+        Ok(bare_etag(&out.etag))
     }
 }
 
@@ -423,40 +387,17 @@ impl ObjectStore for AzureBlobs {
         bucket: &BucketName,
         key: &str,
         meta: PutMeta,
-        mut body: ByteStream,
+        body: ByteStream,
     ) -> ExoResult<pb::ObjectInfo> {
-        let mut buffer = BytesMut::new();
-        let mut received = 0u64;
-        let mut ended = false;
-        while buffer.len() < BLOCK_BYTES {
-            match body.next().await {
-                Some(chunk) => {
-                    let chunk = chunk?;
-                    received += chunk.len() as u64;
-                    check_upload_size(received, &meta, false)?;
-                    buffer.extend_from_slice(&chunk);
-                }
-                None => {
-                    ended = true;
-                    break;
-                }
-            }
-        }
-        let etag = if ended {
-            check_upload_size(received, &meta, true)?;
-            self.put_single(bucket, key, &meta, buffer.freeze()).await?
+        let mut parts = PartReader::new(body, &meta, BLOCK_BYTES);
+        let first = parts.next_part().await?.unwrap_or_default();
+        let etag = if parts.done() {
+            self.put_single(bucket, key, &meta, first).await?
         } else {
-            self.put_blocks(bucket, key, &meta, buffer.freeze(), received, &mut body).await?
+            self.put_blocks(bucket, key, &meta, first, &mut parts).await?
         };
-        Ok(pb::ObjectInfo {
-            bucket: bucket.to_string(),
-            key: key.to_owned(),
-            size: received,
-            etag,
-            content_type: meta.content_type,
-            metadata: meta.metadata,
-            last_modified_ms: now_ms(),
-        })
+        let size = parts.received();
+        Ok(stored_info(bucket, key, size, etag, meta))
     }
 
     async fn get(
@@ -486,7 +427,7 @@ impl ObjectStore for AzureBlobs {
                 .get()
                 .range(offset..offset + length)
                 .chunk_size(READ_RANGE)
-                .if_match(IfMatchCondition::Match(quoted(&info.etag)))
+                .if_match(IfMatchCondition::Match(quoted_etag(&info.etag)))
                 .into_stream();
             let first = match pages.next().await {
                 Some(Ok(page)) => page,
@@ -527,7 +468,7 @@ impl ObjectStore for AzureBlobs {
     async fn delete(&self, bucket: &BucketName, key: &str, if_match: Option<&str>) -> ExoResult<()> {
         let mut delete = self.blob(bucket.as_str(), key).delete();
         if let Some(etag) = if_match {
-            delete = delete.if_match(IfMatchCondition::Match(quoted(etag)));
+            delete = delete.if_match(IfMatchCondition::Match(quoted_etag(etag)));
         }
         match delete.await {
             Ok(_) => Ok(()),
@@ -536,11 +477,7 @@ impl ObjectStore for AzureBlobs {
                 match (mapped.reason, if_match) {
                     // Deleting a missing key succeeds, unless a version was required.
                     (ErrorReason::ObjectNotFound, None) => Ok(()),
-                    (ErrorReason::ObjectNotFound, Some(_)) => Err(ExoError::new(
-                        ErrorReason::ConditionFailed,
-                        format!("condition failed for {bucket}/{key}: no blob to match"),
-                    )
-                    .with_resource(format!("{bucket}/{key}"))),
+                    (ErrorReason::ObjectNotFound, Some(_)) => Err(nothing_to_match(bucket.as_str(), key)),
                     _ => Err(mapped),
                 }
             }
@@ -564,15 +501,8 @@ impl ObjectStore for AzureBlobs {
         if !delimiter.is_empty() {
             request = request.delimiter(Delimiter::new(escape_segment(delimiter, false)));
         }
-        if let Some(Resume { lower, .. }) = resume {
-            let marker = match lower.split_first() {
-                Some((&CONTINUATION, rest)) => String::from_utf8(rest.to_vec()).ok(),
-                _ => None,
-            }
-            .ok_or_else(|| {
-                ExoError::invalid_argument("page_token", "page_token is not one this server issued")
-            })?;
-            request = request.marker(NextMarker::new(marker));
+        if let Some(resume) = resume {
+            request = request.marker(NextMarker::new(resume.continuation_token()?));
         }
         let page = match request.into_stream().next().await {
             Some(page) => page.map_err(|e| blob_error(bucket.as_str(), None, "ListBlobs", &e))?,
@@ -588,11 +518,7 @@ impl ObjectStore for AzureBlobs {
         // Escaped names sort differently from their keys; within the page, order by key.
         out.objects.sort_by(|a, b| a.key.cmp(&b.key));
         out.common_prefixes.sort();
-        out.next = page.next_marker.map(|marker| {
-            let mut lower = vec![CONTINUATION];
-            lower.extend_from_slice(marker.as_str().as_bytes());
-            Resume { lower, inclusive: false }
-        });
+        out.next = page.next_marker.map(|marker| Resume::continuation(marker.as_str()));
         Ok(out)
     }
 

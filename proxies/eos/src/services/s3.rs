@@ -27,27 +27,25 @@ use aws_sdk_s3::{
     primitives::ByteStream as S3Bytes,
     types::{CompletedMultipartUpload, CompletedPart, MetadataDirective},
 };
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use exo_aws::{AwsSettings, map_error, service_code};
 use exo_proto::{common::v1::ErrorReason, object::v1 as pb};
 use exo_proxy_core::{ExoError, ExoResult, now_ms};
-use futures::StreamExt as _;
 
 use crate::{
     backend::ObjectStore,
     listing::{Page, Resume},
     model::{
         BucketName, ByteStream, Capability, Descriptor, Presigned, PutMeta, Range, ReadCondition,
-        WriteCondition, bucket_not_found, check_upload_size, object_not_found,
+        WriteCondition, bare_etag, bucket_not_found, nothing_to_match, object_not_found, quoted_etag,
     },
+    upload::{PartReader, stored_info},
 };
 
 /// Bytes per multipart part (S3 needs at least 5 MiB for every part but the last).
 pub const PART_BYTES: usize = 8 * 1024 * 1024;
 /// S3 allows 10 000 parts, so with [`PART_BYTES`] parts an object may be this large.
 pub const MAX_OBJECT_BYTES: u64 = PART_BYTES as u64 * 10_000;
-/// Marks a page token that carries S3's continuation token (0xFF never occurs in UTF-8 keys).
-const CONTINUATION: u8 = 0xFF;
 
 /// The S3 object backend.
 pub struct S3Objects {
@@ -104,11 +102,7 @@ where
 
 /// S3 quotes ETags; the contract's are bare.
 fn bare(etag: Option<&str>) -> String {
-    etag.unwrap_or_default().trim_matches('"').to_owned()
-}
-
-fn quoted(etag: &str) -> String {
-    if etag == "*" || etag.starts_with('"') { etag.to_owned() } else { format!("\"{etag}\"") }
+    bare_etag(etag.unwrap_or_default())
 }
 
 fn millis(time: Option<&aws_smithy_types::DateTime>) -> u64 {
@@ -248,7 +242,7 @@ impl S3Objects {
         match &meta.condition {
             WriteCondition::None => {}
             WriteCondition::CreateOnly => put = put.if_none_match("*"),
-            WriteCondition::IfMatch(etag) => put = put.if_match(quoted(etag)),
+            WriteCondition::IfMatch(etag) => put = put.if_match(quoted_etag(etag)),
         }
         let out =
             put.send().await.map_err(|e| self.put_error(bucket, key, &meta.condition, "PutObject", e))?;
@@ -273,24 +267,19 @@ impl S3Objects {
     {
         let mapped = object_error(bucket.as_str(), Some(key), operation, err);
         if mapped.reason == ErrorReason::ObjectNotFound && matches!(condition, WriteCondition::IfMatch(_)) {
-            return ExoError::new(
-                ErrorReason::ConditionFailed,
-                format!("condition failed for {bucket}/{key}: no object to match"),
-            )
-            .with_resource(format!("{bucket}/{key}"));
+            return nothing_to_match(bucket.as_str(), key);
         }
         mapped
     }
 
-    /// Streams the rest of an upload as parts, then completes it under the condition.
+    /// Streams an upload as parts (`first` already read), then completes it under the condition.
     async fn put_multipart(
         &self,
         bucket: &BucketName,
         key: &str,
         meta: &PutMeta,
         first: Bytes,
-        mut received: u64,
-        body: &mut ByteStream,
+        parts: &mut PartReader<'_>,
     ) -> ExoResult<String> {
         let physical = self.physical(bucket.as_str());
         let upload = self
@@ -305,50 +294,24 @@ impl S3Objects {
             .map_err(|e| object_error(bucket.as_str(), Some(key), "CreateMultipartUpload", e))?;
         let upload_id = upload.upload_id().unwrap_or_default().to_owned();
         let result = async {
-            let mut parts = Vec::new();
-            let mut buffer = BytesMut::with_capacity(PART_BYTES);
-            buffer.extend_from_slice(&first);
-            loop {
-                // Fill one part (or reach the end), then send it: one part in memory at a time.
-                let mut done = false;
-                while buffer.len() < PART_BYTES {
-                    match body.next().await {
-                        Some(chunk) => {
-                            let chunk = chunk?;
-                            received += chunk.len() as u64;
-                            check_upload_size(received, meta, false)?;
-                            buffer.extend_from_slice(&chunk);
-                        }
-                        None => {
-                            done = true;
-                            break;
-                        }
-                    }
-                }
-                if done {
-                    check_upload_size(received, meta, true)?;
-                }
-                let take = buffer.len().min(PART_BYTES);
-                let part = buffer.split_to(take).freeze();
-                if !part.is_empty() || parts.is_empty() {
-                    let number = parts.len() as i32 + 1;
-                    let out = self
-                        .client
-                        .upload_part()
-                        .bucket(&physical)
-                        .key(key)
-                        .upload_id(&upload_id)
-                        .part_number(number)
-                        .content_length(part.len() as i64)
-                        .body(S3Bytes::from(part))
-                        .send()
-                        .await
-                        .map_err(|e| object_error(bucket.as_str(), Some(key), "UploadPart", e))?;
-                    parts.push(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag).build());
-                }
-                if done && buffer.is_empty() {
-                    break;
-                }
+            let mut completed = Vec::new();
+            let mut next = Some(first);
+            while let Some(part) = next {
+                let number = completed.len() as i32 + 1;
+                let out = self
+                    .client
+                    .upload_part()
+                    .bucket(&physical)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .content_length(part.len() as i64)
+                    .body(S3Bytes::from(part))
+                    .send()
+                    .await
+                    .map_err(|e| object_error(bucket.as_str(), Some(key), "UploadPart", e))?;
+                completed.push(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag).build());
+                next = parts.next_part().await?;
             }
             let mut complete = self
                 .client
@@ -356,11 +319,11 @@ impl S3Objects {
                 .bucket(&physical)
                 .key(key)
                 .upload_id(&upload_id)
-                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build());
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build());
             match &meta.condition {
                 WriteCondition::None => {}
                 WriteCondition::CreateOnly => complete = complete.if_none_match("*"),
-                WriteCondition::IfMatch(etag) => complete = complete.if_match(quoted(etag)),
+                WriteCondition::IfMatch(etag) => complete = complete.if_match(quoted_etag(etag)),
             }
             let out = complete
                 .send()
@@ -492,40 +455,17 @@ impl ObjectStore for S3Objects {
         bucket: &BucketName,
         key: &str,
         meta: PutMeta,
-        mut body: ByteStream,
+        body: ByteStream,
     ) -> ExoResult<pb::ObjectInfo> {
-        let mut buffer = BytesMut::new();
-        let mut received = 0u64;
-        let mut ended = false;
-        while buffer.len() < PART_BYTES {
-            match body.next().await {
-                Some(chunk) => {
-                    let chunk = chunk?;
-                    received += chunk.len() as u64;
-                    check_upload_size(received, &meta, false)?;
-                    buffer.extend_from_slice(&chunk);
-                }
-                None => {
-                    ended = true;
-                    break;
-                }
-            }
-        }
-        let etag = if ended {
-            check_upload_size(received, &meta, true)?;
-            self.put_single(bucket, key, &meta, buffer.freeze()).await?
+        let mut parts = PartReader::new(body, &meta, PART_BYTES);
+        let first = parts.next_part().await?.unwrap_or_default();
+        let etag = if parts.done() {
+            self.put_single(bucket, key, &meta, first).await?
         } else {
-            self.put_multipart(bucket, key, &meta, buffer.freeze(), received, &mut body).await?
+            self.put_multipart(bucket, key, &meta, first, &mut parts).await?
         };
-        Ok(pb::ObjectInfo {
-            bucket: bucket.to_string(),
-            key: key.to_owned(),
-            size: received,
-            etag,
-            content_type: meta.content_type,
-            metadata: meta.metadata,
-            last_modified_ms: now_ms(),
-        })
+        let size = parts.received();
+        Ok(stored_info(bucket, key, size, etag, meta))
     }
 
     async fn get(
@@ -549,8 +489,8 @@ impl ObjectStore for S3Objects {
             .bucket(self.physical(bucket.as_str()))
             .key(key)
             .set_range(header)
-            .set_if_match(condition.if_match.as_deref().map(quoted))
-            .set_if_none_match(condition.if_none_match.as_deref().map(quoted))
+            .set_if_match(condition.if_match.as_deref().map(quoted_etag))
+            .set_if_none_match(condition.if_none_match.as_deref().map(quoted_etag))
             .send()
             .await;
         let out = match out {
@@ -592,7 +532,7 @@ impl ObjectStore for S3Objects {
             .delete_object()
             .bucket(self.physical(bucket.as_str()))
             .key(key)
-            .set_if_match(if_match.map(quoted))
+            .set_if_match(if_match.map(quoted_etag))
             .send()
             .await;
         match result {
@@ -600,11 +540,7 @@ impl ObjectStore for S3Objects {
             Err(err) => {
                 let mapped = object_error(bucket.as_str(), Some(key), "DeleteObject", err);
                 if mapped.reason == ErrorReason::ObjectNotFound && if_match.is_some() {
-                    return Err(ExoError::new(
-                        ErrorReason::ConditionFailed,
-                        format!("condition failed for {bucket}/{key}: no object to match"),
-                    )
-                    .with_resource(format!("{bucket}/{key}")));
+                    return Err(nothing_to_match(bucket.as_str(), key));
                 }
                 Err(mapped)
             }
@@ -628,20 +564,8 @@ impl ObjectStore for S3Objects {
         if !delimiter.is_empty() {
             request = request.delimiter(delimiter);
         }
-        match resume {
-            Some(Resume { lower, .. }) if lower.first() == Some(&CONTINUATION) => {
-                let token = String::from_utf8(lower[1..].to_vec()).map_err(|_| {
-                    ExoError::invalid_argument("page_token", "page_token is not one this server issued")
-                })?;
-                request = request.continuation_token(token);
-            }
-            Some(Resume { lower, .. }) => {
-                let after = String::from_utf8(lower).map_err(|_| {
-                    ExoError::invalid_argument("page_token", "page_token is not one this server issued")
-                })?;
-                request = request.start_after(after);
-            }
-            None => {}
+        if let Some(resume) = resume {
+            request = request.continuation_token(resume.continuation_token()?);
         }
         let out =
             request.send().await.map_err(|e| object_error(bucket.as_str(), None, "ListObjectsV2", e))?;
@@ -661,11 +585,7 @@ impl ObjectStore for S3Objects {
         let common_prefixes =
             out.common_prefixes().iter().filter_map(|p| p.prefix().map(str::to_owned)).collect();
         let next = match (out.is_truncated(), out.next_continuation_token()) {
-            (Some(true), Some(token)) => {
-                let mut lower = vec![CONTINUATION];
-                lower.extend_from_slice(token.as_bytes());
-                Some(Resume { lower, inclusive: false })
-            }
+            (Some(true), Some(token)) => Some(Resume::continuation(token)),
             _ => None,
         };
         Ok(Page { objects, common_prefixes, next })
@@ -711,7 +631,7 @@ impl ObjectStore for S3Objects {
             .bucket(self.physical(bucket.as_str()))
             .key(key)
             .copy_source(copy_source)
-            .copy_source_if_match(quoted(&source.etag))
+            .copy_source_if_match(quoted_etag(&source.etag))
             .metadata_directive(MetadataDirective::Copy)
             .send()
             .await
@@ -781,7 +701,12 @@ mod tests {
     #[test]
     fn etags_lose_and_regain_their_quotes() {
         assert_eq!(bare(Some("\"abc-2\"")), "abc-2");
-        assert_eq!(quoted("abc"), "\"abc\"");
-        assert_eq!(quoted("*"), "*");
+        assert_eq!(quoted_etag("abc"), "\"abc\"");
+        assert_eq!(quoted_etag("*"), "*");
+        let resume = Resume::continuation("1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=");
+        assert_eq!(
+            Resume::from_token(&resume.token()).unwrap().continuation_token().unwrap(),
+            "1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM="
+        );
     }
 }
