@@ -102,8 +102,19 @@ fn aws_proxy_configs_load_with_the_proxies_own_loaders() {
             "eqs" => {
                 let c = parse_yaml::<eqs::config::EqsConfig>(&s.config, "eqs").unwrap();
                 ProxyConfig::validate(&c).unwrap();
-                let eqs::config::BackendConfig::Sqs(settings) = c.backend else { panic!("eqs is not sqs") };
-                ("sqs", settings)
+                // The failover chain [aws, azure]: SQS first, Azure's queue as the standby.
+                let eqs::config::BackendConfig::Failover { members } = c.backend else {
+                    panic!("eqs is not a failover chain")
+                };
+                let [
+                    eqs::config::BackendConfig::Sqs(settings),
+                    eqs::config::BackendConfig::AzureQueue(standby),
+                ] = &members[..]
+                else {
+                    panic!("chain members {members:?}")
+                };
+                assert_eq!((standby.account.as_str(), standby.name_prefix.as_str()), ("shopdata", "shop-"));
+                ("sqs", settings.clone())
             }
             "eos" => {
                 let c = parse_yaml::<eos::config::EosConfig>(&s.config, "eos").unwrap();
@@ -145,10 +156,13 @@ fn azure_proxy_configs_load_and_name_what_arm_creates() {
             "eqs" => {
                 let c = parse_yaml::<eqs::config::EqsConfig>(&s.config, "eqs").unwrap();
                 ProxyConfig::validate(&c).unwrap();
-                let eqs::config::BackendConfig::AzureQueue(settings) = c.backend else {
-                    panic!("not azure-queue")
+                let eqs::config::BackendConfig::Failover { members } = c.backend else {
+                    panic!("not a chain")
                 };
-                settings
+                let Some(eqs::config::BackendConfig::AzureQueue(settings)) = members.first() else {
+                    panic!("azure-queue is not first: {members:?}")
+                };
+                settings.clone()
             }
             "eos" => {
                 let c = parse_yaml::<eos::config::EosConfig>(&s.config, "eos").unwrap();

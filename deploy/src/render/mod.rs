@@ -13,7 +13,7 @@ use eqs::config::EqsConfig;
 use exo_proxy_core::config::ServerConfig;
 use serde::Serialize;
 
-use crate::manifest::{Manifest, ProviderKind};
+use crate::manifest::{Manifest, Provider, ProviderKind};
 
 /// Rendered files by relative path.
 pub type Files = BTreeMap<String, String>;
@@ -78,14 +78,9 @@ pub fn sidecars(m: &Manifest, listen_any: bool, data_dir: &dyn Fn(&str) -> Strin
                     max_message_bytes: eqs::config::DEFAULT_MAX_MESSAGE_BYTES,
                 },
             }),
-            ProviderKind::Aws => yaml(&EqsConfig {
-                server: server(7401),
-                backend: eqs::config::BackendConfig::Sqs(aws_settings(m)),
-            }),
-            ProviderKind::Azure => yaml(&EqsConfig {
-                server: server(7401),
-                backend: eqs::config::BackendConfig::AzureQueue(azure_settings(m)),
-            }),
+            ProviderKind::Aws | ProviderKind::Azure => {
+                yaml(&EqsConfig { server: server(7401), backend: queue_backend(m) })
+            }
         };
         out.push(Sidecar {
             name: "eqs",
@@ -106,12 +101,12 @@ pub fn sidecars(m: &Manifest, listen_any: bool, data_dir: &dyn Fn(&str) -> Strin
             }),
             ProviderKind::Aws => yaml(&eos::config::EosConfig {
                 server: server(7402),
-                backend: eos::config::BackendConfig::S3(aws_settings(m)),
+                backend: eos::config::BackendConfig::S3(aws_settings(m, m.current_provider())),
                 presign: Default::default(),
             }),
             ProviderKind::Azure => yaml(&eos::config::EosConfig {
                 server: server(7402),
-                backend: eos::config::BackendConfig::AzureBlob(azure_settings(m)),
+                backend: eos::config::BackendConfig::AzureBlob(azure_settings(m, m.current_provider())),
                 presign: Default::default(),
             }),
         };
@@ -133,11 +128,11 @@ pub fn sidecars(m: &Manifest, listen_any: bool, data_dir: &dyn Fn(&str) -> Strin
             }),
             ProviderKind::Aws => yaml(&ekv::config::EkvConfig {
                 server: server(7403),
-                backend: ekv::config::BackendConfig::Dynamodb(aws_settings(m)),
+                backend: ekv::config::BackendConfig::Dynamodb(aws_settings(m, m.current_provider())),
             }),
             ProviderKind::Azure => yaml(&ekv::config::EkvConfig {
                 server: server(7403),
-                backend: ekv::config::BackendConfig::AzureTable(azure_settings(m)),
+                backend: ekv::config::BackendConfig::AzureTable(azure_settings(m, m.current_provider())),
             }),
         };
         out.push(Sidecar {
@@ -151,11 +146,28 @@ pub fn sidecars(m: &Manifest, listen_any: bool, data_dir: &dyn Fn(&str) -> Strin
     out
 }
 
-/// The AWS settings of the current provider: its region, its credential references, and the
-/// app's name prefix, so the proxies find the queues, buckets and tables CloudFormation created
-/// as `<app>-<name>`.
-fn aws_settings(m: &Manifest) -> exo_aws::AwsSettings {
-    let p = m.current_provider();
+/// eqs's backend: the current provider's queue service, or, with a failover chain of several
+/// cloud providers, a failover chain of their queue services in that order (writes go to the
+/// first that answers; receives drain every member). Objects and KV have no failover layer yet:
+/// they use the current provider.
+fn queue_backend(m: &Manifest) -> eqs::config::BackendConfig {
+    use eqs::config::BackendConfig;
+    let member = |p: Option<&Provider>| match p.map(|p| p.kind) {
+        Some(ProviderKind::Azure) => Some(BackendConfig::AzureQueue(azure_settings(m, p))),
+        Some(ProviderKind::Aws) => Some(BackendConfig::Sqs(aws_settings(m, p))),
+        _ => None,
+    };
+    let members: Vec<BackendConfig> = m.chain().iter().filter_map(|id| member(m.providers.get(id))).collect();
+    match members.len() {
+        0 | 1 => member(m.current_provider()).unwrap_or_default(),
+        _ => BackendConfig::Failover { members },
+    }
+}
+
+/// The AWS settings of provider `p`: its region, its credential references, and the app's name
+/// prefix, so the proxies find the queues, buckets and tables CloudFormation created as
+/// `<app>-<name>`.
+fn aws_settings(m: &Manifest, p: Option<&Provider>) -> exo_aws::AwsSettings {
     exo_aws::AwsSettings {
         region: p.and_then(|p| p.region.clone()),
         endpoint: None,
@@ -174,11 +186,10 @@ fn aws_settings(m: &Manifest) -> exo_aws::AwsSettings {
     }
 }
 
-/// The Azure settings of the current provider: its storage account, the storage credential
-/// among its references (account key, SAS token or connection string), and the app's name
-/// prefix, so the proxies find the queues, containers and tables ARM created as `<app>-<name>`.
-fn azure_settings(m: &Manifest) -> exo_azure::AzureSettings {
-    let p = m.current_provider();
+/// The Azure settings of provider `p`: its storage account, the storage credential among its
+/// references (account key, SAS token or connection string), and the app's name prefix, so the
+/// proxies find the queues, containers and tables ARM created as `<app>-<name>`.
+fn azure_settings(m: &Manifest, p: Option<&Provider>) -> exo_azure::AzureSettings {
     exo_azure::AzureSettings {
         account: p.and_then(|p| p.account.clone()).unwrap_or_default(),
         endpoint: None,
