@@ -23,7 +23,9 @@
 //!   with such a receipt reports RECEIPT_STALE and the message reappears after its timeout).
 //! - **Dead-lettering**: a received message whose dequeue count exceeds `max_receives` is put
 //!   into the dead-letter queue (same text, original id kept) and then deleted with its pop
-//!   receipt, before it could be returned: it is moved once and never delivered from the source.
+//!   receipt, before it could be returned: it is never delivered from the source again. Azure
+//!   has no transaction across queues, so a proxy dying between the put and the delete moves it
+//!   again (twice in the dead-letter queue, same original id); it is never lost.
 //! - **Delay** is the initial visibility of Put Message; **retention** its message TTL.
 
 use std::{
