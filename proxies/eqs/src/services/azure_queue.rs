@@ -193,7 +193,14 @@ pub struct AzureQueue {
     name_prefix: String,
     /// Issued pop receipt → (newest pop receipt, when it was issued).
     pops: Mutex<HashMap<String, (String, Instant)>>,
+    /// Queue options by queue, read from metadata at most every [`OPTIONS_TTL`]: a send or
+    /// receive then costs one Azure call, not two. Options never change while a queue exists.
+    options: Mutex<HashMap<String, (pb::QueueOptions, Instant)>>,
 }
+
+/// How long a queue's options are reused before they are read again (a queue deleted and made
+/// again with other options elsewhere is noticed within this).
+const OPTIONS_TTL: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for AzureQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -245,11 +252,37 @@ impl AzureQueue {
             pipeline,
             name_prefix: settings.name_prefix.clone(),
             pops: Mutex::new(HashMap::new()),
+            options: Mutex::new(HashMap::new()),
         })
     }
 
     fn client(&self, name: &str) -> QueueClient {
         self.service.queue_client(format!("{}{name}", self.name_prefix))
+    }
+
+    /// The queue's options, from the cache when fresh.
+    async fn options(&self, name: &QueueName) -> ExoResult<pb::QueueOptions> {
+        {
+            let cache = self.options.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((options, at)) = cache.get(name.as_str())
+                && at.elapsed() < OPTIONS_TTL
+            {
+                return Ok(options.clone());
+            }
+        }
+        Ok(self.metadata(name).await?.0)
+    }
+
+    fn forget_options(&self, name: &QueueName) {
+        self.options.lock().unwrap_or_else(|p| p.into_inner()).remove(name.as_str());
+    }
+
+    /// Drops the cached options of a queue Azure says is gone.
+    fn noting_missing<T>(&self, name: &QueueName, result: ExoResult<T>) -> ExoResult<T> {
+        if result.as_ref().is_err_and(|e| e.reason == ErrorReason::QueueNotFound) {
+            self.forget_options(name);
+        }
+        result
     }
 
     async fn metadata(&self, name: &QueueName) -> ExoResult<(pb::QueueOptions, u64, usize)> {
@@ -259,6 +292,10 @@ impl AzureQueue {
             .await
             .map_err(|e| queue_error(name.as_str(), "GetQueueMetadata", &e))?;
         let (options, created) = options_of(&out.metadata);
+        self.options
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), (options.clone(), Instant::now()));
         Ok((options, created, out.approximate_messages_count))
     }
 
@@ -394,7 +431,7 @@ impl AzureQueue {
         envelope.original_id.get_or_insert_with(|| m.message_id.clone());
         let dlq = self.client(target);
         let retention = match QueueName::parse("queue", target, "dead_letter_queue") {
-            Ok(target_name) => self.metadata(&target_name).await.map(|(o, _, _)| o.retention_seconds),
+            Ok(target_name) => self.options(&target_name).await.map(|o| o.retention_seconds),
             Err(err) => Err(err),
         };
         let retention = match retention {
@@ -431,7 +468,10 @@ impl Queue for AzureQueue {
     async fn ready(&self) -> ExoResult<()> {
         let mut pages = self.service.list_queues().max_results(std::num::NonZeroU32::MIN).into_stream();
         match pages.next().await {
-            Some(Err(err)) => Err(map_error("azure-queue", "ListQueues", &err)),
+            // Reachable and authenticated; a SAS need not allow listing.
+            Some(Err(err)) if !matches!(service_code(&err), Some((403, _))) => {
+                Err(map_error("azure-queue", "ListQueues", &err))
+            }
             _ => Ok(()),
         }
     }
@@ -475,6 +515,7 @@ impl Queue for AzureQueue {
     }
 
     async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
+        self.forget_options(name);
         self.client(name.as_str())
             .delete()
             .await
@@ -520,7 +561,7 @@ impl Queue for AzureQueue {
         name: &QueueName,
         messages: Vec<pb::OutgoingMessage>,
     ) -> ExoResult<Vec<ExoResult<String>>> {
-        let (options, _, _) = self.metadata(name).await?;
+        let options = self.options(name).await?;
         let client = self.client(name.as_str());
         let mut results = Vec::with_capacity(messages.len());
         for message in messages {
@@ -546,6 +587,7 @@ impl Queue for AzureQueue {
                 Err(err)
                     if matches!(service_code(&err), Some((404, "QueueNotFound"))) && results.is_empty() =>
                 {
+                    self.forget_options(name);
                     return Err(queue_not_found(name.as_str()));
                 }
                 Err(err) => Err(queue_error(name.as_str(), "PutMessage", &err)),
@@ -555,13 +597,16 @@ impl Queue for AzureQueue {
     }
 
     async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
-        let (options, _, _) = self.metadata(name).await?;
+        let options = self.options(name).await?;
         let visibility =
             params.visibility_seconds.unwrap_or(options.visibility_timeout_seconds.unwrap_or(30));
         let deadline = tokio::time::Instant::now() + params.wait;
         let mut pause = Duration::from_millis(50);
         loop {
-            let messages = self.receive_once(name, &options, params.max_messages, visibility).await?;
+            let messages = self.noting_missing(
+                name,
+                self.receive_once(name, &options, params.max_messages, visibility).await,
+            )?;
             let now = tokio::time::Instant::now();
             if !messages.is_empty() || now >= deadline {
                 return Ok(messages);
