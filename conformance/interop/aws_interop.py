@@ -125,6 +125,25 @@ def items(ekv):
           "an item written by boto3 in the documented layout is served by ekv")
     call("DELETE", f"{ekv}/api/v1/tables/{table}")
 
+    # A table made beforehand (as CloudFormation does) is used as it is, if its layout is ekv's;
+    # one with another key schema is refused with a clear reason rather than failing later.
+    made = f"made-{RUN}"
+    dynamodb.create_table(TableName=made, BillingMode="PAY_PER_REQUEST",
+                          AttributeDefinitions=[{"AttributeName": "p", "AttributeType": "S"},
+                                                {"AttributeName": "k", "AttributeType": "S"}],
+                          KeySchema=[{"AttributeName": "p", "KeyType": "HASH"}, {"AttributeName": "k", "KeyType": "RANGE"}])
+    check(call("POST", f"{ekv}/api/v1/tables", {"name": made}).get("created") in (False, None),
+          "a table made beforehand in ekv's layout is adopted (created=false)")
+    other = f"other-{RUN}"
+    dynamodb.create_table(TableName=other, BillingMode="PAY_PER_REQUEST",
+                          AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                          KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+    try:
+        call("POST", f"{ekv}/api/v1/tables", {"name": other})
+        check(False, "a table with another key schema is refused")
+    except RuntimeError as err:
+        check("key schema" in str(err) and ": 400 " in str(err), "a table with another key schema is refused (400)")
+
 
 def main():
     parser = argparse.ArgumentParser()

@@ -244,7 +244,8 @@ pub struct Bucket {
 pub struct Table {
     /// Portable table name.
     pub name: String,
-    /// Entries may carry a time to live.
+    /// Entries may carry a time to live. Informational: ekv stores and enforces a TTL per entry
+    /// on every backend (DynamoDB tables always get their TTL attribute for clean-up).
     #[serde(default)]
     pub ttl: bool,
 }

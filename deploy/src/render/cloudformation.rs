@@ -3,6 +3,7 @@
 //! the `vms` affinity, a launch template and auto scaling group whose instances install and start
 //! the rendered systemd proxy units.
 
+use ekv::services::dynamodb::{PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
 use serde_json::{Map, Value, json};
 
 use crate::{
@@ -96,14 +97,21 @@ pub fn render(m: &Manifest) -> Files {
         let mut props = json!({
             "TableName": physical(m, &t.name),
             "BillingMode": "PAY_PER_REQUEST",
-            "AttributeDefinitions": [{ "AttributeName": "pk", "AttributeType": "S" }],
-            "KeySchema": [{ "AttributeName": "pk", "KeyType": "HASH" }],
+            // The layout ekv's dynamodb backend reads and writes (one ordered partition).
+            "AttributeDefinitions": [
+                { "AttributeName": PARTITION_KEY, "AttributeType": "S" },
+                { "AttributeName": SORT_KEY, "AttributeType": "S" },
+            ],
+            "KeySchema": [
+                { "AttributeName": PARTITION_KEY, "KeyType": "HASH" },
+                { "AttributeName": SORT_KEY, "KeyType": "RANGE" },
+            ],
             "PointInTimeRecoverySpecification": { "PointInTimeRecoveryEnabled": true },
             "SSESpecification": { "SSEEnabled": true },
         });
-        if t.ttl {
-            props["TimeToLiveSpecification"] = json!({ "AttributeName": "expires_at", "Enabled": true });
-        }
+        // Expired entries are never served (ekv checks expiry itself); DynamoDB's TTL removes
+        // them from storage, as on tables ekv creates.
+        props["TimeToLiveSpecification"] = json!({ "AttributeName": TTL_ATTRIBUTE, "Enabled": true });
         resources.insert(
             id,
             json!({
@@ -123,6 +131,13 @@ pub fn render(m: &Manifest) -> Files {
             "Action": ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                        "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:PurgeQueue"],
             "Resource": queue_arns,
+        }));
+    }
+    if !queue_arns.is_empty() {
+        // eqs lists queues to sample their depth (the autoscaling metric); SQS has no
+        // resource-level permission for listing.
+        statements.push(json!({
+            "Sid": "ListQueues", "Effect": "Allow", "Action": ["sqs:ListQueues"], "Resource": "*",
         }));
     }
     if !bucket_arns.is_empty() {

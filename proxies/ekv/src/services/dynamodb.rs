@@ -43,6 +43,12 @@ use crate::{
     },
 };
 
+/// The partition key attribute (every item has the same value, [`PARTITION`]).
+pub const PARTITION_KEY: &str = "p";
+/// The sort key attribute: the ExoFlow key.
+pub const SORT_KEY: &str = "k";
+/// DynamoDB's TTL attribute (Unix seconds).
+pub const TTL_ATTRIBUTE: &str = "exp";
 /// The partition every item lives in.
 const PARTITION: &str = "0";
 /// How long a new table may take to become ACTIVE.
@@ -196,6 +202,30 @@ impl KeyValue for DynamoKv {
     }
 
     async fn create_table(&self, table: &TableName) -> ExoResult<bool> {
+        // A table made beforehand (CloudFormation) is used as it is: the proxy's role need not
+        // be allowed to create tables, only to describe them.
+        match self.client.describe_table().table_name(self.physical(table.as_str())).send().await {
+            Ok(out) => {
+                let keys: Vec<(&str, &KeyType)> = out
+                    .table()
+                    .map(|t| t.key_schema().iter().map(|k| (k.attribute_name(), k.key_type())).collect())
+                    .unwrap_or_default();
+                if keys != [(PARTITION_KEY, &KeyType::Hash), (SORT_KEY, &KeyType::Range)] {
+                    return Err(ExoError::new(
+                        ErrorReason::InvalidArgument,
+                        format!(
+                            "DynamoDB table '{}' exists with key schema {keys:?}; ekv needs {PARTITION_KEY} (HASH) and {SORT_KEY} (RANGE)",
+                            self.physical(table.as_str())
+                        ),
+                    )
+                    .with_resource(table.as_str()));
+                }
+                self.wait_active(table).await?;
+                return Ok(false);
+            }
+            Err(err) if service_code(&err).is_some_and(|(code, _)| code == "ResourceNotFoundException") => {}
+            Err(err) => return Err(table_error(table.as_str(), "DescribeTable", err)),
+        }
         let key = |name: &str, kind: KeyType| {
             KeySchemaElement::builder()
                 .attribute_name(name)
@@ -215,10 +245,10 @@ impl KeyValue for DynamoKv {
             .create_table()
             .table_name(self.physical(table.as_str()))
             .billing_mode(BillingMode::PayPerRequest)
-            .key_schema(key("p", KeyType::Hash)?)
-            .key_schema(key("k", KeyType::Range)?)
-            .attribute_definitions(attribute("p")?)
-            .attribute_definitions(attribute("k")?)
+            .key_schema(key(PARTITION_KEY, KeyType::Hash)?)
+            .key_schema(key(SORT_KEY, KeyType::Range)?)
+            .attribute_definitions(attribute(PARTITION_KEY)?)
+            .attribute_definitions(attribute(SORT_KEY)?)
             .send()
             .await;
         let fresh = match created {
@@ -229,7 +259,7 @@ impl KeyValue for DynamoKv {
         self.wait_active(table).await?;
         if fresh {
             let ttl = TimeToLiveSpecification::builder()
-                .attribute_name("exp")
+                .attribute_name(TTL_ATTRIBUTE)
                 .enabled(true)
                 .build()
                 .map_err(|e| ExoError::internal(format!("cannot build a TTL specification: {e}")))?;

@@ -428,13 +428,12 @@ impl Queue for SqsQueue {
     }
 
     async fn ready(&self) -> ExoResult<()> {
-        self.client
-            .list_queues()
-            .max_results(1)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| map_error("sqs", "ListQueues", e))
+        match self.client.list_queues().max_results(1).send().await {
+            Ok(_) => Ok(()),
+            // Reachable and authenticated; a role need not be allowed to list queues.
+            Err(err) if service_code(&err).is_some_and(|(_, status)| status == 403) => Ok(()),
+            Err(err) => Err(map_error("sqs", "ListQueues", err)),
+        }
     }
 
     async fn create_queue(
