@@ -76,7 +76,7 @@ pub fn plan(m: &Manifest) -> Vec<(Target, String)> {
     if uses_aws {
         out.push((
             Target::CloudFormation,
-            "an aws provider in the chain: its queues, buckets, tables, role and VM compute".to_owned(),
+            "an aws provider in the chain: its queues, buckets, tables, role, and compute (ECS task for k8s, auto scaling group for vms)".to_owned(),
         ));
     }
     let uses_azure = m

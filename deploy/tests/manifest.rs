@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use exo_deploy::{Target, manifest::Manifest, plan, render, validate};
+use exo_deploy::{Target, manifest::Manifest, plan, render, render::ProxyHost, validate};
 
 fn example(name: &str) -> String {
     std::fs::read_to_string(format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
@@ -70,8 +70,11 @@ fn local_proxy_configs_load_with_the_proxies_own_loaders() {
     use exo_proxy_core::config::parse_yaml;
     let m = checked("edge-local.yaml");
     for target in [Target::K8s, Target::Compose, Target::Systemd] {
-        for s in exo_deploy::render::sidecars(&m, target == Target::K8s, &exo_deploy::render::shared_data_dir)
-        {
+        for s in exo_deploy::render::sidecars(
+            &m,
+            if target == Target::K8s { ProxyHost::Pod } else { ProxyHost::Loopback },
+            &exo_deploy::render::shared_data_dir,
+        ) {
             match s.name {
                 "eqs" => parse_yaml::<eqs::config::EqsConfig>(&s.config, "eqs").unwrap().validate().unwrap(),
                 "eos" => {
@@ -95,7 +98,7 @@ fn local_proxy_configs_load_with_the_proxies_own_loaders() {
 fn aws_proxy_configs_load_with_the_proxies_own_loaders() {
     use exo_proxy_core::{cli::ProxyConfig, config::parse_yaml};
     let m = checked("shop.yaml");
-    let sidecars = exo_deploy::render::sidecars(&m, true, &exo_deploy::render::shared_data_dir);
+    let sidecars = exo_deploy::render::sidecars(&m, ProxyHost::Pod, &exo_deploy::render::shared_data_dir);
     assert_eq!(sidecars.len(), 3);
     for s in sidecars {
         let (kind, settings) = match s.name {
@@ -151,7 +154,7 @@ fn azure_proxy_configs_load_and_name_what_arm_creates() {
         .replace("current: aws", "current: azure")
         .replace("failover-chain: [aws, azure]", "failover-chain: [azure, aws]");
     let (m, _) = validate::check(&text).unwrap_or_else(|p| panic!("{p:?}"));
-    for s in exo_deploy::render::sidecars(&m, true, &exo_deploy::render::shared_data_dir) {
+    for s in exo_deploy::render::sidecars(&m, ProxyHost::Pod, &exo_deploy::render::shared_data_dir) {
         let settings = match s.name {
             "eqs" => {
                 let c = parse_yaml::<eqs::config::EqsConfig>(&s.config, "eqs").unwrap();
@@ -197,6 +200,58 @@ fn azure_proxy_configs_load_and_name_what_arm_creates() {
     let keyless = text.replace("      account-key: env:encrypted:AZURE_STORAGE_KEY\n", "");
     let problems = validate::check(&keyless).unwrap_err();
     assert!(problems.iter().any(|p| p.message.contains("exactly one storage credential")), "{problems:?}");
+}
+
+#[test]
+fn the_ecs_task_runs_the_proxies_from_env_configs_with_the_task_role() {
+    use exo_proxy_core::{cli::ProxyConfig, config::parse_yaml};
+    let m = checked("shop.yaml");
+    let files = render(&m, Target::CloudFormation, true);
+    let template: serde_json::Value = serde_json::from_str(&files["cloudformation/template.json"]).unwrap();
+    let task = &template["Resources"]["TaskDefinition"]["Properties"];
+    let containers = task["ContainerDefinitions"].as_array().unwrap();
+    let names: Vec<&str> = containers.iter().map(|c| c["Name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["app", "eqs", "eos", "ekv"]);
+    for c in &containers[1..] {
+        let config = c["Environment"][0]["Value"].as_str().unwrap();
+        assert_eq!(c["Environment"][0]["Name"], "EXO_CONFIG_YAML");
+        // Each config loads with its proxy's loader; AWS credentials come from the task role.
+        let aws_credentials = match c["Name"].as_str().unwrap() {
+            "eqs" => {
+                let cfg = parse_yaml::<eqs::config::EqsConfig>(config, "eqs").unwrap();
+                ProxyConfig::validate(&cfg).unwrap();
+                let eqs::config::BackendConfig::Failover { members } = cfg.backend else {
+                    panic!("no chain")
+                };
+                let eqs::config::BackendConfig::Sqs(aws) = &members[0] else { panic!("sqs is not first") };
+                aws.credentials.len()
+            }
+            "eos" => {
+                let cfg = parse_yaml::<eos::config::EosConfig>(config, "eos").unwrap();
+                ProxyConfig::validate(&cfg).unwrap();
+                let eos::config::BackendConfig::S3(aws) = cfg.backend else { panic!("not s3") };
+                aws.credentials.len()
+            }
+            _ => {
+                let cfg = parse_yaml::<ekv::config::EkvConfig>(config, "ekv").unwrap();
+                ProxyConfig::validate(&cfg).unwrap();
+                let ekv::config::BackendConfig::Dynamodb(aws) = cfg.backend else { panic!("not dynamodb") };
+                aws.credentials.len()
+            }
+        };
+        assert_eq!(aws_credentials, 0, "{}: AWS credentials must come from the task role", c["Name"]);
+        assert!(config.contains("listen: 127.0.0.1:"), "task containers share loopback");
+        // Only what the proxies read: the standby's storage key and the key that opens it.
+        let secrets: Vec<&str> =
+            c["Secrets"].as_array().unwrap().iter().map(|s| s["Name"].as_str().unwrap()).collect();
+        assert_eq!(secrets, ["AZURE_STORAGE_KEY", "EXO_SECRETS_KEY"]);
+    }
+    assert_eq!(task["TaskRoleArn"]["Fn::GetAtt"][0], "ProxyRole");
+    assert_ne!(task["ExecutionRoleArn"], task["TaskRoleArn"]);
+    assert_eq!(
+        template["Resources"]["EcsService"]["Properties"]["NetworkConfiguration"]["AwsvpcConfiguration"]["AssignPublicIp"],
+        "DISABLED"
+    );
 }
 
 #[test]

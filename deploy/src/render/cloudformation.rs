@@ -7,8 +7,9 @@ use ekv::services::dynamodb::{PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
 use serde_json::{Map, Value, json};
 
 use crate::{
+    manifest::ProviderKind,
     manifest::{Affinity, Manifest},
-    render::{Files, boot_script},
+    render::{Files, ProxyHost, boot_script, credential_env_of, proxy_image, sidecars},
 };
 
 /// Logical ids are alphanumeric: `orders-dead` → `OrdersDead`.
@@ -176,11 +177,17 @@ pub fn render(m: &Manifest) -> Files {
         "ProxyRoleArn".into(),
         json!({ "Description": "Role the proxies run as", "Value": { "Fn::GetAtt": ["ProxyRole", "Arn"] } }),
     );
-    if m.compute.platform.affinity.contains(&Affinity::Vms) {
+    let affinity = &m.compute.platform.affinity;
+    if affinity.contains(&Affinity::Vms) || affinity.contains(&Affinity::K8s) {
         parameters.insert(
             "SubnetIds".into(),
-            json!({ "Type": "List<AWS::EC2::Subnet::Id>", "Description": "Subnets for the app's instances" }),
+            json!({ "Type": "List<AWS::EC2::Subnet::Id>", "Description": "Subnets for the app's instances and tasks" }),
         );
+    }
+    if affinity.contains(&Affinity::K8s) {
+        ecs_task(m, &mut resources, &mut parameters);
+    }
+    if affinity.contains(&Affinity::Vms) {
         parameters.insert(
             "InstanceType".into(),
             json!({ "Type": "String", "Default": "t3.small", "Description": "Instance type" }),
@@ -235,4 +242,133 @@ pub fn render(m: &Manifest) -> Files {
         serde_json::to_string_pretty(&template).unwrap_or_default() + "\n",
     );
     files
+}
+
+/// The container affinity on AWS: an ECS (Fargate) service whose task holds the app and one
+/// proxy container per service used. Containers of a task share its loopback, so the proxies
+/// listen on 127.0.0.1 without a token; their configs travel as `EXO_CONFIG_YAML` (no mounted
+/// files on Fargate); AWS credentials come from the task role (the proxies' role), and any other
+/// credential (a standby Azure account's key, the key for sealed values) from Secrets Manager or
+/// SSM parameters the operator names.
+fn ecs_task(m: &Manifest, resources: &mut Map<String, Value>, parameters: &mut Map<String, Value>) {
+    parameters.insert(
+        "TaskSecurityGroupIds".into(),
+        json!({ "Type": "List<AWS::EC2::SecurityGroup::Id>", "Description": "Security groups of the app's tasks" }),
+    );
+    let secret_env = credential_env_of(m, |p| p.kind != ProviderKind::Aws);
+    let mut secrets = Vec::new();
+    let mut secret_arns = Vec::new();
+    for name in &secret_env {
+        let parameter = logical("Secret", &name.to_ascii_lowercase().replace('_', "-"));
+        parameters.insert(
+            parameter.clone(),
+            json!({ "Type": "String", "Description": format!("ARN of the Secrets Manager secret or SSM parameter holding {name}") }),
+        );
+        secrets.push(json!({ "Name": name, "ValueFrom": { "Ref": parameter } }));
+        secret_arns.push(json!({ "Ref": parameter }));
+    }
+    resources.insert(
+        "TaskLogGroup".into(),
+        json!({
+            "Type": "AWS::Logs::LogGroup",
+            "Properties": { "LogGroupName": format!("/exoflow/{}", m.name), "RetentionInDays": 365 },
+            "Metadata": skip(&[("CKV_AWS_158", "log group encrypted with the service-owned key; a customer KMS key is an operator choice")]),
+        }),
+    );
+    let logging = |stream: &str| {
+        json!({ "LogDriver": "awslogs", "Options": {
+            "awslogs-group": { "Ref": "TaskLogGroup" }, "awslogs-region": { "Ref": "AWS::Region" }, "awslogs-stream-prefix": stream,
+        } })
+    };
+    let mut execution_role = json!({
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "AssumeRolePolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [{ "Effect": "Allow", "Principal": { "Service": ["ecs-tasks.amazonaws.com"] }, "Action": "sts:AssumeRole" }],
+            },
+            "ManagedPolicyArns": [{ "Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy" }],
+        },
+    });
+    if !secret_arns.is_empty() {
+        execution_role["Properties"]["Policies"] = json!([{
+            "PolicyName": "exoflow-task-secrets",
+            "PolicyDocument": { "Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue", "ssm:GetParameters"], "Resource": secret_arns,
+            }] },
+        }]);
+    }
+    resources.insert("TaskExecutionRole".into(), execution_role);
+
+    let proxies = sidecars(m, ProxyHost::EcsTask, &|_| String::new());
+    let mut containers = Vec::new();
+    let mut app_env = Vec::new();
+    for s in &proxies {
+        app_env.push(json!({ "Name": s.endpoint_env, "Value": format!("http://127.0.0.1:{}", s.port) }));
+        let mut container = json!({
+            "Name": s.name,
+            "Image": proxy_image(m, s.name),
+            "Essential": true,
+            "ReadonlyRootFilesystem": true,
+            "Privileged": false,
+            "User": "65532",
+            "Environment": [{ "Name": "EXO_CONFIG_YAML", "Value": s.config }],
+            "LogConfiguration": logging(s.name),
+        });
+        if !secrets.is_empty() {
+            container["Secrets"] = json!(secrets);
+        }
+        containers.push(container);
+    }
+    let mut app = json!({
+        "Name": "app",
+        "Image": m.app_image(),
+        "Essential": true,
+        "ReadonlyRootFilesystem": true,
+        "Privileged": false,
+        "Environment": app_env,
+        "DependsOn": proxies.iter().map(|s| json!({ "ContainerName": s.name, "Condition": "START" })).collect::<Vec<_>>(),
+        "LogConfiguration": logging("app"),
+    });
+    if let Some(port) = m.app.container.port {
+        app["PortMappings"] = json!([{ "ContainerPort": port, "Protocol": "tcp" }]);
+    }
+    containers.insert(0, app);
+    resources.insert(
+        "TaskDefinition".into(),
+        json!({
+            "Type": "AWS::ECS::TaskDefinition",
+            "Properties": {
+                "Family": m.name,
+                "RequiresCompatibilities": ["FARGATE"],
+                "NetworkMode": "awsvpc",
+                "Cpu": "512",
+                "Memory": "1024",
+                "TaskRoleArn": { "Fn::GetAtt": ["ProxyRole", "Arn"] },
+                "ExecutionRoleArn": { "Fn::GetAtt": ["TaskExecutionRole", "Arn"] },
+                "ContainerDefinitions": containers,
+            },
+        }),
+    );
+    resources.insert(
+        "EcsCluster".into(),
+        json!({ "Type": "AWS::ECS::Cluster", "Properties": { "ClusterSettings": [{ "Name": "containerInsights", "Value": "enabled" }] } }),
+    );
+    resources.insert(
+        "EcsService".into(),
+        json!({
+            "Type": "AWS::ECS::Service",
+            "Properties": {
+                "Cluster": { "Ref": "EcsCluster" },
+                "TaskDefinition": { "Ref": "TaskDefinition" },
+                "LaunchType": "FARGATE",
+                "DesiredCount": m.replicas,
+                "NetworkConfiguration": { "AwsvpcConfiguration": {
+                    "AssignPublicIp": "DISABLED",
+                    "Subnets": { "Ref": "SubnetIds" },
+                    "SecurityGroups": { "Ref": "TaskSecurityGroupIds" },
+                } },
+            },
+        }),
+    );
 }

@@ -11,7 +11,7 @@ use crate::{
 
 /// Renders `compose/compose.yaml` and the proxy configs it mounts.
 pub fn render(m: &Manifest) -> Files {
-    let proxies = sidecars(m, false, &shared_data_dir);
+    let proxies = sidecars(m, super::ProxyHost::Loopback, &shared_data_dir);
     let hardened = |service: &mut Value| {
         service["read_only"] = json!(true);
         service["security_opt"] = json!(["no-new-privileges:true"]);

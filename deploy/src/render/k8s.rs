@@ -126,7 +126,7 @@ fn yaml(value: &Value) -> String {
 
 /// Renders every Kubernetes object into `k8s/`. `native` selects native sidecars.
 pub fn render(m: &Manifest, native: bool) -> Files {
-    let proxies = sidecars(m, true, &shared_data_dir);
+    let proxies = sidecars(m, super::ProxyHost::Pod, &shared_data_dir);
     let mut files = Files::new();
     let namespace = m.namespace.clone().unwrap_or_else(|| m.name.clone());
     let meta = |name: String| json!({ "name": name, "namespace": namespace, "labels": labels(m) });

@@ -52,10 +52,22 @@ fn yaml<T: Serialize>(value: &T) -> String {
     serde_yaml_ng::to_string(value).unwrap_or_default()
 }
 
-/// The proxies `m` needs, each with its config for the current provider. `listen_any` binds
-/// 0.0.0.0 (so kubelet probes reach it; see the k8s renderer) instead of loopback; a proxy with a
-/// local backend keeps its data under `data_dir(proxy_name)`.
-pub fn sidecars(m: &Manifest, listen_any: bool, data_dir: &dyn Fn(&str) -> String) -> Vec<Sidecar> {
+/// Where the proxies run beside the app, which decides how they listen and authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyHost {
+    /// A VM or a compose project: loopback only, credentials from the referenced secrets.
+    Loopback,
+    /// A Kubernetes pod: 0.0.0.0 (so kubelet probes reach it) behind the pod's bearer token.
+    Pod,
+    /// An ECS task: loopback, and AWS credentials from the task role (not from references).
+    EcsTask,
+}
+
+/// The proxies `m` needs, each with its config for the current provider, as run on `host`; a
+/// proxy with a local backend keeps its data under `data_dir(proxy_name)`.
+pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String) -> Vec<Sidecar> {
+    let listen_any = host == ProxyHost::Pod;
+    let task_role = host == ProxyHost::EcsTask;
     let kind = m.current_provider().map(|p| p.kind).unwrap_or(ProviderKind::Local);
     let server = |port: u16| {
         let ip = if listen_any { [0, 0, 0, 0] } else { [127, 0, 0, 1] };
@@ -79,7 +91,7 @@ pub fn sidecars(m: &Manifest, listen_any: bool, data_dir: &dyn Fn(&str) -> Strin
                 },
             }),
             ProviderKind::Aws | ProviderKind::Azure => {
-                yaml(&EqsConfig { server: server(7401), backend: queue_backend(m) })
+                yaml(&EqsConfig { server: server(7401), backend: queue_backend(m, task_role) })
             }
         };
         out.push(Sidecar {
@@ -101,7 +113,7 @@ pub fn sidecars(m: &Manifest, listen_any: bool, data_dir: &dyn Fn(&str) -> Strin
             }),
             ProviderKind::Aws => yaml(&eos::config::EosConfig {
                 server: server(7402),
-                backend: eos::config::BackendConfig::S3(aws_settings(m, m.current_provider())),
+                backend: eos::config::BackendConfig::S3(aws_settings(m, m.current_provider(), task_role)),
                 presign: Default::default(),
             }),
             ProviderKind::Azure => yaml(&eos::config::EosConfig {
@@ -128,7 +140,11 @@ pub fn sidecars(m: &Manifest, listen_any: bool, data_dir: &dyn Fn(&str) -> Strin
             }),
             ProviderKind::Aws => yaml(&ekv::config::EkvConfig {
                 server: server(7403),
-                backend: ekv::config::BackendConfig::Dynamodb(aws_settings(m, m.current_provider())),
+                backend: ekv::config::BackendConfig::Dynamodb(aws_settings(
+                    m,
+                    m.current_provider(),
+                    task_role,
+                )),
             }),
             ProviderKind::Azure => yaml(&ekv::config::EkvConfig {
                 server: server(7403),
@@ -150,11 +166,11 @@ pub fn sidecars(m: &Manifest, listen_any: bool, data_dir: &dyn Fn(&str) -> Strin
 /// cloud providers, a failover chain of their queue services in that order (writes go to the
 /// first that answers; receives drain every member). Objects and KV have no failover layer yet:
 /// they use the current provider.
-fn queue_backend(m: &Manifest) -> eqs::config::BackendConfig {
+fn queue_backend(m: &Manifest, task_role: bool) -> eqs::config::BackendConfig {
     use eqs::config::BackendConfig;
     let member = |p: Option<&Provider>| match p.map(|p| p.kind) {
         Some(ProviderKind::Azure) => Some(BackendConfig::AzureQueue(azure_settings(m, p))),
-        Some(ProviderKind::Aws) => Some(BackendConfig::Sqs(aws_settings(m, p))),
+        Some(ProviderKind::Aws) => Some(BackendConfig::Sqs(aws_settings(m, p, task_role))),
         _ => None,
     };
     let members: Vec<BackendConfig> = m.chain().iter().filter_map(|id| member(m.providers.get(id))).collect();
@@ -166,13 +182,15 @@ fn queue_backend(m: &Manifest) -> eqs::config::BackendConfig {
 
 /// The AWS settings of provider `p`: its region, its credential references, and the app's name
 /// prefix, so the proxies find the queues, buckets and tables CloudFormation created as
-/// `<app>-<name>`.
-fn aws_settings(m: &Manifest, p: Option<&Provider>) -> exo_aws::AwsSettings {
+/// `<app>-<name>`. With `task_role` the credentials are left to the default chain (an ECS task
+/// role), not read from references.
+fn aws_settings(m: &Manifest, p: Option<&Provider>, task_role: bool) -> exo_aws::AwsSettings {
     exo_aws::AwsSettings {
         region: p.and_then(|p| p.region.clone()),
         endpoint: None,
         // Validation has checked every reference; an unparsable one cannot reach here.
         credentials: p
+            .filter(|_| !task_role)
             .map(|p| {
                 p.auth
                     .iter()
@@ -219,18 +237,39 @@ pub fn proxy_image(m: &Manifest, proxy: &str) -> String {
     format!("{PROXY_REGISTRY}/{proxy}-proxy:{tag}")
 }
 
-/// Environment variables (by name) that credential references read, e.g. `AWS_PROFILE` for
-/// `env:AWS_PROFILE` or `env:encrypted:ARM_CLIENT_SECRET`.
+/// Environment variables (by name) that the proxies' credential references read, e.g.
+/// `AWS_PROFILE` for `env:AWS_PROFILE` or `AZURE_STORAGE_KEY` for
+/// `env:encrypted:AZURE_STORAGE_KEY` — plus `EXO_SECRETS_KEY`, the key that opens sealed values,
+/// when one of them is `env:encrypted:`. Credentials only used for deploying (an Azure service
+/// principal) are not passed to the proxies.
 pub fn credential_env(m: &Manifest) -> Vec<String> {
-    let mut names: Vec<String> = m
+    credential_env_of(m, |_| true)
+}
+
+/// [`credential_env`] for the providers in the chain that `wanted` keeps.
+pub fn credential_env_of(m: &Manifest, wanted: impl Fn(&Provider) -> bool) -> Vec<String> {
+    let refs: Vec<&String> = m
         .chain()
         .iter()
         .filter_map(|id| m.providers.get(id))
-        .flat_map(|p| p.auth.values())
+        .filter(|p| wanted(p))
+        .flat_map(|p| {
+            p.auth.iter().filter(|(key, _)| match p.kind {
+                ProviderKind::Azure => exo_azure::CREDENTIAL_KEYS.contains(&key.as_str()),
+                _ => true,
+            })
+        })
+        .map(|(_, value)| value)
+        .collect();
+    let mut names: Vec<String> = refs
+        .iter()
         .filter_map(|v| {
             v.strip_prefix("env:").map(|rest| rest.strip_prefix("encrypted:").unwrap_or(rest).to_owned())
         })
         .collect();
+    if refs.iter().any(|v| v.starts_with("env:encrypted:")) {
+        names.push(exo_proxy_core::secret::KEY_ENV.to_owned());
+    }
     names.sort();
     names.dedup();
     names
@@ -253,7 +292,7 @@ pub fn boot_script(m: &Manifest) -> String {
         ));
     }
     script.push_str("systemctl daemon-reload\n");
-    for s in sidecars(m, false, &|_| String::new()) {
+    for s in sidecars(m, ProxyHost::Loopback, &|_| String::new()) {
         script.push_str(&format!("systemctl enable --now exoflow-{}-{}.service\n", m.name, s.name));
     }
     script

@@ -69,5 +69,5 @@ WantedBy=multi-user.target
 
 /// Proxies with local data in their own systemd StateDirectory.
 fn sidecars_with_state(m: &Manifest) -> Vec<crate::render::Sidecar> {
-    sidecars(m, false, &|proxy| format!("/var/lib/exoflow/{}/{proxy}", m.name))
+    sidecars(m, super::ProxyHost::Loopback, &|proxy| format!("/var/lib/exoflow/{}/{proxy}", m.name))
 }

@@ -21,6 +21,10 @@ pub struct ServerArgs {
     /// Allow a non-loopback listen address without TLS.
     #[arg(long, env = "EXO_ALLOW_INSECURE_NON_LOOPBACK")]
     pub allow_insecure_non_loopback: bool,
+    /// The whole YAML configuration as text instead of a file, for platforms that pass
+    /// settings as environment variables (an ECS task definition, for one).
+    #[arg(long, env = "EXO_CONFIG_YAML", hide_env_values = true)]
+    pub config_yaml: Option<String>,
 }
 
 impl ServerArgs {
@@ -74,9 +78,16 @@ pub fn effective_config<C: ProxyConfig>(
     data: Option<std::path::PathBuf>,
     server: &ServerArgs,
 ) -> Result<C, crate::config::ConfigError> {
-    let mut config = match file {
-        Some(path) => crate::config::load_yaml::<C>(path)?,
-        None => C::default(),
+    let mut config = match (file, &server.config_yaml) {
+        (Some(_), Some(_)) => {
+            return Err(crate::config::ConfigError::Invalid(
+                "give the configuration either as a file (--config) or as text (EXO_CONFIG_YAML), not both"
+                    .into(),
+            ));
+        }
+        (Some(path), None) => crate::config::load_yaml::<C>(path)?,
+        (None, Some(text)) => crate::config::parse_yaml::<C>(text, "EXO_CONFIG_YAML")?,
+        (None, None) => C::default(),
     };
     if let Some(listen) = listen {
         config.server_mut().listen = listen;

@@ -210,7 +210,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("eqs.yaml");
         std::fs::write(&file, "server:\n  listen: 127.0.0.1:9000\n  request_timeout: 5s\nbackend:\n  kind: embedded\n  path: a.db\n").unwrap();
-        let none = ServerArgs { log_format: None, worker_threads: None, allow_insecure_non_loopback: false };
+        let none = ServerArgs {
+            log_format: None,
+            worker_threads: None,
+            allow_insecure_non_loopback: false,
+            config_yaml: None,
+        };
         let from_file: EqsConfig = effective_config(Some(&file), None, None, None, &none).unwrap();
         assert_eq!(from_file.server.listen.port(), 9000);
         assert_eq!(from_file.server.request_timeout, std::time::Duration::from_secs(5));
@@ -218,6 +223,7 @@ mod tests {
             log_format: Some("json".into()),
             worker_threads: Some(2),
             allow_insecure_non_loopback: false,
+            config_yaml: None,
         };
         let overridden: EqsConfig = effective_config(
             Some(&file),
@@ -236,6 +242,13 @@ mod tests {
         let memory: EqsConfig = effective_config(Some(&file), None, Some("memory"), None, &none).unwrap();
         assert_eq!(memory.backend.kind(), "memory");
         assert!(effective_config::<EqsConfig>(Some(&file), None, Some("sqs3"), None, &none).is_err());
+
+        // The same configuration as text (EXO_CONFIG_YAML), for platforms without mounted files;
+        // a file and text together are refused rather than one silently winning.
+        let text = ServerArgs { config_yaml: Some(std::fs::read_to_string(&file).unwrap()), ..none.clone() };
+        let from_text: EqsConfig = effective_config(None, None, None, None, &text).unwrap();
+        assert_eq!(from_text, from_file);
+        assert!(effective_config::<EqsConfig>(Some(&file), None, None, None, &text).is_err());
     }
 
     #[test]
