@@ -122,14 +122,18 @@ fn aws_proxy_configs_load_with_the_proxies_own_loaders() {
             "eos" => {
                 let c = parse_yaml::<eos::config::EosConfig>(&s.config, "eos").unwrap();
                 ProxyConfig::validate(&c).unwrap();
-                let eos::config::BackendConfig::S3(settings) = c.backend else { panic!("eos is not s3") };
+                let eos::config::BackendConfig::Failover { members } = c.backend else { panic!("no chain") };
+                let eos::config::BackendConfig::S3(settings) = members[0].clone() else {
+                    panic!("s3 is not first")
+                };
                 ("s3", settings)
             }
             "ekv" => {
                 let c = parse_yaml::<ekv::config::EkvConfig>(&s.config, "ekv").unwrap();
                 ProxyConfig::validate(&c).unwrap();
-                let ekv::config::BackendConfig::Dynamodb(settings) = c.backend else {
-                    panic!("ekv is not dynamodb")
+                let ekv::config::BackendConfig::Failover { members } = c.backend else { panic!("no chain") };
+                let ekv::config::BackendConfig::Dynamodb(settings) = members[0].clone() else {
+                    panic!("dynamodb is not first")
                 };
                 ("dynamodb", settings)
             }
@@ -170,16 +174,18 @@ fn azure_proxy_configs_load_and_name_what_arm_creates() {
             "eos" => {
                 let c = parse_yaml::<eos::config::EosConfig>(&s.config, "eos").unwrap();
                 ProxyConfig::validate(&c).unwrap();
-                let eos::config::BackendConfig::AzureBlob(settings) = c.backend else {
-                    panic!("not azure-blob")
+                let eos::config::BackendConfig::Failover { members } = c.backend else { panic!("no chain") };
+                let eos::config::BackendConfig::AzureBlob(settings) = members[0].clone() else {
+                    panic!("azure-blob is not first")
                 };
                 settings
             }
             "ekv" => {
                 let c = parse_yaml::<ekv::config::EkvConfig>(&s.config, "ekv").unwrap();
                 ProxyConfig::validate(&c).unwrap();
-                let ekv::config::BackendConfig::AzureTable(settings) = c.backend else {
-                    panic!("not azure-table")
+                let ekv::config::BackendConfig::Failover { members } = c.backend else { panic!("no chain") };
+                let ekv::config::BackendConfig::AzureTable(settings) = members[0].clone() else {
+                    panic!("azure-table is not first")
                 };
                 settings
             }
@@ -229,13 +235,21 @@ fn the_ecs_task_runs_the_proxies_from_env_configs_with_the_task_role() {
             "eos" => {
                 let cfg = parse_yaml::<eos::config::EosConfig>(config, "eos").unwrap();
                 ProxyConfig::validate(&cfg).unwrap();
-                let eos::config::BackendConfig::S3(aws) = cfg.backend else { panic!("not s3") };
+                let eos::config::BackendConfig::Failover { members } = cfg.backend else {
+                    panic!("no chain")
+                };
+                let eos::config::BackendConfig::S3(aws) = &members[0] else { panic!("s3 is not first") };
                 aws.credentials.len()
             }
             _ => {
                 let cfg = parse_yaml::<ekv::config::EkvConfig>(config, "ekv").unwrap();
                 ProxyConfig::validate(&cfg).unwrap();
-                let ekv::config::BackendConfig::Dynamodb(aws) = cfg.backend else { panic!("not dynamodb") };
+                let ekv::config::BackendConfig::Failover { members } = cfg.backend else {
+                    panic!("no chain")
+                };
+                let ekv::config::BackendConfig::Dynamodb(aws) = &members[0] else {
+                    panic!("dynamodb is not first")
+                };
                 aws.credentials.len()
             }
         };

@@ -111,14 +111,9 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
                 },
                 presign: Default::default(),
             }),
-            ProviderKind::Aws => yaml(&eos::config::EosConfig {
+            ProviderKind::Aws | ProviderKind::Azure => yaml(&eos::config::EosConfig {
                 server: server(7402),
-                backend: eos::config::BackendConfig::S3(aws_settings(m, m.current_provider(), task_role)),
-                presign: Default::default(),
-            }),
-            ProviderKind::Azure => yaml(&eos::config::EosConfig {
-                server: server(7402),
-                backend: eos::config::BackendConfig::AzureBlob(azure_settings(m, m.current_provider())),
+                backend: object_backend(m, task_role),
                 presign: Default::default(),
             }),
         };
@@ -138,18 +133,9 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
                     path: format!("{}/ekv.db", data_dir("ekv")).into(),
                 },
             }),
-            ProviderKind::Aws => yaml(&ekv::config::EkvConfig {
-                server: server(7403),
-                backend: ekv::config::BackendConfig::Dynamodb(aws_settings(
-                    m,
-                    m.current_provider(),
-                    task_role,
-                )),
-            }),
-            ProviderKind::Azure => yaml(&ekv::config::EkvConfig {
-                server: server(7403),
-                backend: ekv::config::BackendConfig::AzureTable(azure_settings(m, m.current_provider())),
-            }),
+            ProviderKind::Aws | ProviderKind::Azure => {
+                yaml(&ekv::config::EkvConfig { server: server(7403), backend: kv_backend(m, task_role) })
+            }
         };
         out.push(Sidecar {
             name: "ekv",
@@ -162,22 +148,52 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
     out
 }
 
-/// eqs's backend: the current provider's queue service, or, with a failover chain of several
-/// cloud providers, a failover chain of their queue services in that order (writes go to the
-/// first that answers; receives drain every member). Objects and KV have no failover layer yet:
-/// they use the current provider.
+/// One proxy's backend: the current provider's service, or, with a failover chain of several
+/// cloud providers, a failover chain of their services in that order (writes go to the first
+/// that answers; queue receives drain every member, object and KV reads fall through).
+/// `service(provider)` is a provider's service, if it is a cloud provider.
+fn chained<B>(
+    m: &Manifest,
+    service: impl Fn(&Provider) -> Option<B>,
+    failover: impl FnOnce(Vec<B>) -> B,
+) -> Option<B> {
+    let mut members: Vec<B> =
+        m.chain().iter().filter_map(|id| m.providers.get(id)).filter_map(&service).collect();
+    match members.len() {
+        0 => m.current_provider().and_then(service),
+        1 => members.pop(),
+        _ => Some(failover(members)),
+    }
+}
+
 fn queue_backend(m: &Manifest, task_role: bool) -> eqs::config::BackendConfig {
     use eqs::config::BackendConfig;
-    let member = |p: Option<&Provider>| match p.map(|p| p.kind) {
-        Some(ProviderKind::Azure) => Some(BackendConfig::AzureQueue(azure_settings(m, p))),
-        Some(ProviderKind::Aws) => Some(BackendConfig::Sqs(aws_settings(m, p, task_role))),
-        _ => None,
+    let service = |p: &Provider| match p.kind {
+        ProviderKind::Azure => Some(BackendConfig::AzureQueue(azure_settings(m, Some(p)))),
+        ProviderKind::Aws => Some(BackendConfig::Sqs(aws_settings(m, Some(p), task_role))),
+        ProviderKind::Local => None,
     };
-    let members: Vec<BackendConfig> = m.chain().iter().filter_map(|id| member(m.providers.get(id))).collect();
-    match members.len() {
-        0 | 1 => member(m.current_provider()).unwrap_or_default(),
-        _ => BackendConfig::Failover { members },
-    }
+    chained(m, service, |members| BackendConfig::Failover { members }).unwrap_or_default()
+}
+
+fn object_backend(m: &Manifest, task_role: bool) -> eos::config::BackendConfig {
+    use eos::config::BackendConfig;
+    let service = |p: &Provider| match p.kind {
+        ProviderKind::Azure => Some(BackendConfig::AzureBlob(azure_settings(m, Some(p)))),
+        ProviderKind::Aws => Some(BackendConfig::S3(aws_settings(m, Some(p), task_role))),
+        ProviderKind::Local => None,
+    };
+    chained(m, service, |members| BackendConfig::Failover { members }).unwrap_or_default()
+}
+
+fn kv_backend(m: &Manifest, task_role: bool) -> ekv::config::BackendConfig {
+    use ekv::config::BackendConfig;
+    let service = |p: &Provider| match p.kind {
+        ProviderKind::Azure => Some(BackendConfig::AzureTable(azure_settings(m, Some(p)))),
+        ProviderKind::Aws => Some(BackendConfig::Dynamodb(aws_settings(m, Some(p), task_role))),
+        ProviderKind::Local => None,
+    };
+    chained(m, service, |members| BackendConfig::Failover { members }).unwrap_or_default()
 }
 
 /// The AWS settings of provider `p`: its region, its credential references, and the app's name

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod descriptor;
 mod error;
+pub mod failover;
 pub mod json;
 pub mod layer;
 pub mod metrics;

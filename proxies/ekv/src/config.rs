@@ -27,6 +27,11 @@ pub enum BackendConfig {
     /// Azure Table storage (see [`crate::services::azure_table`]): account, endpoint, credentials.
     #[serde(rename = "azure-table")]
     AzureTable(exo_azure::AzureSettings),
+    /// An ordered chain of backends: writes to the first that answers, reads fall through.
+    Failover {
+        /// Members in priority order (at least one).
+        members: Vec<BackendConfig>,
+    },
     /// Durable SQLite file.
     Embedded {
         /// The database file; created with its directory if missing.
@@ -53,6 +58,7 @@ impl BackendConfig {
             Self::Embedded { .. } => "embedded",
             Self::Dynamodb(_) => "dynamodb",
             Self::AzureTable(_) => "azure-table",
+            Self::Failover { .. } => "failover",
         }
     }
 
@@ -110,11 +116,18 @@ impl exo_proxy_core::cli::ProxyConfig for EkvConfig {
     }
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
-        match &self.backend {
-            BackendConfig::Dynamodb(settings) => settings.validate()?,
-            BackendConfig::AzureTable(settings) => settings.validate()?,
-            _ => {}
+        fn check(backend: &BackendConfig) -> Result<(), ConfigError> {
+            match backend {
+                BackendConfig::Dynamodb(settings) => settings.validate(),
+                BackendConfig::AzureTable(settings) => settings.validate(),
+                BackendConfig::Failover { members } if members.is_empty() => {
+                    Err(ConfigError::Invalid("backend.members of a failover chain must not be empty".into()))
+                }
+                BackendConfig::Failover { members } => members.iter().try_for_each(check),
+                _ => Ok(()),
+            }
         }
+        check(&self.backend)?;
         Ok(())
     }
 }

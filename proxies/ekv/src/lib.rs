@@ -6,6 +6,7 @@
 pub mod api;
 pub mod backend;
 pub mod config;
+pub mod failover;
 pub mod grpc;
 pub mod http;
 pub mod layers;
@@ -45,6 +46,13 @@ pub async fn open_backend(
         }
         BackendConfig::Dynamodb(settings) => {
             Arc::new(services::dynamodb::DynamoKv::connect(settings, call_timeout).await?)
+        }
+        BackendConfig::Failover { members } => {
+            let mut opened = Vec::with_capacity(members.len());
+            for member in members {
+                opened.push(Box::pin(open_backend(member, call_timeout)).await?);
+            }
+            Arc::new(failover::FailoverKv::new(opened)?)
         }
     })
 }

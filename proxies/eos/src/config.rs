@@ -41,6 +41,11 @@ pub enum BackendConfig {
     /// Azure Blob Storage (see [`crate::services::azure_blob`]): account, endpoint, credentials.
     #[serde(rename = "azure-blob")]
     AzureBlob(exo_azure::AzureSettings),
+    /// An ordered chain of backends: writes to the first that answers, reads fall through.
+    Failover {
+        /// Members in priority order (at least one).
+        members: Vec<BackendConfig>,
+    },
     /// Files under a data root.
     Fs {
         /// The data root; created if missing.
@@ -71,6 +76,7 @@ impl BackendConfig {
             Self::Fs { .. } => "fs",
             Self::S3(_) => "s3",
             Self::AzureBlob(_) => "azure-blob",
+            Self::Failover { .. } => "failover",
         }
     }
 
@@ -146,11 +152,18 @@ impl exo_proxy_core::cli::ProxyConfig for EosConfig {
     }
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
-        match &self.backend {
-            BackendConfig::S3(settings) => settings.validate()?,
-            BackendConfig::AzureBlob(settings) => settings.validate()?,
-            _ => {}
+        fn check(backend: &BackendConfig) -> Result<(), ConfigError> {
+            match backend {
+                BackendConfig::S3(settings) => settings.validate(),
+                BackendConfig::AzureBlob(settings) => settings.validate(),
+                BackendConfig::Failover { members } if members.is_empty() => {
+                    Err(ConfigError::Invalid("backend.members of a failover chain must not be empty".into()))
+                }
+                BackendConfig::Failover { members } => members.iter().try_for_each(check),
+                _ => Ok(()),
+            }
         }
+        check(&self.backend)?;
         Ok(())
     }
 }

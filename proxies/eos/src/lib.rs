@@ -7,6 +7,7 @@
 pub mod api;
 pub mod backend;
 pub mod config;
+pub mod failover;
 pub mod grpc;
 pub mod http;
 pub mod layers;
@@ -53,16 +54,32 @@ pub async fn open_backend(
     presigner: Arc<LocalPresigner>,
     call_timeout: std::time::Duration,
 ) -> ExoResult<Arc<dyn ObjectStore>> {
-    Ok(match &config.backend {
+    open_store(&config.backend, config.presign.base_url.as_deref(), presigner, call_timeout).await
+}
+
+async fn open_store(
+    backend: &BackendConfig,
+    presign_base: Option<&str>,
+    presigner: Arc<LocalPresigner>,
+    call_timeout: std::time::Duration,
+) -> ExoResult<Arc<dyn ObjectStore>> {
+    Ok(match backend {
         BackendConfig::Memory { max_object_bytes } => {
             Arc::new(MemoryObjects::new(*max_object_bytes, presigner))
         }
         BackendConfig::Fs { root } => Arc::new(FsObjects::open(root, presigner)?),
         BackendConfig::AzureBlob(settings) => Arc::new(services::azure_blob::AzureBlobs::connect(settings)?),
-        BackendConfig::S3(settings) => Arc::new(
-            services::s3::S3Objects::connect(settings, config.presign.base_url.as_deref(), call_timeout)
-                .await?,
-        ),
+        BackendConfig::S3(settings) => {
+            Arc::new(services::s3::S3Objects::connect(settings, presign_base, call_timeout).await?)
+        }
+        BackendConfig::Failover { members } => {
+            let mut opened = Vec::with_capacity(members.len());
+            for member in members {
+                opened
+                    .push(Box::pin(open_store(member, presign_base, presigner.clone(), call_timeout)).await?);
+            }
+            Arc::new(failover::FailoverObjects::new(opened)?)
+        }
     })
 }
 
