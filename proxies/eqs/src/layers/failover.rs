@@ -3,39 +3,27 @@
 //! stranded; receipts remember which member they came from; the primary is tried again as soon
 //! as its back-off expires (fail back).
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
-use exo_proxy_core::{ExoError, ExoResult, now_ms};
+use exo_proxy_core::{
+    ExoError, ExoResult,
+    failover::{Chain, is_outage},
+};
 
 use crate::{
     backend::Queue,
     model::{Descriptor, QueueName, ReceiveParams},
 };
 
-/// How long a member that failed with BACKEND_UNAVAILABLE is skipped before being tried again.
-pub const BACKOFF: Duration = Duration::from_secs(5);
 /// How often a waiting receive polls the members.
 const POLL: Duration = Duration::from_millis(100);
 
-struct Member {
-    queue: Arc<dyn Queue>,
-    /// Until when (ms since epoch) this member is skipped; 0 = healthy.
-    down_until: AtomicU64,
-}
-
 /// A chain of queue backends behaving as one.
 pub struct FailoverQueue {
-    members: Vec<Member>,
+    chain: Chain<dyn Queue>,
     descriptor: Descriptor,
-    backoff: Duration,
 }
 
 impl FailoverQueue {
@@ -63,29 +51,16 @@ impl FailoverQueue {
             l.max_retention_seconds = l.max_retention_seconds.min(o.max_retention_seconds);
             l.max_receives_limit = l.max_receives_limit.min(o.max_receives_limit);
         }
-        let members =
-            members.into_iter().map(|queue| Member { queue, down_until: AtomicU64::new(0) }).collect();
-        Ok(Self { members, descriptor, backoff: BACKOFF })
+        Ok(Self { chain: Chain::new(members)?, descriptor })
     }
 
     /// Changes how long a failed member is skipped (tests use a short one).
     pub fn with_backoff(mut self, backoff: Duration) -> Self {
-        self.backoff = backoff;
+        self.chain = self.chain.with_backoff(backoff);
         self
     }
 
-    fn available(&self) -> impl Iterator<Item = (usize, &Member)> {
-        let now = now_ms();
-        self.members.iter().enumerate().filter(move |(_, m)| m.down_until.load(Ordering::Relaxed) <= now)
-    }
-
-    fn note(&self, member: &Member, err: &ExoError) {
-        if err.reason == ErrorReason::BackendUnavailable || err.reason == ErrorReason::Timeout {
-            member.down_until.store(now_ms() + self.backoff.as_millis() as u64, Ordering::Relaxed);
-        }
-    }
-
-    fn member_of<'a>(&self, receipt: &'a str) -> ExoResult<(&Member, &'a str)> {
+    fn member_of<'a>(&self, receipt: &'a str) -> ExoResult<(&Arc<dyn Queue>, &'a str)> {
         let invalid = || {
             ExoError::new(
                 ErrorReason::InvalidReceipt,
@@ -95,45 +70,7 @@ impl FailoverQueue {
         };
         let (index, inner) = receipt.split_once('~').ok_or_else(invalid)?;
         let index: usize = index.parse().map_err(|_| invalid())?;
-        Ok((self.members.get(index).ok_or_else(invalid)?, inner))
-    }
-
-    /// Runs `call` on every member; the first error wins.
-    async fn on_all<F, Fut, T>(&self, call: F) -> ExoResult<Vec<T>>
-    where
-        F: Fn(Arc<dyn Queue>) -> Fut,
-        Fut: std::future::Future<Output = ExoResult<T>>,
-    {
-        let mut out = Vec::with_capacity(self.members.len());
-        for member in &self.members {
-            match call(member.queue.clone()).await {
-                Ok(value) => out.push(value),
-                Err(err) => {
-                    self.note(member, &err);
-                    return Err(err);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Runs `call` on the first member that answers, trying the next on unavailability.
-    async fn on_first<F, Fut, T>(&self, call: F) -> ExoResult<T>
-    where
-        F: Fn(Arc<dyn Queue>) -> Fut,
-        Fut: std::future::Future<Output = ExoResult<T>>,
-    {
-        let mut last = None;
-        for (_, member) in self.available() {
-            match call(member.queue.clone()).await {
-                Err(err) if matches!(err.reason, ErrorReason::BackendUnavailable | ErrorReason::Timeout) => {
-                    self.note(member, &err);
-                    last = Some(err);
-                }
-                other => return other,
-            }
-        }
-        Err(last.unwrap_or_else(|| ExoError::unavailable("every member of the failover chain is down")))
+        Ok((self.chain.get(index).ok_or_else(invalid)?, inner))
     }
 
     async fn receive_once(
@@ -145,14 +82,14 @@ impl FailoverQueue {
         let mut got = Vec::new();
         let mut reached = false;
         let mut last = None;
-        for (index, member) in self.available() {
+        for (index, member) in self.chain.available() {
             let want = max - got.len() as u32;
             if want == 0 {
                 break;
             }
             let params =
                 ReceiveParams { max_messages: want, wait: Duration::ZERO, visibility_seconds: visibility };
-            match member.queue.receive(name, params).await {
+            match member.receive(name, params).await {
                 Ok(messages) => {
                     reached = true;
                     got.extend(messages.into_iter().map(|mut m| {
@@ -161,7 +98,7 @@ impl FailoverQueue {
                     }));
                 }
                 Err(err) => {
-                    self.note(member, &err);
+                    self.chain.note(index, &err);
                     last = Some(err);
                 }
             }
@@ -179,7 +116,7 @@ impl Queue for FailoverQueue {
         &self.descriptor
     }
     async fn ready(&self) -> ExoResult<()> {
-        self.on_first(|q| async move { q.ready().await }).await
+        self.chain.first(|q| async move { q.ready().await }).await
     }
     async fn create_queue(
         &self,
@@ -187,11 +124,11 @@ impl Queue for FailoverQueue {
         options: &pb::QueueOptions,
     ) -> ExoResult<(bool, pb::QueueInfo)> {
         // Every member gets the queue, so a switch finds it; the primary's answer is the answer.
-        let mut results = self.on_all(|q| async move { q.create_queue(name, options).await }).await?;
+        let mut results = self.chain.every(|q| async move { q.create_queue(name, options).await }).await?;
         Ok(results.swap_remove(0))
     }
     async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
-        self.on_all(|q| async move { q.delete_queue(name).await }).await.map(|_| ())
+        self.chain.every(|q| async move { q.delete_queue(name).await }).await.map(|_| ())
     }
     async fn list_queues(
         &self,
@@ -199,14 +136,14 @@ impl Queue for FailoverQueue {
         start_after: Option<&str>,
         limit: usize,
     ) -> ExoResult<Vec<String>> {
-        self.on_first(|q| async move { q.list_queues(prefix, start_after, limit).await }).await
+        self.chain.first(|q| async move { q.list_queues(prefix, start_after, limit).await }).await
     }
     async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
         // Counts are the sum over every reachable member: messages may sit on any of them.
         let mut info: Option<pb::QueueInfo> = None;
         let mut last = None;
-        for (_, member) in self.available() {
-            match member.queue.queue_info(name).await {
+        for (index, member) in self.chain.available() {
+            match member.queue_info(name).await {
                 Ok(i) => match info.as_mut() {
                     None => info = Some(i),
                     Some(sum) => {
@@ -216,7 +153,7 @@ impl Queue for FailoverQueue {
                     }
                 },
                 Err(err) => {
-                    self.note(member, &err);
+                    self.chain.note(index, &err);
                     last = Some(err);
                 }
             }
@@ -232,17 +169,17 @@ impl Queue for FailoverQueue {
     ) -> ExoResult<Vec<ExoResult<String>>> {
         // A backend consumes the batch even when it fails, so a copy is kept only while another
         // member could still take it (never for the last one, never for a one-member chain).
-        let candidates: Vec<&Member> = self.available().map(|(_, m)| m).collect();
+        let candidates: Vec<(usize, &Arc<dyn Queue>)> = self.chain.available().collect();
         let mut pending = Some(messages);
         let mut last = None;
-        for (i, member) in candidates.iter().enumerate() {
+        for (i, (index, member)) in candidates.iter().enumerate() {
             let Some(batch) = pending.take() else { break };
             if i + 1 < candidates.len() {
                 pending = Some(batch.clone());
             }
-            match member.queue.send(name, batch).await {
-                Err(err) if matches!(err.reason, ErrorReason::BackendUnavailable | ErrorReason::Timeout) => {
-                    self.note(member, &err);
+            match member.send(name, batch).await {
+                Err(err) if is_outage(&err) => {
+                    self.chain.note(*index, &err);
                     last = Some(err);
                 }
                 other => return other,
@@ -262,13 +199,13 @@ impl Queue for FailoverQueue {
     }
     async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()> {
         let (member, inner) = self.member_of(receipt)?;
-        member.queue.ack(name, inner).await
+        member.ack(name, inner).await
     }
     async fn change_visibility(&self, name: &QueueName, receipt: &str, seconds: u32) -> ExoResult<()> {
         let (member, inner) = self.member_of(receipt)?;
-        member.queue.change_visibility(name, inner, seconds).await
+        member.change_visibility(name, inner, seconds).await
     }
     async fn purge(&self, name: &QueueName) -> ExoResult<()> {
-        self.on_all(|q| async move { q.purge(name).await }).await.map(|_| ())
+        self.chain.every(|q| async move { q.purge(name).await }).await.map(|_| ())
     }
 }
