@@ -571,21 +571,20 @@ impl Queue for SqsQueue {
         name: &QueueName,
         messages: Vec<pb::OutgoingMessage>,
     ) -> ExoResult<Vec<ExoResult<String>>> {
+        // Every entry is built before anything is sent, so a bad one fails the call untouched.
+        let entries = messages.into_iter().map(|m| entry(0, m)).collect::<ExoResult<Vec<_>>>()?;
+        let chunks = chunked(entries);
         self.with_url(name, |url| async move {
-            let mut results = Vec::with_capacity(messages.len());
-            let mut chunk = Vec::new();
-            let mut chunk_bytes = 0;
-            for message in messages {
-                let (entry, size) = entry(chunk.len(), message)?;
-                if !chunk.is_empty() && (chunk.len() == SQS_BATCH || chunk_bytes + size > SQS_MAX_BYTES) {
-                    results.extend(self.send_chunk(name, &url, renumber(std::mem::take(&mut chunk))).await?);
-                    chunk_bytes = 0;
+            let mut results = Vec::new();
+            for chunk in chunks {
+                let count = chunk.len();
+                match self.send_chunk(name, &url, renumber(chunk)).await {
+                    Ok(sent) => results.extend(sent),
+                    // Nothing sent yet: the call fails as a whole.
+                    Err(err) if results.is_empty() => return Err(err),
+                    // Earlier chunks are in SQS: report this chunk's entries as failed.
+                    Err(err) => results.extend((0..count).map(|_| Err(err.clone()))),
                 }
-                chunk_bytes += size;
-                chunk.push(entry);
-            }
-            if !chunk.is_empty() {
-                results.extend(self.send_chunk(name, &url, renumber(chunk)).await?);
             }
             Ok(results)
         })
@@ -663,6 +662,25 @@ impl Queue for SqsQueue {
     }
 }
 
+/// Cuts `(entry, size)` pairs into SendMessageBatch calls of at most 10 entries and 1 MiB.
+fn chunked<E>(entries: Vec<(E, usize)>) -> Vec<Vec<E>> {
+    let mut chunks: Vec<Vec<E>> = Vec::new();
+    let mut chunk_bytes = 0;
+    for (entry, size) in entries {
+        match chunks.last_mut() {
+            Some(chunk) if chunk.len() < SQS_BATCH && chunk_bytes + size <= SQS_MAX_BYTES => {
+                chunk.push(entry)
+            }
+            _ => {
+                chunk_bytes = 0;
+                chunks.push(vec![entry]);
+            }
+        }
+        chunk_bytes += size;
+    }
+    chunks
+}
+
 /// Entry ids are their index within the SQS call, so results map back by position.
 fn renumber(entries: Vec<SendMessageBatchRequestEntry>) -> Vec<SendMessageBatchRequestEntry> {
     entries
@@ -697,6 +715,17 @@ mod tests {
         }
         assert_eq!(encode_body(b"plain").1, None, "text stays readable for native consumers");
         assert_eq!(encode_body(b"a\x01b").1, Some("base64"), "control characters are not SQS text");
+    }
+
+    #[test]
+    fn batches_are_cut_by_count_and_by_bytes() {
+        let sizes = |chunks: Vec<Vec<usize>>| chunks.iter().map(Vec::len).collect::<Vec<_>>();
+        let small: Vec<(usize, usize)> = (0..25).map(|i| (i, 100)).collect();
+        assert_eq!(sizes(chunked(small)), [10, 10, 5]);
+        let big: Vec<(usize, usize)> = (0..4).map(|i| (i, 400 * 1024)).collect();
+        assert_eq!(sizes(chunked(big)), [2, 2], "two 400 KiB entries fill a 1 MiB call");
+        let order: Vec<usize> = chunked((0..12).map(|i| (i, 1)).collect()).concat();
+        assert_eq!(order, (0..12).collect::<Vec<_>>(), "entries keep their order");
     }
 
     #[test]
