@@ -110,6 +110,27 @@ impl<T: ?Sized> Chain<T> {
         Err(last.unwrap_or_else(|| ExoError::unavailable("every member of the failover chain is down")))
     }
 
+    /// Runs `call` on every member in order (a delete of what every member holds): a miss
+    /// (`missing(err)`) on a standby is fine — it may never have received the thing — but on the
+    /// primary, or any other error, stops it.
+    pub async fn every_present<F, Fut>(&self, missing: impl Fn(&ExoError) -> bool, call: F) -> ExoResult<()>
+    where
+        F: Fn(Arc<T>) -> Fut,
+        Fut: Future<Output = ExoResult<()>>,
+    {
+        for (index, (member, _)) in self.members.iter().enumerate() {
+            match call(member.clone()).await {
+                Ok(()) => {}
+                Err(err) if index > 0 && missing(&err) => {}
+                Err(err) => {
+                    self.note(index, &err);
+                    return Err(err);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Runs `call` on every member in order; the first error stops it.
     pub async fn every<F, Fut, R>(&self, call: F) -> ExoResult<Vec<R>>
     where
@@ -167,5 +188,12 @@ mod tests {
             })
             .await;
         assert_eq!(invalid.unwrap_err().reason, ErrorReason::InvalidArgument, "a bad request is not retried");
+        let gone_on = |absent: usize| {
+            move |m: Arc<usize>| async move {
+                if *m == absent { Err(ExoError::new(ErrorReason::KeyNotFound, "no")) } else { Ok(()) }
+            }
+        };
+        assert!(chain.every_present(missing, gone_on(1)).await.is_ok(), "a standby may lack it");
+        assert!(chain.every_present(missing, gone_on(0)).await.is_err(), "the primary may not");
     }
 }

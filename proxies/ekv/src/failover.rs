@@ -68,18 +68,8 @@ impl KeyValue for FailoverKv {
         Ok(created.first().copied().unwrap_or(false))
     }
     async fn delete_table(&self, table: &TableName) -> ExoResult<()> {
-        // Missing on a standby (never reached it) is fine; anything else stops the delete.
-        for (index, m) in self.chain.all() {
-            match m.delete_table(table).await {
-                Ok(()) => {}
-                Err(err) if err.reason == ErrorReason::TableNotFound && index > 0 => {}
-                Err(err) => {
-                    self.chain.note(index, &err);
-                    return Err(err);
-                }
-            }
-        }
-        Ok(())
+        let missing = |e: &ExoError| e.reason == ErrorReason::TableNotFound;
+        self.chain.every_present(missing, |m| async move { m.delete_table(table).await }).await
     }
     async fn list_tables(&self) -> ExoResult<Vec<String>> {
         self.chain.first(|m| async move { m.list_tables().await }).await

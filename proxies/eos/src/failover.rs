@@ -76,18 +76,8 @@ impl ObjectStore for FailoverObjects {
         Ok(created.first().copied().unwrap_or(false))
     }
     async fn delete_bucket(&self, bucket: &BucketName) -> ExoResult<()> {
-        // Missing on a member (never reached it) is fine; anything else stops the delete.
-        for (index, m) in self.chain.all() {
-            match m.delete_bucket(bucket).await {
-                Ok(()) => {}
-                Err(err) if err.reason == ErrorReason::BucketNotFound && index > 0 => {}
-                Err(err) => {
-                    self.chain.note(index, &err);
-                    return Err(err);
-                }
-            }
-        }
-        Ok(())
+        let missing = |e: &ExoError| e.reason == ErrorReason::BucketNotFound;
+        self.chain.every_present(missing, |m| async move { m.delete_bucket(bucket).await }).await
     }
     async fn list_buckets(&self) -> ExoResult<Vec<String>> {
         self.chain.first(|m| async move { m.list_buckets().await }).await

@@ -70,6 +70,12 @@ where
     let resource = key.map_or_else(|| bucket.to_owned(), |k| format!("{bucket}/{k}"));
     match service_code(&err) {
         Some(("NoSuchBucket", _)) => bucket_not_found(bucket),
+        // The portable name passed; with the name prefix it is too long or otherwise not S3's.
+        Some(("InvalidBucketName", _)) => ExoError::new(
+            ErrorReason::InvalidName,
+            format!("S3 refuses the bucket name for '{bucket}' (name-prefix + name must be a valid S3 name, at most 63 characters)"),
+        )
+        .with_resource(bucket),
         Some(("NoSuchKey", _)) => object_not_found(bucket, key.unwrap_or_default()),
         Some((_, 412)) | Some(("PreconditionFailed", _)) => ExoError::new(
             ErrorReason::ConditionFailed,

@@ -128,7 +128,8 @@ impl Queue for FailoverQueue {
         Ok(results.swap_remove(0))
     }
     async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
-        self.chain.every(|q| async move { q.delete_queue(name).await }).await.map(|_| ())
+        let missing = |e: &ExoError| e.reason == ErrorReason::QueueNotFound;
+        self.chain.every_present(missing, |q| async move { q.delete_queue(name).await }).await
     }
     async fn list_queues(
         &self,

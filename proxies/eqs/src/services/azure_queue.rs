@@ -47,7 +47,7 @@ use futures::StreamExt as _;
 use crate::{
     backend::Queue,
     model::{Capability, Descriptor, QueueName, ReceiveParams, queue_not_found, stale_receipt},
-    services::{already_exists, dead_letter_missing},
+    services::{already_exists, dead_letter_missing, existing_queue},
 };
 
 /// Largest body plus attributes the proxy accepts (fits Azure's 64 KiB once encoded).
@@ -481,17 +481,8 @@ impl Queue for AzureQueue {
         name: &QueueName,
         options: &pb::QueueOptions,
     ) -> ExoResult<(bool, pb::QueueInfo)> {
-        match self.info(name).await {
-            Ok(info) => {
-                let existing = info.options.clone().unwrap_or_default();
-                return if existing == *options {
-                    Ok((false, info))
-                } else {
-                    Err(already_exists(name, &existing, options))
-                };
-            }
-            Err(err) if err.reason == ErrorReason::QueueNotFound => {}
-            Err(err) => return Err(err),
+        if let Some(existing) = existing_queue(self.info(name).await, name, options)? {
+            return Ok(existing);
         }
         if !options.dead_letter_queue.is_empty() {
             let target = QueueName::parse("queue", &options.dead_letter_queue, "options.dead_letter_queue")?;

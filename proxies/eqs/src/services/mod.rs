@@ -6,7 +6,7 @@ pub mod memory;
 pub mod sqs;
 
 use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
-use exo_proxy_core::ExoError;
+use exo_proxy_core::{ExoError, ExoResult};
 
 use crate::model::QueueName;
 
@@ -45,6 +45,28 @@ fn describe(o: &pb::QueueOptions) -> String {
         o.retention_seconds,
         o.delay_seconds
     )
+}
+
+/// What a create finds already there, for backends that look before they create: `Some` answer
+/// (created=false) when the queue exists with the same options, QUEUE_ALREADY_EXISTS with other
+/// options, `None` when it does not exist (go on and create it).
+pub(crate) fn existing_queue(
+    looked_up: ExoResult<pb::QueueInfo>,
+    name: &QueueName,
+    options: &pb::QueueOptions,
+) -> ExoResult<Option<(bool, pb::QueueInfo)>> {
+    match looked_up {
+        Ok(info) => {
+            let existing = info.options.clone().unwrap_or_default();
+            if existing == *options {
+                Ok(Some((false, info)))
+            } else {
+                Err(already_exists(name, &existing, options))
+            }
+        }
+        Err(err) if err.reason == ErrorReason::QueueNotFound => Ok(None),
+        Err(err) => Err(err),
+    }
 }
 
 /// The error for a dead-letter queue that does not exist at create time.

@@ -43,7 +43,7 @@ use exo_proxy_core::{ExoError, ExoResult};
 use crate::{
     backend::Queue,
     model::{Capability, Descriptor, QueueName, ReceiveParams, queue_not_found},
-    services::{already_exists, dead_letter_missing},
+    services::{already_exists, dead_letter_missing, existing_queue},
 };
 
 /// The attribute naming how the body was encoded for SQS.
@@ -441,17 +441,8 @@ impl Queue for SqsQueue {
         name: &QueueName,
         options: &pb::QueueOptions,
     ) -> ExoResult<(bool, pb::QueueInfo)> {
-        match self.info(name).await {
-            Ok(info) => {
-                let existing = info.options.clone().unwrap_or_default();
-                return if existing == *options {
-                    Ok((false, info))
-                } else {
-                    Err(already_exists(name, &existing, options))
-                };
-            }
-            Err(err) if err.reason == ErrorReason::QueueNotFound => {}
-            Err(err) => return Err(err),
+        if let Some(existing) = existing_queue(self.info(name).await, name, options)? {
+            return Ok(existing);
         }
         let mut attributes = HashMap::from([
             (
