@@ -71,7 +71,44 @@ def queues(eqs):
     check(received.get("from boto3 ✓".encode()) == {"origin": "boto3"},
           "a text message sent by boto3 reaches eqs byte-exact with its attribute")
     check(received.get(b"\x00\xffraw") == {}, "a base64 message marked exo.encoding reaches eqs as its bytes")
+
+    # A malformed foreign message never blocks the others: it arrives as stored, marked.
+    sqs.send_message(QueueUrl=url, MessageBody="not base64 at all!",
+                     MessageAttributes={"exo.encoding": {"DataType": "String", "StringValue": "base64"}})
+    sqs.send_message(QueueUrl=url, MessageBody="good one")
+    sqs.send_message(QueueUrl=url, MessageBody="with binary",
+                     MessageAttributes={"blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01\xff"},
+                                        "n": {"DataType": "Number", "StringValue": "42"}})
+    received = {}
+    for _ in range(10):
+        out = call("POST", f"{eqs}/api/v1/queues/{name}/messages/receive", {"maxMessages": 10, "waitSeconds": 1})
+        for m in out.get("messages", []):
+            received[base64.b64decode(m.get("body", ""))] = m.get("attributes", {})
+            call("POST", f"{eqs}/api/v1/queues/{name}/messages/ack", {"receipt": m["receipt"]})
+        if len(received) == 3:
+            break
+    bad = received.get(b"not base64 at all!", {})
+    check("base64" in bad.get("exo.undecodable", ""),
+          "a message marked base64 whose body is not is delivered as stored, marked exo.undecodable")
+    check(received.get(b"good one") == {}, "the good message received beside it is delivered, not hidden")
+    check(received.get(b"with binary") == {"blob": b64(b"\x00\x01\xff"), "n": "42", "exo.base64-attributes": "blob"},
+          "a Binary attribute arrives base64, named in exo.base64-attributes (never an empty string)")
     call("DELETE", f"{eqs}/api/v1/queues/{name}")
+
+    # A queue made beforehand with no attributes set (console, CLI) works as if eqs had made it.
+    name = f"interop-foreign-{RUN}"
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    info = call("GET", f"{eqs}/api/v1/queues/{name}")["info"]
+    check(info["options"].get("visibilityTimeoutSeconds") == 30 and info["options"].get("retentionSeconds") == 345600,
+          "a queue made natively has the contract's defaults (30 s visibility, 4 days retention)")
+    created = call("POST", f"{eqs}/api/v1/queues", {"name": name})
+    check(created.get("created") is not True, "creating it through eqs adopts it")
+    call("POST", f"{eqs}/api/v1/queues/{name}/messages", {"message": {"body": b64(b"kept")}})
+    first = call("POST", f"{eqs}/api/v1/queues/{name}/messages/receive", {"maxMessages": 10, "waitSeconds": 5})
+    again = call("POST", f"{eqs}/api/v1/queues/{name}/messages/receive", {"maxMessages": 10, "waitSeconds": 1})
+    check([base64.b64decode(m["body"]) for m in first.get("messages", [])] == [b"kept"] and not again.get("messages"),
+          "a message sent to it is delivered once and stays hidden for its visibility timeout")
+    sqs.delete_queue(QueueUrl=url)
 
 
 def objects(eos, eos_pid, large_mib):

@@ -14,7 +14,9 @@ well-known devstoreaccount1 with its documented key in EXO_TEST_AZURE_KEY.
 
 import argparse
 import base64
+import json
 import os
+import time
 import urllib.parse
 import uuid
 
@@ -46,7 +48,7 @@ def decode_exo_message(text: str):
     return body, attributes
 
 
-def queues(eqs, credential):
+def queues(eqs, credential, arm_template):
     print("Storage Queue <-> eqs")
     service = QueueServiceClient(os.environ["EXO_AZURITE_QUEUE_URL"], credential=credential)
     name = f"interop-{RUN}"
@@ -67,7 +69,67 @@ def queues(eqs, credential):
     check(bodies == ["plain text from the Azure SDK ✓".encode()], "a plain message sent natively reaches eqs byte-exact")
     for m in received.get("messages", []):
         call("POST", f"{eqs}/api/v1/queues/{name}/messages/ack", {"receipt": m["receipt"]})
+
+    # Foreign texts: whitespace kept, padded envelopes read, broken envelopes marked, never dropped.
+    pad = lambda data: base64.urlsafe_b64encode(data).decode()
+    sent = {
+        '{"a": 1}\n': ('{"a": 1}\n'.encode(), {}),
+        "  indented": (b"  indented", {}),
+        "exo1." + pad(b"hi") + ".a" + pad(b"k") + "=" + pad(b"v"): (b"hi", {"k": "v"}),
+    }
+    for text in sent:
+        native.send_message(text)
+    native.send_message("exo1.!!broken")
+    got = {}
+    for _ in range(10):
+        out = call("POST", f"{eqs}/api/v1/queues/{name}/messages/receive", {"maxMessages": 10, "waitSeconds": 1})
+        for m in out.get("messages", []):
+            got[base64.b64decode(m.get("body", ""))] = m.get("attributes", {})
+            call("POST", f"{eqs}/api/v1/queues/{name}/messages/ack", {"receipt": m["receipt"]})
+        if len(got) == 4:
+            break
+    for text, (body, attributes) in sent.items():
+        check(got.get(body) == attributes, f"native text {text!r} reaches eqs byte-exact")
+    check("not an ExoFlow envelope" in got.get(b"exo1.!!broken", {}).get("exo.undecodable", ""),
+          "a broken envelope is delivered as stored, marked exo.undecodable")
     call("DELETE", f"{eqs}/api/v1/queues/{name}")
+
+    # Queues made beforehand: bare (az storage queue create) and as the ARM template renders them.
+    bare = f"interop-bare-{RUN}"
+    service.create_queue(bare)
+    info = call("GET", f"{eqs}/api/v1/queues/{bare}")["info"]["options"]
+    check(info.get("visibilityTimeoutSeconds") == 30 and info.get("retentionSeconds") == 345600,
+          "a queue made without eqs's metadata has the contract's defaults")
+    call("POST", f"{eqs}/api/v1/queues/{bare}/messages", {"message": {"body": b64(b"kept")}})
+    time.sleep(2)
+    first = call("POST", f"{eqs}/api/v1/queues/{bare}/messages/receive", {"maxMessages": 10, "waitSeconds": 1})
+    again = call("POST", f"{eqs}/api/v1/queues/{bare}/messages/receive", {"maxMessages": 10, "waitSeconds": 1})
+    check([base64.b64decode(m["body"]) for m in first.get("messages", [])] == [b"kept"],
+          "a message sent to it outlives a second (no 1 s TTL)")
+    check(not again.get("messages"), "a received message stays hidden for the visibility timeout")
+    created = call("POST", f"{eqs}/api/v1/queues",
+                   {"name": bare, "options": {"visibilityTimeoutSeconds": 45, "retentionSeconds": 3600}})
+    check(created.get("created") is not True and created["info"]["options"].get("visibilityTimeoutSeconds") == 45,
+          "creating it through eqs adopts it with the requested options")
+    check(service.get_queue_client(bare).get_queue_properties().metadata.get("exovisibility") == "45",
+          "and records them in its metadata")
+    service.delete_queue(bare)
+    if arm_template:
+        with open(arm_template) as f:
+            template = json.load(f)
+        for resource in template["resources"]:
+            if resource["type"].endswith("/queueServices/queues"):
+                name = f"interop-arm-{RUN}"
+                metadata = resource["properties"]["metadata"]
+                service.create_queue(name, metadata=metadata)
+                options = call("GET", f"{eqs}/api/v1/queues/{name}")["info"]["options"]
+                check(options.get("visibilityTimeoutSeconds") == int(metadata["exovisibility"])
+                      and options.get("retentionSeconds") == 345600,
+                      f"a queue as the ARM template creates it ({resource['name']}) has the manifest's options")
+                service.delete_queue(name)
+                break
+        else:
+            check(False, f"the ARM template {arm_template} creates a queue")
 
 
 def objects(eos, eos_pid, credential, large_mib):
@@ -130,9 +192,10 @@ def main():
     parser.add_argument("--eos-pid", required=True, type=int)
     parser.add_argument("--ekv", required=True)
     parser.add_argument("--large-mib", type=int, default=100)
+    parser.add_argument("--arm-template", help="a template from exo deploy render: its queues are made natively")
     args = parser.parse_args()
     credential = AzureNamedKeyCredential(ACCOUNT, os.environ["EXO_TEST_AZURE_KEY"])
-    queues(args.eqs, credential)
+    queues(args.eqs, credential, args.arm_template)
     objects(args.eos, args.eos_pid, credential, args.large_mib)
     items(args.ekv, credential)
     finish()

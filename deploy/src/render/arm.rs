@@ -86,11 +86,23 @@ pub fn render(m: &Manifest) -> Files {
         r
     };
     for q in &m.queues {
+        // The options as eqs's azure-queue keeps them (queue metadata), so the proxy finds the
+        // queue exactly as if it had made it.
+        let (max_receives, dead_letter) = match (&q.dead_letter, q.max_receives) {
+            (Some(dlq), Some(n)) => (n, dlq.as_str()),
+            _ => (0, "-"),
+        };
         resources.push(nested(
             "queue",
             "queueServices/queues",
             format!("{}-{}", m.name, q.name),
-            Value::Null,
+            json!({ "metadata": {
+                "exovisibility": q.visibility_timeout.unwrap_or(30).to_string(),
+                "exoretention": "345600",
+                "exodelay": "0",
+                "exomaxreceives": max_receives.to_string(),
+                "exodeadletter": dead_letter,
+            } }),
         ));
     }
     for b in &m.buckets {

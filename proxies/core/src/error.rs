@@ -127,6 +127,16 @@ impl ExoError {
     }
 }
 
+/// A readiness probe's verdict from a cheap listing call: answered, or refused only for lack
+/// of permission (an app role or SAS need not be allowed to list) means reachable and
+/// authenticated; anything else, a wrong key or signature included, means not ready.
+pub fn readiness(probe: ExoResult<()>) -> ExoResult<()> {
+    match probe {
+        Err(err) if err.reason == ErrorReason::PermissionDenied => Ok(()),
+        other => other,
+    }
+}
+
 /// Whether a reason is worth retrying by default.
 pub fn default_retryable(reason: ErrorReason) -> bool {
     matches!(

@@ -37,6 +37,16 @@ pub const DEFAULT_VISIBILITY_SECONDS: u32 = 30;
 /// Default retention when a queue does not set one (4 days, as SQS).
 pub const DEFAULT_RETENTION_SECONDS: u32 = 4 * 24 * 3600;
 
+/// Attribute the proxy adds to a received message whose stored form it could not decode (a
+/// foreign producer's malformed envelope, say): the body is then the stored text's bytes as they
+/// are, and the value says why. Such a message never blocks the others in the queue; a consumer
+/// that cannot use it acks it (or lets it reach the dead-letter queue).
+pub const UNDECODABLE_ATTRIBUTE: &str = "exo.undecodable";
+/// Attribute the proxy adds when a foreign producer set binary attributes (SQS `Binary`): it
+/// lists their names, comma-separated and sorted; each such value is delivered base64 (standard
+/// alphabet, padded), since contract attributes are text.
+pub const BASE64_ATTRIBUTES: &str = "exo.base64-attributes";
+
 /// What a receive asks of the backend, already validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReceiveParams {

@@ -27,7 +27,7 @@ use azure_data_tables::{IfMatchCondition, prelude::*};
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use exo_azure::{AzureSettings, Service, map_error, service_code};
 use exo_proto::{common::v1::ErrorReason, kv::v1 as pb};
-use exo_proxy_core::{ExoError, ExoResult, now_ms};
+use exo_proxy_core::{ExoError, ExoResult, now_ms, readiness};
 use futures::StreamExt as _;
 use serde_json::{Map, Value, json};
 
@@ -215,9 +215,7 @@ impl KeyValue for AzureTableKv {
     async fn ready(&self) -> ExoResult<()> {
         let mut pages = self.service.list().into_stream();
         match pages.next().await {
-            Some(Err(err)) if !matches!(service_code(&err), Some((403, _))) => {
-                Err(map_error("azure-table", "QueryTables", &err))
-            }
+            Some(Err(err)) => readiness(Err(map_error("azure-table", "QueryTables", &err))),
             _ => Ok(()),
         }
     }

@@ -33,7 +33,7 @@ use aws_sdk_dynamodb::{
 };
 use exo_aws::{AwsSettings, map_error, service_code};
 use exo_proto::{common::v1::ErrorReason, kv::v1 as pb};
-use exo_proxy_core::{ExoError, ExoResult, now_ms};
+use exo_proxy_core::{ExoError, ExoResult, now_ms, readiness};
 
 use crate::{
     backend::KeyValue,
@@ -193,12 +193,8 @@ impl KeyValue for DynamoKv {
     }
 
     async fn ready(&self) -> ExoResult<()> {
-        match self.client.list_tables().limit(1).send().await {
-            Ok(_) => Ok(()),
-            // Reachable and authenticated; an app role need not be allowed to list tables.
-            Err(err) if service_code(&err).is_some_and(|(_, status)| status == 403) => Ok(()),
-            Err(err) => Err(map_error("dynamodb", "ListTables", err)),
-        }
+        let probe = self.client.list_tables().limit(1).send().await;
+        readiness(probe.map(|_| ()).map_err(|err| map_error("dynamodb", "ListTables", err)))
     }
 
     async fn create_table(&self, table: &TableName) -> ExoResult<bool> {

@@ -37,7 +37,7 @@ use azure_storage_blobs::{
 use bytes::Bytes;
 use exo_azure::{AzureSettings, Service, map_error, service_code};
 use exo_proto::{common::v1::ErrorReason, object::v1 as pb};
-use exo_proxy_core::{ExoError, ExoResult};
+use exo_proxy_core::{ExoError, ExoResult, readiness};
 use futures::StreamExt as _;
 
 use crate::{
@@ -331,9 +331,7 @@ impl ObjectStore for AzureBlobs {
     async fn ready(&self) -> ExoResult<()> {
         let mut pages = self.service.list_containers().max_results(std::num::NonZeroU32::MIN).into_stream();
         match pages.next().await {
-            Some(Err(err)) if !matches!(service_code(&err), Some((403, _))) => {
-                Err(map_error("azure-blob", "ListContainers", &err))
-            }
+            Some(Err(err)) => readiness(Err(map_error("azure-blob", "ListContainers", &err))),
             _ => Ok(()),
         }
     }

@@ -30,7 +30,7 @@ use aws_sdk_s3::{
 use bytes::Bytes;
 use exo_aws::{AwsSettings, map_error, service_code};
 use exo_proto::{common::v1::ErrorReason, object::v1 as pb};
-use exo_proxy_core::{ExoError, ExoResult, now_ms};
+use exo_proxy_core::{ExoError, ExoResult, now_ms, readiness};
 
 use crate::{
     backend::ObjectStore,
@@ -381,12 +381,8 @@ impl ObjectStore for S3Objects {
     }
 
     async fn ready(&self) -> ExoResult<()> {
-        match self.client.list_buckets().max_buckets(1).send().await {
-            Ok(_) => Ok(()),
-            // Reachable and authenticated; an app role need not be allowed to list buckets.
-            Err(err) if service_code(&err).is_some_and(|(_, status)| status == 403) => Ok(()),
-            Err(err) => Err(map_error("s3", "ListBuckets", err)),
-        }
+        let probe = self.client.list_buckets().max_buckets(1).send().await;
+        readiness(probe.map(|_| ()).map_err(|err| map_error("s3", "ListBuckets", err)))
     }
 
     async fn create_bucket(&self, bucket: &BucketName) -> ExoResult<bool> {

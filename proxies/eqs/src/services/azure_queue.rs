@@ -38,15 +38,21 @@ use async_trait::async_trait;
 use azure_core::{Context, Method, headers::Headers, prelude::Metadata};
 use azure_storage::{CloudLocation, StorageCredentials, clients::ServiceType};
 use azure_storage_queues::{QueueClient, QueueServiceClient, prelude::*};
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use base64::{
+    Engine as _,
+    engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig, general_purpose::URL_SAFE_NO_PAD},
+};
 use exo_azure::{AzureSettings, Service, map_error, service_code};
 use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
-use exo_proxy_core::{ExoError, ExoResult, now_ms};
+use exo_proxy_core::{ExoError, ExoResult, now_ms, readiness};
 use futures::StreamExt as _;
 
 use crate::{
     backend::Queue,
-    model::{Capability, Descriptor, QueueName, ReceiveParams, queue_not_found, stale_receipt},
+    model::{
+        Capability, DEFAULT_RETENTION_SECONDS, DEFAULT_VISIBILITY_SECONDS, Descriptor, QueueName,
+        ReceiveParams, UNDECODABLE_ATTRIBUTE, queue_not_found, stale_receipt,
+    },
     services::{already_exists, dead_letter_missing, existing_queue},
 };
 
@@ -89,29 +95,63 @@ impl Envelope {
         text
     }
 
-    /// A stored text back into a message; a native producer's plain text is its own body.
+    /// A stored text back into a message. A native producer's plain text is its own body; a text
+    /// that starts like an envelope but is not one is delivered as its bytes, marked
+    /// [`UNDECODABLE_ATTRIBUTE`], so it never blocks the queue. Base64url is accepted with or
+    /// without padding (Python's `urlsafe_b64encode` pads).
     fn decode(text: &str) -> Self {
-        let plain =
-            || Envelope { body: text.as_bytes().to_vec(), attributes: HashMap::new(), original_id: None };
-        let Some(rest) = text.strip_prefix(ENVELOPE) else { return plain() };
+        let Some(rest) = text.strip_prefix(ENVELOPE) else {
+            return Envelope {
+                body: text.as_bytes().to_vec(),
+                attributes: HashMap::new(),
+                original_id: None,
+            };
+        };
+        Self::decode_envelope(rest).unwrap_or_else(|why| Envelope {
+            body: text.as_bytes().to_vec(),
+            attributes: [(
+                UNDECODABLE_ATTRIBUTE.to_owned(),
+                format!("the text starts with '{ENVELOPE}' but is not an ExoFlow envelope: {why}"),
+            )]
+            .into(),
+            original_id: None,
+        })
+    }
+
+    fn decode_envelope(rest: &str) -> Result<Self, String> {
+        let bytes = |part: &str, what: &str| {
+            BASE64URL_ANY_PADDING.decode(part).map_err(|e| format!("{what} is not base64url ({e})"))
+        };
+        let text = |part: &str, what: &str| {
+            String::from_utf8(bytes(part, what)?).map_err(|_| format!("{what} is not UTF-8"))
+        };
         let mut parts = rest.split('.');
-        let Some(Ok(body)) = parts.next().map(|b| URL_SAFE_NO_PAD.decode(b)) else { return plain() };
+        let body = bytes(parts.next().unwrap_or_default(), "the body")?;
         let mut envelope = Envelope { body, attributes: HashMap::new(), original_id: None };
-        let text_of = |b64: &str| URL_SAFE_NO_PAD.decode(b64).ok().and_then(|v| String::from_utf8(v).ok());
         for part in parts {
             if let Some(pair) = part.strip_prefix('a') {
-                let Some((name, value)) = pair.split_once('=') else { return plain() };
-                let (Some(name), Some(value)) = (text_of(name), text_of(value)) else { return plain() };
+                // With padded base64 the separator is the '=' after the name's padding: take the
+                // first split at which both sides decode.
+                let (name, value) = pair
+                    .match_indices('=')
+                    .find_map(|(at, _)| Some((text(&pair[..at], "").ok()?, text(&pair[at + 1..], "").ok()?)))
+                    .ok_or("an attribute is not base64url name '=' base64url value")?;
                 envelope.attributes.insert(name, value);
             } else if let Some(id) = part.strip_prefix('i') {
-                envelope.original_id = text_of(id);
+                envelope.original_id = Some(text(id, "the original id")?);
             } else {
-                return plain();
+                return Err(format!("unknown part '{}'", part.chars().take(16).collect::<String>()));
             }
         }
-        envelope
+        Ok(envelope)
     }
 }
+
+/// Base64url that decodes with or without `=` padding (the proxy writes none).
+const BASE64URL_ANY_PADDING: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 /// Queue options as Azure metadata.
 fn options_metadata(options: &pb::QueueOptions, created_at_ms: u64) -> Metadata {
@@ -127,21 +167,35 @@ fn options_metadata(options: &pb::QueueOptions, created_at_ms: u64) -> Metadata 
     metadata
 }
 
-fn options_of(metadata: &Metadata) -> (pb::QueueOptions, u64) {
-    let text =
-        |key: &str| metadata.get(key).map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
-    let number = |key: &str| text(key).parse::<u32>().unwrap_or_default();
-    let dead_letter = text("exodeadletter");
-    (
-        pb::QueueOptions {
-            visibility_timeout_seconds: Some(number("exovisibility")),
-            retention_seconds: number("exoretention"),
-            delay_seconds: number("exodelay"),
-            max_receives: number("exomaxreceives"),
+/// A queue's options and creation time from its metadata. A queue made outside ExoFlow (by an
+/// ARM template, `az storage queue create`, a native SDK) has none of it: each missing key is the
+/// contract's default, never zero (a zero retention would give every message a 1 s life).
+fn options_of(metadata: &Metadata) -> QueueMetadata {
+    let text = |key: &str| metadata.get(key).map(|v| String::from_utf8_lossy(&v).into_owned());
+    let number = |key: &str, default: u32| text(key).and_then(|v| v.parse::<u32>().ok()).unwrap_or(default);
+    let dead_letter = text("exodeadletter").unwrap_or_default();
+    QueueMetadata {
+        options: pb::QueueOptions {
+            visibility_timeout_seconds: Some(number("exovisibility", DEFAULT_VISIBILITY_SECONDS)),
+            retention_seconds: number("exoretention", DEFAULT_RETENTION_SECONDS),
+            delay_seconds: number("exodelay", 0),
+            max_receives: number("exomaxreceives", 0),
             dead_letter_queue: if dead_letter == "-" { String::new() } else { dead_letter },
         },
-        text("exocreated").parse().unwrap_or_default(),
-    )
+        created_at_ms: text("exocreated").and_then(|v| v.parse().ok()).unwrap_or_default(),
+        foreign: text("exovisibility").is_none(),
+        total: 0,
+    }
+}
+
+/// What Get Queue Metadata tells about a queue.
+struct QueueMetadata {
+    options: pb::QueueOptions,
+    created_at_ms: u64,
+    /// Made outside ExoFlow: no options in its metadata (the defaults apply).
+    foreign: bool,
+    /// Azure's approximate message count (visible and invisible).
+    total: usize,
 }
 
 fn queue_error(queue: &str, operation: &str, err: &azure_core::Error) -> ExoError {
@@ -182,6 +236,79 @@ fn decode_receipt<'a>(receipt: &'a str, queue: &QueueName) -> ExoResult<(&'a str
         return Err(invalid("not a receipt token".into()));
     }
     Ok((id, pop))
+}
+
+/// One message of a Get Messages answer, its text exactly as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ReceivedText {
+    message_id: String,
+    pop_receipt: String,
+    inserted_at_ms: u64,
+    dequeue_count: u32,
+    text: String,
+}
+
+/// Reads a `QueueMessagesList` keeping every character of `MessageText` (whitespace included).
+fn parse_messages(xml: &[u8]) -> azure_core::Result<Vec<ReceivedText>> {
+    use quick_xml::events::Event;
+    let invalid = |why: String| {
+        azure_core::Error::message(
+            azure_core::error::ErrorKind::DataConversion,
+            format!("Get Messages answered XML the proxy cannot read: {why}"),
+        )
+    };
+    let xml = std::str::from_utf8(xml.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(xml))
+        .map_err(|_| invalid("not UTF-8".into()))?;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut messages = Vec::new();
+    let mut fields: HashMap<String, String> = HashMap::new();
+    let mut element: Option<String> = None;
+    loop {
+        match reader.read_event().map_err(|e| invalid(e.to_string()))? {
+            Event::Start(start) => {
+                let tag = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
+                if tag == "QueueMessage" {
+                    fields.clear();
+                }
+                element = Some(tag);
+            }
+            Event::Text(text) => {
+                if let Some(tag) = &element {
+                    let text = text.unescape().map_err(|e| invalid(e.to_string()))?;
+                    fields.entry(tag.clone()).or_default().push_str(&text);
+                }
+            }
+            Event::CData(data) => {
+                if let Some(tag) = &element {
+                    let text = String::from_utf8(data.into_inner().into_owned())
+                        .map_err(|_| invalid("CDATA is not UTF-8".into()))?;
+                    fields.entry(tag.clone()).or_default().push_str(&text);
+                }
+            }
+            Event::End(end) => {
+                element = None;
+                if end.local_name().as_ref() == b"QueueMessage" {
+                    let mut take = |key: &str| fields.remove(key).unwrap_or_default();
+                    let inserted = take("InsertionTime");
+                    let message = ReceivedText {
+                        message_id: take("MessageId"),
+                        pop_receipt: take("PopReceipt"),
+                        inserted_at_ms: azure_core::date::parse_rfc1123(inserted.trim())
+                            .map(|t| (t.unix_timestamp_nanos() / 1_000_000).max(0) as u64)
+                            .unwrap_or_default(),
+                        dequeue_count: take("DequeueCount").trim().parse().unwrap_or_default(),
+                        text: take("MessageText"),
+                    };
+                    if message.message_id.is_empty() || message.pop_receipt.is_empty() {
+                        return Err(invalid("a message without id or pop receipt".into()));
+                    }
+                    messages.push(message);
+                }
+            }
+            Event::Eof => return Ok(messages),
+            _ => {}
+        }
+    }
 }
 
 /// The Azure Storage Queue backend.
@@ -270,7 +397,7 @@ impl AzureQueue {
                 return Ok(options.clone());
             }
         }
-        Ok(self.metadata(name).await?.0)
+        Ok(self.metadata(name).await?.options)
     }
 
     fn forget_options(&self, name: &QueueName) {
@@ -285,22 +412,23 @@ impl AzureQueue {
         result
     }
 
-    async fn metadata(&self, name: &QueueName) -> ExoResult<(pb::QueueOptions, u64, usize)> {
+    async fn metadata(&self, name: &QueueName) -> ExoResult<QueueMetadata> {
         let out = self
             .client(name.as_str())
             .get_metadata()
             .await
             .map_err(|e| queue_error(name.as_str(), "GetQueueMetadata", &e))?;
-        let (options, created) = options_of(&out.metadata);
+        let mut metadata = options_of(&out.metadata);
+        metadata.total = out.approximate_messages_count;
         self.options
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), (options.clone(), Instant::now()));
-        Ok((options, created, out.approximate_messages_count))
+            .insert(name.to_string(), (metadata.options.clone(), Instant::now()));
+        Ok(metadata)
     }
 
     async fn info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
-        let (options, created_at_ms, total) = self.metadata(name).await?;
+        let QueueMetadata { options, created_at_ms, total, .. } = self.metadata(name).await?;
         // Azure counts only the total; peeking (up to 32) sees the visible ones.
         let peeked = self
             .client(name.as_str())
@@ -375,6 +503,30 @@ impl AzureQueue {
             })
     }
 
+    /// Get Messages, sent and parsed here: the crate's XML reading trims the message text, and
+    /// bodies must arrive byte-exact (a native `'  indented\n'` included).
+    async fn get_messages(
+        &self,
+        name: &QueueName,
+        count: u32,
+        visibility: u32,
+    ) -> azure_core::Result<Vec<ReceivedText>> {
+        let mut url = self.client(name.as_str()).url()?;
+        url.path_segments_mut()
+            .map_err(|_| {
+                azure_core::Error::message(azure_core::error::ErrorKind::Other, "queue URL cannot be a base")
+            })?
+            .push("messages");
+        url.query_pairs_mut()
+            .append_pair("numofmessages", &count.to_string())
+            .append_pair("visibilitytimeout", &visibility.to_string());
+        let mut request = azure_storage::clients::finalize_request(url, Method::Get, Headers::new(), None)?;
+        let mut context = Context::new();
+        let response = self.pipeline.send(context.insert(ServiceType::Queue), &mut request).await?;
+        let body = response.into_body().collect().await?;
+        parse_messages(&body)
+    }
+
     async fn receive_once(
         &self,
         name: &QueueName,
@@ -383,20 +535,18 @@ impl AzureQueue {
         visibility: u32,
     ) -> ExoResult<Vec<pb::Message>> {
         let client = self.client(name.as_str());
-        let out = client
-            .get_messages()
-            .number_of_messages(max.min(AZURE_BATCH) as u8)
-            .visibility_timeout(Duration::from_secs(u64::from(visibility.max(1))))
+        let messages = self
+            .get_messages(name, max.min(AZURE_BATCH), visibility.max(1))
             .await
             .map_err(|e| queue_error(name.as_str(), "GetMessages", &e))?;
-        let mut delivered = Vec::with_capacity(out.messages.len());
-        for m in out.messages {
-            let dequeue_count = m.dequeue_count as u32;
+        let mut delivered = Vec::with_capacity(messages.len());
+        for m in messages {
+            let dequeue_count = m.dequeue_count;
             if options.max_receives > 0 && dequeue_count > options.max_receives {
                 self.dead_letter(name, options, &client, m).await?;
                 continue;
             }
-            let envelope = Envelope::decode(&m.message_text);
+            let envelope = Envelope::decode(&m.text);
             // Azure hides a received message for at least 1 s: release it at once for a 0 s
             // visibility (the release issues the pop receipt the caller must use).
             let pop_receipt = if visibility == 0 {
@@ -412,7 +562,7 @@ impl AzureQueue {
                 body: envelope.body,
                 attributes: envelope.attributes,
                 dequeue_count,
-                enqueued_at_ms: (m.insertion_time.unix_timestamp_nanos() / 1_000_000).max(0) as u64,
+                enqueued_at_ms: m.inserted_at_ms,
             });
         }
         Ok(delivered)
@@ -424,11 +574,19 @@ impl AzureQueue {
         name: &QueueName,
         options: &pb::QueueOptions,
         source: &QueueClient,
-        m: azure_storage_queues::operations::Message,
+        m: ReceivedText,
     ) -> ExoResult<()> {
         let target = &options.dead_letter_queue;
-        let mut envelope = Envelope::decode(&m.message_text);
-        envelope.original_id.get_or_insert_with(|| m.message_id.clone());
+        // A text that is not a valid envelope moves unchanged (it is evidence); others keep
+        // their original id.
+        let text = match m.text.strip_prefix(ENVELOPE).map(Envelope::decode_envelope) {
+            Some(Err(_)) => m.text.clone(),
+            _ => {
+                let mut envelope = Envelope::decode(&m.text);
+                envelope.original_id.get_or_insert_with(|| m.message_id.clone());
+                envelope.encode()
+            }
+        };
         let dlq = self.client(target);
         let retention = match QueueName::parse("queue", target, "dead_letter_queue") {
             Ok(target_name) => self.options(&target_name).await.map(|o| o.retention_seconds),
@@ -444,18 +602,21 @@ impl AzureQueue {
             }
             Err(err) => return Err(err),
         };
-        dlq.put_message(envelope.encode())
+        dlq.put_message(text)
             .ttl(Duration::from_secs(u64::from(retention.max(1))))
             .await
             .map_err(|e| queue_error(target, "PutMessage", &e))?;
         // Moved: now remove it from the source. If this fails, the message reappears after its
         // visibility timeout and is moved again (at least once, never lost).
-        source.pop_receipt_client(m).delete().await.map(|_| ()).or_else(|e| {
-            match Self::receipt_error(name, "DeleteMessage", &e) {
+        source
+            .pop_receipt_client(PopReceipt::new(m.message_id, m.pop_receipt))
+            .delete()
+            .await
+            .map(|_| ())
+            .or_else(|e| match Self::receipt_error(name, "DeleteMessage", &e) {
                 None => Ok(()),
                 Some(err) => Err(err),
-            }
-        })
+            })
     }
 }
 
@@ -468,10 +629,7 @@ impl Queue for AzureQueue {
     async fn ready(&self) -> ExoResult<()> {
         let mut pages = self.service.list_queues().max_results(std::num::NonZeroU32::MIN).into_stream();
         match pages.next().await {
-            // Reachable and authenticated; a SAS need not allow listing.
-            Some(Err(err)) if !matches!(service_code(&err), Some((403, _))) => {
-                Err(map_error("azure-queue", "ListQueues", &err))
-            }
+            Some(Err(err)) => readiness(Err(map_error("azure-queue", "ListQueues", &err))),
             _ => Ok(()),
         }
     }
@@ -481,9 +639,6 @@ impl Queue for AzureQueue {
         name: &QueueName,
         options: &pb::QueueOptions,
     ) -> ExoResult<(bool, pb::QueueInfo)> {
-        if let Some(existing) = existing_queue(self.info(name).await, name, options)? {
-            return Ok(existing);
-        }
         if !options.dead_letter_queue.is_empty() {
             let target = QueueName::parse("queue", &options.dead_letter_queue, "options.dead_letter_queue")?;
             match self.metadata(&target).await {
@@ -492,6 +647,24 @@ impl Queue for AzureQueue {
                 }
                 other => other.map(|_| ())?,
             }
+        }
+        // A queue made outside ExoFlow (an ARM template, the portal, a native SDK) is adopted:
+        // the requested options become its metadata, its messages stay.
+        match self.metadata(name).await {
+            Ok(found) if found.foreign => {
+                self.client(name.as_str())
+                    .set_metadata(options_metadata(options, now_ms()))
+                    .await
+                    .map_err(|e| queue_error(name.as_str(), "SetQueueMetadata", &e))?;
+                self.forget_options(name);
+                tracing::info!(queue = %name, "adopted a queue made outside ExoFlow");
+                return Ok((false, self.info(name).await?));
+            }
+            Err(err) if err.reason != ErrorReason::QueueNotFound => return Err(err),
+            _ => {}
+        }
+        if let Some(existing) = existing_queue(self.info(name).await, name, options)? {
+            return Ok(existing);
         }
         let result = self.client(name.as_str()).create().metadata(options_metadata(options, now_ms())).await;
         if let Err(err) = result {
@@ -670,6 +843,57 @@ mod tests {
         let native = Envelope::decode("hello from a native producer");
         assert_eq!(native.body, b"hello from a native producer");
         assert!(native.attributes.is_empty());
+    }
+
+    #[test]
+    fn padded_envelopes_decode_and_broken_ones_are_marked_not_dropped() {
+        // Python's urlsafe_b64encode pads: "hi" → "aGk=".
+        let padded = Envelope::decode("exo1.aGk=.aaw===dg==");
+        assert_eq!(padded.body, b"hi");
+        assert_eq!(padded.attributes, [("k".to_owned(), "v".to_owned())].into());
+        for broken in ["exo1.!!!", "exo1.aGk.zzz", "exo1.aGk.anoequals"] {
+            let got = Envelope::decode(broken);
+            assert_eq!(got.body, broken.as_bytes(), "{broken}: delivered as stored");
+            assert!(got.attributes[UNDECODABLE_ATTRIBUTE].contains("not an ExoFlow envelope"), "{broken}");
+        }
+    }
+
+    #[test]
+    fn message_text_keeps_its_whitespace() {
+        let xml = "\u{feff}<?xml version=\"1.0\" encoding=\"utf-8\"?><QueueMessagesList>\
+            <QueueMessage><MessageId>m1</MessageId><InsertionTime>Mon, 27 Jun 2022 13:38:48 GMT</InsertionTime>\
+            <ExpirationTime>Mon, 04 Jul 2022 13:38:48 GMT</ExpirationTime><PopReceipt>p1</PopReceipt>\
+            <TimeNextVisible>Mon, 27 Jun 2022 13:38:53 GMT</TimeNextVisible><DequeueCount>2</DequeueCount>\
+            <MessageText>  {&quot;a&quot;: 1}&#xD;\n</MessageText></QueueMessage>\
+            <QueueMessage><MessageId>m2</MessageId><PopReceipt>p2</PopReceipt><DequeueCount>1</DequeueCount>\
+            <MessageText></MessageText></QueueMessage></QueueMessagesList>";
+        let messages = parse_messages(xml.as_bytes()).unwrap();
+        assert_eq!(messages.len(), 2);
+        assert_eq!(messages[0].text, "  {\"a\": 1}\r\n");
+        assert_eq!((messages[0].message_id.as_str(), messages[0].pop_receipt.as_str()), ("m1", "p1"));
+        assert_eq!(messages[0].dequeue_count, 2);
+        assert_eq!(messages[0].inserted_at_ms, 1_656_337_128_000);
+        assert_eq!(messages[1].text, "");
+        assert!(parse_messages(b"<QueueMessagesList><QueueMessage><MessageText>x</MessageText></QueueMessage></QueueMessagesList>").is_err());
+    }
+
+    #[test]
+    fn a_queue_without_exoflow_metadata_has_the_contract_defaults() {
+        let found = options_of(&Metadata::new());
+        assert!(found.foreign);
+        assert_eq!(found.options.visibility_timeout_seconds, Some(DEFAULT_VISIBILITY_SECONDS));
+        assert_eq!(found.options.retention_seconds, DEFAULT_RETENTION_SECONDS);
+        let ours = options_of(&options_metadata(
+            &pb::QueueOptions {
+                visibility_timeout_seconds: Some(5),
+                retention_seconds: 60,
+                ..Default::default()
+            },
+            7,
+        ));
+        assert!(!ours.foreign);
+        assert_eq!((ours.options.visibility_timeout_seconds, ours.options.retention_seconds), (Some(5), 60));
+        assert_eq!(ours.created_at_ms, 7);
     }
 
     #[test]

@@ -38,11 +38,14 @@ use aws_sdk_sqs::{
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use exo_aws::{AwsSettings, map_error, service_code};
 use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
-use exo_proxy_core::{ExoError, ExoResult};
+use exo_proxy_core::{ExoError, ExoResult, readiness};
 
 use crate::{
     backend::Queue,
-    model::{Capability, Descriptor, QueueName, ReceiveParams, queue_not_found},
+    model::{
+        BASE64_ATTRIBUTES, Capability, DEFAULT_RETENTION_SECONDS, DEFAULT_VISIBILITY_SECONDS, Descriptor,
+        QueueName, ReceiveParams, UNDECODABLE_ATTRIBUTE, queue_not_found,
+    },
     services::{already_exists, dead_letter_missing, existing_queue},
 };
 
@@ -133,17 +136,19 @@ fn sqs_text_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
-/// A received SQS body back to the bytes that were sent.
-fn decode_body(body: &str, encoding: Option<&str>) -> ExoResult<Vec<u8>> {
+/// A received SQS body back to the bytes that were sent; `Err` says why it cannot be (a foreign
+/// producer's message marked with an encoding it does not follow).
+fn decode_body(body: &str, encoding: Option<&str>) -> Result<Vec<u8>, String> {
     match encoding {
         None => Ok(body.as_bytes().to_vec()),
         Some("empty") => Ok(Vec::new()),
-        Some("base64") => STANDARD.decode(body).map_err(|_| {
-            ExoError::internal(
-                "a message marked exo.encoding=base64 does not hold base64; it was not sent by ExoFlow",
-            )
+        Some("base64") => STANDARD.decode(body).map_err(|e| {
+            format!("marked {ENCODING_ATTRIBUTE}=base64 but the body is not standard base64 ({e})")
         }),
-        Some(other) => Err(ExoError::internal(format!("a message has an unknown exo.encoding {other:?}"))),
+        Some(other) => Err(format!(
+            "marked with an unknown {ENCODING_ATTRIBUTE} '{}'",
+            other.chars().take(64).collect::<String>()
+        )),
     }
 }
 
@@ -243,8 +248,9 @@ impl SqsQueue {
     }
 
     fn options_of(&self, attributes: &HashMap<QueueAttributeName, String>) -> pb::QueueOptions {
-        let number = |key: QueueAttributeName| {
-            attributes.get(&key).and_then(|v| v.parse::<u32>().ok()).unwrap_or_default()
+        // SQS reports every attribute; a missing one is the contract's default, never zero.
+        let number = |key: QueueAttributeName, default: u32| {
+            attributes.get(&key).and_then(|v| v.parse::<u32>().ok()).unwrap_or(default)
         };
         let (max_receives, dead_letter_queue) = attributes
             .get(&QueueAttributeName::RedrivePolicy)
@@ -262,9 +268,12 @@ impl SqsQueue {
             })
             .unwrap_or_default();
         pb::QueueOptions {
-            visibility_timeout_seconds: Some(number(QueueAttributeName::VisibilityTimeout)),
-            retention_seconds: number(QueueAttributeName::MessageRetentionPeriod),
-            delay_seconds: number(QueueAttributeName::DelaySeconds),
+            visibility_timeout_seconds: Some(number(
+                QueueAttributeName::VisibilityTimeout,
+                DEFAULT_VISIBILITY_SECONDS,
+            )),
+            retention_seconds: number(QueueAttributeName::MessageRetentionPeriod, DEFAULT_RETENTION_SECONDS),
+            delay_seconds: number(QueueAttributeName::DelaySeconds, 0),
             max_receives,
             dead_letter_queue,
         }
@@ -371,15 +380,35 @@ impl SqsQueue {
             };
             let mut attributes = HashMap::new();
             let mut encoding = None;
+            let mut binary = Vec::new();
             for (key, value) in m.message_attributes.unwrap_or_default() {
-                let text = value.string_value.unwrap_or_default();
+                // A native producer's Binary attribute has no string value: carried as base64
+                // and named in BASE64_ATTRIBUTES, never as an empty string.
+                let text = match (value.string_value, value.binary_value) {
+                    (Some(text), _) => text,
+                    (None, Some(blob)) if !key.starts_with("exo.") => {
+                        binary.push(key.clone());
+                        STANDARD.encode(blob.as_ref())
+                    }
+                    _ => continue,
+                };
                 if key == ENCODING_ATTRIBUTE {
                     encoding = Some(text);
                 } else if !key.starts_with("exo.") {
                     attributes.insert(key, text);
                 }
             }
-            let body = decode_body(m.body.as_deref().unwrap_or(""), encoding.as_deref())?;
+            if !binary.is_empty() {
+                binary.sort();
+                attributes.insert(BASE64_ATTRIBUTES.to_owned(), binary.join(","));
+            }
+            let raw = m.body.as_deref().unwrap_or("");
+            // A body the proxy cannot decode is delivered as it is, marked, so one foreign
+            // message never blocks the queue (nor hides the good messages received with it).
+            let body = decode_body(raw, encoding.as_deref()).unwrap_or_else(|why| {
+                attributes.insert(UNDECODABLE_ATTRIBUTE.to_owned(), why);
+                raw.as_bytes().to_vec()
+            });
             let handle = m.receipt_handle.unwrap_or_default();
             messages.push(pb::Message {
                 message_id: m.message_id.unwrap_or_default(),
@@ -428,12 +457,8 @@ impl Queue for SqsQueue {
     }
 
     async fn ready(&self) -> ExoResult<()> {
-        match self.client.list_queues().max_results(1).send().await {
-            Ok(_) => Ok(()),
-            // Reachable and authenticated; a role need not be allowed to list queues.
-            Err(err) if service_code(&err).is_some_and(|(_, status)| status == 403) => Ok(()),
-            Err(err) => Err(map_error("sqs", "ListQueues", err)),
-        }
+        let probe = self.client.list_queues().max_results(1).send().await;
+        readiness(probe.map(|_| ()).map_err(|err| map_error("sqs", "ListQueues", err)))
     }
 
     async fn create_queue(
@@ -706,6 +731,8 @@ mod tests {
         }
         assert_eq!(encode_body(b"plain").1, None, "text stays readable for native consumers");
         assert_eq!(encode_body(b"a\x01b").1, Some("base64"), "control characters are not SQS text");
+        assert!(decode_body("not base64!", Some("base64")).unwrap_err().contains("not standard base64"));
+        assert!(decode_body("x", Some("rot13")).unwrap_err().contains("unknown exo.encoding"));
     }
 
     #[test]
