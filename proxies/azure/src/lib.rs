@@ -147,6 +147,14 @@ pub fn service_code(err: &azure_core::Error) -> Option<(u16, &str)> {
     err.as_http_error().map(|http| (u16::from(http.status()), http.error_code().unwrap_or("")))
 }
 
+/// Whether Azure's message says the request's signature or key was refused (as opposed to an
+/// authenticated caller lacking a permission).
+fn authentication_failed(err: &azure_core::Error) -> bool {
+    // Table errors carry the message in an OData body the crate does not read: its text does.
+    let says = |text: &str| text.contains("failed to authenticate");
+    err.as_http_error().is_some_and(|http| http.error_message().is_some_and(says) || says(&http.to_string()))
+}
+
 /// Maps a failed Azure call to the vocabulary. Callers handle their service's own codes first
 /// (QueueNotFound, ConditionNotMet, ...) and pass the rest here; `backend` names the service.
 pub fn map_error(backend: &str, operation: &str, err: &azure_core::Error) -> ExoError {
@@ -167,6 +175,9 @@ pub fn map_error(backend: &str, operation: &str, err: &azure_core::Error) -> Exo
                 (401, _) | (_, "AuthenticationFailed" | "InvalidAuthenticationInfo") => {
                     failed(ErrorReason::Unauthenticated, false, why)
                 }
+                // A wrong key or signature, where the code does not say so (Azurite's Blob and
+                // Table answer AuthorizationFailure): the message does.
+                (403, _) if authentication_failed(err) => failed(ErrorReason::Unauthenticated, false, why),
                 (403, _) => failed(ErrorReason::PermissionDenied, false, why),
                 _ => failed(ErrorReason::Internal, false, format!("unexpected answer: {why}")),
             }
