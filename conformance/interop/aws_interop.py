@@ -13,6 +13,7 @@ AWS settings (endpoint, region, keys) come from the environment, as for the prox
 
 import argparse
 import base64
+import hashlib
 import os
 import sys
 import urllib.parse
@@ -137,6 +138,13 @@ def objects(eos, eos_pid, large_mib):
     etag = s3.head_object(Bucket=bucket, Key="large.bin")["ETag"]
     check("-" in etag, f"as a multipart upload (ETag {etag})")
     s3.delete_object(Bucket=bucket, Key="large.bin")
+
+    # A body of exactly one part (8 MiB), sent with its length, is one PutObject: a plain MD5 ETag.
+    part = hashlib.sha256(b"one part").digest() * (8 * 1024 * 1024 // 32)
+    put_object(eos, bucket, "one-part.bin", part, "application/octet-stream", {})
+    etag = s3.head_object(Bucket=bucket, Key="one-part.bin")["ETag"].strip('"')
+    check(etag == hashlib.md5(part).hexdigest(), f"exactly one part size is a single PutObject (ETag {etag})")
+    s3.delete_object(Bucket=bucket, Key="one-part.bin")
 
 
 def items(ekv):

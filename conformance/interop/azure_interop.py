@@ -151,6 +151,25 @@ def objects(eos, eos_pid, credential, large_mib):
     check(body == b"native \x00 bytes", "a blob written natively is served by eos byte-exact")
     check(headers.get("x-exo-meta-origin") == "sdk", "with its metadata")
 
+    # Every listed key is readable, writable and deletable under that key, '%' included.
+    for name in ("inbox/file%20name.pdf", "inbox/100%25.txt", "inbox/a%5Cb"):
+        container.upload_blob(name, name.encode())
+    listed = call("GET", f"{eos}/api/v1/buckets/{bucket}/objects?prefix=inbox/")
+    keys = [o["key"] for o in listed.get("objects", [])]
+    check(sorted(keys) == sorted(["inbox/file%20name.pdf", "inbox/100%25.txt", "inbox/a\\b"]), f"native names list as keys: {keys}")
+    for key in keys:
+        body, _ = get_object(eos, bucket, key)
+        check(body in (b"inbox/file%20name.pdf", b"inbox/100%25.txt", b"inbox/a%5Cb"),
+              f"listed key {key!r} reads its blob")
+        put_object(eos, bucket, key, b"rewritten", "text/plain", {})
+        call("DELETE", f"{eos}/api/v1/buckets/{bucket}/objects/{urllib.parse.quote(key, safe='')}")
+    left = [b.name for b in container.list_blobs(name_starts_with="inbox/")]
+    check(left == [], f"writes and deletes through those keys hit the same blobs (left: {left})")
+    put_object(eos, bucket, "pct/50%25 off", b"x", "text/plain", {})
+    check([b.name for b in container.list_blobs(name_starts_with="pct/")] == ["pct/50%25 off"],
+          "a key with '%' written through eos is the same blob name natively")
+    check(get_object(eos, bucket, "pct/50%25 off")[0] == b"x", "and reads back under its own key")
+
     # Large object: streamed in, staged as blocks, streamed back.
     large = container.get_blob_client("large.bin")
     large_round_trip(

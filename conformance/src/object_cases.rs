@@ -234,6 +234,12 @@ pub fn object_cases() -> Vec<Case> {
             http_round_trip
         ),
         case!(
+            "http.range_unsatisfiable",
+            Some(Cap::RangeRead),
+            "HTTP Range starting at the size (or bytes=-0) is 416 with Content-Range: bytes */size (RFC 9110)",
+            http_range_unsatisfiable
+        ),
+        case!(
             "http.object_conditionals",
             None,
             "HTTP If-None-Match: * on an existing key is 412 problem+json; GET If-None-Match at the ETag is an empty 304",
@@ -1187,6 +1193,37 @@ async fn http_round_trip(ctx: Ctx) -> CaseOutcome {
     let length = head.headers().get("content-length").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     check!(head.status() == 200 && length == "10000", "HEAD: {} length {length:?}", head.status());
     check!(head.headers().get("x-exo-meta-color").is_some(), "HEAD lacks metadata headers");
+    Ok(())
+}
+
+async fn http_range_unsatisfiable(ctx: Ctx) -> CaseOutcome {
+    let b = ctx.bucket("httprange").await?;
+    let http = reqwest::Client::new();
+    let url = |key: &str| format!("{}/api/v1/buckets/{b}/objects/{key}", ctx.http_base);
+    ok(ctx.client.put_bytes(&b, "k", pattern(1000), PutOptions::default()).await, "put")?;
+    ok(ctx.client.put_bytes(&b, "empty", Vec::new(), PutOptions::default()).await, "put empty")?;
+    for (key, range, size) in [
+        ("k", "bytes=1000-", 1000),
+        ("k", "bytes=1000-2000", 1000),
+        ("k", "bytes=-0", 1000),
+        ("empty", "bytes=0-", 0),
+    ] {
+        let response =
+            http.get(url(key)).header("range", range).send().await.map_err(|e| format!("GET: {e}"))?;
+        let status = response.status();
+        let content_range =
+            response.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        check!(status == 416, "{range} on {size} bytes answered {status}, not 416");
+        check!(content_range == format!("bytes */{size}"), "{range}: Content-Range {content_range:?}");
+        let problem: serde_json::Value = response.json().await.map_err(|e| format!("problem body: {e}"))?;
+        check!(problem["reason"] == "RANGE_NOT_SATISFIABLE", "{range}: problem {problem}");
+    }
+    let last = http.get(url("k")).header("range", "bytes=999-").send().await.map_err(|e| e.to_string())?;
+    check!(last.status() == 206, "the last byte answered {}", last.status());
+    check!(
+        last.bytes().await.map_err(|e| e.to_string())?.as_ref() == &pattern(1000)[999..],
+        "last byte differs"
+    );
     Ok(())
 }
 

@@ -164,9 +164,32 @@ fn info_headers(info: &pb::ObjectInfo, headers: &mut HeaderMap) {
     }
 }
 
-fn download_response(download: crate::api::Download, ranged: bool) -> Response {
+fn download_response(download: crate::api::Download, range: Option<&pb::ByteRange>) -> Response {
     let info = download.header.info.clone().unwrap_or_default();
     let (offset, length) = (download.header.offset, download.header.length);
+    let mut ranged = range.is_some();
+    if ranged && length == 0 {
+        // RFC 9110 §14.1.1: an int-range is satisfiable only if it starts before the end, a
+        // suffix only if it is not empty (the contract's empty ranges are for gRPC). A suffix of an
+        // empty object is the whole (empty) object.
+        let empty_suffix = matches!(
+            range.and_then(|r| r.kind.as_ref()),
+            Some(pb::byte_range::Kind::Suffix(n)) if *n > 0
+        );
+        if !(empty_suffix && info.size == 0) {
+            let mut response = ExoError::new(
+                ErrorReason::RangeNotSatisfiable,
+                format!("the range selects no byte of the object's {} bytes", info.size),
+            )
+            .with_field("range")
+            .into_response();
+            if let Ok(value) = HeaderValue::try_from(format!("bytes */{}", info.size)) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return response;
+        }
+        ranged = false;
+    }
     let mut response = Response::new(Body::from_stream(download.body.map_err(std::io::Error::other)));
     info_headers(&info, response.headers_mut());
     let headers = response.headers_mut();
@@ -174,11 +197,7 @@ fn download_response(download: crate::api::Download, ranged: bool) -> Response {
         headers.insert(header::CONTENT_LENGTH, value);
     }
     if ranged {
-        let range = if length == 0 {
-            format!("bytes */{}", info.size)
-        } else {
-            format!("bytes {offset}-{}/{}", offset + length - 1, info.size)
-        };
+        let range = format!("bytes {offset}-{}/{}", offset + length - 1, info.size);
         if let Ok(value) = HeaderValue::try_from(range) {
             headers.insert(header::CONTENT_RANGE, value);
         }
@@ -202,19 +221,18 @@ async fn get_object(
 ) -> Response {
     let result = async {
         let range = header_text(&headers, "range")?.map(parse_range).transpose()?;
-        let ranged = range.is_some();
         let req = pb::GetRequest {
             bucket,
             key,
-            range,
+            range: range.clone(),
             if_match: header_text(&headers, "if-match")?.map(unquote).unwrap_or_default(),
             if_none_match: header_text(&headers, "if-none-match")?.map(unquote).unwrap_or_default(),
         };
-        Ok::<_, ExoError>((s.api.get(req).await?, ranged))
+        Ok::<_, ExoError>((s.api.get(req).await?, range))
     }
     .await;
     match result {
-        Ok((download, ranged)) => download_response(download, ranged),
+        Ok((download, range)) => download_response(download, range.as_ref()),
         Err(err) => not_modified_or(err),
     }
 }
@@ -368,7 +386,7 @@ async fn presigned_get(
         return err.into_response();
     }
     match s.api.get(pb::GetRequest { bucket, key, ..Default::default() }).await {
-        Ok(download) => download_response(download, false),
+        Ok(download) => download_response(download, None),
         Err(err) => err.into_response(),
     }
 }

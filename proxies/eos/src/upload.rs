@@ -38,7 +38,9 @@ impl<'a> PartReader<'a> {
     /// The next part: `part_bytes` long unless it is the last. An empty upload yields one empty
     /// part; after the last part, `None`.
     pub async fn next_part(&mut self) -> ExoResult<Option<Bytes>> {
-        while !self.stream_done && self.buffer.len() < self.part_bytes {
+        // One chunk past a full part, so that a body of exactly one part is known to be done
+        // after its first part (one PutObject / Put Blob, not a one-part multipart upload).
+        while !self.stream_done && self.buffer.len() <= self.part_bytes {
             match self.body.next().await {
                 Some(chunk) => {
                     let chunk = chunk?;
@@ -125,6 +127,16 @@ mod tests {
         assert_eq!(parts(&[b"ab", b"cd", b"e"], &m).await.unwrap(), [b"abcd".to_vec(), b"e".to_vec()]);
         assert_eq!(parts(&[b"abcd"], &m).await.unwrap(), [b"abcd".to_vec()]);
         assert_eq!(parts(&[], &m).await.unwrap(), [Vec::<u8>::new()], "an empty upload is one empty part");
+    }
+
+    #[tokio::test]
+    async fn a_body_of_exactly_one_part_is_done_after_it() {
+        for chunks in [&[&b"abcd"[..]][..], &[b"ab", b"cd"]] {
+            let m = meta(Some(4));
+            let mut reader = PartReader::new(body(chunks), &m, 4);
+            assert_eq!(reader.next_part().await.unwrap().unwrap(), &b"abcd"[..]);
+            assert!(reader.done(), "{chunks:?}: the backend can store it in one call");
+        }
     }
 
     #[tokio::test]

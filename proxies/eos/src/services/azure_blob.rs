@@ -18,12 +18,14 @@
 //!   credentials.
 //! - ETags are Azure's, without quotes.
 //! - **Key escaping.** Blob names travel in URL paths, where `\` turns into `/`, `.` and `..`
-//!   segments are folded away and empty segments are trimmed. Keys are therefore stored with a
-//!   reversible, segment-wise escape: `%` → `%25`, `\` → `%5C`, a segment `.` → `%2E`, `..` →
-//!   `%2E%2E`, an empty segment → `%0`. Every other key is stored as it is, so native clients see
-//!   ordinary names; the few escaped keys list in the order of their escaped names (sorted within
-//!   a page). A listing prefix whose last segment is exactly `.`, `..` or empty after a `/` is
-//!   matched on its escaped form only as far as it goes.
+//!   segments are folded away and empty segments are trimmed. A key segment Blob storage cannot
+//!   hold is stored escaped (`%` → `%25`, `\` → `%5C`, a segment `.` → `%2E`, `..` → `%2E%2E`, an
+//!   empty segment → `%0`); so is a segment that would otherwise read back as another key (one
+//!   that is itself such an escape). Every other segment — `file%20name.pdf` included — is
+//!   stored as it is. Keys and storable names correspond one to one: every listed key reads,
+//!   writes and deletes its own blob, native or not. Escaped keys list in the order of their
+//!   escaped names (sorted within a page); a listing prefix is sent up to its first `%` or `\`
+//!   and the rest filtered by the proxy.
 
 use std::collections::HashMap;
 
@@ -119,59 +121,95 @@ fn metadata_of(map: &HashMap<String, String>) -> Metadata {
     metadata
 }
 
-fn escape_segment(segment: &str, whole: bool) -> String {
+/// A key segment Blob storage cannot hold as it is: URL paths turn `\\` into `/`, fold `.` and
+/// `..` away and trim empty segments.
+fn unstorable(segment: &str) -> bool {
+    matches!(segment, "" | "." | "..") || segment.contains('\\')
+}
+
+/// The raw escape of one segment (every `%` and `\\` escaped, whole-segment markers).
+fn encode_segment(segment: &str) -> String {
     match segment {
-        "" if whole => "%0".to_owned(),
-        "." if whole => "%2E".to_owned(),
-        ".." if whole => "%2E%2E".to_owned(),
+        "" => "%0".to_owned(),
+        "." => "%2E".to_owned(),
+        ".." => "%2E%2E".to_owned(),
         _ => segment.replace('%', "%25").replace('\\', "%5C"),
     }
 }
 
+/// The raw inverse of [`encode_segment`]; any other `%` stays as it is.
+fn decode_segment(name: &str) -> String {
+    match name {
+        "%0" => String::new(),
+        "%2E" => ".".to_owned(),
+        "%2E%2E" => "..".to_owned(),
+        _ => {
+            let mut out = String::with_capacity(name.len());
+            let mut rest = name;
+            while let Some(at) = rest.find('%') {
+                out.push_str(&rest[..at]);
+                let tail = &rest[at..];
+                if let Some(after) = tail.strip_prefix("%25") {
+                    out.push('%');
+                    rest = after;
+                } else if let Some(after) = tail.strip_prefix("%5C") {
+                    out.push('\\');
+                    rest = after;
+                } else {
+                    out.push('%');
+                    rest = &tail[1..];
+                }
+            }
+            out.push_str(rest);
+            out
+        }
+    }
+}
+
+/// The name a key segment is stored under: itself, unless Blob storage cannot hold it or it
+/// would be read back as another key; then its escape.
+fn segment_name(segment: &str) -> String {
+    if unstorable(segment) || segment_key(segment) != segment {
+        encode_segment(segment)
+    } else {
+        segment.to_owned()
+    }
+}
+
+/// The key segment a stored name holds: its decoding if that is exactly how the key would be
+/// stored, else the name itself. With [`segment_name`] this is a bijection between every key
+/// and every name Blob storage can hold, so a native `file%20name.pdf` is the key
+/// `file%20name.pdf` and every listed key reads its own blob. (The mutual recursion ends: a
+/// decoding that changes a name shortens it.)
+fn segment_key(name: &str) -> String {
+    let decoded = decode_segment(name);
+    if decoded != name && segment_name(&decoded) == name { decoded } else { name.to_owned() }
+}
+
 /// The blob name a key is stored under (see the module docs).
 fn blob_name(key: &str) -> String {
-    key.split('/').map(|s| escape_segment(s, true)).collect::<Vec<_>>().join("/")
+    key.split('/').map(segment_name).collect::<Vec<_>>().join("/")
 }
 
-/// The escaped form of a listing prefix: its last segment may still grow, so only its
-/// characters are escaped.
-fn blob_prefix(prefix: &str) -> String {
-    let segments: Vec<&str> = prefix.split('/').collect();
-    let last = segments.len() - 1;
-    segments.iter().enumerate().map(|(i, s)| escape_segment(s, i < last)).collect::<Vec<_>>().join("/")
+/// The name prefix to list for a key prefix: both a key and its escape start with the key up to
+/// its first `%` or `\\` (or unstorable whole segment); the listing filters the rest.
+fn blob_prefix(prefix: &str) -> &str {
+    let mut end = prefix.find(['%', '\\']).unwrap_or(prefix.len());
+    let mut at = 0;
+    for segment in prefix[..end].split('/') {
+        let whole = at + segment.len() < prefix.len() && prefix.as_bytes()[at + segment.len()] == b'/';
+        if whole && unstorable(segment) {
+            end = end.min(at);
+            break;
+        }
+        at += segment.len() + 1;
+    }
+    &prefix[..end]
 }
 
-/// The key a blob name stores; names not written by the proxy come back unchanged unless they
-/// hold the escapes.
+/// The key a blob name stores.
 fn key_of(name: &str) -> String {
-    name.split('/')
-        .map(|segment| match segment {
-            "%0" => String::new(),
-            "%2E" => ".".to_owned(),
-            "%2E%2E" => "..".to_owned(),
-            _ => {
-                let mut out = String::with_capacity(segment.len());
-                let mut rest = segment;
-                while let Some(at) = rest.find('%') {
-                    out.push_str(&rest[..at]);
-                    let tail = &rest[at..];
-                    if let Some(after) = tail.strip_prefix("%25") {
-                        out.push('%');
-                        rest = after;
-                    } else if let Some(after) = tail.strip_prefix("%5C") {
-                        out.push('\\');
-                        rest = after;
-                    } else {
-                        out.push('%');
-                        rest = &tail[1..];
-                    }
-                }
-                out.push_str(rest);
-                out
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
+    name.split('/').map(segment_key).collect::<Vec<_>>().join("/")
 }
 
 /// Block ids must all have the same length: a zero-padded counter, base64-encoded by the crate.
@@ -493,11 +531,12 @@ impl ObjectStore for AzureBlobs {
         let mut request = self.container(bucket.as_str()).list_blobs().include_metadata(false).max_results(
             std::num::NonZeroU32::new(limit.clamp(1, 5000) as u32).unwrap_or(std::num::NonZeroU32::MIN),
         );
-        if !prefix.is_empty() {
-            request = request.prefix(blob_prefix(prefix));
+        let name_prefix = blob_prefix(prefix);
+        if !name_prefix.is_empty() {
+            request = request.prefix(name_prefix.to_owned());
         }
         if !delimiter.is_empty() {
-            request = request.delimiter(Delimiter::new(escape_segment(delimiter, false)));
+            request = request.delimiter(Delimiter::new(delimiter.to_owned()));
         }
         if let Some(resume) = resume {
             request = request.marker(NextMarker::new(resume.continuation_token()?));
@@ -509,8 +548,18 @@ impl ObjectStore for AzureBlobs {
         let mut out = Page::default();
         for item in page.blobs.items {
             match item {
-                BlobItem::Blob(blob) => out.objects.push(info_of(bucket, &key_of(&blob.name), &blob)),
-                BlobItem::BlobPrefix(p) => out.common_prefixes.push(key_of(&p.name)),
+                BlobItem::Blob(blob) => {
+                    let key = key_of(&blob.name);
+                    if key.starts_with(prefix) {
+                        out.objects.push(info_of(bucket, &key, &blob));
+                    }
+                }
+                BlobItem::BlobPrefix(p) => {
+                    let key = key_of(&p.name);
+                    if key.starts_with(prefix) {
+                        out.common_prefixes.push(key);
+                    }
+                }
             }
         }
         // Escaped names sort differently from their keys; within the page, order by key.
@@ -608,8 +657,37 @@ mod tests {
             assert_eq!(key_of(&name), key, "{name}");
         }
         assert_eq!(blob_name("plain/key.txt"), "plain/key.txt", "ordinary keys are stored as they are");
-        assert!(blob_name("photos/2026/a.jpg").starts_with(&blob_prefix("photos/20")));
-        assert!(blob_name("photos/x").starts_with(&blob_prefix("photos/")));
+        assert_eq!(blob_name("inbox/file%20name.pdf"), "inbox/file%20name.pdf", "so are most keys with '%'");
+        assert_eq!(key_of("inbox/file%20name.pdf"), "inbox/file%20name.pdf");
+        for (prefix, key) in [
+            ("photos/20", "photos/2026/a.jpg"),
+            ("photos/", "photos/x"),
+            ("a%2", "a%25/b"),
+            ("x/./", "x/./y"),
+        ] {
+            assert!(blob_name(key).starts_with(blob_prefix(prefix)), "{prefix} {key}");
+        }
+    }
+
+    /// Every key round-trips, and every name Blob storage can hold is some key's name (so every
+    /// listed key is readable under that key): exhaustively over short strings of the
+    /// characters the escape is made of.
+    #[test]
+    fn keys_and_storable_names_are_in_one_to_one_correspondence() {
+        let alphabet = ['%', '2', '5', 'C', '0', 'E', '\\', '.', 'x'];
+        let mut strings = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..5 {
+            last = last.iter().flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}"))).collect();
+            strings.extend(last.iter().cloned());
+        }
+        for s in &strings {
+            assert_eq!(segment_key(&segment_name(s)), *s, "key {s:?}");
+            assert!(!unstorable(&segment_name(s)), "key {s:?} stored as {:?}", segment_name(s));
+            if !unstorable(s) {
+                assert_eq!(segment_name(&segment_key(s)), *s, "name {s:?}");
+            }
+        }
     }
 
     #[test]
