@@ -168,6 +168,21 @@ def items(ekv):
     entry = got.get("entry", {})
     check(base64.b64decode(entry.get("value", "")) == b"from boto3" and entry.get("version") == "boto3-1",
           "an item written by boto3 in the documented layout is served by ekv")
+
+    # The documented rule for native writers: change `ver` with `v`; a stale compare-and-set then fails.
+    dynamodb.update_item(TableName=table, Key={"p": {"S": "0"}, "k": {"S": "native"}},
+                         UpdateExpression="SET v = :v, ver = :ver",
+                         ExpressionAttributeValues={":v": {"B": b"updated by boto3"}, ":ver": {"S": "boto3-2"}})
+    try:
+        call("PUT", f"{ekv}/api/v1/tables/{table}/entries/native",
+             {"value": b64(b"stale write"), "condition": {"versionEquals": "boto3-1"}})
+        check(False, "a compare-and-set at the version before a native update fails")
+    except RuntimeError as err:
+        check(": 412 " in str(err) and "CONDITION_FAILED" in str(err),
+              "a compare-and-set at the version before a native update fails (412 CONDITION_FAILED)")
+    entry = call("GET", f"{ekv}/api/v1/tables/{table}/entries/native").get("entry", {})
+    check(base64.b64decode(entry.get("value", "")) == b"updated by boto3" and entry.get("version") == "boto3-2",
+          "the native update stands, under its new version")
     call("DELETE", f"{ekv}/api/v1/tables/{table}")
 
     # A table made beforehand (as CloudFormation does) is used as it is, if its layout is ekv's;

@@ -7,7 +7,7 @@
 //! | `p` | S, partition key | always `"0"`: one item collection, so keys list in order |
 //! | `k` | S, sort key | the ExoFlow key, unchanged (DynamoDB takes any UTF-8, no encoding needed) |
 //! | `v` | B | the value bytes |
-//! | `ver` | S | the version (a fresh UUIDv7 per write) |
+//! | `ver` | S | the version (a fresh UUIDv7 per write; a native writer must change it too) |
 //! | `exp` | N | expiry in Unix seconds, DynamoDB's TTL attribute (absent: never) |
 //! | `exp_ms` | N | expiry in milliseconds; `0` = never |
 //!
