@@ -19,9 +19,24 @@ use crate::{ExoError, secret::SecretRef};
 /// How long a resolved token is used before the secret is read again.
 const REFRESH: Duration = Duration::from_secs(5);
 
-/// Paths that stay open: liveness, readiness, metrics and the gRPC health service.
+/// Paths that stay open: liveness, readiness, metrics, the gRPC health service, and eos's
+/// presigned URLs (their signature is their authorisation: the handler verifies it).
 fn is_open(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics") || path.starts_with("/grpc.health.v1.Health/")
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+        || path.starts_with("/grpc.health.v1.Health/")
+        || path.starts_with("/api/v1/presigned/")
+}
+
+/// The credentials of an `Authorization: Bearer …` header; the scheme is case-insensitive
+/// (RFC 9110 §11.1).
+fn bearer(header: &[u8]) -> Option<&[u8]> {
+    let space = header.iter().position(|b| *b == b' ')?;
+    let (scheme, rest) = header.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let start = rest.iter().position(|b| *b != b' ')?;
+    Some(&rest[start..])
 }
 
 /// The expected token and when it was read.
@@ -61,7 +76,7 @@ impl TokenCheck {
 
     fn allows(&self, header: Option<&[u8]>) -> Result<(), ExoError> {
         let denied = || ExoError::new(ErrorReason::Unauthenticated, "missing or wrong bearer token");
-        let presented = header.and_then(|h| h.strip_prefix(b"Bearer ")).ok_or_else(denied)?;
+        let presented = header.and_then(bearer).ok_or_else(denied)?;
         let expected = self.expected()?;
         if expected.is_empty() || !constant_time_eq(presented, &expected) {
             return Err(denied());
@@ -104,5 +119,16 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
         assert!(is_open("/readyz") && is_open("/grpc.health.v1.Health/Check") && !is_open("/api/v1/queues"));
+        assert!(is_open("/api/v1/presigned/b/k") && !is_open("/api/v1/buckets/b/presign"));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in [&b"Bearer tok"[..], b"bearer tok", b"BEARER  tok"] {
+            assert_eq!(bearer(header), Some(&b"tok"[..]), "{}", String::from_utf8_lossy(header));
+        }
+        for header in [&b"Basic tok"[..], b"Bearertok", b"Bearer ", b""] {
+            assert_eq!(bearer(header), None, "{}", String::from_utf8_lossy(header));
+        }
     }
 }

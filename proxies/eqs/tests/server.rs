@@ -342,6 +342,13 @@ async fn a_bearer_token_guards_every_call_but_the_probes() {
     let ok =
         http.get(format!("{}/api/v1/queues", proxy.url)).bearer_auth("s3cret-token").send().await.unwrap();
     assert_eq!(ok.status(), 200);
+    let lower_case = http
+        .get(format!("{}/api/v1/queues", proxy.url))
+        .header("authorization", "bearer s3cret-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lower_case.status(), 200, "the scheme is case-insensitive (RFC 9110)");
     for open in ["/healthz", "/readyz", "/metrics"] {
         assert_eq!(
             http.get(format!("{}{open}", proxy.url)).send().await.unwrap().status(),
