@@ -216,6 +216,12 @@ pub fn object_cases() -> Vec<Case> {
             length_mismatch
         ),
         case!(
+            "upload.stream_misuse",
+            None,
+            "A gRPC upload without finish, or with a chunk over the message limit, fails not retryable (MALFORMED_REQUEST / REQUEST_TOO_LARGE) and stores nothing",
+            upload_stream_misuse
+        ),
+        case!(
             "upload.cancelled",
             None,
             "An upload cancelled midway leaves nothing visible and keeps the previous object",
@@ -1077,6 +1083,39 @@ async fn length_mismatch(ctx: Ctx) -> CaseOutcome {
         )?;
     }
     check!(read(&ctx, &b, "k").await? == b"previous", "a refused upload replaced the object");
+    Ok(())
+}
+
+async fn upload_stream_misuse(ctx: Ctx) -> CaseOutcome {
+    use exo_proto::object::v1::{self as pb, object_service_client::ObjectServiceClient, put_request::Part};
+    let b = ctx.bucket("misuse").await?;
+    put(&ctx, &b, "k", "previous").await?;
+    let channel = tonic::transport::Endpoint::from_shared(ctx.http_base.clone())
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| format!("gRPC connect: {e}"))?;
+    let mut grpc = ObjectServiceClient::new(channel).max_encoding_message_size(usize::MAX);
+    let header = pb::PutRequest {
+        part: Some(Part::Header(pb::PutHeader { bucket: b.clone(), key: "k".into(), ..Default::default() })),
+        finish: false,
+    };
+    let chunk = |bytes: Vec<u8>| pb::PutRequest { part: Some(Part::Chunk(bytes)), finish: false };
+    // A chunk far over any proxy's message limit (the default is 4 MiB).
+    let cases = [
+        ("no finish message", vec![header.clone(), chunk(b"partial".to_vec())], exo_sdk::Reason::MalformedRequest),
+        ("a 20 MiB chunk", vec![header, chunk(vec![7u8; 20 << 20])], exo_sdk::Reason::RequestTooLarge),
+    ];
+    for (what, messages, reason) in cases {
+        let status = match grpc.put(futures::stream::iter(messages)).await {
+            Ok(_) => return Err(format!("an upload with {what} was stored")),
+            Err(status) => status,
+        };
+        let err = exo_sdk::Error::from(status);
+        check!(err.reason == reason, "an upload with {what}: {:?}, not {reason:?} ({err})", err.reason);
+        check!(!err.retryable, "an upload with {what} is marked retryable: {err}");
+    }
+    check!(read(&ctx, &b, "k").await? == b"previous", "a refused upload changed the object");
     Ok(())
 }
 

@@ -265,15 +265,21 @@ async fn normalize_grpc_errors(response: Response) -> Response {
     if !status.details().is_empty() {
         return response;
     }
+    let Some(reason) = tonic_rejection(status) else { return response };
+    tonic::Status::from(ExoError::new(reason, status.message())).into_http()
+}
+
+/// The contract's reason for a status tonic made itself from a bad request (an oversize or
+/// undecodable message), for unary calls and for each message of a client stream alike.
+pub fn tonic_rejection(status: &tonic::Status) -> Option<ErrorReason> {
     let message = status.message();
-    let reason = match status.code() {
+    match status.code() {
         tonic::Code::OutOfRange | tonic::Code::ResourceExhausted if message.contains("too large") => {
-            ErrorReason::RequestTooLarge
+            Some(ErrorReason::RequestTooLarge)
         }
-        tonic::Code::Internal if message.contains("decode") => ErrorReason::MalformedRequest,
-        _ => return response,
-    };
-    tonic::Status::from(ExoError::new(reason, message)).into_http()
+        tonic::Code::Internal if message.contains("decode") => Some(ErrorReason::MalformedRequest),
+        _ => None,
+    }
 }
 
 async fn grpc_unimplemented() -> Response {

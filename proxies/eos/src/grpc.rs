@@ -57,20 +57,21 @@ fn upload_body(messages: Streaming<pb::PutRequest>, finished: bool) -> ByteStrea
                 )),
                 true,
             ),
+            // None of these can succeed if sent again as they are: not retryable.
             Ok(None) => (
                 Err(ExoError::new(
-                    ErrorReason::BackendUnavailable,
-                    "upload ended without its finish message (cancelled?); nothing was stored",
-                )),
+                    ErrorReason::MalformedRequest,
+                    "upload not finished: the stream ended without its finish message (cancelled?); \
+                     nothing was stored",
+                )
+                .with_field("finish")),
                 true,
             ),
-            Err(status) => (
-                Err(ExoError::new(
-                    ErrorReason::BackendUnavailable,
-                    format!("upload interrupted: {}", status.message()),
-                )),
-                true,
-            ),
+            Err(status) => {
+                let reason = exo_proxy_core::server::tonic_rejection(&status).unwrap_or(ErrorReason::MalformedRequest);
+                let why = status.message().chars().take(200).collect::<String>();
+                (Err(ExoError::new(reason, format!("upload refused: {why}; nothing was stored"))), true)
+            }
         };
         Some((item, (messages, finished)))
     });
