@@ -1103,7 +1103,11 @@ async fn upload_stream_misuse(ctx: Ctx) -> CaseOutcome {
     let chunk = |bytes: Vec<u8>| pb::PutRequest { part: Some(Part::Chunk(bytes)), finish: false };
     // A chunk far over any proxy's message limit (the default is 4 MiB).
     let cases = [
-        ("no finish message", vec![header.clone(), chunk(b"partial".to_vec())], exo_sdk::Reason::MalformedRequest),
+        (
+            "no finish message",
+            vec![header.clone(), chunk(b"partial".to_vec())],
+            exo_sdk::Reason::MalformedRequest,
+        ),
         ("a 20 MiB chunk", vec![header, chunk(vec![7u8; 20 << 20])], exo_sdk::Reason::RequestTooLarge),
     ];
     for (what, messages, reason) in cases {

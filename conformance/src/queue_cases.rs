@@ -362,6 +362,25 @@ async fn invalid_names(ctx: Ctx) -> CaseOutcome {
         );
         expect_reason(ctx.client.send(bad, "x").await, Reason::InvalidName, bad)?;
     }
+    // A huge name is still INVALID_NAME to the client: what the error quotes is bounded (gRPC
+    // clients refuse trailers over 8–16 KiB; an HTTP error body stays small).
+    let huge = "q".repeat(10_000);
+    expect_reason(
+        ctx.client.create_queue(&huge, QueueOptions::default()).await,
+        Reason::InvalidName,
+        "10 000 characters",
+    )?;
+    let body = serde_json::json!({ "name": "q".repeat(100_000) });
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/queues", ctx.http_base))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| format!("HTTP create: {e}"))?;
+    let status = response.status();
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    check!(status == 400 && text.contains("INVALID_NAME"), "a 100 KB name answered {status}");
+    check!(text.len() < 4096, "the error body for a 100 KB name is {} bytes", text.len());
     let listed = ok(ctx.client.list_queues("").await, "list")?;
     check!(
         !listed.iter().any(|n| n.contains('_') || n.contains('.') || n.len() < 3),

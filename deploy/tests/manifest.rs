@@ -34,6 +34,17 @@ fn examples_check_and_plan_every_affinity() {
 }
 
 #[test]
+fn systemd_units_leave_room_for_many_connections() {
+    let m = checked("shop.yaml");
+    let units = render(&m, Target::Systemd, true);
+    let services: Vec<_> = units.iter().filter(|(path, _)| path.ends_with(".service")).collect();
+    assert!(!services.is_empty());
+    for (path, unit) in services {
+        assert!(unit.contains("\nLimitNOFILE=65536\n"), "{path} has no LimitNOFILE");
+    }
+}
+
+#[test]
 fn rendering_is_deterministic() {
     for name in ["shop.yaml", "edge-local.yaml"] {
         let m = checked(name);
@@ -201,6 +212,20 @@ fn azure_proxy_configs_load_and_name_what_arm_creates() {
     for t in &m.tables {
         let physical = ekv::services::azure_table::physical_name(&format!("shop-{}", t.name));
         assert!(arm["arm/template.json"].contains(&format!("/default/{physical}")), "{physical}");
+    }
+    // ARM creates each queue with eqs's metadata, so the proxy reads the manifest's options.
+    let template: serde_json::Value = serde_json::from_str(&arm["arm/template.json"]).unwrap();
+    let queues: Vec<&serde_json::Value> = template["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["type"].as_str().unwrap().ends_with("/queueServices/queues"))
+        .collect();
+    assert_eq!(queues.len(), m.queues.len());
+    for (resource, q) in queues.iter().zip(&m.queues) {
+        let metadata = &resource["properties"]["metadata"];
+        assert_eq!(metadata["exovisibility"], q.visibility_timeout.unwrap_or(30).to_string(), "{}", q.name);
+        assert_eq!(metadata["exoretention"], "345600");
     }
     // Without a storage credential the proxies could not reach Azure: refused, with the line.
     let keyless = text.replace("      account-key: env:encrypted:AZURE_STORAGE_KEY\n", "");

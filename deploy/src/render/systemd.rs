@@ -26,6 +26,8 @@ ExecStart={BIN_DIR}/{name}-proxy --config {etc}/{name}.yaml
 EnvironmentFile=-{etc}/credentials.env
 Restart=on-failure
 RestartSec=2
+# Room for many client connections (the proxy raises its soft limit to this and caps connections).
+LimitNOFILE=65536
 DynamicUser=yes
 StateDirectory=exoflow/{app}/{name}
 NoNewPrivileges=yes

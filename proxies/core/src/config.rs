@@ -105,6 +105,9 @@ pub struct ServerConfig {
     /// (`env:NAME`, `file:/path` — re-read, so it can rotate — or `env:encrypted:NAME`); the
     /// probes (`/healthz`, `/readyz`, `/metrics`, gRPC health) stay open for kubelet and scrapers.
     pub auth_token: Option<crate::secret::SecretRef>,
+    /// Most connections served at once (lowered to fit the open-files limit, which the proxy
+    /// raises to the hard limit at start); further clients wait in the listen backlog.
+    pub max_connections: usize,
     /// Logging.
     pub log: LogConfig,
 }
@@ -131,6 +134,9 @@ impl ServerConfig {
         if self.worker_threads == 0 || self.worker_threads > 64 {
             return Err(ConfigError::Invalid("server.worker_threads must be 1 ..= 64".into()));
         }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid("server.max_connections must be at least 1".into()));
+        }
         if self.request_timeout.is_zero() {
             return Err(ConfigError::Invalid("server.request_timeout must be positive".into()));
         }
@@ -148,6 +154,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(25),
             worker_threads: 1,
             auth_token: None,
+            max_connections: 4096,
             log: LogConfig::default(),
         }
     }

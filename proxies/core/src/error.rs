@@ -35,12 +35,27 @@ impl fmt::Display for ExoError {
 /// Result alias used across the proxies.
 pub type ExoResult<T> = Result<T, ExoError>;
 
+/// Longest message an error carries: it may quote client input (a 100 KB name), and gRPC
+/// clients refuse trailers over 8–16 KiB.
+const MAX_MESSAGE_CHARS: usize = 512;
+/// Longest resource or field an error names.
+const MAX_NAME_CHARS: usize = 160;
+
+/// `text` cut to `max` characters, marked with `…` where it was cut.
+fn bounded(mut text: String, max: usize) -> String {
+    if let Some((at, _)) = text.char_indices().nth(max) {
+        text.truncate(at);
+        text.push('…');
+    }
+    text
+}
+
 impl ExoError {
     /// An error with `reason`; retryability follows the reason's default.
     pub fn new(reason: ErrorReason, message: impl Into<String>) -> Self {
         Self {
             reason,
-            message: message.into(),
+            message: bounded(message.into(), MAX_MESSAGE_CHARS),
             backend: String::new(),
             retryable: default_retryable(reason),
             field: String::new(),
@@ -70,13 +85,13 @@ impl ExoError {
 
     /// Sets the field at fault.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
-        self.field = field.into();
+        self.field = bounded(field.into(), MAX_NAME_CHARS);
         self
     }
 
     /// Sets the resource the error is about.
     pub fn with_resource(mut self, resource: impl Into<String>) -> Self {
-        self.resource = resource.into();
+        self.resource = bounded(resource.into(), MAX_NAME_CHARS);
         self
     }
 
@@ -237,6 +252,21 @@ impl IntoResponse for ExoError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_quote_client_input_within_bounds() {
+        let name = "q".repeat(100_000);
+        let err = ExoError::new(ErrorReason::InvalidName, format!("queue name '{name}' is too long"))
+            .with_resource(name.clone())
+            .with_field(name);
+        assert!(err.message.chars().count() <= MAX_MESSAGE_CHARS + 1 && err.message.ends_with('…'));
+        assert!(err.resource.chars().count() <= MAX_NAME_CHARS + 1);
+        assert!(err.field.chars().count() <= MAX_NAME_CHARS + 1);
+        assert!(err.problem().to_string().len() < 2048);
+        let status = tonic::Status::from(err);
+        assert!(status.message().len() + status.details().len() < 4096);
+        assert_eq!(bounded("ünï".into(), 2), "ün…", "cut at a character boundary");
+    }
 
     #[test]
     fn grpc_status_carries_detail_envelope() {

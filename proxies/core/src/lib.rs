@@ -18,6 +18,7 @@ mod error;
 pub mod failover;
 pub mod json;
 pub mod layer;
+pub mod listener;
 pub mod metrics;
 pub mod names;
 pub mod secret;

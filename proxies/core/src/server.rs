@@ -169,12 +169,10 @@ impl ProxyServer {
         let local = listener.local_addr()?;
         tracing::info!(%local, "listening (gRPC + HTTP/JSON)");
         let mut signalled = stopping_tx.subscribe();
-        // Without TCP_NODELAY small gRPC responses wait on delayed ACKs (~40 ms per call).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-            }
-        });
+        let open_files = crate::listener::raise_open_files_limit();
+        let cap = crate::listener::connection_cap(self.config.max_connections, open_files);
+        tracing::info!(max_connections = cap, open_files, "connection cap");
+        let listener = crate::listener::CappedListener::new(listener, cap);
         let server = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: draining in-flight requests");

@@ -68,7 +68,8 @@ fn upload_body(messages: Streaming<pb::PutRequest>, finished: bool) -> ByteStrea
                 true,
             ),
             Err(status) => {
-                let reason = exo_proxy_core::server::tonic_rejection(&status).unwrap_or(ErrorReason::MalformedRequest);
+                let reason =
+                    exo_proxy_core::server::tonic_rejection(&status).unwrap_or(ErrorReason::MalformedRequest);
                 let why = status.message().chars().take(200).collect::<String>();
                 (Err(ExoError::new(reason, format!("upload refused: {why}; nothing was stored"))), true)
             }

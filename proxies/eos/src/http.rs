@@ -224,7 +224,7 @@ async fn get_object(
         let req = pb::GetRequest {
             bucket,
             key,
-            range: range.clone(),
+            range,
             if_match: header_text(&headers, "if-match")?.map(unquote).unwrap_or_default(),
             if_none_match: header_text(&headers, "if-none-match")?.map(unquote).unwrap_or_default(),
         };
