@@ -7,7 +7,7 @@ URL would still work and the conformance cases `presign.tampered` / `presign.exp
 tell a correct S3 backend from a broken one. This gateway recomputes the signature of every
 request (SigV4 query signing: canonical request, string to sign, HMAC key chain), refuses a
 mismatch or an expired URL with 403 as S3 does, and forwards the rest to moto unchanged.
-eos-proxy's `presign.base_url` points at it in the tests; everything else talks to moto directly.
+eos-proxy's `presign.base-url` points at it in the tests; everything else talks to moto directly.
 
 usage: presign_gateway.py PORT UPSTREAM_URL   (secret key from AWS_SECRET_ACCESS_KEY)
 """

@@ -43,7 +43,7 @@ pub use retry::RetryPolicy;
 /// gRPC status codes, as found in [`Error::code`].
 pub use tonic::Code;
 
-/// Environment variable with the bearer token for proxies that require one (`server.auth_token`).
+/// Environment variable with the bearer token for proxies that require one (`server.auth-token`).
 pub const TOKEN_ENV: &str = "EXO_PROXY_TOKEN";
 
 /// Adds `authorization: Bearer <token>` to every call when a token is set.

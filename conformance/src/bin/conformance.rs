@@ -29,16 +29,18 @@ enum Command {
     },
     /// Run the cases.
     Run {
-        /// Start a proxy in-process with this backend, for every service that has it
-        /// (memory: queue, object and kv; embedded: queue and kv; fs: object; sqs: queue;
-        /// s3: object; dynamodb: kv). Cloud backends without --config take their settings
-        /// from the AWS environment (AWS_REGION, AWS_ENDPOINT_URL, credentials chain).
+        /// A provider — local (embedded, fs, embedded), aws (sqs, s3, dynamodb) or azure
+        /// (azure-queue, azure-blob, azure-table) — runs every service it offers; a backend name
+        /// runs every service that has it (`conformance list-backends` lists them). Without
+        /// --config, AWS settings come from the AWS environment (AWS_REGION, AWS_ENDPOINT_URL,
+        /// the credentials chain), Azure's from AZURE_STORAGE_CONNECTION_STRING or
+        /// AZURE_STORAGE_ACCOUNT + AZURE_STORAGE_KEY.
         #[arg(long, conflicts_with = "endpoint")]
         backend: Option<String>,
         /// Backend settings: a proxy config file (its `backend:` and `presign:` sections are
-        /// used) of `--service`, or of the service `--backend` belongs to.
+        /// used); repeat it for a provider (one file per service, told apart by backend kind).
         #[arg(long, conflicts_with = "endpoint")]
-        config: Option<PathBuf>,
+        config: Vec<PathBuf>,
         /// Test a running proxy instead, e.g. http://127.0.0.1:7401 (its service is detected).
         #[arg(long)]
         endpoint: Option<String>,
@@ -48,39 +50,119 @@ enum Command {
         /// Only cases whose name contains this.
         #[arg(long, default_value = "")]
         filter: String,
-        /// Cases run at once.
+        /// Cases run at once (per service).
         #[arg(long, default_value_t = 8)]
         parallel: usize,
         /// Where the JSON and JUnit XML reports go.
         #[arg(long, default_value_os_t = default_report_dir())]
         report_dir: PathBuf,
     },
+    /// List the providers and the backends of each service.
+    ListBackends,
 }
 
 const SERVICES: [Service; 3] = [Service::Queue, Service::Object, Service::Kv];
 
+/// Providers and their backend for each service, in [`SERVICES`] order.
+const PROVIDERS: [(&str, [&str; 3]); 3] = [
+    ("local", ["embedded", "fs", "embedded"]),
+    ("aws", ["sqs", "s3", "dynamodb"]),
+    ("azure", ["azure-queue", "azure-blob", "azure-table"]),
+];
+
+/// Every backend kind of `service`, from the proxy's own list.
+fn kinds(service: Service) -> &'static [&'static str] {
+    match service {
+        Service::Queue => eqs::config::BackendConfig::KINDS,
+        Service::Object => eos::config::BackendConfig::KINDS,
+        Service::Kv => ekv::config::BackendConfig::KINDS,
+    }
+}
+
+/// What `conformance` can run, for help and errors.
+fn known_backends() -> String {
+    let providers: Vec<&str> = PROVIDERS.iter().map(|(name, _)| *name).collect();
+    let services: Vec<String> =
+        SERVICES.iter().map(|s| format!("{}: {}", s.name(), kinds(*s).join(", "))).collect();
+    format!("providers: {}; {}", providers.join(", "), services.join("; "))
+}
+
 /// The one service with a backend named `kind` (cloud backends belong to one service each).
 fn service_of(kind: &str) -> anyhow::Result<Service> {
-    let mut found = Vec::new();
-    if eqs::config::BackendConfig::named(kind, None).is_ok() {
-        found.push(Service::Queue);
-    }
-    if eos::config::BackendConfig::named(kind, None).is_ok() {
-        found.push(Service::Object);
-    }
-    if ekv::config::BackendConfig::named(kind, None).is_ok() {
-        found.push(Service::Kv);
-    }
+    let found: Vec<Service> = SERVICES.into_iter().filter(|s| kinds(*s).contains(&kind)).collect();
     match found.as_slice() {
         [one] => Ok(*one),
-        [] => anyhow::bail!("no service has a backend named '{kind}'"),
+        [] if kind == "failover" => anyhow::bail!("a failover chain serves any service: add --service"),
+        [] => anyhow::bail!("no service has a backend named '{kind}' ({})", known_backends()),
         _ => anyhow::bail!("backend '{kind}' exists for several services: add --service"),
     }
 }
 
+/// Azure settings from the environment, as the Azure CLI and SDKs read them.
+fn azure_from_env() -> anyhow::Result<exo_azure::AzureSettings> {
+    use exo_proxy_core::secret::SecretRef;
+    let mut settings = exo_azure::AzureSettings::default();
+    if std::env::var_os("AZURE_STORAGE_CONNECTION_STRING").is_some() {
+        settings
+            .credentials
+            .insert("connection-string".into(), SecretRef::Env("AZURE_STORAGE_CONNECTION_STRING".into()));
+    } else if let (Ok(account), true) =
+        (std::env::var("AZURE_STORAGE_ACCOUNT"), std::env::var_os("AZURE_STORAGE_KEY").is_some())
+    {
+        settings.account = account;
+        settings.credentials.insert("account-key".into(), SecretRef::Env("AZURE_STORAGE_KEY".into()));
+    } else {
+        anyhow::bail!(
+            "Azure backends need AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT and \
+             AZURE_STORAGE_KEY, or --config"
+        );
+    }
+    Ok(settings)
+}
+
+/// An in-process target for `service` on backend `kind` with default settings (Azure's from
+/// the environment); `None` if the service has no such backend.
+fn named_target(service: Service, kind: &str, scratch: &std::path::Path) -> anyhow::Result<Option<Target>> {
+    use {
+        ekv::config::BackendConfig as Kv, eos::config::BackendConfig as Object,
+        eqs::config::BackendConfig as Queue,
+    };
+    Ok(match service {
+        Service::Queue => match Queue::named(kind, Some(scratch.join("eqs.db"))) {
+            Ok(Queue::AzureQueue(_)) => Some(Queue::AzureQueue(azure_from_env()?)),
+            Ok(backend) => Some(backend),
+            Err(_) => None,
+        }
+        .map(|backend| Target::Queue(eqs::config::EqsConfig { backend, ..Default::default() }, None)),
+        Service::Object => match Object::named(kind, Some(scratch.join("objects"))) {
+            Ok(Object::AzureBlob(_)) => Some(Object::AzureBlob(azure_from_env()?)),
+            Ok(backend) => Some(backend),
+            Err(_) => None,
+        }
+        .map(|backend| Target::Object(eos::config::EosConfig { backend, ..Default::default() })),
+        Service::Kv => match Kv::named(kind, Some(scratch.join("ekv.db"))) {
+            Ok(Kv::AzureTable(_)) => Some(Kv::AzureTable(azure_from_env()?)),
+            Ok(backend) => Some(backend),
+            Err(_) => None,
+        }
+        .map(|backend| Target::Kv(ekv::config::EkvConfig { backend, ..Default::default() }, None)),
+    })
+}
+
+/// The backend kind a proxy config file names.
+fn configured_kind(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let value: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&text).with_context(|| format!("{} is not YAML", path.display()))?;
+    value["backend"]["kind"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{} has no backend.kind", path.display()))
+}
+
 fn targets(
     backend: Option<String>,
-    config: Option<PathBuf>,
+    configs: Vec<PathBuf>,
     endpoint: Option<String>,
     service: Option<Service>,
     scratch: &std::path::Path,
@@ -93,56 +175,58 @@ fn targets(
             .map(|s| Target::Endpoint(s, url.clone()))
             .collect());
     }
-    if let Some(path) = config {
-        // The service: --service, else the one that has a backend named --backend.
-        let service = match (service, &backend) {
-            (Some(service), _) => service,
-            (None, Some(kind)) => service_of(kind)?,
-            (None, None) => {
-                anyhow::bail!("--config needs --service or --backend to say which proxy it configures")
-            }
-        };
-        let target = match service {
-            Service::Queue => Target::Queue(load_yaml(&path)?, None),
-            Service::Kv => Target::Kv(load_yaml(&path)?, None),
-            Service::Object => Target::Object(load_yaml(&path)?),
-        };
-        let configured = match &target {
-            Target::Queue(c, _) => c.backend.kind(),
-            Target::Kv(c, _) => c.backend.kind(),
-            Target::Object(c) => c.backend.kind(),
-            Target::Endpoint(..) => "",
-        };
-        if let Some(kind) = &backend
-            && kind != configured
-        {
-            anyhow::bail!("--backend {kind} but {} configures backend '{configured}'", path.display());
+    let provider = backend.as_deref().and_then(|b| PROVIDERS.iter().find(|(name, _)| *name == b));
+    let expected = |s: Service| -> Option<&str> {
+        match provider {
+            Some((_, kinds)) => SERVICES.iter().position(|x| *x == s).map(|i| kinds[i]),
+            None => backend.as_deref(),
         }
-        return Ok(vec![target]);
+    };
+    if !configs.is_empty() {
+        if configs.len() > 1 && service.is_some() {
+            anyhow::bail!("--service goes with one --config");
+        }
+        let mut found = Vec::new();
+        for path in &configs {
+            let kind = configured_kind(path)?;
+            // The service: --service, else the one that has the file's backend kind.
+            let of = match service {
+                Some(service) => service,
+                None => service_of(&kind)?,
+            };
+            if let Some(want) = expected(of)
+                && want != kind
+            {
+                anyhow::bail!(
+                    "--backend {} wants {want} for {}, but {} configures '{kind}'",
+                    backend.as_deref().unwrap_or(""),
+                    of.name(),
+                    path.display()
+                );
+            }
+            found.push(match of {
+                Service::Queue => Target::Queue(load_yaml(path)?, None),
+                Service::Kv => Target::Kv(load_yaml(path)?, None),
+                Service::Object => Target::Object(load_yaml(path)?),
+            });
+        }
+        return Ok(found);
     }
-    let Some(kind) = backend else {
-        anyhow::bail!("say what to test: --backend NAME, --config FILE or --endpoint URL");
+    let Some(kind) = backend.as_deref() else {
+        anyhow::bail!(
+            "say what to test: --backend NAME, --config FILE or --endpoint URL ({})",
+            known_backends()
+        );
     };
     let mut found = Vec::new();
-    if wanted(Service::Queue)
-        && let Ok(backend) = eqs::config::BackendConfig::named(&kind, Some(scratch.join("eqs.db")))
-    {
-        found.push(Target::Queue(eqs::config::EqsConfig { backend, ..Default::default() }, None));
-    }
-    if wanted(Service::Object)
-        && let Ok(backend) = eos::config::BackendConfig::named(&kind, Some(scratch.join("objects")))
-    {
-        found.push(Target::Object(eos::config::EosConfig { backend, ..Default::default() }));
-    }
-    if wanted(Service::Kv)
-        && let Ok(backend) = ekv::config::BackendConfig::named(&kind, Some(scratch.join("ekv.db")))
-    {
-        found.push(Target::Kv(ekv::config::EkvConfig { backend, ..Default::default() }, None));
+    for s in SERVICES.into_iter().filter(|s| wanted(*s)) {
+        let kind = expected(s).unwrap_or(kind);
+        if let Some(target) = named_target(s, kind, scratch)? {
+            found.push(target);
+        }
     }
     if found.is_empty() {
-        anyhow::bail!(
-            "no service has a backend named '{kind}' (queue: memory, embedded, sqs; object: memory, fs, s3; kv: memory, embedded, dynamodb)"
-        );
+        anyhow::bail!("no service has a backend named '{kind}' ({})", known_backends());
     }
     Ok(found)
 }
@@ -175,19 +259,35 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::ListBackends => {
+            for (name, kinds) in PROVIDERS {
+                println!("{name:<8} {}", kinds.join(", "));
+            }
+            for service in SERVICES {
+                println!("{:<8} {}", service.name(), kinds(service).join(", "));
+            }
+            Ok(())
+        }
         Command::Run { backend, config, endpoint, service, filter, parallel, report_dir } => {
             let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
             let detect = endpoint.is_some() && service.is_none();
             let mut totals = Totals::default();
             let mut ran = 0;
-            for target in targets(backend, config, endpoint, service, scratch.path())? {
-                let service = match &target {
-                    Target::Endpoint(s, _) => *s,
-                    Target::Queue(..) => Service::Queue,
-                    Target::Kv(..) => Service::Kv,
-                    Target::Object(..) => Service::Object,
-                };
-                let (backend, results) = match run_suite(target, &filter, parallel).await {
+            // The services' suites run at once (each waits mostly on its backend); reports
+            // print in service order.
+            let runs =
+                targets(backend, config, endpoint, service, scratch.path())?.into_iter().map(|target| {
+                    let service = match &target {
+                        Target::Endpoint(s, _) => *s,
+                        Target::Queue(..) => Service::Queue,
+                        Target::Kv(..) => Service::Kv,
+                        Target::Object(..) => Service::Object,
+                    };
+                    let filter = filter.clone();
+                    async move { (service, run_suite(target, &filter, parallel).await) }
+                });
+            for (service, outcome) in futures::future::join_all(runs).await {
+                let (backend, results) = match outcome {
                     Ok(done) => done,
                     // A proxy serves one service; when detecting, skip the ones it does not serve.
                     Err(_) if detect => {

@@ -42,13 +42,16 @@ impl ServerArgs {
     }
 }
 
-/// Sets up logging and a runtime sized by `server.worker_threads`, then runs `serve` to completion.
+/// Sets up logging and a runtime sized by `server.worker-threads`, then runs `serve` to completion.
 pub fn run<F, E>(server: &ServerConfig, serve: F) -> Result<(), E>
 where
     F: Future<Output = Result<(), E>>,
     E: From<std::io::Error>,
 {
     init_tracing(&server.log);
+    for warning in crate::config::take_deprecations() {
+        tracing::warn!("{warning}");
+    }
     server.runtime()?.block_on(serve)
 }
 

@@ -82,7 +82,7 @@ impl Default for LogConfig {
 
 /// The `server:` section: where and how a proxy listens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ServerConfig {
     /// Address for gRPC and HTTP/JSON (one port). Loopback by default.
     pub listen: SocketAddr,
@@ -129,16 +129,16 @@ impl ServerConfig {
             )));
         }
         if self.max_request_bytes < 1024 {
-            return Err(ConfigError::Invalid("server.max_request_bytes must be at least 1024".into()));
+            return Err(ConfigError::Invalid("server.max-request-bytes must be at least 1024".into()));
         }
         if self.worker_threads == 0 || self.worker_threads > 64 {
-            return Err(ConfigError::Invalid("server.worker_threads must be 1 ..= 64".into()));
+            return Err(ConfigError::Invalid("server.worker-threads must be 1 ..= 64".into()));
         }
         if self.max_connections == 0 {
-            return Err(ConfigError::Invalid("server.max_connections must be at least 1".into()));
+            return Err(ConfigError::Invalid("server.max-connections must be at least 1".into()));
         }
         if self.request_timeout.is_zero() {
-            return Err(ConfigError::Invalid("server.request_timeout must be positive".into()));
+            return Err(ConfigError::Invalid("server.request-timeout must be positive".into()));
         }
         Ok(())
     }
@@ -178,10 +178,63 @@ pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     parse_yaml(&text, &path.display().to_string())
 }
 
-/// Parses YAML text; `origin` names it in errors.
+/// Parses YAML text; `origin` names it in errors. Config keys are kebab-case everywhere
+/// (`max-request-bytes`, `name-prefix`); the snake_case spelling of earlier releases is still
+/// read, with a deprecation warning (see [`take_deprecations`]), for one release.
 pub fn parse_yaml<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T, ConfigError> {
-    serde_yaml_ng::from_str(text)
-        .map_err(|err| ConfigError::Parse { path: origin.to_owned(), message: err.to_string() })
+    let parse_error =
+        |err: serde_yaml_ng::Error| ConfigError::Parse { path: origin.to_owned(), message: err.to_string() };
+    let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(parse_error)?;
+    let mut renamed = Vec::new();
+    kebab_keys(&mut value, "", &mut renamed);
+    if renamed.is_empty() {
+        // Untouched: parse the text itself, so errors keep their line and column.
+        return serde_yaml_ng::from_str(text).map_err(parse_error);
+    }
+    if let Ok(mut pending) = DEPRECATIONS.lock() {
+        pending.extend(renamed.into_iter().map(|(old, new)| {
+            format!("{origin}: config key '{old}' is deprecated; write '{new}' (snake_case is read for one more release)")
+        }));
+    }
+    serde_yaml_ng::from_value(value).map_err(parse_error)
+}
+
+/// Deprecation warnings from configs parsed before logging was set up.
+static DEPRECATIONS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The deprecation warnings collected so far (each once), for logging once logs are set up.
+pub fn take_deprecations() -> Vec<String> {
+    DEPRECATIONS.lock().map(|mut pending| std::mem::take(&mut *pending)).unwrap_or_default()
+}
+
+/// Renames snake_case mapping keys to kebab-case, recording `(old path, new key)`. Proxy config
+/// keys are all the proxy's own (no user data as keys), so this is safe for them.
+fn kebab_keys(value: &mut serde_yaml_ng::Value, path: &str, renamed: &mut Vec<(String, String)>) {
+    match value {
+        serde_yaml_ng::Value::Mapping(map) => {
+            let keys: Vec<serde_yaml_ng::Value> = map.keys().cloned().collect();
+            for key in keys {
+                let Some(text) = key.as_str() else { continue };
+                let here = if path.is_empty() { text.to_owned() } else { format!("{path}.{text}") };
+                let mut child = map.remove(&key).unwrap_or_default();
+                kebab_keys(&mut child, &here, renamed);
+                let new_key = if text.contains('_') {
+                    let kebab = text.replace('_', "-");
+                    renamed.push((here, kebab.clone()));
+                    serde_yaml_ng::Value::String(kebab)
+                } else {
+                    key
+                };
+                map.insert(new_key, child);
+            }
+        }
+        serde_yaml_ng::Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                kebab_keys(item, &format!("{path}[{i}]"), renamed);
+            }
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -195,6 +248,27 @@ mod tests {
         assert!(err.contains("non-loopback"), "{err}");
         config.allow_insecure_non_loopback = true;
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn snake_case_keys_are_read_with_a_deprecation_warning() {
+        let _ = take_deprecations();
+        let kebab: ServerConfig =
+            parse_yaml("max-request-bytes: 2048\nrequest-timeout: 5s\n", "t.yaml").unwrap();
+        assert!(take_deprecations().is_empty());
+        let snake: ServerConfig =
+            parse_yaml("max_request_bytes: 2048\nrequest_timeout: 5s\nlog:\n  level: debug\n", "t.yaml")
+                .unwrap();
+        assert_eq!(snake.max_request_bytes, kebab.max_request_bytes);
+        assert_eq!(snake.request_timeout, kebab.request_timeout);
+        let warned = take_deprecations();
+        assert_eq!(warned.len(), 2, "{warned:?}");
+        assert!(
+            warned[0].contains("'max_request_bytes' is deprecated; write 'max-request-bytes'"),
+            "{warned:?}"
+        );
+        let yaml = serde_yaml_ng::to_string(&kebab).unwrap();
+        assert!(yaml.contains("max-request-bytes:") && !yaml.contains('_'), "written kebab-case:\n{yaml}");
     }
 
     #[test]

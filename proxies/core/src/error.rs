@@ -182,7 +182,9 @@ pub fn grpc_code(reason: ErrorReason) -> tonic::Code {
         R::QueueAlreadyExists | R::BucketAlreadyExists => Code::AlreadyExists,
         R::NotEmpty | R::ConditionFailed | R::ReceiptStale | R::NotModified => Code::FailedPrecondition,
         R::RangeNotSatisfiable => Code::OutOfRange,
-        R::MessageTooLarge | R::ValueTooLarge | R::RequestTooLarge | R::Throttled => Code::ResourceExhausted,
+        R::MessageTooLarge | R::ValueTooLarge | R::RequestTooLarge | R::Throttled | R::StorageFull => {
+            Code::ResourceExhausted
+        }
         R::Unsupported => Code::Unimplemented,
         R::BackendUnavailable | R::ShuttingDown => Code::Unavailable,
         R::Timeout => Code::DeadlineExceeded,
@@ -213,6 +215,7 @@ pub fn http_status(reason: ErrorReason) -> StatusCode {
         R::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
         R::MessageTooLarge | R::ValueTooLarge | R::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         R::Throttled => StatusCode::TOO_MANY_REQUESTS,
+        R::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
         R::Unsupported => StatusCode::NOT_IMPLEMENTED,
         R::BackendUnavailable | R::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         R::Timeout => StatusCode::GATEWAY_TIMEOUT,

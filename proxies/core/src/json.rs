@@ -26,7 +26,7 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
-                ExoError::new(ErrorReason::RequestTooLarge, "request body exceeds server.max_request_bytes")
+                ExoError::new(ErrorReason::RequestTooLarge, "request body exceeds server.max-request-bytes")
             } else {
                 ExoError::new(ErrorReason::MalformedRequest, format!("cannot read request body: {rejection}"))
             }

@@ -72,7 +72,7 @@ impl axum::serve::Listener for CappedListener {
             Err(_) => {
                 tracing::warn!(
                     cap = self.cap,
-                    "connection cap reached: new connections wait until one closes (server.max_connections)"
+                    "connection cap reached: new connections wait until one closes (server.max-connections)"
                 );
                 let Ok(permit) = self.slots.clone().acquire_owned().await else {
                     // The semaphore is never closed; park rather than spin if it ever is.

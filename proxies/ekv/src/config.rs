@@ -18,7 +18,7 @@ pub const DEFAULT_PORT: u16 = 7403;
 
 /// Which backend serves the tables.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "lowercase", rename_all_fields = "kebab-case", deny_unknown_fields)]
 pub enum BackendConfig {
     /// In-process, not durable.
     Memory,
@@ -51,6 +51,10 @@ impl Default for BackendConfig {
 }
 
 impl BackendConfig {
+    /// Every backend kind [`Self::named`] makes (`failover` is configured in a file); the one
+    /// list help texts and errors quote.
+    pub const KINDS: &[&str] = &["memory", "embedded", "dynamodb", "azure-table"];
+
     /// The backend's name.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -70,7 +74,8 @@ impl BackendConfig {
             "dynamodb" => Ok(Self::Dynamodb(exo_aws::AwsSettings::default())),
             "azure-table" => Ok(Self::AzureTable(exo_azure::AzureSettings::default())),
             other => Err(ConfigError::Invalid(format!(
-                "unknown kv backend '{other}' (known: memory, embedded, dynamodb, azure-table)"
+                "unknown kv backend '{other}' (known: {})",
+                Self::KINDS.join(", ")
             ))),
         }
     }

@@ -9,7 +9,7 @@
 //! presign:                     # URLs the local backends sign and this proxy serves
 //!                              # (or, for kind: s3 — see exo_aws::AwsSettings — the S3
 //!                              # endpoint presigned URLs name)
-//!   base_url: http://127.0.0.1:7402   # default: http://<listen>
+//!   base-url: http://127.0.0.1:7402   # default: http://<listen>
 //!   secret: env:EXO_PRESIGN_SECRET    # default: random per start (URLs die with the process)
 //! ```
 
@@ -28,7 +28,7 @@ pub const DEFAULT_MEMORY_OBJECT_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Which backend stores the objects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "lowercase", rename_all_fields = "kebab-case", deny_unknown_fields)]
 pub enum BackendConfig {
     /// In-process, not durable.
     Memory {
@@ -69,6 +69,10 @@ impl Default for BackendConfig {
 }
 
 impl BackendConfig {
+    /// Every backend kind [`Self::named`] makes (`failover` is configured in a file); the one
+    /// list help texts and errors quote.
+    pub const KINDS: &[&str] = &["memory", "fs", "s3", "azure-blob"];
+
     /// The backend's name.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -88,7 +92,8 @@ impl BackendConfig {
             "s3" => Ok(Self::S3(exo_aws::AwsSettings::default())),
             "azure-blob" => Ok(Self::AzureBlob(exo_azure::AzureSettings::default())),
             other => Err(ConfigError::Invalid(format!(
-                "unknown object backend '{other}' (known: memory, fs, s3, azure-blob)"
+                "unknown object backend '{other}' (known: {})",
+                Self::KINDS.join(", ")
             ))),
         }
     }
@@ -96,7 +101,7 @@ impl BackendConfig {
 
 /// Presigned URLs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PresignConfig {
     /// Local backends: base of the URLs (how clients reach this proxy); default
     /// `http://<listen>`. `s3`: the S3 endpoint the URLs name; default the backend's endpoint.

@@ -1,4 +1,4 @@
-//! eos-proxy with `server.auth_token`: presigned URLs work without the token (their signature
+//! eos-proxy with `server.auth-token`: presigned URLs work without the token (their signature
 //! is their authorisation), everything else needs it, and the bearer scheme is case-insensitive.
 
 use std::{process::Stdio, time::Duration};

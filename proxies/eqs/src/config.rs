@@ -3,12 +3,12 @@
 //! ```yaml
 //! server:
 //!   listen: 127.0.0.1:7401
-//!   request_timeout: 30s
+//!   request-timeout: 30s
 //!   log: { format: json, level: info }
 //! backend:
 //!   kind: embedded            # or: memory
 //!   path: .exo/eqs.db
-//!   max_message_bytes: 262144
+//!   max-message-bytes: 262144
 //! ```
 //!
 //! or Amazon SQS (settings: [`exo_aws::AwsSettings`]):
@@ -33,7 +33,7 @@ pub const DEFAULT_PORT: u16 = 7401;
 
 /// Which backend serves the queues, with its settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "lowercase", rename_all_fields = "kebab-case", deny_unknown_fields)]
 pub enum BackendConfig {
     /// In-process, not durable; for tests and benchmarks.
     Memory {
@@ -77,6 +77,10 @@ impl Default for BackendConfig {
 }
 
 impl BackendConfig {
+    /// Every backend kind [`Self::named`] makes (`failover` is configured in a file); the one
+    /// list help texts and errors quote.
+    pub const KINDS: &[&str] = &["memory", "embedded", "sqs", "azure-queue"];
+
     /// The backend's name.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -99,7 +103,8 @@ impl BackendConfig {
             "sqs" => Ok(Self::Sqs(exo_aws::AwsSettings::default())),
             "azure-queue" => Ok(Self::AzureQueue(exo_azure::AzureSettings::default())),
             other => Err(ConfigError::Invalid(format!(
-                "unknown queue backend '{other}' (known: memory, embedded, sqs, azure-queue)"
+                "unknown queue backend '{other}' (known: {})",
+                Self::KINDS.join(", ")
             ))),
         }
     }
@@ -156,11 +161,11 @@ impl EqsConfig {
         }
         let max = largest(&self.backend);
         if max == 0 || max > 16 * 1024 * 1024 {
-            return Err(ConfigError::Invalid("backend.max_message_bytes must be 1 ..= 16 MiB".into()));
+            return Err(ConfigError::Invalid("backend.max-message-bytes must be 1 ..= 16 MiB".into()));
         }
         if max as usize + 64 * 1024 > self.server.max_request_bytes {
             return Err(ConfigError::Invalid(format!(
-                "backend.max_message_bytes ({max}) needs server.max_request_bytes of at least {}",
+                "backend.max-message-bytes ({max}) needs server.max-request-bytes of at least {}",
                 max + 64 * 1024
             )));
         }

@@ -7,9 +7,24 @@
 //!
 //! Each store keeps a piece of state `S` on the writer thread (e.g. a name → id cache). It is
 //! reset to `S::default()` if a commit fails, so it can never disagree with what is on disk.
+//!
+//! **A full disk** must not lock consumers out of the data that filled it. Beside the database
+//! the store keeps a reserve file ([`RESERVE_BYTES`]). Before each group it looks at the free
+//! space: when the file system runs low the reserve is released, and from then on only
+//! *draining* jobs ([`SqliteStore::run_draining`]: receives, acks, deletes, purges) run — on the
+//! released space — while writes that add data answer STORAGE_FULL without running. Space freed
+//! inside the database (pages of deleted rows) lets writes in again; the reserve comes back once
+//! the file system has room for it. Opening writes nothing when the schema is current, so a
+//! proxy killed on a full disk starts again.
 
-use std::{path::Path, sync::mpsc, thread, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    sync::mpsc,
+    thread,
+    time::Duration,
+};
 
+use exo_proto::common::v1::ErrorReason;
 use exo_proxy_core::{ExoError, ExoResult};
 use rusqlite::{Connection, Transaction};
 use tokio::sync::oneshot;
@@ -19,12 +34,127 @@ pub use rusqlite;
 /// Most jobs committed together.
 const MAX_GROUP: usize = 512;
 
-type Completion = Box<dyn FnOnce(Option<&ExoError>) + Send>;
-type Job<S> = Box<dyn FnOnce(&Transaction<'_>, &mut S) -> (bool, Completion) + Send>;
+/// Space kept aside for draining a full disk (receives, acks, deletes need WAL space).
+pub const RESERVE_BYTES: u64 = 8 * 1024 * 1024;
+/// Below this much free space the reserve is released and only draining jobs run.
+const LOW_BYTES: u64 = 1024 * 1024;
 
-/// Maps a SQLite error to the contract: the store is unavailable (retryable).
+type Completion = Box<dyn FnOnce(Option<&ExoError>) + Send>;
+/// Runs a job in the group's transaction, or (given `None`) refuses it unrun.
+type Work<S> =
+    Box<dyn for<'t, 'c> FnOnce(Option<(&'t Transaction<'c>, &'t mut S)>) -> (bool, Completion) + Send>;
+
+/// A unit of work for the writer thread, and whether it may run on a full disk.
+struct Job<S> {
+    work: Work<S>,
+    draining: bool,
+}
+
+/// STORAGE_FULL: the disk under the embedded store is full.
+pub fn storage_full(what: &str) -> ExoError {
+    ExoError::new(
+        ErrorReason::StorageFull,
+        format!(
+            "{what}: the embedded store's disk is full; writes are refused until space is freed \
+             (receives, acks and deletes still work)"
+        ),
+    )
+}
+
+/// Maps a SQLite error to the contract: a full disk is STORAGE_FULL, anything else makes the
+/// store unavailable (retryable).
 pub fn db_error(err: rusqlite::Error) -> ExoError {
+    if err.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        return storage_full("the write did not fit");
+    }
     ExoError::unavailable(format!("embedded store error: {err}"))
+}
+
+/// Free bytes on the file system holding `dir` (for an unprivileged writer).
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes only into `stat`; `path` is a valid NUL-terminated string.
+    unsafe {
+        let mut stat: libc::statvfs = std::mem::zeroed();
+        (libc::statvfs(path.as_ptr(), &mut stat) == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
+    }
+}
+
+/// The reserve file beside the database, and whether it is in place.
+struct Reserve {
+    path: PathBuf,
+    dir: PathBuf,
+    present: bool,
+}
+
+impl Reserve {
+    fn new(db: &Path) -> Self {
+        let mut name = db.file_name().unwrap_or_default().to_os_string();
+        name.push(".reserve");
+        let dir = db.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
+        let present = db.with_file_name(&name).metadata().is_ok_and(|m| m.len() >= RESERVE_BYTES);
+        Self { path: db.with_file_name(name), dir, present }
+    }
+
+    /// Writes the reserve file if there is room for it and a margin; never fails the caller.
+    fn restore(&mut self) {
+        if self.present || free_bytes(&self.dir).is_none_or(|free| free < RESERVE_BYTES + 2 * LOW_BYTES) {
+            return;
+        }
+        let written = (|| -> std::io::Result<()> {
+            use std::io::Write as _;
+            let mut file = std::fs::File::create(&self.path)?;
+            let block = vec![0u8; 1024 * 1024];
+            for _ in 0..RESERVE_BYTES / block.len() as u64 {
+                file.write_all(&block)?;
+            }
+            file.sync_all()
+        })();
+        match written {
+            Ok(()) => {
+                self.present = true;
+                tracing::info!(path = %self.path.display(), "disk space reserve in place");
+            }
+            Err(err) => {
+                let _ = std::fs::remove_file(&self.path);
+                tracing::warn!(error = %err, "cannot write the disk space reserve yet");
+            }
+        }
+    }
+
+    fn release(&mut self) {
+        if std::fs::remove_file(&self.path).is_ok() || !self.path.exists() {
+            self.present = false;
+            tracing::warn!(path = %self.path.display(), "disk almost full: reserve released; only receives, acks and deletes run until space is freed");
+        }
+    }
+
+    /// Whether writes that add data may run now: the free space, not counting what the
+    /// released reserve gave back for draining, plus the database's own free pages.
+    fn admits_writes(&mut self, conn: &Connection) -> bool {
+        let Some(mut free) = free_bytes(&self.dir) else { return true };
+        if self.present && free < LOW_BYTES {
+            self.release();
+            free = free_bytes(&self.dir).unwrap_or(free);
+        }
+        if !self.present {
+            self.restore();
+        }
+        let spare = if self.present { free } else { free.saturating_sub(RESERVE_BYTES) };
+        let pragma = |name: &str, default: i64| {
+            conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0)).unwrap_or(default).max(0)
+                as u64
+        };
+        spare + pragma("freelist_count", 0) * pragma("page_size", 4096) > LOW_BYTES
+    }
+}
+
+/// The `user_version` a schema script sets (`PRAGMA user_version = N;`), if any.
+fn schema_version(schema: &str) -> Option<i64> {
+    let at = schema.find("user_version")?;
+    let rest = schema[at + "user_version".len()..].trim_start().strip_prefix('=')?;
+    rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
 /// A handle on the writer thread of one database file. Dropping every handle stops the thread.
@@ -59,11 +189,17 @@ impl<S: Default + Send + 'static> SqliteStore<S> {
         conn.pragma_update(None, "synchronous", "FULL").map_err(db_error)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db_error)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(db_error)?;
-        conn.execute_batch(schema).map_err(db_error)?;
+        // A current schema is not applied again: opening must write nothing (a full disk).
+        let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db_error)?;
+        if schema_version(schema).is_none_or(|wanted| current < wanted) {
+            conn.execute_batch(schema).map_err(db_error)?;
+        }
+        let mut reserve = Reserve::new(path);
+        reserve.restore();
         let (jobs, inbox) = mpsc::channel::<Job<S>>();
         thread::Builder::new()
             .name(thread_name.to_owned())
-            .spawn(move || writer_loop(conn, inbox))
+            .spawn(move || writer_loop(conn, inbox, reserve))
             .map_err(|err| ExoError::internal(format!("cannot start writer thread: {err}")))?;
         Ok(Self { jobs })
     }
@@ -76,9 +212,30 @@ impl<S: Default + Send + 'static> SqliteStore<S> {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>, &mut S) -> ExoResult<T> + Send + 'static,
     {
+        self.submit(work, false).await
+    }
+
+    /// Like [`Self::run`], for work that adds no data (a receive, an ack, a delete, a purge, a
+    /// read): it runs on a full disk too, so consumers can drain what filled it.
+    pub async fn run_draining<T, F>(&self, work: F) -> ExoResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, &mut S) -> ExoResult<T> + Send + 'static,
+    {
+        self.submit(work, true).await
+    }
+
+    async fn submit<T, F>(&self, work: F, draining: bool) -> ExoResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, &mut S) -> ExoResult<T> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
-        let job: Job<S> = Box::new(move |txn, state| {
-            let result = work(txn, state);
+        let work: Work<S> = Box::new(move |running| {
+            let result = match running {
+                Some((txn, state)) => work(txn, state),
+                None => Err(storage_full("the write was refused")),
+            };
             let succeeded = result.is_ok();
             let completion: Completion = Box::new(move |commit_error: Option<&ExoError>| {
                 let _ = reply.send(match commit_error {
@@ -88,12 +245,14 @@ impl<S: Default + Send + 'static> SqliteStore<S> {
             });
             (succeeded, completion)
         });
-        self.jobs.send(job).map_err(|_| ExoError::unavailable("embedded store writer has stopped"))?;
+        self.jobs
+            .send(Job { work, draining })
+            .map_err(|_| ExoError::unavailable("embedded store writer has stopped"))?;
         answer.await.map_err(|_| ExoError::unavailable("embedded store writer has stopped"))?
     }
 }
 
-fn writer_loop<S: Default>(mut conn: Connection, inbox: mpsc::Receiver<Job<S>>) {
+fn writer_loop<S: Default>(mut conn: Connection, inbox: mpsc::Receiver<Job<S>>, mut reserve: Reserve) {
     let mut state = S::default();
     while let Ok(first) = inbox.recv() {
         let mut jobs = vec![first];
@@ -103,6 +262,17 @@ fn writer_loop<S: Default>(mut conn: Connection, inbox: mpsc::Receiver<Job<S>>) 
                 Err(_) => break,
             }
         }
+        if !reserve.admits_writes(&conn) {
+            let (draining, refused): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|job| job.draining);
+            for job in refused {
+                let (_, complete) = (job.work)(None);
+                complete(None);
+            }
+            jobs = draining;
+            if jobs.is_empty() {
+                continue;
+            }
+        }
         let mut completions = Vec::with_capacity(jobs.len());
         // Jobs never started (an error before their turn) are dropped; their callers see the
         // store as unavailable and nothing of theirs was written.
@@ -110,7 +280,7 @@ fn writer_loop<S: Default>(mut conn: Connection, inbox: mpsc::Receiver<Job<S>>) 
             let txn = conn.transaction().map_err(db_error)?;
             for job in jobs {
                 txn.execute_batch("SAVEPOINT job").map_err(db_error)?;
-                let (succeeded, completion) = job(&txn, &mut state);
+                let (succeeded, completion) = (job.work)(Some((&txn, &mut state)));
                 completions.push(completion);
                 let end = if succeeded { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
                 txn.execute_batch(end).map_err(db_error)?;

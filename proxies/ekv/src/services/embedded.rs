@@ -131,7 +131,7 @@ impl KeyValue for EmbeddedKv {
     }
 
     async fn ready(&self) -> ExoResult<()> {
-        self.store.run(|txn, _| txn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await
+        self.store.run_draining(|txn, _| txn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await
     }
 
     async fn create_table(&self, table: &TableName) -> ExoResult<bool> {
@@ -152,7 +152,7 @@ impl KeyValue for EmbeddedKv {
     async fn delete_table(&self, table: &TableName) -> ExoResult<()> {
         let table = table.to_string();
         self.store
-            .run(move |txn, catalog| {
+            .run_draining(move |txn, catalog| {
                 catalog.tables.remove(&table);
                 let deleted =
                     txn.execute("DELETE FROM kv_tables WHERE name = ?1", [&table]).map_err(db_error)?;
@@ -163,7 +163,7 @@ impl KeyValue for EmbeddedKv {
 
     async fn list_tables(&self) -> ExoResult<Vec<String>> {
         self.store
-            .run(|txn, _| {
+            .run_draining(|txn, _| {
                 let mut stmt =
                     txn.prepare_cached("SELECT name FROM kv_tables ORDER BY name").map_err(db_error)?;
                 let names = stmt.query_map([], |r| r.get(0)).map_err(db_error)?;
@@ -175,7 +175,7 @@ impl KeyValue for EmbeddedKv {
     async fn get(&self, table: &TableName, key: &str) -> ExoResult<pb::Entry> {
         let (table, key) = (table.to_string(), key.to_owned());
         self.store
-            .run(move |txn, catalog| {
+            .run_draining(move |txn, catalog| {
                 let id = catalog.table_id(txn, &table)?;
                 let row = txn
                     .query_row(
@@ -229,7 +229,7 @@ impl KeyValue for EmbeddedKv {
     async fn delete(&self, table: &TableName, key: &str, condition: &Condition) -> ExoResult<bool> {
         let (table, key, condition) = (table.to_string(), key.to_owned(), condition.clone());
         self.store
-            .run(move |txn, catalog| {
+            .run_draining(move |txn, catalog| {
                 let now = now_ms();
                 let id = catalog.table_id(txn, &table)?;
                 let current = current_version(txn, id, &key, now)?;
@@ -255,7 +255,7 @@ impl KeyValue for EmbeddedKv {
         let (table, prefix) = (table.to_string(), prefix.as_bytes().to_vec());
         let after = start_after.map(|s| s.as_bytes().to_vec());
         self.store
-            .run(move |txn, catalog| {
+            .run_draining(move |txn, catalog| {
                 let id = catalog.table_id(txn, &table)?;
                 let now = now_ms() as i64;
                 // Resume strictly after the last key of the previous page, or start at the prefix.
@@ -286,7 +286,7 @@ impl KeyValue for EmbeddedKv {
     async fn batch_get(&self, table: &TableName, keys: &[String]) -> ExoResult<Vec<pb::Entry>> {
         let (table, keys) = (table.to_string(), keys.to_vec());
         self.store
-            .run(move |txn, catalog| {
+            .run_draining(move |txn, catalog| {
                 let id = catalog.table_id(txn, &table)?;
                 let now = now_ms();
                 let mut stmt = txn

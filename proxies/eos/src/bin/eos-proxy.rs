@@ -19,8 +19,8 @@ struct Args {
     /// Address to listen on (gRPC and HTTP share it).
     #[arg(long, env = "EXO_EOS_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Backend: memory or fs.
-    #[arg(long, env = "EXO_EOS_BACKEND")]
+    /// Backend kind (a failover chain needs --config).
+    #[arg(long, env = "EXO_EOS_BACKEND", value_parser = clap::builder::PossibleValuesParser::new(eos::config::BackendConfig::KINDS))]
     backend: Option<String>,
     /// Data root of the fs backend.
     #[arg(long, env = "EXO_EOS_ROOT")]

@@ -78,6 +78,9 @@ impl std::fmt::Debug for FsObjects {
 }
 
 fn io_error(context: &str, err: std::io::Error) -> ExoError {
+    if err.kind() == std::io::ErrorKind::StorageFull {
+        return exo_sqlite::storage_full(&format!("filesystem ({context})"));
+    }
     ExoError::unavailable(format!("filesystem error ({context}): {err}"))
 }
 
@@ -215,7 +218,7 @@ impl FsObjects {
     async fn lookup(&self, bucket: &BucketName, key: &str) -> ExoResult<Row> {
         let (b, k) = (bucket.to_string(), key.to_owned());
         self.store
-            .run(move |txn, _| {
+            .run_draining(move |txn, _| {
                 require_bucket(txn, &b)?;
                 read_row(txn, &b, &k)?.ok_or_else(|| object_not_found(&b, &k))
             })
@@ -294,7 +297,7 @@ impl ObjectStore for FsObjects {
     }
 
     async fn ready(&self) -> ExoResult<()> {
-        self.store.run(|txn, _| txn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await
+        self.store.run_draining(|txn, _| txn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await
     }
 
     async fn create_bucket(&self, bucket: &BucketName) -> ExoResult<bool> {
@@ -315,7 +318,7 @@ impl ObjectStore for FsObjects {
     async fn delete_bucket(&self, bucket: &BucketName) -> ExoResult<()> {
         let b = bucket.to_string();
         self.store
-            .run(move |txn, _| {
+            .run_draining(move |txn, _| {
                 require_bucket(txn, &b)?;
                 let objects: i64 = txn
                     .query_row("SELECT count(*) FROM objects WHERE bucket = ?1", [&b], |r| r.get(0))
@@ -335,7 +338,7 @@ impl ObjectStore for FsObjects {
 
     async fn list_buckets(&self) -> ExoResult<Vec<String>> {
         self.store
-            .run(|txn, _| {
+            .run_draining(|txn, _| {
                 let mut stmt =
                     txn.prepare_cached("SELECT name FROM buckets ORDER BY name").map_err(db_error)?;
                 let names = stmt.query_map([], |r| r.get(0)).map_err(db_error)?;
@@ -436,7 +439,7 @@ impl ObjectStore for FsObjects {
         let (b, k, if_match) = (bucket.to_string(), key.to_owned(), if_match.map(str::to_owned));
         let removed = self
             .store
-            .run(move |txn, _| {
+            .run_draining(move |txn, _| {
                 require_bucket(txn, &b)?;
                 let current = read_row(txn, &b, &k)?;
                 if let Some(want) = if_match {
@@ -467,7 +470,7 @@ impl ObjectStore for FsObjects {
     ) -> ExoResult<Page> {
         let (b, prefix, delimiter) = (bucket.to_string(), prefix.to_owned(), delimiter.to_owned());
         self.store
-            .run(move |txn, _| {
+            .run_draining(move |txn, _| {
                 require_bucket(txn, &b)?;
                 let mut stmt = txn
                     .prepare_cached(
@@ -552,7 +555,7 @@ impl ObjectStore for FsObjects {
         expires_at_ms: u64,
     ) -> ExoResult<Presigned> {
         let b = bucket.to_string();
-        self.store.run(move |txn, _| require_bucket(txn, &b)).await?;
+        self.store.run_draining(move |txn, _| require_bucket(txn, &b)).await?;
         Ok(self.presigner.url(bucket.as_str(), key, method, expires_at_ms).into())
     }
 }

@@ -14,7 +14,7 @@
 //! - **Keys and metadata** are native: user metadata are `x-amz-meta-*` (names lowercase).
 //!   Listings carry size, ETag and time; S3 listings have no content type or metadata.
 //! - **Listing** is ListObjectsV2 with S3's delimiter; page tokens wrap S3's continuation token.
-//! - **Presign** returns S3's own SigV4 presigned URL. The config's `presign.base_url`, when
+//! - **Presign** returns S3's own SigV4 presigned URL. The config's `presign.base-url`, when
 //!   set, is the S3 endpoint the URLs name (for clients that reach S3 by another address than
 //!   the proxy does).
 

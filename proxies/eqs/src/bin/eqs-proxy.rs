@@ -19,8 +19,8 @@ struct Args {
     /// Address to listen on (gRPC and HTTP/JSON share it).
     #[arg(long, env = "EXO_EQS_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Backend: memory or embedded.
-    #[arg(long, env = "EXO_EQS_BACKEND")]
+    /// Backend kind (a failover chain needs --config).
+    #[arg(long, env = "EXO_EQS_BACKEND", value_parser = clap::builder::PossibleValuesParser::new(eqs::config::BackendConfig::KINDS))]
     backend: Option<String>,
     /// Database file of the embedded backend.
     #[arg(long, env = "EXO_EQS_DB")]

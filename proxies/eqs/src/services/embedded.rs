@@ -149,6 +149,16 @@ impl EmbeddedQueue {
         self.store.run(work).await
     }
 
+    /// Like [`Self::run`] for work that adds no data: it still runs on a full disk (see
+    /// [`SqliteStore::run_draining`]), so consumers can drain the queue that filled it.
+    async fn drain<T, F>(&self, work: F) -> ExoResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, &mut Catalog) -> ExoResult<T> + Send + 'static,
+    {
+        self.store.run_draining(work).await
+    }
+
     fn try_receive_job(
         name: QueueName,
         params: ReceiveParams,
@@ -326,7 +336,7 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn ready(&self) -> ExoResult<()> {
-        self.run(|txn, _| txn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await
+        self.drain(|txn, _| txn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await
     }
 
     async fn create_queue(
@@ -363,7 +373,7 @@ impl Queue for EmbeddedQueue {
 
     async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
         let name = name.clone();
-        self.run(move |txn, catalog| {
+        self.drain(move |txn, catalog| {
             catalog.queues.remove(name.as_str());
             let deleted =
                 txn.execute("DELETE FROM queues WHERE name = ?1", [name.as_str()]).map_err(db_error)?;
@@ -379,7 +389,7 @@ impl Queue for EmbeddedQueue {
         limit: usize,
     ) -> ExoResult<Vec<String>> {
         let (prefix, start_after) = (prefix.to_owned(), start_after.unwrap_or("").to_owned());
-        self.run(move |txn, _| {
+        self.drain(move |txn, _| {
             // Names are [a-z0-9-], so a prefix range needs no LIKE escaping: prefix <= name < prefix + '~'.
             let upper = format!("{prefix}~");
             let mut statement = txn
@@ -399,7 +409,7 @@ impl Queue for EmbeddedQueue {
 
     async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
         let name = name.clone();
-        self.run(move |txn, catalog| {
+        self.drain(move |txn, catalog| {
             let row = catalog.lookup(txn, name.as_str())?;
             queue_info(txn, name.as_str(), &row)
         })
@@ -445,7 +455,7 @@ impl Queue for EmbeddedQueue {
         self.arrivals
             .wait_for(name.as_str(), params.wait, || async {
                 let (messages, dead_letter_queue) =
-                    self.run(Self::try_receive_job(name.clone(), params)).await?;
+                    self.drain(Self::try_receive_job(name.clone(), params)).await?;
                 if let Some(target) = dead_letter_queue {
                     self.arrivals.announce(&target);
                 }
@@ -457,7 +467,7 @@ impl Queue for EmbeddedQueue {
     async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()> {
         let receipt = LocalReceipt::decode(receipt, name)?;
         let name = name.clone();
-        self.run(move |txn, catalog| {
+        self.drain(move |txn, catalog| {
             let queue = catalog.lookup(txn, name.as_str())?;
             if leased_message(txn, &queue, &name, &receipt)?.is_some() {
                 txn.execute("DELETE FROM messages WHERE seq = ?1", [receipt.seq as i64]).map_err(db_error)?;
@@ -470,7 +480,7 @@ impl Queue for EmbeddedQueue {
     async fn change_visibility(&self, name: &QueueName, receipt: &str, seconds: u32) -> ExoResult<()> {
         let receipt = LocalReceipt::decode(receipt, name)?;
         let owned = name.clone();
-        self.run(move |txn, catalog| {
+        self.drain(move |txn, catalog| {
             let queue = catalog.lookup(txn, owned.as_str())?;
             leased_message(txn, &queue, &owned, &receipt)?.ok_or_else(|| stale_receipt(&owned))?;
             let visible_at = now_ms() as i64 + i64::from(seconds) * 1000;
@@ -490,7 +500,7 @@ impl Queue for EmbeddedQueue {
 
     async fn purge(&self, name: &QueueName) -> ExoResult<()> {
         let name = name.clone();
-        self.run(move |txn, catalog| {
+        self.drain(move |txn, catalog| {
             let queue = catalog.lookup(txn, name.as_str())?;
             txn.execute("DELETE FROM messages WHERE queue_id = ?1", [queue.id]).map_err(db_error)?;
             Ok(())
