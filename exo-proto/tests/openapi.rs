@@ -9,8 +9,7 @@ use prost_types::FileDescriptorSet;
 
 #[test]
 fn openapi_schemas_match_proto_messages() {
-    let doc: serde_json::Value =
-        serde_json::from_str(exo_proto::QUEUE_OPENAPI).expect("openapi.json is JSON");
+    let doc: serde_json::Value = serde_json::from_str(exo_proto::OPENAPI).expect("openapi.json is JSON");
     let schemas = doc["components"]["schemas"].as_object().expect("schemas");
     let fds = FileDescriptorSet::decode(exo_proto::FILE_DESCRIPTOR_SET).expect("descriptor set");
     // (package, prefix of its schema names where they would clash, fields taken from the path)

@@ -33,9 +33,49 @@ where
         })?;
         // An empty body stands for an empty object, so body-less POSTs work.
         let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
-        serde_json::from_slice(bytes)
-            .map(Json)
-            .map_err(|err| ExoError::new(ErrorReason::MalformedRequest, format!("invalid JSON body: {err}")))
+        let malformed = |err: serde_json::Error| {
+            ExoError::new(ErrorReason::MalformedRequest, format!("invalid JSON body: {err}"))
+        };
+        match serde_json::from_slice(bytes) {
+            Ok(value) => Ok(Json(value)),
+            Err(first) => {
+                // Two readings the generated proto3 mapping gets wrong, fixed only on this slow
+                // path: JSON has one number type (`3.0` is the integer 3, as JSON Schema agrees),
+                // and null means "unset" for every field (the mapping refuses it in some places,
+                // e.g. beside another member of a oneof).
+                let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+                    return Err(malformed(first));
+                };
+                if !normalize(&mut value) {
+                    return Err(malformed(first));
+                }
+                serde_json::from_value(value).map(Json).map_err(malformed)
+            }
+        }
+    }
+}
+
+/// Rewrites every float with no fractional part (`3.0`, `1e3`) as an integer and drops every
+/// object member that is null; whether anything changed.
+fn normalize(value: &mut serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f.fract() == 0.0 && f.abs() < 9.0e15 {
+                *value = if f < 0.0 { serde_json::json!(f as i64) } else { serde_json::json!(f as u64) };
+                true
+            } else {
+                false
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().fold(false, |any, v| normalize(v) | any),
+        serde_json::Value::Object(map) => {
+            let before = map.len();
+            map.retain(|_, v| !v.is_null());
+            let dropped = map.len() != before;
+            map.values_mut().fold(dropped, |any, v| normalize(v) | any)
+        }
+        _ => false,
     }
 }
 
@@ -61,9 +101,45 @@ pub fn parse_query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ExoE
         .map_err(|err| ExoError::new(ErrorReason::MalformedRequest, format!("invalid query string: {err}")))
 }
 
-/// Serves the contract's OpenAPI document (`/api/v1/openapi.json` on every proxy).
-pub async fn openapi_document() -> Response {
-    let mut response = exo_proto::QUEUE_OPENAPI.into_response();
+/// The position a page token holds: base64url (no padding) of bytes the server chose. Any
+/// token of that shape is a position — one the server did not issue just resumes there — so a
+/// token is refused only when it is not base64url at all.
+pub fn page_token_bytes(token: &str) -> Result<Vec<u8>, ExoError> {
+    use base64::{
+        Engine as _,
+        engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
+    };
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+            .with_decode_allow_trailing_bits(true),
+    );
+    LENIENT.decode(token.as_bytes()).map_err(|_| {
+        ExoError::invalid_argument("page_token", "page_token is not a token this server issues (base64url)")
+    })
+}
+
+/// A proxy's OpenAPI document with its backend's limits written in: each `(JSON pointer,
+/// value)` replaces what the generator wrote for the local backends, so the document states
+/// exactly what this proxy enforces. A pointer that names nothing is a bug in the caller and
+/// panics in debug builds (tests catch it); release builds skip it.
+pub fn openapi_with_limits(document: &str, limits: &[(&str, serde_json::Value)]) -> String {
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(document) else {
+        return document.to_owned();
+    };
+    for (pointer, value) in limits {
+        match doc.pointer_mut(pointer) {
+            Some(slot) => *slot = value.clone(),
+            None => debug_assert!(false, "the OpenAPI document has no {pointer}"),
+        }
+    }
+    doc.to_string()
+}
+
+/// Serves a proxy's own OpenAPI document (`/api/v1/openapi.json`).
+pub fn openapi_document(document: String) -> Response {
+    let mut response = document.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }

@@ -189,14 +189,8 @@ impl KvApi {
         let start_after = if req.page_token.is_empty() {
             None
         } else {
-            let bad = || {
-                self.stamp(ExoError::invalid_argument(
-                    "page_token",
-                    "page_token is not one this server issued",
-                ))
-            };
-            let raw = URL_SAFE_NO_PAD.decode(req.page_token.as_bytes()).map_err(|_| bad())?;
-            Some(String::from_utf8(raw).map_err(|_| bad())?)
+            let raw = exo_proxy_core::json::page_token_bytes(&req.page_token).map_err(|e| self.stamp(e))?;
+            Some(String::from_utf8_lossy(&raw).into_owned())
         };
         let mut entries = self
             .backend

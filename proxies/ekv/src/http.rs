@@ -16,10 +16,42 @@ use serde::Deserialize;
 
 use crate::api::KvApi;
 
+/// ekv's OpenAPI document with this backend's limits.
+fn openapi_document(describe: &pb::DescribeResponse) -> String {
+    let l = describe.limits.unwrap_or_default();
+    let key = serde_json::Value::from(l.max_key_bytes);
+    exo_proxy_core::json::openapi_with_limits(
+        exo_proto::EKV_OPENAPI,
+        &[
+            ("/components/schemas/PutRequest/properties/ttlSeconds/maximum", l.max_ttl_seconds.into()),
+            ("/components/schemas/BatchGetRequest/properties/keys/maxItems", l.max_batch_keys.into()),
+            ("/components/schemas/BatchGetRequest/properties/keys/items/maxLength", key.clone()),
+            ("/paths/~1api~1v1~1tables~1{table}~1entries/get/parameters/1/schema/maxLength", key.clone()),
+            (
+                "/paths/~1api~1v1~1tables~1{table}~1entries/get/parameters/2/schema/maximum",
+                l.max_page_size.into(),
+            ),
+            (
+                "/paths/~1api~1v1~1tables~1{table}~1entries~1{key}/get/parameters/1/schema/maxLength",
+                key.clone(),
+            ),
+            (
+                "/paths/~1api~1v1~1tables~1{table}~1entries~1{key}/put/parameters/1/schema/maxLength",
+                key.clone(),
+            ),
+            ("/paths/~1api~1v1~1tables~1{table}~1entries~1{key}/delete/parameters/1/schema/maxLength", key),
+        ],
+    )
+}
+
 /// The routes, ready to merge into a proxy server.
 pub fn routes(api: KvApi) -> Router {
+    let document = openapi_document(&api.describe());
     Router::new()
-        .route("/api/v1/openapi.json", get(exo_proxy_core::json::openapi_document))
+        .route(
+            "/api/v1/openapi.json",
+            get(move || async move { exo_proxy_core::json::openapi_document(document.clone()) }),
+        )
         .route("/api/v1/describe", get(describe))
         .route("/api/v1/tables", get(list_tables).post(create_table))
         .route("/api/v1/tables/{table}", axum::routing::delete(delete_table))

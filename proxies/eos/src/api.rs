@@ -262,7 +262,7 @@ impl ObjectApi {
                 )));
             }
         };
-        if req.prefix.len() > limits.max_key_bytes as usize || req.delimiter.len() > 16 {
+        if req.prefix.len() > limits.max_key_bytes as usize || req.delimiter.chars().count() > 16 {
             return Err(self.stamp(ExoError::invalid_argument("prefix", "prefix or delimiter is too long")));
         }
         let resume = if req.page_token.is_empty() {

@@ -31,10 +31,32 @@ struct AppState {
     presigner: Arc<LocalPresigner>,
 }
 
+/// eos's OpenAPI document with this backend's limits.
+fn openapi_document(describe: &pb::DescribeResponse) -> String {
+    let l = describe.limits.unwrap_or_default();
+    exo_proxy_core::json::openapi_with_limits(
+        exo_proto::EOS_OPENAPI,
+        &[
+            (
+                "/components/schemas/PresignRequest/properties/expiresInSeconds/maximum",
+                l.max_presign_seconds.into(),
+            ),
+            (
+                "/paths/~1api~1v1~1buckets~1{bucket}~1objects/get/parameters/3/schema/maximum",
+                l.max_page_size.into(),
+            ),
+        ],
+    )
+}
+
 /// The routes, ready to merge into a proxy server.
 pub fn routes(api: ObjectApi, presigner: Arc<LocalPresigner>) -> Router {
+    let document = openapi_document(&api.describe());
     Router::new()
-        .route("/api/v1/openapi.json", get(exo_proxy_core::json::openapi_document))
+        .route(
+            "/api/v1/openapi.json",
+            get(move || async move { exo_proxy_core::json::openapi_document(document.clone()) }),
+        )
         .route("/api/v1/describe", get(describe))
         .route("/api/v1/buckets", get(list_buckets).post(create_bucket))
         .route("/api/v1/buckets/{bucket}", axum::routing::delete(delete_bucket))
@@ -109,43 +131,40 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> ExoResult<Option<&'a s
     if values.next().is_some() {
         return Err(ExoError::invalid_argument(name, format!("header {name} is given more than once")));
     }
-    value
+    let text = value
         .to_str()
-        .map(Some)
-        .map_err(|_| ExoError::invalid_argument(name, format!("header {name} is not printable ASCII")))
+        .map_err(|_| ExoError::invalid_argument(name, format!("header {name} is not printable ASCII")))?;
+    // An empty header says nothing: the same as no header.
+    Ok(Some(text).filter(|t| !t.trim().is_empty()))
 }
 
 fn unquote(etag: &str) -> String {
     etag.trim().trim_start_matches("W/").trim_matches('"').to_owned()
 }
 
-/// Parses a single-range `Range: bytes=...` header (HTTP ends are inclusive).
-fn parse_range(value: &str) -> ExoResult<pb::ByteRange> {
-    let bad = || {
-        ExoError::invalid_argument(
-            "range",
-            format!("unsupported Range header {value:?}; use bytes=a-b, bytes=a- or bytes=-n"),
-        )
-    };
-    let spec = value.strip_prefix("bytes=").ok_or_else(bad)?;
+/// Parses a single-range `Range: bytes=...` header (HTTP ends are inclusive). Anything else —
+/// another unit, several ranges, an inverted range, no range at all — is ignored, as RFC 9110
+/// §14.2 lets a server do: the answer is the whole object.
+fn parse_range(value: &str) -> Option<pb::ByteRange> {
+    let spec = value.trim().strip_prefix("bytes=")?;
     if spec.contains(',') {
-        return Err(bad());
+        return None;
     }
-    let (start, end) = spec.split_once('-').ok_or_else(bad)?;
-    let number = |s: &str| s.trim().parse::<u64>().map_err(|_| bad());
+    let (start, end) = spec.split_once('-')?;
+    let number = |s: &str| s.trim().parse::<u64>().ok();
     let kind = match (start.trim().is_empty(), end.trim().is_empty()) {
         (false, true) => pb::byte_range::Kind::From(number(start)?),
         (true, false) => pb::byte_range::Kind::Suffix(number(end)?),
         (false, false) => {
             let (start, end) = (number(start)?, number(end)?);
             if end < start {
-                return Err(bad());
+                return None;
             }
-            pb::byte_range::Kind::Span(pb::Span { start, end: end + 1 })
+            pb::byte_range::Kind::Span(pb::Span { start, end: end.checked_add(1)? })
         }
-        (true, true) => return Err(bad()),
+        (true, true) => return None,
     };
-    Ok(pb::ByteRange { kind: Some(kind) })
+    Some(pb::ByteRange { kind: Some(kind) })
 }
 
 fn info_headers(info: &pb::ObjectInfo, headers: &mut HeaderMap) {
@@ -220,7 +239,7 @@ async fn get_object(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let range = header_text(&headers, "range")?.map(parse_range).transpose()?;
+        let range = header_text(&headers, "range")?.and_then(parse_range);
         let req = pb::GetRequest {
             bucket,
             key,
@@ -267,14 +286,23 @@ fn put_header(bucket: String, key: String, headers: &HeaderMap) -> ExoResult<pb:
         }
     }
     let condition = match (header_text(headers, "if-none-match")?, header_text(headers, "if-match")?) {
-        (Some(_), Some(_)) => {
-            return Err(ExoError::invalid_argument(
-                "if-match",
-                "If-Match and If-None-Match cannot be combined on a write",
-            ));
+        // "Must not exist" and "must exist at this ETag" never both hold (RFC 9110 evaluates
+        // both): a failed precondition, nothing written.
+        (Some("*"), Some(etag)) => {
+            if etag.len() > 256 {
+                return Err(ExoError::invalid_argument(
+                    "if-match",
+                    "an ETag must be 1 to 256 printable ASCII characters",
+                ));
+            }
+            return Err(ExoError::new(
+                ErrorReason::ConditionFailed,
+                "If-Match and If-None-Match: * cannot both hold; nothing was written",
+            )
+            .with_resource(format!("{bucket}/{key}")));
         }
         (Some("*"), None) => Some(pb::condition::Kind::CreateOnly(true)),
-        (Some(_), None) => {
+        (Some(_), _) => {
             return Err(ExoError::invalid_argument("if-none-match", "writes accept only If-None-Match: *"));
         }
         (None, Some(etag)) => Some(pb::condition::Kind::IfMatch(unquote(etag))),

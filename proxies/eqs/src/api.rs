@@ -103,14 +103,9 @@ impl QueueApi {
         let start_after = if req.page_token.is_empty() {
             None
         } else {
-            let bad = || {
-                self.attribute(ExoError::invalid_argument(
-                    "page_token",
-                    "page_token is not one this server issued",
-                ))
-            };
-            let raw = URL_SAFE_NO_PAD.decode(req.page_token.as_bytes()).map_err(|_| bad())?;
-            Some(String::from_utf8(raw).map_err(|_| bad())?)
+            let raw =
+                exo_proxy_core::json::page_token_bytes(&req.page_token).map_err(|e| self.attribute(e))?;
+            Some(String::from_utf8_lossy(&raw).into_owned())
         };
         let mut names =
             self.backend.list_queues(&req.prefix, start_after.as_deref(), page_size as usize + 1).await?;
@@ -329,10 +324,15 @@ pub fn normalize_options(
             }
             QueueName::parse("queue", &options.dead_letter_queue, "options.dead_letter_queue")?;
             if options.dead_letter_queue == name.as_str() {
-                return Err(ExoError::invalid_argument(
-                    "options.dead_letter_queue",
-                    "a queue cannot be its own dead-letter queue",
-                ));
+                // The dead-letter queue must be another queue that exists: this one does not yet.
+                return Err(ExoError::new(
+                    ErrorReason::QueueNotFound,
+                    format!(
+                        "dead-letter queue '{name}' must be another existing queue (a queue cannot be its own)"
+                    ),
+                )
+                .with_field("options.dead_letter_queue")
+                .with_resource(name.as_str()));
             }
         }
     }

@@ -18,8 +18,12 @@ use crate::api::QueueApi;
 
 /// The routes, ready to merge into a proxy server.
 pub fn routes(api: QueueApi) -> Router {
+    let document = openapi_document(&api.describe());
     Router::new()
-        .route("/api/v1/openapi.json", get(exo_proxy_core::json::openapi_document))
+        .route(
+            "/api/v1/openapi.json",
+            get(move || async move { exo_proxy_core::json::openapi_document(document.clone()) }),
+        )
         .route("/api/v1/describe", get(describe))
         .route("/api/v1/queues", get(list_queues).post(create_queue))
         .route("/api/v1/queues/{queue}", get(get_queue_info).delete(delete_queue))
@@ -30,6 +34,40 @@ pub fn routes(api: QueueApi) -> Router {
         .route("/api/v1/queues/{queue}/messages/ack", post(ack))
         .route("/api/v1/queues/{queue}/messages/visibility", post(change_visibility))
         .with_state(api)
+}
+
+/// eqs's OpenAPI document with this backend's limits.
+fn openapi_document(describe: &pb::DescribeResponse) -> String {
+    let l = describe.limits.unwrap_or_default();
+    let schema = |name: &str, property: &str, keyword: &str| {
+        format!("/components/schemas/{name}/properties/{property}/{keyword}")
+    };
+    exo_proxy_core::json::openapi_with_limits(
+        exo_proto::EQS_OPENAPI,
+        &[
+            (
+                &schema("QueueOptions", "visibilityTimeoutSeconds", "maximum"),
+                l.max_visibility_timeout_seconds.into(),
+            ),
+            (&schema("QueueOptions", "retentionSeconds", "anyOf/1/minimum"), l.min_retention_seconds.into()),
+            (&schema("QueueOptions", "retentionSeconds", "anyOf/1/maximum"), l.max_retention_seconds.into()),
+            (&schema("QueueOptions", "delaySeconds", "maximum"), l.max_delay_seconds.into()),
+            (&schema("QueueOptions", "maxReceives", "maximum"), l.max_receives_limit.into()),
+            (&schema("OutgoingMessage", "attributes", "maxProperties"), l.max_attributes.into()),
+            (&schema("OutgoingMessage", "delaySeconds", "maximum"), l.max_delay_seconds.into()),
+            (&schema("SendBatchRequest", "entries", "maxItems"), l.max_batch_entries.into()),
+            (&schema("ReceiveRequest", "maxMessages", "maximum"), l.max_receive_messages.into()),
+            (&schema("ReceiveRequest", "waitSeconds", "maximum"), l.max_wait_seconds.into()),
+            (
+                &schema("ReceiveRequest", "visibilityTimeoutSeconds", "maximum"),
+                l.max_visibility_timeout_seconds.into(),
+            ),
+            (
+                &schema("ChangeVisibilityRequest", "visibilityTimeoutSeconds", "maximum"),
+                l.max_visibility_timeout_seconds.into(),
+            ),
+        ],
+    )
 }
 
 async fn describe(State(api): State<QueueApi>) -> Json<pb::DescribeResponse> {
