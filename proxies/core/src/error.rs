@@ -294,8 +294,10 @@ mod tests {
             let Ok(reason) = ErrorReason::try_from(value) else { continue };
             let http = http_status(reason);
             let grpc = grpc_code(reason);
-            // 4xx ⇔ a client-side gRPC code, 5xx ⇔ a server-side one (304 aside).
-            if reason != ErrorReason::NotModified {
+            // 4xx ⇔ a client-side gRPC code, 5xx ⇔ a server-side one (304 aside, and a full
+            // disk: HTTP 507, gRPC RESOURCE_EXHAUSTED, which gRPC documents for "the entire file
+            // system is out of space").
+            if !matches!(reason, ErrorReason::NotModified | ErrorReason::StorageFull) {
                 let server_side = matches!(
                     grpc,
                     tonic::Code::Internal
