@@ -8,6 +8,7 @@
 //! Targets: `k8s`, `compose`, `systemd`, `cloudformation`, `arm`.
 
 pub mod arm_check;
+pub mod crd_check;
 pub mod locate;
 pub mod manifest;
 pub mod render;

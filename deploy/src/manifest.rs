@@ -211,6 +211,10 @@ pub struct Monitoring {
     /// prometheus, otlp, cloudwatch, azure-monitor.
     #[serde(default)]
     pub targets: Vec<String>,
+    /// The Prometheus server KEDA queries for queue depth when the current provider has no
+    /// queue scaler of its own (`local`), e.g. `http://prometheus.monitoring:9090`.
+    #[serde(default)]
+    pub prometheus_url: Option<String>,
 }
 
 /// A queue the app uses.

@@ -366,6 +366,14 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
         if a.target_depth == 0 {
             c.error("autoscale.target-depth", "target-depth must be positive", "");
         }
+        let local = m.current_provider().is_some_and(|p| p.kind == crate::manifest::ProviderKind::Local);
+        if local && m.monitoring.prometheus_url.is_none() {
+            c.error(
+                "autoscale",
+                "a local provider has no queue scaler of its own: KEDA reads the proxies' depth metric from Prometheus",
+                "set monitoring.prometheus-url (and monitoring.targets: [prometheus])",
+            );
+        }
     }
     if let Some(ns) = &m.namespace {
         c.name("namespace", "namespace", ns);

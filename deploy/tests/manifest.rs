@@ -33,6 +33,52 @@ fn examples_check_and_plan_every_affinity() {
     checked("edge-local.yaml");
 }
 
+fn k8s_docs(files: &std::collections::BTreeMap<String, String>) -> Vec<serde_json::Value> {
+    files
+        .iter()
+        .filter(|(path, _)| path.starts_with("k8s/"))
+        .map(|(_, text)| serde_yaml_ng::from_str(text).unwrap())
+        .collect()
+}
+
+#[test]
+fn autoscaling_is_a_keda_scaled_object_on_the_current_providers_queue() {
+    let text = example("shop.yaml");
+    // AWS current: the SQS scaler, no HPA of our own on a metric nothing serves.
+    let aws = checked("shop.yaml");
+    let files = render(&aws, Target::K8s, true);
+    assert!(!files.contains_key("k8s/hpa.yaml"));
+    assert!(files["k8s/scaledobject.yaml"].contains("type: aws-sqs-queue"));
+    assert!(files["k8s/scaledobject.yaml"].contains("queueURL: shop-orders"));
+    assert_eq!(exo_deploy::crd_check::check(&k8s_docs(&files)), Vec::<String>::new());
+    // Every proxy is scraped, not only eqs.
+    for proxy in ["eqs", "eos", "ekv"] {
+        assert!(files["k8s/podmonitor.yaml"].contains(&format!("port: {proxy}")), "{proxy}");
+    }
+    // Azure current: the storage-queue scaler through KEDA's workload identity.
+    let azure_text = text
+        .replace("current: aws", "current: azure")
+        .replace("failover-chain: [aws, azure]", "failover-chain: [azure, aws]");
+    let azure = validate::check(&azure_text).unwrap().0;
+    let files = render(&azure, Target::K8s, true);
+    assert!(files["k8s/scaledobject.yaml"].contains("type: azure-queue"));
+    assert!(files["k8s/triggerauthentication.yaml"].contains("azure-workload"));
+    assert_eq!(exo_deploy::crd_check::check(&k8s_docs(&files)), Vec::<String>::new());
+    // The check catches what kubernetes-validate cannot see.
+    let mut docs = k8s_docs(&files);
+    for doc in &mut docs {
+        if doc["kind"] == "ScaledObject" {
+            doc["spec"]["scaleTargetRef"]["name"] = "other".into();
+            doc["spec"]["triggers"][0]["metadata"]["queueLength"] = "0".into();
+        }
+        if doc["kind"] == "PodMonitor" {
+            doc["spec"]["podMetricsEndpoints"][0]["port"] = "nope".into();
+        }
+    }
+    let problems = exo_deploy::crd_check::check(&docs);
+    assert_eq!(problems.len(), 3, "{problems:?}");
+}
+
 #[test]
 fn systemd_units_leave_room_for_many_connections() {
     let m = checked("shop.yaml");

@@ -2,7 +2,14 @@
 //! init containers with `restartPolicy: Always`, Kubernetes 1.29+ — or classic ones), the proxy
 //! configuration as a ConfigMap, credentials only from a Secret, probes on the proxies' gRPC
 //! health service, hardened security contexts, a Service, a PodDisruptionBudget, a
-//! NetworkPolicy, and an HPA on queue depth when the manifest asks for autoscaling.
+//! NetworkPolicy, KEDA autoscaling on queue depth when the manifest asks for it, and a
+//! Prometheus Operator PodMonitor scraping every proxy when it asks for Prometheus.
+//!
+//! Autoscaling is a KEDA `ScaledObject` (KEDA then owns the HPA): on AWS the `aws-sqs-queue`
+//! scaler reads the SQS queue, on Azure the `azure-queue` scaler the storage queue (KEDA's
+//! workload identity, through a `TriggerAuthentication`), elsewhere the `prometheus` scaler reads
+//! eqs's `exo_queue_visible_messages` from `monitoring.prometheus-url`. The scalers read the
+//! current provider's queue only: after a failover the standby's backlog does not scale the app.
 //!
 //! The proxies listen on 0.0.0.0 inside the pod because kubelet probes connect to the pod IP;
 //! the NetworkPolicy admits traffic only to the app's own port, and the proxies require the
@@ -15,6 +22,45 @@ use crate::{
     manifest::Manifest,
     render::{Files, Sidecar, TOKEN_ENV, credential_env, proxy_image, shared_data_dir, sidecars},
 };
+
+/// The KEDA trigger for the autoscaled queue on the current provider, and the
+/// `TriggerAuthentication` it needs, if any.
+fn scaler(m: &Manifest, a: &crate::manifest::Autoscale) -> (Value, Option<Value>) {
+    use crate::manifest::ProviderKind;
+    let physical = format!("{}-{}", m.name, a.queue);
+    let target = a.target_depth.to_string();
+    match m.current_provider() {
+        Some(p) if p.kind == ProviderKind::Aws => (
+            json!({ "type": "aws-sqs-queue", "metadata": {
+                "queueURL": physical, "queueLength": target,
+                "awsRegion": p.region.clone().unwrap_or_default(),
+                // The KEDA operator's own IAM role reads the queue depth (sqs:GetQueueAttributes).
+                "identityOwner": "operator",
+            } }),
+            None,
+        ),
+        Some(p) if p.kind == ProviderKind::Azure => (
+            json!({ "type": "azure-queue", "metadata": {
+                "queueName": physical, "queueLength": target,
+                "accountName": p.account.clone().unwrap_or_default(),
+            } }),
+            Some(json!({
+                "apiVersion": "keda.sh/v1alpha1", "kind": "TriggerAuthentication",
+                "metadata": { "name": format!("{}-queue-depth", m.name), "namespace": m.namespace.clone().unwrap_or_else(|| m.name.clone()), "labels": labels(m) },
+                // KEDA's workload identity needs Storage Queue Data Reader on the account.
+                "spec": { "podIdentity": { "provider": "azure-workload" } },
+            })),
+        ),
+        _ => (
+            json!({ "type": "prometheus", "metadata": {
+                "serverAddress": m.monitoring.prometheus_url.clone().unwrap_or_default(),
+                "query": format!("max(exo_queue_visible_messages{{queue=\"{}\"}})", a.queue),
+                "threshold": target,
+            } }),
+            None,
+        ),
+    }
+}
 
 /// Name of the Secret the credentials come from (created by the operator, never rendered).
 pub fn secret_name(m: &Manifest) -> String {
@@ -225,22 +271,33 @@ pub fn render(m: &Manifest, native: bool) -> Files {
         })),
     );
     if let Some(a) = &m.autoscale {
+        let (trigger, auth) = scaler(m, a);
+        let mut scaled = json!({
+            "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": meta(m.name.clone()),
+            "spec": {
+                "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": m.name },
+                "minReplicaCount": a.min_replicas,
+                "maxReplicaCount": a.max_replicas,
+                "triggers": [trigger],
+            },
+        });
+        if let Some(auth) = auth {
+            scaled["spec"]["triggers"][0]["authenticationRef"] = json!({ "name": auth["metadata"]["name"] });
+            files.insert("k8s/triggerauthentication.yaml".into(), yaml(&auth));
+        }
+        files.insert("k8s/scaledobject.yaml".into(), yaml(&scaled));
+    }
+    if m.monitoring.targets.iter().any(|t| t == "prometheus") && !proxies.is_empty() {
+        // One scrape endpoint per proxy: pod annotations can name only one port.
+        let endpoints: Vec<Value> = proxies
+            .iter()
+            .map(|s| json!({ "port": s.name, "path": "/metrics", "interval": "30s" }))
+            .collect();
         files.insert(
-            "k8s/hpa.yaml".into(),
+            "k8s/podmonitor.yaml".into(),
             yaml(&json!({
-                "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": meta(m.name.clone()),
-                "spec": {
-                    "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": m.name },
-                    "minReplicas": a.min_replicas,
-                    "maxReplicas": a.max_replicas,
-                    "metrics": [{
-                        "type": "External",
-                        "external": {
-                            "metric": { "name": "exo_queue_visible_messages", "selector": { "matchLabels": { "queue": a.queue } } },
-                            "target": { "type": "AverageValue", "averageValue": a.target_depth.to_string() },
-                        },
-                    }],
-                },
+                "apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor", "metadata": meta(m.name.clone()),
+                "spec": { "selector": { "matchLabels": labels(m) }, "podMetricsEndpoints": endpoints },
             })),
         );
     }

@@ -87,6 +87,12 @@ enum DeployCommand {
         /// The template (JSON).
         template: PathBuf,
     },
+    /// Structurally check the custom resources (KEDA, PodMonitor) among rendered k8s files, which
+    /// kubernetes-validate does not know (see exo-deploy's crd_check).
+    CheckCrds {
+        /// The rendered `k8s/` directory.
+        dir: PathBuf,
+    },
     /// Render deployment files into a directory (nothing is written if the manifest has errors).
     Render {
         /// The manifest.
@@ -222,6 +228,32 @@ fn deploy(command: DeployCommand) -> anyhow::Result<()> {
         DeployCommand::Schema => {
             print!("{}", exo_deploy::manifest::json_schema());
             Ok(())
+        }
+        DeployCommand::CheckCrds { dir } => {
+            let mut docs = Vec::new();
+            let mut entries: Vec<_> = std::fs::read_dir(&dir)
+                .with_context(|| format!("cannot read {}", dir.display()))?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+                .collect();
+            entries.sort();
+            for path in entries {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let value: serde_json::Value = serde_yaml_ng::from_str(&text)
+                    .with_context(|| format!("{} is not YAML", path.display()))?;
+                docs.push(value);
+            }
+            let problems = exo_deploy::crd_check::check(&docs);
+            if problems.is_empty() {
+                println!("{}: custom resources ok", dir.display());
+                return Ok(());
+            }
+            for p in &problems {
+                eprintln!("{}: {p}", dir.display());
+            }
+            std::process::exit(1)
         }
         DeployCommand::CheckArm { template } => {
             let text = std::fs::read_to_string(&template)
