@@ -300,7 +300,9 @@ fn ecs_task(m: &Manifest, resources: &mut Map<String, Value>, parameters: &mut M
     }
     resources.insert("TaskExecutionRole".into(), execution_role);
 
-    let proxies = sidecars(m, ProxyHost::EcsTask, &|_| String::new());
+    // The proxies' data (the failover journals) on the task's ephemeral storage: the roots are
+    // read-only.
+    let proxies = sidecars(m, ProxyHost::EcsTask, &|_| super::DATA_DIR.to_owned());
     let mut containers = Vec::new();
     let mut app_env = Vec::new();
     for s in &proxies {
@@ -313,6 +315,7 @@ fn ecs_task(m: &Manifest, resources: &mut Map<String, Value>, parameters: &mut M
             "Privileged": false,
             "User": "65532",
             "Environment": [{ "Name": "EXO_CONFIG_YAML", "Value": s.config }],
+            "MountPoints": [{ "SourceVolume": "exoflow-data", "ContainerPath": super::DATA_DIR, "ReadOnly": false }],
             "LogConfiguration": logging(s.name),
         });
         if !secrets.is_empty() {
@@ -347,6 +350,7 @@ fn ecs_task(m: &Manifest, resources: &mut Map<String, Value>, parameters: &mut M
                 "TaskRoleArn": { "Fn::GetAtt": ["ProxyRole", "Arn"] },
                 "ExecutionRoleArn": { "Fn::GetAtt": ["TaskExecutionRole", "Arn"] },
                 "ContainerDefinitions": containers,
+                "Volumes": [{ "Name": "exoflow-data" }],
             },
         }),
     );

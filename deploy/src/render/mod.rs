@@ -113,7 +113,7 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
             }),
             ProviderKind::Aws | ProviderKind::Azure => yaml(&eos::config::EosConfig {
                 server: server(7402),
-                backend: object_backend(m, task_role),
+                backend: object_backend(m, task_role, format!("{}/eos-failover.db", data_dir("eos")).into()),
                 presign: Default::default(),
             }),
         };
@@ -133,9 +133,10 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
                     path: format!("{}/ekv.db", data_dir("ekv")).into(),
                 },
             }),
-            ProviderKind::Aws | ProviderKind::Azure => {
-                yaml(&ekv::config::EkvConfig { server: server(7403), backend: kv_backend(m, task_role) })
-            }
+            ProviderKind::Aws | ProviderKind::Azure => yaml(&ekv::config::EkvConfig {
+                server: server(7403),
+                backend: kv_backend(m, task_role, format!("{}/ekv-failover.db", data_dir("ekv")).into()),
+            }),
         };
         out.push(Sidecar {
             name: "ekv",
@@ -173,27 +174,41 @@ fn queue_backend(m: &Manifest, task_role: bool) -> eqs::config::BackendConfig {
         ProviderKind::Aws => Some(BackendConfig::Sqs(aws_settings(m, Some(p), task_role))),
         ProviderKind::Local => None,
     };
-    chained(m, service, |members| BackendConfig::Failover { members }).unwrap_or_default()
+    chained(m, service, |members| BackendConfig::Failover {
+        members,
+        member_timeout: exo_proxy_core::failover::MEMBER_TIMEOUT,
+    })
+    .unwrap_or_default()
 }
 
-fn object_backend(m: &Manifest, task_role: bool) -> eos::config::BackendConfig {
+fn object_backend(m: &Manifest, task_role: bool, journal: std::path::PathBuf) -> eos::config::BackendConfig {
     use eos::config::BackendConfig;
     let service = |p: &Provider| match p.kind {
         ProviderKind::Azure => Some(BackendConfig::AzureBlob(azure_settings(m, Some(p)))),
         ProviderKind::Aws => Some(BackendConfig::S3(aws_settings(m, Some(p), task_role))),
         ProviderKind::Local => None,
     };
-    chained(m, service, |members| BackendConfig::Failover { members }).unwrap_or_default()
+    chained(m, service, |members| BackendConfig::Failover {
+        members,
+        journal,
+        member_timeout: exo_proxy_core::failover::MEMBER_TIMEOUT,
+    })
+    .unwrap_or_default()
 }
 
-fn kv_backend(m: &Manifest, task_role: bool) -> ekv::config::BackendConfig {
+fn kv_backend(m: &Manifest, task_role: bool, journal: std::path::PathBuf) -> ekv::config::BackendConfig {
     use ekv::config::BackendConfig;
     let service = |p: &Provider| match p.kind {
         ProviderKind::Azure => Some(BackendConfig::AzureTable(azure_settings(m, Some(p)))),
         ProviderKind::Aws => Some(BackendConfig::Dynamodb(aws_settings(m, Some(p), task_role))),
         ProviderKind::Local => None,
     };
-    chained(m, service, |members| BackendConfig::Failover { members }).unwrap_or_default()
+    chained(m, service, |members| BackendConfig::Failover {
+        members,
+        journal,
+        member_timeout: exo_proxy_core::failover::MEMBER_TIMEOUT,
+    })
+    .unwrap_or_default()
 }
 
 /// The AWS settings of provider `p`: its region, its credential references, and the app's name

@@ -1,12 +1,21 @@
 //! The member bookkeeping every failover layer shares (eqs, eos, ekv): an ordered chain of
-//! backends, each skipped for a back-off after it failed with BACKEND_UNAVAILABLE or TIMEOUT and
-//! tried again when it expires (fail back). What each operation does with the chain — first
-//! member that answers, every member, fall through on a miss — is the layer's choice.
+//! backends, each skipped for a back-off after it failed with BACKEND_UNAVAILABLE or TIMEOUT. What
+//! each operation does with the chain — first member that answers, every member, fall through on
+//! a miss, only the authoritative member — is the layer's choice.
+//!
+//! - **A hung member is set aside fast**: every call to a member has its own deadline
+//!   ([`Chain::with_member_timeout`], default [`MEMBER_TIMEOUT`]), well below the request
+//!   timeout; a call that runs out counts as an outage.
+//! - **Re-admission by probe**: [`Chain::spawn_probe`] checks members in their back-off every
+//!   [`PROBE_INTERVAL`] with the layer's readiness call and re-admits one the moment it answers
+//!   (reads see a healed primary at once), or extends its back-off.
+//! - **No false "not found"**: a read that misses on every member it could ask, while some member
+//!   was out, answers UNAVAILABLE (retryable): the missing member may hold the key.
 
 use std::{
     future::Future,
     sync::{
-        Arc,
+        Arc, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -16,13 +25,19 @@ use exo_proto::common::v1::ErrorReason;
 
 use crate::{ExoError, ExoResult, now_ms};
 
-/// How long a member that failed with BACKEND_UNAVAILABLE or TIMEOUT is skipped.
+/// How long a member that failed with BACKEND_UNAVAILABLE or TIMEOUT is skipped (unless a probe
+/// re-admits it sooner).
 pub const BACKOFF: Duration = Duration::from_secs(5);
+/// The default deadline of one call to one member.
+pub const MEMBER_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often members in their back-off are probed.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// An ordered chain of backends of one kind.
 pub struct Chain<T: ?Sized> {
     members: Vec<(Arc<T>, AtomicU64)>,
     backoff: Duration,
+    member_timeout: Duration,
 }
 
 impl<T: ?Sized> Chain<T> {
@@ -31,7 +46,96 @@ impl<T: ?Sized> Chain<T> {
         if members.is_empty() {
             return Err(ExoError::internal("a failover chain needs at least one member"));
         }
-        Ok(Self { members: members.into_iter().map(|m| (m, AtomicU64::new(0))).collect(), backoff: BACKOFF })
+        Ok(Self {
+            members: members.into_iter().map(|m| (m, AtomicU64::new(0))).collect(),
+            backoff: BACKOFF,
+            member_timeout: MEMBER_TIMEOUT,
+        })
+    }
+
+    /// Changes the deadline of one call to one member.
+    pub fn with_member_timeout(mut self, timeout: Duration) -> Self {
+        self.member_timeout = timeout;
+        self
+    }
+
+    /// Whether member `index` is out of its back-off.
+    pub fn is_available(&self, index: usize) -> bool {
+        self.members.get(index).is_some_and(|(_, down)| down.load(Ordering::Relaxed) <= now_ms())
+    }
+
+    /// Runs one call on member `index` under the member deadline; an outage (a timeout
+    /// included) sets the member aside.
+    pub async fn call<F, Fut, R>(&self, index: usize, call: F) -> ExoResult<R>
+    where
+        F: FnOnce(Arc<T>) -> Fut,
+        Fut: Future<Output = ExoResult<R>>,
+    {
+        let Some((member, _)) = self.members.get(index) else {
+            return Err(ExoError::internal(format!("the failover chain has no member {index}")));
+        };
+        let result = match tokio::time::timeout(self.member_timeout, call(member.clone())).await {
+            Ok(result) => result,
+            Err(_) => Err(ExoError::new(
+                ErrorReason::Timeout,
+                format!("failover member {index} did not answer within {:?}", self.member_timeout),
+            )),
+        };
+        if let Err(err) = &result {
+            self.note(index, err);
+        }
+        result
+    }
+
+    /// Runs `call` on member `index` only — the member whose state is authoritative for what is
+    /// asked (a conditional write, say). While it is out the answer is UNAVAILABLE (retryable):
+    /// another member's state would be a guess.
+    pub async fn only<F, Fut, R>(&self, index: usize, call: F) -> ExoResult<R>
+    where
+        F: FnOnce(Arc<T>) -> Fut,
+        Fut: Future<Output = ExoResult<R>>,
+    {
+        if !self.is_available(index) {
+            return Err(member_out(index));
+        }
+        match self.call(index, call).await {
+            Err(err) if is_outage(&err) => Err(member_out(index).with_backend(&err.backend)),
+            other => other,
+        }
+    }
+
+    /// Probes the members in their back-off every [`PROBE_INTERVAL`] with `probe` (a readiness
+    /// call): one that answers is re-admitted at once, one that does not stays out. Stops when the
+    /// chain is dropped; does nothing outside a tokio runtime.
+    pub fn spawn_probe<P, Fut>(self: &Arc<Self>, probe: P)
+    where
+        T: Send + Sync + 'static,
+        P: Fn(Arc<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ExoResult<()>> + Send + 'static,
+    {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let chain: Weak<Self> = Arc::downgrade(self);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(PROBE_INTERVAL);
+            loop {
+                tick.tick().await;
+                let Some(chain) = chain.upgrade() else { return };
+                for index in 0..chain.members.len() {
+                    if chain.is_available(index) {
+                        continue;
+                    }
+                    let member = chain.members[index].0.clone();
+                    match tokio::time::timeout(chain.member_timeout, probe(member)).await {
+                        Ok(Ok(())) => {
+                            chain.members[index].1.store(0, Ordering::Relaxed);
+                            tracing::info!(member = index, "failover member answers again: re-admitted");
+                        }
+                        Ok(Err(err)) => chain.note(index, &ExoError::unavailable(err.message)),
+                        Err(_) => chain.note(index, &ExoError::new(ErrorReason::Timeout, "probe timed out")),
+                    }
+                }
+            }
+        });
     }
 
     /// Changes how long a failed member is skipped (tests use a short one).
@@ -77,37 +181,73 @@ impl<T: ?Sized> Chain<T> {
         Fut: Future<Output = ExoResult<R>>,
     {
         let mut last = None;
-        for (index, member) in self.available() {
-            match call(member.clone()).await {
-                Err(err) if is_outage(&err) => {
-                    self.note(index, &err);
-                    last = Some(err);
-                }
+        let available: Vec<usize> = self.available().map(|(index, _)| index).collect();
+        for index in available {
+            match self.call(index, &call).await {
+                Err(err) if is_outage(&err) => last = Some(err),
                 other => return other,
             }
         }
         Err(last.unwrap_or_else(|| ExoError::unavailable("every member of the failover chain is down")))
     }
 
-    /// Like [`Chain::first`], but a miss (`missing(err)`) moves on to the next member too: what
-    /// was written to a standby during an outage is still found after fail-back.
-    pub async fn first_found<F, Fut, R>(&self, missing: impl Fn(&ExoError) -> bool, call: F) -> ExoResult<R>
+    /// Like [`Chain::first`], also saying which member answered.
+    pub async fn first_indexed<F, Fut, R>(&self, call: F) -> ExoResult<(usize, R)>
     where
         F: Fn(Arc<T>) -> Fut,
         Fut: Future<Output = ExoResult<R>>,
     {
         let mut last = None;
-        for (index, member) in self.available() {
-            match call(member.clone()).await {
-                Err(err) if is_outage(&err) => {
-                    self.note(index, &err);
-                    last = Some(err);
-                }
-                Err(err) if missing(&err) => last = Some(err),
-                other => return other,
+        let available: Vec<usize> = self.available().map(|(index, _)| index).collect();
+        for index in available {
+            match self.call(index, &call).await {
+                Ok(value) => return Ok((index, value)),
+                Err(err) if is_outage(&err) => last = Some(err),
+                Err(err) => return Err(err),
             }
         }
         Err(last.unwrap_or_else(|| ExoError::unavailable("every member of the failover chain is down")))
+    }
+
+    /// How many members the chain has.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether the chain is empty (never: [`Chain::new`] refuses that).
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Like [`Chain::first`], but a miss (`missing(err)`) moves on to the next member too: what
+    /// was written to a standby during an outage is still found after fail-back. A miss
+    /// everywhere it could ask while some member was out is UNAVAILABLE, not a miss: that member
+    /// may hold it.
+    pub async fn first_found<F, Fut, R>(&self, missing: impl Fn(&ExoError) -> bool, call: F) -> ExoResult<R>
+    where
+        F: Fn(Arc<T>) -> Fut,
+        Fut: Future<Output = ExoResult<R>>,
+    {
+        let mut miss = None;
+        let mut out = None;
+        for index in 0..self.members.len() {
+            if !self.is_available(index) {
+                out.get_or_insert(index);
+                continue;
+            }
+            match self.call(index, &call).await {
+                Err(err) if is_outage(&err) => {
+                    out.get_or_insert(index);
+                }
+                Err(err) if missing(&err) => miss = Some(err),
+                other => return other,
+            }
+        }
+        match (out, miss) {
+            (Some(index), _) => Err(member_out(index)),
+            (None, Some(miss)) => Err(miss),
+            (None, None) => Err(ExoError::unavailable("every member of the failover chain is down")),
+        }
     }
 
     /// Runs `call` on every member in order (a delete of what every member holds): a miss
@@ -118,14 +258,11 @@ impl<T: ?Sized> Chain<T> {
         F: Fn(Arc<T>) -> Fut,
         Fut: Future<Output = ExoResult<()>>,
     {
-        for (index, (member, _)) in self.members.iter().enumerate() {
-            match call(member.clone()).await {
+        for index in 0..self.members.len() {
+            match self.call(index, &call).await {
                 Ok(()) => {}
                 Err(err) if index > 0 && missing(&err) => {}
-                Err(err) => {
-                    self.note(index, &err);
-                    return Err(err);
-                }
+                Err(err) => return Err(err),
             }
         }
         Ok(())
@@ -138,17 +275,18 @@ impl<T: ?Sized> Chain<T> {
         Fut: Future<Output = ExoResult<R>>,
     {
         let mut out = Vec::with_capacity(self.members.len());
-        for (index, (member, _)) in self.members.iter().enumerate() {
-            match call(member.clone()).await {
-                Ok(value) => out.push(value),
-                Err(err) => {
-                    self.note(index, &err);
-                    return Err(err);
-                }
-            }
+        for index in 0..self.members.len() {
+            out.push(self.call(index, &call).await?);
         }
         Ok(out)
     }
+}
+
+/// UNAVAILABLE (retryable) because member `index` is out.
+fn member_out(index: usize) -> ExoError {
+    ExoError::unavailable(format!(
+        "failover member {index} is unavailable and may hold what was asked; retry once it is back"
+    ))
 }
 
 /// Whether `err` says the member is out (rather than the request being wrong).

@@ -31,6 +31,13 @@ pub enum BackendConfig {
     Failover {
         /// Members in priority order (at least one).
         members: Vec<BackendConfig>,
+        /// The journal of writes a standby takes while the primary is out (local, durable;
+        /// replayed onto the primary before it serves those keys again).
+        #[serde(default = "default_journal_path")]
+        journal: PathBuf,
+        /// The deadline of one call to one member (a hung member is set aside after it).
+        #[serde(default = "default_member_timeout", with = "humantime_serde")]
+        member_timeout: std::time::Duration,
     },
     /// Durable SQLite file.
     Embedded {
@@ -38,6 +45,14 @@ pub enum BackendConfig {
         #[serde(default = "default_db_path")]
         path: PathBuf,
     },
+}
+
+fn default_journal_path() -> PathBuf {
+    PathBuf::from(".exo/ekv-failover.db")
+}
+
+fn default_member_timeout() -> std::time::Duration {
+    exo_proxy_core::failover::MEMBER_TIMEOUT
 }
 
 fn default_db_path() -> PathBuf {
@@ -125,10 +140,10 @@ impl exo_proxy_core::cli::ProxyConfig for EkvConfig {
             match backend {
                 BackendConfig::Dynamodb(settings) => settings.validate(),
                 BackendConfig::AzureTable(settings) => settings.validate(),
-                BackendConfig::Failover { members } if members.is_empty() => {
+                BackendConfig::Failover { members, .. } if members.is_empty() => {
                     Err(ConfigError::Invalid("backend.members of a failover chain must not be empty".into()))
                 }
-                BackendConfig::Failover { members } => members.iter().try_for_each(check),
+                BackendConfig::Failover { members, .. } => members.iter().try_for_each(check),
                 _ => Ok(()),
             }
         }

@@ -1,24 +1,42 @@
-//! Failover across an ordered chain of key-value backends (DESIGN.md §4), without mirroring:
-//! writes go to the first member that answers; a read that misses on one member is looked up on
-//! the next, so keys written to a standby during an outage are still found after fail-back;
-//! tables are created and deleted on every member. Keys written only to a member that is down are
-//! unavailable until it returns (mirroring is not built). Versions are a member's own: a
-//! compare-and-set with a version from one member fails (safely) on another.
+//! Failover across an ordered chain of key-value backends (DESIGN.md §4). Writes go to the first
+//! member that answers; tables are created and deleted on every member. What keeps every
+//! acknowledged write once the primary returns is the **journal** (`journal` in the config, a
+//! local SQLite file): a write or delete taken while a member before it is out is recorded
+//! (durably, before it is acknowledged) with where its newest state is. While a key is in the
+//! journal, reads and conditional writes of it go to the member holding it; a background task
+//! replays the journal onto the primary as soon as the primary answers its probe (a value is
+//! copied, a delete applied on every member), and only then does the primary serve that key
+//! again. Without an entry, a read falls through on a miss, and a miss while some member is out
+//! is UNAVAILABLE (that member may hold the key), never a false "not found".
+//!
+//! Guarantees, per operation, with the primary out: unconditional puts and deletes are
+//! accepted (by the standby, journaled) and win after fail-back; conditional writes and deletes
+//! are evaluated by the member holding the key's newest state — the primary for a key the journal
+//! does not hold, so they answer UNAVAILABLE (retryable) rather than succeed on a guess; listings
+//! answer UNAVAILABLE (they would be partial) until every member answers and the journal is
+//! replayed; a delete whose key's existence cannot be known answers `deleted: true`. Replicas of a
+//! deployment each journal what they took: until a replica's replay ends (seconds after the
+//! primary returns) another replica may read the primary's older copy of a key it did not write.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use exo_proto::{common::v1::ErrorReason, kv::v1 as pb};
-use exo_proxy_core::{ExoError, ExoResult, failover::Chain};
+use exo_proxy_core::{
+    ExoError, ExoResult,
+    failover::{Chain, PROBE_INTERVAL, is_outage},
+};
+use exo_sqlite::journal::{FailoverJournal, Holder};
 
 use crate::{
     backend::KeyValue,
-    model::{Condition, Descriptor, TableName},
+    model::{Condition, Descriptor, TableName, key_not_found},
 };
 
 /// A chain of key-value backends behaving as one.
 pub struct FailoverKv {
-    chain: Chain<dyn KeyValue>,
+    chain: Arc<Chain<dyn KeyValue>>,
+    journal: Arc<FailoverJournal>,
     descriptor: Descriptor,
 }
 
@@ -26,9 +44,19 @@ fn missing(err: &ExoError) -> bool {
     matches!(err.reason, ErrorReason::KeyNotFound)
 }
 
+/// Keys replayed per round.
+const REPLAY_BATCH: usize = 256;
+
 impl FailoverKv {
-    /// Chains `members` in priority order: capabilities every member has, each limit the smallest.
-    pub fn new(members: Vec<Arc<dyn KeyValue>>) -> ExoResult<Self> {
+    /// Chains `members` in priority order (capabilities every member has, each limit the
+    /// smallest) with its journal; `member_timeout` bounds each call to one member; `backoff` is
+    /// how long a failed member sits out unless its probe re-admits it first.
+    pub fn new(
+        members: Vec<Arc<dyn KeyValue>>,
+        journal: FailoverJournal,
+        member_timeout: Duration,
+        backoff: Duration,
+    ) -> ExoResult<Self> {
         let mut descriptor = members
             .first()
             .ok_or_else(|| ExoError::internal("a failover chain needs at least one member"))?
@@ -45,14 +73,125 @@ impl FailoverKv {
             l.max_page_size = l.max_page_size.min(o.max_page_size);
             l.max_ttl_seconds = l.max_ttl_seconds.min(o.max_ttl_seconds);
         }
-        Ok(Self { chain: Chain::new(members)?, descriptor })
+        let chain = Arc::new(Chain::new(members)?.with_member_timeout(member_timeout).with_backoff(backoff));
+        chain.spawn_probe(|m: Arc<dyn KeyValue>| async move { m.ready().await });
+        let kv = Self { chain, journal: Arc::new(journal), descriptor };
+        kv.spawn_replay();
+        Ok(kv)
     }
 
-    /// Changes how long a failed member is skipped (tests use a short one).
-    pub fn with_backoff(mut self, backoff: std::time::Duration) -> Self {
-        self.chain = self.chain.with_backoff(backoff);
-        self
+    /// Replays the journal onto the primary whenever the primary answers and something is
+    /// pending; stops when the layer is dropped.
+    fn spawn_replay(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (chain, journal) = (Arc::downgrade(&self.chain), Arc::downgrade(&self.journal));
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(PROBE_INTERVAL);
+            loop {
+                tick.tick().await;
+                let (Some(chain), Some(journal)) = (chain.upgrade(), journal.upgrade()) else { return };
+                if journal.is_empty() || !chain.is_available(0) {
+                    continue;
+                }
+                match replay(&chain, &journal).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        keys = n,
+                        left = journal.len(),
+                        "failover journal replayed onto the primary"
+                    ),
+                    Err(err) => tracing::warn!(error = %err, "failover journal replay paused"),
+                }
+            }
+        });
     }
+
+    /// Deletes `key` on every member but `except` after a delete the authoritative member
+    /// answered: a copy left on a member that is out is recorded as deleted, so it can never
+    /// come back.
+    async fn delete_elsewhere(&self, table: &TableName, key: &str, except: Option<usize>) -> ExoResult<()> {
+        let mut out = false;
+        for index in (0..self.chain.len()).filter(|i| Some(*i) != except) {
+            if !self.chain.is_available(index) {
+                out = true;
+                continue;
+            }
+            match self
+                .chain
+                .call(index, |m| async move { m.delete(table, key, &Condition::None).await })
+                .await
+            {
+                Ok(_) => {}
+                Err(err) if is_outage(&err) => out = true,
+                Err(err) if missing(&err) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        if out {
+            self.journal.record(table.as_str(), key, Holder::Deleted).await?;
+        } else if let Some((_, seq)) = self.journal.lookup(table.as_str(), key) {
+            self.journal.settle(table.as_str(), key, seq).await?;
+        }
+        Ok(())
+    }
+
+    /// Records where `key`'s newest state is after a write member `index` took.
+    async fn wrote(&self, table: &TableName, key: &str, index: usize) -> ExoResult<()> {
+        match (index, self.journal.lookup(table.as_str(), key)) {
+            // The primary has it and nothing older is pending.
+            (0, None) => Ok(()),
+            // The primary has the newest now: what the journal held is superseded.
+            (0, Some((_, seq))) => self.journal.settle(table.as_str(), key, seq).await.map(|_| ()),
+            (member, _) => {
+                self.journal.record(table.as_str(), key, Holder::Member(member as u32)).await.map(|_| ())
+            }
+        }
+    }
+}
+
+/// Copies what the journal holds onto the primary; the number of keys settled.
+async fn replay(chain: &Chain<dyn KeyValue>, journal: &FailoverJournal) -> ExoResult<usize> {
+    let mut settled = 0;
+    for pending in journal.pending(REPLAY_BATCH) {
+        let _exclusive = journal.exclusive().await;
+        let Some((holder, seq)) = journal.lookup(&pending.resource, &pending.key) else { continue };
+        let table = &TableName::parse("table", &pending.resource, "table")?;
+        let key = pending.key.as_str();
+        let deleted = match holder {
+            Holder::Member(0) => false,
+            Holder::Member(member) => {
+                match chain.call(member as usize, |m| async move { m.get(table, key).await }).await {
+                    Ok(entry) => {
+                        let copy = |m: Arc<dyn KeyValue>| {
+                            let value = entry.value.clone();
+                            async move { m.put(table, key, value, &Condition::None, entry.expires_at_ms).await }
+                        };
+                        chain.call(0, copy).await?;
+                        false
+                    }
+                    // Expired or deleted there since: deleted everywhere.
+                    Err(err) if missing(&err) => true,
+                    Err(err) => return Err(err),
+                }
+            }
+            Holder::Deleted => true,
+        };
+        if deleted {
+            // Every member must drop it, or a later miss on the primary would find a stale copy.
+            for index in 0..chain.len() {
+                match chain.call(index, |m| async move { m.delete(table, key, &Condition::None).await }).await
+                {
+                    Ok(_) => {}
+                    Err(err) if missing(&err) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        if journal.settle(&pending.resource, key, seq).await? {
+            settled += 1;
+        }
+    }
+    Ok(settled)
 }
 
 #[async_trait]
@@ -75,7 +214,13 @@ impl KeyValue for FailoverKv {
         self.chain.first(|m| async move { m.list_tables().await }).await
     }
     async fn get(&self, table: &TableName, key: &str) -> ExoResult<pb::Entry> {
-        self.chain.first_found(missing, |m| async move { m.get(table, key).await }).await
+        match self.journal.lookup(table.as_str(), key) {
+            Some((Holder::Member(member), _)) => {
+                self.chain.only(member as usize, |m| async move { m.get(table, key).await }).await
+            }
+            Some((Holder::Deleted, _)) => Err(key_not_found(table.as_str(), key)),
+            None => self.chain.first_found(missing, |m| async move { m.get(table, key).await }).await,
+        }
     }
     async fn put(
         &self,
@@ -85,15 +230,100 @@ impl KeyValue for FailoverKv {
         condition: &Condition,
         expires_at_ms: u64,
     ) -> ExoResult<String> {
-        self.chain
-            .first(|m| {
-                let value = value.clone();
-                async move { m.put(table, key, value, condition, expires_at_ms).await }
-            })
-            .await
+        // While anything is pending, changes serialise with the replay (which copies one key at a
+        // time): a write can then never be overwritten by an older copy being replayed.
+        let _exclusive = if self.journal.is_empty() { None } else { Some(self.journal.exclusive().await) };
+        let holder = self.journal.lookup(table.as_str(), key).map(|(holder, _)| holder);
+        let (index, version) = match (holder, condition) {
+            (_, Condition::None) => {
+                self.chain
+                    .first_indexed(|m| {
+                        let value = value.clone();
+                        async move { m.put(table, key, value, condition, expires_at_ms).await }
+                    })
+                    .await?
+            }
+            // Deleted while the primary was out: the key is absent, whatever the primary holds.
+            (Some(Holder::Deleted), Condition::VersionEquals(_)) => {
+                return Err(condition.check(None, table.as_str(), key).unwrap_err());
+            }
+            (Some(Holder::Deleted), Condition::MustNotExist) => {
+                self.chain
+                    .first_indexed(|m| {
+                        let value = value.clone();
+                        async move { m.put(table, key, value, &Condition::None, expires_at_ms).await }
+                    })
+                    .await?
+            }
+            // Evaluated where the key's newest state is: the journal's holder, else the primary.
+            (holder, condition) => {
+                let index = match holder {
+                    Some(Holder::Member(member)) => member as usize,
+                    _ => 0,
+                };
+                let version = self
+                    .chain
+                    .only(index, |m| async move { m.put(table, key, value, condition, expires_at_ms).await })
+                    .await?;
+                (index, version)
+            }
+        };
+        self.wrote(table, key, index).await?;
+        Ok(version)
     }
     async fn delete(&self, table: &TableName, key: &str, condition: &Condition) -> ExoResult<bool> {
-        self.chain.first(|m| async move { m.delete(table, key, condition).await }).await
+        // While anything is pending, changes serialise with the replay (which copies one key at a
+        // time): a write can then never be overwritten by an older copy being replayed.
+        let _exclusive = if self.journal.is_empty() { None } else { Some(self.journal.exclusive().await) };
+        match (self.journal.lookup(table.as_str(), key).map(|(holder, _)| holder), condition) {
+            (Some(Holder::Deleted), Condition::None) => Ok(false),
+            (Some(Holder::Deleted), condition) => {
+                Err(condition.check(None, table.as_str(), key).unwrap_err())
+            }
+            (holder, Condition::None) => {
+                // Everywhere: the answer is whether any member had it; a member that is out gets
+                // a tombstone (and its existence there cannot be known: "deleted").
+                let mut deleted = false;
+                let mut out = false;
+                for index in 0..self.chain.len() {
+                    if !self.chain.is_available(index) {
+                        out = true;
+                        continue;
+                    }
+                    match self
+                        .chain
+                        .call(index, |m| async move { m.delete(table, key, condition).await })
+                        .await
+                    {
+                        Ok(d) => deleted |= d,
+                        Err(err) if is_outage(&err) => out = true,
+                        Err(err) if missing(&err) => {}
+                        Err(err) => return Err(err),
+                    }
+                }
+                if out {
+                    self.journal.record(table.as_str(), key, Holder::Deleted).await?;
+                    return Ok(true);
+                }
+                if let Some((_, seq)) = self.journal.lookup(table.as_str(), key) {
+                    self.journal.settle(table.as_str(), key, seq).await?;
+                }
+                let _ = holder;
+                Ok(deleted)
+            }
+            (holder, condition) => {
+                let index = match holder {
+                    Some(Holder::Member(member)) => member as usize,
+                    _ => 0,
+                };
+                let deleted =
+                    self.chain.only(index, |m| async move { m.delete(table, key, condition).await }).await?;
+                if deleted {
+                    self.delete_elsewhere(table, key, Some(index)).await?;
+                }
+                Ok(deleted)
+            }
+        }
     }
     async fn list(
         &self,
@@ -103,10 +333,35 @@ impl KeyValue for FailoverKv {
         limit: usize,
         keys_only: bool,
     ) -> ExoResult<Vec<pb::Entry>> {
-        self.chain.first(|m| async move { m.list(table, prefix, start_after, limit, keys_only).await }).await
+        if let Some(out) = (0..self.chain.len()).find(|i| !self.chain.is_available(*i)) {
+            return Err(ExoError::unavailable(format!(
+                "failover member {out} is unavailable: a listing now would be partial; retry once it is back"
+            )));
+        }
+        if self.journal.holds_any_of(table.as_str()) {
+            return Err(ExoError::unavailable(
+                "writes taken during an outage are being replayed onto the primary; retry the listing in a moment",
+            ));
+        }
+        self.chain
+            .only(0, |m| async move { m.list(table, prefix, start_after, limit, keys_only).await })
+            .await
     }
     async fn batch_get(&self, table: &TableName, keys: &[String]) -> ExoResult<Vec<pb::Entry>> {
-        self.chain.first(|m| async move { m.batch_get(table, keys).await }).await
+        let healthy = (0..self.chain.len()).all(|i| self.chain.is_available(i));
+        if healthy && !self.journal.holds_any_of(table.as_str()) {
+            return self.chain.only(0, |m| async move { m.batch_get(table, keys).await }).await;
+        }
+        // Key by key, each answered where its newest state is.
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self.get(table, key).await {
+                Ok(entry) => found.push(entry),
+                Err(err) if missing(&err) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -121,10 +376,15 @@ mod tests {
     struct Switchable {
         inner: MemoryKv,
         down: std::sync::atomic::AtomicBool,
+        /// Accepts calls and never answers (a blackholed backend).
+        hung: std::sync::atomic::AtomicBool,
     }
 
     impl Switchable {
-        fn check(&self) -> ExoResult<()> {
+        async fn check_async(&self) -> ExoResult<()> {
+            if self.hung.load(std::sync::atomic::Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
             if self.down.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err(ExoError::unavailable("switched off"));
             }
@@ -138,30 +398,30 @@ mod tests {
             self.inner.descriptor()
         }
         async fn ready(&self) -> ExoResult<()> {
-            self.check()
+            self.check_async().await
         }
         async fn create_table(&self, table: &TableName) -> ExoResult<bool> {
-            self.check()?;
+            self.check_async().await?;
             self.inner.create_table(table).await
         }
         async fn delete_table(&self, table: &TableName) -> ExoResult<()> {
-            self.check()?;
+            self.check_async().await?;
             self.inner.delete_table(table).await
         }
         async fn list_tables(&self) -> ExoResult<Vec<String>> {
-            self.check()?;
+            self.check_async().await?;
             self.inner.list_tables().await
         }
         async fn get(&self, table: &TableName, key: &str) -> ExoResult<pb::Entry> {
-            self.check()?;
+            self.check_async().await?;
             self.inner.get(table, key).await
         }
         async fn put(&self, t: &TableName, k: &str, v: Vec<u8>, c: &Condition, e: u64) -> ExoResult<String> {
-            self.check()?;
+            self.check_async().await?;
             self.inner.put(t, k, v, c, e).await
         }
         async fn delete(&self, table: &TableName, key: &str, condition: &Condition) -> ExoResult<bool> {
-            self.check()?;
+            self.check_async().await?;
             self.inner.delete(table, key, condition).await
         }
         async fn list(
@@ -172,45 +432,140 @@ mod tests {
             l: usize,
             k: bool,
         ) -> ExoResult<Vec<pb::Entry>> {
-            self.check()?;
+            self.check_async().await?;
             self.inner.list(t, p, s, l, k).await
         }
         async fn batch_get(&self, table: &TableName, keys: &[String]) -> ExoResult<Vec<pb::Entry>> {
-            self.check()?;
+            self.check_async().await?;
             self.inner.batch_get(table, keys).await
         }
     }
 
+    fn member() -> Arc<Switchable> {
+        Arc::new(Switchable { inner: MemoryKv::new(), down: false.into(), hung: false.into() })
+    }
+
+    async fn chain_of(
+        primary: &Arc<Switchable>,
+        standby: &Arc<Switchable>,
+        journal: &std::path::Path,
+    ) -> FailoverKv {
+        let journal = FailoverJournal::open(journal).await.unwrap();
+        FailoverKv::new(
+            vec![primary.clone(), standby.clone()],
+            journal,
+            Duration::from_millis(200),
+            Duration::from_millis(50),
+        )
+        .unwrap()
+    }
+
+    fn set(flag: &std::sync::atomic::AtomicBool, value: bool) {
+        flag.store(value, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Waits until the journal is replayed (the probe re-admits the primary, the replay copies).
+    async fn replayed(chain: &FailoverKv) {
+        for _ in 0..100 {
+            if chain.journal.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the journal was not replayed: {} keys left", chain.journal.len());
+    }
+
     #[tokio::test]
-    async fn writes_switch_to_the_standby_and_reads_find_them_after_fail_back() {
-        let primary = Arc::new(Switchable { inner: MemoryKv::new(), down: false.into() });
-        let standby = Arc::new(Switchable { inner: MemoryKv::new(), down: false.into() });
-        let chain = FailoverKv::new(vec![primary.clone(), standby.clone()])
-            .unwrap()
-            .with_backoff(Duration::from_millis(50));
+    async fn nothing_acknowledged_during_an_outage_is_undone_at_fail_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (primary, standby) = (member(), member());
+        let chain = chain_of(&primary, &standby, &dir.path().join("journal.db")).await;
         let t = TableName::parse("table", "carts", "t").unwrap();
         assert!(chain.create_table(&t).await.unwrap());
-        chain.put(&t, "before", b"1".to_vec(), &Condition::None, 0).await.unwrap();
+        for key in ["kept", "overwritten", "deleted", "guarded"] {
+            chain.put(&t, key, b"before".to_vec(), &Condition::None, 0).await.unwrap();
+        }
 
-        primary.down.store(true, std::sync::atomic::Ordering::Relaxed);
-        chain.put(&t, "during", b"2".to_vec(), &Condition::None, 0).await.unwrap();
-        assert_eq!(standby.inner.get(&t, "during").await.unwrap().value, b"2", "written to the standby");
-        // Not mirrored: what only the primary holds is unavailable while it is down.
-        assert_eq!(chain.get(&t, "before").await.unwrap_err().reason, ErrorReason::KeyNotFound);
+        set(&primary.down, true);
+        // An outage says so: no false "not found" for what only the primary holds.
+        assert_eq!(chain.get(&t, "kept").await.unwrap_err().reason, ErrorReason::BackendUnavailable);
+        chain.put(&t, "overwritten", b"during".to_vec(), &Condition::None, 0).await.unwrap();
+        chain.put(&t, "new", b"during".to_vec(), &Condition::None, 0).await.unwrap();
+        assert!(chain.delete(&t, "deleted", &Condition::None).await.unwrap(), "deletes are accepted");
+        assert_eq!(chain.get(&t, "overwritten").await.unwrap().value, b"during", "read where it was written");
+        assert_eq!(chain.get(&t, "deleted").await.unwrap_err().reason, ErrorReason::KeyNotFound);
+        // Conditions are never evaluated on a guess.
+        for condition in [Condition::MustNotExist, Condition::VersionEquals("v".into())] {
+            let err = chain.put(&t, "guarded", b"x".to_vec(), &condition, 0).await.unwrap_err();
+            assert_eq!(err.reason, ErrorReason::BackendUnavailable, "{condition:?}");
+        }
+        assert_eq!(
+            chain.list(&t, "", None, 100, true).await.unwrap_err().reason,
+            ErrorReason::BackendUnavailable,
+            "a listing would be partial"
+        );
 
-        primary.down.store(false, std::sync::atomic::Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        assert_eq!(
-            chain.get(&t, "during").await.unwrap().value,
-            b"2",
-            "found on the standby after fail-back"
+        set(&primary.down, false);
+        replayed(&chain).await;
+        for (key, value) in
+            [("kept", "before"), ("overwritten", "during"), ("new", "during"), ("guarded", "before")]
+        {
+            assert_eq!(
+                primary.inner.get(&t, key).await.unwrap().value,
+                value.as_bytes(),
+                "{key} on the primary"
+            );
+            assert_eq!(chain.get(&t, key).await.unwrap().value, value.as_bytes(), "{key} through the chain");
+        }
+        for holder in [&primary, &standby] {
+            assert_eq!(holder.inner.get(&t, "deleted").await.unwrap_err().reason, ErrorReason::KeyNotFound);
+        }
+        let keys: Vec<String> =
+            chain.list(&t, "", None, 100, true).await.unwrap().into_iter().map(|e| e.key).collect();
+        assert_eq!(keys, ["guarded", "kept", "new", "overwritten"]);
+    }
+
+    #[tokio::test]
+    async fn the_journal_survives_a_proxy_restart_during_the_outage() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("journal.db");
+        let (primary, standby) = (member(), member());
+        let t = TableName::parse("table", "carts", "t").unwrap();
+        {
+            let chain = chain_of(&primary, &standby, &journal).await;
+            chain.create_table(&t).await.unwrap();
+            chain.put(&t, "k", b"old".to_vec(), &Condition::None, 0).await.unwrap();
+            set(&primary.down, true);
+            chain.put(&t, "k", b"new".to_vec(), &Condition::None, 0).await.unwrap();
+        }
+        // A new proxy on the same journal, with the primary back: it replays what the old took.
+        set(&primary.down, false);
+        let chain = chain_of(&primary, &standby, &journal).await;
+        assert_eq!(chain.get(&t, "k").await.unwrap().value, b"new", "read from the standby until replayed");
+        replayed(&chain).await;
+        assert_eq!(primary.inner.get(&t, "k").await.unwrap().value, b"new");
+    }
+
+    #[tokio::test]
+    async fn a_hung_primary_is_set_aside_within_the_member_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let (primary, standby) = (member(), member());
+        let chain = chain_of(&primary, &standby, &dir.path().join("journal.db")).await;
+        let t = TableName::parse("table", "carts", "t").unwrap();
+        chain.create_table(&t).await.unwrap();
+        set(&primary.hung, true);
+        let started = std::time::Instant::now();
+        chain.put(&t, "k", b"v".to_vec(), &Condition::None, 0).await.unwrap();
+        assert!(started.elapsed() < Duration::from_millis(400), "took {:?}", started.elapsed());
+        let started = std::time::Instant::now();
+        assert_eq!(chain.get(&t, "k").await.unwrap().value, b"v");
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "the hung member is skipped: {:?}",
+            started.elapsed()
         );
-        assert_eq!(chain.get(&t, "before").await.unwrap().value, b"1");
-        chain.put(&t, "after", b"3".to_vec(), &Condition::None, 0).await.unwrap();
-        assert_eq!(
-            primary.inner.get(&t, "after").await.unwrap().value,
-            b"3",
-            "writes fail back to the primary"
-        );
+        set(&primary.hung, false);
+        replayed(&chain).await;
+        assert_eq!(primary.inner.get(&t, "k").await.unwrap().value, b"v");
     }
 }

@@ -47,12 +47,18 @@ pub async fn open_backend(
         BackendConfig::Dynamodb(settings) => {
             Arc::new(services::dynamodb::DynamoKv::connect(settings, call_timeout).await?)
         }
-        BackendConfig::Failover { members } => {
+        BackendConfig::Failover { members, journal, member_timeout } => {
             let mut opened = Vec::with_capacity(members.len());
             for member in members {
                 opened.push(Box::pin(open_backend(member, call_timeout)).await?);
             }
-            Arc::new(failover::FailoverKv::new(opened)?)
+            let journal = exo_sqlite::journal::FailoverJournal::open(journal).await?;
+            Arc::new(failover::FailoverKv::new(
+                opened,
+                journal,
+                *member_timeout,
+                exo_proxy_core::failover::BACKOFF,
+            )?)
         }
     })
 }

@@ -121,6 +121,16 @@ impl ObjectApi {
 
     /// Put: validates the header, then streams `body` to the backend.
     pub async fn put(&self, header: pb::PutHeader, body: ByteStream) -> ExoResult<pb::PutResponse> {
+        let (bucket, key, meta) = self.put_meta(header)?;
+        Ok(pb::PutResponse { info: Some(self.backend.put(&bucket, &key, meta, body).await?) })
+    }
+
+    /// Checks a put's header as [`ObjectApi::put`] would, without writing anything.
+    pub fn check_put(&self, header: pb::PutHeader) -> ExoResult<()> {
+        self.put_meta(header).map(|_| ())
+    }
+
+    fn put_meta(&self, header: pb::PutHeader) -> ExoResult<(BucketName, String, PutMeta)> {
         let bucket = self.bucket(&header.bucket, "header.bucket")?;
         self.key(&header.key, "header.key")?;
         let content_type = if header.content_type.is_empty() {
@@ -160,7 +170,7 @@ impl ObjectApi {
             content_length: header.content_length,
             max_bytes: limits.max_object_bytes,
         };
-        Ok(pb::PutResponse { info: Some(self.backend.put(&bucket, &header.key, meta, body).await?) })
+        Ok((bucket, header.key, meta))
     }
 
     /// Get.

@@ -45,6 +45,13 @@ pub enum BackendConfig {
     Failover {
         /// Members in priority order (at least one).
         members: Vec<BackendConfig>,
+        /// The journal of uploads and deletes a standby takes while the primary is out (local,
+        /// durable; replayed onto the primary before it serves those objects again).
+        #[serde(default = "default_journal_path")]
+        journal: PathBuf,
+        /// The deadline of one call to one member (not a streamed upload's body).
+        #[serde(default = "default_member_timeout", with = "humantime_serde")]
+        member_timeout: std::time::Duration,
     },
     /// Files under a data root.
     Fs {
@@ -56,6 +63,14 @@ pub enum BackendConfig {
 
 fn default_memory_bytes() -> u64 {
     DEFAULT_MEMORY_OBJECT_BYTES
+}
+
+fn default_journal_path() -> PathBuf {
+    PathBuf::from(".exo/eos-failover.db")
+}
+
+fn default_member_timeout() -> std::time::Duration {
+    exo_proxy_core::failover::MEMBER_TIMEOUT
 }
 
 fn default_root() -> PathBuf {
@@ -161,10 +176,10 @@ impl exo_proxy_core::cli::ProxyConfig for EosConfig {
             match backend {
                 BackendConfig::S3(settings) => settings.validate(),
                 BackendConfig::AzureBlob(settings) => settings.validate(),
-                BackendConfig::Failover { members } if members.is_empty() => {
+                BackendConfig::Failover { members, .. } if members.is_empty() => {
                     Err(ConfigError::Invalid("backend.members of a failover chain must not be empty".into()))
                 }
-                BackendConfig::Failover { members } => members.iter().try_for_each(check),
+                BackendConfig::Failover { members, .. } => members.iter().try_for_each(check),
                 _ => Ok(()),
             }
         }

@@ -1,27 +1,47 @@
-//! Failover across an ordered chain of object stores (DESIGN.md §4), without mirroring:
-//! writes go to the first member that answers; a read that misses on one member is looked up
-//! on the next, so objects written to a standby during an outage are still found after
-//! fail-back; buckets are created and deleted on every member. Objects written only to a member
-//! that is down are unavailable until it returns (mirroring is not built). A streamed upload
-//! cannot be replayed: if its member fails (and then fails its readiness check), the upload fails
-//! and the member sits out its back-off, so the client's retry goes to the next one. ETags are a member's own: an if-match
-//! from one member fails (safely) on another.
+//! Failover across an ordered chain of object stores (DESIGN.md §4). Writes go to the first
+//! member that answers; buckets are created and deleted on every member. What keeps every
+//! acknowledged upload and delete once the primary returns is the **journal** (`journal` in the
+//! config, a local SQLite file, as in ekv): an upload or delete taken while a member before it is
+//! out is recorded, durably, before it is acknowledged, with where the object's newest state is.
+//! While an object is in the journal, reads and conditional writes of it go to the member that
+//! holds it; a background task streams it onto the primary (or applies the delete on every
+//! member) as soon as the primary answers its probe, and only then does the primary serve it
+//! again. Without an entry, a read falls through on a miss, and a miss while some member is out is
+//! UNAVAILABLE (that member may hold the object), never a false "not found".
+//!
+//! With the primary out: unconditional uploads and deletes are accepted (by the standby,
+//! journaled) and win after fail-back; create-only and if-match writes and deletes are evaluated
+//! by the member holding the object's newest state — the primary for an object the journal does
+//! not hold, so they answer UNAVAILABLE rather than succeed on a guess; listings answer
+//! UNAVAILABLE (they would be partial) until every member answers and the journal is replayed. A
+//! streamed upload cannot be replayed on another member: if its member fails mid-stream the
+//! upload fails and the client retries. ETags are a member's own. Presigned URLs name one member's
+//! own service and bypass the journal: an upload through one during an outage is not replayed.
+//! Replicas of a deployment each journal what they took (see ekv's failover for the guarantee).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use exo_proto::{common::v1::ErrorReason, object::v1 as pb};
-use exo_proxy_core::{ExoError, ExoResult, failover::Chain};
+use exo_proxy_core::{
+    ExoError, ExoResult,
+    failover::{Chain, PROBE_INTERVAL, is_outage},
+};
+use exo_sqlite::journal::{FailoverJournal, Holder};
 
 use crate::{
     backend::ObjectStore,
     listing::{Page, Resume},
-    model::{BucketName, ByteStream, Descriptor, Presigned, PutMeta, Range, ReadCondition, WriteCondition},
+    model::{
+        BucketName, ByteStream, Descriptor, Presigned, PutMeta, Range, ReadCondition, WriteCondition,
+        nothing_to_match, object_not_found,
+    },
 };
 
 /// A chain of object stores behaving as one.
 pub struct FailoverObjects {
-    chain: Chain<dyn ObjectStore>,
+    chain: Arc<Chain<dyn ObjectStore>>,
+    journal: Arc<FailoverJournal>,
     descriptor: Descriptor,
 }
 
@@ -29,10 +49,40 @@ fn missing(err: &ExoError) -> bool {
     matches!(err.reason, ErrorReason::ObjectNotFound | ErrorReason::BucketNotFound)
 }
 
+/// Objects replayed per round.
+const REPLAY_BATCH: usize = 64;
+/// Uploads of at most this many bytes (by their announced length) are read whole first, so they
+/// have the member deadline and move to the next member when one does not answer; larger ones
+/// stream to one member.
+const RETRYABLE_UPLOAD: u64 = 1024 * 1024;
+
+/// Reads a small upload whole (its length is announced and at most [`RETRYABLE_UPLOAD`]).
+async fn buffered(mut body: ByteStream, announced: u64) -> ExoResult<bytes::Bytes> {
+    use futures::StreamExt as _;
+    let mut buffer = bytes::BytesMut::with_capacity(announced as usize);
+    while let Some(chunk) = body.next().await {
+        buffer.extend_from_slice(&chunk?);
+        if buffer.len() as u64 > announced {
+            break; // the member's own length check reports it
+        }
+    }
+    Ok(buffer.freeze())
+}
+
+fn once(bytes: bytes::Bytes) -> ByteStream {
+    Box::pin(futures::stream::once(async move { Ok(bytes) }))
+}
+
 impl FailoverObjects {
-    /// Chains `members` in priority order: capabilities every member has, each limit the
-    /// smallest (a limit of 0, "none", never wins over a real one).
-    pub fn new(members: Vec<Arc<dyn ObjectStore>>) -> ExoResult<Self> {
+    /// Chains `members` in priority order (capabilities every member has, each limit the
+    /// smallest; a limit of 0, "none", never wins over a real one) with its journal;
+    /// `member_timeout` bounds each call to one member (not a streamed upload's body).
+    pub fn new(
+        members: Vec<Arc<dyn ObjectStore>>,
+        journal: FailoverJournal,
+        member_timeout: Duration,
+        backoff: Duration,
+    ) -> ExoResult<Self> {
         let mut descriptor = members
             .first()
             .ok_or_else(|| ExoError::internal("a failover chain needs at least one member"))?
@@ -53,14 +103,146 @@ impl FailoverObjects {
             l.max_page_size = l.max_page_size.min(o.max_page_size);
             l.max_presign_seconds = l.max_presign_seconds.min(o.max_presign_seconds);
         }
-        Ok(Self { chain: Chain::new(members)?, descriptor })
+        let chain = Arc::new(Chain::new(members)?.with_member_timeout(member_timeout).with_backoff(backoff));
+        chain.spawn_probe(|m: Arc<dyn ObjectStore>| async move { m.ready().await });
+        let objects = Self { chain, journal: Arc::new(journal), descriptor };
+        objects.spawn_replay();
+        Ok(objects)
     }
 
-    /// Changes how long a failed member is skipped (tests use a short one).
-    pub fn with_backoff(mut self, backoff: std::time::Duration) -> Self {
-        self.chain = self.chain.with_backoff(backoff);
-        self
+    fn spawn_replay(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (chain, journal) = (Arc::downgrade(&self.chain), Arc::downgrade(&self.journal));
+        let max_bytes = self.descriptor.limits.max_object_bytes;
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(PROBE_INTERVAL);
+            loop {
+                tick.tick().await;
+                let (Some(chain), Some(journal)) = (chain.upgrade(), journal.upgrade()) else { return };
+                if journal.is_empty() || !chain.is_available(0) {
+                    continue;
+                }
+                match replay(&chain, &journal, max_bytes).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        objects = n,
+                        left = journal.len(),
+                        "failover journal replayed onto the primary"
+                    ),
+                    Err(err) => tracing::warn!(error = %err, "failover journal replay paused"),
+                }
+            }
+        });
     }
+
+    /// The member whose state is authoritative for `key`: the journal's holder, else the primary.
+    fn authority(&self, bucket: &BucketName, key: &str) -> Option<Holder> {
+        self.journal.lookup(bucket.as_str(), key).map(|(holder, _)| holder)
+    }
+
+    /// Records where `key`'s newest state is after an upload member `index` took.
+    async fn wrote(&self, bucket: &BucketName, key: &str, index: usize) -> ExoResult<()> {
+        match (index, self.journal.lookup(bucket.as_str(), key)) {
+            (0, None) => Ok(()),
+            (0, Some((_, seq))) => self.journal.settle(bucket.as_str(), key, seq).await.map(|_| ()),
+            (member, _) => {
+                self.journal.record(bucket.as_str(), key, Holder::Member(member as u32)).await.map(|_| ())
+            }
+        }
+    }
+
+    /// Deletes `key` on every member but `except`; a member that is out gets a tombstone.
+    async fn delete_everywhere(
+        &self,
+        bucket: &BucketName,
+        key: &str,
+        except: Option<usize>,
+    ) -> ExoResult<()> {
+        let mut out = false;
+        for index in (0..self.chain.len()).filter(|i| Some(*i) != except) {
+            if !self.chain.is_available(index) {
+                out = true;
+                continue;
+            }
+            match self.chain.call(index, |m| async move { m.delete(bucket, key, None).await }).await {
+                Ok(()) => {}
+                Err(err) if is_outage(&err) => out = true,
+                // A missing bucket is the caller's error on the primary; a standby may lack it.
+                Err(err) if err.reason == ErrorReason::BucketNotFound && index == 0 => return Err(err),
+                Err(err) if missing(&err) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        if out {
+            self.journal.record(bucket.as_str(), key, Holder::Deleted).await?;
+        } else if let Some((_, seq)) = self.journal.lookup(bucket.as_str(), key) {
+            self.journal.settle(bucket.as_str(), key, seq).await?;
+        }
+        Ok(())
+    }
+
+    fn healthy(&self) -> bool {
+        (0..self.chain.len()).all(|i| self.chain.is_available(i))
+    }
+}
+
+/// Streams what the journal holds onto the primary; the number of objects settled.
+async fn replay(
+    chain: &Chain<dyn ObjectStore>,
+    journal: &FailoverJournal,
+    max_bytes: u64,
+) -> ExoResult<usize> {
+    let mut settled = 0;
+    for pending in journal.pending(REPLAY_BATCH) {
+        let _exclusive = journal.exclusive().await;
+        let Some((holder, seq)) = journal.lookup(&pending.resource, &pending.key) else { continue };
+        let bucket = &BucketName::parse("bucket", &pending.resource, "bucket")?;
+        let key = pending.key.as_str();
+        let deleted = match holder {
+            Holder::Member(0) => false,
+            Holder::Member(member) => {
+                let source = chain
+                    .call(member as usize, |m| async move {
+                        m.get(bucket, key, None, &ReadCondition::default()).await
+                    })
+                    .await;
+                match source {
+                    Ok((info, _, body)) => {
+                        let meta = PutMeta {
+                            content_type: info.content_type,
+                            metadata: info.metadata,
+                            condition: WriteCondition::None,
+                            content_length: Some(info.size),
+                            max_bytes,
+                        };
+                        // The copy streams: no member deadline on the body.
+                        let primary = chain.get(0).ok_or_else(|| ExoError::internal("no primary"))?;
+                        if let Err(err) = primary.put(bucket, key, meta, body).await {
+                            chain.note(0, &err);
+                            return Err(err);
+                        }
+                        false
+                    }
+                    Err(err) if missing(&err) => true,
+                    Err(err) => return Err(err),
+                }
+            }
+            Holder::Deleted => true,
+        };
+        if deleted {
+            for index in 0..chain.len() {
+                match chain.call(index, |m| async move { m.delete(bucket, key, None).await }).await {
+                    Ok(()) => {}
+                    Err(err) if missing(&err) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        if journal.settle(&pending.resource, key, seq).await? {
+            settled += 1;
+        }
+    }
+    Ok(settled)
 }
 
 #[async_trait]
@@ -89,19 +271,59 @@ impl ObjectStore for FailoverObjects {
         meta: PutMeta,
         body: ByteStream,
     ) -> ExoResult<pb::ObjectInfo> {
-        let Some((index, member)) = self.chain.available().next() else {
-            return Err(ExoError::unavailable("every member of the failover chain is down"));
+        // While anything is pending, changes serialise with the replay.
+        let _exclusive = if self.journal.is_empty() { None } else { Some(self.journal.exclusive().await) };
+        let holder = self.authority(bucket, key);
+        let index = match (&meta.condition, holder) {
+            (WriteCondition::IfMatch(_), Some(Holder::Deleted)) => {
+                return Err(nothing_to_match(bucket.as_str(), key));
+            }
+            (WriteCondition::None, _) | (WriteCondition::CreateOnly, Some(Holder::Deleted)) => {
+                match self.chain.available().next() {
+                    Some((index, _)) => index,
+                    None => return Err(ExoError::unavailable("every member of the failover chain is down")),
+                }
+            }
+            // Evaluated where the object's newest state is.
+            (_, Some(Holder::Member(member))) => member as usize,
+            (_, _) => 0,
         };
+        if !self.chain.is_available(index) {
+            return Err(ExoError::unavailable(format!(
+                "failover member {index} holds this object's newest state and is unavailable; retry once it is back"
+            )));
+        }
+        let mut meta = meta;
+        if matches!(holder, Some(Holder::Deleted)) && meta.condition == WriteCondition::CreateOnly {
+            meta.condition = WriteCondition::None;
+        }
+        if let Some(announced) = meta.content_length.filter(|n| *n <= RETRYABLE_UPLOAD) {
+            let bytes = buffered(body, announced).await?;
+            let upload = |m: Arc<dyn ObjectStore>| {
+                let (meta, bytes) = (meta.clone(), bytes.clone());
+                async move { m.put(bucket, key, meta, once(bytes)).await }
+            };
+            let (index, info) = if meta.condition == WriteCondition::None {
+                self.chain.first_indexed(upload).await?
+            } else {
+                (index, self.chain.only(index, upload).await?)
+            };
+            self.wrote(bucket, key, index).await?;
+            return Ok(info);
+        }
+        let member = self.chain.get(index).ok_or_else(|| ExoError::internal("no such member"))?.clone();
         let result = member.put(bucket, key, meta, body).await;
         // An upload also fails when its client goes away (reported as unavailable too): only a
         // member that then fails its readiness check is set aside.
         if let Err(err) = &result
-            && exo_proxy_core::failover::is_outage(err)
+            && is_outage(err)
             && let Err(down) = member.ready().await
         {
             self.chain.note(index, &down);
         }
-        result
+        let info = result?;
+        self.wrote(bucket, key, index).await?;
+        Ok(info)
     }
     async fn get(
         &self,
@@ -110,13 +332,44 @@ impl ObjectStore for FailoverObjects {
         range: Option<Range>,
         condition: &ReadCondition,
     ) -> ExoResult<(pb::ObjectInfo, (u64, u64), ByteStream)> {
-        self.chain.first_found(missing, |m| async move { m.get(bucket, key, range, condition).await }).await
+        match self.authority(bucket, key) {
+            Some(Holder::Member(member)) => {
+                self.chain
+                    .only(member as usize, |m| async move { m.get(bucket, key, range, condition).await })
+                    .await
+            }
+            Some(Holder::Deleted) => Err(object_not_found(bucket.as_str(), key)),
+            None => {
+                self.chain
+                    .first_found(missing, |m| async move { m.get(bucket, key, range, condition).await })
+                    .await
+            }
+        }
     }
     async fn head(&self, bucket: &BucketName, key: &str) -> ExoResult<pb::ObjectInfo> {
-        self.chain.first_found(missing, |m| async move { m.head(bucket, key).await }).await
+        match self.authority(bucket, key) {
+            Some(Holder::Member(member)) => {
+                self.chain.only(member as usize, |m| async move { m.head(bucket, key).await }).await
+            }
+            Some(Holder::Deleted) => Err(object_not_found(bucket.as_str(), key)),
+            None => self.chain.first_found(missing, |m| async move { m.head(bucket, key).await }).await,
+        }
     }
     async fn delete(&self, bucket: &BucketName, key: &str, if_match: Option<&str>) -> ExoResult<()> {
-        self.chain.first(|m| async move { m.delete(bucket, key, if_match).await }).await
+        let _exclusive = if self.journal.is_empty() { None } else { Some(self.journal.exclusive().await) };
+        match (self.authority(bucket, key), if_match) {
+            (Some(Holder::Deleted), None) => Ok(()),
+            (Some(Holder::Deleted), Some(_)) => Err(nothing_to_match(bucket.as_str(), key)),
+            (_, None) => self.delete_everywhere(bucket, key, None).await,
+            (holder, Some(etag)) => {
+                let index = match holder {
+                    Some(Holder::Member(member)) => member as usize,
+                    _ => 0,
+                };
+                self.chain.only(index, |m| async move { m.delete(bucket, key, Some(etag)).await }).await?;
+                self.delete_everywhere(bucket, key, Some(index)).await
+            }
+        }
     }
     async fn list(
         &self,
@@ -126,12 +379,17 @@ impl ObjectStore for FailoverObjects {
         resume: Option<Resume>,
         limit: usize,
     ) -> ExoResult<Page> {
-        self.chain
-            .first(|m| {
-                let resume = resume.clone();
-                async move { m.list(bucket, prefix, delimiter, resume, limit).await }
-            })
-            .await
+        if let Some(out) = (0..self.chain.len()).find(|i| !self.chain.is_available(*i)) {
+            return Err(ExoError::unavailable(format!(
+                "failover member {out} is unavailable: a listing now would be partial; retry once it is back"
+            )));
+        }
+        if self.journal.holds_any_of(bucket.as_str()) {
+            return Err(ExoError::unavailable(
+                "uploads taken during an outage are being replayed onto the primary; retry the listing in a moment",
+            ));
+        }
+        self.chain.only(0, |m| async move { m.list(bucket, prefix, delimiter, resume, limit).await }).await
     }
     async fn copy(
         &self,
@@ -141,9 +399,23 @@ impl ObjectStore for FailoverObjects {
         key: &str,
         condition: &WriteCondition,
     ) -> ExoResult<pb::ObjectInfo> {
-        self.chain
-            .first(|m| async move { m.copy(source_bucket, source_key, bucket, key, condition).await })
-            .await
+        if self.healthy() && self.journal.is_empty() {
+            return self
+                .chain
+                .only(0, |m| async move { m.copy(source_bucket, source_key, bucket, key, condition).await })
+                .await;
+        }
+        // During an outage or a replay: read where the source's newest state is, write as an
+        // upload (journaled like any other).
+        let (info, _, body) = self.get(source_bucket, source_key, None, &ReadCondition::default()).await?;
+        let meta = PutMeta {
+            content_type: info.content_type,
+            metadata: info.metadata,
+            condition: condition.clone(),
+            content_length: Some(info.size),
+            max_bytes: self.descriptor.limits.max_object_bytes,
+        };
+        self.put(bucket, key, meta, body).await
     }
     async fn presign(
         &self,

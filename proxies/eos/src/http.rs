@@ -277,7 +277,9 @@ fn body_stream(body: Body) -> ByteStream {
     )
 }
 
-fn put_header(bucket: String, key: String, headers: &HeaderMap) -> ExoResult<pb::PutHeader> {
+/// The put header from HTTP headers, and whether its conditions contradict each other (If-Match
+/// with If-None-Match: *, which never both hold: a 412 once the rest is known to be valid).
+fn put_header(bucket: String, key: String, headers: &HeaderMap) -> ExoResult<(pb::PutHeader, bool)> {
     let mut metadata = std::collections::HashMap::new();
     for name in headers.keys() {
         if let Some(meta) = name.as_str().strip_prefix(META_PREFIX) {
@@ -285,21 +287,13 @@ fn put_header(bucket: String, key: String, headers: &HeaderMap) -> ExoResult<pb:
             metadata.insert(meta.to_owned(), value.to_owned());
         }
     }
+    let mut contradictory = false;
     let condition = match (header_text(headers, "if-none-match")?, header_text(headers, "if-match")?) {
         // "Must not exist" and "must exist at this ETag" never both hold (RFC 9110 evaluates
         // both): a failed precondition, nothing written.
         (Some("*"), Some(etag)) => {
-            if etag.len() > 256 {
-                return Err(ExoError::invalid_argument(
-                    "if-match",
-                    "an ETag must be 1 to 256 printable ASCII characters",
-                ));
-            }
-            return Err(ExoError::new(
-                ErrorReason::ConditionFailed,
-                "If-Match and If-None-Match: * cannot both hold; nothing was written",
-            )
-            .with_resource(format!("{bucket}/{key}")));
+            contradictory = true;
+            Some(pb::condition::Kind::IfMatch(unquote(etag)))
         }
         (Some("*"), None) => Some(pb::condition::Kind::CreateOnly(true)),
         (Some(_), _) => {
@@ -314,14 +308,28 @@ fn put_header(bucket: String, key: String, headers: &HeaderMap) -> ExoResult<pb:
                 .map_err(|_| ExoError::invalid_argument("content-length", "Content-Length is not a number"))
         })
         .transpose()?;
-    Ok(pb::PutHeader {
+    let header = pb::PutHeader {
         bucket,
         key,
         content_type: header_text(headers, "content-type")?.unwrap_or_default().to_owned(),
         metadata,
         condition: condition.map(|kind| pb::Condition { kind: Some(kind) }),
         content_length,
-    })
+    };
+    Ok((header, contradictory))
+}
+
+/// The 412 for contradictory conditions, once everything else about the put is valid.
+fn contradiction(api: &crate::api::ObjectApi, header: pb::PutHeader) -> ExoError {
+    let resource = format!("{}/{}", header.bucket, header.key);
+    match api.check_put(header) {
+        Err(err) => err,
+        Ok(()) => ExoError::new(
+            ErrorReason::ConditionFailed,
+            "If-Match and If-None-Match: * cannot both hold; nothing was written",
+        )
+        .with_resource(resource),
+    }
 }
 
 async fn put_object(
@@ -330,7 +338,10 @@ async fn put_object(
     headers: HeaderMap,
     body: Body,
 ) -> ExoResult<Response> {
-    let header = put_header(bucket, key, &headers)?;
+    let (header, contradictory) = put_header(bucket, key, &headers)?;
+    if contradictory {
+        return Err(contradiction(&s.api, header));
+    }
     let info = s.api.put(header, body_stream(body)).await?.info.unwrap_or_default();
     let mut response = Json(pb::PutResponse { info: Some(info.clone()) }).into_response();
     if let Ok(value) = HeaderValue::try_from(format!("\"{}\"", info.etag)) {
@@ -427,7 +438,7 @@ async fn presigned_put(
     body: Body,
 ) -> ExoResult<Json<pb::PutResponse>> {
     verify_presigned(&s, &bucket, &key, q, pb::PresignMethod::Put)?;
-    let mut header = put_header(bucket, key, &headers)?;
+    let (mut header, _) = put_header(bucket, key, &headers)?;
     // A presigned PUT replaces unconditionally, as S3's and Azure's do.
     header.condition = None;
     Ok(Json(s.api.put(header, body_stream(body)).await?))

@@ -72,13 +72,19 @@ async fn open_store(
         BackendConfig::S3(settings) => {
             Arc::new(services::s3::S3Objects::connect(settings, presign_base, call_timeout).await?)
         }
-        BackendConfig::Failover { members } => {
+        BackendConfig::Failover { members, journal, member_timeout } => {
             let mut opened = Vec::with_capacity(members.len());
             for member in members {
                 opened
                     .push(Box::pin(open_store(member, presign_base, presigner.clone(), call_timeout)).await?);
             }
-            Arc::new(failover::FailoverObjects::new(opened)?)
+            let journal = exo_sqlite::journal::FailoverJournal::open(journal).await?;
+            Arc::new(failover::FailoverObjects::new(
+                opened,
+                journal,
+                *member_timeout,
+                exo_proxy_core::failover::BACKOFF,
+            )?)
         }
     })
 }

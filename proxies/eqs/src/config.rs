@@ -45,6 +45,9 @@ pub enum BackendConfig {
     Failover {
         /// Members in priority order (at least one).
         members: Vec<BackendConfig>,
+        /// The deadline of one call to one member (a hung member is set aside after it).
+        #[serde(default = "default_member_timeout", with = "humantime_serde")]
+        member_timeout: std::time::Duration,
     },
     /// Amazon SQS (see [`crate::services::sqs`]): region, endpoint override, credentials.
     Sqs(exo_aws::AwsSettings),
@@ -64,6 +67,10 @@ pub enum BackendConfig {
 
 fn default_max_message_bytes() -> u64 {
     DEFAULT_MAX_MESSAGE_BYTES
+}
+
+fn default_member_timeout() -> std::time::Duration {
+    exo_proxy_core::failover::MEMBER_TIMEOUT
 }
 
 fn default_db_path() -> PathBuf {
@@ -140,7 +147,7 @@ impl EqsConfig {
             match backend {
                 BackendConfig::Memory { max_message_bytes }
                 | BackendConfig::Embedded { max_message_bytes, .. } => *max_message_bytes,
-                BackendConfig::Failover { members } => members.iter().map(largest).max().unwrap_or(0),
+                BackendConfig::Failover { members, .. } => members.iter().map(largest).max().unwrap_or(0),
                 BackendConfig::Sqs(_) => crate::services::sqs::MAX_MESSAGE_BYTES,
                 BackendConfig::AzureQueue(_) => crate::services::azure_queue::MAX_MESSAGE_BYTES,
             }
@@ -149,12 +156,12 @@ impl EqsConfig {
             match backend {
                 BackendConfig::Sqs(settings) => settings.validate(),
                 BackendConfig::AzureQueue(settings) => settings.validate(),
-                BackendConfig::Failover { members } => members.iter().try_for_each(check_members),
+                BackendConfig::Failover { members, .. } => members.iter().try_for_each(check_members),
                 _ => Ok(()),
             }
         }
         check_members(&self.backend)?;
-        if let BackendConfig::Failover { members } = &self.backend
+        if let BackendConfig::Failover { members, .. } = &self.backend
             && members.is_empty()
         {
             return Err(ConfigError::Invalid("backend.members of a failover chain must not be empty".into()));

@@ -45,12 +45,12 @@ pub async fn open_backend(config: &BackendConfig, call_timeout: Duration) -> Exo
         BackendConfig::AzureQueue(settings) => {
             Arc::new(services::azure_queue::AzureQueue::connect(settings)?)
         }
-        BackendConfig::Failover { members } => {
+        BackendConfig::Failover { members, member_timeout } => {
             let mut opened = Vec::with_capacity(members.len());
             for member in members {
                 opened.push(Box::pin(open_backend(member, call_timeout)).await?);
             }
-            Arc::new(layers::FailoverQueue::new(opened)?)
+            Arc::new(layers::FailoverQueue::new(opened)?.with_member_timeout(*member_timeout))
         }
     })
 }

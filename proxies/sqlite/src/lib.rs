@@ -31,6 +31,8 @@ use tokio::sync::oneshot;
 
 pub use rusqlite;
 
+pub mod journal;
+
 /// Most jobs committed together.
 const MAX_GROUP: usize = 512;
 

@@ -54,13 +54,19 @@ impl FailoverQueue {
         Ok(Self { chain: Chain::new(members)?, descriptor })
     }
 
+    /// Changes the deadline of one call to one member.
+    pub fn with_member_timeout(mut self, timeout: Duration) -> Self {
+        self.chain = self.chain.with_member_timeout(timeout);
+        self
+    }
+
     /// Changes how long a failed member is skipped (tests use a short one).
     pub fn with_backoff(mut self, backoff: Duration) -> Self {
         self.chain = self.chain.with_backoff(backoff);
         self
     }
 
-    fn member_of<'a>(&self, receipt: &'a str) -> ExoResult<(&Arc<dyn Queue>, &'a str)> {
+    fn member_of<'a>(&self, receipt: &'a str) -> ExoResult<(usize, &'a str)> {
         let invalid = || {
             ExoError::new(
                 ErrorReason::InvalidReceipt,
@@ -70,7 +76,8 @@ impl FailoverQueue {
         };
         let (index, inner) = receipt.split_once('~').ok_or_else(invalid)?;
         let index: usize = index.parse().map_err(|_| invalid())?;
-        Ok((self.chain.get(index).ok_or_else(invalid)?, inner))
+        self.chain.get(index).ok_or_else(invalid)?;
+        Ok((index, inner))
     }
 
     async fn receive_once(
@@ -82,14 +89,15 @@ impl FailoverQueue {
         let mut got = Vec::new();
         let mut reached = false;
         let mut last = None;
-        for (index, member) in self.chain.available() {
+        let available: Vec<usize> = self.chain.available().map(|(index, _)| index).collect();
+        for index in available {
             let want = max - got.len() as u32;
             if want == 0 {
                 break;
             }
             let params =
                 ReceiveParams { max_messages: want, wait: Duration::ZERO, visibility_seconds: visibility };
-            match member.receive(name, params).await {
+            match self.chain.call(index, |member| async move { member.receive(name, params).await }).await {
                 Ok(messages) => {
                     reached = true;
                     got.extend(messages.into_iter().map(|mut m| {
@@ -97,10 +105,7 @@ impl FailoverQueue {
                         m
                     }));
                 }
-                Err(err) => {
-                    self.chain.note(index, &err);
-                    last = Some(err);
-                }
+                Err(err) => last = Some(err),
             }
         }
         match (reached, last) {
@@ -143,8 +148,9 @@ impl Queue for FailoverQueue {
         // Counts are the sum over every reachable member: messages may sit on any of them.
         let mut info: Option<pb::QueueInfo> = None;
         let mut last = None;
-        for (index, member) in self.chain.available() {
-            match member.queue_info(name).await {
+        let available: Vec<usize> = self.chain.available().map(|(index, _)| index).collect();
+        for index in available {
+            match self.chain.call(index, |member| async move { member.queue_info(name).await }).await {
                 Ok(i) => match info.as_mut() {
                     None => info = Some(i),
                     Some(sum) => {
@@ -153,10 +159,7 @@ impl Queue for FailoverQueue {
                         sum.delayed_messages += i.delayed_messages;
                     }
                 },
-                Err(err) => {
-                    self.chain.note(index, &err);
-                    last = Some(err);
-                }
+                Err(err) => last = Some(err),
             }
         }
         info.ok_or_else(|| {
@@ -170,19 +173,18 @@ impl Queue for FailoverQueue {
     ) -> ExoResult<Vec<ExoResult<String>>> {
         // A backend consumes the batch even when it fails, so a copy is kept only while another
         // member could still take it (never for the last one, never for a one-member chain).
-        let candidates: Vec<(usize, &Arc<dyn Queue>)> = self.chain.available().collect();
+        // A send that times out on a member may still have been stored there: it is sent again
+        // to the next one (at least once; a message may arrive twice, never not at all).
+        let candidates: Vec<usize> = self.chain.available().map(|(index, _)| index).collect();
         let mut pending = Some(messages);
         let mut last = None;
-        for (i, (index, member)) in candidates.iter().enumerate() {
+        for (i, index) in candidates.iter().enumerate() {
             let Some(batch) = pending.take() else { break };
             if i + 1 < candidates.len() {
                 pending = Some(batch.clone());
             }
-            match member.send(name, batch).await {
-                Err(err) if is_outage(&err) => {
-                    self.chain.note(*index, &err);
-                    last = Some(err);
-                }
+            match self.chain.call(*index, |member| async move { member.send(name, batch).await }).await {
+                Err(err) if is_outage(&err) => last = Some(err),
                 other => return other,
             }
         }
@@ -199,12 +201,14 @@ impl Queue for FailoverQueue {
         }
     }
     async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()> {
-        let (member, inner) = self.member_of(receipt)?;
-        member.ack(name, inner).await
+        let (index, inner) = self.member_of(receipt)?;
+        self.chain.call(index, |member| async move { member.ack(name, inner).await }).await
     }
     async fn change_visibility(&self, name: &QueueName, receipt: &str, seconds: u32) -> ExoResult<()> {
-        let (member, inner) = self.member_of(receipt)?;
-        member.change_visibility(name, inner, seconds).await
+        let (index, inner) = self.member_of(receipt)?;
+        self.chain
+            .call(index, |member| async move { member.change_visibility(name, inner, seconds).await })
+            .await
     }
     async fn purge(&self, name: &QueueName) -> ExoResult<()> {
         self.chain.every(|q| async move { q.purge(name).await }).await.map(|_| ())
