@@ -268,15 +268,23 @@ impl<T: ?Sized> Chain<T> {
         Ok(())
     }
 
-    /// Runs `call` on every member in order; the first error stops it.
+    /// Runs `call` on every member in order; the first error stops it. No member deadline: this
+    /// is for creating queues, buckets and tables, which a service may take a while to finish
+    /// (a DynamoDB table becoming ACTIVE); the request timeout still bounds it.
     pub async fn every<F, Fut, R>(&self, call: F) -> ExoResult<Vec<R>>
     where
         F: Fn(Arc<T>) -> Fut,
         Fut: Future<Output = ExoResult<R>>,
     {
         let mut out = Vec::with_capacity(self.members.len());
-        for index in 0..self.members.len() {
-            out.push(self.call(index, &call).await?);
+        for (index, (member, _)) in self.members.iter().enumerate() {
+            match call(member.clone()).await {
+                Ok(value) => out.push(value),
+                Err(err) => {
+                    self.note(index, &err);
+                    return Err(err);
+                }
+            }
         }
         Ok(out)
     }

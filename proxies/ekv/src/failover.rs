@@ -83,27 +83,16 @@ impl FailoverKv {
     /// Replays the journal onto the primary whenever the primary answers and something is
     /// pending; stops when the layer is dropped.
     fn spawn_replay(&self) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let (chain, journal) = (Arc::downgrade(&self.chain), Arc::downgrade(&self.journal));
-        runtime.spawn(async move {
-            let mut tick = tokio::time::interval(PROBE_INTERVAL);
-            loop {
-                tick.tick().await;
-                let (Some(chain), Some(journal)) = (chain.upgrade(), journal.upgrade()) else { return };
-                if journal.is_empty() || !chain.is_available(0) {
-                    continue;
+        self.journal.spawn_replayer(
+            Arc::downgrade(&self.chain),
+            PROBE_INTERVAL,
+            |chain, journal| async move {
+                if !chain.is_available(0) {
+                    return Ok(0);
                 }
-                match replay(&chain, &journal).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(
-                        keys = n,
-                        left = journal.len(),
-                        "failover journal replayed onto the primary"
-                    ),
-                    Err(err) => tracing::warn!(error = %err, "failover journal replay paused"),
-                }
-            }
-        });
+                replay(&chain, &journal).await
+            },
+        );
     }
 
     /// Deletes `key` on every member but `except` after a delete the authoritative member
@@ -133,19 +122,6 @@ impl FailoverKv {
             self.journal.settle(table.as_str(), key, seq).await?;
         }
         Ok(())
-    }
-
-    /// Records where `key`'s newest state is after a write member `index` took.
-    async fn wrote(&self, table: &TableName, key: &str, index: usize) -> ExoResult<()> {
-        match (index, self.journal.lookup(table.as_str(), key)) {
-            // The primary has it and nothing older is pending.
-            (0, None) => Ok(()),
-            // The primary has the newest now: what the journal held is superseded.
-            (0, Some((_, seq))) => self.journal.settle(table.as_str(), key, seq).await.map(|_| ()),
-            (member, _) => {
-                self.journal.record(table.as_str(), key, Holder::Member(member as u32)).await.map(|_| ())
-            }
-        }
     }
 }
 
@@ -268,7 +244,7 @@ impl KeyValue for FailoverKv {
                 (index, version)
             }
         };
-        self.wrote(table, key, index).await?;
+        self.journal.after_write(table.as_str(), key, index).await?;
         Ok(version)
     }
     async fn delete(&self, table: &TableName, key: &str, condition: &Condition) -> ExoResult<bool> {

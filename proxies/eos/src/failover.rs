@@ -110,45 +110,25 @@ impl FailoverObjects {
         Ok(objects)
     }
 
+    /// Streams the journal onto the primary whenever the primary answers and something is
+    /// pending; stops when the layer is dropped.
     fn spawn_replay(&self) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let (chain, journal) = (Arc::downgrade(&self.chain), Arc::downgrade(&self.journal));
         let max_bytes = self.descriptor.limits.max_object_bytes;
-        runtime.spawn(async move {
-            let mut tick = tokio::time::interval(PROBE_INTERVAL);
-            loop {
-                tick.tick().await;
-                let (Some(chain), Some(journal)) = (chain.upgrade(), journal.upgrade()) else { return };
-                if journal.is_empty() || !chain.is_available(0) {
-                    continue;
+        self.journal.spawn_replayer(
+            Arc::downgrade(&self.chain),
+            PROBE_INTERVAL,
+            move |chain, journal| async move {
+                if !chain.is_available(0) {
+                    return Ok(0);
                 }
-                match replay(&chain, &journal, max_bytes).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(
-                        objects = n,
-                        left = journal.len(),
-                        "failover journal replayed onto the primary"
-                    ),
-                    Err(err) => tracing::warn!(error = %err, "failover journal replay paused"),
-                }
-            }
-        });
+                replay(&chain, &journal, max_bytes).await
+            },
+        );
     }
 
     /// The member whose state is authoritative for `key`: the journal's holder, else the primary.
     fn authority(&self, bucket: &BucketName, key: &str) -> Option<Holder> {
         self.journal.lookup(bucket.as_str(), key).map(|(holder, _)| holder)
-    }
-
-    /// Records where `key`'s newest state is after an upload member `index` took.
-    async fn wrote(&self, bucket: &BucketName, key: &str, index: usize) -> ExoResult<()> {
-        match (index, self.journal.lookup(bucket.as_str(), key)) {
-            (0, None) => Ok(()),
-            (0, Some((_, seq))) => self.journal.settle(bucket.as_str(), key, seq).await.map(|_| ()),
-            (member, _) => {
-                self.journal.record(bucket.as_str(), key, Holder::Member(member as u32)).await.map(|_| ())
-            }
-        }
     }
 
     /// Deletes `key` on every member but `except`; a member that is out gets a tombstone.
@@ -308,7 +288,7 @@ impl ObjectStore for FailoverObjects {
             } else {
                 (index, self.chain.only(index, upload).await?)
             };
-            self.wrote(bucket, key, index).await?;
+            self.journal.after_write(bucket.as_str(), key, index).await?;
             return Ok(info);
         }
         let member = self.chain.get(index).ok_or_else(|| ExoError::internal("no such member"))?.clone();
@@ -322,7 +302,7 @@ impl ObjectStore for FailoverObjects {
             self.chain.note(index, &down);
         }
         let info = result?;
-        self.wrote(bucket, key, index).await?;
+        self.journal.after_write(bucket.as_str(), key, index).await?;
         Ok(info)
     }
     async fn get(
@@ -400,10 +380,13 @@ impl ObjectStore for FailoverObjects {
         condition: &WriteCondition,
     ) -> ExoResult<pb::ObjectInfo> {
         if self.healthy() && self.journal.is_empty() {
-            return self
-                .chain
-                .only(0, |m| async move { m.copy(source_bucket, source_key, bucket, key, condition).await })
-                .await;
+            // A copy of a large object takes as long as it takes: no member deadline.
+            let primary = self.chain.get(0).ok_or_else(|| ExoError::internal("no primary"))?;
+            let copied = primary.copy(source_bucket, source_key, bucket, key, condition).await;
+            if let Err(err) = &copied {
+                self.chain.note(0, err);
+            }
+            return copied;
         }
         // During an outage or a replay: read where the source's newest state is, write as an
         // upload (journaled like any other).

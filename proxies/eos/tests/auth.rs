@@ -76,3 +76,29 @@ async fn presigned_urls_need_no_token_and_the_bearer_scheme_is_case_insensitive(
     let no_signature = format!("{url}/api/v1/presigned/docs/a.txt");
     assert!(http.get(&no_signature).send().await.unwrap().status().is_client_error());
 }
+
+#[tokio::test]
+async fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eos-proxy"))
+        .args(["--listen", "127.0.0.1:0", "--backend", "memory", "--log-format", "text"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("eos-proxy starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let text = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut seen = String::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("eos-proxy ready") {
+                return seen;
+            }
+        }
+        panic!("eos-proxy exited before it was ready:\n{seen}");
+    })
+    .await
+    .expect("eos-proxy ready in time");
+    assert!(!text.contains('\u{1b}'), "ANSI escape codes in piped logs:\n{text:?}");
+}

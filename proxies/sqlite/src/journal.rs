@@ -199,6 +199,53 @@ impl FailoverJournal {
         Ok(removed > 0)
     }
 
+    /// Records where `key`'s newest state is after a write member `index` of the chain took:
+    /// nothing for the primary with nothing pending, settled when the primary now holds the
+    /// newest, else journaled at that member.
+    pub async fn after_write(&self, resource: &str, key: &str, index: usize) -> ExoResult<()> {
+        match (index, self.lookup(resource, key)) {
+            (0, None) => Ok(()),
+            (0, Some((_, seq))) => self.settle(resource, key, seq).await.map(|_| ()),
+            (member, _) => self.record(resource, key, Holder::Member(member as u32)).await.map(|_| ()),
+        }
+    }
+
+    /// Runs `replay` every `interval` while something is pending and `primary_up()` says the
+    /// primary answers, until `owner` is dropped (the failover layer that owns the journal).
+    /// Does nothing outside a tokio runtime.
+    pub fn spawn_replayer<O, F, Fut>(
+        self: &std::sync::Arc<Self>,
+        owner: std::sync::Weak<O>,
+        interval: std::time::Duration,
+        replay: F,
+    ) where
+        O: Send + Sync + 'static,
+        F: Fn(std::sync::Arc<O>, std::sync::Arc<Self>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ExoResult<usize>> + Send,
+    {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let journal = std::sync::Arc::downgrade(self);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tick.tick().await;
+                let (Some(owner), Some(journal)) = (owner.upgrade(), journal.upgrade()) else { return };
+                if journal.is_empty() {
+                    continue;
+                }
+                match replay(owner, journal.clone()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        keys = n,
+                        left = journal.len(),
+                        "failover journal replayed onto the primary"
+                    ),
+                    Err(err) => tracing::warn!(error = %err, "failover journal replay paused"),
+                }
+            }
+        });
+    }
+
     /// Serialises changes to journaled keys with their replay (held briefly, only while the
     /// journal is not empty).
     pub async fn exclusive(&self) -> tokio::sync::MutexGuard<'_, ()> {
