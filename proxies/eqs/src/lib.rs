@@ -50,7 +50,7 @@ pub async fn open_backend(config: &BackendConfig, call_timeout: Duration) -> Exo
             for member in members {
                 opened.push(Box::pin(open_backend(member, call_timeout)).await?);
             }
-            Arc::new(layers::FailoverQueue::new(opened)?.with_member_timeout(*member_timeout))
+            Arc::new(layers::FailoverQueue::new(opened)?.with_member_timeout(*member_timeout).probing())
         }
     })
 }

@@ -22,7 +22,7 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// A chain of queue backends behaving as one.
 pub struct FailoverQueue {
-    chain: Chain<dyn Queue>,
+    chain: Arc<Chain<dyn Queue>>,
     descriptor: Descriptor,
 }
 
@@ -51,19 +51,33 @@ impl FailoverQueue {
             l.max_retention_seconds = l.max_retention_seconds.min(o.max_retention_seconds);
             l.max_receives_limit = l.max_receives_limit.min(o.max_receives_limit);
         }
-        Ok(Self { chain: Chain::new(members)?, descriptor })
+        Ok(Self { chain: Arc::new(Chain::new(members)?), descriptor })
+    }
+
+    /// Changes the chain's settings (before [`FailoverQueue::probing`] shares it).
+    fn reconfigure(mut self, change: impl FnOnce(Chain<dyn Queue>) -> Chain<dyn Queue>) -> Self {
+        self.chain = match Arc::try_unwrap(self.chain) {
+            Ok(chain) => Arc::new(change(chain)),
+            Err(shared) => shared,
+        };
+        self
     }
 
     /// Changes the deadline of one call to one member.
-    pub fn with_member_timeout(mut self, timeout: Duration) -> Self {
-        self.chain = self.chain.with_member_timeout(timeout);
+    pub fn with_member_timeout(self, timeout: Duration) -> Self {
+        self.reconfigure(|chain| chain.with_member_timeout(timeout))
+    }
+
+    /// Probes members in their back-off and re-admits one as soon as it answers (rather than
+    /// when its back-off runs out).
+    pub fn probing(self) -> Self {
+        self.chain.spawn_probe(|q: Arc<dyn Queue>| async move { q.ready().await });
         self
     }
 
     /// Changes how long a failed member is skipped (tests use a short one).
-    pub fn with_backoff(mut self, backoff: Duration) -> Self {
-        self.chain = self.chain.with_backoff(backoff);
-        self
+    pub fn with_backoff(self, backoff: Duration) -> Self {
+        self.reconfigure(|chain| chain.with_backoff(backoff))
     }
 
     fn member_of<'a>(&self, receipt: &'a str) -> ExoResult<(usize, &'a str)> {
