@@ -180,15 +180,7 @@ impl<T: ?Sized> Chain<T> {
         F: Fn(Arc<T>) -> Fut,
         Fut: Future<Output = ExoResult<R>>,
     {
-        let mut last = None;
-        let available: Vec<usize> = self.available().map(|(index, _)| index).collect();
-        for index in available {
-            match self.call(index, &call).await {
-                Err(err) if is_outage(&err) => last = Some(err),
-                other => return other,
-            }
-        }
-        Err(last.unwrap_or_else(|| ExoError::unavailable("every member of the failover chain is down")))
+        self.first_indexed(call).await.map(|(_, value)| value)
     }
 
     /// Like [`Chain::first`], also saying which member answered.

@@ -5,35 +5,16 @@ use std::{process::Stdio, time::Duration};
 
 use tokio::{
     io::{AsyncBufReadExt as _, BufReader},
-    process::{Child, Command},
+    process::Command,
 };
 
 const TOKEN: &str = "presign-test-token";
 
-async fn spawn_proxy() -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eos-proxy"))
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .env("EXO_CONFIG_YAML", "server:\n  auth_token: env:EXO_TEST_EOS_TOKEN\nbackend:\n  kind: memory\n")
-        .env("EXO_TEST_EOS_TOKEN", TOKEN)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("eos-proxy starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-            if event["message"] == "eos-proxy ready" {
-                return event["addr"].as_str().unwrap().to_owned();
-            }
-        }
-        panic!("eos-proxy exited before it was ready");
-    })
-    .await
-    .expect("eos-proxy ready in time");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, format!("http://{addr}"))
+mod common;
+
+async fn spawn_proxy() -> (tokio::process::Child, String) {
+    let config = "server:\n  auth-token: env:EXO_TEST_EOS_TOKEN\nbackend:\n  kind: memory\n";
+    common::spawn_proxy(&[], &[("EXO_CONFIG_YAML", config), ("EXO_TEST_EOS_TOKEN", TOKEN)]).await
 }
 
 #[tokio::test]

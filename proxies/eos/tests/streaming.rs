@@ -8,7 +8,6 @@
 use std::{
     path::Path,
     pin::Pin,
-    process::Stdio,
     task::{Context, Poll},
     time::Duration,
 };
@@ -16,34 +15,16 @@ use std::{
 use exo_sdk::{GetOptions, ObjectClient, PutOptions, Reason, RetryPolicy};
 use futures::StreamExt as _;
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncRead, BufReader, ReadBuf},
-    process::{Child, Command},
+    io::{AsyncRead, ReadBuf},
+    process::Child,
 };
+
+mod common;
 
 /// Starts eos-proxy (fs backend under `root`) on an ephemeral port; returns it and its URL.
 async fn spawn_proxy(root: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eos-proxy"))
-        .args(["--backend", "fs", "--listen", "127.0.0.1:0", "--log-format", "json", "--root"])
-        .arg(root)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("eos-proxy starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-            if event["message"] == "eos-proxy ready" {
-                return event["addr"].as_str().unwrap().to_owned();
-            }
-        }
-        panic!("eos-proxy exited before it was ready");
-    })
-    .await
-    .expect("eos-proxy ready in time");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, format!("http://{addr}"))
+    common::spawn_proxy(&["--backend".as_ref(), "fs".as_ref(), "--root".as_ref(), root.as_os_str()], &[])
+        .await
 }
 
 fn byte_at(offset: u64) -> u8 {
