@@ -19,7 +19,11 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::mpsc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     thread,
     time::Duration,
 };
@@ -87,7 +91,11 @@ fn free_bytes(dir: &Path) -> Option<u64> {
 struct Reserve {
     path: PathBuf,
     dir: PathBuf,
-    present: bool,
+    /// The file is in place (set by the thread that writes it).
+    present: Arc<AtomicBool>,
+    /// A thread is writing it: writing 8 MiB and syncing is kept off the start-up path and off
+    /// the writer thread.
+    writing: Arc<AtomicBool>,
 }
 
 impl Reserve {
@@ -96,38 +104,63 @@ impl Reserve {
         name.push(".reserve");
         let dir = db.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
         let present = db.with_file_name(&name).metadata().is_ok_and(|m| m.len() >= RESERVE_BYTES);
-        Self { path: db.with_file_name(name), dir, present }
+        Self {
+            path: db.with_file_name(name),
+            dir,
+            present: Arc::new(AtomicBool::new(present)),
+            writing: Arc::new(AtomicBool::new(false)),
+        }
     }
 
-    /// Writes the reserve file if there is room for it and a margin; never fails the caller.
+    fn present(&self) -> bool {
+        self.present.load(Ordering::Acquire)
+    }
+
+    /// Starts writing the reserve file in the background if there is room for it and a margin;
+    /// never fails the caller. Until it is in place, [`Reserve::admits_writes`] counts its size
+    /// as taken.
     fn restore(&mut self) {
-        if self.present || free_bytes(&self.dir).is_none_or(|free| free < RESERVE_BYTES + 2 * LOW_BYTES) {
+        if self.present()
+            || self.writing.load(Ordering::Acquire)
+            || free_bytes(&self.dir).is_none_or(|free| free < RESERVE_BYTES + 2 * LOW_BYTES)
+        {
             return;
         }
-        let written = (|| -> std::io::Result<()> {
-            use std::io::Write as _;
-            let mut file = std::fs::File::create(&self.path)?;
-            let block = vec![0u8; 1024 * 1024];
-            for _ in 0..RESERVE_BYTES / block.len() as u64 {
-                file.write_all(&block)?;
+        self.writing.store(true, Ordering::Release);
+        let (path, present, writing) = (self.path.clone(), self.present.clone(), self.writing.clone());
+        let spawned = thread::Builder::new().name("disk-reserve".into()).spawn(move || {
+            let written = (|| -> std::io::Result<()> {
+                use std::io::Write as _;
+                let mut file = std::fs::File::create(&path)?;
+                let block = vec![0u8; 1024 * 1024];
+                for _ in 0..RESERVE_BYTES / block.len() as u64 {
+                    file.write_all(&block)?;
+                }
+                file.sync_all()
+            })();
+            match written {
+                Ok(()) => {
+                    present.store(true, Ordering::Release);
+                    tracing::info!(path = %path.display(), "disk space reserve in place");
+                }
+                Err(err) => {
+                    let _ = std::fs::remove_file(&path);
+                    tracing::warn!(error = %err, "cannot write the disk space reserve yet");
+                }
             }
-            file.sync_all()
-        })();
-        match written {
-            Ok(()) => {
-                self.present = true;
-                tracing::info!(path = %self.path.display(), "disk space reserve in place");
-            }
-            Err(err) => {
-                let _ = std::fs::remove_file(&self.path);
-                tracing::warn!(error = %err, "cannot write the disk space reserve yet");
-            }
+            writing.store(false, Ordering::Release);
+        });
+        if spawned.is_err() {
+            self.writing.store(false, Ordering::Release);
         }
     }
 
     fn release(&mut self) {
+        if self.writing.load(Ordering::Acquire) {
+            return; // still being written: counted as taken meanwhile, released next time
+        }
         if std::fs::remove_file(&self.path).is_ok() || !self.path.exists() {
-            self.present = false;
+            self.present.store(false, Ordering::Release);
             tracing::warn!(path = %self.path.display(), "disk almost full: reserve released; only receives, acks and deletes run until space is freed");
         }
     }
@@ -136,14 +169,15 @@ impl Reserve {
     /// released reserve gave back for draining, plus the database's own free pages.
     fn admits_writes(&mut self, conn: &Connection) -> bool {
         let Some(mut free) = free_bytes(&self.dir) else { return true };
-        if self.present && free < LOW_BYTES {
+        if self.present() && free < LOW_BYTES {
             self.release();
             free = free_bytes(&self.dir).unwrap_or(free);
         }
-        if !self.present {
+        if !self.present() {
             self.restore();
         }
-        let spare = if self.present { free } else { free.saturating_sub(RESERVE_BYTES) };
+        // A reserve not in place (released, or still being written) counts as taken.
+        let spare = if self.present() { free } else { free.saturating_sub(RESERVE_BYTES) };
         let pragma = |name: &str, default: i64| {
             conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0)).unwrap_or(default).max(0)
                 as u64
