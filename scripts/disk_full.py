@@ -10,46 +10,13 @@ Needs root (it mounts a tmpfs). Run by scripts/test:
 
 import argparse
 import base64
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
-failures = []
-
-
-def check(condition, what):
-    print(f"  {'ok  ' if condition else 'FAIL'} {what}")
-    if not condition:
-        failures.append(what)
-
-
-def request(method, url, body=None, raw=None, headers=None):
-    """(status, parsed JSON or None); never raises on an HTTP error status."""
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers=headers or {"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            text = r.read()
-            return r.status, (json.loads(text) if text and r.headers.get_content_type().endswith("json") else None)
-    except urllib.error.HTTPError as err:
-        text = err.read()
-        try:
-            return err.code, json.loads(text)
-        except ValueError:
-            return err.code, None
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from harness import check, failures, free_port, request
 
 
 class Proxy:

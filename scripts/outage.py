@@ -14,9 +14,7 @@ Environment: EXO_MOTO_URL, EXO_AZURITE_{QUEUE,BLOB,TABLE}_URL, EXO_TEST_AZURE_KE
 
 import argparse
 import base64
-import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,37 +26,7 @@ import uuid
 import boto3
 
 MEMBER_TIMEOUT = 1.0
-failures = []
-
-
-def check(condition, what):
-    print(f"  {'ok  ' if condition else 'FAIL'} {what}")
-    if not condition:
-        failures.append(what)
-
-
-def request(method, url, body=None, raw=None, headers=None, timeout=30):
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            text = r.read()
-            try:
-                return r.status, json.loads(text) if text else {}
-            except ValueError:
-                return r.status, text
-    except urllib.error.HTTPError as err:
-        text = err.read()
-        try:
-            return err.code, json.loads(text)
-        except ValueError:
-            return err.code, text
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from harness import check, failures, free_port, request
 
 
 def fault(control, mode):

@@ -76,6 +76,8 @@ def queues(eqs):
     # A malformed foreign message never blocks the others: it arrives as stored, marked.
     sqs.send_message(QueueUrl=url, MessageBody="not base64 at all!",
                      MessageAttributes={"exo.encoding": {"DataType": "String", "StringValue": "base64"}})
+    sqs.send_message(QueueUrl=url, MessageBody="marked empty, is not",
+                     MessageAttributes={"exo.encoding": {"DataType": "String", "StringValue": "empty"}})
     sqs.send_message(QueueUrl=url, MessageBody="good one")
     sqs.send_message(QueueUrl=url, MessageBody="with binary",
                      MessageAttributes={"blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01\xff"},
@@ -86,9 +88,11 @@ def queues(eqs):
         for m in out.get("messages", []):
             received[base64.b64decode(m.get("body", ""))] = m.get("attributes", {})
             call("POST", f"{eqs}/api/v1/queues/{name}/messages/ack", {"receipt": m["receipt"]})
-        if len(received) == 3:
+        if len(received) == 4:
             break
     bad = received.get(b"not base64 at all!", {})
+    check("placeholder" in received.get(b"marked empty, is not", {}).get("exo.undecodable", ""),
+          "a body marked exo.encoding=empty that is not the placeholder is delivered, marked, never dropped")
     check("base64" in bad.get("exo.undecodable", ""),
           "a message marked base64 whose body is not is delivered as stored, marked exo.undecodable")
     check(received.get(b"good one") == {}, "the good message received beside it is delivered, not hidden")

@@ -242,6 +242,37 @@ impl<T: ?Sized> Chain<T> {
         }
     }
 
+    /// Runs `call` on every member but `except`, in order, for a change that must reach every
+    /// copy (a delete): a miss (`missing(index, err)`) counts as done, a member that is out is
+    /// skipped. Returns the answers of the members that took it and whether any member was out
+    /// (the caller records what the missing members still owe); any other error stops it.
+    pub async fn every_answering<F, Fut, R>(
+        &self,
+        except: Option<usize>,
+        missing: impl Fn(usize, &ExoError) -> bool,
+        call: F,
+    ) -> ExoResult<(Vec<R>, bool)>
+    where
+        F: Fn(Arc<T>) -> Fut,
+        Fut: Future<Output = ExoResult<R>>,
+    {
+        let mut answers = Vec::with_capacity(self.members.len());
+        let mut out = false;
+        for index in (0..self.members.len()).filter(|i| Some(*i) != except) {
+            if !self.is_available(index) {
+                out = true;
+                continue;
+            }
+            match self.call(index, &call).await {
+                Ok(answer) => answers.push(answer),
+                Err(err) if is_outage(&err) => out = true,
+                Err(err) if missing(index, &err) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok((answers, out))
+    }
+
     /// Runs `call` on every member in order (a delete of what every member holds): a miss
     /// (`missing(err)`) on a standby is fine — it may never have received the thing — but on the
     /// primary, or any other error, stops it.

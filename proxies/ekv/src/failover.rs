@@ -44,6 +44,14 @@ fn missing(err: &ExoError) -> bool {
     matches!(err.reason, ErrorReason::KeyNotFound)
 }
 
+/// CONDITION_FAILED for a condition evaluated against a key known to be absent.
+fn absent_fails(condition: &Condition, table: &TableName, key: &str) -> ExoError {
+    match condition.check(None, table.as_str(), key) {
+        Err(err) => err,
+        Ok(()) => ExoError::internal(format!("a condition {condition:?} held for an absent key")),
+    }
+}
+
 /// Keys replayed per round.
 const REPLAY_BATCH: usize = 256;
 
@@ -95,79 +103,94 @@ impl FailoverKv {
         );
     }
 
-    /// Deletes `key` on every member but `except` after a delete the authoritative member
-    /// answered: a copy left on a member that is out is recorded as deleted, so it can never
-    /// come back.
-    async fn delete_elsewhere(&self, table: &TableName, key: &str, except: Option<usize>) -> ExoResult<()> {
-        let mut out = false;
-        for index in (0..self.chain.len()).filter(|i| Some(*i) != except) {
-            if !self.chain.is_available(index) {
-                out = true;
-                continue;
-            }
-            match self
-                .chain
-                .call(index, |m| async move { m.delete(table, key, &Condition::None).await })
-                .await
-            {
-                Ok(_) => {}
-                Err(err) if is_outage(&err) => out = true,
-                Err(err) if missing(&err) => {}
-                Err(err) => return Err(err),
-            }
-        }
+    /// Deletes `key` on every member but `except` (after a delete the authoritative member
+    /// answered, or everywhere): a copy left on a member that is out is recorded as deleted, so
+    /// it can never come back. Whether any member had it, and whether one was out.
+    async fn delete_everywhere(
+        &self,
+        table: &TableName,
+        key: &str,
+        except: Option<usize>,
+    ) -> ExoResult<(bool, bool)> {
+        let (answers, out) = self
+            .chain
+            .every_answering(
+                except,
+                |_, err| missing(err),
+                |m| async move { m.delete(table, key, &Condition::None).await },
+            )
+            .await?;
         if out {
             self.journal.record(table.as_str(), key, Holder::Deleted).await?;
         } else if let Some((_, seq)) = self.journal.lookup(table.as_str(), key) {
             self.journal.settle(table.as_str(), key, seq).await?;
         }
-        Ok(())
+        Ok((answers.into_iter().any(|deleted| deleted), out))
     }
 }
 
-/// Copies what the journal holds onto the primary; the number of keys settled.
+/// Copies what the journal holds onto the primary; the number of keys settled. An outage ends
+/// the round; a key whose table is gone is settled (nothing is left to copy); any other failure
+/// leaves that key pending without holding up the others.
 async fn replay(chain: &Chain<dyn KeyValue>, journal: &FailoverJournal) -> ExoResult<usize> {
     let mut settled = 0;
     for pending in journal.pending(REPLAY_BATCH) {
         let _exclusive = journal.exclusive().await;
         let Some((holder, seq)) = journal.lookup(&pending.resource, &pending.key) else { continue };
-        let table = &TableName::parse("table", &pending.resource, "table")?;
-        let key = pending.key.as_str();
-        let deleted = match holder {
-            Holder::Member(0) => false,
-            Holder::Member(member) => {
-                match chain.call(member as usize, |m| async move { m.get(table, key).await }).await {
-                    Ok(entry) => {
-                        let copy = |m: Arc<dyn KeyValue>| {
-                            let value = entry.value.clone();
-                            async move { m.put(table, key, value, &Condition::None, entry.expires_at_ms).await }
-                        };
-                        chain.call(0, copy).await?;
-                        false
-                    }
-                    // Expired or deleted there since: deleted everywhere.
-                    Err(err) if missing(&err) => true,
-                    Err(err) => return Err(err),
-                }
+        match replay_key(chain, &pending.resource, &pending.key, holder).await {
+            Ok(()) => {}
+            Err(err) if is_outage(&err) => return Err(err),
+            Err(err) if err.reason == ErrorReason::TableNotFound => {
+                tracing::warn!(table = %pending.resource, "failover journal: the table is gone; nothing to replay");
             }
-            Holder::Deleted => true,
-        };
-        if deleted {
-            // Every member must drop it, or a later miss on the primary would find a stale copy.
-            for index in 0..chain.len() {
-                match chain.call(index, |m| async move { m.delete(table, key, &Condition::None).await }).await
-                {
-                    Ok(_) => {}
-                    Err(err) if missing(&err) => {}
-                    Err(err) => return Err(err),
-                }
+            Err(err) => {
+                tracing::warn!(table = %pending.resource, error = %err, "failover journal: key left pending");
+                continue;
             }
         }
-        if journal.settle(&pending.resource, key, seq).await? {
+        if journal.settle(&pending.resource, &pending.key, seq).await? {
             settled += 1;
         }
     }
     Ok(settled)
+}
+
+/// Puts the newest state of one journaled key on the primary (a delete on every member).
+async fn replay_key(chain: &Chain<dyn KeyValue>, resource: &str, key: &str, holder: Holder) -> ExoResult<()> {
+    let table = &TableName::parse("table", resource, "table")?;
+    let deleted = match holder {
+        Holder::Member(0) => false,
+        Holder::Member(member) => {
+            match chain.call(member as usize, |m| async move { m.get(table, key).await }).await {
+                Ok(entry) => {
+                    let copy = |m: Arc<dyn KeyValue>| {
+                        let value = entry.value.clone();
+                        async move { m.put(table, key, value, &Condition::None, entry.expires_at_ms).await }
+                    };
+                    chain.call(0, copy).await?;
+                    false
+                }
+                // Expired or deleted there since: deleted everywhere.
+                Err(err) if missing(&err) => true,
+                Err(err) => return Err(err),
+            }
+        }
+        Holder::Deleted => true,
+    };
+    if deleted {
+        // Every member must drop it, or a later miss on the primary would find a stale copy.
+        let (_, out) = chain
+            .every_answering(
+                None,
+                |_, err| missing(err),
+                |m| async move { m.delete(table, key, &Condition::None).await },
+            )
+            .await?;
+        if out {
+            return Err(ExoError::unavailable("a member is out: the delete cannot reach every copy yet"));
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -221,7 +244,7 @@ impl KeyValue for FailoverKv {
             }
             // Deleted while the primary was out: the key is absent, whatever the primary holds.
             (Some(Holder::Deleted), Condition::VersionEquals(_)) => {
-                return Err(condition.check(None, table.as_str(), key).unwrap_err());
+                return Err(absent_fails(condition, table, key));
             }
             (Some(Holder::Deleted), Condition::MustNotExist) => {
                 self.chain
@@ -253,39 +276,12 @@ impl KeyValue for FailoverKv {
         let _exclusive = if self.journal.is_empty() { None } else { Some(self.journal.exclusive().await) };
         match (self.journal.lookup(table.as_str(), key).map(|(holder, _)| holder), condition) {
             (Some(Holder::Deleted), Condition::None) => Ok(false),
-            (Some(Holder::Deleted), condition) => {
-                Err(condition.check(None, table.as_str(), key).unwrap_err())
-            }
-            (holder, Condition::None) => {
-                // Everywhere: the answer is whether any member had it; a member that is out gets
-                // a tombstone (and its existence there cannot be known: "deleted").
-                let mut deleted = false;
-                let mut out = false;
-                for index in 0..self.chain.len() {
-                    if !self.chain.is_available(index) {
-                        out = true;
-                        continue;
-                    }
-                    match self
-                        .chain
-                        .call(index, |m| async move { m.delete(table, key, condition).await })
-                        .await
-                    {
-                        Ok(d) => deleted |= d,
-                        Err(err) if is_outage(&err) => out = true,
-                        Err(err) if missing(&err) => {}
-                        Err(err) => return Err(err),
-                    }
-                }
-                if out {
-                    self.journal.record(table.as_str(), key, Holder::Deleted).await?;
-                    return Ok(true);
-                }
-                if let Some((_, seq)) = self.journal.lookup(table.as_str(), key) {
-                    self.journal.settle(table.as_str(), key, seq).await?;
-                }
-                let _ = holder;
-                Ok(deleted)
+            (Some(Holder::Deleted), condition) => Err(absent_fails(condition, table, key)),
+            (_, Condition::None) => {
+                // Everywhere: the answer is whether any member had it; with a member out it
+                // cannot be known there, and the tombstone makes it deleted: "deleted".
+                let (deleted, out) = self.delete_everywhere(table, key, None).await?;
+                Ok(deleted || out)
             }
             (holder, condition) => {
                 let index = match holder {
@@ -295,7 +291,7 @@ impl KeyValue for FailoverKv {
                 let deleted =
                     self.chain.only(index, |m| async move { m.delete(table, key, condition).await }).await?;
                 if deleted {
-                    self.delete_elsewhere(table, key, Some(index)).await?;
+                    self.delete_everywhere(table, key, Some(index)).await?;
                 }
                 Ok(deleted)
             }
@@ -520,6 +516,29 @@ mod tests {
         assert_eq!(chain.get(&t, "k").await.unwrap().value, b"new", "read from the standby until replayed");
         replayed(&chain).await;
         assert_eq!(primary.inner.get(&t, "k").await.unwrap().value, b"new");
+    }
+
+    #[tokio::test]
+    async fn a_journaled_key_whose_table_is_gone_does_not_hold_up_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let (primary, standby) = (member(), member());
+        let chain = chain_of(&primary, &standby, &dir.path().join("journal.db")).await;
+        let (gone, kept) = (
+            TableName::parse("table", "gone", "t").unwrap(),
+            TableName::parse("table", "kept", "t").unwrap(),
+        );
+        for t in [&gone, &kept] {
+            chain.create_table(t).await.unwrap();
+        }
+        set(&primary.down, true);
+        for t in [&gone, &kept] {
+            chain.put(t, "k", b"during".to_vec(), &Condition::None, 0).await.unwrap();
+        }
+        // Dropped on the standby by hand before the primary returns.
+        standby.inner.delete_table(&gone).await.unwrap();
+        set(&primary.down, false);
+        replayed(&chain).await;
+        assert_eq!(primary.inner.get(&kept, "k").await.unwrap().value, b"during");
     }
 
     #[tokio::test]

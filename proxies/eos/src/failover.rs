@@ -131,28 +131,22 @@ impl FailoverObjects {
         self.journal.lookup(bucket.as_str(), key).map(|(holder, _)| holder)
     }
 
-    /// Deletes `key` on every member but `except`; a member that is out gets a tombstone.
+    /// Deletes `key` on every member but `except`; a member that is out gets a tombstone. A
+    /// missing bucket is the caller's error on the primary; a standby may lack it.
     async fn delete_everywhere(
         &self,
         bucket: &BucketName,
         key: &str,
         except: Option<usize>,
     ) -> ExoResult<()> {
-        let mut out = false;
-        for index in (0..self.chain.len()).filter(|i| Some(*i) != except) {
-            if !self.chain.is_available(index) {
-                out = true;
-                continue;
-            }
-            match self.chain.call(index, |m| async move { m.delete(bucket, key, None).await }).await {
-                Ok(()) => {}
-                Err(err) if is_outage(&err) => out = true,
-                // A missing bucket is the caller's error on the primary; a standby may lack it.
-                Err(err) if err.reason == ErrorReason::BucketNotFound && index == 0 => return Err(err),
-                Err(err) if missing(&err) => {}
-                Err(err) => return Err(err),
-            }
-        }
+        let gone = |index: usize, err: &ExoError| {
+            err.reason == ErrorReason::ObjectNotFound
+                || (index > 0 && err.reason == ErrorReason::BucketNotFound)
+        };
+        let (_, out) = self
+            .chain
+            .every_answering(except, gone, |m| async move { m.delete(bucket, key, None).await })
+            .await?;
         if out {
             self.journal.record(bucket.as_str(), key, Holder::Deleted).await?;
         } else if let Some((_, seq)) = self.journal.lookup(bucket.as_str(), key) {
@@ -166,7 +160,9 @@ impl FailoverObjects {
     }
 }
 
-/// Streams what the journal holds onto the primary; the number of objects settled.
+/// Streams what the journal holds onto the primary; the number of objects settled. An outage
+/// ends the round; an object whose bucket is gone is settled (nothing is left to copy); any other
+/// failure leaves that object pending without holding up the others.
 async fn replay(
     chain: &Chain<dyn ObjectStore>,
     journal: &FailoverJournal,
@@ -176,53 +172,73 @@ async fn replay(
     for pending in journal.pending(REPLAY_BATCH) {
         let _exclusive = journal.exclusive().await;
         let Some((holder, seq)) = journal.lookup(&pending.resource, &pending.key) else { continue };
-        let bucket = &BucketName::parse("bucket", &pending.resource, "bucket")?;
-        let key = pending.key.as_str();
-        let deleted = match holder {
-            Holder::Member(0) => false,
-            Holder::Member(member) => {
-                let source = chain
-                    .call(member as usize, |m| async move {
-                        m.get(bucket, key, None, &ReadCondition::default()).await
-                    })
-                    .await;
-                match source {
-                    Ok((info, _, body)) => {
-                        let meta = PutMeta {
-                            content_type: info.content_type,
-                            metadata: info.metadata,
-                            condition: WriteCondition::None,
-                            content_length: Some(info.size),
-                            max_bytes,
-                        };
-                        // The copy streams: no member deadline on the body.
-                        let primary = chain.get(0).ok_or_else(|| ExoError::internal("no primary"))?;
-                        if let Err(err) = primary.put(bucket, key, meta, body).await {
-                            chain.note(0, &err);
-                            return Err(err);
-                        }
-                        false
-                    }
-                    Err(err) if missing(&err) => true,
-                    Err(err) => return Err(err),
-                }
+        match replay_object(chain, &pending.resource, &pending.key, holder, max_bytes).await {
+            Ok(()) => {}
+            Err(err) if is_outage(&err) => return Err(err),
+            Err(err) if err.reason == ErrorReason::BucketNotFound => {
+                tracing::warn!(bucket = %pending.resource, "failover journal: the bucket is gone; nothing to replay");
             }
-            Holder::Deleted => true,
-        };
-        if deleted {
-            for index in 0..chain.len() {
-                match chain.call(index, |m| async move { m.delete(bucket, key, None).await }).await {
-                    Ok(()) => {}
-                    Err(err) if missing(&err) => {}
-                    Err(err) => return Err(err),
-                }
+            Err(err) => {
+                tracing::warn!(bucket = %pending.resource, error = %err, "failover journal: object left pending");
+                continue;
             }
         }
-        if journal.settle(&pending.resource, key, seq).await? {
+        if journal.settle(&pending.resource, &pending.key, seq).await? {
             settled += 1;
         }
     }
     Ok(settled)
+}
+
+/// Puts the newest state of one journaled object on the primary (a delete on every member).
+async fn replay_object(
+    chain: &Chain<dyn ObjectStore>,
+    resource: &str,
+    key: &str,
+    holder: Holder,
+    max_bytes: u64,
+) -> ExoResult<()> {
+    let bucket = &BucketName::parse("bucket", resource, "bucket")?;
+    let deleted = match holder {
+        Holder::Member(0) => false,
+        Holder::Member(member) => {
+            let source = chain
+                .call(member as usize, |m| async move {
+                    m.get(bucket, key, None, &ReadCondition::default()).await
+                })
+                .await;
+            match source {
+                Ok((info, _, body)) => {
+                    // The copy streams: no member deadline on the body.
+                    let primary =
+                        chain.get(0).ok_or_else(|| ExoError::internal("a chain has a first member"))?;
+                    let meta = PutMeta::copy_of(info, WriteCondition::None, max_bytes);
+                    if let Err(err) = primary.put(bucket, key, meta, body).await {
+                        chain.note(0, &err);
+                        return Err(err);
+                    }
+                    false
+                }
+                Err(err) if err.reason == ErrorReason::ObjectNotFound => true,
+                Err(err) => return Err(err),
+            }
+        }
+        Holder::Deleted => true,
+    };
+    if deleted {
+        // Every member must drop it, or a later miss on the primary would find a stale copy.
+        let (_, out) = chain
+            .every_answering(
+                None,
+                |_, err| err.reason == ErrorReason::ObjectNotFound,
+                |m| async move { m.delete(bucket, key, None).await },
+            )
+            .await?;
+        if out {
+            return Err(ExoError::unavailable("a member is out: the delete cannot reach every copy yet"));
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -391,13 +407,7 @@ impl ObjectStore for FailoverObjects {
         // During an outage or a replay: read where the source's newest state is, write as an
         // upload (journaled like any other).
         let (info, _, body) = self.get(source_bucket, source_key, None, &ReadCondition::default()).await?;
-        let meta = PutMeta {
-            content_type: info.content_type,
-            metadata: info.metadata,
-            condition: condition.clone(),
-            content_length: Some(info.size),
-            max_bytes: self.descriptor.limits.max_object_bytes,
-        };
+        let meta = PutMeta::copy_of(info, condition.clone(), self.descriptor.limits.max_object_bytes);
         self.put(bucket, key, meta, body).await
     }
     async fn presign(

@@ -264,6 +264,20 @@ pub struct PutMeta {
     pub max_bytes: u64,
 }
 
+impl PutMeta {
+    /// The put that copies an object read as `info` (its type, metadata and exact length) under
+    /// `condition`.
+    pub fn copy_of(info: pb::ObjectInfo, condition: WriteCondition, max_bytes: u64) -> Self {
+        Self {
+            content_type: info.content_type,
+            metadata: info.metadata,
+            condition,
+            content_length: Some(info.size),
+            max_bytes,
+        }
+    }
+}
+
 /// Checks the running byte count of an upload against its announced length and the limit.
 pub fn check_upload_size(received: u64, meta: &PutMeta, done: bool) -> ExoResult<()> {
     if meta.max_bytes > 0 && received > meta.max_bytes {

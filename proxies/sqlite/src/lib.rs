@@ -178,10 +178,15 @@ impl Reserve {
         }
         // A reserve not in place (released, or still being written) counts as taken.
         let spare = if self.present() { free } else { free.saturating_sub(RESERVE_BYTES) };
+        if spare > LOW_BYTES {
+            // The usual case: one statvfs per group commit, nothing asked of SQLite.
+            return true;
+        }
         let pragma = |name: &str, default: i64| {
             conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0)).unwrap_or(default).max(0)
                 as u64
         };
+        // Low on disk: pages freed inside the database (by draining) can still take writes.
         spare + pragma("freelist_count", 0) * pragma("page_size", 4096) > LOW_BYTES
     }
 }

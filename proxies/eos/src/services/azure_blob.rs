@@ -580,13 +580,7 @@ impl ObjectStore for AzureBlobs {
         // Streamed through the proxy: the destination condition holds atomically (Copy Blob
         // would need a SAS for its source and polling for its completion).
         let (info, _, body) = self.get(source_bucket, source_key, None, &ReadCondition::default()).await?;
-        let meta = PutMeta {
-            content_type: info.content_type,
-            metadata: info.metadata,
-            condition: condition.clone(),
-            content_length: Some(info.size),
-            max_bytes: MAX_OBJECT_BYTES,
-        };
+        let meta = PutMeta::copy_of(info, condition.clone(), MAX_OBJECT_BYTES);
         self.put(bucket, key, meta, body).await
     }
 

@@ -613,13 +613,7 @@ impl ObjectStore for S3Objects {
                     &ReadCondition { if_match: Some(source.etag.clone()), if_none_match: None },
                 )
                 .await?;
-            let meta = PutMeta {
-                content_type: info.content_type,
-                metadata: info.metadata,
-                condition: condition.clone(),
-                content_length: Some(info.size),
-                max_bytes: MAX_OBJECT_BYTES,
-            };
+            let meta = PutMeta::copy_of(info, condition.clone(), MAX_OBJECT_BYTES);
             return self.put(bucket, key, meta, body).await;
         }
         let copy_source = format!(

@@ -141,7 +141,11 @@ fn sqs_text_char(c: char) -> bool {
 fn decode_body(body: &str, encoding: Option<&str>) -> Result<Vec<u8>, String> {
     match encoding {
         None => Ok(body.as_bytes().to_vec()),
-        Some("empty") => Ok(Vec::new()),
+        Some("empty") if body == "-" => Ok(Vec::new()),
+        // A foreign producer's body must not vanish behind a marker it did not mean.
+        Some("empty") => {
+            Err(format!("marked {ENCODING_ATTRIBUTE}=empty but the body is not the placeholder '-'"))
+        }
         Some("base64") => STANDARD.decode(body).map_err(|e| {
             format!("marked {ENCODING_ATTRIBUTE}=base64 but the body is not standard base64 ({e})")
         }),
@@ -733,6 +737,7 @@ mod tests {
         assert_eq!(encode_body(b"a\x01b").1, Some("base64"), "control characters are not SQS text");
         assert!(decode_body("not base64!", Some("base64")).unwrap_err().contains("not standard base64"));
         assert!(decode_body("x", Some("rot13")).unwrap_err().contains("unknown exo.encoding"));
+        assert!(decode_body("hello", Some("empty")).unwrap_err().contains("placeholder"));
     }
 
     #[test]
