@@ -5,6 +5,7 @@
 //! case instead checks that a call needing it fails with UNSUPPORTED (gRPC UNIMPLEMENTED) and is
 //! reported as `unsupported`: a declaration can lie in neither direction.
 
+pub mod backends;
 pub mod kv_cases;
 pub mod object_cases;
 pub mod openapi_check;

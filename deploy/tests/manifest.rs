@@ -163,7 +163,9 @@ fn aws_proxy_configs_load_with_the_proxies_own_loaders() {
                 let c = parse_yaml::<eqs::config::EqsConfig>(&s.config, "eqs").unwrap();
                 ProxyConfig::validate(&c).unwrap();
                 // The failover chain [aws, azure]: SQS first, Azure's queue as the standby.
-                let eqs::config::BackendConfig::Failover { members, .. } = c.backend else {
+                let eqs::config::BackendConfig::Failover(eqs::config::FailoverConfig { members, .. }) =
+                    c.backend
+                else {
                     panic!("eqs is not a failover chain")
                 };
                 let [
@@ -179,7 +181,9 @@ fn aws_proxy_configs_load_with_the_proxies_own_loaders() {
             "eos" => {
                 let c = parse_yaml::<eos::config::EosConfig>(&s.config, "eos").unwrap();
                 ProxyConfig::validate(&c).unwrap();
-                let eos::config::BackendConfig::Failover { members, .. } = c.backend else {
+                let eos::config::BackendConfig::Failover(eos::config::FailoverConfig { members, .. }) =
+                    c.backend
+                else {
                     panic!("no chain")
                 };
                 let eos::config::BackendConfig::S3(settings) = members[0].clone() else {
@@ -190,7 +194,9 @@ fn aws_proxy_configs_load_with_the_proxies_own_loaders() {
             "ekv" => {
                 let c = parse_yaml::<ekv::config::EkvConfig>(&s.config, "ekv").unwrap();
                 ProxyConfig::validate(&c).unwrap();
-                let ekv::config::BackendConfig::Failover { members, .. } = c.backend else {
+                let ekv::config::BackendConfig::Failover(ekv::config::FailoverConfig { members, .. }) =
+                    c.backend
+                else {
                     panic!("no chain")
                 };
                 let ekv::config::BackendConfig::Dynamodb(settings) = members[0].clone() else {
@@ -224,7 +230,9 @@ fn azure_proxy_configs_load_and_name_what_arm_creates() {
             "eqs" => {
                 let c = parse_yaml::<eqs::config::EqsConfig>(&s.config, "eqs").unwrap();
                 ProxyConfig::validate(&c).unwrap();
-                let eqs::config::BackendConfig::Failover { members, .. } = c.backend else {
+                let eqs::config::BackendConfig::Failover(eqs::config::FailoverConfig { members, .. }) =
+                    c.backend
+                else {
                     panic!("not a chain")
                 };
                 let Some(eqs::config::BackendConfig::AzureQueue(settings)) = members.first() else {
@@ -235,7 +243,9 @@ fn azure_proxy_configs_load_and_name_what_arm_creates() {
             "eos" => {
                 let c = parse_yaml::<eos::config::EosConfig>(&s.config, "eos").unwrap();
                 ProxyConfig::validate(&c).unwrap();
-                let eos::config::BackendConfig::Failover { members, .. } = c.backend else {
+                let eos::config::BackendConfig::Failover(eos::config::FailoverConfig { members, .. }) =
+                    c.backend
+                else {
                     panic!("no chain")
                 };
                 let eos::config::BackendConfig::AzureBlob(settings) = members[0].clone() else {
@@ -246,7 +256,9 @@ fn azure_proxy_configs_load_and_name_what_arm_creates() {
             "ekv" => {
                 let c = parse_yaml::<ekv::config::EkvConfig>(&s.config, "ekv").unwrap();
                 ProxyConfig::validate(&c).unwrap();
-                let ekv::config::BackendConfig::Failover { members, .. } = c.backend else {
+                let ekv::config::BackendConfig::Failover(ekv::config::FailoverConfig { members, .. }) =
+                    c.backend
+                else {
                     panic!("no chain")
                 };
                 let ekv::config::BackendConfig::AzureTable(settings) = members[0].clone() else {
@@ -305,7 +317,9 @@ fn the_ecs_task_runs_the_proxies_from_env_configs_with_the_task_role() {
             "eqs" => {
                 let cfg = parse_yaml::<eqs::config::EqsConfig>(config, "eqs").unwrap();
                 ProxyConfig::validate(&cfg).unwrap();
-                let eqs::config::BackendConfig::Failover { members, .. } = cfg.backend else {
+                let eqs::config::BackendConfig::Failover(eqs::config::FailoverConfig { members, .. }) =
+                    cfg.backend
+                else {
                     panic!("no chain")
                 };
                 let eqs::config::BackendConfig::Sqs(aws) = &members[0] else { panic!("sqs is not first") };
@@ -314,7 +328,9 @@ fn the_ecs_task_runs_the_proxies_from_env_configs_with_the_task_role() {
             "eos" => {
                 let cfg = parse_yaml::<eos::config::EosConfig>(config, "eos").unwrap();
                 ProxyConfig::validate(&cfg).unwrap();
-                let eos::config::BackendConfig::Failover { members, .. } = cfg.backend else {
+                let eos::config::BackendConfig::Failover(eos::config::FailoverConfig { members, .. }) =
+                    cfg.backend
+                else {
                     panic!("no chain")
                 };
                 let eos::config::BackendConfig::S3(aws) = &members[0] else { panic!("s3 is not first") };
@@ -323,7 +339,9 @@ fn the_ecs_task_runs_the_proxies_from_env_configs_with_the_task_role() {
             _ => {
                 let cfg = parse_yaml::<ekv::config::EkvConfig>(config, "ekv").unwrap();
                 ProxyConfig::validate(&cfg).unwrap();
-                let ekv::config::BackendConfig::Failover { members, .. } = cfg.backend else {
+                let ekv::config::BackendConfig::Failover(ekv::config::FailoverConfig { members, .. }) =
+                    cfg.backend
+                else {
                     panic!("no chain")
                 };
                 let ekv::config::BackendConfig::Dynamodb(aws) = &members[0] else {

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use exo_conformance::{
-    Service, Target, kv_cases, object_cases, queue_cases,
+    Service, Target,
+    backends::{SERVICES, kinds, known_backends, provider_kind, providers},
+    kv_cases, object_cases, queue_cases,
     report::{self, Totals},
     run_suite,
     runner::default_report_dir,
@@ -29,9 +31,8 @@ enum Command {
     },
     /// Run the cases.
     Run {
-        /// A provider — local (embedded, fs, embedded), aws (sqs, s3, dynamodb) or azure
-        /// (azure-queue, azure-blob, azure-table) — runs every service it offers; a backend name
-        /// runs every service that has it (`conformance list-backends` lists them). Without
+        /// A provider (e.g. local, aws, azure) runs every service it offers; a backend name runs
+        /// every service that has it (`conformance list-backends` lists both). Without
         /// --config, AWS settings come from the AWS environment (AWS_REGION, AWS_ENDPOINT_URL,
         /// the credentials chain), Azure's from AZURE_STORAGE_CONNECTION_STRING or
         /// AZURE_STORAGE_ACCOUNT + AZURE_STORAGE_KEY.
@@ -58,33 +59,11 @@ enum Command {
         report_dir: PathBuf,
     },
     /// List the providers and the backends of each service.
-    ListBackends,
-}
-
-const SERVICES: [Service; 3] = [Service::Queue, Service::Object, Service::Kv];
-
-/// Providers and their backend for each service, in [`SERVICES`] order.
-const PROVIDERS: [(&str, [&str; 3]); 3] = [
-    ("local", ["embedded", "fs", "embedded"]),
-    ("aws", ["sqs", "s3", "dynamodb"]),
-    ("azure", ["azure-queue", "azure-blob", "azure-table"]),
-];
-
-/// Every backend kind of `service`, from the proxy's own list.
-fn kinds(service: Service) -> &'static [&'static str] {
-    match service {
-        Service::Queue => eqs::config::BackendConfig::KINDS,
-        Service::Object => eos::config::BackendConfig::KINDS,
-        Service::Kv => ekv::config::BackendConfig::KINDS,
-    }
-}
-
-/// What `conformance` can run, for help and errors.
-fn known_backends() -> String {
-    let providers: Vec<&str> = PROVIDERS.iter().map(|(name, _)| *name).collect();
-    let services: Vec<String> =
-        SERVICES.iter().map(|s| format!("{}: {}", s.name(), kinds(*s).join(", "))).collect();
-    format!("providers: {}; {}", providers.join(", "), services.join("; "))
+    ListBackends {
+        /// Print the docs table (the README's generated section) instead.
+        #[arg(long)]
+        markdown: bool,
+    },
 }
 
 /// The one service with a backend named `kind` (cloud backends belong to one service each).
@@ -120,6 +99,26 @@ fn azure_from_env() -> anyhow::Result<exo_azure::AzureSettings> {
     Ok(settings)
 }
 
+/// The settings of a backend named on the command line: defaults, except that Azure backends read
+/// their account from the environment (as the Azure CLI and SDKs do).
+fn named_backend<B: serde::de::DeserializeOwned>(
+    service: Service,
+    kind: &str,
+    defaults: Result<B, exo_proxy_core::config::ConfigError>,
+) -> anyhow::Result<Option<B>> {
+    let Ok(defaults) = defaults else { return Ok(None) };
+    let from_azure =
+        exo_conformance::backends::entries(service).iter().any(|e| e.kind == kind && e.provider == "azure");
+    if !from_azure {
+        return Ok(Some(defaults));
+    }
+    let mut section = serde_json::to_value(azure_from_env()?)?;
+    if let Some(map) = section.as_object_mut() {
+        map.insert("kind".into(), kind.into());
+    }
+    Ok(Some(serde_json::from_value(section)?))
+}
+
 /// An in-process target for `service` on backend `kind` with default settings (Azure's from
 /// the environment); `None` if the service has no such backend.
 fn named_target(service: Service, kind: &str, scratch: &std::path::Path) -> anyhow::Result<Option<Target>> {
@@ -128,24 +127,12 @@ fn named_target(service: Service, kind: &str, scratch: &std::path::Path) -> anyh
         eqs::config::BackendConfig as Queue,
     };
     Ok(match service {
-        Service::Queue => match Queue::named(kind, Some(scratch.join("eqs.db"))) {
-            Ok(Queue::AzureQueue(_)) => Some(Queue::AzureQueue(azure_from_env()?)),
-            Ok(backend) => Some(backend),
-            Err(_) => None,
-        }
-        .map(|backend| Target::Queue(eqs::config::EqsConfig { backend, ..Default::default() }, None)),
-        Service::Object => match Object::named(kind, Some(scratch.join("objects"))) {
-            Ok(Object::AzureBlob(_)) => Some(Object::AzureBlob(azure_from_env()?)),
-            Ok(backend) => Some(backend),
-            Err(_) => None,
-        }
-        .map(|backend| Target::Object(eos::config::EosConfig { backend, ..Default::default() })),
-        Service::Kv => match Kv::named(kind, Some(scratch.join("ekv.db"))) {
-            Ok(Kv::AzureTable(_)) => Some(Kv::AzureTable(azure_from_env()?)),
-            Ok(backend) => Some(backend),
-            Err(_) => None,
-        }
-        .map(|backend| Target::Kv(ekv::config::EkvConfig { backend, ..Default::default() }, None)),
+        Service::Queue => named_backend(service, kind, Queue::named(kind, Some(scratch.join("eqs.db"))))?
+            .map(|backend| Target::Queue(eqs::config::EqsConfig { backend, ..Default::default() }, None)),
+        Service::Object => named_backend(service, kind, Object::named(kind, Some(scratch.join("objects"))))?
+            .map(|backend| Target::Object(eos::config::EosConfig { backend, ..Default::default() })),
+        Service::Kv => named_backend(service, kind, Kv::named(kind, Some(scratch.join("ekv.db"))))?
+            .map(|backend| Target::Kv(ekv::config::EkvConfig { backend, ..Default::default() }, None)),
     })
 }
 
@@ -175,10 +162,10 @@ fn targets(
             .map(|s| Target::Endpoint(s, url.clone()))
             .collect());
     }
-    let provider = backend.as_deref().and_then(|b| PROVIDERS.iter().find(|(name, _)| *name == b));
+    let provider = backend.as_deref().filter(|b| providers().contains(b));
     let expected = |s: Service| -> Option<&str> {
         match provider {
-            Some((_, kinds)) => SERVICES.iter().position(|x| *x == s).map(|i| kinds[i]),
+            Some(provider) => provider_kind(provider, s),
             None => backend.as_deref(),
         }
     };
@@ -259,9 +246,19 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::ListBackends => {
-            for (name, kinds) in PROVIDERS {
-                println!("{name:<8} {}", kinds.join(", "));
+        Command::ListBackends { markdown: true } => {
+            println!("{}", exo_conformance::backends::BEGIN);
+            print!("{}", exo_conformance::backends::markdown_table());
+            println!("{}", exo_conformance::backends::END);
+            Ok(())
+        }
+        Command::ListBackends { markdown: false } => {
+            for provider in providers() {
+                let offered: Vec<String> = SERVICES
+                    .iter()
+                    .filter_map(|s| provider_kind(provider, *s).map(|k| format!("{}={k}", s.name())))
+                    .collect();
+                println!("{provider:<8} {}", offered.join(" "));
             }
             for service in SERVICES {
                 println!("{:<8} {}", service.name(), kinds(service).join(", "));

@@ -84,20 +84,22 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
     if !m.queues.is_empty() {
         let config = match kind {
             ProviderKind::Local => yaml(&EqsConfig {
-                server: server(7401),
-                backend: eqs::config::BackendConfig::Embedded {
-                    path: format!("{}/eqs.db", data_dir("eqs")).into(),
-                    max_message_bytes: eqs::config::DEFAULT_MAX_MESSAGE_BYTES,
-                },
+                server: server(eqs::config::DEFAULT_PORT),
+                backend: eqs::config::BackendConfig::named(
+                    "embedded",
+                    Some(format!("{}/eqs.db", data_dir("eqs")).into()),
+                )
+                .unwrap_or_default(),
             }),
-            ProviderKind::Aws | ProviderKind::Azure => {
-                yaml(&EqsConfig { server: server(7401), backend: queue_backend(m, task_role) })
-            }
+            ProviderKind::Aws | ProviderKind::Azure => yaml(&EqsConfig {
+                server: server(eqs::config::DEFAULT_PORT),
+                backend: queue_backend(m, task_role),
+            }),
         };
         out.push(Sidecar {
             name: "eqs",
-            port: 7401,
-            endpoint_env: "EXO_EQS_ENDPOINT",
+            port: eqs::config::DEFAULT_PORT,
+            endpoint_env: exo_sdk::EQS_ENDPOINT_ENV,
             grpc_service: "exo.queue.v1.QueueService",
             config,
         });
@@ -105,22 +107,24 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
     if !m.buckets.is_empty() {
         let config = match kind {
             ProviderKind::Local => yaml(&eos::config::EosConfig {
-                server: server(7402),
-                backend: eos::config::BackendConfig::Fs {
-                    root: format!("{}/objects", data_dir("eos")).into(),
-                },
+                server: server(eos::config::DEFAULT_PORT),
+                backend: eos::config::BackendConfig::named(
+                    "fs",
+                    Some(format!("{}/objects", data_dir("eos")).into()),
+                )
+                .unwrap_or_default(),
                 presign: Default::default(),
             }),
             ProviderKind::Aws | ProviderKind::Azure => yaml(&eos::config::EosConfig {
-                server: server(7402),
+                server: server(eos::config::DEFAULT_PORT),
                 backend: object_backend(m, task_role, format!("{}/eos-failover.db", data_dir("eos")).into()),
                 presign: Default::default(),
             }),
         };
         out.push(Sidecar {
             name: "eos",
-            port: 7402,
-            endpoint_env: "EXO_EOS_ENDPOINT",
+            port: eos::config::DEFAULT_PORT,
+            endpoint_env: exo_sdk::EOS_ENDPOINT_ENV,
             grpc_service: "exo.object.v1.ObjectService",
             config,
         });
@@ -128,20 +132,22 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
     if !m.tables.is_empty() {
         let config = match kind {
             ProviderKind::Local => yaml(&ekv::config::EkvConfig {
-                server: server(7403),
-                backend: ekv::config::BackendConfig::Embedded {
-                    path: format!("{}/ekv.db", data_dir("ekv")).into(),
-                },
+                server: server(ekv::config::DEFAULT_PORT),
+                backend: ekv::config::BackendConfig::named(
+                    "embedded",
+                    Some(format!("{}/ekv.db", data_dir("ekv")).into()),
+                )
+                .unwrap_or_default(),
             }),
             ProviderKind::Aws | ProviderKind::Azure => yaml(&ekv::config::EkvConfig {
-                server: server(7403),
+                server: server(ekv::config::DEFAULT_PORT),
                 backend: kv_backend(m, task_role, format!("{}/ekv-failover.db", data_dir("ekv")).into()),
             }),
         };
         out.push(Sidecar {
             name: "ekv",
-            port: 7403,
-            endpoint_env: "EXO_EKV_ENDPOINT",
+            port: ekv::config::DEFAULT_PORT,
+            endpoint_env: exo_sdk::EKV_ENDPOINT_ENV,
             grpc_service: "exo.kv.v1.KvService",
             config,
         });
@@ -167,46 +173,61 @@ fn chained<B>(
     }
 }
 
-fn queue_backend(m: &Manifest, task_role: bool) -> eqs::config::BackendConfig {
-    use eqs::config::BackendConfig;
-    let service = |p: &Provider| match p.kind {
-        ProviderKind::Azure => Some(BackendConfig::AzureQueue(azure_settings(m, Some(p)))),
-        ProviderKind::Aws => Some(BackendConfig::Sqs(aws_settings(m, Some(p), task_role))),
-        ProviderKind::Local => None,
+/// The backend provider `p` offers for one service: the registry line of that proxy whose
+/// provider is `p`'s kind, with `p`'s settings. Local providers have no cloud settings (their
+/// proxies are rendered above).
+fn provider_backend<B: serde::de::DeserializeOwned>(
+    entries: &[exo_proxy_core::registry::Entry],
+    m: &Manifest,
+    p: &Provider,
+    task_role: bool,
+) -> Option<B> {
+    let (provider, settings) = match p.kind {
+        ProviderKind::Aws => ("aws", serde_json::to_value(aws_settings(m, Some(p), task_role))),
+        ProviderKind::Azure => ("azure", serde_json::to_value(azure_settings(m, Some(p)))),
+        ProviderKind::Local => return None,
     };
-    chained(m, service, |members| BackendConfig::Failover {
-        members,
-        member_timeout: exo_proxy_core::failover::MEMBER_TIMEOUT,
+    let entry = entries.iter().find(|e| e.provider == provider)?;
+    let mut section = settings.ok()?;
+    section.as_object_mut()?.insert("kind".into(), entry.kind.into());
+    // Settings this crate built always read back; a test renders every provider × service.
+    serde_json::from_value(section).ok()
+}
+
+fn queue_backend(m: &Manifest, task_role: bool) -> eqs::config::BackendConfig {
+    use eqs::config::{BackendConfig, FailoverConfig};
+    let service = |p: &Provider| provider_backend(BackendConfig::ENTRIES, m, p, task_role);
+    chained(m, service, |members| {
+        BackendConfig::Failover(FailoverConfig {
+            members,
+            member_timeout: exo_proxy_core::failover::MEMBER_TIMEOUT,
+        })
     })
     .unwrap_or_default()
 }
 
 fn object_backend(m: &Manifest, task_role: bool, journal: std::path::PathBuf) -> eos::config::BackendConfig {
-    use eos::config::BackendConfig;
-    let service = |p: &Provider| match p.kind {
-        ProviderKind::Azure => Some(BackendConfig::AzureBlob(azure_settings(m, Some(p)))),
-        ProviderKind::Aws => Some(BackendConfig::S3(aws_settings(m, Some(p), task_role))),
-        ProviderKind::Local => None,
-    };
-    chained(m, service, |members| BackendConfig::Failover {
-        members,
-        journal,
-        member_timeout: exo_proxy_core::failover::MEMBER_TIMEOUT,
+    use eos::config::{BackendConfig, FailoverConfig};
+    let service = |p: &Provider| provider_backend(BackendConfig::ENTRIES, m, p, task_role);
+    chained(m, service, |members| {
+        BackendConfig::Failover(FailoverConfig {
+            members,
+            journal,
+            member_timeout: exo_proxy_core::failover::MEMBER_TIMEOUT,
+        })
     })
     .unwrap_or_default()
 }
 
 fn kv_backend(m: &Manifest, task_role: bool, journal: std::path::PathBuf) -> ekv::config::BackendConfig {
-    use ekv::config::BackendConfig;
-    let service = |p: &Provider| match p.kind {
-        ProviderKind::Azure => Some(BackendConfig::AzureTable(azure_settings(m, Some(p)))),
-        ProviderKind::Aws => Some(BackendConfig::Dynamodb(aws_settings(m, Some(p), task_role))),
-        ProviderKind::Local => None,
-    };
-    chained(m, service, |members| BackendConfig::Failover {
-        members,
-        journal,
-        member_timeout: exo_proxy_core::failover::MEMBER_TIMEOUT,
+    use ekv::config::{BackendConfig, FailoverConfig};
+    let service = |p: &Provider| provider_backend(BackendConfig::ENTRIES, m, p, task_role);
+    chained(m, service, |members| {
+        BackendConfig::Failover(FailoverConfig {
+            members,
+            journal,
+            member_timeout: exo_proxy_core::failover::MEMBER_TIMEOUT,
+        })
     })
     .unwrap_or_default()
 }

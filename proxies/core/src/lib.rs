@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+mod config_error;
 pub mod descriptor;
 mod error;
 pub mod failover;
@@ -21,6 +22,7 @@ pub mod layer;
 pub mod listener;
 pub mod metrics;
 pub mod names;
+pub mod registry;
 pub mod secret;
 pub mod server;
 pub mod telemetry;

@@ -11,7 +11,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::config_error::ConfigError;
 
 /// Where a secret comes from.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

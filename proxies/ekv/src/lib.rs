@@ -6,7 +6,6 @@
 pub mod api;
 pub mod backend;
 pub mod config;
-pub mod failover;
 pub mod grpc;
 pub mod http;
 pub mod layers;
@@ -27,7 +26,6 @@ use crate::{
     api::KvApi,
     backend::KeyValue,
     config::{BackendConfig, EkvConfig},
-    services::{embedded::EmbeddedKv, memory::MemoryKv},
 };
 
 pub use exo_proxy_core::ProxyError;
@@ -38,29 +36,7 @@ pub async fn open_backend(
     config: &BackendConfig,
     call_timeout: std::time::Duration,
 ) -> ExoResult<Arc<dyn KeyValue>> {
-    Ok(match config {
-        BackendConfig::Memory => Arc::new(MemoryKv::new()),
-        BackendConfig::Embedded { path } => Arc::new(EmbeddedKv::open(path)?),
-        BackendConfig::AzureTable(settings) => {
-            Arc::new(services::azure_table::AzureTableKv::connect(settings)?)
-        }
-        BackendConfig::Dynamodb(settings) => {
-            Arc::new(services::dynamodb::DynamoKv::connect(settings, call_timeout).await?)
-        }
-        BackendConfig::Failover { members, journal, member_timeout } => {
-            let mut opened = Vec::with_capacity(members.len());
-            for member in members {
-                opened.push(Box::pin(open_backend(member, call_timeout)).await?);
-            }
-            let journal = exo_sqlite::journal::FailoverJournal::open(journal).await?;
-            Arc::new(failover::FailoverKv::new(
-                opened,
-                journal,
-                *member_timeout,
-                exo_proxy_core::failover::BACKOFF,
-            )?)
-        }
-    })
+    config.open(&services::OpenContext { call_timeout }).await
 }
 
 /// A configured ekv proxy, ready to serve.

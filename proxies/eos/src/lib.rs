@@ -7,7 +7,6 @@
 pub mod api;
 pub mod backend;
 pub mod config;
-pub mod failover;
 pub mod grpc;
 pub mod http;
 pub mod layers;
@@ -27,13 +26,7 @@ use exo_proxy_core::{
 };
 use tokio::net::TcpListener;
 
-use crate::{
-    api::ObjectApi,
-    backend::ObjectStore,
-    config::{BackendConfig, EosConfig},
-    presign::LocalPresigner,
-    services::{fs::FsObjects, memory::MemoryObjects},
-};
+use crate::{api::ObjectApi, backend::ObjectStore, config::EosConfig, presign::LocalPresigner};
 
 pub use exo_proxy_core::ProxyError;
 
@@ -54,39 +47,9 @@ pub async fn open_backend(
     presigner: Arc<LocalPresigner>,
     call_timeout: std::time::Duration,
 ) -> ExoResult<Arc<dyn ObjectStore>> {
-    open_store(&config.backend, config.presign.base_url.as_deref(), presigner, call_timeout).await
-}
-
-async fn open_store(
-    backend: &BackendConfig,
-    presign_base: Option<&str>,
-    presigner: Arc<LocalPresigner>,
-    call_timeout: std::time::Duration,
-) -> ExoResult<Arc<dyn ObjectStore>> {
-    Ok(match backend {
-        BackendConfig::Memory { max_object_bytes } => {
-            Arc::new(MemoryObjects::new(*max_object_bytes, presigner))
-        }
-        BackendConfig::Fs { root } => Arc::new(FsObjects::open(root, presigner)?),
-        BackendConfig::AzureBlob(settings) => Arc::new(services::azure_blob::AzureBlobs::connect(settings)?),
-        BackendConfig::S3(settings) => {
-            Arc::new(services::s3::S3Objects::connect(settings, presign_base, call_timeout).await?)
-        }
-        BackendConfig::Failover { members, journal, member_timeout } => {
-            let mut opened = Vec::with_capacity(members.len());
-            for member in members {
-                opened
-                    .push(Box::pin(open_store(member, presign_base, presigner.clone(), call_timeout)).await?);
-            }
-            let journal = exo_sqlite::journal::FailoverJournal::open(journal).await?;
-            Arc::new(failover::FailoverObjects::new(
-                opened,
-                journal,
-                *member_timeout,
-                exo_proxy_core::failover::BACKOFF,
-            )?)
-        }
-    })
+    let context =
+        services::OpenContext { presigner, presign_base: config.presign.base_url.clone(), call_timeout };
+    config.backend.open(&context).await
 }
 
 /// A configured eos proxy, ready to serve.

@@ -31,91 +31,7 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 256 * 1024;
 /// Default port of eqs.
 pub const DEFAULT_PORT: u16 = 7401;
 
-/// Which backend serves the queues, with its settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", rename_all_fields = "kebab-case", deny_unknown_fields)]
-pub enum BackendConfig {
-    /// In-process, not durable; for tests and benchmarks.
-    Memory {
-        /// Largest message in bytes.
-        #[serde(default = "default_max_message_bytes")]
-        max_message_bytes: u64,
-    },
-    /// An ordered chain of backends: writes to the first that answers, receives from all.
-    Failover {
-        /// Members in priority order (at least one).
-        members: Vec<BackendConfig>,
-        /// The deadline of one call to one member (a hung member is set aside after it).
-        #[serde(default = "default_member_timeout", with = "humantime_serde")]
-        member_timeout: std::time::Duration,
-    },
-    /// Amazon SQS (see [`crate::services::sqs`]): region, endpoint override, credentials.
-    Sqs(exo_aws::AwsSettings),
-    /// Azure Storage Queue (see [`crate::services::azure_queue`]): account, endpoint, credentials.
-    #[serde(rename = "azure-queue")]
-    AzureQueue(exo_azure::AzureSettings),
-    /// Durable SQLite file on local disk.
-    Embedded {
-        /// The database file; created with its directory if missing.
-        #[serde(default = "default_db_path")]
-        path: PathBuf,
-        /// Largest message in bytes.
-        #[serde(default = "default_max_message_bytes")]
-        max_message_bytes: u64,
-    },
-}
-
-fn default_max_message_bytes() -> u64 {
-    DEFAULT_MAX_MESSAGE_BYTES
-}
-
-fn default_member_timeout() -> std::time::Duration {
-    exo_proxy_core::failover::MEMBER_TIMEOUT
-}
-
-fn default_db_path() -> PathBuf {
-    PathBuf::from(".exo/eqs.db")
-}
-
-impl Default for BackendConfig {
-    fn default() -> Self {
-        Self::Embedded { path: default_db_path(), max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES }
-    }
-}
-
-impl BackendConfig {
-    /// Every backend kind [`Self::named`] makes (`failover` is configured in a file); the one
-    /// list help texts and errors quote.
-    pub const KINDS: &[&str] = &["memory", "embedded", "sqs", "azure-queue"];
-
-    /// The backend's name.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Memory { .. } => "memory",
-            Self::Embedded { .. } => "embedded",
-            Self::Failover { .. } => "failover",
-            Self::Sqs(_) => "sqs",
-            Self::AzureQueue(_) => "azure-queue",
-        }
-    }
-
-    /// A backend of `kind` with default settings (`path` for embedded).
-    pub fn named(kind: &str, path: Option<PathBuf>) -> Result<Self, ConfigError> {
-        match kind {
-            "memory" => Ok(Self::Memory { max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES }),
-            "embedded" => Ok(Self::Embedded {
-                path: path.unwrap_or_else(default_db_path),
-                max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-            }),
-            "sqs" => Ok(Self::Sqs(exo_aws::AwsSettings::default())),
-            "azure-queue" => Ok(Self::AzureQueue(exo_azure::AzureSettings::default())),
-            other => Err(ConfigError::Invalid(format!(
-                "unknown queue backend '{other}' (known: {})",
-                Self::KINDS.join(", ")
-            ))),
-        }
-    }
-}
+pub use crate::{layers::FailoverConfig, services::BackendConfig};
 
 /// The whole eqs-proxy configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,30 +59,8 @@ impl EqsConfig {
     /// Checks the settings hang together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
-        fn largest(backend: &BackendConfig) -> u64 {
-            match backend {
-                BackendConfig::Memory { max_message_bytes }
-                | BackendConfig::Embedded { max_message_bytes, .. } => *max_message_bytes,
-                BackendConfig::Failover { members, .. } => members.iter().map(largest).max().unwrap_or(0),
-                BackendConfig::Sqs(_) => crate::services::sqs::MAX_MESSAGE_BYTES,
-                BackendConfig::AzureQueue(_) => crate::services::azure_queue::MAX_MESSAGE_BYTES,
-            }
-        }
-        fn check_members(backend: &BackendConfig) -> Result<(), ConfigError> {
-            match backend {
-                BackendConfig::Sqs(settings) => settings.validate(),
-                BackendConfig::AzureQueue(settings) => settings.validate(),
-                BackendConfig::Failover { members, .. } => members.iter().try_for_each(check_members),
-                _ => Ok(()),
-            }
-        }
-        check_members(&self.backend)?;
-        if let BackendConfig::Failover { members, .. } = &self.backend
-            && members.is_empty()
-        {
-            return Err(ConfigError::Invalid("backend.members of a failover chain must not be empty".into()));
-        }
-        let max = largest(&self.backend);
+        self.backend.validate()?;
+        let max = self.backend.largest_item().unwrap_or(0);
         if max == 0 || max > 16 * 1024 * 1024 {
             return Err(ConfigError::Invalid("backend.max-message-bytes must be 1 ..= 16 MiB".into()));
         }
@@ -192,9 +86,7 @@ impl exo_proxy_core::cli::ProxyConfig for EqsConfig {
         Ok(())
     }
     fn set_data_path(&mut self, data: PathBuf) {
-        if let BackendConfig::Embedded { path, .. } = &mut self.backend {
-            *path = data;
-        }
+        self.backend.set_data_path(data);
     }
     fn validate(&self) -> Result<(), ConfigError> {
         EqsConfig::validate(self)
@@ -249,7 +141,10 @@ mod tests {
         assert_eq!(overridden.server.worker_threads, 2);
         assert_eq!(
             overridden.backend,
-            BackendConfig::Embedded { path: "b.db".into(), max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES }
+            BackendConfig::Embedded(crate::services::embedded::EmbeddedConfig {
+                path: "b.db".into(),
+                max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES
+            })
         );
         let memory: EqsConfig = effective_config(Some(&file), None, Some("memory"), None, &none).unwrap();
         assert_eq!(memory.backend.kind(), "memory");

@@ -28,7 +28,6 @@ use crate::{
     api::QueueApi,
     backend::Queue,
     config::{BackendConfig, EqsConfig},
-    services::{embedded::EmbeddedQueue, memory::MemoryQueue, sqs::SqsQueue},
 };
 
 pub use exo_proxy_core::ProxyError;
@@ -36,23 +35,7 @@ pub use exo_proxy_core::ProxyError;
 /// Opens the configured backend, without layers. `call_timeout` bounds each call a cloud
 /// backend makes to its service.
 pub async fn open_backend(config: &BackendConfig, call_timeout: Duration) -> ExoResult<Arc<dyn Queue>> {
-    Ok(match config {
-        BackendConfig::Memory { max_message_bytes } => Arc::new(MemoryQueue::new(*max_message_bytes)),
-        BackendConfig::Embedded { path, max_message_bytes } => {
-            Arc::new(EmbeddedQueue::open(path, *max_message_bytes)?)
-        }
-        BackendConfig::Sqs(settings) => Arc::new(SqsQueue::connect(settings, call_timeout).await?),
-        BackendConfig::AzureQueue(settings) => {
-            Arc::new(services::azure_queue::AzureQueue::connect(settings)?)
-        }
-        BackendConfig::Failover { members, member_timeout } => {
-            let mut opened = Vec::with_capacity(members.len());
-            for member in members {
-                opened.push(Box::pin(open_backend(member, call_timeout)).await?);
-            }
-            Arc::new(layers::FailoverQueue::new(opened)?.with_member_timeout(*member_timeout).probing())
-        }
-    })
+    config.open(&services::OpenContext { call_timeout }).await
 }
 
 /// Wraps a backend in the standard layers (metrics around a per-call timeout).

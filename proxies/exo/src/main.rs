@@ -11,7 +11,7 @@ use ekv::{EkvProxy, config::EkvConfig};
 use eos::{EosProxy, config::EosConfig};
 use eqs::{
     EqsProxy,
-    config::{BackendConfig, DEFAULT_MAX_MESSAGE_BYTES, EqsConfig},
+    config::{BackendConfig, EqsConfig},
 };
 use exo_proxy_core::{
     config::{LogConfig, LogFormat, ServerConfig},
@@ -134,22 +134,19 @@ async fn up(
 
     let eqs_config = EqsConfig {
         server: ServerConfig { listen: eqs_listen, log: log.clone(), ..ServerConfig::default() },
-        backend: BackendConfig::Embedded {
-            path: data_dir.join("eqs.db"),
-            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-        },
+        backend: BackendConfig::named("embedded", Some(data_dir.join("eqs.db")))?,
     };
     let eqs = EqsProxy::new(&eqs_config).await.context("cannot start eqs")?;
     let eqs_listener = eqs.bind().await.context("cannot start eqs")?;
     let eos_config = EosConfig {
         server: ServerConfig { listen: eos_listen, log: log.clone(), ..ServerConfig::default() },
-        backend: eos::config::BackendConfig::Fs { root: data_dir.join("objects") },
+        backend: eos::config::BackendConfig::named("fs", Some(data_dir.join("objects")))?,
         ..EosConfig::default()
     };
     let eos = EosProxy::bind(&eos_config).await.context("cannot start eos")?;
     let ekv_config = EkvConfig {
         server: ServerConfig { listen: ekv_listen, log: log.clone(), ..ServerConfig::default() },
-        backend: ekv::config::BackendConfig::Embedded { path: data_dir.join("ekv.db") },
+        backend: ekv::config::BackendConfig::named("embedded", Some(data_dir.join("ekv.db")))?,
     };
     let ekv = EkvProxy::new(&ekv_config).await.context("cannot start ekv")?;
     let ekv_listener = ekv.bind().await.context("cannot start ekv")?;

@@ -151,6 +151,30 @@ fn entry_of(entity: &Value, etag: &str, now: u64, keys_only: bool) -> Option<pb:
     Some(pb::Entry { key: entity["k"].as_str()?.to_owned(), value, version: etag.to_owned(), expires_at_ms })
 }
 
+impl exo_proxy_core::registry::Backend for AzureTableKv {
+    type Opened = std::sync::Arc<dyn KeyValue>;
+    type Context = crate::services::OpenContext;
+    type Config = AzureSettings;
+
+    fn settings(_data: Option<std::path::PathBuf>) -> AzureSettings {
+        AzureSettings::default()
+    }
+
+    fn validate(config: &Self::Config) -> Result<(), exo_proxy_core::config::ConfigError> {
+        config.validate()
+    }
+
+    fn open<'a>(
+        config: &'a AzureSettings,
+        _context: &'a Self::Context,
+    ) -> exo_proxy_core::registry::BoxFuture<'a, ExoResult<Self::Opened>> {
+        Box::pin(async move {
+            let kv: Self::Opened = std::sync::Arc::new(AzureTableKv::connect(config)?);
+            Ok(kv)
+        })
+    }
+}
+
 impl AzureTableKv {
     /// Connects with `settings` (nothing is sent until the first call).
     pub fn connect(settings: &AzureSettings) -> ExoResult<Self> {

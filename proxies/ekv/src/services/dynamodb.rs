@@ -143,6 +143,31 @@ fn entry_of(item: &HashMap<String, AttributeValue>, now: u64, keys_only: bool) -
     Some(pb::Entry { key: text("k"), value, version: text("ver"), expires_at_ms })
 }
 
+impl exo_proxy_core::registry::Backend for DynamoKv {
+    type Opened = std::sync::Arc<dyn KeyValue>;
+    type Context = crate::services::OpenContext;
+    type Config = AwsSettings;
+
+    fn settings(_data: Option<std::path::PathBuf>) -> AwsSettings {
+        AwsSettings::default()
+    }
+
+    fn validate(config: &Self::Config) -> Result<(), exo_proxy_core::config::ConfigError> {
+        config.validate()
+    }
+
+    fn open<'a>(
+        config: &'a AwsSettings,
+        context: &'a Self::Context,
+    ) -> exo_proxy_core::registry::BoxFuture<'a, ExoResult<Self::Opened>> {
+        Box::pin(async move {
+            let kv: Self::Opened =
+                std::sync::Arc::new(DynamoKv::connect(config, context.call_timeout).await?);
+            Ok(kv)
+        })
+    }
+}
+
 impl DynamoKv {
     /// Connects with `settings`; `operation_timeout` bounds each DynamoDB call.
     pub async fn connect(settings: &AwsSettings, operation_timeout: Duration) -> ExoResult<Self> {

@@ -2,7 +2,10 @@
 //! commit; a write is acknowledged only once durable). Keys are stored as bytes so their order
 //! is the same byte order the other backends and the contract use.
 
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 
 use async_trait::async_trait;
 use exo_proto::kv::v1 as pb;
@@ -71,6 +74,49 @@ impl Catalog {
         txn.execute("DELETE FROM kv_entries WHERE expires_at_ms > 0 AND expires_at_ms <= ?1", [now as i64])
             .map_err(db_error)?;
         Ok(())
+    }
+}
+
+/// The settings of an `embedded` backend.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EmbeddedConfig {
+    /// The database file; created with its directory if missing.
+    #[serde(default = "default_db_path")]
+    pub path: PathBuf,
+}
+
+fn default_db_path() -> PathBuf {
+    PathBuf::from(".exo/ekv.db")
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        Self { path: default_db_path() }
+    }
+}
+
+impl exo_proxy_core::registry::Backend for EmbeddedKv {
+    type Opened = std::sync::Arc<dyn KeyValue>;
+    type Context = crate::services::OpenContext;
+    type Config = EmbeddedConfig;
+
+    fn settings(data: Option<PathBuf>) -> EmbeddedConfig {
+        EmbeddedConfig { path: data.unwrap_or_else(default_db_path) }
+    }
+
+    fn set_data_path(config: &mut EmbeddedConfig, data: PathBuf) {
+        config.path = data;
+    }
+
+    fn open<'a>(
+        config: &'a EmbeddedConfig,
+        _context: &'a Self::Context,
+    ) -> exo_proxy_core::registry::BoxFuture<'a, ExoResult<Self::Opened>> {
+        Box::pin(async move {
+            let kv: Self::Opened = std::sync::Arc::new(EmbeddedKv::open(&config.path)?);
+            Ok(kv)
+        })
     }
 }
 

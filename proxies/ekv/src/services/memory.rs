@@ -19,6 +19,31 @@ use crate::{
 
 type Table = BTreeMap<String, pb::Entry>;
 
+/// The settings of a `memory` backend: none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {}
+
+impl exo_proxy_core::registry::Backend for MemoryKv {
+    type Opened = std::sync::Arc<dyn KeyValue>;
+    type Context = crate::services::OpenContext;
+    type Config = MemoryConfig;
+
+    fn settings(_data: Option<std::path::PathBuf>) -> MemoryConfig {
+        MemoryConfig::default()
+    }
+
+    fn open<'a>(
+        _config: &'a MemoryConfig,
+        _context: &'a Self::Context,
+    ) -> exo_proxy_core::registry::BoxFuture<'a, ExoResult<Self::Opened>> {
+        Box::pin(async move {
+            let kv: Self::Opened = std::sync::Arc::new(MemoryKv::new());
+            Ok(kv)
+        })
+    }
+}
+
 /// The in-memory backend.
 pub struct MemoryKv {
     descriptor: Descriptor,

@@ -235,6 +235,30 @@ fn info_of(bucket: &BucketName, key: &str, blob: &Blob) -> pb::ObjectInfo {
     }
 }
 
+impl exo_proxy_core::registry::Backend for AzureBlobs {
+    type Opened = std::sync::Arc<dyn ObjectStore>;
+    type Context = crate::services::OpenContext;
+    type Config = AzureSettings;
+
+    fn settings(_data: Option<std::path::PathBuf>) -> AzureSettings {
+        AzureSettings::default()
+    }
+
+    fn validate(config: &AzureSettings) -> Result<(), exo_proxy_core::config::ConfigError> {
+        config.validate()
+    }
+
+    fn open<'a>(
+        config: &'a AzureSettings,
+        _context: &'a Self::Context,
+    ) -> exo_proxy_core::registry::BoxFuture<'a, ExoResult<Self::Opened>> {
+        Box::pin(async move {
+            let store: Self::Opened = std::sync::Arc::new(AzureBlobs::connect(config)?);
+            Ok(store)
+        })
+    }
+}
+
 impl AzureBlobs {
     /// Connects with `settings` (nothing is sent until the first call).
     pub fn connect(settings: &AzureSettings) -> ExoResult<Self> {

@@ -63,6 +63,49 @@ PRAGMA user_version = 1;
 /// Upload write buffer.
 const WRITE_BUFFER: usize = 256 * 1024;
 
+/// The settings of an `fs` backend.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FsConfig {
+    /// The data root; created if missing.
+    #[serde(default = "default_root")]
+    pub root: PathBuf,
+}
+
+fn default_root() -> PathBuf {
+    PathBuf::from(".exo/objects")
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        Self { root: default_root() }
+    }
+}
+
+impl exo_proxy_core::registry::Backend for FsObjects {
+    type Opened = Arc<dyn ObjectStore>;
+    type Context = crate::services::OpenContext;
+    type Config = FsConfig;
+
+    fn settings(data: Option<PathBuf>) -> FsConfig {
+        FsConfig { root: data.unwrap_or_else(default_root) }
+    }
+
+    fn set_data_path(config: &mut FsConfig, data: PathBuf) {
+        config.root = data;
+    }
+
+    fn open<'a>(
+        config: &'a FsConfig,
+        context: &'a Self::Context,
+    ) -> exo_proxy_core::registry::BoxFuture<'a, ExoResult<Self::Opened>> {
+        Box::pin(async move {
+            let store: Self::Opened = Arc::new(FsObjects::open(&config.root, context.presigner.clone())?);
+            Ok(store)
+        })
+    }
+}
+
 /// The filesystem object backend.
 pub struct FsObjects {
     descriptor: Descriptor,

@@ -31,6 +31,44 @@ struct StoredObject {
 
 type Bucket = BTreeMap<Vec<u8>, StoredObject>;
 
+/// The settings of a `memory` backend.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MemoryConfig {
+    /// Largest object in bytes.
+    #[serde(default = "default_max_object_bytes")]
+    pub max_object_bytes: u64,
+}
+
+fn default_max_object_bytes() -> u64 {
+    crate::config::DEFAULT_MEMORY_OBJECT_BYTES
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self { max_object_bytes: default_max_object_bytes() }
+    }
+}
+
+impl exo_proxy_core::registry::Backend for MemoryObjects {
+    type Opened = Arc<dyn ObjectStore>;
+    type Context = crate::services::OpenContext;
+    type Config = MemoryConfig;
+
+    fn settings(_data: Option<std::path::PathBuf>) -> MemoryConfig {
+        MemoryConfig::default()
+    }
+
+    fn open<'a>(
+        config: &'a MemoryConfig,
+        context: &'a Self::Context,
+    ) -> exo_proxy_core::registry::BoxFuture<'a, ExoResult<Self::Opened>> {
+        let store: Self::Opened =
+            Arc::new(MemoryObjects::new(config.max_object_bytes, context.presigner.clone()));
+        Box::pin(async move { Ok(store) })
+    }
+}
+
 /// The in-memory object backend.
 pub struct MemoryObjects {
     descriptor: Descriptor,

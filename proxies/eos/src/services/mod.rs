@@ -1,9 +1,46 @@
-//! Object backends, one module each.
+//! Object backends, one module each, and the registry that lists them: a backend is its module
+//! (with its [`Backend`](exo_proxy_core::registry::Backend) impl) plus one line below.
 
+#[cfg(feature = "azure")]
 pub mod azure_blob;
 pub mod fs;
 pub mod memory;
+#[cfg(feature = "aws")]
 pub mod s3;
+
+use std::{sync::Arc, time::Duration};
+
+use crate::{backend::ObjectStore, presign::LocalPresigner};
+
+exo_proxy_core::backends! {
+    /// Which backend stores the objects, with its settings (`kind:` picks the line).
+    pub enum BackendConfig for "object", opens Arc<dyn ObjectStore>, with OpenContext {
+        "memory" in "memory" => Memory(memory::MemoryObjects): "In-process, not durable; for tests and benchmarks.",
+        "fs" in "local" => Fs(fs::FsObjects): "Files under a data root on local disk.",
+        #[cfg(feature = "aws")]
+        "s3" in "aws" => S3(s3::S3Objects): "Amazon S3: region, endpoint override, credentials.",
+        #[cfg(feature = "azure")]
+        "azure-blob" in "azure" => AzureBlob(azure_blob::AzureBlobs): "Azure Blob Storage: account, endpoint, credentials.",
+    }
+    chain "failover" => Failover(crate::layers::FailoverObjects): "An ordered chain of backends: writes to the first that answers, reads fall through.";
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        Self::Fs(fs::FsConfig::default())
+    }
+}
+
+/// What every object backend is opened with.
+#[derive(Debug, Clone)]
+pub struct OpenContext {
+    /// Signs the URLs the local backends serve.
+    pub presigner: Arc<LocalPresigner>,
+    /// `presign.base-url`: for `s3`, the S3 endpoint presigned URLs name.
+    pub presign_base: Option<String>,
+    /// Bounds each call a cloud backend makes to its service.
+    pub call_timeout: Duration,
+}
 
 use bytes::Bytes;
 use futures::stream;

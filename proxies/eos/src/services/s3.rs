@@ -155,6 +155,32 @@ fn empty_stream() -> ByteStream {
     Box::pin(futures::stream::empty())
 }
 
+impl exo_proxy_core::registry::Backend for S3Objects {
+    type Opened = std::sync::Arc<dyn ObjectStore>;
+    type Context = crate::services::OpenContext;
+    type Config = AwsSettings;
+
+    fn settings(_data: Option<std::path::PathBuf>) -> AwsSettings {
+        AwsSettings::default()
+    }
+
+    fn validate(config: &AwsSettings) -> Result<(), exo_proxy_core::config::ConfigError> {
+        config.validate()
+    }
+
+    fn open<'a>(
+        config: &'a AwsSettings,
+        context: &'a Self::Context,
+    ) -> exo_proxy_core::registry::BoxFuture<'a, ExoResult<Self::Opened>> {
+        Box::pin(async move {
+            let store =
+                S3Objects::connect(config, context.presign_base.as_deref(), context.call_timeout).await?;
+            let store: Self::Opened = std::sync::Arc::new(store);
+            Ok(store)
+        })
+    }
+}
+
 impl S3Objects {
     /// Connects with `settings`; presigned URLs name `presign_endpoint` if given;
     /// `operation_timeout` bounds each S3 call (one part, not a whole upload).

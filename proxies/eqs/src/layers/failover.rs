@@ -1,4 +1,4 @@
-//! Failover across an ordered chain of queue backends (DESIGN.md §4): writes go to the first
+//! Failover across an ordered chain of queue backends (see the eqs README, "Failover"): writes go to the first
 //! member that answers; receives drain every member, so nothing written before a switch is
 //! stranded; receipts remember which member they came from; the primary is tried again as soon
 //! as its back-off expires (fail back).
@@ -9,16 +9,71 @@ use async_trait::async_trait;
 use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
 use exo_proxy_core::{
     ExoError, ExoResult,
+    config::ConfigError,
     failover::{Chain, is_outage},
+    registry::BoxFuture,
 };
 
 use crate::{
     backend::Queue,
     model::{Descriptor, QueueName, ReceiveParams},
+    services::{BackendConfig, OpenContext},
 };
 
 /// How often a waiting receive polls the members.
 const POLL: Duration = Duration::from_millis(100);
+
+/// The settings of a `failover` chain.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FailoverConfig {
+    /// Members in priority order (at least one).
+    pub members: Vec<BackendConfig>,
+    /// The deadline of one call to one member (a hung member is set aside after it).
+    #[serde(default = "default_member_timeout", with = "humantime_serde")]
+    pub member_timeout: Duration,
+}
+
+fn default_member_timeout() -> Duration {
+    exo_proxy_core::failover::MEMBER_TIMEOUT
+}
+
+impl exo_proxy_core::registry::Backend for FailoverQueue {
+    type Opened = Arc<dyn Queue>;
+    type Context = OpenContext;
+    type Config = FailoverConfig;
+
+    fn settings(_data: Option<std::path::PathBuf>) -> FailoverConfig {
+        FailoverConfig { members: Vec::new(), member_timeout: default_member_timeout() }
+    }
+
+    fn validate(config: &FailoverConfig) -> Result<(), ConfigError> {
+        if config.members.is_empty() {
+            return Err(ConfigError::Invalid("backend.members of a failover chain must not be empty".into()));
+        }
+        config.members.iter().try_for_each(BackendConfig::validate)
+    }
+
+    /// The largest member's: the API checks each message against the member that takes it.
+    fn largest_item(config: &FailoverConfig) -> Option<u64> {
+        config.members.iter().filter_map(BackendConfig::largest_item).max()
+    }
+
+    fn open<'a>(
+        config: &'a FailoverConfig,
+        context: &'a OpenContext,
+    ) -> BoxFuture<'a, ExoResult<Self::Opened>> {
+        Box::pin(async move {
+            let mut opened = Vec::with_capacity(config.members.len());
+            for member in &config.members {
+                opened.push(member.open(context).await?);
+            }
+            let chain: Self::Opened =
+                Arc::new(FailoverQueue::new(opened)?.with_member_timeout(config.member_timeout).probing());
+            Ok(chain)
+        })
+    }
+}
 
 /// A chain of queue backends behaving as one.
 pub struct FailoverQueue {

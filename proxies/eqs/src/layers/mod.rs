@@ -3,5 +3,5 @@
 mod failover;
 mod layered;
 
-pub use failover::FailoverQueue;
+pub use failover::{FailoverConfig, FailoverQueue};
 pub use layered::Layered;

@@ -335,6 +335,34 @@ impl std::fmt::Debug for AzureQueue {
     }
 }
 
+impl exo_proxy_core::registry::Backend for AzureQueue {
+    type Opened = std::sync::Arc<dyn Queue>;
+    type Context = crate::services::OpenContext;
+    type Config = AzureSettings;
+
+    fn settings(_data: Option<std::path::PathBuf>) -> AzureSettings {
+        AzureSettings::default()
+    }
+
+    fn validate(config: &AzureSettings) -> Result<(), exo_proxy_core::config::ConfigError> {
+        config.validate()
+    }
+
+    fn largest_item(_config: &AzureSettings) -> Option<u64> {
+        Some(MAX_MESSAGE_BYTES)
+    }
+
+    fn open<'a>(
+        config: &'a AzureSettings,
+        _context: &'a Self::Context,
+    ) -> exo_proxy_core::registry::BoxFuture<'a, ExoResult<Self::Opened>> {
+        Box::pin(async move {
+            let queue: Self::Opened = std::sync::Arc::new(AzureQueue::connect(config)?);
+            Ok(queue)
+        })
+    }
+}
+
 impl AzureQueue {
     /// Connects with `settings` (nothing is sent until the first call).
     pub fn connect(settings: &AzureSettings) -> ExoResult<Self> {

@@ -17,6 +17,7 @@ use exo_sqlite::{
 
 use crate::{
     backend::Queue,
+    config::DEFAULT_MAX_MESSAGE_BYTES,
     long_poll::Arrivals,
     model::{
         Capability, Descriptor, LocalReceipt, QueueName, ReceiveParams, local_limits, queue_not_found,
@@ -96,6 +97,61 @@ impl Catalog {
             .ok_or_else(|| queue_not_found(name))?;
         self.queues.insert(name.to_owned(), row.clone());
         Ok(row)
+    }
+}
+
+/// The settings of an `embedded` backend.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EmbeddedConfig {
+    /// The database file; created with its directory if missing.
+    #[serde(default = "default_db_path")]
+    pub path: PathBuf,
+    /// Largest message in bytes.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: u64,
+}
+
+fn default_db_path() -> PathBuf {
+    PathBuf::from(".exo/eqs.db")
+}
+
+fn default_max_message_bytes() -> u64 {
+    DEFAULT_MAX_MESSAGE_BYTES
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        Self { path: default_db_path(), max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES }
+    }
+}
+
+impl exo_proxy_core::registry::Backend for EmbeddedQueue {
+    type Opened = std::sync::Arc<dyn Queue>;
+    type Context = crate::services::OpenContext;
+    type Config = EmbeddedConfig;
+
+    fn settings(data: Option<PathBuf>) -> EmbeddedConfig {
+        EmbeddedConfig { path: data.unwrap_or_else(default_db_path), ..EmbeddedConfig::default() }
+    }
+
+    fn set_data_path(config: &mut EmbeddedConfig, data: PathBuf) {
+        config.path = data;
+    }
+
+    fn largest_item(config: &EmbeddedConfig) -> Option<u64> {
+        Some(config.max_message_bytes)
+    }
+
+    fn open<'a>(
+        config: &'a EmbeddedConfig,
+        _context: &'a Self::Context,
+    ) -> exo_proxy_core::registry::BoxFuture<'a, ExoResult<Self::Opened>> {
+        Box::pin(async move {
+            let queue: Self::Opened =
+                std::sync::Arc::new(EmbeddedQueue::open(&config.path, config.max_message_bytes)?);
+            Ok(queue)
+        })
     }
 }
 

@@ -13,6 +13,7 @@ use exo_proxy_core::{ExoResult, now_ms};
 
 use crate::{
     backend::Queue,
+    config::DEFAULT_MAX_MESSAGE_BYTES,
     long_poll::Arrivals,
     model::{
         Capability, Descriptor, LocalReceipt, QueueName, ReceiveParams, local_limits, queue_not_found,
@@ -20,6 +21,47 @@ use crate::{
     },
     services::{already_exists, dead_letter_missing, new_message_id},
 };
+
+/// The settings of a `memory` backend.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MemoryConfig {
+    /// Largest message in bytes.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: u64,
+}
+
+fn default_max_message_bytes() -> u64 {
+    DEFAULT_MAX_MESSAGE_BYTES
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self { max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES }
+    }
+}
+
+impl exo_proxy_core::registry::Backend for MemoryQueue {
+    type Opened = std::sync::Arc<dyn Queue>;
+    type Context = crate::services::OpenContext;
+    type Config = MemoryConfig;
+
+    fn settings(_data: Option<std::path::PathBuf>) -> MemoryConfig {
+        MemoryConfig::default()
+    }
+
+    fn largest_item(config: &MemoryConfig) -> Option<u64> {
+        Some(config.max_message_bytes)
+    }
+
+    fn open<'a>(
+        config: &'a MemoryConfig,
+        _context: &'a Self::Context,
+    ) -> exo_proxy_core::registry::BoxFuture<'a, ExoResult<Self::Opened>> {
+        let queue: Self::Opened = std::sync::Arc::new(MemoryQueue::new(config.max_message_bytes));
+        Box::pin(async move { Ok(queue) })
+    }
+}
 
 struct StoredMessage {
     id: String,

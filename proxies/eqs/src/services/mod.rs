@@ -1,9 +1,42 @@
-//! Queue backends, one module each.
+//! Queue backends, one module each, and the registry that lists them: a backend is its module
+//! (with its [`Backend`](exo_proxy_core::registry::Backend) impl) plus one line below.
 
+#[cfg(feature = "azure")]
 pub mod azure_queue;
 pub mod embedded;
 pub mod memory;
+#[cfg(feature = "aws")]
 pub mod sqs;
+
+use std::{sync::Arc, time::Duration};
+
+use crate::backend::Queue;
+
+exo_proxy_core::backends! {
+    /// Which backend serves the queues, with its settings (`kind:` picks the line).
+    pub enum BackendConfig for "queue", opens Arc<dyn Queue>, with OpenContext {
+        "memory" in "memory" => Memory(memory::MemoryQueue): "In-process, not durable; for tests and benchmarks.",
+        "embedded" in "local" => Embedded(embedded::EmbeddedQueue): "A durable SQLite file on local disk.",
+        #[cfg(feature = "aws")]
+        "sqs" in "aws" => Sqs(sqs::SqsQueue): "Amazon SQS: region, endpoint override, credentials.",
+        #[cfg(feature = "azure")]
+        "azure-queue" in "azure" => AzureQueue(azure_queue::AzureQueue): "Azure Storage Queue: account, endpoint, credentials.",
+    }
+    chain "failover" => Failover(crate::layers::FailoverQueue): "An ordered chain of backends: writes to the first that answers, receives from all.";
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        Self::Embedded(embedded::EmbeddedConfig::default())
+    }
+}
+
+/// What every queue backend is opened with.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenContext {
+    /// Bounds each call a cloud backend makes to its service.
+    pub call_timeout: Duration,
+}
 
 use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
 use exo_proxy_core::{ExoError, ExoResult};
@@ -50,6 +83,7 @@ fn describe(o: &pb::QueueOptions) -> String {
 /// What a create finds already there, for backends that look before they create: `Some` answer
 /// (created=false) when the queue exists with the same options, QUEUE_ALREADY_EXISTS with other
 /// options, `None` when it does not exist (go on and create it).
+#[cfg_attr(not(any(feature = "aws", feature = "azure")), allow(dead_code))]
 pub(crate) fn existing_queue(
     looked_up: ExoResult<pb::QueueInfo>,
     name: &QueueName,

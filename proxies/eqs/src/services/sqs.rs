@@ -177,6 +177,35 @@ fn decode_receipt<'a>(receipt: &'a str, queue: &QueueName) -> ExoResult<&'a str>
     Ok(handle)
 }
 
+impl exo_proxy_core::registry::Backend for SqsQueue {
+    type Opened = std::sync::Arc<dyn Queue>;
+    type Context = crate::services::OpenContext;
+    type Config = AwsSettings;
+
+    fn settings(_data: Option<std::path::PathBuf>) -> AwsSettings {
+        AwsSettings::default()
+    }
+
+    fn validate(config: &AwsSettings) -> Result<(), exo_proxy_core::config::ConfigError> {
+        config.validate()
+    }
+
+    fn largest_item(_config: &AwsSettings) -> Option<u64> {
+        Some(MAX_MESSAGE_BYTES)
+    }
+
+    fn open<'a>(
+        config: &'a AwsSettings,
+        context: &'a Self::Context,
+    ) -> exo_proxy_core::registry::BoxFuture<'a, ExoResult<Self::Opened>> {
+        Box::pin(async move {
+            let queue: Self::Opened =
+                std::sync::Arc::new(SqsQueue::connect(config, context.call_timeout).await?);
+            Ok(queue)
+        })
+    }
+}
+
 impl SqsQueue {
     /// Connects with `settings`; `operation_timeout` bounds each SQS call (long polls included).
     pub async fn connect(settings: &AwsSettings, operation_timeout: Duration) -> ExoResult<Self> {

@@ -1,4 +1,4 @@
-//! Failover across an ordered chain of key-value backends (DESIGN.md §4). Writes go to the first
+//! Failover across an ordered chain of key-value backends (see the ekv README, "Failover"). Writes go to the first
 //! member that answers; tables are created and deleted on every member. What keeps every
 //! acknowledged write once the primary returns is the **journal** (`journal` in the config, a
 //! local SQLite file): a write or delete taken while a member before it is out is recorded
@@ -24,14 +24,81 @@ use async_trait::async_trait;
 use exo_proto::{common::v1::ErrorReason, kv::v1 as pb};
 use exo_proxy_core::{
     ExoError, ExoResult,
+    config::ConfigError,
     failover::{Chain, PROBE_INTERVAL, is_outage},
+    registry::BoxFuture,
 };
 use exo_sqlite::journal::{FailoverJournal, Holder};
 
 use crate::{
     backend::KeyValue,
     model::{Condition, Descriptor, TableName, key_not_found},
+    services::{BackendConfig, OpenContext},
 };
+
+/// The settings of a `failover` chain.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FailoverConfig {
+    /// Members in priority order (at least one).
+    pub members: Vec<BackendConfig>,
+    /// The journal of writes a standby takes while the primary is out (local, durable;
+    /// replayed onto the primary before it serves those keys again).
+    #[serde(default = "default_journal_path")]
+    pub journal: std::path::PathBuf,
+    /// The deadline of one call to one member (a hung member is set aside after it).
+    #[serde(default = "default_member_timeout", with = "humantime_serde")]
+    pub member_timeout: Duration,
+}
+
+fn default_journal_path() -> std::path::PathBuf {
+    std::path::PathBuf::from(".exo/ekv-failover.db")
+}
+
+fn default_member_timeout() -> Duration {
+    exo_proxy_core::failover::MEMBER_TIMEOUT
+}
+
+impl exo_proxy_core::registry::Backend for FailoverKv {
+    type Opened = Arc<dyn KeyValue>;
+    type Context = OpenContext;
+    type Config = FailoverConfig;
+
+    fn settings(_data: Option<std::path::PathBuf>) -> FailoverConfig {
+        FailoverConfig {
+            members: Vec::new(),
+            journal: default_journal_path(),
+            member_timeout: default_member_timeout(),
+        }
+    }
+
+    fn validate(config: &FailoverConfig) -> Result<(), ConfigError> {
+        if config.members.is_empty() {
+            return Err(ConfigError::Invalid("backend.members of a failover chain must not be empty".into()));
+        }
+        config.members.iter().try_for_each(BackendConfig::validate)
+    }
+
+    fn open<'a>(
+        config: &'a FailoverConfig,
+        context: &'a OpenContext,
+    ) -> BoxFuture<'a, ExoResult<Self::Opened>> {
+        Box::pin(async move {
+            let mut opened = Vec::with_capacity(config.members.len());
+            for member in &config.members {
+                opened.push(member.open(context).await?);
+            }
+            let journal = FailoverJournal::open(&config.journal).await?;
+            let chain: Self::Opened = Arc::new(FailoverKv::new(
+                opened,
+                journal,
+                config.member_timeout,
+                exo_proxy_core::failover::BACKOFF,
+            )?);
+            Ok(chain)
+        })
+    }
+}
 
 /// A chain of key-value backends behaving as one.
 pub struct FailoverKv {
