@@ -16,7 +16,7 @@ use exo_sdk::{KvClient, ObjectClient, QueueClient, RetryPolicy};
 use futures::{StreamExt as _, stream};
 use rand::Rng as _;
 use serde::Serialize;
-use tokio::{net::TcpListener, sync::oneshot};
+use tokio::sync::oneshot;
 
 use crate::{Case, CaseFuture, KvCtx, ObjectCtx, QueueCtx, kv_cases, object_cases, queue_cases};
 
@@ -93,16 +93,15 @@ struct InProcess {
 }
 
 impl InProcess {
-    async fn start<F, Fut>(listener: TcpListener, serve: F) -> anyhow::Result<Self>
-    where
-        F: FnOnce(TcpListener, oneshot::Receiver<()>) -> Fut,
-        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
-    {
-        let url = format!("http://{}", listener.local_addr()?);
+    /// Serves `proxy` (already bound) on a task until stopped.
+    fn start<P: exo_proxy_core::cli::Proxy>(proxy: P) -> anyhow::Result<Self> {
+        let url = format!("http://{}", proxy.local_addr()?);
         let (stop, stopped) = oneshot::channel::<()>();
-        let serving = serve(listener, stopped);
         let task = tokio::spawn(async move {
-            if let Err(err) = serving.await {
+            let stopped = async move {
+                let _ = stopped.await;
+            };
+            if let Err(err) = proxy.serve(stopped).await {
                 eprintln!("in-process proxy failed: {err}");
             }
         });
@@ -127,55 +126,25 @@ async fn start(target: Target) -> anyhow::Result<(Service, String, Option<InProc
         Target::Queue(mut config, backend) => {
             ephemeral(&mut config.server)?;
             let proxy = match backend {
-                Some(backend) => EqsProxy::with_backend(&config, backend),
-                None => EqsProxy::new(&config).await?,
+                Some(backend) => EqsProxy::bind_with(&config, backend).await?,
+                None => EqsProxy::bind(&config).await?,
             };
-            let listener = proxy.bind().await?;
-            let server = InProcess::start(listener, |listener, stopped| async move {
-                proxy
-                    .serve(listener, async move {
-                        let _ = stopped.await;
-                    })
-                    .await
-                    .map_err(anyhow::Error::from)
-            })
-            .await?;
+            let server = InProcess::start(proxy)?;
             Ok((Service::Queue, server.url.clone(), Some(server)))
         }
         Target::Kv(mut config, backend) => {
             ephemeral(&mut config.server)?;
             let proxy = match backend {
-                Some(backend) => EkvProxy::with_backend(&config, backend),
-                None => EkvProxy::new(&config).await?,
+                Some(backend) => EkvProxy::bind_with(&config, backend).await?,
+                None => EkvProxy::bind(&config).await?,
             };
-            let listener = proxy.bind().await?;
-            let server = InProcess::start(listener, |listener, stopped| async move {
-                proxy
-                    .serve(listener, async move {
-                        let _ = stopped.await;
-                    })
-                    .await
-                    .map_err(anyhow::Error::from)
-            })
-            .await?;
+            let server = InProcess::start(proxy)?;
             Ok((Service::Kv, server.url.clone(), Some(server)))
         }
         Target::Object(mut config) => {
             ephemeral(&mut config.server)?;
-            let proxy = EosProxy::bind(&config).await?;
-            let url = format!("http://{}", proxy.local_addr()?);
-            let (stop, stopped) = oneshot::channel::<()>();
-            let task = tokio::spawn(async move {
-                if let Err(err) = proxy
-                    .serve(async move {
-                        let _ = stopped.await;
-                    })
-                    .await
-                {
-                    eprintln!("in-process proxy failed: {err}");
-                }
-            });
-            Ok((Service::Object, url.clone(), Some(InProcess { url, stop, task })))
+            let server = InProcess::start(EosProxy::bind(&config).await?)?;
+            Ok((Service::Object, server.url.clone(), Some(server)))
         }
     }
 }

@@ -71,6 +71,10 @@ pub trait ProxyConfig: serde::de::DeserializeOwned + serde::Serialize + Default 
     fn set_data_path(&mut self, data: std::path::PathBuf);
     /// Checks the settings hang together.
     fn validate(&self) -> Result<(), crate::config::ConfigError>;
+    /// The configured backend's kind, for the start-up log line.
+    fn backend_kind(&self) -> &'static str;
+    /// Every backend kind `--backend` may name (the proxy's registry).
+    fn backend_kinds() -> &'static [&'static str];
 }
 
 /// The effective configuration: the file (or defaults), then the flags and environment.
@@ -120,4 +124,130 @@ where
     }
     let server = config.server().clone();
     run(&server, serve(config))
+}
+
+/// What a proxy binary's `main` needs of its proxy: the one start-up sequence every proxy
+/// follows (validate, open the backend, bind, log "ready", serve until a signal, drain).
+pub trait Proxy: Sized + Send + 'static {
+    /// Its configuration file.
+    type Config: ProxyConfig + Send + 'static;
+    /// Validates `config`, opens its backend and binds its listen address.
+    fn bind(config: &Self::Config) -> impl Future<Output = Result<Self, crate::ProxyError>> + Send;
+    /// The address it listens on.
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr>;
+    /// Serves until `shutdown` resolves, then drains.
+    fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = Result<(), crate::ProxyError>> + Send;
+}
+
+/// How a proxy binary names itself: its flags and `EXO_<PROXY>_*` environment variables
+/// follow from these.
+#[derive(Debug, Clone, Copy)]
+pub struct Binary {
+    /// The proxy's short name, `eqs`; the binary is `eqs-proxy`, its variables `EXO_EQS_*`.
+    pub proxy: &'static str,
+    /// The binary's version (`env!("CARGO_PKG_VERSION")` in the binary).
+    pub version: &'static str,
+    /// One line for `--help`.
+    pub about: &'static str,
+    /// The flag that points a local backend at its data (`db` or `root`).
+    pub data_flag: &'static str,
+    /// Its help.
+    pub data_help: &'static str,
+}
+
+/// Why a proxy binary stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The flags or configuration are wrong.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The proxy could not start or failed while serving.
+    #[error("{binary}: {source}")]
+    Proxy {
+        /// The binary.
+        binary: String,
+        /// What went wrong.
+        source: Box<crate::ProxyError>,
+    },
+    /// Writing the configuration or setting up the runtime failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The configuration could not be printed.
+    #[error(transparent)]
+    Yaml(#[from] serde_yaml_ng::Error),
+}
+
+/// A proxy binary's whole `main`: flags and environment, the effective configuration,
+/// `--print-config`, logging and runtime, then the start-up sequence of [`Proxy`].
+pub fn main<P: Proxy>(binary: &Binary) -> Result<(), CliError> {
+    use clap::{Arg, ArgAction, FromArgMatches as _, builder::PossibleValuesParser, value_parser};
+    let name = format!("{}-proxy", binary.proxy);
+    let env = |what: &str| format!("EXO_{}_{what}", binary.proxy.to_uppercase());
+    let command = clap::Command::new(name.clone())
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .env(env("CONFIG"))
+                .value_name("FILE")
+                .value_parser(value_parser!(std::path::PathBuf))
+                .help(format!("YAML config file (see the {} README for the format)", binary.proxy)),
+        )
+        .arg(
+            Arg::new("listen")
+                .long("listen")
+                .env(env("LISTEN"))
+                .value_name("ADDR")
+                .value_parser(value_parser!(std::net::SocketAddr))
+                .help("Address to listen on (gRPC and HTTP/JSON share it)"),
+        )
+        .arg(
+            Arg::new("backend")
+                .long("backend")
+                .env(env("BACKEND"))
+                .value_name("KIND")
+                .value_parser(PossibleValuesParser::new(P::Config::backend_kinds()))
+                .help("Backend kind (a failover chain needs --config)"),
+        )
+        .arg(
+            Arg::new("data")
+                .long(binary.data_flag)
+                .env(env(&binary.data_flag.to_uppercase()))
+                .value_name("PATH")
+                .value_parser(value_parser!(std::path::PathBuf))
+                .help(binary.data_help),
+        )
+        .arg(
+            Arg::new("print-config")
+                .long("print-config")
+                .action(ArgAction::SetTrue)
+                .help("Print the effective configuration as YAML and exit"),
+        );
+    // The shared flags' struct doc would become the about text: set the binary's after them.
+    let matches = <ServerArgs as clap::Args>::augment_args(command)
+        .version(binary.version)
+        .about(binary.about)
+        .after_help("Settings come from --config, then EXO_* environment variables, then flags (highest).")
+        .get_matches();
+    let server = match ServerArgs::from_arg_matches(&matches) {
+        Ok(server) => server,
+        Err(err) => err.exit(),
+    };
+    let config: P::Config = effective_config(
+        matches.get_one::<std::path::PathBuf>("config").map(|p| p.as_path()),
+        matches.get_one::<std::net::SocketAddr>("listen").copied(),
+        matches.get_one::<String>("backend").map(String::as_str),
+        matches.get_one::<std::path::PathBuf>("data").cloned(),
+        &server,
+    )?;
+    launch(config, matches.get_flag("print-config"), |config| async move {
+        let failed = |source| CliError::Proxy { binary: name.clone(), source: Box::new(source) };
+        let proxy = P::bind(&config).await.map_err(failed)?;
+        tracing::info!(backend = config.backend_kind(), addr = %proxy.local_addr()?, "{name} ready");
+        proxy.serve(crate::server::shutdown_signal()).await.map_err(failed)?;
+        tracing::info!("{name} stopped");
+        Ok(())
+    })
 }

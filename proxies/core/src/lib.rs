@@ -18,7 +18,7 @@ pub mod descriptor;
 mod error;
 pub mod failover;
 pub mod json;
-pub mod layer;
+pub mod layers;
 pub mod listener;
 pub mod metrics;
 pub mod names;

@@ -417,7 +417,8 @@ mod tests {
     #[test]
     fn sections_parse_by_kind_and_a_missing_backend_names_its_feature() {
         let parsed: ToyConfig =
-            serde_yaml_ng::from_str("kind: chain\nmembers: [{kind: small, size: 5}, {kind: small, size: 7}]").unwrap();
+            serde_yaml_ng::from_str("kind: chain\nmembers: [{kind: small, size: 5}, {kind: small, size: 7}]")
+                .unwrap();
         assert_eq!(parsed.largest_item(), Some(7));
         parsed.validate().unwrap();
         let opened = block_on(parsed.open(&1)).unwrap();

@@ -54,6 +54,12 @@ impl exo_proxy_core::cli::ProxyConfig for EkvConfig {
     fn set_data_path(&mut self, data: PathBuf) {
         self.backend.set_data_path(data);
     }
+    fn backend_kind(&self) -> &'static str {
+        self.backend.kind()
+    }
+    fn backend_kinds() -> &'static [&'static str] {
+        BackendConfig::KINDS
+    }
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.backend.validate()?;

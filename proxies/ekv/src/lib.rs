@@ -42,6 +42,7 @@ pub async fn open_backend(
 /// A configured ekv proxy, ready to serve.
 pub struct EkvProxy {
     server: ProxyServer,
+    listener: TcpListener,
 }
 
 impl std::fmt::Debug for EkvProxy {
@@ -51,18 +52,24 @@ impl std::fmt::Debug for EkvProxy {
 }
 
 impl EkvProxy {
-    /// Validates `config` and opens its backend.
-    pub async fn new(config: &EkvConfig) -> Result<Self, ProxyError> {
+    /// Validates `config`, opens its backend and binds its listen address.
+    pub async fn bind(config: &EkvConfig) -> Result<Self, ProxyError> {
         exo_proxy_core::cli::ProxyConfig::validate(config)?;
         let backend = open_backend(&config.backend, config.server.request_timeout).await?;
-        Ok(Self::with_backend(config, backend))
+        Self::bind_with(config, backend).await
     }
 
-    /// Serves an already opened backend.
-    pub fn with_backend(config: &EkvConfig, backend: Arc<dyn KeyValue>) -> Self {
+    /// Binds the configured address to serve an already opened backend (conformance runs and
+    /// benchmarks use this).
+    pub async fn bind_with(config: &EkvConfig, backend: Arc<dyn KeyValue>) -> Result<Self, ProxyError> {
         let metrics = Metrics::shared();
-        let backend: Arc<dyn KeyValue> =
-            Arc::new(layers::Layered::new(backend, metrics.clone(), config.server.request_timeout));
+        // The layer stack, outermost first: metrics and logs, then the per-call timeout.
+        let timeout = config.server.request_timeout;
+        let stack = (
+            exo_proxy_core::layers::Observe::new(metrics.clone()),
+            exo_proxy_core::layers::Timeout::new(timeout),
+        );
+        let backend: Arc<dyn KeyValue> = Arc::new(layers::Layered::new(backend, stack, timeout));
         let api = KvApi::new(backend.clone());
         let grpc = KvServiceServer::new(grpc::GrpcKv::new(api.clone()))
             .max_decoding_message_size(config.server.max_request_bytes)
@@ -74,20 +81,33 @@ impl EkvProxy {
         let server = ProxyServer::new(config.server.clone(), metrics, Arc::new(ready))
             .grpc_service(grpc)
             .http_routes(http::routes(api));
-        Self { server }
+        let listener = server.bind().await?;
+        Ok(Self { server, listener })
     }
 
-    /// Binds the configured address.
-    pub async fn bind(&self) -> Result<TcpListener, ProxyError> {
-        Ok(self.server.bind().await?)
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then drains.
-    pub async fn serve(
+    /// Serves until `shutdown` resolves, then drains.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ProxyError> {
+        Ok(self.server.serve(self.listener, shutdown).await?)
+    }
+}
+
+impl exo_proxy_core::cli::Proxy for EkvProxy {
+    type Config = EkvConfig;
+    fn bind(config: &EkvConfig) -> impl Future<Output = Result<Self, ProxyError>> + Send {
+        Self::bind(config)
+    }
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        Self::local_addr(self)
+    }
+    fn serve(
         self,
-        listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ProxyError> {
-        Ok(self.server.serve(listener, shutdown).await?)
+    ) -> impl Future<Output = Result<(), ProxyError>> + Send {
+        Self::serve(self, shutdown)
     }
 }

@@ -86,8 +86,13 @@ impl EosProxy {
         listener: TcpListener,
     ) -> Self {
         let metrics = Metrics::shared();
-        let backend: Arc<dyn ObjectStore> =
-            Arc::new(layers::Layered::new(backend, metrics.clone(), config.server.request_timeout));
+        // The layer stack, outermost first: metrics and logs, then the per-call timeout.
+        let timeout = config.server.request_timeout;
+        let stack = (
+            exo_proxy_core::layers::Observe::new(metrics.clone()),
+            exo_proxy_core::layers::Timeout::new(timeout),
+        );
+        let backend: Arc<dyn ObjectStore> = Arc::new(layers::Layered::new(backend, stack, timeout));
         let api = ObjectApi::new(backend.clone());
         let grpc = ObjectServiceServer::new(grpc::GrpcObjects::new(api.clone()))
             .max_decoding_message_size(config.server.max_request_bytes)
@@ -110,5 +115,21 @@ impl EosProxy {
     /// Serves until `shutdown` resolves, then drains.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ProxyError> {
         Ok(self.server.serve(self.listener, shutdown).await?)
+    }
+}
+
+impl exo_proxy_core::cli::Proxy for EosProxy {
+    type Config = EosConfig;
+    fn bind(config: &EosConfig) -> impl Future<Output = Result<Self, ProxyError>> + Send {
+        Self::bind(config)
+    }
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        Self::local_addr(self)
+    }
+    fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = Result<(), ProxyError>> + Send {
+        Self::serve(self, shutdown)
     }
 }

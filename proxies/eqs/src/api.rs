@@ -48,7 +48,7 @@ impl QueueApi {
         self.backend.descriptor()
     }
 
-    fn attribute(&self, err: ExoError) -> ExoError {
+    fn stamp(&self, err: ExoError) -> ExoError {
         err.with_backend(self.descriptor().backend)
     }
 
@@ -66,16 +66,16 @@ impl QueueApi {
 
     /// CreateQueue.
     pub async fn create_queue(&self, req: pb::CreateQueueRequest) -> ExoResult<pb::CreateQueueResponse> {
-        let name = QueueName::parse("queue", &req.name, "name").map_err(|e| self.attribute(e))?;
+        let name = QueueName::parse("queue", &req.name, "name").map_err(|e| self.stamp(e))?;
         let options = normalize_options(self.descriptor(), &name, req.options.unwrap_or_default())
-            .map_err(|e| self.attribute(e))?;
+            .map_err(|e| self.stamp(e))?;
         let (created, info) = self.backend.create_queue(&name, &options).await?;
         Ok(pb::CreateQueueResponse { created, info: Some(info) })
     }
 
     /// DeleteQueue.
     pub async fn delete_queue(&self, req: pb::DeleteQueueRequest) -> ExoResult<pb::DeleteQueueResponse> {
-        let name = QueueName::parse("queue", &req.name, "name").map_err(|e| self.attribute(e))?;
+        let name = QueueName::parse("queue", &req.name, "name").map_err(|e| self.stamp(e))?;
         self.backend.delete_queue(&name).await?;
         Ok(pb::DeleteQueueResponse {})
     }
@@ -86,7 +86,7 @@ impl QueueApi {
             0 => MAX_LIST_PAGE,
             n if n <= MAX_LIST_PAGE => n,
             n => {
-                return Err(self.attribute(ExoError::invalid_argument(
+                return Err(self.stamp(ExoError::invalid_argument(
                     "page_size",
                     format!("page_size {n} is above the maximum {MAX_LIST_PAGE}"),
                 )));
@@ -95,7 +95,7 @@ impl QueueApi {
         if req.prefix.len() > 63
             || !req.prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         {
-            return Err(self.attribute(ExoError::invalid_argument(
+            return Err(self.stamp(ExoError::invalid_argument(
                 "prefix",
                 "prefix may contain only lowercase letters, digits and '-' (at most 63)",
             )));
@@ -103,8 +103,7 @@ impl QueueApi {
         let start_after = if req.page_token.is_empty() {
             None
         } else {
-            let raw =
-                exo_proxy_core::json::page_token_bytes(&req.page_token).map_err(|e| self.attribute(e))?;
+            let raw = exo_proxy_core::json::page_token_bytes(&req.page_token).map_err(|e| self.stamp(e))?;
             Some(String::from_utf8_lossy(&raw).into_owned())
         };
         let mut names =
@@ -120,18 +119,18 @@ impl QueueApi {
 
     /// GetQueueInfo.
     pub async fn get_queue_info(&self, req: pb::GetQueueInfoRequest) -> ExoResult<pb::GetQueueInfoResponse> {
-        let name = QueueName::parse("queue", &req.name, "name").map_err(|e| self.attribute(e))?;
+        let name = QueueName::parse("queue", &req.name, "name").map_err(|e| self.stamp(e))?;
         Ok(pb::GetQueueInfoResponse { info: Some(self.backend.queue_info(&name).await?) })
     }
 
     /// Send.
     pub async fn send(&self, req: pb::SendRequest) -> ExoResult<pb::SendResponse> {
-        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.attribute(e))?;
+        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
         let message = req
             .message
             .ok_or_else(|| ExoError::invalid_argument("message", "message is required"))
             .and_then(|m| validate_message(self.descriptor(), m, "message"))
-            .map_err(|e| self.attribute(e.with_resource(name.as_str())))?;
+            .map_err(|e| self.stamp(e.with_resource(name.as_str())))?;
         let mut results = self.backend.send(&name, vec![message]).await?;
         let message_id =
             results.pop().ok_or_else(|| ExoError::internal("backend returned no message id"))??;
@@ -140,15 +139,13 @@ impl QueueApi {
 
     /// SendBatch: every entry is validated on its own; the valid ones are sent together.
     pub async fn send_batch(&self, req: pb::SendBatchRequest) -> ExoResult<pb::SendBatchResponse> {
-        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.attribute(e))?;
+        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
         let limits = self.descriptor().limits;
         if req.entries.is_empty() {
-            return Err(
-                self.attribute(ExoError::invalid_argument("entries", "a batch needs at least one entry"))
-            );
+            return Err(self.stamp(ExoError::invalid_argument("entries", "a batch needs at least one entry")));
         }
         if req.entries.len() > limits.max_batch_entries as usize {
-            return Err(self.attribute(ExoError::invalid_argument(
+            return Err(self.stamp(ExoError::invalid_argument(
                 "entries",
                 format!("{} entries is above the maximum {}", req.entries.len(), limits.max_batch_entries),
             )));
@@ -160,7 +157,7 @@ impl QueueApi {
         for (index, entry) in req.entries.into_iter().enumerate() {
             let id = if entry.id.is_empty() { index.to_string() } else { entry.id };
             if !ids.insert(id.clone()) {
-                return Err(self.attribute(ExoError::invalid_argument(
+                return Err(self.stamp(ExoError::invalid_argument(
                     format!("entries[{index}].id"),
                     format!("entry id {id:?} appears twice in the batch"),
                 )));
@@ -198,16 +195,16 @@ impl QueueApi {
 
     /// Receive.
     pub async fn receive(&self, req: pb::ReceiveRequest) -> ExoResult<pb::ReceiveResponse> {
-        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.attribute(e))?;
-        let params = receive_params(self.descriptor(), &req).map_err(|e| self.attribute(e))?;
+        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
+        let params = receive_params(self.descriptor(), &req).map_err(|e| self.stamp(e))?;
         let messages = self.backend.receive(&name, params).await?;
         Ok(pb::ReceiveResponse { messages })
     }
 
     /// Ack.
     pub async fn ack(&self, req: pb::AckRequest) -> ExoResult<pb::AckResponse> {
-        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.attribute(e))?;
-        require_receipt(&req.receipt).map_err(|e| self.attribute(e))?;
+        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
+        require_receipt(&req.receipt).map_err(|e| self.stamp(e))?;
         self.backend.ack(&name, &req.receipt).await?;
         Ok(pb::AckResponse {})
     }
@@ -217,13 +214,13 @@ impl QueueApi {
         &self,
         req: pb::ChangeVisibilityRequest,
     ) -> ExoResult<pb::ChangeVisibilityResponse> {
-        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.attribute(e))?;
+        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
         let descriptor = self.descriptor();
         descriptor.require(Capability::ChangeVisibility, "changing visibility")?;
-        require_receipt(&req.receipt).map_err(|e| self.attribute(e))?;
+        require_receipt(&req.receipt).map_err(|e| self.stamp(e))?;
         let max = descriptor.limits.max_visibility_timeout_seconds;
         if req.visibility_timeout_seconds > max {
-            return Err(self.attribute(ExoError::invalid_argument(
+            return Err(self.stamp(ExoError::invalid_argument(
                 "visibility_timeout_seconds",
                 format!(
                     "visibility timeout {} s is above the maximum {max} s",
@@ -237,7 +234,7 @@ impl QueueApi {
 
     /// Purge.
     pub async fn purge(&self, req: pb::PurgeRequest) -> ExoResult<pb::PurgeResponse> {
-        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.attribute(e))?;
+        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
         self.descriptor().require(Capability::Purge, "purge")?;
         self.backend.purge(&name).await?;
         Ok(pb::PurgeResponse {})

@@ -38,15 +38,19 @@ pub async fn open_backend(config: &BackendConfig, call_timeout: Duration) -> Exo
     config.open(&services::OpenContext { call_timeout }).await
 }
 
-/// Wraps a backend in the standard layers (metrics around a per-call timeout).
+/// Wraps a backend in the proxy's layer stack, outermost first: metrics and logs, then the
+/// per-call timeout (so a call that times out is counted with outcome TIMEOUT).
 pub fn layered(backend: Arc<dyn Queue>, metrics: Arc<Metrics>, config: &EqsConfig) -> Arc<dyn Queue> {
-    Arc::new(layers::Layered::new(backend, metrics, config.server.request_timeout))
+    let timeout = config.server.request_timeout;
+    let stack =
+        (exo_proxy_core::layers::Observe::new(metrics), exo_proxy_core::layers::Timeout::new(timeout));
+    Arc::new(layers::Layered::new(backend, stack, timeout))
 }
 
 /// A configured eqs proxy, ready to serve.
 pub struct EqsProxy {
     server: ProxyServer,
-    api: QueueApi,
+    listener: TcpListener,
     depth: QueueDepth,
 }
 
@@ -93,20 +97,21 @@ impl QueueDepth {
 
 impl std::fmt::Debug for EqsProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EqsProxy").field("api", &self.api).finish_non_exhaustive()
+        f.debug_struct("EqsProxy").field("listener", &self.listener).finish_non_exhaustive()
     }
 }
 
 impl EqsProxy {
-    /// Validates `config` and opens its backend.
-    pub async fn new(config: &EqsConfig) -> Result<Self, ProxyError> {
+    /// Validates `config`, opens its backend and binds its listen address.
+    pub async fn bind(config: &EqsConfig) -> Result<Self, ProxyError> {
         config.validate()?;
         let backend = open_backend(&config.backend, config.server.request_timeout).await?;
-        Ok(Self::with_backend(config, backend))
+        Self::bind_with(config, backend).await
     }
 
-    /// Serves an already opened backend (conformance runs and benchmarks use this).
-    pub fn with_backend(config: &EqsConfig, backend: Arc<dyn Queue>) -> Self {
+    /// Binds the configured address to serve an already opened backend (conformance runs and
+    /// benchmarks use this).
+    pub async fn bind_with(config: &EqsConfig, backend: Arc<dyn Queue>) -> Result<Self, ProxyError> {
         let mut metrics = Metrics::new();
         let depth = QueueDepth {
             visible: metrics
@@ -133,29 +138,37 @@ impl EqsProxy {
             })),
         )
         .grpc_service(grpc)
-        .http_routes(http::routes(api.clone()));
-        Self { server, api, depth }
+        .http_routes(http::routes(api));
+        let listener = server.bind().await?;
+        Ok(Self { server, listener, depth })
     }
 
-    /// The validating API (for in-process use).
-    pub fn api(&self) -> &QueueApi {
-        &self.api
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
     }
 
-    /// Binds the configured address.
-    pub async fn bind(&self) -> Result<TcpListener, ProxyError> {
-        Ok(self.server.bind().await?)
-    }
-
-    /// Serves on `listener` until `shutdown` resolves, then drains.
-    pub async fn serve(
-        self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ProxyError> {
+    /// Serves until `shutdown` resolves, then drains.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ProxyError> {
         let sampler = tokio::spawn(self.depth.run());
-        let result = self.server.serve(listener, shutdown).await;
+        let result = self.server.serve(self.listener, shutdown).await;
         sampler.abort();
         Ok(result?)
+    }
+}
+
+impl exo_proxy_core::cli::Proxy for EqsProxy {
+    type Config = EqsConfig;
+    fn bind(config: &EqsConfig) -> impl Future<Output = Result<Self, ProxyError>> + Send {
+        Self::bind(config)
+    }
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        Self::local_addr(self)
+    }
+    fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = Result<(), ProxyError>> + Send {
+        Self::serve(self, shutdown)
     }
 }

@@ -15,13 +15,12 @@ struct Running {
 
 async fn start_with(mut config: EqsConfig) -> Running {
     config.server.listen = "127.0.0.1:0".parse().unwrap();
-    let proxy = EqsProxy::with_backend(&config, Arc::new(MemoryQueue::new(256 * 1024)));
-    let listener = proxy.bind().await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let proxy = EqsProxy::bind_with(&config, Arc::new(MemoryQueue::new(256 * 1024))).await.unwrap();
+    let url = format!("http://{}", proxy.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         proxy
-            .serve(listener, async move {
+            .serve(async move {
                 let _ = stopped.await;
             })
             .await

@@ -136,8 +136,7 @@ async fn up(
         server: ServerConfig { listen: eqs_listen, log: log.clone(), ..ServerConfig::default() },
         backend: BackendConfig::named("embedded", Some(data_dir.join("eqs.db")))?,
     };
-    let eqs = EqsProxy::new(&eqs_config).await.context("cannot start eqs")?;
-    let eqs_listener = eqs.bind().await.context("cannot start eqs")?;
+    let eqs = EqsProxy::bind(&eqs_config).await.context("cannot start eqs")?;
     let eos_config = EosConfig {
         server: ServerConfig { listen: eos_listen, log: log.clone(), ..ServerConfig::default() },
         backend: eos::config::BackendConfig::named("fs", Some(data_dir.join("objects")))?,
@@ -148,8 +147,7 @@ async fn up(
         server: ServerConfig { listen: ekv_listen, log: log.clone(), ..ServerConfig::default() },
         backend: ekv::config::BackendConfig::named("embedded", Some(data_dir.join("ekv.db")))?,
     };
-    let ekv = EkvProxy::new(&ekv_config).await.context("cannot start ekv")?;
-    let ekv_listener = ekv.bind().await.context("cannot start ekv")?;
+    let ekv = EkvProxy::bind(&ekv_config).await.context("cannot start ekv")?;
 
     // One signal stops every proxy; each drains its own in-flight requests.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -158,15 +156,11 @@ async fn up(
         let _ = rx.wait_for(|s| *s).await;
     };
     let eqs_stop = stopped(stop_rx.clone());
-    tasks.spawn(
-        async move { eqs.serve(eqs_listener, eqs_stop).await.map_err(|e| anyhow::anyhow!("eqs: {e}")) },
-    );
+    tasks.spawn(async move { eqs.serve(eqs_stop).await.map_err(|e| anyhow::anyhow!("eqs: {e}")) });
     let eos_stop = stopped(stop_rx.clone());
     tasks.spawn(async move { eos.serve(eos_stop).await.map_err(|e| anyhow::anyhow!("eos: {e}")) });
     let ekv_stop = stopped(stop_rx.clone());
-    tasks.spawn(
-        async move { ekv.serve(ekv_listener, ekv_stop).await.map_err(|e| anyhow::anyhow!("ekv: {e}")) },
-    );
+    tasks.spawn(async move { ekv.serve(ekv_stop).await.map_err(|e| anyhow::anyhow!("ekv: {e}")) });
 
     println!("ExoFlow is up (data in {})", data_dir.display());
     println!("  eqs  queue    grpc+http  http://{eqs_listen}   (EXO_EQS_ENDPOINT)   backend embedded");

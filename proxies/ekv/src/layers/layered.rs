@@ -1,59 +1,65 @@
-//! Cross-cutting behaviour wrapped around any key-value backend: metrics (with error
-//! attribution) and timeouts. The bodies are shared with every service in `exo_proxy_core::layer`.
+//! The one wrapper between the API and any key-value backend: each method becomes a
+//! [`Call`](exo_proxy_core::layers::Call) run through the proxy's layer stack (composed in
+//! [`crate::EkvProxy::with_backend`]). Conditional writes are marked not safe to repeat (a repeat of one
+//! that took effect would fail its own condition). Layers are written once, for every service,
+//! in `exo_proxy_core::layers`.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use exo_proto::kv::v1 as pb;
-use exo_proxy_core::{ExoResult, layer, metrics::Metrics};
+use exo_proxy_core::{
+    ExoResult,
+    layers::{Call, Layer, bounded},
+};
 
 use crate::{
     backend::KeyValue,
     model::{Condition, Descriptor, TableName},
 };
 
-/// Metrics, logs and backend attribution, then a per-call timeout.
-pub struct Layered {
+/// A key-value backend behind a layer stack.
+pub struct Layered<L> {
     inner: Arc<dyn KeyValue>,
-    metrics: Arc<Metrics>,
-    timeout: Duration,
+    layers: L,
+    /// Bounds the readiness probe, which is not a request and is not counted.
+    ready_timeout: Duration,
 }
 
-impl Layered {
-    /// Wraps `inner`.
-    pub fn new(inner: Arc<dyn KeyValue>, metrics: Arc<Metrics>, timeout: Duration) -> Self {
-        Self { inner, metrics, timeout }
+impl<L: Layer> Layered<L> {
+    /// Runs every call to `inner` through `layers`.
+    pub fn new(inner: Arc<dyn KeyValue>, layers: L, ready_timeout: Duration) -> Self {
+        Self { inner, layers, ready_timeout }
     }
 
-    async fn call<T>(
-        &self,
-        op: &'static str,
-        fut: impl std::future::Future<Output = ExoResult<T>>,
-    ) -> ExoResult<T> {
-        let backend = self.inner.descriptor().backend;
-        layer::observe(&self.metrics, "kv", op, backend, layer::bounded(self.timeout, fut)).await
+    fn call(&self, op: &'static str) -> Call {
+        Call::new("kv", op, self.inner.descriptor().backend)
+    }
+
+    async fn run<T: Send>(&self, call: Call, fut: impl Future<Output = ExoResult<T>> + Send) -> ExoResult<T> {
+        self.layers.wrap(call, fut).await
     }
 }
 
 #[async_trait]
-impl KeyValue for Layered {
+impl<L: Layer> KeyValue for Layered<L> {
     fn descriptor(&self) -> &Descriptor {
         self.inner.descriptor()
     }
     async fn ready(&self) -> ExoResult<()> {
-        layer::bounded(self.timeout, self.inner.ready()).await
+        bounded(self.ready_timeout, self.inner.ready()).await
     }
     async fn create_table(&self, table: &TableName) -> ExoResult<bool> {
-        self.call("create_table", self.inner.create_table(table)).await
+        self.run(self.call("create_table"), self.inner.create_table(table)).await
     }
     async fn delete_table(&self, table: &TableName) -> ExoResult<()> {
-        self.call("delete_table", self.inner.delete_table(table)).await
+        self.run(self.call("delete_table"), self.inner.delete_table(table)).await
     }
     async fn list_tables(&self) -> ExoResult<Vec<String>> {
-        self.call("list_tables", self.inner.list_tables()).await
+        self.run(self.call("list_tables"), self.inner.list_tables()).await
     }
     async fn get(&self, table: &TableName, key: &str) -> ExoResult<pb::Entry> {
-        self.call("get", self.inner.get(table, key)).await
+        self.run(self.call("get"), self.inner.get(table, key)).await
     }
     async fn put(
         &self,
@@ -63,10 +69,14 @@ impl KeyValue for Layered {
         condition: &Condition,
         expires_at_ms: u64,
     ) -> ExoResult<String> {
-        self.call("put", self.inner.put(table, key, value, condition, expires_at_ms)).await
+        let call = self.call("put");
+        let call = if *condition == Condition::None { call } else { call.not_idempotent() };
+        self.run(call, self.inner.put(table, key, value, condition, expires_at_ms)).await
     }
     async fn delete(&self, table: &TableName, key: &str, condition: &Condition) -> ExoResult<bool> {
-        self.call("delete", self.inner.delete(table, key, condition)).await
+        let call = self.call("delete");
+        let call = if *condition == Condition::None { call } else { call.not_idempotent() };
+        self.run(call, self.inner.delete(table, key, condition)).await
     }
     async fn list(
         &self,
@@ -76,9 +86,9 @@ impl KeyValue for Layered {
         limit: usize,
         keys_only: bool,
     ) -> ExoResult<Vec<pb::Entry>> {
-        self.call("list", self.inner.list(table, prefix, start_after, limit, keys_only)).await
+        self.run(self.call("list"), self.inner.list(table, prefix, start_after, limit, keys_only)).await
     }
     async fn batch_get(&self, table: &TableName, keys: &[String]) -> ExoResult<Vec<pb::Entry>> {
-        self.call("batch_get", self.inner.batch_get(table, keys)).await
+        self.run(self.call("batch_get"), self.inner.batch_get(table, keys)).await
     }
 }

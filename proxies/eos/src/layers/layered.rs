@@ -1,12 +1,17 @@
-//! Cross-cutting behaviour wrapped around any object backend: metrics (with error attribution)
-//! and timeouts, with bodies shared through `exo_proxy_core::layer`. Uploads and downloads are
-//! timed only up to the start of their data (a 2 GiB transfer may rightly take minutes).
+//! The one wrapper between the API and any object backend: each method becomes a
+//! [`Call`](exo_proxy_core::layers::Call) run through the proxy's layer stack (composed in
+//! [`crate::EosProxy::with_backend`]). Uploads and copies are not bounded by the per-call
+//! timeout (a 2 GiB transfer may rightly take minutes); downloads are timed up to the start of
+//! their data. Layers are written once, for every service, in `exo_proxy_core::layers`.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use exo_proto::object::v1 as pb;
-use exo_proxy_core::{ExoResult, layer, metrics::Metrics};
+use exo_proxy_core::{
+    ExoResult,
+    layers::{Call, Layer, bounded},
+};
 
 use crate::{
     backend::ObjectStore,
@@ -14,59 +19,45 @@ use crate::{
     model::{BucketName, ByteStream, Descriptor, Presigned, PutMeta, Range, ReadCondition, WriteCondition},
 };
 
-/// Metrics, logs and backend attribution, then a per-call timeout.
-pub struct Layered {
+/// A object backend behind a layer stack.
+pub struct Layered<L> {
     inner: Arc<dyn ObjectStore>,
-    metrics: Arc<Metrics>,
-    timeout: Duration,
+    layers: L,
+    /// Bounds the readiness probe, which is not a request and is not counted.
+    ready_timeout: Duration,
 }
 
-impl Layered {
-    /// Wraps `inner`.
-    pub fn new(inner: Arc<dyn ObjectStore>, metrics: Arc<Metrics>, timeout: Duration) -> Self {
-        Self { inner, metrics, timeout }
+impl<L: Layer> Layered<L> {
+    /// Runs every call to `inner` through `layers`.
+    pub fn new(inner: Arc<dyn ObjectStore>, layers: L, ready_timeout: Duration) -> Self {
+        Self { inner, layers, ready_timeout }
     }
 
-    async fn call<T>(
-        &self,
-        op: &'static str,
-        fut: impl std::future::Future<Output = ExoResult<T>>,
-    ) -> ExoResult<T> {
-        layer::observe(
-            &self.metrics,
-            "object",
-            op,
-            self.inner.descriptor().backend,
-            layer::bounded(self.timeout, fut),
-        )
-        .await
+    fn call(&self, op: &'static str) -> Call {
+        Call::new("object", op, self.inner.descriptor().backend)
     }
 
-    async fn untimed<T>(
-        &self,
-        op: &'static str,
-        fut: impl std::future::Future<Output = ExoResult<T>>,
-    ) -> ExoResult<T> {
-        layer::observe(&self.metrics, "object", op, self.inner.descriptor().backend, fut).await
+    async fn run<T: Send>(&self, call: Call, fut: impl Future<Output = ExoResult<T>> + Send) -> ExoResult<T> {
+        self.layers.wrap(call, fut).await
     }
 }
 
 #[async_trait]
-impl ObjectStore for Layered {
+impl<L: Layer> ObjectStore for Layered<L> {
     fn descriptor(&self) -> &Descriptor {
         self.inner.descriptor()
     }
     async fn ready(&self) -> ExoResult<()> {
-        layer::bounded(self.timeout, self.inner.ready()).await
+        bounded(self.ready_timeout, self.inner.ready()).await
     }
     async fn create_bucket(&self, bucket: &BucketName) -> ExoResult<bool> {
-        self.call("create_bucket", self.inner.create_bucket(bucket)).await
+        self.run(self.call("create_bucket"), self.inner.create_bucket(bucket)).await
     }
     async fn delete_bucket(&self, bucket: &BucketName) -> ExoResult<()> {
-        self.call("delete_bucket", self.inner.delete_bucket(bucket)).await
+        self.run(self.call("delete_bucket"), self.inner.delete_bucket(bucket)).await
     }
     async fn list_buckets(&self) -> ExoResult<Vec<String>> {
-        self.call("list_buckets", self.inner.list_buckets()).await
+        self.run(self.call("list_buckets"), self.inner.list_buckets()).await
     }
     async fn put(
         &self,
@@ -75,7 +66,8 @@ impl ObjectStore for Layered {
         meta: PutMeta,
         body: ByteStream,
     ) -> ExoResult<pb::ObjectInfo> {
-        self.untimed("put", self.inner.put(bucket, key, meta, body)).await
+        // Not repeatable whatever its condition: the body stream is consumed by the first try.
+        self.run(self.call("put").not_idempotent().untimed(), self.inner.put(bucket, key, meta, body)).await
     }
     async fn get(
         &self,
@@ -84,13 +76,15 @@ impl ObjectStore for Layered {
         range: Option<Range>,
         condition: &ReadCondition,
     ) -> ExoResult<(pb::ObjectInfo, (u64, u64), ByteStream)> {
-        self.call("get", self.inner.get(bucket, key, range, condition)).await
+        self.run(self.call("get"), self.inner.get(bucket, key, range, condition)).await
     }
     async fn head(&self, bucket: &BucketName, key: &str) -> ExoResult<pb::ObjectInfo> {
-        self.call("head", self.inner.head(bucket, key)).await
+        self.run(self.call("head"), self.inner.head(bucket, key)).await
     }
     async fn delete(&self, bucket: &BucketName, key: &str, if_match: Option<&str>) -> ExoResult<()> {
-        self.call("delete", self.inner.delete(bucket, key, if_match)).await
+        let call = self.call("delete");
+        let call = if if_match.is_some() { call.not_idempotent() } else { call };
+        self.run(call, self.inner.delete(bucket, key, if_match)).await
     }
     async fn list(
         &self,
@@ -100,7 +94,7 @@ impl ObjectStore for Layered {
         resume: Option<Resume>,
         limit: usize,
     ) -> ExoResult<Page> {
-        self.call("list", self.inner.list(bucket, prefix, delimiter, resume, limit)).await
+        self.run(self.call("list"), self.inner.list(bucket, prefix, delimiter, resume, limit)).await
     }
     async fn copy(
         &self,
@@ -110,7 +104,9 @@ impl ObjectStore for Layered {
         key: &str,
         condition: &WriteCondition,
     ) -> ExoResult<pb::ObjectInfo> {
-        self.untimed("copy", self.inner.copy(source_bucket, source_key, bucket, key, condition)).await
+        let call = self.call("copy").untimed();
+        let call = if *condition == WriteCondition::None { call } else { call.not_idempotent() };
+        self.run(call, self.inner.copy(source_bucket, source_key, bucket, key, condition)).await
     }
     async fn presign(
         &self,
@@ -119,6 +115,6 @@ impl ObjectStore for Layered {
         method: pb::PresignMethod,
         expires_at_ms: u64,
     ) -> ExoResult<Presigned> {
-        self.call("presign", self.inner.presign(bucket, key, method, expires_at_ms)).await
+        self.run(self.call("presign"), self.inner.presign(bucket, key, method, expires_at_ms)).await
     }
 }

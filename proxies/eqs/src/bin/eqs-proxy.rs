@@ -1,57 +1,12 @@
-//! `eqs-proxy`: the ExoFlow queue sidecar.
-
-use std::{net::SocketAddr, path::PathBuf};
-
-use anyhow::Context as _;
-use clap::Parser;
-use eqs::{EqsProxy, config::EqsConfig};
-use exo_proxy_core::{cli::ServerArgs, server::shutdown_signal};
-
-/// The ExoFlow queue proxy: serves exo.queue.v1 over gRPC and HTTP/JSON on one port.
-///
-/// Settings come from --config, then EXO_* environment variables, then flags (highest).
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Args {
-    /// YAML config file (see the eqs README for the format).
-    #[arg(long, env = "EXO_EQS_CONFIG")]
-    config: Option<PathBuf>,
-    /// Address to listen on (gRPC and HTTP/JSON share it).
-    #[arg(long, env = "EXO_EQS_LISTEN")]
-    listen: Option<SocketAddr>,
-    /// Backend kind (a failover chain needs --config).
-    #[arg(long, env = "EXO_EQS_BACKEND", value_parser = clap::builder::PossibleValuesParser::new(eqs::config::BackendConfig::KINDS))]
-    backend: Option<String>,
-    /// Database file of the embedded backend.
-    #[arg(long, env = "EXO_EQS_DB")]
-    db: Option<PathBuf>,
-    #[command(flatten)]
-    server: ServerArgs,
-    /// Print the effective configuration as YAML and exit.
-    #[arg(long)]
-    print_config: bool,
-}
-
-fn effective_config(args: &Args) -> anyhow::Result<EqsConfig> {
-    Ok(exo_proxy_core::cli::effective_config(
-        args.config.as_deref(),
-        args.listen,
-        args.backend.as_deref(),
-        args.db.clone(),
-        &args.server,
-    )?)
-}
+//! `eqs-proxy`: the ExoFlow queue sidecar. Flags, configuration and start-up are every
+//! proxy's own (`exo_proxy_core::cli`); this binary only names itself.
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    exo_proxy_core::cli::launch(effective_config(&args)?, args.print_config, serve)
-}
-
-async fn serve(config: EqsConfig) -> anyhow::Result<()> {
-    let proxy = EqsProxy::new(&config).await.context("cannot start eqs-proxy")?;
-    let listener = proxy.bind().await?;
-    tracing::info!(backend = config.backend.kind(), addr = %listener.local_addr()?, "eqs-proxy ready");
-    proxy.serve(listener, shutdown_signal()).await?;
-    tracing::info!("eqs-proxy stopped");
-    Ok(())
+    Ok(exo_proxy_core::cli::main::<eqs::EqsProxy>(&exo_proxy_core::cli::Binary {
+        proxy: "eqs",
+        version: env!("CARGO_PKG_VERSION"),
+        about: "The ExoFlow queue proxy: serves exo.queue.v1 over gRPC and HTTP/JSON on one port.",
+        data_flag: "db",
+        data_help: "Database file of the embedded backend",
+    })?)
 }

@@ -1,67 +1,62 @@
-//! Metrics (with error attribution) and timeouts around any queue backend, in the same order as
-//! every other service: the timeout runs inside the observation, so a call that times out is
-//! counted with outcome TIMEOUT. A receive gets its long-poll wait on top of the limit. The
-//! bodies are shared with every service in `exo_proxy_core::layer`.
+//! The one wrapper between the API and any queue backend: each method becomes a
+//! [`Call`](exo_proxy_core::layers::Call) run through the proxy's layer stack (metrics and logs
+//! around a per-call timeout, composed in [`crate::layered`]). A receive may wait its long poll on
+//! top of the timeout. Layers are written once, for every service, in `exo_proxy_core::layers`.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use exo_proto::queue::v1 as pb;
-use exo_proxy_core::{ExoResult, layer, metrics::Metrics};
+use exo_proxy_core::{
+    ExoResult,
+    layers::{Call, Layer, bounded},
+};
 
 use crate::{
     backend::Queue,
     model::{Descriptor, QueueName, ReceiveParams},
 };
 
-/// Observes and bounds every call to `inner`. A write that times out may still complete in the
-/// backend: delivery is at-least-once, so a retry can at worst duplicate, never lose.
-pub struct Layered {
+/// A queue backend behind a layer stack.
+pub struct Layered<L> {
     inner: Arc<dyn Queue>,
-    metrics: Arc<Metrics>,
-    timeout: Duration,
+    layers: L,
+    /// Bounds the readiness probe, which is not a request and is not counted.
+    ready_timeout: Duration,
 }
 
-impl Layered {
-    /// Wraps `inner` with a per-call `timeout`.
-    pub fn new(inner: Arc<dyn Queue>, metrics: Arc<Metrics>, timeout: Duration) -> Self {
-        Self { inner, metrics, timeout }
+impl<L: Layer> Layered<L> {
+    /// Runs every call to `inner` through `layers`.
+    pub fn new(inner: Arc<dyn Queue>, layers: L, ready_timeout: Duration) -> Self {
+        Self { inner, layers, ready_timeout }
     }
 
-    async fn call<T>(
-        &self,
-        op: &'static str,
-        limit: Duration,
-        fut: impl Future<Output = ExoResult<T>>,
-    ) -> ExoResult<T> {
-        layer::observe(
-            &self.metrics,
-            "queue",
-            op,
-            self.inner.descriptor().backend,
-            layer::bounded(limit, fut),
-        )
-        .await
+    fn call(&self, op: &'static str) -> Call {
+        Call::new("queue", op, self.inner.descriptor().backend)
+    }
+
+    async fn run<T: Send>(&self, call: Call, fut: impl Future<Output = ExoResult<T>> + Send) -> ExoResult<T> {
+        self.layers.wrap(call, fut).await
     }
 }
 
 #[async_trait]
-impl Queue for Layered {
+impl<L: Layer> Queue for Layered<L> {
     fn descriptor(&self) -> &Descriptor {
         self.inner.descriptor()
     }
     async fn ready(&self) -> ExoResult<()> {
-        layer::bounded(self.timeout, self.inner.ready()).await
+        bounded(self.ready_timeout, self.inner.ready()).await
     }
     async fn create_queue(
         &self,
         name: &QueueName,
         options: &pb::QueueOptions,
     ) -> ExoResult<(bool, pb::QueueInfo)> {
-        self.call("create_queue", self.timeout, self.inner.create_queue(name, options)).await
+        self.run(self.call("create_queue"), self.inner.create_queue(name, options)).await
     }
     async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
-        self.call("delete_queue", self.timeout, self.inner.delete_queue(name)).await
+        self.run(self.call("delete_queue"), self.inner.delete_queue(name)).await
     }
     async fn list_queues(
         &self,
@@ -69,10 +64,10 @@ impl Queue for Layered {
         start_after: Option<&str>,
         limit: usize,
     ) -> ExoResult<Vec<String>> {
-        self.call("list_queues", self.timeout, self.inner.list_queues(prefix, start_after, limit)).await
+        self.run(self.call("list_queues"), self.inner.list_queues(prefix, start_after, limit)).await
     }
     async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
-        self.call("get_queue_info", self.timeout, self.inner.queue_info(name)).await
+        self.run(self.call("get_queue_info"), self.inner.queue_info(name)).await
     }
     async fn send(
         &self,
@@ -80,25 +75,28 @@ impl Queue for Layered {
         messages: Vec<pb::OutgoingMessage>,
     ) -> ExoResult<Vec<ExoResult<String>>> {
         let op = if messages.len() == 1 { "send" } else { "send_batch" };
-        self.call(op, self.timeout, self.inner.send(name, messages)).await
+        self.run(self.call(op).not_idempotent(), self.inner.send(name, messages)).await
     }
     async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
-        self.call("receive", self.timeout + params.wait, self.inner.receive(name, params)).await
+        // Not idempotent: a receive that answered late has hidden its messages for a visibility.
+        let call = self.call("receive").not_idempotent().waiting(params.wait);
+        self.run(call, self.inner.receive(name, params)).await
     }
     async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()> {
-        self.call("ack", self.timeout, self.inner.ack(name, receipt)).await
+        self.run(self.call("ack"), self.inner.ack(name, receipt)).await
     }
     async fn change_visibility(&self, name: &QueueName, receipt: &str, seconds: u32) -> ExoResult<()> {
-        self.call("change_visibility", self.timeout, self.inner.change_visibility(name, receipt, seconds))
-            .await
+        self.run(self.call("change_visibility"), self.inner.change_visibility(name, receipt, seconds)).await
     }
     async fn purge(&self, name: &QueueName) -> ExoResult<()> {
-        self.call("purge", self.timeout, self.inner.purge(name)).await
+        self.run(self.call("purge"), self.inner.purge(name)).await
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use exo_proxy_core::metrics::Metrics;
+
     use super::*;
     use crate::services::memory::MemoryQueue;
 
@@ -153,8 +151,15 @@ mod tests {
     #[tokio::test]
     async fn a_timed_out_call_is_counted_as_timeout() {
         let metrics = Arc::new(Metrics::new());
-        let layered =
-            Layered::new(Arc::new(Stuck(MemoryQueue::new(1024))), metrics.clone(), Duration::from_millis(20));
+        let timeout = Duration::from_millis(20);
+        let layered = Layered::new(
+            Arc::new(Stuck(MemoryQueue::new(1024))),
+            (
+                exo_proxy_core::layers::Observe::new(metrics.clone()),
+                exo_proxy_core::layers::Timeout::new(timeout),
+            ),
+            timeout,
+        );
         let q = QueueName::parse("queue", "stuck", "q").unwrap();
         let params = ReceiveParams { max_messages: 1, wait: Duration::ZERO, visibility_seconds: None };
         let err = layered.receive(&q, params).await.unwrap_err();
