@@ -16,13 +16,14 @@ emulators_tools="$emulators_root/.tools"
 interop_venv="$emulators_tools/interop"
 emulator_pids=()
 
-# moto and the native SDKs the interop tests use, pinned together (moto needs boto3).
+# moto and the native clients the interop tests use, pinned together (moto needs boto3).
 interop_requirements=(
   "moto[server]==5.2.5"
   "boto3==1.44.5"
   "azure-storage-queue==12.18.1"
   "azure-storage-blob==12.31.1"
   "azure-data-tables==12.7.0"
+  "psycopg[binary]==3.2.10"
 )
 
 # Azurite from npm, pinned: 3.36+ need a newer node than this machine kind's 20.

@@ -83,6 +83,13 @@ impl ExoError {
         Self::new(ErrorReason::BackendUnavailable, message)
     }
 
+    /// Marks the error retryable whatever its reason's default (a condition that lost a race,
+    /// a throttle with a known wait).
+    pub fn retryable(mut self) -> Self {
+        self.retryable = true;
+        self
+    }
+
     /// Sets the field at fault.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = bounded(field.into(), MAX_NAME_CHARS);

@@ -5,10 +5,12 @@
 //! - [`metrics`]: Prometheus metrics per operation, backend and outcome;
 //! - [`server`]: gRPC and HTTP/JSON on one port, health, reflection, graceful shutdown;
 //! - [`json`]: HTTP/JSON bodies whose rejections are problem+json;
+//! - [`registry`]: the one list of a proxy's backends ([`backends!`]) and what a backend provides;
+//! - [`layers`]: cross-cutting behaviour (metrics, timeout) written once over a [`layers::Call`];
+//! - [`cli`]: the one `main` and start-up sequence of every proxy binary;
 //! - [`telemetry`]: log setup.
 //!
-//! Backends and their layers live in each proxy's crate; this crate knows nothing about queues,
-//! objects or keys.
+//! Backends live in each proxy's crate; this crate knows nothing about queues, objects or keys.
 
 pub mod auth;
 pub mod cli;

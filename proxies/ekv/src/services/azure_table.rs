@@ -95,15 +95,12 @@ fn row_key(key: &str) -> String {
 fn table_error(table: &str, operation: &str, err: &azure_core::Error) -> ExoError {
     match service_code(err) {
         Some((404, "TableNotFound")) => table_not_found(table),
-        Some((409, "TableBeingDeleted")) => {
-            let mut e = ExoError::new(
-                ErrorReason::BackendUnavailable,
-                format!("table '{table}' is being deleted by Azure; retry shortly"),
-            )
-            .with_resource(table);
-            e.retryable = true;
-            e
-        }
+        Some((409, "TableBeingDeleted")) => ExoError::new(
+            ErrorReason::BackendUnavailable,
+            format!("table '{table}' is being deleted by Azure; retry shortly"),
+        )
+        .with_resource(table)
+        .retryable(),
         _ => map_error("azure-table", operation, err).with_resource(table),
     }
 }

@@ -7,6 +7,8 @@ pub mod azure_table;
 pub mod dynamodb;
 pub mod embedded;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,6 +23,8 @@ exo_proxy_core::backends! {
         "dynamodb" in "aws" => Dynamodb(dynamodb::DynamoKv): "Amazon DynamoDB: region, endpoint override, credentials.",
         #[cfg(feature = "azure")]
         "azure-table" in "azure" => AzureTable(azure_table::AzureTableKv): "Azure Table storage: account, endpoint, credentials.",
+        #[cfg(feature = "postgres")]
+        "postgres" in "postgres" => Postgres(postgres::PostgresKv): "PostgreSQL: two tables in a schema of your database.",
     }
     chain "failover" => Failover(crate::layers::FailoverKv): "An ordered chain of backends: writes to the first that answers, reads fall through.";
 }

@@ -84,15 +84,12 @@ fn blob_error(bucket: &str, key: Option<&str>, operation: &str, err: &azure_core
         .with_resource(resource),
         Some((304, _)) => ExoError::new(ErrorReason::NotModified, format!("{resource} is not modified"))
             .with_resource(resource),
-        Some((409, "ContainerBeingDeleted")) => {
-            let mut e = ExoError::new(
-                ErrorReason::BackendUnavailable,
-                format!("container '{bucket}' is being deleted by Azure; retry shortly"),
-            )
-            .with_resource(bucket);
-            e.retryable = true;
-            e
-        }
+        Some((409, "ContainerBeingDeleted")) => ExoError::new(
+            ErrorReason::BackendUnavailable,
+            format!("container '{bucket}' is being deleted by Azure; retry shortly"),
+        )
+        .with_resource(bucket)
+        .retryable(),
         Some((413, _)) | Some((_, "RequestBodyTooLarge")) => {
             ExoError::new(ErrorReason::ValueTooLarge, format!("Azure refused {resource} as too large"))
                 .with_resource(resource)

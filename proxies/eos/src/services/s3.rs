@@ -84,13 +84,12 @@ where
         .with_resource(resource),
         // A racing conditional write on the same key: S3 asks to retry.
         Some(("ConditionalRequestConflict", _)) => {
-            let mut err = ExoError::new(
+            ExoError::new(
                 ErrorReason::ConditionFailed,
                 format!("a concurrent write to {resource} won; read it again and retry"),
             )
-            .with_resource(resource);
-            err.retryable = true;
-            err
+            .with_resource(resource)
+            .retryable()
         }
         Some((_, 304)) => ExoError::new(ErrorReason::NotModified, format!("{resource} is not modified"))
             .with_resource(resource),

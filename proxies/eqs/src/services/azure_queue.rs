@@ -201,15 +201,12 @@ struct QueueMetadata {
 fn queue_error(queue: &str, operation: &str, err: &azure_core::Error) -> ExoError {
     match service_code(err) {
         Some((404, "QueueNotFound")) => queue_not_found(queue),
-        Some((409, "QueueBeingDeleted")) => {
-            let mut e = ExoError::new(
-                ErrorReason::BackendUnavailable,
-                format!("queue '{queue}' is being deleted by Azure; retry in a few seconds"),
-            )
-            .with_resource(queue);
-            e.retryable = true;
-            e
-        }
+        Some((409, "QueueBeingDeleted")) => ExoError::new(
+            ErrorReason::BackendUnavailable,
+            format!("queue '{queue}' is being deleted by Azure; retry in a few seconds"),
+        )
+        .with_resource(queue)
+        .retryable(),
         _ => map_error("azure-queue", operation, err).with_resource(queue),
     }
 }

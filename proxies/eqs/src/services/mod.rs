@@ -5,6 +5,8 @@
 pub mod azure_queue;
 pub mod embedded;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "aws")]
 pub mod sqs;
 
@@ -21,6 +23,8 @@ exo_proxy_core::backends! {
         "sqs" in "aws" => Sqs(sqs::SqsQueue): "Amazon SQS: region, endpoint override, credentials.",
         #[cfg(feature = "azure")]
         "azure-queue" in "azure" => AzureQueue(azure_queue::AzureQueue): "Azure Storage Queue: account, endpoint, credentials.",
+        #[cfg(feature = "postgres")]
+        "postgres" in "postgres" => Postgres(postgres::PostgresQueue): "PostgreSQL: two tables in a schema of your database.",
     }
     chain "failover" => Failover(crate::layers::FailoverQueue): "An ordered chain of backends: writes to the first that answers, receives from all.";
 }
@@ -83,7 +87,7 @@ fn describe(o: &pb::QueueOptions) -> String {
 /// What a create finds already there, for backends that look before they create: `Some` answer
 /// (created=false) when the queue exists with the same options, QUEUE_ALREADY_EXISTS with other
 /// options, `None` when it does not exist (go on and create it).
-#[cfg_attr(not(any(feature = "aws", feature = "azure")), allow(dead_code))]
+#[cfg_attr(not(any(feature = "aws", feature = "azure", feature = "postgres")), allow(dead_code))]
 pub(crate) fn existing_queue(
     looked_up: ExoResult<pb::QueueInfo>,
     name: &QueueName,

@@ -108,13 +108,9 @@ where
         .with_field("receipt")
         .with_resource(queue),
         Some("AWS.SimpleQueueService.PurgeQueueInProgress" | "PurgeQueueInProgress") => {
-            let mut err = ExoError::new(
-                ErrorReason::Throttled,
-                "SQS allows one purge per queue every 60 s; retry later",
-            )
-            .with_resource(queue);
-            err.retryable = true;
-            err
+            ExoError::new(ErrorReason::Throttled, "SQS allows one purge per queue every 60 s; retry later")
+                .with_resource(queue)
+                .retryable()
         }
         _ => map_error("sqs", operation, err).with_resource(queue),
     }

@@ -1,0 +1,157 @@
+"""eqs and ekv `postgres` against a real PostgreSQL, as a native client sees them: what the proxies
+write is read by psycopg from the documented layout, rows psycopg writes are served by the proxies,
+and the proxies heal by themselves when the server drops their connections (pg_terminate_backend)
+without losing anything acknowledged.
+
+    postgres_interop.py --eqs URL --ekv URL --dsn postgres://... --schema NAME
+"""
+
+import argparse
+import base64
+import json
+import threading
+import time
+import urllib.parse
+
+import psycopg
+
+from common import b64, call, check, finish
+
+RUN = f"{int(time.time())}"
+
+
+def drop_connections(db):
+    """Terminates every connection the proxies hold; returns how many."""
+    return db.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                      "WHERE application_name = 'exoflow' AND pid <> pg_backend_pid()").fetchone()[0]
+
+
+def eventually(what, attempt):
+    """`attempt()` until it answers (20 tries); the errors in between must all be retryable."""
+    failures = []
+    for _ in range(20):
+        try:
+            return attempt(), failures
+        except RuntimeError as err:
+            failures.append(str(err))
+            time.sleep(0.1)
+    check(False, f"{what}: never answered ({failures[-1:]})")
+    return None, failures
+
+
+def queues(eqs, db, schema):
+    print("PostgreSQL <-> eqs")
+    name = f"interop-{RUN}"
+    call("POST", f"{eqs}/api/v1/queues", {"name": name})
+    body = b"\x00binary\xff body"
+    sent = call("POST", f"{eqs}/api/v1/queues/{name}/messages",
+                {"message": {"body": b64(body), "attributes": {"origin": "eqs"}}})
+    row = db.execute(f"SELECT body, attributes, message_id, visible_at_ms <= expires_at_ms FROM {schema}.eqs_messages "
+                     "WHERE queue = %s", (name,)).fetchone()
+    check(row is not None and bytes(row[0]) == body and row[1] == {"origin": "eqs"},
+          "a message sent through eqs is a row psycopg reads: body bytes and attributes as JSON")
+    check(row is not None and row[2] == sent.get("messageId"), "with the message id eqs reported")
+    call("POST", f"{eqs}/api/v1/queues/{name}/purge", {})
+
+    # A native producer inserts (queue, body, attributes); a waiting long poll gets it.
+    got = {}
+
+    def wait():
+        got.update(call("POST", f"{eqs}/api/v1/queues/{name}/messages/receive",
+                        {"maxMessages": 1, "waitSeconds": 10}))
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    db.execute(f"INSERT INTO {schema}.eqs_messages (queue, body, attributes) VALUES (%s, %s, %s)",
+               (name, b"from psycopg", json.dumps({"origin": "psycopg"})))
+    waiter.join()
+    waited = time.monotonic() - started
+    messages = got.get("messages", [])
+    check(len(messages) == 1 and base64.b64decode(messages[0]["body"]) == b"from psycopg"
+          and messages[0].get("attributes") == {"origin": "psycopg"},
+          "a row inserted by psycopg with just (queue, body, attributes) reaches a waiting receive")
+    check(waited < 2, f"the waiting receive answered {waited:.2f} s after the insert")
+    if messages:
+        call("POST", f"{eqs}/api/v1/queues/{name}/messages/ack", {"receipt": messages[0]["receipt"]})
+    left = db.execute(f"SELECT count(*) FROM {schema}.eqs_messages WHERE queue = %s", (name,)).fetchone()[0]
+    check(left == 0, "an ack deletes the row")
+
+    # Connections dropped by the server: an acknowledged send survives, eqs reconnects by itself.
+    call("POST", f"{eqs}/api/v1/queues/{name}/messages", {"message": {"body": b64(b"kept")}})
+    check(drop_connections(db) >= 1, "pg_terminate_backend dropped eqs's connections")
+    out, failures = eventually("receive after the drop", lambda: call(
+        "POST", f"{eqs}/api/v1/queues/{name}/messages/receive", {"maxMessages": 10, "waitSeconds": 1}))
+    bodies = [base64.b64decode(m["body"]) for m in (out or {}).get("messages", [])]
+    check(bodies == [b"kept"], "after the server dropped its connections eqs serves the message sent before")
+    check(all(": 503 " in f and "BACKEND_UNAVAILABLE" in f for f in failures),
+          f"calls in between failed retryable (503 BACKEND_UNAVAILABLE), if at all ({len(failures)})")
+    call("DELETE", f"{eqs}/api/v1/queues/{name}")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--eqs", required=True)
+    parser.add_argument("--ekv", required=True)
+    parser.add_argument("--dsn", required=True)
+    parser.add_argument("--schema", required=True)
+    args = parser.parse_args()
+    ekv, schema = args.ekv, args.schema
+    db = psycopg.connect(args.dsn, autocommit=True)
+    queues(args.eqs, db, schema)
+    print("PostgreSQL <-> ekv")
+
+    table = f"interop-{RUN}"
+    call("POST", f"{ekv}/api/v1/tables", {"name": table})
+    value = b"\x00\x01binary \xff"
+    key = "user/42#prefs?"
+    quoted = urllib.parse.quote(key, safe="")
+    put = call("PUT", f"{ekv}/api/v1/tables/{table}/entries/{quoted}", {"value": b64(value)})
+    row = db.execute(
+        f"SELECT value, version, expires_at_ms FROM {schema}.kv_entries WHERE table_name = %s AND key = %s",
+        (table, key.encode())).fetchone()
+    check(row is not None and bytes(row[0]) == value, "an entry written through ekv is read by psycopg byte-exact")
+    check(row is not None and row[1] == put.get("version") and row[2] == 0,
+          "with the version ekv reported and expires_at_ms 0 (never)")
+
+    db.execute(f"INSERT INTO {schema}.kv_entries (table_name, key, value, version, expires_at_ms) "
+               "VALUES (%s, %s, %s, %s, 0)", (table, b"native", b"from psycopg", "pg-1"))
+    entry = call("GET", f"{ekv}/api/v1/tables/{table}/entries/native").get("entry", {})
+    check(base64.b64decode(entry.get("value", "")) == b"from psycopg" and entry.get("version") == "pg-1",
+          "a row written by psycopg in the documented layout is served by ekv")
+
+    # The rule for native writers: change `version` with `value`; a stale compare-and-set then fails.
+    db.execute(f"UPDATE {schema}.kv_entries SET value = %s, version = %s WHERE table_name = %s AND key = %s",
+               (b"updated by psycopg", "pg-2", table, b"native"))
+    try:
+        call("PUT", f"{ekv}/api/v1/tables/{table}/entries/native",
+             {"value": b64(b"stale write"), "condition": {"versionEquals": "pg-1"}})
+        check(False, "a compare-and-set at the version before a native update fails")
+    except RuntimeError as err:
+        check(": 412 " in str(err) and "CONDITION_FAILED" in str(err),
+              "a compare-and-set at the version before a native update fails (412 CONDITION_FAILED)")
+
+    # Prefix listing is in byte order, like every other backend.
+    for k in ["b", "a/2", "a/10", "a/1"]:
+        call("PUT", f"{ekv}/api/v1/tables/{table}/entries/{urllib.parse.quote(k, safe='')}", {"value": b64(b"x")})
+    listed = call("GET", f"{ekv}/api/v1/tables/{table}/entries?prefix=a/")
+    check([e["key"] for e in listed.get("entries", [])] == ["a/1", "a/10", "a/2"], "a prefix lists in byte order")
+
+    # The server drops every connection ekv holds: calls may fail retryable for a moment, then ekv
+    # reconnects by itself and everything acknowledged before is still there.
+    dropped = drop_connections(db)
+    check(dropped >= 1, f"pg_terminate_backend dropped ekv's connections ({dropped})")
+    served, failures = eventually("get after the drop", lambda: call(
+        "GET", f"{ekv}/api/v1/tables/{table}/entries/{quoted}").get("entry", {}))
+    check(served is not None and base64.b64decode(served.get("value", "")) == value,
+          "after the server dropped its connections ekv reconnects and serves the acknowledged entry")
+    check(all(": 503 " in f and "BACKEND_UNAVAILABLE" in f for f in failures),
+          f"calls in between failed retryable (503 BACKEND_UNAVAILABLE), if at all ({len(failures)})")
+    call("DELETE", f"{ekv}/api/v1/tables/{table}")
+    left = db.execute(f"SELECT count(*) FROM {schema}.kv_entries WHERE table_name = %s", (table,)).fetchone()[0]
+    check(left == 0, "deleting the table through ekv deletes its rows")
+    finish()
+
+
+if __name__ == "__main__":
+    main()

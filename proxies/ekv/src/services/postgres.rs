@@ -1,0 +1,450 @@
+//! `postgres`: key-value tables in PostgreSQL, two tables in one schema of the configured
+//! database (`<schema>.kv_tables`, `<schema>.kv_entries`), so several apps or environments share
+//! one database by schema.
+//!
+//! Every call is one atomic statement (no transaction held across round trips): conditions are
+//! part of the statement that writes (`ON CONFLICT … DO UPDATE … WHERE`, `UPDATE … WHERE version
+//! = $v`), never read-then-write, so concurrent writers through any number of proxies are safe. A
+//! write is acknowledged once PostgreSQL has committed it. Keys are `bytea`, so their order is the
+//! byte order the contract and the other backends use. Expired entries are never returned and are
+//! swept once a minute.
+//!
+//! What native clients see (`psql`):
+//!
+//! ```sql
+//! SELECT convert_from(key, 'UTF8') AS key, value, version, expires_at_ms
+//!   FROM exoflow.kv_entries WHERE table_name = 'carts' ORDER BY key;
+//! ```
+//!
+//! A row written by hand is served as long as it follows the layout: `version` any non-empty
+//! text, `expires_at_ms` 0 for never.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use exo_postgres::{Connections, PostgresSettings, map_error};
+use exo_proto::kv::v1 as pb;
+use exo_proxy_core::{ExoError, ExoResult, now_ms, readiness};
+use tokio_postgres::{Row, error::SqlState};
+
+use crate::{
+    backend::KeyValue,
+    model::{
+        Capability, Condition, Descriptor, TableName, expired, key_not_found, new_version, portable_limits,
+        table_not_found,
+    },
+};
+
+/// How often expired entries are deleted (they are never returned in between).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+impl exo_proxy_core::registry::Backend for PostgresKv {
+    type Opened = Arc<dyn KeyValue>;
+    type Context = crate::services::OpenContext;
+    type Config = PostgresSettings;
+
+    fn settings(_data: Option<std::path::PathBuf>) -> PostgresSettings {
+        PostgresSettings::default()
+    }
+
+    fn validate(config: &PostgresSettings) -> Result<(), exo_proxy_core::config::ConfigError> {
+        config.validate()
+    }
+
+    fn open<'a>(
+        config: &'a PostgresSettings,
+        _context: &'a Self::Context,
+    ) -> exo_proxy_core::registry::BoxFuture<'a, ExoResult<Self::Opened>> {
+        Box::pin(async move {
+            let kv: Self::Opened = Arc::new(PostgresKv::connect(config).await?);
+            Ok(kv)
+        })
+    }
+}
+
+/// Key-value tables in one PostgreSQL schema.
+pub struct PostgresKv {
+    descriptor: Descriptor,
+    db: Arc<Connections>,
+    sql: Statements,
+}
+
+impl std::fmt::Debug for PostgresKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresKv").finish_non_exhaustive()
+    }
+}
+
+/// The statements, with the schema written in (identifiers cannot be parameters).
+struct Statements {
+    create_table: String,
+    delete_table: String,
+    list_tables: String,
+    table_exists: String,
+    get: String,
+    put: String,
+    put_if_absent: String,
+    put_if_version: String,
+    delete: String,
+    delete_if_version: String,
+    list_after: String,
+    list_from: String,
+    list_keys_after: String,
+    list_keys_from: String,
+    batch_get: String,
+    sweep: String,
+}
+
+impl Statements {
+    fn new(s: &str) -> Self {
+        let live = "(expires_at_ms = 0 OR expires_at_ms > $N)";
+        let list = |cmp: &str, keys_only: bool| {
+            format!(
+                "SELECT key, {}, version, expires_at_ms FROM {s}.kv_entries
+                 WHERE table_name = $1 AND key {cmp} $2 AND ($3::bytea IS NULL OR key < $3)
+                   AND {} ORDER BY key LIMIT $5",
+                if keys_only { "''::bytea" } else { "value" },
+                live.replace("$N", "$4")
+            )
+        };
+        Self {
+            create_table: format!(
+                "INSERT INTO {s}.kv_tables (name, created_at_ms) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"
+            ),
+            delete_table: format!("DELETE FROM {s}.kv_tables WHERE name = $1"),
+            list_tables: format!("SELECT name FROM {s}.kv_tables ORDER BY name"),
+            table_exists: format!("SELECT 1 FROM {s}.kv_tables WHERE name = $1"),
+            // One row if the table exists; the entry's columns are NULL if the key is absent.
+            get: format!(
+                "SELECT e.value, e.version, e.expires_at_ms FROM {s}.kv_tables t
+                 LEFT JOIN {s}.kv_entries e ON e.table_name = t.name AND e.key = $2 WHERE t.name = $1"
+            ),
+            put: format!(
+                "INSERT INTO {s}.kv_entries (table_name, key, value, version, expires_at_ms) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (table_name, key) DO UPDATE
+                 SET value = EXCLUDED.value, version = EXCLUDED.version, expires_at_ms = EXCLUDED.expires_at_ms"
+            ),
+            // Replaces only an expired row: a live one makes the statement write nothing.
+            put_if_absent: format!(
+                "INSERT INTO {s}.kv_entries AS e (table_name, key, value, version, expires_at_ms) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (table_name, key) DO UPDATE
+                 SET value = EXCLUDED.value, version = EXCLUDED.version, expires_at_ms = EXCLUDED.expires_at_ms
+                 WHERE e.expires_at_ms <> 0 AND e.expires_at_ms <= $6"
+            ),
+            put_if_version: format!(
+                "UPDATE {s}.kv_entries SET value = $3, version = $4, expires_at_ms = $5
+                 WHERE table_name = $1 AND key = $2 AND version = $6 AND {}",
+                live.replace("$N", "$7")
+            ),
+            delete: format!("DELETE FROM {s}.kv_entries WHERE table_name = $1 AND key = $2 RETURNING expires_at_ms"),
+            delete_if_version: format!(
+                "DELETE FROM {s}.kv_entries WHERE table_name = $1 AND key = $2 AND version = $3 AND {}",
+                live.replace("$N", "$4")
+            ),
+            list_after: list(">", false),
+            list_from: list(">=", false),
+            list_keys_after: list(">", true),
+            list_keys_from: list(">=", true),
+            batch_get: format!(
+                "SELECT key, value, version, expires_at_ms FROM {s}.kv_entries
+                 WHERE table_name = $1 AND key = ANY($2) AND {}",
+                live.replace("$N", "$3")
+            ),
+            sweep: format!("DELETE FROM {s}.kv_entries WHERE expires_at_ms > 0 AND expires_at_ms <= $1"),
+        }
+    }
+}
+
+/// The schema, created if missing. An advisory lock keeps replicas starting together from
+/// racing on `CREATE … IF NOT EXISTS` (which is not safe against a concurrent create).
+fn schema_sql(s: &str) -> String {
+    format!(
+        "BEGIN;
+         SELECT pg_advisory_xact_lock(hashtext('exoflow-schema-{s}'));
+         CREATE SCHEMA IF NOT EXISTS {s};
+         CREATE TABLE IF NOT EXISTS {s}.kv_tables (
+             name TEXT COLLATE \"C\" PRIMARY KEY,
+             created_at_ms BIGINT NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS {s}.kv_entries (
+             table_name TEXT COLLATE \"C\" NOT NULL REFERENCES {s}.kv_tables (name) ON DELETE CASCADE,
+             key BYTEA NOT NULL,
+             value BYTEA NOT NULL,
+             version TEXT NOT NULL,
+             expires_at_ms BIGINT NOT NULL,
+             PRIMARY KEY (table_name, key)
+         );
+         CREATE INDEX IF NOT EXISTS kv_entries_by_expiry ON {s}.kv_entries (expires_at_ms) WHERE expires_at_ms > 0;
+         COMMIT;"
+    )
+}
+
+fn ms(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn entry(key: Vec<u8>, value: Vec<u8>, version: String, expires_at_ms: i64) -> pb::Entry {
+    pb::Entry {
+        // Keys are written from `&str`; a foreign row's non-UTF-8 key is shown, not dropped.
+        key: String::from_utf8_lossy(&key).into_owned(),
+        value,
+        version,
+        expires_at_ms: expires_at_ms.max(0) as u64,
+    }
+}
+
+impl PostgresKv {
+    /// Connects, creates the schema and its tables if missing, and starts the expiry sweeper.
+    pub async fn connect(settings: &PostgresSettings) -> ExoResult<Self> {
+        let db = Arc::new(Connections::open(settings).await?);
+        db.client()
+            .await?
+            .batch_execute(&schema_sql(&settings.schema))
+            .await
+            .map_err(|e| map_error("create schema", &e))?;
+        let kv = Self {
+            descriptor: Descriptor {
+                backend: "postgres",
+                capabilities: [Capability::CompareAndSet, Capability::Ttl, Capability::List].into(),
+                limits: portable_limits(),
+            },
+            sql: Statements::new(&settings.schema),
+            db: db.clone(),
+        };
+        let sweep = kv.sql.sweep.clone();
+        let weak = Arc::downgrade(&db);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SWEEP_EVERY).await;
+                let Some(db) = weak.upgrade() else { return };
+                if let Ok(client) = db.client().await
+                    && let Err(err) = client.execute(&sweep, &[&ms(now_ms())]).await
+                {
+                    tracing::warn!(error = %err, "sweeping expired PostgreSQL entries failed");
+                }
+            }
+        });
+        Ok(kv)
+    }
+
+    async fn client(&self) -> ExoResult<Arc<tokio_postgres::Client>> {
+        self.db.client().await
+    }
+
+    /// TABLE_NOT_FOUND unless `table` exists.
+    async fn require_table(&self, client: &tokio_postgres::Client, table: &str) -> ExoResult<()> {
+        let found =
+            client.query_opt(&self.sql.table_exists, &[&table]).await.map_err(|e| map_error("lookup", &e))?;
+        found.map(|_| ()).ok_or_else(|| table_not_found(table))
+    }
+
+    /// The live version under `key` (None if absent or expired), after checking the table.
+    async fn current_version(&self, table: &str, key: &str) -> ExoResult<Option<String>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(&self.sql.get, &[&table, &key.as_bytes()])
+            .await
+            .map_err(|e| map_error("get", &e))?
+            .ok_or_else(|| table_not_found(table))?;
+        let version: Option<String> = row.get(1);
+        let expires: Option<i64> = row.get(2);
+        Ok(version.filter(|_| !expired(expires.unwrap_or(0).max(0) as u64, now_ms())))
+    }
+
+    /// The error for a conditional write that wrote nothing: the table is gone, or the
+    /// condition does not hold (as read now).
+    async fn refused(&self, table: &str, key: &str, condition: &Condition) -> ExoError {
+        match self.current_version(table, key).await {
+            Err(err) => err,
+            Ok(current) => match condition.check(current.as_deref(), table, key) {
+                Err(err) => err,
+                // It holds now: another writer changed the key between the two statements.
+                Ok(()) => match condition.check(Some(""), table, key) {
+                    Err(err) => err,
+                    Ok(()) => ExoError::internal("a conditional write wrote nothing"),
+                },
+            },
+        }
+    }
+}
+
+/// A write's failure: a missing table shows as the foreign key to `kv_tables` failing.
+fn write_error(table: &str, err: &tokio_postgres::Error) -> ExoError {
+    if err.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) {
+        table_not_found(table)
+    } else {
+        map_error("put", err)
+    }
+}
+
+fn listed(row: &Row) -> pb::Entry {
+    entry(row.get(0), row.get(1), row.get(2), row.get(3))
+}
+
+#[async_trait]
+impl KeyValue for PostgresKv {
+    fn descriptor(&self) -> &Descriptor {
+        &self.descriptor
+    }
+
+    async fn ready(&self) -> ExoResult<()> {
+        // Reaches the server and reads the schema's tables (a dropped schema is not ready).
+        let probe = async {
+            let client = self.client().await?;
+            client
+                .query_opt(&self.sql.table_exists, &[&""])
+                .await
+                .map_err(|e| map_error("ready", &e))
+                .map(|_| ())
+        };
+        readiness(probe.await)
+    }
+
+    async fn create_table(&self, table: &TableName) -> ExoResult<bool> {
+        let client = self.client().await?;
+        let inserted = client
+            .execute(&self.sql.create_table, &[&table.as_str(), &ms(now_ms())])
+            .await
+            .map_err(|e| map_error("create table", &e))?;
+        Ok(inserted == 1)
+    }
+
+    async fn delete_table(&self, table: &TableName) -> ExoResult<()> {
+        let client = self.client().await?;
+        let deleted = client
+            .execute(&self.sql.delete_table, &[&table.as_str()])
+            .await
+            .map_err(|e| map_error("delete table", &e))?;
+        if deleted == 0 { Err(table_not_found(table.as_str())) } else { Ok(()) }
+    }
+
+    async fn list_tables(&self) -> ExoResult<Vec<String>> {
+        let client = self.client().await?;
+        let rows =
+            client.query(&self.sql.list_tables, &[]).await.map_err(|e| map_error("list tables", &e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn get(&self, table: &TableName, key: &str) -> ExoResult<pb::Entry> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(&self.sql.get, &[&table.as_str(), &key.as_bytes()])
+            .await
+            .map_err(|e| map_error("get", &e))?
+            .ok_or_else(|| table_not_found(table.as_str()))?;
+        let (value, version, expires): (Option<Vec<u8>>, Option<String>, Option<i64>) =
+            (row.get(0), row.get(1), row.get(2));
+        match (value, version, expires) {
+            (Some(value), Some(version), Some(expires)) if !expired(expires.max(0) as u64, now_ms()) => {
+                Ok(entry(key.as_bytes().to_vec(), value, version, expires))
+            }
+            _ => Err(key_not_found(table.as_str(), key)),
+        }
+    }
+
+    async fn put(
+        &self,
+        table: &TableName,
+        key: &str,
+        value: Vec<u8>,
+        condition: &Condition,
+        expires_at_ms: u64,
+    ) -> ExoResult<String> {
+        let client = self.client().await?;
+        let version = new_version();
+        let (t, k, expires, now) = (table.as_str(), key.as_bytes(), ms(expires_at_ms), ms(now_ms()));
+        let written = match condition {
+            Condition::None => client.execute(&self.sql.put, &[&t, &k, &value, &version, &expires]).await,
+            Condition::MustNotExist => {
+                client.execute(&self.sql.put_if_absent, &[&t, &k, &value, &version, &expires, &now]).await
+            }
+            Condition::VersionEquals(want) => {
+                client
+                    .execute(&self.sql.put_if_version, &[&t, &k, &value, &version, &expires, want, &now])
+                    .await
+            }
+        }
+        .map_err(|e| write_error(t, &e))?;
+        if written == 1 { Ok(version) } else { Err(self.refused(t, key, condition).await) }
+    }
+
+    async fn delete(&self, table: &TableName, key: &str, condition: &Condition) -> ExoResult<bool> {
+        let client = self.client().await?;
+        let (t, k, now) = (table.as_str(), key.as_bytes(), ms(now_ms()));
+        match condition {
+            Condition::None => {
+                let row = client
+                    .query_opt(&self.sql.delete, &[&t, &k])
+                    .await
+                    .map_err(|e| map_error("delete", &e))?;
+                match row {
+                    Some(row) => Ok(!expired(row.get::<_, i64>(0).max(0) as u64, now_ms())),
+                    None => self.require_table(&client, t).await.map(|()| false),
+                }
+            }
+            Condition::VersionEquals(want) => {
+                let deleted = client
+                    .execute(&self.sql.delete_if_version, &[&t, &k, want, &now])
+                    .await
+                    .map_err(|e| map_error("delete", &e))?;
+                if deleted == 1 { Ok(true) } else { Err(self.refused(t, key, condition).await) }
+            }
+            Condition::MustNotExist => {
+                // Nothing to delete when it holds; when a live key is there, it fails.
+                let current = self.current_version(t, key).await?;
+                condition.check(current.as_deref(), t, key).map(|()| false)
+            }
+        }
+    }
+
+    async fn list(
+        &self,
+        table: &TableName,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        keys_only: bool,
+    ) -> ExoResult<Vec<pb::Entry>> {
+        let client = self.client().await?;
+        let prefix = prefix.as_bytes().to_vec();
+        // Resume strictly after the last key of the previous page, or start at the prefix.
+        let (lower, after) = match start_after.map(|s| s.as_bytes().to_vec()) {
+            Some(after) if after >= prefix => (after, true),
+            _ => (prefix.clone(), false),
+        };
+        let upper: Option<Vec<u8>> = exo_sqlite::prefix_successor(&prefix);
+        let sql = match (after, keys_only) {
+            (true, false) => &self.sql.list_after,
+            (false, false) => &self.sql.list_from,
+            (true, true) => &self.sql.list_keys_after,
+            (false, true) => &self.sql.list_keys_from,
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // The table check and the listing pipeline on the one connection.
+        let (exists, rows) = futures::future::join(
+            self.require_table(&client, table.as_str()),
+            client.query(sql, &[&table.as_str(), &lower, &upper, &ms(now_ms()), &limit]),
+        )
+        .await;
+        exists?;
+        Ok(rows.map_err(|e| map_error("list", &e))?.iter().map(listed).collect())
+    }
+
+    async fn batch_get(&self, table: &TableName, keys: &[String]) -> ExoResult<Vec<pb::Entry>> {
+        let client = self.client().await?;
+        let wanted: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+        let (exists, rows) = futures::future::join(
+            self.require_table(&client, table.as_str()),
+            client.query(&self.sql.batch_get, &[&table.as_str(), &wanted, &ms(now_ms())]),
+        )
+        .await;
+        exists?;
+        let found: HashMap<Vec<u8>, pb::Entry> = rows
+            .map_err(|e| map_error("batch get", &e))?
+            .iter()
+            .map(|row| (row.get::<_, Vec<u8>>(0), listed(row)))
+            .collect();
+        // The live entries found, in the order asked.
+        Ok(keys.iter().filter_map(|k| found.get(k.as_bytes()).cloned()).collect())
+    }
+}

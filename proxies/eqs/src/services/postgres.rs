@@ -1,0 +1,650 @@
+//! `postgres`: queues in PostgreSQL, two tables in one schema of the configured database
+//! (`<schema>.eqs_queues`, `<schema>.eqs_messages`), so several apps or environments share a
+//! database by schema and any number of proxies share a queue.
+//!
+//! Every call is one atomic statement in autocommit. A send inserts all its messages in one
+//! statement and is acknowledged once PostgreSQL has committed it. A receive picks visible
+//! messages with `FOR UPDATE SKIP LOCKED` and hides them in the same statement, so concurrent
+//! receivers — in this proxy or another — never get the same message while it is hidden.
+//! Visibility, delay and retention are timestamps (ms since the epoch); a receipt names the
+//! message's sequence number and its dequeue count at that receive, so a receipt from an
+//! earlier receive is recognisably stale. Messages received `max-receives` times move to the
+//! dead-letter queue in one statement. Long polls wait on `LISTEN`: a trigger notifies
+//! `<schema>_eqs` with the queue name on every insert — native producers' too — and waiting
+//! receivers also re-check on a short tick for messages made visible by the clock.
+//!
+//! What native clients see and may write (`psql`, psycopg): a message is a row of
+//! `eqs_messages` with `queue`, `body bytea`, `attributes jsonb` (string values), `message_id`,
+//! `enqueued_at_ms`, `visible_at_ms`, `expires_at_ms`, `dequeue_count`. A native producer inserts
+//! `(queue, body)` and, optionally, `attributes`: the rest is filled in from the queue's options
+//! (a trigger), and waiting receivers are woken.
+
+use std::{collections::HashMap, sync::Arc};
+
+use async_trait::async_trait;
+use exo_postgres::{Connections, PostgresSettings, map_error};
+use exo_proto::queue::v1 as pb;
+use exo_proxy_core::{ExoError, ExoResult, config::ConfigError, now_ms, readiness};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::{Row, error::SqlState};
+
+use crate::{
+    backend::Queue,
+    config::DEFAULT_MAX_MESSAGE_BYTES,
+    long_poll::Arrivals,
+    model::{
+        Capability, Descriptor, LocalReceipt, QueueName, ReceiveParams, local_limits, queue_not_found,
+        stale_receipt,
+    },
+    services::{already_exists, dead_letter_missing, existing_queue, new_message_id},
+};
+
+/// The settings of a `postgres` queue backend: the connection, and the largest message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PostgresQueueConfig {
+    /// Where the queues live.
+    #[serde(flatten)]
+    pub connection: PostgresSettings,
+    /// Largest message in bytes.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: u64,
+}
+
+fn default_max_message_bytes() -> u64 {
+    DEFAULT_MAX_MESSAGE_BYTES
+}
+
+impl Default for PostgresQueueConfig {
+    fn default() -> Self {
+        Self { connection: PostgresSettings::default(), max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES }
+    }
+}
+
+impl exo_proxy_core::registry::Backend for PostgresQueue {
+    type Opened = Arc<dyn Queue>;
+    type Context = crate::services::OpenContext;
+    type Config = PostgresQueueConfig;
+
+    fn settings(_data: Option<std::path::PathBuf>) -> PostgresQueueConfig {
+        PostgresQueueConfig::default()
+    }
+
+    fn validate(config: &PostgresQueueConfig) -> Result<(), ConfigError> {
+        config.connection.validate()
+    }
+
+    fn largest_item(config: &PostgresQueueConfig) -> Option<u64> {
+        Some(config.max_message_bytes)
+    }
+
+    fn open<'a>(
+        config: &'a PostgresQueueConfig,
+        _context: &'a Self::Context,
+    ) -> exo_proxy_core::registry::BoxFuture<'a, ExoResult<Self::Opened>> {
+        Box::pin(async move {
+            let queue: Self::Opened = Arc::new(PostgresQueue::connect(config).await?);
+            Ok(queue)
+        })
+    }
+}
+
+/// Queues in one PostgreSQL schema.
+pub struct PostgresQueue {
+    descriptor: Descriptor,
+    db: Arc<Connections>,
+    arrivals: Arc<Arrivals>,
+    listener: tokio::task::JoinHandle<()>,
+    sql: Statements,
+}
+
+impl Drop for PostgresQueue {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl std::fmt::Debug for PostgresQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresQueue").finish_non_exhaustive()
+    }
+}
+
+/// The statements, with the schema written in (identifiers cannot be parameters).
+struct Statements {
+    create_queue: String,
+    queue_options: String,
+    queue_info: String,
+    delete_queue: String,
+    list_queues: String,
+    send: String,
+    dead_letter: String,
+    receive: String,
+    ack: String,
+    lease: String,
+    change_visibility: String,
+    purge: String,
+    queue_exists: String,
+    sweep: String,
+}
+
+impl Statements {
+    fn new(s: &str) -> Self {
+        Self {
+            create_queue: format!(
+                "INSERT INTO {s}.eqs_queues (name, visibility_s, retention_s, delay_s, max_receives, dead_letter_queue, created_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING"
+            ),
+            queue_options: format!(
+                "SELECT visibility_s, retention_s, delay_s, max_receives, dead_letter_queue, created_at_ms
+                 FROM {s}.eqs_queues WHERE name = $1"
+            ),
+            queue_info: format!(
+                "SELECT q.visibility_s, q.retention_s, q.delay_s, q.max_receives, q.dead_letter_queue, q.created_at_ms,
+                        c.visible, c.delayed, c.in_flight
+                 FROM {s}.eqs_queues q, LATERAL (
+                     SELECT count(*) FILTER (WHERE visible_at_ms <= $2) AS visible,
+                            count(*) FILTER (WHERE visible_at_ms > $2 AND dequeue_count = 0) AS delayed,
+                            count(*) FILTER (WHERE visible_at_ms > $2 AND dequeue_count > 0) AS in_flight
+                     FROM {s}.eqs_messages WHERE queue = q.name AND expires_at_ms > $2) c
+                 WHERE q.name = $1"
+            ),
+            delete_queue: format!("DELETE FROM {s}.eqs_queues WHERE name = $1"),
+            list_queues: format!(
+                "SELECT name FROM {s}.eqs_queues WHERE name >= $1 AND name < $2 AND name > $3 ORDER BY name LIMIT $4"
+            ),
+            // All messages of one send in one statement: all are stored, or none. A delay of -1
+            // takes the queue's.
+            send: format!(
+                "INSERT INTO {s}.eqs_messages
+                     (queue, message_id, body, attributes, enqueued_at_ms, visible_at_ms, expires_at_ms, dequeue_count)
+                 SELECT q.name, m.id, m.body, m.attributes::jsonb, $2::bigint,
+                        $2::bigint + 1000 * (CASE WHEN m.delay_s < 0 THEN q.delay_s ELSE m.delay_s END)::bigint,
+                        $2::bigint + 1000 * q.retention_s::bigint, 0
+                 FROM {s}.eqs_queues q,
+                      unnest($3::text[], $4::bytea[], $5::text[], $6::int[]) WITH ORDINALITY AS m(id, body, attributes, delay_s, n)
+                 WHERE q.name = $1 ORDER BY m.n"
+            ),
+            // Visible messages received max-receives times move to the dead-letter queue, each
+            // exactly once (the delete and the insert are one statement).
+            dead_letter: format!(
+                "WITH moved AS (
+                     DELETE FROM {s}.eqs_messages WHERE seq IN (
+                         SELECT seq FROM {s}.eqs_messages
+                         WHERE queue = $1 AND visible_at_ms <= $2 AND expires_at_ms > $2 AND dequeue_count >= $3
+                         ORDER BY seq FOR UPDATE SKIP LOCKED)
+                     RETURNING message_id, body, attributes, enqueued_at_ms, seq)
+                 INSERT INTO {s}.eqs_messages
+                     (queue, message_id, body, attributes, enqueued_at_ms, visible_at_ms, expires_at_ms, dequeue_count)
+                 SELECT $4, message_id, body, attributes, enqueued_at_ms, $2, enqueued_at_ms + $5, 0
+                 FROM moved ORDER BY seq"
+            ),
+            receive: format!(
+                "WITH picked AS (
+                     SELECT seq FROM {s}.eqs_messages
+                     WHERE queue = $1 AND visible_at_ms <= $2 AND expires_at_ms > $2 AND ($5 = 0 OR dequeue_count < $5)
+                     ORDER BY visible_at_ms, seq LIMIT $3 FOR UPDATE SKIP LOCKED)
+                 UPDATE {s}.eqs_messages m SET visible_at_ms = $4, dequeue_count = m.dequeue_count + 1
+                 FROM picked WHERE m.seq = picked.seq
+                 RETURNING m.seq, m.message_id, m.body, m.attributes::text, m.enqueued_at_ms, m.dequeue_count"
+            ),
+            ack: format!("DELETE FROM {s}.eqs_messages WHERE seq = $1 AND queue = $2 AND dequeue_count = $3"),
+            // Whether the queue exists, and the message's dequeue count if it is still there.
+            lease: format!(
+                "SELECT q.name, m.dequeue_count FROM {s}.eqs_queues q
+                 LEFT JOIN {s}.eqs_messages m ON m.queue = q.name AND m.seq = $1 WHERE q.name = $2"
+            ),
+            change_visibility: format!(
+                "UPDATE {s}.eqs_messages SET visible_at_ms = $4 WHERE seq = $1 AND queue = $2 AND dequeue_count = $3"
+            ),
+            purge: format!("DELETE FROM {s}.eqs_messages WHERE queue = $1"),
+            queue_exists: format!("SELECT 1 FROM {s}.eqs_queues WHERE name = $1"),
+            sweep: format!("DELETE FROM {s}.eqs_messages WHERE expires_at_ms <= $1"),
+        }
+    }
+}
+
+/// The schema, its tables and triggers, created if missing (an advisory lock keeps replicas
+/// starting together from racing on `CREATE … IF NOT EXISTS`).
+fn schema_sql(s: &str) -> String {
+    format!(
+        "BEGIN;
+         SELECT pg_advisory_xact_lock(hashtext('exoflow-schema-{s}'));
+         CREATE SCHEMA IF NOT EXISTS {s};
+         CREATE TABLE IF NOT EXISTS {s}.eqs_queues (
+             name TEXT COLLATE \"C\" PRIMARY KEY,
+             visibility_s INT NOT NULL,
+             retention_s INT NOT NULL,
+             delay_s INT NOT NULL,
+             max_receives INT NOT NULL,
+             dead_letter_queue TEXT NOT NULL,
+             created_at_ms BIGINT NOT NULL
+         );
+         -- An identity is never reused, so an old receipt can never match a new message.
+         CREATE TABLE IF NOT EXISTS {s}.eqs_messages (
+             seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+             queue TEXT COLLATE \"C\" NOT NULL REFERENCES {s}.eqs_queues (name) ON DELETE CASCADE,
+             message_id TEXT NOT NULL DEFAULT gen_random_uuid()::text,
+             body BYTEA NOT NULL,
+             attributes JSONB NOT NULL DEFAULT '{{}}',
+             enqueued_at_ms BIGINT NOT NULL DEFAULT (extract(epoch FROM clock_timestamp()) * 1000)::bigint,
+             visible_at_ms BIGINT,
+             expires_at_ms BIGINT,
+             dequeue_count INT NOT NULL DEFAULT 0
+         );
+         CREATE INDEX IF NOT EXISTS eqs_messages_by_visibility ON {s}.eqs_messages (queue, visible_at_ms, seq);
+         CREATE INDEX IF NOT EXISTS eqs_messages_by_expiry ON {s}.eqs_messages (expires_at_ms);
+         -- A native producer may insert just (queue, body): delay and retention come from the queue.
+         CREATE OR REPLACE FUNCTION {s}.eqs_fill() RETURNS trigger LANGUAGE plpgsql AS $$
+         DECLARE q RECORD;
+         BEGIN
+             IF NEW.visible_at_ms IS NULL OR NEW.expires_at_ms IS NULL THEN
+                 SELECT delay_s, retention_s INTO q FROM {s}.eqs_queues WHERE name = NEW.queue;
+                 NEW.visible_at_ms := COALESCE(NEW.visible_at_ms, NEW.enqueued_at_ms + 1000 * COALESCE(q.delay_s, 0));
+                 NEW.expires_at_ms := COALESCE(NEW.expires_at_ms, NEW.enqueued_at_ms + 1000 * COALESCE(q.retention_s, 345600)::bigint);
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE OR REPLACE TRIGGER eqs_fill BEFORE INSERT ON {s}.eqs_messages
+             FOR EACH ROW EXECUTE FUNCTION {s}.eqs_fill();
+         -- Wakes long polls (in every proxy) when messages arrive, whoever inserted them.
+         CREATE OR REPLACE FUNCTION {s}.eqs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             PERFORM pg_notify('{s}_eqs', queue) FROM (SELECT DISTINCT queue FROM arrived) a;
+             RETURN NULL;
+         END $$;
+         CREATE OR REPLACE TRIGGER eqs_notify AFTER INSERT ON {s}.eqs_messages
+             REFERENCING NEW TABLE AS arrived FOR EACH STATEMENT EXECUTE FUNCTION {s}.eqs_notify();
+         COMMIT;"
+    )
+}
+
+fn ms(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn options_from(row: &Row) -> pb::QueueOptions {
+    pb::QueueOptions {
+        visibility_timeout_seconds: Some(row.get::<_, i32>(0).max(0) as u32),
+        retention_seconds: row.get::<_, i32>(1).max(0) as u32,
+        delay_seconds: row.get::<_, i32>(2).max(0) as u32,
+        max_receives: row.get::<_, i32>(3).max(0) as u32,
+        dead_letter_queue: row.get(4),
+    }
+}
+
+/// Attributes as stored (a JSON object of strings); a foreign producer's other JSON values are
+/// delivered as their JSON text rather than dropped.
+fn decode_attributes(text: &str) -> ExoResult<HashMap<String, String>> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|err| ExoError::internal(format!("attributes in the store are not JSON: {err}")))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err(ExoError::internal("attributes in the store are not a JSON object"));
+    };
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect())
+}
+
+impl PostgresQueue {
+    /// Connects, creates the schema, its tables and triggers if missing, starts listening for
+    /// arrivals and the retention sweeper.
+    pub async fn connect(config: &PostgresQueueConfig) -> ExoResult<Self> {
+        let settings = &config.connection;
+        let db = Arc::new(Connections::open(settings).await?);
+        db.client()
+            .await?
+            .batch_execute(&schema_sql(&settings.schema))
+            .await
+            .map_err(|e| map_error("create schema", &e))?;
+        let arrivals = Arc::new(Arrivals::default());
+        let heard = arrivals.clone();
+        let listener = db.listen(format!("{}_eqs", settings.schema), move |queue| heard.announce(queue));
+        use Capability::*;
+        let mut capabilities: std::collections::BTreeSet<Capability> =
+            [LongPoll, Delay, Retention, DeadLetter, ChangeVisibility, Purge, StaleReceipts].into();
+        if db.durable().await? {
+            capabilities.insert(Durable);
+        }
+        let sql = Statements::new(&settings.schema);
+        let (sweep, weak) = (sql.sweep.clone(), Arc::downgrade(&db));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                let Some(db) = weak.upgrade() else { return };
+                if let Ok(client) = db.client().await
+                    && let Err(err) = client.execute(&sweep, &[&ms(now_ms())]).await
+                {
+                    tracing::warn!(error = %err, "sweeping expired PostgreSQL messages failed");
+                }
+            }
+        });
+        Ok(Self {
+            descriptor: Descriptor {
+                backend: "postgres",
+                capabilities: capabilities.into_iter().collect(),
+                limits: local_limits(config.max_message_bytes),
+            },
+            db,
+            arrivals,
+            listener,
+            sql,
+        })
+    }
+
+    async fn client(&self) -> ExoResult<Arc<tokio_postgres::Client>> {
+        self.db.client().await
+    }
+
+    async fn options(&self, name: &QueueName) -> ExoResult<(pb::QueueOptions, u64)> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(&self.sql.queue_options, &[&name.as_str()])
+            .await
+            .map_err(|e| map_error("get queue", &e))?
+            .ok_or_else(|| queue_not_found(name.as_str()))?;
+        Ok((options_from(&row), row.get::<_, i64>(5).max(0) as u64))
+    }
+
+    /// QUEUE_NOT_FOUND unless `name` exists.
+    async fn require_queue(&self, name: &QueueName) -> ExoResult<()> {
+        let found = self
+            .client()
+            .await?
+            .query_opt(&self.sql.queue_exists, &[&name.as_str()])
+            .await
+            .map_err(|e| map_error("get queue", &e))?;
+        found.map(|_| ()).ok_or_else(|| queue_not_found(name.as_str()))
+    }
+
+    /// Whether the message a receipt names is still there with that receipt's dequeue count:
+    /// `None` if it is gone; RECEIPT_STALE if it was received again; QUEUE_NOT_FOUND.
+    async fn lease(&self, name: &QueueName, receipt: &LocalReceipt) -> ExoResult<Option<()>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(&self.sql.lease, &[&(receipt.seq as i64), &name.as_str()])
+            .await
+            .map_err(|e| map_error("get message", &e))?
+            .ok_or_else(|| queue_not_found(name.as_str()))?;
+        match row.get::<_, Option<i32>>(1) {
+            None => Ok(None),
+            Some(count) if count.max(0) as u32 != receipt.lease => Err(stale_receipt(name)),
+            Some(_) => Ok(Some(())),
+        }
+    }
+
+    /// One receive attempt: dead-letters what is due, then picks and hides up to `max` messages.
+    async fn try_receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
+        let (options, _) = self.options(name).await?;
+        let client = self.client().await?;
+        let now = ms(now_ms());
+        if options.max_receives > 0 {
+            self.dead_letter(&client, name, &options, now).await?;
+        }
+        let visibility = params.visibility_seconds.unwrap_or(options.visibility_timeout_seconds.unwrap_or(0));
+        let hidden_until = now + i64::from(visibility) * 1000;
+        let rows = client
+            .query(
+                &self.sql.receive,
+                &[
+                    &name.as_str(),
+                    &now,
+                    &i64::from(params.max_messages),
+                    &hidden_until,
+                    &(options.max_receives as i32),
+                ],
+            )
+            .await
+            .map_err(|e| map_error("receive", &e))?;
+        let mut messages = Vec::with_capacity(rows.len());
+        for row in rows {
+            let seq: i64 = row.get(0);
+            let dequeue_count = row.get::<_, i32>(5).max(0) as u32;
+            messages.push((
+                seq,
+                pb::Message {
+                    message_id: row.get(1),
+                    receipt: LocalReceipt { queue: name.to_string(), seq: seq as u64, lease: dequeue_count }
+                        .encode(),
+                    body: row.get(2),
+                    attributes: decode_attributes(row.get(3))?,
+                    dequeue_count,
+                    enqueued_at_ms: row.get::<_, i64>(4).max(0) as u64,
+                },
+            ));
+        }
+        // RETURNING has no order: deliver in the order the messages were stored.
+        messages.sort_by_key(|(seq, _)| *seq);
+        Ok(messages.into_iter().map(|(_, m)| m).collect())
+    }
+
+    async fn dead_letter(
+        &self,
+        client: &tokio_postgres::Client,
+        name: &QueueName,
+        options: &pb::QueueOptions,
+        now: i64,
+    ) -> ExoResult<()> {
+        let target = &options.dead_letter_queue;
+        let retention: i64 = match client.query_opt(&self.sql.queue_options, &[target]).await {
+            Ok(Some(row)) => i64::from(row.get::<_, i32>(1)) * 1000,
+            // Deleted after this queue was created: keep the messages rather than lose them.
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(map_error("get dead-letter queue", &e)),
+        };
+        let moved = client
+            .execute(
+                &self.sql.dead_letter,
+                &[&name.as_str(), &now, &(options.max_receives as i32), target, &retention],
+            )
+            .await;
+        match moved {
+            Ok(_) => Ok(()),
+            // The dead-letter queue went away in between: nothing moved, nothing lost.
+            Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => Ok(()),
+            Err(e) => Err(map_error("dead-letter", &e)),
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for PostgresQueue {
+    fn descriptor(&self) -> &Descriptor {
+        &self.descriptor
+    }
+
+    async fn ready(&self) -> ExoResult<()> {
+        // Reaches the server and reads the schema's tables (a dropped schema is not ready).
+        let probe = async {
+            let client = self.client().await?;
+            client
+                .query_opt(&self.sql.queue_exists, &[&""])
+                .await
+                .map_err(|e| map_error("ready", &e))
+                .map(|_| ())
+        };
+        readiness(probe.await)
+    }
+
+    async fn create_queue(
+        &self,
+        name: &QueueName,
+        options: &pb::QueueOptions,
+    ) -> ExoResult<(bool, pb::QueueInfo)> {
+        if let Some(found) = existing_queue(self.queue_info(name).await, name, options)? {
+            return Ok(found);
+        }
+        if !options.dead_letter_queue.is_empty() {
+            let target = QueueName::parse("queue", &options.dead_letter_queue, "options.dead_letter_queue")?;
+            self.require_queue(&target).await.map_err(|_| dead_letter_missing(&options.dead_letter_queue))?;
+        }
+        let created_at_ms = now_ms();
+        let inserted = self
+            .client()
+            .await?
+            .execute(
+                &self.sql.create_queue,
+                &[
+                    &name.as_str(),
+                    &(options.visibility_timeout_seconds.unwrap_or(0) as i32),
+                    &(options.retention_seconds as i32),
+                    &(options.delay_seconds as i32),
+                    &(options.max_receives as i32),
+                    &options.dead_letter_queue,
+                    &ms(created_at_ms),
+                ],
+            )
+            .await
+            .map_err(|e| map_error("create queue", &e))?;
+        if inserted == 0 {
+            // Another proxy created it between the look and the insert: compare with theirs.
+            let (existing, _) = self.options(name).await?;
+            if existing != *options {
+                return Err(already_exists(name, &existing, options));
+            }
+            return Ok((false, self.queue_info(name).await?));
+        }
+        let info = pb::QueueInfo {
+            name: name.to_string(),
+            options: Some(options.clone()),
+            created_at_ms,
+            ..Default::default()
+        };
+        Ok((true, info))
+    }
+
+    async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
+        let deleted = self
+            .client()
+            .await?
+            .execute(&self.sql.delete_queue, &[&name.as_str()])
+            .await
+            .map_err(|e| map_error("delete queue", &e))?;
+        if deleted == 0 { Err(queue_not_found(name.as_str())) } else { Ok(()) }
+    }
+
+    async fn list_queues(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> ExoResult<Vec<String>> {
+        // Names are [a-z0-9-], so a prefix range needs no LIKE escaping: prefix <= name < prefix + '~'.
+        let upper = format!("{prefix}~");
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .client()
+            .await?
+            .query(&self.sql.list_queues, &[&prefix, &upper, &start_after.unwrap_or(""), &limit])
+            .await
+            .map_err(|e| map_error("list queues", &e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(&self.sql.queue_info, &[&name.as_str(), &ms(now_ms())])
+            .await
+            .map_err(|e| map_error("get queue", &e))?
+            .ok_or_else(|| queue_not_found(name.as_str()))?;
+        Ok(pb::QueueInfo {
+            name: name.to_string(),
+            options: Some(options_from(&row)),
+            created_at_ms: row.get::<_, i64>(5).max(0) as u64,
+            visible_messages: row.get::<_, i64>(6).max(0) as u64,
+            delayed_messages: row.get::<_, i64>(7).max(0) as u64,
+            in_flight_messages: row.get::<_, i64>(8).max(0) as u64,
+        })
+    }
+
+    async fn send(
+        &self,
+        name: &QueueName,
+        messages: Vec<pb::OutgoingMessage>,
+    ) -> ExoResult<Vec<ExoResult<String>>> {
+        let count = messages.len();
+        let mut ids = Vec::with_capacity(count);
+        let mut bodies = Vec::with_capacity(count);
+        let mut attributes = Vec::with_capacity(count);
+        let mut delays = Vec::with_capacity(count);
+        for message in messages {
+            ids.push(new_message_id());
+            attributes.push(
+                serde_json::to_string(&message.attributes)
+                    .map_err(|err| ExoError::internal(format!("cannot encode attributes: {err}")))?,
+            );
+            delays.push(message.delay_seconds.map(|d| d as i32).unwrap_or(-1));
+            bodies.push(message.body);
+        }
+        let inserted = self
+            .client()
+            .await?
+            .execute(&self.sql.send, &[&name.as_str(), &ms(now_ms()), &ids, &bodies, &attributes, &delays])
+            .await
+            .map_err(|e| map_error("send", &e))?;
+        if inserted == 0 {
+            return Err(queue_not_found(name.as_str()));
+        }
+        if inserted as usize != count {
+            return Err(ExoError::internal(format!("a send of {count} messages stored {inserted}")));
+        }
+        Ok(ids.into_iter().map(Ok).collect())
+    }
+
+    async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
+        self.arrivals.wait_for(name.as_str(), params.wait, || self.try_receive(name, params)).await
+    }
+
+    async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()> {
+        let receipt = LocalReceipt::decode(receipt, name)?;
+        let deleted = self
+            .client()
+            .await?
+            .execute(&self.sql.ack, &[&(receipt.seq as i64), &name.as_str(), &(receipt.lease as i32)])
+            .await
+            .map_err(|e| map_error("ack", &e))?;
+        if deleted == 1 {
+            return Ok(());
+        }
+        // Nothing deleted: gone already (fine), received again (stale) or no such queue.
+        self.lease(name, &receipt).await.map(|_| ())
+    }
+
+    async fn change_visibility(&self, name: &QueueName, receipt: &str, seconds: u32) -> ExoResult<()> {
+        let receipt = LocalReceipt::decode(receipt, name)?;
+        let visible_at = ms(now_ms()) + i64::from(seconds) * 1000;
+        let changed = self
+            .client()
+            .await?
+            .execute(
+                &self.sql.change_visibility,
+                &[&(receipt.seq as i64), &name.as_str(), &(receipt.lease as i32), &visible_at],
+            )
+            .await
+            .map_err(|e| map_error("change visibility", &e))?;
+        if changed == 0 {
+            // Gone or received again: either way this receipt no longer holds the message
+            // (the lookup tells a missing queue apart).
+            self.lease(name, &receipt).await?;
+            return Err(stale_receipt(name));
+        }
+        if seconds == 0 {
+            self.arrivals.announce(name.as_str());
+        }
+        Ok(())
+    }
+
+    async fn purge(&self, name: &QueueName) -> ExoResult<()> {
+        let client = self.client().await?;
+        client.execute(&self.sql.purge, &[&name.as_str()]).await.map_err(|e| map_error("purge", &e))?;
+        self.require_queue(name).await
+    }
+}

@@ -1,0 +1,278 @@
+//! What the ExoFlow PostgreSQL backends (ekv `postgres`, later eqs `postgres`) share:
+//!
+//! - [`PostgresSettings`]: the connection part of their `backend:` section (URL without the
+//!   password, the password as a secret reference, the schema that holds ExoFlow's tables);
+//! - [`Connections`]: a fixed set of connections used round-robin, each replaced by a new one
+//!   when the server drops it (a restart, `pg_terminate_backend`), so the proxy heals by itself;
+//! - [`map_error`]: any failure in the ExoFlow error vocabulary.
+//!
+//! Every statement the backends send is one atomic statement in autocommit, so a connection
+//! never holds a transaction open across calls and concurrent calls pipeline on it. A write is
+//! acknowledged once PostgreSQL has committed it, which is durable when the server runs with
+//! `fsync` and `synchronous_commit` on ([`Connections::durable`] reads both).
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
+use exo_proto::common::v1::ErrorReason;
+use exo_proxy_core::{ExoError, ExoResult, config::ConfigError, secret::SecretRef};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls, error::SqlState};
+
+/// The connection settings of a PostgreSQL backend.
+///
+/// ```yaml
+/// url: postgres://exo@db.internal:5432/app   # no password here
+/// password: env:PGPASSWORD                   # optional secret reference
+/// schema: shop_prod                          # ExoFlow's tables live here (created if missing)
+/// connections: 4
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PostgresSettings {
+    /// `postgres://user@host:port/database` (or the key=value form); TLS is not in this build,
+    /// so `sslmode` must be `disable` or `prefer` (loopback, a private network or a tunnel).
+    #[serde(default = "default_url")]
+    pub url: String,
+    /// The password, if the server wants one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretRef>,
+    /// The schema holding ExoFlow's tables: one per app or environment sharing a database.
+    #[serde(default = "default_schema")]
+    pub schema: String,
+    /// Connections kept open (calls pipeline on each).
+    #[serde(default = "default_connections")]
+    pub connections: usize,
+}
+
+fn default_url() -> String {
+    "postgres://postgres@127.0.0.1:5432/postgres".into()
+}
+
+fn default_schema() -> String {
+    "exoflow".into()
+}
+
+fn default_connections() -> usize {
+    4
+}
+
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        Self {
+            url: default_url(),
+            password: None,
+            schema: default_schema(),
+            connections: default_connections(),
+        }
+    }
+}
+
+impl PostgresSettings {
+    /// Checks the settings before anything connects.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.url
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| ConfigError::Invalid(format!("backend.url is not a PostgreSQL URL: {e}")))?;
+        let schema_ok = !self.schema.is_empty()
+            && self.schema.len() <= 63
+            && self.schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && self.schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !schema_ok {
+            return Err(ConfigError::Invalid(format!(
+                "backend.schema must be 1-63 of a-z, 0-9 and _, starting with a letter or _ (got {:?})",
+                self.schema
+            )));
+        }
+        if !(1..=64).contains(&self.connections) {
+            return Err(ConfigError::Invalid("backend.connections must be 1 ..= 64".into()));
+        }
+        Ok(())
+    }
+
+    fn config(&self) -> ExoResult<tokio_postgres::Config> {
+        let mut config: tokio_postgres::Config = self
+            .url
+            .parse()
+            .map_err(|e| ExoError::invalid_argument("backend.url", format!("not a PostgreSQL URL: {e}")))?;
+        if let Some(password) = &self.password {
+            let password = password.resolve().map_err(|e| ExoError::internal(e.to_string()))?;
+            config.password(password);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("exoflow");
+        }
+        Ok(config)
+    }
+}
+
+/// A fixed set of connections, used round-robin; a dropped one is replaced on its next use.
+pub struct Connections {
+    config: tokio_postgres::Config,
+    slots: Vec<Mutex<Option<Arc<Client>>>>,
+    next: AtomicUsize,
+}
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connections").field("slots", &self.slots.len()).finish_non_exhaustive()
+    }
+}
+
+impl Connections {
+    /// Opens the first connection now (so a wrong URL or password fails at start, clearly);
+    /// the others as they are first used.
+    pub async fn open(settings: &PostgresSettings) -> ExoResult<Self> {
+        let connections = Self {
+            config: settings.config()?,
+            slots: (0..settings.connections.max(1)).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+        };
+        connections.client().await?;
+        Ok(connections)
+    }
+
+    /// A live connection (a new one in place of one the server dropped).
+    pub async fn client(&self) -> ExoResult<Arc<Client>> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let mut slot = self.slots[index].lock().await;
+        if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(client.clone());
+        }
+        let (client, connection) = self.config.connect(NoTls).await.map_err(|e| map_error("connect", &e))?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::warn!(error = %err, "PostgreSQL connection closed");
+            }
+        });
+        let client = Arc::new(client);
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Calls `heard` with the payload of every notification on `channel` (`LISTEN`), on a
+    /// connection of its own that is re-opened whenever it drops, until the returned task is
+    /// aborted.
+    /// Notifications missed while reconnecting are not replayed: listeners must also poll.
+    pub fn listen(
+        &self,
+        channel: String,
+        heard: impl Fn(&str) + Send + Sync + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        use futures::StreamExt as _;
+        let config = self.config.clone();
+        tokio::spawn(async move {
+            loop {
+                match config.connect(NoTls).await {
+                    Ok((client, mut connection)) => {
+                        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                        let statement = format!("LISTEN \"{channel}\"");
+                        let listening = client.batch_execute(&statement);
+                        // The connection must be driven for LISTEN to complete: poll both.
+                        let mut listening = std::pin::pin!(listening);
+                        let mut subscribed = false;
+                        loop {
+                            tokio::select! {
+                                done = &mut listening, if !subscribed => {
+                                    if let Err(err) = done {
+                                        tracing::warn!(error = %err, "PostgreSQL LISTEN failed");
+                                        break;
+                                    }
+                                    subscribed = true;
+                                }
+                                message = messages.next() => match message {
+                                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => heard(n.payload()),
+                                    Some(Ok(_)) => {}
+                                    Some(Err(err)) => {
+                                        tracing::warn!(error = %err, "PostgreSQL notification connection lost");
+                                        break;
+                                    }
+                                    None => break,
+                                },
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot open the PostgreSQL notification connection")
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        })
+    }
+
+    /// Whether an acknowledged commit survives a server crash: `fsync` and `synchronous_commit`
+    /// both on (PostgreSQL's defaults; a server tuned for speed may turn them off).
+    pub async fn durable(&self) -> ExoResult<bool> {
+        let client = self.client().await?;
+        let setting = |name: &'static str| {
+            let client = client.clone();
+            async move {
+                let row = client
+                    .query_one(&format!("SHOW {name}"), &[])
+                    .await
+                    .map_err(|e| map_error("SHOW", &e))?;
+                Ok::<_, ExoError>(row.get::<_, String>(0))
+            }
+        };
+        let (fsync, commit) =
+            futures::future::try_join(setting("fsync"), setting("synchronous_commit")).await?;
+        Ok(fsync == "on" && commit != "off")
+    }
+}
+
+/// A PostgreSQL failure in the ExoFlow vocabulary: a lost or refused connection, a server
+/// shutting down, a serialization conflict or an out-of-resources state is retryable; a full
+/// disk is STORAGE_FULL; anything else is INTERNAL with the server's message.
+pub fn map_error(operation: &str, err: &tokio_postgres::Error) -> ExoError {
+    let Some(db) = err.as_db_error() else {
+        // No server answer: the connection is gone or was never made.
+        return ExoError::new(ErrorReason::BackendUnavailable, format!("PostgreSQL {operation}: {err}"))
+            .retryable();
+    };
+    let code = db.code();
+    let message = format!("PostgreSQL {operation}: {} ({})", db.message(), code.code());
+    if *code == SqlState::DISK_FULL {
+        ExoError::new(ErrorReason::StorageFull, message)
+    } else if *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::T_R_DEADLOCK_DETECTED
+        || *code == SqlState::ADMIN_SHUTDOWN
+        || *code == SqlState::CRASH_SHUTDOWN
+        || *code == SqlState::CANNOT_CONNECT_NOW
+        || *code == SqlState::TOO_MANY_CONNECTIONS
+        || code.code().starts_with("08")
+        || code.code().starts_with("53")
+    {
+        ExoError::new(ErrorReason::BackendUnavailable, message).retryable()
+    } else if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+        ExoError::new(ErrorReason::Unauthenticated, message)
+    } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+        ExoError::new(ErrorReason::PermissionDenied, message)
+    } else {
+        ExoError::internal(message)
+    }
+}
+
+/// The SQL state of a failure, if the server answered.
+pub fn sql_state(err: &tokio_postgres::Error) -> Option<&SqlState> {
+    err.code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_checked() {
+        let mut settings = PostgresSettings::default();
+        settings.validate().unwrap();
+        settings.schema = "Shop-Prod".into();
+        assert!(settings.validate().is_err());
+        settings.schema = "shop_prod".into();
+        settings.url = "mysql://nope".into();
+        assert!(settings.validate().is_err());
+    }
+}
