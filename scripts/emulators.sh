@@ -40,7 +40,7 @@ ensure_interop_tools() {
   if [[ -x "$interop_venv/bin/moto_server" && -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]]; then
     return 0
   fi
-  echo "installing moto, boto3 and the Azure SDKs into $interop_venv"
+  echo "installing moto and the native clients (boto3, Azure SDKs, psycopg) into $interop_venv"
   mkdir -p "$emulators_tools"
   python3 -m venv "$interop_venv"
   "$interop_venv/bin/python" -m pip install --quiet --disable-pip-version-check "${interop_requirements[@]}"

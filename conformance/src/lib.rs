@@ -173,15 +173,41 @@ pub fn expect_reason<T: std::fmt::Debug>(
     }
 }
 
-/// A [`Case`] from its name, needed capability, description and `async fn(ctx)` body.
+/// One area's cases, each written once: its doc comment (the description reports and
+/// `conformance list` show), its name and the capability it needs, and its body. Generates the
+/// functions and the area's `cases()` list, in the order written.
+///
+/// ```ignore
+/// crate::cases! {
+///     /// An acked message is never delivered again
+///     case "ack.removes", needs None;
+///     async fn ack_removes(ctx: Ctx) -> CaseOutcome { /* … */ Ok(()) }
+/// }
+/// ```
 #[macro_export]
-macro_rules! case {
-    ($name:literal, $needs:expr, $description:literal, $body:ident) => {
-        $crate::Case {
-            name: $name,
-            description: $description,
-            needs: $needs,
-            run: |ctx| Box::pin($body(ctx)),
+macro_rules! cases {
+    ($(
+        $(#[doc = $doc:literal])+
+        case $name:literal, needs $needs:expr;
+        $(#[$attr:meta])*
+        async fn $body:ident($ctx:ident: $ctx_type:ty) -> $outcome:ty $block:block
+    )+) => {
+        $(
+            $(#[doc = $doc])+
+            $(#[$attr])*
+            async fn $body($ctx: $ctx_type) -> $outcome $block
+        )+
+
+        /// This area's cases, in report order.
+        pub(super) fn cases() -> Vec<Case> {
+            vec![$(
+                $crate::Case {
+                    name: $name,
+                    description: concat!($($doc),+).trim_ascii(),
+                    needs: $needs,
+                    run: |ctx| Box::pin($body(ctx)),
+                },
+            )+]
         }
     };
 }

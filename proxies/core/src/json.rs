@@ -137,6 +137,13 @@ pub fn openapi_with_limits(document: &str, limits: &[(&str, serde_json::Value)])
     doc.to_string()
 }
 
+/// A create's answer: 201 Created when it made the resource, 200 OK when it was already there
+/// (with the same options); the response body either way.
+pub fn created<T: Serialize>(created: bool, body: T) -> Response {
+    let status = if created { http::StatusCode::CREATED } else { http::StatusCode::OK };
+    (status, Json(body)).into_response()
+}
+
 /// Serves a proxy's own OpenAPI document (`/api/v1/openapi.json`).
 pub fn openapi_document(document: String) -> Response {
     let mut response = document.into_response();

@@ -4,7 +4,7 @@
 use axum::{
     Router,
     extract::{Query, State, rejection::QueryRejection},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::{get, post},
 };
 use exo_proto::kv::v1 as pb;
@@ -74,8 +74,7 @@ async fn create_table(
     Json(req): Json<pb::CreateTableRequest>,
 ) -> ExoResult<Response> {
     let response = api.create_table(req).await?;
-    let status = if response.created { http::StatusCode::CREATED } else { http::StatusCode::OK };
-    Ok((status, Json(response)).into_response())
+    Ok(exo_proxy_core::json::created(response.created, response))
 }
 
 async fn delete_table(

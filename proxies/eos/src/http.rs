@@ -85,8 +85,7 @@ async fn create_bucket(
     Json(req): Json<pb::CreateBucketRequest>,
 ) -> ExoResult<Response> {
     let response = s.api.create_bucket(req).await?;
-    let status = if response.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(response)).into_response())
+    Ok(exo_proxy_core::json::created(response.created, response))
 }
 
 async fn delete_bucket(

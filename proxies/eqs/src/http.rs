@@ -4,7 +4,7 @@
 use axum::{
     Router,
     extract::{Query, State},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::{get, post},
 };
 use exo_proto::queue::v1 as pb;
@@ -103,8 +103,7 @@ async fn create_queue(
     Json(req): Json<pb::CreateQueueRequest>,
 ) -> ExoResult<Response> {
     let response = api.create_queue(req).await?;
-    let status = if response.created { http::StatusCode::CREATED } else { http::StatusCode::OK };
-    Ok((status, Json(response)).into_response())
+    Ok(exo_proxy_core::json::created(response.created, response))
 }
 
 async fn get_queue_info(
