@@ -252,7 +252,7 @@ async fn spawn_any_proxy(
         .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
         .args(args)
         .arg(data)
-        .env("RUST_LOG", "warn,eqs_proxy=info,eos_proxy=info,ekv_proxy=info")
+        .env("RUST_LOG", "warn,exo_proxy_core::cli=info")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .kill_on_drop(true)

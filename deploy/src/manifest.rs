@@ -99,13 +99,27 @@ pub enum ProviderKind {
     Azure,
     /// The embedded local backends (edge devices, development).
     Local,
+    /// A PostgreSQL database you run: queues and key-value tables (no objects).
+    Postgres,
+}
+
+impl ProviderKind {
+    /// The provider's name in the proxies' backend registries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Aws => "aws",
+            Self::Azure => "azure",
+            Self::Local => "local",
+            Self::Postgres => "postgres",
+        }
+    }
 }
 
 /// One provider.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Provider {
-    /// aws, azure or local.
+    /// aws, azure, local or postgres.
     pub kind: ProviderKind,
     /// AWS region.
     #[serde(default)]
@@ -116,6 +130,14 @@ pub struct Provider {
     /// Azure storage account.
     #[serde(default)]
     pub account: Option<String>,
+    /// PostgreSQL: `postgres://user@host:port/database`, without the password (that goes in
+    /// `auth.password` as a reference).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// PostgreSQL: the schema holding the app's queues and tables (default: the app's name,
+    /// with `-` as `_`).
+    #[serde(default)]
+    pub schema: Option<String>,
     /// Credential references (`env:NAME`, `env:encrypted:NAME`, `file:/path`), never values.
     #[serde(default)]
     pub auth: BTreeMap<String, String>,

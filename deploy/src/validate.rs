@@ -185,6 +185,16 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
                 "an azure provider needs a location and a storage account",
                 "add location: and account:",
             ),
+            ProviderKind::Postgres if p.url.as_deref().is_none_or(str::is_empty) => c.error(
+                &base,
+                "a postgres provider needs a url",
+                "add url: postgres://user@host:5432/database",
+            ),
+            ProviderKind::Postgres => {
+                if let Err(err) = crate::render::postgres_settings(m, p).validate() {
+                    c.error(&base, err.to_string(), "fix url: or schema:")
+                }
+            }
             _ => {}
         }
         if let Some(account) = &p.account
@@ -198,6 +208,13 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
             );
         }
         for (key, value) in &p.auth {
+            if p.kind == ProviderKind::Postgres && key != "password" {
+                c.error(
+                    &format!("{base}.auth.{key}"),
+                    format!("'{key}' is not a PostgreSQL credential the proxies read"),
+                    "use password (the user is in the url)",
+                );
+            }
             if p.kind == ProviderKind::Aws && !exo_aws::CREDENTIAL_KEYS.contains(&key.as_str()) {
                 c.error(
                     &format!("{base}.auth.{key}"),
@@ -236,6 +253,28 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
                     "add one of {} (Entra ID credentials are not read by the proxies yet)",
                     exo_azure::CREDENTIAL_KEYS.join(", ")
                 ),
+            );
+        }
+    }
+
+    // Every service the app uses needs a provider in the chain that offers it (the proxies'
+    // registries say which): otherwise its proxy would quietly fall back to local storage.
+    let chain: Vec<&crate::manifest::Provider> =
+        m.chain().iter().filter_map(|id| m.providers.get(id)).collect();
+    let local = chain.iter().any(|p| p.kind == ProviderKind::Local);
+    let services: [(&str, bool, &[exo_proxy_core::registry::Entry]); 3] = [
+        ("queues", !m.queues.is_empty(), eqs::config::BackendConfig::ENTRIES),
+        ("buckets", !m.buckets.is_empty(), eos::config::BackendConfig::ENTRIES),
+        ("tables", !m.tables.is_empty(), ekv::config::BackendConfig::ENTRIES),
+    ];
+    for (service, used, entries) in services {
+        let offered = |p: &&crate::manifest::Provider| entries.iter().any(|e| e.provider == p.kind.as_str());
+        if used && !local && !chain.is_empty() && !chain.iter().any(offered) {
+            let kinds: Vec<&str> = chain.iter().map(|p| p.kind.as_str()).collect();
+            c.error(
+                service,
+                format!("no provider in the failover chain ({}) offers {service}", kinds.join(", ")),
+                "add a provider that does (aws, azure or local) to the chain, or drop them",
             );
         }
     }

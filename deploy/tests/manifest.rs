@@ -544,3 +544,61 @@ fn the_committed_json_schema_is_current() {
         assert!(parsed["properties"].get(key).is_some(), "schema lacks {key}");
     }
 }
+
+/// A PostgreSQL you run as the primary of queues and tables, with AWS as the standby (and for
+/// the objects PostgreSQL does not offer).
+fn self_hosted(chain: &str) -> String {
+    example("shop.yaml")
+        .replace("    current: aws\n    failover-chain: [aws, azure]\n", &format!("    current: db\n    failover-chain: {chain}\n"))
+        .replace(
+            "providers:\n",
+            "providers:\n  db:\n    kind: postgres\n    url: postgres://shop@db.internal:5432/shop\n    auth:\n      password: file:/run/secrets/pg\n",
+        )
+}
+
+#[test]
+fn a_postgres_primary_chains_with_a_cloud_and_objects_go_to_the_cloud() {
+    use exo_proxy_core::{cli::ProxyConfig, config::parse_yaml};
+    let (m, _) = validate::check(&self_hosted("[db, aws]")).unwrap();
+    let sidecars = render::sidecars(&m, ProxyHost::Pod, &|name| format!("/data/{name}"));
+    let config = |name: &str| sidecars.iter().find(|s| s.name == name).unwrap().config.clone();
+
+    let eqs: eqs::config::EqsConfig = parse_yaml(&config("eqs"), "eqs").unwrap();
+    ProxyConfig::validate(&eqs).unwrap();
+    let eqs::config::BackendConfig::Failover(chain) = eqs.backend else { panic!("no queue chain") };
+    let kinds: Vec<&str> = chain.members.iter().map(|b| b.kind()).collect();
+    assert_eq!(kinds, ["postgres", "sqs"]);
+    let eqs::config::BackendConfig::Postgres(pg) = &chain.members[0] else { unreachable!() };
+    assert_eq!(pg.connection.url, "postgres://shop@db.internal:5432/shop");
+    assert_eq!(pg.connection.schema, "shop");
+    assert!(pg.connection.password.is_some(), "the password reference is carried");
+
+    let ekv: ekv::config::EkvConfig = parse_yaml(&config("ekv"), "ekv").unwrap();
+    ProxyConfig::validate(&ekv).unwrap();
+    let ekv::config::BackendConfig::Failover(chain) = ekv.backend else { panic!("no kv chain") };
+    assert_eq!(chain.members.iter().map(|b| b.kind()).collect::<Vec<_>>(), ["postgres", "dynamodb"]);
+
+    // PostgreSQL offers no objects: eos is the cloud's alone, not a chain with a hole.
+    let eos: eos::config::EosConfig = parse_yaml(&config("eos"), "eos").unwrap();
+    assert_eq!(eos.backend.kind(), "s3");
+}
+
+#[test]
+fn buckets_with_only_postgres_in_the_chain_are_refused_clearly() {
+    let problems = validate::check(&self_hosted("[db]")).unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.message.contains("no provider in the failover chain (postgres) offers buckets")),
+        "{problems:?}"
+    );
+    let no_url = self_hosted("[db, aws]").replace("    url: postgres://shop@db.internal:5432/shop\n", "");
+    let problems = validate::check(&no_url).unwrap_err();
+    assert!(problems.iter().any(|p| p.message.contains("a postgres provider needs a url")), "{problems:?}");
+    let wrong_key = self_hosted("[db, aws]").replace("      password: file:", "      token: file:");
+    let problems = validate::check(&wrong_key).unwrap_err();
+    assert!(
+        problems.iter().any(|p| p.message.contains("'token' is not a PostgreSQL credential")),
+        "{problems:?}"
+    );
+}

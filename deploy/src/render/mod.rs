@@ -91,7 +91,7 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
                 )
                 .unwrap_or_default(),
             }),
-            ProviderKind::Aws | ProviderKind::Azure => yaml(&EqsConfig {
+            ProviderKind::Aws | ProviderKind::Azure | ProviderKind::Postgres => yaml(&EqsConfig {
                 server: server(eqs::config::DEFAULT_PORT),
                 backend: queue_backend(m, task_role),
             }),
@@ -115,11 +115,17 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
                 .unwrap_or_default(),
                 presign: Default::default(),
             }),
-            ProviderKind::Aws | ProviderKind::Azure => yaml(&eos::config::EosConfig {
-                server: server(eos::config::DEFAULT_PORT),
-                backend: object_backend(m, task_role, format!("{}/eos-failover.db", data_dir("eos")).into()),
-                presign: Default::default(),
-            }),
+            ProviderKind::Aws | ProviderKind::Azure | ProviderKind::Postgres => {
+                yaml(&eos::config::EosConfig {
+                    server: server(eos::config::DEFAULT_PORT),
+                    backend: object_backend(
+                        m,
+                        task_role,
+                        format!("{}/eos-failover.db", data_dir("eos")).into(),
+                    ),
+                    presign: Default::default(),
+                })
+            }
         };
         out.push(Sidecar {
             name: "eos",
@@ -139,10 +145,12 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
                 )
                 .unwrap_or_default(),
             }),
-            ProviderKind::Aws | ProviderKind::Azure => yaml(&ekv::config::EkvConfig {
-                server: server(ekv::config::DEFAULT_PORT),
-                backend: kv_backend(m, task_role, format!("{}/ekv-failover.db", data_dir("ekv")).into()),
-            }),
+            ProviderKind::Aws | ProviderKind::Azure | ProviderKind::Postgres => {
+                yaml(&ekv::config::EkvConfig {
+                    server: server(ekv::config::DEFAULT_PORT),
+                    backend: kv_backend(m, task_role, format!("{}/ekv-failover.db", data_dir("ekv")).into()),
+                })
+            }
         };
         out.push(Sidecar {
             name: "ekv",
@@ -185,8 +193,10 @@ fn provider_backend<B: serde::de::DeserializeOwned>(
     let (provider, settings) = match p.kind {
         ProviderKind::Aws => ("aws", serde_json::to_value(aws_settings(m, Some(p), task_role))),
         ProviderKind::Azure => ("azure", serde_json::to_value(azure_settings(m, Some(p)))),
+        ProviderKind::Postgres => ("postgres", serde_json::to_value(postgres_settings(m, p))),
         ProviderKind::Local => return None,
     };
+    // A provider that does not offer this service (postgres has no objects) is not a member.
     let entry = entries.iter().find(|e| e.provider == provider)?;
     let mut section = settings.ok()?;
     section.as_object_mut()?.insert("kind".into(), entry.kind.into());
@@ -230,6 +240,20 @@ fn kv_backend(m: &Manifest, task_role: bool, journal: std::path::PathBuf) -> ekv
         })
     })
     .unwrap_or_default()
+}
+
+/// The PostgreSQL settings of provider `p`: its url, its password reference, and a schema of
+/// the app's own (its name with `-` as `_`, as PostgreSQL identifiers want) unless it names one.
+pub fn postgres_settings(m: &Manifest, p: &Provider) -> exo_postgres::PostgresSettings {
+    exo_postgres::PostgresSettings {
+        url: p.url.clone().unwrap_or_default(),
+        password: p
+            .auth
+            .get("password")
+            .and_then(|r| exo_proxy_core::secret::SecretRef::try_from(r.clone()).ok()),
+        schema: p.schema.clone().unwrap_or_else(|| m.name.replace('-', "_")),
+        ..Default::default()
+    }
 }
 
 /// The AWS settings of provider `p`: its region, its credential references, and the app's name

@@ -170,7 +170,8 @@ pub fn default_retryable(reason: ErrorReason) -> bool {
     )
 }
 
-/// The gRPC code each reason maps to (DESIGN.md §2).
+/// The gRPC code each reason maps to (as each group of reasons in `exo.common.v1.ErrorReason`
+/// states it).
 pub fn grpc_code(reason: ErrorReason) -> tonic::Code {
     use ErrorReason as R;
     use tonic::Code;
@@ -201,7 +202,8 @@ pub fn grpc_code(reason: ErrorReason) -> tonic::Code {
     }
 }
 
-/// The HTTP status each reason maps to (DESIGN.md §2).
+/// The HTTP status each reason maps to (as each group of reasons in `exo.common.v1.ErrorReason`
+/// states it).
 pub fn http_status(reason: ErrorReason) -> StatusCode {
     use ErrorReason as R;
     match reason {

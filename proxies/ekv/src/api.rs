@@ -53,7 +53,7 @@ impl KvApi {
         Ok(())
     }
 
-    /// Describe.
+    /// The backend's name, capabilities and limits.
     pub fn describe(&self) -> pb::DescribeResponse {
         {
             let d = self.descriptor();
@@ -65,32 +65,32 @@ impl KvApi {
         }
     }
 
-    /// CreateTable.
+    /// Validates the name and creates the table; `created` is false when it existed.
     pub async fn create_table(&self, req: pb::CreateTableRequest) -> ExoResult<pb::CreateTableResponse> {
         let table = self.table(&req.name, "name")?;
         Ok(pb::CreateTableResponse { created: self.backend.create_table(&table).await? })
     }
 
-    /// DeleteTable.
+    /// Deletes a table and every entry in it.
     pub async fn delete_table(&self, req: pb::DeleteTableRequest) -> ExoResult<pb::DeleteTableResponse> {
         let table = self.table(&req.name, "name")?;
         self.backend.delete_table(&table).await?;
         Ok(pb::DeleteTableResponse {})
     }
 
-    /// ListTables.
+    /// Every table name in lexical order.
     pub async fn list_tables(&self, _req: pb::ListTablesRequest) -> ExoResult<pb::ListTablesResponse> {
         Ok(pb::ListTablesResponse { names: self.backend.list_tables().await? })
     }
 
-    /// Get.
+    /// Reads one live entry (KEY_NOT_FOUND when absent or expired).
     pub async fn get(&self, req: pb::GetRequest) -> ExoResult<pb::GetResponse> {
         let table = self.table(&req.table, "table")?;
         self.key(&req.key, "key")?;
         Ok(pb::GetResponse { entry: Some(self.backend.get(&table, &req.key).await?) })
     }
 
-    /// Put.
+    /// Writes one entry after checking key, value, TTL and condition; returns the new version.
     pub async fn put(&self, req: pb::PutRequest) -> ExoResult<pb::PutResponse> {
         let table = self.table(&req.table, "table")?;
         self.key(&req.key, "key")?;
@@ -152,7 +152,7 @@ impl KvApi {
         Ok(Condition::VersionEquals(version))
     }
 
-    /// Delete.
+    /// Deletes one entry if its condition holds; `deleted` says whether it existed.
     pub async fn delete(&self, req: pb::DeleteRequest) -> ExoResult<pb::DeleteResponse> {
         let table = self.table(&req.table, "table")?;
         self.key(&req.key, "key")?;
@@ -205,7 +205,7 @@ impl KvApi {
         Ok(pb::ListResponse { entries, next_page_token })
     }
 
-    /// BatchGet.
+    /// Reads up to the batch limit of keys at once; absent keys are left out.
     pub async fn batch_get(&self, req: pb::BatchGetRequest) -> ExoResult<pb::BatchGetResponse> {
         let table = self.table(&req.table, "table")?;
         let max = self.descriptor().limits.max_batch_keys as usize;

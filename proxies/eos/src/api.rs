@@ -89,7 +89,7 @@ impl ObjectApi {
         Ok(etag)
     }
 
-    /// Describe.
+    /// The backend's name, capabilities and limits.
     pub fn describe(&self) -> pb::DescribeResponse {
         {
             let d = self.descriptor();
@@ -101,20 +101,20 @@ impl ObjectApi {
         }
     }
 
-    /// CreateBucket.
+    /// Validates the name and creates the bucket; `created` is false when it existed.
     pub async fn create_bucket(&self, req: pb::CreateBucketRequest) -> ExoResult<pb::CreateBucketResponse> {
         let bucket = self.bucket(&req.name, "name")?;
         Ok(pb::CreateBucketResponse { created: self.backend.create_bucket(&bucket).await? })
     }
 
-    /// DeleteBucket.
+    /// Deletes an empty bucket (NOT_EMPTY otherwise).
     pub async fn delete_bucket(&self, req: pb::DeleteBucketRequest) -> ExoResult<pb::DeleteBucketResponse> {
         let bucket = self.bucket(&req.name, "name")?;
         self.backend.delete_bucket(&bucket).await?;
         Ok(pb::DeleteBucketResponse {})
     }
 
-    /// ListBuckets.
+    /// Every bucket name in lexical order.
     pub async fn list_buckets(&self) -> ExoResult<pb::ListBucketsResponse> {
         Ok(pb::ListBucketsResponse { names: self.backend.list_buckets().await? })
     }
@@ -173,7 +173,7 @@ impl ObjectApi {
         Ok((bucket, header.key, meta))
     }
 
-    /// Get.
+    /// Reads an object's metadata and body stream, a range of it, or NOT_MODIFIED under a read condition.
     pub async fn get(&self, req: pb::GetRequest) -> ExoResult<Download> {
         let bucket = self.bucket(&req.bucket, "bucket")?;
         self.key(&req.key, "key")?;
@@ -206,14 +206,14 @@ impl ObjectApi {
         Ok(Download { header: pb::GetHeader { info: Some(info), offset, length }, body })
     }
 
-    /// Head.
+    /// An object's metadata without its body.
     pub async fn head(&self, req: pb::HeadRequest) -> ExoResult<pb::HeadResponse> {
         let bucket = self.bucket(&req.bucket, "bucket")?;
         self.key(&req.key, "key")?;
         Ok(pb::HeadResponse { info: Some(self.backend.head(&bucket, &req.key).await?) })
     }
 
-    /// Delete.
+    /// Deletes an object, if its ETag matches when `if_match` is given (deleting nothing is fine).
     pub async fn delete(&self, req: pb::DeleteRequest) -> ExoResult<pb::DeleteResponse> {
         let bucket = self.bucket(&req.bucket, "bucket")?;
         self.key(&req.key, "key")?;
@@ -258,7 +258,7 @@ impl ObjectApi {
         Ok(pb::DeleteBatchResponse { results })
     }
 
-    /// List.
+    /// Keys (and, with a delimiter, common prefixes) in key order, one page at a time.
     pub async fn list(&self, req: pb::ListRequest) -> ExoResult<pb::ListResponse> {
         let bucket = self.bucket(&req.bucket, "bucket")?;
         let limits = self.descriptor().limits;
@@ -289,7 +289,7 @@ impl ObjectApi {
         })
     }
 
-    /// Copy.
+    /// Copies an object server-side under its write condition.
     pub async fn copy(&self, req: pb::CopyRequest) -> ExoResult<pb::CopyResponse> {
         self.descriptor().require(Capability::Copy, "server-side copy")?;
         let source_bucket = self.bucket(&req.source_bucket, "source_bucket")?;
@@ -301,7 +301,7 @@ impl ObjectApi {
         Ok(pb::CopyResponse { info: Some(info) })
     }
 
-    /// Presign.
+    /// A URL that lets its holder read or write one object until it expires.
     pub async fn presign(&self, req: pb::PresignRequest) -> ExoResult<pb::PresignResponse> {
         self.descriptor().require(Capability::Presign, "presigned URLs")?;
         let bucket = self.bucket(&req.bucket, "bucket")?;

@@ -52,7 +52,7 @@ impl QueueApi {
         err.with_backend(self.descriptor().backend)
     }
 
-    /// Describe.
+    /// The backend's name, capabilities and limits.
     pub fn describe(&self) -> pb::DescribeResponse {
         {
             let d = self.descriptor();
@@ -64,7 +64,7 @@ impl QueueApi {
         }
     }
 
-    /// CreateQueue.
+    /// Validates the name and options (filling defaults) and creates the queue; `created` is false when it existed with the same options.
     pub async fn create_queue(&self, req: pb::CreateQueueRequest) -> ExoResult<pb::CreateQueueResponse> {
         let name = QueueName::parse("queue", &req.name, "name").map_err(|e| self.stamp(e))?;
         let options = normalize_options(self.descriptor(), &name, req.options.unwrap_or_default())
@@ -73,7 +73,7 @@ impl QueueApi {
         Ok(pb::CreateQueueResponse { created, info: Some(info) })
     }
 
-    /// DeleteQueue.
+    /// Deletes a queue and its messages (QUEUE_NOT_FOUND if absent).
     pub async fn delete_queue(&self, req: pb::DeleteQueueRequest) -> ExoResult<pb::DeleteQueueResponse> {
         let name = QueueName::parse("queue", &req.name, "name").map_err(|e| self.stamp(e))?;
         self.backend.delete_queue(&name).await?;
@@ -117,13 +117,13 @@ impl QueueApi {
         Ok(pb::ListQueuesResponse { names, next_page_token })
     }
 
-    /// GetQueueInfo.
+    /// The queue's options and approximate message counts.
     pub async fn get_queue_info(&self, req: pb::GetQueueInfoRequest) -> ExoResult<pb::GetQueueInfoResponse> {
         let name = QueueName::parse("queue", &req.name, "name").map_err(|e| self.stamp(e))?;
         Ok(pb::GetQueueInfoResponse { info: Some(self.backend.queue_info(&name).await?) })
     }
 
-    /// Send.
+    /// Sends one message after checking its size, attributes and delay against the limits.
     pub async fn send(&self, req: pb::SendRequest) -> ExoResult<pb::SendResponse> {
         let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
         let message = req
@@ -193,7 +193,7 @@ impl QueueApi {
         Ok(pb::SendBatchResponse { results })
     }
 
-    /// Receive.
+    /// Receives up to `max_messages`, waiting up to `wait_seconds` for a first one.
     pub async fn receive(&self, req: pb::ReceiveRequest) -> ExoResult<pb::ReceiveResponse> {
         let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
         let params = receive_params(self.descriptor(), &req).map_err(|e| self.stamp(e))?;
@@ -201,7 +201,7 @@ impl QueueApi {
         Ok(pb::ReceiveResponse { messages })
     }
 
-    /// Ack.
+    /// Deletes a received message by its receipt (already gone is fine; superseded is RECEIPT_STALE).
     pub async fn ack(&self, req: pb::AckRequest) -> ExoResult<pb::AckResponse> {
         let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
         require_receipt(&req.receipt).map_err(|e| self.stamp(e))?;
@@ -209,7 +209,7 @@ impl QueueApi {
         Ok(pb::AckResponse {})
     }
 
-    /// ChangeVisibility.
+    /// Sets how long a received message stays hidden, from now.
     pub async fn change_visibility(
         &self,
         req: pb::ChangeVisibilityRequest,
@@ -232,7 +232,7 @@ impl QueueApi {
         Ok(pb::ChangeVisibilityResponse {})
     }
 
-    /// Purge.
+    /// Deletes every message of a queue (PURGE capability).
     pub async fn purge(&self, req: pb::PurgeRequest) -> ExoResult<pb::PurgeResponse> {
         let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
         self.descriptor().require(Capability::Purge, "purge")?;

@@ -1,5 +1,5 @@
 //! `azure-queue`: Azure Storage Queue through the `azure_storage_queues` crate, with the proxy
-//! supplying what the service lacks (DESIGN.md §3).
+//! supplying what the service lacks (the eqs README, "Azure Storage Queue").
 //!
 //! - **Messages** are one text per message: `exo1.` + base64url(body), then `.a` + base64url(name),
 //!   `=`, base64url(value) per attribute, and `.i` + the original message id when the message
