@@ -153,6 +153,37 @@ impl Connections {
         Ok(client)
     }
 
+    /// Runs the statements of `sql` (a schema's `CREATE … IF NOT EXISTS`, in one transaction) on
+    /// one connection.
+    pub async fn create_schema(&self, sql: &str) -> ExoResult<()> {
+        self.client().await?.batch_execute(sql).await.map_err(|e| map_error("create schema", &e))
+    }
+
+    /// Readiness: `probe` (a cheap query on the backend's own tables, with no parameters but an
+    /// empty text) answers, so a reachable server whose schema was dropped is not ready.
+    pub async fn probe(&self, probe: &str) -> ExoResult<()> {
+        let client = self.client().await?;
+        client.query_opt(probe, &[&""]).await.map(|_| ()).map_err(|e| map_error("ready", &e))
+    }
+
+    /// Runs `statement` with the time in ms since the epoch as `$1` every `every`, until these
+    /// connections are dropped (a retention or expiry sweep; failures are logged and retried).
+    pub fn sweep_every(self: &Arc<Self>, every: std::time::Duration, statement: String) {
+        let connections = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(connections) = connections.upgrade() else { return };
+                let now = i64::try_from(exo_proxy_core::now_ms()).unwrap_or(i64::MAX);
+                if let Ok(client) = connections.client().await
+                    && let Err(err) = client.execute(&statement, &[&now]).await
+                {
+                    tracing::warn!(error = %err, "a PostgreSQL sweep failed");
+                }
+            }
+        });
+    }
+
     /// Calls `heard` with the payload of every notification on `channel` (`LISTEN`), on a
     /// connection of its own that is re-opened whenever it drops, until the returned task is
     /// aborted.

@@ -197,11 +197,7 @@ impl PostgresKv {
     /// Connects, creates the schema and its tables if missing, and starts the expiry sweeper.
     pub async fn connect(settings: &PostgresSettings) -> ExoResult<Self> {
         let db = Arc::new(Connections::open(settings).await?);
-        db.client()
-            .await?
-            .batch_execute(&schema_sql(&settings.schema))
-            .await
-            .map_err(|e| map_error("create schema", &e))?;
+        db.create_schema(&schema_sql(&settings.schema)).await?;
         let kv = Self {
             descriptor: Descriptor {
                 backend: "postgres",
@@ -211,19 +207,7 @@ impl PostgresKv {
             sql: Statements::new(&settings.schema),
             db: db.clone(),
         };
-        let sweep = kv.sql.sweep.clone();
-        let weak = Arc::downgrade(&db);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(SWEEP_EVERY).await;
-                let Some(db) = weak.upgrade() else { return };
-                if let Ok(client) = db.client().await
-                    && let Err(err) = client.execute(&sweep, &[&ms(now_ms())]).await
-                {
-                    tracing::warn!(error = %err, "sweeping expired PostgreSQL entries failed");
-                }
-            }
-        });
+        db.sweep_every(SWEEP_EVERY, kv.sql.sweep.clone());
         Ok(kv)
     }
 
@@ -288,16 +272,7 @@ impl KeyValue for PostgresKv {
     }
 
     async fn ready(&self) -> ExoResult<()> {
-        // Reaches the server and reads the schema's tables (a dropped schema is not ready).
-        let probe = async {
-            let client = self.client().await?;
-            client
-                .query_opt(&self.sql.table_exists, &[&""])
-                .await
-                .map_err(|e| map_error("ready", &e))
-                .map(|_| ())
-        };
-        readiness(probe.await)
+        readiness(self.db.probe(&self.sql.table_exists).await)
     }
 
     async fn create_table(&self, table: &TableName) -> ExoResult<bool> {

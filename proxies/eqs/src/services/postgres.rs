@@ -296,11 +296,7 @@ impl PostgresQueue {
     pub async fn connect(config: &PostgresQueueConfig) -> ExoResult<Self> {
         let settings = &config.connection;
         let db = Arc::new(Connections::open(settings).await?);
-        db.client()
-            .await?
-            .batch_execute(&schema_sql(&settings.schema))
-            .await
-            .map_err(|e| map_error("create schema", &e))?;
+        db.create_schema(&schema_sql(&settings.schema)).await?;
         let arrivals = Arc::new(Arrivals::default());
         let heard = arrivals.clone();
         let listener = db.listen(format!("{}_eqs", settings.schema), move |queue| heard.announce(queue));
@@ -311,18 +307,7 @@ impl PostgresQueue {
             capabilities.insert(Durable);
         }
         let sql = Statements::new(&settings.schema);
-        let (sweep, weak) = (sql.sweep.clone(), Arc::downgrade(&db));
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-                let Some(db) = weak.upgrade() else { return };
-                if let Ok(client) = db.client().await
-                    && let Err(err) = client.execute(&sweep, &[&ms(now_ms())]).await
-                {
-                    tracing::warn!(error = %err, "sweeping expired PostgreSQL messages failed");
-                }
-            }
-        });
+        db.sweep_every(std::time::Duration::from_secs(60), sql.sweep.clone());
         Ok(Self {
             descriptor: Descriptor {
                 backend: "postgres",
@@ -460,16 +445,7 @@ impl Queue for PostgresQueue {
     }
 
     async fn ready(&self) -> ExoResult<()> {
-        // Reaches the server and reads the schema's tables (a dropped schema is not ready).
-        let probe = async {
-            let client = self.client().await?;
-            client
-                .query_opt(&self.sql.queue_exists, &[&""])
-                .await
-                .map_err(|e| map_error("ready", &e))
-                .map(|_| ())
-        };
-        readiness(probe.await)
+        readiness(self.db.probe(&self.sql.queue_exists).await)
     }
 
     async fn create_queue(
