@@ -9,6 +9,8 @@ pub mod embedded;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::{sync::Arc, time::Duration};
 
@@ -25,6 +27,8 @@ exo_proxy_core::backends! {
         "azure-table" in "azure" => AzureTable(azure_table::AzureTableKv): "Azure Table storage: account, endpoint, credentials.",
         #[cfg(feature = "postgres")]
         "postgres" in "postgres" => Postgres(postgres::PostgresKv): "PostgreSQL: two tables in a schema of your database.",
+        #[cfg(feature = "redis")]
+        "redis" in "redis" => Redis(redis::RedisKv): "Redis: hashes and sorted-set indexes under a namespace (key prefix).",
     }
     chain "failover" => Failover(crate::layers::FailoverKv): "An ordered chain of backends: writes to the first that answers, reads fall through.";
 }

@@ -1,0 +1,93 @@
+"""ekv `redis` against a real Redis, as a native client sees it: what ekv writes redis-py reads
+from the documented layout under the namespace, an entry redis-py writes in that layout is served
+by ekv, nothing lands outside the namespace, and ekv reconnects by itself after CLIENT KILL without
+losing an acknowledged write.
+
+    redis_interop.py --ekv URL --redis redis://127.0.0.1:6379/0 --namespace NS
+"""
+
+import argparse
+import base64
+import time
+import urllib.parse
+
+import redis
+
+from common import b64, call, check, finish
+
+RUN = f"{int(time.time())}"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ekv", required=True)
+    parser.add_argument("--redis", required=True)
+    parser.add_argument("--namespace", required=True)
+    args = parser.parse_args()
+    ekv, ns = args.ekv, args.namespace
+    r = redis.Redis.from_url(args.redis)
+    print("Redis <-> ekv")
+    before = set(r.scan_iter(match="*", count=1000))
+
+    table = f"interop-{RUN}"
+    call("POST", f"{ekv}/api/v1/tables", {"name": table})
+    value = b"\x00\x01binary \xff"
+    key = "user/42#prefs?"
+    quoted = urllib.parse.quote(key, safe="")
+    put = call("PUT", f"{ekv}/api/v1/tables/{table}/entries/{quoted}", {"value": b64(value)})
+    entry = r.hgetall(f"{ns}:e:{table}:{key}")
+    check(entry.get(b"v") == value, "an entry written through ekv is read by redis-py byte-exact")
+    check(entry.get(b"ver", b"").decode() == put.get("version") and entry.get(b"exp") == b"0",
+          "with the version ekv reported and exp 0 (never)")
+    check(r.zscore(f"{ns}:i:{table}", key) == 0 and r.zscore(f"{ns}:tables", table) == 0,
+          "the key is in the table's index and the table in the namespace's table set")
+
+    call("PUT", f"{ekv}/api/v1/tables/{table}/entries/short", {"value": b64(b"x"), "ttlSeconds": 30})
+    ttl_ms = r.pttl(f"{ns}:e:{table}:short")
+    check(0 < ttl_ms <= 30_000, f"a TTL is Redis's own expiry on the entry ({ttl_ms} ms left)")
+
+    r.hset(f"{ns}:e:{table}:native", mapping={"v": b"from redis-py", "ver": "py-1", "exp": "0"})
+    r.zadd(f"{ns}:i:{table}", {"native": 0})
+    got = call("GET", f"{ekv}/api/v1/tables/{table}/entries/native").get("entry", {})
+    check(base64.b64decode(got.get("value", "")) == b"from redis-py" and got.get("version") == "py-1",
+          "an entry written by redis-py in the documented layout is served by ekv")
+    r.hset(f"{ns}:e:{table}:native", mapping={"v": b"updated by redis-py", "ver": "py-2"})
+    try:
+        call("PUT", f"{ekv}/api/v1/tables/{table}/entries/native",
+             {"value": b64(b"stale"), "condition": {"versionEquals": "py-1"}})
+        check(False, "a compare-and-set at the version before a native update fails")
+    except RuntimeError as err:
+        check(": 412 " in str(err) and "CONDITION_FAILED" in str(err),
+              "a compare-and-set at the version before a native update fails (412 CONDITION_FAILED)")
+
+    outside = [k for k in set(r.scan_iter(match="*", count=1000)) - before if not k.startswith(f"{ns}:".encode())]
+    check(not outside, f"every key ekv wrote is inside its namespace ({outside[:3]})")
+
+    # The server drops ekv's connection: the next calls reconnect, the acknowledged entry is there.
+    # ekv's connection is the one whose last commands are its scripts (or the commands around them).
+    killed = 0
+    for client in r.client_list():
+        ours = client.get("cmd", "").startswith("eval") or client.get("cmd") in ("zadd", "zrange", "ping")
+        if ours and client["id"] != str(r.client_id()):
+            killed += r.client_kill_filter(_id=client["id"]) or 0
+    check(killed >= 1, f"CLIENT KILL dropped ekv's connection ({killed})")
+    served, failures = None, []
+    for _ in range(20):
+        try:
+            served = call("GET", f"{ekv}/api/v1/tables/{table}/entries/{quoted}").get("entry", {})
+            break
+        except RuntimeError as err:
+            failures.append(str(err))
+            time.sleep(0.1)
+    check(served is not None and base64.b64decode(served.get("value", "")) == value,
+          "after CLIENT KILL ekv reconnects and serves the acknowledged entry")
+    check(all(": 503 " in f and "BACKEND_UNAVAILABLE" in f for f in failures),
+          f"calls in between failed retryable (503 BACKEND_UNAVAILABLE), if at all ({len(failures)})")
+    call("DELETE", f"{ekv}/api/v1/tables/{table}")
+    left = list(r.scan_iter(match=f"{ns}:*{table}*", count=1000))
+    check(not left, f"deleting the table through ekv deletes its keys ({left[:3]})")
+    finish()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,491 @@
+//! `redis`: key-value tables in Redis under a **namespace** (a key prefix), so several apps share
+//! one Redis.
+//!
+//! Layout (`<ns>` is the namespace): `<ns>:tables` is a sorted set of table names (score 0, so
+//! lexical order); each entry is a hash `<ns>:e:<table>:<key>` with fields `v` (the value), `ver`
+//! (its version) and `exp` (expiry in ms since the epoch, `0` for never), expired natively by
+//! Redis (`PEXPIREAT`); `<ns>:i:<table>` is a sorted set of the table's keys (score 0: ordered
+//! by bytes), the index prefix listing pages through (`ZRANGEBYLEX`; SCAN is unordered). Every
+//! call is one Lua script, so a condition and the write it guards are atomic. An entry whose
+//! expiry has passed by the proxy's clock is treated as absent even before Redis removes it.
+//!
+//! Durability is the server's: a Redis without AOF (`appendonly no`) keeps acknowledged writes
+//! only in memory and loses them on a restart. The proxy reads `CONFIG GET appendonly` at start
+//! and warns when it is off.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use exo_proto::{common::v1::ErrorReason, kv::v1 as pb};
+use exo_proxy_core::{ExoError, ExoResult, config::ConfigError, now_ms, readiness, secret::SecretRef};
+use redis::{Script, Value, aio::ConnectionManager};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    backend::KeyValue,
+    model::{
+        Capability, Condition, Descriptor, TableName, key_not_found, new_version, portable_limits,
+        table_not_found,
+    },
+};
+
+/// The settings of a `redis` backend.
+///
+/// ```yaml
+/// url: redis://cache.internal:6379/0   # no password here
+/// password: env:REDIS_PASSWORD          # optional secret reference
+/// namespace: shop-prod                  # every key this proxy writes starts with `shop-prod:`
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RedisConfig {
+    /// `redis://host:port/db`.
+    #[serde(default = "default_url")]
+    pub url: String,
+    /// The password, if the server wants one (ACL user: put it in the URL as `redis://user@…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretRef>,
+    /// The prefix of every key: one per app or environment sharing the server.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+}
+
+fn default_url() -> String {
+    "redis://127.0.0.1:6379/0".into()
+}
+
+fn default_namespace() -> String {
+    "exoflow".into()
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self { url: default_url(), password: None, namespace: default_namespace() }
+    }
+}
+
+impl exo_proxy_core::registry::Backend for RedisKv {
+    type Opened = Arc<dyn KeyValue>;
+    type Context = crate::services::OpenContext;
+    type Config = RedisConfig;
+
+    fn settings(_data: Option<std::path::PathBuf>) -> RedisConfig {
+        RedisConfig::default()
+    }
+
+    fn validate(config: &RedisConfig) -> Result<(), ConfigError> {
+        redis::Client::open(config.url.as_str())
+            .map_err(|e| ConfigError::Invalid(format!("backend.url is not a Redis URL: {e}")))?;
+        let ok = !config.namespace.is_empty()
+            && config.namespace.len() <= 64
+            && config.namespace.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !ok {
+            return Err(ConfigError::Invalid(format!(
+                "backend.namespace must be 1-64 of a-z, A-Z, 0-9, '-', '_' and '.' (got {:?})",
+                config.namespace
+            )));
+        }
+        Ok(())
+    }
+
+    fn open<'a>(
+        config: &'a RedisConfig,
+        _context: &'a Self::Context,
+    ) -> exo_proxy_core::registry::BoxFuture<'a, ExoResult<Self::Opened>> {
+        Box::pin(async move {
+            let kv: Self::Opened = Arc::new(RedisKv::connect(config).await?);
+            Ok(kv)
+        })
+    }
+}
+
+/// A Redis failure in the ExoFlow vocabulary: a lost or refused connection, a timeout or a
+/// server busy loading is retryable; anything else is INTERNAL with the server's message.
+fn map_error(operation: &str, err: &redis::RedisError) -> ExoError {
+    let message = format!("Redis {operation}: {err}");
+    if err.is_io_error()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || err.is_timeout()
+        || matches!(err.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading))
+    {
+        ExoError::new(ErrorReason::BackendUnavailable, message).retryable()
+    } else if matches!(err.kind(), redis::ErrorKind::AuthenticationFailed) {
+        ExoError::new(ErrorReason::Unauthenticated, message)
+    } else {
+        ExoError::internal(message)
+    }
+}
+
+// Script answers: a status string first ("ok", "table" for a missing table, "cond" followed by
+// the current version or "" when absent), then data.
+const LIVE: &str = "
+local function live(key, now)
+  local e = redis.call('HMGET', key, 'v', 'ver', 'exp')
+  if not e[2] then return nil end
+  local exp = tonumber(e[3] or '0') or 0
+  if exp > 0 and exp <= now then return nil end
+  return e
+end
+";
+
+const PUT: &str = "
+-- KEYS: tables, entry, index. ARGV: table, key, value, version, exp, cond, want, now
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {'table'} end
+local cur = live(KEYS[2], tonumber(ARGV[8]))
+local have = cur and cur[2] or ''
+if ARGV[6] == 'absent' and cur then return {'cond', have} end
+if ARGV[6] == 'version' and (not cur or have ~= ARGV[7]) then return {'cond', have} end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], 'v', ARGV[3], 'ver', ARGV[4], 'exp', ARGV[5])
+if tonumber(ARGV[5]) > 0 then redis.call('PEXPIREAT', KEYS[2], ARGV[5]) end
+redis.call('ZADD', KEYS[3], 0, ARGV[2])
+return {'ok'}
+";
+
+const DELETE: &str = "
+-- KEYS: tables, entry, index. ARGV: table, key, cond, want, now
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {'table'} end
+local cur = live(KEYS[2], tonumber(ARGV[5]))
+local have = cur and cur[2] or ''
+if ARGV[3] == 'absent' and cur then return {'cond', have} end
+if ARGV[3] == 'version' and (not cur or have ~= ARGV[4]) then return {'cond', have} end
+if ARGV[3] == 'absent' then return {'ok', 0} end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[2])
+if cur then return {'ok', 1} end
+return {'ok', 0}
+";
+
+const GET: &str = "
+-- KEYS: tables. ARGV: table, entry prefix, now, keys...
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {'table'} end
+local out = {'ok'}
+for i = 4, #ARGV do
+  local e = live(ARGV[2] .. ARGV[i], tonumber(ARGV[3]))
+  if e then
+    table.insert(out, ARGV[i]); table.insert(out, e[1]); table.insert(out, e[2]); table.insert(out, e[3] or '0')
+  end
+end
+return out
+";
+
+const LIST: &str = "
+-- KEYS: tables, index. ARGV: table, entry prefix, now, min, max, limit, keys_only
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {'table'} end
+local out, found, min, limit = {'ok'}, 0, ARGV[4], tonumber(ARGV[6])
+while found < limit do
+  local keys = redis.call('ZRANGEBYLEX', KEYS[2], min, ARGV[5], 'LIMIT', 0, limit)
+  for _, k in ipairs(keys) do
+    local e = live(ARGV[2] .. k, tonumber(ARGV[3]))
+    if e then
+      table.insert(out, k)
+      if ARGV[7] == '1' then table.insert(out, '') else table.insert(out, e[1]) end
+      table.insert(out, e[2]); table.insert(out, e[3] or '0')
+      found = found + 1
+      if found == limit then break end
+    elseif redis.call('EXISTS', ARGV[2] .. k) == 0 then
+      redis.call('ZREM', KEYS[2], k) -- expired and removed by Redis: drop it from the index
+    end
+  end
+  if #keys < limit then break end
+  min = '(' .. keys[#keys]
+end
+return out
+";
+
+const DELETE_TABLE: &str = "
+-- KEYS: tables, index. ARGV: table, entry prefix
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return {'table'} end
+for _, k in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do redis.call('DEL', ARGV[2] .. k) end
+redis.call('DEL', KEYS[2])
+return {'ok'}
+";
+
+/// Key-value tables in Redis under one namespace.
+pub struct RedisKv {
+    descriptor: Descriptor,
+    connection: ConnectionManager,
+    namespace: String,
+    put: Script,
+    delete: Script,
+    get: Script,
+    list: Script,
+    delete_table: Script,
+}
+
+impl std::fmt::Debug for RedisKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisKv").field("namespace", &self.namespace).finish_non_exhaustive()
+    }
+}
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{LIVE}{body}"))
+}
+
+/// The status and data of a script's answer.
+fn answer(value: Value) -> ExoResult<(String, Vec<Vec<u8>>)> {
+    let Value::Array(items) = value else {
+        return Err(ExoError::internal(format!("unexpected Redis script answer: {value:?}")));
+    };
+    let mut bytes = items.into_iter().map(|item| match item {
+        Value::BulkString(b) => b,
+        Value::SimpleString(s) => s.into_bytes(),
+        Value::Int(i) => i.to_string().into_bytes(),
+        _ => Vec::new(),
+    });
+    let status = String::from_utf8_lossy(&bytes.next().unwrap_or_default()).into_owned();
+    Ok((status, bytes.collect()))
+}
+
+fn entries(data: Vec<Vec<u8>>) -> Vec<pb::Entry> {
+    data.chunks_exact(4)
+        .map(|e| pb::Entry {
+            key: String::from_utf8_lossy(&e[0]).into_owned(),
+            value: e[1].clone(),
+            version: String::from_utf8_lossy(&e[2]).into_owned(),
+            expires_at_ms: String::from_utf8_lossy(&e[3]).parse().unwrap_or(0),
+        })
+        .collect()
+}
+
+fn condition_args(condition: &Condition) -> (&'static str, &str) {
+    match condition {
+        Condition::None => ("none", ""),
+        Condition::MustNotExist => ("absent", ""),
+        Condition::VersionEquals(want) => ("version", want.as_str()),
+    }
+}
+
+impl RedisKv {
+    /// Connects (a connection manager that reconnects by itself) and checks the server answers.
+    pub async fn connect(config: &RedisConfig) -> ExoResult<Self> {
+        let mut info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
+            .map_err(|e| ExoError::invalid_argument("backend.url", format!("not a Redis URL: {e}")))?;
+        if let Some(password) = &config.password {
+            let password = password.resolve().map_err(|e| ExoError::internal(e.to_string()))?;
+            let password = String::from_utf8(password)
+                .map_err(|_| ExoError::invalid_argument("backend.password", "the password is not UTF-8"))?;
+            let settings = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(settings);
+        }
+        let client = redis::Client::open(info).map_err(|e| map_error("connect", &e))?;
+        let mut connection = ConnectionManager::new(client).await.map_err(|e| map_error("connect", &e))?;
+        let appendonly: redis::RedisResult<Vec<String>> =
+            redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(&mut connection).await;
+        match appendonly.as_deref() {
+            Ok([_, value]) if value == "yes" => {}
+            Ok(_) => tracing::warn!(
+                "Redis runs without AOF (appendonly no): acknowledged writes live only in its memory and are lost when it restarts"
+            ),
+            Err(_) => tracing::warn!(
+                "cannot read Redis's appendonly setting (CONFIG GET refused): durability unknown"
+            ),
+        }
+        Ok(Self {
+            descriptor: Descriptor {
+                backend: "redis",
+                capabilities: [Capability::CompareAndSet, Capability::Ttl, Capability::List].into(),
+                limits: portable_limits(),
+            },
+            connection,
+            namespace: config.namespace.clone(),
+            put: script(PUT),
+            delete: script(DELETE),
+            get: script(GET),
+            list: script(LIST),
+            delete_table: script(DELETE_TABLE),
+        })
+    }
+
+    fn tables(&self) -> String {
+        format!("{}:tables", self.namespace)
+    }
+
+    fn index(&self, table: &str) -> String {
+        format!("{}:i:{table}", self.namespace)
+    }
+
+    fn entry_prefix(&self, table: &str) -> String {
+        format!("{}:e:{table}:", self.namespace)
+    }
+
+    async fn run(
+        &self,
+        operation: &str,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> ExoResult<(String, Vec<Vec<u8>>)> {
+        let mut connection = self.connection.clone();
+        let value: Value =
+            invocation.invoke_async(&mut connection).await.map_err(|e| map_error(operation, &e))?;
+        answer(value)
+    }
+
+    fn refused(table: &str, key: &str, condition: &Condition, have: &[Vec<u8>]) -> ExoError {
+        let current = have.first().filter(|v| !v.is_empty()).map(|v| String::from_utf8_lossy(v).into_owned());
+        condition
+            .check(current.as_deref(), table, key)
+            .err()
+            .unwrap_or_else(|| ExoError::internal("a conditional write wrote nothing"))
+    }
+}
+
+#[async_trait]
+impl KeyValue for RedisKv {
+    fn descriptor(&self) -> &Descriptor {
+        &self.descriptor
+    }
+
+    async fn ready(&self) -> ExoResult<()> {
+        let mut connection = self.connection.clone();
+        let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut connection).await;
+        readiness(pong.map(|_| ()).map_err(|e| map_error("ready", &e)))
+    }
+
+    async fn create_table(&self, table: &TableName) -> ExoResult<bool> {
+        let mut connection = self.connection.clone();
+        let added: i64 = redis::cmd("ZADD")
+            .arg(self.tables())
+            .arg("NX")
+            .arg(0)
+            .arg(table.as_str())
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| map_error("create table", &e))?;
+        Ok(added == 1)
+    }
+
+    async fn delete_table(&self, table: &TableName) -> ExoResult<()> {
+        let t = table.as_str();
+        let mut invocation = self.delete_table.prepare_invoke();
+        invocation.key(self.tables()).key(self.index(t)).arg(t).arg(self.entry_prefix(t));
+        match self.run("delete table", invocation).await?.0.as_str() {
+            "ok" => Ok(()),
+            _ => Err(table_not_found(t)),
+        }
+    }
+
+    async fn list_tables(&self) -> ExoResult<Vec<String>> {
+        let mut connection = self.connection.clone();
+        redis::cmd("ZRANGE")
+            .arg(self.tables())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| map_error("list tables", &e))
+    }
+
+    async fn get(&self, table: &TableName, key: &str) -> ExoResult<pb::Entry> {
+        let found = self.batch_get(table, &[key.to_owned()]).await?;
+        found.into_iter().next().ok_or_else(|| key_not_found(table.as_str(), key))
+    }
+
+    async fn put(
+        &self,
+        table: &TableName,
+        key: &str,
+        value: Vec<u8>,
+        condition: &Condition,
+        expires_at_ms: u64,
+    ) -> ExoResult<String> {
+        let t = table.as_str();
+        let version = new_version();
+        let (kind, want) = condition_args(condition);
+        let mut invocation = self.put.prepare_invoke();
+        invocation
+            .key(self.tables())
+            .key(format!("{}{key}", self.entry_prefix(t)))
+            .key(self.index(t))
+            .arg(t)
+            .arg(key)
+            .arg(value)
+            .arg(&version)
+            .arg(expires_at_ms)
+            .arg(kind)
+            .arg(want)
+            .arg(now_ms());
+        let (status, data) = self.run("put", invocation).await?;
+        match status.as_str() {
+            "ok" => Ok(version),
+            "table" => Err(table_not_found(t)),
+            _ => Err(Self::refused(t, key, condition, &data)),
+        }
+    }
+
+    async fn delete(&self, table: &TableName, key: &str, condition: &Condition) -> ExoResult<bool> {
+        let t = table.as_str();
+        let (kind, want) = condition_args(condition);
+        let mut invocation = self.delete.prepare_invoke();
+        invocation
+            .key(self.tables())
+            .key(format!("{}{key}", self.entry_prefix(t)))
+            .key(self.index(t))
+            .arg(t)
+            .arg(key)
+            .arg(kind)
+            .arg(want)
+            .arg(now_ms());
+        let (status, data) = self.run("delete", invocation).await?;
+        match status.as_str() {
+            "ok" => Ok(data.first().is_some_and(|d| d.as_slice() == b"1")),
+            "table" => Err(table_not_found(t)),
+            _ => Err(Self::refused(t, key, condition, &data)),
+        }
+    }
+
+    async fn list(
+        &self,
+        table: &TableName,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        keys_only: bool,
+    ) -> ExoResult<Vec<pb::Entry>> {
+        let t = table.as_str();
+        // ZRANGEBYLEX bounds: `[x` inclusive, `(x` exclusive, `+` the end.
+        let mut min = b"[".to_vec();
+        match start_after.filter(|after| *after >= prefix) {
+            Some(after) => {
+                min = b"(".to_vec();
+                min.extend_from_slice(after.as_bytes());
+            }
+            None => min.extend_from_slice(prefix.as_bytes()),
+        }
+        let max = match exo_sqlite::prefix_successor(prefix.as_bytes()) {
+            Some(upper) => [b"(".as_slice(), &upper].concat(),
+            None => b"+".to_vec(),
+        };
+        let mut invocation = self.list.prepare_invoke();
+        invocation
+            .key(self.tables())
+            .key(self.index(t))
+            .arg(t)
+            .arg(self.entry_prefix(t))
+            .arg(now_ms())
+            .arg(min)
+            .arg(max)
+            .arg(limit.max(1))
+            .arg(if keys_only { "1" } else { "0" });
+        let (status, data) = self.run("list", invocation).await?;
+        if status != "ok" {
+            return Err(table_not_found(t));
+        }
+        Ok(entries(data))
+    }
+
+    async fn batch_get(&self, table: &TableName, keys: &[String]) -> ExoResult<Vec<pb::Entry>> {
+        let t = table.as_str();
+        let mut invocation = self.get.prepare_invoke();
+        invocation.key(self.tables()).arg(t).arg(self.entry_prefix(t)).arg(now_ms());
+        for key in keys {
+            invocation.arg(key.as_str());
+        }
+        let (status, data) = self.run("get", invocation).await?;
+        if status != "ok" {
+            return Err(table_not_found(t));
+        }
+        Ok(entries(data))
+    }
+}
