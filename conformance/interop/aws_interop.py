@@ -21,7 +21,7 @@ import uuid
 
 import boto3
 
-from common import b64, call, check, finish, get_object, large_round_trip, put_object
+from common import b64, call, check, check_stale_cas_fails, finish, get_object, large_round_trip, put_object
 
 ENDPOINT = os.environ.get("AWS_ENDPOINT_URL")
 RUN = uuid.uuid4().hex[:8]
@@ -177,13 +177,7 @@ def items(ekv):
     dynamodb.update_item(TableName=table, Key={"p": {"S": "0"}, "k": {"S": "native"}},
                          UpdateExpression="SET v = :v, ver = :ver",
                          ExpressionAttributeValues={":v": {"B": b"updated by boto3"}, ":ver": {"S": "boto3-2"}})
-    try:
-        call("PUT", f"{ekv}/api/v1/tables/{table}/entries/native",
-             {"value": b64(b"stale write"), "condition": {"versionEquals": "boto3-1"}})
-        check(False, "a compare-and-set at the version before a native update fails")
-    except RuntimeError as err:
-        check(": 412 " in str(err) and "CONDITION_FAILED" in str(err),
-              "a compare-and-set at the version before a native update fails (412 CONDITION_FAILED)")
+    check_stale_cas_fails(ekv, table, "native", "boto3-1")
     entry = call("GET", f"{ekv}/api/v1/tables/{table}/entries/native").get("entry", {})
     check(base64.b64decode(entry.get("value", "")) == b"updated by boto3" and entry.get("version") == "boto3-2",
           "the native update stands, under its new version")

@@ -82,6 +82,30 @@ def large_round_trip(eos, eos_pid, bucket, mib, native_size, native_chunks):
     check(peak_kib < 64 * 1024, f"eos-proxy peak memory stayed bounded ({peak_kib} KiB < 64 MiB for {mib} MiB)")
 
 
+def check_stale_cas_fails(ekv, table, key, stale_version):
+    """A compare-and-set at a version a native writer has since replaced fails with 412."""
+    try:
+        call("PUT", f"{ekv}/api/v1/tables/{table}/entries/{urllib.parse.quote(key, safe='')}",
+             {"value": b64(b"stale write"), "condition": {"versionEquals": stale_version}})
+        check(False, "a compare-and-set at the version before a native update fails")
+    except RuntimeError as err:
+        check(": 412 " in str(err) and "CONDITION_FAILED" in str(err),
+              "a compare-and-set at the version before a native update fails (412 CONDITION_FAILED)")
+
+
+def eventually(what, attempt, tries=20):
+    """`attempt()` until it answers; returns (answer or None, the errors in between)."""
+    failures = []
+    for _ in range(tries):
+        try:
+            return attempt(), failures
+        except RuntimeError as err:
+            failures.append(str(err))
+            time.sleep(0.1)
+    check(False, f"{what}: never answered ({failures[-1:]})")
+    return None, failures
+
+
 def finish():
     if failures:
         raise SystemExit(f"{len(failures)} interop check(s) failed")

@@ -15,7 +15,7 @@ import urllib.parse
 
 import psycopg
 
-from common import b64, call, check, finish
+from common import b64, call, check, check_stale_cas_fails, eventually, finish
 
 RUN = f"{int(time.time())}"
 
@@ -24,19 +24,6 @@ def drop_connections(db):
     """Terminates every connection the proxies hold; returns how many."""
     return db.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                       "WHERE application_name = 'exoflow' AND pid <> pg_backend_pid()").fetchone()[0]
-
-
-def eventually(what, attempt):
-    """`attempt()` until it answers (20 tries); the errors in between must all be retryable."""
-    failures = []
-    for _ in range(20):
-        try:
-            return attempt(), failures
-        except RuntimeError as err:
-            failures.append(str(err))
-            time.sleep(0.1)
-    check(False, f"{what}: never answered ({failures[-1:]})")
-    return None, failures
 
 
 def queues(eqs, db, schema):
@@ -123,13 +110,7 @@ def main():
     # The rule for native writers: change `version` with `value`; a stale compare-and-set then fails.
     db.execute(f"UPDATE {schema}.kv_entries SET value = %s, version = %s WHERE table_name = %s AND key = %s",
                (b"updated by psycopg", "pg-2", table, b"native"))
-    try:
-        call("PUT", f"{ekv}/api/v1/tables/{table}/entries/native",
-             {"value": b64(b"stale write"), "condition": {"versionEquals": "pg-1"}})
-        check(False, "a compare-and-set at the version before a native update fails")
-    except RuntimeError as err:
-        check(": 412 " in str(err) and "CONDITION_FAILED" in str(err),
-              "a compare-and-set at the version before a native update fails (412 CONDITION_FAILED)")
+    check_stale_cas_fails(ekv, table, "native", "pg-1")
 
     # Prefix listing is in byte order, like every other backend.
     for k in ["b", "a/2", "a/10", "a/1"]:

@@ -13,7 +13,7 @@ import urllib.parse
 
 import redis
 
-from common import b64, call, check, finish
+from common import b64, call, check, check_stale_cas_fails, eventually, finish
 
 RUN = f"{int(time.time())}"
 
@@ -52,13 +52,7 @@ def main():
     check(base64.b64decode(got.get("value", "")) == b"from redis-py" and got.get("version") == "py-1",
           "an entry written by redis-py in the documented layout is served by ekv")
     r.hset(f"{ns}:e:{table}:native", mapping={"v": b"updated by redis-py", "ver": "py-2"})
-    try:
-        call("PUT", f"{ekv}/api/v1/tables/{table}/entries/native",
-             {"value": b64(b"stale"), "condition": {"versionEquals": "py-1"}})
-        check(False, "a compare-and-set at the version before a native update fails")
-    except RuntimeError as err:
-        check(": 412 " in str(err) and "CONDITION_FAILED" in str(err),
-              "a compare-and-set at the version before a native update fails (412 CONDITION_FAILED)")
+    check_stale_cas_fails(ekv, table, "native", "py-1")
 
     outside = [k for k in set(r.scan_iter(match="*", count=1000)) - before if not k.startswith(f"{ns}:".encode())]
     check(not outside, f"every key ekv wrote is inside its namespace ({outside[:3]})")
@@ -71,14 +65,8 @@ def main():
         if ours and client["id"] != str(r.client_id()):
             killed += r.client_kill_filter(_id=client["id"]) or 0
     check(killed >= 1, f"CLIENT KILL dropped ekv's connection ({killed})")
-    served, failures = None, []
-    for _ in range(20):
-        try:
-            served = call("GET", f"{ekv}/api/v1/tables/{table}/entries/{quoted}").get("entry", {})
-            break
-        except RuntimeError as err:
-            failures.append(str(err))
-            time.sleep(0.1)
+    served, failures = eventually("get after the kill", lambda: call(
+        "GET", f"{ekv}/api/v1/tables/{table}/entries/{quoted}").get("entry", {}))
     check(served is not None and base64.b64decode(served.get("value", "")) == value,
           "after CLIENT KILL ekv reconnects and serves the acknowledged entry")
     check(all(": 503 " in f and "BACKEND_UNAVAILABLE" in f for f in failures),
