@@ -64,6 +64,18 @@ def queues(eqs, db, schema):
     left = db.execute(f"SELECT count(*) FROM {schema}.eqs_messages WHERE queue = %s", (name,)).fetchone()[0]
     check(left == 0, "an ack deletes the row")
 
+    # A foreign row whose attributes are not an object is delivered marked, and the messages beside
+    # it are delivered too (it never fails the receive that picks it).
+    db.execute(f"INSERT INTO {schema}.eqs_messages (queue, body, attributes) VALUES (%s, %s, %s), (%s, %s, DEFAULT)",
+               (name, b"odd", json.dumps([1, 2]), name, b"plain"))
+    out, _ = eventually("receive beside a malformed row", lambda: call(
+        "POST", f"{eqs}/api/v1/queues/{name}/messages/receive", {"maxMessages": 10, "waitSeconds": 1}))
+    got = {base64.b64decode(m["body"]): m.get("attributes", {}) for m in (out or {}).get("messages", [])}
+    check(got.get(b"odd") == {"exo.attributes": "[1, 2]"} and got.get(b"plain") == {},
+          "a native row with non-object attributes arrives marked exo.attributes, and its neighbour too")
+    for m in (out or {}).get("messages", []):
+        call("POST", f"{eqs}/api/v1/queues/{name}/messages/ack", {"receipt": m["receipt"]})
+
     # Connections dropped by the server: an acknowledged send survives, eqs reconnects by itself.
     call("POST", f"{eqs}/api/v1/queues/{name}/messages", {"message": {"body": b64(b"kept")}})
     check(drop_connections(db) >= 1, "pg_terminate_backend dropped eqs's connections")

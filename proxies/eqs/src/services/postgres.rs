@@ -273,21 +273,21 @@ fn options_from(row: &Row) -> pb::QueueOptions {
     }
 }
 
-/// Attributes as stored (a JSON object of strings); a foreign producer's other JSON values are
-/// delivered as their JSON text rather than dropped.
-fn decode_attributes(text: &str) -> ExoResult<HashMap<String, String>> {
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|err| ExoError::internal(format!("attributes in the store are not JSON: {err}")))?;
-    let serde_json::Value::Object(map) = value else {
-        return Err(ExoError::internal("attributes in the store are not a JSON object"));
-    };
-    Ok(map
-        .into_iter()
-        .map(|(k, v)| match v {
-            serde_json::Value::String(s) => (k, s),
-            other => (k, other.to_string()),
-        })
-        .collect())
+/// Attributes as stored (a JSON object of strings). A foreign producer's other JSON values are
+/// delivered as their JSON text, and attributes that are not an object at all arrive whole under
+/// `exo.attributes`: a malformed row is delivered marked, never fails the receive that picked it
+/// (which would hide every message of that receive and fail every later one).
+fn decode_attributes(text: &str) -> HashMap<String, String> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(map)) => map
+            .into_iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => (k, s),
+                other => (k, other.to_string()),
+            })
+            .collect(),
+        _ => HashMap::from([("exo.attributes".to_owned(), text.to_owned())]),
+    }
 }
 
 impl PostgresQueue {
@@ -398,7 +398,7 @@ impl PostgresQueue {
                     receipt: LocalReceipt { queue: name.to_string(), seq: seq as u64, lease: dequeue_count }
                         .encode(),
                     body: row.get(2),
-                    attributes: decode_attributes(row.get(3))?,
+                    attributes: decode_attributes(row.get(3)),
                     dequeue_count,
                     enqueued_at_ms: row.get::<_, i64>(4).max(0) as u64,
                 },
