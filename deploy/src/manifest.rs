@@ -101,6 +101,10 @@ pub enum ProviderKind {
     Local,
     /// A PostgreSQL database you run: queues and key-value tables (no objects).
     Postgres,
+    /// A NATS server or cluster with JetStream you run: queues only.
+    Nats,
+    /// A Redis you run: key-value tables only, under a namespace (key prefix).
+    Redis,
 }
 
 impl ProviderKind {
@@ -111,6 +115,8 @@ impl ProviderKind {
             Self::Azure => "azure",
             Self::Local => "local",
             Self::Postgres => "postgres",
+            Self::Nats => "nats",
+            Self::Redis => "redis",
         }
     }
 }
@@ -119,7 +125,7 @@ impl ProviderKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Provider {
-    /// aws, azure, local or postgres.
+    /// aws, azure, local, postgres, nats or redis.
     pub kind: ProviderKind,
     /// AWS region.
     #[serde(default)]
@@ -130,10 +136,18 @@ pub struct Provider {
     /// Azure storage account.
     #[serde(default)]
     pub account: Option<String>,
-    /// PostgreSQL: `postgres://user@host:port/database`, without the password (that goes in
-    /// `auth.password` as a reference).
+    /// PostgreSQL: `postgres://user@host:port/database`; NATS: `nats://host:4222` (several
+    /// comma-separated); Redis: `redis://host:6379/0` — never with a password (that goes in
+    /// `auth` as a reference).
     #[serde(default)]
     pub url: Option<String>,
+    /// NATS, Redis: the app's namespace on the shared server (stream and subject prefix, key
+    /// prefix; default: the app's name).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// NATS: the user name, with `auth.password`.
+    #[serde(default)]
+    pub user: Option<String>,
     /// PostgreSQL: the schema holding the app's queues and tables (default: the app's name,
     /// with `-` as `_`).
     #[serde(default)]

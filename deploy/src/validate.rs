@@ -195,6 +195,20 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
                     c.error(&base, err.to_string(), "fix url: or schema:")
                 }
             }
+            ProviderKind::Nats | ProviderKind::Redis if p.url.as_deref().is_none_or(str::is_empty) => {
+                let example =
+                    if p.kind == ProviderKind::Nats { "nats://host:4222" } else { "redis://host:6379/0" };
+                c.error(
+                    &base,
+                    format!("a {} provider needs a url", p.kind.as_str()),
+                    format!("add url: {example}"),
+                )
+            }
+            ProviderKind::Nats | ProviderKind::Redis => {
+                if let Some(problem) = crate::render::server_settings_problem(m, p) {
+                    c.error(&base, problem, "fix url:, namespace:, user: or auth:")
+                }
+            }
             _ => {}
         }
         if let Some(account) = &p.account
@@ -208,6 +222,20 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
             );
         }
         for (key, value) in &p.auth {
+            let server_keys: &[&str] = match p.kind {
+                ProviderKind::Nats => &["password", "token"],
+                ProviderKind::Redis => &["password"],
+                _ => &[],
+            };
+            if matches!(p.kind, ProviderKind::Nats | ProviderKind::Redis)
+                && !server_keys.contains(&key.as_str())
+            {
+                c.error(
+                    &format!("{base}.auth.{key}"),
+                    format!("'{key}' is not a {} credential the proxies read", p.kind.as_str()),
+                    format!("use {}", server_keys.join(" or ")),
+                );
+            }
             if p.kind == ProviderKind::Postgres && key != "password" {
                 c.error(
                     &format!("{base}.auth.{key}"),

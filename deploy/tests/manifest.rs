@@ -602,3 +602,71 @@ fn buckets_with_only_postgres_in_the_chain_are_refused_clearly() {
         "{problems:?}"
     );
 }
+
+/// NATS JetStream for the queues and Redis for the tables, both run by the team, with AWS as the
+/// standby of both and the home of the objects.
+fn brokers(chain: &str) -> String {
+    example("shop.yaml")
+        .replace(
+            "    current: aws\n    failover-chain: [aws, azure]\n",
+            &format!("    current: bus\n    failover-chain: {chain}\n"),
+        )
+        .replace(
+            "providers:\n",
+            "providers:\n  bus:\n    kind: nats\n    url: nats://nats-1.internal:4222,nats://nats-2.internal:4222\n    \
+             user: shop\n    auth:\n      password: file:/run/secrets/nats\n  cache:\n    kind: redis\n    \
+             url: redis://cache.internal:6379/0\n    namespace: shop-prod\n    auth:\n      password: env:REDIS_PASSWORD\n",
+        )
+}
+
+#[test]
+fn nats_queues_and_redis_tables_chain_with_a_cloud() {
+    use exo_proxy_core::{cli::ProxyConfig, config::parse_yaml};
+    let (m, _) = validate::check(&brokers("[bus, cache, aws]")).unwrap();
+    let sidecars = render::sidecars(&m, ProxyHost::Pod, &|name| format!("/data/{name}"));
+    let config = |name: &str| sidecars.iter().find(|s| s.name == name).unwrap().config.clone();
+
+    let eqs: eqs::config::EqsConfig = parse_yaml(&config("eqs"), "eqs").unwrap();
+    ProxyConfig::validate(&eqs).unwrap();
+    let eqs::config::BackendConfig::Failover(chain) = eqs.backend else { panic!("no queue chain") };
+    assert_eq!(chain.members.iter().map(|b| b.kind()).collect::<Vec<_>>(), ["nats", "sqs"]);
+    let eqs::config::BackendConfig::Nats(nats) = &chain.members[0] else { unreachable!() };
+    assert_eq!(nats.url, "nats://nats-1.internal:4222,nats://nats-2.internal:4222");
+    assert_eq!(nats.namespace, "shop", "the namespace defaults to the app's name");
+    assert_eq!(nats.user.as_deref(), Some("shop"));
+    assert!(nats.password.is_some(), "the password reference is carried");
+
+    let ekv: ekv::config::EkvConfig = parse_yaml(&config("ekv"), "ekv").unwrap();
+    ProxyConfig::validate(&ekv).unwrap();
+    let ekv::config::BackendConfig::Failover(chain) = ekv.backend else { panic!("no kv chain") };
+    assert_eq!(chain.members.iter().map(|b| b.kind()).collect::<Vec<_>>(), ["redis", "dynamodb"]);
+    let ekv::config::BackendConfig::Redis(redis) = &chain.members[0] else { unreachable!() };
+    assert_eq!(redis.namespace, "shop-prod");
+
+    // Neither offers objects: eos is the cloud's alone.
+    let eos: eos::config::EosConfig = parse_yaml(&config("eos"), "eos").unwrap();
+    assert_eq!(eos.backend.kind(), "s3");
+}
+
+#[test]
+fn nats_and_redis_providers_are_checked_like_their_backends() {
+    let problems = validate::check(&brokers("[bus]")).unwrap_err();
+    assert!(
+        problems.iter().any(|p| p.message.contains("no provider in the failover chain (nats) offers tables")),
+        "{problems:?}"
+    );
+    let no_url = brokers("[bus, cache, aws]").replace("    url: redis://cache.internal:6379/0\n", "");
+    let problems = validate::check(&no_url).unwrap_err();
+    assert!(problems.iter().any(|p| p.message.contains("a redis provider needs a url")), "{problems:?}");
+    let bad_namespace =
+        brokers("[bus, cache, aws]").replace("    user: shop\n", "    user: shop\n    namespace: a.b\n");
+    let problems = validate::check(&bad_namespace).unwrap_err();
+    assert!(
+        problems.iter().any(|p| p.path == "providers.bus" && p.message.contains("namespace")),
+        "{problems:?}"
+    );
+    let wrong_key =
+        brokers("[bus, cache, aws]").replace("      password: env:REDIS", "      token: env:REDIS");
+    let problems = validate::check(&wrong_key).unwrap_err();
+    assert!(problems.iter().any(|p| p.message.contains("'token' is not a redis credential")), "{problems:?}");
+}

@@ -91,7 +91,11 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
                 )
                 .unwrap_or_default(),
             }),
-            ProviderKind::Aws | ProviderKind::Azure | ProviderKind::Postgres => yaml(&EqsConfig {
+            ProviderKind::Aws
+            | ProviderKind::Azure
+            | ProviderKind::Postgres
+            | ProviderKind::Nats
+            | ProviderKind::Redis => yaml(&EqsConfig {
                 server: server(eqs::config::DEFAULT_PORT),
                 backend: queue_backend(m, task_role),
             }),
@@ -115,17 +119,15 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
                 .unwrap_or_default(),
                 presign: Default::default(),
             }),
-            ProviderKind::Aws | ProviderKind::Azure | ProviderKind::Postgres => {
-                yaml(&eos::config::EosConfig {
-                    server: server(eos::config::DEFAULT_PORT),
-                    backend: object_backend(
-                        m,
-                        task_role,
-                        format!("{}/eos-failover.db", data_dir("eos")).into(),
-                    ),
-                    presign: Default::default(),
-                })
-            }
+            ProviderKind::Aws
+            | ProviderKind::Azure
+            | ProviderKind::Postgres
+            | ProviderKind::Nats
+            | ProviderKind::Redis => yaml(&eos::config::EosConfig {
+                server: server(eos::config::DEFAULT_PORT),
+                backend: object_backend(m, task_role, format!("{}/eos-failover.db", data_dir("eos")).into()),
+                presign: Default::default(),
+            }),
         };
         out.push(Sidecar {
             name: "eos",
@@ -145,12 +147,14 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
                 )
                 .unwrap_or_default(),
             }),
-            ProviderKind::Aws | ProviderKind::Azure | ProviderKind::Postgres => {
-                yaml(&ekv::config::EkvConfig {
-                    server: server(ekv::config::DEFAULT_PORT),
-                    backend: kv_backend(m, task_role, format!("{}/ekv-failover.db", data_dir("ekv")).into()),
-                })
-            }
+            ProviderKind::Aws
+            | ProviderKind::Azure
+            | ProviderKind::Postgres
+            | ProviderKind::Nats
+            | ProviderKind::Redis => yaml(&ekv::config::EkvConfig {
+                server: server(ekv::config::DEFAULT_PORT),
+                backend: kv_backend(m, task_role, format!("{}/ekv-failover.db", data_dir("ekv")).into()),
+            }),
         };
         out.push(Sidecar {
             name: "ekv",
@@ -194,6 +198,7 @@ fn provider_backend<B: serde::de::DeserializeOwned>(
         ProviderKind::Aws => ("aws", serde_json::to_value(aws_settings(m, Some(p), task_role))),
         ProviderKind::Azure => ("azure", serde_json::to_value(azure_settings(m, Some(p)))),
         ProviderKind::Postgres => ("postgres", serde_json::to_value(postgres_settings(m, p))),
+        ProviderKind::Nats | ProviderKind::Redis => (p.kind.as_str(), Ok(server_settings(m, p))),
         ProviderKind::Local => return None,
     };
     // A provider that does not offer this service (postgres has no objects) is not a member.
@@ -240,6 +245,45 @@ fn kv_backend(m: &Manifest, task_role: bool, journal: std::path::PathBuf) -> ekv
         })
     })
     .unwrap_or_default()
+}
+
+/// The settings of a NATS or Redis provider: its url, the app's namespace on that server (its
+/// name unless the provider names one), and the credential references the backend reads
+/// (`auth.password`, NATS also `auth.token` and `user`).
+fn server_settings(m: &Manifest, p: &Provider) -> serde_json::Value {
+    let mut settings = serde_json::Map::new();
+    if let Some(url) = &p.url {
+        settings.insert("url".into(), url.clone().into());
+    }
+    settings.insert("namespace".into(), p.namespace.clone().unwrap_or_else(|| m.name.clone()).into());
+    if let Some(user) = &p.user {
+        settings.insert("user".into(), user.clone().into());
+    }
+    for (key, reference) in &p.auth {
+        settings.insert(key.clone(), reference.clone().into());
+    }
+    serde_json::Value::Object(settings)
+}
+
+/// Checks a NATS or Redis provider's settings as the backend that reads them would, naming what
+/// to fix: `None` when they are fine.
+pub fn server_settings_problem(m: &Manifest, p: &Provider) -> Option<String> {
+    let checked = match p.kind {
+        ProviderKind::Nats => {
+            provider_backend::<eqs::config::BackendConfig>(eqs::config::BackendConfig::ENTRIES, m, p, false)
+                .map(|b| b.validate())
+        }
+        ProviderKind::Redis => {
+            provider_backend::<ekv::config::BackendConfig>(ekv::config::BackendConfig::ENTRIES, m, p, false)
+                .map(|b| b.validate())
+        }
+        _ => return None,
+    };
+    match checked {
+        Some(Ok(())) => None,
+        Some(Err(err)) => Some(err.to_string()),
+        None => Some(format!("the {} settings do not form a backend configuration", p.kind.as_str())),
+    }
 }
 
 /// The PostgreSQL settings of provider `p`: its url, its password reference, and a schema of

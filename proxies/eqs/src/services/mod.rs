@@ -5,6 +5,8 @@
 pub mod azure_queue;
 pub mod embedded;
 pub mod memory;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "aws")]
@@ -25,6 +27,8 @@ exo_proxy_core::backends! {
         "azure-queue" in "azure" => AzureQueue(azure_queue::AzureQueue): "Azure Storage Queue: account, endpoint, credentials.",
         #[cfg(feature = "postgres")]
         "postgres" in "postgres" => Postgres(postgres::PostgresQueue): "PostgreSQL: two tables in a schema of your database.",
+        #[cfg(feature = "nats")]
+        "nats" in "nats" => Nats(nats::NatsQueue): "NATS JetStream: a work-queue stream per queue, one durable pull consumer.",
     }
     chain "failover" => Failover(crate::layers::FailoverQueue): "An ordered chain of backends: writes to the first that answers, receives from all.";
 }
@@ -87,7 +91,10 @@ fn describe(o: &pb::QueueOptions) -> String {
 /// What a create finds already there, for backends that look before they create: `Some` answer
 /// (created=false) when the queue exists with the same options, QUEUE_ALREADY_EXISTS with other
 /// options, `None` when it does not exist (go on and create it).
-#[cfg_attr(not(any(feature = "aws", feature = "azure", feature = "postgres")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "aws", feature = "azure", feature = "postgres", feature = "nats")),
+    allow(dead_code)
+)]
 pub(crate) fn existing_queue(
     looked_up: ExoResult<pb::QueueInfo>,
     name: &QueueName,

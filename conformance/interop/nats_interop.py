@@ -1,0 +1,172 @@
+"""eqs `nats` against a real NATS JetStream server, as a native client (nats-py) sees it: what eqs
+sends is a stream message nats-py reads with its headers, what nats-py publishes to the queue's
+subject a waiting eqs receive gets, a native consumer bound to the proxy's durable consumer acks
+what eqs sent, and — on a private server this script starts and kills -9 — an acknowledged send
+survives the server's restart and eqs reconnects by itself.
+
+    nats_interop.py --eqs URL --nats nats://127.0.0.1:4222 --namespace NS \
+        --eqs-proxy PATH --nats-server PATH --scratch DIR
+"""
+
+import argparse
+import asyncio
+import base64
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import nats
+
+from common import b64, call, check, eventually, finish
+
+RUN = f"{int(time.time())}"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, what, seconds=20):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on {port} within {seconds} s")
+
+
+async def native(eqs, url, ns):
+    print("NATS JetStream <-> eqs")
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    name = f"interop-{RUN}"
+    stream = f"{ns}_{name}"
+    call("POST", f"{eqs}/api/v1/queues", {"name": name})
+    info = await js.stream_info(stream)
+    check(getattr(info.config.retention, "value", info.config.retention) == "workqueue" and info.config.subjects == [f"{ns}.{name}"],
+          "a queue is a work-queue stream <namespace>_<queue> on the subject <namespace>.<queue>")
+
+    body = b"\x00binary\xff body"
+    sent = call("POST", f"{eqs}/api/v1/queues/{name}/messages",
+                {"message": {"body": b64(body), "attributes": {"origin": "eqs", "note": "two\nlines"}}})
+    raw = await js.get_msg(stream, (await js.stream_info(stream)).state.last_seq)
+    headers = raw.headers or {}
+    check(raw.data == body, "a message sent through eqs is a stream message nats-py reads byte-exact")
+    check(headers.get("exo.message-id") == sent.get("messageId") == headers.get("Nats-Msg-Id"),
+          "its exo.message-id (and Nats-Msg-Id) header is the id eqs reported")
+    check(headers.get("origin") == "eqs" and headers.get("exo.base64-values") == "note"
+          and base64.b64decode(headers.get("note", "")) == b"two\nlines",
+          "attributes are headers; a value with a line break travels base64, listed in exo.base64-values")
+
+    # A native consumer bound to the proxy's durable consumer takes and acks it.
+    sub = await js.pull_subscribe_bind("exo", stream)
+    taken = await sub.fetch(1, timeout=5)
+    check(len(taken) == 1 and taken[0].data == body, "nats-py bound to the durable consumer `exo` gets it")
+    for m in taken:
+        await m.ack_sync()
+    after = call("GET", f"{eqs}/api/v1/queues/{name}")["info"]
+    check(int(after.get("visibleMessages", 0)) + int(after.get("inFlightMessages", 0)) == 0,
+          "a native ack removes it for eqs too")
+    await sub.unsubscribe()
+
+    # A native producer publishes to the queue's subject; a waiting eqs receive gets it.
+    got = {}
+
+    def wait():
+        got.update(call("POST", f"{eqs}/api/v1/queues/{name}/messages/receive",
+                        {"maxMessages": 1, "waitSeconds": 10}))
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    await asyncio.sleep(0.5)
+    started = time.monotonic()
+    ack = await js.publish(f"{ns}.{name}", b"from nats-py", headers={"origin": "nats-py", "Nats-Msg-Id": "py-1"})
+    await asyncio.to_thread(waiter.join)
+    waited = time.monotonic() - started
+    messages = got.get("messages", [])
+    check(len(messages) == 1 and base64.b64decode(messages[0]["body"]) == b"from nats-py"
+          and messages[0].get("attributes") == {"origin": "nats-py"} and messages[0].get("messageId") == "py-1",
+          "a message nats-py publishes reaches a waiting receive: its headers as attributes, Nats-Msg-Id as id")
+    check(waited < 2, f"the waiting receive answered {waited:.2f} s after the publish (stream seq {ack.seq})")
+    for m in messages:
+        call("POST", f"{eqs}/api/v1/queues/{name}/messages/ack", {"receipt": m["receipt"]})
+    check((await js.stream_info(stream)).state.messages == 0, "an ack through eqs removes it from the stream")
+
+    call("DELETE", f"{eqs}/api/v1/queues/{name}")
+    try:
+        await js.stream_info(stream)
+        gone = False
+    except nats.js.errors.NotFoundError:
+        gone = True
+    check(gone, "deleting the queue through eqs deletes its stream")
+    await nc.close()
+
+
+def restart(eqs_proxy, nats_server, scratch):
+    """A private server killed -9 and restarted under a running eqs."""
+    print("eqs across a NATS server kill -9 and restart (a private server)")
+    port, eqs_port = free_port(), free_port()
+    store = os.path.join(scratch, "jetstream")
+    server_cmd = [nats_server, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", store]
+    log = open(os.path.join(scratch, "nats-server.log"), "ab")
+    server = subprocess.Popen(server_cmd, stdout=log, stderr=log)
+    wait_for_port(port, "nats-server")
+    config = os.path.join(scratch, "eqs.yaml")
+    with open(config, "w") as f:
+        f.write(f"backend:\n  kind: nats\n  url: nats://127.0.0.1:{port}\n  namespace: restart\n")
+    proxy_log = open(os.path.join(scratch, "eqs-proxy.log"), "ab")
+    proxy = subprocess.Popen([eqs_proxy, "--config", config, "--listen", f"127.0.0.1:{eqs_port}"],
+                             stdout=proxy_log, stderr=proxy_log)
+    try:
+        wait_for_port(eqs_port, "eqs-proxy")
+        eqs = f"http://127.0.0.1:{eqs_port}"
+        call("POST", f"{eqs}/api/v1/queues", {"name": "kept"})
+        sent = call("POST", f"{eqs}/api/v1/queues/kept/messages", {"message": {"body": b64(b"acknowledged")}})
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        down = None
+        try:
+            call("POST", f"{eqs}/api/v1/queues/kept/messages/receive", {"maxMessages": 1})
+        except RuntimeError as err:
+            down = str(err)
+        check(down is not None and ": 503 " in down and "BACKEND_UNAVAILABLE" in down,
+              f"with the server down a call fails retryable (503 BACKEND_UNAVAILABLE): {str(down)[:120]}")
+        server = subprocess.Popen(server_cmd, stdout=log, stderr=log)
+        wait_for_port(port, "nats-server (restarted)")
+        out, failures = eventually("receive after the restart", lambda: call(
+            "POST", f"{eqs}/api/v1/queues/kept/messages/receive", {"maxMessages": 10, "waitSeconds": 1}), tries=100)
+        messages = (out or {}).get("messages", [])
+        check([m.get("messageId") for m in messages] == [sent.get("messageId")]
+              and base64.b64decode(messages[0]["body"]) == b"acknowledged",
+              "after kill -9 and restart of the server eqs reconnects and delivers the acknowledged message")
+        check(all(": 503 " in f and "BACKEND_UNAVAILABLE" in f for f in failures),
+              f"calls in between failed retryable (503 BACKEND_UNAVAILABLE), if at all ({len(failures)})")
+    finally:
+        proxy.terminate()
+        proxy.wait()
+        server.terminate()
+        server.wait()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--eqs", required=True)
+    parser.add_argument("--nats", required=True)
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--eqs-proxy", required=True)
+    parser.add_argument("--nats-server", required=True)
+    parser.add_argument("--scratch", required=True)
+    args = parser.parse_args()
+    asyncio.run(native(args.eqs, args.nats, args.namespace))
+    restart(args.eqs_proxy, args.nats_server, args.scratch)
+    finish()
+
+
+if __name__ == "__main__":
+    main()
