@@ -26,6 +26,7 @@ interop_requirements=(
   "psycopg[binary]==3.2.10"
   "redis==6.4.0"
   "nats-py==2.12.0"
+  "pika==1.3.2"
 )
 
 # Azurite from npm, pinned: 3.36+ need a newer node than this machine kind's 20.
@@ -42,7 +43,7 @@ ensure_interop_tools() {
   if [[ -x "$interop_venv/bin/moto_server" && -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]]; then
     return 0
   fi
-  echo "installing moto and the native clients (boto3, Azure SDKs, psycopg, redis-py, nats-py) into $interop_venv"
+  echo "installing moto and the native clients (boto3, Azure SDKs, psycopg, redis-py, nats-py, pika) into $interop_venv"
   mkdir -p "$emulators_tools"
   python3 -m venv "$interop_venv"
   "$interop_venv/bin/python" -m pip install --quiet --disable-pip-version-check "${interop_requirements[@]}"

@@ -6,6 +6,7 @@
 //! reported as `unsupported`: a declaration can lie in neither direction.
 
 pub mod backends;
+pub mod emulators;
 pub mod kv_cases;
 pub mod object_cases;
 pub mod openapi_check;

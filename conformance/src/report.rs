@@ -13,6 +13,8 @@ pub struct Totals {
     pub failed: usize,
     /// Unsupported (declared absent and verified to answer UNSUPPORTED).
     pub unsupported: usize,
+    /// Unverified against this emulator.
+    pub unverified: usize,
 }
 
 /// Tallies results.
@@ -23,6 +25,7 @@ pub fn totals(results: &[CaseResult]) -> Totals {
             Outcome::Pass => t.passed += 1,
             Outcome::Fail(_) => t.failed += 1,
             Outcome::Unsupported(_) => t.unsupported += 1,
+            Outcome::Unverified(_) => t.unverified += 1,
         }
     }
     t
@@ -39,6 +42,7 @@ pub fn table(backend: &str, results: &[CaseResult]) -> String {
             Outcome::Pass => ("pass", None),
             Outcome::Fail(why) => ("FAIL", Some(why)),
             Outcome::Unsupported(why) => ("unsupported", Some(why)),
+            Outcome::Unverified(why) => ("unverified", Some(why)),
         };
         let _ = writeln!(out, "{:<width$}  {:<11}  {:>7}", r.name, label, r.millis);
         if let Some(detail) = detail {
@@ -48,9 +52,15 @@ pub fn table(backend: &str, results: &[CaseResult]) -> String {
     out
 }
 
-/// The closing line: `conformance: N passed, N failed, N skipped` (unsupported counts as skipped).
+/// The closing line: `conformance: N passed, N failed, N skipped` (unsupported counts as
+/// skipped), and `, N unverified against the emulator` when there are such.
 pub fn summary_line(t: Totals) -> String {
-    format!("conformance: {} passed, {} failed, {} skipped", t.passed, t.failed, t.unsupported)
+    let unverified = if t.unverified > 0 {
+        format!(", {} unverified against the emulator", t.unverified)
+    } else {
+        String::new()
+    };
+    format!("conformance: {} passed, {} failed, {} skipped{unverified}", t.passed, t.failed, t.unsupported)
 }
 
 /// Writes `<backend>.json` and `<backend>.junit.xml` into `dir`.
@@ -62,13 +72,15 @@ pub fn write_reports(dir: &Path, backend: &str, results: &[CaseResult]) -> std::
         "passed": t.passed,
         "failed": t.failed,
         "unsupported": t.unsupported,
+        "unverified": t.unverified,
         "cases": results,
     });
     std::fs::write(dir.join(format!("{backend}.json")), serde_json::to_vec_pretty(&json)?)?;
     std::fs::write(dir.join(format!("{backend}.junit.xml")), junit(backend, results))
 }
 
-/// JUnit XML: failures as `<failure>`, unsupported cases as `<skipped>` with the reason.
+/// JUnit XML: failures as `<failure>`, unsupported and unverified cases as `<skipped>` with
+/// the reason (an unverified one says so first).
 pub fn junit(backend: &str, results: &[CaseResult]) -> String {
     let t = totals(results);
     let seconds: f64 = results.iter().map(|r| r.millis as f64 / 1000.0).sum();
@@ -79,7 +91,7 @@ pub fn junit(backend: &str, results: &[CaseResult]) -> String {
         xml(backend),
         results.len(),
         t.failed,
-        t.unsupported
+        t.unsupported + t.unverified
     );
     for r in results {
         let _ = write!(
@@ -96,6 +108,10 @@ pub fn junit(backend: &str, results: &[CaseResult]) -> String {
             }
             Outcome::Unsupported(why) => {
                 let _ = writeln!(out, ">\n    <skipped message=\"{}\"/>\n  </testcase>", xml(why));
+            }
+            Outcome::Unverified(why) => {
+                let why = format!("unverified against this emulator: {why}");
+                let _ = writeln!(out, ">\n    <skipped message=\"{}\"/>\n  </testcase>", xml(&why));
             }
         }
     }

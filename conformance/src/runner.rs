@@ -33,6 +33,9 @@ pub enum Outcome {
     Fail(String),
     /// The backend does not declare the capability and correctly answers UNSUPPORTED.
     Unsupported(String),
+    /// Run against an emulator known unable to prove it (see [`crate::emulators`]): neither a
+    /// pass nor a failure; the text says why and what this run saw.
+    Unverified(String),
 }
 
 /// One case's result.

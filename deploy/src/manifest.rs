@@ -105,6 +105,8 @@ pub enum ProviderKind {
     Nats,
     /// A Redis you run: key-value tables only, under a namespace (key prefix).
     Redis,
+    /// A RabbitMQ you run: queues only (quorum queues).
+    Rabbitmq,
 }
 
 impl ProviderKind {
@@ -117,6 +119,7 @@ impl ProviderKind {
             Self::Postgres => "postgres",
             Self::Nats => "nats",
             Self::Redis => "redis",
+            Self::Rabbitmq => "rabbitmq",
         }
     }
 }
@@ -125,7 +128,7 @@ impl ProviderKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Provider {
-    /// aws, azure, local, postgres, nats or redis.
+    /// aws, azure, local, postgres, nats, redis or rabbitmq.
     pub kind: ProviderKind,
     /// AWS region.
     #[serde(default)]
@@ -137,11 +140,11 @@ pub struct Provider {
     #[serde(default)]
     pub account: Option<String>,
     /// PostgreSQL: `postgres://user@host:port/database`; NATS: `nats://host:4222` (several
-    /// comma-separated); Redis: `redis://host:6379/0` — never with a password (that goes in
-    /// `auth` as a reference).
+    /// comma-separated); Redis: `redis://host:6379/0`; RabbitMQ: `amqp://user@host:5672/vhost` —
+    /// never with a password (that goes in `auth` as a reference).
     #[serde(default)]
     pub url: Option<String>,
-    /// NATS, Redis: the app's namespace on the shared server (stream and subject prefix, key
+    /// NATS, Redis, RabbitMQ: the app's namespace on the shared server (stream and subject prefix, key
     /// prefix; default: the app's name).
     #[serde(default)]
     pub namespace: Option<String>,

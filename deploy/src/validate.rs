@@ -204,7 +204,7 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
                     format!("add url: {example}"),
                 )
             }
-            ProviderKind::Nats | ProviderKind::Redis => {
+            ProviderKind::Nats | ProviderKind::Redis | ProviderKind::Rabbitmq => {
                 if let Some(problem) = crate::render::server_settings_problem(m, p) {
                     c.error(&base, problem, "fix url:, namespace:, user: or auth:")
                 }
@@ -224,7 +224,7 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
         for (key, value) in &p.auth {
             let server_keys: &[&str] = match p.kind {
                 ProviderKind::Nats => &["password", "token"],
-                ProviderKind::Redis => &["password"],
+                ProviderKind::Redis | ProviderKind::Rabbitmq => &["password"],
                 _ => &[],
             };
             if matches!(p.kind, ProviderKind::Nats | ProviderKind::Redis)

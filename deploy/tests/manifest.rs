@@ -670,3 +670,29 @@ fn nats_and_redis_providers_are_checked_like_their_backends() {
     let problems = validate::check(&wrong_key).unwrap_err();
     assert!(problems.iter().any(|p| p.message.contains("'token' is not a redis credential")), "{problems:?}");
 }
+
+#[test]
+fn a_rabbitmq_provider_renders_the_queue_backend() {
+    use exo_proxy_core::{cli::ProxyConfig, config::parse_yaml};
+    let manifest = brokers("[bus, cache, aws]").replace(
+        "    kind: nats\n    url: nats://nats-1.internal:4222,nats://nats-2.internal:4222\n    user: shop\n",
+        "    kind: rabbitmq\n    url: amqp://shop@rabbit.internal:5672/prod\n",
+    );
+    let (m, _) = validate::check(&manifest).unwrap();
+    let sidecars = render::sidecars(&m, ProxyHost::Pod, &|name| format!("/data/{name}"));
+    let eqs = sidecars.iter().find(|s| s.name == "eqs").unwrap().config.clone();
+    let eqs: eqs::config::EqsConfig = parse_yaml(&eqs, "eqs").unwrap();
+    ProxyConfig::validate(&eqs).unwrap();
+    let eqs::config::BackendConfig::Failover(chain) = eqs.backend else { panic!("no queue chain") };
+    let eqs::config::BackendConfig::RabbitMq(rabbit) = &chain.members[0] else {
+        panic!("{:?}", chain.members[0].kind())
+    };
+    assert_eq!(
+        (rabbit.url.as_str(), rabbit.namespace.as_str()),
+        ("amqp://shop@rabbit.internal:5672/prod", "shop")
+    );
+    assert!(rabbit.password.is_some());
+    let with_user = manifest.replace("    kind: rabbitmq\n", "    kind: rabbitmq\n    user: shop\n");
+    let problems = validate::check(&with_user).unwrap_err();
+    assert!(problems.iter().any(|p| p.path == "providers.bus"), "{problems:?}");
+}

@@ -57,6 +57,10 @@ enum Command {
         /// Where the JSON and JUnit XML reports go.
         #[arg(long, default_value_os_t = default_report_dir())]
         report_dir: PathBuf,
+        /// The backend is an emulator: the cases it is known unable to prove (see
+        /// `conformance/src/emulators.rs`) are reported as unverified, never as passed.
+        #[arg(long, value_enum)]
+        emulator: Option<exo_conformance::emulators::Emulator>,
     },
     /// List the providers and the backends of each service.
     ListBackends {
@@ -265,7 +269,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Run { backend, config, endpoint, service, filter, parallel, report_dir } => {
+        Command::Run { backend, config, endpoint, service, filter, parallel, report_dir, emulator } => {
             let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
             let detect = endpoint.is_some() && service.is_none();
             let mut totals = Totals::default();
@@ -284,7 +288,7 @@ async fn main() -> anyhow::Result<()> {
                     async move { (service, run_suite(target, &filter, parallel).await) }
                 });
             for (service, outcome) in futures::future::join_all(runs).await {
-                let (backend, results) = match outcome {
+                let (backend, mut results) = match outcome {
                     Ok(done) => done,
                     // A proxy serves one service; when detecting, skip the ones it does not serve.
                     Err(_) if detect => {
@@ -293,6 +297,7 @@ async fn main() -> anyhow::Result<()> {
                     }
                     Err(err) => return Err(err),
                 };
+                exo_conformance::emulators::mark_unverified(emulator, &backend, &mut results);
                 print!("{}", report::table(&format!("{} / {backend}", service.name()), &results));
                 let name = format!("{}-{backend}", service.name());
                 report::write_reports(&report_dir, &name, &results)
@@ -301,6 +306,7 @@ async fn main() -> anyhow::Result<()> {
                 totals.passed += t.passed;
                 totals.failed += t.failed;
                 totals.unsupported += t.unsupported;
+                totals.unverified += t.unverified;
                 ran += results.len();
                 println!();
             }

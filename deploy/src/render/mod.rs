@@ -91,11 +91,8 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
                 )
                 .unwrap_or_default(),
             }),
-            ProviderKind::Aws
-            | ProviderKind::Azure
-            | ProviderKind::Postgres
-            | ProviderKind::Nats
-            | ProviderKind::Redis => yaml(&EqsConfig {
+            // Every provider that is not local: its backends, chained.
+            _ => yaml(&EqsConfig {
                 server: server(eqs::config::DEFAULT_PORT),
                 backend: queue_backend(m, task_role),
             }),
@@ -119,11 +116,8 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
                 .unwrap_or_default(),
                 presign: Default::default(),
             }),
-            ProviderKind::Aws
-            | ProviderKind::Azure
-            | ProviderKind::Postgres
-            | ProviderKind::Nats
-            | ProviderKind::Redis => yaml(&eos::config::EosConfig {
+            // Every provider that is not local: its backends, chained.
+            _ => yaml(&eos::config::EosConfig {
                 server: server(eos::config::DEFAULT_PORT),
                 backend: object_backend(m, task_role, format!("{}/eos-failover.db", data_dir("eos")).into()),
                 presign: Default::default(),
@@ -147,11 +141,8 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
                 )
                 .unwrap_or_default(),
             }),
-            ProviderKind::Aws
-            | ProviderKind::Azure
-            | ProviderKind::Postgres
-            | ProviderKind::Nats
-            | ProviderKind::Redis => yaml(&ekv::config::EkvConfig {
+            // Every provider that is not local: its backends, chained.
+            _ => yaml(&ekv::config::EkvConfig {
                 server: server(ekv::config::DEFAULT_PORT),
                 backend: kv_backend(m, task_role, format!("{}/ekv-failover.db", data_dir("ekv")).into()),
             }),
@@ -198,7 +189,9 @@ fn provider_backend<B: serde::de::DeserializeOwned>(
         ProviderKind::Aws => ("aws", serde_json::to_value(aws_settings(m, Some(p), task_role))),
         ProviderKind::Azure => ("azure", serde_json::to_value(azure_settings(m, Some(p)))),
         ProviderKind::Postgres => ("postgres", serde_json::to_value(postgres_settings(m, p))),
-        ProviderKind::Nats | ProviderKind::Redis => (p.kind.as_str(), Ok(server_settings(m, p))),
+        ProviderKind::Nats | ProviderKind::Redis | ProviderKind::Rabbitmq => {
+            (p.kind.as_str(), Ok(server_settings(m, p)))
+        }
         ProviderKind::Local => return None,
     };
     // A provider that does not offer this service (postgres has no objects) is not a member.
@@ -247,7 +240,7 @@ fn kv_backend(m: &Manifest, task_role: bool, journal: std::path::PathBuf) -> ekv
     .unwrap_or_default()
 }
 
-/// The settings of a NATS or Redis provider: its url, the app's namespace on that server (its
+/// The settings of a NATS, Redis or RabbitMQ provider: its url, the app's namespace on that server (its
 /// name unless the provider names one), and the credential references the backend reads
 /// (`auth.password`, NATS also `auth.token` and `user`).
 fn server_settings(m: &Manifest, p: &Provider) -> serde_json::Value {
@@ -265,11 +258,11 @@ fn server_settings(m: &Manifest, p: &Provider) -> serde_json::Value {
     serde_json::Value::Object(settings)
 }
 
-/// Checks a NATS or Redis provider's settings as the backend that reads them would, naming what
+/// Checks a NATS, Redis or RabbitMQ provider's settings as the backend that reads them would, naming what
 /// to fix: `None` when they are fine.
 pub fn server_settings_problem(m: &Manifest, p: &Provider) -> Option<String> {
     let checked = match p.kind {
-        ProviderKind::Nats => {
+        ProviderKind::Nats | ProviderKind::Rabbitmq => {
             provider_backend::<eqs::config::BackendConfig>(eqs::config::BackendConfig::ENTRIES, m, p, false)
                 .map(|b| b.validate())
         }

@@ -9,6 +9,8 @@ pub mod memory;
 pub mod nats;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
 #[cfg(feature = "aws")]
 pub mod sqs;
 
@@ -29,6 +31,8 @@ exo_proxy_core::backends! {
         "postgres" in "postgres" => Postgres(postgres::PostgresQueue): "PostgreSQL: two tables in a schema of your database.",
         #[cfg(feature = "nats")]
         "nats" in "nats" => Nats(nats::NatsQueue): "NATS JetStream: a work-queue stream per queue, one durable pull consumer.",
+        #[cfg(feature = "rabbitmq")]
+        "rabbitmq" in "rabbitmq" => RabbitMq(rabbitmq::RabbitMqQueue): "RabbitMQ: a quorum queue per queue, publisher confirms, visibility held by the proxy.",
     }
     chain "failover" => Failover(crate::layers::FailoverQueue): "An ordered chain of backends: writes to the first that answers, receives from all.";
 }

@@ -1,0 +1,166 @@
+"""eqs `rabbitmq` against a real RabbitMQ, as a native client (pika) sees it: what eqs sends is a
+message pika reads with its properties and headers, what pika publishes to the queue a waiting eqs
+receive gets, the server closing every connection of the vhost (`rabbitmqctl
+close_all_connections`) gives back what eqs held and eqs reconnects by itself, and a proxy killed
+-9 while holding a message loses nothing: the broker redelivers it.
+
+    rabbitmq_interop.py --eqs URL --amqp amqp://guest:guest@127.0.0.1:5672/VHOST --vhost VHOST \
+        --namespace NS --eqs-proxy PATH --config FILE --scratch DIR
+"""
+
+import argparse
+import base64
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pika
+
+from common import b64, call, check, eventually, finish
+
+RUN = f"{int(time.time())}"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, what, seconds=20):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on {port} within {seconds} s")
+
+
+def receive(eqs, name, **extra):
+    return call("POST", f"{eqs}/api/v1/queues/{name}/messages/receive", {"maxMessages": 10, **extra}).get("messages", [])
+
+
+def native(eqs, amqp, ns):
+    print("RabbitMQ <-> eqs")
+    connection = pika.BlockingConnection(pika.URLParameters(amqp))
+    channel = connection.channel()
+    name = f"interop-{RUN}"
+    queue = f"{ns}.{name}"
+    call("POST", f"{eqs}/api/v1/queues", {"name": name})
+    declared = channel.queue_declare(queue, passive=True)
+    check(declared.method.message_count == 0, f"a queue is the RabbitMQ queue <namespace>.<queue> ({queue})")
+
+    body = b"\x00binary\xff body"
+    sent = call("POST", f"{eqs}/api/v1/queues/{name}/messages",
+                {"message": {"body": b64(body), "attributes": {"origin": "eqs", "x-death": "mine"}}})
+    method, properties, got = channel.basic_get(queue, auto_ack=False)
+    check(got == body, "a message sent through eqs is read by pika byte-exact")
+    check(properties is not None and properties.message_id == sent.get("messageId")
+          and properties.delivery_mode == 2, "its message_id property is the id eqs reported; it is persistent")
+    headers = (properties.headers or {}) if properties else {}
+    check(headers.get("origin") in (b"eqs", "eqs") and headers.get("exo.attr.x-death") in (b"mine", "mine"),
+          "attributes are headers; one named like a broker header travels as exo.attr.<name>")
+    if method:
+        channel.basic_ack(method.delivery_tag)
+    info = call("GET", f"{eqs}/api/v1/queues/{name}")["info"]
+    check(int(info.get("visibleMessages", 0)) == 0, "a native ack removes it for eqs too")
+
+    # A native producer publishes to the queue; a waiting eqs receive gets it.
+    got = {}
+
+    def wait():
+        got["messages"] = receive(eqs, name, maxMessages=1, waitSeconds=10)
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    channel.basic_publish("", queue, b"from pika",
+                          pika.BasicProperties(headers={"origin": "pika"}, delivery_mode=2), mandatory=True)
+    waiter.join()
+    waited = time.monotonic() - started
+    messages = got.get("messages", [])
+    check(len(messages) == 1 and base64.b64decode(messages[0]["body"]) == b"from pika"
+          and messages[0].get("attributes") == {"origin": "pika"} and messages[0]["messageId"].startswith("rmq-"),
+          "a message pika publishes reaches a waiting receive: headers as attributes, a content digest as id")
+    check(waited < 2, f"the waiting receive answered {waited:.2f} s after the publish")
+    for m in messages:
+        call("POST", f"{eqs}/api/v1/queues/{name}/messages/ack", {"receipt": m["receipt"]})
+    connection.close()
+    return name
+
+
+def server_closes_connections(eqs, vhost, name):
+    print("eqs across rabbitmqctl close_all_connections")
+    sent = call("POST", f"{eqs}/api/v1/queues/{name}/messages", {"message": {"body": b64(b"acknowledged")}})
+    held = receive(eqs, name, visibilityTimeoutSeconds=300)
+    check([m["messageId"] for m in held] == [sent.get("messageId")], "eqs holds the message (visibility 300 s)")
+    closed = subprocess.run(["rabbitmqctl", "close_all_connections", "--vhost", vhost, "exoflow interop"],
+                            capture_output=True, text=True, timeout=60)
+    check(closed.returncode == 0, f"rabbitmqctl closed the vhost's connections ({closed.stderr.strip()[:100]})")
+    out, failures = eventually("receive after the close", lambda: receive(eqs, name, waitSeconds=5), tries=100)
+    messages = out or []
+    check([m.get("messageId") for m in messages] == [sent.get("messageId")]
+          and messages[0].get("dequeueCount") == 2,
+          "eqs reconnects by itself and the message it held is delivered again (dequeue count 2)")
+    check(all(": 503 " in f and "BACKEND_UNAVAILABLE" in f for f in failures),
+          f"calls in between failed retryable (503 BACKEND_UNAVAILABLE), if at all ({len(failures)})")
+    if held:
+        try:
+            call("POST", f"{eqs}/api/v1/queues/{name}/messages/ack", {"receipt": held[0]["receipt"]})
+            stale = None
+        except RuntimeError as err:
+            stale = str(err)
+        check(stale is not None and "RECEIPT_STALE" in stale, "the receipt from before the close is RECEIPT_STALE")
+    for m in messages:
+        call("POST", f"{eqs}/api/v1/queues/{name}/messages/ack", {"receipt": m["receipt"]})
+
+
+def proxy_killed(eqs, eqs_proxy, config, scratch, name):
+    print("a proxy killed -9 while it holds a message")
+    port = free_port()
+    log = open(os.path.join(scratch, "eqs-proxy-killed.log"), "ab")
+    other = subprocess.Popen([eqs_proxy, "--config", config, "--listen", f"127.0.0.1:{port}"], stdout=log, stderr=log)
+    try:
+        second = f"http://127.0.0.1:{port}"
+        wait_for_port(port, "the second eqs-proxy")
+        sent = call("POST", f"{eqs}/api/v1/queues/{name}/messages", {"message": {"body": b64(b"held when killed")}})
+        held = receive(second, name, visibilityTimeoutSeconds=300)
+        check([m["messageId"] for m in held] == [sent.get("messageId")], "the second proxy holds it (visibility 300 s)")
+        check(receive(eqs, name) == [], "while it is held nobody else gets it")
+        other.send_signal(signal.SIGKILL)
+        other.wait()
+        out = receive(eqs, name, waitSeconds=10)
+        check([m.get("messageId") for m in out] == [sent.get("messageId")],
+              "after kill -9 of the proxy holding it the broker redelivers it at once, nothing lost")
+        for m in out:
+            call("POST", f"{eqs}/api/v1/queues/{name}/messages/ack", {"receipt": m["receipt"]})
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.wait()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--eqs", required=True)
+    parser.add_argument("--amqp", required=True)
+    parser.add_argument("--vhost", required=True)
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--eqs-proxy", required=True)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--scratch", required=True)
+    args = parser.parse_args()
+    name = native(args.eqs, args.amqp, args.namespace)
+    server_closes_connections(args.eqs, args.vhost, name)
+    proxy_killed(args.eqs, args.eqs_proxy, args.config, args.scratch, name)
+    call("DELETE", f"{args.eqs}/api/v1/queues/{name}")
+    finish()
+
+
+if __name__ == "__main__":
+    main()
