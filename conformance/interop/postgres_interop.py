@@ -9,6 +9,9 @@ without losing anything acknowledged.
 import argparse
 import base64
 import json
+import os
+import socket
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -24,6 +27,57 @@ def drop_connections(db):
     """Terminates every connection the proxies hold; returns how many."""
     return db.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                       "WHERE application_name = 'exoflow' AND pid <> pg_backend_pid()").fetchone()[0]
+
+
+def tls(db, eqs_proxy, tls_url, ca_file, schema, scratch):
+    """eqs over TLS to the server (sslmode=require, the certificate verified against ca_file); a
+    CA that did not sign it stops the proxy at start with a message naming the certificate."""
+    print("eqs over TLS to PostgreSQL")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def config(name, ca):
+        path = os.path.join(scratch, name)
+        with open(path, "w") as f:
+            f.write(f"backend:\n  kind: postgres\n  url: {tls_url}\n  schema: {schema}\n")
+            if ca:
+                f.write(f"  ca-file: {ca}\n")
+        return path
+
+    log = open(os.path.join(scratch, "eqs-tls.log"), "ab")
+    proxy = subprocess.Popen([eqs_proxy, "--config", config("tls.yaml", ca_file), "--listen", f"127.0.0.1:{port}"],
+                             stdout=log, stderr=log)
+    try:
+        eqs = f"http://127.0.0.1:{port}"
+        eventually_up = None
+        for _ in range(100):
+            try:
+                eventually_up = call("GET", f"{eqs}/api/v1/describe")
+                break
+            except (RuntimeError, OSError):
+                time.sleep(0.1)
+        check(eventually_up is not None, "eqs starts with sslmode=require and the server's CA")
+        name = f"tls-{RUN}"
+        call("POST", f"{eqs}/api/v1/queues", {"name": name})
+        call("POST", f"{eqs}/api/v1/queues/{name}/messages", {"message": {"body": b64(b"over tls")}})
+        got = call("POST", f"{eqs}/api/v1/queues/{name}/messages/receive", {"maxMessages": 1})
+        check([base64.b64decode(m["body"]) for m in got.get("messages", [])] == [b"over tls"],
+              "a message goes through eqs over TLS")
+        encrypted = db.execute("SELECT bool_and(s.ssl), count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a "
+                               "ON a.pid = s.pid WHERE a.application_name = 'exoflow' AND a.client_port IS NOT NULL "
+                               "AND a.backend_start > now() - interval '1 minute'").fetchone()
+        check(encrypted[0] is True and encrypted[1] >= 1,
+              f"every new eqs connection is encrypted (pg_stat_ssl: {encrypted})")
+        call("DELETE", f"{eqs}/api/v1/queues/{name}")
+    finally:
+        proxy.terminate()
+        proxy.wait()
+    wrong = subprocess.run([eqs_proxy, "--config", config("wrong-ca.yaml", None), "--listen", f"127.0.0.1:{port}"],
+                           capture_output=True, text=True, timeout=60)
+    named = next((line for line in wrong.stderr.splitlines() if "certificate" in line.lower()), "")
+    check(wrong.returncode != 0 and named != "",
+          f"against roots that did not sign the server's certificate eqs refuses to start, saying so ({named[-90:]})")
 
 
 def queues(eqs, db, schema):
@@ -94,10 +148,16 @@ def main():
     parser.add_argument("--ekv", required=True)
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--schema", required=True)
+    parser.add_argument("--eqs-proxy", help="with --tls-url: check TLS to the server")
+    parser.add_argument("--tls-url", help="a URL of the same server with sslmode=require")
+    parser.add_argument("--ca-file", help="the CA that signed the server's certificate")
+    parser.add_argument("--scratch", default="/tmp")
     args = parser.parse_args()
     ekv, schema = args.ekv, args.schema
     db = psycopg.connect(args.dsn, autocommit=True)
     queues(args.eqs, db, schema)
+    if args.tls_url:
+        tls(db, args.eqs_proxy, args.tls_url, args.ca_file, schema, args.scratch)
     print("PostgreSQL <-> ekv")
 
     table = f"interop-{RUN}"

@@ -33,8 +33,10 @@ use tokio_postgres::{Client, NoTls, error::SqlState};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PostgresSettings {
-    /// `postgres://user@host:port/database` (or the key=value form); TLS is not in this build,
-    /// so `sslmode` must be `disable` or `prefer` (loopback, a private network or a tunnel).
+    /// `postgres://user@host:port/database` (or the key=value form). `sslmode=require`: TLS,
+    /// with the server's certificate and host name always verified (against `ca-file`, else the
+    /// built-in roots); `disable` or `prefer` (the default): plain TCP — ExoFlow never uses TLS
+    /// it has not verified, so `prefer` does not try it.
     #[serde(default = "default_url")]
     pub url: String,
     /// The password, if the server wants one.
@@ -46,6 +48,10 @@ pub struct PostgresSettings {
     /// Connections kept open (calls pipeline on each).
     #[serde(default = "default_connections")]
     pub connections: usize,
+    /// PEM file of the certificate authorities that may sign the server's certificate, for
+    /// `sslmode=require` (default: the Mozilla roots built in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_url() -> String {
@@ -67,6 +73,7 @@ impl Default for PostgresSettings {
             password: None,
             schema: default_schema(),
             connections: default_connections(),
+            ca_file: None,
         }
     }
 }
@@ -90,10 +97,53 @@ impl PostgresSettings {
         if !(1..=64).contains(&self.connections) {
             return Err(ConfigError::Invalid("backend.connections must be 1 ..= 64".into()));
         }
+        if let Some(path) = &self.ca_file
+            && !path.is_file()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "backend.ca-file {} is not a readable file",
+                path.display()
+            )));
+        }
         Ok(())
     }
 
-    fn config(&self) -> ExoResult<tokio_postgres::Config> {
+    /// The TLS a connection uses: verified rustls when the URL says `sslmode=require`, else none.
+    fn tls(&self, config: &mut tokio_postgres::Config) -> ExoResult<Tls> {
+        if config.get_ssl_mode() != tokio_postgres::config::SslMode::Require {
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            return Ok(Tls::Plain);
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca_file {
+            Some(path) => {
+                use rustls_pki_types::{CertificateDer, pem::PemObject};
+                let invalid = |why: String| ExoError::invalid_argument("backend.ca-file", why);
+                let certs = CertificateDer::pem_file_iter(path)
+                    .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+                for cert in certs {
+                    let cert = cert
+                        .map_err(|e| invalid(format!("{} is not PEM certificates: {e}", path.display())))?;
+                    roots.add(cert).map_err(|e| {
+                        invalid(format!("a certificate in {} is unusable: {e}", path.display()))
+                    })?;
+                }
+                if roots.is_empty() {
+                    return Err(invalid(format!("{} holds no certificate", path.display())));
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ExoError::internal(format!("TLS setup: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Tls::Verified(tokio_postgres_rustls::MakeRustlsConnect::new(tls)))
+    }
+
+    fn config(&self) -> ExoResult<(tokio_postgres::Config, Tls)> {
         let mut config: tokio_postgres::Config = self
             .url
             .parse()
@@ -105,13 +155,81 @@ impl PostgresSettings {
         if config.get_application_name().is_none() {
             config.application_name("exoflow");
         }
-        Ok(config)
+        let tls = self.tls(&mut config)?;
+        Ok((config, tls))
+    }
+}
+
+/// How connections are made: plain TCP, or TLS verified by rustls.
+#[derive(Clone)]
+enum Tls {
+    Plain,
+    Verified(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+/// Connects with `config` over `tls`; the connection's task is spawned.
+async fn connect(config: &tokio_postgres::Config, tls: &Tls) -> Result<Client, tokio_postgres::Error> {
+    let (client, task) = match tls {
+        Tls::Plain => {
+            let (client, connection) = config.connect(NoTls).await?;
+            (client, tokio::spawn(connection))
+        }
+        Tls::Verified(tls) => {
+            let (client, connection) = config.connect(tls.clone()).await?;
+            (client, tokio::spawn(connection))
+        }
+    };
+    tokio::spawn(async move {
+        if let Ok(Err(err)) = task.await {
+            tracing::warn!(error = %err, "PostgreSQL connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Issues `LISTEN channel` on `client` and hands each notification to `heard` until the
+/// connection ends (it must be driven for LISTEN to complete: both are polled).
+async fn listen_on<S, T>(
+    client: Client,
+    mut connection: tokio_postgres::Connection<S, T>,
+    channel: &str,
+    heard: &(impl Fn(&str) + Send + Sync),
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures::StreamExt as _;
+    let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+    let statement = format!("LISTEN \"{channel}\"");
+    let listening = client.batch_execute(&statement);
+    let mut listening = std::pin::pin!(listening);
+    let mut subscribed = false;
+    loop {
+        tokio::select! {
+            done = &mut listening, if !subscribed => {
+                if let Err(err) = done {
+                    tracing::warn!(error = %err, "PostgreSQL LISTEN failed");
+                    return;
+                }
+                subscribed = true;
+            }
+            message = messages.next() => match message {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => heard(n.payload()),
+                Some(Ok(_)) => {}
+                Some(Err(err)) => {
+                    tracing::warn!(error = %err, "PostgreSQL notification connection lost");
+                    return;
+                }
+                None => return,
+            },
+        }
     }
 }
 
 /// A fixed set of connections, used round-robin; a dropped one is replaced on its next use.
 pub struct Connections {
     config: tokio_postgres::Config,
+    tls: Tls,
     slots: Vec<Mutex<Option<Arc<Client>>>>,
     next: AtomicUsize,
 }
@@ -126,8 +244,10 @@ impl Connections {
     /// Opens the first connection now (so a wrong URL or password fails at start, clearly);
     /// the others as they are first used.
     pub async fn open(settings: &PostgresSettings) -> ExoResult<Self> {
+        let (config, tls) = settings.config()?;
         let connections = Self {
-            config: settings.config()?,
+            config,
+            tls,
             slots: (0..settings.connections.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
         };
@@ -142,13 +262,7 @@ impl Connections {
         if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(client.clone());
         }
-        let (client, connection) = self.config.connect(NoTls).await.map_err(|e| map_error("connect", &e))?;
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::warn!(error = %err, "PostgreSQL connection closed");
-            }
-        });
-        let client = Arc::new(client);
+        let client = Arc::new(connect(&self.config, &self.tls).await.map_err(|e| map_error("connect", &e))?);
         *slot = Some(client.clone());
         Ok(client)
     }
@@ -193,42 +307,28 @@ impl Connections {
         channel: String,
         heard: impl Fn(&str) + Send + Sync + 'static,
     ) -> tokio::task::JoinHandle<()> {
-        use futures::StreamExt as _;
         let config = self.config.clone();
+        let tls = self.tls.clone();
         tokio::spawn(async move {
             loop {
-                match config.connect(NoTls).await {
-                    Ok((client, mut connection)) => {
-                        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-                        let statement = format!("LISTEN \"{channel}\"");
-                        let listening = client.batch_execute(&statement);
-                        // The connection must be driven for LISTEN to complete: poll both.
-                        let mut listening = std::pin::pin!(listening);
-                        let mut subscribed = false;
-                        loop {
-                            tokio::select! {
-                                done = &mut listening, if !subscribed => {
-                                    if let Err(err) = done {
-                                        tracing::warn!(error = %err, "PostgreSQL LISTEN failed");
-                                        break;
-                                    }
-                                    subscribed = true;
-                                }
-                                message = messages.next() => match message {
-                                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => heard(n.payload()),
-                                    Some(Ok(_)) => {}
-                                    Some(Err(err)) => {
-                                        tracing::warn!(error = %err, "PostgreSQL notification connection lost");
-                                        break;
-                                    }
-                                    None => break,
-                                },
-                            }
+                let failed = match &tls {
+                    Tls::Plain => match config.connect(NoTls).await {
+                        Ok((client, connection)) => {
+                            listen_on(client, connection, &channel, &heard).await;
+                            None
                         }
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "cannot open the PostgreSQL notification connection")
-                    }
+                        Err(err) => Some(err),
+                    },
+                    Tls::Verified(tls) => match config.connect(tls.clone()).await {
+                        Ok((client, connection)) => {
+                            listen_on(client, connection, &channel, &heard).await;
+                            None
+                        }
+                        Err(err) => Some(err),
+                    },
+                };
+                if let Some(err) = failed {
+                    tracing::warn!(error = %err, "cannot open the PostgreSQL notification connection")
                 }
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
@@ -260,9 +360,15 @@ impl Connections {
 /// disk is STORAGE_FULL; anything else is INTERNAL with the server's message.
 pub fn map_error(operation: &str, err: &tokio_postgres::Error) -> ExoError {
     let Some(db) = err.as_db_error() else {
-        // No server answer: the connection is gone or was never made.
-        return ExoError::new(ErrorReason::BackendUnavailable, format!("PostgreSQL {operation}: {err}"))
-            .retryable();
+        // No server answer: the connection is gone or was never made. The causes say why (a
+        // refused connection, a certificate that did not verify).
+        let mut message = format!("PostgreSQL {operation}: {err}");
+        let mut source = std::error::Error::source(err);
+        while let Some(cause) = source {
+            message.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        return ExoError::new(ErrorReason::BackendUnavailable, message).retryable();
     };
     let code = db.code();
     let message = format!("PostgreSQL {operation}: {} ({})", db.message(), code.code());
