@@ -5,6 +5,9 @@ through eos, with eos-proxy's peak memory checked)."""
 import base64
 import hashlib
 import json
+import os
+import socket
+import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -104,6 +107,65 @@ def eventually(what, attempt, tries=20):
             time.sleep(0.1)
     check(False, f"{what}: never answered ({failures[-1:]})")
     return None, failures
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, what, seconds=20):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on {port} within {seconds} s")
+
+
+def make_certificates(scratch):
+    """A throw-away CA and a server certificate it signed for localhost / 127.0.0.1 (openssl CLI):
+    returns (ca.pem, server.pem, server.key)."""
+    os.makedirs(scratch, exist_ok=True)
+    ca, ca_key = os.path.join(scratch, "ca.pem"), os.path.join(scratch, "ca.key")
+    cert, key, csr = (os.path.join(scratch, n) for n in ("server.pem", "server.key", "server.csr"))
+    ext = os.path.join(scratch, "san.cnf")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    quiet = {"check": True, "capture_output": True}
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+                    "-days", "2", "-subj", "/CN=exoflow test CA"], **quiet)
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+                    "-subj", "/CN=localhost"], **quiet)
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+                    "-out", cert, "-days", "2", "-extfile", ext], **quiet)
+    return ca, cert, key
+
+
+def check_tls_proxy(proxy_bin, write_config, scratch, exercise):
+    """Starts `proxy_bin` with write_config(ca) (the CA that signed the server's certificate) and
+    runs exercise(url); then starts it with write_config(None) (the default roots, which did not
+    sign it) and checks it refuses to start saying why."""
+    port = free_port()
+    log = open(os.path.join(scratch, "proxy-tls.log"), "ab")
+    proxy = subprocess.Popen([proxy_bin, "--config", write_config(True), "--listen", f"127.0.0.1:{port}"],
+                             stdout=log, stderr=log)
+    try:
+        wait_for_port(port, "the proxy over TLS")
+        exercise(f"http://127.0.0.1:{port}")
+    finally:
+        proxy.terminate()
+        proxy.wait()
+    wrong = subprocess.run([proxy_bin, "--config", write_config(False), "--listen", f"127.0.0.1:{port}"],
+                           capture_output=True, text=True, timeout=60)
+    named = next((line for line in wrong.stderr.splitlines() if "certificate" in line.lower()
+                  or "unknownissuer" in line.lower()), "")
+    check(wrong.returncode != 0 and named != "",
+          f"with roots that did not sign the server's certificate the proxy refuses to start, saying so "
+          f"({named[-100:]})")
 
 
 def finish():

@@ -13,33 +13,19 @@ import asyncio
 import base64
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
 
 import nats
 
-from common import b64, call, check, eventually, finish
+from common import b64, call, check, check_tls_proxy, eventually, finish, free_port, make_certificates, wait_for_port
 
 RUN = f"{int(time.time())}"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def wait_for_port(port, what, seconds=20):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{what} did not listen on {port} within {seconds} s")
 
 
 async def native(eqs, url, ns):
@@ -154,6 +140,39 @@ def restart(eqs_proxy, nats_server, scratch):
         server.wait()
 
 
+def tls(eqs_proxy, nats_server, scratch):
+    """eqs to a private server that speaks only TLS (a certificate of a throw-away CA)."""
+    print("eqs over TLS to NATS (a private server)")
+    tls_dir = os.path.join(scratch, "tls")
+    ca, cert, key = make_certificates(tls_dir)
+    port = free_port()
+    log = open(os.path.join(scratch, "nats-server-tls.log"), "ab")
+    server = subprocess.Popen([nats_server, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd",
+                               os.path.join(tls_dir, "jetstream"), "--tls", "--tlscert", cert, "--tlskey", key],
+                              stdout=log, stderr=log)
+    try:
+        wait_for_port(port, "nats-server (TLS)")
+
+        def config(with_ca):
+            path = os.path.join(tls_dir, f"eqs-{with_ca}.yaml")
+            with open(path, "w") as f:
+                f.write(f"backend:\n  kind: nats\n  url: tls://localhost:{port}\n  namespace: tls\n")
+                if with_ca:
+                    f.write(f"  ca-file: {ca}\n")
+            return path
+
+        def exercise(eqs):
+            call("POST", f"{eqs}/api/v1/queues", {"name": "secure"})
+            call("POST", f"{eqs}/api/v1/queues/secure/messages", {"message": {"body": b64(b"over tls")}})
+            got = call("POST", f"{eqs}/api/v1/queues/secure/messages/receive", {"maxMessages": 1})
+            check([base64.b64decode(m["body"]) for m in got.get("messages", [])] == [b"over tls"],
+                  "a message goes through eqs to a TLS-only NATS server (tls:// URL, ca-file)")
+        check_tls_proxy(eqs_proxy, config, tls_dir, exercise)
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--eqs", required=True)
@@ -165,6 +184,7 @@ def main():
     args = parser.parse_args()
     asyncio.run(native(args.eqs, args.nats, args.namespace))
     restart(args.eqs_proxy, args.nats_server, args.scratch)
+    tls(args.eqs_proxy, args.nats_server, args.scratch)
     finish()
 
 

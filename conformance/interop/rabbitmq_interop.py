@@ -12,33 +12,19 @@ import argparse
 import base64
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
 
 import pika
 
-from common import b64, call, check, eventually, finish
+from common import b64, call, check, eventually, finish, free_port, wait_for_port
 
 RUN = f"{int(time.time())}"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def wait_for_port(port, what, seconds=20):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{what} did not listen on {port} within {seconds} s")
 
 
 def receive(eqs, name, **extra):

@@ -8,14 +8,51 @@ losing an acknowledged write.
 
 import argparse
 import base64
+import os
+import subprocess
 import time
 import urllib.parse
 
 import redis
 
-from common import b64, call, check, check_stale_cas_fails, eventually, finish
+from common import (b64, call, check, check_stale_cas_fails, check_tls_proxy, eventually, finish, free_port,
+                    make_certificates, wait_for_port)
 
 RUN = f"{int(time.time())}"
+
+
+def tls(ekv_proxy, redis_server, scratch):
+    """ekv to a private Redis that speaks only TLS (a certificate of a throw-away CA)."""
+    print("ekv over TLS to Redis (a private server)")
+    tls_dir = os.path.join(scratch, "tls")
+    ca, cert, key = make_certificates(tls_dir)
+    port = free_port()
+    log = open(os.path.join(scratch, "redis-server-tls.log"), "ab")
+    server = subprocess.Popen([redis_server, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+                               "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca,
+                               "--tls-auth-clients", "no", "--save", "", "--appendonly", "no",
+                               "--dir", tls_dir], stdout=log, stderr=log)
+    try:
+        wait_for_port(port, "redis-server (TLS)")
+
+        def config(with_ca):
+            path = os.path.join(tls_dir, f"ekv-{with_ca}.yaml")
+            with open(path, "w") as f:
+                f.write(f"backend:\n  kind: redis\n  url: rediss://localhost:{port}/0\n  namespace: tls\n")
+                if with_ca:
+                    f.write(f"  ca-file: {ca}\n")
+            return path
+
+        def exercise(ekv):
+            call("POST", f"{ekv}/api/v1/tables", {"name": "secure"})
+            call("PUT", f"{ekv}/api/v1/tables/secure/entries/k", {"value": b64(b"over tls")})
+            got = call("GET", f"{ekv}/api/v1/tables/secure/entries/k").get("entry", {})
+            check(base64.b64decode(got.get("value", "")) == b"over tls",
+                  "an entry goes through ekv to a TLS-only Redis (rediss:// URL, ca-file)")
+        check_tls_proxy(ekv_proxy, config, tls_dir, exercise)
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def main():
@@ -23,6 +60,9 @@ def main():
     parser.add_argument("--ekv", required=True)
     parser.add_argument("--redis", required=True)
     parser.add_argument("--namespace", required=True)
+    parser.add_argument("--ekv-proxy", help="with --redis-server: check TLS on a private server")
+    parser.add_argument("--redis-server")
+    parser.add_argument("--scratch", default="/tmp")
     args = parser.parse_args()
     ekv, ns = args.ekv, args.namespace
     r = redis.Redis.from_url(args.redis)
@@ -74,6 +114,8 @@ def main():
     call("DELETE", f"{ekv}/api/v1/tables/{table}")
     left = list(r.scan_iter(match=f"{ns}:*{table}*", count=1000))
     check(not left, f"deleting the table through ekv deletes its keys ({left[:3]})")
+    if args.redis_server:
+        tls(args.ekv_proxy, args.redis_server, args.scratch)
     finish()
 
 

@@ -39,7 +39,8 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RedisConfig {
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db`, or `rediss://…` for TLS (the server's certificate and host name
+    /// always verified: against `ca-file`, else the system's roots).
     #[serde(default = "default_url")]
     pub url: String,
     /// The password, if the server wants one (ACL user: put it in the URL as `redis://user@…`).
@@ -48,6 +49,9 @@ pub struct RedisConfig {
     /// The prefix of every key: one per app or environment sharing the server.
     #[serde(default = "default_namespace")]
     pub namespace: String,
+    /// PEM file of the certificate authorities that may sign the server's certificate (`rediss://`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_url() -> String {
@@ -60,7 +64,7 @@ fn default_namespace() -> String {
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        Self { url: default_url(), password: None, namespace: default_namespace() }
+        Self { url: default_url(), password: None, namespace: default_namespace(), ca_file: None }
     }
 }
 
@@ -270,7 +274,20 @@ impl RedisKv {
             let settings = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(settings);
         }
-        let client = redis::Client::open(info).map_err(|e| map_error("connect", &e))?;
+        let client = match &config.ca_file {
+            Some(path) => {
+                let root_cert = std::fs::read(path).map_err(|e| {
+                    ExoError::invalid_argument(
+                        "backend.ca-file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) };
+                redis::Client::build_with_tls(info, certificates)
+            }
+            None => redis::Client::open(info),
+        }
+        .map_err(|e| map_error("connect", &e))?;
         let mut connection = ConnectionManager::new(client).await.map_err(|e| map_error("connect", &e))?;
         let appendonly: redis::RedisResult<Vec<String>> =
             redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(&mut connection).await;

@@ -120,6 +120,19 @@ pub struct NatsQueueConfig {
     /// Largest message in bytes (the server's `max_payload` must hold it plus headers).
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: u64,
+    /// Require TLS (implied by a `tls://` URL). The server's certificate and host name are always
+    /// verified: against `ca-file`, else the system's roots.
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM file of the certificate authorities that may sign the server's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate (PEM), with `client-key-file`, for servers that verify clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<std::path::PathBuf>,
+    /// The client certificate's key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<std::path::PathBuf>,
 }
 
 fn default_url() -> String {
@@ -148,6 +161,10 @@ impl Default for NatsQueueConfig {
             token: None,
             replicas: default_replicas(),
             max_message_bytes: default_max_message_bytes(),
+            tls: false,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
         }
     }
 }
@@ -177,6 +194,20 @@ impl NatsQueueConfig {
         }
         if self.max_message_bytes == 0 {
             return invalid("backend.max-message-bytes must be above 0".into());
+        }
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
+            return invalid("backend: client-cert-file and client-key-file go together".into());
+        }
+        for (key, path) in [
+            ("ca-file", &self.ca_file),
+            ("client-cert-file", &self.client_cert_file),
+            ("client-key-file", &self.client_key_file),
+        ] {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                return invalid(format!("backend.{key} {} is not a readable file", path.display()));
+            }
         }
         Ok(())
     }
@@ -288,6 +319,17 @@ impl std::fmt::Debug for NatsQueue {
 /// A transport failure (no answer, a dropped connection): retryable.
 fn unavailable(operation: &str, err: impl std::fmt::Display) -> ExoError {
     ExoError::new(ErrorReason::BackendUnavailable, format!("NATS {operation}: {err}")).retryable()
+}
+
+/// An error and its causes, for failures whose reason is in a source (a TLS handshake).
+fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 /// An error JetStream answered with.
@@ -437,10 +479,19 @@ impl NatsQueue {
         if let Some(token) = &config.token {
             options = options.token(secret(token)?);
         }
+        if config.tls || config.url.contains("tls://") {
+            options = options.require_tls(true);
+        }
+        if let Some(ca) = &config.ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&config.client_cert_file, &config.client_key_file) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
         let client = options
             .connect(config.url.as_str())
             .await
-            .map_err(|e| unavailable(&format!("connect to {}", config.url), e))?;
+            .map_err(|e| unavailable(&format!("connect to {}", config.url), with_causes(&e)))?;
         let max_payload = client.server_info().max_payload as u64;
         if config.max_message_bytes + HEADER_ALLOWANCE > max_payload {
             return Err(ExoError::invalid_argument(
