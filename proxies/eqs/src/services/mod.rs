@@ -118,6 +118,42 @@ pub(crate) fn existing_queue(
     }
 }
 
+/// The options of a queue, as a backend keeps them beside a queue whose own settings cannot
+/// carry or report them all (NATS: the stream's description; RabbitMQ: the registry stream).
+/// Delay is never kept: those backends do not offer it.
+#[cfg(any(feature = "nats", feature = "rabbitmq"))]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoredOptions {
+    pub(crate) visibility: u32,
+    pub(crate) retention: u32,
+    pub(crate) max_receives: u32,
+    pub(crate) dead_letter_queue: String,
+}
+
+#[cfg(any(feature = "nats", feature = "rabbitmq"))]
+impl StoredOptions {
+    /// What normalized (defaults filled in) options keep.
+    pub(crate) fn from_options(o: &pb::QueueOptions) -> Self {
+        Self {
+            visibility: o.visibility_timeout_seconds.unwrap_or_default(),
+            retention: o.retention_seconds,
+            max_receives: o.max_receives,
+            dead_letter_queue: o.dead_letter_queue.clone(),
+        }
+    }
+
+    /// The options as the contract reports them.
+    pub(crate) fn options(&self) -> pb::QueueOptions {
+        pb::QueueOptions {
+            visibility_timeout_seconds: Some(self.visibility),
+            retention_seconds: self.retention,
+            delay_seconds: 0,
+            max_receives: self.max_receives,
+            dead_letter_queue: self.dead_letter_queue.clone(),
+        }
+    }
+}
+
 /// The error for a dead-letter queue that does not exist at create time.
 pub(crate) fn dead_letter_missing(name: &str) -> ExoError {
     ExoError::new(

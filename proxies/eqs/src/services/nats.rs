@@ -66,7 +66,7 @@ use crate::{
     backend::Queue,
     config::DEFAULT_MAX_MESSAGE_BYTES,
     model::{Capability, Descriptor, QueueName, ReceiveParams, local_limits, queue_not_found},
-    services::{already_exists, dead_letter_missing, existing_queue, new_message_id},
+    services::{StoredOptions, already_exists, dead_letter_missing, existing_queue, new_message_id},
 };
 
 /// The durable consumer every proxy receives through.
@@ -241,35 +241,7 @@ impl exo_proxy_core::registry::Backend for NatsQueue {
     }
 }
 
-/// The options of a queue as kept in its stream's description.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct StoredOptions {
-    visibility: u32,
-    retention: u32,
-    max_receives: u32,
-    dead_letter_queue: String,
-}
-
 impl StoredOptions {
-    fn from_options(o: &pb::QueueOptions) -> Self {
-        Self {
-            visibility: o.visibility_timeout_seconds.unwrap_or_default(),
-            retention: o.retention_seconds,
-            max_receives: o.max_receives,
-            dead_letter_queue: o.dead_letter_queue.clone(),
-        }
-    }
-
-    fn options(&self) -> pb::QueueOptions {
-        pb::QueueOptions {
-            visibility_timeout_seconds: Some(self.visibility),
-            retention_seconds: self.retention,
-            delay_seconds: 0,
-            max_receives: self.max_receives,
-            dead_letter_queue: self.dead_letter_queue.clone(),
-        }
-    }
-
     /// The options of a stream: the proxy's own from the description, or, for a stream made by
     /// hand, what its configuration says (its consumer's ack wait is read when it exists).
     fn of_stream(config: &stream::Config, ack_wait: Option<Duration>) -> Self {

@@ -64,7 +64,7 @@ use crate::{
         Capability, DEFAULT_VISIBILITY_SECONDS, Descriptor, QueueName, ReceiveParams, local_limits,
         queue_not_found, stale_receipt,
     },
-    services::{already_exists, dead_letter_missing, new_message_id},
+    services::{StoredOptions, already_exists, dead_letter_missing, new_message_id},
 };
 
 /// Headers RabbitMQ sets itself: never attributes.
@@ -184,36 +184,6 @@ impl exo_proxy_core::registry::Backend for RabbitMqQueue {
             let queue: Self::Opened = Arc::new(RabbitMqQueue::connect(config, context.call_timeout).await?);
             Ok(queue)
         })
-    }
-}
-
-/// The options of a queue as the registry keeps them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct StoredOptions {
-    visibility: u32,
-    retention: u32,
-    max_receives: u32,
-    dead_letter_queue: String,
-}
-
-impl StoredOptions {
-    fn from_options(o: &pb::QueueOptions) -> Self {
-        Self {
-            visibility: o.visibility_timeout_seconds.unwrap_or_default(),
-            retention: o.retention_seconds,
-            max_receives: o.max_receives,
-            dead_letter_queue: o.dead_letter_queue.clone(),
-        }
-    }
-
-    fn options(&self) -> pb::QueueOptions {
-        pb::QueueOptions {
-            visibility_timeout_seconds: Some(self.visibility),
-            retention_seconds: self.retention,
-            delay_seconds: 0,
-            max_receives: self.max_receives,
-            dead_letter_queue: self.dead_letter_queue.clone(),
-        }
     }
 }
 
