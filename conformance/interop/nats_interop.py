@@ -16,6 +16,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 
 import nats
 
@@ -116,13 +117,23 @@ def restart(eqs_proxy, nats_server, scratch):
         sent = call("POST", f"{eqs}/api/v1/queues/kept/messages", {"message": {"body": b64(b"acknowledged")}})
         server.send_signal(signal.SIGKILL)
         server.wait()
-        down = None
-        try:
-            call("POST", f"{eqs}/api/v1/queues/kept/messages/receive", {"maxMessages": 1})
-        except RuntimeError as err:
-            down = str(err)
+        downs = []
+        for _ in range(6):
+            started = time.monotonic()
+            try:
+                call("POST", f"{eqs}/api/v1/queues/kept/messages/receive", {"maxMessages": 1})
+                downs.append((None, 0.0))
+            except RuntimeError as err:
+                downs.append((str(err), time.monotonic() - started))
+        down = downs[0][0]
         check(down is not None and ": 503 " in down and "BACKEND_UNAVAILABLE" in down,
               f"with the server down a call fails retryable (503 BACKEND_UNAVAILABLE): {str(down)[:120]}")
+        fast, took = downs[-1]
+        check(fast is not None and "circuit open" in fast and ": 503 " in fast and took < 0.5,
+              f"after 5 failures in a row the breaker fails the next call fast ({took * 1000:.0f} ms): {str(fast)[-110:]}")
+        with urllib.request.urlopen(f"{eqs}/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        check('exo_breaker_open{backend="nats"} 1' in metrics, "the breaker's state is in /metrics")
         server = subprocess.Popen(server_cmd, stdout=log, stderr=log)
         wait_for_port(port, "nats-server (restarted)")
         out, failures = eventually("receive after the restart", lambda: call(

@@ -88,6 +88,11 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Logging.
     pub log: LogConfig,
+    /// The circuit breaker around the backend (`failures: 0` turns it off).
+    pub breaker: crate::layers::BreakerSettings,
+    /// Most backend calls running at once (long polls not counted); beyond it a call is refused
+    /// THROTTLED (retryable) rather than queued. 0: no limit.
+    pub max_in_flight: usize,
 }
 
 impl ServerConfig {
@@ -133,6 +138,8 @@ impl Default for ServerConfig {
             worker_threads: 1,
             auth_token: None,
             max_connections: 4096,
+            breaker: crate::layers::BreakerSettings::default(),
+            max_in_flight: 1024,
             log: LogConfig::default(),
         }
     }

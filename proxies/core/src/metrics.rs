@@ -22,6 +22,13 @@ pub struct OpLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of a per-backend sample (breaker, shedding).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    /// The backend's name.
+    pub backend: &'static str,
+}
+
 /// Latency buckets from 25 µs to 30 s: a local backend answers in microseconds, a long poll in seconds.
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -34,6 +41,9 @@ pub struct Metrics {
     requests: Family<OpLabels, Counter>,
     latency: Family<OpLabels, Histogram>,
     in_flight: Gauge,
+    breaker_open: Family<BackendLabels, Gauge>,
+    breaker_rejected: Family<BackendLabels, Counter>,
+    shed: Family<BackendLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -68,7 +78,25 @@ impl Metrics {
             latency.clone(),
         );
         registry.register("in_flight_requests", "Backend operations currently running", in_flight.clone());
-        Self { registry, requests, latency, in_flight }
+        let breaker_open = Family::<BackendLabels, Gauge>::default();
+        registry.register(
+            "breaker_open",
+            "1 while the backend's circuit breaker is open or probing, 0 when closed",
+            breaker_open.clone(),
+        );
+        let breaker_rejected = Family::<BackendLabels, Counter>::default();
+        registry.register(
+            "breaker_rejected",
+            "Calls failed fast by an open circuit breaker",
+            breaker_rejected.clone(),
+        );
+        let shed = Family::<BackendLabels, Counter>::default();
+        registry.register(
+            "shed",
+            "Calls refused (THROTTLED) because max-in-flight calls were running",
+            shed.clone(),
+        );
+        Self { registry, requests, latency, in_flight, breaker_open, breaker_rejected, shed }
     }
 
     /// Registers a gauge family (e.g. a backend's own state, sampled periodically) before the
@@ -94,6 +122,21 @@ impl Metrics {
     pub fn start(&self) -> InFlight {
         self.in_flight.inc();
         InFlight(self.in_flight.clone())
+    }
+
+    /// Records the state a backend's circuit breaker moved to (`closed`, `open`, `half-open`).
+    pub fn breaker_state(&self, backend: &'static str, state: &str) {
+        self.breaker_open.get_or_create(&BackendLabels { backend }).set(i64::from(state != "closed"));
+    }
+
+    /// Counts a call an open breaker failed fast.
+    pub fn breaker_rejected(&self, backend: &'static str) {
+        self.breaker_rejected.get_or_create(&BackendLabels { backend }).inc();
+    }
+
+    /// Counts a call shed for load.
+    pub fn shed(&self, backend: &'static str) {
+        self.shed.get_or_create(&BackendLabels { backend }).inc();
     }
 
     /// The Prometheus text exposition of every metric.

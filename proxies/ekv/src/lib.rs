@@ -63,12 +63,9 @@ impl EkvProxy {
     /// benchmarks use this).
     pub async fn bind_with(config: &EkvConfig, backend: Arc<dyn KeyValue>) -> Result<Self, ProxyError> {
         let metrics = Metrics::shared();
-        // The layer stack, outermost first: metrics and logs, then the per-call timeout.
+        // The layer stack: metrics and logs, load shedding, the circuit breaker, the timeout.
         let timeout = config.server.request_timeout;
-        let stack = (
-            exo_proxy_core::layers::Observe::new(metrics.clone()),
-            exo_proxy_core::layers::Timeout::new(timeout),
-        );
+        let stack = exo_proxy_core::layers::standard(&config.server, metrics.clone());
         let backend: Arc<dyn KeyValue> = Arc::new(layers::Layered::new(backend, stack, timeout));
         let api = KvApi::new(backend.clone());
         let grpc = KvServiceServer::new(grpc::GrpcKv::new(api.clone()))

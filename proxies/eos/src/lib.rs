@@ -86,12 +86,9 @@ impl EosProxy {
         listener: TcpListener,
     ) -> Self {
         let metrics = Metrics::shared();
-        // The layer stack, outermost first: metrics and logs, then the per-call timeout.
+        // The layer stack: metrics and logs, load shedding, the circuit breaker, the timeout.
         let timeout = config.server.request_timeout;
-        let stack = (
-            exo_proxy_core::layers::Observe::new(metrics.clone()),
-            exo_proxy_core::layers::Timeout::new(timeout),
-        );
+        let stack = exo_proxy_core::layers::standard(&config.server, metrics.clone());
         let backend: Arc<dyn ObjectStore> = Arc::new(layers::Layered::new(backend, stack, timeout));
         let api = ObjectApi::new(backend.clone());
         let grpc = ObjectServiceServer::new(grpc::GrpcObjects::new(api.clone()))

@@ -38,13 +38,11 @@ pub async fn open_backend(config: &BackendConfig, call_timeout: Duration) -> Exo
     config.open(&services::OpenContext { call_timeout }).await
 }
 
-/// Wraps a backend in the proxy's layer stack, outermost first: metrics and logs, then the
-/// per-call timeout (so a call that times out is counted with outcome TIMEOUT).
+/// Wraps a backend in the proxy's layer stack ([`exo_proxy_core::layers::standard`]: metrics and
+/// logs, load shedding, the circuit breaker, the per-call timeout).
 pub fn layered(backend: Arc<dyn Queue>, metrics: Arc<Metrics>, config: &EqsConfig) -> Arc<dyn Queue> {
-    let timeout = config.server.request_timeout;
-    let stack =
-        (exo_proxy_core::layers::Observe::new(metrics), exo_proxy_core::layers::Timeout::new(timeout));
-    Arc::new(layers::Layered::new(backend, stack, timeout))
+    let stack = exo_proxy_core::layers::standard(&config.server, metrics);
+    Arc::new(layers::Layered::new(backend, stack, config.server.request_timeout))
 }
 
 /// A configured eqs proxy, ready to serve.

@@ -10,15 +10,37 @@
 //! Layers are generic over the call's output and compose statically (no boxing, no dynamic
 //! dispatch): the stack compiles to the same code as the calls written out by hand.
 
+mod breaker;
 mod observe;
+mod shed;
 mod timeout;
 
 use std::{future::Future, time::Duration};
 
+pub use breaker::{BreakerSettings, CircuitBreaker};
 pub use observe::Observe;
+pub use shed::ShedLoad;
 pub use timeout::{Timeout, bounded};
 
 use crate::ExoResult;
+
+/// The stack every proxy runs its backend calls through, outermost first: metrics and logs (so
+/// they see everything below, fast failures included), load shedding, the circuit breaker, then
+/// the per-call timeout (so the breaker counts a call that timed out as a failure).
+pub type Standard = (Observe, ShedLoad, CircuitBreaker, Timeout);
+
+/// The [`Standard`] stack for a proxy's `server:` settings.
+pub fn standard(
+    server: &crate::config::ServerConfig,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) -> Standard {
+    (
+        Observe::new(metrics.clone()),
+        ShedLoad::new(server.max_in_flight, metrics.clone()),
+        CircuitBreaker::new(server.breaker, metrics),
+        Timeout::new(server.request_timeout),
+    )
+}
 
 /// One backend call, as layers see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +127,17 @@ impl<A: Layer, B: Layer, C: Layer> Layer for (A, B, C) {
         next: impl Future<Output = ExoResult<T>> + Send,
     ) -> impl Future<Output = ExoResult<T>> + Send {
         self.0.wrap(call, self.1.wrap(call, self.2.wrap(call, next)))
+    }
+}
+
+/// Four layers, outermost first.
+impl<A: Layer, B: Layer, C: Layer, D: Layer> Layer for (A, B, C, D) {
+    fn wrap<T: Send>(
+        &self,
+        call: Call,
+        next: impl Future<Output = ExoResult<T>> + Send,
+    ) -> impl Future<Output = ExoResult<T>> + Send {
+        self.0.wrap(call, self.1.wrap(call, self.2.wrap(call, self.3.wrap(call, next))))
     }
 }
 

@@ -1,0 +1,228 @@
+//! The circuit breaker: a backend that keeps failing is given a rest instead of more calls.
+
+use std::{
+    future::Future,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use exo_proto::common::v1::ErrorReason;
+use serde::{Deserialize, Serialize};
+
+use super::{Call, Layer};
+use crate::{ExoError, ExoResult, metrics::Metrics};
+
+/// When the breaker opens and for how long (`server.breaker` in a proxy's config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BreakerSettings {
+    /// Consecutive failures (BACKEND_UNAVAILABLE or TIMEOUT) that open it; 0 turns it off.
+    #[serde(default = "default_failures")]
+    pub failures: u32,
+    /// How long it stays open before one probe call may try the backend again.
+    #[serde(default = "default_open_for", with = "humantime_serde")]
+    pub open_for: Duration,
+}
+
+fn default_failures() -> u32 {
+    5
+}
+
+fn default_open_for() -> Duration {
+    Duration::from_secs(2)
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        Self { failures: default_failures(), open_for: default_open_for() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Calls pass; `failures` in a row so far.
+    Closed { failures: u32 },
+    /// Calls fail fast until `until`.
+    Open { until: Instant },
+    /// One probe is out; the others fail fast until it answers.
+    HalfOpen,
+}
+
+/// Fails calls fast (BACKEND_UNAVAILABLE, retryable, with the time to wait) once the backend
+/// has failed `failures` calls in a row, for `open_for`; then lets one probe through, and
+/// closes again when it succeeds. Only failures of the backend itself count (BACKEND_UNAVAILABLE,
+/// TIMEOUT): a missing queue or a failed condition is the backend working. An open breaker makes
+/// an app's retries and a failover chain move on at once instead of waiting on a dead backend.
+#[derive(Debug, Clone)]
+pub struct CircuitBreaker {
+    settings: BreakerSettings,
+    state: Arc<Mutex<State>>,
+    metrics: Arc<Metrics>,
+}
+
+impl CircuitBreaker {
+    /// A closed breaker.
+    pub fn new(settings: BreakerSettings, metrics: Arc<Metrics>) -> Self {
+        Self { settings, state: Arc::new(Mutex::new(State::Closed { failures: 0 })), metrics }
+    }
+
+    /// Whether `call` may go to the backend now; the error to fail it with if not.
+    fn admit(&self, call: Call) -> Result<bool, ExoError> {
+        if self.settings.failures == 0 {
+            return Ok(false);
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match *state {
+            State::Closed { .. } => Ok(false),
+            State::Open { until } if Instant::now() >= until => {
+                *state = State::HalfOpen;
+                self.metrics.breaker_state(call.backend, "half-open");
+                Ok(true)
+            }
+            State::Open { until } => Err(self.fast_fail(call, Some(until))),
+            State::HalfOpen => Err(self.fast_fail(call, None)),
+        }
+    }
+
+    fn fast_fail(&self, call: Call, until: Option<Instant>) -> ExoError {
+        self.metrics.breaker_rejected(call.backend);
+        let wait = until.map_or(Duration::ZERO, |u| u.saturating_duration_since(Instant::now()));
+        ExoError::new(
+            ErrorReason::BackendUnavailable,
+            format!(
+                "circuit open: backend '{}' failed {} calls in a row; it is tried again in {} ms",
+                call.backend,
+                self.settings.failures,
+                wait.as_millis()
+            ),
+        )
+        .retryable()
+        .with_backend(call.backend)
+    }
+
+    fn record(&self, call: Call, probe: bool, failed: bool) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let next = match (*state, failed) {
+            (_, false) => State::Closed { failures: 0 },
+            (State::Closed { failures }, true) if failures + 1 < self.settings.failures => {
+                State::Closed { failures: failures + 1 }
+            }
+            // The threshold reached, or the probe failed: rest again.
+            (State::Closed { .. }, true) | (State::HalfOpen, true) => {
+                State::Open { until: Instant::now() + self.settings.open_for }
+            }
+            // A call admitted before the breaker opened fails late: it is open already.
+            (open @ State::Open { .. }, true) => open,
+        };
+        if probe || std::mem::discriminant(&next) != std::mem::discriminant(&*state) {
+            let name = match next {
+                State::Closed { .. } => "closed",
+                State::Open { .. } => "open",
+                State::HalfOpen => "half-open",
+            };
+            self.metrics.breaker_state(call.backend, name);
+        }
+        *state = next;
+    }
+}
+
+fn backend_failed(err: &ExoError) -> bool {
+    matches!(err.reason, ErrorReason::BackendUnavailable | ErrorReason::Timeout)
+}
+
+impl Layer for CircuitBreaker {
+    fn wrap<T: Send>(
+        &self,
+        call: Call,
+        next: impl Future<Output = ExoResult<T>> + Send,
+    ) -> impl Future<Output = ExoResult<T>> + Send {
+        let admitted = self.admit(call);
+        async move {
+            let probe = admitted?;
+            let result = next.await;
+            if self.settings.failures > 0 {
+                let failed = matches!(&result, Err(err) if backend_failed(err));
+                self.record(call, probe, failed);
+            }
+            result
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker(failures: u32, open_for_ms: u64) -> (CircuitBreaker, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new());
+        let settings = BreakerSettings { failures, open_for: Duration::from_millis(open_for_ms) };
+        (CircuitBreaker::new(settings, metrics.clone()), metrics)
+    }
+
+    const CALL: Call = Call::new("queue", "send", "sqs");
+
+    async fn down() -> ExoResult<u32> {
+        Err(ExoError::new(ErrorReason::BackendUnavailable, "connection refused").retryable())
+    }
+
+    async fn missing() -> ExoResult<u32> {
+        Err(ExoError::new(ErrorReason::QueueNotFound, "no such queue"))
+    }
+
+    async fn up() -> ExoResult<u32> {
+        Ok(1)
+    }
+
+    #[tokio::test]
+    async fn opens_after_consecutive_failures_fails_fast_then_probes_and_closes() {
+        let (b, metrics) = breaker(3, 100);
+        for _ in 0..3 {
+            assert_eq!(b.wrap(CALL, down()).await.unwrap_err().message, "connection refused");
+        }
+        // Open: the backend is not called at all.
+        let called = std::sync::atomic::AtomicBool::new(false);
+        let err = b
+            .wrap(CALL, async {
+                called.store(true, std::sync::atomic::Ordering::SeqCst);
+                up().await
+            })
+            .await
+            .unwrap_err();
+        assert!(!called.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(err.reason, ErrorReason::BackendUnavailable);
+        assert!(err.retryable && err.message.contains("circuit open"), "{err:?}");
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        // Half-open: one probe goes through; it succeeds and the breaker closes.
+        assert_eq!(b.wrap(CALL, up()).await.unwrap(), 1);
+        assert_eq!(b.wrap(CALL, up()).await.unwrap(), 1);
+        let text = metrics.render();
+        assert!(text.contains(r#"exo_breaker_rejected_total{backend="sqs"} 1"#), "{text}");
+        assert!(text.contains(r#"exo_breaker_open{backend="sqs"} 0"#), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_probe_opens_it_again_and_answers_are_not_failures() {
+        let (b, _) = breaker(2, 50);
+        // The backend answering "no such queue" is the backend working.
+        for _ in 0..5 {
+            assert_eq!(b.wrap(CALL, missing()).await.unwrap_err().reason, ErrorReason::QueueNotFound);
+        }
+        assert!(b.wrap(CALL, down()).await.is_err());
+        assert_eq!(b.wrap(CALL, up()).await.unwrap(), 1, "a success resets the count");
+        assert!(b.wrap(CALL, down()).await.is_err());
+        assert!(b.wrap(CALL, down()).await.is_err());
+        assert!(b.wrap(CALL, up()).await.unwrap_err().message.contains("circuit open"));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(b.wrap(CALL, down()).await.unwrap_err().message, "connection refused", "the probe");
+        assert!(b.wrap(CALL, up()).await.unwrap_err().message.contains("circuit open"), "open again");
+    }
+
+    #[tokio::test]
+    async fn zero_failures_turns_it_off() {
+        let (b, _) = breaker(0, 50);
+        for _ in 0..10 {
+            assert_eq!(b.wrap(CALL, down()).await.unwrap_err().message, "connection refused");
+        }
+        assert_eq!(b.wrap(CALL, up()).await.unwrap(), 1);
+    }
+}
