@@ -83,6 +83,8 @@ const OPTIONS_TAG: &str = "exo-queue ";
 const HEADER_ALLOWANCE: u64 = 4096;
 /// How long a pull may outlast its wait before the proxy stops waiting for the server to close it.
 const PULL_GRACE: Duration = Duration::from_secs(1);
+/// How long a receive that may not wait still waits for a message published just before it.
+const SETTLE: Duration = Duration::from_millis(10);
 /// How long the options of a queue are taken from memory before they are read again.
 const OPTIONS_TTL: Duration = Duration::from_secs(2);
 
@@ -889,16 +891,16 @@ impl Queue for NatsQueue {
             let mut pulled = self.pull(&handle.consumer, max, Duration::ZERO).await;
             if matches!(&pulled, Ok(p) if p.is_empty()) {
                 // Nothing ready: wait for one message (JetStream would wait to fill the whole
-                // batch), then take what else is ready.
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left >= Duration::from_millis(50) {
-                    pulled = self.pull(&handle.consumer, 1, left).await;
-                    if let Ok(first) = &mut pulled
-                        && !first.is_empty()
-                        && max > 1
-                    {
-                        first.extend(self.pull(&handle.consumer, max - 1, Duration::ZERO).await?);
-                    }
+                // batch), then take what else is ready. Even without a wait, a moment: JetStream
+                // acknowledges a publish before the consumer has counted it, so a receive right
+                // after a send could otherwise miss it.
+                let left = deadline.saturating_duration_since(Instant::now()).max(SETTLE);
+                pulled = self.pull(&handle.consumer, 1, left).await;
+                if let Ok(first) = &mut pulled
+                    && !first.is_empty()
+                    && max > 1
+                {
+                    first.extend(self.pull(&handle.consumer, max - 1, Duration::ZERO).await?);
                 }
             }
             let pulled = match pulled {
