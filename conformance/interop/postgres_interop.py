@@ -37,10 +37,14 @@ def tls(db, eqs_proxy, tls_url, ca_file, schema, scratch):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
 
+    # Its own application name, so its connections are told apart from the other proxies'.
+    app = f"exoflow-tls-{RUN}"
+    url = f"{tls_url}{'&' if '?' in tls_url else '?'}application_name={app}"
+
     def config(name, ca):
         path = os.path.join(scratch, name)
         with open(path, "w") as f:
-            f.write(f"backend:\n  kind: postgres\n  url: {tls_url}\n  schema: {schema}\n")
+            f.write(f"backend:\n  kind: postgres\n  url: {url}\n  schema: {schema}\n")
             if ca:
                 f.write(f"  ca-file: {ca}\n")
         return path
@@ -65,8 +69,7 @@ def tls(db, eqs_proxy, tls_url, ca_file, schema, scratch):
         check([base64.b64decode(m["body"]) for m in got.get("messages", [])] == [b"over tls"],
               "a message goes through eqs over TLS")
         encrypted = db.execute("SELECT bool_and(s.ssl), count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a "
-                               "ON a.pid = s.pid WHERE a.application_name = 'exoflow' AND a.client_port IS NOT NULL "
-                               "AND a.backend_start > now() - interval '1 minute'").fetchone()
+                               "ON a.pid = s.pid WHERE a.application_name = %s", (app,)).fetchone()
         check(encrypted[0] is True and encrypted[1] >= 1,
               f"every new eqs connection is encrypted (pg_stat_ssl: {encrypted})")
         call("DELETE", f"{eqs}/api/v1/queues/{name}")

@@ -151,6 +151,11 @@ pub struct Provider {
     /// NATS: the user name, with `auth.password`.
     #[serde(default)]
     pub user: Option<String>,
+    /// PostgreSQL, NATS, Redis: the PEM file (a path where the proxy runs: a mounted secret) of
+    /// the certificate authorities that sign the server's certificate, for TLS
+    /// (`sslmode=require`, `tls://`, `rediss://`).
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// PostgreSQL: the schema holding the app's queues and tables (default: the app's name,
     /// with `-` as `_`).
     #[serde(default)]

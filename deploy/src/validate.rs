@@ -191,8 +191,18 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
                 "add url: postgres://user@host:5432/database",
             ),
             ProviderKind::Postgres => {
-                if let Err(err) = crate::render::postgres_settings(m, p).validate() {
+                // The CA file lives where the proxy runs, not here.
+                let mut settings = crate::render::postgres_settings(m, p);
+                let ca = settings.ca_file.take();
+                if let Err(err) = settings.validate() {
                     c.error(&base, err.to_string(), "fix url: or schema:")
+                }
+                if ca.is_some_and(|ca| !ca.is_absolute()) {
+                    c.error(
+                        &format!("{base}.ca-file"),
+                        "ca-file must be an absolute path where the proxy runs",
+                        "",
+                    )
                 }
             }
             ProviderKind::Nats | ProviderKind::Redis if p.url.as_deref().is_none_or(str::is_empty) => {

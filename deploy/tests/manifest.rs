@@ -696,3 +696,39 @@ fn a_rabbitmq_provider_renders_the_queue_backend() {
     let problems = validate::check(&with_user).unwrap_err();
     assert!(problems.iter().any(|p| p.path == "providers.bus"), "{problems:?}");
 }
+
+#[test]
+fn a_ca_file_reaches_the_tls_settings_of_postgres_nats_and_redis() {
+    use exo_proxy_core::config::parse_yaml;
+    let manifest = brokers("[bus, cache, aws]")
+        .replace("    user: shop\n", "    user: shop\n    ca-file: /run/secrets/nats-ca.pem\n")
+        .replace(
+            "    namespace: shop-prod\n",
+            "    namespace: shop-prod\n    ca-file: /run/secrets/redis-ca.pem\n",
+        );
+    let (m, _) = validate::check(&manifest).unwrap();
+    let sidecars = render::sidecars(&m, ProxyHost::Pod, &|name| format!("/data/{name}"));
+    let config = |name: &str| sidecars.iter().find(|s| s.name == name).unwrap().config.clone();
+    let eqs: eqs::config::EqsConfig = parse_yaml(&config("eqs"), "eqs").unwrap();
+    let eqs::config::BackendConfig::Failover(chain) = eqs.backend else { panic!("no queue chain") };
+    let eqs::config::BackendConfig::Nats(nats) = &chain.members[0] else { unreachable!() };
+    assert_eq!(nats.ca_file.as_deref(), Some(std::path::Path::new("/run/secrets/nats-ca.pem")));
+    let ekv: ekv::config::EkvConfig = parse_yaml(&config("ekv"), "ekv").unwrap();
+    let ekv::config::BackendConfig::Failover(chain) = ekv.backend else { panic!("no kv chain") };
+    let ekv::config::BackendConfig::Redis(redis) = &chain.members[0] else { unreachable!() };
+    assert_eq!(redis.ca_file.as_deref(), Some(std::path::Path::new("/run/secrets/redis-ca.pem")));
+
+    let relative = manifest.replace("ca-file: /run/secrets/nats-ca.pem", "ca-file: nats-ca.pem");
+    let problems = validate::check(&relative).unwrap_err();
+    assert!(problems.iter().any(|p| p.message.contains("absolute path")), "{problems:?}");
+    let pg = self_hosted("[db, aws]").replace(
+        "      password: file:/run/secrets/pg\n",
+        "      password: file:/run/secrets/pg\n    ca-file: /run/secrets/pg-ca.pem\n",
+    );
+    let (m, _) = validate::check(&pg).unwrap();
+    let p = m.providers.get("db").unwrap();
+    assert_eq!(
+        render::postgres_settings(&m, p).ca_file.as_deref(),
+        Some(std::path::Path::new("/run/secrets/pg-ca.pem"))
+    );
+}

@@ -252,6 +252,9 @@ fn server_settings(m: &Manifest, p: &Provider) -> serde_json::Value {
     if let Some(user) = &p.user {
         settings.insert("user".into(), user.clone().into());
     }
+    if let Some(ca) = &p.ca_file {
+        settings.insert("ca-file".into(), ca.clone().into());
+    }
     for (key, reference) in &p.auth {
         settings.insert(key.clone(), reference.clone().into());
     }
@@ -261,6 +264,16 @@ fn server_settings(m: &Manifest, p: &Provider) -> serde_json::Value {
 /// Checks a NATS, Redis or RabbitMQ provider's settings as the backend that reads them would, naming what
 /// to fix: `None` when they are fine.
 pub fn server_settings_problem(m: &Manifest, p: &Provider) -> Option<String> {
+    if let Some(ca) = &p.ca_file {
+        if p.kind == ProviderKind::Rabbitmq {
+            return Some("ca-file: TLS to RabbitMQ (amqps) is not in this build".into());
+        }
+        if !ca.starts_with('/') {
+            return Some(format!("ca-file {ca:?} must be an absolute path where the proxy runs"));
+        }
+    }
+    // The CA file lives where the proxy runs, not here: check everything else.
+    let p = &Provider { ca_file: None, ..p.clone() };
     let checked = match p.kind {
         ProviderKind::Nats | ProviderKind::Rabbitmq => {
             provider_backend::<eqs::config::BackendConfig>(eqs::config::BackendConfig::ENTRIES, m, p, false)
@@ -289,6 +302,7 @@ pub fn postgres_settings(m: &Manifest, p: &Provider) -> exo_postgres::PostgresSe
             .get("password")
             .and_then(|r| exo_proxy_core::secret::SecretRef::try_from(r.clone()).ok()),
         schema: p.schema.clone().unwrap_or_else(|| m.name.replace('-', "_")),
+        ca_file: p.ca_file.as_ref().map(Into::into),
         ..Default::default()
     }
 }
