@@ -34,14 +34,34 @@ pub struct Gap {
 }
 
 /// Every known gap.
-pub const GAPS: &[Gap] = &[Gap {
-    emulator: Emulator::Moto,
-    backends: &["sqs", "failover"],
-    case: "consumers.competing",
-    why: "moto's ReceiveMessage is not atomic: its threaded server walks a queue's messages and marks \
-          them received without a lock (moto/sqs/models.py, SQSBackend.receive_message), so two \
-          concurrent receives can take one message; SQS itself hides a message from every other receive",
-}];
+pub const GAPS: &[Gap] = &[
+    Gap {
+        emulator: Emulator::Moto,
+        backends: &["sqs", "failover"],
+        case: "consumers.competing",
+        why: "moto's ReceiveMessage is not atomic: its threaded server walks a queue's messages and marks \
+              them received without a lock (moto/sqs/models.py, SQSBackend.receive_message), so two \
+              concurrent receives can take one message; SQS itself hides a message from every other receive",
+    },
+    Gap {
+        emulator: Emulator::Moto,
+        backends: &["dynamodb", "failover"],
+        case: "kv.cas_race",
+        why: "moto's conditional writes are not atomic: its threaded server evaluates the condition and \
+              stores the item without a lock (moto/dynamodb/models/table.py, Table.put_item), so two \
+              concurrent compare-and-sets on one version can both succeed; DynamoDB evaluates a \
+              condition and the write it guards atomically",
+    },
+    Gap {
+        emulator: Emulator::Moto,
+        backends: &["s3", "failover"],
+        case: "object.cas_race",
+        why: "moto's conditional PutObject is not atomic: it checks If-Match / If-None-Match against the \
+              stored object, then reads the body and stores it, without a lock \
+              (moto/s3/responses.py, S3Response.put_object), so two concurrent writes conditioned on one \
+              ETag can both succeed; S3 checks the condition atomically with the write",
+    },
+];
 
 /// The gap for this case, if the run is against `emulator` and the backend is one it affects.
 pub fn gap(emulator: Emulator, backend: &str, case: &str) -> Option<&'static Gap> {
