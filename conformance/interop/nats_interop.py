@@ -29,6 +29,11 @@ RUN = f"{int(time.time())}"
 
 
 
+def receive_all(eqs, name):
+    return call("POST", f"{eqs}/api/v1/queues/{name}/messages/receive",
+                {"maxMessages": 10, "waitSeconds": 5}).get("messages", [])
+
+
 async def native(eqs, url, ns):
     print("NATS JetStream <-> eqs")
     nc = await nats.connect(url)
@@ -84,6 +89,14 @@ async def native(eqs, url, ns):
     for m in messages:
         call("POST", f"{eqs}/api/v1/queues/{name}/messages/ack", {"receipt": m["receipt"]})
     check((await js.stream_info(stream)).state.messages == 0, "an ack through eqs removes it from the stream")
+
+    # A bare publish (no headers at all): no attributes, the stream sequence as its id.
+    bare = await js.publish(f"{ns}.{name}", b"bare")
+    got = receive_all(eqs, name)
+    check([(base64.b64decode(m["body"]), m.get("attributes", {}), m["messageId"]) for m in got]
+          == [(b"bare", {}, str(bare.seq))], f"a bare native publish arrives with no attributes, id = its sequence {bare.seq}")
+    for m in got:
+        call("POST", f"{eqs}/api/v1/queues/{name}/messages/ack", {"receipt": m["receipt"]})
 
     call("DELETE", f"{eqs}/api/v1/queues/{name}")
     try:

@@ -76,6 +76,27 @@ def native(eqs, amqp, ns):
     check(waited < 2, f"the waiting receive answered {waited:.2f} s after the publish")
     for m in messages:
         call("POST", f"{eqs}/api/v1/queues/{name}/messages/ack", {"receipt": m["receipt"]})
+
+    # A queue made by hand (a classic queue, no registry record) is served as it is.
+    handmade = f"handmade-{RUN}"
+    channel.queue_declare(f"{ns}.{handmade}", durable=True)
+    channel.basic_publish("", f"{ns}.{handmade}", b"by hand", pika.BasicProperties(delivery_mode=2))
+    got = receive(eqs, handmade, waitSeconds=5)
+    check([base64.b64decode(m["body"]) for m in got] == [b"by hand"] and got[0]["dequeueCount"] == 1,
+          "a classic queue made by hand with pika is received from through eqs")
+    for m in got:
+        call("POST", f"{eqs}/api/v1/queues/{handmade}/messages/ack", {"receipt": m["receipt"]})
+    check(channel.basic_get(f"{ns}.{handmade}", auto_ack=True)[0] is None, "an ack through eqs removes it")
+    try:
+        call("POST", f"{eqs}/api/v1/queues", {"name": handmade})
+        refused = ""
+    except RuntimeError as err:
+        refused = str(err)
+    check(": 409 " in refused and "QUEUE_ALREADY_EXISTS" in refused and "arguments" in refused,
+          f"creating it through eqs says it exists with other arguments, changing nothing ({refused[-90:]})")
+    check(channel.queue_declare(f"{ns}.{handmade}", passive=True).method.message_count == 0
+          and receive(eqs, handmade) == [], "and it is still the same, usable queue")
+    channel.queue_delete(f"{ns}.{handmade}")
     connection.close()
     return name
 

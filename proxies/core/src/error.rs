@@ -159,6 +159,19 @@ pub fn readiness(probe: ExoResult<()>) -> ExoResult<()> {
     }
 }
 
+/// An error and its causes (`connect: TLS handshake: invalid peer certificate: UnknownIssuer`),
+/// for client libraries whose top-level message leaves out why.
+pub fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Whether a reason is worth retrying by default.
 pub fn default_retryable(reason: ErrorReason) -> bool {
     matches!(

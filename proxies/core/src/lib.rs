@@ -30,7 +30,7 @@ pub mod server;
 pub mod telemetry;
 
 pub use descriptor::Descriptor;
-pub use error::{ExoError, ExoResult, default_retryable, grpc_code, http_status, readiness};
+pub use error::{ExoError, ExoResult, default_retryable, grpc_code, http_status, readiness, with_causes};
 pub use names::ResourceName;
 
 /// Why a proxy could not start, or stopped with an error.

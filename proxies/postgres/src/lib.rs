@@ -362,12 +362,7 @@ pub fn map_error(operation: &str, err: &tokio_postgres::Error) -> ExoError {
     let Some(db) = err.as_db_error() else {
         // No server answer: the connection is gone or was never made. The causes say why (a
         // refused connection, a certificate that did not verify).
-        let mut message = format!("PostgreSQL {operation}: {err}");
-        let mut source = std::error::Error::source(err);
-        while let Some(cause) = source {
-            message.push_str(&format!(": {cause}"));
-            source = cause.source();
-        }
+        let message = format!("PostgreSQL {operation}: {}", exo_proxy_core::with_causes(err));
         return ExoError::new(ErrorReason::BackendUnavailable, message).retryable();
     };
     let code = db.code();

@@ -58,7 +58,7 @@ use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
 };
 use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
-use exo_proxy_core::{ExoError, ExoResult, config::ConfigError, secret::SecretRef};
+use exo_proxy_core::{ExoError, ExoResult, config::ConfigError, secret::SecretRef, with_causes};
 use futures::{StreamExt, TryStreamExt, future::join_all};
 use serde::{Deserialize, Serialize};
 
@@ -293,17 +293,6 @@ impl std::fmt::Debug for NatsQueue {
 /// A transport failure (no answer, a dropped connection): retryable.
 fn unavailable(operation: &str, err: impl std::fmt::Display) -> ExoError {
     ExoError::new(ErrorReason::BackendUnavailable, format!("NATS {operation}: {err}")).retryable()
-}
-
-/// An error and its causes, for failures whose reason is in a source (a TLS handshake).
-fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }
 
 /// An error JetStream answered with.

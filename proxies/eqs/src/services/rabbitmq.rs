@@ -392,6 +392,17 @@ fn headers_of(attributes: HashMap<String, String>, sent_at_ms: u64) -> FieldTabl
     headers
 }
 
+/// Why a publish was not confirmed, in words.
+fn refusal(confirmation: &Confirmation) -> &'static str {
+    match confirmation {
+        Confirmation::Ack(_) => "no queue took it",
+        Confirmation::Nack(_) => {
+            "the broker refused it (nack: a full queue with reject-publish, or an internal error)"
+        }
+        Confirmation::NotRequested => "the channel is not in confirm mode",
+    }
+}
+
 /// A delivery in the contract's terms (its receipt is filled in by the caller).
 fn message_of(delivery: &Delivery) -> pb::Message {
     let mut attributes = HashMap::new();
@@ -609,14 +620,25 @@ impl RabbitMqQueue {
         format!("{}._registry", self.namespace)
     }
 
+    /// The broker's answer to `call`, or BACKEND_UNAVAILABLE (retryable) when none comes within
+    /// the call timeout; the caller reads the answer (a 404 may mean "no such queue").
+    async fn answered<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = lapin::Result<T>>,
+    ) -> ExoResult<lapin::Result<T>> {
+        tokio::time::timeout(self.call_timeout, call).await.map_err(|_| {
+            ExoError::new(
+                ErrorReason::BackendUnavailable,
+                format!("RabbitMQ {what}: no answer within {:?}", self.call_timeout),
+            )
+            .retryable()
+        })
+    }
+
+    /// [`Self::answered`], with any broker error mapped.
     async fn bounded<T>(&self, what: &str, call: impl Future<Output = lapin::Result<T>>) -> ExoResult<T> {
-        match tokio::time::timeout(self.call_timeout, call).await {
-            Ok(result) => result.map_err(|e| map_error(what, &e)),
-            Err(_) => {
-                Err(ExoError::new(ErrorReason::BackendUnavailable, format!("RabbitMQ {what}: no answer"))
-                    .retryable())
-            }
-        }
+        self.answered(what, call).await?.map_err(|e| map_error(what, &e))
     }
 
     /// The live connection, reconnected (and the registry replayed) when it was lost.
@@ -701,7 +723,7 @@ impl RabbitMqQueue {
             Confirmation::Ack(None) => Ok(()),
             other => Err(ExoError::new(
                 ErrorReason::BackendUnavailable,
-                format!("RabbitMQ did not store a registry record: {other:?}"),
+                format!("RabbitMQ did not store a registry record: {}", refusal(&other)),
             )
             .retryable()),
         }
@@ -720,19 +742,16 @@ impl RabbitMqQueue {
     async fn ready_count(&self, queue: &str) -> ExoResult<Option<u32>> {
         let channel = self.admin().await?;
         let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-        let declared = tokio::time::timeout(
-            self.call_timeout,
-            channel.queue_declare(self.queue_name(queue).as_str().into(), passive, FieldTable::default()),
-        )
-        .await;
+        let declared = self
+            .answered(
+                "look up queue",
+                channel.queue_declare(self.queue_name(queue).as_str().into(), passive, FieldTable::default()),
+            )
+            .await?;
         match declared {
-            Ok(Ok(q)) => Ok(Some(q.message_count())),
-            Ok(Err(err)) if amqp_code(&err) == Some(404) => Ok(None),
-            Ok(Err(err)) => Err(map_error("look up queue", &err)),
-            Err(_) => {
-                Err(ExoError::new(ErrorReason::BackendUnavailable, "RabbitMQ look up queue: no answer")
-                    .retryable())
-            }
+            Ok(q) => Ok(Some(q.message_count())),
+            Err(err) if amqp_code(&err) == Some(404) => Ok(None),
+            Err(err) => Err(map_error("look up queue", &err)),
         }
     }
 
@@ -786,26 +805,20 @@ impl RabbitMqQueue {
     ) -> ExoResult<()> {
         let name = self.queue_name(queue.as_str());
         while out.len() < max {
-            let got = tokio::time::timeout(
-                self.call_timeout,
-                receiver.channel.basic_get(name.as_str().into(), BasicGetOptions { no_ack: false }),
-            )
-            .await;
+            let got = self
+                .answered(
+                    "receive",
+                    receiver.channel.basic_get(name.as_str().into(), BasicGetOptions { no_ack: false }),
+                )
+                .await?;
             match got {
-                Ok(Ok(Some(message))) => out.push(message.delivery),
-                Ok(Ok(None)) => break,
-                Ok(Err(err)) if amqp_code(&err) == Some(404) => {
+                Ok(Some(message)) => out.push(message.delivery),
+                Ok(None) => break,
+                Err(err) if amqp_code(&err) == Some(404) => {
                     self.forget_receiver(queue.as_str());
                     return Err(queue_not_found(queue.as_str()));
                 }
-                Ok(Err(err)) => return Err(map_error("receive", &err)),
-                Err(_) => {
-                    return Err(ExoError::new(
-                        ErrorReason::BackendUnavailable,
-                        "RabbitMQ receive: no answer",
-                    )
-                    .retryable());
-                }
+                Err(err) => return Err(map_error("receive", &err)),
             }
         }
         Ok(())
@@ -958,32 +971,26 @@ impl Queue for RabbitMqQueue {
         }
         let channel = self.admin().await?;
         let durable = QueueDeclareOptions { durable: true, ..Default::default() };
-        let declared = tokio::time::timeout(
-            self.call_timeout,
-            channel.queue_declare(
-                self.queue_name(name.as_str()).as_str().into(),
-                durable,
-                self.arguments(options),
-            ),
-        )
-        .await;
+        let declared = self
+            .answered(
+                "create queue",
+                channel.queue_declare(
+                    self.queue_name(name.as_str()).as_str().into(),
+                    durable,
+                    self.arguments(options),
+                ),
+            )
+            .await?;
         match declared {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) if amqp_code(&err) == Some(406) => {
+            Ok(_) => {}
+            Err(err) if amqp_code(&err) == Some(406) => {
                 return Err(ExoError::new(
                     ErrorReason::QueueAlreadyExists,
                     format!("queue '{name}' already exists in RabbitMQ with other arguments: {err}"),
                 )
                 .with_resource(name.as_str()));
             }
-            Ok(Err(err)) => return Err(map_error("create queue", &err)),
-            Err(_) => {
-                return Err(ExoError::new(
-                    ErrorReason::BackendUnavailable,
-                    "RabbitMQ create queue: no answer",
-                )
-                .retryable());
-            }
+            Err(err) => return Err(map_error("create queue", &err)),
         }
         let created_at_ms = now_ms();
         let record = Record::Create {
@@ -1118,7 +1125,7 @@ impl Queue for RabbitMqQueue {
                 }
                 Ok(other) => Err(ExoError::new(
                     ErrorReason::BackendUnavailable,
-                    format!("RabbitMQ refused the message: {other:?}"),
+                    format!("RabbitMQ did not store the message: {}", refusal(&other)),
                 )
                 .retryable()),
                 Err(err) => Err(err),
@@ -1176,20 +1183,19 @@ impl Queue for RabbitMqQueue {
 
     async fn purge(&self, name: &QueueName) -> ExoResult<()> {
         let channel = self.admin().await?;
-        let purged = tokio::time::timeout(
-            self.call_timeout,
-            channel.queue_purge(self.queue_name(name.as_str()).as_str().into(), QueuePurgeOptions::default()),
-        )
-        .await;
+        let purged = self
+            .answered(
+                "purge",
+                channel.queue_purge(
+                    self.queue_name(name.as_str()).as_str().into(),
+                    QueuePurgeOptions::default(),
+                ),
+            )
+            .await?;
         match purged {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) if amqp_code(&err) == Some(404) => return Err(queue_not_found(name.as_str())),
-            Ok(Err(err)) => return Err(map_error("purge", &err)),
-            Err(_) => {
-                return Err(
-                    ExoError::new(ErrorReason::BackendUnavailable, "RabbitMQ purge: no answer").retryable()
-                );
-            }
+            Ok(_) => {}
+            Err(err) if amqp_code(&err) == Some(404) => return Err(queue_not_found(name.as_str())),
+            Err(err) => return Err(map_error("purge", &err)),
         }
         // A purge leaves unacknowledged messages alone; those this proxy holds go too.
         if let Some(receiver) = self.receivers.lock().ok().and_then(|r| r.get(name.as_str()).cloned()) {
