@@ -143,6 +143,10 @@ def restart(eqs_proxy, nats_server, scratch):
         check(down is not None and '"retryable":true' in down
               and ((": 503 " in down and "BACKEND_UNAVAILABLE" in down) or (": 504 " in down and "TIMEOUT" in down)),
               f"with the server down a call fails retryable (503 BACKEND_UNAVAILABLE or 504 TIMEOUT): {str(down)[:120]}")
+        reconnecting = downs[1:5]
+        check(all(d is not None and ": 503 " in d and "BACKEND_UNAVAILABLE" in d and t < 2.0 for d, t in reconnecting),
+              "while the client reconnects, calls fail at once with 503 BACKEND_UNAVAILABLE (took "
+              + ", ".join(f"{t * 1000:.0f}" for _, t in reconnecting) + " ms)")
         fast, took = downs[-1]
         check(fast is not None and "circuit open" in fast and ": 503 " in fast and took < 0.5,
               f"after 5 failures in a row the breaker fails the next call fast ({took * 1000:.0f} ms): {str(fast)[-110:]}")

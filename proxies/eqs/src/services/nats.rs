@@ -492,6 +492,15 @@ impl NatsQueue {
         format!("{}.{queue}", self.namespace)
     }
 
+    /// Fails at once while the client is reconnecting: a call would otherwise wait out its whole
+    /// deadline for a server that is not there (async-nats buffers requests while disconnected).
+    fn connected(&self) -> ExoResult<()> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(unavailable("connection", format!("{state:?} (the client is reconnecting)"))),
+        }
+    }
+
     fn forget(&self, queue: &str) {
         if let Ok(mut handles) = self.handles.lock() {
             handles.remove(queue);
@@ -702,10 +711,7 @@ impl Queue for NatsQueue {
     }
 
     async fn ready(&self) -> ExoResult<()> {
-        match self.client.connection_state() {
-            async_nats::connection::State::Connected => Ok(()),
-            state => Err(unavailable("connection", format!("{state:?}"))),
-        }
+        self.connected()
     }
 
     async fn create_queue(
@@ -713,6 +719,7 @@ impl Queue for NatsQueue {
         name: &QueueName,
         options: &pb::QueueOptions,
     ) -> ExoResult<(bool, pb::QueueInfo)> {
+        self.connected()?;
         if let Some(found) = existing_queue(self.queue_info(name).await, name, options)? {
             return Ok(found);
         }
@@ -763,6 +770,7 @@ impl Queue for NatsQueue {
     }
 
     async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
+        self.connected()?;
         self.forget(name.as_str());
         match self.js.delete_stream(self.stream_name(name.as_str())).await {
             Ok(_) => Ok(()),
@@ -784,6 +792,7 @@ impl Queue for NatsQueue {
         start_after: Option<&str>,
         limit: usize,
     ) -> ExoResult<Vec<String>> {
+        self.connected()?;
         let own = format!("{}_", self.namespace);
         let names: Vec<String> =
             self.js.stream_names().try_collect().await.map_err(|e| unavailable("list streams", e))?;
@@ -799,6 +808,7 @@ impl Queue for NatsQueue {
     }
 
     async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
+        self.connected()?;
         let info = self.stream_info(name.as_str()).await?.ok_or_else(|| queue_not_found(name.as_str()))?;
         let stream = self.stream_name(name.as_str());
         let consumer = match self.js.get_consumer_from_stream::<pull::Config, _, _>(CONSUMER, &stream).await {
@@ -828,6 +838,7 @@ impl Queue for NatsQueue {
         name: &QueueName,
         messages: Vec<pb::OutgoingMessage>,
     ) -> ExoResult<Vec<ExoResult<String>>> {
+        self.connected()?;
         let subject = self.subject(name.as_str());
         let mut ids = Vec::with_capacity(messages.len());
         let mut pending = Vec::with_capacity(messages.len());
@@ -872,6 +883,7 @@ impl Queue for NatsQueue {
     }
 
     async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
+        self.connected()?;
         let deadline = Instant::now() + params.wait;
         let max = params.max_messages as usize;
         loop {
@@ -912,15 +924,18 @@ impl Queue for NatsQueue {
 
     async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()> {
         let subject = self.ack_subject(name, receipt)?;
+        self.connected()?;
         self.ack_request(name, &subject, "+ACK".into()).await
     }
 
     async fn change_visibility(&self, name: &QueueName, receipt: &str, seconds: u32) -> ExoResult<()> {
         let subject = self.ack_subject(name, receipt)?;
+        self.connected()?;
         self.ack_request(name, &subject, nak(seconds)).await
     }
 
     async fn purge(&self, name: &QueueName) -> ExoResult<()> {
+        self.connected()?;
         let stream =
             self.js.get_stream(self.stream_name(name.as_str())).await.map_err(|err| match err.kind() {
                 jetstream::context::GetStreamErrorKind::JetStream(e) if is_not_found(&e) => {
