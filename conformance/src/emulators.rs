@@ -61,6 +61,37 @@ pub const GAPS: &[Gap] = &[
               (moto/s3/responses.py, S3Response.put_object), so two concurrent writes conditioned on one \
               ETag can both succeed; S3 checks the condition atomically with the write",
     },
+    Gap {
+        emulator: Emulator::FakeGcsServer,
+        backends: &["gcs", "failover"],
+        case: "object.delete_if_match",
+        why: "fake-gcs-server deletes without reading ifGenerationMatch (fakestorage/object.go, \
+              Server.deleteObject: get, then DeleteObject), so a delete with a stale generation \
+              succeeds; GCS refuses it with 412",
+    },
+    Gap {
+        emulator: Emulator::FakeGcsServer,
+        backends: &["gcs", "failover"],
+        case: "copy.create_only",
+        why: "fake-gcs-server's rewrite reads no destination precondition (fakestorage/object.go, \
+              Server.rewriteObject reads only sourceGeneration), so ifGenerationMatch=0 onto an \
+              existing object overwrites it; GCS refuses it with 412",
+    },
+    Gap {
+        emulator: Emulator::FakeGcsServer,
+        backends: &["gcs", "failover"],
+        case: "presign.tampered",
+        why: "fake-gcs-server checks no V4 signature: a signed URL is served as a public path \
+              (fakestorage/server.go routes /{bucket}/{object} on the public host with no \
+              X-Goog-Signature check), so an altered URL still works; GCS answers 403",
+    },
+    Gap {
+        emulator: Emulator::FakeGcsServer,
+        backends: &["gcs", "failover"],
+        case: "presign.expired",
+        why: "fake-gcs-server checks no X-Goog-Date / X-Goog-Expires (signed URLs are served as \
+              public paths, fakestorage/server.go), so an expired URL still works; GCS answers 400",
+    },
 ];
 
 /// The gap for this case, if the run is against `emulator` and the backend is one it affects.

@@ -107,6 +107,8 @@ pub enum ProviderKind {
     Redis,
     /// A RabbitMQ you run: queues only (quorum queues).
     Rabbitmq,
+    /// Google Cloud: objects only (Cloud Storage); queues and tables on GCP are not offered yet.
+    Gcp,
 }
 
 impl ProviderKind {
@@ -120,6 +122,7 @@ impl ProviderKind {
             Self::Nats => "nats",
             Self::Redis => "redis",
             Self::Rabbitmq => "rabbitmq",
+            Self::Gcp => "gcp",
         }
     }
 }
@@ -128,7 +131,7 @@ impl ProviderKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Provider {
-    /// aws, azure, local, postgres, nats, redis or rabbitmq.
+    /// aws, azure, gcp, local, postgres, nats, redis or rabbitmq.
     pub kind: ProviderKind,
     /// AWS region.
     #[serde(default)]
@@ -139,6 +142,9 @@ pub struct Provider {
     /// Azure storage account.
     #[serde(default)]
     pub account: Option<String>,
+    /// GCP: the project the buckets live in.
+    #[serde(default)]
+    pub project: Option<String>,
     /// PostgreSQL: `postgres://user@host:port/database`; NATS: `nats://host:4222` (several
     /// comma-separated); Redis: `redis://host:6379/0`; RabbitMQ: `amqp://user@host:5672/vhost` —
     /// never with a password (that goes in `auth` as a reference).

@@ -205,6 +205,11 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
                     )
                 }
             }
+            ProviderKind::Gcp if p.project.as_deref().is_none_or(str::is_empty) => c.error(
+                &base,
+                "a gcp provider needs a project (the one its buckets live in)",
+                "add project: my-project",
+            ),
             ProviderKind::Nats | ProviderKind::Redis if p.url.as_deref().is_none_or(str::is_empty) => {
                 let example =
                     if p.kind == ProviderKind::Nats { "nats://host:4222" } else { "redis://host:6379/0" };
@@ -244,6 +249,13 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
                     &format!("{base}.auth.{key}"),
                     format!("'{key}' is not a {} credential the proxies read", p.kind.as_str()),
                     format!("use {}", server_keys.join(" or ")),
+                );
+            }
+            if p.kind == ProviderKind::Gcp && key != "service-account-key" {
+                c.error(
+                    &format!("{base}.auth.{key}"),
+                    format!("'{key}' is not a GCP credential the proxies read"),
+                    "use service-account-key (a key file by reference), or no auth: the metadata server's identity",
                 );
             }
             if p.kind == ProviderKind::Postgres && key != "password" {
@@ -309,10 +321,12 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
         let offered = |p: &&crate::manifest::Provider| entries.iter().any(|e| e.provider == p.kind.as_str());
         if used && !local && !chain.is_empty() && !chain.iter().any(offered) {
             let kinds: Vec<&str> = chain.iter().map(|p| p.kind.as_str()).collect();
+            let mut offering: Vec<&str> = entries.iter().map(|e| e.provider).collect();
+            offering.dedup();
             c.error(
                 service,
                 format!("no provider in the failover chain ({}) offers {service}", kinds.join(", ")),
-                "add a provider that does (aws, azure or local) to the chain, or drop them",
+                format!("add a provider that does ({}) to the chain, or drop them", offering.join(", ")),
             );
         }
     }

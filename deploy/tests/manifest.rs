@@ -732,3 +732,57 @@ fn a_ca_file_reaches_the_tls_settings_of_postgres_nats_and_redis() {
         Some(std::path::Path::new("/run/secrets/pg-ca.pem"))
     );
 }
+
+/// Google Cloud Storage as the primary of the objects, with AWS as the standby of everything and
+/// the home of the queues and tables GCP does not offer here.
+fn on_gcp(chain: &str) -> String {
+    example("shop.yaml")
+        .replace(
+            "    current: aws\n    failover-chain: [aws, azure]\n",
+            &format!("    current: gcp\n    failover-chain: {chain}\n"),
+        )
+        .replace(
+            "providers:\n",
+            "providers:\n  gcp:\n    kind: gcp\n    project: shop-prod\n    location: EU\n    auth:\n      \
+             service-account-key: file:/run/secrets/gcs/key.json\n",
+        )
+}
+
+#[test]
+fn a_gcp_provider_renders_gcs_for_objects_and_chains_with_a_cloud() {
+    use exo_proxy_core::{cli::ProxyConfig, config::parse_yaml};
+    let (m, _) = validate::check(&on_gcp("[gcp, aws]")).unwrap();
+    let sidecars = render::sidecars(&m, ProxyHost::Pod, &|name| format!("/data/{name}"));
+    let config = |name: &str| sidecars.iter().find(|s| s.name == name).unwrap().config.clone();
+    let eos: eos::config::EosConfig = parse_yaml(&config("eos"), "eos").unwrap();
+    ProxyConfig::validate(&eos).unwrap();
+    let eos::config::BackendConfig::Failover(chain) = eos.backend else { panic!("no object chain") };
+    assert_eq!(chain.members.iter().map(|b| b.kind()).collect::<Vec<_>>(), ["gcs", "s3"]);
+    let eos::config::BackendConfig::Gcs(gcs) = &chain.members[0] else { unreachable!() };
+    assert_eq!(gcs.project, "shop-prod");
+    assert_eq!(gcs.location.as_deref(), Some("EU"));
+    assert!(gcs.credentials.service_account_key.is_some(), "the key reference is carried");
+    // GCP offers no queues here: eqs is the standby's alone.
+    let eqs: eqs::config::EqsConfig = parse_yaml(&config("eqs"), "eqs").unwrap();
+    assert_eq!(eqs.backend.kind(), "sqs");
+}
+
+#[test]
+fn queues_and_tables_with_only_gcp_in_the_chain_are_refused_clearly() {
+    let problems = validate::check(&on_gcp("[gcp]")).unwrap_err();
+    for service in ["queues", "tables"] {
+        assert!(
+            problems.iter().any(|p| p
+                .message
+                .contains(&format!("no provider in the failover chain (gcp) offers {service}"))
+                && p.hint.contains("aws")),
+            "{problems:?}"
+        );
+    }
+    let no_project = on_gcp("[gcp, aws]").replace("    project: shop-prod\n", "");
+    let problems = validate::check(&no_project).unwrap_err();
+    assert!(problems.iter().any(|p| p.message.contains("a gcp provider needs a project")), "{problems:?}");
+    let wrong_key = on_gcp("[gcp, aws]").replace("service-account-key: file:", "token: file:");
+    let problems = validate::check(&wrong_key).unwrap_err();
+    assert!(problems.iter().any(|p| p.message.contains("'token' is not a GCP credential")), "{problems:?}");
+}

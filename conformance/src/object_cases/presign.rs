@@ -42,8 +42,9 @@ crate::cases! {
         put(&ctx, &b, "secret", "s").await?;
         put(&ctx, &b, "other", "o").await?;
         let url = ok(ctx.client.presign(&b, "secret", false, Duration::from_secs(300)).await, "presign")?.url;
-        // Backends name the parameters differently (signature= / X-Amz-Signature= / sig=, expires= /
-        // X-Amz-Expires= / se=): find the value after whichever is present.
+        // Backends name the parameters differently (signature= / X-Amz-Signature= /
+        // X-Goog-Signature= / sig=, expires= / X-Amz-Expires= / X-Goog-Expires= / se=): find the
+        // value after whichever is present.
         let value_of = |names: &[&str]| {
             let lower = url.to_ascii_lowercase();
             names.iter().find_map(|name| {
@@ -53,8 +54,8 @@ crate::cases! {
             })
         };
         let signature_at =
-            value_of(&["signature", "x-amz-signature", "sig"]).ok_or("URL has no signature parameter")?;
-        let expires_at = value_of(&["expires", "x-amz-expires", "se"]).ok_or("URL has no expiry parameter")?;
+            value_of(&["signature", "x-amz-signature", "x-goog-signature", "sig"]).ok_or("URL has no signature parameter")?;
+        let expires_at = value_of(&["expires", "x-amz-expires", "x-goog-expires", "se"]).ok_or("URL has no expiry parameter")?;
         let flipped = {
             let mut u = url.clone().into_bytes();
             u[signature_at] = if u[signature_at] == b'0' { b'1' } else { b'0' };

@@ -192,6 +192,7 @@ fn provider_backend<B: serde::de::DeserializeOwned>(
         ProviderKind::Nats | ProviderKind::Redis | ProviderKind::Rabbitmq => {
             (p.kind.as_str(), Ok(server_settings(m, p)))
         }
+        ProviderKind::Gcp => ("gcp", Ok(gcp_settings(p))),
         ProviderKind::Local => return None,
     };
     // A provider that does not offer this service (postgres has no objects) is not a member.
@@ -259,6 +260,20 @@ fn server_settings(m: &Manifest, p: &Provider) -> serde_json::Value {
         settings.insert(key.clone(), reference.clone().into());
     }
     serde_json::Value::Object(settings)
+}
+
+/// The settings of a GCP provider: its project, its location for new buckets, and the
+/// service-account key reference (without one the proxy uses the metadata server's identity:
+/// GKE workload identity, a VM's service account).
+fn gcp_settings(p: &Provider) -> serde_json::Value {
+    let mut settings = serde_json::json!({ "project": p.project.clone().unwrap_or_default() });
+    if let Some(location) = &p.location {
+        settings["location"] = location.clone().into();
+    }
+    if let Some(key) = p.auth.get("service-account-key") {
+        settings["credentials"] = serde_json::json!({ "service-account-key": key });
+    }
+    settings
 }
 
 /// Checks a NATS, Redis or RabbitMQ provider's settings as the backend that reads them would, naming what

@@ -4,6 +4,8 @@
 #[cfg(feature = "azure")]
 pub mod azure_blob;
 pub mod fs;
+#[cfg(feature = "gcp")]
+pub mod gcs;
 pub mod memory;
 #[cfg(feature = "aws")]
 pub mod s3;
@@ -21,6 +23,8 @@ exo_proxy_core::backends! {
         "s3" in "aws" => S3(s3::S3Objects): "Amazon S3: region, endpoint override, credentials.",
         #[cfg(feature = "azure")]
         "azure-blob" in "azure" => AzureBlob(azure_blob::AzureBlobs): "Azure Blob Storage: account, endpoint, credentials.",
+        #[cfg(feature = "gcp")]
+        "gcs" in "gcp" => Gcs(gcs::GcsObjects): "Google Cloud Storage: project, endpoint, service-account key.",
     }
     chain "failover" => Failover(crate::layers::FailoverObjects): "An ordered chain of backends: writes to the first that answers, reads fall through.";
 }
