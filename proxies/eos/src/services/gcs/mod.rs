@@ -506,6 +506,15 @@ impl GcsObjects {
             .ok_or_else(|| object_not_found(bucket.as_str(), key))
     }
 
+    /// An if-match that failed or cannot hold: no object to match, or another ETag.
+    async fn mismatch(&self, bucket: &BucketName, key: &str) -> ExoError {
+        match self.resource(bucket, key).await {
+            Ok(None) => nothing_to_match(bucket.as_str(), key),
+            Ok(Some(_)) => condition_failed(bucket.as_str(), key, "the object's ETag does not match"),
+            Err(err) => err,
+        }
+    }
+
     /// A write refused by GCS: a failed precondition says which, a missing bucket says so.
     async fn write_refused(
         &self,
@@ -520,11 +529,7 @@ impl GcsObjects {
                 WriteCondition::CreateOnly => {
                     condition_failed(bucket.as_str(), key, "an object already exists under the key")
                 }
-                _ => match self.resource(bucket, key).await {
-                    Ok(None) => nothing_to_match(bucket.as_str(), key),
-                    Ok(Some(_)) => condition_failed(bucket.as_str(), key, "the object's ETag does not match"),
-                    Err(err) => err,
-                },
+                _ => self.mismatch(bucket, key).await,
             },
             404 => self.not_found(bucket.as_str(), key).await,
             _ => self.refused(operation, &format!("{bucket}/{key}"), failure),
@@ -776,10 +781,7 @@ impl ObjectStore for GcsObjects {
     ) -> ExoResult<pb::ObjectInfo> {
         let Ok(generation) = generation_match(&meta.condition) else {
             // Not a generation: it cannot match; say which way without writing.
-            return Err(match self.resource(bucket, key).await? {
-                None => nothing_to_match(bucket.as_str(), key),
-                Some(_) => condition_failed(bucket.as_str(), key, "the object's ETag does not match"),
-            });
+            return Err(self.mismatch(bucket, key).await);
         };
         let mut parts = PartReader::new(body, &meta, PART_BYTES);
         let first = parts.next_part().await?.unwrap_or_default();
@@ -841,10 +843,7 @@ impl ObjectStore for GcsObjects {
         let mut request = self.http.delete(self.object_url(bucket.as_str(), key));
         if let Some(etag) = if_match {
             if etag.parse::<u64>().is_err() {
-                return Err(match self.resource(bucket, key).await? {
-                    None => nothing_to_match(bucket.as_str(), key),
-                    Some(_) => condition_failed(bucket.as_str(), key, "the object's ETag does not match"),
-                });
+                return Err(self.mismatch(bucket, key).await);
             }
             request = request.query(&[("ifGenerationMatch", etag)]);
         }
@@ -924,10 +923,7 @@ impl ObjectStore for GcsObjects {
             return Err(bucket_not_found(bucket.as_str()));
         }
         let Ok(generation) = generation_match(condition) else {
-            return Err(match self.resource(bucket, key).await? {
-                None => nothing_to_match(bucket.as_str(), key),
-                Some(_) => condition_failed(bucket.as_str(), key, "the object's ETag does not match"),
-            });
+            return Err(self.mismatch(bucket, key).await);
         };
         let url = format!(
             "{}/rewriteTo/b/{}/o/{}",
