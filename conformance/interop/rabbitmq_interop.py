@@ -2,10 +2,12 @@
 message pika reads with its properties and headers, what pika publishes to the queue a waiting eqs
 receive gets, the server closing every connection of the vhost (`rabbitmqctl
 close_all_connections`) gives back what eqs held and eqs reconnects by itself, and a proxy killed
--9 while holding a message loses nothing: the broker redelivers it.
+-9 while holding a message loses nothing: the broker redelivers it. Last, eqs over amqps to a
+private TLS-only node (a throw-away CA): served with `ca-file`, refused naming the certificate
+without it.
 
     rabbitmq_interop.py --eqs URL --amqp amqp://guest:guest@127.0.0.1:5672/VHOST --vhost VHOST \
-        --namespace NS --eqs-proxy PATH --config FILE --scratch DIR
+        --namespace NS --eqs-proxy PATH --config FILE --scratch DIR [--rabbitmq-server PATH]
 """
 
 import argparse
@@ -18,13 +20,10 @@ import time
 
 import pika
 
-from common import b64, call, check, eventually, finish, free_port, wait_for_port
+from common import (b64, call, check, check_tls_proxy, eventually, finish, free_port, make_certificates,
+                    wait_for_port)
 
 RUN = f"{int(time.time())}"
-
-
-
-
 
 
 def receive(eqs, name, **extra):
@@ -152,6 +151,55 @@ def proxy_killed(eqs, eqs_proxy, config, scratch, name):
             other.wait()
 
 
+def tls(eqs_proxy, rabbitmq_server, scratch):
+    """eqs to a private RabbitMQ node that listens only with TLS (amqps)."""
+    print("eqs over amqps to RabbitMQ (a private node)")
+    tls_dir = os.path.join(scratch, "tls")
+    ca, cert, key = make_certificates(tls_dir)
+    port, dist_port = free_port(), free_port()
+    with open(os.path.join(tls_dir, "rabbitmq.conf"), "w") as f:
+        f.write(f"listeners.tcp = none\nlisteners.ssl.default = 127.0.0.1:{port}\n"
+                f"ssl_options.cacertfile = {ca}\nssl_options.certfile = {cert}\nssl_options.keyfile = {key}\n"
+                "ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n")
+    with open(os.path.join(tls_dir, "enabled_plugins"), "w") as f:
+        f.write("[].\n")
+    env = {**os.environ, "RABBITMQ_NODENAME": f"exo-tls-{RUN}@localhost", "RABBITMQ_DIST_PORT": str(dist_port),
+           "RABBITMQ_CONFIG_FILE": os.path.join(tls_dir, "rabbitmq"),
+           "RABBITMQ_MNESIA_BASE": os.path.join(tls_dir, "mnesia"), "RABBITMQ_LOG_BASE": os.path.join(tls_dir, "log"),
+           "RABBITMQ_ENABLED_PLUGINS_FILE": os.path.join(tls_dir, "enabled_plugins"),
+           "RABBITMQ_PID_FILE": os.path.join(tls_dir, "pid"),
+           "RABBITMQ_CONF_ENV_FILE": os.path.join(tls_dir, "no-rabbitmq-env.conf")}
+    log = open(os.path.join(tls_dir, "rabbitmq-server.log"), "ab")
+    # Its own session: the script starts the Erlang VM as a child, and both go at the end.
+    server = subprocess.Popen([rabbitmq_server], stdout=log, stderr=log, env=env, start_new_session=True)
+    try:
+        wait_for_port(port, "rabbitmq-server (TLS)", seconds=90)
+
+        def config(with_ca):
+            path = os.path.join(tls_dir, f"eqs-{with_ca}.yaml")
+            with open(path, "w") as f:
+                f.write(f"backend:\n  kind: rabbitmq\n  url: amqps://guest:guest@localhost:{port}/%2f\n"
+                        "  namespace: tls\n")
+                if with_ca:
+                    f.write(f"  ca-file: {ca}\n")
+            return path
+
+        def exercise(eqs):
+            call("POST", f"{eqs}/api/v1/queues", {"name": "secure"})
+            call("POST", f"{eqs}/api/v1/queues/secure/messages", {"message": {"body": b64(b"over amqps")}})
+            got = receive(eqs, "secure", waitSeconds=5)
+            check([base64.b64decode(m["body"]) for m in got] == [b"over amqps"],
+                  "a message goes through eqs to a TLS-only RabbitMQ (amqps:// URL, ca-file)")
+        check_tls_proxy(eqs_proxy, config, tls_dir, exercise)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--eqs", required=True)
@@ -161,11 +209,14 @@ def main():
     parser.add_argument("--eqs-proxy", required=True)
     parser.add_argument("--config", required=True)
     parser.add_argument("--scratch", required=True)
+    parser.add_argument("--rabbitmq-server", default="/usr/lib/rabbitmq/bin/rabbitmq-server",
+                        help="the broker's start script, run as this user for the private TLS node")
     args = parser.parse_args()
     name = native(args.eqs, args.amqp, args.namespace)
     server_closes_connections(args.eqs, args.vhost, name)
     proxy_killed(args.eqs, args.eqs_proxy, args.config, args.scratch, name)
     call("DELETE", f"{args.eqs}/api/v1/queues/{name}")
+    tls(args.eqs_proxy, args.rabbitmq_server, args.scratch)
     finish()
 
 

@@ -695,6 +695,22 @@ fn a_rabbitmq_provider_renders_the_queue_backend() {
     let with_user = manifest.replace("    kind: rabbitmq\n", "    kind: rabbitmq\n    user: shop\n");
     let problems = validate::check(&with_user).unwrap_err();
     assert!(problems.iter().any(|p| p.path == "providers.bus"), "{problems:?}");
+
+    // amqps with the CA mounted where the proxy runs; a CA on a plain amqp:// url is refused.
+    let amqps = manifest.replace(
+        "    url: amqp://shop@rabbit.internal:5672/prod\n",
+        "    url: amqps://shop@rabbit.internal:5671/prod\n    ca-file: /run/secrets/rabbit-ca.pem\n",
+    );
+    let (m, _) = validate::check(&amqps).unwrap();
+    let sidecars = render::sidecars(&m, ProxyHost::Pod, &|name| format!("/data/{name}"));
+    let eqs = sidecars.iter().find(|s| s.name == "eqs").unwrap().config.clone();
+    assert!(eqs.contains("ca-file: /run/secrets/rabbit-ca.pem"), "{eqs}");
+    let plain_with_ca = manifest.replace(
+        "    url: amqp://shop@rabbit.internal:5672/prod\n",
+        "    url: amqp://shop@rabbit.internal:5672/prod\n    ca-file: /run/secrets/rabbit-ca.pem\n",
+    );
+    let problems = validate::check(&plain_with_ca).unwrap_err();
+    assert!(problems.iter().any(|p| p.message.contains("must be amqps://")), "{problems:?}");
 }
 
 #[test]

@@ -280,8 +280,8 @@ fn gcp_settings(p: &Provider) -> serde_json::Value {
 /// to fix: `None` when they are fine.
 pub fn server_settings_problem(m: &Manifest, p: &Provider) -> Option<String> {
     if let Some(ca) = &p.ca_file {
-        if p.kind == ProviderKind::Rabbitmq {
-            return Some("ca-file: TLS to RabbitMQ (amqps) is not in this build".into());
+        if p.kind == ProviderKind::Rabbitmq && !p.url.as_deref().is_some_and(|u| u.starts_with("amqps://")) {
+            return Some("ca-file is for TLS: a rabbitmq url with it must be amqps://host:5671/vhost".into());
         }
         if !ca.starts_with('/') {
             return Some(format!("ca-file {ca:?} must be an absolute path where the proxy runs"));

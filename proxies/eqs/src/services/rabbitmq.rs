@@ -112,6 +112,11 @@ pub struct RabbitMqQueueConfig {
     /// Largest message in bytes.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: u64,
+    /// With an `amqps://` URL: a PEM file of the certificate authorities that may sign the
+    /// server's certificate, in addition to the webpki roots. The certificate and the host name
+    /// are always verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_url() -> String {
@@ -133,6 +138,7 @@ impl Default for RabbitMqQueueConfig {
             password: None,
             namespace: default_namespace(),
             max_message_bytes: default_max_message_bytes(),
+            ca_file: None,
         }
     }
 }
@@ -154,6 +160,19 @@ impl RabbitMqQueueConfig {
         }
         if self.max_message_bytes == 0 {
             return Err(ConfigError::Invalid("backend.max-message-bytes must be above 0".into()));
+        }
+        if let Some(ca) = &self.ca_file {
+            if uri.scheme != lapin::uri::AMQPScheme::AMQPS {
+                return Err(ConfigError::Invalid(
+                    "backend.ca-file is for TLS: the url must be amqps://host:5671/vhost".into(),
+                ));
+            }
+            if !ca.is_file() {
+                return Err(ConfigError::Invalid(format!(
+                    "backend.ca-file {} is not a readable file",
+                    ca.display()
+                )));
+            }
         }
         Ok(uri)
     }
@@ -302,6 +321,8 @@ impl Drop for AdminChannel {
 pub struct RabbitMqQueue {
     descriptor: Descriptor,
     uri: AMQPUri,
+    /// Extra roots for `amqps://` (the webpki roots are always trusted).
+    tls: lapin::tcp::OwnedTLSConfig,
     namespace: String,
     call_timeout: Duration,
     /// This process, in receipts: a receipt from an earlier run is stale.
@@ -576,6 +597,13 @@ impl RabbitMqQueue {
             let bytes = password.resolve().map_err(|e| ExoError::internal(e.to_string()))?;
             uri.authority.userinfo.password = String::from_utf8_lossy(&bytes).into_owned();
         }
+        let mut tls = lapin::tcp::OwnedTLSConfig::default();
+        if let Some(path) = &config.ca_file {
+            let pem = std::fs::read_to_string(path).map_err(|e| {
+                ExoError::invalid_argument("backend.ca-file", format!("{}: {e}", path.display()))
+            })?;
+            tls.cert_chain = Some(pem);
+        }
         let receivers: Arc<Receivers> = Arc::default();
         let ticker = tokio::spawn(give_back_expired(Arc::downgrade(&receivers)));
         use Capability::*;
@@ -595,6 +623,7 @@ impl RabbitMqQueue {
                 limits: local_limits(config.max_message_bytes),
             },
             uri,
+            tls,
             namespace: config.namespace.clone(),
             call_timeout,
             // The random bits of a v7 id.
@@ -653,7 +682,13 @@ impl RabbitMqQueue {
         if let Ok(mut receivers) = self.receivers.lock() {
             receivers.clear();
         }
-        let connect = Connection::connect_uri(self.uri.clone(), ConnectionProperties::default());
+        let runtime = lapin::runtime::default_runtime().map_err(|e| map_error("connect", &e))?;
+        let connect = Connection::connect_uri_with_config(
+            self.uri.clone(),
+            ConnectionProperties::default(),
+            self.tls.clone(),
+            runtime,
+        );
         let connection = self.bounded("connect", connect).await?;
         let publisher = self.bounded("open channel", connection.create_channel()).await?;
         self.bounded("confirm mode", publisher.confirm_select(ConfirmSelectOptions::default())).await?;
@@ -1259,8 +1294,21 @@ mod tests {
             RabbitMqQueueConfig { url: "http://x".into(), ..Default::default() },
             RabbitMqQueueConfig { namespace: "a.b".into(), ..Default::default() },
             RabbitMqQueueConfig { max_message_bytes: 0, ..Default::default() },
+            // A CA file on a plain amqp:// URL, and a CA file that is not there.
+            RabbitMqQueueConfig { ca_file: Some(std::env::current_exe().unwrap()), ..Default::default() },
+            RabbitMqQueueConfig {
+                url: "amqps://guest@localhost:5671/%2f".into(),
+                ca_file: Some("/nonexistent/ca.pem".into()),
+                ..Default::default()
+            },
         ] {
             assert!(bad.check().is_err(), "{bad:?}");
         }
+        let amqps = RabbitMqQueueConfig {
+            url: "amqps://guest@localhost:5671/%2f".into(),
+            ca_file: Some(std::env::current_exe().unwrap()),
+            ..Default::default()
+        };
+        assert!(amqps.check().is_ok());
     }
 }
