@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Proxy cost on the cloud backends, against the emulators: starts moto and Azurite (as the tests
-# do), writes one proxy config per backend, and runs exo-bench for queue, object and kv with the
-# proxy and the direct backend both built from that config. Prints markdown for benches/README.md.
+# Proxy cost on the cloud backends, against the emulators: starts moto, Azurite and
+# fake-gcs-server (as the tests do), writes one proxy config per backend, and runs exo-bench for
+# queue, object and kv with the proxy and the direct backend both built from that config (GCP:
+# objects only). Prints markdown for benches/README.md.
 #
-#   cargo build --release -p eqs -p eos -p ekv -p exo-bench && benches/cloud.sh [aws|azure]...
+#   cargo build --release -p eqs -p eos -p ekv -p exo-bench && benches/cloud.sh [aws|azure|gcp]...
 #
 # The emulators are the backends here, so absolute numbers say more about moto (Python) and
-# Azurite (Node) than about AWS or Azure; the via-proxy/direct ratio and the proxy's CPU per
-# operation are what carry over.
+# Azurite (Node) and fake-gcs-server (Go) than about AWS, Azure or GCP; the via-proxy/direct
+# ratio and the proxy's CPU per operation are what carry over.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -48,6 +49,12 @@ for cloud in "${clouds[@]}"; do
       done
       run "$dir/azure-eqs.yaml" "$dir/azure-eos.yaml" "$dir/azure-ekv.yaml"
       ;;
-    *) echo "unknown cloud $cloud (aws, azure)" >&2; exit 1 ;;
+    gcp)
+      start_fake_gcs > /dev/null
+      printf 'backend:\n  kind: gcs\n  project: exo-bench\n  endpoint: %s\n  credentials:\n    anonymous: true\n' \
+        "$EXO_FAKE_GCS_URL" > "$dir/gcp-eos.yaml"
+      "$bench" object --config "$dir/gcp-eos.yaml" --sizes-kib 1,1024,16384 --budget-bytes $((64 * 1024 * 1024))
+      ;;
+    *) echo "unknown cloud $cloud (aws, azure, gcp)" >&2; exit 1 ;;
   esac
 done

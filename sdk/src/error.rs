@@ -81,9 +81,20 @@ impl From<tonic::Status> for Error {
             // Not from an ExoFlow handler: the transport, tonic itself, or another server.
             None => {
                 let (reason, retryable) = reason_for_code(code);
+                // A transport failure says why only in its causes (an unknown CA, an expired or
+                // misnamed certificate, a refused connection): keep them in the message.
+                let mut message = status.message().to_owned();
+                let mut cause = std::error::Error::source(&status);
+                while let Some(err) = cause {
+                    let text = err.to_string();
+                    if !message.contains(&text) {
+                        message = format!("{message}: {text}");
+                    }
+                    cause = err.source();
+                }
                 Self {
                     reason,
-                    message: status.message().to_owned(),
+                    message,
                     backend: String::new(),
                     retryable,
                     field: String::new(),

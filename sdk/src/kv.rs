@@ -5,7 +5,7 @@ use std::time::Duration;
 use exo_proto::kv::v1::{self as pb, kv_service_client::KvServiceClient};
 use tonic::transport::Channel;
 
-use crate::{Auth, Result, RetryPolicy, Transport, channel, retry::unary};
+use crate::{Auth, Result, RetryPolicy, Tls, Transport, channel, retry::unary};
 
 pub use pb::{DescribeResponse as KvBackendDescription, Entry, KvCapability};
 
@@ -64,7 +64,13 @@ pub struct KvClient {
 impl KvClient {
     /// A client for the proxy at `url`; connects lazily.
     pub fn connect(url: &str) -> Result<Self> {
-        let channel = channel(url)?;
+        Self::connect_with_tls(url, &Tls::from_env())
+    }
+
+    /// [`Self::connect`] with explicit TLS settings for an `https://` endpoint (`connect` reads
+    /// them from `$EXO_CA_FILE`, `$EXO_CLIENT_CERT_FILE`, `$EXO_CLIENT_KEY_FILE`).
+    pub fn connect_with_tls(url: &str, tls: &Tls) -> Result<Self> {
+        let channel = channel(url, tls)?;
         Ok(Self {
             inner: KvServiceClient::with_interceptor(channel.clone(), Auth::none()),
             channel,

@@ -88,14 +88,85 @@ impl tonic::service::Interceptor for Auth {
 /// The transport under every client: a channel plus the token interceptor.
 pub type Transport = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Auth>;
 
-/// A lazily connecting channel to `url`.
-fn channel(url: &str) -> Result<tonic::transport::Channel> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+/// `$EXO_CA_FILE`: extra roots (PEM) for `https://` endpoints.
+pub const CA_FILE_ENV: &str = "EXO_CA_FILE";
+/// `$EXO_CLIENT_CERT_FILE`: the client certificate (PEM) for proxies that ask for one (mTLS).
+pub const CLIENT_CERT_FILE_ENV: &str = "EXO_CLIENT_CERT_FILE";
+/// `$EXO_CLIENT_KEY_FILE`: its private key (PEM).
+pub const CLIENT_KEY_FILE_ENV: &str = "EXO_CLIENT_KEY_FILE";
+
+/// TLS for `https://` endpoints: the webpki roots plus `ca_file`, and a client certificate when
+/// the proxy asks for one. The server's name is checked against the endpoint's host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// Extra certificate authorities (PEM bundle), e.g. a private CA that signed the proxy's.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate chain (PEM), with `client_key_file`.
+    pub client_cert_file: Option<std::path::PathBuf>,
+    /// The client certificate's key (PEM).
+    pub client_key_file: Option<std::path::PathBuf>,
+}
+
+impl Tls {
+    /// From `$EXO_CA_FILE`, `$EXO_CLIENT_CERT_FILE` and `$EXO_CLIENT_KEY_FILE` (each optional).
+    pub fn from_env() -> Self {
+        let path =
+            |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+        Self {
+            ca_file: path(CA_FILE_ENV),
+            client_cert_file: path(CLIENT_CERT_FILE_ENV),
+            client_key_file: path(CLIENT_KEY_FILE_ENV),
+        }
+    }
+
+    fn client_config(&self) -> Result<tonic::transport::ClientTlsConfig> {
+        let read = |what: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|err| {
+                Error::client(
+                    Reason::InvalidArgument,
+                    format!("cannot read the {what} {}: {err}", path.display()),
+                    false,
+                )
+            })
+        };
+        let mut config = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
+        if let Some(ca) = &self.ca_file {
+            config = config.ca_certificate(tonic::transport::Certificate::from_pem(read("CA file", ca)?));
+        }
+        match (&self.client_cert_file, &self.client_key_file) {
+            (Some(cert), Some(key)) => {
+                let identity = tonic::transport::Identity::from_pem(
+                    read("client certificate", cert)?,
+                    read("client key", key)?,
+                );
+                config = config.identity(identity);
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::client(
+                    Reason::InvalidArgument,
+                    "a client certificate needs both its file and its key file",
+                    false,
+                ));
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// A lazily connecting channel to `url` (`https://` with `tls`).
+fn channel(url: &str, tls: &Tls) -> Result<tonic::transport::Channel> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
         .map_err(|err| {
             Error::client(Reason::InvalidArgument, format!("invalid endpoint {url:?}: {err}"), false)
         })?
         .connect_timeout(std::time::Duration::from_secs(5))
         .tcp_nodelay(true);
+    if url.starts_with("https://") {
+        endpoint = endpoint.tls_config(tls.client_config()?).map_err(|err| {
+            Error::client(Reason::InvalidArgument, format!("TLS settings for {url:?}: {err}"), false)
+        })?;
+    }
     Ok(endpoint.connect_lazy())
 }
 

@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio_util::io::ReaderStream;
 use tonic::transport::Channel;
 
-use crate::{Auth, Error, Reason, Result, RetryPolicy, Transport, channel, retry::unary};
+use crate::{Auth, Error, Reason, Result, RetryPolicy, Tls, Transport, channel, retry::unary};
 
 pub use pb::{DescribeResponse as ObjectBackendDescription, GetHeader, ObjectCapability, ObjectInfo};
 
@@ -145,7 +145,13 @@ fn condition(condition: WriteIf) -> Option<pb::Condition> {
 impl ObjectClient {
     /// A client for the proxy at `url`; connects lazily.
     pub fn connect(url: &str) -> Result<Self> {
-        let channel = channel(url)?;
+        Self::connect_with_tls(url, &Tls::from_env())
+    }
+
+    /// [`Self::connect`] with explicit TLS settings for an `https://` endpoint (`connect` reads
+    /// them from `$EXO_CA_FILE`, `$EXO_CLIENT_CERT_FILE`, `$EXO_CLIENT_KEY_FILE`).
+    pub fn connect_with_tls(url: &str, tls: &Tls) -> Result<Self> {
+        let channel = channel(url, tls)?;
         Ok(Self {
             inner: ObjectServiceClient::with_interceptor(channel.clone(), Auth::none())
                 .max_decoding_message_size(16 * 1024 * 1024),

@@ -5,7 +5,7 @@ use std::{collections::HashMap, time::Duration};
 use exo_proto::queue::v1::{self as pb, queue_service_client::QueueServiceClient};
 use tonic::transport::Channel;
 
-use crate::{Auth, Error, Reason, Result, RetryPolicy, Transport, channel, retry::unary};
+use crate::{Auth, Error, Reason, Result, RetryPolicy, Tls, Transport, channel, retry::unary};
 
 pub use pb::{DescribeResponse as BackendDescription, Message, QueueCapability, QueueInfo, QueueOptions};
 
@@ -104,7 +104,13 @@ impl QueueClient {
     /// A client for the proxy at `url` (e.g. `http://127.0.0.1:7401`). Connects lazily, so this
     /// never blocks; an unreachable proxy shows up as a retryable error on the first call.
     pub fn connect(url: &str) -> Result<Self> {
-        let channel = channel(url)?;
+        Self::connect_with_tls(url, &Tls::from_env())
+    }
+
+    /// [`Self::connect`] with explicit TLS settings for an `https://` endpoint (`connect` reads
+    /// them from `$EXO_CA_FILE`, `$EXO_CLIENT_CERT_FILE`, `$EXO_CLIENT_KEY_FILE`).
+    pub fn connect_with_tls(url: &str, tls: &Tls) -> Result<Self> {
+        let channel = channel(url, tls)?;
         Ok(Self {
             inner: QueueServiceClient::with_interceptor(channel.clone(), Auth::none()),
             channel,

@@ -67,6 +67,9 @@ pub struct ServerConfig {
     /// Listening on a non-loopback address without TLS is refused unless this is true
     /// (e.g. inside a container whose network namespace is private to the pod).
     pub allow_insecure_non_loopback: bool,
+    /// TLS (and optionally client certificates) on the port; see [`crate::tls::TlsSettings`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::TlsSettings>,
     /// Largest request body, gRPC message or HTTP body, in bytes.
     pub max_request_bytes: usize,
     /// Longest time a backend call may take (a receive's long-poll wait is added to it).
@@ -103,11 +106,14 @@ impl ServerConfig {
 
     /// Checks the settings hang together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.listen.ip().is_loopback() && !self.allow_insecure_non_loopback {
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
+        if !self.listen.ip().is_loopback() && !self.allow_insecure_non_loopback && self.tls.is_none() {
             return Err(ConfigError::Invalid(format!(
-                "refusing to listen on non-loopback address {} without TLS; set \
-                 server.allow_insecure_non_loopback: true (or --allow-insecure-non-loopback) \
-                 only where the network is private, e.g. a pod's own namespace",
+                "refusing to listen on non-loopback address {} without TLS; configure server.tls \
+                 (cert-file, key-file), or set server.allow_insecure_non_loopback: true (or \
+                 --allow-insecure-non-loopback) only where the network is private, e.g. a pod's own namespace",
                 self.listen
             )));
         }
@@ -132,6 +138,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7401)),
             allow_insecure_non_loopback: false,
+            tls: None,
             max_request_bytes: 4 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(25),

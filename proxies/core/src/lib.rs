@@ -28,6 +28,7 @@ pub mod registry;
 pub mod secret;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 
 pub use descriptor::Descriptor;
 pub use error::{ExoError, ExoResult, default_retryable, grpc_code, http_status, readiness, with_causes};

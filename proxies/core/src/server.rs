@@ -173,11 +173,25 @@ impl ProxyServer {
         let cap = crate::listener::connection_cap(self.config.max_connections, open_files);
         tracing::info!(max_connections = cap, open_files, "connection cap");
         let listener = crate::listener::CappedListener::new(listener, cap);
-        let server = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
+        let drained = async move {
             shutdown.await;
             tracing::info!("shutting down: draining in-flight requests");
             let _ = stopping_tx.send(true);
-        });
+        };
+        let server = async {
+            match &self.config.tls {
+                Some(settings) => {
+                    let acceptor = crate::tls::acceptor(settings)
+                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+                    let client_certs =
+                        if settings.client_ca_file.is_some() { "required" } else { "not asked" };
+                    tracing::info!(client_certs, "TLS on (ALPN h2, http/1.1)");
+                    let listener = crate::tls::TlsListener::new(listener, acceptor, settings)?;
+                    axum::serve(listener, app.into_make_service()).with_graceful_shutdown(drained).await
+                }
+                None => axum::serve(listener, app.into_make_service()).with_graceful_shutdown(drained).await,
+            }
+        };
         let result = tokio::select! {
             result = server => result.map_err(ServeError::Io),
             () = async {

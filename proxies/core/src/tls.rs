@@ -1,0 +1,277 @@
+//! TLS on the proxy's one port (`server.tls`): rustls on ring, TLS 1.2 and 1.3, ALPN `h2` and
+//! `http/1.1` (gRPC and HTTP/JSON as on a plain port); the certificate re-read when its files
+//! change, without a restart (a handshake uses the certificate current at that moment, so
+//! established connections keep theirs); optionally client certificates (mTLS) from one CA, with
+//! an allow-list of client identities.
+//!
+//! Handshakes run off the accept loop, each bounded by `handshake-timeout`, so a client that
+//! opens a connection and never completes the handshake holds one connection slot for that
+//! long and delays nobody else.
+
+use std::{
+    io,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+    time::{Duration, SystemTime},
+};
+
+use rustls::{
+    RootCertStore, ServerConfig as RustlsConfig,
+    server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
+    sign::CertifiedKey,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
+
+use crate::{config_error::ConfigError, listener::CountedStream};
+
+/// `server.tls:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsSettings {
+    /// PEM file: the server's certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM file: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM file of the CA(s) whose client certificates are accepted; when set, a client without
+    /// such a certificate is refused during the handshake (mTLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
+    /// With `client-ca-file`: the client identities allowed (a certificate's subject as RFC 4514,
+    /// e.g. `CN=shop-api`, or one of its DNS / URI subject alternative names). Empty: any client
+    /// certificate from the CA.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_clients: Vec<String>,
+    /// How often the certificate and key files are checked for changes.
+    #[serde(default = "default_reload_interval", with = "humantime_serde")]
+    pub reload_interval: Duration,
+    /// Longest a TLS handshake may take before the connection is closed.
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+}
+
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl TlsSettings {
+    /// Checks the files load (a proxy refuses to start with a certificate it cannot serve).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        load_certified_key(&self.cert_file, &self.key_file)?;
+        if let Some(ca) = &self.client_ca_file {
+            load_roots(ca)?;
+        } else if !self.allowed_clients.is_empty() {
+            return Err(ConfigError::Invalid(
+                "server.tls.allowed-clients needs server.tls.client-ca-file (identities come from client certificates)"
+                    .into(),
+            ));
+        }
+        if self.reload_interval.is_zero() || self.handshake_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "server.tls.reload-interval and handshake-timeout must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(path: &Path, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid(format!("{}: {why}", path.display()))
+}
+
+fn load_certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, ConfigError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+        .map_err(|e| invalid(cert_file, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| invalid(cert_file, e))?;
+    if certs.is_empty() {
+        return Err(invalid(cert_file, "no PEM certificate in it"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| invalid(key_file, e))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| invalid(key_file, format!("not a key rustls can sign with: {e}")))?;
+    let certified = CertifiedKey::new(certs, signing);
+    certified.keys_match().map_err(|e| {
+        invalid(key_file, format!("does not belong to the certificate in {}: {e}", cert_file.display()))
+    })?;
+    Ok(certified)
+}
+
+fn load_roots(ca_file: &Path) -> Result<RootCertStore, ConfigError> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| invalid(ca_file, e))? {
+        roots.add(cert.map_err(|e| invalid(ca_file, e))?).map_err(|e| invalid(ca_file, e))?;
+    }
+    if roots.is_empty() {
+        return Err(invalid(ca_file, "no PEM certificate in it"));
+    }
+    Ok(roots)
+}
+
+/// The server certificate in force, swapped when its files change.
+#[derive(Debug)]
+struct CurrentCertificate {
+    key: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for CurrentCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.key.read().ok().map(|key| key.clone())
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Re-reads the certificate and key every `interval` when either file changed; a pair that
+/// does not load (a rotation half done) keeps the old one in force and is tried again.
+async fn reload_when_changed(settings: TlsSettings, current: Arc<CurrentCertificate>) {
+    let stamp = |s: &TlsSettings| (modified(&s.cert_file), modified(&s.key_file));
+    let mut seen = stamp(&settings);
+    let mut ticks = tokio::time::interval(settings.reload_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let now = stamp(&settings);
+        if now == seen {
+            continue;
+        }
+        match load_certified_key(&settings.cert_file, &settings.key_file) {
+            Ok(key) => {
+                if let Ok(mut slot) = current.key.write() {
+                    *slot = Arc::new(key);
+                }
+                seen = now;
+                tracing::info!(cert = %settings.cert_file.display(), "TLS certificate reloaded");
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "TLS certificate changed but does not load; keeping the previous one")
+            }
+        }
+    }
+}
+
+/// The identities a client certificate names: its subject (RFC 4514) and DNS / URI alternative names.
+pub fn client_identities(cert: &CertificateDer<'_>) -> Vec<String> {
+    use x509_cert::der::{Decode as _, oid::AssociatedOid as _};
+    let Ok(parsed) = x509_cert::Certificate::from_der(cert.as_ref()) else { return Vec::new() };
+    let mut names = vec![parsed.tbs_certificate.subject.to_string()];
+    for ext in parsed.tbs_certificate.extensions.iter().flatten() {
+        if ext.extn_id != x509_cert::ext::pkix::SubjectAltName::OID {
+            continue;
+        }
+        let Ok(san) = x509_cert::ext::pkix::SubjectAltName::from_der(ext.extn_value.as_bytes()) else {
+            continue;
+        };
+        for name in san.0 {
+            match name {
+                x509_cert::ext::pkix::name::GeneralName::DnsName(dns) => names.push(dns.to_string()),
+                x509_cert::ext::pkix::name::GeneralName::UniformResourceIdentifier(uri) => {
+                    names.push(uri.to_string())
+                }
+                _ => {}
+            }
+        }
+    }
+    names
+}
+
+/// Builds the acceptor for `settings` and starts its reload task.
+pub fn acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, ConfigError> {
+    let current = Arc::new(CurrentCertificate {
+        key: RwLock::new(Arc::new(load_certified_key(&settings.cert_file, &settings.key_file)?)),
+    });
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = RustlsConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::Invalid(format!("TLS: {e}")))?;
+    let builder = match &settings.client_ca_file {
+        Some(ca) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(load_roots(ca)?), provider)
+                .build()
+                .map_err(|e| invalid(ca, e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(current.clone());
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tokio::spawn(reload_when_changed(settings.clone(), current));
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A listener handing out connections whose TLS handshake completed (and whose client, with
+/// mTLS and an allow-list, is allowed); handshakes run concurrently, each bounded.
+pub struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<CountedStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    /// Wraps `inner` (the capped TCP listener) with `acceptor`.
+    pub fn new(
+        mut inner: crate::listener::CappedListener,
+        acceptor: TlsAcceptor,
+        settings: &TlsSettings,
+    ) -> io::Result<Self> {
+        use axum::serve::Listener as _;
+        let local = inner.local_addr()?;
+        let (tx, ready) = mpsc::channel(64);
+        let timeout = settings.handshake_timeout;
+        let allowed: Arc<Vec<String>> = Arc::new(settings.allowed_clients.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = inner.accept().await;
+                let (acceptor, tx, allowed) = (acceptor.clone(), tx.clone(), allowed.clone());
+                tokio::spawn(async move {
+                    let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(err)) => {
+                            tracing::info!(%peer, error = %err, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!(%peer, ?timeout, "TLS handshake did not complete in time");
+                            return;
+                        }
+                    };
+                    if let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                        let identities = client_identities(cert);
+                        if !allowed.is_empty() && !identities.iter().any(|id| allowed.contains(id)) {
+                            tracing::warn!(%peer, ?identities, "client certificate not in server.tls.allowed-clients: connection closed");
+                            return;
+                        }
+                        tracing::debug!(%peer, ?identities, "client certificate accepted");
+                    }
+                    let _ = tx.send((tls, peer)).await;
+                });
+            }
+        });
+        Ok(Self { ready, local })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<CountedStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(next) => next,
+            // The accept task never ends while the listener lives; park if it ever does.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}

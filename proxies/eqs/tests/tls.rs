@@ -1,0 +1,223 @@
+//! The proxy's port with TLS (`server.tls`), over real sockets, with certificate authorities and
+//! certificates made by the test: the SDK over `https://` (gRPC on h2) and HTTP/1.1 on the same
+//! port; a client that does not trust the CA, a plaintext client, a client without a
+//! certificate (mTLS), one whose identity is not allowed; a certificate rotated on disk served
+//! to new connections without a restart.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use eqs::{EqsProxy, config::EqsConfig, services::memory::MemoryQueue};
+use exo_proxy_core::tls::TlsSettings;
+use exo_sdk::{QueueClient, QueueOptions, RetryPolicy, Tls};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// A CA, and leaf certificates it signs, written as PEM files under `dir`.
+struct Authority {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+    ca_file: std::path::PathBuf,
+}
+
+impl Authority {
+    fn new(dir: &Path, name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, format!("{name} test CA"));
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let ca_file = dir.join(format!("{name}-ca.pem"));
+        std::fs::write(&ca_file, issuer.pem()).unwrap();
+        Self { issuer, ca_file }
+    }
+
+    /// A certificate for `common_name` (also its DNS name), as (cert file, key file).
+    fn issue(&self, dir: &Path, common_name: &str, file: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![common_name.to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        let cert = params.signed_by(&key, &*self.issuer).unwrap();
+        let (cert_file, key_file) = (dir.join(format!("{file}.pem")), dir.join(format!("{file}.key")));
+        // The key first: a reload that sees the new certificate finds its key already there.
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        (cert_file, key_file)
+    }
+}
+
+async fn start(tls: TlsSettings) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let mut config = EqsConfig::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.tls = Some(tls);
+    let proxy = EqsProxy::bind_with(&config, Arc::new(MemoryQueue::new(256 * 1024))).await.unwrap();
+    let addr = proxy.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        proxy
+            .serve(async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    (format!("https://localhost:{}", addr.port()), stop)
+}
+
+fn settings(cert: &Path, key: &Path) -> TlsSettings {
+    TlsSettings {
+        cert_file: cert.to_owned(),
+        key_file: key.to_owned(),
+        client_ca_file: None,
+        allowed_clients: Vec::new(),
+        reload_interval: Duration::from_millis(100),
+        handshake_timeout: Duration::from_secs(2),
+    }
+}
+
+fn client(url: &str, tls: &Tls) -> QueueClient {
+    QueueClient::connect_with_tls(url, tls).unwrap().with_retry(RetryPolicy::none())
+}
+
+/// The subject of the certificate a fresh TLS connection to `port` is served.
+async fn served_subject(port: u16, ca_file: &Path) -> String {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::pem::PemObject::pem_file_iter(ca_file).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), stream)
+        .await
+        .unwrap();
+    let cert = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    exo_proxy_core::tls::client_identities(&cert).remove(0)
+}
+
+#[tokio::test]
+async fn grpc_and_http_share_the_tls_port_and_untrusted_or_plaintext_clients_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Authority::new(dir.path(), "server");
+    let (cert, key) = ca.issue(dir.path(), "localhost", "server");
+    let (url, _stop) = start(settings(&cert, &key)).await;
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+
+    let trusted = Tls { ca_file: Some(ca.ca_file.clone()), ..Default::default() };
+    let queues = client(&url, &trusted);
+    queues.create_queue("secure", QueueOptions::default()).await.unwrap();
+    queues.send("secure", "over tls").await.unwrap();
+
+    // Without the CA the SDK refuses the server's certificate and says why.
+    let err = client(&url, &Tls::default()).list_queues("").await.unwrap_err();
+    assert!(err.message.contains("UnknownIssuer"), "the error names the cause: {err}");
+
+    // HTTP/1.1 on the same port (ALPN http/1.1), through the same TLS.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::pem::PemObject::from_pem_file(&ca.ca_file).unwrap()).unwrap();
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), stream)
+        .await
+        .unwrap();
+    tls.write_all(b"GET /api/v1/queues HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("secure"), "{answer}");
+
+    // A plaintext request to the TLS port gets no HTTP answer.
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    plain.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut buf)).await;
+    assert!(!String::from_utf8_lossy(&buf).contains("HTTP/1.1 200"), "plaintext was served");
+
+    // The proxy is unaffected by all of it.
+    assert_eq!(queues.list_queues("").await.unwrap(), ["secure"]);
+}
+
+#[tokio::test]
+async fn a_certificate_rotated_on_disk_is_served_to_new_connections_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Authority::new(dir.path(), "server");
+    let (cert, key) = ca.issue(dir.path(), "localhost", "server");
+    let (url, _stop) = start(settings(&cert, &key)).await;
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let trusted = Tls { ca_file: Some(ca.ca_file.clone()), ..Default::default() };
+    let queues = client(&url, &trusted);
+    queues.create_queue("before", QueueOptions::default()).await.unwrap();
+    let first = served_subject(port, &ca.ca_file).await;
+
+    // A new certificate (same name, new key) replaces the files in place.
+    let rotated = ca.issue(dir.path(), "localhost", "rotated");
+    std::fs::copy(&rotated.1, &key).unwrap();
+    std::fs::copy(&rotated.0, &cert).unwrap();
+    let new_der: rustls_pki_types::CertificateDer<'static> =
+        rustls_pki_types::pem::PemObject::from_pem_file(&cert).unwrap();
+    let mut served_new = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls_pki_types::pem::PemObject::from_pem_file(&ca.ca_file).unwrap()).unwrap();
+        let config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect("localhost".try_into().unwrap(), stream)
+            .await
+            .unwrap();
+        if tls.get_ref().1.peer_certificates().unwrap()[0] == new_der {
+            served_new = true;
+            break;
+        }
+    }
+    assert!(served_new, "the rotated certificate was not served within 5 s");
+    assert_eq!(first, "CN=localhost");
+    // The client made before the rotation still works (its connection, or a new one).
+    assert_eq!(queues.list_queues("").await.unwrap(), ["before"]);
+}
+
+#[tokio::test]
+async fn with_client_certificates_only_allowed_clients_of_the_ca_get_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = Authority::new(dir.path(), "server");
+    let client_ca = Authority::new(dir.path(), "clients");
+    let stranger_ca = Authority::new(dir.path(), "stranger");
+    let (cert, key) = server_ca.issue(dir.path(), "localhost", "server");
+    let mut tls = settings(&cert, &key);
+    tls.client_ca_file = Some(client_ca.ca_file.clone());
+    tls.allowed_clients = vec!["CN=shop-api".into()];
+    let (url, _stop) = start(tls).await;
+
+    let with_cert = |cert: (std::path::PathBuf, std::path::PathBuf)| Tls {
+        ca_file: Some(server_ca.ca_file.clone()),
+        client_cert_file: Some(cert.0),
+        client_key_file: Some(cert.1),
+    };
+    let allowed = client(&url, &with_cert(client_ca.issue(dir.path(), "shop-api", "shop-api")));
+    allowed.create_queue("orders", QueueOptions::default()).await.unwrap();
+
+    let no_cert = Tls { ca_file: Some(server_ca.ca_file.clone()), ..Default::default() };
+    assert!(client(&url, &no_cert).list_queues("").await.is_err(), "a client without a certificate got in");
+    let stranger = with_cert(stranger_ca.issue(dir.path(), "shop-api", "stranger"));
+    assert!(client(&url, &stranger).list_queues("").await.is_err(), "a certificate of another CA got in");
+    let not_listed = with_cert(client_ca.issue(dir.path(), "billing", "billing"));
+    assert!(client(&url, &not_listed).list_queues("").await.is_err(), "an identity not allowed got in");
+
+    assert_eq!(allowed.list_queues("").await.unwrap(), ["orders"]);
+}
