@@ -86,6 +86,14 @@ pub struct ServerConfig {
     /// (`env:NAME`, `file:/path` — re-read, so it can rotate — or `env:encrypted:NAME`); the
     /// probes (`/healthz`, `/readyz`, `/metrics`, gRPC health) stay open for kubelet and scrapers.
     pub auth_token: Option<crate::secret::SecretRef>,
+    /// Longest wait for the next bytes of a request body: a stalled upload is cut (and stores
+    /// nothing).
+    #[serde(with = "humantime_serde")]
+    pub body_idle_timeout: Duration,
+    /// Longest a response may wait for its client to take more bytes: a client that stopped
+    /// reading has its connection closed and its slot freed.
+    #[serde(with = "humantime_serde")]
+    pub write_stall_timeout: Duration,
     /// Most connections served at once (lowered to fit the open-files limit, which the proxy
     /// raises to the hard limit at start); further clients wait in the listen backlog.
     pub max_connections: usize,
@@ -126,6 +134,11 @@ impl ServerConfig {
         if self.max_connections == 0 {
             return Err(ConfigError::Invalid("server.max-connections must be at least 1".into()));
         }
+        if self.body_idle_timeout.is_zero() || self.write_stall_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "server.body-idle-timeout and server.write-stall-timeout must be positive".into(),
+            ));
+        }
         if self.request_timeout.is_zero() {
             return Err(ConfigError::Invalid("server.request-timeout must be positive".into()));
         }
@@ -139,6 +152,8 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7401)),
             allow_insecure_non_loopback: false,
             tls: None,
+            body_idle_timeout: Duration::from_secs(30),
+            write_stall_timeout: Duration::from_secs(60),
             max_request_bytes: 4 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(25),

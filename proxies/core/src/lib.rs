@@ -27,6 +27,7 @@ pub mod names;
 pub mod registry;
 pub mod secret;
 pub mod server;
+pub mod stalls;
 pub mod telemetry;
 pub mod tls;
 

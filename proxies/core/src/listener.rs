@@ -53,12 +53,14 @@ pub struct CappedListener {
     listener: TcpListener,
     slots: Arc<Semaphore>,
     cap: usize,
+    write_stall: Duration,
 }
 
 impl CappedListener {
-    /// Caps `listener` at `cap` connections.
-    pub fn new(listener: TcpListener, cap: usize) -> Self {
-        Self { listener, slots: Arc::new(Semaphore::new(cap)), cap }
+    /// Caps `listener` at `cap` connections, each closed when a write waits `write_stall` for
+    /// its client.
+    pub fn new(listener: TcpListener, cap: usize, write_stall: Duration) -> Self {
+        Self { listener, slots: Arc::new(Semaphore::new(cap)), cap, write_stall }
     }
 }
 
@@ -89,7 +91,8 @@ impl axum::serve::Listener for CappedListener {
                     if let Err(err) = stream.set_nodelay(true) {
                         tracing::debug!(error = %err, "cannot set TCP_NODELAY");
                     }
-                    return (CountedStream { stream, _permit: permit }, addr);
+                    let stall = crate::stalls::WriteStall::new(self.write_stall);
+                    return (CountedStream { stream, stall, _permit: permit }, addr);
                 }
                 Err(err) => {
                     // EMFILE and friends: back off instead of spinning; the slot stays reserved.
@@ -105,9 +108,11 @@ impl axum::serve::Listener for CappedListener {
     }
 }
 
-/// A connection holding one of the listener's slots until it closes.
+/// A connection holding one of the listener's slots until it closes, whose writes fail once
+/// they wait too long for the client.
 pub struct CountedStream {
     stream: TcpStream,
+    stall: crate::stalls::WriteStall,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -119,10 +124,14 @@ impl AsyncRead for CountedStream {
 
 impl AsyncWrite for CountedStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.stall.check(cx, polled)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_flush(cx);
+        this.stall.check(cx, polled)
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
@@ -132,7 +141,9 @@ impl AsyncWrite for CountedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.stall.check(cx, polled)
     }
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
@@ -155,7 +166,7 @@ mod tests {
         use axum::serve::Listener as _;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut capped = CappedListener::new(listener, 2);
+        let mut capped = CappedListener::new(listener, 2, Duration::from_secs(60));
         let _a = TcpStream::connect(addr).await.unwrap();
         let _b = TcpStream::connect(addr).await.unwrap();
         let _c = TcpStream::connect(addr).await.unwrap();

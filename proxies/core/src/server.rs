@@ -154,7 +154,10 @@ impl ProxyServer {
         // One fallback for both worlds: unknown gRPC methods (content-type application/grpc)
         // get UNIMPLEMENTED, anything else a problem+json 404.
         let grpc = grpc_builtin.merge(self.grpc).layer(axum::middleware::map_response(normalize_grpc_errors));
-        let mut app = grpc.merge(http).fallback(not_found);
+        let mut app = grpc.merge(http).fallback(not_found).layer(axum::middleware::from_fn_with_state(
+            self.config.body_idle_timeout,
+            crate::stalls::idle_bodies,
+        ));
         if let Some(secret) = self.config.auth_token.clone() {
             app = app.layer(axum::middleware::from_fn_with_state(
                 crate::auth::TokenCheck::new(secret),
@@ -172,7 +175,7 @@ impl ProxyServer {
         let open_files = crate::listener::raise_open_files_limit();
         let cap = crate::listener::connection_cap(self.config.max_connections, open_files);
         tracing::info!(max_connections = cap, open_files, "connection cap");
-        let listener = crate::listener::CappedListener::new(listener, cap);
+        let listener = crate::listener::CappedListener::new(listener, cap, self.config.write_stall_timeout);
         let drained = async move {
             shutdown.await;
             tracing::info!("shutting down: draining in-flight requests");
