@@ -76,25 +76,33 @@ fn client(url: &str, tls: &Tls) -> QueueClient {
     QueueClient::connect_with_tls(url, tls).unwrap().with_retry(RetryPolicy::none())
 }
 
-/// The subject of the certificate a fresh TLS connection to `port` is served.
-async fn served_subject(port: u16, ca_file: &Path) -> String {
+/// A TLS connection to `port` trusting only `ca_file`, offering `alpn`.
+async fn connect(
+    port: u16,
+    ca_file: &Path,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::pem::PemObject::pem_file_iter(ca_file).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
-    let config =
+    let mut config =
         rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect("localhost".try_into().unwrap(), stream)
         .await
-        .unwrap();
-    let cert = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
-    exo_proxy_core::tls::client_identities(&cert).remove(0)
+        .unwrap()
+}
+
+/// The certificate a fresh TLS connection to `port` is served.
+async fn served_certificate(port: u16, ca_file: &Path) -> rustls_pki_types::CertificateDer<'static> {
+    connect(port, ca_file, &[]).await.get_ref().1.peer_certificates().unwrap()[0].clone()
 }
 
 #[tokio::test]
@@ -115,20 +123,7 @@ async fn grpc_and_http_share_the_tls_port_and_untrusted_or_plaintext_clients_are
     assert!(err.message.contains("UnknownIssuer"), "the error names the cause: {err}");
 
     // HTTP/1.1 on the same port (ALPN http/1.1), through the same TLS.
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(rustls_pki_types::pem::PemObject::from_pem_file(&ca.ca_file).unwrap()).unwrap();
-    let mut config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect("localhost".try_into().unwrap(), stream)
-        .await
-        .unwrap();
+    let mut tls = connect(port, &ca.ca_file, &[b"http/1.1"]).await;
     tls.write_all(b"GET /api/v1/queues HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
         .await
         .unwrap();
@@ -157,7 +152,7 @@ async fn a_certificate_rotated_on_disk_is_served_to_new_connections_without_a_re
     let trusted = Tls { ca_file: Some(ca.ca_file.clone()), ..Default::default() };
     let queues = client(&url, &trusted);
     queues.create_queue("before", QueueOptions::default()).await.unwrap();
-    let first = served_subject(port, &ca.ca_file).await;
+    let first = served_certificate(port, &ca.ca_file).await;
 
     // A new certificate (same name, new key) replaces the files in place.
     let rotated = ca.issue(dir.path(), "localhost", "rotated");
@@ -168,26 +163,14 @@ async fn a_certificate_rotated_on_disk_is_served_to_new_connections_without_a_re
     let mut served_new = false;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(rustls_pki_types::pem::PemObject::from_pem_file(&ca.ca_file).unwrap()).unwrap();
-        let config =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect("localhost".try_into().unwrap(), stream)
-            .await
-            .unwrap();
-        if tls.get_ref().1.peer_certificates().unwrap()[0] == new_der {
+        if served_certificate(port, &ca.ca_file).await == new_der {
             served_new = true;
             break;
         }
     }
     assert!(served_new, "the rotated certificate was not served within 5 s");
-    assert_eq!(first, "CN=localhost");
+    assert_eq!(exo_proxy_core::tls::client_identities(&first), ["CN=localhost", "localhost"]);
+    assert_ne!(first, new_der);
     // The client made before the rotation still works (its connection, or a new one).
     assert_eq!(queues.list_queues("").await.unwrap(), ["before"]);
 }

@@ -536,6 +536,15 @@ impl GcsObjects {
         }
     }
 
+    /// The request that starts an upload of `upload_type`, under the generation precondition.
+    fn upload(&self, bucket: &BucketName, upload_type: &str, generation: Option<&str>) -> RequestBuilder {
+        let mut query = vec![("uploadType", upload_type)];
+        if let Some(g) = generation {
+            query.push(("ifGenerationMatch", g));
+        }
+        self.http.post(self.upload_url(bucket.as_str())).query(&query)
+    }
+
     /// The resource JSON an upload starts with.
     fn upload_resource(key: &str, meta: &PutMeta) -> serde_json::Value {
         serde_json::json!({
@@ -554,14 +563,8 @@ impl GcsObjects {
         generation: Option<&str>,
     ) -> ExoResult<ObjectResource> {
         let (boundary, body) = related_body(&Self::upload_resource(key, meta), &meta.content_type, &data);
-        let mut query = vec![("uploadType", "multipart".to_owned())];
-        if let Some(g) = generation {
-            query.push(("ifGenerationMatch", g.to_owned()));
-        }
         let request = self
-            .http
-            .post(self.upload_url(bucket.as_str()))
-            .query(&query)
+            .upload(bucket, "multipart", generation)
             .header("content-type", format!("multipart/related; boundary={boundary}"))
             .body(body);
         match self.send(request, true, "objects.insert").await? {
@@ -580,14 +583,8 @@ impl GcsObjects {
         parts: &mut PartReader<'_>,
         generation: Option<&str>,
     ) -> ExoResult<ObjectResource> {
-        let mut query = vec![("uploadType", "resumable".to_owned())];
-        if let Some(g) = generation {
-            query.push(("ifGenerationMatch", g.to_owned()));
-        }
         let request = self
-            .http
-            .post(self.upload_url(bucket.as_str()))
-            .query(&query)
+            .upload(bucket, "resumable", generation)
             .header("x-upload-content-type", meta.content_type.clone())
             .json(&Self::upload_resource(key, meta));
         let session = match self.send(request, true, "objects.insert (resumable)").await? {
