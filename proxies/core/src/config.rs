@@ -94,6 +94,16 @@ pub struct ServerConfig {
     /// reading has its connection closed and its slot freed.
     #[serde(with = "humantime_serde")]
     pub write_stall_timeout: Duration,
+    /// Longest a client may take to send a request's headers (HTTP/1): slow or silent clients
+    /// are closed.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// HTTP/2 keep-alive: a ping this often on every connection…
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_interval: Duration,
+    /// …and the connection closed when its answer takes longer than this.
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_timeout: Duration,
     /// Most connections served at once (lowered to fit the open-files limit, which the proxy
     /// raises to the hard limit at start); further clients wait in the listen backlog.
     pub max_connections: usize,
@@ -134,9 +144,20 @@ impl ServerConfig {
         if self.max_connections == 0 {
             return Err(ConfigError::Invalid("server.max-connections must be at least 1".into()));
         }
-        if self.body_idle_timeout.is_zero() || self.write_stall_timeout.is_zero() {
+        if [
+            self.body_idle_timeout,
+            self.write_stall_timeout,
+            self.header_read_timeout,
+            self.http2_keepalive_interval,
+            self.http2_keepalive_timeout,
+        ]
+        .iter()
+        .any(Duration::is_zero)
+        {
             return Err(ConfigError::Invalid(
-                "server.body-idle-timeout and server.write-stall-timeout must be positive".into(),
+                "server.body-idle-timeout, write-stall-timeout, header-read-timeout and the \
+                 http2-keepalive settings must be positive"
+                    .into(),
             ));
         }
         if self.request_timeout.is_zero() {
@@ -154,6 +175,9 @@ impl Default for ServerConfig {
             tls: None,
             body_idle_timeout: Duration::from_secs(30),
             write_stall_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(10),
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(10),
             max_request_bytes: 4 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(25),

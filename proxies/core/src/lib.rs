@@ -16,6 +16,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 mod config_error;
+pub mod connections;
 pub mod descriptor;
 mod error;
 pub mod failover;

@@ -181,6 +181,11 @@ impl ProxyServer {
             tracing::info!("shutting down: draining in-flight requests");
             let _ = stopping_tx.send(true);
         };
+        let limits = crate::connections::ConnectionLimits {
+            header_read_timeout: self.config.header_read_timeout,
+            keepalive_interval: self.config.http2_keepalive_interval,
+            keepalive_timeout: self.config.http2_keepalive_timeout,
+        };
         let server = async {
             match &self.config.tls {
                 Some(settings) => {
@@ -190,9 +195,9 @@ impl ProxyServer {
                         if settings.client_ca_file.is_some() { "required" } else { "not asked" };
                     tracing::info!(client_certs, "TLS on (ALPN h2, http/1.1)");
                     let listener = crate::tls::TlsListener::new(listener, acceptor, settings)?;
-                    axum::serve(listener, app.into_make_service()).with_graceful_shutdown(drained).await
+                    crate::connections::serve(listener, app, limits, drained).await
                 }
-                None => axum::serve(listener, app.into_make_service()).with_graceful_shutdown(drained).await,
+                None => crate::connections::serve(listener, app, limits, drained).await,
             }
         };
         let result = tokio::select! {
