@@ -111,6 +111,8 @@ pub struct ServerConfig {
     pub log: LogConfig,
     /// The circuit breaker around the backend (`failures: 0` turns it off).
     pub breaker: crate::layers::BreakerSettings,
+    /// Retries of reads after retryable failures, within a budget (`max-attempts: 1` turns it off).
+    pub retry: crate::layers::RetrySettings,
     /// Most backend calls running at once (long polls not counted); beyond it a call is refused
     /// THROTTLED (retryable) rather than queued. 0: no limit.
     pub max_in_flight: usize,
@@ -185,6 +187,7 @@ impl Default for ServerConfig {
             auth_token: None,
             max_connections: 4096,
             breaker: crate::layers::BreakerSettings::default(),
+            retry: crate::layers::RetrySettings::default(),
             max_in_flight: 1024,
             log: LogConfig::default(),
         }

@@ -44,6 +44,8 @@ pub struct Metrics {
     breaker_open: Family<BackendLabels, Gauge>,
     breaker_rejected: Family<BackendLabels, Counter>,
     shed: Family<BackendLabels, Counter>,
+    retries: Family<BackendLabels, Counter>,
+    retry_budget_exhausted: Family<BackendLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -96,7 +98,29 @@ impl Metrics {
             "Calls refused (THROTTLED) because max-in-flight calls were running",
             shed.clone(),
         );
-        Self { registry, requests, latency, in_flight, breaker_open, breaker_rejected, shed }
+        let retries = Family::<BackendLabels, Counter>::default();
+        registry.register(
+            "retries",
+            "Backend calls repeated after a retryable failure (reads only)",
+            retries.clone(),
+        );
+        let retry_budget_exhausted = Family::<BackendLabels, Counter>::default();
+        registry.register(
+            "retry_budget_exhausted",
+            "Retryable failures not retried because the retry budget was spent",
+            retry_budget_exhausted.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            in_flight,
+            breaker_open,
+            breaker_rejected,
+            shed,
+            retries,
+            retry_budget_exhausted,
+        }
     }
 
     /// Registers a gauge family (e.g. a backend's own state, sampled periodically) before the
@@ -137,6 +161,16 @@ impl Metrics {
     /// Counts a call shed for load.
     pub fn shed(&self, backend: &'static str) {
         self.shed.get_or_create(&BackendLabels { backend }).inc();
+    }
+
+    /// Counts a retry.
+    pub fn retried(&self, backend: &'static str) {
+        self.retries.get_or_create(&BackendLabels { backend }).inc();
+    }
+
+    /// Counts a retryable failure the budget did not allow to retry.
+    pub fn retry_budget_exhausted(&self, backend: &'static str) {
+        self.retry_budget_exhausted.get_or_create(&BackendLabels { backend }).inc();
     }
 
     /// The Prometheus text exposition of every metric.

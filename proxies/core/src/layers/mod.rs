@@ -12,6 +12,7 @@
 
 mod breaker;
 mod observe;
+mod retry;
 mod shed;
 mod timeout;
 
@@ -19,15 +20,17 @@ use std::{future::Future, time::Duration};
 
 pub use breaker::{BreakerSettings, CircuitBreaker};
 pub use observe::Observe;
+pub use retry::{Retry, RetrySettings};
 pub use shed::ShedLoad;
 pub use timeout::{Timeout, bounded};
 
 use crate::ExoResult;
 
 /// The stack every proxy runs its backend calls through, outermost first: metrics and logs (so
-/// they see everything below, fast failures included), load shedding, the circuit breaker, then
-/// the per-call timeout (so the breaker counts a call that timed out as a failure).
-pub type Standard = (Observe, ShedLoad, CircuitBreaker, Timeout);
+/// they see everything below, fast failures included), load shedding, the circuit breaker (which
+/// sees one outcome per call, after its retries, and fails fast before any), retries of reads
+/// within a budget, then the per-attempt timeout.
+pub type Standard = (Observe, ShedLoad, CircuitBreaker, Retry, Timeout);
 
 /// The [`Standard`] stack for a proxy's `server:` settings.
 pub fn standard(
@@ -37,7 +40,8 @@ pub fn standard(
     (
         Observe::new(metrics.clone()),
         ShedLoad::new(server.max_in_flight, metrics.clone()),
-        CircuitBreaker::new(server.breaker, metrics),
+        CircuitBreaker::new(server.breaker, metrics.clone()),
+        Retry::new(server.retry, server.request_timeout, metrics),
         Timeout::new(server.request_timeout),
     )
 }
@@ -95,6 +99,20 @@ pub trait Layer: Send + Sync + 'static {
         call: Call,
         next: impl Future<Output = ExoResult<T>> + Send,
     ) -> impl Future<Output = ExoResult<T>> + Send;
+
+    /// Runs a call that can be made again: `attempt` makes a fresh one each time. Layers that do
+    /// not repeat calls run it once through [`Layer::wrap`].
+    fn wrap_repeatable<T: Send, F, Fut>(
+        &self,
+        call: Call,
+        attempt: F,
+    ) -> impl Future<Output = ExoResult<T>> + Send
+    where
+        F: Fn() -> Fut + Send + Sync,
+        Fut: Future<Output = ExoResult<T>> + Send,
+    {
+        self.wrap(call, attempt())
+    }
 }
 
 /// The empty stack: runs the call as it is.
@@ -117,6 +135,15 @@ impl<Outer: Layer, Inner: Layer> Layer for (Outer, Inner) {
     ) -> impl Future<Output = ExoResult<T>> + Send {
         self.0.wrap(call, self.1.wrap(call, next))
     }
+
+    async fn wrap_repeatable<T: Send, F, Fut>(&self, call: Call, attempt: F) -> ExoResult<T>
+    where
+        F: Fn() -> Fut + Send + Sync,
+        Fut: Future<Output = ExoResult<T>> + Send,
+    {
+        let (inner, attempt) = (&self.1, &attempt);
+        self.0.wrap_repeatable(call, move || inner.wrap_repeatable(call, attempt)).await
+    }
 }
 
 /// Three layers, outermost first.
@@ -128,6 +155,17 @@ impl<A: Layer, B: Layer, C: Layer> Layer for (A, B, C) {
     ) -> impl Future<Output = ExoResult<T>> + Send {
         self.0.wrap(call, self.1.wrap(call, self.2.wrap(call, next)))
     }
+
+    async fn wrap_repeatable<T: Send, F, Fut>(&self, call: Call, attempt: F) -> ExoResult<T>
+    where
+        F: Fn() -> Fut + Send + Sync,
+        Fut: Future<Output = ExoResult<T>> + Send,
+    {
+        let (b, c, attempt) = (&self.1, &self.2, &attempt);
+        self.0
+            .wrap_repeatable(call, move || b.wrap_repeatable(call, move || c.wrap_repeatable(call, attempt)))
+            .await
+    }
 }
 
 /// Four layers, outermost first.
@@ -138,6 +176,45 @@ impl<A: Layer, B: Layer, C: Layer, D: Layer> Layer for (A, B, C, D) {
         next: impl Future<Output = ExoResult<T>> + Send,
     ) -> impl Future<Output = ExoResult<T>> + Send {
         self.0.wrap(call, self.1.wrap(call, self.2.wrap(call, self.3.wrap(call, next))))
+    }
+
+    async fn wrap_repeatable<T: Send, F, Fut>(&self, call: Call, attempt: F) -> ExoResult<T>
+    where
+        F: Fn() -> Fut + Send + Sync,
+        Fut: Future<Output = ExoResult<T>> + Send,
+    {
+        let (b, c, d, attempt) = (&self.1, &self.2, &self.3, &attempt);
+        let inner = move || {
+            b.wrap_repeatable(call, move || c.wrap_repeatable(call, move || d.wrap_repeatable(call, attempt)))
+        };
+        self.0.wrap_repeatable(call, inner).await
+    }
+}
+
+/// Five layers, outermost first.
+impl<A: Layer, B: Layer, C: Layer, D: Layer, E: Layer> Layer for (A, B, C, D, E) {
+    fn wrap<T: Send>(
+        &self,
+        call: Call,
+        next: impl Future<Output = ExoResult<T>> + Send,
+    ) -> impl Future<Output = ExoResult<T>> + Send {
+        self.0.wrap(call, self.1.wrap(call, self.2.wrap(call, self.3.wrap(call, self.4.wrap(call, next)))))
+    }
+
+    async fn wrap_repeatable<T: Send, F, Fut>(&self, call: Call, attempt: F) -> ExoResult<T>
+    where
+        F: Fn() -> Fut + Send + Sync,
+        Fut: Future<Output = ExoResult<T>> + Send,
+    {
+        let (b, c, d, e, attempt) = (&self.1, &self.2, &self.3, &self.4, &attempt);
+        let inner = move || {
+            b.wrap_repeatable(call, move || {
+                c.wrap_repeatable(call, move || {
+                    d.wrap_repeatable(call, move || e.wrap_repeatable(call, attempt))
+                })
+            })
+        };
+        self.0.wrap_repeatable(call, inner).await
     }
 }
 
@@ -186,6 +263,43 @@ mod tests {
         assert_eq!(stack(&metrics).wrap(untimed, sleep_then_ok(60)).await.unwrap(), 7);
         let text = metrics.render();
         assert!(text.contains(r#"op="put",backend="fs",outcome="ok"} 1"#), "{text}");
+    }
+
+    #[tokio::test]
+    async fn the_standard_stack_retries_a_read_inside_one_observed_call_but_not_a_timed_out_one() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let metrics = Arc::new(Metrics::new());
+        let server =
+            crate::config::ServerConfig { request_timeout: Duration::from_millis(200), ..Default::default() };
+        let stack = standard(&server, metrics.clone());
+        let call = Call::new("kv", "get", "flaky");
+        // A fast retryable failure, then an answer: one call observed, one retry counted.
+        let tries = AtomicU32::new(0);
+        let blip = || {
+            let n = tries.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    Err(ExoError::new(ErrorReason::BackendUnavailable, "reset").retryable())
+                } else {
+                    Ok(n)
+                }
+            }
+        };
+        assert_eq!(stack.wrap_repeatable(call, blip).await.unwrap(), 1);
+        let text = metrics.render();
+        assert!(text.contains(r#"op="get",backend="flaky",outcome="ok"} 1"#), "one call observed: {text}");
+        assert!(text.contains(r#"exo_retries_total{backend="flaky"} 1"#), "{text}");
+        // A try that outlives the per-call timeout is cut, and not repeated: its time is spent.
+        let tries = AtomicU32::new(0);
+        let hang = || {
+            tries.fetch_add(1, Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok::<u32, ExoError>(0)
+            }
+        };
+        let err = stack.wrap_repeatable(call, hang).await.unwrap_err();
+        assert_eq!((err.reason, tries.load(Ordering::SeqCst)), (ErrorReason::Timeout, 1));
     }
 
     #[tokio::test]

@@ -39,6 +39,15 @@ impl<L: Layer> Layered<L> {
     async fn run<T: Send>(&self, call: Call, fut: impl Future<Output = ExoResult<T>> + Send) -> ExoResult<T> {
         self.layers.wrap(call, fut).await
     }
+
+    /// A read: safe to repeat, so the stack may retry it after a retryable failure.
+    async fn read<T: Send, F, Fut>(&self, op: &'static str, attempt: F) -> ExoResult<T>
+    where
+        F: Fn() -> Fut + Send + Sync,
+        Fut: Future<Output = ExoResult<T>> + Send,
+    {
+        self.layers.wrap_repeatable(self.call(op), attempt).await
+    }
 }
 
 #[async_trait]
@@ -56,10 +65,10 @@ impl<L: Layer> KeyValue for Layered<L> {
         self.run(self.call("delete_table"), self.inner.delete_table(table)).await
     }
     async fn list_tables(&self) -> ExoResult<Vec<String>> {
-        self.run(self.call("list_tables"), self.inner.list_tables()).await
+        self.read("list_tables", || self.inner.list_tables()).await
     }
     async fn get(&self, table: &TableName, key: &str) -> ExoResult<pb::Entry> {
-        self.run(self.call("get"), self.inner.get(table, key)).await
+        self.read("get", || self.inner.get(table, key)).await
     }
     async fn put(
         &self,
@@ -86,9 +95,9 @@ impl<L: Layer> KeyValue for Layered<L> {
         limit: usize,
         keys_only: bool,
     ) -> ExoResult<Vec<pb::Entry>> {
-        self.run(self.call("list"), self.inner.list(table, prefix, start_after, limit, keys_only)).await
+        self.read("list", || self.inner.list(table, prefix, start_after, limit, keys_only)).await
     }
     async fn batch_get(&self, table: &TableName, keys: &[String]) -> ExoResult<Vec<pb::Entry>> {
-        self.run(self.call("batch_get"), self.inner.batch_get(table, keys)).await
+        self.read("batch_get", || self.inner.batch_get(table, keys)).await
     }
 }

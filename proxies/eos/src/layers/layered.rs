@@ -40,6 +40,15 @@ impl<L: Layer> Layered<L> {
     async fn run<T: Send>(&self, call: Call, fut: impl Future<Output = ExoResult<T>> + Send) -> ExoResult<T> {
         self.layers.wrap(call, fut).await
     }
+
+    /// A read: safe to repeat, so the stack may retry it after a retryable failure.
+    async fn read<T: Send, F, Fut>(&self, op: &'static str, attempt: F) -> ExoResult<T>
+    where
+        F: Fn() -> Fut + Send + Sync,
+        Fut: Future<Output = ExoResult<T>> + Send,
+    {
+        self.layers.wrap_repeatable(self.call(op), attempt).await
+    }
 }
 
 #[async_trait]
@@ -57,7 +66,7 @@ impl<L: Layer> ObjectStore for Layered<L> {
         self.run(self.call("delete_bucket"), self.inner.delete_bucket(bucket)).await
     }
     async fn list_buckets(&self) -> ExoResult<Vec<String>> {
-        self.run(self.call("list_buckets"), self.inner.list_buckets()).await
+        self.read("list_buckets", || self.inner.list_buckets()).await
     }
     async fn put(
         &self,
@@ -76,10 +85,10 @@ impl<L: Layer> ObjectStore for Layered<L> {
         range: Option<Range>,
         condition: &ReadCondition,
     ) -> ExoResult<(pb::ObjectInfo, (u64, u64), ByteStream)> {
-        self.run(self.call("get"), self.inner.get(bucket, key, range, condition)).await
+        self.read("get", || self.inner.get(bucket, key, range, condition)).await
     }
     async fn head(&self, bucket: &BucketName, key: &str) -> ExoResult<pb::ObjectInfo> {
-        self.run(self.call("head"), self.inner.head(bucket, key)).await
+        self.read("head", || self.inner.head(bucket, key)).await
     }
     async fn delete(&self, bucket: &BucketName, key: &str, if_match: Option<&str>) -> ExoResult<()> {
         let call = self.call("delete");
@@ -94,7 +103,7 @@ impl<L: Layer> ObjectStore for Layered<L> {
         resume: Option<Resume>,
         limit: usize,
     ) -> ExoResult<Page> {
-        self.run(self.call("list"), self.inner.list(bucket, prefix, delimiter, resume, limit)).await
+        self.read("list", || self.inner.list(bucket, prefix, delimiter, resume.clone(), limit)).await
     }
     async fn copy(
         &self,

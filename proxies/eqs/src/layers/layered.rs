@@ -38,6 +38,15 @@ impl<L: Layer> Layered<L> {
     async fn run<T: Send>(&self, call: Call, fut: impl Future<Output = ExoResult<T>> + Send) -> ExoResult<T> {
         self.layers.wrap(call, fut).await
     }
+
+    /// A read: safe to repeat, so the stack may retry it after a retryable failure.
+    async fn read<T: Send, F, Fut>(&self, op: &'static str, attempt: F) -> ExoResult<T>
+    where
+        F: Fn() -> Fut + Send + Sync,
+        Fut: Future<Output = ExoResult<T>> + Send,
+    {
+        self.layers.wrap_repeatable(self.call(op), attempt).await
+    }
 }
 
 #[async_trait]
@@ -64,10 +73,10 @@ impl<L: Layer> Queue for Layered<L> {
         start_after: Option<&str>,
         limit: usize,
     ) -> ExoResult<Vec<String>> {
-        self.run(self.call("list_queues"), self.inner.list_queues(prefix, start_after, limit)).await
+        self.read("list_queues", || self.inner.list_queues(prefix, start_after, limit)).await
     }
     async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
-        self.run(self.call("get_queue_info"), self.inner.queue_info(name)).await
+        self.read("get_queue_info", || self.inner.queue_info(name)).await
     }
     async fn send(
         &self,
