@@ -229,7 +229,11 @@ impl TlsListener {
         let allowed: Arc<Vec<String>> = Arc::new(settings.allowed_clients.clone());
         tokio::spawn(async move {
             loop {
-                let (stream, peer) = inner.accept().await;
+                // Stop accepting once the server has dropped this listener (shutdown).
+                let (stream, peer) = tokio::select! {
+                    accepted = inner.accept() => accepted,
+                    () = tx.closed() => break,
+                };
                 let (acceptor, tx, allowed) = (acceptor.clone(), tx.clone(), allowed.clone());
                 tokio::spawn(async move {
                     let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {

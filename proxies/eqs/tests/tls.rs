@@ -105,16 +105,31 @@ async fn served_certificate(port: u16, ca_file: &Path) -> rustls_pki_types::Cert
     connect(port, ca_file, &[]).await.get_ref().1.peer_certificates().unwrap()[0].clone()
 }
 
+/// A proxy serving a certificate for `localhost` from a fresh CA, and a client trusting that CA
+/// (the proxy stops when `_stop` is dropped: bind it).
+struct Served {
+    ca: Authority,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    url: String,
+    port: u16,
+    queues: QueueClient,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn served(dir: &Path) -> Served {
+    let ca = Authority::new(dir, "server");
+    let (cert, key) = ca.issue(dir, "localhost", "server");
+    let (url, _stop) = start(settings(&cert, &key)).await;
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let queues = client(&url, &Tls { ca_file: Some(ca.ca_file.clone()), ..Default::default() });
+    Served { ca, cert, key, url, port, queues, _stop }
+}
+
 #[tokio::test]
 async fn grpc_and_http_share_the_tls_port_and_untrusted_or_plaintext_clients_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Authority::new(dir.path(), "server");
-    let (cert, key) = ca.issue(dir.path(), "localhost", "server");
-    let (url, _stop) = start(settings(&cert, &key)).await;
-    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
-
-    let trusted = Tls { ca_file: Some(ca.ca_file.clone()), ..Default::default() };
-    let queues = client(&url, &trusted);
+    let Served { ca, url, port, queues, _stop, .. } = served(dir.path()).await;
     queues.create_queue("secure", QueueOptions::default()).await.unwrap();
     queues.send("secure", "over tls").await.unwrap();
 
@@ -145,12 +160,7 @@ async fn grpc_and_http_share_the_tls_port_and_untrusted_or_plaintext_clients_are
 #[tokio::test]
 async fn a_certificate_rotated_on_disk_is_served_to_new_connections_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Authority::new(dir.path(), "server");
-    let (cert, key) = ca.issue(dir.path(), "localhost", "server");
-    let (url, _stop) = start(settings(&cert, &key)).await;
-    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
-    let trusted = Tls { ca_file: Some(ca.ca_file.clone()), ..Default::default() };
-    let queues = client(&url, &trusted);
+    let Served { ca, cert, key, port, queues, _stop, .. } = served(dir.path()).await;
     queues.create_queue("before", QueueOptions::default()).await.unwrap();
     let first = served_certificate(port, &ca.ca_file).await;
 
@@ -203,4 +213,22 @@ async fn with_client_certificates_only_allowed_clients_of_the_ca_get_in() {
     assert!(client(&url, &not_listed).list_queues("").await.is_err(), "an identity not allowed got in");
 
     assert_eq!(allowed.list_queues("").await.unwrap(), ["orders"]);
+}
+
+#[tokio::test]
+async fn the_tls_port_stops_accepting_at_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let Served { port, queues, _stop, .. } = served(dir.path()).await;
+    queues.create_queue("shutdown", QueueOptions::default()).await.unwrap();
+    drop(queues);
+    drop(_stop);
+    let mut refused = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the TLS port still accepted connections 5 s after shutdown");
 }
