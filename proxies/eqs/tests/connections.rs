@@ -2,40 +2,22 @@
 //! never finishes its request headers is closed after `server.header-read-timeout`, and 2000 idle
 //! connections neither lock other clients out nor slow them down.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use eqs::{EqsProxy, config::EqsConfig, services::memory::MemoryQueue};
+use eqs::config::EqsConfig;
 use exo_sdk::{QueueClient, QueueOptions, RetryPolicy};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,
 };
 
-async fn start(config: EqsConfig) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let mut config = config;
-    config.server.listen = "127.0.0.1:0".parse().unwrap();
-    let proxy = EqsProxy::bind_with(&config, Arc::new(MemoryQueue::new(256 * 1024))).await.unwrap();
-    let addr = proxy.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        proxy
-            .serve(async move {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
-    (addr, stop)
-}
+mod common;
 
 #[tokio::test]
 async fn a_client_that_never_finishes_its_headers_is_closed() {
     let mut config = EqsConfig::default();
     config.server.header_read_timeout = Duration::from_secs(1);
-    let (addr, _stop) = start(config).await;
+    let (addr, _stop) = common::start(config).await;
     let mut slow = TcpStream::connect(addr).await.unwrap();
     slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: loc").await.unwrap();
     let started = Instant::now();
@@ -56,7 +38,7 @@ async fn a_client_that_never_finishes_its_headers_is_closed() {
 #[tokio::test]
 async fn two_thousand_idle_connections_do_not_lock_others_out() {
     exo_proxy_core::listener::raise_open_files_limit();
-    let (addr, _stop) = start(EqsConfig::default()).await;
+    let (addr, _stop) = common::start(EqsConfig::default()).await;
     let client = QueueClient::connect(&format!("http://{addr}")).unwrap().with_retry(RetryPolicy::none());
     client.create_queue("busy", QueueOptions::default()).await.unwrap();
 

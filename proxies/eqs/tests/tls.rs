@@ -6,11 +6,13 @@
 
 use std::{path::Path, sync::Arc, time::Duration};
 
-use eqs::{EqsProxy, config::EqsConfig, services::memory::MemoryQueue};
+use eqs::config::EqsConfig;
 use exo_proxy_core::tls::TlsSettings;
 use exo_sdk::{QueueClient, QueueOptions, RetryPolicy, Tls};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+mod common;
 
 /// A CA, and leaf certificates it signs, written as PEM files under `dir`.
 struct Authority {
@@ -45,19 +47,8 @@ impl Authority {
 
 async fn start(tls: TlsSettings) -> (String, tokio::sync::oneshot::Sender<()>) {
     let mut config = EqsConfig::default();
-    config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.server.tls = Some(tls);
-    let proxy = EqsProxy::bind_with(&config, Arc::new(MemoryQueue::new(256 * 1024))).await.unwrap();
-    let addr = proxy.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        proxy
-            .serve(async move {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
+    let (addr, stop) = common::start(config).await;
     (format!("https://localhost:{}", addr.port()), stop)
 }
 
