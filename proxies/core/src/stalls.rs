@@ -77,6 +77,10 @@ pub async fn idle_bodies(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    // A request without a body (GETs, probes) has nothing to stall: no wrapper, no allocation.
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
     let (parts, body) = request.into_parts();
     next.run(axum::extract::Request::from_parts(parts, Body::new(IdleBody::new(body, idle)))).await
 }
