@@ -120,7 +120,8 @@ schemas = {
  "DescribeResponse": obj("The backend behind this proxy.", {
    "backend": s("Backend name, e.g. embedded"),
    "capabilities": {"type": "array", "items": ref("QueueCapability")},
-   "limits": ref("Limits")}),
+   "limits": ref("Limits"),
+   "topicLimits": ref("TopicLimits")}),
  "QueueOptions": dead_letter_pairing(obj("Per-queue settings; omitted fields take their defaults.", {
    "visibilityTimeoutSeconds": u32("How long a received message stays hidden (default 30; at most Limits.maxVisibilityTimeoutSeconds).", maximum=43200),
    "retentionSeconds": {"type": "integer", "format": "int32", "description": "How long an unacknowledged message is kept (0 = default, 4 days; else Limits.minRetentionSeconds .. maxRetentionSeconds).",
@@ -166,6 +167,40 @@ schemas = {
  "AckRequest": obj("Acknowledges (deletes) a received message.", {"receipt": s("Receipt from receive", minLength=1, maxLength=1024)}, ["receipt"]),
  "ChangeVisibilityRequest": obj("Sets a received message's remaining visibility; 0 releases it.", {"receipt": s("Receipt from receive", minLength=1, maxLength=1024), "visibilityTimeoutSeconds": u32("Seconds from now (at most Limits.maxVisibilityTimeoutSeconds).", maximum=43200)}, ["receipt"]),
 }
+# Topics (eqs's TopicService). Filters: clauses joined by `and` (see Subscription.filter).
+schemas.update({
+ "TopicLimits": obj("Limits every topic request is checked against (set when TOPICS is declared).", {
+   "maxMessageBytes": u64d("Largest published message (body plus attributes): the queues' limit less what each copy's own attributes take."),
+   "maxAttributes": u32("Most attributes on a published message (the queues' limit less the two each copy gets)."),
+   "maxBatchEntries": u32("Most entries in one publish batch."),
+   "maxSubscriptions": u32("Most subscriptions on one topic."),
+   "maxFilterBytes": u32("Longest filter expression in bytes.")}),
+ "CreateTopicRequest": obj("Creates a topic; idempotent.", {"name": s("Portable topic name (same rules as queue names).", **NAME)}, ["name"]),
+ "Subscription": obj("A subscription: which queue gets the topic's messages, and which of them.", {
+   "name": s("Portable name, unique within the topic (same rules as queue names).", **NAME),
+   "queue": s("The queue each matching message is delivered into.", **NAME),
+   "filter": s("Which messages it gets; empty for all. Clauses joined by `and`: name = 'v', name in ('a', 'b'), name prefix 'p', name exists, name absent (single or double quotes; keywords case-insensitive; one clause per attribute). 400 INVALID_FILTER names the byte position of a mistake.", maxLength=1024),
+   "createdAtMs": u64d("Creation time, ms since the Unix epoch (ignored in requests).")}, ["name", "queue"]),
+ "TopicInfo": obj("A topic and its subscriptions.", {
+   "name": s("Topic name"), "createdAtMs": u64d("Creation time, ms since the Unix epoch."),
+   "subscriptions": {"type": "array", "items": ref("Subscription"), "description": "By name"}}),
+ "CreateTopicResponse": obj("Result of a create.", {"created": {"type": "boolean", "description": "False if it already existed."}, "info": ref("TopicInfo")}),
+ "GetTopicInfoResponse": obj("Topic info.", {"info": ref("TopicInfo")}),
+ "ListTopicsResponse": obj("A page of topic names.", {"names": {"type": "array", "items": {"type": "string"}}, "nextPageToken": s("Pass as pageToken for the next page; empty on the last page.")}),
+ "CreateSubscriptionRequest": obj("Subscribes a queue to the topic in the path; idempotent for identical settings.", {
+   "subscription": ref("Subscription"),
+   "createQueue": ref("QueueOptions")}, ["subscription"]),
+ "CreateSubscriptionResponse": obj("Result of a subscribe.", {"created": {"type": "boolean", "description": "False if an identical subscription existed."}, "subscription": ref("Subscription")}),
+ "PublishedMessage": obj("A message to publish (no delay: give the subscription's queue one).", {
+   "body": s("Opaque bytes, base64-encoded (standard alphabet).", format="byte"),
+   "attributes": {**ATTRIBUTES, "maxProperties": 8, "description": "String attributes (at most TopicLimits.maxAttributes), the rules of OutgoingMessage; filters match on them. Body plus attributes at most TopicLimits.maxMessageBytes (413 above)."}}),
+ "PublishRequest": obj("Publishes one message to the topic in the path.", {"message": ref("PublishedMessage")}, ["message"]),
+ "PublishResponse": obj("The publish.", {"publishId": s("Carried by every copy in its exo.publish-id attribute."), "deliveries": u32("Subscriptions that got a copy.")}),
+ "PublishBatchEntry": obj("One batch entry. Its message follows PublishedMessage; one that is missing or breaks its rules fails on its own.", {"id": s("Caller's id, unique in the batch (defaults to the index)."), "message": {"type": "object", "description": "A PublishedMessage (checked per entry)"}}),
+ "PublishBatchRequest": obj("Publishes many messages; each entry succeeds or fails on its own (entry ids unique).", {"entries": {"type": "array", "items": ref("PublishBatchEntry"), "minItems": 1, "maxItems": 100}}, ["entries"]),
+ "PublishBatchResult": obj("One entry's outcome: publishId or error.", {"id": s("The entry's id"), "publishId": s("Publish id of a published entry"), "error": ref("EntryError"), "deliveries": u32("Subscriptions that got a published entry.")}),
+ "PublishBatchResponse": obj("One result per entry, in request order.", {"results": {"type": "array", "items": ref("PublishBatchResult")}}),
+})
 kv_caps = enum_values("exo/kv/v1/kv.proto", "KvCapability")
 schemas.update({
  "KvCapability": {"type": "string", "enum": kv_caps, "description": "An optional key-value behaviour a backend may declare."},
@@ -239,8 +274,8 @@ schemas.update({
 
 def problem_responses(*codes):
     out = {}
-    text = {"400": "Invalid request (INVALID_ARGUMENT, INVALID_NAME, INVALID_ATTRIBUTE, INVALID_RECEIPT, MALFORMED_REQUEST)",
-            "404": "QUEUE_NOT_FOUND, TABLE_NOT_FOUND or KEY_NOT_FOUND", "409": "QUEUE_ALREADY_EXISTS", "412": "RECEIPT_STALE or CONDITION_FAILED", "403": "PERMISSION_DENIED (presigned URL altered or expired)", "416": "RANGE_NOT_SATISFIABLE",
+    text = {"400": "Invalid request (INVALID_ARGUMENT, INVALID_NAME, INVALID_ATTRIBUTE, INVALID_RECEIPT, INVALID_FILTER, MALFORMED_REQUEST)",
+            "404": "QUEUE_NOT_FOUND, TOPIC_NOT_FOUND, SUBSCRIPTION_NOT_FOUND, TABLE_NOT_FOUND or KEY_NOT_FOUND", "409": "QUEUE_ALREADY_EXISTS, SUBSCRIPTION_ALREADY_EXISTS or TOO_MANY_SUBSCRIPTIONS", "412": "RECEIPT_STALE or CONDITION_FAILED", "403": "PERMISSION_DENIED (presigned URL altered or expired)", "416": "RANGE_NOT_SATISFIABLE",
             "413": "MESSAGE_TOO_LARGE, VALUE_TOO_LARGE or REQUEST_TOO_LARGE", "501": "UNSUPPORTED: the backend lacks a needed capability",
             "401": "UNAUTHENTICATED: the proxy requires a bearer token (server.auth-token)",
             "503": "BACKEND_UNAVAILABLE or SHUTTING_DOWN (retryable)", "504": "TIMEOUT (retryable)",
@@ -277,6 +312,22 @@ paths = {
  "/api/v1/queues/{queue}/messages/ack": {"post": op("ack", "Acknowledge (delete) a received message", {**ok("Empty"), **problem_responses("400", "404", "412")}, body("AckRequest"), qp)},
  "/api/v1/queues/{queue}/messages/visibility": {"post": op("changeVisibility", "Change a received message's visibility (0 releases it)", {**ok("Empty"), **problem_responses("400", "404", "412", "501")}, body("ChangeVisibilityRequest"), qp)},
 }
+topp = [{"name": "topic", "in": "path", "required": True, "schema": {"type": "string", **NAME}, "description": "Topic name"}]
+paths.update({
+ "/api/v1/topics": {
+   "get": op("listTopics", "List topic names by prefix, a page at a time", {**ok("ListTopicsResponse"), **problem_responses("400", "501")}, params=[
+      {"name": "prefix", "in": "query", "schema": {"type": "string", "pattern": "^[a-z0-9-]*$", "maxLength": 63}, "description": "Only names with this prefix"},
+      {"name": "pageSize", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000}, "description": "Page size (0 = default and maximum 1000)"},
+      {"name": "pageToken", "in": "query", "schema": TOKEN, "description": "nextPageToken of the previous page"}], tag="topics"),
+   "post": op("createTopic", "Create a topic (idempotent)", {**ok("CreateTopicResponse", "Already existed"), **ok("CreateTopicResponse", "Created", "201"), **problem_responses("400", "501")}, body("CreateTopicRequest"), tag="topics")},
+ "/api/v1/topics/{topic}": {
+   "get": op("getTopicInfo", "A topic and its subscriptions", {**ok("GetTopicInfoResponse"), **problem_responses("400", "404", "501")}, params=topp, tag="topics"),
+   "delete": op("deleteTopic", "Delete a topic and its subscriptions (their queues and messages stay)", {**ok("Empty"), **problem_responses("400", "404", "501")}, params=topp, tag="topics")},
+ "/api/v1/topics/{topic}/publish": {"post": op("publish", "Publish one message to every matching subscription (acknowledged once every copy is durable)", {**ok("PublishResponse"), **problem_responses("400", "404", "413", "501")}, body("PublishRequest"), topp, tag="topics")},
+ "/api/v1/topics/{topic}/publish/batch": {"post": op("publishBatch", "Publish many messages with per-entry results", {**ok("PublishBatchResponse"), **problem_responses("400", "404", "501")}, body("PublishBatchRequest"), topp, tag="topics")},
+ "/api/v1/topics/{topic}/subscriptions": {"post": op("createSubscription", "Subscribe a queue (created with createQueue options if given); idempotent for identical settings", {**ok("CreateSubscriptionResponse", "Already existed"), **ok("CreateSubscriptionResponse", "Created", "201"), **problem_responses("400", "404", "409", "501")}, body("CreateSubscriptionRequest"), topp, tag="topics")},
+ "/api/v1/topics/{topic}/subscriptions/{name}": {"delete": op("deleteSubscription", "Delete a subscription (its queue stays)", {**ok("Empty"), **problem_responses("400", "404", "501")}, params=topp + [{"name": "name", "in": "path", "required": True, "schema": {"type": "string", **NAME}, "description": "Subscription name"}], tag="topics")},
+})
 tp = [{"name": "table", "in": "path", "required": True, "schema": {"type": "string", **NAME}, "description": "Table name"}]
 kp = tp + [{"name": "key", "in": "path", "required": True, "schema": KV_KEY, "description": "The key, percent-encoded ('/' may stay literal)"}]
 paths.update({
@@ -372,15 +423,15 @@ for name, schema in schemas.items():
             schema["properties"][prop] = allow_null(value)
 
 info = {"title": "ExoFlow API", "version": "v1",
-    "description": "HTTP/JSON side of the ExoFlow contract. Every route mirrors a gRPC method of its proxy's service on the same port (queues: eqs, exo.queue.v1.QueueService; buckets: eos, exo.object.v1.ObjectService; tables: ekv, exo.kv.v1.KvService); bodies use the canonical proto3 JSON mapping (lowerCamelCase names, bytes as base64, 64-bit integers as strings, null for a field's default). Errors are RFC 9457 problem+json. Object bodies are raw bytes with HTTP headers (Content-Type, Range, ETag, If-Match, If-None-Match, x-exo-meta-*)."}
-tags = [{"name": "queues", "description": "eqs: portable queues"}, {"name": "objects", "description": "eos: portable object storage"}, {"name": "kv", "description": "ekv: portable key-value tables"}, {"name": "meta", "description": "About this proxy; served by every proxy"}]
+    "description": "HTTP/JSON side of the ExoFlow contract. Every route mirrors a gRPC method of its proxy's service on the same port (queues: eqs, exo.queue.v1.QueueService; topics: eqs, exo.queue.v1.TopicService; buckets: eos, exo.object.v1.ObjectService; tables: ekv, exo.kv.v1.KvService); bodies use the canonical proto3 JSON mapping (lowerCamelCase names, bytes as base64, 64-bit integers as strings, null for a field's default). Errors are RFC 9457 problem+json. Object bodies are raw bytes with HTTP headers (Content-Type, Range, ETag, If-Match, If-None-Match, x-exo-meta-*)."}
+tags = [{"name": "queues", "description": "eqs: portable queues"}, {"name": "topics", "description": "eqs: topics fanning out to subscription queues"}, {"name": "objects", "description": "eos: portable object storage"}, {"name": "kv", "description": "ekv: portable key-value tables"}, {"name": "meta", "description": "About this proxy; served by every proxy"}]
 doc = {"openapi": "3.1.0", "info": info,
   "servers": [{"url": "http://127.0.0.1:7401", "description": "eqs sidecar (queues)"}, {"url": "http://127.0.0.1:7402", "description": "eos sidecar (buckets)"}, {"url": "http://127.0.0.1:7403", "description": "ekv sidecar (tables)"}],
   "tags": tags, "paths": paths, "components": {"schemas": schemas}}
 
 # One document per proxy: its own routes, the meta routes, its own describe schema, and only
 # the schemas those reach.
-PROXIES = {"eqs": ("queues", "DescribeResponse", 7401), "eos": ("objects", "ObjectDescribeResponse", 7402), "ekv": ("kv", "KvDescribeResponse", 7403)}
+PROXIES = {"eqs": (("queues", "topics"), "DescribeResponse", 7401), "eos": (("objects",), "ObjectDescribeResponse", 7402), "ekv": (("kv",), "KvDescribeResponse", 7403)}
 def refs(value):
     if isinstance(value, dict):
         for k, v in value.items():
@@ -392,10 +443,10 @@ def refs(value):
         for v in value:
             yield from refs(v)
 def proxy_doc(proxy):
-    tag, describe, port = PROXIES[proxy]
+    own_tags, describe, port = PROXIES[proxy]
     own = {}
     for path, item in paths.items():
-        ops = {m: o for m, o in item.items() if o["tags"][0] in (tag, "meta")}
+        ops = {m: o for m, o in item.items() if o["tags"][0] in own_tags + ("meta",)}
         if ops:
             own[path] = json.loads(json.dumps(ops))
     own["/api/v1/describe"]["get"]["summary"] = "Backend name, capabilities and limits of this proxy"
@@ -408,7 +459,7 @@ def proxy_doc(proxy):
             todo.extend(refs(schemas[name]))
     return {"openapi": "3.1.0", "info": {**info, "title": f"ExoFlow {proxy} API"},
             "servers": [{"url": f"http://127.0.0.1:{port}", "description": f"{proxy} sidecar"}],
-            "tags": [t for t in tags if t["name"] in (tag, "meta")], "paths": own,
+            "tags": [t for t in tags if t["name"] in own_tags + ("meta",)], "paths": own,
             "components": {"schemas": {k: v for k, v in schemas.items() if k in reached}}}
 
 out = sys.argv[1] if len(sys.argv) > 1 else None

@@ -20,7 +20,7 @@ use std::{future::Future, pin::Pin};
 
 use exo_sdk::{
     BackendDescription, KvBackendDescription, KvCapability, KvClient, ObjectBackendDescription,
-    ObjectCapability, ObjectClient, QueueCapability, QueueClient,
+    ObjectCapability, ObjectClient, QueueCapability, QueueClient, TopicClient,
 };
 
 /// What a case returns: `Err` explains the failure.
@@ -89,6 +89,8 @@ impl ObjectCtx {
 pub struct QueueCtx {
     /// SDK client of the proxy under test (no retries, so errors are seen as they are).
     pub client: QueueClient,
+    /// Topic client of the same proxy (no retries).
+    pub topics: TopicClient,
     /// What the backend declared.
     pub backend: BackendDescription,
     /// Base URL of the proxy's HTTP/JSON side (same port as gRPC).
@@ -121,6 +123,13 @@ impl QueueCtx {
     /// The backend's limits.
     pub fn limits(&self) -> exo_proto::queue::v1::Limits {
         self.backend.limits.unwrap_or_default()
+    }
+
+    /// Creates a topic unique to this case and returns its name.
+    pub async fn topic(&self, suffix: &str) -> Result<String, String> {
+        let name = self.name(suffix);
+        self.topics.create_topic(&name).await.map_err(|e| format!("create_topic({name}) failed: {e}"))?;
+        Ok(name)
     }
 }
 

@@ -12,7 +12,7 @@ use std::{
 use ekv::{EkvProxy, backend::KeyValue, config::EkvConfig};
 use eos::{EosProxy, config::EosConfig};
 use eqs::{EqsProxy, backend::Queue, config::EqsConfig};
-use exo_sdk::{KvClient, ObjectClient, QueueClient, RetryPolicy};
+use exo_sdk::{KvClient, ObjectClient, QueueClient, RetryPolicy, TopicClient};
 use futures::{StreamExt as _, stream};
 use rand::Rng as _;
 use serde::Serialize;
@@ -168,7 +168,7 @@ pub async fn run_suite(
     let id = run_id();
     // Each service: its client, its context, its cases, its capability probes.
     macro_rules! suite {
-        ($client:ty, $ctx:ident, $cases:expr, $probe:path, $what:literal) => {{
+        ($client:ty, $ctx:ident, $cases:expr, $probe:path, $what:literal $(, $field:ident: $value:expr)*) => {{
             let client = <$client>::connect(&url)?.with_retry(RetryPolicy::none());
             let backend = client
                 .describe()
@@ -180,6 +180,7 @@ pub async fn run_suite(
                 backend: backend.clone(),
                 http_base: url.clone(),
                 prefix: format!("cf{id}-{index}"),
+                $($field: $value.clone(),)*
             };
             let probe = |ctx: $ctx, cap| -> CaseFuture { Box::pin(async move { $probe(&ctx, cap).await }) };
             let results =
@@ -189,7 +190,15 @@ pub async fn run_suite(
     }
     let outcome = match service {
         Service::Queue => {
-            suite!(QueueClient, QueueCtx, queue_cases::queue_cases(), queue_cases::probe_unsupported, "eqs")
+            let topics = TopicClient::connect(&url)?.with_retry(RetryPolicy::none());
+            suite!(
+                QueueClient,
+                QueueCtx,
+                queue_cases::queue_cases(),
+                queue_cases::probe_unsupported,
+                "eqs",
+                topics: topics
+            )
         }
         Service::Kv => suite!(KvClient, KvCtx, kv_cases::kv_cases(), kv_cases::probe_unsupported, "ekv"),
         Service::Object => {

@@ -1,4 +1,5 @@
-//! `exo-sdk`: typed Rust clients for ExoFlow proxies: [`QueueClient`] (eqs), [`ObjectClient`] (eos), [`KvClient`] (ekv).
+//! `exo-sdk`: typed Rust clients for ExoFlow proxies: [`QueueClient`] and [`TopicClient`] (eqs),
+//! [`ObjectClient`] (eos), [`KvClient`] (ekv).
 //!
 //! App code talks to a sidecar proxy on loopback and never to a cloud SDK, so the same code runs
 //! on any backend the proxy is configured with.
@@ -25,6 +26,7 @@ mod kv;
 mod object;
 mod queue;
 mod retry;
+mod topic;
 
 pub use error::{Error, Reason, Result};
 pub use kv::{
@@ -42,6 +44,9 @@ pub use queue::{
 pub use retry::RetryPolicy;
 /// gRPC status codes, as found in [`Error::code`].
 pub use tonic::Code;
+pub use topic::{
+    PUBLISH_ID_ATTRIBUTE, Published, Subscription, TOPIC_ATTRIBUTE, TopicClient, TopicInfo, TopicLimits,
+};
 
 /// Environment variable with the bearer token for proxies that require one (`server.auth-token`).
 pub const TOKEN_ENV: &str = "EXO_PROXY_TOKEN";

@@ -23,6 +23,9 @@ mod purge;
 mod queues;
 mod receive;
 mod retention;
+mod topic_filters;
+mod topic_http;
+mod topics;
 mod visibility;
 
 /// Every case, area by area, in report order.
@@ -42,6 +45,9 @@ pub fn queue_cases() -> Vec<Case> {
         delivery::cases(),
         purge::cases(),
         http::cases(),
+        topics::cases(),
+        topic_filters::cases(),
+        topic_http::cases(),
     ]
     .concat()
 }
@@ -72,6 +78,7 @@ pub async fn probe_unsupported(ctx: &Ctx, capability: Cap) -> Result<(), String>
         Cap::ChangeVisibility => c.change_visibility(&queue, "x", Duration::ZERO).await,
         Cap::Purge => c.purge(&queue).await,
         Cap::StaleReceipts => return stale_receipts_undeclared(ctx, &queue).await,
+        Cap::Topics => ctx.topics.create_topic(&ctx.name("probe-topic")).await.map(|_| ()),
         Cap::Durable | Cap::Unspecified => return Err(format!("no probe for {capability:?}")),
     };
     match result {

@@ -193,19 +193,25 @@ pub fn grpc_code(reason: ErrorReason) -> tonic::Code {
         | R::InvalidName
         | R::InvalidAttribute
         | R::InvalidReceipt
-        | R::MalformedRequest => Code::InvalidArgument,
+        | R::MalformedRequest
+        | R::InvalidFilter => Code::InvalidArgument,
         R::QueueNotFound
         | R::BucketNotFound
         | R::ObjectNotFound
         | R::KeyNotFound
         | R::TableNotFound
-        | R::RouteNotFound => Code::NotFound,
-        R::QueueAlreadyExists | R::BucketAlreadyExists => Code::AlreadyExists,
+        | R::RouteNotFound
+        | R::TopicNotFound
+        | R::SubscriptionNotFound => Code::NotFound,
+        R::QueueAlreadyExists | R::BucketAlreadyExists | R::SubscriptionAlreadyExists => Code::AlreadyExists,
         R::NotEmpty | R::ConditionFailed | R::ReceiptStale | R::NotModified => Code::FailedPrecondition,
         R::RangeNotSatisfiable => Code::OutOfRange,
-        R::MessageTooLarge | R::ValueTooLarge | R::RequestTooLarge | R::Throttled | R::StorageFull => {
-            Code::ResourceExhausted
-        }
+        R::MessageTooLarge
+        | R::ValueTooLarge
+        | R::RequestTooLarge
+        | R::Throttled
+        | R::StorageFull
+        | R::TooManySubscriptions => Code::ResourceExhausted,
         R::Unsupported => Code::Unimplemented,
         R::BackendUnavailable | R::ShuttingDown => Code::Unavailable,
         R::Timeout => Code::DeadlineExceeded,
@@ -224,14 +230,21 @@ pub fn http_status(reason: ErrorReason) -> StatusCode {
         | R::InvalidName
         | R::InvalidAttribute
         | R::InvalidReceipt
-        | R::MalformedRequest => StatusCode::BAD_REQUEST,
+        | R::MalformedRequest
+        | R::InvalidFilter => StatusCode::BAD_REQUEST,
         R::QueueNotFound
         | R::BucketNotFound
         | R::ObjectNotFound
         | R::KeyNotFound
         | R::TableNotFound
-        | R::RouteNotFound => StatusCode::NOT_FOUND,
-        R::QueueAlreadyExists | R::BucketAlreadyExists | R::NotEmpty => StatusCode::CONFLICT,
+        | R::RouteNotFound
+        | R::TopicNotFound
+        | R::SubscriptionNotFound => StatusCode::NOT_FOUND,
+        R::QueueAlreadyExists
+        | R::BucketAlreadyExists
+        | R::NotEmpty
+        | R::SubscriptionAlreadyExists
+        | R::TooManySubscriptions => StatusCode::CONFLICT,
         R::ConditionFailed | R::ReceiptStale => StatusCode::PRECONDITION_FAILED,
         R::NotModified => StatusCode::NOT_MODIFIED,
         R::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,

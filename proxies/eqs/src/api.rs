@@ -48,7 +48,7 @@ impl QueueApi {
         self.backend.descriptor()
     }
 
-    fn stamp(&self, err: ExoError) -> ExoError {
+    pub(crate) fn stamp(&self, err: ExoError) -> ExoError {
         err.with_backend(self.descriptor().backend)
     }
 
@@ -60,6 +60,7 @@ impl QueueApi {
                 backend: d.backend.to_owned(),
                 capabilities: d.capability_codes(),
                 limits: Some(d.limits),
+                topic_limits: d.supports(Capability::Topics).then(|| crate::model::topic_limits(&d.limits)),
             }
         }
     }
@@ -82,38 +83,9 @@ impl QueueApi {
 
     /// ListQueues. Page tokens are the last name of the previous page, opaquely encoded.
     pub async fn list_queues(&self, req: pb::ListQueuesRequest) -> ExoResult<pb::ListQueuesResponse> {
-        let page_size = match req.page_size {
-            0 => MAX_LIST_PAGE,
-            n if n <= MAX_LIST_PAGE => n,
-            n => {
-                return Err(self.stamp(ExoError::invalid_argument(
-                    "page_size",
-                    format!("page_size {n} is above the maximum {MAX_LIST_PAGE}"),
-                )));
-            }
-        };
-        if req.prefix.len() > 63
-            || !req.prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return Err(self.stamp(ExoError::invalid_argument(
-                "prefix",
-                "prefix may contain only lowercase letters, digits and '-' (at most 63)",
-            )));
-        }
-        let start_after = if req.page_token.is_empty() {
-            None
-        } else {
-            let raw = exo_proxy_core::json::page_token_bytes(&req.page_token).map_err(|e| self.stamp(e))?;
-            Some(String::from_utf8_lossy(&raw).into_owned())
-        };
-        let mut names =
-            self.backend.list_queues(&req.prefix, start_after.as_deref(), page_size as usize + 1).await?;
-        let next_page_token = if names.len() > page_size as usize {
-            names.truncate(page_size as usize);
-            names.last().map(|last| URL_SAFE_NO_PAD.encode(last)).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let page = Page::parse(req.page_size, &req.prefix, &req.page_token).map_err(|e| self.stamp(e))?;
+        let names = self.backend.list_queues(&req.prefix, page.start_after.as_deref(), page.size + 1).await?;
+        let (names, next_page_token) = page.finish(names);
         Ok(pb::ListQueuesResponse { names, next_page_token })
     }
 
@@ -241,6 +213,50 @@ impl QueueApi {
     }
 }
 
+/// A validated request for one page of names (queues or topics).
+pub(crate) struct Page {
+    /// Names on the page.
+    pub(crate) size: usize,
+    /// The last name of the previous page.
+    pub(crate) start_after: Option<String>,
+}
+
+impl Page {
+    /// Checks the page size and prefix and decodes the page token.
+    pub(crate) fn parse(page_size: u32, prefix: &str, page_token: &str) -> ExoResult<Self> {
+        let size = match page_size {
+            0 => MAX_LIST_PAGE,
+            n if n <= MAX_LIST_PAGE => n,
+            n => {
+                return Err(ExoError::invalid_argument(
+                    "page_size",
+                    format!("page_size {n} is above the maximum {MAX_LIST_PAGE}"),
+                ));
+            }
+        };
+        exo_proxy_core::ResourceName::check_prefix(prefix, "prefix")?;
+        let start_after = if page_token.is_empty() {
+            None
+        } else {
+            let raw = exo_proxy_core::json::page_token_bytes(page_token)?;
+            Some(String::from_utf8_lossy(&raw).into_owned())
+        };
+        Ok(Self { size: size as usize, start_after })
+    }
+
+    /// Cuts `names` (fetched with one more than the page size) to the page and makes the next
+    /// page's token (empty on the last page).
+    pub(crate) fn finish(&self, mut names: Vec<String>) -> (Vec<String>, String) {
+        if names.len() > self.size {
+            names.truncate(self.size);
+            let token = names.last().map(|last| URL_SAFE_NO_PAD.encode(last)).unwrap_or_default();
+            (names, token)
+        } else {
+            (names, String::new())
+        }
+    }
+}
+
 fn require_receipt(receipt: &str) -> ExoResult<()> {
     if receipt.is_empty() || receipt.len() > 1024 {
         return Err(ExoError::new(ErrorReason::InvalidReceipt, "receipt must be 1 to 1024 characters")
@@ -343,30 +359,13 @@ pub fn validate_message(
     field: &str,
 ) -> ExoResult<pb::OutgoingMessage> {
     let limits = &descriptor.limits;
-    if message.attributes.len() > limits.max_attributes as usize {
-        return Err(ExoError::new(
-            ErrorReason::InvalidAttribute,
-            format!("{} attributes is above the maximum {}", message.attributes.len(), limits.max_attributes),
-        )
-        .with_field(format!("{field}.attributes")));
-    }
-    let mut size = message.body.len() as u64;
-    for (name, value) in &message.attributes {
-        check_attribute(name, value)
-            .map_err(|err| err.with_field(format!("{field}.attributes[{name:?}]")))?;
-        size += (name.len() + value.len()) as u64;
-    }
-    if size > limits.max_message_bytes {
-        return Err(ExoError::new(
-            ErrorReason::MessageTooLarge,
-            format!(
-                "message is {size} bytes (body plus attributes), above this backend's limit of {} bytes; \
-                 store large payloads in an object store and send a reference",
-                limits.max_message_bytes
-            ),
-        )
-        .with_field(format!("{field}.body")));
-    }
+    check_contents(
+        limits.max_message_bytes,
+        limits.max_attributes,
+        &message.body,
+        &message.attributes,
+        field,
+    )?;
     if let Some(delay) = message.delay_seconds.filter(|d| *d > 0) {
         descriptor.require(Capability::Delay, "delayed delivery")?;
         if delay > limits.max_delay_seconds {
@@ -377,6 +376,41 @@ pub fn validate_message(
         }
     }
     Ok(message)
+}
+
+/// Checks a message's body and attributes: at most `max_attributes` attributes, each by the
+/// attribute rules, and at most `max_bytes` of body plus attribute names and values.
+pub(crate) fn check_contents(
+    max_bytes: u64,
+    max_attributes: u32,
+    body: &[u8],
+    attributes: &std::collections::HashMap<String, String>,
+    field: &str,
+) -> ExoResult<()> {
+    if attributes.len() > max_attributes as usize {
+        return Err(ExoError::new(
+            ErrorReason::InvalidAttribute,
+            format!("{} attributes is above the maximum {max_attributes}", attributes.len()),
+        )
+        .with_field(format!("{field}.attributes")));
+    }
+    let mut size = body.len() as u64;
+    for (name, value) in attributes {
+        check_attribute(name, value)
+            .map_err(|err| err.with_field(format!("{field}.attributes[{name:?}]")))?;
+        size += (name.len() + value.len()) as u64;
+    }
+    if size > max_bytes {
+        return Err(ExoError::new(
+            ErrorReason::MessageTooLarge,
+            format!(
+                "message is {size} bytes (body plus attributes), above this backend's limit of {max_bytes} bytes; \
+                 store large payloads in an object store and send a reference"
+            ),
+        )
+        .with_field(format!("{field}.body")));
+    }
+    Ok(())
 }
 
 /// Attribute names: 1..=128 of `A-Z a-z 0-9 _ - .`, not starting or ending with '.', no "..",

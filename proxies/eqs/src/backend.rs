@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use exo_proto::queue::v1 as pb;
 use exo_proxy_core::ExoResult;
 
-use crate::model::{Descriptor, QueueName, ReceiveParams};
+use crate::model::{Descriptor, Published, QueueName, ReceiveParams, TopicName};
 
 /// A queue backend.
 ///
@@ -20,6 +20,10 @@ use crate::model::{Descriptor, QueueName, ReceiveParams};
 ///   message.
 /// - `ack` of a message already gone succeeds; of a message received again since, fails with
 ///   RECEIPT_STALE.
+/// - Topics (only with the `TOPICS` capability; the defaults answer UNSUPPORTED): `publish`
+///   delivers each message to every subscription of the topic whose filter matches, as a copy
+///   carrying [`crate::model::topic_copy`]'s attributes, and answers only once every copy is
+///   as durable as a send. Deleting a queue deletes the subscriptions that deliver into it.
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
     /// Name, capabilities and limits.
@@ -68,4 +72,68 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Deletes every message.
     async fn purge(&self, name: &QueueName) -> ExoResult<()>;
+
+    /// Creates a topic; false when it existed.
+    async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
+        Err(self.no_topics(name))
+    }
+
+    /// Deletes a topic and its subscriptions (their queues stay).
+    async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
+        Err(self.no_topics(name))
+    }
+
+    /// Up to `limit` topic names with `prefix`, in lexical order, strictly after `start_after`.
+    async fn list_topics(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> ExoResult<Vec<String>> {
+        let _ = (prefix, start_after, limit);
+        Err(unsupported_topics(self.descriptor()))
+    }
+
+    /// A topic and its subscriptions (sorted by name).
+    async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
+        Err(self.no_topics(name))
+    }
+
+    /// Adds a validated subscription (its queue exists, its filter parses); false when an
+    /// identical one existed, SUBSCRIPTION_ALREADY_EXISTS when a different one does.
+    async fn create_subscription(
+        &self,
+        topic: &TopicName,
+        subscription: &pb::Subscription,
+    ) -> ExoResult<(bool, pb::Subscription)> {
+        let _ = subscription;
+        Err(self.no_topics(topic))
+    }
+
+    /// Deletes a subscription (SUBSCRIPTION_NOT_FOUND if absent).
+    async fn delete_subscription(&self, topic: &TopicName, name: &TopicName) -> ExoResult<()> {
+        let _ = name;
+        Err(self.no_topics(topic))
+    }
+
+    /// Publishes validated messages; one result per message, in order.
+    async fn publish(
+        &self,
+        topic: &TopicName,
+        messages: Vec<pb::PublishedMessage>,
+    ) -> ExoResult<Vec<ExoResult<Published>>> {
+        let _ = messages;
+        Err(self.no_topics(topic))
+    }
+
+    #[doc(hidden)]
+    fn no_topics(&self, topic: &TopicName) -> exo_proxy_core::ExoError {
+        unsupported_topics(self.descriptor()).with_resource(topic.as_str())
+    }
+}
+
+fn unsupported_topics(descriptor: &Descriptor) -> exo_proxy_core::ExoError {
+    descriptor.require(crate::model::Capability::Topics, "topics").err().unwrap_or_else(|| {
+        exo_proxy_core::ExoError::internal("backend declares TOPICS but does not implement it")
+    })
 }

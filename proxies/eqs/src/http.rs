@@ -5,7 +5,7 @@ use axum::{
     Router,
     extract::{Query, State},
     response::Response,
-    routing::{get, post},
+    routing::{delete, get, post},
 };
 use exo_proto::queue::v1 as pb;
 use exo_proxy_core::{
@@ -33,6 +33,12 @@ pub fn routes(api: QueueApi) -> Router {
         .route("/api/v1/queues/{queue}/messages/receive", post(receive))
         .route("/api/v1/queues/{queue}/messages/ack", post(ack))
         .route("/api/v1/queues/{queue}/messages/visibility", post(change_visibility))
+        .route("/api/v1/topics", get(list_topics).post(create_topic))
+        .route("/api/v1/topics/{topic}", get(get_topic_info).delete(delete_topic))
+        .route("/api/v1/topics/{topic}/publish", post(publish))
+        .route("/api/v1/topics/{topic}/publish/batch", post(publish_batch))
+        .route("/api/v1/topics/{topic}/subscriptions", post(create_subscription))
+        .route("/api/v1/topics/{topic}/subscriptions/{name}", delete(delete_subscription))
         .with_state(api)
 }
 
@@ -56,6 +62,11 @@ fn openapi_document(describe: &pb::DescribeResponse) -> String {
             (&schema("OutgoingMessage", "attributes", "maxProperties"), l.max_attributes.into()),
             (&schema("OutgoingMessage", "delaySeconds", "maximum"), l.max_delay_seconds.into()),
             (&schema("SendBatchRequest", "entries", "maxItems"), l.max_batch_entries.into()),
+            (&schema("PublishBatchRequest", "entries", "maxItems"), l.max_batch_entries.into()),
+            (
+                &schema("PublishedMessage", "attributes", "maxProperties"),
+                crate::model::topic_limits(&l).max_attributes.into(),
+            ),
             (&schema("ReceiveRequest", "maxMessages", "maximum"), l.max_receive_messages.into()),
             (&schema("ReceiveRequest", "waitSeconds", "maximum"), l.max_wait_seconds.into()),
             (
@@ -167,4 +178,74 @@ async fn change_visibility(
 ) -> ExoResult<Json<pb::ChangeVisibilityResponse>> {
     req.queue = queue;
     Ok(Json(api.change_visibility(req).await?))
+}
+
+async fn list_topics(
+    State(api): State<QueueApi>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ExoResult<Json<pb::ListTopicsResponse>> {
+    let query = exo_proxy_core::json::parse_query(query)?;
+    let req = pb::ListTopicsRequest {
+        prefix: query.prefix,
+        page_size: query.page_size,
+        page_token: query.page_token,
+    };
+    Ok(Json(api.list_topics(req).await?))
+}
+
+async fn create_topic(
+    State(api): State<QueueApi>,
+    Json(req): Json<pb::CreateTopicRequest>,
+) -> ExoResult<Response> {
+    let response = api.create_topic(req).await?;
+    Ok(exo_proxy_core::json::created(response.created, response))
+}
+
+async fn get_topic_info(
+    State(api): State<QueueApi>,
+    Path(topic): Path<String>,
+) -> ExoResult<Json<pb::GetTopicInfoResponse>> {
+    Ok(Json(api.get_topic_info(pb::GetTopicInfoRequest { name: topic }).await?))
+}
+
+async fn delete_topic(
+    State(api): State<QueueApi>,
+    Path(topic): Path<String>,
+) -> ExoResult<Json<pb::DeleteTopicResponse>> {
+    Ok(Json(api.delete_topic(pb::DeleteTopicRequest { name: topic }).await?))
+}
+
+async fn publish(
+    State(api): State<QueueApi>,
+    Path(topic): Path<String>,
+    Json(mut req): Json<pb::PublishRequest>,
+) -> ExoResult<Json<pb::PublishResponse>> {
+    req.topic = topic;
+    Ok(Json(api.publish(req).await?))
+}
+
+async fn publish_batch(
+    State(api): State<QueueApi>,
+    Path(topic): Path<String>,
+    Json(mut req): Json<pb::PublishBatchRequest>,
+) -> ExoResult<Json<pb::PublishBatchResponse>> {
+    req.topic = topic;
+    Ok(Json(api.publish_batch(req).await?))
+}
+
+async fn create_subscription(
+    State(api): State<QueueApi>,
+    Path(topic): Path<String>,
+    Json(mut req): Json<pb::CreateSubscriptionRequest>,
+) -> ExoResult<Response> {
+    req.topic = topic;
+    let response = api.create_subscription(req).await?;
+    Ok(exo_proxy_core::json::created(response.created, response))
+}
+
+async fn delete_subscription(
+    State(api): State<QueueApi>,
+    Path((topic, name)): Path<(String, String)>,
+) -> ExoResult<Json<pb::DeleteSubscriptionResponse>> {
+    Ok(Json(api.delete_subscription(pb::DeleteSubscriptionRequest { topic, name }).await?))
 }

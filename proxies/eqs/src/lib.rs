@@ -1,22 +1,27 @@
 //! eqs: the ExoFlow queue proxy.
 //!
-//! A request flows `gRPC | HTTP/JSON` → [`api::QueueApi`] (validation, limits, capabilities) →
+//! A request flows `gRPC | HTTP/JSON` → [`api::QueueApi`] (validation, limits, capabilities; its
+//! topic half in [`topic_api`]) →
 //! [`layers`] (metrics around a timeout) → one [`backend::Queue`] implementation from [`services`].
 //! [`EqsProxy`] assembles the chain from an [`config::EqsConfig`] and serves it.
 
 pub mod api;
 pub mod backend;
 pub mod config;
+pub mod filter;
 pub mod grpc;
 pub mod http;
 pub mod layers;
 pub mod long_poll;
 pub mod model;
 pub mod services;
+pub mod topic_api;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use exo_proto::queue::v1::queue_service_server::QueueServiceServer;
+use exo_proto::queue::v1::{
+    queue_service_server::QueueServiceServer, topic_service_server::TopicServiceServer,
+};
 use exo_proxy_core::{
     ExoResult,
     metrics::Metrics,
@@ -127,6 +132,9 @@ impl EqsProxy {
         let grpc = QueueServiceServer::new(grpc::GrpcQueue::new(api.clone()))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(usize::MAX);
+        let topics = TopicServiceServer::new(grpc::GrpcTopics::new(api.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(usize::MAX);
         let server = ProxyServer::new(
             config.server.clone(),
             metrics,
@@ -136,6 +144,7 @@ impl EqsProxy {
             })),
         )
         .grpc_service(grpc)
+        .grpc_service(topics)
         .http_routes(http::routes(api));
         let listener = server.bind().await?;
         Ok(Self { server, listener, depth })

@@ -11,6 +11,8 @@ pub use pb::QueueCapability as Capability;
 
 /// A queue name that passed the portable rules (see [`ResourceName`]).
 pub type QueueName = ResourceName;
+/// A topic or subscription name: the same portable rules as queue names.
+pub type TopicName = ResourceName;
 
 /// What a backend is and can do (see [`exo_proxy_core::Descriptor`]).
 pub type Descriptor = exo_proxy_core::Descriptor<Capability, pb::Limits>;
@@ -113,6 +115,95 @@ pub fn stale_receipt(queue: &QueueName) -> ExoError {
 /// QUEUE_NOT_FOUND for `queue`.
 pub fn queue_not_found(queue: &str) -> ExoError {
     ExoError::new(ErrorReason::QueueNotFound, format!("queue '{queue}' does not exist")).with_resource(queue)
+}
+
+/// Attribute every delivered copy of a published message carries: the topic's name.
+pub const TOPIC_ATTRIBUTE: &str = "exo.topic";
+/// Attribute every delivered copy carries: the publish id, the same on every copy of one publish.
+pub const PUBLISH_ID_ATTRIBUTE: &str = "exo.publish-id";
+/// What the two delivered-copy attributes may take of a queue's message size: their names, a
+/// topic name of at most 63 bytes and a 36-byte publish id (122 bytes), rounded up.
+pub const TOPIC_ENVELOPE_BYTES: u64 = 128;
+/// Most subscriptions on one topic, on every backend.
+pub const MAX_SUBSCRIPTIONS: u32 = 100;
+
+/// The limits of topic requests, derived from the queue limits so that every delivered copy is
+/// a message its subscription's queue accepts.
+pub fn topic_limits(queue: &pb::Limits) -> pb::TopicLimits {
+    pb::TopicLimits {
+        max_message_bytes: queue.max_message_bytes.saturating_sub(TOPIC_ENVELOPE_BYTES),
+        max_attributes: queue.max_attributes.saturating_sub(2),
+        max_batch_entries: queue.max_batch_entries,
+        max_subscriptions: MAX_SUBSCRIPTIONS,
+        max_filter_bytes: crate::filter::MAX_FILTER_BYTES as u32,
+    }
+}
+
+/// One published message's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The id every copy carries in [`PUBLISH_ID_ATTRIBUTE`].
+    pub publish_id: String,
+    /// How many subscriptions got a copy.
+    pub deliveries: u32,
+}
+
+/// The attributes of the copy of a published message that a subscription's queue receives:
+/// the published ones unchanged plus the topic and the publish id.
+pub fn topic_copy(
+    topic: &str,
+    publish_id: &str,
+    attributes: &std::collections::HashMap<String, String>,
+) -> std::collections::HashMap<String, String> {
+    let mut copy = attributes.clone();
+    copy.insert(TOPIC_ATTRIBUTE.to_owned(), topic.to_owned());
+    copy.insert(PUBLISH_ID_ATTRIBUTE.to_owned(), publish_id.to_owned());
+    copy
+}
+
+/// TOPIC_NOT_FOUND for `topic`.
+pub fn topic_not_found(topic: &str) -> ExoError {
+    ExoError::new(ErrorReason::TopicNotFound, format!("topic '{topic}' does not exist")).with_resource(topic)
+}
+
+/// SUBSCRIPTION_NOT_FOUND for `name` of `topic`.
+pub fn subscription_not_found(topic: &str, name: &str) -> ExoError {
+    ExoError::new(ErrorReason::SubscriptionNotFound, format!("topic '{topic}' has no subscription '{name}'"))
+        .with_resource(name)
+}
+
+/// SUBSCRIPTION_ALREADY_EXISTS: `name` exists on `topic` with other settings.
+pub fn subscription_conflict(
+    topic: &str,
+    existing: &pb::Subscription,
+    requested: &pb::Subscription,
+) -> ExoError {
+    let show = |s: &pb::Subscription| {
+        if s.filter.is_empty() {
+            format!("queue '{}', no filter", s.queue)
+        } else {
+            format!("queue '{}', filter {:?}", s.queue, s.filter)
+        }
+    };
+    ExoError::new(
+        ErrorReason::SubscriptionAlreadyExists,
+        format!(
+            "topic '{topic}' already has a subscription '{}' with other settings: it has {}; the request asks for {}",
+            existing.name,
+            show(existing),
+            show(requested)
+        ),
+    )
+    .with_resource(existing.name.as_str())
+}
+
+/// TOO_MANY_SUBSCRIPTIONS for `topic`.
+pub fn too_many_subscriptions(topic: &str) -> ExoError {
+    ExoError::new(
+        ErrorReason::TooManySubscriptions,
+        format!("topic '{topic}' already has {MAX_SUBSCRIPTIONS} subscriptions, the most a topic may have"),
+    )
+    .with_resource(topic)
 }
 
 #[cfg(test)]

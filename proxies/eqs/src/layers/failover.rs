@@ -16,7 +16,7 @@ use exo_proxy_core::{
 
 use crate::{
     backend::Queue,
-    model::{Descriptor, QueueName, ReceiveParams},
+    model::{Descriptor, Published, QueueName, ReceiveParams, TopicName},
     services::{BackendConfig, OpenContext},
 };
 
@@ -281,5 +281,62 @@ impl Queue for FailoverQueue {
     }
     async fn purge(&self, name: &QueueName) -> ExoResult<()> {
         self.chain.every(|q| async move { q.purge(name).await }).await.map(|_| ())
+    }
+    // Topics and subscriptions exist on every member, so a publish after a switch reaches every
+    // subscriber on the member that takes it; the subscribers' receives drain every member.
+    async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
+        let mut results = self.chain.every(|q| async move { q.create_topic(name).await }).await?;
+        Ok(results.swap_remove(0))
+    }
+    async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
+        let missing = |e: &ExoError| e.reason == ErrorReason::TopicNotFound;
+        self.chain.every_present(missing, |q| async move { q.delete_topic(name).await }).await
+    }
+    async fn list_topics(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> ExoResult<Vec<String>> {
+        self.chain.first(|q| async move { q.list_topics(prefix, start_after, limit).await }).await
+    }
+    async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
+        self.chain.first(|q| async move { q.topic_info(name).await }).await
+    }
+    async fn create_subscription(
+        &self,
+        topic: &TopicName,
+        subscription: &pb::Subscription,
+    ) -> ExoResult<(bool, pb::Subscription)> {
+        let mut results =
+            self.chain.every(|q| async move { q.create_subscription(topic, subscription).await }).await?;
+        Ok(results.swap_remove(0))
+    }
+    async fn delete_subscription(&self, topic: &TopicName, name: &TopicName) -> ExoResult<()> {
+        let missing =
+            |e: &ExoError| matches!(e.reason, ErrorReason::SubscriptionNotFound | ErrorReason::TopicNotFound);
+        self.chain.every_present(missing, |q| async move { q.delete_subscription(topic, name).await }).await
+    }
+    async fn publish(
+        &self,
+        topic: &TopicName,
+        messages: Vec<pb::PublishedMessage>,
+    ) -> ExoResult<Vec<ExoResult<Published>>> {
+        // As send: the first member that answers takes the batch; one that timed out may have
+        // stored it, so the next gets it too (at least once, never lost).
+        let candidates: Vec<usize> = self.chain.available().map(|(index, _)| index).collect();
+        let mut pending = Some(messages);
+        let mut last = None;
+        for (i, index) in candidates.iter().enumerate() {
+            let Some(batch) = pending.take() else { break };
+            if i + 1 < candidates.len() {
+                pending = Some(batch.clone());
+            }
+            match self.chain.call(*index, |member| async move { member.publish(topic, batch).await }).await {
+                Err(err) if is_outage(&err) => last = Some(err),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| ExoError::unavailable("every member of the failover chain is down")))
     }
 }

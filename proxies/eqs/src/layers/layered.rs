@@ -14,7 +14,7 @@ use exo_proxy_core::{
 
 use crate::{
     backend::Queue,
-    model::{Descriptor, QueueName, ReceiveParams},
+    model::{Descriptor, Published, QueueName, ReceiveParams, TopicName},
 };
 
 /// A queue backend behind a layer stack.
@@ -99,6 +99,41 @@ impl<L: Layer> Queue for Layered<L> {
     }
     async fn purge(&self, name: &QueueName) -> ExoResult<()> {
         self.run(self.call("purge"), self.inner.purge(name)).await
+    }
+    async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
+        self.run(self.call("create_topic"), self.inner.create_topic(name)).await
+    }
+    async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
+        self.run(self.call("delete_topic"), self.inner.delete_topic(name)).await
+    }
+    async fn list_topics(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> ExoResult<Vec<String>> {
+        self.read("list_topics", || self.inner.list_topics(prefix, start_after, limit)).await
+    }
+    async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
+        self.read("get_topic_info", || self.inner.topic_info(name)).await
+    }
+    async fn create_subscription(
+        &self,
+        topic: &TopicName,
+        subscription: &pb::Subscription,
+    ) -> ExoResult<(bool, pb::Subscription)> {
+        self.run(self.call("create_subscription"), self.inner.create_subscription(topic, subscription)).await
+    }
+    async fn delete_subscription(&self, topic: &TopicName, name: &TopicName) -> ExoResult<()> {
+        self.run(self.call("delete_subscription"), self.inner.delete_subscription(topic, name)).await
+    }
+    async fn publish(
+        &self,
+        topic: &TopicName,
+        messages: Vec<pb::PublishedMessage>,
+    ) -> ExoResult<Vec<ExoResult<Published>>> {
+        let op = if messages.len() == 1 { "publish" } else { "publish_batch" };
+        self.run(self.call(op).not_idempotent(), self.inner.publish(topic, messages)).await
     }
 }
 

@@ -1,6 +1,7 @@
 //! `embedded`: a durable queue in one SQLite file (WAL journal, `synchronous=FULL`).
 //!
 //! Writes go through [`SqliteStore`]: group commit, and a send is acknowledged only once durable.
+//! A publish writes every subscription's copy in the one transaction that commits it.
 
 use std::{
     collections::HashMap,
@@ -18,10 +19,12 @@ use exo_sqlite::{
 use crate::{
     backend::Queue,
     config::DEFAULT_MAX_MESSAGE_BYTES,
+    filter::Filter,
     long_poll::Arrivals,
     model::{
-        Capability, Descriptor, LocalReceipt, QueueName, ReceiveParams, local_limits, queue_not_found,
-        stale_receipt,
+        Capability, Descriptor, LocalReceipt, MAX_SUBSCRIPTIONS, Published, QueueName, ReceiveParams,
+        TopicName, local_limits, queue_not_found, stale_receipt, subscription_conflict,
+        subscription_not_found, too_many_subscriptions, topic_copy, topic_not_found,
     },
     services::{already_exists, dead_letter_missing, new_message_id},
 };
@@ -51,7 +54,22 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_visibility ON messages(queue_id, visible_at_ms);
 CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages(queue_id, expires_at_ms);
-PRAGMA user_version = 1;
+CREATE TABLE IF NOT EXISTS topics (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    created_at_ms INTEGER NOT NULL
+);
+-- A subscription goes with its topic and with its queue (deleting either deletes it).
+CREATE TABLE IF NOT EXISTS subscriptions (
+    topic_id INTEGER NOT NULL REFERENCES topics(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    queue_id INTEGER NOT NULL REFERENCES queues(id) ON DELETE CASCADE,
+    filter TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (topic_id, name)
+);
+CREATE INDEX IF NOT EXISTS subscriptions_by_queue ON subscriptions(queue_id);
+PRAGMA user_version = 2;
 ";
 
 #[derive(Clone)]
@@ -186,6 +204,7 @@ impl EmbeddedQueue {
                     Purge,
                     StaleReceipts,
                     Durable,
+                    Topics,
                 ]
                 .into(),
                 limits: local_limits(max_message_bytes),
@@ -385,6 +404,47 @@ fn leased_message(
     }
 }
 
+/// The id and creation time of a topic, or TOPIC_NOT_FOUND.
+fn topic_row(txn: &Transaction<'_>, name: &str) -> ExoResult<(i64, u64)> {
+    txn.query_row("SELECT id, created_at_ms FROM topics WHERE name = ?1", [name], |r| {
+        Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+    })
+    .optional()
+    .map_err(db_error)?
+    .ok_or_else(|| topic_not_found(name))
+}
+
+/// A topic's subscriptions by name, with each one's queue id.
+fn subscriptions(txn: &Transaction<'_>, topic_id: i64) -> ExoResult<Vec<(pb::Subscription, i64)>> {
+    let mut statement = txn
+        .prepare_cached(
+            "SELECT s.name, q.name, s.filter, s.created_at_ms, s.queue_id
+             FROM subscriptions s JOIN queues q ON q.id = s.queue_id
+             WHERE s.topic_id = ?1 ORDER BY s.name",
+        )
+        .map_err(db_error)?;
+    let rows = statement
+        .query_map([topic_id], |r| {
+            Ok((
+                pb::Subscription {
+                    name: r.get(0)?,
+                    queue: r.get(1)?,
+                    filter: r.get(2)?,
+                    created_at_ms: r.get::<_, i64>(3)? as u64,
+                },
+                r.get(4)?,
+            ))
+        })
+        .map_err(db_error)?;
+    rows.collect::<Result<_, _>>().map_err(db_error)
+}
+
+fn topic_info(txn: &Transaction<'_>, name: &str) -> ExoResult<pb::TopicInfo> {
+    let (id, created_at_ms) = topic_row(txn, name)?;
+    let subscriptions = subscriptions(txn, id)?.into_iter().map(|(s, _)| s).collect();
+    Ok(pb::TopicInfo { name: name.to_owned(), created_at_ms, subscriptions })
+}
+
 #[async_trait]
 impl Queue for EmbeddedQueue {
     fn descriptor(&self) -> &Descriptor {
@@ -562,5 +622,167 @@ impl Queue for EmbeddedQueue {
             Ok(())
         })
         .await
+    }
+
+    async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
+        let name = name.clone();
+        self.run(move |txn, _| match topic_info(txn, name.as_str()) {
+            Ok(info) => Ok((false, info)),
+            Err(err) if err.reason == exo_proto::common::v1::ErrorReason::TopicNotFound => {
+                let created_at_ms = now_ms();
+                txn.execute(
+                    "INSERT INTO topics (name, created_at_ms) VALUES (?1, ?2)",
+                    params![name.as_str(), created_at_ms as i64],
+                )
+                .map_err(db_error)?;
+                Ok((true, pb::TopicInfo { name: name.to_string(), created_at_ms, subscriptions: Vec::new() }))
+            }
+            Err(err) => Err(err),
+        })
+        .await
+    }
+
+    async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
+        let name = name.clone();
+        self.drain(move |txn, _| {
+            let deleted =
+                txn.execute("DELETE FROM topics WHERE name = ?1", [name.as_str()]).map_err(db_error)?;
+            if deleted == 0 { Err(topic_not_found(name.as_str())) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn list_topics(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> ExoResult<Vec<String>> {
+        let (prefix, start_after) = (prefix.to_owned(), start_after.unwrap_or("").to_owned());
+        self.drain(move |txn, _| {
+            // Names are [a-z0-9-]: prefix <= name < prefix + '~' is the prefix range.
+            let upper = format!("{prefix}~");
+            let mut statement = txn
+                .prepare_cached(
+                    "SELECT name FROM topics WHERE name >= ?1 AND name < ?2 AND name > ?3 ORDER BY name LIMIT ?4",
+                )
+                .map_err(db_error)?;
+            let names = statement
+                .query_map(params![prefix, upper, start_after, limit as i64], |r| r.get(0))
+                .map_err(db_error)?
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(db_error)?;
+            Ok(names)
+        })
+        .await
+    }
+
+    async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
+        let name = name.clone();
+        self.drain(move |txn, _| topic_info(txn, name.as_str())).await
+    }
+
+    async fn create_subscription(
+        &self,
+        topic: &TopicName,
+        subscription: &pb::Subscription,
+    ) -> ExoResult<(bool, pb::Subscription)> {
+        Filter::parse(&subscription.filter)?;
+        let (topic, requested) = (topic.clone(), subscription.clone());
+        self.run(move |txn, catalog| {
+            let queue = catalog
+                .lookup(txn, &requested.queue)
+                .map_err(|err| err.with_field("subscription.queue"))?;
+            let (topic_id, _) = topic_row(txn, topic.as_str())?;
+            let existing = subscriptions(txn, topic_id)?;
+            if let Some((found, _)) = existing.iter().find(|(s, _)| s.name == requested.name) {
+                if found.queue == requested.queue && found.filter == requested.filter {
+                    return Ok((false, found.clone()));
+                }
+                return Err(subscription_conflict(topic.as_str(), found, &requested));
+            }
+            if existing.len() >= MAX_SUBSCRIPTIONS as usize {
+                return Err(too_many_subscriptions(topic.as_str()));
+            }
+            let stored = pb::Subscription { created_at_ms: now_ms(), ..requested };
+            txn.execute(
+                "INSERT INTO subscriptions (topic_id, name, queue_id, filter, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![topic_id, stored.name, queue.id, stored.filter, stored.created_at_ms as i64],
+            )
+            .map_err(db_error)?;
+            Ok((true, stored))
+        })
+        .await
+    }
+
+    async fn delete_subscription(&self, topic: &TopicName, name: &TopicName) -> ExoResult<()> {
+        let (topic, name) = (topic.clone(), name.clone());
+        self.drain(move |txn, _| {
+            let (topic_id, _) = topic_row(txn, topic.as_str())?;
+            let deleted = txn
+                .execute(
+                    "DELETE FROM subscriptions WHERE topic_id = ?1 AND name = ?2",
+                    params![topic_id, name.as_str()],
+                )
+                .map_err(db_error)?;
+            if deleted == 0 { Err(subscription_not_found(topic.as_str(), name.as_str())) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn publish(
+        &self,
+        topic: &TopicName,
+        messages: Vec<pb::PublishedMessage>,
+    ) -> ExoResult<Vec<ExoResult<Published>>> {
+        let owned = topic.clone();
+        let (results, touched) = self
+            .run(move |txn, catalog| {
+                let (topic_id, _) = topic_row(txn, owned.as_str())?;
+                let mut targets = Vec::new();
+                for (subscription, _) in subscriptions(txn, topic_id)? {
+                    let queue = catalog.lookup(txn, &subscription.queue)?;
+                    let filter = Filter::parse(&subscription.filter).map_err(|err| {
+                        ExoError::internal(format!("stored filter of subscription '{}' is corrupt: {err}", subscription.name))
+                    })?;
+                    targets.push((subscription.queue, queue, filter));
+                }
+                let now = now_ms() as i64;
+                let mut statement = txn
+                    .prepare_cached(
+                        "INSERT INTO messages (queue_id, message_id, body, attributes, enqueued_at_ms, visible_at_ms, expires_at_ms, dequeue_count)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
+                    )
+                    .map_err(db_error)?;
+                let mut results = Vec::with_capacity(messages.len());
+                let mut touched = Vec::new();
+                for message in messages {
+                    let publish_id = new_message_id();
+                    let attributes = serde_json::to_string(&topic_copy(owned.as_str(), &publish_id, &message.attributes))
+                        .map_err(|err| ExoError::internal(format!("cannot encode attributes: {err}")))?;
+                    let mut deliveries = 0;
+                    for (name, queue, filter) in &targets {
+                        if !filter.matches(&message.attributes) {
+                            continue;
+                        }
+                        let visible = now + i64::from(queue.options.delay_seconds) * 1000;
+                        let expires = now + i64::from(queue.options.retention_seconds) * 1000;
+                        statement
+                            .execute(params![queue.id, new_message_id(), message.body, attributes, now, visible, expires])
+                            .map_err(db_error)?;
+                        deliveries += 1;
+                        touched.push(name.clone());
+                    }
+                    results.push(Ok(Published { publish_id, deliveries }));
+                }
+                touched.sort_unstable();
+                touched.dedup();
+                Ok((results, touched))
+            })
+            .await?;
+        for queue in touched {
+            self.arrivals.announce(&queue);
+        }
+        Ok(results)
     }
 }

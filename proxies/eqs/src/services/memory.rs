@@ -1,6 +1,7 @@
 //! `memory`: an in-process queue for tests and benchmarks. Complete semantics (visibility,
 //! delay, retention, dead-lettering, long poll), no durability: everything is gone when the
-//! process stops, so it does not declare `DURABLE`.
+//! process stops, so it does not declare `DURABLE`. Topics fan out under the same lock as a send,
+//! so a publish reaches every subscription or none.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -14,10 +15,12 @@ use exo_proxy_core::{ExoResult, now_ms};
 use crate::{
     backend::Queue,
     config::DEFAULT_MAX_MESSAGE_BYTES,
+    filter::Filter,
     long_poll::Arrivals,
     model::{
-        Capability, Descriptor, LocalReceipt, QueueName, ReceiveParams, local_limits, queue_not_found,
-        stale_receipt,
+        Capability, Descriptor, LocalReceipt, MAX_SUBSCRIPTIONS, Published, QueueName, ReceiveParams,
+        TopicName, local_limits, queue_not_found, stale_receipt, subscription_conflict,
+        subscription_not_found, too_many_subscriptions, topic_copy, topic_not_found,
     },
     services::{already_exists, dead_letter_missing, new_message_id},
 };
@@ -124,10 +127,69 @@ impl MemoryQueueState {
     }
 }
 
+struct MemoryTopic {
+    created_at_ms: u64,
+    /// By name, each with its parsed filter.
+    subscriptions: BTreeMap<String, (pb::Subscription, Filter)>,
+}
+
+impl MemoryTopic {
+    fn info(&self, name: &str) -> pb::TopicInfo {
+        pb::TopicInfo {
+            name: name.to_owned(),
+            created_at_ms: self.created_at_ms,
+            subscriptions: self.subscriptions.values().map(|(s, _)| s.clone()).collect(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     queues: BTreeMap<String, MemoryQueueState>,
+    topics: BTreeMap<String, MemoryTopic>,
     next_seq: u64,
+}
+
+impl State {
+    /// Stores `message` in `queue` (which must exist) as a fresh message.
+    fn enqueue(&mut self, queue: &str, id: String, body: Vec<u8>, attributes: HashMap<String, String>) {
+        let seq = self.next_seq;
+        let Some(target) = self.queues.get_mut(queue) else { return };
+        self.next_seq += 1;
+        let now = now_ms();
+        let retention_ms = u64::from(target.options.retention_seconds) * 1000;
+        let delay_ms = u64::from(target.options.delay_seconds) * 1000;
+        target.insert(
+            seq,
+            StoredMessage {
+                id,
+                body,
+                attributes,
+                enqueued_at_ms: now,
+                expires_at_ms: now + retention_ms,
+                visible_at_ms: now + delay_ms,
+                dequeue_count: 0,
+            },
+        );
+    }
+}
+
+fn sorted_names<V>(
+    map: &BTreeMap<String, V>,
+    prefix: &str,
+    start_after: Option<&str>,
+    limit: usize,
+) -> Vec<String> {
+    map.range::<str, _>((
+        start_after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
+        std::ops::Bound::Unbounded,
+    ))
+    .map(|(name, _)| name)
+    .skip_while(|name| name.as_str() < prefix)
+    .take_while(|name| name.starts_with(prefix))
+    .take(limit)
+    .cloned()
+    .collect()
 }
 
 /// The in-memory queue backend.
@@ -152,6 +214,7 @@ impl MemoryQueue {
                     ChangeVisibility,
                     Purge,
                     StaleReceipts,
+                    Topics,
                 ]
                 .into(),
                 limits: local_limits(max_message_bytes),
@@ -292,7 +355,12 @@ impl Queue for MemoryQueue {
     }
 
     async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
-        self.lock().queues.remove(name.as_str()).map(|_| ()).ok_or_else(|| queue_not_found(name.as_str()))
+        let mut state = self.lock();
+        state.queues.remove(name.as_str()).ok_or_else(|| queue_not_found(name.as_str()))?;
+        for topic in state.topics.values_mut() {
+            topic.subscriptions.retain(|_, (s, _)| s.queue != name.as_str());
+        }
+        Ok(())
     }
 
     async fn list_queues(
@@ -301,19 +369,7 @@ impl Queue for MemoryQueue {
         start_after: Option<&str>,
         limit: usize,
     ) -> ExoResult<Vec<String>> {
-        let state = self.lock();
-        Ok(state
-            .queues
-            .range::<str, _>((
-                start_after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
-                std::ops::Bound::Unbounded,
-            ))
-            .map(|(name, _)| name)
-            .skip_while(|name| name.as_str() < prefix)
-            .take_while(|name| name.starts_with(prefix))
-            .take(limit)
-            .cloned()
-            .collect())
+        Ok(sorted_names(&self.lock().queues, prefix, start_after, limit))
     }
 
     async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
@@ -392,6 +448,105 @@ impl Queue for MemoryQueue {
             queue.by_visibility.clear();
             Ok(())
         })
+    }
+
+    async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
+        let mut state = self.lock();
+        if let Some(topic) = state.topics.get(name.as_str()) {
+            return Ok((false, topic.info(name.as_str())));
+        }
+        let topic = MemoryTopic { created_at_ms: now_ms(), subscriptions: BTreeMap::new() };
+        let info = topic.info(name.as_str());
+        state.topics.insert(name.to_string(), topic);
+        Ok((true, info))
+    }
+
+    async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
+        self.lock().topics.remove(name.as_str()).map(|_| ()).ok_or_else(|| topic_not_found(name.as_str()))
+    }
+
+    async fn list_topics(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> ExoResult<Vec<String>> {
+        Ok(sorted_names(&self.lock().topics, prefix, start_after, limit))
+    }
+
+    async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
+        let state = self.lock();
+        let topic = state.topics.get(name.as_str()).ok_or_else(|| topic_not_found(name.as_str()))?;
+        Ok(topic.info(name.as_str()))
+    }
+
+    async fn create_subscription(
+        &self,
+        topic: &TopicName,
+        subscription: &pb::Subscription,
+    ) -> ExoResult<(bool, pb::Subscription)> {
+        let filter = Filter::parse(&subscription.filter)?;
+        let mut state = self.lock();
+        if !state.queues.contains_key(&subscription.queue) {
+            return Err(queue_not_found(&subscription.queue).with_field("subscription.queue"));
+        }
+        let entry = state.topics.get_mut(topic.as_str()).ok_or_else(|| topic_not_found(topic.as_str()))?;
+        if let Some((existing, _)) = entry.subscriptions.get(&subscription.name) {
+            if existing.queue == subscription.queue && existing.filter == subscription.filter {
+                return Ok((false, existing.clone()));
+            }
+            return Err(subscription_conflict(topic.as_str(), existing, subscription));
+        }
+        if entry.subscriptions.len() >= MAX_SUBSCRIPTIONS as usize {
+            return Err(too_many_subscriptions(topic.as_str()));
+        }
+        let stored = pb::Subscription { created_at_ms: now_ms(), ..subscription.clone() };
+        entry.subscriptions.insert(stored.name.clone(), (stored.clone(), filter));
+        Ok((true, stored))
+    }
+
+    async fn delete_subscription(&self, topic: &TopicName, name: &TopicName) -> ExoResult<()> {
+        let mut state = self.lock();
+        let entry = state.topics.get_mut(topic.as_str()).ok_or_else(|| topic_not_found(topic.as_str()))?;
+        entry
+            .subscriptions
+            .remove(name.as_str())
+            .map(|_| ())
+            .ok_or_else(|| subscription_not_found(topic.as_str(), name.as_str()))
+    }
+
+    async fn publish(
+        &self,
+        topic: &TopicName,
+        messages: Vec<pb::PublishedMessage>,
+    ) -> ExoResult<Vec<ExoResult<Published>>> {
+        let mut state = self.lock();
+        let entry = state.topics.get(topic.as_str()).ok_or_else(|| topic_not_found(topic.as_str()))?;
+        // Under one lock: every subscription present now gets its copy, or none does.
+        let subscriptions: Vec<(String, Filter)> =
+            entry.subscriptions.values().map(|(s, f)| (s.queue.clone(), f.clone())).collect();
+        let mut results = Vec::with_capacity(messages.len());
+        let mut touched = Vec::new();
+        for message in messages {
+            let publish_id = new_message_id();
+            let attributes = topic_copy(topic.as_str(), &publish_id, &message.attributes);
+            let mut deliveries = 0;
+            for (queue, filter) in &subscriptions {
+                if filter.matches(&message.attributes) {
+                    state.enqueue(queue, new_message_id(), message.body.clone(), attributes.clone());
+                    deliveries += 1;
+                    touched.push(queue.clone());
+                }
+            }
+            results.push(Ok(Published { publish_id, deliveries }));
+        }
+        drop(state);
+        touched.sort_unstable();
+        touched.dedup();
+        for queue in touched {
+            self.arrivals.announce(&queue);
+        }
+        Ok(results)
     }
 }
 

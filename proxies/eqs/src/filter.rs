@@ -1,0 +1,335 @@
+//! Subscription filters: a small declared language over message attributes, not a script.
+//!
+//! ```text
+//! filter := clause ( "and" clause )*        (empty text: every message)
+//! clause := name "=" string
+//!         | name "in" "(" string ( "," string )* ")"
+//!         | name "prefix" string
+//!         | name "exists"
+//!         | name "absent"
+//! ```
+//!
+//! Names follow the attribute rules (`A-Z a-z 0-9 _ - .`); strings are single- or double-quoted
+//! with `\` escaping the quote or itself; keywords are case-insensitive. Each attribute appears in
+//! at most one clause, so every filter maps one-to-one onto an SNS filter policy (one key per
+//! attribute, any-of within a key) and means the same on every backend.
+
+use std::collections::HashMap;
+
+use exo_proto::common::v1::ErrorReason;
+use exo_proxy_core::{ExoError, ExoResult};
+
+/// Longest filter text in bytes.
+pub const MAX_FILTER_BYTES: usize = 1024;
+/// Most clauses in one filter.
+pub const MAX_CLAUSES: usize = 10;
+/// Most values in one `in` list.
+pub const MAX_VALUES: usize = 100;
+
+/// What one clause asks of an attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Test {
+    /// The value is one of these (`=` is a list of one).
+    AnyOf(Vec<String>),
+    /// The value starts with this.
+    Prefix(String),
+    /// The attribute is present.
+    Exists,
+    /// The attribute is absent.
+    Absent,
+}
+
+/// One clause: an attribute and its test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clause {
+    /// The attribute name.
+    pub attribute: String,
+    /// What it must satisfy.
+    pub test: Test,
+}
+
+/// A parsed filter: every clause must hold. No clause matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    clauses: Vec<Clause>,
+}
+
+impl Filter {
+    /// Parses `text`; INVALID_FILTER names the byte position of the first problem.
+    pub fn parse(text: &str) -> ExoResult<Self> {
+        if text.len() > MAX_FILTER_BYTES {
+            return Err(invalid(
+                0,
+                &format!("is {} bytes, above the maximum {MAX_FILTER_BYTES}", text.len()),
+            ));
+        }
+        let mut parser = Parser { text, pos: 0 };
+        let mut clauses: Vec<Clause> = Vec::new();
+        parser.skip_space();
+        if parser.at_end() {
+            return Ok(Self { clauses });
+        }
+        loop {
+            parser.skip_space();
+            let start = parser.pos;
+            let clause = parser.clause()?;
+            if clauses.iter().any(|c| c.attribute == clause.attribute) {
+                return Err(invalid(
+                    start,
+                    &format!(
+                        "names attribute {:?} a second time (one clause per attribute)",
+                        clause.attribute
+                    ),
+                ));
+            }
+            clauses.push(clause);
+            if clauses.len() > MAX_CLAUSES {
+                return Err(invalid(start, &format!("has more than {MAX_CLAUSES} clauses")));
+            }
+            parser.skip_space();
+            if parser.at_end() {
+                return Ok(Self { clauses });
+            }
+            let at = parser.pos;
+            match parser.word() {
+                Some(word) if word.eq_ignore_ascii_case("and") => {}
+                _ => return Err(invalid(at, "expects `and` or the end after a clause")),
+            }
+        }
+    }
+
+    /// The clauses, in the order written.
+    pub fn clauses(&self) -> &[Clause] {
+        &self.clauses
+    }
+
+    /// Whether a message with `attributes` passes.
+    pub fn matches(&self, attributes: &HashMap<String, String>) -> bool {
+        self.clauses.iter().all(|clause| {
+            let value = attributes.get(&clause.attribute);
+            match (&clause.test, value) {
+                (Test::AnyOf(values), Some(v)) => values.iter().any(|candidate| candidate == v),
+                (Test::Prefix(prefix), Some(v)) => v.starts_with(prefix.as_str()),
+                (Test::Exists, Some(_)) | (Test::Absent, None) => true,
+                _ => false,
+            }
+        })
+    }
+}
+
+fn invalid(pos: usize, why: &str) -> ExoError {
+    ExoError::new(ErrorReason::InvalidFilter, format!("filter at byte {pos}: {why}"))
+        .with_field("subscription.filter")
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl Parser<'_> {
+    fn rest(&self) -> &str {
+        &self.text[self.pos..]
+    }
+
+    fn at_end(&self) -> bool {
+        self.pos >= self.text.len()
+    }
+
+    fn skip_space(&mut self) {
+        let trimmed = self.rest().trim_start_matches([' ', '\t', '\r', '\n']);
+        self.pos = self.text.len() - trimmed.len();
+    }
+
+    /// A run of name characters (names and keywords share them).
+    fn word(&mut self) -> Option<&str> {
+        self.skip_space();
+        let len = self
+            .rest()
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+            .count();
+        if len == 0 {
+            return None;
+        }
+        let word = &self.text[self.pos..self.pos + len];
+        self.pos += len;
+        Some(word)
+    }
+
+    fn expect(&mut self, symbol: char, what: &str) -> ExoResult<()> {
+        self.skip_space();
+        if self.rest().starts_with(symbol) {
+            self.pos += symbol.len_utf8();
+            Ok(())
+        } else {
+            Err(invalid(self.pos, &format!("expects {what}")))
+        }
+    }
+
+    fn string(&mut self) -> ExoResult<String> {
+        self.skip_space();
+        let start = self.pos;
+        let quote = match self.rest().chars().next() {
+            Some(q @ ('\'' | '"')) => q,
+            _ => return Err(invalid(start, "expects a quoted string")),
+        };
+        self.pos += 1;
+        let mut value = String::new();
+        let mut chars = self.rest().char_indices();
+        while let Some((offset, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some((_, escaped @ ('\\' | '\'' | '"'))) => value.push(escaped),
+                    _ => {
+                        return Err(invalid(
+                            self.pos + offset,
+                            "has a backslash that escapes neither a quote nor a backslash",
+                        ));
+                    }
+                },
+                c if c == quote => {
+                    self.pos += offset + 1;
+                    if value.is_empty() {
+                        return Err(invalid(
+                            start,
+                            "compares with an empty string (attribute values are never empty)",
+                        ));
+                    }
+                    return Ok(value);
+                }
+                c => value.push(c),
+            }
+        }
+        Err(invalid(start, "has a string that is never closed"))
+    }
+
+    fn clause(&mut self) -> ExoResult<Clause> {
+        self.skip_space();
+        let start = self.pos;
+        let attribute = self.word().ok_or_else(|| invalid(start, "expects an attribute name"))?.to_owned();
+        check_name(&attribute).map_err(|why| invalid(start, &why))?;
+        self.skip_space();
+        let at = self.pos;
+        let test = if self.rest().starts_with('=') {
+            self.pos += 1;
+            Test::AnyOf(vec![self.string()?])
+        } else {
+            match self.word().map(str::to_ascii_lowercase).as_deref() {
+                Some("in") => {
+                    self.expect('(', "`(` after `in`")?;
+                    let mut values = vec![self.string()?];
+                    loop {
+                        self.skip_space();
+                        if self.rest().starts_with(')') {
+                            self.pos += 1;
+                            break;
+                        }
+                        self.expect(',', "`,` or `)` in the value list")?;
+                        values.push(self.string()?);
+                        if values.len() > MAX_VALUES {
+                            return Err(invalid(at, &format!("lists more than {MAX_VALUES} values")));
+                        }
+                    }
+                    Test::AnyOf(values)
+                }
+                Some("prefix") => Test::Prefix(self.string()?),
+                Some("exists") => Test::Exists,
+                Some("absent") => Test::Absent,
+                _ => {
+                    return Err(invalid(
+                        at,
+                        "expects `=`, `in`, `prefix`, `exists` or `absent` after the attribute name",
+                    ));
+                }
+            }
+        };
+        Ok(Clause { attribute, test })
+    }
+}
+
+/// The attribute-name rules (as in the queue API), minus the reserved prefixes: a filter may test
+/// nothing a publisher cannot set.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.len() > 128 {
+        return Err(format!("attribute name {name:?} is longer than 128 characters"));
+    }
+    if name.starts_with('.') || name.ends_with('.') || name.contains("..") {
+        return Err(format!("attribute name {name:?} must not start or end with '.' or contain \"..\""));
+    }
+    let lower = name.to_ascii_lowercase();
+    if ["exo.", "aws.", "amazon."].iter().any(|reserved| lower.starts_with(reserved)) {
+        return Err(format!("attribute name {name:?} uses a reserved prefix (exo., aws., amazon.)"));
+    }
+    if ["and", "in", "prefix", "exists", "absent"].contains(&lower.as_str()) {
+        return Err(format!("expects an attribute name, found the keyword `{name}`"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn every_clause_kind_parses_and_matches() {
+        let f = Filter::parse(
+            r#"type in ('order.created', "order.paid") AND region = 'eu' and customer PREFIX 'vip-'
+               and priority exists and test absent"#,
+        )
+        .unwrap();
+        assert_eq!(f.clauses().len(), 5);
+        let good =
+            attrs(&[("type", "order.paid"), ("region", "eu"), ("customer", "vip-7"), ("priority", "1")]);
+        assert!(f.matches(&good));
+        for (name, value) in [("type", "order.shipped"), ("region", "us"), ("customer", "std-7")] {
+            let mut bad = good.clone();
+            bad.insert(name.into(), value.into());
+            assert!(!f.matches(&bad), "{name}={value}");
+        }
+        let mut without_priority = good.clone();
+        without_priority.remove("priority");
+        assert!(!f.matches(&without_priority));
+        let mut with_test = good.clone();
+        with_test.insert("test".into(), "yes".into());
+        assert!(!f.matches(&with_test));
+    }
+
+    #[test]
+    fn empty_matches_everything_and_escapes_work() {
+        assert!(Filter::parse("  ").unwrap().matches(&attrs(&[])));
+        let f = Filter::parse(r#"q = 'it\'s \\ "x"'"#).unwrap();
+        assert!(f.matches(&attrs(&[("q", r#"it's \ "x""#)])));
+        // Values compare exactly: case and whitespace matter.
+        assert!(!Filter::parse("k = 'V'").unwrap().matches(&attrs(&[("k", "v")])));
+    }
+
+    #[test]
+    fn errors_name_the_position() {
+        for (text, pos) in [
+            ("region =", 8),
+            ("region = 'eu' or type = 'x'", 14),
+            ("region == 'eu'", 8),
+            ("region = 'eu", 9),
+            ("region in ('a' 'b')", 15),
+            ("region matches 'x'", 7),
+            ("= 'x'", 0),
+            ("exo.topic exists", 0),
+            ("a = 'x' and a = 'y'", 12),
+            ("a = ''", 4),
+            (r"a = 'x\n'", 6),
+            ("and exists", 0),
+        ] {
+            let err = Filter::parse(text).unwrap_err();
+            assert_eq!(err.reason, ErrorReason::InvalidFilter, "{text}");
+            assert!(err.message.starts_with(&format!("filter at byte {pos}:")), "{text}: {}", err.message);
+        }
+        assert!(Filter::parse(&"a".repeat(MAX_FILTER_BYTES + 1)).is_err());
+        let many = (0..=MAX_CLAUSES).map(|i| format!("a{i} exists")).collect::<Vec<_>>().join(" and ");
+        assert!(Filter::parse(&many).is_err());
+    }
+}

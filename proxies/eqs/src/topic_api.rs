@@ -1,0 +1,217 @@
+//! The topic half of [`QueueApi`]: validates topic requests (names, filters, limits, the TOPICS
+//! capability) before anything is written, exactly as the queue half does for queues. Both the
+//! gRPC `TopicService` and the `/api/v1/topics` routes call this.
+
+use std::collections::HashSet;
+
+use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
+use exo_proxy_core::{ExoError, ExoResult};
+
+use crate::{
+    api::{Page, QueueApi, check_contents, normalize_options},
+    filter::Filter,
+    model::{Capability, Published, QueueName, TopicName, subscription_conflict, topic_limits},
+};
+
+impl QueueApi {
+    fn topics_offered(&self) -> ExoResult<pb::TopicLimits> {
+        let descriptor = self.backend().descriptor();
+        descriptor.require(Capability::Topics, "topics")?;
+        Ok(topic_limits(&descriptor.limits))
+    }
+
+    fn topic_name(&self, name: &str, field: &str) -> ExoResult<TopicName> {
+        TopicName::parse("topic", name, field).map_err(|e| self.stamp(e))
+    }
+
+    fn subscription_name(&self, name: &str, field: &str) -> ExoResult<TopicName> {
+        TopicName::parse("subscription", name, field).map_err(|e| self.stamp(e))
+    }
+
+    /// Creates a topic (idempotent).
+    pub async fn create_topic(&self, req: pb::CreateTopicRequest) -> ExoResult<pb::CreateTopicResponse> {
+        let name = self.topic_name(&req.name, "name")?;
+        self.topics_offered()?;
+        let (created, info) = self.backend().create_topic(&name).await?;
+        Ok(pb::CreateTopicResponse { created, info: Some(info) })
+    }
+
+    /// Deletes a topic and its subscriptions; their queues stay.
+    pub async fn delete_topic(&self, req: pb::DeleteTopicRequest) -> ExoResult<pb::DeleteTopicResponse> {
+        let name = self.topic_name(&req.name, "name")?;
+        self.topics_offered()?;
+        self.backend().delete_topic(&name).await?;
+        Ok(pb::DeleteTopicResponse {})
+    }
+
+    /// One page of topic names.
+    pub async fn list_topics(&self, req: pb::ListTopicsRequest) -> ExoResult<pb::ListTopicsResponse> {
+        let page = Page::parse(req.page_size, &req.prefix, &req.page_token).map_err(|e| self.stamp(e))?;
+        self.topics_offered()?;
+        let names =
+            self.backend().list_topics(&req.prefix, page.start_after.as_deref(), page.size + 1).await?;
+        let (names, next_page_token) = page.finish(names);
+        Ok(pb::ListTopicsResponse { names, next_page_token })
+    }
+
+    /// A topic and its subscriptions.
+    pub async fn get_topic_info(&self, req: pb::GetTopicInfoRequest) -> ExoResult<pb::GetTopicInfoResponse> {
+        let name = self.topic_name(&req.name, "name")?;
+        self.topics_offered()?;
+        Ok(pb::GetTopicInfoResponse { info: Some(self.backend().topic_info(&name).await?) })
+    }
+
+    /// Subscribes a queue (created first when `create_queue` options are given). Everything is
+    /// checked before the queue is created, so a refused request creates nothing.
+    pub async fn create_subscription(
+        &self,
+        req: pb::CreateSubscriptionRequest,
+    ) -> ExoResult<pb::CreateSubscriptionResponse> {
+        let topic = self.topic_name(&req.topic, "topic")?;
+        let requested = req.subscription.ok_or_else(|| {
+            self.stamp(ExoError::invalid_argument("subscription", "subscription is required"))
+        })?;
+        let name = self.subscription_name(&requested.name, "subscription.name")?;
+        let queue =
+            QueueName::parse("queue", &requested.queue, "subscription.queue").map_err(|e| self.stamp(e))?;
+        Filter::parse(&requested.filter).map_err(|e| self.stamp(e.with_resource(name.as_str())))?;
+        self.topics_offered()?;
+        let subscription = pb::Subscription {
+            name: name.to_string(),
+            queue: queue.to_string(),
+            filter: requested.filter.trim().to_owned(),
+            created_at_ms: 0,
+        };
+        if let Some(options) = req.create_queue {
+            let options = normalize_options(self.backend().descriptor(), &queue, options)
+                .map_err(|e| self.stamp(e.with_resource(queue.as_str())))?;
+            // Refusals that do not depend on the queue come first: no queue is made for a
+            // subscription that cannot be.
+            let info = self.backend().topic_info(&topic).await?;
+            if let Some(existing) = info.subscriptions.iter().find(|s| s.name == subscription.name)
+                && (existing.queue != subscription.queue || existing.filter != subscription.filter)
+            {
+                return Err(subscription_conflict(topic.as_str(), existing, &subscription));
+            }
+            self.backend().create_queue(&queue, &options).await?;
+        }
+        let (created, subscription) = self.backend().create_subscription(&topic, &subscription).await?;
+        Ok(pb::CreateSubscriptionResponse { created, subscription: Some(subscription) })
+    }
+
+    /// Deletes a subscription; its queue stays.
+    pub async fn delete_subscription(
+        &self,
+        req: pb::DeleteSubscriptionRequest,
+    ) -> ExoResult<pb::DeleteSubscriptionResponse> {
+        let topic = self.topic_name(&req.topic, "topic")?;
+        let name = self.subscription_name(&req.name, "name")?;
+        self.topics_offered()?;
+        self.backend().delete_subscription(&topic, &name).await?;
+        Ok(pb::DeleteSubscriptionResponse {})
+    }
+
+    /// Publishes one message.
+    pub async fn publish(&self, req: pb::PublishRequest) -> ExoResult<pb::PublishResponse> {
+        let topic = self.topic_name(&req.topic, "topic")?;
+        let limits = self.topics_offered()?;
+        let message = req
+            .message
+            .ok_or_else(|| ExoError::invalid_argument("message", "message is required"))
+            .and_then(|m| check_published(&limits, m, "message"))
+            .map_err(|e| self.stamp(e.with_resource(topic.as_str())))?;
+        let mut results = self.backend().publish(&topic, vec![message]).await?;
+        let Published { publish_id, deliveries } =
+            results.pop().ok_or_else(|| ExoError::internal("backend returned no publish result"))??;
+        Ok(pb::PublishResponse { publish_id, deliveries })
+    }
+
+    /// Publishes a batch: every entry is validated on its own; the valid ones are published together.
+    pub async fn publish_batch(&self, req: pb::PublishBatchRequest) -> ExoResult<pb::PublishBatchResponse> {
+        let topic = self.topic_name(&req.topic, "topic")?;
+        let limits = self.topics_offered()?;
+        if req.entries.is_empty() {
+            return Err(self.stamp(ExoError::invalid_argument("entries", "a batch needs at least one entry")));
+        }
+        if req.entries.len() > limits.max_batch_entries as usize {
+            return Err(self.stamp(ExoError::invalid_argument(
+                "entries",
+                format!("{} entries is above the maximum {}", req.entries.len(), limits.max_batch_entries),
+            )));
+        }
+        let mut results = Vec::with_capacity(req.entries.len());
+        let mut ids = HashSet::with_capacity(req.entries.len());
+        let (mut valid, mut valid_at) = (Vec::new(), Vec::new());
+        for (index, entry) in req.entries.into_iter().enumerate() {
+            let id = if entry.id.is_empty() { index.to_string() } else { entry.id };
+            if !ids.insert(id.clone()) {
+                return Err(self.stamp(ExoError::invalid_argument(
+                    format!("entries[{index}].id"),
+                    format!("entry id {id:?} appears twice in the batch"),
+                )));
+            }
+            let field = format!("entries[{index}].message");
+            let checked = entry
+                .message
+                .ok_or_else(|| ExoError::invalid_argument(&field, "message is required"))
+                .and_then(|m| check_published(&limits, m, &field));
+            let mut result = pb::PublishBatchResult { id, outcome: None, deliveries: 0 };
+            match checked {
+                Ok(message) => {
+                    valid_at.push(results.len());
+                    valid.push(message);
+                }
+                Err(err) => result.outcome = Some(entry_error(&err)),
+            }
+            results.push(result);
+        }
+        if !valid.is_empty() {
+            // The topic itself at fault (missing, unreachable) fails the whole call.
+            let published = self.backend().publish(&topic, valid).await?;
+            for (slot, outcome) in valid_at.iter().zip(published) {
+                let result = &mut results[*slot];
+                match outcome {
+                    Ok(Published { publish_id, deliveries }) => {
+                        result.outcome = Some(pb::publish_batch_result::Outcome::PublishId(publish_id));
+                        result.deliveries = deliveries;
+                    }
+                    Err(err) => result.outcome = Some(entry_error(&err)),
+                }
+            }
+        }
+        Ok(pb::PublishBatchResponse { results })
+    }
+}
+
+fn entry_error(err: &ExoError) -> pb::publish_batch_result::Outcome {
+    pb::publish_batch_result::Outcome::Error(pb::EntryError {
+        reason: err.reason.as_str_name().to_owned(),
+        message: err.message.clone(),
+        retryable: err.retryable,
+    })
+}
+
+/// A published message against the topic limits (which leave room for the copy's own attributes).
+fn check_published(
+    limits: &pb::TopicLimits,
+    message: pb::PublishedMessage,
+    field: &str,
+) -> ExoResult<pb::PublishedMessage> {
+    check_contents(limits.max_message_bytes, limits.max_attributes, &message.body, &message.attributes, field)
+        .map_err(|err| {
+            if err.reason == ErrorReason::MessageTooLarge {
+                ExoError::new(
+                    ErrorReason::MessageTooLarge,
+                    format!(
+                        "{} (a published message leaves {} bytes of the queues' limit to the attributes each copy gets)",
+                        err.message,
+                        crate::model::TOPIC_ENVELOPE_BYTES
+                    ),
+                )
+                .with_field(err.field.clone())
+            } else {
+                err
+            }
+        })?;
+    Ok(message)
+}
