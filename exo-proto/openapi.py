@@ -33,7 +33,8 @@ def proto_fields():
         text = open(os.path.join(HERE, "proto", path)).read()
         enums = set(re.findall(r"enum (\w+)", text))
         messages = {}
-        for name, body in re.findall(r"^message (\w+) \{(.*?)^\}", text, re.S | re.M):
+        # A one-line `message X {}` has no fields (and must not swallow the next message).
+        for name, body in re.findall(r"^message (\w+) \{(?:\}|(.*?)^\})", text, re.S | re.M):
             fields = {}
             in_oneof = False
             for line in body.split("\n"):
@@ -177,10 +178,9 @@ schemas.update({
    "maxFilterBytes": u32("Longest filter expression in bytes.")}),
  "CreateTopicRequest": obj("Creates a topic; idempotent.", {"name": s("Portable topic name (same rules as queue names).", **NAME)}, ["name"]),
  "Subscription": obj("A subscription: which queue gets the topic's messages, and which of them.", {
-   "name": s("Portable name, unique within the topic (same rules as queue names).", **NAME),
-   "queue": s("The queue each matching message is delivered into.", **NAME),
-   "filter": s("Which messages it gets; empty for all. Clauses joined by `and`: name = 'v', name in ('a', 'b'), name prefix 'p', name exists, name absent (single or double quotes; keywords case-insensitive; one clause per attribute). 400 INVALID_FILTER names the byte position of a mistake.", maxLength=1024),
-   "createdAtMs": u64d("Creation time, ms since the Unix epoch (ignored in requests).")}, ["name", "queue"]),
+   "name": s("Unique within the topic."), "queue": s("The queue each matching message is delivered into."),
+   "filter": s("Which messages it gets; empty for all (see CreateSubscriptionRequest.filter)."),
+   "createdAtMs": u64d("Creation time, ms since the Unix epoch.")}),
  "TopicInfo": obj("A topic and its subscriptions.", {
    "name": s("Topic name"), "createdAtMs": u64d("Creation time, ms since the Unix epoch."),
    "subscriptions": {"type": "array", "items": ref("Subscription"), "description": "By name"}}),
@@ -188,8 +188,10 @@ schemas.update({
  "GetTopicInfoResponse": obj("Topic info.", {"info": ref("TopicInfo")}),
  "ListTopicsResponse": obj("A page of topic names.", {"names": {"type": "array", "items": {"type": "string"}}, "nextPageToken": s("Pass as pageToken for the next page; empty on the last page.")}),
  "CreateSubscriptionRequest": obj("Subscribes a queue to the topic in the path; idempotent for identical settings.", {
-   "subscription": ref("Subscription"),
-   "createQueue": ref("QueueOptions")}, ["subscription"]),
+   "name": s("Portable subscription name, unique within the topic (same rules as queue names).", **NAME),
+   "queue": s("The queue each matching message is delivered into.", **NAME),
+   "filter": s("Which messages it gets; empty for all. Clauses joined by `and`: name = 'v', name in ('a', 'b'), name prefix 'p', name exists, name absent (single or double quotes; keywords case-insensitive; one clause per attribute). 400 INVALID_FILTER names the byte position of a mistake.", maxLength=1024),
+   "createQueue": ref("QueueOptions")}, ["name", "queue"]),
  "CreateSubscriptionResponse": obj("Result of a subscribe.", {"created": {"type": "boolean", "description": "False if an identical subscription existed."}, "subscription": ref("Subscription")}),
  "PublishedMessage": obj("A message to publish (no delay: give the subscription's queue one).", {
    "body": s("Opaque bytes, base64-encoded (standard alphabet).", format="byte"),

@@ -1,6 +1,6 @@
 //! The OpenAPI document and the protos describe the same JSON: every documented property is a
 //! field of the message of the same name (by its proto3 JSON name), and every field is
-//! documented except the queue name, which HTTP routes take from the path.
+//! documented except the queue or topic name, which HTTP routes take from the path.
 
 use std::collections::BTreeSet;
 
@@ -14,7 +14,7 @@ fn openapi_schemas_match_proto_messages() {
     let fds = FileDescriptorSet::decode(exo_proto::FILE_DESCRIPTOR_SET).expect("descriptor set");
     // (package, prefix of its schema names where they would clash, fields taken from the path)
     let packages = [
-        ("exo.queue.v1", "", vec!["queue"], vec![]),
+        ("exo.queue.v1", "", vec!["queue", "topic"], vec![]),
         ("exo.kv.v1", "Kv", vec!["table", "key"], vec!["Limits", "DescribeResponse"]),
         (
             "exo.object.v1",

@@ -134,12 +134,9 @@ impl TopicClient {
     ) -> Result<(bool, Subscription)> {
         let req = pb::CreateSubscriptionRequest {
             topic: topic.to_owned(),
-            subscription: Some(Subscription {
-                name: name.to_owned(),
-                queue: queue.to_owned(),
-                filter: filter.to_owned(),
-                created_at_ms: 0,
-            }),
+            name: name.to_owned(),
+            queue: queue.to_owned(),
+            filter: filter.to_owned(),
             create_queue,
         };
         let response =

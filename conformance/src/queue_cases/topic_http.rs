@@ -33,7 +33,7 @@ crate::cases! {
         let (status, _) = call(&http, reqwest::Method::POST, base.clone(), Some(json!({"name": topic}))).await?;
         check!(status == 200, "create existing topic answered {status}");
         let queue = ctx.name("web-q");
-        let subscription = json!({"subscription": {"name": "web", "queue": queue, "filter": "via = 'http'"}, "createQueue": {}});
+        let subscription = json!({"name": "web", "queue": queue, "filter": "via = 'http'", "createQueue": {}});
         let (status, body) =
             call(&http, reqwest::Method::POST, format!("{base}/{topic}/subscriptions"), Some(subscription)).await?;
         check!(status == 201 && body["subscription"]["queue"] == queue.as_str(), "subscribe: {status} {body}");
@@ -78,7 +78,7 @@ crate::cases! {
             (reqwest::Method::POST, format!("{base}/{missing}/publish"), Some(json!({"message": {"body": "eA=="}})), 404, "TOPIC_NOT_FOUND"),
             (reqwest::Method::GET, format!("{base}/{missing}"), None, 404, "TOPIC_NOT_FOUND"),
             (reqwest::Method::DELETE, format!("{base}/{topic}/subscriptions/nope"), None, 404, "SUBSCRIPTION_NOT_FOUND"),
-            (reqwest::Method::POST, format!("{base}/{topic}/subscriptions"), Some(json!({"subscription": {"name": "sub", "queue": queue, "filter": "a =="}})), 400, "INVALID_FILTER"),
+            (reqwest::Method::POST, format!("{base}/{topic}/subscriptions"), Some(json!({"name": "sub", "queue": queue, "filter": "a =="})), 400, "INVALID_FILTER"),
             (reqwest::Method::POST, base.clone(), Some(json!({"name": "Not_Valid"})), 400, "INVALID_NAME"),
         ] {
             let mut request = http.request(method.clone(), &url);
@@ -97,7 +97,7 @@ crate::cases! {
             check!(content_type.starts_with("application/problem+json"), "{method} {url}: content-type {content_type:?}");
         }
         let (_, sub) = ok(ctx.topics.subscribe(&topic, "sub", &queue, "", None).await, "subscribe")?;
-        let conflict = json!({"subscription": {"name": "sub", "queue": queue, "filter": "k exists"}});
+        let conflict = json!({"name": "sub", "queue": queue, "filter": "k exists"});
         let (status, problem) = call(&http, reqwest::Method::POST, format!("{base}/{topic}/subscriptions"), Some(conflict)).await?;
         check!(status == 409 && problem["reason"] == "SUBSCRIPTION_ALREADY_EXISTS", "conflict: {status} {problem}");
         check!(sub.filter.is_empty(), "the conflicting request changed the subscription");

@@ -118,8 +118,7 @@ impl Filter {
 }
 
 fn invalid(pos: usize, why: &str) -> ExoError {
-    ExoError::new(ErrorReason::InvalidFilter, format!("filter at byte {pos}: {why}"))
-        .with_field("subscription.filter")
+    ExoError::new(ErrorReason::InvalidFilter, format!("filter at byte {pos}: {why}")).with_field("filter")
 }
 
 struct Parser<'a> {

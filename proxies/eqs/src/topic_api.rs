@@ -68,18 +68,14 @@ impl QueueApi {
         req: pb::CreateSubscriptionRequest,
     ) -> ExoResult<pb::CreateSubscriptionResponse> {
         let topic = self.topic_name(&req.topic, "topic")?;
-        let requested = req.subscription.ok_or_else(|| {
-            self.stamp(ExoError::invalid_argument("subscription", "subscription is required"))
-        })?;
-        let name = self.subscription_name(&requested.name, "subscription.name")?;
-        let queue =
-            QueueName::parse("queue", &requested.queue, "subscription.queue").map_err(|e| self.stamp(e))?;
-        Filter::parse(&requested.filter).map_err(|e| self.stamp(e.with_resource(name.as_str())))?;
+        let name = self.subscription_name(&req.name, "name")?;
+        let queue = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
+        Filter::parse(&req.filter).map_err(|e| self.stamp(e.with_resource(name.as_str())))?;
         self.topics_offered()?;
         let subscription = pb::Subscription {
             name: name.to_string(),
             queue: queue.to_string(),
-            filter: requested.filter.trim().to_owned(),
+            filter: req.filter.trim().to_owned(),
             created_at_ms: 0,
         };
         if let Some(options) = req.create_queue {

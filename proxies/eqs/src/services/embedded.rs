@@ -692,7 +692,7 @@ impl Queue for EmbeddedQueue {
         self.run(move |txn, catalog| {
             let queue = catalog
                 .lookup(txn, &requested.queue)
-                .map_err(|err| err.with_field("subscription.queue"))?;
+                .map_err(|err| err.with_field("queue"))?;
             let (topic_id, _) = topic_row(txn, topic.as_str())?;
             let existing = subscriptions(txn, topic_id)?;
             if let Some((found, _)) = existing.iter().find(|(s, _)| s.name == requested.name) {

@@ -488,7 +488,7 @@ impl Queue for MemoryQueue {
         let filter = Filter::parse(&subscription.filter)?;
         let mut state = self.lock();
         if !state.queues.contains_key(&subscription.queue) {
-            return Err(queue_not_found(&subscription.queue).with_field("subscription.queue"));
+            return Err(queue_not_found(&subscription.queue).with_field("queue"));
         }
         let entry = state.topics.get_mut(topic.as_str()).ok_or_else(|| topic_not_found(topic.as_str()))?;
         if let Some((existing, _)) = entry.subscriptions.get(&subscription.name) {
