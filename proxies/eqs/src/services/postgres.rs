@@ -18,6 +18,11 @@
 //! `enqueued_at_ms`, `visible_at_ms`, `expires_at_ms`, `dequeue_count`. A native producer inserts
 //! `(queue, body)` and, optionally, `attributes`: the rest is filled in from the queue's options
 //! (a trigger), and waiting receivers are woken.
+//!
+//! Topics: `eqs_topics` and `eqs_subscriptions` (topic, name, queue, filter). A publish reads the
+//! topic's subscriptions, matches each message against their filters, and stores every copy of
+//! every message in one INSERT: all subscriptions that existed when it read them get their copy,
+//! or none does. Deleting a queue deletes its subscriptions (a foreign key).
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -31,10 +36,12 @@ use tokio_postgres::{Row, error::SqlState};
 use crate::{
     backend::Queue,
     config::DEFAULT_MAX_MESSAGE_BYTES,
+    filter::Filter,
     long_poll::Arrivals,
     model::{
-        Capability, Descriptor, LocalReceipt, QueueName, ReceiveParams, local_limits, queue_not_found,
-        stale_receipt,
+        Capability, Descriptor, LocalReceipt, MAX_SUBSCRIPTIONS, Published, QueueName, ReceiveParams,
+        TopicName, local_limits, queue_not_found, stale_receipt, subscription_conflict,
+        subscription_not_found, too_many_subscriptions, topic_copy, topic_not_found,
     },
     services::{already_exists, dead_letter_missing, existing_queue, new_message_id},
 };
@@ -126,6 +133,13 @@ struct Statements {
     purge: String,
     queue_exists: String,
     sweep: String,
+    create_topic: String,
+    delete_topic: String,
+    list_topics: String,
+    subscriptions: String,
+    create_subscription: String,
+    delete_subscription: String,
+    publish: String,
 }
 
 impl Statements {
@@ -200,6 +214,38 @@ impl Statements {
             purge: format!("DELETE FROM {s}.eqs_messages WHERE queue = $1"),
             queue_exists: format!("SELECT 1 FROM {s}.eqs_queues WHERE name = $1"),
             sweep: format!("DELETE FROM {s}.eqs_messages WHERE expires_at_ms <= $1"),
+            create_topic: format!(
+                "INSERT INTO {s}.eqs_topics (name, created_at_ms) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"
+            ),
+            delete_topic: format!("DELETE FROM {s}.eqs_topics WHERE name = $1"),
+            list_topics: format!(
+                "SELECT name FROM {s}.eqs_topics WHERE name >= $1 AND name < $2 AND name > $3 ORDER BY name LIMIT $4"
+            ),
+            // The topic (one row with NULL subscription columns when it has none) and its subscriptions.
+            subscriptions: format!(
+                "SELECT t.created_at_ms, s.name, s.queue, s.filter, s.created_at_ms
+                 FROM {s}.eqs_topics t LEFT JOIN {s}.eqs_subscriptions s ON s.topic = t.name
+                 WHERE t.name = $1 ORDER BY s.name"
+            ),
+            // Only while the topic has room; a name already taken inserts nothing.
+            create_subscription: format!(
+                "INSERT INTO {s}.eqs_subscriptions (topic, name, queue, filter, created_at_ms)
+                 SELECT $1, $2, $3, $4, $5
+                 WHERE (SELECT count(*) FROM {s}.eqs_subscriptions WHERE topic = $1) < $6
+                 ON CONFLICT (topic, name) DO NOTHING"
+            ),
+            delete_subscription: format!("DELETE FROM {s}.eqs_subscriptions WHERE topic = $1 AND name = $2"),
+            // Every copy of every message in one statement. A queue deleted since the
+            // subscriptions were read took its subscription with it: its copies are skipped.
+            publish: format!(
+                "INSERT INTO {s}.eqs_messages
+                     (queue, message_id, body, attributes, enqueued_at_ms, visible_at_ms, expires_at_ms, dequeue_count)
+                 SELECT q.name, m.id, m.body, m.attributes::jsonb, $1::bigint,
+                        $1::bigint + 1000 * q.delay_s::bigint, $1::bigint + 1000 * q.retention_s::bigint, 0
+                 FROM unnest($2::text[], $3::text[], $4::bytea[], $5::text[]) WITH ORDINALITY AS m(queue, id, body, attributes, n)
+                 JOIN {s}.eqs_queues q ON q.name = m.queue
+                 ORDER BY m.n"
+            ),
         }
     }
 }
@@ -255,6 +301,20 @@ fn schema_sql(s: &str) -> String {
          END $$;
          CREATE OR REPLACE TRIGGER eqs_notify AFTER INSERT ON {s}.eqs_messages
              REFERENCING NEW TABLE AS arrived FOR EACH STATEMENT EXECUTE FUNCTION {s}.eqs_notify();
+         CREATE TABLE IF NOT EXISTS {s}.eqs_topics (
+             name TEXT COLLATE \"C\" PRIMARY KEY,
+             created_at_ms BIGINT NOT NULL
+         );
+         -- A subscription goes with its topic and with its queue.
+         CREATE TABLE IF NOT EXISTS {s}.eqs_subscriptions (
+             topic TEXT COLLATE \"C\" NOT NULL REFERENCES {s}.eqs_topics (name) ON DELETE CASCADE,
+             name TEXT COLLATE \"C\" NOT NULL,
+             queue TEXT COLLATE \"C\" NOT NULL REFERENCES {s}.eqs_queues (name) ON DELETE CASCADE,
+             filter TEXT NOT NULL,
+             created_at_ms BIGINT NOT NULL,
+             PRIMARY KEY (topic, name)
+         );
+         CREATE INDEX IF NOT EXISTS eqs_subscriptions_by_queue ON {s}.eqs_subscriptions (queue);
          COMMIT;"
     )
 }
@@ -302,7 +362,7 @@ impl PostgresQueue {
         let listener = db.listen(format!("{}_eqs", settings.schema), move |queue| heard.announce(queue));
         use Capability::*;
         let mut capabilities: std::collections::BTreeSet<Capability> =
-            [LongPoll, Delay, Retention, DeadLetter, ChangeVisibility, Purge, StaleReceipts].into();
+            [LongPoll, Delay, Retention, DeadLetter, ChangeVisibility, Purge, StaleReceipts, Topics].into();
         if db.durable().await? {
             capabilities.insert(Durable);
         }
@@ -362,6 +422,33 @@ impl PostgresQueue {
             Some(count) if count.max(0) as u32 != receipt.lease => Err(stale_receipt(name)),
             Some(_) => Ok(Some(())),
         }
+    }
+
+    /// A topic and its subscriptions, or TOPIC_NOT_FOUND.
+    async fn load_topic(&self, name: &str) -> ExoResult<pb::TopicInfo> {
+        let rows = self
+            .client()
+            .await?
+            .query(&self.sql.subscriptions, &[&name])
+            .await
+            .map_err(|e| map_error("get topic", &e))?;
+        let first = rows.first().ok_or_else(|| topic_not_found(name))?;
+        let mut info = pb::TopicInfo {
+            name: name.to_owned(),
+            created_at_ms: first.get::<_, i64>(0).max(0) as u64,
+            subscriptions: Vec::new(),
+        };
+        for row in &rows {
+            if let Some(sub) = row.get::<_, Option<String>>(1) {
+                info.subscriptions.push(pb::Subscription {
+                    name: sub,
+                    queue: row.get(2),
+                    filter: row.get(3),
+                    created_at_ms: row.get::<_, i64>(4).max(0) as u64,
+                });
+            }
+        }
+        Ok(info)
     }
 
     /// One receive attempt: dead-letters what is due, then picks and hides up to `max` messages.
@@ -622,5 +709,161 @@ impl Queue for PostgresQueue {
         let client = self.client().await?;
         client.execute(&self.sql.purge, &[&name.as_str()]).await.map_err(|e| map_error("purge", &e))?;
         self.require_queue(name).await
+    }
+
+    async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
+        let created_at_ms = now_ms();
+        let inserted = self
+            .client()
+            .await?
+            .execute(&self.sql.create_topic, &[&name.as_str(), &ms(created_at_ms)])
+            .await
+            .map_err(|e| map_error("create topic", &e))?;
+        if inserted == 0 {
+            return Ok((false, self.load_topic(name.as_str()).await?));
+        }
+        Ok((true, pb::TopicInfo { name: name.to_string(), created_at_ms, subscriptions: Vec::new() }))
+    }
+
+    async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
+        let deleted = self
+            .client()
+            .await?
+            .execute(&self.sql.delete_topic, &[&name.as_str()])
+            .await
+            .map_err(|e| map_error("delete topic", &e))?;
+        if deleted == 0 { Err(topic_not_found(name.as_str())) } else { Ok(()) }
+    }
+
+    async fn list_topics(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> ExoResult<Vec<String>> {
+        let upper = format!("{prefix}~");
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .client()
+            .await?
+            .query(&self.sql.list_topics, &[&prefix, &upper, &start_after.unwrap_or(""), &limit])
+            .await
+            .map_err(|e| map_error("list topics", &e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
+        self.load_topic(name.as_str()).await
+    }
+
+    async fn create_subscription(
+        &self,
+        topic: &TopicName,
+        subscription: &pb::Subscription,
+    ) -> ExoResult<(bool, pb::Subscription)> {
+        let queue = QueueName::parse("queue", &subscription.queue, "queue")?;
+        self.require_queue(&queue).await.map_err(|e| e.with_field("queue"))?;
+        let existing = self.load_topic(topic.as_str()).await?;
+        if let Some(found) = existing.subscriptions.iter().find(|s| s.name == subscription.name) {
+            if found.queue == subscription.queue && found.filter == subscription.filter {
+                return Ok((false, found.clone()));
+            }
+            return Err(subscription_conflict(topic.as_str(), found, subscription));
+        }
+        let stored = pb::Subscription { created_at_ms: now_ms(), ..subscription.clone() };
+        let inserted = self
+            .client()
+            .await?
+            .execute(
+                &self.sql.create_subscription,
+                &[
+                    &topic.as_str(),
+                    &stored.name,
+                    &stored.queue,
+                    &stored.filter,
+                    &ms(stored.created_at_ms),
+                    &i64::from(MAX_SUBSCRIPTIONS),
+                ],
+            )
+            .await;
+        match inserted {
+            Ok(1) => Ok((true, stored)),
+            // Taken meanwhile by another proxy, or the topic is full: the row tells which.
+            Ok(_) => {
+                let now = self.load_topic(topic.as_str()).await?;
+                match now.subscriptions.into_iter().find(|s| s.name == stored.name) {
+                    Some(found) if found.queue == stored.queue && found.filter == stored.filter => {
+                        Ok((false, found))
+                    }
+                    Some(found) => Err(subscription_conflict(topic.as_str(), &found, &stored)),
+                    None => Err(too_many_subscriptions(topic.as_str())),
+                }
+            }
+            // The topic or the queue was deleted after the checks above.
+            Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
+                self.load_topic(topic.as_str()).await?;
+                Err(queue_not_found(&stored.queue).with_field("queue"))
+            }
+            Err(e) => Err(map_error("create subscription", &e)),
+        }
+    }
+
+    async fn delete_subscription(&self, topic: &TopicName, name: &TopicName) -> ExoResult<()> {
+        let deleted = self
+            .client()
+            .await?
+            .execute(&self.sql.delete_subscription, &[&topic.as_str(), &name.as_str()])
+            .await
+            .map_err(|e| map_error("delete subscription", &e))?;
+        if deleted == 1 {
+            return Ok(());
+        }
+        self.load_topic(topic.as_str()).await?;
+        Err(subscription_not_found(topic.as_str(), name.as_str()))
+    }
+
+    async fn publish(
+        &self,
+        topic: &TopicName,
+        messages: Vec<pb::PublishedMessage>,
+    ) -> ExoResult<Vec<ExoResult<Published>>> {
+        let info = self.load_topic(topic.as_str()).await?;
+        let mut targets = Vec::with_capacity(info.subscriptions.len());
+        for subscription in info.subscriptions {
+            let filter = Filter::parse(&subscription.filter).map_err(|err| {
+                ExoError::internal(format!(
+                    "stored filter of subscription '{}' does not parse: {err}",
+                    subscription.name
+                ))
+            })?;
+            targets.push((subscription.queue, filter));
+        }
+        let (mut queues, mut ids, mut bodies, mut attributes) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut results = Vec::with_capacity(messages.len());
+        for message in messages {
+            let publish_id = new_message_id();
+            let copy = serde_json::to_string(&topic_copy(topic.as_str(), &publish_id, &message.attributes))
+                .map_err(|err| ExoError::internal(format!("cannot encode attributes: {err}")))?;
+            let mut deliveries = 0;
+            for (queue, filter) in &targets {
+                if filter.matches(&message.attributes) {
+                    queues.push(queue.clone());
+                    ids.push(new_message_id());
+                    bodies.push(message.body.clone());
+                    attributes.push(copy.clone());
+                    deliveries += 1;
+                }
+            }
+            results.push(Ok(Published { publish_id, deliveries }));
+        }
+        if !queues.is_empty() {
+            self.client()
+                .await?
+                .execute(&self.sql.publish, &[&ms(now_ms()), &queues, &ids, &bodies, &attributes])
+                .await
+                .map_err(|e| map_error("publish", &e))?;
+        }
+        Ok(results)
     }
 }
