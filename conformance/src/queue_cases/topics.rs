@@ -332,7 +332,7 @@ crate::cases! {
         Ok(())
     }
 
-    /// Subscribing is idempotent for identical settings; the same name with other settings is SUBSCRIPTION_ALREADY_EXISTS
+    /// Subscribing is idempotent for identical settings (a filter compares by meaning, stored in one canonical spelling); the same name with other settings is SUBSCRIPTION_ALREADY_EXISTS
     case "subscriptions.idempotent_and_conflict", needs Some(Cap::Topics);
     async fn idempotent_and_conflict(ctx: Ctx) -> CaseOutcome {
         let topic = ctx.topic("dup").await?;
@@ -342,6 +342,10 @@ crate::cases! {
         check!(created && sub.queue == queue && sub.filter == "k = 'v'" && sub.created_at_ms > 0, "unexpected {sub:?}");
         let (again, _) = ok(ctx.topics.subscribe(&topic, "sub", &queue, "k = 'v'", None).await, "subscribe again")?;
         check!(!again, "an identical subscription must answer created = false");
+        // The same filter spelled otherwise is the same subscription.
+        let (respelled, stored) =
+            ok(ctx.topics.subscribe(&topic, "sub", &queue, r#"k IN ("v")"#, None).await, "subscribe respelled")?;
+        check!(!respelled && stored.filter == "k = 'v'", "a respelled identical filter: created {respelled}, {stored:?}");
         expect_reason(ctx.topics.subscribe(&topic, "sub", &other, "k = 'v'", None).await, Reason::SubscriptionAlreadyExists, "other queue")?;
         expect_reason(ctx.topics.subscribe(&topic, "sub", &queue, "k = 'w'", None).await, Reason::SubscriptionAlreadyExists, "other filter")?;
         let fresh = ctx.name("dup-fresh");

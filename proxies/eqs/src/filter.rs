@@ -103,6 +103,78 @@ impl Filter {
         &self.clauses
     }
 
+    /// The filter in its one canonical spelling: clauses sorted by attribute, lowercase
+    /// keywords, single quotes, `=` for a one-value list. Two filters that mean the same are
+    /// spelled the same, so a stored filter compares by text, and a backend that keeps a filter
+    /// in its own form (an SNS filter policy) gives back the text it was given.
+    pub fn canonical(&self) -> String {
+        let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+        let mut clauses: Vec<&Clause> = self.clauses.iter().collect();
+        clauses.sort_by(|a, b| a.attribute.cmp(&b.attribute));
+        clauses
+            .into_iter()
+            .map(|c| match &c.test {
+                Test::AnyOf(values) if values.len() == 1 => {
+                    format!("{} = {}", c.attribute, quote(&values[0]))
+                }
+                Test::AnyOf(values) => {
+                    format!(
+                        "{} in ({})",
+                        c.attribute,
+                        values.iter().map(|v| quote(v)).collect::<Vec<_>>().join(", ")
+                    )
+                }
+                Test::Prefix(prefix) => format!("{} prefix {}", c.attribute, quote(prefix)),
+                Test::Exists => format!("{} exists", c.attribute),
+                Test::Absent => format!("{} absent", c.attribute),
+            })
+            .collect::<Vec<_>>()
+            .join(" and ")
+    }
+
+    /// The SNS filter policy with the same meaning (message-attribute scope): one key per
+    /// attribute, any-of within a key. `None` for the empty filter (no policy: everything).
+    pub fn sns_policy(&self) -> Option<serde_json::Value> {
+        if self.clauses.is_empty() {
+            return None;
+        }
+        let mut policy = serde_json::Map::new();
+        for clause in &self.clauses {
+            let rule = match &clause.test {
+                Test::AnyOf(values) => serde_json::json!(values),
+                Test::Prefix(prefix) => serde_json::json!([{ "prefix": prefix }]),
+                Test::Exists => serde_json::json!([{ "exists": true }]),
+                Test::Absent => serde_json::json!([{ "exists": false }]),
+            };
+            policy.insert(clause.attribute.clone(), rule);
+        }
+        Some(serde_json::Value::Object(policy))
+    }
+
+    /// Reads back an SNS filter policy of the forms [`Filter::sns_policy`] writes; `None` for a
+    /// policy this language cannot say (numeric matching, anything-but, nested keys: a
+    /// subscription made outside the proxy).
+    pub fn from_sns_policy(policy: &serde_json::Value) -> Option<Self> {
+        let mut clauses = Vec::new();
+        for (attribute, rule) in policy.as_object()? {
+            let rules = rule.as_array()?;
+            let test = match rules.as_slice() {
+                [serde_json::Value::Object(only)] if only.len() == 1 => match only.iter().next()? {
+                    (key, serde_json::Value::String(p)) if key == "prefix" => Test::Prefix(p.clone()),
+                    (key, serde_json::Value::Bool(true)) if key == "exists" => Test::Exists,
+                    (key, serde_json::Value::Bool(false)) if key == "exists" => Test::Absent,
+                    _ => return None,
+                },
+                values if !values.is_empty() => Test::AnyOf(
+                    values.iter().map(|v| v.as_str().map(str::to_owned)).collect::<Option<Vec<_>>>()?,
+                ),
+                _ => return None,
+            };
+            clauses.push(Clause { attribute: attribute.clone(), test });
+        }
+        Some(Self { clauses })
+    }
+
     /// Whether a message with `attributes` passes.
     pub fn matches(&self, attributes: &HashMap<String, String>) -> bool {
         self.clauses.iter().all(|clause| {
@@ -305,6 +377,26 @@ mod tests {
         assert!(f.matches(&attrs(&[("q", r#"it's \ "x""#)])));
         // Values compare exactly: case and whitespace matter.
         assert!(!Filter::parse("k = 'V'").unwrap().matches(&attrs(&[("k", "v")])));
+    }
+
+    #[test]
+    fn canonical_spelling_and_sns_policies_round_trip() {
+        let a = Filter::parse(
+            r#"type IN ("x", 'it\'s') AND region = "eu" and p PREFIX 'v' and t absent and e exists"#,
+        )
+        .unwrap();
+        let b = Filter::parse(&a.canonical()).unwrap();
+        assert_eq!(a.canonical(), b.canonical());
+        assert_eq!(
+            a.canonical(),
+            r"e exists and p prefix 'v' and region = 'eu' and t absent and type in ('x', 'it\'s')"
+        );
+        let policy = a.sns_policy().unwrap();
+        assert_eq!(policy["type"], serde_json::json!(["x", "it's"]));
+        assert_eq!(policy["t"], serde_json::json!([{ "exists": false }]));
+        assert_eq!(Filter::from_sns_policy(&policy).unwrap().canonical(), a.canonical());
+        assert!(Filter::parse("").unwrap().sns_policy().is_none());
+        assert!(Filter::from_sns_policy(&serde_json::json!({"n": [{"numeric": [">", 1]}]})).is_none());
     }
 
     #[test]

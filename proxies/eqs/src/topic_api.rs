@@ -70,12 +70,12 @@ impl QueueApi {
         let topic = self.topic_name(&req.topic, "topic")?;
         let name = self.subscription_name(&req.name, "name")?;
         let queue = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
-        Filter::parse(&req.filter).map_err(|e| self.stamp(e.with_resource(name.as_str())))?;
+        let filter = Filter::parse(&req.filter).map_err(|e| self.stamp(e.with_resource(name.as_str())))?;
         self.topics_offered()?;
         let subscription = pb::Subscription {
             name: name.to_string(),
             queue: queue.to_string(),
-            filter: req.filter.trim().to_owned(),
+            filter: filter.canonical(),
             created_at_ms: 0,
         };
         if let Some(options) = req.create_queue {
