@@ -60,7 +60,7 @@ impl QueueApi {
                 backend: d.backend.to_owned(),
                 capabilities: d.capability_codes(),
                 limits: Some(d.limits),
-                topic_limits: d.supports(Capability::Topics).then(|| crate::model::topic_limits(&d.limits)),
+                topic_limits: d.supports(Capability::Topics).then(|| self.backend.topic_limits()),
             }
         }
     }

@@ -73,6 +73,13 @@ pub trait Queue: Send + Sync + 'static {
     /// Deletes every message.
     async fn purge(&self, name: &QueueName) -> ExoResult<()>;
 
+    /// The limits of topic requests (meaningful with `TOPICS`): by default the queue limits less
+    /// what each delivered copy's own attributes take; a backend whose topics have limits of
+    /// their own (SNS) states them.
+    fn topic_limits(&self) -> pb::TopicLimits {
+        crate::model::topic_limits(&self.descriptor().limits)
+    }
+
     /// Creates a topic; false when it existed.
     async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
         Err(self.no_topics(name))

@@ -65,7 +65,7 @@ fn openapi_document(describe: &pb::DescribeResponse) -> String {
             (&schema("PublishBatchRequest", "entries", "maxItems"), l.max_batch_entries.into()),
             (
                 &schema("PublishedMessage", "attributes", "maxProperties"),
-                crate::model::topic_limits(&l).max_attributes.into(),
+                describe.topic_limits.unwrap_or_default().max_attributes.into(),
             ),
             (&schema("ReceiveRequest", "maxMessages", "maximum"), l.max_receive_messages.into()),
             (&schema("ReceiveRequest", "waitSeconds", "maximum"), l.max_wait_seconds.into()),

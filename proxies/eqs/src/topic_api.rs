@@ -10,14 +10,14 @@ use exo_proxy_core::{ExoError, ExoResult};
 use crate::{
     api::{Page, QueueApi, check_contents, normalize_options},
     filter::Filter,
-    model::{Capability, Published, QueueName, TopicName, subscription_conflict, topic_limits},
+    model::{Capability, Published, QueueName, TopicName, subscription_conflict},
 };
 
 impl QueueApi {
     fn topics_offered(&self) -> ExoResult<pb::TopicLimits> {
         let descriptor = self.backend().descriptor();
         descriptor.require(Capability::Topics, "topics")?;
-        Ok(topic_limits(&descriptor.limits))
+        Ok(self.backend().topic_limits())
     }
 
     fn topic_name(&self, name: &str, field: &str) -> ExoResult<TopicName> {

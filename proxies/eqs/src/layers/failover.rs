@@ -284,6 +284,19 @@ impl Queue for FailoverQueue {
     }
     // Topics and subscriptions exist on every member, so a publish after a switch reaches every
     // subscriber on the member that takes it; the subscribers' receives drain every member.
+    fn topic_limits(&self) -> pb::TopicLimits {
+        // The smallest of each, so a publish valid here is valid on whichever member takes it.
+        let mut members = self.chain.all().map(|(_, m)| m.topic_limits());
+        let mut limits = members.next().unwrap_or_default();
+        for l in members {
+            limits.max_message_bytes = limits.max_message_bytes.min(l.max_message_bytes);
+            limits.max_attributes = limits.max_attributes.min(l.max_attributes);
+            limits.max_batch_entries = limits.max_batch_entries.min(l.max_batch_entries);
+            limits.max_subscriptions = limits.max_subscriptions.min(l.max_subscriptions);
+            limits.max_filter_bytes = limits.max_filter_bytes.min(l.max_filter_bytes);
+        }
+        limits
+    }
     async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
         let mut results = self.chain.every(|q| async move { q.create_topic(name).await }).await?;
         Ok(results.swap_remove(0))

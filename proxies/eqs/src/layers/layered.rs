@@ -100,6 +100,9 @@ impl<L: Layer> Queue for Layered<L> {
     async fn purge(&self, name: &QueueName) -> ExoResult<()> {
         self.run(self.call("purge"), self.inner.purge(name)).await
     }
+    fn topic_limits(&self) -> pb::TopicLimits {
+        self.inner.topic_limits()
+    }
     async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
         self.run(self.call("create_topic"), self.inner.create_topic(name)).await
     }

@@ -19,8 +19,12 @@
 //! - **Batches** are cut into SendMessageBatch calls of at most 10 entries and 1 MiB; each entry
 //!   gets its own result.
 //!
+//! - **Topics** are SNS topics with SQS subscriptions (see [`topics`]).
+//!
 //! Not declared: `STALE_RECEIPTS`. SQS does not report a superseded receipt handle: deleting
 //! with it "succeeds" (the message may or may not be deleted), so the proxy cannot refuse it.
+
+mod topics;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -44,7 +48,8 @@ use crate::{
     backend::Queue,
     model::{
         BASE64_ATTRIBUTES, Capability, DEFAULT_RETENTION_SECONDS, DEFAULT_VISIBILITY_SECONDS, Descriptor,
-        QueueName, ReceiveParams, UNDECODABLE_ATTRIBUTE, queue_not_found,
+        PUBLISH_ID_ATTRIBUTE, Published, QueueName, ReceiveParams, TOPIC_ATTRIBUTE, TopicName,
+        UNDECODABLE_ATTRIBUTE, queue_not_found,
     },
     services::{already_exists, dead_letter_missing, existing_queue},
 };
@@ -82,6 +87,11 @@ pub struct SqsQueue {
     name_prefix: String,
     /// Queue name → URL, filled on first use, dropped on delete or QUEUE_NOT_FOUND.
     urls: Mutex<HashMap<String, String>>,
+    sns: aws_sdk_sns::Client,
+    /// Topic name → ARN, filled on first use, dropped on delete or TOPIC_NOT_FOUND.
+    topic_arns: Mutex<HashMap<String, String>>,
+    /// Topic name → its subscriptions' filters as last seen (for `deliveries`).
+    topic_views: Mutex<HashMap<String, topics::TopicView>>,
 }
 
 impl std::fmt::Debug for SqsQueue {
@@ -210,13 +220,25 @@ impl SqsQueue {
         Ok(Self {
             descriptor: Descriptor {
                 backend: "sqs",
-                capabilities: [LongPoll, Delay, Retention, DeadLetter, ChangeVisibility, Purge, Durable]
-                    .into(),
+                capabilities: [
+                    LongPoll,
+                    Delay,
+                    Retention,
+                    DeadLetter,
+                    ChangeVisibility,
+                    Purge,
+                    Durable,
+                    Topics,
+                ]
+                .into(),
                 limits: sqs_limits(),
             },
             client: Client::new(&config),
             name_prefix: settings.name_prefix.clone(),
             urls: Mutex::new(HashMap::new()),
+            sns: aws_sdk_sns::Client::new(&config),
+            topic_arns: Mutex::new(HashMap::new()),
+            topic_views: Mutex::new(HashMap::new()),
         })
     }
 
@@ -423,7 +445,8 @@ impl SqsQueue {
                 };
                 if key == ENCODING_ATTRIBUTE {
                     encoding = Some(text);
-                } else if !key.starts_with("exo.") {
+                } else if !key.starts_with("exo.") || key == TOPIC_ATTRIBUTE || key == PUBLISH_ID_ATTRIBUTE {
+                    // The proxy's own namespace reaches consumers only as a topic copy's marks.
                     attributes.insert(key, text);
                 }
             }
@@ -554,6 +577,8 @@ impl Queue for SqsQueue {
     async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
         let result = self
             .with_url(name, |url| async move {
+                // A subscription goes with its queue (SNS would keep it, delivering nowhere).
+                self.unsubscribe_queue(name, &url).await?;
                 self.client
                     .delete_queue()
                     .queue_url(url)
@@ -704,6 +729,55 @@ impl Queue for SqsQueue {
                 .map_err(|e| queue_error(name.as_str(), "PurgeQueue", e))
         })
         .await
+    }
+    fn topic_limits(&self) -> pb::TopicLimits {
+        topics::sns_topic_limits()
+    }
+
+    async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
+        self.sns_create_topic(name).await
+    }
+
+    async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
+        self.sns_delete_topic(name).await
+    }
+
+    async fn list_topics(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> ExoResult<Vec<String>> {
+        let names = self.topic_names().await?;
+        Ok(names
+            .into_iter()
+            .filter(|n| n.starts_with(prefix) && start_after.is_none_or(|after| n.as_str() > after))
+            .take(limit)
+            .collect())
+    }
+
+    async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
+        self.sns_topic_info(name).await
+    }
+
+    async fn create_subscription(
+        &self,
+        topic: &TopicName,
+        subscription: &pb::Subscription,
+    ) -> ExoResult<(bool, pb::Subscription)> {
+        self.sns_create_subscription(topic, subscription).await
+    }
+
+    async fn delete_subscription(&self, topic: &TopicName, name: &TopicName) -> ExoResult<()> {
+        self.sns_delete_subscription(topic, name).await
+    }
+
+    async fn publish(
+        &self,
+        topic: &TopicName,
+        messages: Vec<pb::PublishedMessage>,
+    ) -> ExoResult<Vec<ExoResult<Published>>> {
+        self.sns_publish(topic, messages).await
     }
 }
 
