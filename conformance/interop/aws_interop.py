@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Interop between the ExoFlow proxies and native AWS clients (boto3), both ways.
 
-What a proxy writes, boto3 reads straight from SQS / S3 / DynamoDB with the same bytes; what
-boto3 writes natively, the proxy serves with the same bytes. Also streams a large object (100 MiB
+What a proxy writes, boto3 reads straight from SQS / SNS / S3 / DynamoDB with the same bytes;
+what boto3 writes natively, the proxy serves with the same bytes (topics: a publish through eqs
+is read from the subscription's SQS queue, a native SNS publish reaches eqs subscribers). Also streams a large object (100 MiB
 by default) through eos-proxy to S3 as a multipart upload and back, and checks the proxy's peak
 memory stayed bounded.
 
@@ -14,6 +15,7 @@ AWS settings (endpoint, region, keys) come from the environment, as for the prox
 import argparse
 import base64
 import hashlib
+import json
 import os
 import sys
 import urllib.parse
@@ -116,6 +118,89 @@ def queues(eqs):
     sqs.delete_queue(QueueUrl=url)
 
 
+def receive_all(eqs, queue, want):
+    """Bodies (bytes) -> attributes of what eqs delivers from `queue`, acked, until `want` arrived."""
+    got = {}
+    for _ in range(15):
+        out = call("POST", f"{eqs}/api/v1/queues/{queue}/messages/receive", {"maxMessages": 10, "waitSeconds": 1})
+        for m in out.get("messages", []):
+            got[base64.b64decode(m.get("body", ""))] = m.get("attributes", {})
+            call("POST", f"{eqs}/api/v1/queues/{queue}/messages/ack", {"receipt": m["receipt"]})
+        if len(got) >= want:
+            break
+    return got
+
+
+def topics(eqs):
+    print("SNS <-> eqs topics")
+    sns = boto3.client("sns", endpoint_url=ENDPOINT)
+    sqs = boto3.client("sqs", endpoint_url=ENDPOINT)
+    topic, billing, eu = f"orders-{RUN}", f"billing-{RUN}", f"eu-{RUN}"
+    call("POST", f"{eqs}/api/v1/topics", {"name": topic})
+    call("POST", f"{eqs}/api/v1/topics/{topic}/subscriptions", {"name": "billing", "queue": billing, "createQueue": {}})
+    call("POST", f"{eqs}/api/v1/topics/{topic}/subscriptions",
+         {"name": "eu-only", "queue": eu, "filter": "region = 'eu'", "createQueue": {}})
+    arn = next(t["TopicArn"] for t in sns.list_topics()["Topics"] if t["TopicArn"].endswith(":" + topic))
+
+    # What eqs made is what SNS users expect: raw delivery, a filter policy, a queue policy.
+    subs = {s["Endpoint"].rsplit(":", 1)[-1]: s for s in sns.list_subscriptions_by_topic(TopicArn=arn)["Subscriptions"]}
+    check(set(subs) == {billing, eu}, "each eqs subscription is an SNS subscription of its queue")
+    attrs = sns.get_subscription_attributes(SubscriptionArn=subs[eu]["SubscriptionArn"])["Attributes"]
+    check(attrs.get("RawMessageDelivery") == "true", "subscriptions use raw message delivery")
+    check(json.loads(attrs.get("FilterPolicy", "{}")) == {"region": ["eu"]}, "the filter is an SNS filter policy")
+    policy = json.loads(sqs.get_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName=eu)["QueueUrl"],
+                                                 AttributeNames=["Policy"])["Attributes"]["Policy"])
+    check(any(s.get("Condition", {}).get("ArnEquals", {}).get("aws:SourceArn") == arn for s in policy["Statement"]),
+          "the queue policy lets the topic send to the queue")
+
+    # Published through eqs, read by boto3 from the subscription's SQS queue.
+    published = call("POST", f"{eqs}/api/v1/topics/{topic}/publish",
+                     {"message": {"body": b64(bytes(range(256))), "attributes": {"region": "eu"}}})
+    url = sqs.get_queue_url(QueueName=billing)["QueueUrl"]
+    native = None
+    for _ in range(10):
+        out = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"])
+        if out.get("Messages"):
+            native = out["Messages"][0]
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=native["ReceiptHandle"])
+            break
+    check(native is not None, "boto3 receives the copy from the subscription's queue")
+    a = {k: v["StringValue"] for k, v in native["MessageAttributes"].items()}
+    check(base64.b64decode(native["Body"]) == bytes(range(256)) and a.get("exo.encoding") == "base64",
+          "the copy's body is the published bytes, base64 with exo.encoding as a send's")
+    check(a.get("exo.topic") == topic and a.get("exo.publish-id") == published["publishId"] and a.get("region") == "eu",
+          "the copy carries the published attributes, exo.topic and exo.publish-id")
+    got = receive_all(eqs, eu, 1)
+    check(list(got) == [bytes(range(256))], "the filtered subscription got the matching message through eqs")
+
+    # Published natively to the SNS topic, received through eqs by each matching subscription.
+    sns.publish(TopicArn=arn, Message="from boto3 ✓",
+                MessageAttributes={"region": {"DataType": "String", "StringValue": "us"}})
+    got = receive_all(eqs, billing, 1)
+    check(got.get("from boto3 ✓".encode()) == {"region": "us"}, "a native SNS publish reaches eqs subscribers byte-exact")
+    check(receive_all(eqs, eu, 1) == {}, "the filter holds for native publishes too")
+
+    # A subscription made natively before eqs looked is listed, named after its queue.
+    made = f"made-{RUN}"
+    made_url = sqs.create_queue(QueueName=made)["QueueUrl"]
+    made_arn = sqs.get_queue_attributes(QueueUrl=made_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=made_arn, Attributes={"RawMessageDelivery": "true"})
+    info = call("GET", f"{eqs}/api/v1/topics/{topic}")["info"]
+    check({s["name"] for s in info["subscriptions"]} == {"billing", "eu-only", made},
+          "a native subscription is listed under its queue's name")
+    call("POST", f"{eqs}/api/v1/topics/{topic}/publish", {"message": {"body": b64(b"to all")}})
+    check(list(receive_all(eqs, made, 1)) == [b"to all"], "and gets what eqs publishes")
+
+    # Deleting a subscription's queue through eqs unsubscribes it (SNS would keep it).
+    call("DELETE", f"{eqs}/api/v1/queues/{eu}")
+    remaining = {s["Endpoint"].rsplit(":", 1)[-1] for s in sns.list_subscriptions_by_topic(TopicArn=arn)["Subscriptions"]}
+    check(eu not in remaining, "deleting a queue through eqs removes its SNS subscription")
+    call("DELETE", f"{eqs}/api/v1/topics/{topic}")
+    check(not any(t["TopicArn"] == arn for t in sns.list_topics()["Topics"]), "deleting the topic deletes the SNS topic")
+    for queue in (billing, made):
+        sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=queue)["QueueUrl"])
+
+
 def objects(eos, eos_pid, large_mib):
     print("S3 <-> eos")
     s3 = boto3.client("s3", endpoint_url=ENDPOINT)
@@ -214,6 +299,7 @@ def main():
     if not ENDPOINT:
         sys.exit("AWS_ENDPOINT_URL is not set: these tests run against moto (scripts/emulators.sh)")
     queues(args.eqs)
+    topics(args.eqs)
     objects(args.eos, args.eos_pid, args.large_mib)
     items(args.ekv)
     finish()
