@@ -6,8 +6,11 @@ from Azure Storage with the same bytes; what they write natively, the proxy serv
 bytes. Also streams a large object (100 MiB by default) through eos-proxy to Blob storage as
 staged blocks and back, checking the proxy's peak memory stayed bounded.
 
+Topics: the registry and outbox table, a left-over outbox row finished by the drainer, and a
+private eqs-proxy killed -9 under a publish load losing no acknowledged publish.
+
 Run by scripts/test against Azurite, with running proxies:
-  azure_interop.py --eqs URL --eos URL --eos-pid PID --ekv URL
+  azure_interop.py --eqs URL --eos URL --eos-pid PID --ekv URL --eqs-proxy BIN --eqs-config FILE --scratch DIR
 Azurite's endpoints come from EXO_AZURITE_{QUEUE,BLOB,TABLE}_URL; the account is Azurite's
 well-known devstoreaccount1 with its documented key in EXO_TEST_AZURE_KEY.
 """
@@ -16,16 +19,19 @@ import argparse
 import base64
 import json
 import os
+import signal
+import subprocess
+import threading
 import time
 import urllib.parse
 import uuid
 
 from azure.core.credentials import AzureNamedKeyCredential
-from azure.data.tables import TableServiceClient
+from azure.data.tables import EdmType, EntityProperty as EdmProperty, TableServiceClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
-from common import b64, call, check, finish, get_object, large_round_trip, put_object
+from common import b64, call, check, finish, free_port, get_object, large_round_trip, put_object, wait_for_port
 
 ACCOUNT = "devstoreaccount1"
 RUN = uuid.uuid4().hex[:8]
@@ -204,6 +210,85 @@ def items(ekv, credential):
     call("DELETE", f"{ekv}/api/v1/tables/{table}")
 
 
+def drain_bodies(eqs, queue, want, seconds=40):
+    """Every body eqs delivers from `queue` (acked), until `want` (a set) is covered or time runs out."""
+    got = []
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        out = call("POST", f"{eqs}/api/v1/queues/{queue}/messages/receive", {"maxMessages": 32, "waitSeconds": 1})
+        for m in out.get("messages", []):
+            got.append((base64.b64decode(m.get("body", "")), m.get("attributes", {})))
+            call("POST", f"{eqs}/api/v1/queues/{queue}/messages/ack", {"receipt": m["receipt"]})
+        if want <= {body for body, _ in got}:
+            break
+    return got
+
+
+def topics(eqs, credential, eqs_proxy, eqs_config, scratch):
+    print("Azure topics: registry and outbox in a table, fan-out by the proxy")
+    tables = TableServiceClient(endpoint=os.environ["EXO_AZURITE_TABLE_URL"], credential=credential)
+    registry = tables.get_table_client("exotopics")
+    topic, first, second = f"orders-{RUN}", f"first-{RUN}", f"second-{RUN}"
+    call("POST", f"{eqs}/api/v1/topics", {"name": topic})
+    for name, queue in (("first", first), ("second", second)):
+        call("POST", f"{eqs}/api/v1/topics/{topic}/subscriptions", {"name": name, "queue": queue, "createQueue": {}})
+    rows = {e["RowKey"]: e for e in registry.query_entities(f"PartitionKey eq '{topic}'")}
+    check(set(rows) == {"!topic", "first", "second"} and rows["first"]["queue"] == first,
+          "the topic and its subscriptions are rows of the exotopics table")
+
+    # A fan-out a proxy left half done: its outbox row, as written before the copies, is
+    # finished by the drainer of any running proxy once it is stale.
+    publish_id = str(uuid.uuid4())
+    registry.create_entity({
+        "PartitionKey": "~outbox", "RowKey": publish_id, "topic": topic, "body": b"left behind",
+        "attributes": json.dumps({"exo.topic": topic, "exo.publish-id": publish_id}),
+        "queues": json.dumps([first, second]), "at_ms": EdmProperty(int(time.time() * 1000) - 60_000, EdmType.INT64)})
+    for queue in (first, second):
+        got = drain_bodies(eqs, queue, {b"left behind"}, seconds=30)
+        check([body for body, _ in got] == [b"left behind"] and got[0][1].get("exo.publish-id") == publish_id,
+              f"a left-over outbox row reaches {queue} (the drainer finished it)")
+    check(not list(registry.query_entities(f"PartitionKey eq '~outbox' and RowKey eq '{publish_id}'")),
+          "and its row is gone")
+
+    # kill -9 under a publish load: every acknowledged publish reaches both subscriptions.
+    port = free_port()
+    log = open(os.path.join(scratch, "eqs-proxy-killed.log"), "ab")
+    victim = subprocess.Popen([eqs_proxy, "--config", eqs_config, "--listen", f"127.0.0.1:{port}"], stdout=log, stderr=log)
+    wait_for_port(port, "the eqs-proxy to kill")
+    acknowledged, stop = set(), threading.Event()
+
+    def publisher(worker):
+        n = 0
+        while not stop.is_set():
+            body = f"w{worker}-{n}".encode()
+            try:
+                call("POST", f"http://127.0.0.1:{port}/api/v1/topics/{topic}/publish", {"message": {"body": b64(body)}})
+            except Exception:
+                return
+            acknowledged.add(body)
+            n += 1
+
+    workers = [threading.Thread(target=publisher, args=(w,)) for w in range(4)]
+    for w in workers:
+        w.start()
+    time.sleep(2.0)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    stop.set()
+    for w in workers:
+        w.join()
+    check(len(acknowledged) >= 10, f"the load was real ({len(acknowledged)} publishes acknowledged before the kill)")
+    left = len(list(registry.query_entities("PartitionKey eq '~outbox'")))
+    print(f"       {left} outbox row(s) left mid-fan-out by the kill")
+    for queue in (first, second):
+        got = {body for body, _ in drain_bodies(eqs, queue, set(acknowledged), seconds=60)}
+        lost = acknowledged - got
+        check(not lost, f"no acknowledged publish is lost at {queue} ({len(lost)} of {len(acknowledged)} missing)")
+    call("DELETE", f"{eqs}/api/v1/topics/{topic}")
+    for queue in (first, second):
+        call("DELETE", f"{eqs}/api/v1/queues/{queue}")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--eqs", required=True)
@@ -212,9 +297,13 @@ def main():
     parser.add_argument("--ekv", required=True)
     parser.add_argument("--large-mib", type=int, default=100)
     parser.add_argument("--arm-template", help="a template from exo deploy render: its queues are made natively")
+    parser.add_argument("--eqs-proxy", required=True, help="the eqs-proxy binary, for a private proxy killed -9")
+    parser.add_argument("--eqs-config", required=True, help="its config (the same backend as --eqs)")
+    parser.add_argument("--scratch", required=True, help="a directory for the private proxy's log")
     args = parser.parse_args()
     credential = AzureNamedKeyCredential(ACCOUNT, os.environ["EXO_TEST_AZURE_KEY"])
     queues(args.eqs, credential, args.arm_template)
+    topics(args.eqs, credential, args.eqs_proxy, args.eqs_config, args.scratch)
     objects(args.eos, args.eos_pid, credential, args.large_mib)
     items(args.ekv, credential)
     finish()

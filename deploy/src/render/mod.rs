@@ -366,6 +366,7 @@ fn azure_settings(m: &Manifest, p: Option<&Provider>) -> exo_azure::AzureSetting
             })
             .unwrap_or_default(),
         name_prefix: format!("{}-", m.name),
+        table_endpoint: None,
     }
 }
 

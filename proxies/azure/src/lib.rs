@@ -48,6 +48,12 @@ pub struct AzureSettings {
     /// Prepended to every queue, container or table name.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name_prefix: String,
+    /// The account's Table service endpoint, for a backend of another service that keeps its
+    /// own state in a table (eqs: the topic registry and outbox). Needed only when `endpoint` is
+    /// set (an emulator, a private endpoint); otherwise the connection string's or the public
+    /// cloud's is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_endpoint: Option<String>,
 }
 
 /// The storage services, for picking a connection string's endpoint.
@@ -82,6 +88,7 @@ impl AzureSettings {
             return Err(ConfigError::Invalid("backend.account is required".into()));
         }
         exo_proxy_core::config::check_endpoint(self.endpoint.as_deref())?;
+        exo_proxy_core::config::check_endpoint(self.table_endpoint.as_deref())?;
         exo_proxy_core::config::check_name_prefix(&self.name_prefix, 20)
     }
 
@@ -95,6 +102,19 @@ impl AzureSettings {
                     .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
             })
             .transpose()
+    }
+
+    /// These settings pointed at the account's Table service, for a backend of another service
+    /// that keeps state in tables: `table-endpoint` when set; else, with no `endpoint` at all,
+    /// the connection string's or the public cloud's. `None` when neither says where it is.
+    pub fn for_tables(&self) -> Option<AzureSettings> {
+        match (&self.table_endpoint, &self.endpoint) {
+            (Some(table), _) => {
+                Some(Self { endpoint: Some(table.clone()), table_endpoint: None, ..self.clone() })
+            }
+            (None, None) => Some(Self { table_endpoint: None, ..self.clone() }),
+            (None, Some(_)) => None,
+        }
     }
 
     /// Where the `service` lives and the credentials to use there, resolved from the secrets.

@@ -27,6 +27,9 @@
 //!   has no transaction across queues, so a proxy dying between the put and the delete moves it
 //!   again (twice in the dead-letter queue, same original id); it is never lost.
 //! - **Delay** is the initial visibility of Put Message; **retention** its message TTL.
+//! - **Topics**: the proxy fans out through a durable outbox in a table (see [`topics`]).
+
+mod topics;
 
 use std::{
     collections::HashMap,
@@ -50,8 +53,8 @@ use futures::StreamExt as _;
 use crate::{
     backend::Queue,
     model::{
-        Capability, DEFAULT_RETENTION_SECONDS, DEFAULT_VISIBILITY_SECONDS, Descriptor, QueueName,
-        ReceiveParams, UNDECODABLE_ATTRIBUTE, queue_not_found, stale_receipt,
+        Capability, DEFAULT_RETENTION_SECONDS, DEFAULT_VISIBILITY_SECONDS, Descriptor, Published, QueueName,
+        ReceiveParams, TopicName, UNDECODABLE_ATTRIBUTE, queue_not_found, stale_receipt,
     },
     services::{already_exists, dead_letter_missing, existing_queue},
 };
@@ -320,6 +323,8 @@ pub struct AzureQueue {
     /// Queue options by queue, read from metadata at most every [`OPTIONS_TTL`]: a send or
     /// receive then costs one Azure call, not two. Options never change while a queue exists.
     options: Mutex<HashMap<String, (pb::QueueOptions, Instant)>>,
+    /// The topic registry and outbox, when the settings say where the Table service is.
+    topics: Option<topics::TopicTable>,
 }
 
 /// How long a queue's options are reused before they are read again (a queue deleted and made
@@ -354,7 +359,7 @@ impl exo_proxy_core::registry::Backend for AzureQueue {
         _context: &'a Self::Context,
     ) -> exo_proxy_core::registry::BoxFuture<'a, ExoResult<Self::Opened>> {
         Box::pin(async move {
-            let queue: Self::Opened = std::sync::Arc::new(AzureQueue::connect(config)?);
+            let queue: Self::Opened = topics::open(config)?;
             Ok(queue)
         })
     }
@@ -373,20 +378,16 @@ impl AzureQueue {
             credentials,
         );
         use Capability::*;
+        let topics = topics::TopicTable::connect(settings)?;
+        let mut capabilities: std::collections::HashSet<Capability> =
+            [LongPoll, Delay, Retention, DeadLetter, ChangeVisibility, Purge, Durable, StaleReceipts].into();
+        if topics.is_some() {
+            capabilities.insert(Topics);
+        }
         Ok(Self {
             descriptor: Descriptor {
                 backend: "azure-queue",
-                capabilities: [
-                    LongPoll,
-                    Delay,
-                    Retention,
-                    DeadLetter,
-                    ChangeVisibility,
-                    Purge,
-                    Durable,
-                    StaleReceipts,
-                ]
-                .into(),
+                capabilities,
                 limits: pb::Limits {
                     max_message_bytes: MAX_MESSAGE_BYTES,
                     max_batch_entries: 100,
@@ -405,6 +406,7 @@ impl AzureQueue {
             name_prefix: settings.name_prefix.clone(),
             pops: Mutex::new(HashMap::new()),
             options: Mutex::new(HashMap::new()),
+            topics,
         })
     }
 
@@ -709,7 +711,9 @@ impl Queue for AzureQueue {
             .delete()
             .await
             .map(|_| ())
-            .map_err(|e| queue_error(name.as_str(), "DeleteQueue", &e))
+            .map_err(|e| queue_error(name.as_str(), "DeleteQueue", &e))?;
+        // A subscription goes with its queue.
+        self.az_forget_queue(name).await
     }
 
     async fn list_queues(
@@ -845,6 +849,46 @@ impl Queue for AzureQueue {
             .await
             .map(|_| ())
             .map_err(|e| queue_error(name.as_str(), "ClearMessages", &e))
+    }
+    async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
+        self.az_create_topic(name).await
+    }
+
+    async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
+        self.az_delete_topic(name).await
+    }
+
+    async fn list_topics(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> ExoResult<Vec<String>> {
+        self.az_list_topics(prefix, start_after, limit).await
+    }
+
+    async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
+        self.az_topic_info(name).await
+    }
+
+    async fn create_subscription(
+        &self,
+        topic: &TopicName,
+        subscription: &pb::Subscription,
+    ) -> ExoResult<(bool, pb::Subscription)> {
+        self.az_create_subscription(topic, subscription).await
+    }
+
+    async fn delete_subscription(&self, topic: &TopicName, name: &TopicName) -> ExoResult<()> {
+        self.az_delete_subscription(topic, name).await
+    }
+
+    async fn publish(
+        &self,
+        topic: &TopicName,
+        messages: Vec<pb::PublishedMessage>,
+    ) -> ExoResult<Vec<ExoResult<Published>>> {
+        self.az_publish(topic, messages).await
     }
 }
 
