@@ -81,7 +81,8 @@ impl TopicTable {
         let Some(tables) = settings.for_tables() else { return Ok(None) };
         let (location, credentials) = tables.connect(Service::Table)?;
         let service =
-            azure_data_tables::clients::TableServiceClientBuilder::with_location(location, credentials).build();
+            azure_data_tables::clients::TableServiceClientBuilder::with_location(location, credentials)
+                .build();
         let suffix: String = settings.name_prefix.chars().filter(char::is_ascii_alphanumeric).collect();
         Ok(Some(Self { table: service.table_client(format!("exotopics{}", suffix.to_ascii_lowercase())) }))
     }
