@@ -16,6 +16,7 @@ use std::{
 
 mod kv;
 mod object;
+mod topic;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -46,6 +47,8 @@ enum Cmd {
     Object(object::ObjectArgs),
     /// Key-value put/get latency and throughput via ekv-proxy and directly.
     Kv(kv::KvArgs),
+    /// Topic publish throughput and publish → receive latency with 1, 3, 10 subscriptions.
+    Topic(topic::TopicArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -483,5 +486,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Queue(args) => runtime.block_on(queue_bench(args)),
         Cmd::Object(args) => runtime.block_on(object::bench(args)),
         Cmd::Kv(args) => runtime.block_on(kv::bench(args)),
+        Cmd::Topic(args) => runtime.block_on(topic::bench(args)),
     }
 }

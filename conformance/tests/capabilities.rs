@@ -92,13 +92,18 @@ fn outcome_of<'a>(results: &'a [exo_conformance::CaseResult], name: &str) -> &'a
 
 #[tokio::test]
 async fn hidden_capabilities_are_reported_unsupported_not_passed() {
-    let backend = altered(&[Capability::Purge, Capability::DeadLetter, Capability::LongPoll], false);
+    let backend = altered(
+        &[Capability::Purge, Capability::DeadLetter, Capability::LongPoll, Capability::Topics],
+        false,
+    );
     let (_, results) = run_suite(Target::Queue(EqsConfig::default(), Some(backend)), "", 8).await.unwrap();
     for name in [
         "purge.empties",
         "dead_letter.after_max_receives",
         "dead_letter.target_must_exist",
         "long_poll.early_return",
+        "fanout.every_subscription",
+        "filter.invalid",
     ] {
         assert!(
             matches!(outcome_of(&results, name), Outcome::Unsupported(_)),
@@ -119,4 +124,13 @@ async fn a_declared_capability_that_does_not_work_fails() {
         matches!(outcome_of(&results, "dead_letter.after_max_receives"), Outcome::Fail(_)),
         "{results:?}"
     );
+}
+
+#[tokio::test]
+async fn a_declared_topics_capability_without_topics_fails() {
+    // Altered forwards no topic call: TOPICS stays declared, the trait's defaults answer.
+    let backend = altered(&[], false);
+    let (_, results) =
+        run_suite(Target::Queue(EqsConfig::default(), Some(backend)), "fanout.every", 4).await.unwrap();
+    assert!(matches!(outcome_of(&results, "fanout.every_subscription"), Outcome::Fail(_)), "{results:?}");
 }

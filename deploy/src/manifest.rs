@@ -14,6 +14,7 @@
 //!   container: { image: ghcr.io/acme/shop, tag: "1.4.2", port: 8080 }
 //!   vm: { image: shop-1.4.2 }
 //! queues: [{ name: orders, max-receives: 5, dead-letter: orders-dead }, { name: orders-dead }]
+//! topics: [{ name: order-events, subscriptions: [{ name: billing, queue: orders, filter: "kind = 'created'" }] }]
 //! buckets: [{ name: uploads }]
 //! tables: [{ name: carts, ttl: true }]
 //! autoscale: { queue: orders, target-depth: 100, min-replicas: 2, max-replicas: 10 }
@@ -47,6 +48,10 @@ pub struct Manifest {
     /// Queues the app uses.
     #[serde(default)]
     pub queues: Vec<Queue>,
+    /// Topics the app publishes to, each fanning out to subscriptions that deliver into the
+    /// app's queues.
+    #[serde(default)]
+    pub topics: Vec<Topic>,
     /// Buckets the app uses.
     #[serde(default)]
     pub buckets: Vec<Bucket>,
@@ -282,6 +287,32 @@ pub struct Queue {
     /// Dead-letter queue (declared in `queues`).
     #[serde(default)]
     pub dead_letter: Option<String>,
+}
+
+/// A topic the app publishes to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct Topic {
+    /// Portable topic name.
+    pub name: String,
+    /// Who gets its messages.
+    #[serde(default)]
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// A subscription of a topic: a queue (declared in `queues`) that gets a copy of each message
+/// its filter passes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct Subscription {
+    /// Portable name, unique within the topic.
+    pub name: String,
+    /// The queue it delivers into (declared in `queues`; at most one subscription per topic).
+    pub queue: String,
+    /// Which messages: clauses on attributes joined by `and` (`region = 'eu'`,
+    /// `type in ('a', 'b')`, `name prefix 'p'`, `name exists`, `name absent`); none for all.
+    #[serde(default)]
+    pub filter: Option<String>,
 }
 
 /// A bucket the app uses.

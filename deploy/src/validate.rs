@@ -443,6 +443,60 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
             c.error(&format!("queues.{i}.visibility-timeout"), "visibility timeout above 12 h (43200 s)", "");
         }
     }
+    let mut topics = BTreeSet::new();
+    for (i, topic) in m.topics.iter().enumerate() {
+        let path = format!("topics.{i}");
+        c.name("topic", &format!("{path}.name"), &topic.name);
+        if !topics.insert(topic.name.as_str()) {
+            c.error(&format!("{path}.name"), format!("topic '{}' is declared twice", topic.name), "");
+        }
+        let (mut names, mut subscribed) = (BTreeSet::new(), BTreeSet::new());
+        for (j, sub) in topic.subscriptions.iter().enumerate() {
+            let path = format!("{path}.subscriptions.{j}");
+            c.name("subscription", &format!("{path}.name"), &sub.name);
+            if !names.insert(sub.name.as_str()) {
+                c.error(
+                    &format!("{path}.name"),
+                    format!("subscription '{}' is declared twice", sub.name),
+                    "",
+                );
+            }
+            if !queues.contains(sub.queue.as_str()) {
+                c.error(
+                    &format!("{path}.queue"),
+                    format!("queue '{}' is not declared", sub.queue),
+                    "declare it under queues",
+                );
+            } else if !subscribed.insert(sub.queue.as_str()) {
+                c.error(
+                    &format!("{path}.queue"),
+                    format!("queue '{}' already has a subscription of topic '{}'", sub.queue, topic.name),
+                    "a queue gets one subscription per topic (SNS delivers to a queue once per topic)",
+                );
+            }
+            if let Err(err) = eqs::filter::Filter::parse(sub.filter.as_deref().unwrap_or_default()) {
+                c.error(
+                    &format!("{path}.filter"),
+                    err.message,
+                    "see the eqs README, \"Topics\", for the filter language",
+                );
+            }
+        }
+    }
+    // Topics need a provider whose queue backend offers them.
+    if !m.topics.is_empty() {
+        for id in m.chain() {
+            if let Some(p) = m.providers.get(&id)
+                && matches!(p.kind, ProviderKind::Nats | ProviderKind::Rabbitmq)
+            {
+                c.error(
+                    "topics",
+                    format!("provider '{id}' ({}) offers no topics yet", p.kind.as_str()),
+                    "use aws, azure, postgres or local for an app with topics",
+                );
+            }
+        }
+    }
     if let Some(a) = &m.autoscale {
         if !queues.contains(a.queue.as_str()) {
             c.error(

@@ -10,6 +10,49 @@ fn example(name: &str) -> String {
     std::fs::read_to_string(format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
+/// The `topics:` section of the shop example.
+fn topics_block() -> String {
+    let shop = example("shop.yaml");
+    let start = shop.find("topics:\n").expect("the example has topics");
+    let end = shop.find("buckets:\n").expect("the example has buckets");
+    shop[start..end].to_owned()
+}
+
+#[test]
+fn topics_are_checked_against_the_queues_and_the_filter_language() {
+    let shop = example("shop.yaml");
+    for (replacement, message) in [
+        ("        queue: nowhere\n", "queue 'nowhere' is not declared"),
+        ("        queue: orders\n", "already has a subscription"),
+    ] {
+        let problems =
+            validate::check(&shop.replace("        queue: order-audit\n", replacement)).unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path == "topics.0.subscriptions.1.queue" && p.message.contains(message)),
+            "{problems:?}"
+        );
+    }
+    let bad_filter = shop.replace("kind in ('created', 'paid')", "kind in ('created' 'paid')");
+    let problems = validate::check(&bad_filter).unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.path == "topics.0.subscriptions.0.filter" && p.message.contains("filter at byte")),
+        "{problems:?}"
+    );
+    // Every eqs config carries the topics, in the filters' canonical spelling.
+    let m = checked("shop.yaml");
+    let sidecars = render::sidecars(&m, ProxyHost::Pod, &|name| format!("/data/{name}"));
+    let eqs: eqs::config::EqsConfig =
+        exo_proxy_core::config::parse_yaml(&sidecars.iter().find(|s| s.name == "eqs").unwrap().config, "eqs")
+            .unwrap();
+    assert_eq!(eqs.topics.len(), 1);
+    assert_eq!(eqs.topics[0].subscriptions[0].filter, "kind in ('created', 'paid')");
+    assert!(!eqs.topics[0].subscriptions[0].create_queue, "cloud queues come from the templates");
+}
+
 fn checked(name: &str) -> Manifest {
     match validate::check(&example(name)) {
         Ok((m, warnings)) => {
@@ -486,8 +529,10 @@ fn cloudformation_scopes_the_role_to_the_declared_resources() {
         .unwrap();
     for statement in statements {
         let text = statement["Resource"].to_string();
-        // The one wildcard: listing queue names, which SQS cannot scope to resources.
-        if statement["Action"] == serde_json::json!(["sqs:ListQueues"]) {
+        // The wildcards: listing queue and topic names, which SQS and SNS cannot scope.
+        if statement["Action"] == serde_json::json!(["sqs:ListQueues"])
+            || statement["Action"] == serde_json::json!(["sns:ListTopics"])
+        {
             continue;
         }
         assert!(
@@ -495,6 +540,24 @@ fn cloudformation_scopes_the_role_to_the_declared_resources() {
             "role reaches beyond the app's resources: {text}"
         );
     }
+    // Topics: SNS with raw delivery into the subscribed queue, the filter as a policy, the
+    // queue policy letting the topic send, and the subscription's name where eqs looks for it.
+    let subscription = &resources["SubscriptionOrderEventsFulfilment"]["Properties"];
+    assert_eq!(subscription["RawMessageDelivery"], true);
+    assert_eq!(subscription["Endpoint"]["Fn::GetAtt"][0], "QueueOrders");
+    assert_eq!(subscription["FilterPolicy"], serde_json::json!({ "kind": ["created", "paid"] }));
+    assert!(
+        resources["QueuePolicyOrders"]["Properties"]["PolicyDocument"]
+            .to_string()
+            .contains("sns.amazonaws.com")
+    );
+    assert!(
+        resources["QueueOrders"]["Properties"]["Tags"]
+            .to_string()
+            .contains(r#""Key":"exo-subscription:order-events","Value":"fulfilment 0""#),
+        "{}",
+        resources["QueueOrders"]["Properties"]
+    );
     // Tables have exactly the layout ekv's dynamodb backend uses.
     let keys = &resources["TableCarts"]["Properties"]["KeySchema"];
     assert_eq!(keys[0]["AttributeName"], ekv::services::dynamodb::PARTITION_KEY);
@@ -526,7 +589,14 @@ fn arm_template_passes_the_structural_check_and_scopes_roles_to_the_account() {
         .filter(|r| r["type"] == "Microsoft.Storage/storageAccounts/tableServices/tables")
         .map(|r| r["name"].as_str().unwrap())
         .collect();
-    assert_eq!(tables, vec!["[format('{0}/default/tshopzycarts', parameters('storageAccountName'))]"]);
+    assert_eq!(
+        tables,
+        vec![
+            "[format('{0}/default/tshopzycarts', parameters('storageAccountName'))]",
+            // Where eqs's azure-queue keeps the topics (name prefix `shop-`, letters and digits).
+            "[format('{0}/default/exotopicsshop', parameters('storageAccountName'))]",
+        ]
+    );
 }
 
 #[test]
@@ -603,10 +673,17 @@ fn buckets_with_only_postgres_in_the_chain_are_refused_clearly() {
     );
 }
 
+/// The shop example without its topics (for providers that offer none yet).
+fn without_topics(manifest: String) -> String {
+    let start = manifest.find("topics:\n").expect("the example has topics");
+    let end = manifest.find("buckets:\n").expect("the example has buckets");
+    format!("{}{}", &manifest[..start], &manifest[end..])
+}
+
 /// NATS JetStream for the queues and Redis for the tables, both run by the team, with AWS as the
 /// standby of both and the home of the objects.
 fn brokers(chain: &str) -> String {
-    example("shop.yaml")
+    without_topics(example("shop.yaml"))
         .replace(
             "    current: aws\n    failover-chain: [aws, azure]\n",
             &format!("    current: bus\n    failover-chain: {chain}\n"),
@@ -653,6 +730,16 @@ fn nats_and_redis_providers_are_checked_like_their_backends() {
     let problems = validate::check(&brokers("[bus]")).unwrap_err();
     assert!(
         problems.iter().any(|p| p.message.contains("no provider in the failover chain (nats) offers tables")),
+        "{problems:?}"
+    );
+    // Topics need a queue provider that has them: NATS has none yet.
+    let with_topics =
+        brokers("[bus, cache, aws]").replace("buckets:\n", &format!("{}buckets:\n", topics_block()));
+    let problems = validate::check(&with_topics).unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.path == "topics" && p.message.contains("'bus' (nats) offers no topics yet")),
         "{problems:?}"
     );
     let no_url = brokers("[bus, cache, aws]").replace("    url: redis://cache.internal:6379/0\n", "");

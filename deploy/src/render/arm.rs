@@ -116,6 +116,16 @@ pub fn render(m: &Manifest) -> Files {
     for t in &m.tables {
         resources.push(nested("table", "tableServices/tables", table_name(m, &t.name), Value::Null));
     }
+    if !m.topics.is_empty() {
+        // eqs's azure-queue keeps topics in a table of the account (the proxy writes its rows).
+        let prefix: String = format!("{}-", m.name).chars().filter(char::is_ascii_alphanumeric).collect();
+        resources.push(nested(
+            "table",
+            "tableServices/tables",
+            format!("exotopics{}", prefix.to_ascii_lowercase()),
+            Value::Null,
+        ));
+    }
     let mut roles = Vec::new();
     if !m.queues.is_empty() {
         roles.push(("queues", QUEUE_ROLE));
@@ -123,7 +133,7 @@ pub fn render(m: &Manifest) -> Files {
     if !m.buckets.is_empty() {
         roles.push(("blobs", BLOB_ROLE));
     }
-    if !m.tables.is_empty() {
+    if !m.tables.is_empty() || !m.topics.is_empty() {
         roles.push(("tables", TABLE_ROLE));
     }
     for (what, role) in roles {

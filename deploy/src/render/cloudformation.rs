@@ -1,4 +1,5 @@
-//! CloudFormation for AWS: the queues (with dead-letter redrive), buckets and tables the
+//! CloudFormation for AWS: the queues (with dead-letter redrive), topics (SNS, with their SQS
+//! subscriptions and the queue policies letting them send), buckets and tables the
 //! manifest declares, an IAM role for the proxies scoped to exactly those resources, and, for
 //! the `vms` affinity, a launch template and auto scaling group whose instances install and start
 //! the rendered systemd proxy units.
@@ -50,6 +51,17 @@ pub fn render(m: &Manifest) -> Files {
         if let (Some(dlq), Some(n)) = (&q.dead_letter, q.max_receives) {
             props["RedrivePolicy"] = json!({ "deadLetterTargetArn": { "Fn::GetAtt": [logical("Queue", dlq), "Arn"] }, "maxReceiveCount": n });
         }
+        // The name of each subscription into this queue, where eqs's sqs backend keeps it.
+        let tags: Vec<Value> = m
+            .topics
+            .iter()
+            .flat_map(|topic| topic.subscriptions.iter().map(move |s| (topic, s)))
+            .filter(|(_, s)| s.queue == q.name)
+            .map(|(topic, s)| json!({ "Key": format!("exo-subscription:{}", topic.name), "Value": format!("{} 0", s.name) }))
+            .collect();
+        if !tags.is_empty() {
+            props["Tags"] = json!(tags);
+        }
         let id = logical("Queue", &q.name);
         queue_arns.push(json!({ "Fn::GetAtt": [id, "Arn"] }));
         resources.insert(
@@ -58,6 +70,68 @@ pub fn render(m: &Manifest) -> Files {
                 "Type": "AWS::SQS::Queue",
                 "Properties": props,
                 "Metadata": skip(&[("CKV_AWS_27", "encrypted at rest with SQS-managed keys (SqsManagedSseEnabled); a customer KMS key is an operator choice")]),
+            }),
+        );
+    }
+    // Topics: an SNS topic each, an SQS subscription with raw delivery per subscription (its
+    // filter as the filter policy eqs would write), and a queue policy letting the topics send.
+    let mut topic_arns = Vec::new();
+    let mut senders: std::collections::BTreeMap<&str, Vec<Value>> = std::collections::BTreeMap::new();
+    for topic in &m.topics {
+        let id = logical("Topic", &topic.name);
+        topic_arns.push(json!({ "Ref": id }));
+        resources.insert(
+            id.clone(),
+            json!({
+                "Type": "AWS::SNS::Topic",
+                "Properties": {
+                    "TopicName": physical(m, &topic.name),
+                    "KmsMasterKeyId": "alias/aws/sns",
+                    "Tags": [{ "Key": "exoflow:topic", "Value": topic.name }, { "Key": "exoflow:app", "Value": m.name }],
+                },
+            }),
+        );
+        for s in &topic.subscriptions {
+            let mut props = json!({
+                "TopicArn": { "Ref": id },
+                "Protocol": "sqs",
+                "Endpoint": { "Fn::GetAtt": [logical("Queue", &s.queue), "Arn"] },
+                "RawMessageDelivery": true,
+            });
+            let policy = eqs::filter::Filter::parse(s.filter.as_deref().unwrap_or_default())
+                .ok()
+                .and_then(|f| f.sns_policy());
+            if let Some(policy) = policy {
+                props["FilterPolicyScope"] = json!("MessageAttributes");
+                props["FilterPolicy"] = policy;
+            }
+            resources.insert(
+                logical("Subscription", &format!("{}-{}", topic.name, s.name)),
+                json!({ "Type": "AWS::SNS::Subscription", "Properties": props }),
+            );
+            senders.entry(s.queue.as_str()).or_default().push(json!({ "Ref": id }));
+        }
+    }
+    for (queue, topics) in senders {
+        let queue_id = logical("Queue", queue);
+        resources.insert(
+            logical("QueuePolicy", queue),
+            json!({
+                "Type": "AWS::SQS::QueuePolicy",
+                "Properties": {
+                    "Queues": [{ "Ref": queue_id }],
+                    "PolicyDocument": {
+                        "Version": "2012-10-17",
+                        "Statement": [{
+                            "Sid": "exo-topics",
+                            "Effect": "Allow",
+                            "Principal": { "Service": "sns.amazonaws.com" },
+                            "Action": "sqs:SendMessage",
+                            "Resource": { "Fn::GetAtt": [queue_id, "Arn"] },
+                            "Condition": { "ArnEquals": { "aws:SourceArn": topics } },
+                        }],
+                    },
+                },
             }),
         );
     }
@@ -139,6 +213,24 @@ pub fn render(m: &Manifest) -> Files {
         // resource-level permission for listing.
         statements.push(json!({
             "Sid": "ListQueues", "Effect": "Allow", "Action": ["sqs:ListQueues"], "Resource": "*",
+        }));
+    }
+    if !topic_arns.is_empty() {
+        // What eqs's sqs backend calls for topics: reading the subscriptions (and their names,
+        // tags of the queues), publishing, and keeping the ones it is asked to make.
+        statements.push(json!({
+            "Sid": "Topics", "Effect": "Allow",
+            "Action": ["sns:Publish", "sns:Subscribe", "sns:Unsubscribe", "sns:ListSubscriptionsByTopic",
+                       "sns:GetSubscriptionAttributes", "sns:ListTagsForResource", "sns:CreateTopic", "sns:TagResource"],
+            "Resource": topic_arns,
+        }));
+        statements.push(json!({
+            "Sid": "ListTopics", "Effect": "Allow", "Action": ["sns:ListTopics"], "Resource": "*",
+        }));
+        statements.push(json!({
+            "Sid": "SubscriptionQueues", "Effect": "Allow",
+            "Action": ["sqs:ListQueueTags", "sqs:TagQueue", "sqs:UntagQueue", "sqs:SetQueueAttributes"],
+            "Resource": queue_arns.clone(),
         }));
     }
     if !bucket_arns.is_empty() {

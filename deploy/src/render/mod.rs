@@ -90,11 +90,13 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
                     Some(format!("{}/eqs.db", data_dir("eqs")).into()),
                 )
                 .unwrap_or_default(),
+                topics: declared_topics(m, true),
             }),
             // Every provider that is not local: its backends, chained.
             _ => yaml(&EqsConfig {
                 server: server(eqs::config::DEFAULT_PORT),
                 backend: queue_backend(m, task_role),
+                topics: declared_topics(m, false),
             }),
         };
         out.push(Sidecar {
@@ -344,6 +346,33 @@ fn aws_settings(m: &Manifest, p: Option<&Provider>, task_role: bool) -> exo_aws:
             .unwrap_or_default(),
         name_prefix: format!("{}-", m.name),
     }
+}
+
+/// The manifest's topics as eqs declares them: made (with their subscriptions) when the proxy
+/// starts, where the provider has no resource for them (Azure keeps them in a table) or nothing
+/// made them (local); on AWS CloudFormation made them and the proxy finds them as they are.
+/// `create_queues`: a local backend has no template making the queues, so the proxy makes a
+/// missing one (default options) rather than wait for the app.
+fn declared_topics(m: &Manifest, create_queues: bool) -> Vec<eqs::config::DeclaredTopic> {
+    m.topics
+        .iter()
+        .map(|t| eqs::config::DeclaredTopic {
+            name: t.name.clone(),
+            subscriptions: t
+                .subscriptions
+                .iter()
+                .map(|s| eqs::config::DeclaredSubscription {
+                    name: s.name.clone(),
+                    queue: s.queue.clone(),
+                    // The canonical spelling, as the proxy stores it (and reads back from SNS).
+                    filter: eqs::filter::Filter::parse(s.filter.as_deref().unwrap_or_default())
+                        .map(|f| f.canonical())
+                        .unwrap_or_default(),
+                    create_queue: create_queues,
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// The Azure settings of provider `p`: its storage account, the storage credential among its

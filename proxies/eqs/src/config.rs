@@ -43,6 +43,37 @@ pub struct EqsConfig {
     /// The backend.
     #[serde(default)]
     pub backend: BackendConfig,
+    /// Topics the proxy makes when it starts, with their subscriptions (kept as they are when
+    /// they exist already). The proxy reports ready once they all exist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topics: Vec<DeclaredTopic>,
+}
+
+/// A topic in the config (`topics:`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DeclaredTopic {
+    /// Portable topic name.
+    pub name: String,
+    /// Its subscriptions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscriptions: Vec<DeclaredSubscription>,
+}
+
+/// A subscription in the config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DeclaredSubscription {
+    /// Portable subscription name, unique within the topic.
+    pub name: String,
+    /// The queue it delivers into.
+    pub queue: String,
+    /// Which messages it gets (see the eqs README, "Topics"); empty for all.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub filter: String,
+    /// Make the queue with default options when it does not exist (otherwise it must).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub create_queue: bool,
 }
 
 fn default_server() -> ServerConfig {
@@ -51,7 +82,7 @@ fn default_server() -> ServerConfig {
 
 impl Default for EqsConfig {
     fn default() -> Self {
-        Self { server: default_server(), backend: BackendConfig::default() }
+        Self { server: default_server(), backend: BackendConfig::default(), topics: Vec::new() }
     }
 }
 
@@ -69,6 +100,36 @@ impl EqsConfig {
                 "backend.max-message-bytes ({max}) needs server.max-request-bytes of at least {}",
                 max + 64 * 1024
             )));
+        }
+        self.validate_topics()
+    }
+
+    /// Declared topics: portable names, unique; filters that parse.
+    fn validate_topics(&self) -> Result<(), ConfigError> {
+        let invalid = |e: exo_proxy_core::ExoError| ConfigError::Invalid(format!("topics: {}", e.message));
+        let mut topics = std::collections::HashSet::new();
+        for topic in &self.topics {
+            crate::model::TopicName::parse("topic", &topic.name, "topics[].name").map_err(invalid)?;
+            if !topics.insert(&topic.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "topics: topic '{}' is declared twice",
+                    topic.name
+                )));
+            }
+            let mut names = std::collections::HashSet::new();
+            for sub in &topic.subscriptions {
+                crate::model::TopicName::parse("subscription", &sub.name, "name").map_err(invalid)?;
+                crate::model::QueueName::parse("queue", &sub.queue, "queue").map_err(invalid)?;
+                crate::filter::Filter::parse(&sub.filter).map_err(|e| {
+                    ConfigError::Invalid(format!("topics: {}.{}: {}", topic.name, sub.name, e.message))
+                })?;
+                if !names.insert(&sub.name) {
+                    return Err(ConfigError::Invalid(format!(
+                        "topics: topic '{}' declares subscription '{}' twice",
+                        topic.name, sub.name
+                    )));
+                }
+            }
         }
         Ok(())
     }

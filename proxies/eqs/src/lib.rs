@@ -55,6 +55,79 @@ pub struct EqsProxy {
     server: ProxyServer,
     listener: TcpListener,
     depth: QueueDepth,
+    declared: DeclaredTopics,
+}
+
+/// The config's `topics:`, made when the proxy starts (retried with back-off while the backend
+/// refuses); the proxy is ready once they exist.
+#[derive(Clone)]
+struct DeclaredTopics {
+    api: QueueApi,
+    topics: Arc<Vec<config::DeclaredTopic>>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl DeclaredTopics {
+    fn new(api: QueueApi, topics: Vec<config::DeclaredTopic>) -> Self {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(topics.is_empty()));
+        Self { api, topics: Arc::new(topics), done }
+    }
+
+    fn ready(&self) -> ExoResult<()> {
+        if self.done.load(std::sync::atomic::Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(exo_proxy_core::ExoError::unavailable("the topics declared in the config are not made yet"))
+        }
+    }
+
+    async fn make(&self) -> ExoResult<()> {
+        use exo_proto::queue::v1 as pb;
+        for topic in self.topics.iter() {
+            self.api.create_topic(pb::CreateTopicRequest { name: topic.name.clone() }).await?;
+            for sub in &topic.subscriptions {
+                // An existing queue is used as it is; a missing one made with defaults if asked.
+                let exists = match self
+                    .api
+                    .get_queue_info(pb::GetQueueInfoRequest { name: sub.queue.clone() })
+                    .await
+                {
+                    Ok(_) => true,
+                    Err(err) if err.reason == exo_proto::common::v1::ErrorReason::QueueNotFound => false,
+                    Err(err) => return Err(err),
+                };
+                let request = pb::CreateSubscriptionRequest {
+                    topic: topic.name.clone(),
+                    name: sub.name.clone(),
+                    queue: sub.queue.clone(),
+                    filter: sub.filter.clone(),
+                    create_queue: (!exists && sub.create_queue).then(pb::QueueOptions::default),
+                };
+                self.api.create_subscription(request).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn run(self) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.make().await {
+                Ok(()) => {
+                    self.done.store(true, std::sync::atomic::Ordering::Release);
+                    if !self.topics.is_empty() {
+                        tracing::info!(topics = self.topics.len(), "declared topics and subscriptions exist");
+                    }
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in = ?backoff, "cannot make the declared topics yet");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
 }
 
 /// Samples every queue's depth into gauges, for autoscalers (the HPA `exo deploy` renders scales
@@ -128,6 +201,10 @@ impl EqsProxy {
         let metrics = Arc::new(metrics);
         let backend = layered(backend, metrics.clone(), config);
         let api = QueueApi::new(backend.clone());
+        if !config.topics.is_empty() {
+            backend.descriptor().require(model::Capability::Topics, "the topics declared in the config")?;
+        }
+        let declared = DeclaredTopics::new(api.clone(), config.topics.clone());
         let limit = config.server.max_request_bytes;
         let grpc = QueueServiceServer::new(grpc::GrpcQueue::new(api.clone()))
             .max_decoding_message_size(limit)
@@ -138,16 +215,22 @@ impl EqsProxy {
         let server = ProxyServer::new(
             config.server.clone(),
             metrics,
-            Arc::new(ReadyFn(move || {
-                let backend = backend.clone();
-                async move { backend.ready().await }
+            Arc::new(ReadyFn({
+                let declared = declared.clone();
+                move || {
+                    let (backend, declared) = (backend.clone(), declared.clone());
+                    async move {
+                        backend.ready().await?;
+                        declared.ready()
+                    }
+                }
             })),
         )
         .grpc_service(grpc)
         .grpc_service(topics)
         .http_routes(http::routes(api));
         let listener = server.bind().await?;
-        Ok(Self { server, listener, depth })
+        Ok(Self { server, listener, depth, declared })
     }
 
     /// The address it listens on.
@@ -158,8 +241,10 @@ impl EqsProxy {
     /// Serves until `shutdown` resolves, then drains.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ProxyError> {
         let sampler = tokio::spawn(self.depth.run());
+        let declared = tokio::spawn(self.declared.run());
         let result = self.server.serve(self.listener, shutdown).await;
         sampler.abort();
+        declared.abort();
         Ok(result?)
     }
 }

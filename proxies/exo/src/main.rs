@@ -135,6 +135,7 @@ async fn up(
     let eqs_config = EqsConfig {
         server: ServerConfig { listen: eqs_listen, log: log.clone(), ..ServerConfig::default() },
         backend: BackendConfig::named("embedded", Some(data_dir.join("eqs.db")))?,
+        topics: Vec::new(),
     };
     let eqs = EqsProxy::bind(&eqs_config).await.context("cannot start eqs")?;
     let eos_config = EosConfig {
