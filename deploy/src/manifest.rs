@@ -313,6 +313,10 @@ pub struct Subscription {
     /// `type in ('a', 'b')`, `name prefix 'p'`, `name exists`, `name absent`); none for all.
     #[serde(default)]
     pub filter: Option<String>,
+    /// Push each message to the app instead of it receiving them: the path on the app's port
+    /// (`/events/orders`); the proxy POSTs to `http://127.0.0.1:<app.container.port><path>`.
+    #[serde(default)]
+    pub push: Option<String>,
 }
 
 /// A bucket the app uses.

@@ -474,6 +474,18 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
                     "a queue gets one subscription per topic (SNS delivers to a queue once per topic)",
                 );
             }
+            if let Some(push) = &sub.push
+                && (!push.starts_with('/') || push.contains(char::is_whitespace) || push.contains(['?', '#']))
+            {
+                c.error(
+                    &format!("{path}.push"),
+                    format!("push path {push:?} is not a plain absolute path"),
+                    "give the path on the app's port, e.g. /events/orders",
+                );
+            }
+            if sub.push.is_some() && m.app.container.port.is_none() {
+                c.error(&format!("{path}.push"), "push needs the app's port", "set app.container.port");
+            }
             if let Err(err) = eqs::filter::Filter::parse(sub.filter.as_deref().unwrap_or_default()) {
                 c.error(
                     &format!("{path}.filter"),

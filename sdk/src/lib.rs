@@ -45,7 +45,8 @@ pub use retry::RetryPolicy;
 /// gRPC status codes, as found in [`Error::code`].
 pub use tonic::Code;
 pub use topic::{
-    PUBLISH_ID_ATTRIBUTE, Published, Subscription, TOPIC_ATTRIBUTE, TopicClient, TopicInfo, TopicLimits,
+    PUBLISH_ID_ATTRIBUTE, Published, PushedMessage, Subscription, TOPIC_ATTRIBUTE, TopicClient, TopicInfo,
+    TopicLimits, decode_pushed,
 };
 
 /// Environment variable with the bearer token for proxies that require one (`server.auth-token`).

@@ -13,7 +13,22 @@ use crate::{
     Tls, Transport, channel, retry::unary,
 };
 
-pub use pb::{Subscription, TopicInfo, TopicLimits};
+pub use pb::{PushedMessage, Subscription, TopicInfo, TopicLimits};
+
+/// Decodes what push delivery POSTs to the app's endpoint (a push subscription in the eqs
+/// config). Answer 2xx once it is handled; anything else has it delivered again later.
+///
+/// ```no_run
+/// # fn handle(request_body: &[u8]) -> Result<(), exo_sdk::Error> {
+/// let pushed = exo_sdk::decode_pushed(request_body)?;
+/// let message = pushed.message.unwrap_or_default();
+/// println!("{} from topic {}: {} bytes", message.message_id, pushed.topic, message.body.len());
+/// # Ok(()) }
+/// ```
+pub fn decode_pushed(body: &[u8]) -> Result<PushedMessage> {
+    serde_json::from_slice(body)
+        .map_err(|err| Error::client(Reason::MalformedRequest, format!("not a pushed message: {err}"), false))
+}
 
 /// Attribute of every delivered copy: the topic's name.
 pub const TOPIC_ATTRIBUTE: &str = "exo.topic";

@@ -369,6 +369,12 @@ fn declared_topics(m: &Manifest, create_queues: bool) -> Vec<eqs::config::Declar
                         .map(|f| f.canonical())
                         .unwrap_or_default(),
                     create_queue: create_queues,
+                    // The app beside the proxy (same pod, task, host or network namespace).
+                    push: s.push.as_ref().map(|path| eqs::config::PushConfig {
+                        url: format!("http://127.0.0.1:{}{path}", m.app.container.port.unwrap_or(80)),
+                        concurrency: 4,
+                        timeout: std::time::Duration::from_secs(10),
+                    }),
                 })
                 .collect(),
         })

@@ -74,6 +74,61 @@ pub struct DeclaredSubscription {
     /// Make the queue with default options when it does not exist (otherwise it must).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub create_queue: bool,
+    /// Deliver by POSTing each message to the app instead of leaving it to be received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushConfig>,
+}
+
+/// Push delivery of a subscription: the proxy POSTs each message to the app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PushConfig {
+    /// The app's endpoint: `http://` on loopback (the app beside the proxy), e.g.
+    /// `http://127.0.0.1:8080/events/orders`.
+    pub url: String,
+    /// Most messages being POSTed at once.
+    #[serde(default = "default_push_concurrency")]
+    pub concurrency: u32,
+    /// How long the app has to answer; then the message is left for redelivery.
+    #[serde(default = "default_push_timeout", with = "humantime_serde")]
+    pub timeout: std::time::Duration,
+}
+
+fn default_push_concurrency() -> u32 {
+    4
+}
+
+fn default_push_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
+
+impl PushConfig {
+    /// The URL is plain HTTP to a loopback address; concurrency and timeout are in range.
+    pub fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        let invalid = |why: &str| ConfigError::Invalid(format!("{at}.push: {why}"));
+        let rest = self
+            .url
+            .strip_prefix("http://")
+            .ok_or_else(|| invalid("url must be http:// (the app beside the proxy)"))?;
+        let host = rest.split('/').next().unwrap_or_default();
+        let host = host
+            .rsplit_once(':')
+            .map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+        let loopback = host == "localhost"
+            || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return Err(invalid(
+                "url must name a loopback host (127.0.0.1, [::1] or localhost): push goes to the app beside the proxy",
+            ));
+        }
+        if !(1..=256).contains(&self.concurrency) {
+            return Err(invalid("concurrency must be 1 ..= 256"));
+        }
+        if self.timeout.is_zero() || self.timeout > std::time::Duration::from_secs(12 * 3600 - 60) {
+            return Err(invalid("timeout must be above 0 and below the longest visibility timeout"));
+        }
+        Ok(())
+    }
 }
 
 fn default_server() -> ServerConfig {
@@ -123,6 +178,9 @@ impl EqsConfig {
                 crate::filter::Filter::parse(&sub.filter).map_err(|e| {
                     ConfigError::Invalid(format!("topics: {}.{}: {}", topic.name, sub.name, e.message))
                 })?;
+                if let Some(push) = &sub.push {
+                    push.validate(&format!("topics: {}.{}", topic.name, sub.name))?;
+                }
                 if !names.insert(&sub.name) {
                     return Err(ConfigError::Invalid(format!(
                         "topics: topic '{}' declares subscription '{}' twice",

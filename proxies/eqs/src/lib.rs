@@ -14,6 +14,7 @@ pub mod http;
 pub mod layers;
 pub mod long_poll;
 pub mod model;
+pub mod push;
 pub mod services;
 pub mod topic_api;
 
@@ -109,6 +110,7 @@ impl DeclaredTopics {
         Ok(())
     }
 
+    /// Makes the declared topics, then runs their push subscriptions' deliveries until aborted.
     async fn run(self) {
         let mut backoff = Duration::from_millis(200);
         loop {
@@ -118,6 +120,23 @@ impl DeclaredTopics {
                     if !self.topics.is_empty() {
                         tracing::info!(topics = self.topics.len(), "declared topics and subscriptions exist");
                     }
+                    let mut pushes = tokio::task::JoinSet::new();
+                    for topic in self.topics.iter() {
+                        for sub in &topic.subscriptions {
+                            if let Some(settings) = &sub.push {
+                                let delivery = push::PushDelivery::new(
+                                    self.api.clone(),
+                                    &topic.name,
+                                    &sub.name,
+                                    &sub.queue,
+                                    settings.clone(),
+                                );
+                                tracing::info!(subscription = %sub.name, url = %settings.url, "pushing to the app");
+                                pushes.spawn(delivery.run());
+                            }
+                        }
+                    }
+                    while pushes.join_next().await.is_some() {}
                     return;
                 }
                 Err(err) => {
