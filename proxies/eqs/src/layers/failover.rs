@@ -149,6 +149,33 @@ impl FailoverQueue {
         Ok((index, inner))
     }
 
+    /// Offers `batch` (messages to send or publish) to the available members in order; the first
+    /// that answers other than with an outage takes it. A backend consumes the batch even when it
+    /// fails, so a copy is kept only while another member could still take it (never for the
+    /// last one). A member that timed out may still have stored it: the next gets it too (at
+    /// least once; a message may arrive twice, never not at all).
+    async fn first_to_take<B, R, F, Fut>(&self, batch: B, offer: F) -> ExoResult<R>
+    where
+        B: Clone,
+        F: Fn(Arc<dyn Queue>, B) -> Fut,
+        Fut: std::future::Future<Output = ExoResult<R>>,
+    {
+        let candidates: Vec<usize> = self.chain.available().map(|(index, _)| index).collect();
+        let mut pending = Some(batch);
+        let mut last = None;
+        for (i, index) in candidates.iter().enumerate() {
+            let Some(batch) = pending.take() else { break };
+            if i + 1 < candidates.len() {
+                pending = Some(batch.clone());
+            }
+            match self.chain.call(*index, |member| offer(member, batch)).await {
+                Err(err) if is_outage(&err) => last = Some(err),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| ExoError::unavailable("every member of the failover chain is down")))
+    }
+
     async fn receive_once(
         &self,
         name: &QueueName,
@@ -240,24 +267,7 @@ impl Queue for FailoverQueue {
         name: &QueueName,
         messages: Vec<pb::OutgoingMessage>,
     ) -> ExoResult<Vec<ExoResult<String>>> {
-        // A backend consumes the batch even when it fails, so a copy is kept only while another
-        // member could still take it (never for the last one, never for a one-member chain).
-        // A send that times out on a member may still have been stored there: it is sent again
-        // to the next one (at least once; a message may arrive twice, never not at all).
-        let candidates: Vec<usize> = self.chain.available().map(|(index, _)| index).collect();
-        let mut pending = Some(messages);
-        let mut last = None;
-        for (i, index) in candidates.iter().enumerate() {
-            let Some(batch) = pending.take() else { break };
-            if i + 1 < candidates.len() {
-                pending = Some(batch.clone());
-            }
-            match self.chain.call(*index, |member| async move { member.send(name, batch).await }).await {
-                Err(err) if is_outage(&err) => last = Some(err),
-                other => return other,
-            }
-        }
-        Err(last.unwrap_or_else(|| ExoError::unavailable("every member of the failover chain is down")))
+        self.first_to_take(messages, |member, batch| async move { member.send(name, batch).await }).await
     }
     async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
         let deadline = tokio::time::Instant::now() + params.wait;
@@ -335,21 +345,6 @@ impl Queue for FailoverQueue {
         topic: &TopicName,
         messages: Vec<pb::PublishedMessage>,
     ) -> ExoResult<Vec<ExoResult<Published>>> {
-        // As send: the first member that answers takes the batch; one that timed out may have
-        // stored it, so the next gets it too (at least once, never lost).
-        let candidates: Vec<usize> = self.chain.available().map(|(index, _)| index).collect();
-        let mut pending = Some(messages);
-        let mut last = None;
-        for (i, index) in candidates.iter().enumerate() {
-            let Some(batch) = pending.take() else { break };
-            if i + 1 < candidates.len() {
-                pending = Some(batch.clone());
-            }
-            match self.chain.call(*index, |member| async move { member.publish(topic, batch).await }).await {
-                Err(err) if is_outage(&err) => last = Some(err),
-                other => return other,
-            }
-        }
-        Err(last.unwrap_or_else(|| ExoError::unavailable("every member of the failover chain is down")))
+        self.first_to_take(messages, |member, batch| async move { member.publish(topic, batch).await }).await
     }
 }

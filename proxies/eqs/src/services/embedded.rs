@@ -404,6 +404,29 @@ fn leased_message(
     }
 }
 
+/// Up to `limit` names of `table` (queues or topics) with `prefix`, after `start_after`, in order.
+fn list_names(
+    txn: &Transaction<'_>,
+    table: &'static str,
+    prefix: &str,
+    start_after: &str,
+    limit: usize,
+) -> ExoResult<Vec<String>> {
+    // Names are [a-z0-9-], so a prefix range needs no LIKE escaping: prefix <= name < prefix + '~'.
+    let upper = format!("{prefix}~");
+    let mut statement = txn
+        .prepare_cached(&format!(
+            "SELECT name FROM {table} WHERE name >= ?1 AND name < ?2 AND name > ?3 ORDER BY name LIMIT ?4"
+        ))
+        .map_err(db_error)?;
+    let names = statement
+        .query_map(params![prefix, upper, start_after, limit as i64], |r| r.get(0))
+        .map_err(db_error)?
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(db_error)?;
+    Ok(names)
+}
+
 /// The id and creation time of a topic, or TOPIC_NOT_FOUND.
 fn topic_row(txn: &Transaction<'_>, name: &str) -> ExoResult<(i64, u64)> {
     txn.query_row("SELECT id, created_at_ms FROM topics WHERE name = ?1", [name], |r| {
@@ -505,22 +528,7 @@ impl Queue for EmbeddedQueue {
         limit: usize,
     ) -> ExoResult<Vec<String>> {
         let (prefix, start_after) = (prefix.to_owned(), start_after.unwrap_or("").to_owned());
-        self.drain(move |txn, _| {
-            // Names are [a-z0-9-], so a prefix range needs no LIKE escaping: prefix <= name < prefix + '~'.
-            let upper = format!("{prefix}~");
-            let mut statement = txn
-                .prepare_cached(
-                    "SELECT name FROM queues WHERE name >= ?1 AND name < ?2 AND name > ?3 ORDER BY name LIMIT ?4",
-                )
-                .map_err(db_error)?;
-            let names = statement
-                .query_map(params![prefix, upper, start_after, limit as i64], |r| r.get(0))
-                .map_err(db_error)?
-                .collect::<Result<Vec<String>, _>>()
-                .map_err(db_error)?;
-            Ok(names)
-        })
-        .await
+        self.drain(move |txn, _| list_names(txn, "queues", &prefix, &start_after, limit)).await
     }
 
     async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
@@ -659,22 +667,7 @@ impl Queue for EmbeddedQueue {
         limit: usize,
     ) -> ExoResult<Vec<String>> {
         let (prefix, start_after) = (prefix.to_owned(), start_after.unwrap_or("").to_owned());
-        self.drain(move |txn, _| {
-            // Names are [a-z0-9-]: prefix <= name < prefix + '~' is the prefix range.
-            let upper = format!("{prefix}~");
-            let mut statement = txn
-                .prepare_cached(
-                    "SELECT name FROM topics WHERE name >= ?1 AND name < ?2 AND name > ?3 ORDER BY name LIMIT ?4",
-                )
-                .map_err(db_error)?;
-            let names = statement
-                .query_map(params![prefix, upper, start_after, limit as i64], |r| r.get(0))
-                .map_err(db_error)?
-                .collect::<Result<Vec<String>, _>>()
-                .map_err(db_error)?;
-            Ok(names)
-        })
-        .await
+        self.drain(move |txn, _| list_names(txn, "topics", &prefix, &start_after, limit)).await
     }
 
     async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {

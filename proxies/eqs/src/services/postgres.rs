@@ -424,6 +424,27 @@ impl PostgresQueue {
         }
     }
 
+    /// Up to `limit` names (of queues or topics: `statement`) with `prefix`, after `start_after`.
+    async fn list_names(
+        &self,
+        statement: &str,
+        operation: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> ExoResult<Vec<String>> {
+        // Names are [a-z0-9-], so a prefix range needs no LIKE escaping: prefix <= name < prefix + '~'.
+        let upper = format!("{prefix}~");
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .client()
+            .await?
+            .query(statement, &[&prefix, &upper, &start_after.unwrap_or(""), &limit])
+            .await
+            .map_err(|e| map_error(operation, &e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// A topic and its subscriptions, or TOPIC_NOT_FOUND.
     async fn load_topic(&self, name: &str) -> ExoResult<pb::TopicInfo> {
         let rows = self
@@ -598,16 +619,7 @@ impl Queue for PostgresQueue {
         start_after: Option<&str>,
         limit: usize,
     ) -> ExoResult<Vec<String>> {
-        // Names are [a-z0-9-], so a prefix range needs no LIKE escaping: prefix <= name < prefix + '~'.
-        let upper = format!("{prefix}~");
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self
-            .client()
-            .await?
-            .query(&self.sql.list_queues, &[&prefix, &upper, &start_after.unwrap_or(""), &limit])
-            .await
-            .map_err(|e| map_error("list queues", &e))?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        self.list_names(&self.sql.list_queues, "list queues", prefix, start_after, limit).await
     }
 
     async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
@@ -741,15 +753,7 @@ impl Queue for PostgresQueue {
         start_after: Option<&str>,
         limit: usize,
     ) -> ExoResult<Vec<String>> {
-        let upper = format!("{prefix}~");
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self
-            .client()
-            .await?
-            .query(&self.sql.list_topics, &[&prefix, &upper, &start_after.unwrap_or(""), &limit])
-            .await
-            .map_err(|e| map_error("list topics", &e))?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        self.list_names(&self.sql.list_topics, "list topics", prefix, start_after, limit).await
     }
 
     async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {

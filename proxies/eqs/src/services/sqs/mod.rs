@@ -783,13 +783,17 @@ impl Queue for SqsQueue {
 
 /// Cuts `(entry, size)` pairs into SendMessageBatch calls of at most 10 entries and 1 MiB.
 fn chunked<E>(entries: Vec<(E, usize)>) -> Vec<Vec<E>> {
+    chunk_by(entries, SQS_BATCH, SQS_MAX_BYTES)
+}
+
+/// Cuts `(entry, bytes)` into calls of at most `max_entries` entries and `max_bytes` bytes, in
+/// order (an entry larger than `max_bytes` goes alone).
+fn chunk_by<E>(entries: Vec<(E, usize)>, max_entries: usize, max_bytes: usize) -> Vec<Vec<E>> {
     let mut chunks: Vec<Vec<E>> = Vec::new();
     let mut chunk_bytes = 0;
     for (entry, size) in entries {
         match chunks.last_mut() {
-            Some(chunk) if chunk.len() < SQS_BATCH && chunk_bytes + size <= SQS_MAX_BYTES => {
-                chunk.push(entry)
-            }
+            Some(chunk) if chunk.len() < max_entries && chunk_bytes + size <= max_bytes => chunk.push(entry),
             _ => {
                 chunk_bytes = 0;
                 chunks.push(vec![entry]);

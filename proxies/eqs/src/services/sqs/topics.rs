@@ -90,12 +90,9 @@ where
 }
 
 impl SqsQueue {
-    /// The topic's ARN, or TOPIC_NOT_FOUND (cached; SNS has no lookup by name, so a miss lists).
-    pub(super) async fn topic_arn(&self, name: &str) -> ExoResult<String> {
-        if let Some(arn) = self.topic_arns.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
-            return Ok(arn.clone());
-        }
-        let suffix = format!(":{}", self.physical(name));
+    /// Every topic ARN of the account (SNS lists 100 a page).
+    async fn all_topic_arns(&self, for_topic: &str) -> ExoResult<Vec<String>> {
+        let mut arns = Vec::new();
         let mut token = None;
         loop {
             let page = self
@@ -104,21 +101,29 @@ impl SqsQueue {
                 .set_next_token(token)
                 .send()
                 .await
-                .map_err(|e| sns_error(name, "ListTopics", e))?;
-            if let Some(arn) =
-                page.topics().iter().filter_map(|t| t.topic_arn()).find(|a| a.ends_with(&suffix))
-            {
-                self.topic_arns
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(name.to_owned(), arn.to_owned());
-                return Ok(arn.to_owned());
-            }
+                .map_err(|e| sns_error(for_topic, "ListTopics", e))?;
+            arns.extend(page.topics().iter().filter_map(|t| t.topic_arn()).map(str::to_owned));
             token = page.next_token;
             if token.is_none() {
-                return Err(topic_not_found(name));
+                return Ok(arns);
             }
         }
+    }
+
+    /// The topic's ARN, or TOPIC_NOT_FOUND (cached; SNS has no lookup by name, so a miss lists).
+    pub(super) async fn topic_arn(&self, name: &str) -> ExoResult<String> {
+        if let Some(arn) = self.topic_arns.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
+            return Ok(arn.clone());
+        }
+        let suffix = format!(":{}", self.physical(name));
+        let arn = self
+            .all_topic_arns(name)
+            .await?
+            .into_iter()
+            .find(|a| a.ends_with(&suffix))
+            .ok_or_else(|| topic_not_found(name))?;
+        self.topic_arns.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), arn.clone());
+        Ok(arn)
     }
 
     pub(super) fn forget_topic(&self, name: &str) {
@@ -128,30 +133,17 @@ impl SqsQueue {
 
     /// Every topic name (logical) in the namespace, sorted.
     pub(super) async fn topic_names(&self) -> ExoResult<Vec<String>> {
-        let mut names = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .sns
-                .list_topics()
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(|e| map_error("sns", "ListTopics", e))?;
-            for arn in page.topics().iter().filter_map(|t| t.topic_arn()) {
-                let physical = arn.rsplit(':').next().unwrap_or_default();
-                if let Some(name) = physical.strip_prefix(self.name_prefix.as_str())
-                    && TopicName::parse("topic", name, "name").is_ok()
-                {
-                    names.push(name.to_owned());
-                }
-            }
-            token = page.next_token;
-            if token.is_none() {
-                names.sort();
-                return Ok(names);
-            }
-        }
+        let mut names: Vec<String> = self
+            .all_topic_arns("")
+            .await?
+            .iter()
+            .filter_map(|arn| {
+                arn.rsplit(':').next()?.strip_prefix(self.name_prefix.as_str()).map(str::to_owned)
+            })
+            .filter(|name| TopicName::parse("topic", name, "name").is_ok())
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     pub(super) async fn sns_create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
@@ -586,21 +578,7 @@ impl SqsQueue {
 
 /// Cuts entries into PublishBatch calls of at most 10 entries and 256 KiB.
 fn chunk_entries(entries: Vec<(PublishBatchRequestEntry, usize)>) -> Vec<Vec<PublishBatchRequestEntry>> {
-    let mut chunks: Vec<Vec<PublishBatchRequestEntry>> = Vec::new();
-    let mut chunk_bytes = 0;
-    for (entry, size) in entries {
-        match chunks.last_mut() {
-            Some(chunk) if chunk.len() < SNS_BATCH && chunk_bytes + size <= SNS_MAX_BYTES => {
-                chunk.push(entry)
-            }
-            _ => {
-                chunk_bytes = 0;
-                chunks.push(vec![entry]);
-            }
-        }
-        chunk_bytes += size;
-    }
-    chunks
+    super::chunk_by(entries, SNS_BATCH, SNS_MAX_BYTES)
 }
 
 #[cfg(test)]
