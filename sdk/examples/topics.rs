@@ -52,7 +52,15 @@ async fn main() -> anyhow::Result<()> {
         println!("published order {n} ({region}) to {} subscription(s)", published.deliveries);
     }
 
-    println!("billing got     {:?}", consume(&queues, "billing-orders").await?);
-    println!("shipping-eu got {:?}", consume(&queues, "shipping-eu-orders").await?);
+    let billing = consume(&queues, "billing-orders").await?;
+    let shipping = consume(&queues, "shipping-eu-orders").await?;
+    println!("billing got     {billing:?}");
+    println!("shipping-eu got {shipping:?}");
+    // What the filters promise (scripts/test runs this example against `exo up`).
+    anyhow::ensure!(billing.len() == 3, "billing should get every order, got {billing:?}");
+    anyhow::ensure!(
+        shipping == ["order 1 created", "order 3 created"] || shipping == ["order 3 created", "order 1 created"],
+        "shipping-eu should get the eu orders only, got {shipping:?}"
+    );
     Ok(())
 }
