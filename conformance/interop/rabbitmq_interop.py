@@ -2,7 +2,8 @@
 message pika reads with its properties and headers, what pika publishes to the queue a waiting eqs
 receive gets, the server closing every connection of the vhost (`rabbitmqctl
 close_all_connections`) gives back what eqs held and eqs reconnects by itself, and a proxy killed
--9 while holding a message loses nothing: the broker redelivers it. Last, eqs over amqps to a
+-9 while holding a message loses nothing: the broker redelivers it. Topics: pika reads each
+subscription's copy of one publish (BCC routing stripped, filters applied). Last, eqs over amqps to a
 private TLS-only node (a throw-away CA): served with `ca-file`, refused naming the certificate
 without it.
 
@@ -200,6 +201,33 @@ def tls(eqs_proxy, rabbitmq_server, scratch):
             server.wait()
 
 
+def topics(eqs, amqp, ns):
+    print("RabbitMQ topics: one publish, BCC to every subscription's queue")
+    connection = pika.BlockingConnection(pika.URLParameters(amqp))
+    channel = connection.channel()
+    topic, a, b = f"events-{RUN}", f"sub-a-{RUN}", f"sub-b-{RUN}"
+    call("POST", f"{eqs}/api/v1/topics", {"name": topic})
+    for name, queue, flt in (("all", a, ""), ("eu-only", b, "region = 'eu'")):
+        call("POST", f"{eqs}/api/v1/topics/{topic}/subscriptions", {"name": name, "queue": queue, "filter": flt, "createQueue": {}})
+    published = call("POST", f"{eqs}/api/v1/topics/{topic}/publish",
+                     {"message": {"body": b64(b"\x00to both"), "attributes": {"region": "eu"}}})
+    for queue in (a, b):
+        method, properties, body = channel.basic_get(f"{ns}.{queue}", auto_ack=True)
+        headers = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in ((properties.headers or {}) if properties else {}).items()}
+        check(body == b"\x00to both" and headers.get("exo.topic") == topic
+              and headers.get("exo.publish-id") == published.get("publishId") and headers.get("region") == "eu",
+              f"pika reads the copy in {ns}.{queue}: the body, the attributes, exo.topic and exo.publish-id as headers")
+        check("BCC" not in headers and "CC" not in headers, f"the broker stripped the BCC routing header ({queue})")
+    call("POST", f"{eqs}/api/v1/topics/{topic}/publish", {"message": {"body": b64(b"us"), "attributes": {"region": "us"}}})
+    time.sleep(0.3)
+    check(channel.queue_declare(f"{ns}.{b}", passive=True).method.message_count == 0, "the filtered queue got no us message")
+    check(channel.queue_declare(f"{ns}.{a}", passive=True).method.message_count == 1, "the unfiltered queue got it")
+    call("DELETE", f"{eqs}/api/v1/topics/{topic}")
+    for queue in (a, b):
+        call("DELETE", f"{eqs}/api/v1/queues/{queue}")
+    connection.close()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--eqs", required=True)
@@ -213,6 +241,7 @@ def main():
                         help="the broker's start script, run as this user for the private TLS node")
     args = parser.parse_args()
     name = native(args.eqs, args.amqp, args.namespace)
+    topics(args.eqs, args.amqp, args.namespace)
     server_closes_connections(args.eqs, args.vhost, name)
     proxy_killed(args.eqs, args.eqs_proxy, args.config, args.scratch, name)
     call("DELETE", f"{args.eqs}/api/v1/queues/{name}")

@@ -499,12 +499,12 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
     if !m.topics.is_empty() {
         for id in m.chain() {
             if let Some(p) = m.providers.get(&id)
-                && matches!(p.kind, ProviderKind::Nats | ProviderKind::Rabbitmq)
+                && p.kind == ProviderKind::Nats
             {
                 c.error(
                     "topics",
                     format!("provider '{id}' ({}) offers no topics yet", p.kind.as_str()),
-                    "use aws, azure, postgres or local for an app with topics",
+                    "use aws, azure, postgres, rabbitmq or local for an app with topics",
                 );
             }
         }

@@ -59,7 +59,8 @@ async fn main() -> anyhow::Result<()> {
     // What the filters promise (scripts/test runs this example against `exo up`).
     anyhow::ensure!(billing.len() == 3, "billing should get every order, got {billing:?}");
     anyhow::ensure!(
-        shipping == ["order 1 created", "order 3 created"] || shipping == ["order 3 created", "order 1 created"],
+        shipping == ["order 1 created", "order 3 created"]
+            || shipping == ["order 3 created", "order 1 created"],
         "shipping-eu should get the eu orders only, got {shipping:?}"
     );
     Ok(())

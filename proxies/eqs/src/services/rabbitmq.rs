@@ -26,6 +26,14 @@
 //!   of those names travels as `exo.attr.<name>`. A foreign message without `message_id` gets
 //!   `rmq-` + a digest of its content as its id.
 //!
+//! - **Topics** live in the registry too (records for topics and subscriptions, replayed by every
+//!   proxy). A publish is one AMQP publish to the first matching subscription's queue with the
+//!   others in the `BCC` header (sender-selected distribution; the broker strips it), so the
+//!   broker routes one message to every queue and confirms it once every queue has stored it:
+//!   all copies or none. Each copy's `message_id` is the publish id (unique within each queue).
+//!   Two proxies making the same subscription name at the same instant: the registry's order
+//!   decides, the later record is ignored.
+//!
 //! Not declared, by the server's nature: `DELAY` (RabbitMQ has no delayed delivery without the
 //! delayed-message plugin). What a receive in another proxy holds is counted only there.
 
@@ -60,9 +68,11 @@ use sha2::{Digest, Sha256};
 use crate::{
     backend::Queue,
     config::DEFAULT_MAX_MESSAGE_BYTES,
+    filter::Filter,
     model::{
-        Capability, DEFAULT_VISIBILITY_SECONDS, Descriptor, QueueName, ReceiveParams, local_limits,
-        queue_not_found, stale_receipt,
+        Capability, DEFAULT_VISIBILITY_SECONDS, Descriptor, MAX_SUBSCRIPTIONS, Published, QueueName,
+        ReceiveParams, TopicName, local_limits, queue_not_found, stale_receipt, subscription_conflict,
+        subscription_not_found, too_many_subscriptions, topic_copy, topic_not_found,
     },
     services::{StoredOptions, already_exists, dead_letter_missing, new_message_id},
 };
@@ -222,12 +232,55 @@ enum Record {
     Mark {
         id: String,
     },
+    TopicCreate {
+        name: String,
+        created_at_ms: u64,
+    },
+    TopicDelete {
+        name: String,
+    },
+    SubscriptionCreate {
+        topic: String,
+        subscription: StoredSubscription,
+    },
+    SubscriptionDelete {
+        topic: String,
+        name: String,
+    },
 }
 
-/// The queues the registry holds, as replayed.
+/// A subscription as the registry keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredSubscription {
+    name: String,
+    queue: String,
+    filter: String,
+    created_at_ms: u64,
+}
+
+impl StoredSubscription {
+    fn contract(&self) -> pb::Subscription {
+        pb::Subscription {
+            name: self.name.clone(),
+            queue: self.queue.clone(),
+            filter: self.filter.clone(),
+            created_at_ms: self.created_at_ms,
+        }
+    }
+}
+
+/// A topic as the registry keeps it: when it was made, its subscriptions by name.
+#[derive(Debug, Clone, Default)]
+struct StoredTopic {
+    created_at_ms: u64,
+    subscriptions: BTreeMap<String, StoredSubscription>,
+}
+
+/// The queues and topics the registry holds, as replayed.
 #[derive(Default)]
 struct Registry {
     queues: BTreeMap<String, (StoredOptions, u64)>,
+    topics: BTreeMap<String, StoredTopic>,
     marks: HashSet<String>,
 }
 
@@ -238,10 +291,33 @@ impl Registry {
                 self.queues.insert(name, (options, created_at_ms));
             }
             Record::Delete { name } => {
+                // A subscription goes with its queue.
+                for topic in self.topics.values_mut() {
+                    topic.subscriptions.retain(|_, s| s.queue != name);
+                }
                 self.queues.remove(&name);
             }
             Record::Mark { id } => {
                 self.marks.insert(id);
+            }
+            // The first record of a name wins: a later one for an existing name changes nothing.
+            Record::TopicCreate { name, created_at_ms } => {
+                self.topics
+                    .entry(name)
+                    .or_insert(StoredTopic { created_at_ms, subscriptions: BTreeMap::new() });
+            }
+            Record::TopicDelete { name } => {
+                self.topics.remove(&name);
+            }
+            Record::SubscriptionCreate { topic, subscription } => {
+                if let Some(topic) = self.topics.get_mut(&topic) {
+                    topic.subscriptions.entry(subscription.name.clone()).or_insert(subscription);
+                }
+            }
+            Record::SubscriptionDelete { topic, name } => {
+                if let Some(topic) = self.topics.get_mut(&topic) {
+                    topic.subscriptions.remove(&name);
+                }
             }
         }
     }
@@ -473,6 +549,15 @@ fn message_of(delivery: &Delivery) -> pb::Message {
     }
 }
 
+/// A topic in the contract's terms.
+fn topic_info_of(name: &str, stored: &StoredTopic) -> pb::TopicInfo {
+    pb::TopicInfo {
+        name: name.to_owned(),
+        created_at_ms: stored.created_at_ms,
+        subscriptions: stored.subscriptions.values().map(StoredSubscription::contract).collect(),
+    }
+}
+
 /// A receipt: this process, the channel, the delivery tag, the queue.
 struct Receipt {
     instance: u64,
@@ -618,6 +703,7 @@ impl RabbitMqQueue {
                     Purge,
                     Durable,
                     StaleReceipts,
+                    Topics,
                 ]
                 .into(),
                 limits: local_limits(config.max_message_bytes),
@@ -735,6 +821,24 @@ impl RabbitMqQueue {
         }
         *current = Some(link.clone());
         Ok(link)
+    }
+
+    /// Appends `record` to the registry and applies it here at once (the follower applies it
+    /// again when it comes back: records are idempotent).
+    async fn record(&self, record: Record) -> ExoResult<()> {
+        let link = self.link().await?;
+        self.append(&link, &record).await?;
+        if let Ok(mut registry) = self.registry.lock() {
+            registry.apply(record);
+        }
+        Ok(())
+    }
+
+    /// The topic as the registry holds it, or TOPIC_NOT_FOUND.
+    async fn stored_topic(&self, name: &str) -> ExoResult<StoredTopic> {
+        self.link().await?;
+        let registry = self.registry.lock().map_err(|_| ExoError::internal("registry lock poisoned"))?;
+        registry.topics.get(name).cloned().ok_or_else(|| topic_not_found(name))
     }
 
     /// Appends a record to the registry stream, confirmed.
@@ -1243,6 +1347,158 @@ impl Queue for RabbitMqQueue {
             }
         }
         Ok(())
+    }
+    async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
+        if let Ok(existing) = self.stored_topic(name.as_str()).await {
+            return Ok((false, topic_info_of(name.as_str(), &existing)));
+        }
+        let created_at_ms = now_ms();
+        self.record(Record::TopicCreate { name: name.to_string(), created_at_ms }).await?;
+        let stored = self.stored_topic(name.as_str()).await?;
+        Ok((stored.created_at_ms == created_at_ms, topic_info_of(name.as_str(), &stored)))
+    }
+
+    async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
+        self.stored_topic(name.as_str()).await?;
+        self.record(Record::TopicDelete { name: name.to_string() }).await
+    }
+
+    async fn list_topics(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> ExoResult<Vec<String>> {
+        self.link().await?;
+        let registry = self.registry.lock().map_err(|_| ExoError::internal("registry lock poisoned"))?;
+        Ok(registry
+            .topics
+            .keys()
+            .filter(|t| t.starts_with(prefix) && start_after.is_none_or(|after| t.as_str() > after))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
+        Ok(topic_info_of(name.as_str(), &self.stored_topic(name.as_str()).await?))
+    }
+
+    async fn create_subscription(
+        &self,
+        topic: &TopicName,
+        subscription: &pb::Subscription,
+    ) -> ExoResult<(bool, pb::Subscription)> {
+        if self.ready_count(&subscription.queue).await?.is_none() {
+            return Err(queue_not_found(&subscription.queue).with_field("queue"));
+        }
+        let stored = self.stored_topic(topic.as_str()).await?;
+        if let Some(found) = stored.subscriptions.get(&subscription.name) {
+            if found.queue == subscription.queue && found.filter == subscription.filter {
+                return Ok((false, found.contract()));
+            }
+            return Err(subscription_conflict(topic.as_str(), &found.contract(), subscription));
+        }
+        if stored.subscriptions.len() >= MAX_SUBSCRIPTIONS as usize {
+            return Err(too_many_subscriptions(topic.as_str()));
+        }
+        let new = StoredSubscription {
+            name: subscription.name.clone(),
+            queue: subscription.queue.clone(),
+            filter: subscription.filter.clone(),
+            created_at_ms: now_ms(),
+        };
+        self.record(Record::SubscriptionCreate { topic: topic.to_string(), subscription: new.clone() })
+            .await?;
+        Ok((true, new.contract()))
+    }
+
+    async fn delete_subscription(&self, topic: &TopicName, name: &TopicName) -> ExoResult<()> {
+        let stored = self.stored_topic(topic.as_str()).await?;
+        if !stored.subscriptions.contains_key(name.as_str()) {
+            return Err(subscription_not_found(topic.as_str(), name.as_str()));
+        }
+        self.record(Record::SubscriptionDelete { topic: topic.to_string(), name: name.to_string() }).await
+    }
+
+    async fn publish(
+        &self,
+        topic: &TopicName,
+        messages: Vec<pb::PublishedMessage>,
+    ) -> ExoResult<Vec<ExoResult<Published>>> {
+        let stored = self.stored_topic(topic.as_str()).await?;
+        let mut targets = Vec::with_capacity(stored.subscriptions.len());
+        for subscription in stored.subscriptions.values() {
+            let filter = Filter::parse(&subscription.filter).map_err(|err| {
+                ExoError::internal(format!(
+                    "stored filter of subscription '{}' does not parse: {err}",
+                    subscription.name
+                ))
+            })?;
+            targets.push((self.queue_name(&subscription.queue), filter));
+        }
+        let link = self.link().await?;
+        let sent_at = now_ms();
+        let mut pending = Vec::with_capacity(messages.len());
+        for message in messages {
+            let publish_id = new_message_id();
+            let queues: Vec<&String> =
+                targets.iter().filter(|(_, f)| f.matches(&message.attributes)).map(|(q, _)| q).collect();
+            let deliveries = queues.len() as u32;
+            let Some((first, others)) = queues.split_first() else {
+                pending.push((Published { publish_id, deliveries }, None));
+                continue;
+            };
+            // One publish routed to every subscription's queue (sender-selected distribution:
+            // the broker strips BCC), confirmed once every queue has stored it: all copies or none.
+            let mut headers =
+                headers_of(topic_copy(topic.as_str(), &publish_id, &message.attributes), sent_at);
+            if !others.is_empty() {
+                let bcc: Vec<AMQPValue> =
+                    others.iter().map(|q| AMQPValue::LongString(LongString::from(q.as_str()))).collect();
+                headers.insert("BCC".into(), AMQPValue::FieldArray(bcc.into()));
+            }
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                // The same in every queue, as the publish id: unique within each queue.
+                .with_message_id(publish_id.as_str().into())
+                .with_timestamp(sent_at / 1000)
+                .with_headers(headers);
+            let published = link
+                .publisher
+                .basic_publish(
+                    "".into(),
+                    first.as_str().into(),
+                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    &message.body,
+                    properties,
+                )
+                .await;
+            pending.push((Published { publish_id, deliveries }, Some(published)));
+        }
+        let mut results = Vec::with_capacity(pending.len());
+        for (published, sent) in pending {
+            let Some(sent) = sent else {
+                results.push(Ok(published));
+                continue;
+            };
+            let confirmed = match sent {
+                Ok(confirm) => self.bounded("publish confirm", confirm).await,
+                Err(err) => Err(map_error("publish", &err)),
+            };
+            results.push(match confirmed {
+                // Acked, or returned because every subscription's queue is gone (with it, the
+                // subscription): nobody was left to deliver to.
+                Ok(Confirmation::Ack(_)) => Ok(published),
+                Ok(other) => Err(ExoError::new(
+                    ErrorReason::BackendUnavailable,
+                    format!("RabbitMQ did not store the message: {}", refusal(&other)),
+                )
+                .retryable()),
+                Err(err) => Err(err),
+            });
+        }
+        Ok(results)
     }
 }
 
