@@ -112,42 +112,19 @@ impl QueueApi {
     /// SendBatch: every entry is validated on its own; the valid ones are sent together.
     pub async fn send_batch(&self, req: pb::SendBatchRequest) -> ExoResult<pb::SendBatchResponse> {
         let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
-        let limits = self.descriptor().limits;
-        if req.entries.is_empty() {
-            return Err(self.stamp(ExoError::invalid_argument("entries", "a batch needs at least one entry")));
-        }
-        if req.entries.len() > limits.max_batch_entries as usize {
-            return Err(self.stamp(ExoError::invalid_argument(
-                "entries",
-                format!("{} entries is above the maximum {}", req.entries.len(), limits.max_batch_entries),
-            )));
-        }
-        let mut results = Vec::with_capacity(req.entries.len());
-        let mut ids = HashSet::with_capacity(req.entries.len());
-        let mut valid = Vec::with_capacity(req.entries.len());
-        let mut valid_at = Vec::with_capacity(req.entries.len());
-        for (index, entry) in req.entries.into_iter().enumerate() {
-            let id = if entry.id.is_empty() { index.to_string() } else { entry.id };
-            if !ids.insert(id.clone()) {
-                return Err(self.stamp(ExoError::invalid_argument(
-                    format!("entries[{index}].id"),
-                    format!("entry id {id:?} appears twice in the batch"),
-                )));
-            }
-            let field = format!("entries[{index}].message");
-            let checked = entry
-                .message
-                .ok_or_else(|| ExoError::invalid_argument(&field, "message is required"))
-                .and_then(|m| validate_message(self.descriptor(), m, &field));
-            match checked {
-                Ok(message) => {
-                    valid_at.push(results.len());
-                    valid.push(message);
-                    results.push(pb::SendBatchResult { id, outcome: None });
-                }
-                Err(err) => results.push(pb::SendBatchResult { id, outcome: Some(entry_error(&err)) }),
-            }
-        }
+        let descriptor = self.descriptor();
+        let entries = req.entries.into_iter().map(|e| (e.id, e.message));
+        let batch = BatchEntries::check(entries, descriptor.limits.max_batch_entries, |m, field| {
+            validate_message(descriptor, m, field)
+        })
+        .map_err(|e| self.stamp(e))?;
+        let mut results: Vec<pb::SendBatchResult> = batch
+            .ids
+            .into_iter()
+            .zip(batch.refused)
+            .map(|(id, refused)| pb::SendBatchResult { id, outcome: refused.as_ref().map(entry_error) })
+            .collect();
+        let (valid, valid_at) = (batch.valid, batch.valid_at);
         if !valid.is_empty() {
             match self.backend.send(&name, valid).await {
                 Ok(sent) => {
@@ -213,6 +190,70 @@ impl QueueApi {
     }
 }
 
+/// A batch's entries, checked one by one: each entry's id (its own, else its index; unique in
+/// the batch), why it was refused (if it was), and the valid messages with their positions.
+pub(crate) struct BatchEntries<M> {
+    /// One per entry.
+    pub(crate) ids: Vec<String>,
+    /// One per entry: `Some` for an entry refused on its own.
+    pub(crate) refused: Vec<Option<ExoError>>,
+    /// The messages that passed, in order.
+    pub(crate) valid: Vec<M>,
+    /// Each valid message's entry index.
+    pub(crate) valid_at: Vec<usize>,
+}
+
+impl<M> BatchEntries<M> {
+    /// Checks the batch's size (1 ..= `max`) and ids, then each message with `check`; an empty
+    /// or oversized batch, or a repeated id, refuses the whole call.
+    pub(crate) fn check(
+        entries: impl ExactSizeIterator<Item = (String, Option<M>)>,
+        max: u32,
+        check: impl Fn(M, &str) -> ExoResult<M>,
+    ) -> ExoResult<Self> {
+        let count = entries.len();
+        if count == 0 {
+            return Err(ExoError::invalid_argument("entries", "a batch needs at least one entry"));
+        }
+        if count > max as usize {
+            return Err(ExoError::invalid_argument(
+                "entries",
+                format!("{count} entries is above the maximum {max}"),
+            ));
+        }
+        let mut batch = Self {
+            ids: Vec::with_capacity(count),
+            refused: Vec::with_capacity(count),
+            valid: Vec::new(),
+            valid_at: Vec::new(),
+        };
+        let mut seen = HashSet::with_capacity(count);
+        for (index, (id, message)) in entries.enumerate() {
+            let id = if id.is_empty() { index.to_string() } else { id };
+            if !seen.insert(id.clone()) {
+                return Err(ExoError::invalid_argument(
+                    format!("entries[{index}].id"),
+                    format!("entry id {id:?} appears twice in the batch"),
+                ));
+            }
+            let field = format!("entries[{index}].message");
+            let checked = message
+                .ok_or_else(|| ExoError::invalid_argument(&field, "message is required"))
+                .and_then(|m| check(m, &field));
+            match checked {
+                Ok(message) => {
+                    batch.valid_at.push(index);
+                    batch.valid.push(message);
+                    batch.refused.push(None);
+                }
+                Err(err) => batch.refused.push(Some(err)),
+            }
+            batch.ids.push(id);
+        }
+        Ok(batch)
+    }
+}
+
 /// A validated request for one page of names (queues or topics).
 pub(crate) struct Page {
     /// Names on the page.
@@ -265,7 +306,7 @@ fn require_receipt(receipt: &str) -> ExoResult<()> {
     Ok(())
 }
 
-fn entry_error(err: &ExoError) -> pb::send_batch_result::Outcome {
+pub(crate) fn entry_error(err: &ExoError) -> pb::send_batch_result::Outcome {
     pb::send_batch_result::Outcome::Error(pb::EntryError {
         reason: err.reason.as_str_name().to_owned(),
         message: err.message.clone(),

@@ -55,15 +55,16 @@ impl PushDelivery {
         let slots = Arc::new(Semaphore::new(this.settings.concurrency as usize));
         // Hidden while being pushed: the app's time plus a margin for the ack.
         let visibility = (this.settings.timeout.as_secs() as u32).saturating_add(5);
+        let most = this.api.backend().descriptor().limits.max_receive_messages.max(1);
+        let long_poll = this.supports(Capability::LongPoll);
         let mut backoff = Duration::from_millis(200);
         loop {
             let Ok(first) = slots.clone().acquire_owned().await else { return };
             let free = 1 + slots.available_permits() as u32;
             let request = pb::ReceiveRequest {
                 queue: this.queue.clone(),
-                max_messages: free
-                    .min(this.api.describe().limits.unwrap_or_default().max_receive_messages.max(1)),
-                wait_seconds: if this.supports(Capability::LongPoll) { POLL_WAIT } else { 0 },
+                max_messages: free.min(most),
+                wait_seconds: if long_poll { POLL_WAIT } else { 0 },
                 visibility_timeout_seconds: Some(visibility),
             };
             let messages = match this.api.receive(request).await {
@@ -81,7 +82,7 @@ impl PushDelivery {
             };
             if messages.is_empty() {
                 drop(first);
-                if !this.supports(Capability::LongPoll) {
+                if !long_poll {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 continue;

@@ -2,15 +2,13 @@
 //! capability) before anything is written, exactly as the queue half does for queues. Both the
 //! gRPC `TopicService` and the `/api/v1/topics` routes call this.
 
-use std::collections::HashSet;
-
 use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
 use exo_proxy_core::{ExoError, ExoResult};
 
 use crate::{
-    api::{Page, QueueApi, check_contents, normalize_options},
+    api::{BatchEntries, Page, QueueApi, check_contents, normalize_options},
     filter::Filter,
-    model::{Capability, Published, QueueName, TopicName, subscription_conflict},
+    model::{Capability, Published, QueueName, TopicName, subscription_conflict, too_many_subscriptions},
 };
 
 impl QueueApi {
@@ -89,6 +87,10 @@ impl QueueApi {
             {
                 return Err(subscription_conflict(topic.as_str(), existing, &subscription));
             }
+            let new = !info.subscriptions.iter().any(|s| s.name == subscription.name);
+            if new && info.subscriptions.len() >= self.backend().topic_limits().max_subscriptions as usize {
+                return Err(too_many_subscriptions(topic.as_str()));
+            }
             self.backend().create_queue(&queue, &options).await?;
         }
         let (created, subscription) = self.backend().create_subscription(&topic, &subscription).await?;
@@ -126,41 +128,22 @@ impl QueueApi {
     pub async fn publish_batch(&self, req: pb::PublishBatchRequest) -> ExoResult<pb::PublishBatchResponse> {
         let topic = self.topic_name(&req.topic, "topic")?;
         let limits = self.topics_offered()?;
-        if req.entries.is_empty() {
-            return Err(self.stamp(ExoError::invalid_argument("entries", "a batch needs at least one entry")));
-        }
-        if req.entries.len() > limits.max_batch_entries as usize {
-            return Err(self.stamp(ExoError::invalid_argument(
-                "entries",
-                format!("{} entries is above the maximum {}", req.entries.len(), limits.max_batch_entries),
-            )));
-        }
-        let mut results = Vec::with_capacity(req.entries.len());
-        let mut ids = HashSet::with_capacity(req.entries.len());
-        let (mut valid, mut valid_at) = (Vec::new(), Vec::new());
-        for (index, entry) in req.entries.into_iter().enumerate() {
-            let id = if entry.id.is_empty() { index.to_string() } else { entry.id };
-            if !ids.insert(id.clone()) {
-                return Err(self.stamp(ExoError::invalid_argument(
-                    format!("entries[{index}].id"),
-                    format!("entry id {id:?} appears twice in the batch"),
-                )));
-            }
-            let field = format!("entries[{index}].message");
-            let checked = entry
-                .message
-                .ok_or_else(|| ExoError::invalid_argument(&field, "message is required"))
-                .and_then(|m| check_published(&limits, m, &field));
-            let mut result = pb::PublishBatchResult { id, outcome: None, deliveries: 0 };
-            match checked {
-                Ok(message) => {
-                    valid_at.push(results.len());
-                    valid.push(message);
-                }
-                Err(err) => result.outcome = Some(entry_error(&err)),
-            }
-            results.push(result);
-        }
+        let entries = req.entries.into_iter().map(|e| (e.id, e.message));
+        let batch = BatchEntries::check(entries, limits.max_batch_entries, |m, field| {
+            check_published(&limits, m, field)
+        })
+        .map_err(|e| self.stamp(e))?;
+        let mut results: Vec<pb::PublishBatchResult> = batch
+            .ids
+            .into_iter()
+            .zip(batch.refused)
+            .map(|(id, refused)| pb::PublishBatchResult {
+                id,
+                outcome: refused.as_ref().map(entry_error),
+                deliveries: 0,
+            })
+            .collect();
+        let (valid, valid_at) = (batch.valid, batch.valid_at);
         if !valid.is_empty() {
             // The topic itself at fault (missing, unreachable) fails the whole call.
             let published = self.backend().publish(&topic, valid).await?;

@@ -549,6 +549,20 @@ fn message_of(delivery: &Delivery) -> pb::Message {
     }
 }
 
+/// Up to `limit` of the sorted `names` with `prefix`, strictly after `start_after`.
+fn names_after<'a>(
+    names: impl Iterator<Item = &'a String>,
+    prefix: &str,
+    start_after: Option<&str>,
+    limit: usize,
+) -> Vec<String> {
+    names
+        .filter(|n| n.starts_with(prefix) && start_after.is_none_or(|after| n.as_str() > after))
+        .take(limit)
+        .cloned()
+        .collect()
+}
+
 /// A topic in the contract's terms.
 fn topic_info_of(name: &str, stored: &StoredTopic) -> pb::TopicInfo {
     pb::TopicInfo {
@@ -1165,13 +1179,7 @@ impl Queue for RabbitMqQueue {
                 .queue_delete(self.queue_name(name.as_str()).as_str().into(), QueueDeleteOptions::default()),
         )
         .await?;
-        let record = Record::Delete { name: name.to_string() };
-        let link = self.link().await?;
-        self.append(&link, &record).await?;
-        if let Ok(mut registry) = self.registry.lock() {
-            registry.apply(record);
-        }
-        Ok(())
+        self.record(Record::Delete { name: name.to_string() }).await
     }
 
     async fn list_queues(
@@ -1182,13 +1190,7 @@ impl Queue for RabbitMqQueue {
     ) -> ExoResult<Vec<String>> {
         self.link().await?;
         let registry = self.registry.lock().map_err(|_| ExoError::internal("registry lock poisoned"))?;
-        Ok(registry
-            .queues
-            .keys()
-            .filter(|q| q.starts_with(prefix) && start_after.is_none_or(|after| q.as_str() > after))
-            .take(limit)
-            .cloned()
-            .collect())
+        Ok(names_after(registry.queues.keys(), prefix, start_after, limit))
     }
 
     async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
@@ -1371,13 +1373,7 @@ impl Queue for RabbitMqQueue {
     ) -> ExoResult<Vec<String>> {
         self.link().await?;
         let registry = self.registry.lock().map_err(|_| ExoError::internal("registry lock poisoned"))?;
-        Ok(registry
-            .topics
-            .keys()
-            .filter(|t| t.starts_with(prefix) && start_after.is_none_or(|after| t.as_str() > after))
-            .take(limit)
-            .cloned()
-            .collect())
+        Ok(names_after(registry.topics.keys(), prefix, start_after, limit))
     }
 
     async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {

@@ -389,31 +389,48 @@ impl AzureQueue {
         let stale = now_ms().saturating_sub(STALE_AFTER.as_millis() as u64);
         let rows = table.rows(format!("PartitionKey eq '{OUTBOX}' and at_ms lt {stale}L")).await?;
         let mut finished = 0;
-        for mut row in rows {
-            let Some(etag) = row["odata.etag"].as_str().map(str::to_owned) else { continue };
-            let Some(id) = row["RowKey"].as_str().map(str::to_owned) else { continue };
-            row["at_ms"] = int64(now_ms());
-            row["at_ms@odata.type"] = json!("Edm.Int64");
-            if let Some(map) = row.as_object_mut() {
-                map.retain(|k, _| !k.starts_with("odata.") && k != "Timestamp");
+        for row in rows {
+            // One row that cannot be finished now (a queue unreachable, a row written by hand
+            // that is not an outbox row) must not hold up the others: it is tried again later.
+            let id = row["RowKey"].as_str().unwrap_or_default().to_owned();
+            match self.finish_row(table, row).await {
+                Ok(true) => finished += 1,
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::warn!(row = %id, error = %err, "outbox row not finished; tried again later")
+                }
             }
-            let claimed = table
-                .table
-                .partition_key_client(OUTBOX)
-                .entity_client(&id)
-                .update(&row, IfMatchCondition::Etag(etag.into()))
-                .map_err(|e| ExoError::internal(e.to_string()))?
-                .await;
-            let etag = match claimed {
-                Ok(out) => out.etag.to_string(),
-                // Another proxy claimed or finished it.
-                Err(err) if is_missing(&err) || matches!(service_code(&err), Some((412, _))) => continue,
-                Err(err) => return Err(table_error("UpdateEntity", &err)),
-            };
-            self.deliver(&row, IfMatchCondition::Etag(etag.into())).await?;
-            finished += 1;
         }
         Ok(finished)
+    }
+
+    /// Claims one stale outbox row by rewriting it under its ETag, then delivers it; false when
+    /// another proxy claimed or finished it first.
+    async fn finish_row(&self, table: &TopicTable, mut row: Value) -> ExoResult<bool> {
+        let Some(etag) = row["odata.etag"].as_str().map(str::to_owned) else { return Ok(false) };
+        let Some(id) = row["RowKey"].as_str().map(str::to_owned) else { return Ok(false) };
+        row["at_ms"] = int64(now_ms());
+        row["at_ms@odata.type"] = json!("Edm.Int64");
+        if let Some(map) = row.as_object_mut() {
+            map.retain(|k, _| !k.starts_with("odata.") && k != "Timestamp");
+        }
+        let claimed = table
+            .table
+            .partition_key_client(OUTBOX)
+            .entity_client(&id)
+            .update(&row, IfMatchCondition::Etag(etag.into()))
+            .map_err(|e| ExoError::internal(e.to_string()))?
+            .await;
+        let etag = match claimed {
+            Ok(out) => out.etag.to_string(),
+            // Another proxy claimed or finished it.
+            Err(err) if is_missing(&err) || matches!(service_code(&err), Some((412, _))) => {
+                return Ok(false);
+            }
+            Err(err) => return Err(table_error("UpdateEntity", &err)),
+        };
+        self.deliver(&row, IfMatchCondition::Etag(etag.into())).await?;
+        Ok(true)
     }
 }
 
