@@ -19,9 +19,6 @@ import argparse
 import base64
 import json
 import os
-import signal
-import subprocess
-import threading
 import time
 import urllib.parse
 import uuid
@@ -31,7 +28,8 @@ from azure.data.tables import EdmType, EntityProperty as EdmProperty, TableServi
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
-from common import b64, call, check, finish, free_port, get_object, large_round_trip, put_object, wait_for_port
+from common import (b64, call, check, check_none_lost, drain_bodies, finish, get_object, large_round_trip,
+                    publishes_killed, put_object)
 
 ACCOUNT = "devstoreaccount1"
 RUN = uuid.uuid4().hex[:8]
@@ -210,20 +208,6 @@ def items(ekv, credential):
     call("DELETE", f"{ekv}/api/v1/tables/{table}")
 
 
-def drain_bodies(eqs, queue, want, seconds=40):
-    """Every body eqs delivers from `queue` (acked), until `want` (a set) is covered or time runs out."""
-    got = []
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        out = call("POST", f"{eqs}/api/v1/queues/{queue}/messages/receive", {"maxMessages": 32, "waitSeconds": 1})
-        for m in out.get("messages", []):
-            got.append((base64.b64decode(m.get("body", "")), m.get("attributes", {})))
-            call("POST", f"{eqs}/api/v1/queues/{queue}/messages/ack", {"receipt": m["receipt"]})
-        if want <= {body for body, _ in got}:
-            break
-    return got
-
-
 def topics(eqs, credential, eqs_proxy, eqs_config, scratch):
     print("Azure topics: registry and outbox in a table, fan-out by the proxy")
     tables = TableServiceClient(endpoint=os.environ["EXO_AZURITE_TABLE_URL"], credential=credential)
@@ -259,39 +243,10 @@ def topics(eqs, credential, eqs_proxy, eqs_config, scratch):
     registry.delete_entity("~outbox", junk)
 
     # kill -9 under a publish load: every acknowledged publish reaches both subscriptions.
-    port = free_port()
-    log = open(os.path.join(scratch, "eqs-proxy-killed.log"), "ab")
-    victim = subprocess.Popen([eqs_proxy, "--config", eqs_config, "--listen", f"127.0.0.1:{port}"], stdout=log, stderr=log)
-    wait_for_port(port, "the eqs-proxy to kill")
-    acknowledged, stop = set(), threading.Event()
-
-    def publisher(worker):
-        n = 0
-        while not stop.is_set():
-            body = f"w{worker}-{n}".encode()
-            try:
-                call("POST", f"http://127.0.0.1:{port}/api/v1/topics/{topic}/publish", {"message": {"body": b64(body)}})
-            except Exception:
-                return
-            acknowledged.add(body)
-            n += 1
-
-    workers = [threading.Thread(target=publisher, args=(w,)) for w in range(4)]
-    for w in workers:
-        w.start()
-    time.sleep(2.0)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    stop.set()
-    for w in workers:
-        w.join()
-    check(len(acknowledged) >= 10, f"the load was real ({len(acknowledged)} publishes acknowledged before the kill)")
+    acknowledged = publishes_killed(eqs_proxy, eqs_config, scratch, topic)
     left = len(list(registry.query_entities("PartitionKey eq '~outbox'")))
     print(f"       {left} outbox row(s) left mid-fan-out by the kill")
-    for queue in (first, second):
-        got = {body for body, _ in drain_bodies(eqs, queue, set(acknowledged), seconds=60)}
-        lost = acknowledged - got
-        check(not lost, f"no acknowledged publish is lost at {queue} ({len(lost)} of {len(acknowledged)} missing)")
+    check_none_lost(eqs, (first, second), acknowledged)
     call("DELETE", f"{eqs}/api/v1/topics/{topic}")
     for queue in (first, second):
         call("DELETE", f"{eqs}/api/v1/queues/{queue}")

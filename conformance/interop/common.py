@@ -109,6 +109,63 @@ def eventually(what, attempt, tries=20):
     return None, failures
 
 
+def drain_bodies(eqs, queue, want, seconds=40):
+    """Every body eqs delivers from `queue` (acked), until `want` (a set) is covered or time runs out."""
+    got = []
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        out = call("POST", f"{eqs}/api/v1/queues/{queue}/messages/receive", {"maxMessages": 32, "waitSeconds": 1})
+        for m in out.get("messages", []):
+            got.append((base64.b64decode(m.get("body", "")), m.get("attributes", {})))
+            call("POST", f"{eqs}/api/v1/queues/{queue}/messages/ack", {"receipt": m["receipt"]})
+        if want <= {body for body, _ in got}:
+            break
+    return got
+
+
+def publishes_killed(eqs_proxy, eqs_config, scratch, topic, seconds=2.0):
+    """A private eqs-proxy on `eqs_config`, four publishers on `topic`, a kill -9 after `seconds`:
+    the bodies whose publish was acknowledged before the kill."""
+    import signal
+    import threading
+    port = free_port()
+    log = open(os.path.join(scratch, "eqs-proxy-killed.log"), "ab")
+    victim = subprocess.Popen([eqs_proxy, "--config", eqs_config, "--listen", f"127.0.0.1:{port}"], stdout=log, stderr=log)
+    wait_for_port(port, "the eqs-proxy to kill")
+    acknowledged, stop = set(), threading.Event()
+
+    def publisher(worker):
+        n = 0
+        while not stop.is_set():
+            body = f"w{worker}-{n}".encode()
+            try:
+                call("POST", f"http://127.0.0.1:{port}/api/v1/topics/{topic}/publish", {"message": {"body": b64(body)}})
+            except Exception:
+                return
+            acknowledged.add(body)
+            n += 1
+
+    workers = [threading.Thread(target=publisher, args=(w,)) for w in range(4)]
+    for w in workers:
+        w.start()
+    time.sleep(seconds)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    stop.set()
+    for w in workers:
+        w.join()
+    check(len(acknowledged) >= 10, f"the load was real ({len(acknowledged)} publishes acknowledged before the kill)")
+    return acknowledged
+
+
+def check_none_lost(eqs, queues, acknowledged, seconds=60):
+    """Every acknowledged body reaches every queue in `queues` (read and acked through `eqs`)."""
+    for queue in queues:
+        got = {body for body, _ in drain_bodies(eqs, queue, set(acknowledged), seconds=seconds)}
+        lost = acknowledged - got
+        check(not lost, f"no acknowledged publish is lost at {queue} ({len(lost)} of {len(acknowledged)} missing)")
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -2,15 +2,20 @@
 sends is a stream message nats-py reads with its headers, what nats-py publishes to the queue's
 subject a waiting eqs receive gets, a native consumer bound to the proxy's durable consumer acks
 what eqs sent, and — on a private server this script starts and kills -9 — an acknowledged send
-survives the server's restart and eqs reconnects by itself.
+survives the server's restart and eqs reconnects by itself. Topics: the registry is a key-value
+entry nats-py reads, each copy a stream message with the publish id as Nats-Msg-Id, an outbox
+message left by a proxy that died mid-fan-out is finished by the drainer (a malformed one beside
+it is left alone), and a private eqs-proxy killed -9 under a publish load loses no acknowledged
+publish for either subscription.
 
     nats_interop.py --eqs URL --nats nats://127.0.0.1:4222 --namespace NS \
-        --eqs-proxy PATH --nats-server PATH --scratch DIR
+        --eqs-proxy PATH --eqs-config FILE --nats-server PATH --scratch DIR
 """
 
 import argparse
 import asyncio
 import base64
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +25,8 @@ import urllib.request
 
 import nats
 
-from common import b64, call, check, check_tls_proxy, eventually, finish, free_port, make_certificates, wait_for_port
+from common import (b64, call, check, check_none_lost, check_tls_proxy, drain_bodies, eventually, finish, free_port,
+                    make_certificates, publishes_killed, wait_for_port)
 
 RUN = f"{int(time.time())}"
 
@@ -105,6 +111,64 @@ async def native(eqs, url, ns):
     except nats.js.errors.NotFoundError:
         gone = True
     check(gone, "deleting the queue through eqs deletes its stream")
+    await nc.close()
+
+
+async def topics(eqs, url, ns, eqs_proxy, eqs_config, scratch):
+    print("NATS topics: registry in a key-value bucket, fan-out through an outbox stream")
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    topic, first, second = f"orders-{RUN}", f"first-{RUN}", f"second-{RUN}"
+    call("POST", f"{eqs}/api/v1/topics", {"name": topic})
+    for name, queue in (("first", first), ("second", second)):
+        call("POST", f"{eqs}/api/v1/topics/{topic}/subscriptions",
+             {"name": name, "queue": queue, "createQueue": {}, "filter": "kind = 'order'" if name == "second" else ""})
+    kv = await js.key_value(f"{ns}_exo_topics")
+    entry = json.loads((await kv.get(topic)).value)
+    check({n: s["queue"] for n, s in entry["subscriptions"].items()} == {"first": first, "second": second}
+          and entry["subscriptions"]["second"]["filter"] == "kind = 'order'",
+          "the topic is a key of the bucket <namespace>_exo_topics holding its subscriptions")
+
+    outbox = f"{ns}_exo_outbox"
+    published = call("POST", f"{eqs}/api/v1/topics/{topic}/publish",
+                     {"message": {"body": b64(b"\x00order\xff"), "attributes": {"kind": "order"}}})
+    check(published.get("deliveries") == 2, "a publish matching both filters is delivered twice")
+    for queue in (first, second):
+        stream = f"{ns}_{queue}"
+        raw = await js.get_msg(stream, (await js.stream_info(stream)).state.last_seq)
+        headers = raw.headers or {}
+        check(raw.data == b"\x00order\xff" and headers.get("kind") == "order" and headers.get("exo.topic") == topic
+              and headers.get("exo.publish-id") == published["publishId"] == headers.get("Nats-Msg-Id"),
+              f"its copy in {stream} is a stream message with the publish id as exo.publish-id and Nats-Msg-Id")
+    check((await js.stream_info(outbox)).state.messages == 0, "the outbox holds nothing once the copies are stored")
+    for queue in (first, second):
+        drain_bodies(eqs, queue, {b"\x00order\xff"}, seconds=5)
+
+    # What a proxy that died mid-fan-out leaves: the outbox message, published before the copies.
+    # A drainer finishes it once it is 10 s old. A message there that is no publish is left alone.
+    junk = await js.publish(f"{ns}.exo_outbox", b"not a publish")
+    publish_id = f"left-{RUN}"
+    await js.publish(f"{ns}.exo_outbox", b"left behind", headers={
+        "Nats-Msg-Id": publish_id, "exo.outbox-queues": f"{first},{second}",
+        "exo.topic": topic, "exo.publish-id": publish_id})
+    for queue in (first, second):
+        got = drain_bodies(eqs, queue, {b"left behind"}, seconds=30)
+        check([body for body, _ in got] == [b"left behind"] and got[0][1].get("exo.publish-id") == publish_id,
+              f"a left-over outbox message reaches {queue} (the drainer finished it)")
+    state = (await js.stream_info(outbox)).state
+    check(state.messages == 1 and state.first_seq == junk.seq,
+          "only the malformed message is left in the outbox, for a person to look at")
+    await js.delete_msg(outbox, junk.seq)
+
+    # kill -9 under a publish load: every acknowledged publish reaches both subscriptions.
+    call("DELETE", f"{eqs}/api/v1/topics/{topic}/subscriptions/second")
+    call("POST", f"{eqs}/api/v1/topics/{topic}/subscriptions", {"name": "second", "queue": second})
+    acknowledged = publishes_killed(eqs_proxy, eqs_config, scratch, topic)
+    print(f"       {(await js.stream_info(outbox)).state.messages} outbox message(s) left mid-fan-out by the kill")
+    check_none_lost(eqs, (first, second), acknowledged)
+    call("DELETE", f"{eqs}/api/v1/topics/{topic}")
+    for queue in (first, second):
+        call("DELETE", f"{eqs}/api/v1/queues/{queue}")
     await nc.close()
 
 
@@ -209,10 +273,12 @@ def main():
     parser.add_argument("--nats", required=True)
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--eqs-proxy", required=True)
+    parser.add_argument("--eqs-config", required=True, help="the config of --eqs, for a private proxy killed -9")
     parser.add_argument("--nats-server", required=True)
     parser.add_argument("--scratch", required=True)
     args = parser.parse_args()
     asyncio.run(native(args.eqs, args.nats, args.namespace))
+    asyncio.run(topics(args.eqs, args.nats, args.namespace, args.eqs_proxy, args.eqs_config, args.scratch))
     restart(args.eqs_proxy, args.nats_server, args.scratch)
     tls(args.eqs_proxy, args.nats_server, args.scratch)
     finish()

@@ -10,6 +10,7 @@ pub mod emulators;
 pub mod kv_cases;
 pub mod object_cases;
 pub mod openapi_check;
+pub mod push_app;
 pub mod queue_cases;
 pub mod report;
 pub mod runner;
@@ -23,8 +24,17 @@ use exo_sdk::{
     ObjectCapability, ObjectClient, QueueCapability, QueueClient, TopicClient,
 };
 
-/// What a case returns: `Err` explains the failure.
+/// What a case returns: `Err` explains the failure (or, made by [`not_run`], why it could not run).
 pub type CaseOutcome = Result<(), String>;
+
+/// Marks an `Err` of a case that this kind of run cannot set up.
+const NOT_RUN: &str = "\u{0}not run: ";
+
+/// The outcome of a case this kind of run cannot set up (e.g. push delivery against a proxy the
+/// suite did not start): reported as unverified, with `why`, never as a pass.
+pub fn not_run(why: &str) -> CaseOutcome {
+    Err(format!("{NOT_RUN}{why}"))
+}
 
 /// A boxed case future.
 pub type CaseFuture = Pin<Box<dyn Future<Output = CaseOutcome> + Send>>;
@@ -97,6 +107,9 @@ pub struct QueueCtx {
     pub http_base: String,
     /// Unique per case, so cases can run concurrently against a shared backend.
     pub prefix: String,
+    /// The push endpoint and its declared topic, when the suite started the proxy (and the
+    /// backend has topics).
+    pub push: Option<push_app::PushApp>,
 }
 
 impl QueueCtx {

@@ -18,7 +18,9 @@ use rand::Rng as _;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::{Case, CaseFuture, KvCtx, ObjectCtx, QueueCtx, kv_cases, object_cases, queue_cases};
+use crate::{
+    Case, CaseFuture, KvCtx, ObjectCtx, QueueCtx, kv_cases, object_cases, push_app::PushApp, queue_cases,
+};
 
 /// Longest a single case may run.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -33,8 +35,9 @@ pub enum Outcome {
     Fail(String),
     /// The backend does not declare the capability and correctly answers UNSUPPORTED.
     Unsupported(String),
-    /// Run against an emulator known unable to prove it (see [`crate::emulators`]): neither a
-    /// pass nor a failure; the text says why and what this run saw.
+    /// Not proven by this run: against an emulator known unable to prove it (see
+    /// [`crate::emulators`]), or a case this kind of run cannot set up (see [`crate::not_run`]).
+    /// Neither a pass nor a failure; the text says why and what this run saw.
     Unverified(String),
 }
 
@@ -123,17 +126,29 @@ fn ephemeral(server: &mut exo_proxy_core::config::ServerConfig) -> anyhow::Resul
     Ok(())
 }
 
-async fn start(target: Target) -> anyhow::Result<(Service, String, Option<InProcess>)> {
+/// A started target: its service, URL, the in-process proxy to stop, the push endpoint.
+type Started = (Service, String, Option<InProcess>, Option<PushApp>);
+
+async fn start(target: Target, id: &str) -> anyhow::Result<Started> {
     match target {
-        Target::Endpoint(service, url) => Ok((service, url.trim_end_matches('/').to_owned(), None)),
+        Target::Endpoint(service, url) => Ok((service, url.trim_end_matches('/').to_owned(), None, None)),
         Target::Queue(mut config, backend) => {
             ephemeral(&mut config.server)?;
-            let proxy = match backend {
-                Some(backend) => EqsProxy::bind_with(&config, backend).await?,
-                None => EqsProxy::bind(&config).await?,
+            config.validate()?;
+            let backend = match backend {
+                Some(backend) => backend,
+                None => eqs::open_backend(&config.backend, config.server.request_timeout).await?,
             };
-            let server = InProcess::start(proxy)?;
-            Ok((Service::Queue, server.url.clone(), Some(server)))
+            // The push cases' topic, declared like an app's: only a proxy started here can have it.
+            let push = if backend.descriptor().require(eqs::model::Capability::Topics, "topics").is_ok() {
+                let app = PushApp::start(&format!("cf{id}-push")).await?;
+                config.topics.push(app.declare(&*backend).await?);
+                Some(app)
+            } else {
+                None
+            };
+            let server = InProcess::start(EqsProxy::bind_with(&config, backend).await?)?;
+            Ok((Service::Queue, server.url.clone(), Some(server), push))
         }
         Target::Kv(mut config, backend) => {
             ephemeral(&mut config.server)?;
@@ -142,12 +157,12 @@ async fn start(target: Target) -> anyhow::Result<(Service, String, Option<InProc
                 None => EkvProxy::bind(&config).await?,
             };
             let server = InProcess::start(proxy)?;
-            Ok((Service::Kv, server.url.clone(), Some(server)))
+            Ok((Service::Kv, server.url.clone(), Some(server), None))
         }
         Target::Object(mut config) => {
             ephemeral(&mut config.server)?;
             let server = InProcess::start(EosProxy::bind(&config).await?)?;
-            Ok((Service::Object, server.url.clone(), Some(server)))
+            Ok((Service::Object, server.url.clone(), Some(server), None))
         }
     }
 }
@@ -164,8 +179,8 @@ pub async fn run_suite(
     filter: &str,
     parallel: usize,
 ) -> anyhow::Result<(String, Vec<CaseResult>)> {
-    let (service, url, server) = start(target).await?;
     let id = run_id();
+    let (service, url, server, push) = start(target, &id).await?;
     // Each service: its client, its context, its cases, its capability probes.
     macro_rules! suite {
         ($client:ty, $ctx:ident, $cases:expr, $probe:path, $what:literal $(, $field:ident: $value:expr)*) => {{
@@ -197,7 +212,8 @@ pub async fn run_suite(
                 queue_cases::queue_cases(),
                 queue_cases::probe_unsupported,
                 "eqs",
-                topics: topics
+                topics: topics,
+                push: push
             )
         }
         Service::Kv => suite!(KvClient, KvCtx, kv_cases::kv_cases(), kv_cases::probe_unsupported, "ekv"),
@@ -251,7 +267,10 @@ where
                 Box::pin(async move {
                     match run.await {
                         Ok(()) => Outcome::Pass,
-                        Err(why) => Outcome::Fail(why),
+                        Err(why) => match why.strip_prefix(crate::NOT_RUN) {
+                            Some(why) => Outcome::Unverified(why.to_owned()),
+                            None => Outcome::Fail(why),
+                        },
                     }
                 })
             }

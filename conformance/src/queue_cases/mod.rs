@@ -25,6 +25,7 @@ mod receive;
 mod retention;
 mod topic_filters;
 mod topic_http;
+mod topic_push;
 mod topics;
 mod visibility;
 
@@ -48,6 +49,7 @@ pub fn queue_cases() -> Vec<Case> {
         topics::cases(),
         topic_filters::cases(),
         topic_http::cases(),
+        topic_push::cases(),
     ]
     .concat()
 }

@@ -189,6 +189,35 @@ impl Filter {
     }
 }
 
+/// A topic's subscriptions as the backends that filter in the proxy use them: each queue with
+/// its parsed filter.
+#[derive(Debug, Clone, Default)]
+pub struct Routes(Vec<(String, Filter)>);
+
+impl Routes {
+    /// The routes of `subscriptions`, given as (name, queue, filter). A stored filter that does not
+    /// parse (a row written by hand) matches every message: its subscriber gets too much rather
+    /// than losing messages, and a warning names it; the topic's other subscribers are untouched.
+    pub fn new<'a>(subscriptions: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) -> Self {
+        let routes = subscriptions
+            .into_iter()
+            .map(|(name, queue, filter)| {
+                let filter = Filter::parse(filter).unwrap_or_else(|err| {
+                    tracing::warn!(subscription = name, error = %err, "stored filter does not parse; delivering every message to it");
+                    Filter::default()
+                });
+                (queue.to_owned(), filter)
+            })
+            .collect();
+        Self(routes)
+    }
+
+    /// The queues a message with `attributes` goes to, in subscription order.
+    pub fn queues<'a>(&'a self, attributes: &HashMap<String, String>) -> Vec<&'a str> {
+        self.0.iter().filter(|(_, f)| f.matches(attributes)).map(|(q, _)| q.as_str()).collect()
+    }
+}
+
 fn invalid(pos: usize, why: &str) -> ExoError {
     ExoError::new(ErrorReason::InvalidFilter, format!("filter at byte {pos}: {why}")).with_field("filter")
 }

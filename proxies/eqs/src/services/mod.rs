@@ -13,6 +13,8 @@ pub mod postgres;
 pub mod rabbitmq;
 #[cfg(feature = "aws")]
 pub mod sqs;
+#[cfg(any(feature = "rabbitmq", feature = "nats"))]
+mod topic_registry;
 
 use std::{sync::Arc, time::Duration};
 

@@ -36,7 +36,7 @@ use tokio_postgres::{Row, error::SqlState};
 use crate::{
     backend::Queue,
     config::DEFAULT_MAX_MESSAGE_BYTES,
-    filter::Filter,
+    filter::Routes,
     long_poll::Arrivals,
     model::{
         Capability, Descriptor, LocalReceipt, MAX_SUBSCRIPTIONS, Published, QueueName, ReceiveParams,
@@ -832,16 +832,7 @@ impl Queue for PostgresQueue {
         messages: Vec<pb::PublishedMessage>,
     ) -> ExoResult<Vec<ExoResult<Published>>> {
         let info = self.load_topic(topic.as_str()).await?;
-        let mut targets = Vec::with_capacity(info.subscriptions.len());
-        for subscription in info.subscriptions {
-            let filter = Filter::parse(&subscription.filter).map_err(|err| {
-                ExoError::internal(format!(
-                    "stored filter of subscription '{}' does not parse: {err}",
-                    subscription.name
-                ))
-            })?;
-            targets.push((subscription.queue, filter));
-        }
+        let routes = Routes::new(info.subscriptions.iter().map(|s| (&*s.name, &*s.queue, &*s.filter)));
         let (mut queues, mut ids, mut bodies, mut attributes) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut results = Vec::with_capacity(messages.len());
@@ -850,14 +841,12 @@ impl Queue for PostgresQueue {
             let copy = serde_json::to_string(&topic_copy(topic.as_str(), &publish_id, &message.attributes))
                 .map_err(|err| ExoError::internal(format!("cannot encode attributes: {err}")))?;
             let mut deliveries = 0;
-            for (queue, filter) in &targets {
-                if filter.matches(&message.attributes) {
-                    queues.push(queue.clone());
-                    ids.push(new_message_id());
-                    bodies.push(message.body.clone());
-                    attributes.push(copy.clone());
-                    deliveries += 1;
-                }
+            for queue in routes.queues(&message.attributes) {
+                queues.push(queue.to_owned());
+                ids.push(new_message_id());
+                bodies.push(message.body.clone());
+                attributes.push(copy.clone());
+                deliveries += 1;
             }
             results.push(Ok(Published { publish_id, deliveries }));
         }

@@ -68,13 +68,15 @@ use sha2::{Digest, Sha256};
 use crate::{
     backend::Queue,
     config::DEFAULT_MAX_MESSAGE_BYTES,
-    filter::Filter,
+    filter::Routes,
     model::{
-        Capability, DEFAULT_VISIBILITY_SECONDS, Descriptor, MAX_SUBSCRIPTIONS, Published, QueueName,
-        ReceiveParams, TopicName, local_limits, queue_not_found, stale_receipt, subscription_conflict,
-        subscription_not_found, too_many_subscriptions, topic_copy, topic_not_found,
+        Capability, DEFAULT_VISIBILITY_SECONDS, Descriptor, Published, QueueName, ReceiveParams, TopicName,
+        local_limits, queue_not_found, stale_receipt, subscription_not_found, topic_copy, topic_not_found,
     },
-    services::{StoredOptions, already_exists, dead_letter_missing, new_message_id},
+    services::{
+        StoredOptions, already_exists, dead_letter_missing, new_message_id,
+        topic_registry::{StoredSubscription, StoredTopic, names_after},
+    },
 };
 
 /// Headers RabbitMQ sets itself: never attributes.
@@ -247,33 +249,6 @@ enum Record {
         topic: String,
         name: String,
     },
-}
-
-/// A subscription as the registry keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct StoredSubscription {
-    name: String,
-    queue: String,
-    filter: String,
-    created_at_ms: u64,
-}
-
-impl StoredSubscription {
-    fn contract(&self) -> pb::Subscription {
-        pb::Subscription {
-            name: self.name.clone(),
-            queue: self.queue.clone(),
-            filter: self.filter.clone(),
-            created_at_ms: self.created_at_ms,
-        }
-    }
-}
-
-/// A topic as the registry keeps it: when it was made, its subscriptions by name.
-#[derive(Debug, Clone, Default)]
-struct StoredTopic {
-    created_at_ms: u64,
-    subscriptions: BTreeMap<String, StoredSubscription>,
 }
 
 /// The queues and topics the registry holds, as replayed.
@@ -546,29 +521,6 @@ fn message_of(delivery: &Delivery) -> pb::Message {
         attributes,
         dequeue_count,
         enqueued_at_ms,
-    }
-}
-
-/// Up to `limit` of the sorted `names` with `prefix`, strictly after `start_after`.
-fn names_after<'a>(
-    names: impl Iterator<Item = &'a String>,
-    prefix: &str,
-    start_after: Option<&str>,
-    limit: usize,
-) -> Vec<String> {
-    names
-        .filter(|n| n.starts_with(prefix) && start_after.is_none_or(|after| n.as_str() > after))
-        .take(limit)
-        .cloned()
-        .collect()
-}
-
-/// A topic in the contract's terms.
-fn topic_info_of(name: &str, stored: &StoredTopic) -> pb::TopicInfo {
-    pb::TopicInfo {
-        name: name.to_owned(),
-        created_at_ms: stored.created_at_ms,
-        subscriptions: stored.subscriptions.values().map(StoredSubscription::contract).collect(),
     }
 }
 
@@ -1352,12 +1304,12 @@ impl Queue for RabbitMqQueue {
     }
     async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
         if let Ok(existing) = self.stored_topic(name.as_str()).await {
-            return Ok((false, topic_info_of(name.as_str(), &existing)));
+            return Ok((false, existing.info(name.as_str())));
         }
         let created_at_ms = now_ms();
         self.record(Record::TopicCreate { name: name.to_string(), created_at_ms }).await?;
         let stored = self.stored_topic(name.as_str()).await?;
-        Ok((stored.created_at_ms == created_at_ms, topic_info_of(name.as_str(), &stored)))
+        Ok((stored.created_at_ms == created_at_ms, stored.info(name.as_str())))
     }
 
     async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
@@ -1377,7 +1329,7 @@ impl Queue for RabbitMqQueue {
     }
 
     async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
-        Ok(topic_info_of(name.as_str(), &self.stored_topic(name.as_str()).await?))
+        Ok(self.stored_topic(name.as_str()).await?.info(name.as_str()))
     }
 
     async fn create_subscription(
@@ -1389,21 +1341,10 @@ impl Queue for RabbitMqQueue {
             return Err(queue_not_found(&subscription.queue).with_field("queue"));
         }
         let stored = self.stored_topic(topic.as_str()).await?;
-        if let Some(found) = stored.subscriptions.get(&subscription.name) {
-            if found.queue == subscription.queue && found.filter == subscription.filter {
-                return Ok((false, found.contract()));
-            }
-            return Err(subscription_conflict(topic.as_str(), &found.contract(), subscription));
+        if let Some(found) = stored.admit(topic.as_str(), subscription)? {
+            return Ok((false, found));
         }
-        if stored.subscriptions.len() >= MAX_SUBSCRIPTIONS as usize {
-            return Err(too_many_subscriptions(topic.as_str()));
-        }
-        let new = StoredSubscription {
-            name: subscription.name.clone(),
-            queue: subscription.queue.clone(),
-            filter: subscription.filter.clone(),
-            created_at_ms: now_ms(),
-        };
+        let new = StoredSubscription::new(subscription);
         self.record(Record::SubscriptionCreate { topic: topic.to_string(), subscription: new.clone() })
             .await?;
         Ok((true, new.contract()))
@@ -1423,23 +1364,14 @@ impl Queue for RabbitMqQueue {
         messages: Vec<pb::PublishedMessage>,
     ) -> ExoResult<Vec<ExoResult<Published>>> {
         let stored = self.stored_topic(topic.as_str()).await?;
-        let mut targets = Vec::with_capacity(stored.subscriptions.len());
-        for subscription in stored.subscriptions.values() {
-            let filter = Filter::parse(&subscription.filter).map_err(|err| {
-                ExoError::internal(format!(
-                    "stored filter of subscription '{}' does not parse: {err}",
-                    subscription.name
-                ))
-            })?;
-            targets.push((self.queue_name(&subscription.queue), filter));
-        }
+        let routes = Routes::new(stored.subscriptions.values().map(|s| (&*s.name, &*s.queue, &*s.filter)));
         let link = self.link().await?;
         let sent_at = now_ms();
         let mut pending = Vec::with_capacity(messages.len());
         for message in messages {
             let publish_id = new_message_id();
-            let queues: Vec<&String> =
-                targets.iter().filter(|(_, f)| f.matches(&message.attributes)).map(|(q, _)| q).collect();
+            let queues: Vec<String> =
+                routes.queues(&message.attributes).into_iter().map(|q| self.queue_name(q)).collect();
             let deliveries = queues.len() as u32;
             let Some((first, others)) = queues.split_first() else {
                 pending.push((Published { publish_id, deliveries }, None));

@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use super::AzureQueue;
 use crate::{
     backend::Queue,
-    filter::Filter as TopicFilter,
+    filter::Routes,
     model::{
         MAX_SUBSCRIPTIONS, Published, QueueName, TopicName, subscription_conflict, subscription_not_found,
         too_many_subscriptions, topic_copy, topic_not_found,
@@ -294,25 +294,12 @@ impl AzureQueue {
     ) -> ExoResult<Vec<ExoResult<Published>>> {
         let table = self.topic_table()?;
         let info = table.topic(topic.as_str()).await?;
-        let mut targets = Vec::with_capacity(info.subscriptions.len());
-        for subscription in info.subscriptions {
-            let filter = TopicFilter::parse(&subscription.filter).map_err(|err| {
-                ExoError::internal(format!(
-                    "stored filter of subscription '{}' does not parse: {err}",
-                    subscription.name
-                ))
-            })?;
-            targets.push((subscription.queue, filter));
-        }
+        let routes = Routes::new(info.subscriptions.iter().map(|s| (&*s.name, &*s.queue, &*s.filter)));
         let mut results = Vec::with_capacity(messages.len());
         let mut written = Vec::new();
         for message in messages {
             let publish_id = new_message_id();
-            let queues: Vec<&str> = targets
-                .iter()
-                .filter(|(_, f)| f.matches(&message.attributes))
-                .map(|(q, _)| q.as_str())
-                .collect();
+            let queues = routes.queues(&message.attributes);
             let deliveries = queues.len() as u32;
             if queues.is_empty() {
                 results.push(Ok(Published { publish_id, deliveries }));

@@ -27,6 +27,12 @@
 //!   with `,`); a message without `exo.message-id` gets its `Nats-Msg-Id`, else its stream
 //!   sequence, as its id.
 //!
+//! - **Topics** (see [`topics`]): the registry is the key-value bucket `<namespace>_exo_topics`
+//!   (one key per topic holding its subscriptions, changed by compare-and-set); a publish is
+//!   acknowledged once it is stored in the outbox stream `<namespace>_exo_outbox`, then the proxy
+//!   puts a copy into each matching subscription's stream and deletes the outbox message. A
+//!   proxy that dies in between leaves it to every proxy's outbox drainer.
+//!
 //! Not declared, by the server's nature:
 //! - `DELAY`: JetStream (before 2.12's message scheduling) cannot hold a message back until a
 //!   time; holding it in the proxy would count it as ready and spend a delivery on it.
@@ -57,6 +63,7 @@ use base64::{
     Engine as _,
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
 };
+use bytes::Bytes;
 use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
 use exo_proxy_core::{ExoError, ExoResult, config::ConfigError, secret::SecretRef, with_causes};
 use futures::{StreamExt, TryStreamExt, future::join_all};
@@ -65,9 +72,13 @@ use serde::{Deserialize, Serialize};
 use crate::{
     backend::Queue,
     config::DEFAULT_MAX_MESSAGE_BYTES,
-    model::{Capability, Descriptor, QueueName, ReceiveParams, local_limits, queue_not_found},
+    model::{
+        Capability, Descriptor, Published, QueueName, ReceiveParams, TopicName, local_limits, queue_not_found,
+    },
     services::{StoredOptions, already_exists, dead_letter_missing, existing_queue, new_message_id},
 };
+
+mod topics;
 
 /// The durable consumer every proxy receives through.
 const CONSUMER: &str = "exo";
@@ -237,7 +248,9 @@ impl exo_proxy_core::registry::Backend for NatsQueue {
         context: &'a Self::Context,
     ) -> exo_proxy_core::registry::BoxFuture<'a, ExoResult<Self::Opened>> {
         Box::pin(async move {
-            let queue: Self::Opened = Arc::new(NatsQueue::connect(config, context.call_timeout).await?);
+            let queue = Arc::new(NatsQueue::connect(config, context.call_timeout).await?);
+            topics::spawn_drainer(Arc::downgrade(&queue));
+            let queue: Self::Opened = queue;
             Ok(queue)
         })
     }
@@ -282,6 +295,8 @@ pub struct NatsQueue {
     replicas: usize,
     max_payload: u64,
     handles: Mutex<HashMap<String, Arc<QueueHandle>>>,
+    /// The topic registry, once it exists.
+    registry: tokio::sync::OnceCell<jetstream::kv::Store>,
 }
 
 impl std::fmt::Debug for NatsQueue {
@@ -472,7 +487,8 @@ impl NatsQueue {
         Ok(Self {
             descriptor: Descriptor {
                 backend: "nats",
-                capabilities: [LongPoll, Retention, DeadLetter, ChangeVisibility, Purge, Durable].into(),
+                capabilities: [LongPoll, Retention, DeadLetter, ChangeVisibility, Purge, Durable, Topics]
+                    .into(),
                 limits: local_limits(config.max_message_bytes),
             },
             client,
@@ -481,6 +497,7 @@ impl NatsQueue {
             replicas: config.replicas,
             max_payload,
             handles: Mutex::new(HashMap::new()),
+            registry: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -682,6 +699,55 @@ impl NatsQueue {
         Ok(out)
     }
 
+    /// Stores messages in a queue's stream, each under its id (its `Nats-Msg-Id` too, so one
+    /// stored again within the duplicate window is stored once); one result per message.
+    async fn store(
+        &self,
+        name: &QueueName,
+        messages: Vec<(String, Bytes, HashMap<String, String>)>,
+    ) -> ExoResult<Vec<ExoResult<String>>> {
+        let subject = self.subject(name.as_str());
+        let mut ids = Vec::with_capacity(messages.len());
+        let mut pending = Vec::with_capacity(messages.len());
+        for (id, body, attributes) in messages {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", id.as_str());
+            headers.insert(MESSAGE_ID, id.as_str());
+            attribute_headers(&mut headers, attributes);
+            // Published one after the other (in order), their acknowledgements awaited together.
+            let published = self.js.publish_with_headers(subject.clone(), headers, body).await;
+            pending.push(async move {
+                match published {
+                    Ok(ack) => ack.await,
+                    Err(e) => Err(e),
+                }
+            });
+            ids.push(id);
+        }
+        let stored = join_all(pending).await;
+        if !stored.is_empty()
+            && stored.iter().all(|r| matches!(r, Err(e) if e.kind() == PublishErrorKind::StreamNotFound))
+        {
+            self.forget(name.as_str());
+            return Err(queue_not_found(name.as_str()));
+        }
+        Ok(ids
+            .into_iter()
+            .zip(stored)
+            .map(|(id, stored)| match stored {
+                Ok(_) => Ok(id),
+                Err(err) => Err(match err.kind() {
+                    PublishErrorKind::StreamNotFound => queue_not_found(name.as_str()),
+                    PublishErrorKind::MaxPayloadExceeded => ExoError::new(
+                        ErrorReason::MessageTooLarge,
+                        format!("NATS refused the message as too large: {err}"),
+                    ),
+                    _ => unavailable("publish", err),
+                }),
+            })
+            .collect())
+    }
+
     /// The ack subject a receipt holds, checked to belong to `queue`.
     fn ack_subject(&self, queue: &QueueName, receipt: &str) -> ExoResult<String> {
         let invalid = |why: String| {
@@ -773,7 +839,13 @@ impl Queue for NatsQueue {
         self.connected()?;
         self.forget(name.as_str());
         match self.js.delete_stream(self.stream_name(name.as_str())).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                // Its subscriptions go with it; a publish meanwhile skips a queue that is gone.
+                if let Err(err) = self.forget_subscriptions_into(name).await {
+                    tracing::warn!(queue = %name, error = %err, "nats: subscriptions into a deleted queue remain");
+                }
+                Ok(())
+            }
             Err(err) => match err.kind() {
                 jetstream::context::DeleteStreamErrorKind::JetStream(e) if is_not_found(&e) => {
                     Err(queue_not_found(name.as_str()))
@@ -839,47 +911,9 @@ impl Queue for NatsQueue {
         messages: Vec<pb::OutgoingMessage>,
     ) -> ExoResult<Vec<ExoResult<String>>> {
         self.connected()?;
-        let subject = self.subject(name.as_str());
-        let mut ids = Vec::with_capacity(messages.len());
-        let mut pending = Vec::with_capacity(messages.len());
-        for message in messages {
-            let id = new_message_id();
-            let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", id.as_str());
-            headers.insert(MESSAGE_ID, id.as_str());
-            attribute_headers(&mut headers, message.attributes);
-            // Published one after the other (in order), their acknowledgements awaited together.
-            let published = self.js.publish_with_headers(subject.clone(), headers, message.body.into()).await;
-            pending.push(async move {
-                match published {
-                    Ok(ack) => ack.await,
-                    Err(e) => Err(e),
-                }
-            });
-            ids.push(id);
-        }
-        let stored = join_all(pending).await;
-        if !stored.is_empty()
-            && stored.iter().all(|r| matches!(r, Err(e) if e.kind() == PublishErrorKind::StreamNotFound))
-        {
-            self.forget(name.as_str());
-            return Err(queue_not_found(name.as_str()));
-        }
-        Ok(ids
-            .into_iter()
-            .zip(stored)
-            .map(|(id, stored)| match stored {
-                Ok(_) => Ok(id),
-                Err(err) => Err(match err.kind() {
-                    PublishErrorKind::StreamNotFound => queue_not_found(name.as_str()),
-                    PublishErrorKind::MaxPayloadExceeded => ExoError::new(
-                        ErrorReason::MessageTooLarge,
-                        format!("NATS refused the message as too large: {err}"),
-                    ),
-                    _ => unavailable("publish", err),
-                }),
-            })
-            .collect())
+        let messages =
+            messages.into_iter().map(|m| (new_message_id(), Bytes::from(m.body), m.attributes)).collect();
+        self.store(name, messages).await
     }
 
     async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
@@ -932,6 +966,58 @@ impl Queue for NatsQueue {
         let subject = self.ack_subject(name, receipt)?;
         self.connected()?;
         self.ack_request(name, &subject, nak(seconds)).await
+    }
+
+    fn topic_limits(&self) -> pb::TopicLimits {
+        self.nats_topic_limits()
+    }
+
+    async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
+        self.connected()?;
+        self.nats_create_topic(name).await
+    }
+
+    async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
+        self.connected()?;
+        self.nats_delete_topic(name).await
+    }
+
+    async fn list_topics(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> ExoResult<Vec<String>> {
+        self.connected()?;
+        self.nats_list_topics(prefix, start_after, limit).await
+    }
+
+    async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
+        self.connected()?;
+        Ok(self.read_topic(name.as_str()).await?.0.info(name.as_str()))
+    }
+
+    async fn create_subscription(
+        &self,
+        topic: &TopicName,
+        subscription: &pb::Subscription,
+    ) -> ExoResult<(bool, pb::Subscription)> {
+        self.connected()?;
+        self.nats_create_subscription(topic, subscription).await
+    }
+
+    async fn delete_subscription(&self, topic: &TopicName, name: &TopicName) -> ExoResult<()> {
+        self.connected()?;
+        self.nats_delete_subscription(topic, name).await
+    }
+
+    async fn publish(
+        &self,
+        topic: &TopicName,
+        messages: Vec<pb::PublishedMessage>,
+    ) -> ExoResult<Vec<ExoResult<Published>>> {
+        self.connected()?;
+        self.nats_publish(topic, messages).await
     }
 
     async fn purge(&self, name: &QueueName) -> ExoResult<()> {
