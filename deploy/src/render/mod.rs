@@ -353,7 +353,7 @@ fn aws_settings(m: &Manifest, p: Option<&Provider>, task_role: bool) -> exo_aws:
 /// made them (local); on AWS CloudFormation made them and the proxy finds them as they are.
 /// `create_queues`: a local backend has no template making the queues, so the proxy makes a
 /// missing one (default options) rather than wait for the app.
-fn declared_topics(m: &Manifest, create_queues: bool) -> Vec<eqs::config::DeclaredTopic> {
+pub fn declared_topics(m: &Manifest, create_queues: bool) -> Vec<eqs::config::DeclaredTopic> {
     m.topics
         .iter()
         .map(|t| eqs::config::DeclaredTopic {

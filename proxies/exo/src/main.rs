@@ -46,6 +46,10 @@ enum Command {
         /// Log lines as JSON.
         #[arg(long)]
         json_logs: bool,
+        /// An app manifest whose topics (with their subscriptions, push ones included) eqs makes
+        /// as it starts, as its sidecar would: try an app's topics locally.
+        #[arg(long, env = "EXO_MANIFEST")]
+        manifest: Option<PathBuf>,
     },
     /// Seal secrets for `env:encrypted:NAME` references.
     Secret {
@@ -112,7 +116,9 @@ enum DeployCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().command {
-        Command::Up { data_dir, eqs, eos, ekv, json_logs } => up(data_dir, eqs, eos, ekv, json_logs).await,
+        Command::Up { data_dir, eqs, eos, ekv, json_logs, manifest } => {
+            up(data_dir, (eqs, eos, ekv), json_logs, manifest).await
+        }
         Command::Deploy { command } => deploy(command),
         Command::Secret { command } => secret(command),
     }
@@ -120,10 +126,9 @@ async fn main() -> anyhow::Result<()> {
 
 async fn up(
     data_dir: PathBuf,
-    eqs_listen: SocketAddr,
-    eos_listen: SocketAddr,
-    ekv_listen: SocketAddr,
+    (eqs_listen, eos_listen, ekv_listen): (SocketAddr, SocketAddr, SocketAddr),
     json_logs: bool,
+    manifest: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let log = LogConfig {
         format: if json_logs { LogFormat::Json } else { LogFormat::Text },
@@ -132,10 +137,18 @@ async fn up(
     init_tracing(&log);
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
 
+    // The manifest's topics, made by eqs with their queues (nothing else makes them locally).
+    let topics = match &manifest {
+        Some(path) => match checked(path)? {
+            Some(m) => exo_deploy::render::declared_topics(&m, true),
+            None => anyhow::bail!("{} has errors (listed above)", path.display()),
+        },
+        None => Vec::new(),
+    };
     let eqs_config = EqsConfig {
         server: ServerConfig { listen: eqs_listen, log: log.clone(), ..ServerConfig::default() },
         backend: BackendConfig::named("embedded", Some(data_dir.join("eqs.db")))?,
-        topics: Vec::new(),
+        topics,
     };
     let eqs = EqsProxy::bind(&eqs_config).await.context("cannot start eqs")?;
     let eos_config = EosConfig {
