@@ -3,7 +3,8 @@ message pika reads with its properties and headers, what pika publishes to the q
 receive gets, the server closing every connection of the vhost (`rabbitmqctl
 close_all_connections`) gives back what eqs held and eqs reconnects by itself, and a proxy killed
 -9 while holding a message loses nothing: the broker redelivers it. Topics: pika reads each
-subscription's copy of one publish (BCC routing stripped, filters applied). Last, eqs over amqps to a
+subscription's copy of one publish (BCC routing stripped, filters applied), and a private proxy
+killed -9 under a publish load loses no acknowledged publish for either subscription. Last, eqs over amqps to a
 private TLS-only node (a throw-away CA): served with `ca-file`, refused naming the certificate
 without it.
 
@@ -21,8 +22,8 @@ import time
 
 import pika
 
-from common import (b64, call, check, check_tls_proxy, eventually, finish, free_port, make_certificates,
-                    wait_for_port)
+from common import (b64, call, check, check_none_lost, check_tls_proxy, eventually, finish, free_port,
+                    make_certificates, publishes_killed, wait_for_port)
 
 RUN = f"{int(time.time())}"
 
@@ -201,7 +202,7 @@ def tls(eqs_proxy, rabbitmq_server, scratch):
             server.wait()
 
 
-def topics(eqs, amqp, ns):
+def topics(eqs, amqp, ns, eqs_proxy, config, scratch):
     print("RabbitMQ topics: one publish, BCC to every subscription's queue")
     connection = pika.BlockingConnection(pika.URLParameters(amqp))
     channel = connection.channel()
@@ -222,6 +223,13 @@ def topics(eqs, amqp, ns):
     time.sleep(0.3)
     check(channel.queue_declare(f"{ns}.{b}", passive=True).method.message_count == 0, "the filtered queue got no us message")
     check(channel.queue_declare(f"{ns}.{a}", passive=True).method.message_count == 1, "the unfiltered queue got it")
+    channel.queue_purge(f"{ns}.{a}")
+
+    # kill -9 under a publish load: every acknowledged publish reaches both subscriptions.
+    call("DELETE", f"{eqs}/api/v1/topics/{topic}/subscriptions/eu-only")
+    call("POST", f"{eqs}/api/v1/topics/{topic}/subscriptions", {"name": "eu-only", "queue": b})
+    acknowledged = publishes_killed(eqs_proxy, config, scratch, topic)
+    check_none_lost(eqs, (a, b), acknowledged)
     call("DELETE", f"{eqs}/api/v1/topics/{topic}")
     for queue in (a, b):
         call("DELETE", f"{eqs}/api/v1/queues/{queue}")
@@ -241,7 +249,7 @@ def main():
                         help="the broker's start script, run as this user for the private TLS node")
     args = parser.parse_args()
     name = native(args.eqs, args.amqp, args.namespace)
-    topics(args.eqs, args.amqp, args.namespace)
+    topics(args.eqs, args.amqp, args.namespace, args.eqs_proxy, args.config, args.scratch)
     server_closes_connections(args.eqs, args.vhost, name)
     proxy_killed(args.eqs, args.eqs_proxy, args.config, args.scratch, name)
     call("DELETE", f"{args.eqs}/api/v1/queues/{name}")
