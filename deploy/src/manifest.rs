@@ -232,6 +232,10 @@ pub struct Container {
     /// Proxy images follow the app's tag.
     #[serde(default)]
     pub sync_tags: bool,
+    /// Registry (and path) the proxy images come from, where `scripts/images` output was pushed
+    /// (`registry.example/team`; default `ghcr.io/exoflow`).
+    #[serde(default)]
+    pub proxy_registry: Option<String>,
     /// Port the app serves on, if any.
     #[serde(default)]
     pub port: Option<u16>,

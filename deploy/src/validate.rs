@@ -358,6 +358,11 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
         }
         _ => {}
     }
+    if let Some(registry) = &container.proxy_registry
+        && let Err(why) = check_registry(registry)
+    {
+        c.error("app.container.proxy-registry", why, "registry.example/team");
+    }
     if let Some(digest) = &container.digest
         && !(digest.starts_with("sha256:")
             && digest.len() == 71
@@ -546,4 +551,22 @@ fn known(m: &Manifest) -> String {
     } else {
         m.providers.keys().cloned().collect::<Vec<_>>().join(", ")
     }
+}
+
+/// Whether `registry` names a registry and path the proxy images can be pulled from
+/// (`host[:port][/path]`, no scheme, no tag): why not, if it does not.
+pub fn check_registry(registry: &str) -> Result<(), String> {
+    let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b".-_/:".contains(&b);
+    if registry.is_empty() || registry.contains("://") || registry.ends_with('/') || registry.starts_with('/')
+    {
+        return Err(format!(
+            "{registry:?} is not a registry path: host[:port][/path], no scheme, no trailing '/'"
+        ));
+    }
+    if !registry.bytes().all(allowed) || registry.contains("//") {
+        return Err(format!(
+            "{registry:?} has characters an image reference cannot hold (lowercase, digits, . - _ / :)"
+        ));
+    }
+    Ok(())
 }

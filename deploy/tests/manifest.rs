@@ -461,6 +461,38 @@ autoscale:
 }
 
 #[test]
+fn proxy_images_come_from_the_configured_registry() {
+    let images = |m: &Manifest| -> BTreeSet<String> {
+        let files = render(m, Target::Compose, true);
+        let compose = files.values().map(String::as_str).collect::<Vec<_>>().join("\n");
+        compose
+            .split_whitespace()
+            .filter(|w| w.contains("-proxy:"))
+            .map(|w| w.trim_matches(|c| c == '"' || c == ',').to_owned())
+            .collect()
+    };
+    let default = checked("edge-local.yaml");
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        images(&default),
+        ["eqs", "eos", "ekv"].map(|p| format!("ghcr.io/exoflow/{p}-proxy:{version}")).into_iter().collect()
+    );
+    let text = example("edge-local.yaml")
+        .replace("    port: 9000\n", "    port: 9000\n    proxy-registry: registry.example:5000/team\n");
+    let (mirrored, _) = validate::check(&text).unwrap();
+    assert!(
+        images(&mirrored).iter().all(|i| i.starts_with("registry.example:5000/team/")),
+        "{:?}",
+        images(&mirrored)
+    );
+    for bad in ["https://registry.example", "registry.example/", "Registry.Example", ""] {
+        let text = example("edge-local.yaml")
+            .replace("    port: 9000\n", &format!("    port: 9000\n    proxy-registry: \"{bad}\"\n"));
+        assert!(validate::check(&text).is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
 fn latest_is_a_warning_not_an_error() {
     let text = example("edge-local.yaml").replace("tag: \"2.0.0\"", "tag: latest");
     let (_, warnings) = validate::check(&text).unwrap();

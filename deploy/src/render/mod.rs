@@ -405,14 +405,16 @@ fn azure_settings(m: &Manifest, p: Option<&Provider>) -> exo_azure::AzureSetting
     }
 }
 
-/// The proxy image for `proxy` (`eqs-proxy`, ...): the app's tag when `sync-tags`, else this
-/// release's version.
+/// The proxy image for `proxy` (`eqs-proxy`, ...), as `scripts/images` tags it: from the
+/// manifest's `proxy-registry` (default [`PROXY_REGISTRY`]), with the app's tag when `sync-tags`,
+/// else this release's version.
 pub fn proxy_image(m: &Manifest, proxy: &str) -> String {
     let tag = match (&m.app.container.tag, m.app.container.sync_tags) {
         (Some(tag), true) => tag.clone(),
         _ => env!("CARGO_PKG_VERSION").to_owned(),
     };
-    format!("{PROXY_REGISTRY}/{proxy}-proxy:{tag}")
+    let registry = m.app.container.proxy_registry.as_deref().unwrap_or(PROXY_REGISTRY);
+    format!("{registry}/{proxy}-proxy:{tag}")
 }
 
 /// Environment variables (by name) that the proxies' credential references read, e.g.

@@ -110,6 +110,10 @@ enum DeployCommand {
         /// Kubernetes: classic sidecars (plain containers) instead of native ones.
         #[arg(long)]
         classic_sidecars: bool,
+        /// Registry the proxy images come from (overrides the manifest's
+        /// `app.container.proxy-registry`; default ghcr.io/exoflow).
+        #[arg(long)]
+        proxy_registry: Option<String>,
     },
 }
 
@@ -282,8 +286,13 @@ fn deploy(command: DeployCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        DeployCommand::Render { manifest, target, out, classic_sidecars } => {
-            let Some(m) = checked(&manifest)? else { std::process::exit(1) };
+        DeployCommand::Render { manifest, target, out, classic_sidecars, proxy_registry } => {
+            let Some(mut m) = checked(&manifest)? else { std::process::exit(1) };
+            if let Some(registry) = proxy_registry {
+                exo_deploy::validate::check_registry(&registry)
+                    .map_err(|why| anyhow::anyhow!("--proxy-registry: {why}"))?;
+                m.app.container.proxy_registry = Some(registry);
+            }
             let targets = if target == "all" {
                 exo_deploy::plan(&m).into_iter().map(|(t, _)| t).collect()
             } else {
