@@ -30,3 +30,16 @@ podman_local() {
   podman --runtime runc --storage-driver vfs --cgroup-manager cgroupfs \
     --root "$containers_state/storage" --runroot "$containers_state/run" "$@"
 }
+
+# Copies BINARY into ROOTFS/usr/local/bin with the shared libraries it links, at the paths its
+# loader looks for them: what a FROM scratch image of a glibc binary needs.
+copy_with_libraries() {
+  local binary="$1" rootfs="$2" lib
+  mkdir -p "$rootfs/usr/local/bin"
+  cp "$binary" "$rootfs/usr/local/bin/"
+  ldd "$binary" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | while read -r lib; do
+    mkdir -p "$rootfs$(dirname "$lib")"
+    cp -L "$lib" "$rootfs$lib"
+  done
+}
+

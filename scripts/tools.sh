@@ -16,6 +16,7 @@ python_requirements=(
   "cfn-lint==1.58.0"
   "checkov==3.3.30"
   "schemathesis==4.32.5"
+  "podman-compose==1.6.0"
 )
 
 ensure_python_tools() {
