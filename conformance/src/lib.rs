@@ -60,6 +60,37 @@ impl<C, K: Copy> Clone for Case<C, K> {
 
 impl<C, K: Copy> Copy for Case<C, K> {}
 
+/// Passes when the proxy at `base` answers the standard gRPC health check (`grpc.health.v1`) for
+/// `service` with SERVING: what Kubernetes startup and readiness probes (and grpc-health-probe)
+/// ask, as `exo deploy` renders them.
+pub async fn grpc_serving(base: &str, service: &str) -> CaseOutcome {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(base.to_owned())
+        .map_err(|e| format!("endpoint {base}: {e}"))?
+        .connect()
+        .await
+        .map_err(|e| format!("connect {base}: {e}"))?;
+    let mut client = HealthClient::new(channel);
+    let answer = client
+        .check(HealthCheckRequest { service: service.to_owned() })
+        .await
+        .map_err(|e| format!("grpc.health.v1 Check({service}) failed: {e}"))?
+        .into_inner();
+    crate::check!(
+        answer.status == ServingStatus::Serving as i32,
+        "health of {service}: status {} (not SERVING)",
+        answer.status
+    );
+    let unknown = client.check(HealthCheckRequest { service: "no.such.Service".into() }).await;
+    crate::check!(
+        matches!(&unknown, Err(status) if status.code() == tonic::Code::NotFound),
+        "health of an unknown service must be NOT_FOUND, got {unknown:?}"
+    );
+    Ok(())
+}
+
 /// A queue case.
 pub type QueueCase = Case<QueueCtx, QueueCapability>;
 /// A key-value case.

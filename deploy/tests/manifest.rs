@@ -545,6 +545,29 @@ fn k8s_invariants_kubernetes_validate_does_not_check() {
             .as_sequence()
             .is_some_and(|s| s.iter().all(|c| c["restartPolicy"] == "Always"));
         assert_eq!(sidecars_are_native, native);
+        // The proxies require the bearer token in a pod: the app gets it from the same Secret key.
+        let token_ref = |c: &serde_yaml_ng::Value| {
+            c["env"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .find(|e| e["name"] == "EXO_PROXY_TOKEN")
+                .map(|e| e["valueFrom"]["secretKeyRef"].clone())
+        };
+        let all: Vec<&serde_yaml_ng::Value> = ["containers", "initContainers"]
+            .iter()
+            .flat_map(|list| pod[*list].as_sequence().into_iter().flatten())
+            .collect();
+        let app = all.iter().find(|c| c["name"] == "app").expect("the app container");
+        let app_token = token_ref(app).expect("the app container gets EXO_PROXY_TOKEN");
+        for proxy in all.iter().filter(|c| c["name"] != "app") {
+            assert_eq!(
+                token_ref(proxy).as_ref(),
+                Some(&app_token),
+                "{:?} reads another token",
+                proxy["name"]
+            );
+        }
     }
 }
 

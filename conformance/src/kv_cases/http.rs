@@ -3,6 +3,13 @@
 use super::*;
 
 crate::cases! {
+    /// The proxy answers the standard gRPC health check for its service with SERVING (what the
+    /// rendered Kubernetes probes ask), and NOT_FOUND for a service it does not serve
+    case "health.grpc", needs None;
+    async fn grpc_health(ctx: Ctx) -> CaseOutcome {
+        crate::grpc_serving(&ctx.http_base, "exo.kv.v1.KvService").await
+    }
+
     /// A value written over HTTP/JSON is read byte-exact over gRPC, and the reverse
     case "kv.http_round_trip", needs None;
     async fn http_round_trip(ctx: Ctx) -> CaseOutcome {

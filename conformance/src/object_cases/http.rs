@@ -3,6 +3,13 @@
 use super::*;
 
 crate::cases! {
+    /// The proxy answers the standard gRPC health check for its service with SERVING (what the
+    /// rendered Kubernetes probes ask), and NOT_FOUND for a service it does not serve
+    case "health.grpc", needs None;
+    async fn grpc_health(ctx: Ctx) -> CaseOutcome {
+        crate::grpc_serving(&ctx.http_base, "exo.object.v1.ObjectService").await
+    }
+
     /// HTTP PUT with headers, GET with Range (206), HEAD, and gRPC see the same object
     case "http.object_round_trip", needs None;
     async fn http_round_trip(ctx: Ctx) -> CaseOutcome {

@@ -3,6 +3,13 @@
 use super::*;
 
 crate::cases! {
+    /// The proxy answers the standard gRPC health check for its service with SERVING (what the
+    /// rendered Kubernetes probes ask), and NOT_FOUND for a service it does not serve
+    case "health.grpc", needs None;
+    async fn grpc_health(ctx: Ctx) -> CaseOutcome {
+        crate::grpc_serving(&ctx.http_base, "exo.queue.v1.QueueService").await
+    }
+
     /// HTTP errors are RFC 9457 problem+json with the stable reason
     case "http.problem_json", needs None;
     async fn http_problem_json(ctx: Ctx) -> CaseOutcome {

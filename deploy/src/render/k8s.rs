@@ -114,10 +114,17 @@ fn sidecar_container(m: &Manifest, s: &Sidecar, native: bool) -> Value {
 }
 
 fn app_container(m: &Manifest, proxies: &[Sidecar]) -> Value {
-    let env: Vec<Value> = proxies
+    let mut env: Vec<Value> = proxies
         .iter()
         .map(|s| json!({ "name": s.endpoint_env, "value": format!("http://127.0.0.1:{}", s.port) }))
         .collect();
+    // The proxies in the pod require the bearer token; the SDK sends what this variable holds.
+    if !proxies.is_empty() {
+        env.push(json!({
+            "name": TOKEN_ENV,
+            "valueFrom": { "secretKeyRef": { "name": secret_name(m), "key": TOKEN_ENV } },
+        }));
+    }
     let mut c = json!({
         "name": "app",
         "image": m.app_image(),
