@@ -73,16 +73,24 @@ pub async fn grpc_serving(base: &str, service: &str) -> CaseOutcome {
         .await
         .map_err(|e| format!("connect {base}: {e}"))?;
     let mut client = HealthClient::new(channel);
-    let answer = client
-        .check(HealthCheckRequest { service: service.to_owned() })
-        .await
-        .map_err(|e| format!("grpc.health.v1 Check({service}) failed: {e}"))?
-        .into_inner();
-    crate::check!(
-        answer.status == ServingStatus::Serving as i32,
-        "health of {service}: status {} (not SERVING)",
-        answer.status
-    );
+    // A probe asks again: the proxy may have become ready a moment ago.
+    let started = std::time::Instant::now();
+    loop {
+        let answer = client
+            .check(HealthCheckRequest { service: service.to_owned() })
+            .await
+            .map_err(|e| format!("grpc.health.v1 Check({service}) failed: {e}"))?
+            .into_inner();
+        if answer.status == ServingStatus::Serving as i32 {
+            break;
+        }
+        crate::check!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "health of {service}: status {} (not SERVING) for 5 s",
+            answer.status
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let unknown = client.check(HealthCheckRequest { service: "no.such.Service".into() }).await;
     crate::check!(
         matches!(&unknown, Err(status) if status.code() == tonic::Code::NotFound),

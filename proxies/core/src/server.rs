@@ -334,7 +334,10 @@ async fn watch_health(
             }
             last = Some(status);
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Not serving yet: look again soon, so gRPC health agrees with /readyz within a moment
+        // of the backend (and the declared resources) becoming ready.
+        let every = if status == ServingStatus::Serving { 2000 } else { 200 };
+        tokio::time::sleep(Duration::from_millis(every)).await;
     }
 }
 
