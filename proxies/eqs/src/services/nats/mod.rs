@@ -526,10 +526,14 @@ impl NatsQueue {
 
     /// The stream's configuration and state, or `None` when the queue does not exist.
     async fn stream_info(&self, queue: &str) -> ExoResult<Option<stream::Info>> {
-        match self.js.get_stream(self.stream_name(queue)).await {
-            Ok(mut stream) => {
-                Ok(Some(stream.info().await.map_err(|e| unavailable("stream info", e))?.clone()))
-            }
+        Ok(self.find_stream(self.stream_name(queue)).await?.map(|stream| stream.cached_info().clone()))
+    }
+
+    /// The stream `name` with its configuration and state as just read (one request), or `None`
+    /// when there is none.
+    async fn find_stream(&self, name: String) -> ExoResult<Option<stream::Stream>> {
+        match self.js.get_stream(name).await {
+            Ok(stream) => Ok(Some(stream)),
             Err(err) => match err.kind() {
                 jetstream::context::GetStreamErrorKind::JetStream(e) if is_not_found(&e) => Ok(None),
                 jetstream::context::GetStreamErrorKind::JetStream(e) => Err(api_error("get stream", &e)),
@@ -1022,13 +1026,10 @@ impl Queue for NatsQueue {
 
     async fn purge(&self, name: &QueueName) -> ExoResult<()> {
         self.connected()?;
-        let stream =
-            self.js.get_stream(self.stream_name(name.as_str())).await.map_err(|err| match err.kind() {
-                jetstream::context::GetStreamErrorKind::JetStream(e) if is_not_found(&e) => {
-                    queue_not_found(name.as_str())
-                }
-                _ => unavailable("get stream", err),
-            })?;
+        let stream = self
+            .find_stream(self.stream_name(name.as_str()))
+            .await?
+            .ok_or_else(|| queue_not_found(name.as_str()))?;
         let options = StoredOptions::of_stream(&stream.cached_info().config, None);
         // The consumer goes first and comes back after: its pending deliveries of purged messages
         // would otherwise be "redelivered" as nothing and stall the pulls that count them.

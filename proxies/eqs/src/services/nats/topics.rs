@@ -41,9 +41,7 @@ use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
 use exo_proxy_core::{ExoError, ExoResult, now_ms};
 use futures::{TryStreamExt, future::join_all};
 
-use super::{
-    HEADER_ALLOWANCE, NatsQueue, api_error, attribute_headers, is_not_found, read_headers, unavailable,
-};
+use super::{HEADER_ALLOWANCE, NatsQueue, api_error, attribute_headers, read_headers, unavailable};
 use crate::{
     filter::Routes,
     model::{
@@ -112,6 +110,17 @@ impl OutboxEntry {
     }
 }
 
+impl OutboxEntry {
+    /// The headers of its outbox message, deduplicated by the server under `message_id`.
+    fn headers(&self, message_id: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", message_id);
+        headers.insert(QUEUES_HEADER, self.queues.join(",").as_str());
+        attribute_headers(&mut headers, self.attributes.clone());
+        headers
+    }
+}
+
 fn registry_error(operation: &str, err: impl std::fmt::Display) -> ExoError {
     unavailable(&format!("topic registry {operation}"), err)
 }
@@ -144,16 +153,7 @@ impl NatsQueue {
             return Ok(Some(store));
         }
         let bucket = self.registry_bucket();
-        let exists = match self.js.get_stream(format!("KV_{bucket}")).await {
-            Ok(_) => true,
-            Err(err) => match err.kind() {
-                jetstream::context::GetStreamErrorKind::JetStream(e) if is_not_found(&e) => false,
-                jetstream::context::GetStreamErrorKind::JetStream(e) => {
-                    return Err(api_error("get bucket", &e));
-                }
-                _ => return Err(registry_error("get bucket", err)),
-            },
-        };
+        let exists = self.find_stream(format!("KV_{bucket}")).await?.is_some();
         if !exists && !create {
             return Ok(None);
         }
@@ -263,16 +263,10 @@ impl NatsQueue {
     }
 
     pub(super) async fn nats_delete_topic(&self, name: &TopicName) -> ExoResult<()> {
-        let (_, revision) = self.read_topic(name.as_str()).await?;
+        // There (else TOPIC_NOT_FOUND); a change racing the delete is deleted with it.
+        self.read_topic(name.as_str()).await?;
         let store = self.registry(false).await?.ok_or_else(|| topic_not_found(name.as_str()))?;
-        match store.delete_expect_revision(name.as_str(), Some(revision)).await {
-            Ok(()) => Ok(()),
-            // Changed meanwhile (or deleted by another proxy): delete whatever is there now.
-            Err(_) => match self.read_topic(name.as_str()).await {
-                Ok(_) => store.delete(name.as_str()).await.map_err(|e| registry_error("delete", e)),
-                Err(err) => Err(err),
-            },
-        }
+        store.delete(name.as_str()).await.map_err(|e| registry_error("delete", e))
     }
 
     async fn topic_names(&self) -> ExoResult<Vec<String>> {
@@ -368,11 +362,8 @@ impl NatsQueue {
                 body: Bytes::from(message.body),
                 queues,
             };
-            let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", entry.publish_id.as_str());
-            headers.insert(QUEUES_HEADER, entry.queues.join(",").as_str());
-            attribute_headers(&mut headers, entry.attributes.clone());
             // Published one after the other (in order), their acknowledgements awaited together.
+            let headers = entry.headers(&entry.publish_id);
             let sent = self.js.publish_with_headers(subject.clone(), headers, entry.body.clone()).await;
             pending.push((published, Some((entry, sent))));
         }
@@ -395,9 +386,15 @@ impl NatsQueue {
                 }
                 Err(err) => results.push(Err(match err.kind() {
                     PublishErrorKind::StreamNotFound => {
-                        // Deleted by hand: made again for the next try.
-                        self.ensure_outbox().await?;
-                        unavailable("publish", "the topic outbox stream was missing and has been made again")
+                        // Deleted by hand: made again for the next try (the entries before this
+                        // one are acknowledged, so the batch goes on either way).
+                        match self.ensure_outbox().await {
+                            Ok(_) => unavailable(
+                                "publish",
+                                "the topic outbox stream was missing and has been made again; publish again",
+                            ),
+                            Err(err) => err,
+                        }
                     }
                     PublishErrorKind::MaxPayloadExceeded => ExoError::new(
                         ErrorReason::MessageTooLarge,
@@ -410,9 +407,13 @@ impl NatsQueue {
         }
         if !stored_entries.is_empty() {
             let (sequences, entries): (Vec<u64>, Vec<OutboxEntry>) = stored_entries.into_iter().unzip();
-            let done = self.fan_out(&entries).await;
-            let deletes =
-                sequences.iter().zip(done).filter(|(_, done)| *done).map(|(seq, _)| self.forget_outbox(*seq));
+            let owed = self.fan_out(&entries).await;
+            // An entry still owed somewhere stays for the drainer.
+            let deletes = sequences
+                .iter()
+                .zip(owed)
+                .filter(|(_, owed)| owed.is_empty())
+                .map(|(seq, _)| self.forget_outbox(*seq));
             for deleted in join_all(deletes).await {
                 if let Err(err) = deleted {
                     tracing::warn!(topic = %topic, error = %err, "nats: outbox message left to the drainer");
@@ -423,8 +424,9 @@ impl NatsQueue {
     }
 
     /// Stores each entry's copies in its queues (each queue's copies in publish order, the
-    /// queues at once); per entry, whether every copy is stored (or its queue is gone).
-    async fn fan_out(&self, entries: &[OutboxEntry]) -> Vec<bool> {
+    /// queues at once); per entry, the queues it is still owed (none: done). A queue that is gone,
+    /// or that no queue can be (a subscription written by hand with a bad name), is owed nothing.
+    async fn fan_out(&self, entries: &[OutboxEntry]) -> Vec<Vec<String>> {
         let mut by_queue: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (at, entry) in entries.iter().enumerate() {
             for queue in &entry.queues {
@@ -432,19 +434,19 @@ impl NatsQueue {
             }
         }
         let stores = by_queue.into_iter().map(|(queue, at)| async move {
+            let Ok(name) = QueueName::parse("queue", queue, "queue") else {
+                tracing::warn!(queue, "nats: a subscription names no valid queue; its copies are dropped");
+                return (queue, at, Ok(Vec::new()));
+            };
             let copies = at
                 .iter()
                 .map(|&i| {
                     (entries[i].publish_id.clone(), entries[i].body.clone(), entries[i].attributes.clone())
                 })
                 .collect();
-            let stored = match QueueName::parse("queue", queue, "queue") {
-                Ok(name) => self.store(&name, copies).await,
-                Err(err) => Err(err),
-            };
-            (queue, at, stored)
+            (queue, at, self.store(&name, copies).await)
         });
-        let mut done = vec![true; entries.len()];
+        let mut owed = vec![Vec::new(); entries.len()];
         for (queue, at, stored) in join_all(stores).await {
             let results = match stored {
                 Ok(results) => results,
@@ -452,7 +454,7 @@ impl NatsQueue {
                 Err(err) if err.reason == ErrorReason::QueueNotFound => continue,
                 Err(err) => {
                     tracing::warn!(queue, error = %err, "nats: topic copies not stored; left to the drainer");
-                    at.iter().for_each(|&i| done[i] = false);
+                    at.iter().for_each(|&i| owed[i].push(queue.to_owned()));
                     continue;
                 }
             };
@@ -462,12 +464,12 @@ impl NatsQueue {
                     Err(err) if err.reason == ErrorReason::QueueNotFound => {}
                     Err(err) => {
                         tracing::warn!(queue, error = %err, "nats: topic copy not stored; left to the drainer");
-                        done[i] = false;
+                        owed[i].push(queue.to_owned());
                     }
                 }
             }
         }
-        done
+        owed
     }
 
     /// Deletes a finished message from the outbox (without erasing it on disk: it is copied).
@@ -488,21 +490,46 @@ impl NatsQueue {
         }
     }
 
+    /// Delivers a stale outbox entry: `None` when nothing is owed any more (the message may
+    /// go), else when to try again. An entry delivered to some of its queues only is narrowed
+    /// to the others (a new outbox message, then this one goes), so a queue that keeps failing
+    /// does not make the drainer copy it to the healthy ones again and again.
+    async fn finish(&self, entry: OutboxEntry, message: &jetstream::Message) -> Option<Duration> {
+        let owed = self.fan_out(std::slice::from_ref(&entry)).await.pop().unwrap_or_default();
+        if owed.is_empty() {
+            return None;
+        }
+        tracing::warn!(publish = %entry.publish_id, queues = ?owed, "nats: outbox message not finished; tried again later");
+        if owed.len() == entry.queues.len() {
+            return Some(RETRY_AFTER);
+        }
+        // A message id of its own: under the publish id the server would drop it as a duplicate.
+        let sequence = message.info().map(|i| i.stream_sequence).unwrap_or_default();
+        let narrowed = OutboxEntry { queues: owed, ..entry };
+        let headers = narrowed.headers(&format!("{}.{sequence}", narrowed.publish_id));
+        let stored =
+            match self.js.publish_with_headers(self.outbox_subject(), headers, narrowed.body.clone()).await {
+                Ok(ack) => ack.await.map(|_| ()),
+                Err(err) => Err(err),
+            };
+        match stored {
+            Ok(()) => None,
+            Err(err) => {
+                tracing::warn!(error = %err, "nats: could not narrow an outbox message; it is tried again whole");
+                Some(RETRY_AFTER)
+            }
+        }
+    }
+
     /// Finishes outbox messages left by a proxy that died mid-fan-out; how many it finished.
     async fn drain_outbox(&self) -> ExoResult<usize> {
         if self.connected().is_err() {
             return Ok(0);
         }
-        let stream = match self.js.get_stream(self.outbox_stream()).await {
-            Ok(stream) => stream,
-            Err(err) => match err.kind() {
-                jetstream::context::GetStreamErrorKind::JetStream(e) if is_not_found(&e) => return Ok(0),
-                _ => return Err(unavailable("outbox info", err)),
-            },
-        };
+        let Some(stream) = self.find_stream(self.outbox_stream()).await? else { return Ok(0) };
         // Most of the time the outbox is empty or holds only publishes being fanned out now.
         let state = &stream.cached_info().state;
-        let oldest = time_since(state.first_timestamp.unix_timestamp_nanos());
+        let oldest = time_since(state.first_timestamp);
         if state.messages == 0 || oldest < STALE_AFTER {
             return Ok(0);
         }
@@ -524,18 +551,13 @@ impl NatsQueue {
             })?;
         let mut finished = 0;
         for message in self.pull(&consumer, DRAIN_BATCH, Duration::ZERO).await? {
-            let age =
-                message.info().map(|i| time_since(i.published.unix_timestamp_nanos())).unwrap_or(STALE_AFTER);
+            let age = message.info().map(|i| time_since(i.published)).unwrap_or(STALE_AFTER);
             let outcome = if age < STALE_AFTER {
                 // Its publishing proxy is still on it: look again once it would be stale.
                 Some(STALE_AFTER - age)
             } else {
                 match OutboxEntry::read(&message) {
-                    Ok(entry) if self.fan_out(std::slice::from_ref(&entry)).await[0] => None,
-                    Ok(entry) => {
-                        tracing::warn!(publish = %entry.publish_id, "nats: outbox message not finished; tried again later");
-                        Some(RETRY_AFTER)
-                    }
+                    Ok(entry) => self.finish(entry, &message).await,
                     Err(why) => {
                         tracing::warn!(why, "nats: outbox holds a message that is not a publish; left there");
                         Some(RETRY_AFTER)
@@ -554,10 +576,10 @@ impl NatsQueue {
     }
 }
 
-/// How long ago a time given as Unix nanoseconds was (zero for a time ahead of this clock).
-fn time_since(unix_nanos: i128) -> Duration {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    Duration::from_nanos(u64::try_from(now.as_nanos() as i128 - unix_nanos).unwrap_or(0))
+/// How long ago a server timestamp was (zero for one ahead of this clock).
+fn time_since(at: async_nats::datetime::DateTime) -> Duration {
+    let ms = u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    Duration::from_millis(now_ms().saturating_sub(ms))
 }
 
 /// Runs the outbox drainer of `queue` until the backend is dropped.
