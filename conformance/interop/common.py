@@ -34,6 +34,15 @@ def call(method, url, body=None):
         raise RuntimeError(f"{method} {url}: {err.code} {err.read().decode(errors='replace')}") from None
 
 
+def refusal(method, url, body=None):
+    """The error `call` raises ("METHOD URL: status problem-body"), or "" when the call succeeds."""
+    try:
+        call(method, url, body)
+        return ""
+    except RuntimeError as err:
+        return str(err)
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -87,13 +96,10 @@ def large_round_trip(eos, eos_pid, bucket, mib, native_size, native_chunks):
 
 def check_stale_cas_fails(ekv, table, key, stale_version):
     """A compare-and-set at a version a native writer has since replaced fails with 412."""
-    try:
-        call("PUT", f"{ekv}/api/v1/tables/{table}/entries/{urllib.parse.quote(key, safe='')}",
-             {"value": b64(b"stale write"), "condition": {"versionEquals": stale_version}})
-        check(False, "a compare-and-set at the version before a native update fails")
-    except RuntimeError as err:
-        check(": 412 " in str(err) and "CONDITION_FAILED" in str(err),
-              "a compare-and-set at the version before a native update fails (412 CONDITION_FAILED)")
+    refused = refusal("PUT", f"{ekv}/api/v1/tables/{table}/entries/{urllib.parse.quote(key, safe='')}",
+                      {"value": b64(b"stale write"), "condition": {"versionEquals": stale_version}})
+    check(": 412 " in refused and "CONDITION_FAILED" in refused,
+          "a compare-and-set at the version before a native update fails (412 CONDITION_FAILED)")
 
 
 def eventually(what, attempt, tries=20):

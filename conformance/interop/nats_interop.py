@@ -26,7 +26,7 @@ import urllib.request
 import nats
 
 from common import (b64, call, check, check_none_lost, check_tls_proxy, drain_bodies, eventually, finish, free_port,
-                    make_certificates, publishes_killed, wait_for_port)
+                    make_certificates, publishes_killed, refusal, wait_for_port)
 
 RUN = f"{int(time.time())}"
 
@@ -114,6 +114,26 @@ async def native(eqs, url, ns):
     await nc.close()
 
 
+async def handmade(eqs, url, ns):
+    print("NATS: a stream made by hand before the proxy sees it")
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    name = f"hand-{RUN}"
+    stream = f"{ns}_{name}"
+    await js.add_stream(name=stream, subjects=[f"{ns}.{name}"], retention="workqueue", max_msg_size=1024)
+    refused = refusal("POST", f"{eqs}/api/v1/queues/{name}/messages", {"message": {"body": b64(b"x" * 2000)}})
+    check(": 413 " in refused and "MESSAGE_TOO_LARGE" in refused,
+          f"a body over the hand-made stream's max_msg_size is refused as too large, not unavailable ({refused[-120:]})")
+    check((await js.stream_info(stream)).state.messages == 0, "and nothing was stored")
+    call("POST", f"{eqs}/api/v1/queues/{name}/messages", {"message": {"body": b64(b"small")}})
+    got = receive_all(eqs, name)
+    check([base64.b64decode(m["body"]) for m in got] == [b"small"], "a body within it is sent and received")
+    for m in got:
+        call("POST", f"{eqs}/api/v1/queues/{name}/messages/ack", {"receipt": m["receipt"]})
+    await js.delete_stream(stream)
+    await nc.close()
+
+
 async def topics(eqs, url, ns, eqs_proxy, eqs_config, scratch):
     print("NATS topics: registry in a key-value bucket, fan-out through an outbox stream")
     nc = await nats.connect(url)
@@ -155,7 +175,20 @@ async def topics(eqs, url, ns, eqs_proxy, eqs_config, scratch):
         got = drain_bodies(eqs, queue, {b"left behind"}, seconds=30)
         check([body for body, _ in got] == [b"left behind"] and got[0][1].get("exo.publish-id") == publish_id,
               f"a left-over outbox message reaches {queue} (the drainer finished it)")
-    state = (await js.stream_info(outbox)).state
+    # A left-over entry naming a queue no queue can be (a subscription written by hand) still
+    # reaches the valid one; the bad name's copy is dropped, not the whole entry.
+    odd_id = f"odd-{RUN}"
+    await js.publish(f"{ns}.exo_outbox", b"odd queue", headers={
+        "Nats-Msg-Id": odd_id, "exo.outbox-queues": f"{first},no such/queue",
+        "exo.topic": topic, "exo.publish-id": odd_id})
+    got = drain_bodies(eqs, first, {b"odd queue"}, seconds=30)
+    check([body for body, _ in got] == [b"odd queue"],
+          "a left-over outbox message that also names an invalid queue still reaches the valid one")
+    for _ in range(50):  # the drainer deletes the entry just after storing the copy
+        state = (await js.stream_info(outbox)).state
+        if state.messages == 1:
+            break
+        await asyncio.sleep(0.1)
     check(state.messages == 1 and state.first_seq == junk.seq,
           "only the malformed message is left in the outbox, for a person to look at")
     await js.delete_msg(outbox, junk.seq)
@@ -278,6 +311,7 @@ def main():
     parser.add_argument("--scratch", required=True)
     args = parser.parse_args()
     asyncio.run(native(args.eqs, args.nats, args.namespace))
+    asyncio.run(handmade(args.eqs, args.nats, args.namespace))
     asyncio.run(topics(args.eqs, args.nats, args.namespace, args.eqs_proxy, args.eqs_config, args.scratch))
     restart(args.eqs_proxy, args.nats_server, args.scratch)
     tls(args.eqs_proxy, args.nats_server, args.scratch)

@@ -23,7 +23,7 @@ import time
 import pika
 
 from common import (b64, call, check, check_none_lost, check_tls_proxy, eventually, finish, free_port,
-                    make_certificates, publishes_killed, wait_for_port)
+                    make_certificates, publishes_killed, refusal, wait_for_port)
 
 RUN = f"{int(time.time())}"
 
@@ -88,11 +88,7 @@ def native(eqs, amqp, ns):
     for m in got:
         call("POST", f"{eqs}/api/v1/queues/{handmade}/messages/ack", {"receipt": m["receipt"]})
     check(channel.basic_get(f"{ns}.{handmade}", auto_ack=True)[0] is None, "an ack through eqs removes it")
-    try:
-        call("POST", f"{eqs}/api/v1/queues", {"name": handmade})
-        refused = ""
-    except RuntimeError as err:
-        refused = str(err)
+    refused = refusal("POST", f"{eqs}/api/v1/queues", {"name": handmade})
     check(": 409 " in refused and "QUEUE_ALREADY_EXISTS" in refused and "arguments" in refused,
           f"creating it through eqs says it exists with other arguments, changing nothing ({refused[-90:]})")
     check(channel.queue_declare(f"{ns}.{handmade}", passive=True).method.message_count == 0

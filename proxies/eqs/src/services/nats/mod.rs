@@ -352,6 +352,13 @@ fn is_not_found(err: &jetstream::Error) -> bool {
     matches!(err.error_code(), ErrorCode::STREAM_NOT_FOUND | ErrorCode::CONSUMER_NOT_FOUND)
 }
 
+/// Whether a publish was refused because the message is over the stream's `max_msg_size`.
+fn exceeds_stream_limit(err: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(err)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .is_some_and(|e| e.error_code() == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM)
+}
+
 /// The two forms of a JetStream ack subject (ADR-15): the stream is token 2 of 9, or token 4 of
 /// 11 and more (with domain and account hash).
 fn ack_subject_names(subject: &str) -> Option<(&str, &str)> {
@@ -745,6 +752,12 @@ impl NatsQueue {
                     PublishErrorKind::MaxPayloadExceeded => ExoError::new(
                         ErrorReason::MessageTooLarge,
                         format!("NATS refused the message as too large: {err}"),
+                    ),
+                    // A stream made by hand may have a smaller `max_msg_size` than the server's
+                    // payload limit; the server then answers JetStream error 10054.
+                    _ if exceeds_stream_limit(&err) => ExoError::new(
+                        ErrorReason::MessageTooLarge,
+                        format!("the queue's stream refused the message as too large: {err}"),
                     ),
                     _ => unavailable("publish", err),
                 }),
