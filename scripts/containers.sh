@@ -43,3 +43,8 @@ copy_with_libraries() {
   done
 }
 
+
+# The workspace version (Cargo.toml's first `version = "…"`): the images' tag.
+workspace_version() {
+  sed -n 's/^version = "\(.*\)"$/\1/p' "$containers_root/Cargo.toml" | head -n 1
+}

@@ -10,6 +10,7 @@ pub mod emulators;
 pub mod kv_cases;
 pub mod object_cases;
 pub mod openapi_check;
+pub mod probes;
 pub mod push_app;
 pub mod queue_cases;
 pub mod report;

@@ -161,6 +161,13 @@ impl Tls {
 }
 
 /// A lazily connecting channel to `url` (`https://` with `tls`).
+/// The transport every client of this crate is built on, for callers that use the generated
+/// clients directly (e.g. a proxy forwarding to another): `url` (`https://` uses `tls`), with
+/// `auth` on every call; connected on first use.
+pub fn transport(url: &str, tls: &Tls, auth: Auth) -> Result<Transport> {
+    Ok(tonic::service::interceptor::InterceptedService::new(channel(url, tls)?, auth))
+}
+
 fn channel(url: &str, tls: &Tls) -> Result<tonic::transport::Channel> {
     let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
         .map_err(|err| {

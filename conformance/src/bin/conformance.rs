@@ -62,6 +62,19 @@ enum Command {
         #[arg(long, value_enum)]
         emulator: Option<exo_conformance::emulators::Emulator>,
     },
+    /// Try a rendered Kubernetes workload's probes (startup, readiness, liveness: httpGet,
+    /// tcpSocket, grpc) against its running pod, as the kubelet would; for runtimes that do not
+    /// act on them (`podman kube play`). The pod's ports must be reachable on --host.
+    Probes {
+        /// The rendered file (e.g. k8s/deployment.yaml).
+        file: PathBuf,
+        /// Where the pod's ports are reachable.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Longest wait for any one probe, in seconds (a probe's own thresholds may be shorter).
+        #[arg(long, default_value_t = 60)]
+        max_wait: u64,
+    },
     /// List the providers and the backends of each service.
     ListBackends {
         /// Print the docs table (the README's generated section) instead.
@@ -248,6 +261,16 @@ async fn main() -> anyhow::Result<()> {
                     println!("{:<34} {}{needs}", case.name, case.description);
                 }
             }
+            Ok(())
+        }
+        Command::Probes { file, host, max_wait } => {
+            let yaml =
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let probes = exo_conformance::probes::read_probes(&yaml)?;
+            println!("probes of {} against {host}", file.display());
+            exo_conformance::probes::check_all(&host, &probes, std::time::Duration::from_secs(max_wait))
+                .await?;
+            println!("every probe succeeded");
             Ok(())
         }
         Command::ListBackends { markdown: true } => {

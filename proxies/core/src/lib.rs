@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 mod config_error;
 pub mod connections;
+pub mod deadline;
 pub mod descriptor;
 mod error;
 pub mod failover;

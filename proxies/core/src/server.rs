@@ -154,10 +154,14 @@ impl ProxyServer {
         // One fallback for both worlds: unknown gRPC methods (content-type application/grpc)
         // get UNIMPLEMENTED, anything else a problem+json 404.
         let grpc = grpc_builtin.merge(self.grpc).layer(axum::middleware::map_response(normalize_grpc_errors));
-        let mut app = grpc.merge(http).fallback(not_found).layer(axum::middleware::from_fn_with_state(
-            self.config.body_idle_timeout,
-            crate::stalls::idle_bodies,
-        ));
+        let mut app = grpc
+            .merge(http)
+            .fallback(not_found)
+            .layer(axum::middleware::from_fn(crate::deadline::caller_deadline))
+            .layer(axum::middleware::from_fn_with_state(
+                self.config.body_idle_timeout,
+                crate::stalls::idle_bodies,
+            ));
         if let Some(secret) = self.config.auth_token.clone() {
             app = app.layer(axum::middleware::from_fn_with_state(
                 crate::auth::TokenCheck::new(secret),

@@ -519,7 +519,11 @@ fn receive_params(descriptor: &Descriptor, req: &pb::ReceiveRequest) -> ExoResul
     }
     Ok(ReceiveParams {
         max_messages,
-        wait: Duration::from_secs(u64::from(req.wait_seconds)),
+        // A caller that will not wait that long gets an (empty) answer before it gives up.
+        wait: exo_proxy_core::deadline::clamp_wait(
+            Duration::from_secs(u64::from(req.wait_seconds)),
+            Duration::from_millis(100),
+        ),
         visibility_seconds: req.visibility_timeout_seconds,
     })
 }

@@ -146,7 +146,10 @@ impl EqsConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.backend.validate()?;
-        let max = self.backend.largest_item().unwrap_or(0);
+        // A `remote` backend's limit is the remote proxy's, known only once it answers.
+        let Some(max) = self.backend.largest_item() else {
+            return self.validate_topics();
+        };
         if max == 0 || max > 16 * 1024 * 1024 {
             return Err(ConfigError::Invalid("backend.max-message-bytes must be 1 ..= 16 MiB".into()));
         }

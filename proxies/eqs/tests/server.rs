@@ -373,3 +373,50 @@ async fn a_malformed_path_is_a_problem_not_plain_text() {
     let problem: serde_json::Value = response.json().await.unwrap();
     assert_eq!(problem["reason"], "MALFORMED_REQUEST");
 }
+
+#[tokio::test]
+async fn the_callers_deadline_shortens_a_long_poll_and_an_expired_one_writes_nothing() {
+    use exo_proto::queue::v1 as pb;
+    let proxy = start().await;
+    let queues = client(&proxy.url);
+    queues.create_queue("deadline", QueueOptions::default()).await.unwrap();
+    // gRPC: a 20 s long poll from a caller that waits 1 s answers empty before the caller gives
+    // up (tonic's set_timeout sends grpc-timeout), instead of failing with DEADLINE_EXCEEDED.
+    let mut raw = queues.raw();
+    let mut request = tonic::Request::new(pb::ReceiveRequest {
+        queue: "deadline".into(),
+        wait_seconds: 20,
+        ..Default::default()
+    });
+    request.set_timeout(Duration::from_secs(1));
+    let clock = std::time::Instant::now();
+    let answer = raw.receive(request).await.expect("an empty answer, not a deadline error").into_inner();
+    let took = clock.elapsed();
+    assert!(answer.messages.is_empty());
+    assert!(took >= Duration::from_millis(700) && took < Duration::from_millis(1000), "{took:?}");
+    // HTTP: the same with x-exo-timeout-ms.
+    let http = reqwest::Client::new();
+    let clock = std::time::Instant::now();
+    let response = http
+        .post(format!("{}/api/v1/queues/deadline/messages/receive", proxy.url))
+        .header("x-exo-timeout-ms", "800")
+        .json(&serde_json::json!({"waitSeconds": 20}))
+        .send()
+        .await
+        .unwrap();
+    let took = clock.elapsed();
+    assert_eq!(response.status(), 200);
+    assert!(took >= Duration::from_millis(500) && took < Duration::from_millis(800), "{took:?}");
+    // A caller whose time is already up gets TIMEOUT (504) and its send is not stored.
+    let response = http
+        .post(format!("{}/api/v1/queues/deadline/messages", proxy.url))
+        .header("x-exo-timeout-ms", "0")
+        .json(&serde_json::json!({"message": {"body": "aGk="}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    let problem: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(problem["reason"], "TIMEOUT", "{problem}");
+    assert_eq!(queues.queue_info("deadline").await.unwrap().visible_messages, 0);
+}

@@ -303,6 +303,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_callers_deadline_bounds_calls_and_retries() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+
+        use crate::deadline::with_timeout;
+        let metrics = Arc::new(Metrics::new());
+        let server =
+            crate::config::ServerConfig { request_timeout: Duration::from_secs(5), ..Default::default() };
+        let stack = standard(&server, metrics.clone());
+        // A deadline already passed: the call is not started at all (a send stores nothing).
+        let started = AtomicU32::new(0);
+        let send = Call::new("queue", "send", "memory").not_idempotent();
+        let err = with_timeout(
+            Duration::ZERO,
+            stack.wrap(send, async {
+                started.fetch_add(1, Ordering::SeqCst);
+                Ok(1)
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!((err.reason, started.load(Ordering::SeqCst)), (ErrorReason::Timeout, 0));
+        assert!(err.message.contains("caller's deadline"), "{}", err.message);
+        // A slow call is cut at the caller's 100 ms, not the proxy's 5 s.
+        let clock = std::time::Instant::now();
+        let err = with_timeout(
+            Duration::from_millis(100),
+            stack.wrap(Call::new("kv", "get", "slow"), sleep_then_ok(3000)),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.reason, ErrorReason::Timeout);
+        assert!(clock.elapsed() < Duration::from_millis(1000), "{:?}", clock.elapsed());
+        // A read failing retryably is retried while the caller waits, and no longer.
+        let tries = AtomicU32::new(0);
+        // Each try takes 20 ms: the first ends at 20 ms, a second (if its back-off fits) is cut
+        // at the deadline, and no third starts. With only the proxy's own 5 s, all 3 would run.
+        let failing = || {
+            tries.fetch_add(1, Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Err::<u32, _>(ExoError::new(ErrorReason::BackendUnavailable, "reset").retryable())
+            }
+        };
+        let clock = std::time::Instant::now();
+        let err = with_timeout(
+            Duration::from_millis(30),
+            stack.wrap_repeatable(Call::new("kv", "get", "down"), failing),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.retryable);
+        assert!(clock.elapsed() < Duration::from_millis(500), "{:?}", clock.elapsed());
+        assert!(tries.load(Ordering::SeqCst) <= 2, "{} tries", tries.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
     async fn a_rejection_keeps_its_reason_and_the_empty_stack_changes_nothing() {
         let metrics = Arc::new(Metrics::new());
         let call = Call::new("kv", "get", "embedded");

@@ -142,7 +142,9 @@ impl Layer for Retry {
         Fut: Future<Output = ExoResult<T>> + Send,
     {
         self.budget.deposit();
-        let deadline = Instant::now() + self.within + call.extra_time;
+        let own = Instant::now() + self.within + call.extra_time;
+        // No retry that the caller would not wait for.
+        let deadline = crate::deadline::caller().map_or(own, |caller| caller.min(own));
         let mut tries = 1;
         loop {
             let result = attempt().await;

@@ -1,4 +1,5 @@
-//! The per-call timeout: a call that runs longer than its limit fails with TIMEOUT (retryable).
+//! The per-call timeout: a call that runs longer than its limit, or than the caller's deadline,
+//! fails with TIMEOUT (retryable); a call whose caller's deadline has passed is not started.
 //! The backend may still complete a write it was given; delivery is at-least-once, so a retry
 //! can at worst duplicate, never lose.
 
@@ -30,12 +31,26 @@ impl Layer for Timeout {
     ) -> impl Future<Output = ExoResult<T>> + Send {
         let limit = call.timed.then(|| self.limit + call.extra_time);
         async move {
-            match limit {
-                Some(limit) => bounded(limit, next).await,
-                None => next.await,
+            // The caller's deadline (see `crate::deadline`): no call starts once it has passed,
+            // and a timed call gets no more than what is left of it.
+            match (limit, crate::deadline::remaining()) {
+                (_, Some(left)) if left.is_zero() => Err(caller_gave_up()),
+                (Some(limit), Some(left)) if left < limit => {
+                    tokio::time::timeout(left, next).await.unwrap_or_else(|_| Err(caller_gave_up()))
+                }
+                (Some(limit), _) => bounded(limit, next).await,
+                (None, _) => next.await,
             }
         }
     }
+}
+
+/// The caller's own deadline passed: TIMEOUT (DEADLINE_EXCEEDED in gRPC, 504 in HTTP).
+fn caller_gave_up() -> ExoError {
+    ExoError::new(
+        ErrorReason::Timeout,
+        "the caller's deadline (grpc-timeout or x-exo-timeout-ms) passed before the backend answered",
+    )
 }
 
 /// Fails `call` with TIMEOUT (retryable) once it runs longer than `limit`.

@@ -11,6 +11,7 @@ pub mod memory;
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod remote;
 
 use std::{sync::Arc, time::Duration};
 
@@ -29,6 +30,7 @@ exo_proxy_core::backends! {
         "postgres" in "postgres" => Postgres(postgres::PostgresKv): "PostgreSQL: two tables in a schema of your database.",
         #[cfg(feature = "redis")]
         "redis" in "redis" => Redis(redis::RedisKv): "Redis: hashes and sorted-set indexes under a namespace (key prefix).",
+        "remote" in "remote" => Remote(remote::RemoteKv): "Another ekv proxy over gRPC (https: TLS, client certificate): an edge forwarding to a standalone proxy.",
     }
     chain "failover" => Failover(crate::layers::FailoverKv): "An ordered chain of backends: writes to the first that answers, reads fall through.";
 }

@@ -7,6 +7,7 @@ pub mod fs;
 #[cfg(feature = "gcp")]
 pub mod gcs;
 pub mod memory;
+pub mod remote;
 #[cfg(feature = "aws")]
 pub mod s3;
 
@@ -25,6 +26,7 @@ exo_proxy_core::backends! {
         "azure-blob" in "azure" => AzureBlob(azure_blob::AzureBlobs): "Azure Blob Storage: account, endpoint, credentials.",
         #[cfg(feature = "gcp")]
         "gcs" in "gcp" => Gcs(gcs::GcsObjects): "Google Cloud Storage: project, endpoint, service-account key.",
+        "remote" in "remote" => Remote(remote::RemoteObjects): "Another eos proxy over gRPC (https: TLS, client certificate): an edge forwarding to a standalone proxy.",
     }
     chain "failover" => Failover(crate::layers::FailoverObjects): "An ordered chain of backends: writes to the first that answers, reads fall through.";
 }

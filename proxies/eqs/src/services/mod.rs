@@ -11,6 +11,7 @@ pub mod nats;
 pub mod postgres;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
+pub mod remote;
 #[cfg(feature = "aws")]
 pub mod sqs;
 #[cfg(any(feature = "rabbitmq", feature = "nats"))]
@@ -35,6 +36,7 @@ exo_proxy_core::backends! {
         "nats" in "nats" => Nats(nats::NatsQueue): "NATS JetStream: a work-queue stream per queue, one durable pull consumer.",
         #[cfg(feature = "rabbitmq")]
         "rabbitmq" in "rabbitmq" => RabbitMq(rabbitmq::RabbitMqQueue): "RabbitMQ: a quorum queue per queue, publisher confirms, visibility held by the proxy.",
+        "remote" in "remote" => Remote(remote::RemoteQueue): "Another eqs proxy over gRPC (https: TLS, client certificate): an edge forwarding to a standalone proxy.",
     }
     chain "failover" => Failover(crate::layers::FailoverQueue): "An ordered chain of backends: writes to the first that answers, receives from all.";
 }

@@ -1,0 +1,217 @@
+//! `remote`: another ekv proxy, reached over gRPC (TLS and a client certificate for `https://`).
+//! An edge or app-host proxy forwards each call to a standalone proxy on a VM that holds the
+//! real table store.
+//!
+//! Capabilities and limits are the remote's (asked with Describe when the backend opens); its
+//! refusals keep their reason (CONDITION_FAILED, KEY_NOT_FOUND, …); the caller's deadline travels
+//! on as `grpc-timeout`. Versions and page positions are the remote's, passed through. A TTL is
+//! sent as the seconds left until the expiry this proxy computed, so an entry may expire up to a
+//! second later than a put made directly on the remote.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use exo_proto::kv::v1::{self as pb, kv_service_client::KvServiceClient};
+use exo_proxy_core::{ExoResult, config::ConfigError, now_ms};
+use exo_remote::{RemoteConfig, Transport, described, from_status, page_token, request};
+
+use crate::{
+    backend::KeyValue,
+    model::{Capability, Condition, Descriptor, TableName},
+};
+
+impl exo_proxy_core::registry::Backend for RemoteKv {
+    type Opened = Arc<dyn KeyValue>;
+    type Context = crate::services::OpenContext;
+    type Config = RemoteConfig;
+
+    fn settings(_data: Option<std::path::PathBuf>) -> RemoteConfig {
+        RemoteConfig { url: "http://127.0.0.1:7403".into(), ..RemoteConfig::default() }
+    }
+
+    fn validate(config: &RemoteConfig) -> Result<(), ConfigError> {
+        config.validate()
+    }
+
+    fn open<'a>(
+        config: &'a RemoteConfig,
+        _context: &'a Self::Context,
+    ) -> exo_proxy_core::registry::BoxFuture<'a, ExoResult<Self::Opened>> {
+        Box::pin(async move {
+            let kv: Self::Opened = Arc::new(RemoteKv::connect(config).await?);
+            Ok(kv)
+        })
+    }
+}
+
+/// Tables served by another ekv proxy.
+pub struct RemoteKv {
+    descriptor: Descriptor,
+    client: KvServiceClient<Transport>,
+    transport: Transport,
+}
+
+impl RemoteKv {
+    /// Connects and asks the remote what it is; fails when it does not answer within the
+    /// config's `connect-timeout`.
+    pub async fn connect(config: &RemoteConfig) -> ExoResult<Self> {
+        let transport = config.connect()?;
+        let mut client = KvServiceClient::new(transport.clone())
+            .max_decoding_message_size(exo_remote::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(exo_remote::MAX_MESSAGE_BYTES);
+        let described = described(config, "ekv", client.describe(pb::DescribeRequest {})).await?;
+        tracing::info!(url = %config.url, remote_backend = %described.backend, "remote ekv described itself");
+        Ok(Self {
+            descriptor: Descriptor {
+                backend: "remote",
+                capabilities: described
+                    .capabilities
+                    .iter()
+                    .filter_map(|c| Capability::try_from(*c).ok())
+                    .collect(),
+                limits: described.limits.unwrap_or_default(),
+            },
+            client,
+            transport,
+        })
+    }
+
+    fn client(&self) -> KvServiceClient<Transport> {
+        self.client.clone()
+    }
+}
+
+#[async_trait]
+impl KeyValue for RemoteKv {
+    fn descriptor(&self) -> &Descriptor {
+        &self.descriptor
+    }
+
+    async fn ready(&self) -> ExoResult<()> {
+        exo_remote::remote_ready(self.transport.clone(), "exo.kv.v1.KvService").await
+    }
+
+    async fn create_table(&self, table: &TableName) -> ExoResult<bool> {
+        let answer = self
+            .client()
+            .create_table(request(pb::CreateTableRequest { name: table.to_string() }))
+            .await
+            .map_err(from_status)?;
+        Ok(answer.into_inner().created)
+    }
+
+    async fn delete_table(&self, table: &TableName) -> ExoResult<()> {
+        self.client()
+            .delete_table(request(pb::DeleteTableRequest { name: table.to_string() }))
+            .await
+            .map_err(from_status)?;
+        Ok(())
+    }
+
+    async fn list_tables(&self) -> ExoResult<Vec<String>> {
+        let answer =
+            self.client().list_tables(request(pb::ListTablesRequest {})).await.map_err(from_status)?;
+        Ok(answer.into_inner().names)
+    }
+
+    async fn get(&self, table: &TableName, key: &str) -> ExoResult<pb::Entry> {
+        let answer = self
+            .client()
+            .get(request(pb::GetRequest { table: table.to_string(), key: key.to_owned() }))
+            .await
+            .map_err(from_status)?;
+        Ok(answer.into_inner().entry.unwrap_or_default())
+    }
+
+    async fn put(
+        &self,
+        table: &TableName,
+        key: &str,
+        value: Vec<u8>,
+        condition: &Condition,
+        expires_at_ms: u64,
+    ) -> ExoResult<String> {
+        let kind = match condition {
+            Condition::None => None,
+            Condition::MustNotExist => Some(pb::condition::Kind::MustNotExist(true)),
+            Condition::VersionEquals(version) => Some(pb::condition::Kind::VersionEquals(version.clone())),
+        };
+        // Whole seconds, rounded up, never 0 (which would mean "no expiry").
+        let ttl_seconds = match expires_at_ms {
+            0 => 0,
+            at => u32::try_from(at.saturating_sub(now_ms()).div_ceil(1000).max(1)).unwrap_or(u32::MAX),
+        };
+        let answer = self
+            .client()
+            .put(request(pb::PutRequest {
+                table: table.to_string(),
+                key: key.to_owned(),
+                value,
+                condition: kind.map(|kind| pb::Condition { kind: Some(kind) }),
+                ttl_seconds,
+            }))
+            .await
+            .map_err(from_status)?;
+        Ok(answer.into_inner().version)
+    }
+
+    async fn delete(&self, table: &TableName, key: &str, condition: &Condition) -> ExoResult<bool> {
+        let version_equals = match condition {
+            Condition::VersionEquals(version) => version.clone(),
+            Condition::None | Condition::MustNotExist => String::new(),
+        };
+        let answer = self
+            .client()
+            .delete(request(pb::DeleteRequest {
+                table: table.to_string(),
+                key: key.to_owned(),
+                version_equals,
+            }))
+            .await
+            .map_err(from_status)?;
+        Ok(answer.into_inner().deleted)
+    }
+
+    async fn list(
+        &self,
+        table: &TableName,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        keys_only: bool,
+    ) -> ExoResult<Vec<pb::Entry>> {
+        let mut entries = Vec::new();
+        let mut page_token = page_token(start_after);
+        let max_page = self.descriptor.limits.max_page_size.max(1);
+        while entries.len() < limit {
+            let page_size = u32::try_from(limit - entries.len()).unwrap_or(max_page).min(max_page);
+            let answer = self
+                .client()
+                .list(request(pb::ListRequest {
+                    table: table.to_string(),
+                    prefix: prefix.to_owned(),
+                    page_size,
+                    page_token,
+                    keys_only,
+                }))
+                .await
+                .map_err(from_status)?
+                .into_inner();
+            entries.extend(answer.entries.into_iter().take(limit - entries.len()));
+            if answer.next_page_token.is_empty() {
+                break;
+            }
+            page_token = answer.next_page_token;
+        }
+        Ok(entries)
+    }
+
+    async fn batch_get(&self, table: &TableName, keys: &[String]) -> ExoResult<Vec<pb::Entry>> {
+        let answer = self
+            .client()
+            .batch_get(request(pb::BatchGetRequest { table: table.to_string(), keys: keys.to_vec() }))
+            .await
+            .map_err(from_status)?;
+        Ok(answer.into_inner().entries)
+    }
+}

@@ -1,0 +1,248 @@
+//! What the `remote` backends of eqs, eos and ekv share. A `remote` backend is another ExoFlow
+//! proxy of the same service, reached over gRPC (TLS and a client certificate when the URL is
+//! `https://`): an edge or app-host proxy forwarding to a standalone proxy on a VM.
+//!
+//! - [`RemoteConfig`]: the `backend:` settings (URL, CA bundle, client certificate, token);
+//! - [`RemoteConfig::connect`]: the gRPC channel and the bearer-token interceptor, from the SDK;
+//! - [`from_remote`]: the remote's error as this proxy's, reason, retryability, field and
+//!   resource kept, so a caller cannot tell a forwarded refusal from a local one;
+//! - [`page_token`]: the page token a proxy issues for "start after this name".
+
+use std::{path::PathBuf, time::Duration};
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use exo_proto::common::v1::ErrorReason;
+use exo_proxy_core::{ExoError, config::ConfigError, secret::SecretRef};
+use serde::{Deserialize, Serialize};
+
+/// The proxy a `remote` backend forwards to.
+///
+/// ```yaml
+/// backend:
+///   kind: remote
+///   url: https://queues.internal:7401
+///   ca-file: /etc/exoflow/tls/ca.pem            # optional: a private CA that signed the remote's certificate
+///   client-cert-file: /etc/exoflow/tls/edge.pem # optional, with client-key-file: for a remote that asks (mTLS)
+///   client-key-file: /etc/exoflow/tls/edge.key
+///   token: env:EXO_REMOTE_TOKEN                 # optional: the remote's bearer token (a secret reference)
+///   connect-timeout: 10s                        # how long start-up waits for the remote to describe itself
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RemoteConfig {
+    /// `http://host:port` (loopback or a trusted network only) or `https://host:port`.
+    pub url: String,
+    /// Extra certificate authorities (PEM) for the remote's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM), with `client_key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<PathBuf>,
+    /// The remote proxy's bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<SecretRef>,
+    /// How long opening the backend waits for the remote's description.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:7401".into(),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            token: None,
+            connect_timeout: default_connect_timeout(),
+        }
+    }
+}
+
+/// The largest gRPC message a remote client sends or accepts: above any proxy's own request
+/// limit, so the remote's limits, not the client's, decide (tonic's default is 4 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A connection to the remote: the channel, with the bearer token on every call.
+pub type Transport = exo_sdk::Transport;
+
+impl RemoteConfig {
+    /// Checks the settings hang together, before anything is opened.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |why: String| Err(ConfigError::Invalid(format!("backend (remote): {why}")));
+        let scheme_ok = self.url.starts_with("https://") || self.url.starts_with("http://");
+        if !scheme_ok || self.url.parse::<tonic::transport::Uri>().is_err() {
+            return invalid(format!("url {:?} is not an http:// or https:// URL", self.url));
+        }
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
+            return invalid("client-cert-file and client-key-file go together".into());
+        }
+        let tls_files = self.ca_file.is_some() || self.client_cert_file.is_some();
+        if tls_files && !self.url.starts_with("https://") {
+            return invalid(format!("TLS files are set but url {:?} is not https://", self.url));
+        }
+        if self.connect_timeout.is_zero() {
+            return invalid("connect-timeout must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The channel to the remote (connected on first use) with its token, as the SDK makes it.
+    pub fn connect(&self) -> Result<Transport, ExoError> {
+        let tls = exo_sdk::Tls {
+            ca_file: self.ca_file.clone(),
+            client_cert_file: self.client_cert_file.clone(),
+            client_key_file: self.client_key_file.clone(),
+        };
+        let auth = match &self.token {
+            Some(secret) => {
+                let token = secret
+                    .resolve()
+                    .map_err(|e| ExoError::new(ErrorReason::InvalidArgument, format!("remote token: {e}")))?;
+                let token = String::from_utf8(token).map_err(|_| {
+                    ExoError::new(ErrorReason::InvalidArgument, "remote token: not UTF-8 text")
+                })?;
+                exo_sdk::Auth::bearer(token.trim()).map_err(from_remote)?
+            }
+            None => exo_sdk::Auth::none(),
+        };
+        exo_sdk::transport(&self.url, &tls, auth).map_err(from_remote)
+    }
+}
+
+/// The remote's error as this proxy's own: the remote's reason, retryability, field and
+/// resource, its message prefixed with where it came from. A transport failure (the remote not
+/// reachable, a TLS refusal) is BACKEND_UNAVAILABLE, retryable, with its cause.
+pub fn from_remote(err: exo_sdk::Error) -> ExoError {
+    let origin =
+        if err.backend.is_empty() { "remote proxy".to_owned() } else { format!("remote {}", err.backend) };
+    ExoError {
+        reason: err.reason,
+        message: format!("{origin}: {}", err.message),
+        backend: String::new(),
+        retryable: err.retryable,
+        field: err.field,
+        resource: err.resource,
+    }
+}
+
+/// A `tonic::Status` from a call to the remote, as [`from_remote`] maps it. A status that no
+/// ExoFlow handler made (it carries no error detail) and that says the call did not get
+/// through — refused or reset connections, TLS refusals, a remote gone mid-stream — is
+/// BACKEND_UNAVAILABLE, retryable, with its cause: the remote is this proxy's backend.
+pub fn from_status(status: tonic::Status) -> ExoError {
+    use tonic::Code;
+    let transport = status.details().is_empty()
+        && matches!(status.code(), Code::Unknown | Code::Internal | Code::Unavailable | Code::Cancelled);
+    let mut err = from_remote(exo_sdk::Error::from(status));
+    if transport {
+        err.reason = ErrorReason::BackendUnavailable;
+        err.retryable = true;
+    }
+    err
+}
+
+/// A request to the remote carrying what is left of this request's caller's deadline (see
+/// `exo_proxy_core::deadline`) as its `grpc-timeout`, so the remote stops when the caller does.
+pub fn request<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(left) = exo_proxy_core::deadline::remaining() {
+        request.set_timeout(left);
+    }
+    request
+}
+
+/// The remote's answer to the Describe call `describe`, waited for at most the config's
+/// `connect-timeout` (opening a `remote` backend needs the remote's capabilities and limits).
+pub async fn described<T>(
+    config: &RemoteConfig,
+    service: &str,
+    describe: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, ExoError> {
+    let answer = tokio::time::timeout(config.connect_timeout, describe).await.map_err(|_| {
+        ExoError::unavailable(format!(
+            "remote {service} at {} did not answer Describe within {:?}",
+            config.url, config.connect_timeout
+        ))
+    })?;
+    Ok(answer.map_err(from_status)?.into_inner())
+}
+
+/// Whether the remote is ready, as its gRPC health says for `service` (e.g.
+/// `exo.queue.v1.QueueService`): SERVING only while the remote's own backend is ready, so an
+/// edge is ready exactly when calls through it can succeed.
+pub async fn remote_ready(transport: Transport, service: &str) -> Result<(), ExoError> {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let answer = HealthClient::new(transport)
+        .check(request(HealthCheckRequest { service: service.to_owned() }))
+        .await
+        .map_err(from_status)?
+        .into_inner();
+    if answer.status == ServingStatus::Serving as i32 {
+        Ok(())
+    } else {
+        Err(ExoError::unavailable(format!("the remote proxy is not ready ({service} is not SERVING)"))
+            .retryable())
+    }
+}
+
+/// The page token a proxy issues for the page after `name` (base64url of the name).
+pub fn page_token(start_after: Option<&str>) -> String {
+    start_after.map(|name| URL_SAFE_NO_PAD.encode(name)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_checked() {
+        let ok = RemoteConfig { url: "https://q.internal:7401".into(), ..Default::default() };
+        assert!(ok.validate().is_ok());
+        let bad_url = RemoteConfig { url: "q.internal:7401".into(), ..Default::default() };
+        assert!(bad_url.validate().unwrap_err().to_string().contains("not an http:// or https:// URL"));
+        let half = RemoteConfig { client_cert_file: Some("c.pem".into()), ..ok.clone() };
+        assert!(half.validate().unwrap_err().to_string().contains("go together"));
+        let plain_tls = RemoteConfig { ca_file: Some("ca.pem".into()), ..Default::default() };
+        assert!(plain_tls.validate().unwrap_err().to_string().contains("not https://"));
+    }
+
+    #[test]
+    fn a_remote_refusal_keeps_its_reason_and_says_where_it_came_from() {
+        let status = ExoError::new(ErrorReason::QueueNotFound, "queue 'a' does not exist")
+            .with_resource("a")
+            .with_backend("sqs");
+        let status: tonic::Status = status.into();
+        let err = from_status(status);
+        assert_eq!(
+            (err.reason, err.resource.as_str(), err.retryable),
+            (ErrorReason::QueueNotFound, "a", false)
+        );
+        assert_eq!(err.message, "remote sqs: queue 'a' does not exist");
+        let unreachable = from_status(tonic::Status::unavailable("connection refused"));
+        assert_eq!(unreachable.reason, ErrorReason::BackendUnavailable);
+        assert!(unreachable.retryable);
+        let refused_tls =
+            from_status(tonic::Status::unknown("transport error: received fatal alert: UnknownCA"));
+        assert_eq!((refused_tls.reason, refused_tls.retryable), (ErrorReason::BackendUnavailable, true));
+        assert!(refused_tls.message.contains("UnknownCA"), "{}", refused_tls.message);
+        // An ExoFlow INTERNAL stays INTERNAL.
+        let internal: tonic::Status = ExoError::internal("bug").into();
+        assert_eq!(from_status(internal).reason, ErrorReason::Internal);
+    }
+
+    #[test]
+    fn page_tokens_are_what_a_proxy_issues() {
+        assert_eq!(page_token(None), "");
+        assert_eq!(page_token(Some("orders")), "b3JkZXJz");
+    }
+}
