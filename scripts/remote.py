@@ -10,9 +10,13 @@ token; edge proxies whose backend is `kind: remote` forward to them.
 - the standalone eqs killed -9: the edge answers 503 retryable and is not ready; restarted, every
   message acknowledged before the kill is received through the edge;
 - a 64 MiB object streams through the edge eos byte-exact, and an upload cut halfway at the
-  edge leaves nothing on the standalone proxy.
+  edge leaves nothing on the standalone proxy;
+- discovery by DNS SRV (dnsmasq on a free port answering `_eqs._tcp.exo.test` with a primary of
+  priority 10 and a standby of priority 20, two standalone eqs on one PostgreSQL schema): calls go
+  to the primary; the primary killed -9, they move to the standby within 2 s and every
+  acknowledged send is received; the primary back, calls return to it.
 
-  remote.py --bin-dir DIR --work DIR
+  remote.py --bin-dir DIR --work DIR --postgres URL [--dnsmasq PATH]
 Certificates are made with the openssl CLI.
 """
 
@@ -21,6 +25,7 @@ import base64
 import hashlib
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -91,10 +96,135 @@ def upstream_ready(port, seconds=20):
     return False
 
 
+def send_count(port, cert, ca):
+    """The sends a standalone (mTLS) eqs has served, from its /metrics."""
+    context = ssl.create_default_context(cafile=ca[0])
+    context.load_cert_chain(cert[0], cert[1])
+    with urllib.request.urlopen(f"https://localhost:{port}/metrics", context=context, timeout=5) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("exo_requests_total{") and 'op="send"' in line and 'outcome="ok"' in line)
+
+
+def srv_discovery(args, work, binary, ca, server, edge, env):
+    print("discovery by DNS SRV: a primary and a standby in front of one PostgreSQL schema")
+    schema = f"exo_remote_{int(time.time())}_{os.getpid()}"
+    names = {"primary": free_port(), "standby": free_port()}
+    procs = {}
+    dns_port = free_port()
+    dns = None
+    edge_proc = None
+    try:
+        for name, port in names.items():
+            write(f"{work}/srv-{name}.yaml", f"""server:
+  auth-token: env:EXO_UPSTREAM_TOKEN
+  tls:
+    cert-file: {server[0]}
+    key-file: {server[1]}
+    client-ca-file: {ca[0]}
+    allowed-clients: [CN=edge]
+backend:
+  kind: postgres
+  url: {args.postgres}
+  schema: {schema}
+""")
+            procs[name] = start(binary("eqs"), f"{work}/srv-{name}.yaml", port, f"{work}/srv-{name}.log", env)[0]
+        for name, port in names.items():
+            if not upstream_ready(port):
+                print(open(f"{work}/srv-{name}.log").read()[-2000:])
+                raise SystemExit(f"standalone eqs {name} did not start")
+        dns = subprocess.Popen(
+            [args.dnsmasq, "--no-daemon", "--conf-file=/dev/null", f"--port={dns_port}", "--listen-address=127.0.0.1",
+             "--bind-interfaces", "--no-resolv", "--no-hosts", "--local-ttl=1", "--user=root",
+             "--host-record=primary.exo.test,127.0.0.1", "--host-record=standby.exo.test,127.0.0.1",
+             f"--srv-host=_eqs._tcp.exo.test,primary.exo.test,{names['primary']},10,1",
+             f"--srv-host=_eqs._tcp.exo.test,standby.exo.test,{names['standby']},20,1"],
+            stdout=open(f"{work}/dnsmasq.log", "ab"), stderr=subprocess.STDOUT)
+        time.sleep(0.5)
+        check(dns.poll() is None, "dnsmasq serves the SRV records")
+        config = write(f"{work}/edge-srv.yaml", f"""backend:
+  kind: remote
+  url: srv:_eqs._tcp.exo.test
+  nameserver: 127.0.0.1:{dns_port}
+  ca-file: {ca[0]}
+  client-cert-file: {edge[0]}
+  client-key-file: {edge[1]}
+  token: env:EXO_REMOTE_TOKEN
+""")
+        edge_port = free_port()
+        edge_proc, edge_url = start(binary("eqs"), config, edge_port, f"{work}/edge-srv.log", {"EXO_REMOTE_TOKEN": TOKEN})
+        check(wait_ready(edge_url, edge_proc, f"{work}/edge-srv.log"), "an edge with url: srv:… and a nameserver is ready")
+        queue = "srv-orders"
+        request("POST", f"{edge_url}/api/v1/queues", {"name": queue})
+        acknowledged, failed_over_after = [], None
+
+        def send(i):
+            """One send as an SDK makes it: retried on a retryable answer, for up to 10 s."""
+            started = time.monotonic()
+            while time.monotonic() - started < 10:
+                status, answer = request("POST", f"{edge_url}/api/v1/queues/{queue}/messages",
+                                         {"message": {"body": base64.b64encode(f"s{i}".encode()).decode()}}, timeout=10)
+                if status == 200:
+                    acknowledged.append(f"s{i}")
+                    return
+                if not (isinstance(answer, dict) and answer.get("retryable")):
+                    return
+                time.sleep(0.05)
+
+        for i in range(30):
+            send(i)
+        client = edge
+        on_primary, on_standby = send_count(names["primary"], client, ca), send_count(names["standby"], client, ca)
+        check(on_primary >= 30 and on_standby == 0,
+              f"calls go to the lowest priority (primary {on_primary:.0f} sends, standby {on_standby:.0f})")
+        procs["primary"].kill()
+        procs["primary"].wait()
+        killed = time.monotonic()
+        send(30)
+        failed_over_after = time.monotonic() - killed
+        for i in range(31, 60):
+            send(i)
+        check(failed_over_after < 2, f"with the primary killed -9 the next send succeeded on the standby after {failed_over_after:.2f} s")
+        check(send_count(names["standby"], client, ca) >= 30, "and the calls after it went to the standby")
+        got = set()
+        for _ in range(30):
+            status, answer = request("POST", f"{edge_url}/api/v1/queues/{queue}/messages/receive",
+                                     {"maxMessages": 10, "waitSeconds": 1})
+            for m in answer.get("messages", []) if status == 200 else []:
+                got.add(base64.b64decode(m["body"]).decode())
+                request("POST", f"{edge_url}/api/v1/queues/{queue}/messages/ack", {"receipt": m["receipt"]})
+            if set(acknowledged) <= got:
+                break
+        missing = set(acknowledged) - got
+        check(len(acknowledged) == 60 and not missing,
+              f"{len(acknowledged)} sends acknowledged, every one received ({len(missing)} missing)")
+        procs["primary"] = start(binary("eqs"), f"{work}/srv-primary.yaml", names["primary"], f"{work}/srv-primary.log", env)[0]
+        upstream_ready(names["primary"])
+        before = 0.0
+        for i in range(60, 200):
+            send(i)
+            before = send_count(names["primary"], client, ca)
+            if before > 0:
+                break
+            time.sleep(0.1)
+        check(before > 0, "the primary back, calls return to it")
+    finally:
+        if edge_proc:
+            edge_proc.kill()
+        if dns:
+            dns.kill()
+        for proc in procs.values():
+            proc.kill()
+        subprocess.run(["psql", args.postgres, "-q", "-c", f"DROP SCHEMA IF EXISTS {schema} CASCADE"],
+                       capture_output=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bin-dir", required=True)
     parser.add_argument("--work", required=True)
+    parser.add_argument("--postgres", required=True, help="a database both standalone eqs of the SRV check share")
+    parser.add_argument("--dnsmasq", default="/usr/sbin/dnsmasq")
     args = parser.parse_args()
     work = os.path.abspath(args.work)
     os.environ["RUST_BACKTRACE"] = "0"  # an error exit prints its message, not a backtrace
@@ -103,7 +233,8 @@ def main():
     conformance = os.path.join(args.bin_dir, "conformance")
 
     ca = authority(work, "edge")
-    server = issue(work, ca, "server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1")
+    server = issue(work, ca, "server", "localhost",
+                   "subjectAltName=DNS:localhost,IP:127.0.0.1,DNS:primary.exo.test,DNS:standby.exo.test")
     edge = issue(work, ca, "edge", "edge", "extendedKeyUsage=clientAuth")
     intruder = issue(work, ca, "intruder", "intruder", "extendedKeyUsage=clientAuth")
     foreign = issue(work, authority(work, "foreign"), "foreign", "edge", "extendedKeyUsage=clientAuth")
@@ -257,6 +388,7 @@ backend:
             check(status == 404, f"an upload cut halfway at the edge left nothing on the standalone proxy (HEAD {status})")
         finally:
             edge_proc.kill()
+        srv_discovery(args, work, binary, ca, server, edge, env)
     finally:
         for proc in upstream.values():
             proc.kill()

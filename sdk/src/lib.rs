@@ -111,6 +111,9 @@ pub struct Tls {
     pub client_cert_file: Option<std::path::PathBuf>,
     /// The client certificate's key (PEM).
     pub client_key_file: Option<std::path::PathBuf>,
+    /// The name the server's certificate must carry (and the SNI sent) when it is not the
+    /// endpoint's host: an endpoint given by the address a name was resolved to.
+    pub server_name: Option<String>,
 }
 
 impl Tls {
@@ -122,6 +125,7 @@ impl Tls {
             ca_file: path(CA_FILE_ENV),
             client_cert_file: path(CLIENT_CERT_FILE_ENV),
             client_key_file: path(CLIENT_KEY_FILE_ENV),
+            server_name: None,
         }
     }
 
@@ -136,6 +140,9 @@ impl Tls {
             })
         };
         let mut config = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
+        if let Some(name) = &self.server_name {
+            config = config.domain_name(name.clone());
+        }
         if let Some(ca) = &self.ca_file {
             config = config.ca_certificate(tonic::transport::Certificate::from_pem(read("CA file", ca)?));
         }
@@ -160,15 +167,10 @@ impl Tls {
     }
 }
 
-/// A lazily connecting channel to `url` (`https://` with `tls`).
-/// The transport every client of this crate is built on, for callers that use the generated
-/// clients directly (e.g. a proxy forwarding to another): `url` (`https://` uses `tls`), with
-/// `auth` on every call; connected on first use.
-pub fn transport(url: &str, tls: &Tls, auth: Auth) -> Result<Transport> {
-    Ok(tonic::service::interceptor::InterceptedService::new(channel(url, tls)?, auth))
-}
-
-fn channel(url: &str, tls: &Tls) -> Result<tonic::transport::Channel> {
+/// A lazily connecting channel to `url` (`https://` with `tls`): what every client of this crate
+/// is built on, for callers that use the generated clients directly (a proxy forwarding to
+/// another).
+pub fn channel(url: &str, tls: &Tls) -> Result<tonic::transport::Channel> {
     let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
         .map_err(|err| {
             Error::client(Reason::InvalidArgument, format!("invalid endpoint {url:?}: {err}"), false)

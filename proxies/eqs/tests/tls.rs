@@ -192,6 +192,7 @@ async fn with_client_certificates_only_allowed_clients_of_the_ca_get_in() {
         ca_file: Some(server_ca.ca_file.clone()),
         client_cert_file: Some(cert.0),
         client_key_file: Some(cert.1),
+        ..Default::default()
     };
     let allowed = client(&url, &with_cert(client_ca.issue(dir.path(), "shop-api", "shop-api")));
     allowed.create_queue("orders", QueueOptions::default()).await.unwrap();

@@ -2,13 +2,18 @@
 //! proxy of the same service, reached over gRPC (TLS and a client certificate when the URL is
 //! `https://`): an edge or app-host proxy forwarding to a standalone proxy on a VM.
 //!
-//! - [`RemoteConfig`]: the `backend:` settings (URL, CA bundle, client certificate, token);
-//! - [`RemoteConfig::connect`]: the gRPC channel and the bearer-token interceptor, from the SDK;
+//! - [`RemoteConfig`]: the `backend:` settings (URL or DNS SRV name, CA bundle, client
+//!   certificate, token);
+//! - [`RemoteConfig::connect`]: the gRPC transport: the bearer token on every call, each call to a
+//!   target [`targets::Targets`] picks (one URL, or an SRV name's targets by priority and weight,
+//!   unreachable or unhealthy ones set aside);
 //! - [`from_remote`]: the remote's error as this proxy's, reason, retryability, field and
 //!   resource kept, so a caller cannot tell a forwarded refusal from a local one;
 //! - [`page_token`]: the page token a proxy issues for "start after this name".
 
-use std::{path::PathBuf, time::Duration};
+pub mod targets;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use exo_proto::common::v1::ErrorReason;
@@ -27,11 +32,19 @@ use serde::{Deserialize, Serialize};
 ///   token: env:EXO_REMOTE_TOKEN                 # optional: the remote's bearer token (a secret reference)
 ///   connect-timeout: 10s                        # how long start-up waits for the remote to describe itself
 /// ```
+///
+/// `url` may instead be a DNS SRV name: `srv:_eqs._tcp.queues.service.consul` (TLS to each
+/// target, its certificate checked against the target's name) or `srv+http:…` (plaintext), with
+/// an optional `nameserver: 127.0.0.1:8600` to ask instead of the system's resolvers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RemoteConfig {
-    /// `http://host:port` (loopback or a trusted network only) or `https://host:port`.
+    /// `http://host:port` (loopback or a trusted network only), `https://host:port`, or a DNS
+    /// SRV name: `srv:NAME` (TLS) or `srv+http:NAME`.
     pub url: String,
+    /// With an SRV name: the DNS server to ask (`ip:port`), instead of the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nameserver: Option<SocketAddr>,
     /// Extra certificate authorities (PEM) for the remote's certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
@@ -57,6 +70,7 @@ impl Default for RemoteConfig {
     fn default() -> Self {
         Self {
             url: "http://127.0.0.1:7401".into(),
+            nameserver: None,
             ca_file: None,
             client_cert_file: None,
             client_key_file: None,
@@ -70,23 +84,56 @@ impl Default for RemoteConfig {
 /// limit, so the remote's limits, not the client's, decide (tonic's default is 4 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// A connection to the remote: the channel, with the bearer token on every call.
-pub type Transport = exo_sdk::Transport;
+/// The transport under a `remote` backend's gRPC clients: the bearer token on every call, each
+/// call to the target [`targets::Targets`] picks.
+pub type Transport = tonic::service::interceptor::InterceptedService<targets::RemoteChannel, exo_sdk::Auth>;
+
+/// A connected remote: the transport for its clients, and its targets.
+pub struct Remote {
+    /// What the generated clients are built on.
+    pub transport: Transport,
+    targets: Arc<targets::Targets>,
+    auth: exo_sdk::Auth,
+}
+
+impl Remote {
+    /// Ready when a target's gRPC health says `service` (e.g. `exo.queue.v1.QueueService`) is
+    /// SERVING — only while that remote's own backend is ready, so an edge is ready exactly
+    /// when calls through it can succeed. Targets that are not are set aside.
+    pub async fn ready(&self, service: &str) -> Result<(), ExoError> {
+        self.targets.check_health(service, &self.auth).await
+    }
+}
 
 impl RemoteConfig {
     /// Checks the settings hang together, before anything is opened.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |why: String| Err(ConfigError::Invalid(format!("backend (remote): {why}")));
-        let scheme_ok = self.url.starts_with("https://") || self.url.starts_with("http://");
-        if !scheme_ok || self.url.parse::<tonic::transport::Uri>().is_err() {
-            return invalid(format!("url {:?} is not an http:// or https:// URL", self.url));
+        let address = targets::Address::parse(&self.url);
+        match &address {
+            targets::Address::Url(url) => {
+                let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+                if !scheme_ok || url.parse::<tonic::transport::Uri>().is_err() {
+                    return invalid(format!(
+                        "url {url:?} is not an http:// or https:// URL, nor srv:NAME / srv+http:NAME"
+                    ));
+                }
+                if self.nameserver.is_some() {
+                    return invalid("nameserver goes with an SRV name (url: srv:NAME)".into());
+                }
+            }
+            targets::Address::Srv { name, .. } => {
+                if name.is_empty() || name.contains('/') || name.contains(':') {
+                    return invalid(format!("{name:?} is not a DNS name"));
+                }
+            }
         }
         if self.client_cert_file.is_some() != self.client_key_file.is_some() {
             return invalid("client-cert-file and client-key-file go together".into());
         }
         let tls_files = self.ca_file.is_some() || self.client_cert_file.is_some();
-        if tls_files && !self.url.starts_with("https://") {
-            return invalid(format!("TLS files are set but url {:?} is not https://", self.url));
+        if tls_files && !address.is_tls() {
+            return invalid(format!("TLS files are set but url {:?} is not https:// (or srv:)", self.url));
         }
         if self.connect_timeout.is_zero() {
             return invalid("connect-timeout must be positive".into());
@@ -94,12 +141,13 @@ impl RemoteConfig {
         Ok(())
     }
 
-    /// The channel to the remote (connected on first use) with its token, as the SDK makes it.
-    pub fn connect(&self) -> Result<Transport, ExoError> {
+    /// Connects (lazily; an SRV name is looked up first) with the token on every call.
+    pub async fn connect(&self) -> Result<Remote, ExoError> {
         let tls = exo_sdk::Tls {
             ca_file: self.ca_file.clone(),
             client_cert_file: self.client_cert_file.clone(),
             client_key_file: self.client_key_file.clone(),
+            server_name: None,
         };
         let auth = match &self.token {
             Some(secret) => {
@@ -113,7 +161,19 @@ impl RemoteConfig {
             }
             None => exo_sdk::Auth::none(),
         };
-        exo_sdk::transport(&self.url, &tls, auth).map_err(from_remote)
+        let targets =
+            Arc::new(targets::Targets::new(targets::Address::parse(&self.url), tls, self.nameserver)?);
+        tokio::time::timeout(self.connect_timeout, targets.refresh(true)).await.map_err(|_| {
+            ExoError::unavailable(format!(
+                "DNS lookup of {} took longer than {:?}",
+                self.url, self.connect_timeout
+            ))
+        })??;
+        let transport = tonic::service::interceptor::InterceptedService::new(
+            targets::RemoteChannel::new(targets.clone()),
+            auth.clone(),
+        );
+        Ok(Remote { transport, targets, auth })
     }
 }
 
@@ -175,10 +235,11 @@ pub async fn described<T>(
     Ok(answer.map_err(from_status)?.into_inner())
 }
 
-/// Whether the remote is ready, as its gRPC health says for `service` (e.g.
-/// `exo.queue.v1.QueueService`): SERVING only while the remote's own backend is ready, so an
-/// edge is ready exactly when calls through it can succeed.
-pub async fn remote_ready(transport: Transport, service: &str) -> Result<(), ExoError> {
+/// The gRPC health of `service` on one target.
+async fn health(
+    transport: tonic::service::interceptor::InterceptedService<tonic::transport::Channel, exo_sdk::Auth>,
+    service: &str,
+) -> Result<(), ExoError> {
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
@@ -210,6 +271,17 @@ mod tests {
         assert!(ok.validate().is_ok());
         let bad_url = RemoteConfig { url: "q.internal:7401".into(), ..Default::default() };
         assert!(bad_url.validate().unwrap_err().to_string().contains("not an http:// or https:// URL"));
+        let srv = RemoteConfig {
+            url: "srv:_eqs._tcp.q.consul".into(),
+            nameserver: Some("127.0.0.1:8600".parse().unwrap()),
+            ca_file: Some("ca.pem".into()),
+            ..Default::default()
+        };
+        assert!(srv.validate().is_ok());
+        let plain_srv_tls = RemoteConfig { url: "srv+http:_eqs._tcp.q".into(), ..srv.clone() };
+        assert!(plain_srv_tls.validate().unwrap_err().to_string().contains("not https://"));
+        let stray = RemoteConfig { nameserver: srv.nameserver, ..ok.clone() };
+        assert!(stray.validate().unwrap_err().to_string().contains("goes with an SRV name"));
         let half = RemoteConfig { client_cert_file: Some("c.pem".into()), ..ok.clone() };
         assert!(half.validate().unwrap_err().to_string().contains("go together"));
         let plain_tls = RemoteConfig { ca_file: Some("ca.pem".into()), ..Default::default() };

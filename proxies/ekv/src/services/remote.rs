@@ -48,14 +48,15 @@ impl exo_proxy_core::registry::Backend for RemoteKv {
 pub struct RemoteKv {
     descriptor: Descriptor,
     client: KvServiceClient<Transport>,
-    transport: Transport,
+    remote: exo_remote::Remote,
 }
 
 impl RemoteKv {
     /// Connects and asks the remote what it is; fails when it does not answer within the
     /// config's `connect-timeout`.
     pub async fn connect(config: &RemoteConfig) -> ExoResult<Self> {
-        let transport = config.connect()?;
+        let remote = config.connect().await?;
+        let transport = remote.transport.clone();
         let mut client = KvServiceClient::new(transport.clone())
             .max_decoding_message_size(exo_remote::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(exo_remote::MAX_MESSAGE_BYTES);
@@ -72,7 +73,7 @@ impl RemoteKv {
                 limits: described.limits.unwrap_or_default(),
             },
             client,
-            transport,
+            remote,
         })
     }
 
@@ -88,7 +89,7 @@ impl KeyValue for RemoteKv {
     }
 
     async fn ready(&self) -> ExoResult<()> {
-        exo_remote::remote_ready(self.transport.clone(), "exo.kv.v1.KvService").await
+        self.remote.ready("exo.kv.v1.KvService").await
     }
 
     async fn create_table(&self, table: &TableName) -> ExoResult<bool> {

@@ -62,7 +62,7 @@ pub struct RemoteObjects {
     descriptor: Descriptor,
     client: ObjectServiceClient<Transport>,
     presigner: Arc<LocalPresigner>,
-    transport: Transport,
+    remote: exo_remote::Remote,
 }
 
 fn write_condition(condition: &WriteCondition) -> Option<pb::Condition> {
@@ -104,7 +104,8 @@ impl RemoteObjects {
     /// Connects and asks the remote what it is; fails when it does not answer within the
     /// config's `connect-timeout`.
     pub async fn connect(config: &RemoteConfig, presigner: Arc<LocalPresigner>) -> ExoResult<Self> {
-        let transport = config.connect()?;
+        let remote = config.connect().await?;
+        let transport = remote.transport.clone();
         let mut client = ObjectServiceClient::new(transport.clone())
             .max_decoding_message_size(exo_remote::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(exo_remote::MAX_MESSAGE_BYTES);
@@ -122,7 +123,7 @@ impl RemoteObjects {
             descriptor: Descriptor { backend: "remote", capabilities, limits },
             client,
             presigner,
-            transport,
+            remote,
         })
     }
 
@@ -138,7 +139,7 @@ impl ObjectStore for RemoteObjects {
     }
 
     async fn ready(&self) -> ExoResult<()> {
-        exo_remote::remote_ready(self.transport.clone(), "exo.object.v1.ObjectService").await
+        self.remote.ready("exo.object.v1.ObjectService").await
     }
 
     async fn create_bucket(&self, bucket: &BucketName) -> ExoResult<bool> {

@@ -56,14 +56,15 @@ pub struct RemoteQueue {
     topic_limits: Option<pb::TopicLimits>,
     queues: QueueServiceClient<Transport>,
     topics: TopicServiceClient<Transport>,
-    transport: Transport,
+    remote: exo_remote::Remote,
 }
 
 impl RemoteQueue {
     /// Connects and asks the remote what it is; fails when it does not answer within the
     /// config's `connect-timeout`.
     pub async fn connect(config: &RemoteConfig) -> ExoResult<Self> {
-        let transport = config.connect()?;
+        let remote = config.connect().await?;
+        let transport = remote.transport.clone();
         let mut queues = QueueServiceClient::new(transport.clone())
             .max_decoding_message_size(exo_remote::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(exo_remote::MAX_MESSAGE_BYTES);
@@ -82,7 +83,7 @@ impl RemoteQueue {
             topics: TopicServiceClient::new(transport.clone())
                 .max_decoding_message_size(exo_remote::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(exo_remote::MAX_MESSAGE_BYTES),
-            transport,
+            remote,
         })
     }
 
@@ -137,7 +138,7 @@ impl Queue for RemoteQueue {
     }
 
     async fn ready(&self) -> ExoResult<()> {
-        exo_remote::remote_ready(self.transport.clone(), "exo.queue.v1.QueueService").await
+        self.remote.ready("exo.queue.v1.QueueService").await
     }
 
     async fn create_queue(
