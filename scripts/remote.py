@@ -65,6 +65,21 @@ def write(path, text):
     return path
 
 
+def standalone_config(server, ca, backend):
+    """A standalone proxy's config: TLS, client certificates of `ca` required and only CN=edge
+    let in, the bearer token from $EXO_UPSTREAM_TOKEN, and `backend` (its `backend:` lines)."""
+    return f"""server:
+  auth-token: env:EXO_UPSTREAM_TOKEN
+  tls:
+    cert-file: {server[0]}
+    key-file: {server[1]}
+    client-ca-file: {ca[0]}
+    allowed-clients: [CN=edge]
+backend:
+  {backend}
+"""
+
+
 def wait_ready(url, proc, log, seconds=20):
     for _ in range(int(seconds * 10)):
         if proc.poll() is not None:
@@ -116,18 +131,8 @@ def srv_discovery(args, work, binary, ca, server, edge, env):
     edge_proc = None
     try:
         for name, port in names.items():
-            write(f"{work}/srv-{name}.yaml", f"""server:
-  auth-token: env:EXO_UPSTREAM_TOKEN
-  tls:
-    cert-file: {server[0]}
-    key-file: {server[1]}
-    client-ca-file: {ca[0]}
-    allowed-clients: [CN=edge]
-backend:
-  kind: postgres
-  url: {args.postgres}
-  schema: {schema}
-""")
+            write(f"{work}/srv-{name}.yaml",
+                  standalone_config(server, ca, f"kind: postgres\n  url: {args.postgres}\n  schema: {schema}"))
             procs[name] = start(binary("eqs"), f"{work}/srv-{name}.yaml", port, f"{work}/srv-{name}.log", env)[0]
         for name, port in names.items():
             if not upstream_ready(port):
@@ -246,16 +251,7 @@ def main():
     env = {"EXO_UPSTREAM_TOKEN": TOKEN}
     for proxy, backend in backends.items():
         ports[proxy] = free_port()
-        config = write(f"{work}/upstream-{proxy}.yaml", f"""server:
-  auth-token: env:EXO_UPSTREAM_TOKEN
-  tls:
-    cert-file: {server[0]}
-    key-file: {server[1]}
-    client-ca-file: {ca[0]}
-    allowed-clients: [CN=edge]
-backend:
-  {backend}
-""")
+        config = write(f"{work}/upstream-{proxy}.yaml", standalone_config(server, ca, backend))
         upstream[proxy] = start(binary(proxy), config, ports[proxy], f"{work}/upstream-{proxy}.log", env)[0]
     try:
         for proxy in backends:

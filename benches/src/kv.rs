@@ -136,6 +136,8 @@ pub async fn bench(args: KvArgs) -> anyhow::Result<()> {
     via_proxy(&client, 500, 1, &value).await?;
     direct(backend.clone(), 500, 1, &value).await?;
 
+    let tcp = crate::floors::tcp_round_trips(args.value_bytes, args.cycles.min(5000))?;
+    let bare_tonic = crate::floors::tonic_round_trips(args.value_bytes, args.cycles.min(5000)).await?;
     let cpu = process_cpu(proxy.pid)?;
     let via_serial = via_proxy(&client, args.cycles, 1, &value).await?;
     let proxy_cpu = process_cpu(proxy.pid)? - cpu;
@@ -164,6 +166,15 @@ pub async fn bench(args: KvArgs) -> anyhow::Result<()> {
             us(v.percentile(99.9)),
         );
     }
+    println!(
+        "| raw TCP round trip of {} B (floor) | – | {} | – | – | {} | {} |",
+        args.value_bytes,
+        us(tcp.percentile(50.0)),
+        us(tcp.percentile(99.0)),
+        us(tcp.percentile(99.9))
+    );
+    println!();
+    crate::floor_ratios(&tcp, &bare_tonic, &[("put", &via_serial.put), ("get", &via_serial.get)]);
     let rate = |p: &Phase| p.ops as f64 / p.elapsed.as_secs_f64();
     println!("\n| measure | direct | via proxy | ratio via/direct |");
     println!("|---|---|---|---|");

@@ -14,8 +14,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod floors;
 mod kv;
 mod object;
+mod soak;
 mod topic;
 
 use anyhow::{Context as _, bail};
@@ -49,6 +51,8 @@ enum Cmd {
     Kv(kv::KvArgs),
     /// Topic publish throughput and publish → receive latency with 1, 3, 10 subscriptions.
     Topic(topic::TopicArgs),
+    /// A mixed load on all three proxies for minutes, failing on errors or RSS / descriptor growth.
+    Soak(soak::SoakArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -320,6 +324,22 @@ fn memory_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
     Ok((field("VmRSS:").context("no VmRSS")?, field("VmHWM:").context("no VmHWM")?))
 }
 
+/// Each call via the proxy as a multiple of the raw TCP round trip (p50 against p50, p99
+/// against p99), and the bare tonic echo's for comparison: how far the SDK call is from the
+/// floor, whatever the machine's speed at that moment.
+pub(crate) fn floor_ratios(tcp: &Samples, bare_tonic: &Samples, calls: &[(&str, &Samples)]) {
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+    println!("| call (one in flight) | p50 ÷ raw TCP p50 | p99 ÷ raw TCP p99 |");
+    println!("|---|---|---|");
+    for (name, samples) in calls.iter().copied().chain([("bare tonic unary echo", bare_tonic)]) {
+        println!(
+            "| {name} | {:.2} | {:.2} |",
+            ratio(samples.percentile(50.0), tcp.percentile(50.0)),
+            ratio(samples.percentile(99.0), tcp.percentile(99.0))
+        );
+    }
+}
+
 fn us(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1e6)
 }
@@ -392,6 +412,10 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
         floor.0.push(t.elapsed());
     }
 
+    // Physical floors of the same size, in the same run (see `floors`).
+    let tcp = floors::tcp_round_trips(args.body_bytes, args.cycles.min(5000))?;
+    let bare_tonic = floors::tonic_round_trips(args.body_bytes, args.cycles.min(5000)).await?;
+
     // Latency: one worker, so each call is measured alone.
     let cpu_before = process_cpu(proxy.pid)?;
     let via_serial = run_phase(&via, &proxy_queues[..1], args.cycles, &body).await?;
@@ -443,6 +467,26 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
         us(floor.percentile(99.0)),
         us(floor.percentile(99.9))
     );
+    println!(
+        "| raw TCP round trip of {} B (floor) | – | {} | – | – | {} | – | {} |",
+        args.body_bytes,
+        us(tcp.percentile(50.0)),
+        us(tcp.percentile(99.0)),
+        us(tcp.percentile(99.9))
+    );
+    println!(
+        "| bare tonic unary echo of {} B | – | {} | – | – | {} | – | {} |",
+        args.body_bytes,
+        us(bare_tonic.percentile(50.0)),
+        us(bare_tonic.percentile(99.0)),
+        us(bare_tonic.percentile(99.9))
+    );
+    println!();
+    floor_ratios(
+        &tcp,
+        &bare_tonic,
+        &[("send", &via_serial.send), ("receive", &via_serial.receive), ("ack", &via_serial.ack)],
+    );
     println!();
     println!("| measure | direct | via proxy | ratio via/direct |");
     println!("|---|---|---|---|");
@@ -487,5 +531,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Object(args) => runtime.block_on(object::bench(args)),
         Cmd::Kv(args) => runtime.block_on(kv::bench(args)),
         Cmd::Topic(args) => runtime.block_on(topic::bench(args)),
+        Cmd::Soak(args) => runtime.block_on(soak::bench(args)),
     }
 }

@@ -12,7 +12,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -62,7 +65,7 @@ struct Inner {
     topic: String,
     url: String,
     calls: Mutex<Vec<PushCall>>,
-    dead_letter: Mutex<bool>,
+    dead_letter: AtomicBool,
 }
 
 /// The push endpoint and what it has received.
@@ -104,7 +107,7 @@ impl PushApp {
                 topic: topic.to_owned(),
                 url,
                 calls: Mutex::new(Vec::new()),
-                dead_letter: Mutex::new(false),
+                dead_letter: AtomicBool::new(false),
             }),
         };
         let router = Router::new().route("/push/{route}", post(pushed)).with_state(app.clone());
@@ -146,9 +149,7 @@ impl PushApp {
             };
             backend.create_queue(&refused, &normalize(&refused, options)?).await?;
             subscriptions.push(subscription("refused", false));
-            if let Ok(mut dead_letter) = self.inner.dead_letter.lock() {
-                *dead_letter = true;
-            }
+            self.inner.dead_letter.store(true, Ordering::SeqCst);
         }
         Ok(DeclaredTopic { name: self.inner.topic.clone(), subscriptions })
     }
@@ -170,7 +171,7 @@ impl PushApp {
 
     /// Whether the refusing, dead-lettering subscription is declared.
     pub fn dead_lettering(&self) -> bool {
-        self.inner.dead_letter.lock().map(|d| *d).unwrap_or(false)
+        self.inner.dead_letter.load(Ordering::SeqCst)
     }
 
     /// The POSTs received so far for `publish_id`, in order.
@@ -183,10 +184,7 @@ impl PushApp {
     }
 
     /// The attributes of a message published for `route`.
-    pub fn attributes(route: &str, extra: &[(&str, &str)]) -> HashMap<String, String> {
-        let mut attributes: HashMap<String, String> =
-            extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        attributes.insert(ROUTE_ATTRIBUTE.to_owned(), route.to_owned());
-        attributes
+    pub fn attributes(route: &str) -> HashMap<String, String> {
+        HashMap::from([(ROUTE_ATTRIBUTE.to_owned(), route.to_owned())])
     }
 }

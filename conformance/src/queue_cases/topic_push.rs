@@ -36,7 +36,7 @@ async fn publish(ctx: &Ctx, app: &PushApp, route: &str, body: &[u8]) -> Result<S
         sleep(0.2).await;
     }
     let mut message = Outgoing::new(body.to_vec()).attribute("case", ctx.prefix.clone());
-    for (name, value) in PushApp::attributes(route, &[]) {
+    for (name, value) in PushApp::attributes(route) {
         message = message.attribute(name, value);
     }
     let published = ok(ctx.topics.publish(app.topic(), message).await, "publish to the declared push topic")?;

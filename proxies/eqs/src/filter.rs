@@ -203,7 +203,9 @@ impl Routes {
             .into_iter()
             .map(|(name, queue, filter)| {
                 let filter = Filter::parse(filter).unwrap_or_else(|err| {
-                    tracing::warn!(subscription = name, error = %err, "stored filter does not parse; delivering every message to it");
+                    if first_sighting(name, filter) {
+                        tracing::warn!(subscription = name, error = %err, "stored filter does not parse; delivering every message to it");
+                    }
                     Filter::default()
                 });
                 (queue.to_owned(), filter)
@@ -216,6 +218,20 @@ impl Routes {
     pub fn queues<'a>(&'a self, attributes: &HashMap<String, String>) -> Vec<&'a str> {
         self.0.iter().filter(|(_, f)| f.matches(attributes)).map(|(q, _)| q.as_str()).collect()
     }
+}
+
+/// Whether this (subscription, filter) is seen unparsable for the first time in this process:
+/// routes are built per publish, and one warning per bad filter is enough.
+fn first_sighting(subscription: &str, filter: &str) -> bool {
+    static SEEN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+        std::sync::OnceLock::new();
+    let mut seen =
+        SEEN.get_or_init(Default::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Bounded: past this many distinct bad filters, each is warned about again.
+    if seen.len() >= 1024 {
+        seen.clear();
+    }
+    seen.insert(format!("{subscription}\u{0}{filter}"))
 }
 
 fn invalid(pos: usize, why: &str) -> ExoError {

@@ -1,0 +1,210 @@
+//! Physical floors measured in the same run as the proxy figures, so every figure can be given
+//! as a ratio to what the machine can do at that moment (absolute latencies on a VM swing
+//! several-fold with CPU wake-up latency).
+//!
+//! - [`tcp_round_trips`]: a raw TCP loopback round trip of the body size — a blocking echo
+//!   server on its own thread and a blocking client, `TCP_NODELAY`, as a C ping-pong would be;
+//! - [`tonic_round_trips`]: a bare tonic unary echo of the body size (HTTP/2 + gRPC framing, no
+//!   protobuf, no proxy logic), its server on its own thread and runtime, as a proxy would be;
+//! - [`loopback_bandwidth`]: what one loopback TCP connection carries, writer to reader.
+
+use std::{
+    convert::Infallible,
+    io::{Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use bytes::{Buf as _, BufMut as _};
+
+use crate::Samples;
+
+/// `count` round trips of `body` bytes over one loopback TCP connection to an echo thread.
+pub fn tcp_round_trips(body: usize, count: usize) -> anyhow::Result<Samples> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let server = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut socket, _) = listener.accept()?;
+        socket.set_nodelay(true)?;
+        let mut buffer = vec![0u8; body.max(1)];
+        loop {
+            if socket.read_exact(&mut buffer).is_err() {
+                return Ok(()); // the client is done
+            }
+            socket.write_all(&buffer)?;
+        }
+    });
+    let mut socket = TcpStream::connect(addr)?;
+    socket.set_nodelay(true)?;
+    let message = vec![b'x'; body.max(1)];
+    let mut answer = vec![0u8; body.max(1)];
+    let mut samples = Samples::default();
+    for i in 0..count + count / 10 {
+        let started = Instant::now();
+        socket.write_all(&message)?;
+        socket.read_exact(&mut answer)?;
+        // The first tenth warms up.
+        if i >= count / 10 {
+            samples.0.push(started.elapsed());
+        }
+    }
+    drop(socket);
+    server.join().map_err(|_| anyhow::anyhow!("echo thread panicked"))??;
+    Ok(samples)
+}
+
+/// Bytes in, the same bytes out: a gRPC codec without protobuf.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n).to_vec()))
+    }
+}
+
+/// The echo method.
+struct Echo;
+
+impl tonic::server::UnaryService<Vec<u8>> for Echo {
+    type Response = Vec<u8>;
+    type Future = std::future::Ready<Result<tonic::Response<Vec<u8>>, tonic::Status>>;
+    fn call(&mut self, request: tonic::Request<Vec<u8>>) -> Self::Future {
+        std::future::ready(Ok(tonic::Response::new(request.into_inner())))
+    }
+}
+
+/// A tonic server whose every method echoes.
+#[derive(Clone)]
+struct EchoServer;
+
+impl tonic::server::NamedService for EchoServer {
+    const NAME: &'static str = "exo.bench.Echo";
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for EchoServer {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(async move { Ok(tonic::server::Grpc::new(RawCodec).unary(Echo, request).await) })
+    }
+}
+
+/// `count` unary calls of `body` bytes to a bare tonic echo server on its own thread.
+pub async fn tonic_round_trips(body: usize, count: usize) -> anyhow::Result<Samples> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // Its own thread and single-threaded runtime: a separate process's worker, as the proxy's.
+    let server = std::thread::spawn(move || -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async move {
+            // Accepted sockets get TCP_NODELAY here: the builder's setting covers only sockets
+            // it accepts itself (else each answer waits ~40 ms for a delayed ACK).
+            let accepted =
+                tokio_stream::wrappers::TcpListenerStream::new(tokio::net::TcpListener::from_std(listener)?);
+            let incoming = futures::StreamExt::map(accepted, |socket| {
+                socket.and_then(|s| s.set_nodelay(true).map(|()| s))
+            });
+            tonic::transport::Server::builder()
+                .add_service(EchoServer)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .context("echo server")
+        })
+    });
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let path = http::uri::PathAndQuery::from_static("/exo.bench.Echo/Echo");
+    let message = vec![b'x'; body];
+    let mut samples = Samples::default();
+    for i in 0..count + count / 10 {
+        let started = Instant::now();
+        grpc.ready().await?;
+        let answer = grpc.unary(tonic::Request::new(message.clone()), path.clone(), RawCodec).await?;
+        anyhow::ensure!(answer.get_ref().len() == body, "the echo answered {} bytes", answer.get_ref().len());
+        if i >= count / 10 {
+            samples.0.push(started.elapsed());
+        }
+    }
+    // Graceful shutdown waits for open connections: close ours first, and wait without
+    // blocking this runtime (it drives our side of the connection to its close).
+    drop(grpc);
+    let _ = stop.send(());
+    tokio::task::spawn_blocking(move || server.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("echo server thread panicked"))??;
+    Ok(samples)
+}
+
+/// Bytes per second one loopback TCP connection carries: `total` bytes written in 1 MiB
+/// writes, read by another thread into a 1 MiB buffer.
+pub fn loopback_bandwidth(total: u64) -> anyhow::Result<f64> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let reader = std::thread::spawn(move || -> std::io::Result<(u64, Duration)> {
+        let (mut socket, _) = listener.accept()?;
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut read = 0u64;
+        let mut started = None;
+        loop {
+            let n = socket.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            started.get_or_insert_with(Instant::now);
+            read += n as u64;
+        }
+        Ok((read, started.map(|s| s.elapsed()).unwrap_or_default()))
+    });
+    let mut socket = TcpStream::connect(addr)?;
+    let chunk = vec![b'x'; 1 << 20];
+    let mut written = 0u64;
+    while written < total {
+        let n = (total - written).min(chunk.len() as u64) as usize;
+        socket.write_all(&chunk[..n])?;
+        written += n as u64;
+    }
+    drop(socket);
+    let (read, took) = reader.join().map_err(|_| anyhow::anyhow!("reader thread panicked"))??;
+    anyhow::ensure!(read == total, "read {read} of {total} bytes");
+    Ok(read as f64 / took.as_secs_f64().max(1e-9))
+}
