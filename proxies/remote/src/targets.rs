@@ -33,6 +33,8 @@ use tower::ServiceExt as _;
 /// Shortest and longest time a target is set aside after a failure.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest a target's health check may take.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bounds on how long SRV records are kept (their TTL, within these).
 const MIN_TTL: Duration = Duration::from_secs(1);
 const MAX_TTL: Duration = Duration::from_secs(300);
@@ -169,10 +171,13 @@ impl Targets {
         let (Address::Srv { name, scheme }, Some(resolver)) = (&self.address, &self.resolver) else {
             return Ok(());
         };
+        let due = || self.lock().refresh_at.is_some_and(|at| at <= Instant::now());
+        if !due() && !force {
+            return Ok(()); // the common case: no lock taken
+        }
         let _one = self.refreshing.lock().await;
-        let due = self.lock().refresh_at.is_some_and(|at| at <= Instant::now());
-        if !due && !force {
-            return Ok(());
+        if !due() && !force {
+            return Ok(()); // another call looked them up meanwhile
         }
         let looked_up = match resolver.srv_lookup(name.as_str()).await {
             Ok(lookup) => lookup,
@@ -194,25 +199,21 @@ impl Targets {
             self.lock().refresh_at = Some(Instant::now() + MIN_TTL);
             return Err(unavailable(format!("DNS SRV name {name} has no targets")));
         }
+        // The new list is built aside and swapped in whole: calls meanwhile see the old one.
         let mut fresh = Vec::with_capacity(found.len());
         for (key, host, port, priority, weight) in found {
             // A target already known keeps its connection and its standing.
-            let known = {
-                let mut state = self.lock();
-                state.targets.iter().position(|t| t.key == key).map(|at| state.targets.swap_remove(at))
+            let known = self
+                .lock()
+                .targets
+                .iter()
+                .find(|t| t.key == key)
+                .map(|t| (t.channel.clone(), t.set_aside_until, t.failures));
+            let (channel, set_aside_until, failures) = match known {
+                Some(known) => known,
+                None => (self.channel_to(scheme, &host, port).await?, None, 0),
             };
-            let target = match known {
-                Some(mut target) => {
-                    target.priority = priority;
-                    target.weight = weight;
-                    target
-                }
-                None => {
-                    let channel = self.channel_to(scheme, &host, port).await?;
-                    Target { key, priority, weight, channel, set_aside_until: None, failures: 0 }
-                }
-            };
-            fresh.push(target);
+            fresh.push(Target { key, priority, weight, channel, set_aside_until, failures });
         }
         let mut state = self.lock();
         let listed = |targets: &[Target]| {
@@ -315,7 +316,12 @@ impl Targets {
         let mut serving = false;
         for (key, channel) in targets {
             let transport = tonic::service::interceptor::InterceptedService::new(channel, auth.clone());
-            match crate::health(transport, service).await {
+            // A target that does not answer in time (blackholed) counts as not serving.
+            let checked =
+                tokio::time::timeout(HEALTH_TIMEOUT, crate::health(transport, service)).await.unwrap_or_else(
+                    |_| Err(unavailable(format!("{key} did not answer its health check in time"))),
+                );
+            match checked {
                 Ok(()) => {
                     self.observe(&key, true);
                     serving = true;
