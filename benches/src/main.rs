@@ -79,6 +79,10 @@ struct QueueArgs {
     /// opened from its `backend:` section, so both reach the same service the same way.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Serve TLS (a throw-away CA, a certificate for localhost) and call over `https://`: what
+    /// TLS costs per call, against the same floors. Local backends only.
+    #[arg(long, conflicts_with = "config")]
+    tls: bool,
 }
 
 /// Latencies of one kind of call.
@@ -231,10 +235,50 @@ struct ProxyProcess {
     cold_start: Duration,
 }
 
-async fn spawn_proxy(bin: &Path, args: &QueueArgs, db: &Path) -> anyhow::Result<ProxyProcess> {
-    let backend = backend_args(&args.backend, args.config.as_deref(), "--db");
+async fn spawn_proxy(
+    bin: &Path,
+    args: &QueueArgs,
+    tls: Option<&ServerTls>,
+    db: &Path,
+) -> anyhow::Result<ProxyProcess> {
+    let config = tls.map(|t| t.config.as_path()).or(args.config.as_deref());
+    let backend = backend_args(&args.backend, config, "--db");
     let backend: Vec<&str> = backend.iter().map(String::as_str).collect();
-    spawn_any_proxy(bin, &backend, db, "eqs-proxy ready").await
+    // Over TLS the plain-HTTP probe cannot ask: ready is the proxy's own "ready" line.
+    spawn_any_proxy_probing(bin, &backend, db, "eqs-proxy ready", tls.is_none()).await
+}
+
+/// A throw-away CA and a certificate for `localhost` (rcgen), and a proxy config serving TLS with
+/// them over `backend`: what `--tls` measures with.
+struct ServerTls {
+    ca_file: PathBuf,
+    config: PathBuf,
+}
+
+impl ServerTls {
+    fn new(dir: &Path, backend: &str) -> anyhow::Result<Self> {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
+        let key = KeyPair::generate()?;
+        let cert = CertificateParams::new(vec!["localhost".to_owned()])?.signed_by(&key, &*issuer)?;
+        let (ca_file, cert_file, key_file) =
+            (dir.join("ca.pem"), dir.join("proxy.pem"), dir.join("proxy.key"));
+        std::fs::write(&ca_file, issuer.pem())?;
+        std::fs::write(&cert_file, cert.pem())?;
+        std::fs::write(&key_file, key.serialize_pem())?;
+        let config = dir.join("tls.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "server:\n  tls:\n    cert-file: {}\n    key-file: {}\nbackend:\n  kind: {backend}\n",
+                cert_file.display(),
+                key_file.display()
+            ),
+        )?;
+        Ok(Self { ca_file, config })
+    }
 }
 
 /// Flags selecting the proxy's backend: its config file, or a local backend by name; `data`
@@ -253,6 +297,17 @@ async fn spawn_any_proxy(
     args: &[&str],
     data: &Path,
     ready: &str,
+) -> anyhow::Result<ProxyProcess> {
+    spawn_any_proxy_probing(bin, args, data, ready, true).await
+}
+
+/// [`spawn_any_proxy`]; `probe_http`: also wait for `/readyz` over plain HTTP.
+async fn spawn_any_proxy_probing(
+    bin: &Path,
+    args: &[&str],
+    data: &Path,
+    ready: &str,
+    probe_http: bool,
 ) -> anyhow::Result<ProxyProcess> {
     let started = Instant::now();
     let mut child = Command::new(bin)
@@ -280,16 +335,18 @@ async fn spawn_any_proxy(
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let url = format!("http://{addr}");
     let http = reqwest::Client::new();
-    loop {
-        if let Ok(response) = http.get(format!("{url}/readyz")).send().await
-            && response.status().is_success()
-        {
-            break;
+    if probe_http {
+        loop {
+            if let Ok(response) = http.get(format!("{url}/readyz")).send().await
+                && response.status().is_success()
+            {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!("proxy not ready after 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        if started.elapsed() > Duration::from_secs(10) {
-            bail!("proxy not ready after 10 s");
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     Ok(ProxyProcess { child, pid, url, cold_start: started.elapsed() })
 }
@@ -362,20 +419,30 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
     let body = vec![b'x'; args.body_bytes];
     let size =
         std::fs::metadata(&bin).with_context(|| format!("no proxy binary at {}", bin.display()))?.len();
+    let tls = if args.tls { Some(ServerTls::new(scratch.path(), &args.backend)?) } else { None };
 
     // Cold start: best of 5 fresh starts.
     let mut cold = Duration::MAX;
     for i in 0..5 {
-        let mut proxy = spawn_proxy(&bin, &args, &scratch.path().join(format!("cold{i}.db"))).await?;
+        let mut proxy =
+            spawn_proxy(&bin, &args, tls.as_ref(), &scratch.path().join(format!("cold{i}.db"))).await?;
         cold = cold.min(proxy.cold_start);
         proxy.child.start_kill()?;
         let _ = proxy.child.wait().await;
     }
 
-    let mut proxy = spawn_proxy(&bin, &args, &scratch.path().join("proxy.db")).await?;
+    let mut proxy = spawn_proxy(&bin, &args, tls.as_ref(), &scratch.path().join("proxy.db")).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (idle_rss, _) = memory_kib(proxy.pid)?;
-    let client = QueueClient::connect(&proxy.url)?.with_retry(RetryPolicy::none());
+    let client = match &tls {
+        Some(tls) => {
+            let port = proxy.url.rsplit(':').next().context("no port in the proxy's address")?;
+            let settings = exo_sdk::Tls { ca_file: Some(tls.ca_file.clone()), ..Default::default() };
+            QueueClient::connect_with_tls(&format!("https://localhost:{port}"), &settings)?
+        }
+        None => QueueClient::connect(&proxy.url)?,
+    }
+    .with_retry(RetryPolicy::none());
     let via = ViaProxy(client.clone());
     let direct_config = match &args.config {
         Some(file) => exo_proxy_core::config::load_yaml::<eqs::config::EqsConfig>(file)?.backend,
@@ -437,9 +504,10 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
     let _ = proxy.child.wait().await;
 
     println!(
-        "## eqs: send → receive → ack, backend `{}`, {} B bodies\n",
+        "## eqs: send → receive → ack, backend `{}`, {} B bodies{}\n",
         direct_config.kind(),
-        args.body_bytes
+        args.body_bytes,
+        if args.tls { ", via proxy over TLS (https://, rustls)" } else { "" }
     );
     println!(
         "| call | direct p50 µs | via proxy p50 µs | added p50 µs | direct p99 µs | via proxy p99 µs | added p99 µs | via proxy p99.9 µs |"
@@ -514,7 +582,8 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
     println!();
     println!("| proxy | value |");
     println!("|---|---|");
-    println!("| cold start (spawn → /readyz 200), best of 5 | {:.1} ms |", cold.as_secs_f64() * 1e3);
+    let until = if args.tls { "its ready log line" } else { "/readyz 200" };
+    println!("| cold start (spawn → {until}), best of 5 | {:.1} ms |", cold.as_secs_f64() * 1e3);
     println!("| RSS idle | {:.1} MiB |", idle_rss as f64 / 1024.0);
     println!("| RSS after 3 s at {} req/s | {:.1} MiB |", args.paced_rps, paced_rss as f64 / 1024.0);
     println!("| peak RSS (VmHWM, whole run) | {:.1} MiB |", peak_rss as f64 / 1024.0);
