@@ -188,13 +188,7 @@ impl Targets {
             }
         };
         let ttl = looked_up.valid_until().saturating_duration_since(Instant::now()).clamp(MIN_TTL, MAX_TTL);
-        let mut found = Vec::new();
-        for record in looked_up.answers() {
-            let RData::SRV(srv) = &record.data else { continue };
-            let host = srv.target.to_utf8();
-            let host = host.trim_end_matches('.').to_owned();
-            found.push((format!("{host}:{}", srv.port), host, srv.port, srv.priority, srv.weight));
-        }
+        let found = srv_targets(looked_up.answers().iter().map(|record| &record.data));
         if found.is_empty() {
             self.lock().refresh_at = Some(Instant::now() + MIN_TTL);
             return Err(unavailable(format!("DNS SRV name {name} has no targets")));
@@ -340,6 +334,20 @@ impl Targets {
     }
 }
 
+/// The usable targets of SRV answers, as (key, host, port, priority, weight). A target of "."
+/// (RFC 2782: "the service is decidedly not available at this domain") and port 0 are not
+/// targets, and other record types are skipped.
+fn srv_targets<'a>(answers: impl Iterator<Item = &'a RData>) -> Vec<(String, String, u16, u16, u16)> {
+    answers
+        .filter_map(|data| {
+            let RData::SRV(srv) = data else { return None };
+            let host = srv.target.to_utf8().trim_end_matches('.').to_owned();
+            (!host.is_empty() && srv.port != 0)
+                .then(|| (format!("{host}:{}", srv.port), host, srv.port, srv.priority, srv.weight))
+        })
+        .collect()
+}
+
 /// The transport under a `remote` backend's gRPC clients: each call goes to the target
 /// [`Targets`] picks, and a connection failure sets that target aside.
 #[derive(Clone)]
@@ -438,6 +446,16 @@ mod tests {
         // A success takes a target back at once.
         t.observe("a", true);
         assert_eq!(t.pick().expect("a").0, "a");
+    }
+
+    #[test]
+    fn a_dot_target_and_port_0_are_not_targets() {
+        use hickory_resolver::proto::rr::{Name, rdata::SRV};
+        let srv =
+            |target: &str, port| RData::SRV(SRV::new(10, 5, port, Name::from_ascii(target).expect("name")));
+        let answers = [srv(".", 7401), srv("q1.exo.test.", 0), srv("q2.exo.test.", 7401)];
+        let found = srv_targets(answers.iter());
+        assert_eq!(found, vec![("q2.exo.test:7401".to_owned(), "q2.exo.test".to_owned(), 7401, 10, 5)]);
     }
 
     #[tokio::test]
