@@ -7,6 +7,8 @@ token; edge proxies whose backend is `kind: remote` forward to them.
 - an edge is refused, at start and saying why, with: a client certificate from another CA, no
   client certificate, a certificate of the right CA but not an allowed identity, a wrong token,
   plaintext to the TLS port;
+- an edge started before its standalone proxy starts, is not ready and answers 503 (retryable)
+  forwarding nothing; once the standalone proxy is up the edge is ready by itself;
 - the standalone eqs killed -9: the edge answers 503 retryable and is not ready; restarted, every
   message acknowledged before the kill is received through the edge;
 - a 64 MiB object streams through the edge eos byte-exact, and an upload cut halfway at the
@@ -260,7 +262,7 @@ def main():
                 raise SystemExit(f"standalone {proxy} did not start")
 
         def edge_config(proxy, name, url=None, cert=edge, token="env:EXO_REMOTE_TOKEN"):
-            tls = f"  ca-file: {ca[0]}\n" if url is None else ""
+            tls = f"  ca-file: {ca[0]}\n" if url is None or url.startswith("https:") else ""
             tls += f"  client-cert-file: {cert[0]}\n  client-key-file: {cert[1]}\n" if cert else ""
             return write(f"{work}/edge-{proxy}-{name}.yaml", f"""backend:
   kind: remote
@@ -301,6 +303,45 @@ def main():
             with open(log, "a") as f:
                 f.write(f"--- {what}\n{proc.stdout}{proc.stderr}")
             check(proc.returncode != 0 and "remote" in last, f"{what}: exit {proc.returncode}, {last[-160:]!r}")
+
+        print("an edge started before its standalone proxy: up but not ready, then ready by itself")
+        late_port = free_port()
+        late = write(f"{work}/upstream-late.yaml", standalone_config(server, ca, f"kind: embedded\n  path: {work}/late.db"))
+        edge_port = free_port()
+        edge_proc, edge_url = start(binary("eqs"), edge_config("eqs", "early", url=f"https://localhost:{late_port}"),
+                                    edge_port, f"{work}/edge-early.log", edge_env)
+        late_proc = None
+        try:
+            up = False
+            for _ in range(100):
+                try:
+                    up = request("GET", f"{edge_url}/healthz", timeout=2)[0] == 200
+                except OSError:
+                    pass
+                if up or edge_proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+            check(up, "the edge starts while nothing listens at its remote's address")
+            check(request("GET", f"{edge_url}/readyz", timeout=5)[0] == 503, "and is not ready")
+            status, problem = request("POST", f"{edge_url}/api/v1/queues", {"name": "early"})
+            check(status == 503 and isinstance(problem, dict) and problem.get("retryable") is True,
+                  f"a call answers 503, retryable, forwarding nothing ({status})")
+            status, _ = request("GET", f"{edge_url}/api/v1/describe")
+            check(status == 503, f"Describe answers 503 until the remote has described itself ({status})")
+            late_proc = start(binary("eqs"), late, late_port, f"{work}/upstream-late.log", env)[0]
+            check(upstream_ready(late_port) and wait_ready(edge_url, edge_proc, f"{work}/edge-early.log", 30),
+                  "the standalone proxy started, the edge is ready by itself")
+            status, described = request("GET", f"{edge_url}/api/v1/describe")
+            check(status == 200 and described.get("backend") == "remote"
+                  and described.get("limits", {}).get("maxMessageBytes") is not None,
+                  f"and describes the remote's capabilities and limits ({status})")
+            status, _ = request("POST", f"{edge_url}/api/v1/queues", {"name": "early"})
+            sent, _ = request("POST", f"{edge_url}/api/v1/queues/early/messages", {"message": {"body": "ZWFybHk="}})
+            check(status in (200, 201) and sent == 200, f"calls go through ({status}, {sent})")
+        finally:
+            edge_proc.kill()
+            if late_proc:
+                late_proc.kill()
 
         print("the standalone eqs killed -9 and restarted under an edge")
         edge_port = free_port()

@@ -31,6 +31,13 @@ impl Capability for KvCapability {
     }
 }
 
+/// The answer to a call a backend cannot take before it has described itself (a `remote`
+/// whose remote has not been reached yet): BACKEND_UNAVAILABLE, retryable.
+pub fn not_described() -> ExoError {
+    ExoError::unavailable("the backend has not described itself yet (a remote proxy not reached so far)")
+        .retryable()
+}
+
 /// A backend's fixed description.
 #[derive(Debug, Clone)]
 pub struct Descriptor<C, L> {
@@ -61,6 +68,15 @@ impl<C: Capability, L> Descriptor<C, L> {
         .with_backend(self.backend))
     }
 
+    /// Every capability the contract defines (its wire values from 1 up): what a backend that
+    /// does not know its own yet (a `remote` not reached) claims, to be narrowed later.
+    pub fn every_capability() -> HashSet<C>
+    where
+        C: TryFrom<i32>,
+    {
+        (1..).map_while(|code| C::try_from(code).ok()).collect()
+    }
+
     /// The declared capabilities as wire values, sorted.
     pub fn capability_codes(&self) -> Vec<i32> {
         let mut codes: Vec<i32> = self.capabilities.iter().map(|c| (*c).into()).collect();
@@ -72,6 +88,17 @@ impl<C: Capability, L> Descriptor<C, L> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_capability_is_every_one_the_protos_define() {
+        type Queue = Descriptor<QueueCapability, ()>;
+        type Object = Descriptor<ObjectCapability, ()>;
+        type Kv = Descriptor<KvCapability, ()>;
+        assert_eq!(Queue::every_capability().len(), QueueCapability::Topics as usize);
+        assert!(Queue::every_capability().contains(&QueueCapability::DeadLetter));
+        assert_eq!(Object::every_capability().len(), ObjectCapability::IdempotentDelete as usize);
+        assert_eq!(Kv::every_capability().len(), KvCapability::List as usize);
+    }
 
     #[test]
     fn undeclared_capabilities_are_unsupported() {

@@ -33,6 +33,48 @@ pub const MEMBER_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often members in their back-off are probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
+/// A chain's description (capabilities and limits), combined from its members' when the chain
+/// is made. While a member's own is provisional (a `remote` not reached yet) it is combined
+/// again, once, when every member has described itself.
+pub struct ChainDescription<D> {
+    first: D,
+    settled: std::sync::OnceLock<D>,
+    final_at_start: bool,
+}
+
+impl<D> ChainDescription<D> {
+    /// `combined` from the members' descriptions, final when every member's was.
+    pub fn new(combined: D, every_member_described: bool) -> Self {
+        Self { first: combined, settled: std::sync::OnceLock::new(), final_at_start: every_member_described }
+    }
+
+    /// The description: combined again by `combine` the first time `every_member_described`
+    /// holds, until then the first one.
+    pub fn get(
+        &self,
+        every_member_described: impl FnOnce() -> bool,
+        combine: impl FnOnce() -> Option<D>,
+    ) -> &D {
+        if self.final_at_start {
+            return &self.first;
+        }
+        if let Some(settled) = self.settled.get() {
+            return settled;
+        }
+        if every_member_described()
+            && let Some(combined) = combine()
+        {
+            return self.settled.get_or_init(|| combined);
+        }
+        &self.first
+    }
+
+    /// Whether the description no longer changes.
+    pub fn is_final(&self) -> bool {
+        self.final_at_start || self.settled.get().is_some()
+    }
+}
+
 /// An ordered chain of backends of one kind.
 pub struct Chain<T: ?Sized> {
     members: Vec<(Arc<T>, AtomicU64)>,

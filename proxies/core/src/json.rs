@@ -5,10 +5,13 @@ use axum::{
     body::Bytes,
     extract::{FromRequest, Query, Request, rejection::QueryRejection},
     response::{IntoResponse, Response},
+    routing::MethodRouter,
 };
 use exo_proto::common::v1::ErrorReason;
 use http::{HeaderValue, header};
 use serde::{Serialize, de::DeserializeOwned};
+
+use std::sync::Arc;
 
 use crate::ExoError;
 
@@ -142,6 +145,31 @@ pub fn openapi_with_limits(document: &str, limits: &[(&str, serde_json::Value)])
 pub fn created<T: Serialize>(created: bool, body: T) -> Response {
     let status = if created { http::StatusCode::CREATED } else { http::StatusCode::OK };
     (status, Json(body)).into_response()
+}
+
+/// The route serving a proxy's OpenAPI document, made by `make` with the backend's limits on
+/// the first request once the backend has described itself (a `remote` not reached yet has
+/// not: 503 until then), and kept.
+pub fn openapi_route<S>(
+    make: impl Fn() -> crate::ExoResult<String> + Send + Sync + 'static,
+) -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let made = Arc::new(std::sync::OnceLock::<String>::new());
+    let make = Arc::new(make);
+    axum::routing::get(move || {
+        let (made, make) = (made.clone(), make.clone());
+        async move {
+            if let Some(document) = made.get() {
+                return openapi_document(document.clone());
+            }
+            match make() {
+                Ok(document) => openapi_document(made.get_or_init(|| document).clone()),
+                Err(err) => err.into_response(),
+            }
+        }
+    })
 }
 
 /// Serves a proxy's own OpenAPI document (`/api/v1/openapi.json`).

@@ -24,7 +24,7 @@ impl KvService for GrpcKv {
         &self,
         _: Request<pb::DescribeRequest>,
     ) -> Result<Response<pb::DescribeResponse>, Status> {
-        Ok(Response::new(self.api.describe()))
+        Ok(Response::new(self.api.describe()?))
     }
     async fn create_table(
         &self,

@@ -46,11 +46,11 @@ fn openapi_document(describe: &pb::DescribeResponse) -> String {
 
 /// The routes, ready to merge into a proxy server.
 pub fn routes(api: KvApi) -> Router {
-    let document = openapi_document(&api.describe());
+    let described = api.clone();
     Router::new()
         .route(
             "/api/v1/openapi.json",
-            get(move || async move { exo_proxy_core::json::openapi_document(document.clone()) }),
+            exo_proxy_core::json::openapi_route(move || Ok(openapi_document(&described.describe()?))),
         )
         .route("/api/v1/describe", get(describe))
         .route("/api/v1/tables", get(list_tables).post(create_table))
@@ -61,8 +61,8 @@ pub fn routes(api: KvApi) -> Router {
         .with_state(api)
 }
 
-async fn describe(State(api): State<KvApi>) -> Json<pb::DescribeResponse> {
-    Json(api.describe())
+async fn describe(State(api): State<KvApi>) -> ExoResult<Json<pb::DescribeResponse>> {
+    Ok(Json(api.describe()?))
 }
 
 async fn list_tables(State(api): State<KvApi>) -> ExoResult<Json<pb::ListTablesResponse>> {

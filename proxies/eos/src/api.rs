@@ -89,16 +89,18 @@ impl ObjectApi {
         Ok(etag)
     }
 
-    /// The backend's name, capabilities and limits.
-    pub fn describe(&self) -> pb::DescribeResponse {
-        {
-            let d = self.descriptor();
-            pb::DescribeResponse {
-                backend: d.backend.to_owned(),
-                capabilities: d.capability_codes(),
-                limits: Some(d.limits),
-            }
+    /// The backend's name, capabilities and limits; BACKEND_UNAVAILABLE (retryable) while it
+    /// has not described itself (a `remote` not reached yet).
+    pub fn describe(&self) -> ExoResult<pb::DescribeResponse> {
+        if !self.backend.is_described() {
+            return Err(self.stamp(exo_proxy_core::descriptor::not_described()));
         }
+        let d = self.descriptor();
+        Ok(pb::DescribeResponse {
+            backend: d.backend.to_owned(),
+            capabilities: d.capability_codes(),
+            limits: Some(d.limits),
+        })
     }
 
     /// Validates the name and creates the bucket; `created` is false when it existed.

@@ -20,6 +20,12 @@ use crate::{
 pub trait ObjectStore: Send + Sync + 'static {
     /// Name, capabilities and limits.
     fn descriptor(&self) -> &Descriptor;
+
+    /// Whether [`Self::descriptor`] is the backend's own. Only a backend that learns it from
+    /// elsewhere (a `remote` not reached yet) is ever `false`; it serves nothing until `true`.
+    fn is_described(&self) -> bool {
+        true
+    }
     /// `Ok` when the backend can serve requests.
     async fn ready(&self) -> ExoResult<()>;
     /// Creates a bucket; false if it existed.

@@ -87,7 +87,7 @@ impl ObjectService for GrpcObjects {
         &self,
         _: Request<pb::DescribeRequest>,
     ) -> Result<Response<pb::DescribeResponse>, Status> {
-        Ok(Response::new(self.api.describe()))
+        Ok(Response::new(self.api.describe()?))
     }
     async fn create_bucket(
         &self,

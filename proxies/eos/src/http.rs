@@ -51,11 +51,11 @@ fn openapi_document(describe: &pb::DescribeResponse) -> String {
 
 /// The routes, ready to merge into a proxy server.
 pub fn routes(api: ObjectApi, presigner: Arc<LocalPresigner>) -> Router {
-    let document = openapi_document(&api.describe());
+    let described = api.clone();
     Router::new()
         .route(
             "/api/v1/openapi.json",
-            get(move || async move { exo_proxy_core::json::openapi_document(document.clone()) }),
+            exo_proxy_core::json::openapi_route(move || Ok(openapi_document(&described.describe()?))),
         )
         .route("/api/v1/describe", get(describe))
         .route("/api/v1/buckets", get(list_buckets).post(create_bucket))
@@ -72,8 +72,8 @@ pub fn routes(api: ObjectApi, presigner: Arc<LocalPresigner>) -> Router {
         .with_state(AppState { api, presigner })
 }
 
-async fn describe(State(s): State<AppState>) -> Json<pb::DescribeResponse> {
-    Json(s.api.describe())
+async fn describe(State(s): State<AppState>) -> ExoResult<Json<pb::DescribeResponse>> {
+    Ok(Json(s.api.describe()?))
 }
 
 async fn list_buckets(State(s): State<AppState>) -> ExoResult<Json<pb::ListBucketsResponse>> {

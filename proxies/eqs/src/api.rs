@@ -52,17 +52,19 @@ impl QueueApi {
         err.with_backend(self.descriptor().backend)
     }
 
-    /// The backend's name, capabilities and limits.
-    pub fn describe(&self) -> pb::DescribeResponse {
-        {
-            let d = self.descriptor();
-            pb::DescribeResponse {
-                backend: d.backend.to_owned(),
-                capabilities: d.capability_codes(),
-                limits: Some(d.limits),
-                topic_limits: d.supports(Capability::Topics).then(|| self.backend.topic_limits()),
-            }
+    /// The backend's name, capabilities and limits; BACKEND_UNAVAILABLE (retryable) while it
+    /// has not described itself (a `remote` not reached yet).
+    pub fn describe(&self) -> ExoResult<pb::DescribeResponse> {
+        if !self.backend.is_described() {
+            return Err(self.stamp(exo_proxy_core::descriptor::not_described()));
         }
+        let d = self.descriptor();
+        Ok(pb::DescribeResponse {
+            backend: d.backend.to_owned(),
+            capabilities: d.capability_codes(),
+            limits: Some(d.limits),
+            topic_limits: d.supports(Capability::Topics).then(|| self.backend.topic_limits()),
+        })
     }
 
     /// Validates the name and options (filling defaults) and creates the queue; `created` is false when it existed with the same options.

@@ -26,7 +26,7 @@ impl QueueService for GrpcQueue {
         &self,
         _: Request<pb::DescribeRequest>,
     ) -> Result<Response<pb::DescribeResponse>, Status> {
-        Ok(Response::new(self.api.describe()))
+        Ok(Response::new(self.api.describe()?))
     }
     async fn create_queue(
         &self,

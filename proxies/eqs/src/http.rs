@@ -18,11 +18,11 @@ use crate::api::QueueApi;
 
 /// The routes, ready to merge into a proxy server.
 pub fn routes(api: QueueApi) -> Router {
-    let document = openapi_document(&api.describe());
+    let described = api.clone();
     Router::new()
         .route(
             "/api/v1/openapi.json",
-            get(move || async move { exo_proxy_core::json::openapi_document(document.clone()) }),
+            exo_proxy_core::json::openapi_route(move || Ok(openapi_document(&described.describe()?))),
         )
         .route("/api/v1/describe", get(describe))
         .route("/api/v1/queues", get(list_queues).post(create_queue))
@@ -81,8 +81,8 @@ fn openapi_document(describe: &pb::DescribeResponse) -> String {
     )
 }
 
-async fn describe(State(api): State<QueueApi>) -> Json<pb::DescribeResponse> {
-    Json(api.describe())
+async fn describe(State(api): State<QueueApi>) -> ExoResult<Json<pb::DescribeResponse>> {
+    Ok(Json(api.describe()?))
 }
 
 #[derive(Deserialize)]

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 ///   client-cert-file: /etc/exoflow/tls/edge.pem # optional, with client-key-file: for a remote that asks (mTLS)
 ///   client-key-file: /etc/exoflow/tls/edge.key
 ///   token: env:EXO_REMOTE_TOKEN                 # optional: the remote's bearer token (a secret reference)
-///   connect-timeout: 10s                        # how long start-up waits for the remote to describe itself
+///   connect-timeout: 10s                        # how long a Describe of the remote may take
 /// ```
 ///
 /// `url` may instead be a DNS SRV name: `srv:_eqs._tcp.queues.service.consul` (TLS to each
@@ -57,7 +57,7 @@ pub struct RemoteConfig {
     /// The remote proxy's bearer token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<SecretRef>,
-    /// How long opening the backend waits for the remote's description.
+    /// How long a Describe of the remote may take (at start, and while it has not answered).
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
 }
@@ -163,12 +163,17 @@ impl RemoteConfig {
         };
         let targets =
             Arc::new(targets::Targets::new(targets::Address::parse(&self.url), tls, self.nameserver)?);
-        tokio::time::timeout(self.connect_timeout, targets.refresh(true)).await.map_err(|_| {
-            ExoError::unavailable(format!(
-                "DNS lookup of {} took longer than {:?}",
-                self.url, self.connect_timeout
-            ))
-        })??;
+        // A name that does not resolve yet (the service not registered, the DNS server not up)
+        // is an unreachable remote, not a broken config: calls look it up again.
+        match tokio::time::timeout(self.connect_timeout, targets.refresh(true)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(url = %self.url, error = %err, "remote: no targets yet"),
+            Err(_) => tracing::warn!(
+                url = %self.url,
+                "remote: the DNS lookup took longer than {:?}; looking again on the next call",
+                self.connect_timeout
+            ),
+        }
         let transport = tonic::service::interceptor::InterceptedService::new(
             targets::RemoteChannel::new(targets.clone()),
             auth.clone(),
@@ -219,20 +224,151 @@ pub fn request<T>(message: T) -> tonic::Request<T> {
     request
 }
 
-/// The remote's answer to the Describe call `describe`, waited for at most the config's
-/// `connect-timeout` (opening a `remote` backend needs the remote's capabilities and limits).
+/// What asking a remote to describe itself came to.
+pub enum Described<T> {
+    /// The remote answered.
+    Answered(T),
+    /// The remote could not be reached at all — nothing listens there, the route or the DNS
+    /// name is not there yet, or no answer within `connect-timeout` — as when the remote starts
+    /// after this proxy. Not a refusal: a TLS, token or identity refusal is an error.
+    Unreachable(ExoError),
+}
+
+/// Asks the remote to describe itself with `describe`, waiting at most the config's
+/// `connect-timeout`. A remote that answers with a refusal, or that refuses the connection
+/// itself (TLS, a plaintext/TLS mismatch), is an error; one that cannot be reached is
+/// [`Described::Unreachable`].
 pub async fn described<T>(
     config: &RemoteConfig,
     service: &str,
     describe: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-) -> Result<T, ExoError> {
-    let answer = tokio::time::timeout(config.connect_timeout, describe).await.map_err(|_| {
-        ExoError::unavailable(format!(
+) -> Result<Described<T>, ExoError> {
+    match tokio::time::timeout(config.connect_timeout, describe).await {
+        Err(_) => Ok(Described::Unreachable(ExoError::unavailable(format!(
             "remote {service} at {} did not answer Describe within {:?}",
             config.url, config.connect_timeout
+        )))),
+        Ok(Ok(answer)) => Ok(Described::Answered(answer.into_inner())),
+        Ok(Err(status)) if unreachable(&status) => Ok(Described::Unreachable(from_status(status))),
+        Ok(Err(status)) => Err(from_status(status)),
+    }
+}
+
+/// Whether a call's failure says only that the remote could not be reached: the connection
+/// was refused, timed out or had no route, or there was no target to call yet. A failure after
+/// the connection was made (a TLS alert, a protocol mismatch, a refusal) is not.
+fn unreachable(status: &tonic::Status) -> bool {
+    use std::io::ErrorKind;
+    if !status.details().is_empty() {
+        return false; // an ExoFlow handler answered
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.is::<targets::NoTarget>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::TimedOut
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+                    | ErrorKind::AddrNotAvailable
+            );
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// A remote backend's description of its remote (capabilities and limits; `D` is the service's
+/// own descriptor type). A remote that could not be reached when the backend opened — it starts
+/// later, or is down for now — leaves it *provisional* (claiming every capability, limiting
+/// nothing, so a failover chain's description is its other members') until the remote answers.
+/// No call is forwarded while it is provisional: a request validated against a guess could
+/// reach the remote shaped by the guess. The calls answer BACKEND_UNAVAILABLE (retryable)
+/// instead, and the first of them — or a readiness check — asks the remote again.
+pub struct Description<D> {
+    known: Arc<std::sync::OnceLock<D>>,
+    provisional: D,
+    asking: Arc<std::sync::atomic::AtomicBool>,
+    url: String,
+}
+
+impl<D: Clone + Send + Sync + 'static> Description<D> {
+    /// What the remote at `url` answered.
+    pub fn answered(described: D, url: &str) -> Self {
+        let this = Self::provisional(described.clone(), url);
+        let _ = this.known.set(described);
+        this
+    }
+
+    /// Not known yet: `provisional` until the remote at `url` answers.
+    pub fn provisional(provisional: D, url: &str) -> Self {
+        Self {
+            known: Arc::new(std::sync::OnceLock::new()),
+            provisional,
+            asking: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            url: url.to_owned(),
+        }
+    }
+
+    /// The remote's description, or the provisional one.
+    pub fn get(&self) -> &D {
+        self.known.get().unwrap_or(&self.provisional)
+    }
+
+    /// Whether the remote has described itself.
+    pub fn is_known(&self) -> bool {
+        self.known.get().is_some()
+    }
+
+    /// `Ok` once the remote has described itself. Until then BACKEND_UNAVAILABLE (retryable),
+    /// having started `ask` in the background (one ask at a time) so that a retry finds it known.
+    pub fn require<F>(&self, ask: impl FnOnce() -> F) -> Result<(), ExoError>
+    where
+        F: std::future::Future<Output = Result<D, ExoError>> + Send + 'static,
+    {
+        use std::sync::atomic::Ordering;
+        if self.is_known() {
+            return Ok(());
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && !self.asking.swap(true, Ordering::AcqRel)
+        {
+            let (known, asking, asked) = (self.known.clone(), self.asking.clone(), ask());
+            runtime.spawn(async move {
+                if let Ok(described) = asked.await {
+                    let _ = known.set(described);
+                }
+                asking.store(false, Ordering::Release);
+            });
+        }
+        Err(self.not_yet())
+    }
+
+    /// Asks the remote now (a readiness check) unless it has described itself already.
+    pub async fn settle(
+        &self,
+        ask: impl std::future::Future<Output = Result<D, ExoError>>,
+    ) -> Result<(), ExoError> {
+        if !self.is_known() {
+            let described = ask.await?;
+            if self.known.set(described).is_ok() {
+                tracing::info!(url = %self.url, "the remote described itself; forwarding calls");
+            }
+        }
+        Ok(())
+    }
+
+    fn not_yet(&self) -> ExoError {
+        ExoError::unavailable(format!(
+            "the remote proxy at {} has not been reached yet, so nothing is forwarded to it",
+            self.url
         ))
-    })?;
-    Ok(answer.map_err(from_status)?.into_inner())
+        .retryable()
+    }
 }
 
 /// The gRPC health of `service` on one target.
@@ -310,6 +446,21 @@ mod tests {
         // An ExoFlow INTERNAL stays INTERNAL.
         let internal: tonic::Status = ExoError::internal("bug").into();
         assert_eq!(from_status(internal).reason, ErrorReason::Internal);
+    }
+
+    #[test]
+    fn only_a_remote_not_reached_is_unreachable() {
+        use std::io::{Error, ErrorKind};
+        let io = |kind: ErrorKind| tonic::Status::from_error(Box::new(Error::from(kind)));
+        assert!(unreachable(&io(ErrorKind::ConnectionRefused)));
+        assert!(unreachable(&io(ErrorKind::TimedOut)));
+        assert!(unreachable(&tonic::Status::from_error(Box::new(targets::NoTarget("srv:x".into())))));
+        // The connection was made and then refused or broken (a TLS refusal looks like this).
+        assert!(!unreachable(&io(ErrorKind::ConnectionReset)));
+        assert!(!unreachable(&io(ErrorKind::BrokenPipe)));
+        assert!(!unreachable(&tonic::Status::unavailable("no source")));
+        let refusal: tonic::Status = ExoError::new(ErrorReason::Unauthenticated, "wrong token").into();
+        assert!(!unreachable(&refusal));
     }
 
     #[test]

@@ -379,7 +379,7 @@ impl tower::Service<http::Request<Body>> for RemoteChannel {
                 tracing::warn!(error = %err, "remote: keeping the last targets");
             }
             let Some((key, channel)) = targets.pick() else {
-                return Err(format!("no target to call: {:?} resolved to none yet", targets.address).into());
+                return Err(NoTarget(format!("{:?}", targets.address)).into());
             };
             let answer = channel.oneshot(request).await;
             targets.observe(&key, answer.is_ok());
@@ -387,6 +387,18 @@ impl tower::Service<http::Request<Body>> for RemoteChannel {
         })
     }
 }
+
+/// A call with no target to go to: the address has not resolved to any yet.
+#[derive(Debug)]
+pub struct NoTarget(pub(crate) String);
+
+impl std::fmt::Display for NoTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no target to call: {} resolved to none yet", self.0)
+    }
+}
+
+impl std::error::Error for NoTarget {}
 
 #[cfg(test)]
 mod tests {

@@ -25,7 +25,7 @@ use exo_proto::{common::v1::ErrorReason, kv::v1 as pb};
 use exo_proxy_core::{
     ExoError, ExoResult,
     config::ConfigError,
-    failover::{Chain, PROBE_INTERVAL, is_outage},
+    failover::{Chain, ChainDescription, PROBE_INTERVAL, is_outage},
     registry::BoxFuture,
 };
 use exo_sqlite::journal::{FailoverJournal, Holder};
@@ -104,7 +104,7 @@ impl exo_proxy_core::registry::Backend for FailoverKv {
 pub struct FailoverKv {
     chain: Arc<Chain<dyn KeyValue>>,
     journal: Arc<FailoverJournal>,
-    descriptor: Descriptor,
+    descriptor: ChainDescription<Descriptor>,
 }
 
 fn missing(err: &ExoError) -> bool {
@@ -122,6 +122,26 @@ fn absent_fails(condition: &Condition, table: &TableName, key: &str) -> ExoError
 /// Keys replayed per round.
 const REPLAY_BATCH: usize = 256;
 
+/// The chain's description from its members': capabilities every member has, the smallest of
+/// each limit.
+fn combined(members: &[Arc<dyn KeyValue>]) -> ExoResult<Descriptor> {
+    let first =
+        members.first().ok_or_else(|| ExoError::internal("a failover chain needs at least one member"))?;
+    let mut descriptor = first.descriptor().clone();
+    descriptor.backend = "failover";
+    for m in &members[1..] {
+        let d = m.descriptor();
+        descriptor.capabilities.retain(|c| d.capabilities.contains(c));
+        let (l, o) = (&mut descriptor.limits, d.limits);
+        l.max_key_bytes = l.max_key_bytes.min(o.max_key_bytes);
+        l.max_value_bytes = l.max_value_bytes.min(o.max_value_bytes);
+        l.max_batch_keys = l.max_batch_keys.min(o.max_batch_keys);
+        l.max_page_size = l.max_page_size.min(o.max_page_size);
+        l.max_ttl_seconds = l.max_ttl_seconds.min(o.max_ttl_seconds);
+    }
+    Ok(descriptor)
+}
+
 impl FailoverKv {
     /// Chains `members` in priority order (capabilities every member has, each limit the
     /// smallest) with its journal; `member_timeout` bounds each call to one member; `backoff` is
@@ -132,22 +152,7 @@ impl FailoverKv {
         member_timeout: Duration,
         backoff: Duration,
     ) -> ExoResult<Self> {
-        let mut descriptor = members
-            .first()
-            .ok_or_else(|| ExoError::internal("a failover chain needs at least one member"))?
-            .descriptor()
-            .clone();
-        descriptor.backend = "failover";
-        for m in &members[1..] {
-            let d = m.descriptor();
-            descriptor.capabilities.retain(|c| d.capabilities.contains(c));
-            let (l, o) = (&mut descriptor.limits, d.limits);
-            l.max_key_bytes = l.max_key_bytes.min(o.max_key_bytes);
-            l.max_value_bytes = l.max_value_bytes.min(o.max_value_bytes);
-            l.max_batch_keys = l.max_batch_keys.min(o.max_batch_keys);
-            l.max_page_size = l.max_page_size.min(o.max_page_size);
-            l.max_ttl_seconds = l.max_ttl_seconds.min(o.max_ttl_seconds);
-        }
+        let descriptor = ChainDescription::new(combined(&members)?, members.iter().all(|m| m.is_described()));
         let chain = Arc::new(Chain::new(members)?.with_member_timeout(member_timeout).with_backoff(backoff));
         chain.spawn_probe(|m: Arc<dyn KeyValue>| async move { m.ready().await });
         let kv = Self { chain, journal: Arc::new(journal), descriptor };
@@ -263,7 +268,12 @@ async fn replay_key(chain: &Chain<dyn KeyValue>, resource: &str, key: &str, hold
 #[async_trait]
 impl KeyValue for FailoverKv {
     fn descriptor(&self) -> &Descriptor {
-        &self.descriptor
+        let members = || self.chain.all().map(|(_, m)| m.clone()).collect::<Vec<_>>();
+        self.descriptor.get(|| self.chain.all().all(|(_, m)| m.is_described()), || combined(&members()).ok())
+    }
+    fn is_described(&self) -> bool {
+        // The chain serves (and describes itself) as soon as one member can.
+        self.descriptor.is_final() || self.chain.all().any(|(_, m)| m.is_described())
     }
     async fn ready(&self) -> ExoResult<()> {
         self.chain.first(|m| async move { m.ready().await }).await

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use exo_proto::kv::v1::{self as pb, kv_service_client::KvServiceClient};
 use exo_proxy_core::{ExoResult, config::ConfigError, now_ms};
-use exo_remote::{RemoteConfig, Transport, described, from_status, page_token, request};
+use exo_remote::{
+    Described, Description, RemoteConfig, Transport, described, from_status, page_token, request,
+};
 
 use crate::{
     backend::KeyValue,
@@ -46,55 +48,90 @@ impl exo_proxy_core::registry::Backend for RemoteKv {
 
 /// Tables served by another ekv proxy.
 pub struct RemoteKv {
-    descriptor: Descriptor,
+    description: Description<Descriptor>,
     client: KvServiceClient<Transport>,
     remote: exo_remote::Remote,
+    config: RemoteConfig,
+}
+
+/// What the remote says it is.
+fn from_answer(described: pb::DescribeResponse) -> Descriptor {
+    Descriptor {
+        backend: "remote",
+        capabilities: described.capabilities.iter().filter_map(|c| Capability::try_from(*c).ok()).collect(),
+        limits: described.limits.unwrap_or_default(),
+    }
+}
+
+/// Until the remote answers: every capability, no limit (see [`Description`]).
+fn provisional() -> Descriptor {
+    let most = u32::MAX;
+    let limits = pb::Limits {
+        max_key_bytes: most,
+        max_value_bytes: u64::MAX,
+        max_batch_keys: most,
+        max_page_size: most,
+        max_ttl_seconds: most,
+    };
+    Descriptor { backend: "remote", capabilities: Descriptor::every_capability(), limits }
+}
+
+/// Asks the remote to describe itself.
+async fn describe(mut client: KvServiceClient<Transport>, config: RemoteConfig) -> ExoResult<Descriptor> {
+    match described(&config, "ekv", client.describe(pb::DescribeRequest {})).await? {
+        Described::Answered(answer) => Ok(from_answer(answer)),
+        Described::Unreachable(err) => Err(err),
+    }
 }
 
 impl RemoteKv {
-    /// Connects and asks the remote what it is; fails when it does not answer within the
-    /// config's `connect-timeout`.
+    /// Connects and asks the remote what it is. A remote that cannot be reached yet leaves the
+    /// backend open but not ready (see [`Description`]); one that refuses this proxy (TLS,
+    /// token, identity) fails the open.
     pub async fn connect(config: &RemoteConfig) -> ExoResult<Self> {
         let remote = config.connect().await?;
         let transport = remote.transport.clone();
         let mut client = KvServiceClient::new(transport.clone())
             .max_decoding_message_size(exo_remote::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(exo_remote::MAX_MESSAGE_BYTES);
-        let described = described(config, "ekv", client.describe(pb::DescribeRequest {})).await?;
-        tracing::info!(url = %config.url, remote_backend = %described.backend, "remote ekv described itself");
-        Ok(Self {
-            descriptor: Descriptor {
-                backend: "remote",
-                capabilities: described
-                    .capabilities
-                    .iter()
-                    .filter_map(|c| Capability::try_from(*c).ok())
-                    .collect(),
-                limits: described.limits.unwrap_or_default(),
-            },
-            client,
-            remote,
-        })
+        let description = match described(config, "ekv", client.describe(pb::DescribeRequest {})).await? {
+            Described::Answered(answer) => {
+                tracing::info!(url = %config.url, remote_backend = %answer.backend, "remote ekv described itself");
+                Description::answered(from_answer(answer), &config.url)
+            }
+            Described::Unreachable(err) => {
+                tracing::warn!(url = %config.url, error = %err.message, "remote ekv not reachable yet; not ready until it is");
+                Description::provisional(provisional(), &config.url)
+            }
+        };
+        Ok(Self { description, client, remote, config: config.clone() })
     }
 
-    fn client(&self) -> KvServiceClient<Transport> {
-        self.client.clone()
+    /// Nothing is forwarded before the remote has described itself.
+    fn client(&self) -> ExoResult<KvServiceClient<Transport>> {
+        self.description.require(|| describe(self.client.clone(), self.config.clone()))?;
+        Ok(self.client.clone())
     }
 }
 
 #[async_trait]
 impl KeyValue for RemoteKv {
     fn descriptor(&self) -> &Descriptor {
-        &self.descriptor
+        self.description.get()
+    }
+
+    fn is_described(&self) -> bool {
+        self.description.is_known()
     }
 
     async fn ready(&self) -> ExoResult<()> {
+        self.description.settle(describe(self.client.clone(), self.config.clone())).await?;
         self.remote.ready("exo.kv.v1.KvService").await
     }
 
     async fn create_table(&self, table: &TableName) -> ExoResult<bool> {
         let answer = self
-            .client()
+            .client()?
             .create_table(request(pb::CreateTableRequest { name: table.to_string() }))
             .await
             .map_err(from_status)?;
@@ -102,7 +139,7 @@ impl KeyValue for RemoteKv {
     }
 
     async fn delete_table(&self, table: &TableName) -> ExoResult<()> {
-        self.client()
+        self.client()?
             .delete_table(request(pb::DeleteTableRequest { name: table.to_string() }))
             .await
             .map_err(from_status)?;
@@ -111,13 +148,13 @@ impl KeyValue for RemoteKv {
 
     async fn list_tables(&self) -> ExoResult<Vec<String>> {
         let answer =
-            self.client().list_tables(request(pb::ListTablesRequest {})).await.map_err(from_status)?;
+            self.client()?.list_tables(request(pb::ListTablesRequest {})).await.map_err(from_status)?;
         Ok(answer.into_inner().names)
     }
 
     async fn get(&self, table: &TableName, key: &str) -> ExoResult<pb::Entry> {
         let answer = self
-            .client()
+            .client()?
             .get(request(pb::GetRequest { table: table.to_string(), key: key.to_owned() }))
             .await
             .map_err(from_status)?;
@@ -143,7 +180,7 @@ impl KeyValue for RemoteKv {
             at => u32::try_from(at.saturating_sub(now_ms()).div_ceil(1000).max(1)).unwrap_or(u32::MAX),
         };
         let answer = self
-            .client()
+            .client()?
             .put(request(pb::PutRequest {
                 table: table.to_string(),
                 key: key.to_owned(),
@@ -162,7 +199,7 @@ impl KeyValue for RemoteKv {
             Condition::None | Condition::MustNotExist => String::new(),
         };
         let answer = self
-            .client()
+            .client()?
             .delete(request(pb::DeleteRequest {
                 table: table.to_string(),
                 key: key.to_owned(),
@@ -183,11 +220,11 @@ impl KeyValue for RemoteKv {
     ) -> ExoResult<Vec<pb::Entry>> {
         let mut entries = Vec::new();
         let mut page_token = page_token(start_after);
-        let max_page = self.descriptor.limits.max_page_size.max(1);
+        let max_page = self.descriptor().limits.max_page_size.max(1);
         while entries.len() < limit {
             let page_size = u32::try_from(limit - entries.len()).unwrap_or(max_page).min(max_page);
             let answer = self
-                .client()
+                .client()?
                 .list(request(pb::ListRequest {
                     table: table.to_string(),
                     prefix: prefix.to_owned(),
@@ -209,7 +246,7 @@ impl KeyValue for RemoteKv {
 
     async fn batch_get(&self, table: &TableName, keys: &[String]) -> ExoResult<Vec<pb::Entry>> {
         let answer = self
-            .client()
+            .client()?
             .batch_get(request(pb::BatchGetRequest { table: table.to_string(), keys: keys.to_vec() }))
             .await
             .map_err(from_status)?;

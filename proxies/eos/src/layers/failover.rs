@@ -26,7 +26,7 @@ use exo_proto::{common::v1::ErrorReason, object::v1 as pb};
 use exo_proxy_core::{
     ExoError, ExoResult,
     config::ConfigError,
-    failover::{Chain, PROBE_INTERVAL, is_outage},
+    failover::{Chain, ChainDescription, PROBE_INTERVAL, is_outage},
     registry::BoxFuture,
 };
 use exo_sqlite::journal::{FailoverJournal, Holder};
@@ -109,7 +109,7 @@ impl exo_proxy_core::registry::Backend for FailoverObjects {
 pub struct FailoverObjects {
     chain: Arc<Chain<dyn ObjectStore>>,
     journal: Arc<FailoverJournal>,
-    descriptor: Descriptor,
+    descriptor: ChainDescription<Descriptor>,
 }
 
 fn missing(err: &ExoError) -> bool {
@@ -140,6 +140,30 @@ fn once(bytes: bytes::Bytes) -> ByteStream {
     Box::pin(futures::stream::once(async move { Ok(bytes) }))
 }
 
+/// The chain's description from its members': capabilities every member has, the smallest of
+/// each limit.
+fn combined(members: &[Arc<dyn ObjectStore>]) -> ExoResult<Descriptor> {
+    let first =
+        members.first().ok_or_else(|| ExoError::internal("a failover chain needs at least one member"))?;
+    let mut descriptor = first.descriptor().clone();
+    descriptor.backend = "failover";
+    for m in &members[1..] {
+        let d = m.descriptor();
+        descriptor.capabilities.retain(|c| d.capabilities.contains(c));
+        let (l, o) = (&mut descriptor.limits, d.limits);
+        l.max_object_bytes = match (l.max_object_bytes, o.max_object_bytes) {
+            (0, other) | (other, 0) => other,
+            (a, b) => a.min(b),
+        };
+        l.max_key_bytes = l.max_key_bytes.min(o.max_key_bytes);
+        l.max_metadata_entries = l.max_metadata_entries.min(o.max_metadata_entries);
+        l.max_metadata_bytes = l.max_metadata_bytes.min(o.max_metadata_bytes);
+        l.max_page_size = l.max_page_size.min(o.max_page_size);
+        l.max_presign_seconds = l.max_presign_seconds.min(o.max_presign_seconds);
+    }
+    Ok(descriptor)
+}
+
 impl FailoverObjects {
     /// Chains `members` in priority order (capabilities every member has, each limit the
     /// smallest; a limit of 0, "none", never wins over a real one) with its journal;
@@ -150,26 +174,7 @@ impl FailoverObjects {
         member_timeout: Duration,
         backoff: Duration,
     ) -> ExoResult<Self> {
-        let mut descriptor = members
-            .first()
-            .ok_or_else(|| ExoError::internal("a failover chain needs at least one member"))?
-            .descriptor()
-            .clone();
-        descriptor.backend = "failover";
-        for m in &members[1..] {
-            let d = m.descriptor();
-            descriptor.capabilities.retain(|c| d.capabilities.contains(c));
-            let (l, o) = (&mut descriptor.limits, d.limits);
-            l.max_object_bytes = match (l.max_object_bytes, o.max_object_bytes) {
-                (0, other) | (other, 0) => other,
-                (a, b) => a.min(b),
-            };
-            l.max_key_bytes = l.max_key_bytes.min(o.max_key_bytes);
-            l.max_metadata_entries = l.max_metadata_entries.min(o.max_metadata_entries);
-            l.max_metadata_bytes = l.max_metadata_bytes.min(o.max_metadata_bytes);
-            l.max_page_size = l.max_page_size.min(o.max_page_size);
-            l.max_presign_seconds = l.max_presign_seconds.min(o.max_presign_seconds);
-        }
+        let descriptor = ChainDescription::new(combined(&members)?, members.iter().all(|m| m.is_described()));
         let chain = Arc::new(Chain::new(members)?.with_member_timeout(member_timeout).with_backoff(backoff));
         chain.spawn_probe(|m: Arc<dyn ObjectStore>| async move { m.ready().await });
         let objects = Self { chain, journal: Arc::new(journal), descriptor };
@@ -180,7 +185,7 @@ impl FailoverObjects {
     /// Streams the journal onto the primary whenever the primary answers and something is
     /// pending; stops when the layer is dropped.
     fn spawn_replay(&self) {
-        let max_bytes = self.descriptor.limits.max_object_bytes;
+        let max_bytes = self.descriptor().limits.max_object_bytes;
         self.journal.spawn_replayer(
             Arc::downgrade(&self.chain),
             PROBE_INTERVAL,
@@ -311,7 +316,12 @@ async fn replay_object(
 #[async_trait]
 impl ObjectStore for FailoverObjects {
     fn descriptor(&self) -> &Descriptor {
-        &self.descriptor
+        let members = || self.chain.all().map(|(_, m)| m.clone()).collect::<Vec<_>>();
+        self.descriptor.get(|| self.chain.all().all(|(_, m)| m.is_described()), || combined(&members()).ok())
+    }
+    fn is_described(&self) -> bool {
+        // The chain serves (and describes itself) as soon as one member can.
+        self.descriptor.is_final() || self.chain.all().any(|(_, m)| m.is_described())
     }
     async fn ready(&self) -> ExoResult<()> {
         self.chain.first(|m| async move { m.ready().await }).await
@@ -474,7 +484,7 @@ impl ObjectStore for FailoverObjects {
         // During an outage or a replay: read where the source's newest state is, write as an
         // upload (journaled like any other).
         let (info, _, body) = self.get(source_bucket, source_key, None, &ReadCondition::default()).await?;
-        let meta = PutMeta::copy_of(info, condition.clone(), self.descriptor.limits.max_object_bytes);
+        let meta = PutMeta::copy_of(info, condition.clone(), self.descriptor().limits.max_object_bytes);
         self.put(bucket, key, meta, body).await
     }
     async fn presign(

@@ -56,6 +56,9 @@ impl<L: Layer> ObjectStore for Layered<L> {
     fn descriptor(&self) -> &Descriptor {
         self.inner.descriptor()
     }
+    fn is_described(&self) -> bool {
+        self.inner.is_described()
+    }
     async fn ready(&self) -> ExoResult<()> {
         bounded(self.ready_timeout, self.inner.ready()).await
     }

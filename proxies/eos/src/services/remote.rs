@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use exo_proto::object::v1::{self as pb, object_service_client::ObjectServiceClient};
 use exo_proxy_core::{ExoError, ExoResult, config::ConfigError};
-use exo_remote::{RemoteConfig, Transport, described, from_status, request};
+use exo_remote::{Described, Description, RemoteConfig, Transport, described, from_status, request};
 use futures::{StreamExt, TryStreamExt, stream};
 
 use crate::{
@@ -59,10 +59,46 @@ impl exo_proxy_core::registry::Backend for RemoteObjects {
 
 /// Buckets served by another eos proxy.
 pub struct RemoteObjects {
-    descriptor: Descriptor,
+    description: Description<Descriptor>,
     client: ObjectServiceClient<Transport>,
     presigner: Arc<LocalPresigner>,
     remote: exo_remote::Remote,
+    config: RemoteConfig,
+}
+
+/// What the remote says it is.
+fn from_answer(described: pb::DescribeResponse) -> Descriptor {
+    let mut capabilities: std::collections::HashSet<Capability> =
+        described.capabilities.iter().filter_map(|c| Capability::try_from(*c).ok()).collect();
+    let mut limits = described.limits.unwrap_or_default();
+    // This proxy signs its own URLs, whatever the remote can do.
+    capabilities.insert(Capability::Presign);
+    if limits.max_presign_seconds == 0 {
+        limits.max_presign_seconds = crate::model::local_limits(0).max_presign_seconds;
+    }
+    Descriptor { backend: "remote", capabilities, limits }
+}
+
+/// Until the remote answers: every capability, no limit (see [`Description`]).
+fn provisional() -> Descriptor {
+    let most = u32::MAX;
+    let limits = pb::Limits {
+        max_object_bytes: 0, // no limit
+        max_key_bytes: most,
+        max_metadata_entries: most,
+        max_metadata_bytes: most,
+        max_page_size: most,
+        max_presign_seconds: most,
+    };
+    Descriptor { backend: "remote", capabilities: Descriptor::every_capability(), limits }
+}
+
+/// Asks the remote to describe itself.
+async fn describe(mut client: ObjectServiceClient<Transport>, config: RemoteConfig) -> ExoResult<Descriptor> {
+    match described(&config, "eos", client.describe(pb::DescribeRequest {})).await? {
+        Described::Answered(answer) => Ok(from_answer(answer)),
+        Described::Unreachable(err) => Err(err),
+    }
 }
 
 fn write_condition(condition: &WriteCondition) -> Option<pb::Condition> {
@@ -101,50 +137,53 @@ fn upload_messages(
 }
 
 impl RemoteObjects {
-    /// Connects and asks the remote what it is; fails when it does not answer within the
-    /// config's `connect-timeout`.
+    /// Connects and asks the remote what it is. A remote that cannot be reached yet leaves the
+    /// backend open but not ready (see [`Description`]); one that refuses this proxy (TLS,
+    /// token, identity) fails the open.
     pub async fn connect(config: &RemoteConfig, presigner: Arc<LocalPresigner>) -> ExoResult<Self> {
         let remote = config.connect().await?;
         let transport = remote.transport.clone();
         let mut client = ObjectServiceClient::new(transport.clone())
             .max_decoding_message_size(exo_remote::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(exo_remote::MAX_MESSAGE_BYTES);
-        let described = described(config, "eos", client.describe(pb::DescribeRequest {})).await?;
-        tracing::info!(url = %config.url, remote_backend = %described.backend, "remote eos described itself");
-        let mut capabilities: std::collections::HashSet<Capability> =
-            described.capabilities.iter().filter_map(|c| Capability::try_from(*c).ok()).collect();
-        let mut limits = described.limits.unwrap_or_default();
-        // This proxy signs its own URLs, whatever the remote can do.
-        capabilities.insert(Capability::Presign);
-        if limits.max_presign_seconds == 0 {
-            limits.max_presign_seconds = crate::model::local_limits(0).max_presign_seconds;
-        }
-        Ok(Self {
-            descriptor: Descriptor { backend: "remote", capabilities, limits },
-            client,
-            presigner,
-            remote,
-        })
+        let description = match described(config, "eos", client.describe(pb::DescribeRequest {})).await? {
+            Described::Answered(answer) => {
+                tracing::info!(url = %config.url, remote_backend = %answer.backend, "remote eos described itself");
+                Description::answered(from_answer(answer), &config.url)
+            }
+            Described::Unreachable(err) => {
+                tracing::warn!(url = %config.url, error = %err.message, "remote eos not reachable yet; not ready until it is");
+                Description::provisional(provisional(), &config.url)
+            }
+        };
+        Ok(Self { description, client, presigner, remote, config: config.clone() })
     }
 
-    fn client(&self) -> ObjectServiceClient<Transport> {
-        self.client.clone()
+    /// Nothing is forwarded before the remote has described itself.
+    fn client(&self) -> ExoResult<ObjectServiceClient<Transport>> {
+        self.description.require(|| describe(self.client.clone(), self.config.clone()))?;
+        Ok(self.client.clone())
     }
 }
 
 #[async_trait]
 impl ObjectStore for RemoteObjects {
     fn descriptor(&self) -> &Descriptor {
-        &self.descriptor
+        self.description.get()
+    }
+
+    fn is_described(&self) -> bool {
+        self.description.is_known()
     }
 
     async fn ready(&self) -> ExoResult<()> {
+        self.description.settle(describe(self.client.clone(), self.config.clone())).await?;
         self.remote.ready("exo.object.v1.ObjectService").await
     }
 
     async fn create_bucket(&self, bucket: &BucketName) -> ExoResult<bool> {
         let answer = self
-            .client()
+            .client()?
             .create_bucket(request(pb::CreateBucketRequest { name: bucket.to_string() }))
             .await
             .map_err(from_status)?;
@@ -152,7 +191,7 @@ impl ObjectStore for RemoteObjects {
     }
 
     async fn delete_bucket(&self, bucket: &BucketName) -> ExoResult<()> {
-        self.client()
+        self.client()?
             .delete_bucket(request(pb::DeleteBucketRequest { name: bucket.to_string() }))
             .await
             .map_err(from_status)?;
@@ -161,7 +200,7 @@ impl ObjectStore for RemoteObjects {
 
     async fn list_buckets(&self) -> ExoResult<Vec<String>> {
         let answer =
-            self.client().list_buckets(request(pb::ListBucketsRequest {})).await.map_err(from_status)?;
+            self.client()?.list_buckets(request(pb::ListBucketsRequest {})).await.map_err(from_status)?;
         Ok(answer.into_inner().names)
     }
 
@@ -185,7 +224,7 @@ impl ObjectStore for RemoteObjects {
             pb::PutRequest { part: Some(pb::put_request::Part::Header(header)), finish: false }
         })
         .chain(upload_messages(body, failed_tx));
-        let mut client = self.client();
+        let mut client = self.client()?;
         tokio::select! {
             answer = client.put(messages) => Ok(answer.map_err(from_status)?.into_inner().info.unwrap_or_default()),
             // Dropping the call here resets the stream before its finish: the remote stores nothing.
@@ -208,7 +247,7 @@ impl ObjectStore for RemoteObjects {
             }),
         });
         let mut messages = self
-            .client()
+            .client()?
             .get(pb::GetRequest {
                 bucket: bucket.to_string(),
                 key: key.to_owned(),
@@ -234,7 +273,7 @@ impl ObjectStore for RemoteObjects {
 
     async fn head(&self, bucket: &BucketName, key: &str) -> ExoResult<pb::ObjectInfo> {
         let answer = self
-            .client()
+            .client()?
             .head(request(pb::HeadRequest { bucket: bucket.to_string(), key: key.to_owned() }))
             .await
             .map_err(from_status)?;
@@ -242,7 +281,7 @@ impl ObjectStore for RemoteObjects {
     }
 
     async fn delete(&self, bucket: &BucketName, key: &str, if_match: Option<&str>) -> ExoResult<()> {
-        self.client()
+        self.client()?
             .delete(request(pb::DeleteRequest {
                 bucket: bucket.to_string(),
                 key: key.to_owned(),
@@ -264,7 +303,7 @@ impl ObjectStore for RemoteObjects {
         // The remote's page token, carried inside this proxy's (see `Resume::continuation`).
         let page_token = resume.map(|r| r.continuation_token()).transpose()?.unwrap_or_default();
         let answer = self
-            .client()
+            .client()?
             .list(request(pb::ListRequest {
                 bucket: bucket.to_string(),
                 prefix: prefix.to_owned(),
@@ -289,7 +328,7 @@ impl ObjectStore for RemoteObjects {
         condition: &WriteCondition,
     ) -> ExoResult<pb::ObjectInfo> {
         let answer = self
-            .client()
+            .client()?
             .copy(request(pb::CopyRequest {
                 source_bucket: source_bucket.to_string(),
                 source_key: source_key.to_owned(),
@@ -310,7 +349,7 @@ impl ObjectStore for RemoteObjects {
         expires_at_ms: u64,
     ) -> ExoResult<Presigned> {
         // The bucket must exist, as for every backend's presign (a one-entry listing asks).
-        self.client()
+        self.client()?
             .list(request(pb::ListRequest { bucket: bucket.to_string(), page_size: 1, ..Default::default() }))
             .await
             .map_err(from_status)?;

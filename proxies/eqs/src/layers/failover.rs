@@ -10,7 +10,7 @@ use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
 use exo_proxy_core::{
     ExoError, ExoResult,
     config::ConfigError,
-    failover::{Chain, is_outage},
+    failover::{Chain, ChainDescription, is_outage},
     registry::BoxFuture,
 };
 
@@ -78,34 +78,40 @@ impl exo_proxy_core::registry::Backend for FailoverQueue {
 /// A chain of queue backends behaving as one.
 pub struct FailoverQueue {
     chain: Arc<Chain<dyn Queue>>,
-    descriptor: Descriptor,
+    descriptor: ChainDescription<Descriptor>,
+}
+
+/// The chain's description from its members': capabilities every member has, the smallest of
+/// each limit.
+fn combined(members: &[Arc<dyn Queue>]) -> ExoResult<Descriptor> {
+    let first =
+        members.first().ok_or_else(|| ExoError::internal("a failover chain needs at least one member"))?;
+    let mut descriptor = first.descriptor().clone();
+    descriptor.backend = "failover";
+    for m in &members[1..] {
+        let d = m.descriptor();
+        descriptor.capabilities.retain(|c| d.capabilities.contains(c));
+        let (l, o) = (&mut descriptor.limits, d.limits);
+        l.max_message_bytes = l.max_message_bytes.min(o.max_message_bytes);
+        l.max_batch_entries = l.max_batch_entries.min(o.max_batch_entries);
+        l.max_receive_messages = l.max_receive_messages.min(o.max_receive_messages);
+        l.max_wait_seconds = l.max_wait_seconds.min(o.max_wait_seconds);
+        l.max_visibility_timeout_seconds =
+            l.max_visibility_timeout_seconds.min(o.max_visibility_timeout_seconds);
+        l.max_delay_seconds = l.max_delay_seconds.min(o.max_delay_seconds);
+        l.max_attributes = l.max_attributes.min(o.max_attributes);
+        l.min_retention_seconds = l.min_retention_seconds.max(o.min_retention_seconds);
+        l.max_retention_seconds = l.max_retention_seconds.min(o.max_retention_seconds);
+        l.max_receives_limit = l.max_receives_limit.min(o.max_receives_limit);
+    }
+    Ok(descriptor)
 }
 
 impl FailoverQueue {
     /// Chains `members` in priority order. Capabilities are those every member has; limits the
     /// smallest of each, so a request valid here is valid on whichever member takes it.
     pub fn new(members: Vec<Arc<dyn Queue>>) -> ExoResult<Self> {
-        let first = members
-            .first()
-            .ok_or_else(|| ExoError::internal("a failover chain needs at least one member"))?;
-        let mut descriptor = first.descriptor().clone();
-        descriptor.backend = "failover";
-        for m in &members[1..] {
-            let d = m.descriptor();
-            descriptor.capabilities.retain(|c| d.capabilities.contains(c));
-            let (l, o) = (&mut descriptor.limits, d.limits);
-            l.max_message_bytes = l.max_message_bytes.min(o.max_message_bytes);
-            l.max_batch_entries = l.max_batch_entries.min(o.max_batch_entries);
-            l.max_receive_messages = l.max_receive_messages.min(o.max_receive_messages);
-            l.max_wait_seconds = l.max_wait_seconds.min(o.max_wait_seconds);
-            l.max_visibility_timeout_seconds =
-                l.max_visibility_timeout_seconds.min(o.max_visibility_timeout_seconds);
-            l.max_delay_seconds = l.max_delay_seconds.min(o.max_delay_seconds);
-            l.max_attributes = l.max_attributes.min(o.max_attributes);
-            l.min_retention_seconds = l.min_retention_seconds.max(o.min_retention_seconds);
-            l.max_retention_seconds = l.max_retention_seconds.min(o.max_retention_seconds);
-            l.max_receives_limit = l.max_receives_limit.min(o.max_receives_limit);
-        }
+        let descriptor = ChainDescription::new(combined(&members)?, members.iter().all(|m| m.is_described()));
         Ok(Self { chain: Arc::new(Chain::new(members)?), descriptor })
     }
 
@@ -214,7 +220,12 @@ impl FailoverQueue {
 #[async_trait]
 impl Queue for FailoverQueue {
     fn descriptor(&self) -> &Descriptor {
-        &self.descriptor
+        let members = || self.chain.all().map(|(_, m)| m.clone()).collect::<Vec<_>>();
+        self.descriptor.get(|| self.chain.all().all(|(_, m)| m.is_described()), || combined(&members()).ok())
+    }
+    fn is_described(&self) -> bool {
+        // The chain serves (and describes itself) as soon as one member can.
+        self.descriptor.is_final() || self.chain.all().any(|(_, m)| m.is_described())
     }
     async fn ready(&self) -> ExoResult<()> {
         self.chain.first(|q| async move { q.ready().await }).await

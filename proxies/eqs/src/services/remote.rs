@@ -18,7 +18,9 @@ use exo_proto::{
     },
 };
 use exo_proxy_core::{ExoError, ExoResult, config::ConfigError};
-use exo_remote::{RemoteConfig, Transport, described, from_status, page_token, request};
+use exo_remote::{
+    Described, Description, RemoteConfig, Transport, described, from_status, page_token, request,
+};
 
 use crate::{
     api::MAX_LIST_PAGE,
@@ -52,47 +54,107 @@ impl exo_proxy_core::registry::Backend for RemoteQueue {
 
 /// Queues (and topics) served by another eqs proxy.
 pub struct RemoteQueue {
-    descriptor: Descriptor,
-    topic_limits: Option<pb::TopicLimits>,
+    description: Description<Remote>,
     queues: QueueServiceClient<Transport>,
     topics: TopicServiceClient<Transport>,
     remote: exo_remote::Remote,
+    config: RemoteConfig,
 }
 
-impl RemoteQueue {
-    /// Connects and asks the remote what it is; fails when it does not answer within the
-    /// config's `connect-timeout`.
-    pub async fn connect(config: &RemoteConfig) -> ExoResult<Self> {
-        let remote = config.connect().await?;
-        let transport = remote.transport.clone();
-        let mut queues = QueueServiceClient::new(transport.clone())
-            .max_decoding_message_size(exo_remote::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(exo_remote::MAX_MESSAGE_BYTES);
-        let described = described(config, "eqs", queues.describe(pb::DescribeRequest {})).await?;
+/// What the remote says it is.
+#[derive(Clone)]
+struct Remote {
+    descriptor: Descriptor,
+    topic_limits: Option<pb::TopicLimits>,
+}
+
+impl Remote {
+    fn from_answer(described: pb::DescribeResponse) -> Self {
         let capabilities =
             described.capabilities.iter().filter_map(|c| Capability::try_from(*c).ok()).collect();
-        tracing::info!(url = %config.url, remote_backend = %described.backend, "remote eqs described itself");
-        Ok(Self {
+        Self {
             descriptor: Descriptor {
                 backend: "remote",
                 capabilities,
                 limits: described.limits.unwrap_or_default(),
             },
             topic_limits: described.topic_limits,
+        }
+    }
+
+    /// Until the remote answers: every capability, no limit (see [`Description`]).
+    fn provisional() -> Self {
+        let most = u32::MAX;
+        let limits = pb::Limits {
+            max_message_bytes: u64::MAX,
+            max_batch_entries: most,
+            max_receive_messages: most,
+            max_wait_seconds: most,
+            max_visibility_timeout_seconds: most,
+            max_delay_seconds: most,
+            max_attributes: most,
+            min_retention_seconds: 0,
+            max_retention_seconds: most,
+            max_receives_limit: most,
+        };
+        let descriptor =
+            Descriptor { backend: "remote", capabilities: Descriptor::every_capability(), limits };
+        Self { descriptor, topic_limits: None }
+    }
+}
+
+/// Asks the remote to describe itself.
+async fn describe(mut client: QueueServiceClient<Transport>, config: RemoteConfig) -> ExoResult<Remote> {
+    match described(&config, "eqs", client.describe(pb::DescribeRequest {})).await? {
+        Described::Answered(answer) => Ok(Remote::from_answer(answer)),
+        Described::Unreachable(err) => Err(err),
+    }
+}
+
+impl RemoteQueue {
+    /// Connects and asks the remote what it is. A remote that cannot be reached yet leaves the
+    /// backend open but not ready (see [`Description`]); one that refuses this proxy (TLS,
+    /// token, identity) fails the open.
+    pub async fn connect(config: &RemoteConfig) -> ExoResult<Self> {
+        let remote = config.connect().await?;
+        let transport = remote.transport.clone();
+        let mut queues = QueueServiceClient::new(transport.clone())
+            .max_decoding_message_size(exo_remote::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(exo_remote::MAX_MESSAGE_BYTES);
+        let description = match described(config, "eqs", queues.describe(pb::DescribeRequest {})).await? {
+            Described::Answered(answer) => {
+                tracing::info!(url = %config.url, remote_backend = %answer.backend, "remote eqs described itself");
+                Description::answered(Remote::from_answer(answer), &config.url)
+            }
+            Described::Unreachable(err) => {
+                tracing::warn!(url = %config.url, error = %err.message, "remote eqs not reachable yet; not ready until it is");
+                Description::provisional(Remote::provisional(), &config.url)
+            }
+        };
+        Ok(Self {
+            description,
             queues,
             topics: TopicServiceClient::new(transport.clone())
                 .max_decoding_message_size(exo_remote::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(exo_remote::MAX_MESSAGE_BYTES),
             remote,
+            config: config.clone(),
         })
     }
 
-    fn queues(&self) -> QueueServiceClient<Transport> {
-        self.queues.clone()
+    /// Nothing is forwarded before the remote has described itself.
+    fn described(&self) -> ExoResult<()> {
+        self.description.require(|| describe(self.queues.clone(), self.config.clone()))
     }
 
-    fn topics(&self) -> TopicServiceClient<Transport> {
-        self.topics.clone()
+    fn queues(&self) -> ExoResult<QueueServiceClient<Transport>> {
+        self.described()?;
+        Ok(self.queues.clone())
+    }
+
+    fn topics(&self) -> ExoResult<TopicServiceClient<Transport>> {
+        self.described()?;
+        Ok(self.topics.clone())
     }
 }
 
@@ -134,10 +196,15 @@ fn mismatched(what: &str, sent: usize, got: usize) -> ExoError {
 #[async_trait]
 impl Queue for RemoteQueue {
     fn descriptor(&self) -> &Descriptor {
-        &self.descriptor
+        &self.description.get().descriptor
+    }
+
+    fn is_described(&self) -> bool {
+        self.description.is_known()
     }
 
     async fn ready(&self) -> ExoResult<()> {
+        self.description.settle(describe(self.queues.clone(), self.config.clone())).await?;
         self.remote.ready("exo.queue.v1.QueueService").await
     }
 
@@ -147,7 +214,7 @@ impl Queue for RemoteQueue {
         options: &pb::QueueOptions,
     ) -> ExoResult<(bool, pb::QueueInfo)> {
         let answer = self
-            .queues()
+            .queues()?
             .create_queue(request(pb::CreateQueueRequest {
                 name: name.to_string(),
                 options: Some(options.clone()),
@@ -159,7 +226,7 @@ impl Queue for RemoteQueue {
     }
 
     async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
-        self.queues()
+        self.queues()?
             .delete_queue(request(pb::DeleteQueueRequest { name: name.to_string() }))
             .await
             .map_err(from_status)?;
@@ -172,8 +239,9 @@ impl Queue for RemoteQueue {
         start_after: Option<&str>,
         limit: usize,
     ) -> ExoResult<Vec<String>> {
+        let client = self.queues()?;
         list_all(start_after, limit, |page_token, page_size| {
-            let mut client = self.queues();
+            let mut client = client.clone();
             let prefix = prefix.to_owned();
             async move {
                 let answer = client
@@ -188,7 +256,7 @@ impl Queue for RemoteQueue {
 
     async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
         let answer = self
-            .queues()
+            .queues()?
             .get_queue_info(request(pb::GetQueueInfoRequest { name: name.to_string() }))
             .await
             .map_err(from_status)?
@@ -206,7 +274,7 @@ impl Queue for RemoteQueue {
             // One message: Send, so the remote's answer is exactly a single send's.
             let message = messages.into_iter().next();
             let answer = self
-                .queues()
+                .queues()?
                 .send(request(pb::SendRequest { queue: name.to_string(), message }))
                 .await
                 .map_err(from_status)?
@@ -219,7 +287,7 @@ impl Queue for RemoteQueue {
             .map(|(i, message)| pb::SendBatchEntry { id: i.to_string(), message: Some(message) })
             .collect();
         let answer = self
-            .queues()
+            .queues()?
             .send_batch(request(pb::SendBatchRequest { queue: name.to_string(), entries }))
             .await
             .map_err(from_status)?
@@ -243,7 +311,7 @@ impl Queue for RemoteQueue {
         // caller's deadline rounds down).
         let wait_seconds = u32::try_from(params.wait.as_secs()).unwrap_or(u32::MAX);
         let answer = self
-            .queues()
+            .queues()?
             .receive(request(pb::ReceiveRequest {
                 queue: name.to_string(),
                 max_messages: params.max_messages,
@@ -257,7 +325,7 @@ impl Queue for RemoteQueue {
     }
 
     async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()> {
-        self.queues()
+        self.queues()?
             .ack(request(pb::AckRequest { queue: name.to_string(), receipt: receipt.to_owned() }))
             .await
             .map_err(from_status)?;
@@ -265,7 +333,7 @@ impl Queue for RemoteQueue {
     }
 
     async fn change_visibility(&self, name: &QueueName, receipt: &str, seconds: u32) -> ExoResult<()> {
-        self.queues()
+        self.queues()?
             .change_visibility(request(pb::ChangeVisibilityRequest {
                 queue: name.to_string(),
                 receipt: receipt.to_owned(),
@@ -277,7 +345,7 @@ impl Queue for RemoteQueue {
     }
 
     async fn purge(&self, name: &QueueName) -> ExoResult<()> {
-        self.queues()
+        self.queues()?
             .purge(request(pb::PurgeRequest { queue: name.to_string() }))
             .await
             .map_err(from_status)?;
@@ -285,12 +353,13 @@ impl Queue for RemoteQueue {
     }
 
     fn topic_limits(&self) -> pb::TopicLimits {
-        self.topic_limits.unwrap_or_else(|| crate::model::topic_limits(&self.descriptor.limits))
+        let remote = self.description.get();
+        remote.topic_limits.unwrap_or_else(|| crate::model::topic_limits(&remote.descriptor.limits))
     }
 
     async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
         let answer = self
-            .topics()
+            .topics()?
             .create_topic(request(pb::CreateTopicRequest { name: name.to_string() }))
             .await
             .map_err(from_status)?
@@ -299,7 +368,7 @@ impl Queue for RemoteQueue {
     }
 
     async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
-        self.topics()
+        self.topics()?
             .delete_topic(request(pb::DeleteTopicRequest { name: name.to_string() }))
             .await
             .map_err(from_status)?;
@@ -312,8 +381,9 @@ impl Queue for RemoteQueue {
         start_after: Option<&str>,
         limit: usize,
     ) -> ExoResult<Vec<String>> {
+        let client = self.topics()?;
         list_all(start_after, limit, |page_token, page_size| {
-            let mut client = self.topics();
+            let mut client = client.clone();
             let prefix = prefix.to_owned();
             async move {
                 let answer = client
@@ -328,7 +398,7 @@ impl Queue for RemoteQueue {
 
     async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
         let answer = self
-            .topics()
+            .topics()?
             .get_topic_info(request(pb::GetTopicInfoRequest { name: name.to_string() }))
             .await
             .map_err(from_status)?
@@ -343,7 +413,7 @@ impl Queue for RemoteQueue {
     ) -> ExoResult<(bool, pb::Subscription)> {
         // The queue exists already (the API layer made it when asked to): no create_queue here.
         let answer = self
-            .topics()
+            .topics()?
             .create_subscription(request(pb::CreateSubscriptionRequest {
                 topic: topic.to_string(),
                 name: subscription.name.clone(),
@@ -358,7 +428,7 @@ impl Queue for RemoteQueue {
     }
 
     async fn delete_subscription(&self, topic: &TopicName, name: &TopicName) -> ExoResult<()> {
-        self.topics()
+        self.topics()?
             .delete_subscription(request(pb::DeleteSubscriptionRequest {
                 topic: topic.to_string(),
                 name: name.to_string(),
@@ -377,7 +447,7 @@ impl Queue for RemoteQueue {
         if sent == 1 {
             let message = messages.into_iter().next();
             let answer = self
-                .topics()
+                .topics()?
                 .publish(request(pb::PublishRequest { topic: topic.to_string(), message }))
                 .await
                 .map_err(from_status)?
@@ -390,7 +460,7 @@ impl Queue for RemoteQueue {
             .map(|(i, message)| pb::PublishBatchEntry { id: i.to_string(), message: Some(message) })
             .collect();
         let answer = self
-            .topics()
+            .topics()?
             .publish_batch(request(pb::PublishBatchRequest { topic: topic.to_string(), entries }))
             .await
             .map_err(from_status)?

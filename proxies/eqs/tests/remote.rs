@@ -1,0 +1,107 @@
+//! A `remote` backend whose remote is not there yet when it opens (the standalone proxy starts
+//! after the edge, or is down for now): the backend opens, is not ready, forwards nothing and
+//! answers BACKEND_UNAVAILABLE (retryable) until the remote has described itself; a failover
+//! chain with such a member serves from its other members meanwhile; once the remote is up,
+//! calls go through and the descriptions are the remote's.
+
+use std::{sync::Arc, time::Duration};
+
+use eqs::{
+    EqsProxy,
+    api::QueueApi,
+    backend::Queue,
+    config::EqsConfig,
+    layers::FailoverQueue,
+    model::QueueName,
+    services::{memory::MemoryQueue, remote::RemoteQueue},
+};
+use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
+use exo_proxy_core::ExoError;
+use exo_remote::RemoteConfig;
+
+fn message(body: &str) -> pb::OutgoingMessage {
+    pb::OutgoingMessage { body: body.as_bytes().to_vec(), ..Default::default() }
+}
+
+fn options() -> pb::QueueOptions {
+    pb::QueueOptions { visibility_timeout_seconds: Some(30), retention_seconds: 3600, ..Default::default() }
+}
+
+fn assert_unavailable(err: ExoError, what: &str) {
+    assert_eq!((err.reason, err.retryable), (ErrorReason::BackendUnavailable, true), "{what}: {err:?}");
+}
+
+/// Serves eqs over a memory backend (messages up to `max_message_bytes`) on `port`.
+async fn serve_on(port: u16, max_message_bytes: u64) -> tokio::sync::oneshot::Sender<()> {
+    let mut config = EqsConfig::default();
+    config.server.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    let proxy = EqsProxy::bind_with(&config, Arc::new(MemoryQueue::new(max_message_bytes))).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(proxy.serve(async move {
+        let _ = stopped.await;
+    }));
+    stop
+}
+
+#[tokio::test]
+async fn a_remote_down_at_start_is_waited_for_and_a_chain_with_it_serves_meanwhile() {
+    // A port nothing listens on yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = RemoteConfig {
+        url: format!("http://127.0.0.1:{port}"),
+        connect_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let remote = Arc::new(RemoteQueue::connect(&config).await.expect("opens while its remote is down"));
+    // A second one that is never probed for readiness: only its calls can bring it round.
+    let unprobed = RemoteQueue::connect(&config).await.unwrap();
+    let q = QueueName::parse("queue", "orders", "q").unwrap();
+
+    assert!(!remote.is_described());
+    assert_unavailable(remote.ready().await.unwrap_err(), "readiness");
+    assert_unavailable(remote.create_queue(&q, &options()).await.unwrap_err(), "a call");
+    assert_unavailable(QueueApi::new(remote.clone()).describe().unwrap_err(), "Describe");
+
+    // A chain with the unreached remote first serves from its other member, described by it.
+    let local = Arc::new(MemoryQueue::new(4096));
+    let chain = FailoverQueue::new(vec![remote.clone(), local.clone()]).unwrap();
+    assert!(chain.is_described());
+    assert_eq!(chain.descriptor().limits, local.descriptor().limits);
+    assert_eq!(chain.descriptor().capabilities, local.descriptor().capabilities);
+    // (Creating a queue needs every member, so a switch finds it: it exists here already.)
+    local.create_queue(&q, &options()).await.unwrap();
+    chain.send(&q, vec![message("meanwhile")]).await.unwrap();
+    assert_eq!(local.queue_info(&q).await.unwrap().visible_messages, 1);
+
+    // The remote comes up, with a smaller message limit than the local member.
+    let _serving = serve_on(port, 1024).await;
+    let mut ready = remote.ready().await;
+    for _ in 0..50 {
+        if ready.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ready = remote.ready().await;
+    }
+    ready.expect("ready once the remote is up");
+    assert!(remote.is_described());
+    assert_eq!(remote.descriptor().limits.max_message_bytes, 1024, "the remote's own limits");
+    assert!(QueueApi::new(remote.clone()).describe().is_ok());
+    remote.create_queue(&q, &options()).await.unwrap();
+    remote.send(&q, vec![message("through")]).await.unwrap();
+    assert_eq!(remote.queue_info(&q).await.unwrap().visible_messages, 1);
+    // The chain's description now takes the remote's smaller limit into account.
+    assert_eq!(chain.descriptor().limits.max_message_bytes, 1024);
+
+    // The unprobed one: its first call answers UNAVAILABLE and asks; a retry goes through.
+    assert_unavailable(unprobed.queue_info(&q).await.unwrap_err(), "the first call");
+    let mut info = unprobed.queue_info(&q).await;
+    for _ in 0..50 {
+        if info.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        info = unprobed.queue_info(&q).await;
+    }
+    assert_eq!(info.expect("a retry goes through").visible_messages, 1);
+}
