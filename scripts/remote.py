@@ -50,14 +50,15 @@ def authority(work, name):
     return ca, key
 
 
-def issue(work, ca, name, cn, extensions):
-    """A certificate for `cn` signed by `ca`: (cert.pem, cert.key)."""
+def issue(work, ca, name, cn, extensions, days="2"):
+    """A certificate for `cn` signed by `ca`, valid for `days` (negative: expired): (cert.pem,
+    cert.key)."""
     cert, key, csr, ext = (os.path.join(work, f"{name}.{e}") for e in ("pem", "key", "csr", "cnf"))
     with open(ext, "w") as f:
         f.write(extensions + "\n")
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={cn}")
     openssl("x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial", "-out", cert,
-            "-days", "2", "-extfile", ext)
+            "-days", days, "-extfile", ext)
     return cert, key
 
 

@@ -171,12 +171,38 @@ impl Tls {
 /// is built on, for callers that use the generated clients directly (a proxy forwarding to
 /// another).
 pub fn channel(url: &str, tls: &Tls) -> Result<tonic::transport::Channel> {
+    channel_with(url, tls, &Liveness::default())
+}
+
+/// How a channel notices a peer that went silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// The longest wait for a connection (5 s by default).
+    pub connect_timeout: std::time::Duration,
+    /// `(interval, timeout)`: a connection with calls in flight is PINGed every `interval` and
+    /// closed when an answer takes longer than `timeout`, so a peer that vanished without a
+    /// reset (powered off, cut off the network) fails its calls in about interval + timeout
+    /// instead of leaving them hanging. Off by default.
+    pub keep_alive: Option<(std::time::Duration, std::time::Duration)>,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self { connect_timeout: std::time::Duration::from_secs(5), keep_alive: None }
+    }
+}
+
+/// [`channel`] with its own [`Liveness`].
+pub fn channel_with(url: &str, tls: &Tls, liveness: &Liveness) -> Result<tonic::transport::Channel> {
     let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
         .map_err(|err| {
             Error::client(Reason::InvalidArgument, format!("invalid endpoint {url:?}: {err}"), false)
         })?
-        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect_timeout(liveness.connect_timeout)
         .tcp_nodelay(true);
+    if let Some((interval, timeout)) = liveness.keep_alive {
+        endpoint = endpoint.http2_keep_alive_interval(interval).keep_alive_timeout(timeout);
+    }
     if url.starts_with("https://") {
         endpoint = endpoint.tls_config(tls.client_config()?).map_err(|err| {
             Error::client(Reason::InvalidArgument, format!("TLS settings for {url:?}: {err}"), false)

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 ///   client-key-file: /etc/exoflow/tls/edge.key
 ///   token: env:EXO_REMOTE_TOKEN                 # optional: the remote's bearer token (a secret reference)
 ///   connect-timeout: 10s                        # how long a Describe of the remote may take
+///   dead-after: 1500ms                          # a target silent this long (no connect, no PING answer) is down
 /// ```
 ///
 /// `url` may instead be a DNS SRV name: `srv:_eqs._tcp.queues.service.consul` (TLS to each
@@ -60,6 +61,16 @@ pub struct RemoteConfig {
     /// How long a Describe of the remote may take (at start, and while it has not answered).
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// A target that does not take a connection, or does not answer a keep-alive PING on a
+    /// connection with calls in flight, within this is treated as gone: its calls fail
+    /// (BACKEND_UNAVAILABLE, retryable) and it is set aside, where without it a target that
+    /// vanished without a reset (powered off, cut off the network) would hang them.
+    #[serde(default = "default_dead_after", with = "humantime_serde")]
+    pub dead_after: Duration,
+}
+
+fn default_dead_after() -> Duration {
+    Duration::from_millis(1500)
 }
 
 fn default_connect_timeout() -> Duration {
@@ -76,6 +87,7 @@ impl Default for RemoteConfig {
             client_key_file: None,
             token: None,
             connect_timeout: default_connect_timeout(),
+            dead_after: default_dead_after(),
         }
     }
 }
@@ -138,7 +150,17 @@ impl RemoteConfig {
         if self.connect_timeout.is_zero() {
             return invalid("connect-timeout must be positive".into());
         }
+        if self.dead_after < Duration::from_millis(100) {
+            return invalid(format!("dead-after must be at least 100ms (got {:?})", self.dead_after));
+        }
         Ok(())
+    }
+
+    /// The connection settings `dead-after` stands for: connect within it, PING every half of
+    /// it while calls are in flight, each PING answered within the other half.
+    fn liveness(&self) -> exo_sdk::Liveness {
+        let half = self.dead_after / 2;
+        exo_sdk::Liveness { connect_timeout: self.dead_after, keep_alive: Some((half, half)) }
     }
 
     /// Connects (lazily; an SRV name is looked up first) with the token on every call.
@@ -161,8 +183,12 @@ impl RemoteConfig {
             }
             None => exo_sdk::Auth::none(),
         };
-        let targets =
-            Arc::new(targets::Targets::new(targets::Address::parse(&self.url), tls, self.nameserver)?);
+        let targets = Arc::new(targets::Targets::new(
+            targets::Address::parse(&self.url),
+            tls,
+            self.nameserver,
+            self.liveness(),
+        )?);
         // A name that does not resolve yet (the service not registered, the DNS server not up)
         // is an unreachable remote, not a broken config: calls look it up again.
         match tokio::time::timeout(self.connect_timeout, targets.refresh(true)).await {
@@ -420,6 +446,8 @@ mod tests {
         assert!(stray.validate().unwrap_err().to_string().contains("goes with an SRV name"));
         let half = RemoteConfig { client_cert_file: Some("c.pem".into()), ..ok.clone() };
         assert!(half.validate().unwrap_err().to_string().contains("go together"));
+        let hasty = RemoteConfig { dead_after: Duration::from_millis(10), ..ok.clone() };
+        assert!(hasty.validate().unwrap_err().to_string().contains("dead-after must be at least 100ms"));
         let plain_tls = RemoteConfig { ca_file: Some("ca.pem".into()), ..Default::default() };
         assert!(plain_tls.validate().unwrap_err().to_string().contains("not https://"));
     }

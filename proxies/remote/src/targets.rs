@@ -101,6 +101,8 @@ pub struct Targets {
     resolver: Option<TokioResolver>,
     /// Whether target names are resolved by `resolver` too (a configured nameserver).
     resolve_hosts: bool,
+    /// How each target's connection notices a target gone silent.
+    liveness: exo_sdk::Liveness,
     state: Mutex<State>,
     /// One lookup at a time.
     refreshing: tokio::sync::Mutex<()>,
@@ -117,10 +119,11 @@ impl Targets {
         address: Address,
         tls: exo_sdk::Tls,
         nameserver: Option<SocketAddr>,
+        liveness: exo_sdk::Liveness,
     ) -> Result<Self, ExoError> {
         let (targets, resolver, refresh_at) = match &address {
             Address::Url(url) => {
-                let channel = exo_sdk::channel(url, &tls).map_err(crate::from_remote)?;
+                let channel = exo_sdk::channel_with(url, &tls, &liveness).map_err(crate::from_remote)?;
                 let target = Target {
                     key: url.clone(),
                     priority: 0,
@@ -156,6 +159,7 @@ impl Targets {
             tls,
             resolver,
             resolve_hosts: nameserver.is_some(),
+            liveness,
             state: Mutex::new(State { targets, refresh_at }),
             refreshing: tokio::sync::Mutex::new(()),
         })
@@ -244,7 +248,8 @@ impl Targets {
             }
             _ => format!("{host}:{port}"),
         };
-        exo_sdk::channel(&format!("{scheme}://{authority}"), &tls).map_err(crate::from_remote)
+        exo_sdk::channel_with(&format!("{scheme}://{authority}"), &tls, &self.liveness)
+            .map_err(crate::from_remote)
     }
 
     /// The target the next call goes to: lowest priority not set aside, by weight within it;
@@ -419,8 +424,13 @@ mod tests {
     }
 
     fn targets(list: &[(&str, u16, u16)]) -> Targets {
-        let targets = Targets::new(Address::Url("http://127.0.0.1:1".into()), exo_sdk::Tls::default(), None)
-            .expect("targets");
+        let targets = Targets::new(
+            Address::Url("http://127.0.0.1:1".into()),
+            exo_sdk::Tls::default(),
+            None,
+            exo_sdk::Liveness::default(),
+        )
+        .expect("targets");
         let channel = targets.lock().targets[0].channel.clone();
         targets.lock().targets = list
             .iter()
