@@ -114,6 +114,9 @@ pub enum ProviderKind {
     Rabbitmq,
     /// Google Cloud: objects only (Cloud Storage); queues and tables on GCP are not offered yet.
     Gcp,
+    /// Central ExoFlow proxies (standalone, on VMs: see `compute.standalone`) that the app's
+    /// proxies forward every call to over TLS (`kind: remote`): queues, objects and tables.
+    Remote,
 }
 
 impl ProviderKind {
@@ -128,6 +131,7 @@ impl ProviderKind {
             Self::Redis => "redis",
             Self::Rabbitmq => "rabbitmq",
             Self::Gcp => "gcp",
+            Self::Remote => "remote",
         }
     }
 }
@@ -152,7 +156,10 @@ pub struct Provider {
     pub project: Option<String>,
     /// PostgreSQL: `postgres://user@host:port/database`; NATS: `nats://host:4222` (several
     /// comma-separated); Redis: `redis://host:6379/0`; RabbitMQ: `amqp://user@host:5672/vhost` —
-    /// never with a password (that goes in `auth` as a reference).
+    /// never with a password (that goes in `auth` as a reference). Remote: `https://host` (each
+    /// service on its standard port there: 7401 queues, 7402 objects, 7403 tables) or
+    /// `srv:NAME` (each service found by DNS SRV as `_eqs._tcp.NAME`, `_eos._tcp.NAME`,
+    /// `_ekv._tcp.NAME`).
     #[serde(default)]
     pub url: Option<String>,
     /// NATS, Redis, RabbitMQ: the app's namespace on the shared server (stream and subject prefix, key
@@ -167,6 +174,13 @@ pub struct Provider {
     /// (`sslmode=require`, `tls://`, `rediss://`).
     #[serde(default)]
     pub ca_file: Option<String>,
+    /// Remote: the PEM client certificate the app's proxies present to the central ones (a
+    /// path where the proxy runs: a mounted secret), with `client-key-file`.
+    #[serde(default)]
+    pub client_cert_file: Option<String>,
+    /// Remote: the client certificate's key (a path where the proxy runs).
+    #[serde(default)]
+    pub client_key_file: Option<String>,
     /// PostgreSQL: the schema holding the app's queues and tables (default: the app's name,
     /// with `-` as `_`).
     #[serde(default)]
@@ -183,6 +197,41 @@ pub struct Compute {
     /// Platform preferences.
     #[serde(default)]
     pub platform: Platform,
+    /// On VMs (systemd): the proxies serve other hosts — app hosts whose proxies forward to
+    /// them (a `remote` provider) — instead of only the app on loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standalone: Option<Standalone>,
+}
+
+/// `compute.standalone:`: proxies other hosts reach.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct Standalone {
+    /// The address each proxy listens on, on its standard port (e.g. `0.0.0.0`).
+    pub listen: std::net::IpAddr,
+    /// TLS on the proxies' ports: required off loopback, unless `allow-insecure`.
+    #[serde(default)]
+    pub tls: Option<StandaloneTls>,
+    /// Serve plaintext off loopback: only on a network nothing else shares.
+    #[serde(default)]
+    pub allow_insecure: bool,
+}
+
+/// `compute.standalone.tls:`: files on the VM, handed to the proxies by systemd
+/// (`LoadCredential=`), so they need not be readable by the proxies' dynamic user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct StandaloneTls {
+    /// The certificate chain (PEM), leaf first; its SANs name the address app hosts dial.
+    pub cert_file: String,
+    /// Its key (PEM).
+    pub key_file: String,
+    /// Client certificates must come from this CA (PEM): mutual TLS.
+    #[serde(default)]
+    pub client_ca_file: Option<String>,
+    /// With `client-ca-file`: the client identities let in (`CN=edge`, a DNS or URI SAN).
+    #[serde(default)]
+    pub allowed_clients: Vec<String>,
 }
 
 /// `compute.platform:`.

@@ -224,7 +224,11 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
                     c.error(&base, problem, "fix url:, namespace:, user: or auth:")
                 }
             }
+            ProviderKind::Remote => remote_problems(c, &base, p),
             _ => {}
+        }
+        if p.kind != ProviderKind::Remote && (p.client_cert_file.is_some() || p.client_key_file.is_some()) {
+            c.error(&base, "client-cert-file and client-key-file are for a remote provider", "drop them");
         }
         if let Some(account) = &p.account
             && (!(3..=24).contains(&account.len())
@@ -256,6 +260,13 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
                     &format!("{base}.auth.{key}"),
                     format!("'{key}' is not a GCP credential the proxies read"),
                     "use service-account-key (a key file by reference), or no auth: the metadata server's identity",
+                );
+            }
+            if p.kind == ProviderKind::Remote && key != "token" {
+                c.error(
+                    &format!("{base}.auth.{key}"),
+                    format!("'{key}' is not a credential of the central proxies"),
+                    "use token (their server.auth-token, EXO_PROXY_TOKEN on the VM)",
                 );
             }
             if p.kind == ProviderKind::Postgres && key != "password" {
@@ -305,6 +316,10 @@ fn semantic(m: &Manifest, c: &mut Collector<'_>) {
                 ),
             );
         }
+    }
+
+    if let Some(standalone) = &m.compute.standalone {
+        standalone_problems(c, standalone);
     }
 
     // Every service the app uses needs a provider in the chain that offers it (the proxies'
@@ -569,4 +584,104 @@ pub fn check_registry(registry: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+/// What is wrong with a remote provider: where its central proxies are, and how they are
+/// reached (TLS unless the host is this one).
+fn remote_problems(c: &mut Collector<'_>, base: &str, p: &crate::manifest::Provider) {
+    let url = p.url.as_deref().unwrap_or_default();
+    let (scheme, rest) = url.split_once(':').unwrap_or(("", ""));
+    let host = rest.trim_start_matches("//").trim_end_matches('/');
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    match scheme {
+        _ if url.is_empty() => c.error(
+            base,
+            "a remote provider needs the url of its central proxies",
+            "add url: https://exoflow.internal (each service on its standard port) or srv:NAME",
+        ),
+        "https" | "srv" | "srv+http" | "http" if host.is_empty() || host.contains('/') || host.contains(':') => {
+            c.error(
+                &format!("{base}.url"),
+                format!("{url:?} must name a host only"),
+                "each service is reached on its standard port (7401 queues, 7402 objects, 7403 tables), or by SRV as _eqs._tcp.NAME etc.",
+            )
+        }
+        "https" | "srv" => {}
+        "http" | "srv+http" if !loopback => c.error(
+            &format!("{base}.url"),
+            format!("{url:?} would send every call in plaintext to another host"),
+            "use https:// (or srv:) with the central proxies' compute.standalone.tls",
+        ),
+        "http" | "srv+http" => {}
+        _ => c.error(&format!("{base}.url"), format!("{url:?} is not https://HOST or srv:NAME"), ""),
+    }
+    for (key, file) in [
+        ("ca-file", &p.ca_file),
+        ("client-cert-file", &p.client_cert_file),
+        ("client-key-file", &p.client_key_file),
+    ] {
+        if file.as_deref().is_some_and(|f| !f.starts_with('/')) {
+            c.error(
+                &format!("{base}.{key}"),
+                format!("{key} must be an absolute path where the proxy runs"),
+                "",
+            );
+        }
+    }
+    if p.client_cert_file.is_some() != p.client_key_file.is_some() {
+        c.error(base, "client-cert-file and client-key-file go together", "");
+    }
+    let dirs: std::collections::BTreeSet<&std::path::Path> =
+        [&p.ca_file, &p.client_cert_file, &p.client_key_file]
+            .into_iter()
+            .flatten()
+            .filter_map(|f| std::path::Path::new(f).parent())
+            .collect();
+    if dirs.len() > 1 {
+        c.error(
+            base,
+            "ca-file, client-cert-file and client-key-file must be in one directory",
+            "in a pod it is where their Secret is mounted",
+        );
+    }
+    if let Some(dir) = dirs.first().map(|d| d.display().to_string())
+        && ["/etc/exoflow", "/var/lib/exoflow", "/tmp"]
+            .iter()
+            .any(|taken| dir == *taken || dir.starts_with(&format!("{taken}/")))
+    {
+        c.error(
+            &format!("{base}.ca-file"),
+            format!("the TLS files' directory {dir} is where the proxies' config, data or scratch space is mounted in a pod"),
+            "use a directory of their own, e.g. /etc/exoflow-tls",
+        );
+    }
+    if p.ca_file.is_some() && matches!(scheme, "http" | "srv+http") {
+        c.error(&format!("{base}.ca-file"), "ca-file is for TLS: the url must be https:// or srv:", "");
+    }
+}
+
+/// What is wrong with `compute.standalone`: proxies other hosts reach serve TLS.
+fn standalone_problems(c: &mut Collector<'_>, standalone: &crate::manifest::Standalone) {
+    let base = "compute.standalone";
+    match &standalone.tls {
+        None if !standalone.listen.is_loopback() && !standalone.allow_insecure => c.error(
+            &format!("{base}.listen"),
+            format!("proxies listening on {} without TLS would take calls in plaintext from other hosts", standalone.listen),
+            "add tls: (cert-file, key-file, and client-ca-file for client certificates), or allow-insecure: true on a private network",
+        ),
+        None => {}
+        Some(tls) => {
+            for (key, file) in [("cert-file", Some(&tls.cert_file)), ("key-file", Some(&tls.key_file)), ("client-ca-file", tls.client_ca_file.as_ref())] {
+                if file.is_some_and(|f| !f.starts_with('/')) {
+                    c.error(&format!("{base}.tls.{key}"), format!("{key} must be an absolute path on the VM"), "");
+                }
+            }
+            if tls.client_ca_file.is_none() && !tls.allowed_clients.is_empty() {
+                c.error(
+                    &format!("{base}.tls.allowed-clients"),
+                    "allowed-clients names client certificates, which need client-ca-file",
+                    "add client-ca-file:",
+                );
+            }
+        }
+    }
 }

@@ -74,6 +74,8 @@ fn examples_check_and_plan_every_affinity() {
         vec![Target::K8s, Target::Systemd, Target::Compose, Target::CloudFormation, Target::Arm]
     );
     checked("edge-local.yaml");
+    checked("central.yaml");
+    checked("app-remote.yaml");
 }
 
 fn k8s_docs(files: &std::collections::BTreeMap<String, String>) -> Vec<serde_json::Value> {
@@ -135,7 +137,7 @@ fn systemd_units_leave_room_for_many_connections() {
 
 #[test]
 fn rendering_is_deterministic() {
-    for name in ["shop.yaml", "edge-local.yaml"] {
+    for name in ["shop.yaml", "edge-local.yaml", "central.yaml", "app-remote.yaml"] {
         let m = checked(name);
         for target in [Target::K8s, Target::Compose, Target::Systemd, Target::CloudFormation, Target::Arm] {
             assert_eq!(render(&m, target, true), render(&checked(name), target, true), "{name} {target:?}");
@@ -943,4 +945,119 @@ fn queues_and_tables_with_only_gcp_in_the_chain_are_refused_clearly() {
     let wrong_key = on_gcp("[gcp, aws]").replace("service-account-key: file:", "token: file:");
     let problems = validate::check(&wrong_key).unwrap_err();
     assert!(problems.iter().any(|p| p.message.contains("'token' is not a GCP credential")), "{problems:?}");
+}
+
+#[test]
+fn central_proxies_on_a_vm_serve_tls_with_their_files_handed_over_by_systemd() {
+    use exo_proxy_core::config::parse_yaml;
+    let m = checked("central.yaml");
+    let units = render(&m, Target::Systemd, true);
+    let unit = &units["systemd/exoflow-site-eqs.service"];
+    for line in [
+        "LoadCredential=tls-cert:/etc/exoflow/tls/site.pem\n",
+        "LoadCredential=tls-key:/etc/exoflow/tls/site.key\n",
+        "LoadCredential=tls-client-ca:/etc/exoflow/tls/ca.pem\n",
+    ] {
+        assert!(unit.contains(line), "{line} missing from\n{unit}");
+    }
+    let config =
+        parse_yaml::<eqs::config::EqsConfig>(&units["systemd/etc/exoflow/site/eqs.yaml"], "eqs").unwrap();
+    assert_eq!(config.server.listen.to_string(), "0.0.0.0:7401");
+    assert!(!config.server.allow_insecure_non_loopback);
+    assert!(config.server.auth_token.is_some(), "other hosts' calls need the bearer token");
+    let tls = config.server.tls.expect("TLS on the port");
+    assert_eq!(tls.cert_file.display().to_string(), "/run/credentials/exoflow-site-eqs.service/tls-cert");
+    assert_eq!(
+        tls.client_ca_file.map(|f| f.display().to_string()).as_deref(),
+        Some("/run/credentials/exoflow-site-eqs.service/tls-client-ca")
+    );
+    assert_eq!(tls.allowed_clients, vec!["CN=edge".to_owned()]);
+    assert!(units["systemd/etc/exoflow/site/credentials.env.example"].contains("EXO_PROXY_TOKEN="));
+
+    // Off loopback without TLS: refused, unless plaintext is asked for explicitly.
+    let source = example("central.yaml");
+    let start = source.find("    tls:\n").unwrap();
+    let end = source.find("app:\n").unwrap();
+    let plain = format!("{}{}", &source[..start], &source[end..]);
+    let problems = validate::check(&plain).unwrap_err();
+    assert!(
+        problems.iter().any(|p| p.path == "compute.standalone.listen" && p.message.contains("plaintext")),
+        "{problems:?}"
+    );
+    let insecure = plain.replace("    listen: 0.0.0.0\n", "    listen: 0.0.0.0\n    allow-insecure: true\n");
+    let (m, _) = validate::check(&insecure).unwrap();
+    let units = render(&m, Target::Systemd, true);
+    let config =
+        parse_yaml::<eqs::config::EqsConfig>(&units["systemd/etc/exoflow/site/eqs.yaml"], "eqs").unwrap();
+    assert!(config.server.allow_insecure_non_loopback && config.server.tls.is_none());
+    config.validate().unwrap();
+}
+
+#[test]
+fn an_app_with_a_remote_provider_forwards_each_service_to_the_central_proxies() {
+    use exo_proxy_core::config::parse_yaml;
+    let m = checked("app-remote.yaml");
+    let files = render(&m, Target::K8s, true);
+    let configmap: serde_yaml_ng::Value = serde_yaml_ng::from_str(&files["k8s/configmap.yaml"]).unwrap();
+    for (file, port) in [("eqs.yaml", 7401), ("ekv.yaml", 7403)] {
+        let text = configmap["data"][file].as_str().unwrap();
+        let backend: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text).unwrap()["backend"].clone();
+        assert_eq!(backend["kind"].as_str(), Some("remote"));
+        assert_eq!(
+            backend["url"].as_str().map(str::to_owned),
+            Some(format!("https://exoflow.site.internal:{port}"))
+        );
+        assert_eq!(backend["client-key-file"].as_str(), Some("/etc/exoflow-tls/edge.key"));
+        assert_eq!(backend["token"].as_str(), Some("env:EXO_REMOTE_TOKEN"));
+    }
+    parse_yaml::<eqs::config::EqsConfig>(configmap["data"]["eqs.yaml"].as_str().unwrap(), "eqs")
+        .unwrap()
+        .validate()
+        .unwrap();
+    // The TLS files come from a Secret mounted where the config says they are.
+    let deployment = &files["k8s/deployment.yaml"];
+    assert!(deployment.contains("secretName: kiosk-remote-remote-tls"), "{deployment}");
+    assert!(deployment.contains("mountPath: /etc/exoflow-tls"), "{deployment}");
+
+    // On a VM the files are handed over by systemd, so the key can stay root's.
+    let units = render(&m, Target::Systemd, true);
+    assert!(
+        units["systemd/exoflow-kiosk-remote-eqs.service"]
+            .contains("LoadCredential=remote-key:/etc/exoflow-tls/edge.key\n")
+    );
+    assert!(
+        units["systemd/etc/exoflow/kiosk-remote/eqs.yaml"]
+            .contains("client-key-file: /run/credentials/exoflow-kiosk-remote-eqs.service/remote-key\n")
+    );
+
+    // Found by DNS SRV: each service under its own name.
+    let srv = example("app-remote.yaml")
+        .replace("url: https://exoflow.site.internal", "url: srv:exoflow.service.consul");
+    let (m, _) = validate::check(&srv).unwrap();
+    let eqs = exo_deploy::render::sidecars(&m, ProxyHost::Pod, &exo_deploy::render::shared_data_dir)
+        .into_iter()
+        .find(|s| s.name == "eqs")
+        .unwrap();
+    assert!(eqs.config.contains("url: srv:_eqs._tcp.exoflow.service.consul\n"), "{}", eqs.config);
+
+    // Refused: plaintext to another host, a port in the url, TLS files in the config's directory.
+    for (from, to, path, message) in [
+        (
+            "https://exoflow.site.internal",
+            "http://exoflow.site.internal",
+            "providers.central.url",
+            "plaintext",
+        ),
+        (
+            "https://exoflow.site.internal",
+            "https://exoflow.site.internal:9000",
+            "providers.central.url",
+            "host only",
+        ),
+        ("/etc/exoflow-tls/", "/etc/exoflow/tls/", "providers.central.ca-file", "mounted in a pod"),
+    ] {
+        let problems = validate::check(&example("app-remote.yaml").replace(from, to)).unwrap_err();
+        assert!(problems.iter().any(|p| p.path == path && p.message.contains(message)), "{to}: {problems:?}");
+    }
 }

@@ -107,6 +107,9 @@ fn sidecar_container(m: &Manifest, s: &Sidecar, native: bool) -> Value {
             { "name": "exoflow-data", "mountPath": "/var/lib/exoflow" },
         ],
     });
+    if let (Some(dir), Some(mounts)) = (super::remote_tls_dir(m), c["volumeMounts"].as_array_mut()) {
+        mounts.push(json!({ "name": "exoflow-remote-tls", "mountPath": dir, "readOnly": true }));
+    }
     if native {
         c["restartPolicy"] = json!("Always");
     }
@@ -217,6 +220,13 @@ pub fn render(m: &Manifest, native: bool) -> Files {
             { "name": "tmp", "emptyDir": {} },
         ],
     });
+    if super::remote_tls_dir(m).is_some()
+        && let Some(volumes) = pod["volumes"].as_array_mut()
+    {
+        volumes.push(
+            json!({ "name": "exoflow-remote-tls", "secret": { "secretName": super::remote_tls_secret(m) } }),
+        );
+    }
     if native {
         pod["initContainers"] = json!(sidecar_containers);
     } else {

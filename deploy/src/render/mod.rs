@@ -61,6 +61,14 @@ pub enum ProxyHost {
     Pod,
     /// An ECS task: loopback, and AWS credentials from the task role (not from references).
     EcsTask,
+    /// A VM (systemd): loopback, or — with `compute.standalone` — the address and TLS other
+    /// hosts reach, behind the bearer token.
+    Vm,
+}
+
+/// Where systemd hands a unit's credentials (`LoadCredential=`) to it.
+pub fn credential_path(m: &Manifest, proxy: &str, name: &str) -> String {
+    format!("/run/credentials/exoflow-{}-{proxy}.service/{name}", m.name)
 }
 
 /// The proxies `m` needs, each with its config for the current provider, as run on `host`; a
@@ -69,12 +77,29 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
     let listen_any = host == ProxyHost::Pod;
     let task_role = host == ProxyHost::EcsTask;
     let kind = m.current_provider().map(|p| p.kind).unwrap_or(ProviderKind::Local);
-    let server = |port: u16| {
-        let ip = if listen_any { [0, 0, 0, 0] } else { [127, 0, 0, 1] };
+    let standalone = m.compute.standalone.as_ref().filter(|_| host == ProxyHost::Vm);
+    let server = |port: u16, proxy: &str| {
+        let ip: std::net::IpAddr = match standalone {
+            Some(standalone) => standalone.listen,
+            None if listen_any => [0, 0, 0, 0].into(),
+            None => [127, 0, 0, 1].into(),
+        };
         let mut s = ServerConfig::with_listen(std::net::SocketAddr::from((ip, port)));
-        s.allow_insecure_non_loopback = listen_any;
-        // Reachable beyond loopback (a pod's IP): require the pod's bearer token.
-        if listen_any {
+        // A pod's own network namespace is private to it; a VM's network is not.
+        s.allow_insecure_non_loopback = listen_any || standalone.is_some_and(|s| s.allow_insecure);
+        if let Some(tls) = standalone.and_then(|s| s.tls.as_ref()) {
+            // The files as systemd hands them over (see `systemd::render`), the rest defaults.
+            let file = |name: &str| credential_path(m, proxy, name);
+            let mut settings =
+                serde_json::json!({ "cert-file": file("tls-cert"), "key-file": file("tls-key") });
+            if tls.client_ca_file.is_some() {
+                settings["client-ca-file"] = file("tls-client-ca").into();
+                settings["allowed-clients"] = tls.allowed_clients.clone().into();
+            }
+            s.tls = serde_json::from_value(settings).ok();
+        }
+        // Reachable beyond loopback (a pod's IP, other hosts): require the bearer token.
+        if listen_any || standalone.is_some() {
             s.auth_token = Some(exo_proxy_core::secret::SecretRef::Env(TOKEN_ENV.to_owned()));
         }
         s.log.format = exo_proxy_core::config::LogFormat::Json;
@@ -84,7 +109,7 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
     if !m.queues.is_empty() {
         let config = match kind {
             ProviderKind::Local => yaml(&EqsConfig {
-                server: server(eqs::config::DEFAULT_PORT),
+                server: server(eqs::config::DEFAULT_PORT, "eqs"),
                 backend: eqs::config::BackendConfig::named(
                     "embedded",
                     Some(format!("{}/eqs.db", data_dir("eqs")).into()),
@@ -94,7 +119,7 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
             }),
             // Every provider that is not local: its backends, chained.
             _ => yaml(&EqsConfig {
-                server: server(eqs::config::DEFAULT_PORT),
+                server: server(eqs::config::DEFAULT_PORT, "eqs"),
                 backend: queue_backend(m, task_role),
                 topics: declared_topics(m, false),
             }),
@@ -110,7 +135,7 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
     if !m.buckets.is_empty() {
         let config = match kind {
             ProviderKind::Local => yaml(&eos::config::EosConfig {
-                server: server(eos::config::DEFAULT_PORT),
+                server: server(eos::config::DEFAULT_PORT, "eos"),
                 backend: eos::config::BackendConfig::named(
                     "fs",
                     Some(format!("{}/objects", data_dir("eos")).into()),
@@ -120,7 +145,7 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
             }),
             // Every provider that is not local: its backends, chained.
             _ => yaml(&eos::config::EosConfig {
-                server: server(eos::config::DEFAULT_PORT),
+                server: server(eos::config::DEFAULT_PORT, "eos"),
                 backend: object_backend(m, task_role, format!("{}/eos-failover.db", data_dir("eos")).into()),
                 presign: Default::default(),
             }),
@@ -136,7 +161,7 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
     if !m.tables.is_empty() {
         let config = match kind {
             ProviderKind::Local => yaml(&ekv::config::EkvConfig {
-                server: server(ekv::config::DEFAULT_PORT),
+                server: server(ekv::config::DEFAULT_PORT, "ekv"),
                 backend: ekv::config::BackendConfig::named(
                     "embedded",
                     Some(format!("{}/ekv.db", data_dir("ekv")).into()),
@@ -145,7 +170,7 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
             }),
             // Every provider that is not local: its backends, chained.
             _ => yaml(&ekv::config::EkvConfig {
-                server: server(ekv::config::DEFAULT_PORT),
+                server: server(ekv::config::DEFAULT_PORT, "ekv"),
                 backend: kv_backend(m, task_role, format!("{}/ekv-failover.db", data_dir("ekv")).into()),
             }),
         };
@@ -183,6 +208,7 @@ fn chained<B>(
 /// proxies are rendered above).
 fn provider_backend<B: serde::de::DeserializeOwned>(
     entries: &[exo_proxy_core::registry::Entry],
+    proxy: Proxy,
     m: &Manifest,
     p: &Provider,
     task_role: bool,
@@ -195,6 +221,7 @@ fn provider_backend<B: serde::de::DeserializeOwned>(
             (p.kind.as_str(), Ok(server_settings(m, p)))
         }
         ProviderKind::Gcp => ("gcp", Ok(gcp_settings(p))),
+        ProviderKind::Remote => ("remote", Ok(remote_settings(p, proxy))),
         ProviderKind::Local => return None,
     };
     // A provider that does not offer this service (postgres has no objects) is not a member.
@@ -207,7 +234,7 @@ fn provider_backend<B: serde::de::DeserializeOwned>(
 
 fn queue_backend(m: &Manifest, task_role: bool) -> eqs::config::BackendConfig {
     use eqs::config::{BackendConfig, FailoverConfig};
-    let service = |p: &Provider| provider_backend(BackendConfig::ENTRIES, m, p, task_role);
+    let service = |p: &Provider| provider_backend(BackendConfig::ENTRIES, Proxy::EQS, m, p, task_role);
     chained(m, service, |members| {
         BackendConfig::Failover(FailoverConfig {
             members,
@@ -219,7 +246,7 @@ fn queue_backend(m: &Manifest, task_role: bool) -> eqs::config::BackendConfig {
 
 fn object_backend(m: &Manifest, task_role: bool, journal: std::path::PathBuf) -> eos::config::BackendConfig {
     use eos::config::{BackendConfig, FailoverConfig};
-    let service = |p: &Provider| provider_backend(BackendConfig::ENTRIES, m, p, task_role);
+    let service = |p: &Provider| provider_backend(BackendConfig::ENTRIES, Proxy::EOS, m, p, task_role);
     chained(m, service, |members| {
         BackendConfig::Failover(FailoverConfig {
             members,
@@ -232,7 +259,7 @@ fn object_backend(m: &Manifest, task_role: bool, journal: std::path::PathBuf) ->
 
 fn kv_backend(m: &Manifest, task_role: bool, journal: std::path::PathBuf) -> ekv::config::BackendConfig {
     use ekv::config::{BackendConfig, FailoverConfig};
-    let service = |p: &Provider| provider_backend(BackendConfig::ENTRIES, m, p, task_role);
+    let service = |p: &Provider| provider_backend(BackendConfig::ENTRIES, Proxy::EKV, m, p, task_role);
     chained(m, service, |members| {
         BackendConfig::Failover(FailoverConfig {
             members,
@@ -241,6 +268,70 @@ fn kv_backend(m: &Manifest, task_role: bool, journal: std::path::PathBuf) -> ekv
         })
     })
     .unwrap_or_default()
+}
+
+/// Which proxy a backend section is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Proxy {
+    /// `eqs`, `eos` or `ekv`.
+    pub name: &'static str,
+    /// Its standard port.
+    pub port: u16,
+}
+
+impl Proxy {
+    /// Queues.
+    pub const EQS: Proxy = Proxy { name: "eqs", port: eqs::config::DEFAULT_PORT };
+    /// Objects.
+    pub const EOS: Proxy = Proxy { name: "eos", port: eos::config::DEFAULT_PORT };
+    /// Tables.
+    pub const EKV: Proxy = Proxy { name: "ekv", port: ekv::config::DEFAULT_PORT };
+}
+
+/// The settings of a remote provider for `proxy`: where that proxy's central counterpart is
+/// (`https://host` → the proxy's standard port there; `srv:NAME` → `srv:_eqs._tcp.NAME`), the
+/// TLS files, and the token reference (`auth.token`).
+pub fn remote_settings(p: &Provider, proxy: Proxy) -> serde_json::Value {
+    let base = p.url.clone().unwrap_or_default();
+    let url = match base.split_once(':') {
+        Some((scheme @ ("srv" | "srv+http"), name)) => format!("{scheme}:_{}._tcp.{name}", proxy.name),
+        _ => format!("{}:{}", base.trim_end_matches('/'), proxy.port),
+    };
+    let mut settings = serde_json::Map::new();
+    settings.insert("url".into(), url.into());
+    for (key, file) in [
+        ("ca-file", &p.ca_file),
+        ("client-cert-file", &p.client_cert_file),
+        ("client-key-file", &p.client_key_file),
+    ] {
+        if let Some(file) = file {
+            settings.insert(key.into(), file.clone().into());
+        }
+    }
+    if let Some(token) = p.auth.get("token") {
+        settings.insert("token".into(), token.clone().into());
+    }
+    serde_json::Value::Object(settings)
+}
+
+/// The directory holding the TLS files (CA, client certificate and key) of the remote
+/// providers in the chain, when there are any: in a pod, a Secret of the same files
+/// ([`remote_tls_secret`]) is mounted there. `deploy validate` makes sure it is one directory.
+pub fn remote_tls_dir(m: &Manifest) -> Option<String> {
+    m.chain()
+        .iter()
+        .filter_map(|id| m.providers.get(id))
+        .filter(|p| p.kind == ProviderKind::Remote)
+        .flat_map(|p| [&p.ca_file, &p.client_cert_file, &p.client_key_file])
+        .flatten()
+        .filter_map(|file| std::path::Path::new(file).parent())
+        .map(|dir| dir.display().to_string())
+        .next()
+}
+
+/// The Secret holding the remote providers' TLS files in a pod (one key per file name).
+pub fn remote_tls_secret(m: &Manifest) -> String {
+    format!("{}-remote-tls", m.name)
 }
 
 /// The settings of a NATS, Redis or RabbitMQ provider: its url, the app's namespace on that server (its
@@ -292,14 +383,22 @@ pub fn server_settings_problem(m: &Manifest, p: &Provider) -> Option<String> {
     // The CA file lives where the proxy runs, not here: check everything else.
     let p = &Provider { ca_file: None, ..p.clone() };
     let checked = match p.kind {
-        ProviderKind::Nats | ProviderKind::Rabbitmq => {
-            provider_backend::<eqs::config::BackendConfig>(eqs::config::BackendConfig::ENTRIES, m, p, false)
-                .map(|b| b.validate())
-        }
-        ProviderKind::Redis => {
-            provider_backend::<ekv::config::BackendConfig>(ekv::config::BackendConfig::ENTRIES, m, p, false)
-                .map(|b| b.validate())
-        }
+        ProviderKind::Nats | ProviderKind::Rabbitmq => provider_backend::<eqs::config::BackendConfig>(
+            eqs::config::BackendConfig::ENTRIES,
+            Proxy::EQS,
+            m,
+            p,
+            false,
+        )
+        .map(|b| b.validate()),
+        ProviderKind::Redis => provider_backend::<ekv::config::BackendConfig>(
+            ekv::config::BackendConfig::ENTRIES,
+            Proxy::EKV,
+            m,
+            p,
+            false,
+        )
+        .map(|b| b.validate()),
         _ => return None,
     };
     match checked {
