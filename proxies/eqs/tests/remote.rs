@@ -105,3 +105,64 @@ async fn a_remote_down_at_start_is_waited_for_and_a_chain_with_it_serves_meanwhi
     }
     assert_eq!(info.expect("a retry goes through").visible_messages, 1);
 }
+
+#[tokio::test]
+async fn a_rotated_token_file_is_sent_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "first-token\n").unwrap();
+    let secret =
+        exo_proxy_core::secret::SecretRef::try_from(format!("file:{}", token_file.display())).unwrap();
+    // The remote reads the same file for the token it expects.
+    let mut server = EqsConfig::default();
+    server.server.auth_token = Some(secret.clone());
+    let (addr, _stop) = serve(server).await;
+    let config = RemoteConfig { url: format!("http://{addr}"), token: Some(secret), ..Default::default() };
+    let remote = RemoteQueue::connect(&config).await.unwrap();
+    let q = QueueName::parse("queue", "rotated", "q").unwrap();
+    remote.create_queue(&q, &options()).await.expect("the first token gets in");
+
+    std::fs::write(&token_file, "second-token\n").unwrap();
+    // Wait until the remote expects the new token: a client still sending the old one is refused.
+    let old = RemoteConfig {
+        token: Some(
+            exo_proxy_core::secret::SecretRef::try_from("env:EXO_TEST_OLD_TOKEN".to_owned()).unwrap(),
+        ),
+        ..config.clone()
+    };
+    // SAFETY: no other thread of this test process reads or writes this variable.
+    unsafe { std::env::set_var("EXO_TEST_OLD_TOKEN", "first-token") };
+    let started = std::time::Instant::now();
+    loop {
+        match RemoteQueue::connect(&old).await {
+            Err(refused) => {
+                assert_eq!(refused.reason, ErrorReason::Unauthenticated, "{refused:?}");
+                break;
+            }
+            Ok(_) if started.elapsed() < Duration::from_secs(15) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Ok(_) => panic!("the remote still takes the old token after 15 s"),
+        }
+    }
+    // The edge, never restarted, reads the new token from the file too.
+    let started = std::time::Instant::now();
+    let mut sent = remote.send(&q, vec![message("after")]).await;
+    while sent.is_err() && started.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sent = remote.send(&q, vec![message("after")]).await;
+    }
+    sent.expect("the edge sends the rotated token");
+}
+
+/// Serves `config` over a memory backend on an ephemeral loopback port.
+async fn serve(mut config: EqsConfig) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    let proxy = EqsProxy::bind_with(&config, Arc::new(MemoryQueue::new(1024))).await.unwrap();
+    let addr = proxy.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(proxy.serve(async move {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}

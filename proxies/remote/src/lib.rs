@@ -98,14 +98,84 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The transport under a `remote` backend's gRPC clients: the bearer token on every call, each
 /// call to the target [`targets::Targets`] picks.
-pub type Transport = tonic::service::interceptor::InterceptedService<targets::RemoteChannel, exo_sdk::Auth>;
+pub type Transport = tonic::service::interceptor::InterceptedService<targets::RemoteChannel, RemoteToken>;
+
+/// How long a token read from its secret is sent before the secret is read again.
+const TOKEN_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The remote's bearer token on every call, read from its secret reference again every few
+/// seconds, so a rotated `file:` secret is sent without a restart (the remote re-reads its own
+/// side the same way). A secret that cannot be read any more keeps the last token, with a
+/// warning.
+#[derive(Clone)]
+pub struct RemoteToken(Option<Arc<TokenSource>>);
+
+struct TokenSource {
+    secret: SecretRef,
+    current: std::sync::RwLock<(std::time::Instant, exo_sdk::Auth)>,
+}
+
+impl RemoteToken {
+    /// No token.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// The token `secret` holds, read now (an unreadable or malformed one is an error here).
+    pub fn from_secret(secret: SecretRef) -> Result<Self, ExoError> {
+        let auth = read_token(&secret)?;
+        Ok(Self(Some(Arc::new(TokenSource {
+            secret,
+            current: std::sync::RwLock::new((std::time::Instant::now(), auth)),
+        }))))
+    }
+
+    /// The token to send now.
+    fn current(&self) -> exo_sdk::Auth {
+        let Some(source) = &self.0 else { return exo_sdk::Auth::none() };
+        let (read_at, auth) = match source.current.read() {
+            Ok(current) => (current.0, current.1.clone()),
+            Err(poisoned) => (poisoned.get_ref().0, poisoned.get_ref().1.clone()),
+        };
+        if read_at.elapsed() < TOKEN_REFRESH {
+            return auth;
+        }
+        let fresh = match read_token(&source.secret) {
+            Ok(fresh) => fresh,
+            Err(err) => {
+                tracing::warn!(error = %err.message, "remote token: keeping the last one");
+                auth
+            }
+        };
+        if let Ok(mut current) = source.current.write() {
+            *current = (std::time::Instant::now(), fresh.clone());
+        }
+        fresh
+    }
+}
+
+/// The bearer token a secret reference holds.
+fn read_token(secret: &SecretRef) -> Result<exo_sdk::Auth, ExoError> {
+    let token = secret
+        .resolve()
+        .map_err(|e| ExoError::new(ErrorReason::InvalidArgument, format!("remote token: {e}")))?;
+    let token = String::from_utf8(token)
+        .map_err(|_| ExoError::new(ErrorReason::InvalidArgument, "remote token: not UTF-8 text"))?;
+    exo_sdk::Auth::bearer(token.trim()).map_err(from_remote)
+}
+
+impl tonic::service::Interceptor for RemoteToken {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        self.current().call(request)
+    }
+}
 
 /// A connected remote: the transport for its clients, and its targets.
 pub struct Remote {
     /// What the generated clients are built on.
     pub transport: Transport,
     targets: Arc<targets::Targets>,
-    auth: exo_sdk::Auth,
+    auth: RemoteToken,
 }
 
 impl Remote {
@@ -172,16 +242,8 @@ impl RemoteConfig {
             server_name: None,
         };
         let auth = match &self.token {
-            Some(secret) => {
-                let token = secret
-                    .resolve()
-                    .map_err(|e| ExoError::new(ErrorReason::InvalidArgument, format!("remote token: {e}")))?;
-                let token = String::from_utf8(token).map_err(|_| {
-                    ExoError::new(ErrorReason::InvalidArgument, "remote token: not UTF-8 text")
-                })?;
-                exo_sdk::Auth::bearer(token.trim()).map_err(from_remote)?
-            }
-            None => exo_sdk::Auth::none(),
+            Some(secret) => RemoteToken::from_secret(secret.clone())?,
+            None => RemoteToken::none(),
         };
         let targets = Arc::new(targets::Targets::new(
             targets::Address::parse(&self.url),
@@ -399,7 +461,7 @@ impl<D: Clone + Send + Sync + 'static> Description<D> {
 
 /// The gRPC health of `service` on one target.
 async fn health(
-    transport: tonic::service::interceptor::InterceptedService<tonic::transport::Channel, exo_sdk::Auth>,
+    transport: tonic::service::interceptor::InterceptedService<tonic::transport::Channel, RemoteToken>,
     service: &str,
 ) -> Result<(), ExoError> {
     use tonic_health::pb::{

@@ -305,7 +305,7 @@ impl Targets {
 
     /// Checks every target's gRPC health for `service`: a target not SERVING (or not reachable)
     /// is set aside, a serving one taken back. Ok when one serves.
-    pub async fn check_health(&self, service: &str, auth: &exo_sdk::Auth) -> Result<(), ExoError> {
+    pub async fn check_health(&self, service: &str, auth: &crate::RemoteToken) -> Result<(), ExoError> {
         self.refresh(false)
             .await
             .or_else(|err| if self.lock().targets.is_empty() { Err(err) } else { Ok(()) })?;
