@@ -83,6 +83,10 @@ struct QueueArgs {
     /// TLS costs per call, against the same floors. Local backends only.
     #[arg(long, conflicts_with = "config")]
     tls: bool,
+    /// Also call through an edge eqs-proxy (`kind: remote`) forwarding to the measured proxy
+    /// (over TLS with `--tls`): what one forwarding hop adds, in the same run.
+    #[arg(long)]
+    hop: bool,
 }
 
 /// Latencies of one kind of call.
@@ -497,6 +501,13 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
     let proxy_cpu_parallel = process_cpu(proxy.pid)? - cpu_before;
     let direct_parallel = run_phase(&direct, &direct_queues, args.cycles, &body).await?;
 
+    let hop = match args.hop {
+        true => {
+            Some(hop_phases(&bin, &args, &proxy, tls.as_ref(), scratch.path(), &proxy_queues, &body).await?)
+        }
+        false => None,
+    };
+
     // Memory under a steady paced load.
     run_paced(&via, &proxy_queues[0], args.paced_rps, Duration::from_secs(3), &body).await?;
     let (paced_rss, peak_rss) = memory_kib(proxy.pid)?;
@@ -588,7 +599,94 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
     println!("| RSS after 3 s at {} req/s | {:.1} MiB |", args.paced_rps, paced_rss as f64 / 1024.0);
     println!("| peak RSS (VmHWM, whole run) | {:.1} MiB |", peak_rss as f64 / 1024.0);
     println!("| binary size ({}) | {:.1} MiB |", bin.display(), size as f64 / (1024.0 * 1024.0));
+    if let Some(hop) = hop {
+        hop.print(&via_serial, &via_parallel, &tcp, args.tls, workers);
+    }
     Ok(())
+}
+
+/// The calls through an edge proxy forwarding to the measured one.
+struct Hop {
+    serial: Phase,
+    parallel: Phase,
+    edge_cpu_serial: Duration,
+    edge_cpu_parallel: Duration,
+}
+
+/// Starts an edge eqs-proxy whose backend is the measured proxy (`kind: remote`) and runs the
+/// serial and parallel phases through it, on the same queues.
+async fn hop_phases(
+    bin: &Path,
+    args: &QueueArgs,
+    proxy: &ProxyProcess,
+    tls: Option<&ServerTls>,
+    dir: &Path,
+    queues: &[String],
+    body: &[u8],
+) -> anyhow::Result<Hop> {
+    let port = proxy.url.rsplit(':').next().context("no port in the proxy's address")?;
+    let remote = match tls {
+        Some(tls) => format!("  url: https://localhost:{port}\n  ca-file: {}\n", tls.ca_file.display()),
+        None => format!("  url: {}\n", proxy.url),
+    };
+    let config = dir.join("edge.yaml");
+    std::fs::write(&config, format!("backend:\n  kind: remote\n{remote}"))?;
+    let config = config.display().to_string();
+    let edge =
+        spawn_any_proxy(bin, &["--config", &config, "--db"], &dir.join("edge.db"), "eqs-proxy ready").await?;
+    let via_edge = ViaProxy(QueueClient::connect(&edge.url)?.with_retry(RetryPolicy::none()));
+    run_phase(&via_edge, &queues[..1], 500.min(args.cycles), body).await?;
+    let cpu_before = process_cpu(edge.pid)?;
+    let serial = run_phase(&via_edge, &queues[..1], args.cycles, body).await?;
+    let edge_cpu_serial = process_cpu(edge.pid)? - cpu_before;
+    let cpu_before = process_cpu(edge.pid)?;
+    let parallel = run_phase(&via_edge, queues, args.cycles, body).await?;
+    let edge_cpu_parallel = process_cpu(edge.pid)? - cpu_before;
+    Ok(Hop { serial, parallel, edge_cpu_serial, edge_cpu_parallel })
+}
+
+impl Hop {
+    fn print(&self, one: &Phase, one_parallel: &Phase, tcp: &Samples, tls: bool, workers: usize) {
+        println!(
+            "\n## one forwarding hop: SDK → edge eqs-proxy (`kind: remote`{}) → eqs-proxy\n",
+            if tls { ", https://" } else { ", http://" }
+        );
+        println!(
+            "| call | one proxy p50 µs | edge + proxy p50 µs | the hop adds p50 µs | ÷ raw TCP p50 | one proxy p99 µs | edge + proxy p99 µs |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        let rtt = tcp.percentile(50.0).as_secs_f64();
+        for (name, d, v) in [
+            ("send", &one.send, &self.serial.send),
+            ("receive", &one.receive, &self.serial.receive),
+            ("ack", &one.ack, &self.serial.ack),
+        ] {
+            let added = v.percentile(50.0).saturating_sub(d.percentile(50.0));
+            println!(
+                "| {name} | {} | {} | {} | {:.2} | {} | {} |",
+                us(d.percentile(50.0)),
+                us(v.percentile(50.0)),
+                us(added),
+                added.as_secs_f64() / rtt,
+                us(d.percentile(99.0)),
+                us(v.percentile(99.0)),
+            );
+        }
+        println!();
+        println!("| measure | one proxy | edge + proxy | ratio |");
+        println!("|---|---|---|---|");
+        println!(
+            "| ops/s, {workers} workers | {:.0} | {:.0} | {:.3} |",
+            one_parallel.ops_per_sec(),
+            self.parallel.ops_per_sec(),
+            self.parallel.ops_per_sec() / one_parallel.ops_per_sec()
+        );
+        println!(
+            "| edge CPU µs per op, 1 worker / {workers} workers | | {} / {} | |",
+            us(self.edge_cpu_serial / self.serial.ops as u32),
+            us(self.edge_cpu_parallel / self.parallel.ops as u32)
+        );
+    }
 }
 
 fn main() -> anyhow::Result<()> {
