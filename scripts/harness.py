@@ -1,8 +1,12 @@
-"""What the test-harness scripts (disk_full.py, outage.py) share: checks that are counted, an
-HTTP call that never raises on an error status, and free loopback ports."""
+"""What the test-harness scripts (disk_full.py, outage.py, remote.py, netns.py) share: checks
+that are counted, an HTTP call that never raises on an error status, free loopback ports, and a
+queue's sends and receives as an SDK makes them."""
 
+import base64
 import json
 import socket
+import ssl
+import time
 import urllib.error
 import urllib.request
 
@@ -34,3 +38,45 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def send_retrying(base, queue, text, seconds=10):
+    """One send through eqs at `base` as an SDK makes it: retried on a retryable answer for up to
+    `seconds`. Whether it was acknowledged."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        status, answer = request("POST", f"{base}/api/v1/queues/{queue}/messages",
+                                 {"message": {"body": base64.b64encode(text.encode()).decode()}}, timeout=10)
+        if status == 200:
+            return True
+        if not (isinstance(answer, dict) and answer.get("retryable")):
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def receive_all(base, queue, expected, rounds=30):
+    """Receives (and acks) from eqs at `base` until every text in `expected` came, or `rounds`
+    receives of up to a second; the texts received."""
+    got = set()
+    for _ in range(rounds):
+        status, answer = request("POST", f"{base}/api/v1/queues/{queue}/messages/receive",
+                                 {"maxMessages": 10, "waitSeconds": 1})
+        for m in answer.get("messages", []) if status == 200 else []:
+            got.add(base64.b64decode(m["body"]).decode())
+            request("POST", f"{base}/api/v1/queues/{queue}/messages/ack", {"receipt": m["receipt"]})
+        if set(expected) <= got:
+            break
+    return got
+
+
+def served_sends(base, cert, ca):
+    """The sends an mTLS eqs at `base` (https://) has served, from its /metrics; the chain is
+    checked against `ca`, not the host name (tests reach it by address)."""
+    context = ssl.create_default_context(cafile=ca[0])
+    context.check_hostname = False
+    context.load_cert_chain(cert[0], cert[1])
+    with urllib.request.urlopen(f"{base}/metrics", context=context, timeout=5) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("exo_requests_total{") and 'op="send"' in line and 'outcome="ok"' in line)

@@ -24,7 +24,6 @@ Needs root (ip netns, a bridge, veth pairs); everything is removed at the end.
 
 import argparse
 import asyncio
-import base64
 import os
 import shutil
 import socket
@@ -35,7 +34,7 @@ import threading
 import time
 import urllib.parse
 
-from harness import check, failures, request
+from harness import check, failures, receive_all, request, send_retrying, served_sends
 from remote import TOKEN, authority, issue, write
 
 STANDALONE = {"eqs": 7401, "eos": 7402, "ekv": 7403}
@@ -189,15 +188,8 @@ def wait_http(url, seconds=30, want=200):
 
 
 def send_count(address, port, cert, ca):
-    """The sends a standalone (mTLS) eqs has served, from its /metrics."""
-    context = ssl.create_default_context(cafile=ca[0])
-    context.check_hostname = False
-    context.load_cert_chain(cert[0], cert[1])
-    import urllib.request
-    with urllib.request.urlopen(f"https://{address}:{port}/metrics", context=context, timeout=5) as r:
-        text = r.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("exo_requests_total{") and 'op="send"' in line and 'outcome="ok"' in line)
+    """The sends a standalone (mTLS) eqs on another host has served."""
+    return served_sends(f"https://{address}:{port}", cert, ca)
 
 
 def main():
@@ -371,17 +363,8 @@ def srv(args, work, hosts, binary, procs, ca, server, client, upstream_env, edge
         acknowledged = []
 
         def send(i):
-            """One send as an SDK makes it: retried on a retryable answer, for up to 10 s."""
-            started = time.monotonic()
-            while time.monotonic() - started < 10:
-                status, answer = request("POST", f"{edge_url}/api/v1/queues/srv/messages",
-                                         {"message": {"body": base64.b64encode(f"s{i}".encode()).decode()}}, timeout=10)
-                if status == 200:
-                    acknowledged.append(f"s{i}")
-                    return
-                if not (isinstance(answer, dict) and answer.get("retryable")):
-                    return
-                time.sleep(0.05)
+            if send_retrying(edge_url, "srv", f"s{i}"):
+                acknowledged.append(f"s{i}")
 
         for i in range(30):
             send(i)
@@ -396,15 +379,7 @@ def srv(args, work, hosts, binary, procs, ca, server, client, upstream_env, edge
             send(i)
         check(moved < 2, f"the primary killed -9, the next send succeeded on vm2 after {moved:.2f} s")
         check(send_count(vm2, port, client, ca) >= 30, "and the calls after it went to vm2")
-        got = set()
-        for _ in range(30):
-            status, answer = request("POST", f"{edge_url}/api/v1/queues/srv/messages/receive",
-                                     {"maxMessages": 10, "waitSeconds": 1})
-            for m in answer.get("messages", []) if status == 200 else []:
-                got.add(base64.b64decode(m["body"]).decode())
-                request("POST", f"{edge_url}/api/v1/queues/srv/messages/ack", {"receipt": m["receipt"]})
-            if set(acknowledged) <= got:
-                break
+        got = receive_all(edge_url, "srv", acknowledged)
         missing = set(acknowledged) - got
         check(len(acknowledged) == 60 and not missing,
               f"{len(acknowledged)} sends acknowledged, every one received ({len(missing)} missing)")

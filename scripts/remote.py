@@ -27,13 +27,12 @@ import base64
 import hashlib
 import os
 import socket
-import ssl
 import subprocess
 import sys
 import time
 import urllib.request
 
-from harness import check, failures, free_port, request
+from harness import check, failures, free_port, receive_all, request, send_retrying, served_sends
 
 TOKEN = "upstream-token-" + base64.b32encode(os.urandom(10)).decode()
 
@@ -115,13 +114,8 @@ def upstream_ready(port, seconds=20):
 
 
 def send_count(port, cert, ca):
-    """The sends a standalone (mTLS) eqs has served, from its /metrics."""
-    context = ssl.create_default_context(cafile=ca[0])
-    context.load_cert_chain(cert[0], cert[1])
-    with urllib.request.urlopen(f"https://localhost:{port}/metrics", context=context, timeout=5) as r:
-        text = r.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("exo_requests_total{") and 'op="send"' in line and 'outcome="ok"' in line)
+    """The sends a standalone (mTLS) eqs on this host has served."""
+    return served_sends(f"https://localhost:{port}", cert, ca)
 
 
 def srv_discovery(args, work, binary, ca, server, edge, env):
@@ -167,17 +161,8 @@ def srv_discovery(args, work, binary, ca, server, edge, env):
         acknowledged, failed_over_after = [], None
 
         def send(i):
-            """One send as an SDK makes it: retried on a retryable answer, for up to 10 s."""
-            started = time.monotonic()
-            while time.monotonic() - started < 10:
-                status, answer = request("POST", f"{edge_url}/api/v1/queues/{queue}/messages",
-                                         {"message": {"body": base64.b64encode(f"s{i}".encode()).decode()}}, timeout=10)
-                if status == 200:
-                    acknowledged.append(f"s{i}")
-                    return
-                if not (isinstance(answer, dict) and answer.get("retryable")):
-                    return
-                time.sleep(0.05)
+            if send_retrying(edge_url, queue, f"s{i}"):
+                acknowledged.append(f"s{i}")
 
         for i in range(30):
             send(i)
@@ -194,15 +179,7 @@ def srv_discovery(args, work, binary, ca, server, edge, env):
             send(i)
         check(failed_over_after < 2, f"with the primary killed -9 the next send succeeded on the standby after {failed_over_after:.2f} s")
         check(send_count(names["standby"], client, ca) >= 30, "and the calls after it went to the standby")
-        got = set()
-        for _ in range(30):
-            status, answer = request("POST", f"{edge_url}/api/v1/queues/{queue}/messages/receive",
-                                     {"maxMessages": 10, "waitSeconds": 1})
-            for m in answer.get("messages", []) if status == 200 else []:
-                got.add(base64.b64decode(m["body"]).decode())
-                request("POST", f"{edge_url}/api/v1/queues/{queue}/messages/ack", {"receipt": m["receipt"]})
-            if set(acknowledged) <= got:
-                break
+        got = receive_all(edge_url, queue, acknowledged)
         missing = set(acknowledged) - got
         check(len(acknowledged) == 60 and not missing,
               f"{len(acknowledged)} sends acknowledged, every one received ({len(missing)} missing)")
@@ -375,15 +352,7 @@ def main():
                                     f"{work}/upstream-eqs.log", env)[0]
             check(upstream_ready(ports["eqs"]) and wait_ready(edge_url, edge_proc, f"{work}/edge-eqs.log", 30),
                   "restarted, the edge is ready again by itself")
-            got = set()
-            for _ in range(20):
-                status, answer = request("POST", f"{edge_url}/api/v1/queues/{queue}/messages/receive",
-                                         {"maxMessages": 10, "waitSeconds": 1})
-                for m in answer.get("messages", []) if status == 200 else []:
-                    got.add(base64.b64decode(m["body"]).decode())
-                    request("POST", f"{edge_url}/api/v1/queues/{queue}/messages/ack", {"receipt": m["receipt"]})
-                if sent <= got:
-                    break
+            got = receive_all(edge_url, queue, sent, rounds=20)
             check(sent <= got, f"every acknowledged message is received through the edge ({len(sent - got)} missing)")
         finally:
             edge_proc.kill()

@@ -166,3 +166,29 @@ async fn serve(mut config: EqsConfig) -> (std::net::SocketAddr, tokio::sync::one
     }));
     (addr, stop)
 }
+
+#[tokio::test]
+async fn an_srv_name_that_does_not_resolve_yet_opens_not_ready() {
+    // A DNS server that is not there (nothing on that UDP/TCP port): the service is not
+    // registered yet, as when Consul has not caught up.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config = RemoteConfig {
+        url: "srv:_eqs._tcp.not-yet.exo.test".into(),
+        nameserver: Some(silent),
+        connect_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let remote = RemoteQueue::connect(&config).await.expect("opens while its name does not resolve");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded by connect-timeout: {:?}",
+        started.elapsed()
+    );
+    assert!(!remote.is_described());
+    assert_unavailable(remote.ready().await.unwrap_err(), "readiness");
+    let q = QueueName::parse("queue", "orders", "q").unwrap();
+    let err = remote.send(&q, vec![message("x")]).await.unwrap_err();
+    assert!(err.message.contains("not been reached yet"), "{err:?}");
+    assert_unavailable(err, "a call");
+}

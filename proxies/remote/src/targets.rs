@@ -257,28 +257,26 @@ impl Targets {
     fn pick(&self) -> Option<(String, Channel)> {
         let now = Instant::now();
         let state = self.lock();
-        let available: Vec<&Target> =
-            state.targets.iter().filter(|t| t.set_aside_until.is_none_or(|until| until <= now)).collect();
-        let chosen = if available.is_empty() {
-            state.targets.iter().min_by_key(|t| t.set_aside_until)
-        } else {
-            let best = available.iter().map(|t| t.priority).min().unwrap_or(0);
-            let group: Vec<&&Target> = available.iter().filter(|t| t.priority == best).collect();
-            // RFC 2782: a weight-0 target has a small chance when others weigh more.
-            let total: u64 = group.iter().map(|t| u64::from(t.weight) * 100 + 1).sum();
-            let mut roll = rand::random::<u64>() % total.max(1);
-            group
-                .iter()
-                .find(|t| {
-                    let share = u64::from(t.weight) * 100 + 1;
-                    if roll < share {
+        // Every call comes here: no allocation, and no random roll for a lone target.
+        let up = |t: &&Target| t.set_aside_until.is_none_or(|until| until <= now);
+        let chosen = match state.targets.iter().filter(up).map(|t| t.priority).min() {
+            None => state.targets.iter().min_by_key(|t| t.set_aside_until),
+            Some(best) => {
+                let group = || state.targets.iter().filter(up).filter(move |t| t.priority == best);
+                // RFC 2782: a weight-0 target has a small chance when others weigh more.
+                let share = |t: &Target| u64::from(t.weight) * 100 + 1;
+                let total: u64 = group().map(share).sum();
+                let mut roll =
+                    if group().nth(1).is_some() { rand::random::<u64>() % total.max(1) } else { 0 };
+                group().find(|t| {
+                    if roll < share(t) {
                         true
                     } else {
-                        roll -= share;
+                        roll -= share(t);
                         false
                     }
                 })
-                .map(|t| **t)
+            }
         };
         chosen.map(|t| (t.key.clone(), t.channel.clone()))
     }
