@@ -104,7 +104,8 @@ schemas = {
      "detail": s("What went wrong, for a human"), "reason": s("Stable error reason, e.g. QUEUE_NOT_FOUND"),
      "backend": s("Backend that answered; empty if the proxy rejected the request itself"),
      "retryable": {"type": "boolean", "description": "Whether retrying later may succeed"},
-     "field": s("Request field at fault, if any"), "resource": s("Queue or other resource concerned, if any")},
+     "field": s("Request field at fault, if any"), "resource": s("Queue or other resource concerned, if any"),
+     "retryAfterMs": {"type": "integer", "minimum": 1, "description": "How long to wait before retrying, when the proxy knows (an open circuit breaker, shed load); also sent as Retry-After in seconds"}},
    "required": ["type", "title", "status", "detail", "reason", "retryable"]},
  "QueueCapability": {"type": "string", "enum": caps, "description": "An optional behaviour a backend may declare."},
  "Limits": obj("Limits every request is checked against before anything is written.", {

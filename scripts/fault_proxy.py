@@ -1,28 +1,46 @@
 #!/usr/bin/env python3
-"""A TCP proxy for outage tests: forwards 127.0.0.1:LISTEN to TARGET and can, on command, reset
-every connection (an outage that answers at once), blackhole them (accept, never answer: a hung
-backend), or pass traffic again. The mode is set over HTTP on the control port:
-  POST http://127.0.0.1:CONTROL/mode/{pass,reset,blackhole}
-Test harness only (scripts/outage.py); stops with its parent."""
+"""A TCP proxy for outage and fault-injection tests: forwards 127.0.0.1:LISTEN to TARGET and can,
+on command, reset every connection (an outage that answers at once), blackhole them (accept,
+never answer: a hung backend), reset half of the requests at random (flaky: a request here is
+one burst of bytes from the client, which is one HTTP/1.1 request for the small calls the tests
+make), delay every burst in both directions (latency), or pass traffic again. Modes are set over
+HTTP on the control port; GET /stats counts what came in from clients:
+  POST http://127.0.0.1:CONTROL/mode/{pass,reset,blackhole,flaky}
+  POST http://127.0.0.1:CONTROL/mode/latency/MILLISECONDS
+  GET  http://127.0.0.1:CONTROL/stats   -> {"connections": N, "requests": N, "reset": N}
+Test harness only (scripts/outage.py, scripts/faults.py); stops with its parent."""
 
 import argparse
 import asyncio
+import json
+import random
 import socket
 import struct
 
-MODE = {"now": "pass"}
+MODE = {"now": "pass", "latency": 0.0}
 CONNECTIONS = set()
+# "requests": bursts of client bytes that reached the proxy (forwarded, reset or swallowed).
+STATS = {"connections": 0, "requests": 0, "reset": 0}
 
 
-async def pipe(reader, writer):
+async def pipe(reader, writer, upstream, peer):
     """Forwards one direction; in blackhole mode swallows what arrives (the peer waits forever),
-    in reset mode ends the connection with an RST."""
+    in reset mode ends the connection with an RST, in flaky mode does so for half of the
+    client's bursts, in latency mode holds each burst first."""
     try:
         while data := await reader.read(65536):
+            if upstream:
+                STATS["requests"] += 1
             if MODE["now"] == "reset":
                 break
             if MODE["now"] == "blackhole":
                 continue
+            if upstream and MODE["now"] == "flaky" and random.random() < 0.5:
+                STATS["reset"] += 1
+                hard_close(peer)
+                break
+            if MODE["now"] == "latency":
+                await asyncio.sleep(MODE["latency"])
             writer.write(data)
             await writer.drain()
     except (ConnectionError, asyncio.CancelledError):
@@ -44,6 +62,7 @@ def hard_close(writer):
 
 async def handle(reader, writer, target_port):
     mode = MODE["now"]
+    STATS["connections"] += 1
     if mode == "reset":
         hard_close(writer)
         return
@@ -51,7 +70,7 @@ async def handle(reader, writer, target_port):
         CONNECTIONS.add(writer)
         try:
             while await reader.read(65536):
-                pass
+                STATS["requests"] += 1
         except ConnectionError:
             pass
         return
@@ -62,7 +81,7 @@ async def handle(reader, writer, target_port):
         return
     CONNECTIONS.add(writer)
     CONNECTIONS.add(up_writer)
-    await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+    await asyncio.gather(pipe(reader, up_writer, True, writer), pipe(up_reader, writer, False, up_writer))
 
 
 async def control(reader, writer):
@@ -71,7 +90,15 @@ async def control(reader, writer):
         pass
     parts = line.split()
     status = "404 Not Found"
-    if len(parts) >= 2 and parts[1].startswith("/mode/") and parts[1][6:] in ("pass", "reset", "blackhole"):
+    body = b""
+    if len(parts) >= 2 and parts[1] == "/stats":
+        body = json.dumps(STATS).encode()
+        status = "200 OK"
+    elif len(parts) >= 2 and parts[1].startswith("/mode/latency/"):
+        MODE["latency"] = int(parts[1].rsplit("/", 1)[1]) / 1000
+        MODE["now"] = "latency"
+        status = "200 OK"
+    elif len(parts) >= 2 and parts[1].startswith("/mode/") and parts[1][6:] in ("pass", "reset", "blackhole", "flaky"):
         MODE["now"] = parts[1][6:]
         if MODE["now"] == "reset":
             # Established connections fail the way new ones would.
@@ -79,7 +106,7 @@ async def control(reader, writer):
                 hard_close(conn)
             CONNECTIONS.clear()
         status = "200 OK"
-    writer.write(f"HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".encode())
+    writer.write(f"HTTP/1.1 {status}\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n".encode() + body)
     await writer.drain()
     writer.close()
 

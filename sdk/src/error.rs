@@ -24,6 +24,9 @@ pub struct Error {
     pub resource: String,
     /// The raw gRPC status code.
     pub code: tonic::Code,
+    /// How long the proxy asked the caller to wait before trying again (an open circuit
+    /// breaker, shed load); the retry policy waits at least this long.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl fmt::Display for Error {
@@ -49,6 +52,7 @@ impl Error {
             field: String::new(),
             resource: String::new(),
             code: tonic::Code::Unknown,
+            retry_after: None,
         }
     }
 
@@ -77,6 +81,8 @@ impl From<tonic::Status> for Error {
                 field: detail.field,
                 resource: detail.resource,
                 code,
+                retry_after: Some(std::time::Duration::from_millis(detail.retry_after_ms))
+                    .filter(|wait| !wait.is_zero()),
             },
             // Not from an ExoFlow handler: the transport, tonic itself, or another server.
             None => {
@@ -100,6 +106,7 @@ impl From<tonic::Status> for Error {
                     field: String::new(),
                     resource: String::new(),
                     code,
+                    retry_after: None,
                 }
             }
         }

@@ -238,6 +238,7 @@ impl QueueClient {
                     field: String::new(),
                     resource: queue.to_owned(),
                     code: tonic::Code::Unknown,
+                    retry_after: None,
                 }),
                 None => Err(Error::client(Reason::Internal, "proxy returned an empty batch result", false)),
             })

@@ -28,6 +28,9 @@ impl Default for RetryPolicy {
     }
 }
 
+/// The longest wait a proxy's retry hint can impose on one retry.
+const MAX_HINTED_WAIT: Duration = Duration::from_secs(30);
+
 impl RetryPolicy {
     /// Never retry.
     pub fn none() -> Self {
@@ -45,8 +48,11 @@ impl RetryPolicy {
         loop {
             match call().await {
                 Err(err) if err.retryable && attempt < self.max_attempts => {
-                    // Full jitter: spread retries of many clients over the whole window.
-                    let pause = rand::rng().random_range(Duration::ZERO..=ceiling);
+                    // Full jitter: spread retries of many clients over the whole window; never
+                    // sooner than the proxy asked (bounded, so a wrong hint cannot stall us).
+                    let pause = rand::rng()
+                        .random_range(Duration::ZERO..=ceiling)
+                        .max(err.retry_after.unwrap_or_default().min(MAX_HINTED_WAIT));
                     tracing::debug!(attempt, error = %err, ?pause, "retrying");
                     tokio::time::sleep(pause).await;
                     ceiling = (ceiling * 2).min(self.max_backoff);
@@ -119,6 +125,27 @@ mod tests {
             .await;
         assert!(result.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn waits_at_least_as_long_as_the_proxy_asked() {
+        let calls = AtomicU32::new(0);
+        let started = std::time::Instant::now();
+        let result = policy()
+            .run(|| async {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                if n == 0 {
+                    let mut err = Error::client(Reason::BackendUnavailable, "circuit open", true);
+                    err.retry_after = Some(Duration::from_millis(200));
+                    Err(err)
+                } else {
+                    Ok(n)
+                }
+            })
+            .await;
+        assert_eq!(result.unwrap(), 1);
+        // The policy's own back-off is at most 2 ms: the wait is the hint's.
+        assert!(started.elapsed() >= Duration::from_millis(200), "{:?}", started.elapsed());
     }
 
     #[tokio::test]

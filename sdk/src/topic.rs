@@ -208,6 +208,7 @@ impl TopicClient {
                     field: String::new(),
                     resource: topic.to_owned(),
                     code: tonic::Code::Unknown,
+                    retry_after: None,
                 }),
                 None => Err(Error::client(Reason::Internal, "proxy returned an empty batch result", false)),
             })

@@ -14,7 +14,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use aws_config::{BehaviorVersion, Region, SdkConfig, timeout::TimeoutConfig};
+use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_credential_types::{
     Credentials,
     provider::{ProvideCredentials, error::CredentialsError, future},
@@ -98,8 +98,10 @@ struct SecretKeys {
     session_token: Option<SecretRef>,
 }
 
-/// How long the SDK may cache keys read from secrets before reading them again.
-const SECRET_REFRESH: Duration = Duration::from_secs(300);
+/// How long the SDK may cache keys read from secrets. Its identity cache takes keys as expired
+/// 10–15 s (buffer plus jitter) before this, so a rotated `file:` key is read again within
+/// 5–10 s, like every other `file:` secret the proxies follow.
+const SECRET_REFRESH: Duration = Duration::from_secs(20);
 
 impl SecretKeys {
     fn read(&self) -> Result<Credentials, CredentialsError> {
@@ -129,6 +131,13 @@ impl ProvideCredentials for SecretKeys {
     }
 }
 
+/// Retries for a step that is safe to repeat inside one proxy call (an upload's part: the same
+/// part number and bytes again), where failing the whole call would throw away the parts
+/// already sent: three tries with the SDK's standard back-off.
+pub fn step_retries() -> RetryConfig {
+    RetryConfig::standard().with_max_attempts(3)
+}
+
 /// The HTTP client every AWS backend uses: hyper on rustls with ring, which also speaks plain
 /// http for emulators.
 pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
@@ -139,13 +148,19 @@ pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
 /// and connect/operation timeouts (`operation_timeout` bounds each call including retries).
 pub async fn sdk_config(settings: &AwsSettings, operation_timeout: Duration) -> Result<SdkConfig, ExoError> {
     settings.validate().map_err(|e| ExoError::new(ErrorReason::InvalidArgument, e.to_string()))?;
-    let mut loader =
-        aws_config::defaults(BehaviorVersion::latest()).http_client(http_client()).timeout_config(
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client())
+        .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(3))
                 .operation_timeout(operation_timeout)
                 .build(),
-        );
+        )
+        // The SDK would repeat any call, a send that may have been stored included, outside the
+        // proxy's retry budget: the proxy's retry layer decides (reads only, within the budget)
+        // and the app's SDK retries the rest. Idempotent steps inside one call ask for
+        // [`step_retries`] themselves.
+        .retry_config(RetryConfig::disabled());
     if let Some(region) = &settings.region {
         loader = loader.region(Region::new(region.clone()));
     }

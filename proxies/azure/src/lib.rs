@@ -117,40 +117,68 @@ impl AzureSettings {
         }
     }
 
-    /// Where the `service` lives and the credentials to use there, resolved from the secrets.
-    pub fn connect(&self, service: Service) -> Result<(CloudLocation, StorageCredentials), ExoError> {
-        self.validate().map_err(|e| ExoError::new(ErrorReason::InvalidArgument, e.to_string()))?;
-        let invalid = |what: &str, e: azure_core::Error| {
-            ExoError::new(ErrorReason::InvalidArgument, format!("backend.credentials.{what}: {e}"))
+    /// The credential in use (the first set of `connection-string`, `account-key`,
+    /// `sas-token`) and its current text.
+    fn credential(&self) -> Result<(&'static str, String), ExoError> {
+        for key in ["connection-string", "account-key", "sas-token"] {
+            if let Some(text) = self.secret(key)? {
+                return Ok((key, text));
+            }
+        }
+        Err(ExoError::new(ErrorReason::InvalidArgument, "backend.credentials is empty"))
+    }
+
+    /// The account, endpoint and credentials for `service` that credential `key` with `text`
+    /// gives.
+    fn resolve(
+        &self,
+        service: Service,
+        key: &str,
+        text: &str,
+    ) -> Result<(String, Option<String>, StorageCredentials), ExoError> {
+        let invalid = |e: azure_core::Error| {
+            ExoError::new(ErrorReason::InvalidArgument, format!("backend.credentials.{key}: {e}"))
         };
-        let (account, endpoint, credentials) = if let Some(text) = self.secret("connection-string")? {
-            let parsed =
-                azure_storage::ConnectionString::new(&text).map_err(|e| invalid("connection-string", e))?;
-            let credentials = parsed.storage_credentials().map_err(|e| invalid("connection-string", e))?;
-            let endpoint = match service {
-                Service::Queue => parsed.queue_endpoint,
-                Service::Blob => parsed.blob_endpoint,
-                Service::Table => parsed.table_endpoint,
-            };
-            let account = if self.account.is_empty() {
-                parsed.account_name.unwrap_or_default().to_owned()
-            } else {
-                self.account.clone()
-            };
-            (account, self.endpoint.clone().or(endpoint.map(str::to_owned)), credentials)
-        } else if let Some(key) = self.secret("account-key")? {
-            (
+        Ok(match key {
+            "connection-string" => {
+                let parsed = azure_storage::ConnectionString::new(text).map_err(invalid)?;
+                let credentials = parsed.storage_credentials().map_err(invalid)?;
+                let endpoint = match service {
+                    Service::Queue => parsed.queue_endpoint,
+                    Service::Blob => parsed.blob_endpoint,
+                    Service::Table => parsed.table_endpoint,
+                };
+                let account = if self.account.is_empty() {
+                    parsed.account_name.unwrap_or_default().to_owned()
+                } else {
+                    self.account.clone()
+                };
+                (account, self.endpoint.clone().or(endpoint.map(str::to_owned)), credentials)
+            }
+            "account-key" => (
                 self.account.clone(),
                 self.endpoint.clone(),
-                StorageCredentials::access_key(self.account.clone(), key),
-            )
-        } else if let Some(token) = self.secret("sas-token")? {
-            let credentials = StorageCredentials::sas_token(token.trim_start_matches('?'))
-                .map_err(|e| invalid("sas-token", e))?;
-            (self.account.clone(), self.endpoint.clone(), credentials)
-        } else {
-            return Err(ExoError::new(ErrorReason::InvalidArgument, "backend.credentials is empty"));
-        };
+                StorageCredentials::access_key(self.account.clone(), text.to_owned()),
+            ),
+            _ => {
+                let credentials =
+                    StorageCredentials::sas_token(text.trim_start_matches('?')).map_err(invalid)?;
+                (self.account.clone(), self.endpoint.clone(), credentials)
+            }
+        })
+    }
+
+    /// Where the `service` lives and the credentials to use there, resolved from the secrets.
+    ///
+    /// A credential given as a `file:` secret is read again every
+    /// [`REREAD_EVERY`](exo_proxy_core::secret::REREAD_EVERY) while the returned credentials are
+    /// in use (when called within a tokio runtime): a rotated key, SAS or connection string is
+    /// used by new requests without a restart. Only the credential follows the file; the
+    /// account and endpoint stay those read at start.
+    pub fn connect(&self, service: Service) -> Result<(CloudLocation, StorageCredentials), ExoError> {
+        self.validate().map_err(|e| ExoError::new(ErrorReason::InvalidArgument, e.to_string()))?;
+        let (key, text) = self.credential()?;
+        let (account, endpoint, credentials) = self.resolve(service, key, &text)?;
         if account.is_empty() {
             return Err(ExoError::new(ErrorReason::InvalidArgument, "no storage account name"));
         }
@@ -158,8 +186,69 @@ impl AzureSettings {
             Some(uri) => CloudLocation::Custom { account, uri: uri.trim_end_matches('/').to_owned() },
             None => CloudLocation::Public { account },
         };
+        if self.credentials.get(key).is_some_and(SecretRef::is_file)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(follow_rotation(self.clone(), service, &credentials, text));
+        }
         Ok((location, credentials))
     }
+}
+
+/// Reads the credential's file again every few seconds and, when its text changed, puts the
+/// new credential in place of the old in `credentials` (shared by every client built on them);
+/// ends when those credentials are dropped. A file that cannot be read or parsed keeps the
+/// last credential, with a warning.
+fn follow_rotation(
+    settings: AzureSettings,
+    service: Service,
+    credentials: &StorageCredentials,
+    mut last: String,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let shared = std::sync::Arc::downgrade(&credentials.0);
+    async move {
+        loop {
+            tokio::time::sleep(exo_proxy_core::secret::REREAD_EVERY).await;
+            let Some(inner) = shared.upgrade() else { return };
+            let fresh = settings
+                .credential()
+                .and_then(|(key, text)| settings.resolve(service, key, &text).map(|(.., c)| (key, text, c)));
+            match fresh {
+                Ok((key, text, fresh)) if text != last => {
+                    match StorageCredentials(inner).replace(fresh).await {
+                        Ok(()) => {
+                            tracing::info!(service = ?service, "azure: backend.credentials.{key} changed; new requests use it");
+                            last = text;
+                        }
+                        Err(err) => tracing::warn!(error = %err, "azure: cannot take the rotated credential"),
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err.message, "azure: keeping the last credential");
+                }
+            }
+        }
+    }
+}
+
+/// The retry policy of every Azure client the backends build: none. The crates would otherwise
+/// repeat any call for up to a minute, a send that may have been stored included, outside the
+/// proxy's retry budget; the proxy's retry layer decides (reads only, within the budget) and the
+/// app's SDK retries the rest. Idempotent steps inside one call use [`step_retries`].
+pub fn no_retries() -> azure_core::RetryOptions {
+    azure_core::RetryOptions::none()
+}
+
+/// Retries for a step that is safe to repeat inside one proxy call (staging a block of an upload:
+/// the same block id and bytes again), where failing the whole call would throw away the blocks
+/// already sent: two more tries, exponential back-off, within 10 s.
+pub fn step_retries() -> azure_core::RetryOptions {
+    azure_core::RetryOptions::exponential(
+        azure_core::ExponentialRetryOptions::default()
+            .max_retries(2u32)
+            .max_total_elapsed(std::time::Duration::from_secs(10)),
+    )
 }
 
 /// The HTTP status and Azure error code of a failed call, when the service answered.

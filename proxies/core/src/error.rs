@@ -24,6 +24,9 @@ pub struct ExoError {
     pub field: String,
     /// The queue, bucket, table or key the error is about, if any.
     pub resource: String,
+    /// How long the caller should wait before trying again, when the proxy knows (an open
+    /// breaker's remaining rest, shed load).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl fmt::Display for ExoError {
@@ -60,6 +63,7 @@ impl ExoError {
             retryable: default_retryable(reason),
             field: String::new(),
             resource: String::new(),
+            retry_after: None,
         }
     }
 
@@ -91,6 +95,14 @@ impl ExoError {
     }
 
     /// Sets the field at fault.
+    /// Tells the caller to wait `wait` before trying again (sent as `retry_after_ms` in the
+    /// error detail, `retryAfterMs` in a problem document, and `Retry-After` over HTTP). A zero
+    /// wait is no hint.
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait).filter(|w| !w.is_zero());
+        self
+    }
+
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = bounded(field.into(), MAX_NAME_CHARS);
         self
@@ -126,16 +138,21 @@ impl ExoError {
             reason: self.reason as i32,
             backend: self.backend.clone(),
             retryable: self.retryable,
-            retry_after_ms: 0,
+            retry_after_ms: self.retry_after_ms(),
             field: self.field.clone(),
             resource: self.resource.clone(),
         }
     }
 
+    /// The retry hint in whole milliseconds, rounded up (0: none).
+    fn retry_after_ms(&self) -> u64 {
+        self.retry_after.map_or(0, |wait| wait.as_micros().div_ceil(1000) as u64)
+    }
+
     /// The RFC 9457 problem document for this error.
     pub fn problem(&self) -> serde_json::Value {
         let status = self.http_status();
-        serde_json::json!({
+        let mut problem = serde_json::json!({
             "type": format!("urn:exoflow:error:{}", self.reason.as_str_name()),
             "title": status.canonical_reason().unwrap_or("Error"),
             "status": status.as_u16(),
@@ -145,7 +162,11 @@ impl ExoError {
             "retryable": self.retryable,
             "field": self.field,
             "resource": self.resource,
-        })
+        });
+        if self.retry_after.is_some() {
+            problem["retryAfterMs"] = self.retry_after_ms().into();
+        }
+        problem
     }
 }
 
@@ -283,6 +304,11 @@ impl IntoResponse for ExoError {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(wait) = self.retry_after {
+            // Whole seconds (RFC 9110), rounded up so no client comes back too early.
+            let seconds = wait.as_millis().div_ceil(1000).max(1);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds as u64));
+        }
         response
     }
 }
@@ -354,5 +380,19 @@ mod tests {
         assert_eq!(problem["type"], "urn:exoflow:error:MESSAGE_TOO_LARGE");
         assert_eq!(problem["detail"], "body is 300000 bytes, limit 262144");
         assert_eq!(problem["retryable"], false);
+        assert!(problem.get("retryAfterMs").is_none(), "no hint, no field");
+    }
+
+    #[test]
+    fn a_retry_hint_reaches_the_detail_the_problem_and_retry_after() {
+        let err = ExoError::unavailable("circuit open")
+            .with_retry_after(std::time::Duration::from_micros(1_200_500));
+        assert_eq!(err.detail().retry_after_ms, 1201, "rounded up");
+        assert_eq!(err.problem()["retryAfterMs"], 1201);
+        let response = err.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2", "whole seconds, rounded up");
+        let none = ExoError::unavailable("down").with_retry_after(std::time::Duration::ZERO);
+        assert_eq!(none.detail().retry_after_ms, 0);
+        assert!(!none.into_response().headers().contains_key(header::RETRY_AFTER));
     }
 }

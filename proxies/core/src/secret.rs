@@ -60,7 +60,17 @@ impl From<SecretRef> for String {
     }
 }
 
+/// How often a backend that follows a rotated `file:` secret reads it again (cloud
+/// credentials, the remote's bearer token; the proxy's own token is read on every check).
+pub const REREAD_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl SecretRef {
+    /// Whether the secret is a file, which may change while the proxy runs (environment
+    /// variables cannot).
+    pub fn is_file(&self) -> bool {
+        matches!(self, SecretRef::File(_))
+    }
+
     /// Reads the secret's current value.
     pub fn resolve(&self) -> Result<Vec<u8>, ConfigError> {
         match self {

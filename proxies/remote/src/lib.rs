@@ -100,9 +100,6 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// call to the target [`targets::Targets`] picks.
 pub type Transport = tonic::service::interceptor::InterceptedService<targets::RemoteChannel, RemoteToken>;
 
-/// How long a token read from its secret is sent before the secret is read again.
-const TOKEN_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// The remote's bearer token on every call, read from its secret reference again every few
 /// seconds, so a rotated `file:` secret is sent without a restart (the remote re-reads its own
 /// side the same way). A secret that cannot be read any more keeps the last token, with a
@@ -137,7 +134,7 @@ impl RemoteToken {
             Ok(current) => (current.0, current.1.clone()),
             Err(poisoned) => (poisoned.get_ref().0, poisoned.get_ref().1.clone()),
         };
-        if read_at.elapsed() < TOKEN_REFRESH {
+        if read_at.elapsed() < exo_proxy_core::secret::REREAD_EVERY {
             return auth;
         }
         let fresh = match read_token(&source.secret) {
@@ -283,6 +280,7 @@ pub fn from_remote(err: exo_sdk::Error) -> ExoError {
         retryable: err.retryable,
         field: err.field,
         resource: err.resource,
+        retry_after: err.retry_after,
     }
 }
 

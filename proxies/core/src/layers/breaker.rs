@@ -98,6 +98,8 @@ impl CircuitBreaker {
         )
         .retryable()
         .with_backend(call.backend)
+        // Half-open: the probe is out; its answer comes within a call's time, so a short wait.
+        .with_retry_after(if until.is_some() { wait } else { SHORT_WAIT })
     }
 
     fn record(&self, call: Call, probe: bool, failed: bool) {
@@ -125,6 +127,9 @@ impl CircuitBreaker {
         *state = next;
     }
 }
+
+/// The retry hint while a probe is out, or when load is shed: a moment, not a rest.
+pub(crate) const SHORT_WAIT: Duration = Duration::from_millis(100);
 
 fn backend_failed(err: &ExoError) -> bool {
     matches!(err.reason, ErrorReason::BackendUnavailable | ErrorReason::Timeout)
@@ -191,6 +196,8 @@ mod tests {
         assert!(!called.load(std::sync::atomic::Ordering::SeqCst));
         assert_eq!(err.reason, ErrorReason::BackendUnavailable);
         assert!(err.retryable && err.message.contains("circuit open"), "{err:?}");
+        let hint = err.retry_after.expect("an open breaker says when to come back");
+        assert!(hint > Duration::from_millis(50) && hint <= Duration::from_millis(100), "{hint:?}");
         tokio::time::sleep(Duration::from_millis(120)).await;
         // Half-open: one probe goes through; it succeeds and the breaker closes.
         assert_eq!(b.wrap(CALL, up()).await.unwrap(), 1);

@@ -49,7 +49,8 @@ impl Layer for ShedLoad {
                         ),
                     )
                     .retryable()
-                    .with_backend(call.backend));
+                    .with_backend(call.backend)
+                    .with_retry_after(super::breaker::SHORT_WAIT));
                 }
                 None => None,
             };
@@ -86,6 +87,7 @@ mod tests {
         let err = shed.wrap(call, async { Ok::<u32, ExoError>(1) }).await.unwrap_err();
         assert_eq!(err.reason, ErrorReason::Throttled);
         assert!(err.retryable);
+        assert_eq!(err.retry_after, Some(Duration::from_millis(100)), "a retry hint");
         let poll = Call::new("queue", "receive", "redis").waiting(Duration::from_secs(20));
         assert_eq!(shed.wrap(poll, async { Ok::<u32, ExoError>(2) }).await.unwrap(), 2, "long polls pass");
         release.send(true).unwrap();

@@ -178,6 +178,7 @@ impl AzureTableKv {
         let (location, credentials) = settings.connect(Service::Table)?;
         let service =
             azure_data_tables::clients::TableServiceClientBuilder::with_location(location, credentials)
+                .retry(exo_azure::no_retries())
                 .build();
         use Capability::*;
         Ok(Self {

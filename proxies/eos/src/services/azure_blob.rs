@@ -63,6 +63,8 @@ const READ_RANGE: u64 = 16 * 1024 * 1024;
 pub struct AzureBlobs {
     descriptor: Descriptor,
     service: BlobServiceClient,
+    /// The same account on a client that retries, for steps safe to repeat.
+    staging: BlobServiceClient,
     name_prefix: String,
 }
 
@@ -260,7 +262,12 @@ impl AzureBlobs {
     /// Connects with `settings` (nothing is sent until the first call).
     pub fn connect(settings: &AzureSettings) -> ExoResult<Self> {
         let (location, credentials) = settings.connect(Service::Blob)?;
-        let service = ClientBuilder::with_location(location, credentials).blob_service_client();
+        let service = ClientBuilder::with_location(location.clone(), credentials.clone())
+            .retry(exo_azure::no_retries())
+            .blob_service_client();
+        let staging = ClientBuilder::with_location(location, credentials)
+            .retry(exo_azure::step_retries())
+            .blob_service_client();
         use Capability::*;
         Ok(Self {
             descriptor: Descriptor {
@@ -284,6 +291,7 @@ impl AzureBlobs {
                 },
             },
             service,
+            staging,
             name_prefix: settings.name_prefix.clone(),
         })
     }
@@ -294,6 +302,11 @@ impl AzureBlobs {
 
     fn blob(&self, bucket: &str, key: &str) -> BlobClient {
         self.container(bucket).blob_client(blob_name(key))
+    }
+
+    /// The blob, on the client that retries (for staging blocks: each is safe to send again).
+    fn staged_blob(&self, bucket: &str, key: &str) -> BlobClient {
+        self.staging.container_client(format!("{}{bucket}", self.name_prefix)).blob_client(blob_name(key))
     }
 
     async fn properties(&self, bucket: &BucketName, key: &str) -> ExoResult<Blob> {
@@ -357,11 +370,12 @@ impl AzureBlobs {
         parts: &mut PartReader<'_>,
     ) -> ExoResult<String> {
         let client = self.blob(bucket.as_str(), key);
+        let staging = self.staged_blob(bucket.as_str(), key);
         let mut blocks = Vec::new();
         let mut next = Some(first);
         while let Some(block) = next {
             let id = block_id(blocks.len());
-            client
+            staging
                 .put_block(id.clone(), block)
                 .await
                 .map_err(|e| blob_error(bucket.as_str(), Some(key), "PutBlock", &e))?;

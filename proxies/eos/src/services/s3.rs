@@ -338,6 +338,8 @@ impl S3Objects {
                     .part_number(number)
                     .content_length(part.len() as i64)
                     .body(S3Bytes::from(part))
+                    .customize()
+                    .config_override(aws_sdk_s3::config::Builder::new().retry_config(exo_aws::step_retries()))
                     .send()
                     .await
                     .map_err(|e| object_error(bucket.as_str(), Some(key), "UploadPart", e))?;

@@ -372,9 +372,10 @@ impl AzureQueue {
             settings.connect(Service::Queue)?;
         let service =
             azure_storage_queues::QueueServiceClientBuilder::with_location(location, credentials.clone())
+                .retry(exo_azure::no_retries())
                 .build();
         let pipeline = azure_storage::clients::new_pipeline_from_options(
-            azure_core::ClientOptions::default(),
+            azure_core::ClientOptions::default().retry(exo_azure::no_retries()),
             credentials,
         );
         use Capability::*;

@@ -82,6 +82,7 @@ impl TopicTable {
         let (location, credentials) = tables.connect(Service::Table)?;
         let service =
             azure_data_tables::clients::TableServiceClientBuilder::with_location(location, credentials)
+                .retry(exo_azure::no_retries())
                 .build();
         let suffix: String = settings.name_prefix.chars().filter(char::is_ascii_alphanumeric).collect();
         Ok(Some(Self { table: service.table_client(format!("exotopics{}", suffix.to_ascii_lowercase())) }))
