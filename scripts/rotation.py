@@ -5,17 +5,24 @@ calls must start failing UNAUTHENTICATED within seconds (the file is read again,
 the process's life) — then with the right key again — calls must succeed again. The proxy is
 never restarted; a last call shows it is the same process.
 
+And eos on fake-gcs-server with `service-account-key: file:PATH`:
+the key file is replaced by another account's key, and the presigned URLs eos signs must name
+(and be signed by) the new account within seconds.
+
 Run by scripts/test with Azurite up:
   rotation.py --bin-dir DIR --work DIR
-Environment: EXO_AZURITE_{QUEUE,BLOB,TABLE}_URL, EXO_TEST_AZURE_KEY (scripts/emulators.sh).
+Environment: EXO_AZURITE_{QUEUE,BLOB,TABLE}_URL, EXO_TEST_AZURE_KEY, EXO_FAKE_GCS_URL
+(scripts/emulators.sh); `openssl` for the GCS keys.
 """
 
 import argparse
 import base64
 import os
+import json
 import subprocess
 import sys
 import time
+import urllib.parse
 
 from harness import check, failures, free_port, request
 
@@ -44,6 +51,55 @@ def wait_until(call, want, seconds):
             return time.monotonic() - started, answer
         time.sleep(0.25)
     return None, answer
+
+
+def service_account_key(work, name):
+    """A throw-away service-account key file's text for account `name`."""
+    pem = os.path.join(work, f"{name}.pem")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", pem],
+                   check=True, capture_output=True)
+    return json.dumps({"type": "service_account", "project_id": "exo-test",
+                       "client_email": f"{name}@exo-test.iam.gserviceaccount.com",
+                       "private_key": open(pem).read(), "token_uri": "https://oauth2.googleapis.com/token"})
+
+
+def gcs_key_rotation(args):
+    print("eos-proxy on gcs, service-account key from a file rotated under it")
+    key_file = os.path.join(args.work, "gcs-key.json")
+    write_key(key_file, service_account_key(args.work, "before"))
+    rotated = service_account_key(args.work, "after")
+    config = os.path.join(args.work, "eos-gcs.yaml")
+    with open(config, "w") as f:
+        f.write(f"backend:\n  kind: gcs\n  project: exo-test\n  endpoint: {os.environ['EXO_FAKE_GCS_URL']}\n"
+                f"  credentials:\n    anonymous: true\n    service-account-key: file:{key_file}\n")
+    port = free_port()
+    log = open(os.path.join(args.work, "eos-gcs.log"), "wb")
+    proc = subprocess.Popen([os.path.join(args.bin_dir, "eos-proxy"), "--config", config,
+                             "--listen", f"127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    bucket = f"rotation-{os.getpid()}"
+
+    def signer():
+        status, answer = request("POST", f"{base}/api/v1/buckets/{bucket}/presign",
+                                 {"key": "k", "method": "GET", "expiresInSeconds": 60})
+        if status != 200:
+            return status, answer
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(answer["url"]).query))
+        return status, query.get("X-Goog-Credential", "").split("@")[0]
+
+    try:
+        ready, _ = wait_until(lambda: request("GET", f"{base}/readyz"), 200, 15)
+        check(ready is not None, "gcs: ready")
+        check(request("POST", f"{base}/api/v1/buckets", {"name": bucket})[0] in (200, 201), "gcs: bucket made")
+        check(signer() == (200, "before"), f"gcs: URLs are signed by the first key's account ({signer()})")
+        write_key(key_file, rotated)
+        took, last = wait_until(lambda: (200 if signer() == (200, "after") else 0, signer()), 200, FOLLOW_WITHIN)
+        check(took is not None, f"gcs: the rotated key signs within {FOLLOW_WITHIN:.0f} s "
+                                f"(after {took if took is None else round(took, 1)} s; last {last})")
+        check(proc.poll() is None, "gcs: the same process throughout (never restarted)")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def main():
@@ -95,6 +151,7 @@ def main():
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+    gcs_key_rotation(args)
     if failures:
         print(f"{len(failures)} rotation check(s) failed", file=sys.stderr)
         sys.exit(1)

@@ -325,21 +325,22 @@ impl GcsObjects {
         call_timeout: Duration,
     ) -> ExoResult<Self> {
         config.check().map_err(|e| ExoError::invalid_argument("backend", e.to_string()))?;
-        let account = match &config.credentials.service_account_key {
+        let key = match &config.credentials.service_account_key {
             Some(secret) => {
                 let bytes = secret
                     .resolve()
                     .map_err(|e| ExoError::new(ErrorReason::Unauthenticated, e.to_string()))?;
-                Some(ServiceAccount::from_json(&bytes).map_err(|why| {
+                let account = ServiceAccount::from_json(&bytes).map_err(|why| {
                     ExoError::new(
                         ErrorReason::Unauthenticated,
                         format!("gcs: credentials.service-account-key: {why}"),
                     )
-                })?)
+                })?;
+                Some((secret.clone(), bytes, account))
             }
             None => None,
         };
-        let source = match (&account, config.credentials.anonymous) {
+        let source = match (&key, config.credentials.anonymous) {
             (_, true) => TokenSource::Anonymous,
             (Some(_), false) => TokenSource::ServiceAccount,
             (None, false) => TokenSource::MetadataServer,
@@ -369,7 +370,7 @@ impl GcsObjects {
         use Capability::*;
         let mut capabilities: std::collections::BTreeSet<Capability> =
             [ConditionalCreate, ConditionalReplace, Copy, RangeRead, IdempotentDelete].into();
-        if account.is_some() {
+        if key.is_some() {
             capabilities.insert(Presign);
         }
         Ok(Self {
@@ -389,7 +390,7 @@ impl GcsObjects {
             presign_endpoint: presign_endpoint
                 .map_or_else(|| endpoint.clone(), |p| p.trim_end_matches('/').to_owned()),
             http,
-            auth: Auth::new(source, account),
+            auth: Auth::new(source, key),
             endpoint,
             project: config.project.clone(),
             location: config.location.clone(),
@@ -973,7 +974,7 @@ impl ObjectStore for GcsObjects {
             object: &stored_name(key),
             seconds: expires_at_ms.saturating_sub(now).div_ceil(1000).max(1),
         };
-        Ok(signed_url(account, &request, now / 1000)?.into())
+        Ok(signed_url(&account, &request, now / 1000)?.into())
     }
 }
 
