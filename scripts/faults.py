@@ -34,7 +34,7 @@ import urllib.parse
 import urllib.request
 import uuid
 
-from harness import check, failures, free_port, receive_all, request
+from harness import check, failures, free_port, receive_all, request, start_proxy
 
 
 def call(method, url, body=None, timeout=30):
@@ -89,19 +89,7 @@ def start_eqs(args, fault, name, server):
     with open(config, "w") as f:
         f.write(f"backend:\n  kind: sqs\n  region: us-east-1\n  endpoint: http://127.0.0.1:{fault.listen}\n"
                 f"server:\n{server}")
-    port = free_port()
-    proc = subprocess.Popen([os.path.join(args.bin_dir, "eqs-proxy"), "--config", config,
-                             "--listen", f"127.0.0.1:{port}"],
-                            stdout=open(os.path.join(args.work, f"{name}.log"), "wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if request("GET", f"{url}/readyz", timeout=2)[0] == 200:
-                return proc, url
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"eqs-proxy ({name}) did not become ready (log: {args.work}/{name}.log)")
+    return start_proxy(os.path.join(args.bin_dir, "eqs-proxy"), config, os.path.join(args.work, f"{name}.log"))
 
 
 def metric(url, name):

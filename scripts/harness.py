@@ -6,6 +6,7 @@ import base64
 import json
 import socket
 import ssl
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -38,6 +39,24 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_proxy(binary, config, log):
+    """Starts a proxy binary with `config` on a free loopback port, its output in `log`, and
+    waits until it is ready: (process, base URL). One that never gets ready ends the run."""
+    port = free_port()
+    proc = subprocess.Popen([binary, "--config", config, "--listen", f"127.0.0.1:{port}"],
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(150):
+        try:
+            if request("GET", f"{url}/readyz", timeout=2)[0] == 200:
+                return proc, url
+        except OSError:
+            pass
+        time.sleep(0.1)
+    proc.terminate()
+    raise SystemExit(f"{binary} did not become ready (log: {log})")
 
 
 def send_retrying(base, queue, text, seconds=10):

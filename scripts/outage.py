@@ -26,26 +26,11 @@ import uuid
 import boto3
 
 MEMBER_TIMEOUT = 1.0
-from harness import check, failures, free_port, request
+from harness import check, failures, free_port, request, start_proxy
 
 
 def fault(control, mode):
     request("POST", f"http://127.0.0.1:{control}/mode/{mode}")
-
-
-def start(binary, config, log):
-    port = free_port()
-    proc = subprocess.Popen([binary, "--config", config, "--listen", f"127.0.0.1:{port}"],
-                            stdout=open(log, "ab"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if request("GET", f"{url}/readyz", timeout=2)[0] == 200:
-                return proc, url
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{binary} did not become ready (log: {log})")
 
 
 def b64(data):
@@ -231,7 +216,7 @@ def main():
                         f"  - kind: {aws}\n    region: us-east-1\n    endpoint: http://127.0.0.1:{listen}\n"
                         f"  - kind: {azure}\n    account: devstoreaccount1\n    endpoint: {os.environ[azure_url]}\n"
                         f"    credentials:\n      account-key: env:EXO_TEST_AZURE_KEY\n")
-            proc, url = start(os.path.join(args.bin_dir, f"{service}-proxy"), config, os.path.join(args.work, f"{service}.log"))
+            proc, url = start_proxy(os.path.join(args.bin_dir, f"{service}-proxy"), config, os.path.join(args.work, f"{service}.log"))
             procs.append(proc)
             aws_client = boto3.client(aws, endpoint_url=os.environ["EXO_MOTO_URL"], region_name="us-east-1")
             {"ekv": kv, "eos": objects, "eqs": queues}[service](url, control, aws_client, run)

@@ -24,7 +24,7 @@ import sys
 import time
 import urllib.parse
 
-from harness import check, failures, free_port, request
+from harness import check, failures, request, start_proxy
 
 # Secrets are read again every 5 s; the check allows for that plus a slow call.
 FOLLOW_WITHIN = 12.0
@@ -72,11 +72,7 @@ def gcs_key_rotation(args):
     with open(config, "w") as f:
         f.write(f"backend:\n  kind: gcs\n  project: exo-test\n  endpoint: {os.environ['EXO_FAKE_GCS_URL']}\n"
                 f"  credentials:\n    anonymous: true\n    service-account-key: file:{key_file}\n")
-    port = free_port()
-    log = open(os.path.join(args.work, "eos-gcs.log"), "wb")
-    proc = subprocess.Popen([os.path.join(args.bin_dir, "eos-proxy"), "--config", config,
-                             "--listen", f"127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_proxy(os.path.join(args.bin_dir, "eos-proxy"), config, os.path.join(args.work, "eos-gcs.log"))
     bucket = f"rotation-{os.getpid()}"
 
     def signer():
@@ -88,8 +84,6 @@ def gcs_key_rotation(args):
         return status, query.get("X-Goog-Credential", "").split("@")[0]
 
     try:
-        ready, _ = wait_until(lambda: request("GET", f"{base}/readyz"), 200, 15)
-        check(ready is not None, "gcs: ready")
         check(request("POST", f"{base}/api/v1/buckets", {"name": bucket})[0] in (200, 201), "gcs: bucket made")
         check(signer() == (200, "before"), f"gcs: URLs are signed by the first key's account ({signer()})")
         write_key(key_file, rotated)
@@ -124,14 +118,9 @@ def main():
         with open(config, "w") as f:
             f.write(f"backend:\n  kind: {kind}\n  account: devstoreaccount1\n  endpoint: {endpoint}\n"
                     f"  credentials:\n    account-key: file:{key_file}\n{extra}")
-        port = free_port()
-        log = open(os.path.join(args.work, f"{proxy}.log"), "wb")
-        proc = subprocess.Popen([os.path.join(args.bin_dir, f"{proxy}-proxy"), "--config", config,
-                                 "--listen", f"127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
+        proc, base = start_proxy(os.path.join(args.bin_dir, f"{proxy}-proxy"), config,
+                                 os.path.join(args.work, f"{proxy}.log"))
         try:
-            ready, _ = wait_until(lambda: request("GET", f"{base}/readyz"), 200, 15)
-            check(ready is not None, f"{proxy}: ready with the right key")
             call = lambda: request("GET", f"{base}{path}")
             status, answer = call()
             check(status == 200, f"{proxy}: GET {path} answers 200 with the right key (got {status} {answer})")
