@@ -23,6 +23,7 @@ Environment: EXO_MOTO_URL (scripts/emulators.sh).
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -84,12 +85,21 @@ class Fault:
         return s["connections"] + s["requests"]
 
 
-def start_eqs(args, fault, name, server):
+@contextlib.contextmanager
+def running_eqs(args, fault, name, server):
+    """An eqs on SQS through `fault`, with `server:` settings `server`, for one case: yields its
+    URL; afterwards the fault is cleared and the proxy stopped."""
     config = os.path.join(args.work, f"{name}.yaml")
     with open(config, "w") as f:
         f.write(f"backend:\n  kind: sqs\n  region: us-east-1\n  endpoint: http://127.0.0.1:{fault.listen}\n"
                 f"server:\n{server}")
-    return start_proxy(os.path.join(args.bin_dir, "eqs-proxy"), config, os.path.join(args.work, f"{name}.log"))
+    proc, url = start_proxy(os.path.join(args.bin_dir, "eqs-proxy"), config, os.path.join(args.work, f"{name}.log"))
+    try:
+        yield url
+    finally:
+        fault.mode("pass")
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def metric(url, name):
@@ -107,9 +117,8 @@ def send(url, queue, text, timeout=30):
 
 def breaker_case(args, fault, run):
     print("breaker: the backend's connections reset, then back")
-    proc, url = start_eqs(args, fault, "breaker", "  breaker:\n    failures: 5\n    open-for: 2s\n")
     queue = f"faults-breaker-{run}"
-    try:
+    with running_eqs(args, fault, "breaker", "  breaker:\n    failures: 5\n    open-for: 2s\n") as url:
         check(request("POST", f"{url}/api/v1/queues", {"name": queue})[0] in (200, 201), "breaker: queue made")
         acked = [f"before-{i}" for i in range(3) if send(url, queue, f"before-{i}")[0] == 200]
         fault.mode("reset")
@@ -147,18 +156,13 @@ def breaker_case(args, fault, run):
         got = receive_all(url, queue, acked)
         check(set(acked) <= got, f"breaker: all {len(acked)} acknowledged sends are received "
                                  f"(missing {sorted(set(acked) - got)})")
-    finally:
-        fault.mode("pass")
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def budget_case(args, fault, run):
     print("budget: half of the backend's requests reset at random")
     # The breaker off: this case is about the retries alone; and no floor of retries a second,
     # so that the bound does not grow with the time a run takes.
-    proc, url = start_eqs(args, fault, "budget", "  breaker:\n    failures: 0\n  retry:\n    min-retries: 0\n")
-    try:
+    with running_eqs(args, fault, "budget", "  breaker:\n    failures: 0\n  retry:\n    min-retries: 0\n") as url:
         # What one list costs at the backend with no fault (a connection may be opened too).
         before = fault.stats()["requests"]
         for _ in range(20):
@@ -187,18 +191,13 @@ def budget_case(args, fault, run):
         check(all(f == (503, "BACKEND_UNAVAILABLE", True) for f in failed),
               f"budget: every failed call is 503 BACKEND_UNAVAILABLE, retryable ({ok} of {calls} succeeded; "
               f"others {sorted(set(failed))})")
-    finally:
-        fault.mode("pass")
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def shed_case(args, fault, run):
     print("shed: the backend stalls with max-in-flight 4")
-    proc, url = start_eqs(args, fault, "shed",
-                          "  max-in-flight: 4\n  request-timeout: 3s\n  breaker:\n    failures: 0\n")
     queue = f"faults-shed-{run}"
-    try:
+    with running_eqs(args, fault, "shed",
+                          "  max-in-flight: 4\n  request-timeout: 3s\n  breaker:\n    failures: 0\n") as url:
         check(request("POST", f"{url}/api/v1/queues", {"name": queue})[0] in (200, 201), "shed: queue made")
         fault.mode("blackhole")
         stalled = []
@@ -232,17 +231,12 @@ def shed_case(args, fault, run):
         fault.mode("pass")
         status = send(url, queue, "after")[0]
         check(status == 200, f"shed: the backend back, a send goes through ({status})")
-    finally:
-        fault.mode("pass")
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def latency_case(args, fault, run):
     print("latency: every burst held, then held past the request timeout")
-    proc, url = start_eqs(args, fault, "latency", "  request-timeout: 2s\n  breaker:\n    failures: 0\n")
     queue = f"faults-latency-{run}"
-    try:
+    with running_eqs(args, fault, "latency", "  request-timeout: 2s\n  breaker:\n    failures: 0\n") as url:
         check(request("POST", f"{url}/api/v1/queues", {"name": queue})[0] in (200, 201), "latency: queue made")
         fast = [send(url, queue, f"fast-{i}")[3] for i in range(3)]
         fault.mode("latency/300")
@@ -255,10 +249,6 @@ def latency_case(args, fault, run):
         check(status == 504 and answer.get("reason") == "TIMEOUT" and answer.get("retryable") is True and 1.8 < took < 3.0,
               f"latency: past the 2 s request timeout the send ends 504 TIMEOUT, retryable, in {took:.2f} s "
               f"({status} {answer.get('detail')})")
-    finally:
-        fault.mode("pass")
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def main():

@@ -125,6 +125,16 @@ def main():
             status, answer = call()
             check(status == 200, f"{proxy}: GET {path} answers 200 with the right key (got {status} {answer})")
 
+            if proxy == "eqs":
+                # Caught mid-write, as `echo KEY > file` leaves it for a moment: empty, then half
+                # a key. Neither is taken; the last good key stays (the code is shared by all three).
+                for caught in ("", key[:13] + " "):
+                    with open(key_file, "w") as f:
+                        f.write(caught)
+                    time.sleep(6)
+                    status, answer = call()
+                    check(status == 200, f"{proxy}: a key file caught mid-write ({len(caught)} bytes) keeps the "
+                                         f"last good key ({status} {answer})")
             write_key(key_file, wrong)
             took, answer = wait_until(call, 401, FOLLOW_WITHIN)
             check(took is not None and answer.get("reason") == "UNAUTHENTICATED",

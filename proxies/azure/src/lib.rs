@@ -16,7 +16,11 @@ use std::collections::BTreeMap;
 
 use azure_storage::{CloudLocation, StorageCredentials};
 use exo_proto::common::v1::ErrorReason;
-use exo_proxy_core::{ExoError, config::ConfigError, secret::SecretRef};
+use exo_proxy_core::{
+    ExoError,
+    config::ConfigError,
+    secret::{Followed, SecretRef},
+};
 use serde::{Deserialize, Serialize};
 
 /// Credential keys a backend section may hold (exactly one).
@@ -155,11 +159,21 @@ impl AzureSettings {
                 };
                 (account, self.endpoint.clone().or(endpoint.map(str::to_owned)), credentials)
             }
-            "account-key" => (
-                self.account.clone(),
-                self.endpoint.clone(),
-                StorageCredentials::access_key(self.account.clone(), text.to_owned()),
-            ),
+            "account-key" => {
+                // A key that is not base64 (half written, pasted wrong) would sign every request
+                // wrongly; refuse it here so that a rotation keeps the last good key.
+                azure_core::base64::decode(text).map_err(|_| {
+                    ExoError::new(
+                        ErrorReason::InvalidArgument,
+                        format!("backend.credentials.{key}: not base64 (an account key is the base64 text the portal shows)"),
+                    )
+                })?;
+                (
+                    self.account.clone(),
+                    self.endpoint.clone(),
+                    StorageCredentials::access_key(self.account.clone(), text.to_owned()),
+                )
+            }
             _ => {
                 let credentials =
                     StorageCredentials::sas_token(text.trim_start_matches('?')).map_err(invalid)?;
@@ -186,46 +200,40 @@ impl AzureSettings {
             Some(uri) => CloudLocation::Custom { account, uri: uri.trim_end_matches('/').to_owned() },
             None => CloudLocation::Public { account },
         };
-        if self.credentials.get(key).is_some_and(SecretRef::is_file)
+        if let Some(secret) = self.credentials.get(key).filter(|secret| secret.is_file())
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            runtime.spawn(follow_rotation(self.clone(), service, &credentials, text));
+            let settings = self.clone();
+            let followed =
+                Followed::new(secret.clone(), "azure: backend.credentials", move |bytes: &[u8]| {
+                    let text = String::from_utf8_lossy(bytes).trim().to_owned();
+                    settings.resolve(service, key, &text).map(|(.., fresh)| fresh).map_err(|e| e.message)
+                })
+                .map_err(|e| ExoError::new(ErrorReason::InvalidArgument, e.to_string()))?;
+            runtime.spawn(follow_rotation(followed, &credentials));
         }
         Ok((location, credentials))
     }
 }
 
-/// Reads the credential's file again every few seconds and, when its text changed, puts the
-/// new credential in place of the old in `credentials` (shared by every client built on them);
-/// ends when those credentials are dropped. A file that cannot be read or parsed keeps the
-/// last credential, with a warning.
+/// Asks `followed` (the credential's file) again every few seconds and, when it made a new
+/// credential, puts it in place of the old in `credentials` (shared by every client built on
+/// them); ends when those credentials are dropped.
 fn follow_rotation(
-    settings: AzureSettings,
-    service: Service,
+    followed: Followed<StorageCredentials>,
     credentials: &StorageCredentials,
-    mut last: String,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let shared = std::sync::Arc::downgrade(&credentials.0);
     async move {
+        let mut taken = 0;
         loop {
             tokio::time::sleep(exo_proxy_core::secret::REREAD_EVERY).await;
             let Some(inner) = shared.upgrade() else { return };
-            let fresh = settings
-                .credential()
-                .and_then(|(key, text)| settings.resolve(service, key, &text).map(|(.., c)| (key, text, c)));
-            match fresh {
-                Ok((key, text, fresh)) if text != last => {
-                    match StorageCredentials(inner).replace(fresh).await {
-                        Ok(()) => {
-                            tracing::info!(service = ?service, "azure: backend.credentials.{key} changed; new requests use it");
-                            last = text;
-                        }
-                        Err(err) => tracing::warn!(error = %err, "azure: cannot take the rotated credential"),
-                    }
-                }
-                Ok(_) => {}
-                Err(err) => {
-                    tracing::warn!(error = %err.message, "azure: keeping the last credential");
+            let (fresh, generation) = followed.current();
+            if generation != taken {
+                match StorageCredentials(inner).replace(fresh.as_ref().clone()).await {
+                    Ok(()) => taken = generation,
+                    Err(err) => tracing::warn!(error = %err, "azure: cannot take the rotated credential"),
                 }
             }
         }
@@ -324,6 +332,20 @@ mod tests {
         let inline =
             serde_yaml_ng::from_str::<AzureSettings>("account: a\ncredentials:\n  account-key: abc\n");
         assert!(inline.is_err(), "credentials must be references");
+    }
+
+    #[test]
+    fn an_account_key_that_is_not_base64_is_refused_with_the_reason() {
+        let name = "EXO_AZURE_TEST_HALF_WRITTEN_KEY";
+        // SAFETY: this test owns this variable name; no other test reads or writes it.
+        unsafe { std::env::set_var(name, "Eby8vdM02xNOcqFl qUwJ") };
+        let settings = AzureSettings {
+            account: "devstoreaccount1".into(),
+            credentials: [("account-key".to_owned(), SecretRef::Env(name.into()))].into(),
+            ..Default::default()
+        };
+        let err = settings.connect(Service::Queue).unwrap_err();
+        assert!(err.message.contains("account-key: not base64"), "{err:?}");
     }
 
     #[test]

@@ -102,6 +102,88 @@ impl SecretRef {
     }
 }
 
+/// How a [`Followed`] secret's bytes become its value; the error says why they do not.
+type MakeValue<T> = dyn Fn(&[u8]) -> Result<T, String> + Send + Sync;
+
+/// A value made from a secret and kept in step with it: when asked for, a `file:` secret is
+/// read again if [`REREAD_EVERY`] has passed since it last was. Bytes that changed and make a
+/// value replace the value (its generation goes up); a file that cannot be read, is empty, or
+/// does not make a value (half written, say) keeps the last one, with a warning naming `what`.
+/// Other secrets cannot change while the proxy runs and are read once.
+///
+/// The reread happens on the asking caller, at most once per interval (others get the current
+/// value meanwhile), and holds no lock while it reads.
+pub struct Followed<T> {
+    secret: SecretRef,
+    what: &'static str,
+    make: Box<MakeValue<T>>,
+    every: std::time::Duration,
+    /// (when last read, the bytes read, the value they made, its generation)
+    state: std::sync::Mutex<(std::time::Instant, Vec<u8>, std::sync::Arc<T>, u64)>,
+}
+
+impl<T> Followed<T> {
+    /// Reads `secret` now and makes its value; the error (naming `what`) when either fails.
+    pub fn new(
+        secret: SecretRef,
+        what: &'static str,
+        make: impl Fn(&[u8]) -> Result<T, String> + Send + Sync + 'static,
+    ) -> Result<Self, ConfigError> {
+        let bytes = secret.resolve().map_err(|e| ConfigError::Invalid(format!("{what}: {e}")))?;
+        let value = make(&bytes).map_err(|why| ConfigError::Invalid(format!("{what}: {why}")))?;
+        let state = (std::time::Instant::now(), bytes, std::sync::Arc::new(value), 0);
+        Ok(Self {
+            secret,
+            what,
+            make: Box::new(make),
+            every: REREAD_EVERY,
+            state: std::sync::Mutex::new(state),
+        })
+    }
+
+    /// Reads the file again at most every `every` instead of [`REREAD_EVERY`] (tests).
+    pub fn rereading_every(mut self, every: std::time::Duration) -> Self {
+        self.every = every;
+        self
+    }
+
+    /// The current value and its generation (0 for the one read at start, one more for each
+    /// change taken since).
+    pub fn current(&self) -> (std::sync::Arc<T>, u64) {
+        let lock = || self.state.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let mut state = lock();
+            if !self.secret.is_file() || state.0.elapsed() < self.every {
+                return (state.2.clone(), state.3);
+            }
+            // This caller rereads; the others keep the current value until it is done.
+            state.0 = std::time::Instant::now();
+        }
+        let fresh = match self.secret.resolve() {
+            Ok(bytes) if bytes.is_empty() => Err("the file is empty".to_owned()),
+            Ok(bytes) => Ok(bytes),
+            Err(err) => Err(err.to_string()),
+        };
+        let mut state = lock();
+        match fresh {
+            Ok(bytes) if bytes == state.1 => {}
+            Ok(bytes) => match (self.make)(&bytes) {
+                Ok(value) => {
+                    state.1 = bytes;
+                    state.2 = std::sync::Arc::new(value);
+                    state.3 += 1;
+                    tracing::info!(secret = ?self.secret, "{}: changed; new requests use it", self.what);
+                }
+                Err(why) => {
+                    tracing::warn!(secret = ?self.secret, %why, "{}: keeping the last one", self.what)
+                }
+            },
+            Err(why) => tracing::warn!(secret = ?self.secret, %why, "{}: keeping the last one", self.what),
+        }
+        (state.2.clone(), state.3)
+    }
+}
+
 /// Environment variable holding the base64 secrets key.
 pub const KEY_ENV: &str = "EXO_SECRETS_KEY";
 /// Environment variable naming a file holding the base64 secrets key.
@@ -174,6 +256,47 @@ pub fn open(sealed: &str, key: &[u8; 32]) -> Result<Vec<u8>, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_followed_file_is_taken_when_it_makes_a_value_and_kept_when_it_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "one\n").unwrap();
+        let parse = |bytes: &[u8]| {
+            let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+            if text.contains(' ') { Err("a space".to_owned()) } else { Ok(text.to_owned()) }
+        };
+        let followed = Followed::new(SecretRef::File(path.clone()), "test token", parse)
+            .unwrap()
+            .rereading_every(std::time::Duration::ZERO);
+        assert_eq!(followed.current(), (std::sync::Arc::new("one".to_owned()), 0));
+        std::fs::write(&path, "two").unwrap();
+        assert_eq!(followed.current(), (std::sync::Arc::new("two".to_owned()), 1));
+        for bad in ["half written", ""] {
+            std::fs::write(&path, bad).unwrap();
+            assert_eq!(
+                followed.current(),
+                (std::sync::Arc::new("two".to_owned()), 1),
+                "{bad:?} is not taken"
+            );
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(followed.current().1, 1, "a missing file keeps the last value");
+        std::fs::write(&path, "three").unwrap();
+        assert_eq!(followed.current(), (std::sync::Arc::new("three".to_owned()), 2));
+        let err =
+            Followed::new(SecretRef::File(path.clone()), "test token", |_: &[u8]| Err::<(), _>("no".into()));
+        assert!(err.err().unwrap().to_string().contains("test token: no"));
+    }
+
+    #[test]
+    fn a_followed_secret_that_is_not_a_file_is_read_once() {
+        let followed = Followed::new(SecretRef::Env("PATH".into()), "path", |b: &[u8]| Ok(b.len()))
+            .unwrap()
+            .rereading_every(std::time::Duration::ZERO);
+        assert_eq!(followed.current().1, 0);
+        assert_eq!(followed.current().1, 0);
+    }
 
     #[test]
     fn references_parse_and_resolve_without_leaking() {

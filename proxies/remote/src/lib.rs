@@ -17,7 +17,11 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use exo_proto::common::v1::ErrorReason;
-use exo_proxy_core::{ExoError, config::ConfigError, secret::SecretRef};
+use exo_proxy_core::{
+    ExoError,
+    config::ConfigError,
+    secret::{Followed, SecretRef},
+};
 use serde::{Deserialize, Serialize};
 
 /// The proxy a `remote` backend forwards to.
@@ -105,12 +109,7 @@ pub type Transport = tonic::service::interceptor::InterceptedService<targets::Re
 /// side the same way). A secret that cannot be read any more keeps the last token, with a
 /// warning.
 #[derive(Clone)]
-pub struct RemoteToken(Option<Arc<TokenSource>>);
-
-struct TokenSource {
-    secret: SecretRef,
-    current: std::sync::RwLock<(std::time::Instant, exo_sdk::Auth)>,
-}
+pub struct RemoteToken(Option<Arc<Followed<exo_sdk::Auth>>>);
 
 impl RemoteToken {
     /// No token.
@@ -120,45 +119,24 @@ impl RemoteToken {
 
     /// The token `secret` holds, read now (an unreadable or malformed one is an error here).
     pub fn from_secret(secret: SecretRef) -> Result<Self, ExoError> {
-        let auth = read_token(&secret)?;
-        Ok(Self(Some(Arc::new(TokenSource {
-            secret,
-            current: std::sync::RwLock::new((std::time::Instant::now(), auth)),
-        }))))
+        Followed::new(secret, "remote token", token)
+            .map(|followed| Self(Some(Arc::new(followed))))
+            .map_err(|e| ExoError::new(ErrorReason::InvalidArgument, e.to_string()))
     }
 
     /// The token to send now.
     fn current(&self) -> exo_sdk::Auth {
-        let Some(source) = &self.0 else { return exo_sdk::Auth::none() };
-        let (read_at, auth) = match source.current.read() {
-            Ok(current) => (current.0, current.1.clone()),
-            Err(poisoned) => (poisoned.get_ref().0, poisoned.get_ref().1.clone()),
-        };
-        if read_at.elapsed() < exo_proxy_core::secret::REREAD_EVERY {
-            return auth;
+        match &self.0 {
+            Some(followed) => followed.current().0.as_ref().clone(),
+            None => exo_sdk::Auth::none(),
         }
-        let fresh = match read_token(&source.secret) {
-            Ok(fresh) => fresh,
-            Err(err) => {
-                tracing::warn!(error = %err.message, "remote token: keeping the last one");
-                auth
-            }
-        };
-        if let Ok(mut current) = source.current.write() {
-            *current = (std::time::Instant::now(), fresh.clone());
-        }
-        fresh
     }
 }
 
-/// The bearer token a secret reference holds.
-fn read_token(secret: &SecretRef) -> Result<exo_sdk::Auth, ExoError> {
-    let token = secret
-        .resolve()
-        .map_err(|e| ExoError::new(ErrorReason::InvalidArgument, format!("remote token: {e}")))?;
-    let token = String::from_utf8(token)
-        .map_err(|_| ExoError::new(ErrorReason::InvalidArgument, "remote token: not UTF-8 text"))?;
-    exo_sdk::Auth::bearer(token.trim()).map_err(from_remote)
+/// The bearer token in a secret's bytes.
+fn token(bytes: &[u8]) -> Result<exo_sdk::Auth, String> {
+    let token = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())?;
+    exo_sdk::Auth::bearer(token.trim()).map_err(|e| e.message)
 }
 
 impl tonic::service::Interceptor for RemoteToken {

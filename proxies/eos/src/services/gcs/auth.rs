@@ -5,16 +5,13 @@
 //! so neither tokens nor signed URLs need another crypto library.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use base64::Engine as _;
 use exo_proto::common::v1::ErrorReason;
-use exo_proxy_core::{ExoError, ExoResult, now_ms, secret::SecretRef};
+use exo_proxy_core::{ExoError, ExoResult, now_ms, secret::Followed};
 use ring::{rand::SystemRandom, signature::RsaKeyPair};
 use rustls_pki_types::{PrivatePkcs8KeyDer, pem::PemObject as _};
 use serde::Deserialize;
@@ -115,74 +112,32 @@ struct TokenReply {
     expires_in: u64,
 }
 
-/// The service-account key, as last read from its secret.
-#[derive(Debug)]
-struct Key {
-    secret: SecretRef,
-    /// (when it was read, its bytes, the key they hold)
-    state: std::sync::Mutex<(Instant, Vec<u8>, Arc<ServiceAccount>)>,
-    /// Bumped each time the key changes, so a token the old key got is not used any more.
-    generation: AtomicU64,
-}
-
 /// Access tokens and URL signing for one backend.
-#[derive(Debug)]
 pub struct Auth {
     source: TokenSource,
-    key: Option<Key>,
-    reread: Duration,
+    /// The service-account key, followed on disk when it is a `file:` secret.
+    key: Option<Followed<ServiceAccount>>,
     /// The token, when it stops being used, and the key generation that got it.
     cached: Mutex<Option<(String, Instant, u64)>>,
 }
 
-impl Auth {
-    /// Tokens from `source`; the service-account key in `secret` (when given) signs URLs and is
-    /// the token source's key. A `file:` key is read again every
-    /// [`REREAD_EVERY`](exo_proxy_core::secret::REREAD_EVERY) when it is next needed: a key
-    /// rotated on disk signs and gets tokens without a restart (a file that cannot be read or
-    /// parsed keeps the last key, with a warning).
-    pub fn new(source: TokenSource, key: Option<(SecretRef, Vec<u8>, ServiceAccount)>) -> Self {
-        Self::rereading(source, key, exo_proxy_core::secret::REREAD_EVERY)
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth").field("source", &self.source).finish_non_exhaustive()
     }
+}
 
-    fn rereading(
-        source: TokenSource,
-        key: Option<(SecretRef, Vec<u8>, ServiceAccount)>,
-        reread: Duration,
-    ) -> Self {
-        let key = key.map(|(secret, bytes, account)| Key {
-            secret,
-            state: std::sync::Mutex::new((Instant::now(), bytes, Arc::new(account))),
-            generation: AtomicU64::new(0),
-        });
-        Self { source, key, reread, cached: Mutex::new(None) }
+impl Auth {
+    /// Tokens from `source`; the service-account `key` (when given) signs URLs and is the token
+    /// source's key. A key rotated on disk signs and gets tokens without a restart
+    /// ([`Followed`]); a token the old key got is not used once it changed.
+    pub fn new(source: TokenSource, key: Option<Followed<ServiceAccount>>) -> Self {
+        Self { source, key, cached: Mutex::new(None) }
     }
 
     /// The key that signs URLs, if there is one: the file's current one.
     pub fn signer(&self) -> Option<Arc<ServiceAccount>> {
-        let key = self.key.as_ref()?;
-        let mut state = key.state.lock().unwrap_or_else(|e| e.into_inner());
-        if key.secret.is_file() && state.0.elapsed() >= self.reread {
-            state.0 = Instant::now();
-            match key.secret.resolve() {
-                Ok(bytes) if bytes != state.1 => match ServiceAccount::from_json(&bytes) {
-                    Ok(account) => {
-                        tracing::info!(email = %account.email, "gcs: the service-account key changed; new tokens and signed URLs use it");
-                        state.1 = bytes;
-                        state.2 = Arc::new(account);
-                        key.generation.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(why) => tracing::warn!(%why, "gcs: keeping the last service-account key"),
-                },
-                Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "gcs: keeping the last service-account key"),
-            }
-        }
-        Some(state.2.clone())
-    }
-
-    fn generation(&self) -> u64 {
-        self.key.as_ref().map_or(0, |k| k.generation.load(Ordering::Relaxed))
+        self.key.as_ref().map(|key| key.current().0)
     }
 
     /// The `Authorization` header value, or `None` for anonymous access.
@@ -190,8 +145,13 @@ impl Auth {
         if matches!(self.source, TokenSource::Anonymous) {
             return Ok(None);
         }
-        let account = self.signer();
-        let generation = self.generation();
+        let (account, generation) = match &self.key {
+            Some(key) => {
+                let (account, generation) = key.current();
+                (Some(account), generation)
+            }
+            None => (None, 0),
+        };
         let mut cached = self.cached.lock().await;
         if let Some((token, until, of)) = cached.as_ref()
             && Instant::now() < *until

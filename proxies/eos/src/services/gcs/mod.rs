@@ -38,7 +38,11 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use exo_proto::{common::v1::ErrorReason, object::v1 as pb};
 use exo_proxy_core::{
-    ExoError, ExoResult, config::ConfigError, now_ms, readiness, secret::SecretRef, with_causes,
+    ExoError, ExoResult,
+    config::ConfigError,
+    now_ms, readiness,
+    secret::{Followed, SecretRef},
+    with_causes,
 };
 use futures::StreamExt as _;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -326,18 +330,14 @@ impl GcsObjects {
     ) -> ExoResult<Self> {
         config.check().map_err(|e| ExoError::invalid_argument("backend", e.to_string()))?;
         let key = match &config.credentials.service_account_key {
-            Some(secret) => {
-                let bytes = secret
-                    .resolve()
-                    .map_err(|e| ExoError::new(ErrorReason::Unauthenticated, e.to_string()))?;
-                let account = ServiceAccount::from_json(&bytes).map_err(|why| {
-                    ExoError::new(
-                        ErrorReason::Unauthenticated,
-                        format!("gcs: credentials.service-account-key: {why}"),
-                    )
-                })?;
-                Some((secret.clone(), bytes, account))
-            }
+            Some(secret) => Some(
+                Followed::new(
+                    secret.clone(),
+                    "gcs: credentials.service-account-key",
+                    ServiceAccount::from_json,
+                )
+                .map_err(|e| ExoError::new(ErrorReason::Unauthenticated, e.to_string()))?,
+            ),
             None => None,
         };
         let source = match (&key, config.credentials.anonymous) {
