@@ -84,7 +84,7 @@ pub enum Target {
     Endpoint(Service, String),
     /// An eqs proxy started in-process (listen address replaced by an ephemeral loopback port),
     /// optionally around an already opened backend.
-    Queue(EqsConfig, Option<Arc<dyn Queue>>),
+    Queue(Box<EqsConfig>, Option<Arc<dyn Queue>>),
     /// An ekv proxy started in-process.
     Kv(EkvConfig, Option<Arc<dyn KeyValue>>),
     /// An eos proxy started in-process.

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use eqs::{
     backend::Queue,
-    config::EqsConfig,
     model::{Capability, Descriptor, QueueName, ReceiveParams},
     services::memory::MemoryQueue,
 };
@@ -96,7 +95,7 @@ async fn hidden_capabilities_are_reported_unsupported_not_passed() {
         &[Capability::Purge, Capability::DeadLetter, Capability::LongPoll, Capability::Topics],
         false,
     );
-    let (_, results) = run_suite(Target::Queue(EqsConfig::default(), Some(backend)), "", 8).await.unwrap();
+    let (_, results) = run_suite(Target::Queue(Box::default(), Some(backend)), "", 8).await.unwrap();
     for name in [
         "purge.empties",
         "dead_letter.after_max_receives",
@@ -119,7 +118,7 @@ async fn hidden_capabilities_are_reported_unsupported_not_passed() {
 async fn a_declared_capability_that_does_not_work_fails() {
     let backend = altered(&[], true);
     let (_, results) =
-        run_suite(Target::Queue(EqsConfig::default(), Some(backend)), "dead_letter.after", 4).await.unwrap();
+        run_suite(Target::Queue(Box::default(), Some(backend)), "dead_letter.after", 4).await.unwrap();
     assert!(
         matches!(outcome_of(&results, "dead_letter.after_max_receives"), Outcome::Fail(_)),
         "{results:?}"
@@ -131,6 +130,6 @@ async fn a_declared_topics_capability_without_topics_fails() {
     // Altered forwards no topic call: TOPICS stays declared, the trait's defaults answer.
     let backend = altered(&[], false);
     let (_, results) =
-        run_suite(Target::Queue(EqsConfig::default(), Some(backend)), "fanout.every", 4).await.unwrap();
+        run_suite(Target::Queue(Box::default(), Some(backend)), "fanout.every", 4).await.unwrap();
     assert!(matches!(outcome_of(&results, "fanout.every_subscription"), Outcome::Fail(_)), "{results:?}");
 }

@@ -112,7 +112,7 @@ impl QueueClient {
     pub fn connect_with_tls(url: &str, tls: &Tls) -> Result<Self> {
         let channel = channel(url, tls)?;
         Ok(Self {
-            inner: QueueServiceClient::with_interceptor(channel.clone(), Auth::none()),
+            inner: queue_client(channel.clone(), Auth::none()),
             channel,
             retry: RetryPolicy::default(),
         })
@@ -129,7 +129,7 @@ impl QueueClient {
 
     /// Sends `auth` (e.g. [`Auth::bearer`]) with every call; `from_env` reads `$EXO_PROXY_TOKEN`.
     pub fn with_auth(mut self, auth: Auth) -> Result<Self> {
-        self.inner = QueueServiceClient::with_interceptor(self.channel.clone(), auth);
+        self.inner = queue_client(self.channel.clone(), auth);
         Ok(self)
     }
 
@@ -283,4 +283,11 @@ impl QueueClient {
         let req = pb::PurgeRequest { queue: queue.to_owned() };
         unary(&self.retry, &self.inner, req, |mut c, r| async move { c.purge(r).await }).await.map(|_| ())
     }
+}
+
+/// The generated client with no cap on what it decodes: a receive of large messages (the
+/// LARGE_MESSAGES capability) may carry up to `max_receive_messages` × `max_message_bytes`,
+/// and the proxy already bounds what it sends.
+fn queue_client(channel: tonic::transport::Channel, auth: Auth) -> QueueServiceClient<Transport> {
+    QueueServiceClient::with_interceptor(channel, auth).max_decoding_message_size(usize::MAX)
 }

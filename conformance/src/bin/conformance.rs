@@ -145,7 +145,7 @@ fn named_target(service: Service, kind: &str, scratch: &std::path::Path) -> anyh
     };
     Ok(match service {
         Service::Queue => named_backend(service, kind, Queue::named(kind, Some(scratch.join("eqs.db"))))?
-            .map(|backend| Target::Queue(eqs::config::EqsConfig { backend, ..Default::default() }, None)),
+            .map(|backend| Target::Queue(Box::new(eqs::config::EqsConfig { backend, ..Default::default() }), None)),
         Service::Object => named_backend(service, kind, Object::named(kind, Some(scratch.join("objects"))))?
             .map(|backend| Target::Object(eos::config::EosConfig { backend, ..Default::default() })),
         Service::Kv => named_backend(service, kind, Kv::named(kind, Some(scratch.join("ekv.db"))))?
@@ -209,7 +209,7 @@ fn targets(
                 );
             }
             found.push(match of {
-                Service::Queue => Target::Queue(load_yaml(path)?, None),
+                Service::Queue => Target::Queue(Box::new(load_yaml(path)?), None),
                 Service::Kv => Target::Kv(load_yaml(path)?, None),
                 Service::Object => Target::Object(load_yaml(path)?),
             });

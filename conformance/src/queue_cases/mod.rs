@@ -17,6 +17,7 @@ mod dead_letter;
 mod delay;
 mod delivery;
 mod http;
+mod large;
 mod long_poll;
 mod message;
 mod purge;
@@ -45,6 +46,7 @@ pub fn queue_cases() -> Vec<Case> {
         consumers::cases(),
         delivery::cases(),
         purge::cases(),
+        large::cases(),
         http::cases(),
         topics::cases(),
         topic_filters::cases(),
@@ -81,6 +83,7 @@ pub async fn probe_unsupported(ctx: &Ctx, capability: Cap) -> Result<(), String>
         Cap::Purge => c.purge(&queue).await,
         Cap::StaleReceipts => return stale_receipts_undeclared(ctx, &queue).await,
         Cap::Topics => ctx.topics.create_topic(&ctx.name("probe-topic")).await.map(|_| ()),
+        Cap::LargeMessages => return large::large_messages_undeclared(ctx, &queue).await,
         Cap::Durable | Cap::Unspecified => return Err(format!("no probe for {capability:?}")),
     };
     match result {

@@ -116,12 +116,14 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
                 )
                 .unwrap_or_default(),
                 topics: declared_topics(m, true),
+                large_messages: None,
             }),
             // Every provider that is not local: its backends, chained.
             _ => yaml(&EqsConfig {
                 server: server(eqs::config::DEFAULT_PORT, "eqs"),
                 backend: queue_backend(m, task_role),
                 topics: declared_topics(m, false),
+                large_messages: None,
             }),
         };
         out.push(Sidecar {

@@ -94,7 +94,7 @@ mod tests {
         type Queue = Descriptor<QueueCapability, ()>;
         type Object = Descriptor<ObjectCapability, ()>;
         type Kv = Descriptor<KvCapability, ()>;
-        assert_eq!(Queue::every_capability().len(), QueueCapability::Topics as usize);
+        assert_eq!(Queue::every_capability().len(), QueueCapability::LargeMessages as usize);
         assert!(Queue::every_capability().contains(&QueueCapability::DeadLetter));
         assert_eq!(Object::every_capability().len(), ObjectCapability::IdempotentDelete as usize);
         assert_eq!(Kv::every_capability().len(), KvCapability::List as usize);

@@ -28,6 +28,11 @@ pub trait ObjectStore: Send + Sync + 'static {
     }
     /// `Ok` when the backend can serve requests.
     async fn ready(&self) -> ExoResult<()>;
+    /// The name the backend's own service knows `bucket` by (S3 adds `name-prefix`): what a
+    /// native client names it, e.g. in a large-message reference.
+    fn native_bucket_name(&self, bucket: &BucketName) -> String {
+        bucket.as_str().to_owned()
+    }
     /// Creates a bucket; false if it existed.
     async fn create_bucket(&self, bucket: &BucketName) -> ExoResult<bool>;
     /// Deletes an empty bucket.

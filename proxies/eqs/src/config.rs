@@ -47,6 +47,56 @@ pub struct EqsConfig {
     /// they exist already). The proxy reports ready once they all exist.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topics: Vec<DeclaredTopic>,
+    /// Where bodies above the backend's own limit go (claim-check); without it such messages
+    /// are refused with MESSAGE_TOO_LARGE.
+    #[serde(default, rename = "large-messages", skip_serializing_if = "Option::is_none")]
+    pub large_messages: Option<LargeMessagesConfig>,
+}
+
+/// Large messages (`large-messages:`): the object store their bodies go to
+/// (see [`crate::layers::LargeMessageQueue`]).
+///
+/// ```yaml
+/// large-messages:
+///   store: { kind: s3, region: eu-west-1 }   # any eos backend: fs, s3, azure-blob, gcs
+///   bucket: exo-large-messages               # the layer's own: its sweeper deletes in it
+///   max-message-bytes: 4063232
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LargeMessagesConfig {
+    /// The object backend, configured as eos's `backend:` section.
+    pub store: eos::config::BackendConfig,
+    /// The bucket (made at start when missing).
+    pub bucket: String,
+    /// Prefix of every key written (and of what the sweeper looks at).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    /// The largest message accepted (body plus attributes), above the backend's own limit; the
+    /// server's `max-request-bytes` must leave room for it.
+    #[serde(default = "default_large_message_bytes")]
+    pub max_message_bytes: u64,
+    /// How often the sweeper deletes bodies no message can reference any more.
+    #[serde(default = "default_sweep_every", with = "humantime_serde")]
+    pub sweep_every: std::time::Duration,
+    /// How long past its message's longest possible life a body is kept.
+    #[serde(default = "default_sweep_every", with = "humantime_serde")]
+    pub sweep_grace: std::time::Duration,
+}
+
+/// Default largest large message: what fits the default `max-request-bytes` (4 MiB) with room
+/// for the request around it.
+pub const DEFAULT_LARGE_MESSAGE_BYTES: u64 = 4 * 1024 * 1024 - 64 * 1024;
+/// Largest `large-messages.max-message-bytes`: a receive holds its messages in memory (up to
+/// 32 MiB of bodies per receive, or one message).
+pub const MAX_LARGE_MESSAGE_BYTES: u64 = 32 * 1024 * 1024;
+
+fn default_large_message_bytes() -> u64 {
+    DEFAULT_LARGE_MESSAGE_BYTES
+}
+
+fn default_sweep_every() -> std::time::Duration {
+    std::time::Duration::from_secs(3600)
 }
 
 /// A topic in the config (`topics:`).
@@ -137,7 +187,12 @@ fn default_server() -> ServerConfig {
 
 impl Default for EqsConfig {
     fn default() -> Self {
-        Self { server: default_server(), backend: BackendConfig::default(), topics: Vec::new() }
+        Self {
+            server: default_server(),
+            backend: BackendConfig::default(),
+            topics: Vec::new(),
+            large_messages: None,
+        }
     }
 }
 
@@ -146,6 +201,7 @@ impl EqsConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.backend.validate()?;
+        self.validate_large_messages()?;
         // A `remote` backend's limit is the remote proxy's, known only once it answers.
         let Some(max) = self.backend.largest_item() else {
             return self.validate_topics();
@@ -160,6 +216,38 @@ impl EqsConfig {
             )));
         }
         self.validate_topics()
+    }
+
+    /// The large-message section: a store that validates, a portable bucket name, a limit above
+    /// the backend's that a request can carry, a sweep interval.
+    fn validate_large_messages(&self) -> Result<(), ConfigError> {
+        let Some(large) = &self.large_messages else { return Ok(()) };
+        let invalid = |why: String| ConfigError::Invalid(format!("large-messages.{why}"));
+        large.store.validate().map_err(|e| invalid(format!("store: {e}")))?;
+        eos::model::BucketName::parse("bucket", &large.bucket, "bucket")
+            .map_err(|e| invalid(format!("bucket: {}", e.message)))?;
+        let Some(inline) = self.backend.largest_item() else {
+            return Err(invalid(
+                "store: the backend's limit is not known here (a remote proxy's): give large-messages to the remote proxy instead"
+                    .into(),
+            ));
+        };
+        let max = large.max_message_bytes;
+        if max <= inline || max > MAX_LARGE_MESSAGE_BYTES {
+            return Err(invalid(format!(
+                "max-message-bytes ({max}) must be above the backend's own limit ({inline}) and at most {MAX_LARGE_MESSAGE_BYTES}"
+            )));
+        }
+        if max as usize + 64 * 1024 > self.server.max_request_bytes {
+            return Err(invalid(format!(
+                "max-message-bytes ({max}) needs server.max-request-bytes of at least {}",
+                max + 64 * 1024
+            )));
+        }
+        if large.sweep_every.is_zero() {
+            return Err(invalid("sweep-every must be above 0".into()));
+        }
+        Ok(())
     }
 
     /// Declared topics: portable names, unique; filters that parse.

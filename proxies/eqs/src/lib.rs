@@ -51,12 +51,44 @@ pub fn layered(backend: Arc<dyn Queue>, metrics: Arc<Metrics>, config: &EqsConfi
     Arc::new(layers::Layered::new(backend, stack, config.server.request_timeout))
 }
 
+/// Puts the large-message layer (claim-check) around `backend` when the config has
+/// `large-messages:`; its store is layered like any backend (metrics labelled `object`).
+pub async fn with_large_messages(
+    backend: Arc<dyn Queue>,
+    metrics: Arc<Metrics>,
+    config: &EqsConfig,
+) -> ExoResult<(Arc<dyn Queue>, Option<Arc<layers::LargeMessageQueue>>)> {
+    let Some(large) = &config.large_messages else { return Ok((backend, None)) };
+    let timeout = config.server.request_timeout;
+    let context = eos::services::OpenContext {
+        // The store's own presigned URLs are never handed out.
+        presigner: Arc::new(eos::presign::LocalPresigner::new("http://127.0.0.1", None)),
+        presign_base: None,
+        call_timeout: timeout,
+    };
+    let store = large.store.open(&context).await?;
+    let stack = exo_proxy_core::layers::standard(&config.server, metrics);
+    let store: Arc<dyn eos::backend::ObjectStore> =
+        Arc::new(eos::layers::Layered::new(store, stack, timeout));
+    let settings = layers::LargeMessageSettings {
+        bucket: eos::model::BucketName::parse("bucket", &large.bucket, "large-messages.bucket")?,
+        prefix: large.prefix.clone(),
+        max_message_bytes: large.max_message_bytes,
+        call_timeout: timeout,
+        sweep_grace: large.sweep_grace,
+    };
+    let layer = Arc::new(layers::LargeMessageQueue::new(backend, store, settings)?);
+    Ok((layer.clone(), Some(layer)))
+}
+
 /// A configured eqs proxy, ready to serve.
 pub struct EqsProxy {
     server: ProxyServer,
     listener: TcpListener,
     depth: QueueDepth,
     declared: DeclaredTopics,
+    /// The large-message layer and how often its sweeper runs.
+    sweeper: Option<(Arc<layers::LargeMessageQueue>, Duration)>,
 }
 
 /// The config's `topics:`, made when the proxy starts (retried with back-off while the backend
@@ -219,6 +251,8 @@ impl EqsProxy {
         };
         let metrics = Arc::new(metrics);
         let backend = layered(backend, metrics.clone(), config);
+        let (backend, large) = with_large_messages(backend, metrics.clone(), config).await?;
+        let sweeper = large.zip(config.large_messages.as_ref().map(|l| l.sweep_every));
         let api = QueueApi::new(backend.clone());
         if !config.topics.is_empty() {
             backend.descriptor().require(model::Capability::Topics, "the topics declared in the config")?;
@@ -249,7 +283,7 @@ impl EqsProxy {
         .grpc_service(topics)
         .http_routes(http::routes(api));
         let listener = server.bind().await?;
-        Ok(Self { server, listener, depth, declared })
+        Ok(Self { server, listener, depth, declared, sweeper })
     }
 
     /// The address it listens on.
@@ -261,9 +295,13 @@ impl EqsProxy {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ProxyError> {
         let sampler = tokio::spawn(self.depth.run());
         let declared = tokio::spawn(self.declared.run());
+        let sweeper = self.sweeper.map(|(layer, every)| tokio::spawn(layer.run_sweeper(every)));
         let result = self.server.serve(self.listener, shutdown).await;
         sampler.abort();
         declared.abort();
+        if let Some(sweeper) = sweeper {
+            sweeper.abort();
+        }
         Ok(result?)
     }
 }

@@ -153,6 +153,7 @@ async fn up(
         server: ServerConfig { listen: eqs_listen, log: log.clone(), ..ServerConfig::default() },
         backend: BackendConfig::named("embedded", Some(data_dir.join("eqs.db")))?,
         topics,
+        large_messages: None,
     };
     let eqs = EqsProxy::bind(&eqs_config).await.context("cannot start eqs")?;
     let eos_config = EosConfig {

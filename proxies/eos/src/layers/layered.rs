@@ -59,6 +59,9 @@ impl<L: Layer> ObjectStore for Layered<L> {
     fn is_described(&self) -> bool {
         self.inner.is_described()
     }
+    fn native_bucket_name(&self, bucket: &BucketName) -> String {
+        self.inner.native_bucket_name(bucket)
+    }
     async fn ready(&self) -> ExoResult<()> {
         bounded(self.ready_timeout, self.inner.ready()).await
     }

@@ -407,6 +407,10 @@ impl ObjectStore for S3Objects {
         &self.descriptor
     }
 
+    fn native_bucket_name(&self, bucket: &BucketName) -> String {
+        self.physical(bucket.as_str())
+    }
+
     async fn ready(&self) -> ExoResult<()> {
         let probe = self.client.list_buckets().max_buckets(1).send().await;
         readiness(probe.map(|_| ()).map_err(|err| map_error("s3", "ListBuckets", err)))
