@@ -21,6 +21,7 @@ emulator_pids=()
 interop_requirements=(
   "moto[server]==5.2.5"
   "boto3==1.44.5"
+  "amazon-sqs-extended-client==1.0.1"
   "azure-storage-queue==12.18.1"
   "azure-storage-blob==12.31.1"
   "azure-data-tables==12.7.0"
@@ -46,7 +47,7 @@ ensure_interop_tools() {
   if [[ -x "$interop_venv/bin/moto_server" && -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]]; then
     return 0
   fi
-  echo "installing moto and the native clients (boto3, Azure SDKs, psycopg, redis-py, nats-py, pika, google-cloud-storage, fake-gcs-server) into $interop_venv"
+  echo "installing moto and the native clients (boto3 and the SQS extended client, Azure SDKs, psycopg, redis-py, nats-py, pika, google-cloud-storage, fake-gcs-server) into $interop_venv"
   mkdir -p "$emulators_tools"
   python3 -m venv "$interop_venv"
   "$interop_venv/bin/python" -m pip install --quiet --disable-pip-version-check "${interop_requirements[@]}"

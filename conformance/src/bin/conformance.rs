@@ -145,7 +145,9 @@ fn named_target(service: Service, kind: &str, scratch: &std::path::Path) -> anyh
     };
     Ok(match service {
         Service::Queue => named_backend(service, kind, Queue::named(kind, Some(scratch.join("eqs.db"))))?
-            .map(|backend| Target::Queue(Box::new(eqs::config::EqsConfig { backend, ..Default::default() }), None)),
+            .map(|backend| {
+                Target::Queue(Box::new(eqs::config::EqsConfig { backend, ..Default::default() }), None)
+            }),
         Service::Object => named_backend(service, kind, Object::named(kind, Some(scratch.join("objects"))))?
             .map(|backend| Target::Object(eos::config::EosConfig { backend, ..Default::default() })),
         Service::Kv => named_backend(service, kind, Kv::named(kind, Some(scratch.join("ekv.db"))))?

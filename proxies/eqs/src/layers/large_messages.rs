@@ -221,7 +221,8 @@ impl LargeMessageQueue {
         let stream: ByteStream = Box::pin(futures::stream::once(async move { Ok(body) }));
         let meta = PutMeta {
             content_type: "application/octet-stream".to_owned(),
-            metadata: HashMap::from([("exo-queue".to_owned(), queue.as_str().to_owned())]),
+            // The key names the queue; no metadata (each service has its own rules for names).
+            metadata: HashMap::new(),
             condition: WriteCondition::None,
             content_length: Some(length),
             max_bytes: 0,
