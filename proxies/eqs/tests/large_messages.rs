@@ -243,3 +243,14 @@ fn a_large_message_limit_the_backend_already_has_is_refused_at_start() {
     let err = exo_proxy_core::config::parse_yaml::<EqsConfig>(text, "t").unwrap().validate().unwrap_err();
     assert!(err.to_string().contains("large-messages.bucket"), "{err}");
 }
+
+#[tokio::test]
+async fn a_bucket_deleted_by_hand_after_start_is_made_again() {
+    let s = setup(Duration::from_secs(3600)).await;
+    let q = create(&*s.layer, "again", 3600).await;
+    s.store.delete_bucket(&bucket()).await.unwrap();
+    s.layer.send(&q, vec![message(vec![3; 9000])]).await.unwrap().pop().unwrap().unwrap();
+    let got = s.layer.receive(&q, params()).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, vec![3; 9000]);
+}

@@ -215,21 +215,30 @@ impl LargeMessageQueue {
             )
             .with_field("message.attributes"));
         }
-        self.ensure_bucket().await?;
         let body = Bytes::from(std::mem::take(&mut message.body));
-        let length = body.len() as u64;
-        let stream: ByteStream = Box::pin(futures::stream::once(async move { Ok(body) }));
-        let meta = PutMeta {
-            content_type: "application/octet-stream".to_owned(),
-            // The key names the queue; no metadata (each service has its own rules for names).
-            metadata: HashMap::new(),
-            condition: WriteCondition::None,
-            content_length: Some(length),
-            max_bytes: 0,
+        let put = |body: Bytes| {
+            let meta = PutMeta {
+                content_type: "application/octet-stream".to_owned(),
+                // The key names the queue; no metadata (each service has its own rules for names).
+                metadata: HashMap::new(),
+                condition: WriteCondition::None,
+                content_length: Some(body.len() as u64),
+                max_bytes: 0,
+            };
+            let stream: ByteStream = Box::pin(futures::stream::once(async move { Ok(body) }));
+            self.timed("put", self.store.put(&self.settings.bucket, &key, meta, stream))
         };
-        self.timed("put", self.store.put(&self.settings.bucket, &key, meta, stream))
-            .await
-            .map_err(|e| store_error("cannot store the large message's body", e))?;
+        self.ensure_bucket().await?;
+        let stored = match put(body.clone()).await {
+            // Deleted by hand since the proxy made it: made again, once.
+            Err(err) if err.reason == ErrorReason::BucketNotFound => {
+                self.bucket_made.store(false, Ordering::Release);
+                self.ensure_bucket().await?;
+                put(body).await
+            }
+            other => other,
+        };
+        stored.map_err(|e| store_error("cannot store the large message's body", e))?;
         message.body = pointer.into_bytes();
         message.attributes.insert(SIZE_ATTRIBUTE.to_owned(), size);
         Ok((message, Some(key)))
