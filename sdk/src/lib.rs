@@ -87,7 +87,35 @@ impl tonic::service::Interceptor for Auth {
         if let Some(value) = &self.0 {
             request.metadata_mut().insert("authorization", value.clone());
         }
+        #[cfg(feature = "opentelemetry")]
+        trace_context::inject(request.metadata_mut());
         Ok(request)
+    }
+}
+
+/// The caller's OpenTelemetry context on every call, as the app's global propagator writes it
+/// (`traceparent` with `TraceContextPropagator`), so the proxy's spans continue the app's trace.
+#[cfg(feature = "opentelemetry")]
+mod trace_context {
+    use opentelemetry::propagation::Injector;
+    use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+
+    struct Metadata<'a>(&'a mut MetadataMap);
+
+    impl Injector for Metadata<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            if let (Ok(key), Ok(value)) =
+                (MetadataKey::from_bytes(key.as_bytes()), MetadataValue::try_from(value))
+            {
+                self.0.insert(key, value);
+            }
+        }
+    }
+
+    pub(crate) fn inject(metadata: &mut MetadataMap) {
+        opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.inject_context(&opentelemetry::Context::current(), &mut Metadata(metadata));
+        });
     }
 }
 

@@ -48,11 +48,20 @@ where
     F: Future<Output = Result<(), E>>,
     E: From<std::io::Error>,
 {
-    init_tracing(&server.log);
+    let runtime = server.runtime()?;
+    // Inside the runtime: the trace exporter's gRPC channel is made there.
+    let traces = {
+        let _inside = runtime.enter();
+        init_tracing(&server.log)
+    };
     for warning in crate::config::take_deprecations() {
         tracing::warn!("{warning}");
     }
-    server.runtime()?.block_on(serve)
+    let result = runtime.block_on(serve);
+    if let Some(traces) = traces {
+        runtime.block_on(traces.finish());
+    }
+    result
 }
 
 /// A proxy's whole configuration file, as the shared command-line entry needs to see it.

@@ -32,6 +32,7 @@ pub mod server;
 pub mod stalls;
 pub mod telemetry;
 pub mod tls;
+pub mod traces;
 
 pub use descriptor::Descriptor;
 pub use error::{ExoError, ExoResult, default_retryable, grpc_code, http_status, readiness, with_causes};

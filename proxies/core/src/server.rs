@@ -158,6 +158,7 @@ impl ProxyServer {
             .merge(http)
             .fallback(not_found)
             .layer(axum::middleware::from_fn(crate::deadline::caller_deadline))
+            .layer(axum::middleware::from_fn(crate::traces::request_span))
             .layer(axum::middleware::from_fn_with_state(
                 self.config.body_idle_timeout,
                 crate::stalls::idle_bodies,

@@ -6,6 +6,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
+use exo_proxy_core::traces::TRACEPARENT;
 use exo_proxy_core::{ExoError, ExoResult};
 
 use crate::{
@@ -104,6 +105,7 @@ impl QueueApi {
             .message
             .ok_or_else(|| ExoError::invalid_argument("message", "message is required"))
             .and_then(|m| validate_message(self.descriptor(), m, "message"))
+            .map(|m| carry_trace(self.descriptor(), m))
             .map_err(|e| self.stamp(e.with_resource(name.as_str())))?;
         let mut results = self.backend.send(&name, vec![message]).await?;
         let message_id =
@@ -117,7 +119,7 @@ impl QueueApi {
         let descriptor = self.descriptor();
         let entries = req.entries.into_iter().map(|e| (e.id, e.message));
         let batch = BatchEntries::check(entries, descriptor.limits.max_batch_entries, |m, field| {
-            validate_message(descriptor, m, field)
+            validate_message(descriptor, m, field).map(|m| carry_trace(descriptor, m))
         })
         .map_err(|e| self.stamp(e))?;
         let mut results: Vec<pb::SendBatchResult> = batch
@@ -149,6 +151,12 @@ impl QueueApi {
         let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
         let params = receive_params(self.descriptor(), &req).map_err(|e| self.stamp(e))?;
         let messages = self.backend.receive(&name, params).await?;
+        if exo_proxy_core::traces::enabled() {
+            // The receive leads to each message's send (whoever sent it with a trace context).
+            for traceparent in messages.iter().filter_map(|m| m.attributes.get(TRACEPARENT)) {
+                exo_proxy_core::traces::link_current(traceparent);
+            }
+        }
         Ok(pb::ReceiveResponse { messages })
     }
 
@@ -393,6 +401,25 @@ pub fn normalize_options(
         }
     }
     Ok(options)
+}
+
+/// With traces on, a message sent without a `traceparent` attribute gets the send's, so its
+/// consumers' receives link to the send (and a consumer can continue the trace). Only where it
+/// fits: a message already at the attribute or size limit goes without.
+fn carry_trace(descriptor: &Descriptor, mut message: pb::OutgoingMessage) -> pb::OutgoingMessage {
+    let Some(traceparent) = exo_proxy_core::traces::current_traceparent() else { return message };
+    let limits = &descriptor.limits;
+    let size = message.body.len()
+        + message.attributes.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        + TRACEPARENT.len()
+        + traceparent.len();
+    if !message.attributes.contains_key(TRACEPARENT)
+        && message.attributes.len() < limits.max_attributes as usize
+        && size as u64 <= limits.max_message_bytes
+    {
+        message.attributes.insert(TRACEPARENT.to_owned(), traceparent);
+    }
+    message
 }
 
 /// Checks one outgoing message against the limits and the attribute rules.

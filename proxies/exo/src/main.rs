@@ -138,7 +138,7 @@ async fn up(
         format: if json_logs { LogFormat::Json } else { LogFormat::Text },
         ..LogConfig::default()
     };
-    init_tracing(&log);
+    let traces = init_tracing(&log);
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
 
     // The manifest's topics, made by eqs with their queues (nothing else makes them locally).
@@ -199,6 +199,9 @@ async fn up(
     let _ = stop_tx.send(true);
     while let Some(result) = tasks.join_next().await {
         result.context("proxy task panicked")??;
+    }
+    if let Some(traces) = traces {
+        traces.finish().await;
     }
     println!("ExoFlow stopped.");
     Ok(())

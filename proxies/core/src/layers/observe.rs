@@ -3,6 +3,8 @@
 
 use std::{future::Future, sync::Arc, time::Instant};
 
+use tracing::Instrument;
+
 use super::{Call, Layer};
 use crate::{
     ExoResult,
@@ -29,6 +31,7 @@ impl Layer for Observe {
         next: impl Future<Output = ExoResult<T>> + Send,
     ) -> impl Future<Output = ExoResult<T>> + Send {
         let metrics = &self.metrics;
+        let span = crate::traces::backend_span(call.service, call.op, call.backend);
         async move {
             let _in_flight = metrics.start();
             let started = Instant::now();
@@ -48,5 +51,6 @@ impl Layer for Observe {
             metrics.observe(&OpLabels { service, op, backend, outcome }, started.elapsed());
             result
         }
+        .instrument(span)
     }
 }

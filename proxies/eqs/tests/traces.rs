@@ -1,0 +1,191 @@
+//! OpenTelemetry: the real `eqs-proxy` binary exports its spans over OTLP/gRPC to a receiver
+//! run here. A send made by exo-sdk inside an app's trace continues it (server span, backend
+//! span under it), the message carries the send's context, and a receive in another trace links
+//! to the send. Without the endpoint nothing is exported and messages carry nothing extra.
+
+use std::{
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use exo_sdk::{Outgoing, QueueClient, QueueOptions, Receive, RetryPolicy};
+use opentelemetry::{
+    Context,
+    trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState},
+};
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
+    },
+    trace::v1::Span,
+};
+use tokio::{
+    io::{AsyncBufReadExt as _, BufReader},
+    process::{Child, Command},
+};
+
+#[derive(Clone, Default)]
+struct Receiver(Arc<Mutex<Vec<Span>>>);
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.0.lock().unwrap();
+        for resource in request.into_inner().resource_spans {
+            for scope in resource.scope_spans {
+                spans.extend(scope.spans);
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+async fn start_receiver() -> (Receiver, String) {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let service = TraceServiceServer::new(receiver.clone());
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    (receiver, url)
+}
+
+async fn spawn_proxy(otlp: Option<&str>) -> (Child, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_eqs-proxy"));
+    command
+        .args(["--backend", "memory", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("OTEL_SERVICE_NAME", "eqs-under-test")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(url) = otlp {
+        command.env("OTEL_EXPORTER_OTLP_ENDPOINT", url);
+    }
+    let mut child = command.spawn().expect("eqs-proxy starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            if event["message"] == "eqs-proxy ready" {
+                return event["addr"].as_str().unwrap().to_owned();
+            }
+        }
+        panic!("eqs-proxy exited before it was ready");
+    })
+    .await
+    .expect("eqs-proxy ready in time");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, format!("http://{addr}"))
+}
+
+fn app_context(trace: &str, span: &str) -> Context {
+    let remote = SpanContext::new(
+        TraceId::from_hex(trace).unwrap(),
+        SpanId::from_hex(span).unwrap(),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    );
+    Context::new().with_remote_span_context(remote)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const APP_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const APP_SPAN: &str = "00f067aa0ba902b7";
+const CONSUMER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+const CONSUMER_SPAN: &str = "b7ad6b7169203331";
+
+// One test per process: the propagator the app sets is global.
+#[tokio::test(flavor = "current_thread")]
+async fn a_send_continues_the_apps_trace_and_the_receive_links_to_it() {
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let (receiver, otlp) = start_receiver().await;
+    let (mut proxy, url) = spawn_proxy(Some(&otlp)).await;
+    let client = QueueClient::connect(&url).unwrap().with_retry(RetryPolicy::none());
+    client.create_queue("traced", QueueOptions::default()).await.unwrap();
+
+    {
+        let _app = app_context(APP_TRACE, APP_SPAN).attach();
+        client.send_message("traced", Outgoing::new("hello").attribute("k", "v")).await.unwrap();
+    }
+    let received = {
+        let _consumer = app_context(CONSUMER_TRACE, CONSUMER_SPAN).attach();
+        client.receive("traced", Receive::up_to(1).wait(Duration::from_secs(2))).await.unwrap()
+    };
+    assert_eq!(received.len(), 1);
+    let carried =
+        received[0].attributes.get("traceparent").cloned().expect("the message carries the send's context");
+    assert_eq!(received[0].attributes.get("k").map(String::as_str), Some("v"));
+
+    // Spans arrive in batches every 100 ms.
+    let (send, backend, receive) = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            {
+                let spans = receiver.0.lock().unwrap();
+                let send = spans
+                    .iter()
+                    .find(|s| hex(&s.trace_id) == APP_TRACE && hex(&s.parent_span_id) == APP_SPAN)
+                    .cloned();
+                let receive = spans
+                    .iter()
+                    .find(|s| hex(&s.trace_id) == CONSUMER_TRACE && hex(&s.parent_span_id) == CONSUMER_SPAN)
+                    .cloned();
+                if let (Some(send), Some(receive)) = (send, receive) {
+                    let backend = spans.iter().find(|s| s.parent_span_id == send.span_id).cloned();
+                    if let Some(backend) = backend {
+                        return (send, backend, receive);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("spans not exported: {:#?}", receiver.0.lock().unwrap()));
+
+    assert!(send.name.contains("Send"), "send span named {:?}", send.name);
+    assert_eq!(send.kind, 2, "a server span");
+    assert_eq!(backend.name, "memory send");
+    assert_eq!(backend.kind, 3, "a client span");
+    assert_eq!(hex(&backend.trace_id), APP_TRACE);
+    assert_eq!(
+        carried,
+        format!("00-{APP_TRACE}-{}-01", hex(&send.span_id)),
+        "the message names the send span"
+    );
+    assert!(
+        receive.links.iter().any(|l| hex(&l.trace_id) == APP_TRACE && l.span_id == send.span_id),
+        "the receive links to the send: {:?}",
+        receive.links
+    );
+    proxy.kill().await.unwrap();
+
+    // Without the endpoint: nothing exported, and nothing added to messages.
+    let (mut plain, url) = spawn_proxy(None).await;
+    let client = QueueClient::connect(&url).unwrap().with_retry(RetryPolicy::none());
+    client.create_queue("plain", QueueOptions::default()).await.unwrap();
+    {
+        let _app = app_context(APP_TRACE, APP_SPAN).attach();
+        client.send_message("plain", Outgoing::new("x")).await.unwrap();
+    }
+    let got = client.receive("plain", Receive::up_to(1)).await.unwrap();
+    assert!(got[0].attributes.is_empty(), "{:?}", got[0].attributes);
+    plain.kill().await.unwrap();
+}
