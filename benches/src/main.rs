@@ -16,6 +16,7 @@ use std::{
 
 mod floors;
 mod kv;
+mod layers;
 mod object;
 mod soak;
 mod topic;
@@ -53,6 +54,8 @@ enum Cmd {
     Topic(topic::TopicArgs),
     /// A mixed load on all three proxies for minutes, failing on errors or RSS / descriptor growth.
     Soak(soak::SoakArgs),
+    /// The cost per call of each layer of the standard stack when the backend answers at once.
+    Layers(layers::LayersArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -699,5 +702,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Kv(args) => runtime.block_on(kv::bench(args)),
         Cmd::Topic(args) => runtime.block_on(topic::bench(args)),
         Cmd::Soak(args) => runtime.block_on(soak::bench(args)),
+        Cmd::Layers(args) => runtime.block_on(layers::bench(args)),
     }
 }
