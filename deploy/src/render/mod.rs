@@ -241,6 +241,7 @@ fn queue_backend(m: &Manifest, task_role: bool) -> eqs::config::BackendConfig {
         BackendConfig::Failover(FailoverConfig {
             members,
             member_timeout: exo_proxy_core::failover::MEMBER_TIMEOUT,
+            member_backoff: exo_proxy_core::failover::BACKOFF,
         })
     })
     .unwrap_or_default()
@@ -254,6 +255,7 @@ fn object_backend(m: &Manifest, task_role: bool, journal: std::path::PathBuf) ->
             members,
             journal,
             member_timeout: exo_proxy_core::failover::MEMBER_TIMEOUT,
+            member_backoff: exo_proxy_core::failover::BACKOFF,
         })
     })
     .unwrap_or_default()
@@ -267,6 +269,7 @@ fn kv_backend(m: &Manifest, task_role: bool, journal: std::path::PathBuf) -> ekv
             members,
             journal,
             member_timeout: exo_proxy_core::failover::MEMBER_TIMEOUT,
+            member_backoff: exo_proxy_core::failover::BACKOFF,
         })
     })
     .unwrap_or_default()

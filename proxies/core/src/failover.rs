@@ -30,6 +30,33 @@ use crate::{ExoError, ExoResult, now_ms};
 pub const BACKOFF: Duration = Duration::from_secs(5);
 /// The default deadline of one call to one member.
 pub const MEMBER_TIMEOUT: Duration = Duration::from_secs(3);
+/// Checks a chain's member settings: the per-call deadline and the back-off are positive and
+/// at most an hour (a back-off of 0 would retry a dead member on every call).
+pub fn validate_member_settings(
+    member_timeout: Duration,
+    member_backoff: Duration,
+) -> Result<(), crate::config::ConfigError> {
+    let hour = Duration::from_secs(3600);
+    for (field, value) in [("member-timeout", member_timeout), ("member-backoff", member_backoff)] {
+        if value.is_zero() || value > hour {
+            return Err(crate::config::ConfigError::Invalid(format!(
+                "backend.{field} must be above 0 and at most 1h (got {value:?})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `member-timeout`'s default, for the chains' configs.
+pub fn default_member_timeout() -> Duration {
+    MEMBER_TIMEOUT
+}
+
+/// `member-backoff`'s default, for the chains' configs.
+pub fn default_member_backoff() -> Duration {
+    BACKOFF
+}
+
 /// How often members in their back-off are probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 

@@ -375,6 +375,27 @@ mod tests {
     }
 
     #[test]
+    fn failover_member_settings_are_checked_and_named() {
+        let chain = |extra: &str| {
+            format!(
+                "backend:\n  kind: failover\n  members: [{{ kind: memory }}, {{ kind: memory }}]\n{extra}"
+            )
+        };
+        let ok: EqsConfig =
+            parse_yaml(&chain("  member-timeout: 500ms\n  member-backoff: 250ms\n"), "t").unwrap();
+        ok.validate().unwrap();
+        let BackendConfig::Failover(failover) = &ok.backend else { panic!("not a chain") };
+        assert_eq!(failover.member_backoff, std::time::Duration::from_millis(250));
+        for (extra, field) in
+            [("  member-backoff: 0s\n", "member-backoff"), ("  member-timeout: 0s\n", "member-timeout")]
+        {
+            let config: EqsConfig = parse_yaml(&chain(extra), "t").unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+        }
+    }
+
+    #[test]
     fn unknown_backend_kind_is_reported() {
         let err = parse_yaml::<EqsConfig>("backend:\n  kind: sqs3\n", "t").unwrap_err().to_string();
         assert!(err.contains("sqs3"), "{err}");

@@ -47,16 +47,16 @@ pub struct FailoverConfig {
     #[serde(default = "default_journal_path")]
     pub journal: std::path::PathBuf,
     /// The deadline of one call to one member (a hung member is set aside after it).
-    #[serde(default = "default_member_timeout", with = "humantime_serde")]
+    #[serde(default = "exo_proxy_core::failover::default_member_timeout", with = "humantime_serde")]
     pub member_timeout: Duration,
+    /// How long a member that failed with an outage is set aside (each member its own, like a
+    /// breaker that opens on the first outage); a probe re-admits it sooner once it answers.
+    #[serde(default = "exo_proxy_core::failover::default_member_backoff", with = "humantime_serde")]
+    pub member_backoff: Duration,
 }
 
 fn default_journal_path() -> std::path::PathBuf {
     std::path::PathBuf::from(".exo/ekv-failover.db")
-}
-
-fn default_member_timeout() -> Duration {
-    exo_proxy_core::failover::MEMBER_TIMEOUT
 }
 
 impl exo_proxy_core::registry::Backend for FailoverKv {
@@ -68,7 +68,8 @@ impl exo_proxy_core::registry::Backend for FailoverKv {
         FailoverConfig {
             members: Vec::new(),
             journal: default_journal_path(),
-            member_timeout: default_member_timeout(),
+            member_timeout: exo_proxy_core::failover::MEMBER_TIMEOUT,
+            member_backoff: exo_proxy_core::failover::BACKOFF,
         }
     }
 
@@ -76,6 +77,7 @@ impl exo_proxy_core::registry::Backend for FailoverKv {
         if config.members.is_empty() {
             return Err(ConfigError::Invalid("backend.members of a failover chain must not be empty".into()));
         }
+        exo_proxy_core::failover::validate_member_settings(config.member_timeout, config.member_backoff)?;
         config.members.iter().try_for_each(BackendConfig::validate)
     }
 
@@ -89,12 +91,8 @@ impl exo_proxy_core::registry::Backend for FailoverKv {
                 opened.push(member.open(context).await?);
             }
             let journal = FailoverJournal::open(&config.journal).await?;
-            let chain: Self::Opened = Arc::new(FailoverKv::new(
-                opened,
-                journal,
-                config.member_timeout,
-                exo_proxy_core::failover::BACKOFF,
-            )?);
+            let chain: Self::Opened =
+                Arc::new(FailoverKv::new(opened, journal, config.member_timeout, config.member_backoff)?);
             Ok(chain)
         })
     }

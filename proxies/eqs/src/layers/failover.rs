@@ -30,12 +30,12 @@ pub struct FailoverConfig {
     /// Members in priority order (at least one).
     pub members: Vec<BackendConfig>,
     /// The deadline of one call to one member (a hung member is set aside after it).
-    #[serde(default = "default_member_timeout", with = "humantime_serde")]
+    #[serde(default = "exo_proxy_core::failover::default_member_timeout", with = "humantime_serde")]
     pub member_timeout: Duration,
-}
-
-fn default_member_timeout() -> Duration {
-    exo_proxy_core::failover::MEMBER_TIMEOUT
+    /// How long a member that failed with an outage is set aside (each member its own, like a
+    /// breaker that opens on the first outage); a probe re-admits it sooner once it answers.
+    #[serde(default = "exo_proxy_core::failover::default_member_backoff", with = "humantime_serde")]
+    pub member_backoff: Duration,
 }
 
 impl exo_proxy_core::registry::Backend for FailoverQueue {
@@ -44,13 +44,18 @@ impl exo_proxy_core::registry::Backend for FailoverQueue {
     type Config = FailoverConfig;
 
     fn settings(_data: Option<std::path::PathBuf>) -> FailoverConfig {
-        FailoverConfig { members: Vec::new(), member_timeout: default_member_timeout() }
+        FailoverConfig {
+            members: Vec::new(),
+            member_timeout: exo_proxy_core::failover::MEMBER_TIMEOUT,
+            member_backoff: exo_proxy_core::failover::BACKOFF,
+        }
     }
 
     fn validate(config: &FailoverConfig) -> Result<(), ConfigError> {
         if config.members.is_empty() {
             return Err(ConfigError::Invalid("backend.members of a failover chain must not be empty".into()));
         }
+        exo_proxy_core::failover::validate_member_settings(config.member_timeout, config.member_backoff)?;
         config.members.iter().try_for_each(BackendConfig::validate)
     }
 
@@ -68,8 +73,12 @@ impl exo_proxy_core::registry::Backend for FailoverQueue {
             for member in &config.members {
                 opened.push(member.open(context).await?);
             }
-            let chain: Self::Opened =
-                Arc::new(FailoverQueue::new(opened)?.with_member_timeout(config.member_timeout).probing());
+            let chain: Self::Opened = Arc::new(
+                FailoverQueue::new(opened)?
+                    .with_member_timeout(config.member_timeout)
+                    .with_member_backoff(config.member_backoff)
+                    .probing(),
+            );
             Ok(chain)
         })
     }
@@ -127,6 +136,11 @@ impl FailoverQueue {
     /// Changes the deadline of one call to one member.
     pub fn with_member_timeout(self, timeout: Duration) -> Self {
         self.reconfigure(|chain| chain.with_member_timeout(timeout))
+    }
+
+    /// Changes how long a member that failed with an outage is set aside.
+    pub fn with_member_backoff(self, backoff: Duration) -> Self {
+        self.reconfigure(|chain| chain.with_backoff(backoff))
     }
 
     /// Probes members in their back-off and re-admits one as soon as it answers (rather than
