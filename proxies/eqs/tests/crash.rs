@@ -5,42 +5,21 @@
 use std::{
     collections::HashSet,
     path::Path,
-    process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use exo_sdk::{Outgoing, QueueClient, QueueOptions, Receive, RetryPolicy, TopicClient};
-use tokio::{
-    io::{AsyncBufReadExt as _, BufReader},
-    process::{Child, Command},
-};
+use tokio::process::Child;
 
-/// Starts the proxy on an ephemeral port and returns it with its URL (read from its JSON log).
+mod binary;
+
+/// Starts the proxy on the embedded database `db`.
 async fn spawn_proxy(db: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eqs-proxy"))
-        .args(["--backend", "embedded", "--listen", "127.0.0.1:0", "--log-format", "json", "--db"])
-        .arg(db)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("eqs-proxy starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-            if event["message"] == "eqs-proxy ready" {
-                return event["addr"].as_str().unwrap().to_owned();
-            }
-        }
-        panic!("eqs-proxy exited before it was ready");
+    binary::spawn_proxy(|command| {
+        command.args(["--backend", "embedded", "--db"]).arg(db);
     })
     .await
-    .expect("eqs-proxy ready in time");
-    // Keep draining its log so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, format!("http://{addr}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,6 @@
 //! to the send. Without the endpoint nothing is exported and messages carry nothing extra.
 
 use std::{
-    process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -21,10 +20,9 @@ use opentelemetry_proto::tonic::{
     },
     trace::v1::Span,
 };
-use tokio::{
-    io::{AsyncBufReadExt as _, BufReader},
-    process::{Child, Command},
-};
+use tokio::process::Child;
+
+mod binary;
 
 #[derive(Clone, Default)]
 struct Receiver(Arc<Mutex<Vec<Span>>>);
@@ -61,33 +59,17 @@ async fn start_receiver() -> (Receiver, String) {
 }
 
 async fn spawn_proxy(otlp: Option<&str>) -> (Child, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_eqs-proxy"));
-    command
-        .args(["--backend", "memory", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .env("OTEL_SERVICE_NAME", "eqs-under-test")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true);
-    if let Some(url) = otlp {
-        command.env("OTEL_EXPORTER_OTLP_ENDPOINT", url);
-    }
-    let mut child = command.spawn().expect("eqs-proxy starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-            if event["message"] == "eqs-proxy ready" {
-                return event["addr"].as_str().unwrap().to_owned();
-            }
+    binary::spawn_proxy(|command| {
+        command
+            .args(["--backend", "memory"])
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .env("OTEL_SERVICE_NAME", "eqs-under-test");
+        if let Some(url) = otlp {
+            command.env("OTEL_EXPORTER_OTLP_ENDPOINT", url);
         }
-        panic!("eqs-proxy exited before it was ready");
     })
     .await
-    .expect("eqs-proxy ready in time");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, format!("http://{addr}"))
 }
 
 fn app_context(trace: &str, span: &str) -> Context {
