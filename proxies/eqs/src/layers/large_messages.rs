@@ -162,9 +162,18 @@ impl LargeMessageQueue {
         if self.bucket_made.load(Ordering::Acquire) {
             return Ok(());
         }
-        self.timed("create bucket", self.store.create_bucket(&self.settings.bucket))
-            .await
-            .map_err(|e| store_error("cannot make the large-message bucket", e))?;
+        // Look before making: a role allowed to use the bucket (a template made it) may not be
+        // allowed to create buckets.
+        let bucket = &self.settings.bucket;
+        match self.timed("list", self.store.list(bucket, &self.settings.prefix, "", None, 1)).await {
+            Ok(_) => {}
+            Err(err) if err.reason == ErrorReason::BucketNotFound => {
+                self.timed("create bucket", self.store.create_bucket(bucket))
+                    .await
+                    .map_err(|e| store_error("cannot make the large-message bucket", e))?;
+            }
+            Err(err) => return Err(store_error("cannot reach the large-message bucket", err)),
+        }
         self.bucket_made.store(true, Ordering::Release);
         Ok(())
     }
