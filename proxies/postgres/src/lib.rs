@@ -148,10 +148,6 @@ impl PostgresSettings {
             .url
             .parse()
             .map_err(|e| ExoError::invalid_argument("backend.url", format!("not a PostgreSQL URL: {e}")))?;
-        if let Some(password) = &self.password {
-            let password = password.resolve().map_err(|e| ExoError::internal(e.to_string()))?;
-            config.password(password);
-        }
         if config.get_application_name().is_none() {
             config.application_name("exoflow");
         }
@@ -226,9 +222,25 @@ async fn listen_on<S, T>(
     }
 }
 
+/// A `file:` password is read again (at most every few seconds) when a connection is made, so
+/// a rotated password is used by the next new connection without a restart; connections open
+/// already stay as they are (PostgreSQL keeps a session when its role's password changes).
+type Password = Option<Arc<exo_proxy_core::secret::Followed<Vec<u8>>>>;
+
+/// The settings with the current password.
+fn with_password(config: &tokio_postgres::Config, password: &Password) -> tokio_postgres::Config {
+    let mut config = config.clone();
+    if let Some(password) = password {
+        config.password(password.current().0.as_slice());
+    }
+    config
+}
+
 /// A fixed set of connections, used round-robin; a dropped one is replaced on its next use.
 pub struct Connections {
+    /// Without the password, which is [`Self::password`]'s current one at each connect.
     config: tokio_postgres::Config,
+    password: Password,
     tls: Tls,
     slots: Vec<Mutex<Option<Arc<Client>>>>,
     next: AtomicUsize,
@@ -245,8 +257,18 @@ impl Connections {
     /// the others as they are first used.
     pub async fn open(settings: &PostgresSettings) -> ExoResult<Self> {
         let (config, tls) = settings.config()?;
+        let password = match &settings.password {
+            Some(secret) => Some(Arc::new(
+                exo_proxy_core::secret::Followed::new(secret.clone(), "backend.password", |bytes| {
+                    Ok(bytes.to_vec())
+                })
+                .map_err(|e| ExoError::invalid_argument("backend.password", e.to_string()))?,
+            )),
+            None => None,
+        };
         let connections = Self {
             config,
+            password,
             tls,
             slots: (0..settings.connections.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
@@ -262,7 +284,8 @@ impl Connections {
         if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(client.clone());
         }
-        let client = Arc::new(connect(&self.config, &self.tls).await.map_err(|e| map_error("connect", &e))?);
+        let config = with_password(&self.config, &self.password);
+        let client = Arc::new(connect(&config, &self.tls).await.map_err(|e| map_error("connect", &e))?);
         *slot = Some(client.clone());
         Ok(client)
     }
@@ -307,10 +330,11 @@ impl Connections {
         channel: String,
         heard: impl Fn(&str) + Send + Sync + 'static,
     ) -> tokio::task::JoinHandle<()> {
-        let config = self.config.clone();
+        let (config, password) = (self.config.clone(), self.password.clone());
         let tls = self.tls.clone();
         tokio::spawn(async move {
             loop {
+                let config = with_password(&config, &password);
                 let failed = match &tls {
                     Tls::Plain => match config.connect(NoTls).await {
                         Ok((client, connection)) => {
