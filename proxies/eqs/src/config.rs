@@ -58,7 +58,8 @@ pub struct EqsConfig {
 ///
 /// ```yaml
 /// large-messages:
-///   store: { kind: s3, region: eu-west-1 }   # any eos backend: fs, s3, azure-blob, gcs
+///   store: { kind: remote, url: http://127.0.0.1:7402 }   # the eos sidecar; or fs, and s3,
+///                                             # azure-blob, gcs with eqs's *-store features
 ///   bucket: exo-large-messages               # the layer's own: its sweeper deletes in it
 ///   max-message-bytes: 4063232
 /// ```
@@ -223,7 +224,24 @@ impl EqsConfig {
     fn validate_large_messages(&self) -> Result<(), ConfigError> {
         let Some(large) = &self.large_messages else { return Ok(()) };
         let invalid = |why: String| ConfigError::Invalid(format!("large-messages.{why}"));
-        large.store.validate().map_err(|e| invalid(format!("store: {e}")))?;
+        large.store.validate().map_err(|e| {
+            let feature = match large.store.kind() {
+                "s3" => "s3-store",
+                "azure-blob" => "blob-store",
+                "gcs" => "gcs-store",
+                _ => return invalid(format!("store: {e}")),
+            };
+            if e.to_string().contains("is not in this build") {
+                invalid(format!(
+                    "store: kind '{}' is not in this eqs build (the images leave the cloud stores to the eos \
+                     sidecar): point it at eos with `kind: remote` and eos's url, or build eqs with the cargo \
+                     feature `{feature}`",
+                    large.store.kind()
+                ))
+            } else {
+                invalid(format!("store: {e}"))
+            }
+        })?;
         eos::model::BucketName::parse("bucket", &large.bucket, "bucket")
             .map_err(|e| invalid(format!("bucket: {}", e.message)))?;
         let Some(inline) = self.backend.largest_item() else {
