@@ -409,13 +409,11 @@ pub fn normalize_options(
 fn carry_trace(descriptor: &Descriptor, mut message: pb::OutgoingMessage) -> pb::OutgoingMessage {
     let Some(traceparent) = exo_proxy_core::traces::current_traceparent() else { return message };
     let limits = &descriptor.limits;
-    let size = message.body.len()
-        + message.attributes.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-        + TRACEPARENT.len()
-        + traceparent.len();
+    let size = crate::model::message_bytes(&message.body, &message.attributes)
+        + (TRACEPARENT.len() + traceparent.len()) as u64;
     if !message.attributes.contains_key(TRACEPARENT)
         && message.attributes.len() < limits.max_attributes as usize
-        && size as u64 <= limits.max_message_bytes
+        && size <= limits.max_message_bytes
     {
         message.attributes.insert(TRACEPARENT.to_owned(), traceparent);
     }
@@ -464,12 +462,11 @@ pub(crate) fn check_contents(
         )
         .with_field(format!("{field}.attributes")));
     }
-    let mut size = body.len() as u64;
     for (name, value) in attributes {
         check_attribute(name, value)
             .map_err(|err| err.with_field(format!("{field}.attributes[{name:?}]")))?;
-        size += (name.len() + value.len()) as u64;
     }
+    let size = crate::model::message_bytes(body, attributes);
     if size > max_bytes {
         return Err(ExoError::new(
             ErrorReason::MessageTooLarge,

@@ -34,6 +34,16 @@ pub fn local_limits(max_message_bytes: u64) -> pb::Limits {
     }
 }
 
+/// A message's size as every limit counts it: the body plus each attribute's name and value.
+pub fn message_bytes(body: &[u8], attributes: &std::collections::HashMap<String, String>) -> u64 {
+    body.len() as u64 + attribute_bytes(attributes)
+}
+
+/// What the attributes' names and values take of a message's size.
+pub fn attribute_bytes(attributes: &std::collections::HashMap<String, String>) -> u64 {
+    attributes.iter().map(|(name, value)| (name.len() + value.len()) as u64).sum()
+}
+
 /// Default visibility timeout when a queue does not set one.
 pub const DEFAULT_VISIBILITY_SECONDS: u32 = 30;
 /// Default retention when a queue does not set one (4 days, as SQS).

@@ -52,7 +52,10 @@ use futures::StreamExt;
 
 use crate::{
     backend::Queue,
-    model::{Capability, Descriptor, Published, QueueName, ReceiveParams, TopicName, UNDECODABLE_ATTRIBUTE},
+    model::{
+        Capability, Descriptor, Published, QueueName, ReceiveParams, TopicName, UNDECODABLE_ATTRIBUTE,
+        attribute_bytes, message_bytes,
+    },
 };
 
 /// The attribute that marks a reference, as the extended client writes it.
@@ -178,10 +181,9 @@ impl LargeMessageQueue {
         Ok(())
     }
 
-    /// The message's size as the backend counts it (body plus attribute names and values).
+    /// The message's size as the backend counts it.
     fn size(message: &pb::OutgoingMessage) -> u64 {
-        message.body.len() as u64
-            + message.attributes.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum::<u64>()
+        message_bytes(&message.body, &message.attributes)
     }
 
     /// Stores a large message's body and returns the message carrying its reference; a small
@@ -212,7 +214,7 @@ impl LargeMessageQueue {
         let size = message.body.len().to_string();
         let inline = pointer.len() as u64
             + (SIZE_ATTRIBUTE.len() + size.len()) as u64
-            + message.attributes.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum::<u64>();
+            + attribute_bytes(&message.attributes);
         if inline > self.inline_max {
             return Err(ExoError::new(
                 ErrorReason::MessageTooLarge,
@@ -272,9 +274,7 @@ impl LargeMessageQueue {
     /// A received message with its body restored. `Ok(None)`: the store cannot be read now,
     /// give the message back.
     async fn restore(&self, mut message: pb::Message) -> ExoResult<Option<pb::Message>> {
-        let marked = message.attributes.contains_key(SIZE_ATTRIBUTE)
-            || message.attributes.contains_key(LEGACY_SIZE_ATTRIBUTE);
-        if !marked {
+        if !marks_reference(&message.attributes) {
             return Ok(Some(message));
         }
         let pointer = match serde_json::from_slice::<Pointer>(&message.body) {
@@ -329,9 +329,22 @@ impl LargeMessageQueue {
                 );
                 Ok(Some(message))
             }
-            Err(err) => {
+            // The store is out for now: the message waits in the queue rather than go without.
+            Err(err) if err.retryable || err.reason == ErrorReason::BackendUnavailable => {
                 tracing::warn!(key = %pointer.key, error = %err, "cannot read a large message's body now; giving the message back");
                 Ok(None)
+            }
+            // A reference the store refuses outright (a foreign producer's malformed key, a
+            // permission missing): given back it would come back forever, so it is delivered.
+            Err(err) => {
+                undecodable(
+                    &mut message,
+                    format!(
+                        "its body is a reference to object '{}' that cannot be read: {}",
+                        pointer.key, err.message
+                    ),
+                );
+                Ok(Some(message))
             }
         }
     }
@@ -450,6 +463,11 @@ impl LargeMessageQueue {
     }
 }
 
+/// Whether attributes carry a reference's mark (either extended-client name).
+fn marks_reference(attributes: &HashMap<String, String>) -> bool {
+    attributes.contains_key(SIZE_ATTRIBUTE) || attributes.contains_key(LEGACY_SIZE_ATTRIBUTE)
+}
+
 fn store_error(what: &str, err: ExoError) -> ExoError {
     let retryable = err.retryable || err.reason == ErrorReason::BackendUnavailable;
     let mut out = ExoError::new(
@@ -498,9 +516,7 @@ impl Queue for LargeMessageQueue {
         messages: Vec<pb::OutgoingMessage>,
     ) -> ExoResult<Vec<ExoResult<String>>> {
         if messages.iter().all(|m| Self::size(m) <= self.inline_max)
-            && !messages.iter().any(|m| {
-                m.attributes.contains_key(SIZE_ATTRIBUTE) || m.attributes.contains_key(LEGACY_SIZE_ATTRIBUTE)
-            })
+            && !messages.iter().any(|m| marks_reference(&m.attributes))
         {
             return self.inner.send(name, messages).await;
         }
@@ -552,6 +568,10 @@ impl Queue for LargeMessageQueue {
 
     async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
         let messages = self.inner.receive(name, params).await?;
+        // Most receives carry no reference: they pass as they are.
+        if !messages.iter().any(|m| marks_reference(&m.attributes)) {
+            return Ok(messages);
+        }
         let restored: Vec<_> = futures::stream::iter(messages.into_iter().map(|m| {
             let receipt = m.receipt.clone();
             async move { (receipt, self.restore(m).await) }
