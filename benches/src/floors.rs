@@ -4,6 +4,7 @@
 //!
 //! - [`tcp_round_trips`]: a raw TCP loopback round trip of the body size — a blocking echo
 //!   server on its own thread and a blocking client, `TCP_NODELAY`, as a C ping-pong would be;
+//! - [`unix_round_trips`]: the same over a Unix socket pair (what `--unix` calls through);
 //! - [`tonic_round_trips`]: a bare tonic unary echo of the body size (HTTP/2 + gRPC framing, no
 //!   protobuf, no proxy logic), its server on its own thread and runtime, as a proxy would be;
 //! - [`loopback_bandwidth`]: what one loopback TCP connection carries, writer to reader.
@@ -23,34 +24,47 @@ use crate::Samples;
 /// `count` round trips of `body` bytes over one loopback TCP connection to an echo thread.
 pub fn tcp_round_trips(body: usize, count: usize) -> anyhow::Result<Samples> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let server = std::thread::spawn(move || -> std::io::Result<()> {
-        let (mut socket, _) = listener.accept()?;
-        socket.set_nodelay(true)?;
+    let client = TcpStream::connect(listener.local_addr()?)?;
+    let (server, _) = listener.accept()?;
+    client.set_nodelay(true)?;
+    server.set_nodelay(true)?;
+    echo_round_trips(client, server, body, count)
+}
+
+/// The same over a Unix socket pair: the floor of a proxy reached at `unix:` (no TCP stack).
+pub fn unix_round_trips(body: usize, count: usize) -> anyhow::Result<Samples> {
+    let (client, server) = std::os::unix::net::UnixStream::pair()?;
+    echo_round_trips(client, server, body, count)
+}
+
+/// `count` round trips of `body` bytes from `client` to an echo thread serving `server`.
+fn echo_round_trips<S>(mut client: S, mut server: S, body: usize, count: usize) -> anyhow::Result<Samples>
+where
+    S: std::io::Read + std::io::Write + Send + 'static,
+{
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
         let mut buffer = vec![0u8; body.max(1)];
         loop {
-            if socket.read_exact(&mut buffer).is_err() {
+            if server.read_exact(&mut buffer).is_err() {
                 return Ok(()); // the client is done
             }
-            socket.write_all(&buffer)?;
+            server.write_all(&buffer)?;
         }
     });
-    let mut socket = TcpStream::connect(addr)?;
-    socket.set_nodelay(true)?;
     let message = vec![b'x'; body.max(1)];
     let mut answer = vec![0u8; body.max(1)];
     let mut samples = Samples::default();
     for i in 0..count + count / 10 {
         let started = Instant::now();
-        socket.write_all(&message)?;
-        socket.read_exact(&mut answer)?;
+        client.write_all(&message)?;
+        client.read_exact(&mut answer)?;
         // The first tenth warms up.
         if i >= count / 10 {
             samples.0.push(started.elapsed());
         }
     }
-    drop(socket);
-    server.join().map_err(|_| anyhow::anyhow!("echo thread panicked"))??;
+    drop(client);
+    echo.join().map_err(|_| anyhow::anyhow!("echo thread panicked"))??;
     Ok(samples)
 }
 

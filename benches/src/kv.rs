@@ -33,6 +33,9 @@ pub struct KvArgs {
     /// opened from its `backend:` section, so both reach the same service the same way.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The proxy also serves a Unix socket and the SDK calls it at `unix:PATH`.
+    #[arg(long)]
+    unix: bool,
 }
 
 #[derive(Default)]
@@ -118,11 +121,16 @@ async fn collect(
 pub async fn bench(args: KvArgs) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
     let bin = sibling_bin("ekv-proxy")?;
-    let flags = crate::backend_args(&args.backend, args.config.as_deref(), "--db");
+    let mut flags = crate::backend_args(&args.backend, args.config.as_deref(), "--db");
+    let socket = scratch.path().join("proxy.sock");
+    if args.unix {
+        flags.splice(0..0, ["--unix-socket".to_owned(), socket.display().to_string()]);
+    }
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut proxy =
         spawn_any_proxy(&bin, &flags, &scratch.path().join("proxy.db"), "ekv-proxy ready").await?;
-    let client = KvClient::connect(&proxy.url)?.with_retry(RetryPolicy::none());
+    let url = if args.unix { format!("unix:{}", socket.display()) } else { proxy.url.clone() };
+    let client = KvClient::connect(&url)?.with_retry(RetryPolicy::none());
     client.create_table("bench").await?;
     let direct_config = match &args.config {
         Some(file) => exo_proxy_core::config::load_yaml::<ekv::config::EkvConfig>(file)?.backend,
@@ -137,6 +145,10 @@ pub async fn bench(args: KvArgs) -> anyhow::Result<()> {
     direct(backend.clone(), 500, 1, &value).await?;
 
     let tcp = crate::floors::tcp_round_trips(args.value_bytes, args.cycles.min(5000))?;
+    let unix = match args.unix {
+        true => Some(crate::floors::unix_round_trips(args.value_bytes, args.cycles.min(5000))?),
+        false => None,
+    };
     let bare_tonic = crate::floors::tonic_round_trips(args.value_bytes, args.cycles.min(5000)).await?;
     let cpu = process_cpu(proxy.pid)?;
     let via_serial = via_proxy(&client, args.cycles, 1, &value).await?;
@@ -148,7 +160,12 @@ pub async fn bench(args: KvArgs) -> anyhow::Result<()> {
     let direct_parallel = direct(backend.clone(), args.cycles, args.concurrency, &value).await?;
     let (_, peak) = memory_kib(proxy.pid)?;
 
-    println!("## ekv: put → get, backend `{}`, {} B values\n", direct_config.kind(), args.value_bytes);
+    println!(
+        "## ekv: put → get, backend `{}`, {} B values{}\n",
+        direct_config.kind(),
+        args.value_bytes,
+        if args.unix { ", via proxy over its Unix socket (unix:)" } else { "" }
+    );
     println!(
         "| call | direct p50 µs | via proxy p50 µs | added p50 µs | direct p99 µs | via proxy p99 µs | via proxy p99.9 µs |"
     );
@@ -173,8 +190,22 @@ pub async fn bench(args: KvArgs) -> anyhow::Result<()> {
         us(tcp.percentile(99.0)),
         us(tcp.percentile(99.9))
     );
+    if let Some(unix) = &unix {
+        println!(
+            "| raw Unix socket round trip of {} B | – | {} | – | – | {} | {} |",
+            args.value_bytes,
+            us(unix.percentile(50.0)),
+            us(unix.percentile(99.0)),
+            us(unix.percentile(99.9))
+        );
+    }
     println!();
-    crate::floor_ratios(&tcp, &bare_tonic, &[("put", &via_serial.put), ("get", &via_serial.get)]);
+    crate::floor_ratios(
+        &tcp,
+        unix.as_ref(),
+        &bare_tonic,
+        &[("put", &via_serial.put), ("get", &via_serial.get)],
+    );
     let rate = |p: &Phase| p.ops as f64 / p.elapsed.as_secs_f64();
     println!("\n| measure | direct | via proxy | ratio via/direct |");
     println!("|---|---|---|---|");

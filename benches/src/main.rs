@@ -86,6 +86,10 @@ struct QueueArgs {
     /// TLS costs per call, against the same floors. Local backends only.
     #[arg(long, conflicts_with = "config")]
     tls: bool,
+    /// The proxy also serves a Unix socket and the SDK calls it at `unix:PATH` (a sidecar in
+    /// the same pod): what the TCP stack costs, against a raw Unix socket round trip as well.
+    #[arg(long, conflicts_with_all = ["tls", "hop"])]
+    unix: bool,
     /// Also call through an edge eqs-proxy (`kind: remote`) forwarding to the measured proxy
     /// (over TLS with `--tls`): what one forwarding hop adds, in the same run.
     #[arg(long)]
@@ -249,7 +253,10 @@ async fn spawn_proxy(
     db: &Path,
 ) -> anyhow::Result<ProxyProcess> {
     let config = tls.map(|t| t.config.as_path()).or(args.config.as_deref());
-    let backend = backend_args(&args.backend, config, "--db");
+    let mut backend = backend_args(&args.backend, config, "--db");
+    if args.unix {
+        backend.splice(0..0, ["--unix-socket".to_owned(), db.with_extension("sock").display().to_string()]);
+    }
     let backend: Vec<&str> = backend.iter().map(String::as_str).collect();
     // Over TLS the plain-HTTP probe cannot ask: ready is the proxy's own "ready" line.
     spawn_any_proxy_probing(bin, &backend, db, "eqs-proxy ready", tls.is_none()).await
@@ -391,16 +398,35 @@ fn memory_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
 /// Each call via the proxy as a multiple of the raw TCP round trip (p50 against p50, p99
 /// against p99), and the bare tonic echo's for comparison: how far the SDK call is from the
 /// floor, whatever the machine's speed at that moment.
-pub(crate) fn floor_ratios(tcp: &Samples, bare_tonic: &Samples, calls: &[(&str, &Samples)]) {
-    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
-    println!("| call (one in flight) | p50 ÷ raw TCP p50 | p99 ÷ raw TCP p99 |");
-    println!("|---|---|---|");
-    for (name, samples) in calls.iter().copied().chain([("bare tonic unary echo", bare_tonic)]) {
-        println!(
-            "| {name} | {:.2} | {:.2} |",
-            ratio(samples.percentile(50.0), tcp.percentile(50.0)),
-            ratio(samples.percentile(99.0), tcp.percentile(99.0))
-        );
+/// Each call's p50 and p99 as multiples of the raw TCP round trip's (and of the raw Unix
+/// socket's, when the calls went over one).
+pub(crate) fn floor_ratios(
+    tcp: &Samples,
+    unix: Option<&Samples>,
+    bare_tonic: &Samples,
+    calls: &[(&str, &Samples)],
+) {
+    let ratio = |a: &Samples, b: &Samples, p: f64| {
+        a.percentile(p).as_secs_f64() / b.percentile(p).as_secs_f64().max(1e-9)
+    };
+    match unix {
+        Some(_) => {
+            println!(
+                "| call (one in flight) | p50 ÷ raw TCP p50 | p99 ÷ raw TCP p99 | p50 ÷ raw Unix p50 | p99 ÷ raw Unix p99 |"
+            );
+            println!("|---|---|---|---|---|");
+        }
+        None => {
+            println!("| call (one in flight) | p50 ÷ raw TCP p50 | p99 ÷ raw TCP p99 |");
+            println!("|---|---|---|");
+        }
+    }
+    for (name, samples) in calls.iter().copied().chain([("bare tonic unary echo (TCP)", bare_tonic)]) {
+        print!("| {name} | {:.2} | {:.2} |", ratio(samples, tcp, 50.0), ratio(samples, tcp, 99.0));
+        if let Some(unix) = unix {
+            print!(" {:.2} | {:.2} |", ratio(samples, unix, 50.0), ratio(samples, unix, 99.0));
+        }
+        println!();
     }
 }
 
@@ -447,6 +473,9 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
             let settings = exo_sdk::Tls { ca_file: Some(tls.ca_file.clone()), ..Default::default() };
             QueueClient::connect_with_tls(&format!("https://localhost:{port}"), &settings)?
         }
+        None if args.unix => {
+            QueueClient::connect(&format!("unix:{}", scratch.path().join("proxy.sock").display()))?
+        }
         None => QueueClient::connect(&proxy.url)?,
     }
     .with_retry(RetryPolicy::none());
@@ -488,6 +517,11 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
 
     // Physical floors of the same size, in the same run (see `floors`).
     let tcp = floors::tcp_round_trips(args.body_bytes, args.cycles.min(5000))?;
+    let unix = if args.unix {
+        Some(floors::unix_round_trips(args.body_bytes, args.cycles.min(5000))?)
+    } else {
+        None
+    };
     let bare_tonic = floors::tonic_round_trips(args.body_bytes, args.cycles.min(5000)).await?;
 
     // Latency: one worker, so each call is measured alone.
@@ -521,7 +555,13 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
         "## eqs: send → receive → ack, backend `{}`, {} B bodies{}\n",
         direct_config.kind(),
         args.body_bytes,
-        if args.tls { ", via proxy over TLS (https://, rustls)" } else { "" }
+        if args.tls {
+            ", via proxy over TLS (https://, rustls)"
+        } else if args.unix {
+            ", via proxy over its Unix socket (unix:)"
+        } else {
+            ""
+        }
     );
     println!(
         "| call | direct p50 µs | via proxy p50 µs | added p50 µs | direct p99 µs | via proxy p99 µs | added p99 µs | via proxy p99.9 µs |"
@@ -563,9 +603,19 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
         us(bare_tonic.percentile(99.0)),
         us(bare_tonic.percentile(99.9))
     );
+    if let Some(unix) = &unix {
+        println!(
+            "| raw Unix socket round trip of {} B | – | {} | – | – | {} | – | {} |",
+            args.body_bytes,
+            us(unix.percentile(50.0)),
+            us(unix.percentile(99.0)),
+            us(unix.percentile(99.9))
+        );
+    }
     println!();
     floor_ratios(
         &tcp,
+        unix.as_ref(),
         &bare_tonic,
         &[("send", &via_serial.send), ("receive", &via_serial.receive), ("ack", &via_serial.ack)],
     );

@@ -291,6 +291,24 @@ pub struct Container {
     /// Another image for edge hosts.
     #[serde(default)]
     pub edge_override: Option<ImageRef>,
+    /// How the app reaches its proxies in a Kubernetes pod: `tcp` (loopback ports, the default)
+    /// or `unix` (sockets in a shared in-memory `emptyDir` at `/run/exoflow`, the endpoints
+    /// `unix:/run/exoflow/eqs.sock`…: no TCP stack per call). gRPC clients in every language
+    /// accept `unix:` targets; an HTTP/JSON client must be told the socket. Other targets keep
+    /// loopback ports.
+    #[serde(default)]
+    pub proxy_transport: ProxyTransport,
+}
+
+/// `app.container.proxy-transport`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyTransport {
+    /// Loopback TCP ports.
+    #[default]
+    Tcp,
+    /// Unix sockets in a volume the pod's containers share.
+    Unix,
 }
 
 /// An image and tag.

@@ -197,6 +197,51 @@ fn local_proxy_configs_load_with_the_proxies_own_loaders() {
 }
 
 #[test]
+fn proxy_transport_unix_shares_sockets_through_an_in_memory_volume() {
+    use exo_proxy_core::config::parse_yaml;
+    let m = checked("edge-local.yaml"); // proxy-transport: unix
+    let files = render(&m, Target::K8s, true);
+    let deployment: serde_json::Value = serde_yaml_ng::from_str(&files["k8s/deployment.yaml"]).unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "exoflow-sockets").unwrap();
+    assert_eq!(volume["emptyDir"]["medium"], "Memory");
+    let mounted = |c: &serde_json::Value| {
+        c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "exoflow-sockets" && v["mountPath"] == "/run/exoflow")
+    };
+    let app = &pod["containers"][0];
+    assert!(mounted(app), "the app mounts the sockets");
+    let env = |name: &str| {
+        app["env"].as_array().unwrap().iter().find(|e| e["name"] == name).unwrap()["value"].clone()
+    };
+    assert_eq!(env("EXO_EQS_ENDPOINT"), "unix:/run/exoflow/eqs.sock");
+    assert_eq!(env("EXO_EOS_ENDPOINT"), "unix:/run/exoflow/eos.sock");
+    assert_eq!(env("EXO_EKV_ENDPOINT"), "unix:/run/exoflow/ekv.sock");
+    for sidecar in pod["initContainers"].as_array().unwrap() {
+        assert!(mounted(sidecar), "{} mounts the sockets", sidecar["name"]);
+        // The TCP port stays: the probes use it.
+        assert!(sidecar["readinessProbe"]["grpc"]["port"].is_number());
+    }
+    let configmap: serde_yaml_ng::Value = serde_yaml_ng::from_str(&files["k8s/configmap.yaml"]).unwrap();
+    let eqs =
+        parse_yaml::<eqs::config::EqsConfig>(configmap["data"]["eqs.yaml"].as_str().unwrap(), "eqs").unwrap();
+    eqs.validate().unwrap();
+    assert_eq!(eqs.server.unix_socket.as_deref(), Some(std::path::Path::new("/run/exoflow/eqs.sock")));
+
+    // Other targets keep loopback ports; the default is TCP in pods too.
+    for s in exo_deploy::render::sidecars(&m, ProxyHost::Loopback, &exo_deploy::render::shared_data_dir) {
+        assert!(s.socket.is_none() && !s.config.contains("unix-socket"), "{}", s.config);
+    }
+    let tcp = checked("shop.yaml");
+    let files = render(&tcp, Target::K8s, true);
+    assert!(!files["k8s/deployment.yaml"].contains("exoflow-sockets"));
+    assert!(files["k8s/deployment.yaml"].contains("http://127.0.0.1:7401"));
+}
+
+#[test]
 fn aws_proxy_configs_load_with_the_proxies_own_loaders() {
     use exo_proxy_core::{cli::ProxyConfig, config::parse_yaml};
     let m = checked("shop.yaml");

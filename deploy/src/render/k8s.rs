@@ -11,6 +11,10 @@
 //! eqs's `exo_queue_visible_messages` from `monitoring.prometheus-url`. The scalers read the
 //! current provider's queue only: after a failover the standby's backlog does not scale the app.
 //!
+//! With `app.container.proxy-transport: unix` each proxy also serves a Unix socket in an
+//! in-memory `emptyDir` mounted at `/run/exoflow` in the app and the proxies, and the app's
+//! endpoints name the sockets (`unix:/run/exoflow/eqs.sock`); the TCP ports stay for the probes.
+//!
 //! The proxies listen on 0.0.0.0 inside the pod because kubelet probes connect to the pod IP;
 //! the NetworkPolicy admits traffic only to the app's own port, and the proxies require the
 //! bearer token `EXO_PROXY_TOKEN` from the Secret (which the app's SDK sends), so other pods cannot
@@ -20,8 +24,11 @@ use serde_json::{Value, json};
 
 use crate::{
     manifest::Manifest,
-    render::{Files, Sidecar, TOKEN_ENV, credential_env, proxy_image, shared_data_dir, sidecars},
+    render::{Files, SOCKET_DIR, Sidecar, TOKEN_ENV, credential_env, proxy_image, shared_data_dir, sidecars},
 };
+
+/// The volume the proxies' Unix sockets are shared through (`proxy-transport: unix`).
+const SOCKETS_VOLUME: &str = "exoflow-sockets";
 
 /// The KEDA trigger for the autoscaled queue on the current provider, and the
 /// `TriggerAuthentication` it needs, if any.
@@ -110,6 +117,9 @@ fn sidecar_container(m: &Manifest, s: &Sidecar, native: bool) -> Value {
     if let (Some(dir), Some(mounts)) = (super::remote_tls_dir(m), c["volumeMounts"].as_array_mut()) {
         mounts.push(json!({ "name": "exoflow-remote-tls", "mountPath": dir, "readOnly": true }));
     }
+    if let (Some(_), Some(mounts)) = (&s.socket, c["volumeMounts"].as_array_mut()) {
+        mounts.push(json!({ "name": SOCKETS_VOLUME, "mountPath": SOCKET_DIR }));
+    }
     if native {
         c["restartPolicy"] = json!("Always");
     }
@@ -117,10 +127,12 @@ fn sidecar_container(m: &Manifest, s: &Sidecar, native: bool) -> Value {
 }
 
 fn app_container(m: &Manifest, proxies: &[Sidecar]) -> Value {
-    let mut env: Vec<Value> = proxies
-        .iter()
-        .map(|s| json!({ "name": s.endpoint_env, "value": format!("http://127.0.0.1:{}", s.port) }))
-        .collect();
+    let endpoint = |s: &Sidecar| match &s.socket {
+        Some(path) => format!("unix:{path}"),
+        None => format!("http://127.0.0.1:{}", s.port),
+    };
+    let mut env: Vec<Value> =
+        proxies.iter().map(|s| json!({ "name": s.endpoint_env, "value": endpoint(s) })).collect();
     // The proxies in the pod require the bearer token; the SDK sends what this variable holds.
     if !proxies.is_empty() {
         env.push(json!({
@@ -140,6 +152,11 @@ fn app_container(m: &Manifest, proxies: &[Sidecar]) -> Value {
         "securityContext": hardened(),
         "volumeMounts": [{ "name": "tmp", "mountPath": "/tmp" }],
     });
+    if proxies.iter().any(|s| s.socket.is_some())
+        && let Some(mounts) = c["volumeMounts"].as_array_mut()
+    {
+        mounts.push(json!({ "name": SOCKETS_VOLUME, "mountPath": SOCKET_DIR }));
+    }
     if let Some(port) = m.app.container.port {
         c["ports"] = json!([{ "name": "http", "containerPort": port, "protocol": "TCP" }]);
         c["readinessProbe"] = json!({ "tcpSocket": { "port": port }, "periodSeconds": 5 });
@@ -226,6 +243,13 @@ pub fn render(m: &Manifest, native: bool) -> Files {
         volumes.push(
             json!({ "name": "exoflow-remote-tls", "secret": { "secretName": super::remote_tls_secret(m) } }),
         );
+    }
+    if proxies.iter().any(|s| s.socket.is_some())
+        && let Some(volumes) = pod["volumes"].as_array_mut()
+    {
+        // In memory: a socket file is all it holds, and it should not outlive the pod.
+        volumes
+            .push(json!({ "name": SOCKETS_VOLUME, "emptyDir": { "medium": "Memory", "sizeLimit": "1Mi" } }));
     }
     if native {
         pod["initContainers"] = json!(sidecar_containers);

@@ -34,6 +34,17 @@ pub struct Sidecar {
     pub grpc_service: &'static str,
     /// The proxy's config file, as the proxy loads it.
     pub config: String,
+    /// The Unix socket it serves as well, when the app reaches it that way.
+    pub socket: Option<String>,
+}
+
+/// Where the proxies' Unix sockets live in a pod (`app.container.proxy-transport: unix`).
+pub const SOCKET_DIR: &str = "/run/exoflow";
+
+/// The Unix socket `proxy` serves on `host`, if the manifest asks for sockets there.
+fn proxy_socket(m: &Manifest, host: ProxyHost, proxy: &str) -> Option<String> {
+    let unix = m.app.container.proxy_transport == crate::manifest::ProxyTransport::Unix;
+    (unix && host == ProxyHost::Pod).then(|| format!("{SOCKET_DIR}/{proxy}.sock"))
 }
 
 /// The variable (and Secret key) holding the bearer token the proxies require in a pod.
@@ -103,6 +114,7 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
             s.auth_token = Some(exo_proxy_core::secret::SecretRef::Env(TOKEN_ENV.to_owned()));
         }
         s.log.format = exo_proxy_core::config::LogFormat::Json;
+        s.unix_socket = proxy_socket(m, host, proxy).map(Into::into);
         s
     };
     let mut out = Vec::new();
@@ -132,6 +144,7 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
             endpoint_env: exo_sdk::EQS_ENDPOINT_ENV,
             grpc_service: "exo.queue.v1.QueueService",
             config,
+            socket: proxy_socket(m, host, "eqs"),
         });
     }
     if !m.buckets.is_empty() {
@@ -158,6 +171,7 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
             endpoint_env: exo_sdk::EOS_ENDPOINT_ENV,
             grpc_service: "exo.object.v1.ObjectService",
             config,
+            socket: proxy_socket(m, host, "eos"),
         });
     }
     if !m.tables.is_empty() {
@@ -182,6 +196,7 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
             endpoint_env: exo_sdk::EKV_ENDPOINT_ENV,
             grpc_service: "exo.kv.v1.KvService",
             config,
+            socket: proxy_socket(m, host, "ekv"),
         });
     }
     out

@@ -25,6 +25,10 @@ pub struct ServerArgs {
     /// settings as environment variables (an ECS task definition, for one).
     #[arg(long, env = "EXO_CONFIG_YAML", hide_env_values = true)]
     pub config_yaml: Option<String>,
+    /// A Unix socket to serve on as well (`--unix-socket`, `EXO_<PROXY>_UNIX_SOCKET`: named per
+    /// proxy, so it is read by [`main`] rather than declared here).
+    #[arg(skip)]
+    pub unix_socket: Option<std::path::PathBuf>,
 }
 
 impl ServerArgs {
@@ -38,6 +42,9 @@ impl ServerArgs {
         }
         if self.allow_insecure_non_loopback {
             config.allow_insecure_non_loopback = true;
+        }
+        if let Some(path) = &self.unix_socket {
+            config.unix_socket = Some(path.clone());
         }
     }
 }
@@ -213,6 +220,14 @@ pub fn main<P: Proxy>(binary: &Binary) -> Result<(), CliError> {
                 .help("Address to listen on (gRPC and HTTP/JSON share it)"),
         )
         .arg(
+            Arg::new("unix-socket")
+                .long("unix-socket")
+                .env(env("UNIX_SOCKET"))
+                .value_name("PATH")
+                .value_parser(value_parser!(std::path::PathBuf))
+                .help("Also serve on this Unix socket (clients in the same pod or host: unix:PATH)"),
+        )
+        .arg(
             Arg::new("backend")
                 .long("backend")
                 .env(env("BACKEND"))
@@ -240,10 +255,11 @@ pub fn main<P: Proxy>(binary: &Binary) -> Result<(), CliError> {
         .about(binary.about)
         .after_help("Settings come from --config, then EXO_* environment variables, then flags (highest).")
         .get_matches();
-    let server = match ServerArgs::from_arg_matches(&matches) {
+    let mut server = match ServerArgs::from_arg_matches(&matches) {
         Ok(server) => server,
         Err(err) => err.exit(),
     };
+    server.unix_socket = matches.get_one::<std::path::PathBuf>("unix-socket").cloned();
     let config: P::Config = effective_config(
         matches.get_one::<std::path::PathBuf>("config").map(|p| p.as_path()),
         matches.get_one::<std::net::SocketAddr>("listen").copied(),

@@ -58,6 +58,41 @@ impl Default for LogConfig {
     }
 }
 
+/// Permissions of a file the proxy makes, written in octal as a string (`"0660"`): YAML would
+/// read a bare `0660` as the decimal 660 or the octal 432 depending on its version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode(pub u32);
+
+impl FileMode {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Default for FileMode {
+    fn default() -> Self {
+        Self(0o660)
+    }
+}
+
+impl Serialize for FileMode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("{:04o}", self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for FileMode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
+            Ok(mode) if mode <= 0o777 => Ok(Self(mode)),
+            _ => Err(serde::de::Error::custom(format!(
+                "expected permissions in octal such as \"0660\", got {text:?}"
+            ))),
+        }
+    }
+}
+
 /// The `server:` section: where and how a proxy listens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -67,6 +102,15 @@ pub struct ServerConfig {
     /// Listening on a non-loopback address without TLS is refused unless this is true
     /// (e.g. inside a container whose network namespace is private to the pod).
     pub allow_insecure_non_loopback: bool,
+    /// A Unix domain socket served as well as `listen`, for clients on the same host or in the
+    /// same pod (a shared `emptyDir`): no TCP stack between app and proxy. Who may connect is
+    /// the file's permissions (`unix-socket-mode`); TLS does not apply to it, the bearer token
+    /// does. A stale socket file left by a killed proxy is replaced; a live one is refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unix_socket: Option<std::path::PathBuf>,
+    /// The socket file's permissions, in octal: `"0660"` (the proxy's user and group) unless set.
+    #[serde(skip_serializing_if = "FileMode::is_default")]
+    pub unix_socket_mode: FileMode,
     /// TLS (and optionally client certificates) on the port; see [`crate::tls::TlsSettings`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<crate::tls::TlsSettings>,
@@ -137,6 +181,15 @@ impl ServerConfig {
                 self.listen
             )));
         }
+        if let Some(path) = &self.unix_socket {
+            // sun_path holds 108 bytes with its terminating NUL.
+            if path.as_os_str().len() > 107 || path.as_os_str().is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "server.unix-socket must be a path of 1 to 107 bytes (a Unix socket address's limit), got {}",
+                    path.display()
+                )));
+            }
+        }
         if self.max_request_bytes < 1024 {
             return Err(ConfigError::Invalid("server.max-request-bytes must be at least 1024".into()));
         }
@@ -174,6 +227,8 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7401)),
             allow_insecure_non_loopback: false,
+            unix_socket: None,
+            unix_socket_mode: FileMode::default(),
             tls: None,
             body_idle_timeout: Duration::from_secs(30),
             write_stall_timeout: Duration::from_secs(60),
@@ -310,6 +365,19 @@ mod tests {
         let err = parse_yaml::<ServerConfig>("listen: 127.0.0.1:1\nlisen: x\n", "t.yaml").unwrap_err();
         let text = err.to_string();
         assert!(text.contains("lisen") && text.contains("line 2"), "{text}");
+    }
+
+    #[test]
+    fn socket_modes_are_octal_strings() {
+        let config: ServerConfig =
+            parse_yaml("unix-socket: /run/exo/eqs.sock\nunix-socket-mode: \"0600\"\n", "t").unwrap();
+        assert_eq!(config.unix_socket_mode, FileMode(0o600));
+        assert_eq!(ServerConfig::default().unix_socket_mode, FileMode(0o660));
+        let err = parse_yaml::<ServerConfig>("unix-socket-mode: \"0999\"\n", "t").unwrap_err().to_string();
+        assert!(err.contains("octal"), "{err}");
+        let long =
+            ServerConfig { unix_socket: Some(format!("/{}", "x".repeat(120)).into()), ..Default::default() };
+        assert!(long.validate().unwrap_err().to_string().contains("107 bytes"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::{
     io,
-    net::SocketAddr,
+    path::{Path, PathBuf},
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -13,7 +13,7 @@ use std::{
 
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{TcpListener, TcpStream},
+    net::{TcpListener, TcpStream, UnixListener, UnixStream},
     sync::{OwnedSemaphorePermit, Semaphore},
 };
 
@@ -46,61 +46,85 @@ pub fn connection_cap(configured: usize, open_files: u64) -> usize {
     configured.min(usize::try_from(fds).unwrap_or(usize::MAX)).max(1)
 }
 
-/// A TCP listener handing out at most `cap` connections at once (TCP_NODELAY set on each).
-/// At the cap it stops accepting, so new clients wait in the kernel's backlog, and says so
-/// once in the log.
-pub struct CappedListener {
-    listener: TcpListener,
-    slots: Arc<Semaphore>,
+/// The connection slots one proxy's listeners share: its TCP port and its Unix socket count
+/// against the same cap.
+#[derive(Debug, Clone)]
+pub struct Slots {
+    free: Arc<Semaphore>,
     cap: usize,
-    write_stall: Duration,
 }
 
-impl CappedListener {
-    /// Caps `listener` at `cap` connections, each closed when a write waits `write_stall` for
-    /// its client.
-    pub fn new(listener: TcpListener, cap: usize, write_stall: Duration) -> Self {
-        Self { listener, slots: Arc::new(Semaphore::new(cap)), cap, write_stall }
+impl Slots {
+    /// `cap` connections at once.
+    pub fn new(cap: usize) -> Self {
+        Self { free: Arc::new(Semaphore::new(cap)), cap }
     }
 }
 
-impl axum::serve::Listener for CappedListener {
-    type Io = CountedStream;
-    type Addr = SocketAddr;
+/// A stream a listener hands out, tuned for request/response traffic as it is accepted.
+pub trait Connection: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Sets the socket options small request/response exchanges need.
+    fn tune(&self) {}
+}
+
+impl Connection for TcpStream {
+    fn tune(&self) {
+        // Without TCP_NODELAY small gRPC responses wait on delayed ACKs (~40 ms a call).
+        if let Err(err) = self.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+    }
+}
+
+impl Connection for UnixStream {}
+
+/// A listener (TCP or Unix) handing out at most its [`Slots`]' cap of connections at once.
+/// At the cap it stops accepting, so new clients wait in the kernel's backlog, and says so
+/// once in the log.
+pub struct CappedListener<L = TcpListener> {
+    listener: L,
+    slots: Slots,
+    write_stall: Duration,
+}
+
+impl<L> CappedListener<L> {
+    /// Caps `listener` by `slots`, each connection closed when a write waits `write_stall` for
+    /// its client.
+    pub fn new(listener: L, slots: Slots, write_stall: Duration) -> Self {
+        Self { listener, slots, write_stall }
+    }
+}
+
+impl<L> axum::serve::Listener for CappedListener<L>
+where
+    L: axum::serve::Listener,
+    L::Io: Connection,
+{
+    type Io = CountedStream<L::Io>;
+    type Addr = L::Addr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let permit = match self.slots.clone().try_acquire_owned() {
+        let permit = match self.slots.free.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
                 tracing::warn!(
-                    cap = self.cap,
+                    cap = self.slots.cap,
                     "connection cap reached: new connections wait until one closes (server.max-connections)"
                 );
-                let Ok(permit) = self.slots.clone().acquire_owned().await else {
+                let Ok(permit) = self.slots.free.clone().acquire_owned().await else {
                     // The semaphore is never closed; park rather than spin if it ever is.
                     return std::future::pending().await;
                 };
-                tracing::info!(cap = self.cap, "below the connection cap again");
+                tracing::info!(cap = self.slots.cap, "below the connection cap again");
                 permit
             }
         };
-        loop {
-            match self.listener.accept().await {
-                Ok((stream, addr)) => {
-                    // Without TCP_NODELAY small gRPC responses wait on delayed ACKs (~40 ms a call).
-                    if let Err(err) = stream.set_nodelay(true) {
-                        tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-                    }
-                    let stall = crate::stalls::WriteStall::new(self.write_stall);
-                    return (CountedStream { stream, stall, _permit: permit }, addr);
-                }
-                Err(err) => {
-                    // EMFILE and friends: back off instead of spinning; the slot stays reserved.
-                    tracing::error!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
+        // Accept errors (EMFILE and friends) are logged and backed off by axum's listeners;
+        // the slot stays reserved meanwhile.
+        let (stream, addr) = self.listener.accept().await;
+        stream.tune();
+        let stall = crate::stalls::WriteStall::new(self.write_stall);
+        (CountedStream { stream, stall, _permit: permit }, addr)
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
@@ -110,19 +134,19 @@ impl axum::serve::Listener for CappedListener {
 
 /// A connection holding one of the listener's slots until it closes, whose writes fail once
 /// they wait too long for the client.
-pub struct CountedStream {
-    stream: TcpStream,
+pub struct CountedStream<S = TcpStream> {
+    stream: S,
     stall: crate::stalls::WriteStall,
     _permit: OwnedSemaphorePermit,
 }
 
-impl AsyncRead for CountedStream {
+impl<S: AsyncRead + Unpin> AsyncRead for CountedStream<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for CountedStream {
+impl<S: AsyncWrite + Unpin> AsyncWrite for CountedStream<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
@@ -150,6 +174,83 @@ impl AsyncWrite for CountedStream {
     }
 }
 
+/// A Unix domain socket a proxy serves beside its TCP port; the file is removed when this is
+/// dropped (the proxy stopped).
+#[derive(Debug)]
+pub struct UnixSocket {
+    listener: UnixListener,
+    file: SocketFile,
+}
+
+/// Removes the socket file on drop, so a stopped proxy leaves no stale socket behind.
+#[derive(Debug)]
+pub struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Why a Unix socket could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum UnixSocketError {
+    /// Another process answers on the socket.
+    #[error("{0}: another process is serving on this socket")]
+    InUse(PathBuf),
+    /// Something other than a socket is at the path: it is not ours to replace.
+    #[error("{0}: exists and is not a socket; remove it or choose another server.unix-socket")]
+    NotASocket(PathBuf),
+    /// Binding or setting its permissions failed.
+    #[error("cannot listen on {path}: {source}")]
+    Io {
+        /// The socket's path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+impl UnixSocket {
+    /// Listens on `path` with permissions `mode`. A socket file nobody answers on (left by a
+    /// proxy that was killed) is replaced; a live one, or a file that is not a socket, is
+    /// refused.
+    pub fn bind(path: &Path, mode: u32) -> Result<Self, UnixSocketError> {
+        use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+        let failed = |source| UnixSocketError::Io { path: path.to_owned(), source };
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => return Err(UnixSocketError::InUse(path.to_owned())),
+                Err(_) => {
+                    tracing::info!(path = %path.display(), "replacing a stale socket file");
+                    std::fs::remove_file(path).or_else(ignore_not_found).map_err(failed)?;
+                }
+            },
+            Ok(_) => return Err(UnixSocketError::NotASocket(path.to_owned())),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(failed(err)),
+        }
+        let listener = UnixListener::bind(path).map_err(failed)?;
+        let file = SocketFile(path.to_owned());
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(failed)?;
+        Ok(Self { listener, file })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.file.0
+    }
+
+    /// The listener, and the guard that removes the file once dropped.
+    pub fn into_parts(self) -> (UnixListener, SocketFile) {
+        (self.listener, self.file)
+    }
+}
+
+fn ignore_not_found(err: io::Error) -> io::Result<()> {
+    if err.kind() == io::ErrorKind::NotFound { Ok(()) } else { Err(err) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,7 +267,7 @@ mod tests {
         use axum::serve::Listener as _;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut capped = CappedListener::new(listener, 2, Duration::from_secs(60));
+        let mut capped = CappedListener::new(listener, Slots::new(2), Duration::from_secs(60));
         let _a = TcpStream::connect(addr).await.unwrap();
         let _b = TcpStream::connect(addr).await.unwrap();
         let _c = TcpStream::connect(addr).await.unwrap();
@@ -178,5 +279,28 @@ mod tests {
         let third = tokio::time::timeout(Duration::from_secs(2), capped.accept()).await;
         assert!(third.is_ok(), "a slot freed by a closed connection is reused");
         drop(second);
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_is_replaced_a_live_one_refused_and_the_file_removed_on_drop() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("eqs.sock");
+        // A socket file nobody listens on, as a killed proxy leaves it.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let socket = UnixSocket::bind(&path, 0o600).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let err = UnixSocket::bind(&path, 0o600).unwrap_err();
+        assert!(matches!(err, UnixSocketError::InUse(_)), "{err}");
+        drop(socket);
+        assert!(!path.exists(), "the socket file outlived its listener");
+
+        let file = dir.path().join("not-a-socket");
+        std::fs::write(&file, b"keep me").unwrap();
+        let err = UnixSocket::bind(&file, 0o600).unwrap_err();
+        assert!(matches!(err, UnixSocketError::NotASocket(_)), "{err}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
     }
 }

@@ -54,9 +54,48 @@ pub enum ServeError {
     /// gRPC reflection could not load the descriptors (a build problem).
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(String),
+    /// The Unix socket could not be served.
+    #[error(transparent)]
+    UnixSocket(#[from] crate::listener::UnixSocketError),
     /// The accept loop failed.
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// The sockets a proxy serves on: its TCP port and, when `server.unix-socket` is set, a Unix
+/// socket beside it (same requests, same limits, one connection cap for both).
+#[derive(Debug)]
+pub struct Listeners {
+    tcp: TcpListener,
+    unix: Option<crate::listener::UnixSocket>,
+}
+
+impl Listeners {
+    /// Binds `config.listen` and the Unix socket if one is configured.
+    pub async fn bind(config: &ServerConfig) -> Result<Self, ServeError> {
+        let addr = config.listen;
+        let tcp = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+        Self::with_tcp(tcp, config)
+    }
+
+    /// An already bound TCP listener, and the Unix socket if one is configured.
+    pub fn with_tcp(tcp: TcpListener, config: &ServerConfig) -> Result<Self, ServeError> {
+        let unix = match &config.unix_socket {
+            Some(path) => Some(crate::listener::UnixSocket::bind(path, config.unix_socket_mode.0)?),
+            None => None,
+        };
+        Ok(Self { tcp, unix })
+    }
+
+    /// The TCP address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// The Unix socket's path, if there is one.
+    pub fn unix_path(&self) -> Option<&std::path::Path> {
+        self.unix.as_ref().map(|socket| socket.path())
+    }
 }
 
 /// Everything one proxy serves, assembled by the proxy and run by [`ProxyServer::serve`].
@@ -111,17 +150,16 @@ impl ProxyServer {
         self
     }
 
-    /// Binds the configured address.
-    pub async fn bind(&self) -> Result<TcpListener, ServeError> {
-        let addr = self.config.listen;
-        TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })
+    /// Binds the configured address (and Unix socket).
+    pub async fn bind(&self) -> Result<Listeners, ServeError> {
+        Listeners::bind(&self.config).await
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then stops taking new requests and waits
-    /// up to `shutdown_grace` for in-flight ones.
+    /// Serves on `listeners` until `shutdown` resolves, then stops taking new requests and
+    /// waits up to `shutdown_grace` for in-flight ones.
     pub async fn serve(
         self,
-        listener: TcpListener,
+        listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -171,27 +209,36 @@ impl ProxyServer {
         }
 
         let names = self.health_names.clone();
-        let health_task = tokio::spawn(watch_health(reporter, names, self.readiness.clone(), stopping_rx));
+        let health_task =
+            tokio::spawn(watch_health(reporter, names, self.readiness.clone(), stopping_rx.clone()));
 
         let grace = self.config.shutdown_grace;
+        let Listeners { tcp: listener, unix } = listeners;
         let local = listener.local_addr()?;
         tracing::info!(%local, "listening (gRPC + HTTP/JSON)");
         let mut signalled = stopping_tx.subscribe();
         let open_files = crate::listener::raise_open_files_limit();
         let cap = crate::listener::connection_cap(self.config.max_connections, open_files);
         tracing::info!(max_connections = cap, open_files, "connection cap");
-        let listener = crate::listener::CappedListener::new(listener, cap, self.config.write_stall_timeout);
+        let slots = crate::listener::Slots::new(cap);
+        let stall = self.config.write_stall_timeout;
+        let listener = crate::listener::CappedListener::new(listener, slots.clone(), stall);
         let drained = async move {
             shutdown.await;
             tracing::info!("shutting down: draining in-flight requests");
             let _ = stopping_tx.send(true);
+        };
+        // Each accept loop stops when the proxy starts stopping.
+        let stopped = |mut stopping: watch::Receiver<bool>| async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
         };
         let limits = crate::connections::ConnectionLimits {
             header_read_timeout: self.config.header_read_timeout,
             keepalive_interval: self.config.http2_keepalive_interval,
             keepalive_timeout: self.config.http2_keepalive_timeout,
         };
-        let server = async {
+        let tcp = async {
+            let stop = stopped(stopping_rx.clone());
             match &self.config.tls {
                 Some(settings) => {
                     let acceptor = crate::tls::acceptor(settings)
@@ -200,10 +247,25 @@ impl ProxyServer {
                         if settings.client_ca_file.is_some() { "required" } else { "not asked" };
                     tracing::info!(client_certs, "TLS on (ALPN h2, http/1.1)");
                     let listener = crate::tls::TlsListener::new(listener, acceptor, settings)?;
-                    crate::connections::serve(listener, app, limits, drained).await
+                    crate::connections::serve(listener, app.clone(), limits, stop).await
                 }
-                None => crate::connections::serve(listener, app, limits, drained).await,
+                None => crate::connections::serve(listener, app.clone(), limits, stop).await,
             }
+        };
+        let unix = async {
+            let Some(socket) = unix else { return Ok(()) };
+            tracing::info!(path = %socket.path().display(), "listening on a Unix socket (gRPC + HTTP/JSON)");
+            // The guard removes the file once this loop has stopped accepting.
+            let (listener, _file) = socket.into_parts();
+            let listener = crate::listener::CappedListener::new(listener, slots, stall);
+            crate::connections::serve(listener, app.clone(), limits, stopped(stopping_rx.clone())).await
+        };
+        let server = async {
+            tokio::try_join!(tcp, unix, async {
+                drained.await;
+                Ok(())
+            })
+            .map(|_| ())
         };
         let result = tokio::select! {
             result = server => result.map_err(ServeError::Io),

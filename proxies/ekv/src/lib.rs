@@ -18,9 +18,8 @@ use exo_proto::kv::v1::kv_service_server::KvServiceServer;
 use exo_proxy_core::{
     ExoResult,
     metrics::Metrics,
-    server::{ProxyServer, ReadyFn},
+    server::{Listeners, ProxyServer, ReadyFn},
 };
-use tokio::net::TcpListener;
 
 use crate::{
     api::KvApi,
@@ -42,7 +41,7 @@ pub async fn open_backend(
 /// A configured ekv proxy, ready to serve.
 pub struct EkvProxy {
     server: ProxyServer,
-    listener: TcpListener,
+    listener: Listeners,
 }
 
 impl std::fmt::Debug for EkvProxy {

@@ -22,9 +22,8 @@ use exo_proto::object::v1::object_service_server::ObjectServiceServer;
 use exo_proxy_core::{
     ExoResult,
     metrics::Metrics,
-    server::{ProxyServer, ReadyFn, ServeError},
+    server::{Listeners, ProxyServer, ReadyFn, ServeError},
 };
-use tokio::net::TcpListener;
 
 use crate::{api::ObjectApi, backend::ObjectStore, config::EosConfig, presign::LocalPresigner};
 
@@ -55,7 +54,7 @@ pub async fn open_backend(
 /// A configured eos proxy, ready to serve.
 pub struct EosProxy {
     server: ProxyServer,
-    listener: TcpListener,
+    listener: Listeners,
 }
 
 impl std::fmt::Debug for EosProxy {
@@ -69,9 +68,7 @@ impl EosProxy {
     /// opens its backend.
     pub async fn bind(config: &EosConfig) -> Result<Self, ProxyError> {
         exo_proxy_core::cli::ProxyConfig::validate(config)?;
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .map_err(|source| ServeError::Bind { addr: config.server.listen, source })?;
+        let listener = Listeners::bind(&config.server).await?;
         let base = format!("http://{}", listener.local_addr().map_err(ServeError::Io)?);
         let presigner = presigner(config, &base)?;
         let backend = open_backend(config, presigner.clone(), config.server.request_timeout).await?;
@@ -83,7 +80,7 @@ impl EosProxy {
         config: &EosConfig,
         backend: Arc<dyn ObjectStore>,
         presigner: Arc<LocalPresigner>,
-        listener: TcpListener,
+        listener: Listeners,
     ) -> Self {
         let metrics = Metrics::shared();
         // The layer stack: metrics and logs, load shedding, the circuit breaker, the timeout.

@@ -353,6 +353,7 @@ mod tests {
             worker_threads: None,
             allow_insecure_non_loopback: false,
             config_yaml: None,
+            unix_socket: None,
         };
         let from_file: EqsConfig = effective_config(Some(&file), None, None, None, &none).unwrap();
         assert_eq!(from_file.server.listen.port(), 9000);
@@ -362,6 +363,7 @@ mod tests {
             worker_threads: Some(2),
             allow_insecure_non_loopback: false,
             config_yaml: None,
+            unix_socket: None,
         };
         let overridden: EqsConfig = effective_config(
             Some(&file),

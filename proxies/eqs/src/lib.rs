@@ -26,9 +26,8 @@ use exo_proto::queue::v1::{
 use exo_proxy_core::{
     ExoResult,
     metrics::Metrics,
-    server::{ProxyServer, ReadyFn},
+    server::{Listeners, ProxyServer, ReadyFn},
 };
-use tokio::net::TcpListener;
 
 use crate::{
     api::QueueApi,
@@ -84,7 +83,7 @@ pub async fn with_large_messages(
 /// A configured eqs proxy, ready to serve.
 pub struct EqsProxy {
     server: ProxyServer,
-    listener: TcpListener,
+    listener: Listeners,
     depth: QueueDepth,
     declared: DeclaredTopics,
     /// The large-message layer and how often its sweeper runs.
