@@ -71,9 +71,11 @@ pub async fn bench(args: ObjectArgs) -> anyhow::Result<()> {
         wire / (1024.0 * 1024.0)
     );
     println!(
-        "| size | objects | put direct MB/s | put via proxy MB/s | put ratio | get direct MB/s | get via proxy MB/s | get ratio | get ÷ loopback | proxy CPU ms per MiB |"
+        "| size (gRPC, SDK) | objects | put direct MB/s | put via proxy MB/s | put ratio | get direct MB/s | get via proxy MB/s | get ratio | get ÷ loopback | proxy CPU ms per MiB |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
+    let http = reqwest::Client::new();
+    let mut http_rows = Vec::new();
     for kib in &args.sizes_kib {
         let size = kib * 1024;
         let count = (args.budget_bytes / size).clamp(1, 2000);
@@ -99,6 +101,26 @@ pub async fn bench(args: ObjectArgs) -> anyhow::Result<()> {
         }
         let get_via = t.elapsed().as_secs_f64();
         let proxy_cpu = process_cpu(proxy.pid)? - cpu_before;
+
+        // The same over HTTP/1.1 keep-alive (the JSON API's object routes carry raw bytes).
+        let objects = format!("{}/api/v1/buckets/bench/objects", proxy.url);
+        let t = Instant::now();
+        for i in 0..count {
+            let response = http.put(format!("{objects}/h{kib}-{i}")).body(data.clone()).send().await?;
+            anyhow::ensure!(response.status().is_success(), "HTTP put: {}", response.status());
+        }
+        let put_http = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for i in 0..count {
+            let mut response = http.get(format!("{objects}/o{kib}-{i}")).send().await?;
+            anyhow::ensure!(response.status().is_success(), "HTTP get: {}", response.status());
+            let mut n = 0u64;
+            while let Some(chunk) = response.chunk().await? {
+                n += chunk.len() as u64;
+            }
+            anyhow::ensure!(n == size, "HTTP download of {n} bytes, expected {size}");
+        }
+        let get_http = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
         for i in 0..count {
@@ -131,6 +153,7 @@ pub async fn bench(args: ObjectArgs) -> anyhow::Result<()> {
         // Free the space before the next size.
         for i in 0..count {
             client.delete("bench", &format!("o{kib}-{i}"), None).await?;
+            client.delete("bench", &format!("h{kib}-{i}"), None).await?;
             direct.delete(&bucket, &format!("o{kib}-{i}"), None).await?;
         }
         let mib_moved = 2.0 * total as f64 / (1024.0 * 1024.0);
@@ -146,6 +169,25 @@ pub async fn bench(args: ObjectArgs) -> anyhow::Result<()> {
             total as f64 / get_via / wire,
             proxy_cpu.as_secs_f64() * 1000.0 / mib_moved,
         );
+        http_rows.push(format!(
+            "| {} | {count} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} |",
+            human(size),
+            mb_per_s(total, put_http),
+            put_direct / put_http,
+            mb_per_s(total, get_http),
+            get_direct / get_http,
+            total as f64 / get_http / wire,
+        ));
+    }
+    println!(
+        "\nThe same objects over HTTP/1.1 keep-alive (`PUT`/`GET /api/v1/buckets/bench/objects/KEY`):\n"
+    );
+    println!(
+        "| size | objects | put via HTTP MB/s | put ratio | get via HTTP MB/s | get ratio | get ÷ loopback |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for row in http_rows {
+        println!("{row}");
     }
     let (rss, peak) = memory_kib(proxy.pid)?;
     println!(

@@ -209,7 +209,7 @@ return {'ok'}
 /// Key-value tables in Redis under one namespace.
 pub struct RedisKv {
     descriptor: Descriptor,
-    connection: ConnectionManager,
+    connection: Connection,
     namespace: String,
     put: Script,
     delete: Script,
@@ -262,18 +262,98 @@ fn condition_args(condition: &Condition) -> (&'static str, &str) {
     }
 }
 
+/// The connection manager, replaced by a fresh one (connecting on first use) when its
+/// reconnect failed authentication: redis-rs keeps a failed reconnect's error and tries again
+/// only after I/O errors, so a password that was wrong for a moment (a rotation in progress, an
+/// ACL edited by hand) would otherwise fail every call until a restart.
+struct Connection {
+    client: redis::Client,
+    settings: redis::aio::ConnectionManagerConfig,
+    /// The manager, and when it was made.
+    current: std::sync::Mutex<(ConnectionManager, std::time::Instant)>,
+}
+
+/// The shortest time between two replacements of the connection manager.
+const REPLACE_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Connection {
+    fn get(&self) -> ConnectionManager {
+        self.current.lock().unwrap_or_else(|e| e.into_inner()).0.clone()
+    }
+
+    /// `err` as the contract's error, after replacing the manager if authentication failed.
+    fn failed(&self, operation: &str, err: &redis::RedisError) -> ExoError {
+        if matches!(err.kind(), redis::ErrorKind::AuthenticationFailed) {
+            let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+            if current.1.elapsed() >= REPLACE_AT_MOST_EVERY {
+                let fresh =
+                    ConnectionManager::new_lazy_with_config(self.client.clone(), self.settings.clone());
+                match fresh {
+                    Ok(manager) => *current = (manager, std::time::Instant::now()),
+                    Err(e) => tracing::warn!(error = %e, "redis: cannot make a new connection manager"),
+                }
+            }
+        }
+        map_error(operation, err)
+    }
+}
+
+/// How often a `file:` password is looked at for a change while connections are open.
+const PASSWORD_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The configured password as Redis's client asks for credentials: the current one when a
+/// connection is made, then each change (the connection sends AUTH again).
+struct RotatingPassword {
+    username: String,
+    password: Arc<exo_proxy_core::secret::Followed<String>>,
+}
+
+impl redis::StreamingCredentialsProvider for RotatingPassword {
+    fn subscribe(
+        &self,
+    ) -> std::pin::Pin<Box<dyn futures::Stream<Item = redis::RedisResult<redis::BasicAuth>> + Send + 'static>>
+    {
+        let (username, password) = (self.username.clone(), self.password.clone());
+        let credentials = move |value: &str| redis::BasicAuth::new(username.clone(), value.to_owned());
+        Box::pin(futures::stream::unfold(None, move |seen: Option<u64>| {
+            let (password, credentials) = (password.clone(), credentials.clone());
+            async move {
+                if seen.is_some() {
+                    // Wait for a change; a connection lives as long as it is open.
+                    loop {
+                        tokio::time::sleep(PASSWORD_CHECK_EVERY).await;
+                        if Some(password.current().1) != seen {
+                            break;
+                        }
+                    }
+                }
+                let (value, generation) = password.current();
+                Some((Ok(credentials(&value)), Some(generation)))
+            }
+        }))
+    }
+}
+
 impl RedisKv {
     /// Connects (a connection manager that reconnects by itself) and checks the server answers.
     pub async fn connect(config: &RedisConfig) -> ExoResult<Self> {
-        let mut info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
+        let info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
             .map_err(|e| ExoError::invalid_argument("backend.url", format!("not a Redis URL: {e}")))?;
-        if let Some(password) = &config.password {
-            let password = password.resolve().map_err(|e| ExoError::internal(e.to_string()))?;
-            let password = String::from_utf8(password)
-                .map_err(|_| ExoError::invalid_argument("backend.password", "the password is not UTF-8"))?;
-            let settings = info.redis_settings().clone().set_password(password);
-            info = info.set_redis_settings(settings);
-        }
+        // The password comes from a provider every connection asks when it is made and follows
+        // afterwards: a rotated `file:` password is used by the next reconnect, and open
+        // connections authenticate again with it (AUTH), all without a restart.
+        let credentials = match &config.password {
+            Some(secret) => {
+                let password =
+                    exo_proxy_core::secret::Followed::new(secret.clone(), "backend.password", |bytes| {
+                        String::from_utf8(bytes.to_vec()).map_err(|_| "the password is not UTF-8".to_owned())
+                    })
+                    .map_err(|e| ExoError::invalid_argument("backend.password", e.to_string()))?;
+                let username = info.redis_settings().username().unwrap_or("default").to_owned();
+                Some(RotatingPassword { username, password: Arc::new(password) })
+            }
+            None => None,
+        };
         let client = match &config.ca_file {
             Some(path) => {
                 let root_cert = std::fs::read(path).map_err(|e| {
@@ -288,9 +368,21 @@ impl RedisKv {
             None => redis::Client::open(info),
         }
         .map_err(|e| map_error("connect", &e))?;
-        let mut connection = ConnectionManager::new(client).await.map_err(|e| map_error("connect", &e))?;
+        let mut settings = redis::aio::ConnectionManagerConfig::new();
+        if let Some(credentials) = credentials {
+            settings = settings.set_credentials_provider(credentials);
+        }
+        let manager = ConnectionManager::new_with_config(client.clone(), settings.clone())
+            .await
+            .map_err(|e| map_error("connect", &e))?;
+        let connection = Connection {
+            client,
+            settings,
+            current: std::sync::Mutex::new((manager, std::time::Instant::now())),
+        };
+        let mut manager = connection.get();
         let appendonly: redis::RedisResult<Vec<String>> =
-            redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(&mut connection).await;
+            redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(&mut manager).await;
         match appendonly.as_deref() {
             Ok([_, value]) if value == "yes" => {}
             Ok(_) => tracing::warn!(
@@ -333,9 +425,11 @@ impl RedisKv {
         operation: &str,
         invocation: redis::ScriptInvocation<'_>,
     ) -> ExoResult<(String, Vec<Vec<u8>>)> {
-        let mut connection = self.connection.clone();
-        let value: Value =
-            invocation.invoke_async(&mut connection).await.map_err(|e| map_error(operation, &e))?;
+        let mut connection = self.connection.get();
+        let value: Value = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| self.connection.failed(operation, &e))?;
         answer(value)
     }
 
@@ -355,13 +449,13 @@ impl KeyValue for RedisKv {
     }
 
     async fn ready(&self) -> ExoResult<()> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection.get();
         let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut connection).await;
-        readiness(pong.map(|_| ()).map_err(|e| map_error("ready", &e)))
+        readiness(pong.map(|_| ()).map_err(|e| self.connection.failed("ready", &e)))
     }
 
     async fn create_table(&self, table: &TableName) -> ExoResult<bool> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection.get();
         let added: i64 = redis::cmd("ZADD")
             .arg(self.tables())
             .arg("NX")
@@ -369,7 +463,7 @@ impl KeyValue for RedisKv {
             .arg(table.as_str())
             .query_async(&mut connection)
             .await
-            .map_err(|e| map_error("create table", &e))?;
+            .map_err(|e| self.connection.failed("create table", &e))?;
         Ok(added == 1)
     }
 
@@ -384,14 +478,14 @@ impl KeyValue for RedisKv {
     }
 
     async fn list_tables(&self) -> ExoResult<Vec<String>> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection.get();
         redis::cmd("ZRANGE")
             .arg(self.tables())
             .arg(0)
             .arg(-1)
             .query_async(&mut connection)
             .await
-            .map_err(|e| map_error("list tables", &e))
+            .map_err(|e| self.connection.failed("list tables", &e))
     }
 
     async fn get(&self, table: &TableName, key: &str) -> ExoResult<pb::Entry> {

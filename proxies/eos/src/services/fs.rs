@@ -27,15 +27,14 @@ use exo_sqlite::{
     SqliteStore, db_error,
     rusqlite::{self, OptionalExtension, Transaction, params},
 };
-use futures::{StreamExt as _, TryStreamExt as _};
-use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _, BufWriter};
-use tokio_util::io::ReaderStream;
+use futures::StreamExt as _;
+use tokio::io::{AsyncWriteExt as _, BufWriter};
 
 use crate::{
     backend::ObjectStore,
     listing::{Page, Resume, list_page},
     model::{
-        BucketName, ByteStream, Capability, Descriptor, Presigned, PutMeta, READ_CHUNK, Range, ReadCondition,
+        BucketName, ByteStream, Capability, Descriptor, Presigned, PutMeta, Range, ReadCondition,
         WriteCondition, bucket_not_found, check_upload_size, local_limits, new_etag, object_not_found,
     },
     presign::LocalPresigner,
@@ -62,6 +61,54 @@ PRAGMA user_version = 1;
 
 /// Upload write buffer.
 const WRITE_BUFFER: usize = 256 * 1024;
+
+/// Bytes of a file read ahead of its consumer.
+const READ_AHEAD_CHUNK: usize = 1024 * 1024;
+/// Chunks being read while the consumer sends the current one.
+const READ_AHEAD: usize = 2;
+
+/// `length` bytes of `file` from `offset`, each chunk read on the blocking pool straight into
+/// its own buffer (no intermediate copy) and the next ones already being read while the
+/// current one goes out: disk and network overlap, and a blocking thread is held only for the
+/// duration of one read, however slowly the client takes the bytes.
+fn read_ahead(file: std::fs::File, offset: u64, length: u64) -> ByteStream {
+    let file = Arc::new(file);
+    let end = offset.saturating_add(length);
+    let starts = (offset..end).step_by(READ_AHEAD_CHUNK);
+    let chunks = futures::stream::iter(starts).map(move |start| {
+        let file = file.clone();
+        let want = usize::try_from((end - start).min(READ_AHEAD_CHUNK as u64)).unwrap_or(READ_AHEAD_CHUNK);
+        async move {
+            match tokio::task::spawn_blocking(move || read_exact_at(&file, start, want)).await {
+                Ok(read) => read,
+                Err(err) => Err(ExoError::internal(format!("reading an object failed: {err}"))),
+            }
+        }
+    });
+    Box::pin(chunks.buffered(READ_AHEAD))
+}
+
+/// Exactly `want` bytes at `start`; a file shorter than its index entry says is an error, never
+/// a silently short object.
+fn read_exact_at(file: &std::fs::File, start: u64, want: usize) -> ExoResult<bytes::Bytes> {
+    use std::os::unix::fs::FileExt as _;
+    let mut buffer = vec![0u8; want];
+    let mut filled = 0;
+    while filled < want {
+        match file.read_at(&mut buffer[filled..], start + filled as u64) {
+            Ok(0) => {
+                return Err(ExoError::internal(format!(
+                    "object file ends at {} bytes, short of its recorded size",
+                    start + filled as u64
+                )));
+            }
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(err) => return Err(io_error("read object", err)),
+        }
+    }
+    Ok(bytes::Bytes::from(buffer))
+}
 
 /// The settings of an `fs` backend.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -460,16 +507,14 @@ impl ObjectStore for FsObjects {
                 Some(range) => range.resolve(row.info.size)?,
                 None => (0, row.info.size),
             };
-            let mut file = match tokio::fs::File::open(self.blob_path(&row.blob)).await {
-                Ok(file) => file,
-                Err(err) if err.kind() == ErrorKind::NotFound => continue,
-                Err(err) => return Err(io_error("open object", err)),
+            let path = self.blob_path(&row.blob);
+            let file = match tokio::task::spawn_blocking(move || std::fs::File::open(path)).await {
+                Ok(Ok(file)) => file,
+                Ok(Err(err)) if err.kind() == ErrorKind::NotFound => continue,
+                Ok(Err(err)) => return Err(io_error("open object", err)),
+                Err(err) => return Err(ExoError::internal(format!("opening an object failed: {err}"))),
             };
-            file.seek(std::io::SeekFrom::Start(offset)).await.map_err(|e| io_error("seek object", e))?;
-            let reader = tokio::io::AsyncReadExt::take(file, length);
-            let stream =
-                ReaderStream::with_capacity(reader, READ_CHUNK).map_err(|e| io_error("read object", e));
-            return Ok((row.info, (offset, length), Box::pin(stream)));
+            return Ok((row.info, (offset, length), read_ahead(file, offset, length)));
         }
         Err(ExoError::unavailable(format!("{bucket}/{key} kept changing while being opened; retry")))
     }

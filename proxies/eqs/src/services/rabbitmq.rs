@@ -371,7 +371,13 @@ impl Drop for AdminChannel {
 /// Queues in RabbitMQ.
 pub struct RabbitMqQueue {
     descriptor: Descriptor,
+    /// Without the configured password, which is [`Self::password`]'s current one at each
+    /// connect.
     uri: AMQPUri,
+    /// A `file:` password is read again (at most every few seconds) when a connection is made,
+    /// so a rotated password serves the next reconnect without a restart; the open connection
+    /// stays as it is (RabbitMQ keeps it when the user's password changes).
+    password: Option<exo_proxy_core::secret::Followed<String>>,
     /// Extra roots for `amqps://` (the webpki roots are always trusted).
     tls: lapin::tcp::OwnedTLSConfig,
     namespace: String,
@@ -643,11 +649,16 @@ async fn follow_registry(
 impl RabbitMqQueue {
     /// Connects, declares the registry stream and replays it.
     pub async fn connect(config: &RabbitMqQueueConfig, call_timeout: Duration) -> ExoResult<Self> {
-        let mut uri = config.check().map_err(|e| ExoError::invalid_argument("backend", e.to_string()))?;
-        if let Some(password) = &config.password {
-            let bytes = password.resolve().map_err(|e| ExoError::internal(e.to_string()))?;
-            uri.authority.userinfo.password = String::from_utf8_lossy(&bytes).into_owned();
-        }
+        let uri = config.check().map_err(|e| ExoError::invalid_argument("backend", e.to_string()))?;
+        let password = match &config.password {
+            Some(secret) => Some(
+                exo_proxy_core::secret::Followed::new(secret.clone(), "backend.password", |bytes| {
+                    String::from_utf8(bytes.to_vec()).map_err(|_| "the password is not UTF-8".to_owned())
+                })
+                .map_err(|e| ExoError::invalid_argument("backend.password", e.to_string()))?,
+            ),
+            None => None,
+        };
         let mut tls = lapin::tcp::OwnedTLSConfig::default();
         if let Some(path) = &config.ca_file {
             let pem = std::fs::read_to_string(path).map_err(|e| {
@@ -675,6 +686,7 @@ impl RabbitMqQueue {
                 limits: local_limits(config.max_message_bytes),
             },
             uri,
+            password,
             tls,
             namespace: config.namespace.clone(),
             call_timeout,
@@ -735,8 +747,12 @@ impl RabbitMqQueue {
             receivers.clear();
         }
         let runtime = lapin::runtime::default_runtime().map_err(|e| map_error("connect", &e))?;
+        let mut uri = self.uri.clone();
+        if let Some(password) = &self.password {
+            uri.authority.userinfo.password = password.current().0.to_string();
+        }
         let connect = Connection::connect_uri_with_config(
-            self.uri.clone(),
+            uri,
             ConnectionProperties::default(),
             self.tls.clone(),
             runtime,

@@ -449,21 +449,38 @@ impl NatsQueue {
     /// Connects to the server and checks that JetStream answers.
     pub async fn connect(config: &NatsQueueConfig, call_timeout: Duration) -> ExoResult<Self> {
         config.check().map_err(|e| ExoError::invalid_argument("backend", e.to_string()))?;
-        let secret = |s: &SecretRef| {
-            s.resolve()
-                .map_err(|e| ExoError::internal(e.to_string()))
-                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        // Credentials are asked for at every connect, reconnects included: a rotated `file:`
+        // password or token serves the next reconnect without a restart (the open connection
+        // stays, as NATS keeps it when its account changes).
+        let followed = |secret: &SecretRef, what: &'static str| {
+            exo_proxy_core::secret::Followed::new(secret.clone(), what, |bytes| {
+                String::from_utf8(bytes.to_vec()).map_err(|_| "not UTF-8".to_owned())
+            })
+            .map(Arc::new)
+            .map_err(|e| ExoError::invalid_argument(what, e.to_string()))
         };
-        let mut options = async_nats::ConnectOptions::new()
-            .name("eqs-proxy")
-            .connection_timeout(call_timeout)
-            .request_timeout(Some(call_timeout));
-        if let (Some(user), Some(password)) = (&config.user, &config.password) {
-            options = options.user_and_password(user.clone(), secret(password)?);
+        let password = config.password.as_ref().map(|p| followed(p, "backend.password")).transpose()?;
+        let token = config.token.as_ref().map(|t| followed(t, "backend.token")).transpose()?;
+        let mut options = match (password, token) {
+            (None, None) => async_nats::ConnectOptions::new(),
+            (password, token) => {
+                let user = config.user.clone();
+                async_nats::ConnectOptions::with_auth_callback(move |_nonce| {
+                    let mut auth = async_nats::Auth::new();
+                    if let Some(password) = &password {
+                        auth.username = user.clone();
+                        auth.password = Some(password.current().0.to_string());
+                    }
+                    if let Some(token) = &token {
+                        auth.token = Some(token.current().0.to_string());
+                    }
+                    async move { Ok(auth) }
+                })
+            }
         }
-        if let Some(token) = &config.token {
-            options = options.token(secret(token)?);
-        }
+        .name("eqs-proxy")
+        .connection_timeout(call_timeout)
+        .request_timeout(Some(call_timeout));
         if config.tls || config.url.contains("tls://") {
             options = options.require_tls(true);
         }
