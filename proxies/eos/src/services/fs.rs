@@ -63,9 +63,9 @@ PRAGMA user_version = 1;
 const WRITE_BUFFER: usize = 256 * 1024;
 
 /// Bytes of a file read ahead of its consumer.
-const READ_AHEAD_CHUNK: usize = 1024 * 1024;
+const READ_AHEAD_CHUNK: usize = 256 * 1024;
 /// Chunks being read while the consumer sends the current one.
-const READ_AHEAD: usize = 2;
+const READ_AHEAD: usize = 4;
 
 /// `length` bytes of `file` from `offset`, each chunk read on the blocking pool straight into
 /// its own buffer (no intermediate copy) and the next ones already being read while the
