@@ -21,7 +21,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds_path = out.join("exo_descriptor.bin");
     fs::write(&fds_path, fds.encode_to_vec())?;
 
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds.clone())?;
+    // Object bytes as `bytes::Bytes`: a chunk is handed on without a copy (the server's read
+    // buffer becomes the message, a decoded chunk is a slice of the receive buffer).
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .bytes(".exo.object.v1.PutRequest.chunk")
+        .bytes(".exo.object.v1.GetResponse.chunk")
+        .compile_fds(fds.clone())?;
 
     pbjson_build::Builder::new().register_descriptors(&fs::read(&fds_path)?)?.build(&[".exo"])?;
     Ok(())

@@ -23,19 +23,10 @@ import subprocess
 import time
 import urllib.parse
 
-from harness import check, failures, free_port, request, start_proxy
+from harness import check, failures, free_port, request, start_proxy, until
 
 RUN = f"exo-rot-{os.getpid()}"
 BODY = base64.b64encode(b"v").decode()
-
-
-def until(condition, seconds):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.3)
-    return condition()
 
 
 def write_secret(path, value):

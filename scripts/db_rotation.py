@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import time
 
-from harness import check, failures, free_port, request, start_proxy
+from harness import check, failures, free_port, request, start_proxy, until
 
 
 def postgres_bin():
@@ -60,15 +60,6 @@ class Server:
 
     def stop(self):
         self.run("pg_ctl", "-D", self.dir, "-m", "immediate", "stop")
-
-
-def until(condition, seconds):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.3)
-    return condition()
 
 
 def main():

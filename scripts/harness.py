@@ -35,6 +35,16 @@ def request(method, url, body=None, raw=None, headers=None, timeout=30):
         return status, text
 
 
+def until(condition, seconds):
+    """Whether `condition()` held within `seconds` (asked every 0.3 s, and once more at the end)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.3)
+    return condition()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

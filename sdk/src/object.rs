@@ -103,7 +103,7 @@ impl Stream for UploadBody {
         }
         match this.chunks.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(bytes))) => Poll::Ready(Some(pb::PutRequest {
-                part: Some(pb::put_request::Part::Chunk(bytes.to_vec())),
+                part: Some(pb::put_request::Part::Chunk(bytes)),
                 finish: false,
             })),
             Poll::Ready(Some(Err(err))) => {
@@ -331,7 +331,7 @@ impl ObjectClient {
         };
         let body = messages.map_err(Error::from).try_filter_map(|m| async move {
             match m.part {
-                Some(pb::get_response::Part::Chunk(bytes)) => Ok(Some(Bytes::from(bytes))),
+                Some(pb::get_response::Part::Chunk(bytes)) => Ok(Some(bytes)),
                 _ => Err(Error::client(Reason::Internal, "a second header arrived in a download", false)),
             }
         });

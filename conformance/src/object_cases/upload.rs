@@ -43,7 +43,7 @@ crate::cases! {
             part: Some(Part::Header(pb::PutHeader { bucket: b.clone(), key: "k".into(), ..Default::default() })),
             finish: false,
         };
-        let chunk = |bytes: Vec<u8>| pb::PutRequest { part: Some(Part::Chunk(bytes)), finish: false };
+        let chunk = |bytes: Vec<u8>| pb::PutRequest { part: Some(Part::Chunk(bytes.into())), finish: false };
         // A chunk far over any proxy's message limit (the default is 4 MiB).
         let cases = [
             (

@@ -42,9 +42,7 @@ fn upload_body(messages: Streaming<pb::PutRequest>, finished: bool) -> ByteStrea
             };
         }
         let (item, finished) = match messages.message().await {
-            Ok(Some(pb::PutRequest { part: Some(Part::Chunk(chunk)), finish })) => {
-                (Ok(Bytes::from(chunk)), finish)
-            }
+            Ok(Some(pb::PutRequest { part: Some(Part::Chunk(chunk)), finish })) => (Ok(chunk), finish),
             Ok(Some(pb::PutRequest { part: None, finish: true })) => (Ok(Bytes::new()), true),
             Ok(Some(pb::PutRequest { part: None, finish: false })) => (
                 Err(ExoError::invalid_argument("chunk", "an upload message carried neither data nor finish")),
@@ -129,7 +127,7 @@ impl ObjectService for GrpcObjects {
         let header = pb::GetResponse { part: Some(pb::get_response::Part::Header(download.header)) };
         let chunks = download.body.map(|chunk| {
             chunk
-                .map(|bytes| pb::GetResponse { part: Some(pb::get_response::Part::Chunk(bytes.to_vec())) })
+                .map(|bytes| pb::GetResponse { part: Some(pb::get_response::Part::Chunk(bytes)) })
                 .map_err(Status::from)
         });
         Ok(Response::new(Box::pin(stream::once(async { Ok(header) }).chain(chunks))))

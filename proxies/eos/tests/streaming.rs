@@ -176,7 +176,7 @@ async fn a_grpc_upload_without_finish_stores_nothing() {
     let header = pb::PutHeader { bucket: "unfinished".into(), key: "k".into(), ..Default::default() };
     let messages = vec![
         pb::PutRequest { part: Some(Part::Header(header)), finish: false },
-        pb::PutRequest { part: Some(Part::Chunk(b"partial".to_vec())), finish: false },
+        pb::PutRequest { part: Some(Part::Chunk(bytes::Bytes::from_static(b"partial"))), finish: false },
     ];
     let result = client.raw().put(futures::stream::iter(messages)).await;
     let err = exo_sdk::Error::from(result.unwrap_err());

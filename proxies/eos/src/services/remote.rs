@@ -16,7 +16,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use exo_proto::object::v1::{self as pb, object_service_client::ObjectServiceClient};
 use exo_proxy_core::{ExoError, ExoResult, config::ConfigError};
 use exo_remote::{Described, Description, RemoteConfig, Transport, described, from_status, request};
@@ -122,7 +121,7 @@ fn upload_messages(
         }
         match body.next().await {
             Some(Ok(bytes)) => Some((
-                pb::PutRequest { part: Some(pb::put_request::Part::Chunk(bytes.to_vec())), finish: false },
+                pb::PutRequest { part: Some(pb::put_request::Part::Chunk(bytes)), finish: false },
                 (body, failed, false),
             )),
             Some(Err(err)) => {
@@ -264,7 +263,7 @@ impl ObjectStore for RemoteObjects {
         };
         let body = messages.map_err(from_status).and_then(|message| async move {
             match message.part {
-                Some(pb::get_response::Part::Chunk(chunk)) => Ok(Bytes::from(chunk)),
+                Some(pb::get_response::Part::Chunk(chunk)) => Ok(chunk),
                 _ => Err(ExoError::internal("the remote sent a second header in a download")),
             }
         });
