@@ -141,6 +141,14 @@ trait Cycle: Clone + Send + Sync + 'static {
         body: &[u8],
         phase: &mut Phase,
     ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
+
+    /// Sends `count` messages in one batch call.
+    fn send_batch(
+        &self,
+        queue: &str,
+        body: &[u8],
+        count: usize,
+    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
 }
 
 #[derive(Clone)]
@@ -159,6 +167,14 @@ impl Cycle for ViaProxy {
         self.0.ack(queue, &message.receipt).await?;
         phase.ack.0.push(t.elapsed());
         phase.ops += 3;
+        Ok(())
+    }
+
+    async fn send_batch(&self, queue: &str, body: &[u8], count: usize) -> anyhow::Result<()> {
+        let messages = vec![exo_sdk::Outgoing::new(body.to_vec()); count];
+        for result in self.0.send_batch(queue, messages).await? {
+            result?;
+        }
         Ok(())
     }
 }
@@ -182,6 +198,15 @@ impl Cycle for Direct {
         self.0.ack(&name, &message.receipt).await?;
         phase.ack.0.push(t.elapsed());
         phase.ops += 3;
+        Ok(())
+    }
+
+    async fn send_batch(&self, queue: &str, body: &[u8], count: usize) -> anyhow::Result<()> {
+        let name = QueueName::parse("queue", queue, "queue")?;
+        let message = pb::OutgoingMessage { body: body.to_vec(), ..Default::default() };
+        for result in self.0.send(&name, vec![message; count]).await? {
+            result?;
+        }
         Ok(())
     }
 }
@@ -217,6 +242,34 @@ async fn run_phase<C: Cycle>(
     }
     total.elapsed = started.elapsed();
     Ok(total)
+}
+
+/// Messages per second sent in batches of `batch`, `queues.len()` batch calls in flight (one
+/// worker per queue), about `messages` in all; and how many were sent.
+async fn run_batches<C: Cycle>(
+    driver: &C,
+    queues: &[String],
+    messages: usize,
+    batch: usize,
+    body: &[u8],
+) -> anyhow::Result<(f64, usize)> {
+    let calls_per_worker = (messages / batch / queues.len()).max(1);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for queue in queues {
+        let (queue, driver, body) = (queue.clone(), driver.clone(), body.to_vec());
+        tasks.spawn(async move {
+            for _ in 0..calls_per_worker {
+                driver.send_batch(&queue, &body, batch).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    let sent = calls_per_worker * batch * queues.len();
+    Ok((sent as f64 / started.elapsed().as_secs_f64(), sent))
 }
 
 /// Paced cycles at `rps` requests per second for `duration`.
@@ -538,6 +591,18 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
     let proxy_cpu_parallel = process_cpu(proxy.pid)? - cpu_before;
     let direct_parallel = run_phase(&direct, &direct_queues, args.cycles, &body).await?;
 
+    // Batched sends: 10 messages per call, as many calls in flight as workers.
+    let batched_messages = (args.cycles * 10).max(1000);
+    let cpu_before = process_cpu(proxy.pid)?;
+    let (via_batched, sent_batched) = run_batches(&via, &proxy_queues, batched_messages, 10, &body).await?;
+    let proxy_cpu_batched = process_cpu(proxy.pid)? - cpu_before;
+    let (direct_batched, _) = run_batches(&direct, &direct_queues, batched_messages, 10, &body).await?;
+    // Leave the queues as they were: the paced phase below measures memory, not a backlog.
+    for (via_queue, direct_queue) in proxy_queues.iter().zip(&direct_queues) {
+        client.purge(via_queue).await?;
+        direct_backend.purge(&QueueName::parse("queue", direct_queue, "queue")?).await?;
+    }
+
     let hop = match args.hop {
         true => {
             Some(hop_phases(&bin, &args, &proxy, tls.as_ref(), scratch.path(), &proxy_queues, &body).await?)
@@ -642,6 +707,14 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
     println!(
         "| proxy CPU µs per op, {workers} workers | | {} | |",
         us(proxy_cpu_parallel / via_parallel.ops as u32)
+    );
+    println!(
+        "| messages/s sent in batches of 10, {workers} calls in flight | {direct_batched:.0} | {via_batched:.0} | {:.3} |",
+        via_batched / direct_batched
+    );
+    println!(
+        "| proxy CPU µs per batched message | | {:.2} | |",
+        proxy_cpu_batched.as_secs_f64() * 1e6 / sent_batched.max(1) as f64
     );
     println!();
     println!("| proxy | value |");
