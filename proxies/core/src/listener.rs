@@ -61,22 +61,38 @@ impl Slots {
     }
 }
 
-/// A stream a listener hands out, tuned for request/response traffic as it is accepted.
-pub trait Connection: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// Sets the socket options small request/response exchanges need.
-    fn tune(&self) {}
+/// A socket the proxy accepts connections on (TCP or Unix), each connection set up for small
+/// request/response exchanges as it is accepted.
+pub trait Socket: Send + 'static {
+    /// An accepted connection.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// The peer's address.
+    type Addr: Send + std::fmt::Debug;
+    /// The next connection.
+    fn accept_one(
+        &mut self,
+    ) -> impl std::future::Future<Output = io::Result<(Self::Stream, Self::Addr)>> + Send;
+    /// The address it listens on.
+    fn local(&self) -> io::Result<Self::Addr>;
 }
 
-impl Connection for TcpStream {
-    fn tune(&self) {
+impl Socket for TcpListener {
+    type Stream = TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept_one(&mut self) -> io::Result<(TcpStream, std::net::SocketAddr)> {
+        let (stream, addr) = self.accept().await?;
         // Without TCP_NODELAY small gRPC responses wait on delayed ACKs (~40 ms a call).
-        if let Err(err) = self.set_nodelay(true) {
+        if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
+        Ok((stream, addr))
+    }
+
+    fn local(&self) -> io::Result<std::net::SocketAddr> {
+        self.local_addr()
     }
 }
-
-impl Connection for UnixStream {}
 
 /// A listener (TCP or Unix) handing out at most its [`Slots`]' cap of connections at once.
 /// At the cap it stops accepting, so new clients wait in the kernel's backlog, and says so
@@ -95,12 +111,8 @@ impl<L> CappedListener<L> {
     }
 }
 
-impl<L> axum::serve::Listener for CappedListener<L>
-where
-    L: axum::serve::Listener,
-    L::Io: Connection,
-{
-    type Io = CountedStream<L::Io>;
+impl<L: Socket> axum::serve::Listener for CappedListener<L> {
+    type Io = CountedStream<L::Stream>;
     type Addr = L::Addr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -119,16 +131,23 @@ where
                 permit
             }
         };
-        // Accept errors (EMFILE and friends) are logged and backed off by axum's listeners;
-        // the slot stays reserved meanwhile.
-        let (stream, addr) = self.listener.accept().await;
-        stream.tune();
-        let stall = crate::stalls::WriteStall::new(self.write_stall);
-        (CountedStream { stream, stall, _permit: permit }, addr)
+        loop {
+            match self.listener.accept_one().await {
+                Ok((stream, addr)) => {
+                    let stall = crate::stalls::WriteStall::new(self.write_stall);
+                    return (CountedStream { stream, stall, _permit: permit }, addr);
+                }
+                Err(err) => {
+                    // EMFILE and friends: back off instead of spinning; the slot stays reserved.
+                    tracing::error!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.listener.local_addr()
+        self.listener.local()
     }
 }
 
@@ -174,21 +193,32 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for CountedStream<S> {
     }
 }
 
-/// A Unix domain socket a proxy serves beside its TCP port; the file is removed when this is
-/// dropped (the proxy stopped).
+/// A Unix domain socket a proxy serves beside its TCP port. Dropping it closes the listener
+/// and removes the file together — when the proxy stops accepting, at the start of its drain,
+/// not after it — so a proxy started while this one drains finds no file, binds its own, and
+/// nothing of this one's removes it later.
 #[derive(Debug)]
 pub struct UnixSocket {
     listener: UnixListener,
-    file: SocketFile,
+    path: PathBuf,
 }
 
-/// Removes the socket file on drop, so a stopped proxy leaves no stale socket behind.
-#[derive(Debug)]
-pub struct SocketFile(PathBuf);
-
-impl Drop for SocketFile {
+impl Drop for UnixSocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Socket for UnixSocket {
+    type Stream = UnixStream;
+    type Addr = tokio::net::unix::SocketAddr;
+
+    async fn accept_one(&mut self) -> io::Result<(UnixStream, tokio::net::unix::SocketAddr)> {
+        self.listener.accept().await
+    }
+
+    fn local(&self) -> io::Result<tokio::net::unix::SocketAddr> {
+        self.listener.local_addr()
     }
 }
 
@@ -221,29 +251,26 @@ impl UnixSocket {
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
                 Ok(_) => return Err(UnixSocketError::InUse(path.to_owned())),
-                Err(_) => {
+                // Only a refused connection says nobody listens; any other failure (permission
+                // denied: another user's socket) leaves the file alone.
+                Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
                     tracing::info!(path = %path.display(), "replacing a stale socket file");
                     std::fs::remove_file(path).or_else(ignore_not_found).map_err(failed)?;
                 }
+                Err(err) => return Err(failed(err)),
             },
             Ok(_) => return Err(UnixSocketError::NotASocket(path.to_owned())),
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             Err(err) => return Err(failed(err)),
         }
-        let listener = UnixListener::bind(path).map_err(failed)?;
-        let file = SocketFile(path.to_owned());
+        let socket = Self { listener: UnixListener::bind(path).map_err(failed)?, path: path.to_owned() };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(failed)?;
-        Ok(Self { listener, file })
+        Ok(socket)
     }
 
     /// The socket's path.
     pub fn path(&self) -> &Path {
-        &self.file.0
-    }
-
-    /// The listener, and the guard that removes the file once dropped.
-    pub fn into_parts(self) -> (UnixListener, SocketFile) {
-        (self.listener, self.file)
+        &self.path
     }
 }
 

@@ -184,6 +184,14 @@ impl<T> Followed<T> {
     }
 }
 
+impl Followed<String> {
+    /// A text secret (a password, a token) followed as [`Followed::new`] does; bytes that are
+    /// not UTF-8 are refused, naming `what`.
+    pub fn text(secret: SecretRef, what: &'static str) -> Result<Self, ConfigError> {
+        Self::new(secret, what, |bytes| String::from_utf8(bytes.to_vec()).map_err(|_| "not UTF-8".to_owned()))
+    }
+}
+
 /// Environment variable holding the base64 secrets key.
 pub const KEY_ENV: &str = "EXO_SECRETS_KEY";
 /// Environment variable naming a file holding the base64 secrets key.

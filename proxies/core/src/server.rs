@@ -91,11 +91,6 @@ impl Listeners {
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.tcp.local_addr()
     }
-
-    /// The Unix socket's path, if there is one.
-    pub fn unix_path(&self) -> Option<&std::path::Path> {
-        self.unix.as_ref().map(|socket| socket.path())
-    }
 }
 
 /// Everything one proxy serves, assembled by the proxy and run by [`ProxyServer::serve`].
@@ -255,9 +250,8 @@ impl ProxyServer {
         let unix = async {
             let Some(socket) = unix else { return Ok(()) };
             tracing::info!(path = %socket.path().display(), "listening on a Unix socket (gRPC + HTTP/JSON)");
-            // The guard removes the file once this loop has stopped accepting.
-            let (listener, _file) = socket.into_parts();
-            let listener = crate::listener::CappedListener::new(listener, slots, stall);
+            // Its file goes with it when the loop stops accepting (see `UnixSocket`).
+            let listener = crate::listener::CappedListener::new(socket, slots, stall);
             crate::connections::serve(listener, app.clone(), limits, stopped(stopping_rx.clone())).await
         };
         let server = async {

@@ -138,3 +138,39 @@ async fn the_sdk_names_a_missing_socket_and_refuses_a_relative_path() {
     let err = QueueClient::connect("unix:relative.sock").unwrap_err();
     assert_eq!(err.reason, Reason::InvalidArgument, "{err:?}");
 }
+
+#[tokio::test]
+async fn a_proxy_started_while_another_drains_keeps_its_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("eqs.sock");
+    let (mut old, _) = spawn_on(&socket).await;
+    let url = format!("unix:{}", socket.display());
+    let queues = QueueClient::connect(&url).unwrap().with_auth(Auth::bearer(TOKEN).unwrap()).unwrap();
+    queues.create_queue("draining", QueueOptions::default()).await.unwrap();
+    // A long poll keeps the old proxy draining after SIGTERM.
+    let polling = tokio::spawn({
+        let queues = queues.clone();
+        async move { queues.receive("draining", Receive::up_to(1).wait(Duration::from_secs(5))).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(old.id().unwrap() as i32, libc::SIGTERM) };
+    let mut gone = false;
+    for _ in 0..40 {
+        if !socket.exists() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the draining proxy keeps its socket file once it stopped accepting");
+    assert!(old.try_wait().unwrap().is_none(), "the old proxy is still draining its long poll");
+
+    let (_new, _) = spawn_on(&socket).await;
+    let _ = polling.await;
+    let status = tokio::time::timeout(Duration::from_secs(10), old.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(socket.exists(), "the old proxy removed its successor's socket when it exited");
+    let fresh = QueueClient::connect(&url).unwrap().with_auth(Auth::bearer(TOKEN).unwrap()).unwrap();
+    fresh.create_queue("after-handover", QueueOptions::default()).await.unwrap();
+}

@@ -298,9 +298,6 @@ impl Connection {
     }
 }
 
-/// How often a `file:` password is looked at for a change while connections are open.
-const PASSWORD_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// The configured password as Redis's client asks for credentials: the current one when a
 /// connection is made, then each change (the connection sends AUTH again).
 struct RotatingPassword {
@@ -321,7 +318,7 @@ impl redis::StreamingCredentialsProvider for RotatingPassword {
                 if seen.is_some() {
                     // Wait for a change; a connection lives as long as it is open.
                     loop {
-                        tokio::time::sleep(PASSWORD_CHECK_EVERY).await;
+                        tokio::time::sleep(exo_proxy_core::secret::REREAD_EVERY).await;
                         if Some(password.current().1) != seen {
                             break;
                         }
@@ -344,10 +341,7 @@ impl RedisKv {
         // connections authenticate again with it (AUTH), all without a restart.
         let credentials = match &config.password {
             Some(secret) => {
-                let password =
-                    exo_proxy_core::secret::Followed::new(secret.clone(), "backend.password", |bytes| {
-                        String::from_utf8(bytes.to_vec()).map_err(|_| "the password is not UTF-8".to_owned())
-                    })
+                let password = exo_proxy_core::secret::Followed::text(secret.clone(), "backend.password")
                     .map_err(|e| ExoError::invalid_argument("backend.password", e.to_string()))?;
                 let username = info.redis_settings().username().unwrap_or("default").to_owned();
                 Some(RotatingPassword { username, password: Arc::new(password) })

@@ -34,7 +34,7 @@ use crate::{
     backend::ObjectStore,
     listing::{Page, Resume, list_page},
     model::{
-        BucketName, ByteStream, Capability, Descriptor, Presigned, PutMeta, Range, ReadCondition,
+        BucketName, ByteStream, Capability, Descriptor, Presigned, PutMeta, READ_CHUNK, Range, ReadCondition,
         WriteCondition, bucket_not_found, check_upload_size, local_limits, new_etag, object_not_found,
     },
     presign::LocalPresigner,
@@ -62,9 +62,7 @@ PRAGMA user_version = 1;
 /// Upload write buffer.
 const WRITE_BUFFER: usize = 256 * 1024;
 
-/// Bytes of a file read ahead of its consumer.
-const READ_AHEAD_CHUNK: usize = 256 * 1024;
-/// Chunks being read while the consumer sends the current one.
+/// Chunks ([`READ_CHUNK`] each) being read while the consumer sends the current one.
 const READ_AHEAD: usize = 4;
 
 /// `length` bytes of `file` from `offset`, each chunk read on the blocking pool straight into
@@ -74,10 +72,10 @@ const READ_AHEAD: usize = 4;
 fn read_ahead(file: std::fs::File, offset: u64, length: u64) -> ByteStream {
     let file = Arc::new(file);
     let end = offset.saturating_add(length);
-    let starts = (offset..end).step_by(READ_AHEAD_CHUNK);
+    let starts = (offset..end).step_by(READ_CHUNK);
     let chunks = futures::stream::iter(starts).map(move |start| {
         let file = file.clone();
-        let want = usize::try_from((end - start).min(READ_AHEAD_CHUNK as u64)).unwrap_or(READ_AHEAD_CHUNK);
+        let want = usize::try_from((end - start).min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
         async move {
             match tokio::task::spawn_blocking(move || read_exact_at(&file, start, want)).await {
                 Ok(read) => read,

@@ -652,10 +652,8 @@ impl RabbitMqQueue {
         let uri = config.check().map_err(|e| ExoError::invalid_argument("backend", e.to_string()))?;
         let password = match &config.password {
             Some(secret) => Some(
-                exo_proxy_core::secret::Followed::new(secret.clone(), "backend.password", |bytes| {
-                    String::from_utf8(bytes.to_vec()).map_err(|_| "the password is not UTF-8".to_owned())
-                })
-                .map_err(|e| ExoError::invalid_argument("backend.password", e.to_string()))?,
+                exo_proxy_core::secret::Followed::text(secret.clone(), "backend.password")
+                    .map_err(|e| ExoError::invalid_argument("backend.password", e.to_string()))?,
             ),
             None => None,
         };

@@ -453,11 +453,9 @@ impl NatsQueue {
         // password or token serves the next reconnect without a restart (the open connection
         // stays, as NATS keeps it when its account changes).
         let followed = |secret: &SecretRef, what: &'static str| {
-            exo_proxy_core::secret::Followed::new(secret.clone(), what, |bytes| {
-                String::from_utf8(bytes.to_vec()).map_err(|_| "not UTF-8".to_owned())
-            })
-            .map(Arc::new)
-            .map_err(|e| ExoError::invalid_argument(what, e.to_string()))
+            exo_proxy_core::secret::Followed::text(secret.clone(), what)
+                .map(Arc::new)
+                .map_err(|e| ExoError::invalid_argument(what, e.to_string()))
         };
         let password = config.password.as_ref().map(|p| followed(p, "backend.password")).transpose()?;
         let token = config.token.as_ref().map(|t| followed(t, "backend.token")).transpose()?;
