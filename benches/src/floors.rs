@@ -136,8 +136,23 @@ impl tower::Service<http::Request<tonic::body::Body>> for EchoServer {
     }
 }
 
+/// Which HTTP/2 client a bare echo is called through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EchoClient {
+    /// tonic's `Channel`: a `tower::buffer` worker in front of hyper's client.
+    TonicChannel,
+    /// hyper's HTTP/2 `SendRequest` on one connection, called directly.
+    HyperConnection,
+}
+
 /// `count` unary calls of `body` bytes to a bare tonic echo server on its own thread.
 pub async fn tonic_round_trips(body: usize, count: usize) -> anyhow::Result<Samples> {
+    echo_round_trips_via(EchoClient::TonicChannel, body, count).await
+}
+
+/// `count` unary calls of `body` bytes to a bare tonic echo server on its own thread, through
+/// `client`.
+pub async fn echo_round_trips_via(client: EchoClient, body: usize, count: usize) -> anyhow::Result<Samples> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
@@ -162,31 +177,93 @@ pub async fn tonic_round_trips(body: usize, count: usize) -> anyhow::Result<Samp
                 .context("echo server")
         })
     });
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .tcp_nodelay(true)
-        .connect()
-        .await?;
-    let mut grpc = tonic::client::Grpc::new(channel);
+    let samples = match client {
+        EchoClient::TonicChannel => {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+                .tcp_nodelay(true)
+                .connect()
+                .await?;
+            echo_calls(tonic::client::Grpc::new(channel), body, count).await?
+        }
+        EchoClient::HyperConnection => {
+            let (send, driver) = hyper_connection(addr, None).await?;
+            let samples = echo_calls(tonic::client::Grpc::new(send), body, count).await?;
+            driver.abort();
+            samples
+        }
+    };
+    // Graceful shutdown waits for open connections: close ours first (dropped above), and
+    // wait without blocking this runtime (it drives our side of the connection to its close).
+    let _ = stop.send(());
+    tokio::task::spawn_blocking(move || server.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("echo server thread panicked"))??;
+    Ok(samples)
+}
+
+async fn echo_calls<T>(mut grpc: tonic::client::Grpc<T>, body: usize, count: usize) -> anyhow::Result<Samples>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error: Into<tonic::codegen::StdError>,
+    T::Error: Into<tonic::codegen::StdError>,
+{
     let path = http::uri::PathAndQuery::from_static("/exo.bench.Echo/Echo");
     let message = vec![b'x'; body];
     let mut samples = Samples::default();
     for i in 0..count + count / 10 {
         let started = Instant::now();
-        grpc.ready().await?;
+        grpc.ready().await.map_err(|e| anyhow::anyhow!("not ready: {}", e.into()))?;
         let answer = grpc.unary(tonic::Request::new(message.clone()), path.clone(), RawCodec).await?;
         anyhow::ensure!(answer.get_ref().len() == body, "the echo answered {} bytes", answer.get_ref().len());
         if i >= count / 10 {
             samples.0.push(started.elapsed());
         }
     }
-    // Graceful shutdown waits for open connections: close ours first, and wait without
-    // blocking this runtime (it drives our side of the connection to its close).
-    drop(grpc);
-    let _ = stop.send(());
-    tokio::task::spawn_blocking(move || server.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("echo server thread panicked"))??;
     Ok(samples)
+}
+
+/// One HTTP/2 connection to `addr` through hyper's client, accepting DATA frames of up to
+/// `max_frame` bytes (HTTP/2's 16 KiB default when `None`), and the task driving it.
+pub async fn hyper_connection(
+    addr: std::net::SocketAddr,
+    max_frame: Option<u32>,
+) -> anyhow::Result<(HyperSend, tokio::task::JoinHandle<Result<(), hyper::Error>>)> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let mut builder = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .max_frame_size(max_frame)
+        .initial_stream_window_size(2 << 20)
+        .initial_connection_window_size(4 << 20);
+    let (send, connection) = builder.handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    Ok((HyperSend(send), tokio::spawn(connection)))
+}
+
+/// hyper's HTTP/2 request sender as a tower service, with the `http://localhost` authority
+/// tonic leaves to its channel.
+#[derive(Clone)]
+pub struct HyperSend(hyper::client::conn::http2::SendRequest<tonic::body::Body>);
+
+impl tower::Service<http::Request<tonic::body::Body>> for HyperSend {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, hyper::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), hyper::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        let mut parts = request.uri().clone().into_parts();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some(http::uri::Authority::from_static("localhost"));
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+        Box::pin(self.0.send_request(request))
+    }
 }
 
 /// Bytes per second one loopback TCP connection carries: `total` bytes written in 1 MiB

@@ -150,6 +150,12 @@ pub async fn bench(args: KvArgs) -> anyhow::Result<()> {
         false => None,
     };
     let bare_tonic = crate::floors::tonic_round_trips(args.value_bytes, args.cycles.min(5000)).await?;
+    let bare_hyper = crate::floors::echo_round_trips_via(
+        crate::floors::EchoClient::HyperConnection,
+        args.value_bytes,
+        args.cycles.min(5000),
+    )
+    .await?;
     let cpu = process_cpu(proxy.pid)?;
     let via_serial = via_proxy(&client, args.cycles, 1, &value).await?;
     let proxy_cpu = process_cpu(proxy.pid)? - cpu;
@@ -203,7 +209,10 @@ pub async fn bench(args: KvArgs) -> anyhow::Result<()> {
     crate::floor_ratios(
         &tcp,
         unix.as_ref(),
-        &bare_tonic,
+        &[
+            ("bare tonic unary echo (TCP)", &bare_tonic),
+            ("bare echo through hyper's HTTP/2 client (TCP)", &bare_hyper),
+        ],
         &[("put", &via_serial.put), ("get", &via_serial.get)],
     );
     let rate = |p: &Phase| p.ops as f64 / p.elapsed.as_secs_f64();

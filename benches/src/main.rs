@@ -456,7 +456,7 @@ fn memory_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
 pub(crate) fn floor_ratios(
     tcp: &Samples,
     unix: Option<&Samples>,
-    bare_tonic: &Samples,
+    bare: &[(&str, &Samples)],
     calls: &[(&str, &Samples)],
 ) {
     let ratio = |a: &Samples, b: &Samples, p: f64| {
@@ -474,7 +474,7 @@ pub(crate) fn floor_ratios(
             println!("|---|---|---|");
         }
     }
-    for (name, samples) in calls.iter().copied().chain([("bare tonic unary echo (TCP)", bare_tonic)]) {
+    for (name, samples) in calls.iter().chain(bare).copied() {
         print!("| {name} | {:.2} | {:.2} |", ratio(samples, tcp, 50.0), ratio(samples, tcp, 99.0));
         if let Some(unix) = unix {
             print!(" {:.2} | {:.2} |", ratio(samples, unix, 50.0), ratio(samples, unix, 99.0));
@@ -576,6 +576,12 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
         None
     };
     let bare_tonic = floors::tonic_round_trips(args.body_bytes, args.cycles.min(5000)).await?;
+    let bare_hyper = floors::echo_round_trips_via(
+        floors::EchoClient::HyperConnection,
+        args.body_bytes,
+        args.cycles.min(5000),
+    )
+    .await?;
 
     // Latency: one worker, so each call is measured alone.
     let cpu_before = process_cpu(proxy.pid)?;
@@ -681,7 +687,10 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
     floor_ratios(
         &tcp,
         unix.as_ref(),
-        &bare_tonic,
+        &[
+            ("bare tonic unary echo (TCP)", &bare_tonic),
+            ("bare echo through hyper's HTTP/2 client (TCP)", &bare_hyper),
+        ],
         &[("send", &via_serial.send), ("receive", &via_serial.receive), ("ack", &via_serial.ack)],
     );
     println!();

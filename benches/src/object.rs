@@ -30,6 +30,10 @@ pub struct ObjectArgs {
     /// opened from its `backend:` section, so both reach the same service the same way.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Also get each object over gRPC through hyper's HTTP/2 client with 16 KiB, 256 KiB and
+    /// 1 MiB DATA frames allowed (the SDK's connection allows HTTP/2's default 16 KiB).
+    #[arg(long)]
+    frame_sizes: bool,
 }
 
 fn chunks(data: &Bytes) -> Vec<std::io::Result<Bytes>> {
@@ -101,6 +105,43 @@ pub async fn bench(args: ObjectArgs) -> anyhow::Result<()> {
         }
         let get_via = t.elapsed().as_secs_f64();
         let proxy_cpu = process_cpu(proxy.pid)? - cpu_before;
+
+        // The same gRPC gets through hyper's HTTP/2 client with larger DATA frames allowed.
+        let addr: std::net::SocketAddr = proxy.url.trim_start_matches("http://").parse()?;
+        let mut frame_rows = Vec::new();
+        let frames: &[Option<u32>] =
+            if args.frame_sizes { &[None, Some(256 << 10), Some(1 << 20)] } else { &[] };
+        for &frame in frames {
+            let (send, driver) = crate::floors::hyper_connection(addr, frame).await?;
+            let mut grpc = exo_proto::object::v1::object_service_client::ObjectServiceClient::new(send);
+            let t = Instant::now();
+            for i in 0..count {
+                let request = exo_proto::object::v1::GetRequest {
+                    bucket: "bench".into(),
+                    key: format!("o{kib}-{i}"),
+                    ..Default::default()
+                };
+                let mut messages = grpc.get(request).await?.into_inner();
+                let mut n = 0u64;
+                while let Some(message) = messages.message().await? {
+                    if let Some(exo_proto::object::v1::get_response::Part::Chunk(chunk)) = message.part {
+                        n += chunk.len() as u64;
+                    }
+                }
+                anyhow::ensure!(n == size, "download of {n} bytes, expected {size}");
+            }
+            frame_rows.push((frame.unwrap_or(16 << 10), t.elapsed().as_secs_f64()));
+            driver.abort();
+        }
+        for (frame, seconds) in frame_rows {
+            println!(
+                "   gRPC get {} through hyper, {} KiB frames: {:.0} MB/s, {:.2} of loopback",
+                human(size),
+                frame >> 10,
+                mb_per_s(total, seconds),
+                total as f64 / seconds / wire
+            );
+        }
 
         // The same over HTTP/1.1 keep-alive (the JSON API's object routes carry raw bytes).
         let objects = format!("{}/api/v1/buckets/bench/objects", proxy.url);
