@@ -7,6 +7,7 @@
 //! - [`unix_round_trips`]: the same over a Unix socket pair (what `--unix` calls through);
 //! - [`tonic_round_trips`]: a bare tonic unary echo of the body size (HTTP/2 + gRPC framing, no
 //!   protobuf, no proxy logic), its server on its own thread and runtime, as a proxy would be;
+//!   [`echo_round_trips_via`] calls the same echo through hyper's HTTP/2 client directly;
 //! - [`loopback_bandwidth`]: what one loopback TCP connection carries, writer to reader.
 
 use std::{
@@ -187,7 +188,8 @@ pub async fn echo_round_trips_via(client: EchoClient, body: usize, count: usize)
         }
         EchoClient::HyperConnection => {
             let (send, driver) = hyper_connection(addr, None).await?;
-            let samples = echo_calls(tonic::client::Grpc::new(send), body, count).await?;
+            let grpc = tonic::client::Grpc::with_origin(send, HyperSend::ORIGIN.parse()?);
+            let samples = echo_calls(grpc, body, count).await?;
             driver.abort();
             samples
         }
@@ -240,10 +242,15 @@ pub async fn hyper_connection(
     Ok((HyperSend(send), tokio::spawn(connection)))
 }
 
-/// hyper's HTTP/2 request sender as a tower service, with the `http://localhost` authority
-/// tonic leaves to its channel.
+/// hyper's HTTP/2 request sender as a tower service. A tonic client over it needs its origin
+/// ([`HyperSend::ORIGIN`] via `with_origin`): tonic leaves scheme and authority to its channel.
 #[derive(Clone)]
 pub struct HyperSend(hyper::client::conn::http2::SendRequest<tonic::body::Body>);
+
+impl HyperSend {
+    /// What `:scheme` and `:authority` say on the connection (the server ignores the host).
+    pub const ORIGIN: &str = "http://localhost";
+}
 
 impl tower::Service<http::Request<tonic::body::Body>> for HyperSend {
     type Response = http::Response<hyper::body::Incoming>;
@@ -255,13 +262,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for HyperSend {
         self.0.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
-        let mut parts = request.uri().clone().into_parts();
-        parts.scheme = Some(http::uri::Scheme::HTTP);
-        parts.authority = Some(http::uri::Authority::from_static("localhost"));
-        if let Ok(uri) = http::Uri::from_parts(parts) {
-            *request.uri_mut() = uri;
-        }
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         Box::pin(self.0.send_request(request))
     }
 }

@@ -80,6 +80,7 @@ pub async fn bench(args: ObjectArgs) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let http = reqwest::Client::new();
     let mut http_rows = Vec::new();
+    let mut frame_rows = Vec::new();
     for kib in &args.sizes_kib {
         let size = kib * 1024;
         let count = (args.budget_bytes / size).clamp(1, 2000);
@@ -107,40 +108,40 @@ pub async fn bench(args: ObjectArgs) -> anyhow::Result<()> {
         let proxy_cpu = process_cpu(proxy.pid)? - cpu_before;
 
         // The same gRPC gets through hyper's HTTP/2 client with larger DATA frames allowed.
-        let addr: std::net::SocketAddr = proxy.url.trim_start_matches("http://").parse()?;
-        let mut frame_rows = Vec::new();
-        let frames: &[Option<u32>] =
-            if args.frame_sizes { &[None, Some(256 << 10), Some(1 << 20)] } else { &[] };
-        for &frame in frames {
-            let (send, driver) = crate::floors::hyper_connection(addr, frame).await?;
-            let mut grpc = exo_proto::object::v1::object_service_client::ObjectServiceClient::new(send);
-            let t = Instant::now();
-            for i in 0..count {
-                let request = exo_proto::object::v1::GetRequest {
-                    bucket: "bench".into(),
-                    key: format!("o{kib}-{i}"),
-                    ..Default::default()
-                };
-                let mut messages = grpc.get(request).await?.into_inner();
-                let mut n = 0u64;
-                while let Some(message) = messages.message().await? {
-                    if let Some(exo_proto::object::v1::get_response::Part::Chunk(chunk)) = message.part {
-                        n += chunk.len() as u64;
+        if args.frame_sizes {
+            let addr: std::net::SocketAddr = proxy.url.trim_start_matches("http://").parse()?;
+            for frame in [None, Some(256 << 10), Some(1 << 20)] {
+                let (send, driver) = crate::floors::hyper_connection(addr, frame).await?;
+                let origin = crate::floors::HyperSend::ORIGIN.parse()?;
+                let mut grpc = exo_proto::object::v1::object_service_client::ObjectServiceClient::with_origin(
+                    send, origin,
+                );
+                let t = Instant::now();
+                for i in 0..count {
+                    let request = exo_proto::object::v1::GetRequest {
+                        bucket: "bench".into(),
+                        key: format!("o{kib}-{i}"),
+                        ..Default::default()
+                    };
+                    let mut messages = grpc.get(request).await?.into_inner();
+                    let mut n = 0u64;
+                    while let Some(message) = messages.message().await? {
+                        if let Some(exo_proto::object::v1::get_response::Part::Chunk(chunk)) = message.part {
+                            n += chunk.len() as u64;
+                        }
                     }
+                    anyhow::ensure!(n == size, "download of {n} bytes, expected {size}");
                 }
-                anyhow::ensure!(n == size, "download of {n} bytes, expected {size}");
+                let seconds = t.elapsed().as_secs_f64();
+                driver.abort();
+                frame_rows.push(format!(
+                    "| {} | {} KiB | {:.0} | {:.2} |",
+                    human(size),
+                    frame.unwrap_or(16 << 10) >> 10,
+                    mb_per_s(total, seconds),
+                    total as f64 / seconds / wire
+                ));
             }
-            frame_rows.push((frame.unwrap_or(16 << 10), t.elapsed().as_secs_f64()));
-            driver.abort();
-        }
-        for (frame, seconds) in frame_rows {
-            println!(
-                "   gRPC get {} through hyper, {} KiB frames: {:.0} MB/s, {:.2} of loopback",
-                human(size),
-                frame >> 10,
-                mb_per_s(total, seconds),
-                total as f64 / seconds / wire
-            );
         }
 
         // The same over HTTP/1.1 keep-alive (the JSON API's object routes carry raw bytes).
@@ -229,6 +230,14 @@ pub async fn bench(args: ObjectArgs) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|---|");
     for row in http_rows {
         println!("{row}");
+    }
+    if !frame_rows.is_empty() {
+        println!("\ngRPC gets through hyper's HTTP/2 client, by the DATA frame size it accepts:\n");
+        println!("| size | frames up to | get MB/s | get ÷ loopback |");
+        println!("|---|---|---|---|");
+        for row in frame_rows {
+            println!("{row}");
+        }
     }
     let (rss, peak) = memory_kib(proxy.pid)?;
     println!(
