@@ -229,9 +229,21 @@ pub struct StandaloneTls {
     /// Client certificates must come from this CA (PEM): mutual TLS.
     #[serde(default)]
     pub client_ca_file: Option<String>,
-    /// With `client-ca-file`: the client identities let in (`CN=edge`, a DNS or URI SAN).
+    /// With `client-ca-file`: the client identities let in (`CN=edge`, a DNS or URI SAN), by
+    /// every proxy unless `allowed-clients-by-proxy` names that proxy.
     #[serde(default)]
     pub allowed_clients: Vec<String>,
+    /// With `client-ca-file`: which identities may call which service, by proxy (`eqs`, `eos`,
+    /// `ekv`); a proxy named here lets in its own list instead of `allowed-clients`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub allowed_clients_by_proxy: BTreeMap<String, Vec<String>>,
+}
+
+impl StandaloneTls {
+    /// The identities `proxy` lets in (empty: any certificate from the CA).
+    pub fn allowed_clients_of(&self, proxy: &str) -> &[String] {
+        self.allowed_clients_by_proxy.get(proxy).unwrap_or(&self.allowed_clients)
+    }
 }
 
 /// `compute.platform:`.

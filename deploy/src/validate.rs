@@ -682,6 +682,17 @@ fn standalone_problems(c: &mut Collector<'_>, standalone: &crate::manifest::Stan
                     "add client-ca-file:",
                 );
             }
+            for (proxy, identities) in &tls.allowed_clients_by_proxy {
+                let path = format!("{base}.tls.allowed-clients-by-proxy.{proxy}");
+                if !["eqs", "eos", "ekv"].contains(&proxy.as_str()) {
+                    c.error(&path, format!("{proxy:?} is not a proxy"), "eqs, eos or ekv");
+                } else if tls.client_ca_file.is_none() {
+                    c.error(&path, "allowed-clients-by-proxy names client certificates, which need client-ca-file", "add client-ca-file:");
+                } else if identities.is_empty() {
+                    // An empty list would let in any certificate from the CA: say so explicitly.
+                    c.error(&path, format!("an empty list would let any certificate from the CA call {proxy}"), "name the identities, or leave the proxy out to use allowed-clients");
+                }
+            }
         }
     }
 }

@@ -1018,6 +1018,21 @@ fn central_proxies_on_a_vm_serve_tls_with_their_files_handed_over_by_systemd() {
     );
     assert_eq!(tls.allowed_clients, vec!["CN=edge".to_owned()]);
     assert!(units["systemd/etc/exoflow/site/credentials.env.example"].contains("EXO_PROXY_TOKEN="));
+    // Which identities may call which service: ekv has its own list.
+    let ekv =
+        parse_yaml::<ekv::config::EkvConfig>(&units["systemd/etc/exoflow/site/ekv.yaml"], "ekv").unwrap();
+    assert_eq!(
+        ekv.server.tls.expect("TLS").allowed_clients,
+        vec!["CN=edge".to_owned(), "CN=reports".to_owned()]
+    );
+    for (by_proxy, problem) in [
+        ("        ekv: []\n", "an empty list would let any certificate from the CA call ekv"),
+        ("        eks: [CN=edge]\n", "\"eks\" is not a proxy"),
+    ] {
+        let source = example("central.yaml").replace("        ekv: [CN=edge, CN=reports]\n", by_proxy);
+        let problems = validate::check(&source).unwrap_err();
+        assert!(problems.iter().any(|p| p.message.contains(problem)), "{problem}: {problems:?}");
+    }
 
     // Off loopback without TLS: refused, unless plaintext is asked for explicitly.
     let source = example("central.yaml");

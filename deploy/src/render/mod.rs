@@ -105,7 +105,7 @@ pub fn sidecars(m: &Manifest, host: ProxyHost, data_dir: &dyn Fn(&str) -> String
                 serde_json::json!({ "cert-file": file("tls-cert"), "key-file": file("tls-key") });
             if tls.client_ca_file.is_some() {
                 settings["client-ca-file"] = file("tls-client-ca").into();
-                settings["allowed-clients"] = tls.allowed_clients.clone().into();
+                settings["allowed-clients"] = tls.allowed_clients_of(proxy).to_vec().into();
             }
             s.tls = serde_json::from_value(settings).ok();
         }
