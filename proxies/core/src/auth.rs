@@ -39,10 +39,10 @@ fn bearer(header: &[u8]) -> Option<&[u8]> {
     Some(&rest[start..])
 }
 
-/// The expected token and when it was read.
+/// The expected token, when it was read, and the reload generation then (see [`crate::reload`]).
 pub struct TokenCheck {
     secret: SecretRef,
-    cached: RwLock<Option<(Instant, Vec<u8>)>>,
+    cached: RwLock<Option<(Instant, u64, Vec<u8>)>>,
 }
 
 impl std::fmt::Debug for TokenCheck {
@@ -58,9 +58,11 @@ impl TokenCheck {
     }
 
     fn expected(&self) -> Result<Vec<u8>, ExoError> {
+        let generation = crate::reload::generation();
         if let Ok(cached) = self.cached.read()
-            && let Some((at, token)) = cached.as_ref()
+            && let Some((at, read_in, token)) = cached.as_ref()
             && at.elapsed() < REFRESH
+            && *read_in == generation
         {
             return Ok(token.clone());
         }
@@ -69,7 +71,7 @@ impl TokenCheck {
             ExoError::new(ErrorReason::Unauthenticated, "the proxy cannot read its auth token")
         })?;
         if let Ok(mut cached) = self.cached.write() {
-            *cached = Some((Instant::now(), token.clone()));
+            *cached = Some((Instant::now(), generation, token.clone()));
         }
         Ok(token)
     }

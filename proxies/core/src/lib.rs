@@ -27,6 +27,7 @@ pub mod listener;
 pub mod metrics;
 pub mod names;
 pub mod registry;
+pub mod reload;
 pub mod secret;
 pub mod server;
 pub mod stalls;

@@ -106,7 +106,8 @@ impl SecretRef {
 type MakeValue<T> = dyn Fn(&[u8]) -> Result<T, String> + Send + Sync;
 
 /// A value made from a secret and kept in step with it: when asked for, a `file:` secret is
-/// read again if [`REREAD_EVERY`] has passed since it last was. Bytes that changed and make a
+/// read again if [`REREAD_EVERY`] has passed since it last was, or a reload was asked for
+/// (`SIGHUP`, see [`crate::reload`]). Bytes that changed and make a
 /// value replace the value (its generation goes up); a file that cannot be read, is empty, or
 /// does not make a value (half written, say) keeps the last one, with a warning naming `what`.
 /// Other secrets cannot change while the proxy runs and are read once.
@@ -118,8 +119,18 @@ pub struct Followed<T> {
     what: &'static str,
     make: Box<MakeValue<T>>,
     every: std::time::Duration,
-    /// (when last read, the bytes read, the value they made, its generation)
-    state: std::sync::Mutex<(std::time::Instant, Vec<u8>, std::sync::Arc<T>, u64)>,
+    state: std::sync::Mutex<Reading<T>>,
+}
+
+/// What a [`Followed`] secret last read and made.
+struct Reading<T> {
+    /// When it was read, and the reload generation then (see [`crate::reload`]).
+    read_at: std::time::Instant,
+    read_in: u64,
+    bytes: Vec<u8>,
+    value: std::sync::Arc<T>,
+    /// 0 for the value read at start, one more for each change taken since.
+    generation: u64,
 }
 
 impl<T> Followed<T> {
@@ -131,7 +142,13 @@ impl<T> Followed<T> {
     ) -> Result<Self, ConfigError> {
         let bytes = secret.resolve().map_err(|e| ConfigError::Invalid(format!("{what}: {e}")))?;
         let value = make(&bytes).map_err(|why| ConfigError::Invalid(format!("{what}: {why}")))?;
-        let state = (std::time::Instant::now(), bytes, std::sync::Arc::new(value), 0);
+        let state = Reading {
+            read_at: std::time::Instant::now(),
+            read_in: crate::reload::generation(),
+            bytes,
+            value: std::sync::Arc::new(value),
+            generation: 0,
+        };
         Ok(Self {
             secret,
             what,
@@ -153,11 +170,12 @@ impl<T> Followed<T> {
         let lock = || self.state.lock().unwrap_or_else(|e| e.into_inner());
         {
             let mut state = lock();
-            if !self.secret.is_file() || state.0.elapsed() < self.every {
-                return (state.2.clone(), state.3);
+            let asked = crate::reload::generation();
+            if !self.secret.is_file() || (state.read_at.elapsed() < self.every && state.read_in == asked) {
+                return (state.value.clone(), state.generation);
             }
             // This caller rereads; the others keep the current value until it is done.
-            state.0 = std::time::Instant::now();
+            (state.read_at, state.read_in) = (std::time::Instant::now(), asked);
         }
         let fresh = match self.secret.resolve() {
             Ok(bytes) if bytes.is_empty() => Err("the file is empty".to_owned()),
@@ -166,12 +184,12 @@ impl<T> Followed<T> {
         };
         let mut state = lock();
         match fresh {
-            Ok(bytes) if bytes == state.1 => {}
+            Ok(bytes) if bytes == state.bytes => {}
             Ok(bytes) => match (self.make)(&bytes) {
                 Ok(value) => {
-                    state.1 = bytes;
-                    state.2 = std::sync::Arc::new(value);
-                    state.3 += 1;
+                    state.bytes = bytes;
+                    state.value = std::sync::Arc::new(value);
+                    state.generation += 1;
                     tracing::info!(secret = ?self.secret, "{}: changed; new requests use it", self.what);
                 }
                 Err(why) => {
@@ -180,7 +198,7 @@ impl<T> Followed<T> {
             },
             Err(why) => tracing::warn!(secret = ?self.secret, %why, "{}: keeping the last one", self.what),
         }
-        (state.2.clone(), state.3)
+        (state.value.clone(), state.generation)
     }
 }
 
@@ -295,6 +313,23 @@ mod tests {
         let err =
             Followed::new(SecretRef::File(path.clone()), "test token", |_: &[u8]| Err::<(), _>("no".into()));
         assert!(err.err().unwrap().to_string().contains("test token: no"));
+    }
+
+    #[test]
+    fn a_reload_asked_for_rereads_a_followed_file_before_its_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("password");
+        std::fs::write(&path, "old").unwrap();
+        let followed = Followed::text(SecretRef::File(path.clone()), "test password")
+            .unwrap()
+            .rereading_every(std::time::Duration::from_secs(3600));
+        std::fs::write(&path, "new").unwrap();
+        // (No other test in this crate asks for a reload: it is process-wide.)
+        assert_eq!(*followed.current().0, "old", "not read again within the hour");
+        let waiter = crate::reload::changed();
+        crate::reload::ask();
+        assert!(waiter.has_changed().unwrap(), "what waits for files is woken");
+        assert_eq!(followed.current(), (std::sync::Arc::new("new".to_owned()), 1), "read again at once");
     }
 
     #[test]

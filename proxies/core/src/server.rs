@@ -207,6 +207,8 @@ impl ProxyServer {
         let health_task =
             tokio::spawn(watch_health(reporter, names, self.readiness.clone(), stopping_rx.clone()));
 
+        // SIGHUP reads the TLS files and file: secrets again now (and no longer ends the process).
+        crate::reload::on_sighup();
         let grace = self.config.shutdown_grace;
         let Listeners { tcp: listener, unix } = listeners;
         let local = listener.local_addr()?;
@@ -236,12 +238,12 @@ impl ProxyServer {
             let stop = stopped(stopping_rx.clone());
             match &self.config.tls {
                 Some(settings) => {
-                    let acceptor = crate::tls::acceptor(settings)
+                    let tls = crate::tls::ServerTls::start(settings)
                         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
                     let client_certs =
                         if settings.client_ca_file.is_some() { "required" } else { "not asked" };
                     tracing::info!(client_certs, "TLS on (ALPN h2, http/1.1)");
-                    let listener = crate::tls::TlsListener::new(listener, acceptor, settings)?;
+                    let listener = crate::tls::TlsListener::new(listener, tls, settings)?;
                     crate::connections::serve(listener, app.clone(), limits, stop).await
                 }
                 None => crate::connections::serve(listener, app.clone(), limits, stop).await,

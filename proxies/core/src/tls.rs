@@ -1,8 +1,8 @@
 //! TLS on the proxy's one port (`server.tls`): rustls on ring, TLS 1.2 and 1.3, ALPN `h2` and
-//! `http/1.1` (gRPC and HTTP/JSON as on a plain port); the certificate re-read when its files
-//! change, without a restart (a handshake uses the certificate current at that moment, so
-//! established connections keep theirs); optionally client certificates (mTLS) from one CA, with
-//! an allow-list of client identities.
+//! `http/1.1` (gRPC and HTTP/JSON as on a plain port); the certificate and the client CA bundle
+//! re-read when their files change, or on `SIGHUP`, without a restart (a handshake uses what is
+//! current at that moment, so established connections keep theirs); optionally client
+//! certificates (mTLS) from a CA bundle, with an allow-list of client identities.
 //!
 //! Handshakes run off the accept loop, each bounded by `handshake-timeout`, so a client that
 //! opens a connection and never completes the handshake holds one connection slot for that
@@ -131,29 +131,76 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// Re-reads the certificate and key every `interval` when either file changed; a pair that
-/// does not load (a rotation half done) keeps the old one in force and is tried again.
-async fn reload_when_changed(settings: TlsSettings, current: Arc<CurrentCertificate>) {
-    let stamp = |s: &TlsSettings| (modified(&s.cert_file), modified(&s.key_file));
-    let mut seen = stamp(&settings);
+/// The TLS in force on a port: the server certificate, which every handshake asks for, and the
+/// acceptor, whose verifier holds the client CA bundle. Each is swapped when its files change
+/// (checked every `reload-interval`, and at once on `SIGHUP`, see [`crate::reload`]); a
+/// handshake uses what is in force as it starts, so open connections keep theirs.
+pub struct ServerTls {
+    certificate: Arc<CurrentCertificate>,
+    acceptor: RwLock<TlsAcceptor>,
+}
+
+impl ServerTls {
+    /// Loads the files of `settings` and follows them for as long as the result lives.
+    pub fn start(settings: &TlsSettings) -> Result<Arc<Self>, ConfigError> {
+        let certificate = Arc::new(CurrentCertificate {
+            key: RwLock::new(Arc::new(load_certified_key(&settings.cert_file, &settings.key_file)?)),
+        });
+        let acceptor = RwLock::new(acceptor(settings, certificate.clone())?);
+        let tls = Arc::new(Self { certificate, acceptor });
+        tokio::spawn(follow_files(settings.clone(), Arc::downgrade(&tls)));
+        Ok(tls)
+    }
+
+    /// The acceptor for the next handshake.
+    fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+/// Re-reads the certificate and key when either file changed, and the client CA bundle when it
+/// did: every `reload-interval`, and regardless of modification times when a reload is asked
+/// for (`SIGHUP`). Files that do not load (a rotation half done) keep the previous ones in
+/// force, with a warning, and are tried again. Ends when `tls` is dropped.
+async fn follow_files(settings: TlsSettings, tls: std::sync::Weak<ServerTls>) {
+    let key_stamp = |s: &TlsSettings| (modified(&s.cert_file), modified(&s.key_file));
+    let ca_stamp = |s: &TlsSettings| s.client_ca_file.as_deref().map(modified);
+    let (mut seen_key, mut seen_ca) = (key_stamp(&settings), ca_stamp(&settings));
     let mut ticks = tokio::time::interval(settings.reload_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut asked = crate::reload::changed();
     loop {
-        ticks.tick().await;
-        let now = stamp(&settings);
-        if now == seen {
-            continue;
-        }
-        match load_certified_key(&settings.cert_file, &settings.key_file) {
-            Ok(key) => {
-                if let Ok(mut slot) = current.key.write() {
-                    *slot = Arc::new(key);
+        let forced = tokio::select! {
+            _ = ticks.tick() => false,
+            Ok(()) = asked.changed() => true,
+        };
+        let Some(tls) = tls.upgrade() else { return };
+        let now = key_stamp(&settings);
+        if forced || now != seen_key {
+            match load_certified_key(&settings.cert_file, &settings.key_file) {
+                Ok(key) => {
+                    if let Ok(mut slot) = tls.certificate.key.write() {
+                        *slot = Arc::new(key);
+                    }
+                    seen_key = now;
+                    tracing::info!(cert = %settings.cert_file.display(), "TLS certificate reloaded");
                 }
-                seen = now;
-                tracing::info!(cert = %settings.cert_file.display(), "TLS certificate reloaded");
+                Err(err) => {
+                    tracing::warn!(error = %err, "TLS certificate changed but does not load; keeping the previous one")
+                }
             }
-            Err(err) => {
-                tracing::warn!(error = %err, "TLS certificate changed but does not load; keeping the previous one")
+        }
+        let now = ca_stamp(&settings);
+        if now.is_some() && (forced || now != seen_ca) {
+            match acceptor(&settings, tls.certificate.clone()) {
+                Ok(acceptor) => {
+                    *tls.acceptor.write().unwrap_or_else(std::sync::PoisonError::into_inner) = acceptor;
+                    seen_ca = now;
+                    tracing::info!(client_ca = ?settings.client_ca_file, "client CA bundle reloaded; new connections are checked against it");
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "client CA bundle changed but does not load; keeping the previous one")
+                }
             }
         }
     }
@@ -184,11 +231,11 @@ pub fn client_identities(cert: &CertificateDer<'_>) -> Vec<String> {
     names
 }
 
-/// Builds the acceptor for `settings` and starts its reload task.
-pub fn acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, ConfigError> {
-    let current = Arc::new(CurrentCertificate {
-        key: RwLock::new(Arc::new(load_certified_key(&settings.cert_file, &settings.key_file)?)),
-    });
+/// An acceptor for `settings` (its client CA bundle read now) serving `certificate`.
+fn acceptor(
+    settings: &TlsSettings,
+    certificate: Arc<CurrentCertificate>,
+) -> Result<TlsAcceptor, ConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = RustlsConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -202,9 +249,8 @@ pub fn acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, ConfigError> {
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_cert_resolver(current.clone());
+    let mut config = builder.with_cert_resolver(certificate);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    tokio::spawn(reload_when_changed(settings.clone(), current));
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -216,10 +262,10 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// Wraps `inner` (the capped TCP listener) with `acceptor`.
+    /// Wraps `inner` (the capped TCP listener) with `tls`.
     pub fn new(
         mut inner: crate::listener::CappedListener,
-        acceptor: TlsAcceptor,
+        tls: Arc<ServerTls>,
         settings: &TlsSettings,
     ) -> io::Result<Self> {
         use axum::serve::Listener as _;
@@ -234,7 +280,7 @@ impl TlsListener {
                     accepted = inner.accept() => accepted,
                     () = tx.closed() => break,
                 };
-                let (acceptor, tx, allowed) = (acceptor.clone(), tx.clone(), allowed.clone());
+                let (acceptor, tx, allowed) = (tls.acceptor(), tx.clone(), allowed.clone());
                 tokio::spawn(async move {
                     let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => tls,

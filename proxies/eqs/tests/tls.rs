@@ -1,8 +1,8 @@
 //! The proxy's port with TLS (`server.tls`), over real sockets, with certificate authorities and
 //! certificates made by the test: the SDK over `https://` (gRPC on h2) and HTTP/1.1 on the same
 //! port; a client that does not trust the CA, a plaintext client, a client without a
-//! certificate (mTLS), one whose identity is not allowed; a certificate rotated on disk served
-//! to new connections without a restart.
+//! certificate (mTLS), one whose identity is not allowed; a certificate and a client CA bundle
+//! rotated on disk in force for new connections without a restart; `SIGHUP` on the real binary.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -12,6 +12,7 @@ use exo_sdk::{QueueClient, QueueOptions, RetryPolicy, Tls};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+mod binary;
 mod common;
 
 /// A CA, and leaf certificates it signs, written as PEM files under `dir`.
@@ -33,9 +34,21 @@ impl Authority {
 
     /// A certificate for `common_name` (also its DNS name), as (cert file, key file).
     fn issue(&self, dir: &Path, common_name: &str, file: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        self.issue_with(dir, common_name, file, |_| {})
+    }
+
+    /// As [`Authority::issue`], with `adjust` applied to the certificate's parameters.
+    fn issue_with(
+        &self,
+        dir: &Path,
+        common_name: &str,
+        file: &str,
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> (std::path::PathBuf, std::path::PathBuf) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(vec![common_name.to_owned()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, common_name);
+        adjust(&mut params);
         let cert = params.signed_by(&key, &*self.issuer).unwrap();
         let (cert_file, key_file) = (dir.join(format!("{file}.pem")), dir.join(format!("{file}.key")));
         // The key first: a reload that sees the new certificate finds its key already there.
@@ -223,4 +236,137 @@ async fn the_tls_port_stops_accepting_at_shutdown() {
         }
     }
     assert!(refused, "the TLS port still accepted connections 5 s after shutdown");
+}
+
+/// Whether a fresh client with `tls` gets a call through to `url`.
+async fn gets_in(url: &str, tls: &Tls) -> bool {
+    client(url, tls).list_queues("").await.is_ok()
+}
+
+#[tokio::test]
+async fn a_client_ca_bundle_rotated_on_disk_is_in_force_for_new_connections_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = Authority::new(dir.path(), "server");
+    let (old_ca, new_ca) = (Authority::new(dir.path(), "old"), Authority::new(dir.path(), "new"));
+    let (cert, key) = server_ca.issue(dir.path(), "localhost", "server");
+    let bundle = dir.path().join("clients.pem");
+    std::fs::copy(&old_ca.ca_file, &bundle).unwrap();
+    let mut tls = settings(&cert, &key);
+    tls.client_ca_file = Some(bundle.clone());
+    let (url, _stop) = start(tls).await;
+    let with_cert = |(cert, key): (std::path::PathBuf, std::path::PathBuf)| Tls {
+        ca_file: Some(server_ca.ca_file.clone()),
+        client_cert_file: Some(cert),
+        client_key_file: Some(key),
+        ..Default::default()
+    };
+    let old_client = with_cert(old_ca.issue(dir.path(), "app", "old-app"));
+    let new_client = with_cert(new_ca.issue(dir.path(), "app", "new-app"));
+    assert!(gets_in(&url, &old_client).await);
+    assert!(!gets_in(&url, &new_client).await, "a certificate of a CA not in the bundle got in");
+
+    // The rotation's first step: both CAs in the bundle.
+    let both = [std::fs::read(&old_ca.ca_file).unwrap(), std::fs::read(&new_ca.ca_file).unwrap()].concat();
+    std::fs::write(&bundle, both).unwrap();
+    let mut taken = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if gets_in(&url, &new_client).await {
+            taken = true;
+            break;
+        }
+    }
+    assert!(taken, "the new CA was not in force within 5 s");
+    assert!(gets_in(&url, &old_client).await, "both CAs are in the bundle");
+
+    // A bundle that does not load (half written) keeps the last one in force.
+    std::fs::write(&bundle, "-----BEGIN CERTIFICATE-----\ntruncated").unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(gets_in(&url, &new_client).await && gets_in(&url, &old_client).await);
+
+    // The last step: the old CA gone; its clients are refused on their next connection.
+    std::fs::copy(&new_ca.ca_file, &bundle).unwrap();
+    let mut refused = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if !gets_in(&url, &old_client).await {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the old CA was still in force 5 s after it left the bundle");
+    assert!(gets_in(&url, &new_client).await);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sighup_serves_a_rotated_certificate_at_once_and_the_proxy_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Authority::new(dir.path(), "server");
+    let (cert, key) = ca.issue(dir.path(), "localhost", "server");
+    // Checked only hourly: what brings the new certificate in is the signal.
+    let config = dir.path().join("eqs.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  tls:\n    cert-file: {}\n    key-file: {}\n    reload-interval: 1h\nbackend:\n  kind: memory\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let (mut proxy, url) = binary::spawn_proxy(|command| {
+        command.arg("--config").arg(&config);
+    })
+    .await;
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let first = served_certificate(port, &ca.ca_file).await;
+
+    let rotated = ca.issue(dir.path(), "localhost", "rotated");
+    std::fs::copy(&rotated.1, &key).unwrap();
+    std::fs::copy(&rotated.0, &cert).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(served_certificate(port, &ca.ca_file).await, first, "no signal yet: the old one");
+
+    let pid = proxy.id().expect("running") as libc::pid_t;
+    // SAFETY: kill(2) on a child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let new_der: rustls_pki_types::CertificateDer<'static> =
+        rustls_pki_types::pem::PemObject::from_pem_file(&cert).unwrap();
+    let mut served_new = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if served_certificate(port, &ca.ca_file).await == new_der {
+            served_new = true;
+            break;
+        }
+    }
+    assert!(served_new, "the rotated certificate was not served within 5 s of SIGHUP");
+    assert!(proxy.try_wait().unwrap().is_none(), "SIGHUP ended the proxy");
+    let queues = client(
+        &format!("https://localhost:{port}"),
+        &Tls { ca_file: Some(ca.ca_file.clone()), ..Default::default() },
+    );
+    queues.create_queue("after-sighup", QueueOptions::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_sdk_names_the_certificate_problem_wrong_name_or_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let Served { ca, port, _stop, .. } = served(dir.path()).await;
+    let trusting = Tls { ca_file: Some(ca.ca_file.clone()), ..Default::default() };
+    // The certificate names localhost, not the address dialled.
+    let err = client(&format!("https://127.0.0.1:{port}"), &trusting).list_queues("").await.unwrap_err();
+    assert!(err.message.contains("not valid for name \"127.0.0.1\""), "the error names the cause: {err}");
+    // Unless the name to check is given (SNI and verification both use it).
+    let named = Tls { server_name: Some("localhost".into()), ..trusting.clone() };
+    client(&format!("https://127.0.0.1:{port}"), &named).list_queues("").await.unwrap();
+
+    let expired = ca.issue_with(dir.path(), "localhost", "expired", |params| {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    let (url, _stop_expired) = start(settings(&expired.0, &expired.1)).await;
+    let err = client(&url, &trusting).list_queues("").await.unwrap_err();
+    assert!(err.message.contains("expired"), "the error names the cause: {err}");
 }
