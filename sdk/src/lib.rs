@@ -21,6 +21,7 @@
 //!
 //! Errors carry the proxy's stable [`Reason`]; retryable ones are retried per [`RetryPolicy`].
 
+pub mod body;
 mod error;
 mod kv;
 mod object;
@@ -120,7 +121,39 @@ mod trace_context {
 }
 
 /// The transport under every client: a channel plus the token interceptor.
-pub type Transport = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Auth>;
+pub type Transport = tonic::service::interceptor::InterceptedService<ProxyChannel, Auth>;
+
+/// A channel to a proxy whose requests end their last DATA frame with END_STREAM (see
+/// [`body::LookAheadBody`]): a unary call goes out in two writes instead of three, and the
+/// proxy, which waits for the end of a unary request before it handles it, sees the end with
+/// the message.
+#[derive(Clone, Debug)]
+pub struct ProxyChannel(tonic::transport::Channel);
+
+impl ProxyChannel {
+    /// Wraps `channel`.
+    pub fn new(channel: tonic::transport::Channel) -> Self {
+        Self(channel)
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for ProxyChannel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = tonic::transport::channel::ResponseFuture;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), Self::Error>> {
+        tower::Service::poll_ready(&mut self.0, cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let request = request.map(|body| tonic::body::Body::new(body::LookAheadBody::new(body)));
+        tower::Service::call(&mut self.0, request)
+    }
+}
 
 /// `$EXO_CA_FILE`: extra roots (PEM) for `https://` endpoints.
 pub const CA_FILE_ENV: &str = "EXO_CA_FILE";

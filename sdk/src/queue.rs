@@ -289,5 +289,6 @@ impl QueueClient {
 /// LARGE_MESSAGES capability) may carry up to `max_receive_messages` × `max_message_bytes`,
 /// and the proxy already bounds what it sends.
 fn queue_client(channel: tonic::transport::Channel, auth: Auth) -> QueueServiceClient<Transport> {
-    QueueServiceClient::with_interceptor(channel, auth).max_decoding_message_size(usize::MAX)
+    QueueServiceClient::with_interceptor(crate::ProxyChannel::new(channel), auth)
+        .max_decoding_message_size(usize::MAX)
 }

@@ -66,7 +66,10 @@ impl TopicClient {
     pub fn connect_with_tls(url: &str, tls: &Tls) -> Result<Self> {
         let channel = channel(url, tls)?;
         Ok(Self {
-            inner: TopicServiceClient::with_interceptor(channel.clone(), Auth::none()),
+            inner: TopicServiceClient::with_interceptor(
+                crate::ProxyChannel::new(channel.clone()),
+                Auth::none(),
+            ),
             channel,
             retry: RetryPolicy::default(),
         })
@@ -81,7 +84,8 @@ impl TopicClient {
 
     /// Sends `auth` with every call.
     pub fn with_auth(mut self, auth: Auth) -> Result<Self> {
-        self.inner = TopicServiceClient::with_interceptor(self.channel.clone(), auth);
+        self.inner =
+            TopicServiceClient::with_interceptor(crate::ProxyChannel::new(self.channel.clone()), auth);
         Ok(self)
     }
 

@@ -384,6 +384,9 @@ impl tower::Service<http::Request<Body>> for RemoteChannel {
             let Some((key, channel)) = targets.pick() else {
                 return Err(NoTarget(format!("{:?}", targets.address)).into());
             };
+            // END_STREAM on the request's last DATA frame, not an empty frame after it: one
+            // write and one wake-up fewer per forwarded call (see `LookAheadBody`).
+            let request = request.map(|body| Body::new(exo_sdk::body::LookAheadBody::new(body)));
             let answer = channel.oneshot(request).await;
             targets.observe(&key, answer.is_ok());
             answer.map_err(Into::into)
