@@ -140,7 +140,8 @@ impl tower::Service<http::Request<tonic::body::Body>> for EchoServer {
 /// Which HTTP/2 client a bare echo is called through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EchoClient {
-    /// tonic's `Channel`: a `tower::buffer` worker in front of hyper's client.
+    /// tonic's `Channel` (a `tower::buffer` worker in front of hyper's client) as the SDK uses
+    /// it: through `exo_sdk::ProxyChannel`, so a request ends on its DATA frame as the SDK's do.
     TonicChannel,
     /// hyper's HTTP/2 `SendRequest` on one connection, called directly.
     HyperConnection,
@@ -184,7 +185,7 @@ pub async fn echo_round_trips_via(client: EchoClient, body: usize, count: usize)
                 .tcp_nodelay(true)
                 .connect()
                 .await?;
-            echo_calls(tonic::client::Grpc::new(channel), body, count).await?
+            echo_calls(tonic::client::Grpc::new(exo_sdk::ProxyChannel::new(channel)), body, count).await?
         }
         EchoClient::HyperConnection => {
             let (send, driver) = hyper_connection(addr, None).await?;
