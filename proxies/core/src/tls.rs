@@ -143,12 +143,15 @@ pub struct ServerTls {
 impl ServerTls {
     /// Loads the files of `settings` and follows them for as long as the result lives.
     pub fn start(settings: &TlsSettings) -> Result<Arc<Self>, ConfigError> {
+        // Stamped before they are read: a file replaced meanwhile is read again at the first
+        // check, never taken as already in force.
+        let stamps = Stamps::of(settings);
         let certificate = Arc::new(CurrentCertificate {
             key: RwLock::new(Arc::new(load_certified_key(&settings.cert_file, &settings.key_file)?)),
         });
         let acceptor = RwLock::new(acceptor(settings, certificate.clone())?);
         let tls = Arc::new(Self { certificate, acceptor });
-        tokio::spawn(follow_files(settings.clone(), Arc::downgrade(&tls)));
+        tokio::spawn(follow_files(settings.clone(), stamps, Arc::downgrade(&tls)));
         Ok(tls)
     }
 
@@ -158,15 +161,29 @@ impl ServerTls {
     }
 }
 
-/// Re-reads the certificate and key when either file changed, and the client CA bundle when it
-/// did: every `reload-interval`, and regardless of modification times when a reload is asked
-/// for (`SIGHUP`). Files that do not load (a rotation half done) keep the previous ones in
-/// force, with a warning, and are tried again. Ends when `tls` is dropped.
-async fn follow_files(settings: TlsSettings, tls: std::sync::Weak<ServerTls>) {
-    let key_stamp = |s: &TlsSettings| (modified(&s.cert_file), modified(&s.key_file));
-    let ca_stamp = |s: &TlsSettings| s.client_ca_file.as_deref().map(modified);
-    let (mut seen_key, mut seen_ca) = (key_stamp(&settings), ca_stamp(&settings));
-    let mut ticks = tokio::time::interval(settings.reload_interval);
+/// The files' modification times: (certificate, key) and the client CA bundle's.
+struct Stamps {
+    key: (Option<SystemTime>, Option<SystemTime>),
+    ca: Option<Option<SystemTime>>,
+}
+
+impl Stamps {
+    fn of(settings: &TlsSettings) -> Self {
+        Self {
+            key: (modified(&settings.cert_file), modified(&settings.key_file)),
+            ca: settings.client_ca_file.as_deref().map(modified),
+        }
+    }
+}
+
+/// Re-reads the certificate and key when either file changed since `seen`, and the client CA
+/// bundle when it did: every `reload-interval`, and regardless of modification times when a
+/// reload is asked for (`SIGHUP`). Files that do not load (a rotation half done) keep the
+/// previous ones in force, with a warning, and are tried again. Ends when `tls` is dropped.
+async fn follow_files(settings: TlsSettings, seen: Stamps, tls: std::sync::Weak<ServerTls>) {
+    let Stamps { key: mut seen_key, ca: mut seen_ca } = seen;
+    let period = settings.reload_interval;
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut asked = crate::reload::changed();
     loop {
@@ -175,7 +192,7 @@ async fn follow_files(settings: TlsSettings, tls: std::sync::Weak<ServerTls>) {
             Ok(()) = asked.changed() => true,
         };
         let Some(tls) = tls.upgrade() else { return };
-        let now = key_stamp(&settings);
+        let Stamps { key: now, ca: now_ca } = Stamps::of(&settings);
         if forced || now != seen_key {
             match load_certified_key(&settings.cert_file, &settings.key_file) {
                 Ok(key) => {
@@ -190,12 +207,11 @@ async fn follow_files(settings: TlsSettings, tls: std::sync::Weak<ServerTls>) {
                 }
             }
         }
-        let now = ca_stamp(&settings);
-        if now.is_some() && (forced || now != seen_ca) {
+        if now_ca.is_some() && (forced || now_ca != seen_ca) {
             match acceptor(&settings, tls.certificate.clone()) {
                 Ok(acceptor) => {
                     *tls.acceptor.write().unwrap_or_else(std::sync::PoisonError::into_inner) = acceptor;
-                    seen_ca = now;
+                    seen_ca = now_ca;
                     tracing::info!(client_ca = ?settings.client_ca_file, "client CA bundle reloaded; new connections are checked against it");
                 }
                 Err(err) => {

@@ -174,14 +174,8 @@ async fn a_certificate_rotated_on_disk_is_served_to_new_connections_without_a_re
     std::fs::copy(&rotated.0, &cert).unwrap();
     let new_der: rustls_pki_types::CertificateDer<'static> =
         rustls_pki_types::pem::PemObject::from_pem_file(&cert).unwrap();
-    let mut served_new = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if served_certificate(port, &ca.ca_file).await == new_der {
-            served_new = true;
-            break;
-        }
-    }
+    let (ca_file, expected) = (&ca.ca_file, &new_der);
+    let served_new = within_5s(|| async move { served_certificate(port, ca_file).await == *expected }).await;
     assert!(served_new, "the rotated certificate was not served within 5 s");
     assert_eq!(exo_proxy_core::tls::client_identities(&first), ["CN=localhost", "localhost"]);
     assert_ne!(first, new_der);
@@ -238,6 +232,17 @@ async fn the_tls_port_stops_accepting_at_shutdown() {
     assert!(refused, "the TLS port still accepted connections 5 s after shutdown");
 }
 
+/// Whether `check` comes true within 5 s (asked every 100 ms).
+async fn within_5s<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) -> bool {
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if check().await {
+            return true;
+        }
+    }
+    false
+}
+
 /// Whether a fresh client with `tls` gets a call through to `url`.
 async fn gets_in(url: &str, tls: &Tls) -> bool {
     client(url, tls).list_queues("").await.is_ok()
@@ -268,34 +273,21 @@ async fn a_client_ca_bundle_rotated_on_disk_is_in_force_for_new_connections_with
     // The rotation's first step: both CAs in the bundle.
     let both = [std::fs::read(&old_ca.ca_file).unwrap(), std::fs::read(&new_ca.ca_file).unwrap()].concat();
     std::fs::write(&bundle, both).unwrap();
-    let mut taken = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if gets_in(&url, &new_client).await {
-            taken = true;
-            break;
-        }
-    }
+    let (url, new_client, old_client) = (&url, &new_client, &old_client);
+    let taken = within_5s(|| gets_in(url, new_client)).await;
     assert!(taken, "the new CA was not in force within 5 s");
-    assert!(gets_in(&url, &old_client).await, "both CAs are in the bundle");
+    assert!(gets_in(url, old_client).await, "both CAs are in the bundle");
 
     // A bundle that does not load (half written) keeps the last one in force.
     std::fs::write(&bundle, "-----BEGIN CERTIFICATE-----\ntruncated").unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(gets_in(&url, &new_client).await && gets_in(&url, &old_client).await);
+    assert!(gets_in(url, new_client).await && gets_in(url, old_client).await);
 
     // The last step: the old CA gone; its clients are refused on their next connection.
     std::fs::copy(&new_ca.ca_file, &bundle).unwrap();
-    let mut refused = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if !gets_in(&url, &old_client).await {
-            refused = true;
-            break;
-        }
-    }
+    let refused = within_5s(|| async move { !gets_in(url, old_client).await }).await;
     assert!(refused, "the old CA was still in force 5 s after it left the bundle");
-    assert!(gets_in(&url, &new_client).await);
+    assert!(gets_in(url, new_client).await);
 }
 
 #[cfg(unix)]
@@ -333,14 +325,8 @@ async fn sighup_serves_a_rotated_certificate_at_once_and_the_proxy_keeps_running
     assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
     let new_der: rustls_pki_types::CertificateDer<'static> =
         rustls_pki_types::pem::PemObject::from_pem_file(&cert).unwrap();
-    let mut served_new = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if served_certificate(port, &ca.ca_file).await == new_der {
-            served_new = true;
-            break;
-        }
-    }
+    let (ca_file, expected) = (&ca.ca_file, &new_der);
+    let served_new = within_5s(|| async move { served_certificate(port, ca_file).await == *expected }).await;
     assert!(served_new, "the rotated certificate was not served within 5 s of SIGHUP");
     assert!(proxy.try_wait().unwrap().is_none(), "SIGHUP ended the proxy");
     let queues = client(
