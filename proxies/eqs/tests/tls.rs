@@ -2,7 +2,8 @@
 //! certificates made by the test: the SDK over `https://` (gRPC on h2) and HTTP/1.1 on the same
 //! port; a client that does not trust the CA, a plaintext client, a client without a
 //! certificate (mTLS), one whose identity is not allowed; a certificate and a client CA bundle
-//! rotated on disk in force for new connections without a restart; `SIGHUP` on the real binary.
+//! rotated on disk in force for new connections without a restart; `SIGHUP` on the real binary;
+//! garbage, a stalled handshake and a TLS client on a plaintext port closed, changing nothing.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -355,4 +356,60 @@ async fn the_sdk_names_the_certificate_problem_wrong_name_or_expired() {
     let (url, _stop_expired) = start(settings(&expired.0, &expired.1)).await;
     let err = client(&url, &trusting).list_queues("").await.unwrap_err();
     assert!(err.message.contains("expired"), "the error names the cause: {err}");
+}
+
+/// Reads until the peer closes (or `within` passes: `None`); what it sent before closing.
+async fn until_closed(socket: &mut tokio::net::TcpStream, within: Duration) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(within, async {
+        loop {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|()| got)
+}
+
+#[tokio::test]
+async fn garbage_a_stalled_handshake_and_tls_to_a_plaintext_port_are_closed_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Served { port, queues, _stop, .. } = served(dir.path()).await;
+    queues.create_queue("untouched", QueueOptions::default()).await.unwrap();
+
+    // Garbage where a ClientHello belongs: closed, no HTTP answer.
+    let mut garbage = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    garbage.write_all(&[0xab; 4096]).await.unwrap();
+    let answer = until_closed(&mut garbage, Duration::from_secs(5)).await.expect("closed");
+    assert!(!String::from_utf8_lossy(&answer).contains("HTTP/"), "garbage got an HTTP answer");
+
+    // A client that connects and never finishes its handshake: closed after handshake-timeout (2 s).
+    let started = std::time::Instant::now();
+    let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stalled.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).await.unwrap(); // a record header, then nothing
+    until_closed(&mut stalled, Duration::from_secs(6)).await.expect("a stalled handshake is closed");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+
+    // A TLS client on a plaintext port: a clear error, and that proxy unaffected too.
+    let (plain, _plain_stop) = common::start(EqsConfig::default()).await;
+    let err = client(&format!("https://localhost:{}", plain.port()), &Tls::default())
+        .list_queues("")
+        .await
+        .unwrap_err();
+    // rustls reads the plaintext HTTP answer to its ClientHello as a corrupt TLS record.
+    assert!(err.message.contains("corrupt message of type InvalidContentType"), "the error says why: {err}");
+    let plain_client =
+        QueueClient::connect(&format!("http://{plain}")).unwrap().with_retry(RetryPolicy::none());
+    assert!(plain_client.list_queues("").await.unwrap().is_empty());
+
+    // Nothing written, the TLS proxy serves on.
+    assert_eq!(queues.list_queues("").await.unwrap(), ["untouched"]);
 }
