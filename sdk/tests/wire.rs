@@ -51,7 +51,8 @@ async fn a_unary_request_ends_on_its_data_frame() {
     });
     let client = QueueClient::connect(&url).unwrap().with_retry(RetryPolicy::none());
     // Nothing answers it; the frames are all this test wants.
-    let _ = tokio::time::timeout(Duration::from_millis(500), client.send("wire-check", vec![7u8; 1024])).await;
+    let _ =
+        tokio::time::timeout(Duration::from_millis(500), client.send("wire-check", vec![7u8; 1024])).await;
     let frames = tokio::time::timeout(Duration::from_secs(5), peer).await.expect("frames in time").unwrap();
     let data: Vec<_> = frames.iter().filter(|(kind, ..)| *kind == DATA).collect();
     assert_eq!(data.len(), 1, "one DATA frame, not one plus an empty end: {frames:?}");
