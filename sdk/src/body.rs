@@ -25,6 +25,12 @@ pub struct LookAheadBody<B: Body> {
     ended: bool,
 }
 
+/// `request` with its body looked ahead (see [`LookAheadBody`]): what the SDK's channel and a
+/// `remote` backend's transport send.
+pub fn looked_ahead(request: http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body> {
+    request.map(|body| tonic::body::Body::new(LookAheadBody::new(body)))
+}
+
 impl<B: Body> LookAheadBody<B> {
     /// Wraps `inner`.
     pub fn new(inner: B) -> Self {

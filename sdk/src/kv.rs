@@ -72,7 +72,7 @@ impl KvClient {
     pub fn connect_with_tls(url: &str, tls: &Tls) -> Result<Self> {
         let channel = channel(url, tls)?;
         Ok(Self {
-            inner: KvServiceClient::with_interceptor(crate::ProxyChannel::new(channel.clone()), Auth::none()),
+            inner: KvServiceClient::new(crate::transport(channel.clone(), Auth::none())),
             channel,
             retry: RetryPolicy::default(),
         })
@@ -90,7 +90,7 @@ impl KvClient {
 
     /// Sends `auth` (e.g. [`Auth::bearer`]) with every call; `from_env` reads `$EXO_PROXY_TOKEN`.
     pub fn with_auth(mut self, auth: Auth) -> Result<Self> {
-        self.inner = KvServiceClient::with_interceptor(crate::ProxyChannel::new(self.channel.clone()), auth);
+        self.inner = KvServiceClient::new(crate::transport(self.channel.clone(), auth));
         Ok(self)
     }
 

@@ -123,6 +123,11 @@ mod trace_context {
 /// The transport under every client: a channel plus the token interceptor.
 pub type Transport = tonic::service::interceptor::InterceptedService<ProxyChannel, Auth>;
 
+/// The transport of a client on `channel` sending `auth`.
+pub(crate) fn transport(channel: tonic::transport::Channel, auth: Auth) -> Transport {
+    tonic::service::interceptor::InterceptedService::new(ProxyChannel::new(channel), auth)
+}
+
 /// A channel to a proxy whose requests end their last DATA frame with END_STREAM (see
 /// [`body::LookAheadBody`]): a unary call goes out in two writes instead of three, and the
 /// proxy, which waits for the end of a unary request before it handles it, sees the end with
@@ -150,8 +155,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for ProxyChannel {
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        let request = request.map(|body| tonic::body::Body::new(body::LookAheadBody::new(body)));
-        tower::Service::call(&mut self.0, request)
+        tower::Service::call(&mut self.0, body::looked_ahead(request))
     }
 }
 

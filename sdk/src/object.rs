@@ -153,11 +153,8 @@ impl ObjectClient {
     pub fn connect_with_tls(url: &str, tls: &Tls) -> Result<Self> {
         let channel = channel(url, tls)?;
         Ok(Self {
-            inner: ObjectServiceClient::with_interceptor(
-                crate::ProxyChannel::new(channel.clone()),
-                Auth::none(),
-            )
-            .max_decoding_message_size(16 * 1024 * 1024),
+            inner: ObjectServiceClient::new(crate::transport(channel.clone(), Auth::none()))
+                .max_decoding_message_size(16 * 1024 * 1024),
             channel,
             retry: RetryPolicy::default(),
         })
@@ -175,9 +172,8 @@ impl ObjectClient {
 
     /// Sends `auth` (e.g. [`Auth::bearer`]) with every call; `from_env` reads `$EXO_PROXY_TOKEN`.
     pub fn with_auth(mut self, auth: Auth) -> Result<Self> {
-        self.inner =
-            ObjectServiceClient::with_interceptor(crate::ProxyChannel::new(self.channel.clone()), auth)
-                .max_decoding_message_size(16 * 1024 * 1024);
+        self.inner = ObjectServiceClient::new(crate::transport(self.channel.clone(), auth))
+            .max_decoding_message_size(16 * 1024 * 1024);
         Ok(self)
     }
 

@@ -289,6 +289,5 @@ impl QueueClient {
 /// LARGE_MESSAGES capability) may carry up to `max_receive_messages` × `max_message_bytes`,
 /// and the proxy already bounds what it sends.
 fn queue_client(channel: tonic::transport::Channel, auth: Auth) -> QueueServiceClient<Transport> {
-    QueueServiceClient::with_interceptor(crate::ProxyChannel::new(channel), auth)
-        .max_decoding_message_size(usize::MAX)
+    QueueServiceClient::new(crate::transport(channel, auth)).max_decoding_message_size(usize::MAX)
 }

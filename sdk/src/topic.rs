@@ -66,10 +66,7 @@ impl TopicClient {
     pub fn connect_with_tls(url: &str, tls: &Tls) -> Result<Self> {
         let channel = channel(url, tls)?;
         Ok(Self {
-            inner: TopicServiceClient::with_interceptor(
-                crate::ProxyChannel::new(channel.clone()),
-                Auth::none(),
-            ),
+            inner: TopicServiceClient::new(crate::transport(channel.clone(), Auth::none())),
             channel,
             retry: RetryPolicy::default(),
         })
@@ -84,8 +81,7 @@ impl TopicClient {
 
     /// Sends `auth` with every call.
     pub fn with_auth(mut self, auth: Auth) -> Result<Self> {
-        self.inner =
-            TopicServiceClient::with_interceptor(crate::ProxyChannel::new(self.channel.clone()), auth);
+        self.inner = TopicServiceClient::new(crate::transport(self.channel.clone(), auth));
         Ok(self)
     }
 

@@ -386,8 +386,7 @@ impl tower::Service<http::Request<Body>> for RemoteChannel {
             };
             // END_STREAM on the request's last DATA frame, not an empty frame after it: one
             // write and one wake-up fewer per forwarded call (see `LookAheadBody`).
-            let request = request.map(|body| Body::new(exo_sdk::body::LookAheadBody::new(body)));
-            let answer = channel.oneshot(request).await;
+            let answer = channel.oneshot(exo_sdk::body::looked_ahead(request)).await;
             targets.observe(&key, answer.is_ok());
             answer.map_err(Into::into)
         })
