@@ -682,6 +682,18 @@ fn standalone_problems(c: &mut Collector<'_>, standalone: &crate::manifest::Stan
                     "add client-ca-file:",
                 );
             }
+            let lists = std::iter::once((format!("{base}.tls.allowed-clients"), &tls.allowed_clients)).chain(
+                tls.allowed_clients_by_proxy
+                    .iter()
+                    .map(|(proxy, list)| (format!("{base}.tls.allowed-clients-by-proxy.{proxy}"), list)),
+            );
+            for (path, identities) in lists {
+                for (i, identity) in identities.iter().enumerate() {
+                    if let Err(why) = identity.parse::<exo_proxy_core::tls::ClientIdentity>() {
+                        c.error(&format!("{path}[{i}]"), why, "subject:<DN>, dns:<name> or uri:<URI>");
+                    }
+                }
+            }
             for (proxy, identities) in &tls.allowed_clients_by_proxy {
                 let path = format!("{base}.tls.allowed-clients-by-proxy.{proxy}");
                 if !["eqs", "eos", "ekv"].contains(&proxy.as_str()) {

@@ -1016,18 +1016,23 @@ fn central_proxies_on_a_vm_serve_tls_with_their_files_handed_over_by_systemd() {
         tls.client_ca_file.map(|f| f.display().to_string()).as_deref(),
         Some("/run/credentials/exoflow-site-eqs.service/tls-client-ca")
     );
-    assert_eq!(tls.allowed_clients, vec!["CN=edge".to_owned()]);
+    let typed = |entries: &[&str]| entries.iter().map(|e| e.parse().unwrap()).collect::<Vec<_>>();
+    assert_eq!(tls.allowed_clients, typed(&["subject:CN=edge"]));
     assert!(units["systemd/etc/exoflow/site/credentials.env.example"].contains("EXO_PROXY_TOKEN="));
     // Which identities may call which service: ekv has its own list.
     let ekv =
         parse_yaml::<ekv::config::EkvConfig>(&units["systemd/etc/exoflow/site/ekv.yaml"], "ekv").unwrap();
     assert_eq!(
         ekv.server.tls.expect("TLS").allowed_clients,
-        vec!["CN=edge".to_owned(), "CN=reports".to_owned()]
+        typed(&["subject:CN=edge", "subject:CN=reports"])
     );
     for (by_proxy, problem) in [
         ("        ekv: []\n", "an empty list would let any certificate from the CA call ekv"),
         ("        eks: [CN=edge]\n", "\"eks\" is not a proxy"),
+        (
+            "        ekv: [\"email:ops@example\"]\n",
+            "unknown kind; write subject:<DN>, dns:<name> or uri:<URI>",
+        ),
     ] {
         let source = example("central.yaml").replace("        ekv: [CN=edge, CN=reports]\n", by_proxy);
         let problems = validate::check(&source).unwrap_err();

@@ -42,4 +42,69 @@ crate::cases! {
         check!(elapsed < Duration::from_secs(6), "returned after {elapsed:?}, far beyond the 2 s wait");
         Ok(())
     }
+
+    /// A waiting receive whose caller's deadline (x-exo-timeout-ms) is shorter than its wait
+    /// answers empty before the deadline, not with a timeout
+    case "long_poll.within_callers_deadline", needs Some(Cap::LongPoll);
+    async fn long_poll_within_deadline(ctx: Ctx) -> CaseOutcome {
+        let q = ctx.queue("lpdeadline").await?;
+        let http = reqwest::Client::new();
+        for (wait_seconds, deadline_ms) in [(5, 2500u64), (3, 1200)] {
+            let started = Instant::now();
+            let response = http
+                .post(format!("{}/api/v1/queues/{q}/messages/receive", ctx.http_base))
+                .header("x-exo-timeout-ms", deadline_ms.to_string())
+                .json(&serde_json::json!({"maxMessages": 1, "waitSeconds": wait_seconds}))
+                .send()
+                .await
+                .map_err(|e| format!("HTTP receive failed: {e}"))?;
+            let elapsed = started.elapsed();
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            check!(
+                status == 200,
+                "wait {wait_seconds} s with a {deadline_ms} ms deadline answered {status}: {body}"
+            );
+            check!(
+                elapsed < Duration::from_millis(deadline_ms),
+                "wait {wait_seconds} s answered after {elapsed:?}, past the caller's {deadline_ms} ms"
+            );
+            let answer: serde_json::Value =
+                serde_json::from_str(&body).map_err(|e| format!("bad JSON {body:?}: {e}"))?;
+            check!(
+                answer["messages"].as_array().is_none_or(Vec::is_empty),
+                "an empty queue returned messages: {answer}"
+            );
+        }
+        Ok(())
+    }
+
+    /// Callers whose own deadline has passed are answered 504 without touching the backend, and
+    /// do not open the circuit breaker for the callers after them
+    case "deadline.callers_timeouts_do_not_open_the_breaker", needs None;
+    async fn callers_timeouts_do_not_open_the_breaker(ctx: Ctx) -> CaseOutcome {
+        let q = ctx.queue("deadline").await?;
+        let http = reqwest::Client::new();
+        let url = format!("{}/api/v1/queues/{q}/messages", ctx.http_base);
+        let body = serde_json::json!({"message": {"body": "eA=="}});
+        for i in 0..8 {
+            let response = http
+                .post(&url)
+                .header("x-exo-timeout-ms", "0")
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| format!("HTTP send failed: {e}"))?;
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            check!(status == 504, "send {i} with a passed deadline answered {status}: {text}");
+        }
+        let response =
+            http.post(&url).json(&body).send().await.map_err(|e| format!("HTTP send failed: {e}"))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        check!(status == 200, "a send without a deadline after them answered {status}: {text}");
+        check!(visible_count(&ctx, &q).await? == 1, "the timed-out sends stored messages");
+        Ok(())
+    }
 }

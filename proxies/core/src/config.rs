@@ -138,10 +138,15 @@ pub struct ServerConfig {
     /// reading has its connection closed and its slot freed.
     #[serde(with = "humantime_serde")]
     pub write_stall_timeout: Duration,
-    /// Longest a client may take to send a request's headers (HTTP/1): slow or silent clients
-    /// are closed.
+    /// Longest a client may take to send a request's headers, and a new connection (after its
+    /// TLS handshake) to start its first request: slow or silent clients are closed.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (gracefully: HTTP/2
+    /// clients get a GOAWAY and reconnect when they next call). At `max-connections` the idlest
+    /// connection is closed early to let a new client in.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
     /// HTTP/2 keep-alive: a ping this often on every connection…
     #[serde(with = "humantime_serde")]
     pub http2_keepalive_interval: Duration,
@@ -149,7 +154,9 @@ pub struct ServerConfig {
     #[serde(with = "humantime_serde")]
     pub http2_keepalive_timeout: Duration,
     /// Most connections served at once (lowered to fit the open-files limit, which the proxy
-    /// raises to the hard limit at start); further clients wait in the listen backlog.
+    /// raises to the hard limit at start). At the cap a new client takes the slot of the
+    /// connection idle longest (one that never sent a request first); only when every
+    /// connection has a request in flight do further clients wait in the listen backlog.
     pub max_connections: usize,
     /// Logging.
     pub log: LogConfig,
@@ -176,7 +183,7 @@ impl ServerConfig {
         if !self.listen.ip().is_loopback() && !self.allow_insecure_non_loopback && self.tls.is_none() {
             return Err(ConfigError::Invalid(format!(
                 "refusing to listen on non-loopback address {} without TLS; configure server.tls \
-                 (cert-file, key-file), or set server.allow_insecure_non_loopback: true (or \
+                 (cert-file, key-file), or set server.allow-insecure-non-loopback: true (or \
                  --allow-insecure-non-loopback) only where the network is private, e.g. a pod's own namespace",
                 self.listen
             )));
@@ -203,6 +210,7 @@ impl ServerConfig {
             self.body_idle_timeout,
             self.write_stall_timeout,
             self.header_read_timeout,
+            self.idle_timeout,
             self.http2_keepalive_interval,
             self.http2_keepalive_timeout,
         ]
@@ -210,8 +218,8 @@ impl ServerConfig {
         .any(Duration::is_zero)
         {
             return Err(ConfigError::Invalid(
-                "server.body-idle-timeout, write-stall-timeout, header-read-timeout and the \
-                 http2-keepalive settings must be positive"
+                "server.body-idle-timeout, write-stall-timeout, header-read-timeout, idle-timeout \
+                 and the http2-keepalive settings must be positive"
                     .into(),
             ));
         }
@@ -233,6 +241,7 @@ impl Default for ServerConfig {
             body_idle_timeout: Duration::from_secs(30),
             write_stall_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
             http2_keepalive_interval: Duration::from_secs(30),
             http2_keepalive_timeout: Duration::from_secs(10),
             max_request_bytes: 4 * 1024 * 1024,
@@ -335,6 +344,8 @@ mod tests {
         let mut config = ServerConfig::with_listen("0.0.0.0:7401".parse().unwrap());
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("non-loopback"), "{err}");
+        // The spelling a config file takes (the snake_case one is deprecated).
+        assert!(err.contains("server.allow-insecure-non-loopback: true"), "{err}");
         config.allow_insecure_non_loopback = true;
         config.validate().unwrap();
     }

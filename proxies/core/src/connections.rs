@@ -1,12 +1,20 @@
 //! The loop that serves connections: hyper's HTTP/1 + HTTP/2 server on each accepted connection,
-//! with the limits a proxy reachable by other hosts needs — a header-read timeout (a client that
-//! opens a connection and sends its request line byte by byte, or not at all, is closed) and
-//! HTTP/2 keep-alive pings (a peer that vanished without a FIN is found and its streams freed) —
-//! and graceful shutdown: stop accepting, let every connection finish its in-flight requests.
+//! with the limits a proxy reachable by other hosts needs — a first request within
+//! `header-read-timeout` of the connection's start (a client that sends nothing, only the HTTP/2
+//! preface, or its request line byte by byte is closed), connections with no request in flight
+//! for `idle-timeout` closed gracefully (see [`crate::idle`]), and HTTP/2 keep-alive pings (a
+//! peer that vanished without a FIN is found and its streams freed) — and graceful shutdown:
+//! stop accepting, let every connection finish its in-flight requests.
 
-use std::{convert::Infallible, time::Duration};
+use std::{
+    convert::Infallible,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use axum::{Router, body::Body, extract::Request, serve::Listener};
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -15,6 +23,8 @@ use hyper_util::{
 };
 use tokio::sync::watch;
 use tower::ServiceExt as _;
+
+use crate::idle::{IdleReason, InFlight, Tracked};
 
 /// Per-connection limits (from `server:`).
 #[derive(Debug, Clone, Copy)]
@@ -26,7 +36,12 @@ pub struct ConnectionLimits {
     pub keepalive_interval: Duration,
     /// See `keepalive_interval`.
     pub keepalive_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
 }
+
+/// How long a connection closed for idling may take to finish (an HTTP/2 GOAWAY exchange).
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves `app` on every connection `listener` hands out until `shutdown` resolves; then stops
 /// accepting and returns once every connection has finished (or closed gracefully).
@@ -38,6 +53,7 @@ pub async fn serve<L>(
 ) -> std::io::Result<()>
 where
     L: Listener,
+    L::Io: Tracked,
     L::Addr: std::fmt::Debug,
 {
     // Dropped receivers tell connections to finish; the sender's `closed` says all have.
@@ -49,8 +65,20 @@ where
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let service = app.clone().map_request(|request: Request<Incoming>| request.map(Body::new));
-        let service = TowerToHyperService::new(service.map_err(|never: Infallible| match never {}));
+        let activity = io.activity().clone();
+        // Each request counts as in flight on its connection until its response has been sent.
+        let service = {
+            let (app, activity) = (app.clone(), activity.clone());
+            tower::service_fn(move |request: Request<Incoming>| {
+                let in_flight = activity.request();
+                let app = app.clone();
+                async move {
+                    let response = app.oneshot(request.map(Body::new)).await?;
+                    Ok::<_, Infallible>(response.map(|body| InFlightBody { body, _in_flight: in_flight }))
+                }
+            })
+        };
+        let service = TowerToHyperService::new(service);
         let (mut stop, done) = (stop_rx.clone(), done_rx.clone());
         tokio::spawn(async move {
             let mut builder = Builder::new(TokioExecutor::new());
@@ -70,6 +98,17 @@ where
                     connection.as_mut().graceful_shutdown();
                     connection.as_mut().await
                 }
+                why = activity.idle_out(limits.header_read_timeout, limits.idle_timeout) => {
+                    tracing::debug!(?peer, ?why, "closing an idle connection");
+                    if why == IdleReason::NoRequest {
+                        // Nothing was asked on it: nothing to close politely.
+                        Ok(())
+                    } else {
+                        connection.as_mut().graceful_shutdown();
+                        // A peer that does not take the close is cut.
+                        tokio::time::timeout(IDLE_CLOSE_GRACE, connection.as_mut()).await.unwrap_or(Ok(()))
+                    }
+                }
             };
             if let Err(err) = result {
                 tracing::debug!(?peer, error = %err, "connection ended with an error");
@@ -82,4 +121,31 @@ where
     drop(done_rx);
     done_tx.closed().await;
     Ok(())
+}
+
+/// A response body that keeps its request counted as in flight until it has been sent (or
+/// dropped): a streamed receive or object download is not an idle connection.
+struct InFlightBody {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for InFlightBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }

@@ -72,6 +72,11 @@ pub fn caller() -> Option<Instant> {
     CALLER_DEADLINE.try_with(|d| *d).ok()
 }
 
+/// Whether the caller gave a deadline and it has passed.
+pub fn passed() -> bool {
+    caller().is_some_and(|deadline| Instant::now() >= deadline)
+}
+
 /// What is left of the caller's time, if it gave a deadline (zero once passed).
 pub fn remaining() -> Option<Duration> {
     caller().map(|d| d.saturating_duration_since(Instant::now()))

@@ -21,6 +21,7 @@ pub mod deadline;
 pub mod descriptor;
 mod error;
 pub mod failover;
+pub mod idle;
 pub mod json;
 pub mod layers;
 pub mod listener;

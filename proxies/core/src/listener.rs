@@ -1,6 +1,7 @@
 //! The proxy's listener: at most `max_connections` connections at once, so one client opening
-//! connections cannot exhaust the process's file descriptors and lock everyone out; and the
-//! open-files limit raised to what the system allows at start.
+//! connections cannot exhaust the process's file descriptors; at the cap a new client is let in
+//! by evicting the idlest connection (see [`crate::idle`]), so idle connections cannot lock
+//! active clients out; and the open-files limit raised to what the system allows at start.
 
 use std::{
     io,
@@ -52,14 +53,54 @@ pub fn connection_cap(configured: usize, open_files: u64) -> usize {
 pub struct Slots {
     free: Arc<Semaphore>,
     cap: usize,
+    open: Arc<crate::idle::Registry>,
 }
 
 impl Slots {
     /// `cap` connections at once.
     pub fn new(cap: usize) -> Self {
-        Self { free: Arc::new(Semaphore::new(cap)), cap }
+        Self { free: Arc::new(Semaphore::new(cap)), cap, open: Arc::default() }
+    }
+
+    /// A slot for a connection just accepted: a free one, else one freed by evicting the idlest
+    /// connection; only when every connection has a request in flight does this wait for one
+    /// to close.
+    async fn take(&self) -> OwnedSemaphorePermit {
+        let mut warned = false;
+        loop {
+            if let Ok(permit) = self.free.clone().try_acquire_owned() {
+                return permit;
+            }
+            if self.open.evict_idlest() {
+                // The evicted connection's task closes it at once; its slot comes back then.
+                if let Ok(Ok(permit)) =
+                    tokio::time::timeout(EVICTION_WAIT, self.free.clone().acquire_owned()).await
+                {
+                    return permit;
+                }
+                continue;
+            }
+            if !warned {
+                tracing::warn!(
+                    cap = self.cap,
+                    "connection cap reached with a request in flight on every connection: new \
+                     connections wait until one closes (server.max-connections)"
+                );
+                warned = true;
+            }
+            // Wait for a connection to close or to fall idle, then look again.
+            if let Ok(Ok(permit)) = tokio::time::timeout(BUSY_WAIT, self.free.clone().acquire_owned()).await {
+                tracing::info!(cap = self.cap, "below the connection cap again");
+                return permit;
+            }
+        }
     }
 }
+
+/// How long a new connection waits for an evicted one's slot before evicting another.
+const EVICTION_WAIT: Duration = Duration::from_millis(50);
+/// How often a new connection looks for an idle one to evict while every one is busy.
+const BUSY_WAIT: Duration = Duration::from_millis(100);
 
 /// A socket the proxy accepts connections on (TCP or Unix), each connection set up for small
 /// request/response exchanges as it is accepted.
@@ -95,8 +136,8 @@ impl Socket for TcpListener {
 }
 
 /// A listener (TCP or Unix) handing out at most its [`Slots`]' cap of connections at once.
-/// At the cap it stops accepting, so new clients wait in the kernel's backlog, and says so
-/// once in the log.
+/// At the cap a connection just accepted takes the slot of the idlest open one (evicted); when
+/// every open connection is busy it waits, and further clients wait in the kernel's backlog.
 pub struct CappedListener<L = TcpListener> {
     listener: L,
     slots: Slots,
@@ -116,29 +157,18 @@ impl<L: Socket> axum::serve::Listener for CappedListener<L> {
     type Addr = L::Addr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let permit = match self.slots.free.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                tracing::warn!(
-                    cap = self.slots.cap,
-                    "connection cap reached: new connections wait until one closes (server.max-connections)"
-                );
-                let Ok(permit) = self.slots.free.clone().acquire_owned().await else {
-                    // The semaphore is never closed; park rather than spin if it ever is.
-                    return std::future::pending().await;
-                };
-                tracing::info!(cap = self.slots.cap, "below the connection cap again");
-                permit
-            }
-        };
         loop {
             match self.listener.accept_one().await {
                 Ok((stream, addr)) => {
+                    // One connection past the cap may be held here while a slot is freed: the
+                    // open-files limit keeps room for it (RESERVED_FDS).
+                    let permit = self.slots.take().await;
                     let stall = crate::stalls::WriteStall::new(self.write_stall);
-                    return (CountedStream { stream, stall, _permit: permit }, addr);
+                    let registration = self.slots.open.open();
+                    return (CountedStream { stream, stall, registration, _permit: permit }, addr);
                 }
                 Err(err) => {
-                    // EMFILE and friends: back off instead of spinning; the slot stays reserved.
+                    // EMFILE and friends: back off instead of spinning.
                     tracing::error!(error = %err, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -152,22 +182,48 @@ impl<L: Socket> axum::serve::Listener for CappedListener<L> {
 }
 
 /// A connection holding one of the listener's slots until it closes, whose writes fail once
-/// they wait too long for the client.
+/// they wait too long for the client, and whose reads and writes fail once it is evicted.
 pub struct CountedStream<S = TcpStream> {
     stream: S,
     stall: crate::stalls::WriteStall,
+    registration: crate::idle::Registration,
     _permit: OwnedSemaphorePermit,
+}
+
+fn evicted() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "idle connection closed to admit another (connection cap)",
+    )
+}
+
+impl<S> crate::idle::Tracked for CountedStream<S> {
+    fn activity(&self) -> &Arc<crate::idle::Activity> {
+        self.registration.activity()
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for CountedStream<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        let activity = this.registration.activity();
+        if activity.is_evicted() {
+            return Poll::Ready(Err(evicted()));
+        }
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            // Waiting for the client: be woken as well if the connection is evicted meanwhile.
+            Poll::Pending if activity.evicted(cx) => Poll::Ready(Err(evicted())),
+            polled => polled,
+        }
     }
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for CountedStream<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.registration.activity().is_evicted() {
+            return Poll::Ready(Err(evicted()));
+        }
         let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
         this.stall.check(cx, polled)
     }
@@ -290,22 +346,51 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn connections_beyond_the_cap_wait_until_one_closes() {
+    async fn beyond_the_cap_busy_connections_make_new_ones_wait_and_idle_ones_make_room() {
         use axum::serve::Listener as _;
+        use tokio::io::AsyncReadExt as _;
+
+        use crate::idle::Tracked as _;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut capped = CappedListener::new(listener, Slots::new(2), Duration::from_secs(60));
-        let _a = TcpStream::connect(addr).await.unwrap();
-        let _b = TcpStream::connect(addr).await.unwrap();
-        let _c = TcpStream::connect(addr).await.unwrap();
-        let first = capped.accept().await;
-        let second = capped.accept().await;
-        let third = tokio::time::timeout(Duration::from_millis(200), capped.accept()).await;
-        assert!(third.is_err(), "a third connection was accepted over the cap");
-        drop(first);
-        let third = tokio::time::timeout(Duration::from_secs(2), capped.accept()).await;
-        assert!(third.is_ok(), "a slot freed by a closed connection is reused");
-        drop(second);
+        // Six clients: the accept that times out below has taken (and dropped) one of them.
+        let clients: Vec<TcpStream> = futures::future::join_all((0..6).map(|_| TcpStream::connect(addr)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        // Each accepted connection served as the connection loop serves it: read until the
+        // client or an eviction ends it, then closed (its slot freed).
+        let mut accept = async || {
+            let (mut stream, _) = capped.accept().await;
+            let activity = stream.activity().clone();
+            let reading = tokio::spawn(async move { stream.read(&mut [0; 8]).await.map_err(|e| e.kind()) });
+            (activity, reading)
+        };
+        let (first, first_reading) = accept().await;
+        let (second, _) = accept().await;
+        // Both busy (a request in flight on each): the third waits.
+        let busy = (first.request(), second.request());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), accept()).await.is_err(),
+            "a third connection was accepted over the cap"
+        );
+        first_reading.abort();
+        let (third, third_reading) = tokio::time::timeout(Duration::from_secs(2), accept())
+            .await
+            .expect("a slot freed by a closed connection is reused");
+        // Idle connections make room: the second's request ends, the third never sent one.
+        drop(busy);
+        let fourth = tokio::time::timeout(Duration::from_secs(2), accept()).await;
+        let (fourth, _) = fourth.expect("a new client waited although an idle connection held a slot");
+        let _busy = fourth.request();
+        assert!(third.is_evicted() && !second.is_evicted(), "the never-served connection goes first");
+        let read = tokio::time::timeout(Duration::from_secs(2), third_reading).await.unwrap().unwrap();
+        assert_eq!(read.unwrap_err(), io::ErrorKind::ConnectionAborted, "a read waiting on it fails");
+        let fifth = tokio::time::timeout(Duration::from_secs(2), accept()).await;
+        assert!(fifth.is_ok() && second.is_evicted(), "the idle served connection was not evicted");
+        drop(clients);
     }
 
     #[tokio::test]

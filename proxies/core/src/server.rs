@@ -233,6 +233,7 @@ impl ProxyServer {
             header_read_timeout: self.config.header_read_timeout,
             keepalive_interval: self.config.http2_keepalive_interval,
             keepalive_timeout: self.config.http2_keepalive_timeout,
+            idle_timeout: self.config.idle_timeout,
         };
         let tcp = async {
             let stop = stopped(stopping_rx.clone());

@@ -6,7 +6,7 @@
 //!
 //! Handshakes run off the accept loop, each bounded by `handshake-timeout`, so a client that
 //! opens a connection and never completes the handshake holds one connection slot for that
-//! long and delays nobody else.
+//! long at most (less when the cap needs its slot: see [`crate::idle`]) and delays nobody else.
 
 use std::{
     io,
@@ -40,11 +40,11 @@ pub struct TlsSettings {
     /// such a certificate is refused during the handshake (mTLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ca_file: Option<PathBuf>,
-    /// With `client-ca-file`: the client identities allowed (a certificate's subject as RFC 4514,
-    /// e.g. `CN=shop-api`, or one of its DNS / URI subject alternative names). Empty: any client
-    /// certificate from the CA.
+    /// With `client-ca-file`: the client identities allowed, each saying what it matches (see
+    /// [`ClientIdentity`]): `subject:CN=shop-api`, `dns:shop.internal`, `uri:spiffe://…`. Empty:
+    /// any client certificate from the CA.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub allowed_clients: Vec<String>,
+    pub allowed_clients: Vec<ClientIdentity>,
     /// How often the certificate and key files are checked for changes.
     #[serde(default = "default_reload_interval", with = "humantime_serde")]
     pub reload_interval: Duration,
@@ -222,11 +222,97 @@ async fn follow_files(settings: TlsSettings, seen: Stamps, tls: std::sync::Weak<
     }
 }
 
-/// The identities a client certificate names: its subject (RFC 4514) and DNS / URI alternative names.
-pub fn client_identities(cert: &CertificateDer<'_>) -> Vec<String> {
+/// One identity a client certificate carries, typed by where it sits in the certificate: an
+/// allow-list entry matches only an identity of its own kind, so a certificate whose DNS or URI
+/// alternative name reads `CN=app` is not the subject `CN=app`.
+///
+/// Written `subject:<RFC 4514 DN>`, `dns:<name>` or `uri:<URI>`. Without a prefix an entry is
+/// read as what it looks like: with `://` a URI, with `=` a subject, otherwise a DNS name; any
+/// other `kind:` prefix is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ClientIdentity {
+    /// The certificate's subject, as RFC 4514 text (`CN=shop-api,O=Example`).
+    Subject(String),
+    /// A DNS subject alternative name.
+    Dns(String),
+    /// A URI subject alternative name (a SPIFFE ID, say).
+    Uri(String),
+}
+
+impl std::str::FromStr for ClientIdentity {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let typed = |value: &str, make: fn(String) -> Self| {
+            if value.is_empty() || value.trim() != value {
+                Err(format!("client identity {text:?}: the value after the prefix is empty or padded"))
+            } else {
+                Ok(make(value.to_owned()))
+            }
+        };
+        if let Some(dn) = text.strip_prefix("subject:") {
+            typed(dn, Self::Subject)
+        } else if let Some(name) = text.strip_prefix("dns:") {
+            typed(name, Self::Dns)
+        } else if let Some(uri) = text.strip_prefix("uri:") {
+            typed(uri, Self::Uri)
+        } else if text.contains("://") {
+            typed(text, Self::Uri)
+        } else if text.contains('=') {
+            typed(text, Self::Subject)
+        } else if text.contains(':') {
+            Err(format!(
+                "client identity {text:?}: unknown kind; write subject:<DN>, dns:<name> or uri:<URI>"
+            ))
+        } else {
+            typed(text, Self::Dns)
+        }
+    }
+}
+
+impl ClientIdentity {
+    /// Whether a certificate's `identity` is this one: the same kind and value (DNS names
+    /// compared without regard to ASCII case, as DNS does).
+    pub fn matches(&self, identity: &ClientIdentity) -> bool {
+        match (self, identity) {
+            (Self::Subject(a), Self::Subject(b)) | (Self::Uri(a), Self::Uri(b)) => a == b,
+            (Self::Dns(a), Self::Dns(b)) => a.eq_ignore_ascii_case(b),
+            _ => false,
+        }
+    }
+}
+
+impl TryFrom<String> for ClientIdentity {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl From<ClientIdentity> for String {
+    fn from(identity: ClientIdentity) -> Self {
+        identity.to_string()
+    }
+}
+
+impl std::fmt::Display for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Subject(dn) => write!(f, "subject:{dn}"),
+            Self::Dns(name) => write!(f, "dns:{name}"),
+            Self::Uri(uri) => write!(f, "uri:{uri}"),
+        }
+    }
+}
+
+/// The identities a client certificate carries: its subject (RFC 4514) and its DNS / URI
+/// alternative names, each typed.
+pub fn client_identities(cert: &CertificateDer<'_>) -> Vec<ClientIdentity> {
     use x509_cert::der::{Decode as _, oid::AssociatedOid as _};
     let Ok(parsed) = x509_cert::Certificate::from_der(cert.as_ref()) else { return Vec::new() };
-    let mut names = vec![parsed.tbs_certificate.subject.to_string()];
+    let mut names = vec![ClientIdentity::Subject(parsed.tbs_certificate.subject.to_string())];
     for ext in parsed.tbs_certificate.extensions.iter().flatten() {
         if ext.extn_id != x509_cert::ext::pkix::SubjectAltName::OID {
             continue;
@@ -236,9 +322,11 @@ pub fn client_identities(cert: &CertificateDer<'_>) -> Vec<String> {
         };
         for name in san.0 {
             match name {
-                x509_cert::ext::pkix::name::GeneralName::DnsName(dns) => names.push(dns.to_string()),
+                x509_cert::ext::pkix::name::GeneralName::DnsName(dns) => {
+                    names.push(ClientIdentity::Dns(dns.to_string()))
+                }
                 x509_cert::ext::pkix::name::GeneralName::UniformResourceIdentifier(uri) => {
-                    names.push(uri.to_string())
+                    names.push(ClientIdentity::Uri(uri.to_string()))
                 }
                 _ => {}
             }
@@ -288,7 +376,7 @@ impl TlsListener {
         let local = inner.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
         let timeout = settings.handshake_timeout;
-        let allowed: Arc<Vec<String>> = Arc::new(settings.allowed_clients.clone());
+        let allowed: Arc<Vec<ClientIdentity>> = Arc::new(settings.allowed_clients.clone());
         tokio::spawn(async move {
             loop {
                 // Stop accepting once the server has dropped this listener (shutdown).
@@ -311,7 +399,9 @@ impl TlsListener {
                     };
                     if let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
                         let identities = client_identities(cert);
-                        if !allowed.is_empty() && !identities.iter().any(|id| allowed.contains(id)) {
+                        if !allowed.is_empty()
+                            && !allowed.iter().any(|a| identities.iter().any(|id| a.matches(id)))
+                        {
                             tracing::warn!(%peer, ?identities, "client certificate not in server.tls.allowed-clients: connection closed");
                             return;
                         }
@@ -322,6 +412,12 @@ impl TlsListener {
             }
         });
         Ok(Self { ready, local })
+    }
+}
+
+impl crate::idle::Tracked for TlsStream<CountedStream> {
+    fn activity(&self) -> &Arc<crate::idle::Activity> {
+        self.get_ref().0.activity()
     }
 }
 
@@ -339,5 +435,46 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClientIdentity::{self, Dns, Subject, Uri};
+
+    fn parse(text: &str) -> Result<ClientIdentity, String> {
+        text.parse()
+    }
+
+    #[test]
+    fn allow_list_entries_are_typed_by_prefix_or_by_what_they_look_like() {
+        assert_eq!(parse("subject:CN=app"), Ok(Subject("CN=app".into())));
+        assert_eq!(parse("dns:CN=app"), Ok(Dns("CN=app".into())));
+        assert_eq!(parse("uri:CN=app"), Ok(Uri("CN=app".into())));
+        assert_eq!(parse("CN=app,O=Example"), Ok(Subject("CN=app,O=Example".into())));
+        assert_eq!(parse("spiffe://example/app"), Ok(Uri("spiffe://example/app".into())));
+        assert_eq!(parse("app.internal"), Ok(Dns("app.internal".into())));
+        for bad in ["email:a@example", "subject:", "dns: app", "", "ip:10.0.0.1"] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        // Written back with its kind, so a rendered config says what it matches.
+        assert_eq!(String::from(parse("CN=app").unwrap()), "subject:CN=app");
+    }
+
+    #[test]
+    fn an_entry_matches_only_an_identity_of_its_own_kind() {
+        let allowed = [parse("CN=app").unwrap(), parse("spiffe://example/app").unwrap()];
+        // The intruder's subject is its own; its SANs spell the allowed entries.
+        let intruder = [
+            Subject("CN=intruder".into()),
+            Dns("CN=app".into()),
+            Uri("CN=app".into()),
+            Dns("spiffe://example/app".into()),
+        ];
+        assert!(!allowed.iter().any(|a| intruder.iter().any(|id| a.matches(id))));
+        assert!(allowed[0].matches(&Subject("CN=app".into())));
+        assert!(allowed[1].matches(&Uri("spiffe://example/app".into())));
+        assert!(parse("dns:App.Internal").unwrap().matches(&Dns("app.internal".into())));
+        assert!(!parse("CN=App").unwrap().matches(&Subject("CN=app".into())));
     }
 }

@@ -1,6 +1,8 @@
 //! Connections that misbehave, over real sockets against an in-process eqs proxy: a client that
-//! never finishes its request headers is closed after `server.header-read-timeout`, and 2000 idle
-//! connections neither lock other clients out nor slow them down, and an HTTP/2 peer that stops
+//! never finishes its request headers, or sends nothing at all (or only the HTTP/2 preface), is
+//! closed after `server.header-read-timeout`; a connection idle for `server.idle-timeout` is
+//! closed; 2000 idle connections neither lock other clients out nor slow them down, nor do
+//! silent connections filling the whole connection cap; and an HTTP/2 peer that stops
 //! answering pings is closed after `server.http2-keepalive-timeout`.
 
 use std::time::{Duration, Instant};
@@ -55,6 +57,106 @@ async fn two_thousand_idle_connections_do_not_lock_others_out() {
     assert!(took < Duration::from_secs(2), "a call behind 2000 idle connections took {took:?}");
     assert_eq!(client.list_queues("").await.unwrap(), ["busy"]);
     drop(idle);
+}
+
+/// Whether the server closes `stream` within `limit` (reads until EOF or an error), and how
+/// long after `since`.
+async fn closed_within(stream: &mut TcpStream, since: Instant, limit: Duration) -> Option<Duration> {
+    let mut sink = Vec::new();
+    match tokio::time::timeout(limit, stream.read_to_end(&mut sink)).await {
+        Ok(_) => Some(since.elapsed()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn connections_that_send_nothing_or_only_the_preface_are_closed_and_idle_ones_too() {
+    let mut config = EqsConfig::default();
+    config.server.header_read_timeout = Duration::from_secs(1);
+    config.server.idle_timeout = Duration::from_secs(2);
+    let (addr, _stop) = common::start(config).await;
+    let opened = Instant::now();
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let mut preface = TcpStream::connect(addr).await.unwrap();
+    preface.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    for (what, stream) in [("no byte", &mut silent), ("only the HTTP/2 preface", &mut preface)] {
+        let closed = closed_within(stream, opened, Duration::from_secs(10)).await;
+        let closed = closed.unwrap_or_else(|| panic!("a connection that sent {what} was open after 10 s"));
+        assert!(
+            closed >= Duration::from_millis(800) && closed < Duration::from_secs(4),
+            "{what}: closed after {closed:?}"
+        );
+    }
+    // An HTTP/2 connection that made one request, then went quiet (HTTP/1.1 keep-alive ones are
+    // closed after header-read-timeout already): a GOAWAY after idle-timeout, then closed.
+    let mut kept = TcpStream::connect(addr).await.unwrap();
+    let mut request = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00".to_vec();
+    // HEADERS (END_STREAM | END_HEADERS) on stream 1, HPACK without Huffman: GET, http,
+    // :path /healthz, :authority localhost.
+    let block = [&[0x82, 0x86, 0x04, 8][..], b"/healthz", &[0x01, 9], b"localhost"].concat();
+    request.extend_from_slice(&[0, 0, block.len() as u8, 1, 0x05, 0, 0, 0, 1]);
+    request.extend_from_slice(&block);
+    kept.write_all(&request).await.unwrap();
+    let sent = Instant::now();
+    const HEADERS: u8 = 1;
+    const GOAWAY: u8 = 7;
+    let mut types = Vec::new();
+    let mut goaway_after = None;
+    while goaway_after.is_none() {
+        let mut header = [0u8; 9];
+        let read = tokio::time::timeout(Duration::from_secs(10), kept.read_exact(&mut header)).await;
+        assert!(matches!(read, Ok(Ok(_))), "no GOAWAY for an idle HTTP/2 connection; frames {types:?}");
+        let mut payload = vec![0u8; u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize];
+        kept.read_exact(&mut payload).await.unwrap();
+        types.push(header[3]);
+        if header[3] == GOAWAY {
+            goaway_after = Some(sent.elapsed());
+        }
+    }
+    let waited = goaway_after.unwrap_or_default();
+    assert!(types.contains(&HEADERS), "the request was answered before: frames {types:?}");
+    assert!(
+        waited >= Duration::from_millis(1800) && waited < Duration::from_secs(5),
+        "GOAWAY after {waited:?}"
+    );
+    // A peer that takes no notice (answers no PING) is cut after the close grace.
+    assert!(
+        closed_within(&mut kept, sent, Duration::from_secs(10)).await.is_some(),
+        "still open after the GOAWAY"
+    );
+}
+
+#[tokio::test]
+async fn silent_connections_filling_the_cap_do_not_keep_a_client_out() {
+    exo_proxy_core::listener::raise_open_files_limit();
+    let mut config = EqsConfig::default();
+    config.server.max_connections = 64;
+    let (addr, _stop) = common::start(config).await;
+    let client = QueueClient::connect(&format!("http://{addr}")).unwrap().with_retry(RetryPolicy::none());
+    client.create_queue("fair", QueueOptions::default()).await.unwrap();
+    // Three times the cap in silent connections (some only say the HTTP/2 preface), and new
+    // ones keep coming while a normal client calls on fresh connections.
+    let mut silent = Vec::new();
+    for i in 0..192 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        if i % 3 == 0 {
+            let _ = stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+        }
+        silent.push(stream);
+    }
+    for round in 0..10 {
+        for _ in 0..32 {
+            silent.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let fresh = QueueClient::connect(&format!("http://{addr}")).unwrap().with_retry(RetryPolicy::none());
+        let started = Instant::now();
+        fresh.send("fair", "past the silent ones").await.unwrap();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(1), "round {round}: a call at the cap took {took:?}");
+    }
+    // The client that connected first and stays busy-ish keeps being served too.
+    assert_eq!(client.list_queues("").await.unwrap(), ["fair"]);
+    drop(silent);
 }
 
 /// Reads HTTP/2 frames (9-byte header, then the payload) until the connection ends; the types

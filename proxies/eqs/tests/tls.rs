@@ -178,7 +178,13 @@ async fn a_certificate_rotated_on_disk_is_served_to_new_connections_without_a_re
     let (ca_file, expected) = (&ca.ca_file, &new_der);
     let served_new = within_5s(|| async move { served_certificate(port, ca_file).await == *expected }).await;
     assert!(served_new, "the rotated certificate was not served within 5 s");
-    assert_eq!(exo_proxy_core::tls::client_identities(&first), ["CN=localhost", "localhost"]);
+    {
+        use exo_proxy_core::tls::ClientIdentity::{Dns, Subject};
+        assert_eq!(
+            exo_proxy_core::tls::client_identities(&first),
+            [Subject("CN=localhost".into()), Dns("localhost".into())]
+        );
+    }
     assert_ne!(first, new_der);
     // The client made before the rotation still works (its connection, or a new one).
     assert_eq!(queues.list_queues("").await.unwrap(), ["before"]);
@@ -193,7 +199,9 @@ async fn with_client_certificates_only_allowed_clients_of_the_ca_get_in() {
     let (cert, key) = server_ca.issue(dir.path(), "localhost", "server");
     let mut tls = settings(&cert, &key);
     tls.client_ca_file = Some(client_ca.ca_file.clone());
-    tls.allowed_clients = vec!["CN=shop-api".into()];
+    tls.allowed_clients = ["CN=shop-api", "spiffe://example/shop-api", "dns:billing.internal"]
+        .map(|entry| entry.parse().unwrap())
+        .to_vec();
     let (url, _stop) = start(tls).await;
 
     let with_cert = |cert: (std::path::PathBuf, std::path::PathBuf)| Tls {
@@ -211,6 +219,30 @@ async fn with_client_certificates_only_allowed_clients_of_the_ca_get_in() {
     assert!(client(&url, &stranger).list_queues("").await.is_err(), "a certificate of another CA got in");
     let not_listed = with_cert(client_ca.issue(dir.path(), "billing", "billing"));
     assert!(client(&url, &not_listed).list_queues("").await.is_err(), "an identity not allowed got in");
+    // A certificate of the client CA whose subject is its own but whose alternative names spell
+    // the allowed entries: an entry matches only an identity of its kind.
+    let intruder = with_cert(client_ca.issue_with(dir.path(), "intruder", "intruder", |params| {
+        use rcgen::{SanType, string::Ia5String};
+        let ia5 = |text: &str| Ia5String::try_from(text.to_owned()).unwrap();
+        params.subject_alt_names = vec![
+            SanType::DnsName(ia5("CN=shop-api")),
+            SanType::URI(ia5("CN=shop-api")),
+            SanType::DnsName(ia5("spiffe://example/shop-api")),
+            SanType::URI(ia5("billing.internal")),
+        ];
+    }));
+    assert!(
+        client(&url, &intruder).list_queues("").await.is_err(),
+        "a certificate got in by naming an allowed subject in its alternative names"
+    );
+    // Each kind does let in the certificate that carries it where it belongs.
+    let by_uri = with_cert(client_ca.issue_with(dir.path(), "workload", "workload", |params| {
+        let uri = rcgen::string::Ia5String::try_from("spiffe://example/shop-api".to_owned()).unwrap();
+        params.subject_alt_names = vec![rcgen::SanType::URI(uri)];
+    }));
+    assert_eq!(client(&url, &by_uri).list_queues("").await.unwrap(), ["orders"]);
+    let by_dns = with_cert(client_ca.issue(dir.path(), "billing.internal", "billing-dns"));
+    assert_eq!(client(&url, &by_dns).list_queues("").await.unwrap(), ["orders"]);
 
     assert_eq!(allowed.list_queues("").await.unwrap(), ["orders"]);
 }

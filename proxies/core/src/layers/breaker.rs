@@ -51,7 +51,8 @@ enum State {
 /// Fails calls fast (BACKEND_UNAVAILABLE, retryable, with the time to wait) once the backend
 /// has failed `failures` calls in a row, for `open_for`; then lets one probe through, and
 /// closes again when it succeeds. Only failures of the backend itself count (BACKEND_UNAVAILABLE,
-/// TIMEOUT): a missing queue or a failed condition is the backend working. An open breaker makes
+/// TIMEOUT within the proxy's own limit): a missing queue or a failed condition is the backend
+/// working, and a call its caller's deadline cut counts neither way. An open breaker makes
 /// an app's retries and a failover chain move on at once instead of waiting on a dead backend.
 #[derive(Debug, Clone)]
 pub struct CircuitBreaker {
@@ -102,8 +103,16 @@ impl CircuitBreaker {
         .with_retry_after(if until.is_some() { wait } else { SHORT_WAIT })
     }
 
-    fn record(&self, call: Call, probe: bool, failed: bool) {
+    fn record(&self, call: Call, probe: bool, failed: Option<bool>) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(failed) = failed else {
+            // The outcome says nothing about the backend: the count stays; a probe's turn passes
+            // to the next call.
+            if probe && *state == State::HalfOpen {
+                *state = State::Open { until: Instant::now() };
+            }
+            return;
+        };
         let next = match (*state, failed) {
             (_, false) => State::Closed { failures: 0 },
             (State::Closed { failures }, true) if failures + 1 < self.settings.failures => {
@@ -131,8 +140,16 @@ impl CircuitBreaker {
 /// The retry hint while a probe is out, or when load is shed: a moment, not a rest.
 pub(crate) const SHORT_WAIT: Duration = Duration::from_millis(100);
 
-fn backend_failed(err: &ExoError) -> bool {
-    matches!(err.reason, ErrorReason::BackendUnavailable | ErrorReason::Timeout)
+/// Whether a call's outcome tells the backend failed (`Some(true)`), answered (`Some(false)`),
+/// or nothing about it (`None`): a call cut by its caller's own deadline (`grpc-timeout`,
+/// `x-exo-timeout-ms`) ended because one caller would not wait, which must not open the breaker
+/// for every other caller; the proxy's own `request-timeout` does count.
+fn outcome<T>(result: &ExoResult<T>) -> Option<bool> {
+    match result {
+        Ok(_) => Some(false),
+        Err(err) if err.reason == ErrorReason::Timeout && crate::deadline::passed() => None,
+        Err(err) => Some(matches!(err.reason, ErrorReason::BackendUnavailable | ErrorReason::Timeout)),
+    }
 }
 
 impl Layer for CircuitBreaker {
@@ -146,8 +163,7 @@ impl Layer for CircuitBreaker {
             let probe = admitted?;
             let result = next.await;
             if self.settings.failures > 0 {
-                let failed = matches!(&result, Err(err) if backend_failed(err));
-                self.record(call, probe, failed);
+                self.record(call, probe, outcome(&result));
             }
             result
         }
@@ -222,6 +238,52 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert_eq!(b.wrap(CALL, down()).await.unwrap_err().message, "connection refused", "the probe");
         assert!(b.wrap(CALL, up()).await.unwrap_err().message.contains("circuit open"), "open again");
+    }
+
+    #[tokio::test]
+    async fn calls_cut_by_their_callers_deadline_do_not_count() {
+        use crate::{deadline::with_timeout, layers::Timeout};
+        let (b, _) = breaker(2, 10_000);
+        let stack = (b.clone(), Timeout::new(Duration::from_secs(5)));
+        let slow = || async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Ok::<u32, ExoError>(1)
+        };
+        // Callers that will not wait (a deadline passed already, or shorter than the backend's
+        // latency): each is answered TIMEOUT, and the healthy backend stays in service.
+        for _ in 0..5 {
+            let err = with_timeout(Duration::ZERO, stack.wrap(CALL, slow())).await.unwrap_err();
+            assert_eq!(err.reason, ErrorReason::Timeout);
+            let err = with_timeout(Duration::from_millis(20), stack.wrap(CALL, slow())).await.unwrap_err();
+            assert_eq!(err.reason, ErrorReason::Timeout);
+        }
+        assert_eq!(stack.wrap(CALL, up()).await.unwrap(), 1, "a caller's deadline opened the breaker");
+        // The proxy's own timeout does count: the backend did not answer in the time it has.
+        let own = (b.clone(), Timeout::new(Duration::from_millis(20)));
+        for _ in 0..2 {
+            assert_eq!(own.wrap(CALL, slow()).await.unwrap_err().reason, ErrorReason::Timeout);
+        }
+        assert!(own.wrap(CALL, up()).await.unwrap_err().message.contains("circuit open"));
+    }
+
+    #[tokio::test]
+    async fn a_probe_cut_by_its_caller_passes_the_turn_on() {
+        use crate::deadline::with_timeout;
+        let (b, _) = breaker(1, 30);
+        assert!(b.wrap(CALL, down()).await.is_err());
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let cut = with_timeout(
+            Duration::ZERO,
+            b.wrap(CALL, async {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                Err::<u32, _>(ExoError::new(ErrorReason::Timeout, "the caller's deadline passed"))
+            }),
+        )
+        .await;
+        assert!(cut.is_err());
+        // Neither closed by it nor stuck half-open: the next call is the probe.
+        assert_eq!(b.wrap(CALL, up()).await.unwrap(), 1);
+        assert_eq!(b.wrap(CALL, up()).await.unwrap(), 1);
     }
 
     #[tokio::test]

@@ -415,7 +415,9 @@ impl SqsQueue {
             .receive_message()
             .queue_url(url)
             .max_number_of_messages(count.min(SQS_BATCH) as i32)
-            .wait_time_seconds(wait.as_secs_f64().ceil() as i32)
+            // Whole seconds, rounded down: the wait was already shortened to end before the
+            // caller's deadline, and rounding up would make the poll outlive it.
+            .wait_time_seconds(i32::try_from(wait.as_secs()).unwrap_or(i32::MAX))
             .set_visibility_timeout(visibility.map(|v| v as i32))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
