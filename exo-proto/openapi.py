@@ -84,6 +84,13 @@ def obj(desc, props, required=None):
     if required: o["required"] = required
     return o
 def u64d(desc): d = dict(u64); d["description"] = desc + " " + u64["description"]; return d
+def entry_message(desc, delay=False):
+    """A batch entry's message: its fields' shapes and no other field are checked for the whole
+    request (as a single send's are); their rules (sizes, names) fail that entry alone."""
+    props = {"body": {"type": "string", "format": "byte"},
+             "attributes": {"type": "object", "additionalProperties": {"type": "string"}}}
+    if delay: props["delaySeconds"] = {"type": "integer", "format": "int32", "minimum": 0}
+    return {"type": "object", "description": desc, "properties": props, "additionalProperties": False}
 
 caps = enum_values("exo/queue/v1/queue.proto", "QueueCapability")
 def dead_letter_pairing(schema):
@@ -150,7 +157,7 @@ schemas = {
    "delaySeconds": u32("Overrides the queue's delay (at most Limits.maxDelaySeconds).", maximum=900)}),
  "SendRequest": obj("Sends one message to the queue in the path.", {"message": ref("OutgoingMessage")}, ["message"]),
  "SendResponse": obj("The new message's id.", {"messageId": s("Message id")}),
- "SendBatchEntry": obj("One batch entry. Its message follows OutgoingMessage; one that is missing or breaks its rules fails on its own (its result says why) while the others are sent.", {"id": s("Caller's id, unique in the batch (defaults to the index)."), "message": {"type": "object", "description": "An OutgoingMessage (checked per entry)"}}),
+ "SendBatchEntry": obj("One batch entry. Its message follows OutgoingMessage; one that is missing or breaks its rules fails on its own (its result says why) while the others are sent.", {"id": s("Caller's id, unique in the batch (defaults to the index)."), "message": entry_message("An OutgoingMessage (its rules checked per entry).", delay=True)}),
  "SendBatchRequest": obj("Sends many messages; each entry succeeds or fails on its own (entry ids unique).", {"entries": {"type": "array", "items": ref("SendBatchEntry"), "minItems": 1, "maxItems": 100}}, ["entries"]),
  "EntryError": obj("Why one entry failed; nothing of it was written.", {"reason": s("Stable reason, e.g. MESSAGE_TOO_LARGE"), "message": s("Explanation"), "retryable": {"type": "boolean"}}),
  "SendBatchResult": obj("One entry's outcome: messageId or error.", {"id": s("The entry's id"), "messageId": s("Id of the sent message"), "error": ref("EntryError")}),
@@ -199,7 +206,7 @@ schemas.update({
    "attributes": {**ATTRIBUTES, "maxProperties": 8, "description": "String attributes (at most TopicLimits.maxAttributes), the rules of OutgoingMessage; filters match on them. Body plus attributes at most TopicLimits.maxMessageBytes (413 above)."}}),
  "PublishRequest": obj("Publishes one message to the topic in the path.", {"message": ref("PublishedMessage")}, ["message"]),
  "PublishResponse": obj("The publish.", {"publishId": s("Carried by every copy in its exo.publish-id attribute."), "deliveries": u32("Subscriptions that got a copy.")}),
- "PublishBatchEntry": obj("One batch entry. Its message follows PublishedMessage; one that is missing or breaks its rules fails on its own.", {"id": s("Caller's id, unique in the batch (defaults to the index)."), "message": {"type": "object", "description": "A PublishedMessage (checked per entry)"}}),
+ "PublishBatchEntry": obj("One batch entry. Its message follows PublishedMessage; one that is missing or breaks its rules fails on its own.", {"id": s("Caller's id, unique in the batch (defaults to the index)."), "message": entry_message("A PublishedMessage (its rules checked per entry).")}),
  "PublishBatchRequest": obj("Publishes many messages; each entry succeeds or fails on its own (entry ids unique).", {"entries": {"type": "array", "items": ref("PublishBatchEntry"), "minItems": 1, "maxItems": 100}}, ["entries"]),
  "PublishBatchResult": obj("One entry's outcome: publishId or error.", {"id": s("The entry's id"), "publishId": s("Publish id of a published entry"), "error": ref("EntryError"), "deliveries": u32("Subscriptions that got a published entry.")}),
  "PublishBatchResponse": obj("One result per entry, in request order.", {"results": {"type": "array", "items": ref("PublishBatchResult")}}),

@@ -87,4 +87,43 @@ crate::cases! {
         crate::openapi_check::documented_routes_are_served(&ctx.http_base, &["queues", "meta"], &[("queue", &q)])
             .await
     }
+
+    /// A batch entry's message with a field the contract does not have is refused 400 for the
+    /// whole batch, sending nothing, and the served OpenAPI document says so
+    /// (additionalProperties: false on the entry's message)
+    case "http.batch_unknown_fields", needs None;
+    async fn http_batch_unknown_fields(ctx: Ctx) -> CaseOutcome {
+        let q = ctx.queue("batchfields").await?;
+        let http = reqwest::Client::new();
+        let response = http
+            .post(format!("{}/api/v1/queues/{q}/messages/batch", ctx.http_base))
+            .json(&serde_json::json!({"entries": [
+                {"id": "a", "message": {"body": "eA=="}},
+                {"id": "b", "message": {"body": "eA==", "priority": 1}},
+            ]}))
+            .send()
+            .await
+            .map_err(|e| format!("HTTP batch send failed: {e}"))?;
+        let status = response.status();
+        let problem: serde_json::Value = response.json().await.unwrap_or_default();
+        check!(status == 400, "an unknown field in an entry's message answered {status}: {problem}");
+        check!(problem["reason"] == "MALFORMED_REQUEST", "reason {:?}", problem["reason"]);
+        check!(visible_count(&ctx, &q).await? == 0, "a refused batch sent messages");
+        let doc: serde_json::Value = http
+            .get(format!("{}/api/v1/openapi.json", ctx.http_base))
+            .send()
+            .await
+            .map_err(|e| format!("cannot fetch openapi.json: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("openapi.json is not JSON: {e}"))?;
+        for entry in ["SendBatchEntry", "PublishBatchEntry"] {
+            let message = &doc["components"]["schemas"][entry]["properties"]["message"];
+            check!(
+                message["additionalProperties"] == false,
+                "the document lets a {entry}'s message carry unknown fields: {message}"
+            );
+        }
+        Ok(())
+    }
 }

@@ -344,6 +344,15 @@ crate::cases! {
         let (respelled, stored) =
             ok(ctx.topics.subscribe(&topic, "sub", &queue, r#"k IN ("v")"#, None).await, "subscribe respelled")?;
         check!(!respelled && stored.filter == "k = 'v'", "a respelled identical filter: created {respelled}, {stored:?}");
+        // An `in` list is a set: another order, or a value twice, is the same filter.
+        let (listed, first) = ok(ctx.topics.subscribe(&topic, "sub-in", &queue, "k in ('b', 'a')", None).await, "subscribe in")?;
+        check!(listed && first.filter == "k in ('a', 'b')", "an in list is stored sorted: {first:?}");
+        let (reordered, _) = ok(
+            ctx.topics.subscribe(&topic, "sub-in", &queue, "k in ('a', 'b', 'a')", None).await,
+            "subscribe with the in list reordered",
+        )?;
+        check!(!reordered, "the same in list reordered must answer created = false");
+        ok(ctx.topics.unsubscribe(&topic, "sub-in").await, "unsubscribe sub-in")?;
         expect_reason(ctx.topics.subscribe(&topic, "sub", &other, "k = 'v'", None).await, Reason::SubscriptionAlreadyExists, "other queue")?;
         expect_reason(ctx.topics.subscribe(&topic, "sub", &queue, "k = 'w'", None).await, Reason::SubscriptionAlreadyExists, "other filter")?;
         let fresh = ctx.name("dup-fresh");

@@ -103,8 +103,9 @@ impl Filter {
         &self.clauses
     }
 
-    /// The filter in its one canonical spelling: clauses sorted by attribute, lowercase
-    /// keywords, single quotes, `=` for a one-value list. Two filters that mean the same are
+    /// The filter in its one canonical spelling: clauses sorted by attribute, `in` values sorted
+    /// (by bytes) with duplicates dropped, lowercase keywords, single quotes, `=` for a one-value
+    /// list. Two filters that mean the same are
     /// spelled the same, so a stored filter compares by text, and a backend that keeps a filter
     /// in its own form (an SNS filter policy) gives back the text it was given.
     pub fn canonical(&self) -> String {
@@ -114,15 +115,18 @@ impl Filter {
         clauses
             .into_iter()
             .map(|c| match &c.test {
-                Test::AnyOf(values) if values.len() == 1 => {
-                    format!("{} = {}", c.attribute, quote(&values[0]))
-                }
                 Test::AnyOf(values) => {
-                    format!(
-                        "{} in ({})",
-                        c.attribute,
-                        values.iter().map(|v| quote(v)).collect::<Vec<_>>().join(", ")
-                    )
+                    let mut values: Vec<&String> = values.iter().collect();
+                    values.sort();
+                    values.dedup();
+                    match values.as_slice() {
+                        [one] => format!("{} = {}", c.attribute, quote(one)),
+                        values => format!(
+                            "{} in ({})",
+                            c.attribute,
+                            values.iter().map(|v| quote(v)).collect::<Vec<_>>().join(", ")
+                        ),
+                    }
                 }
                 Test::Prefix(prefix) => format!("{} prefix {}", c.attribute, quote(prefix)),
                 Test::Exists => format!("{} exists", c.attribute),
@@ -434,8 +438,14 @@ mod tests {
         assert_eq!(a.canonical(), b.canonical());
         assert_eq!(
             a.canonical(),
-            r"e exists and p prefix 'v' and region = 'eu' and t absent and type in ('x', 'it\'s')"
+            r"e exists and p prefix 'v' and region = 'eu' and t absent and type in ('it\'s', 'x')"
         );
+        // The same meaning in any order, duplicates or not, is one spelling.
+        let reordered = Filter::parse(
+            r#"type in ('it\'s', 'x', 'x') and e exists and p prefix 'v' and region in ('eu') and t absent"#,
+        )
+        .unwrap();
+        assert_eq!(reordered.canonical(), a.canonical());
         let policy = a.sns_policy().unwrap();
         assert_eq!(policy["type"], serde_json::json!(["x", "it's"]));
         assert_eq!(policy["t"], serde_json::json!([{ "exists": false }]));

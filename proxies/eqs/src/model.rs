@@ -182,6 +182,15 @@ pub fn subscription_not_found(topic: &str, name: &str) -> ExoError {
         .with_resource(name)
 }
 
+/// Whether two subscriptions of one name ask for the same: the same queue, and filters that
+/// mean the same (compared in canonical form, so a filter stored in an older spelling — an `in`
+/// list in another order — is still the same filter).
+pub fn same_subscription(a: &pb::Subscription, b: &pb::Subscription) -> bool {
+    let canonical = |text: &str| crate::filter::Filter::parse(text).map(|f| f.canonical()).ok();
+    a.queue == b.queue
+        && (a.filter == b.filter || canonical(&a.filter).is_some_and(|f| Some(f) == canonical(&b.filter)))
+}
+
 /// SUBSCRIPTION_ALREADY_EXISTS: `name` exists on `topic` with other settings.
 pub fn subscription_conflict(
     topic: &str,

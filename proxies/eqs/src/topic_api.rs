@@ -83,7 +83,7 @@ impl QueueApi {
             // subscription that cannot be.
             let info = self.backend().topic_info(&topic).await?;
             if let Some(existing) = info.subscriptions.iter().find(|s| s.name == subscription.name)
-                && (existing.queue != subscription.queue || existing.filter != subscription.filter)
+                && !crate::model::same_subscription(existing, &subscription)
             {
                 return Err(subscription_conflict(topic.as_str(), existing, &subscription));
             }

@@ -769,7 +769,7 @@ impl Queue for PostgresQueue {
         self.require_queue(&queue).await.map_err(|e| e.with_field("queue"))?;
         let existing = self.load_topic(topic.as_str()).await?;
         if let Some(found) = existing.subscriptions.iter().find(|s| s.name == subscription.name) {
-            if found.queue == subscription.queue && found.filter == subscription.filter {
+            if crate::model::same_subscription(&found, &subscription) {
                 return Ok((false, found.clone()));
             }
             return Err(subscription_conflict(topic.as_str(), found, subscription));
@@ -796,9 +796,7 @@ impl Queue for PostgresQueue {
             Ok(_) => {
                 let now = self.load_topic(topic.as_str()).await?;
                 match now.subscriptions.into_iter().find(|s| s.name == stored.name) {
-                    Some(found) if found.queue == stored.queue && found.filter == stored.filter => {
-                        Ok((false, found))
-                    }
+                    Some(found) if crate::model::same_subscription(&found, &stored) => Ok((false, found)),
                     Some(found) => Err(subscription_conflict(topic.as_str(), &found, &stored)),
                     None => Err(too_many_subscriptions(topic.as_str())),
                 }

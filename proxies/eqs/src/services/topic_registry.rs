@@ -67,7 +67,7 @@ impl StoredTopic {
         requested: &pb::Subscription,
     ) -> ExoResult<Option<pb::Subscription>> {
         if let Some(found) = self.subscriptions.get(&requested.name) {
-            if found.queue == requested.queue && found.filter == requested.filter {
+            if crate::model::same_subscription(&found.contract(), requested) {
                 return Ok(Some(found.contract()));
             }
             return Err(subscription_conflict(topic, &found.contract(), requested));

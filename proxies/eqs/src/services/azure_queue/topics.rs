@@ -231,7 +231,7 @@ impl AzureQueue {
         self.options(&queue).await.map_err(|e| e.with_field("queue"))?;
         let info = table.topic(topic.as_str()).await?;
         if let Some(found) = info.subscriptions.iter().find(|s| s.name == subscription.name) {
-            if found.queue == subscription.queue && found.filter == subscription.filter {
+            if crate::model::same_subscription(&found, &subscription) {
                 return Ok((false, found.clone()));
             }
             return Err(subscription_conflict(topic.as_str(), found, subscription));
@@ -250,9 +250,7 @@ impl AzureQueue {
             Err(err) if matches!(service_code(&err), Some((409, "EntityAlreadyExists"))) => {
                 let now = table.topic(topic.as_str()).await?;
                 match now.subscriptions.into_iter().find(|s| s.name == stored.name) {
-                    Some(found) if found.queue == stored.queue && found.filter == stored.filter => {
-                        Ok((false, found))
-                    }
+                    Some(found) if crate::model::same_subscription(&found, &stored) => Ok((false, found)),
                     Some(found) => Err(subscription_conflict(topic.as_str(), &found, &stored)),
                     None => Err(table_error("InsertEntity", &err)),
                 }
