@@ -2,7 +2,9 @@
 message pika reads with its properties and headers, what pika publishes to the queue a waiting eqs
 receive gets, the server closing every connection of the vhost (`rabbitmqctl
 close_all_connections`) gives back what eqs held and eqs reconnects by itself, and a proxy killed
--9 while holding a message loses nothing: the broker redelivers it. Topics: pika reads each
+-9 while holding a message loses nothing: the broker redelivers it. Attributes named like headers the
+broker reads (CC, BCC, x-…) travel escaped and come back as sent; a native producer's typed headers
+arrive as documented text. Topics: pika reads each
 subscription's copy of one publish (BCC routing stripped, filters applied), and a private proxy
 killed -9 under a publish load loses no acknowledged publish for either subscription. Last, eqs over amqps to a
 private TLS-only node (a throw-away CA): served with `ca-file`, refused naming the certificate
@@ -96,6 +98,82 @@ def native(eqs, amqp, ns):
     channel.queue_delete(f"{ns}.{handmade}")
     connection.close()
     return name
+
+
+def reserved_headers(eqs, amqp, ns):
+    """Attributes named like headers the broker reads (CC, BCC, x-…) travel escaped, so the broker
+    neither routes by them nor closes the publishing channel; a native producer's typed headers
+    (bytes, tables, arrays, decimals, void) arrive in their documented text forms."""
+    print("RabbitMQ reserved header names and native header types")
+    connection = pika.BlockingConnection(pika.URLParameters(amqp))
+    channel = connection.channel()
+    name, other = f"reserved-{RUN}", f"reserved-other-{RUN}"
+    for queue in (name, other):
+        call("POST", f"{eqs}/api/v1/queues", {"name": queue})
+    reserved = {"CC": other, "BCC": other, "cc": "x", "X-Delay": "5000", "x-stream-filter-value": "f"}
+    for attribute, value in reserved.items():
+        sent = call("POST", f"{eqs}/api/v1/queues/{name}/messages",
+                    {"message": {"body": b64(attribute.encode()), "attributes": {attribute: value}}})
+        check(bool(sent.get("messageId")), f"a send with attribute {attribute!r} is stored")
+    method, properties, body = channel.basic_get(f"{ns}.{name}", auto_ack=False)
+    headers = (properties.headers or {}) if properties else {}
+    check(body == b"CC" and headers.get("exo.attr.CC") in (other, other.encode()) and "CC" not in headers,
+          "pika reads CC as exo.attr.CC: the broker did not route by it")
+    if method:
+        channel.basic_nack(method.delivery_tag, requeue=True)
+    check(channel.queue_declare(f"{ns}.{other}", passive=True).method.message_count == 0,
+          "no copy went to the queue a CC/BCC attribute named")
+    got = {}
+    for _ in range(10):
+        for m in receive(eqs, name):
+            got[base64.b64decode(m["body"]).decode()] = m.get("attributes", {})
+            call("POST", f"{eqs}/api/v1/queues/{name}/messages/ack", {"receipt": m["receipt"]})
+        if len(got) == len(reserved):
+            break
+    check(all(got.get(a) == {a: v} for a, v in reserved.items()),
+          f"each comes back through eqs with its attribute as sent ({got})")
+    # Publishing still works (the channel was never lost), on the same proxy.
+    after = call("POST", f"{eqs}/api/v1/queues/{name}/messages", {"message": {"body": b64(b"after")}})
+    check(bool(after.get("messageId")), "sends after them are served")
+    for m in receive(eqs, name, waitSeconds=5):
+        call("POST", f"{eqs}/api/v1/queues/{name}/messages/ack", {"receipt": m["receipt"]})
+
+    # A topic with two subscriptions: a user's BCC attribute is the user's, not the routing.
+    topic = f"reserved-topic-{RUN}"
+    call("POST", f"{eqs}/api/v1/topics", {"name": topic})
+    for sub, queue in (("one", f"reserved-t1-{RUN}"), ("two", f"reserved-t2-{RUN}")):
+        call("POST", f"{eqs}/api/v1/topics/{topic}/subscriptions", {"name": sub, "queue": queue, "createQueue": {}})
+    call("POST", f"{eqs}/api/v1/topics/{topic}/publish",
+         {"message": {"body": b64(b"bcc"), "attributes": {"BCC": "mine", "CC": "also mine"}}})
+    for queue in (f"reserved-t1-{RUN}", f"reserved-t2-{RUN}"):
+        copies = receive(eqs, queue, waitSeconds=5)
+        attributes = copies[0].get("attributes", {}) if copies else {}
+        check(len(copies) == 1 and attributes.get("BCC") == "mine" and attributes.get("CC") == "also mine",
+              f"{queue} got one copy with the user's BCC and CC attributes intact ({attributes})")
+        for m in copies:
+            call("POST", f"{eqs}/api/v1/queues/{queue}/messages/ack", {"receipt": m["receipt"]})
+        call("DELETE", f"{eqs}/api/v1/queues/{queue}")
+    call("DELETE", f"{eqs}/api/v1/topics/{topic}")
+
+    # A native producer's typed headers.
+    from decimal import Decimal
+    channel.basic_publish("", f"{ns}.{name}", b"typed", pika.BasicProperties(delivery_mode=2, headers={
+        "blob": b"\x00\x01\xfe\xff", "table": {"a": 1, "b": "two"}, "list": [1, "x", True],
+        "price": Decimal("123.45"), "nothing": None, "flag": True, "count": 7}))
+    typed = receive(eqs, name, waitSeconds=5)
+    attributes = typed[0].get("attributes", {}) if typed else {}
+    expected = {"blob": base64.b64encode(b"\x00\x01\xfe\xff").decode(), "exo.base64-attributes": "blob",
+                "price": "123.45", "nothing": "null", "flag": "true", "count": "7"}
+    check(all(attributes.get(k) == v for k, v in expected.items()),
+          f"bytes arrive base64 (named in exo.base64-attributes), decimals, void, booleans, numbers as text ({attributes})")
+    import json
+    check(json.loads(attributes.get("table", "null")) == {"a": 1, "b": "two"}
+          and json.loads(attributes.get("list", "null")) == [1, "x", True], "tables and arrays arrive as JSON")
+    for m in typed:
+        call("POST", f"{eqs}/api/v1/queues/{name}/messages/ack", {"receipt": m["receipt"]})
+    for queue in (name, other):
+        call("DELETE", f"{eqs}/api/v1/queues/{queue}")
+    connection.close()
 
 
 def server_closes_connections(eqs, vhost, name):
@@ -245,6 +323,7 @@ def main():
                         help="the broker's start script, run as this user for the private TLS node")
     args = parser.parse_args()
     name = native(args.eqs, args.amqp, args.namespace)
+    reserved_headers(args.eqs, args.amqp, args.namespace)
     topics(args.eqs, args.amqp, args.namespace, args.eqs_proxy, args.config, args.scratch)
     server_closes_connections(args.eqs, args.vhost, name)
     proxy_killed(args.eqs, args.eqs_proxy, args.config, args.scratch, name)

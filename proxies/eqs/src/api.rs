@@ -108,8 +108,11 @@ impl QueueApi {
             .map(|m| carry_trace(self.descriptor(), m))
             .map_err(|e| self.stamp(e.with_resource(name.as_str())))?;
         let mut results = self.backend.send(&name, vec![message]).await?;
-        let message_id =
-            results.pop().ok_or_else(|| ExoError::internal("backend returned no message id"))??;
+        let message_id = results
+            .pop()
+            .ok_or_else(|| ExoError::internal("backend returned no message id"))?
+            // The entry's own error is the backend's answer: say which backend gave it.
+            .map_err(|e| self.stamp(e))?;
         Ok(pb::SendResponse { message_id })
     }
 

@@ -119,8 +119,10 @@ impl QueueApi {
             .and_then(|m| check_published(&limits, m, "message"))
             .map_err(|e| self.stamp(e.with_resource(topic.as_str())))?;
         let mut results = self.backend().publish(&topic, vec![message]).await?;
-        let Published { publish_id, deliveries } =
-            results.pop().ok_or_else(|| ExoError::internal("backend returned no publish result"))??;
+        let Published { publish_id, deliveries } = results
+            .pop()
+            .ok_or_else(|| ExoError::internal("backend returned no publish result"))?
+            .map_err(|e| self.stamp(e))?;
         Ok(pb::PublishResponse { publish_id, deliveries })
     }
 

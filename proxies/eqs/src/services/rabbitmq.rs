@@ -22,9 +22,12 @@
 //!   whose delivery was given back (visibility ended, the channel or the proxy restarted) is
 //!   RECEIPT_STALE, one already acked acks again harmlessly.
 //! - **Attributes** are message headers; the message id is the `message_id` property. Headers
-//!   the broker sets (`x-death`, `x-delivery-count`, …) are not attributes; an attribute with one
-//!   of those names travels as `exo.attr.<name>`. A foreign message without `message_id` gets
-//!   `rmq-` + a digest of its content as its id.
+//!   the broker sets (`x-death`, `x-delivery-count`, …) are not attributes; an attribute whose
+//!   name the broker reads (`CC`, `BCC`, any `x-…`, in any case) travels as `exo.attr.<name>`.
+//!   A foreign message's headers of other types arrive as text: numbers and booleans as
+//!   written, a decimal with its point, byte arrays base64 (named in `exo.base64-attributes`),
+//!   arrays and tables as JSON. A foreign message without `message_id` gets `rmq-` + a digest
+//!   of its content as its id.
 //!
 //! - **Topics** live in the registry too (records for topics and subscriptions, replayed by every
 //!   proxy). A publish is one AMQP publish to the first matching subscription's queue with the
@@ -47,7 +50,10 @@ use std::{
 };
 
 use async_trait::async_trait;
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use base64::{
+    Engine as _,
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+};
 use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
 use exo_proxy_core::{ExoError, ExoResult, config::ConfigError, now_ms, secret::SecretRef};
 use futures::StreamExt;
@@ -70,8 +76,9 @@ use crate::{
     config::DEFAULT_MAX_MESSAGE_BYTES,
     filter::Routes,
     model::{
-        Capability, DEFAULT_VISIBILITY_SECONDS, Descriptor, Published, QueueName, ReceiveParams, TopicName,
-        local_limits, queue_not_found, stale_receipt, subscription_not_found, topic_copy, topic_not_found,
+        BASE64_ATTRIBUTES, Capability, DEFAULT_VISIBILITY_SECONDS, Descriptor, Published, QueueName,
+        ReceiveParams, TopicName, local_limits, queue_not_found, stale_receipt, subscription_not_found,
+        topic_copy, topic_not_found,
     },
     services::{
         StoredOptions, already_exists, dead_letter_missing, new_message_id,
@@ -91,8 +98,19 @@ const BROKER_HEADERS: [&str; 9] = [
     "x-last-death-reason",
     "x-received-from",
 ];
-/// Prefix of the header carrying an attribute whose name is one of [`BROKER_HEADERS`].
+/// Prefix of the header carrying an attribute whose name the broker would read (see
+/// [`broker_reads`]).
 const ESCAPED: &str = "exo.attr.";
+
+/// Whether RabbitMQ (or one of its plugins) gives a message header of this name a meaning:
+/// `CC` and `BCC` route the message (and must be arrays: a string closes the channel), and the
+/// `x-` names are the broker's (`x-death`, `x-delivery-count`, `x-delay`,
+/// `x-stream-filter-value`, …). An attribute with such a name travels as `exo.attr.<name>`.
+fn broker_reads(name: &str) -> bool {
+    name.eq_ignore_ascii_case("cc")
+        || name.eq_ignore_ascii_case("bcc")
+        || name.get(..2).is_some_and(|prefix| prefix.eq_ignore_ascii_case("x-"))
+}
 /// The header with the time the proxy sent the message (ms; AMQP's timestamp is in seconds).
 const SENT_AT: &str = "exo.enqueued-at-ms";
 /// How often held deliveries are checked for an ended visibility.
@@ -331,11 +349,20 @@ impl Receiver {
     }
 }
 
-/// One connection and the channels on it; replaced as a whole when the connection fails.
+/// One connection and the channels on it; replaced as a whole when the connection fails. The
+/// publishing channel alone is replaced when the broker closed it (a refused publish closes
+/// the channel, not the connection).
 struct Link {
     connection: Connection,
-    publisher: Channel,
+    publisher: Mutex<Channel>,
     follower: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    /// The publishing channel as it is now (possibly closed: see [`RabbitMqQueue::link`]).
+    fn publisher(&self) -> Channel {
+        self.publisher.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 impl Drop for Link {
@@ -418,27 +445,77 @@ fn map_error(operation: &str, err: &lapin::Error) -> ExoError {
     let message = format!("RabbitMQ {operation}: {err}");
     match amqp_code(err) {
         Some(403) => ExoError::new(ErrorReason::PermissionDenied, message),
+        // A quorum queue whose leader is not up yet (a node restarting): the broker recovering.
+        Some(404) if recovering(err) => ExoError::new(ErrorReason::BackendUnavailable, message).retryable(),
+        // A header the broker refuses (a `CC` that is not an array, say): the message's fault.
+        Some(406) if err.to_string().contains("in_header") => {
+            ExoError::new(ErrorReason::InvalidAttribute, message)
+        }
         Some(404 | 405 | 406 | 530 | 540) => ExoError::internal(message),
         _ => ExoError::new(ErrorReason::BackendUnavailable, message).retryable(),
     }
 }
 
-fn text(value: &AMQPValue) -> String {
+/// Whether the broker refused a call because a queue's home node or leader is down or still
+/// starting (`NOT_FOUND - home node … is down or inaccessible`, `… not available`), which passes.
+fn recovering(err: &lapin::Error) -> bool {
+    let text = err.to_string();
+    ["down or inaccessible", "not available", "timed out", "no leader"].iter().any(|sign| text.contains(sign))
+}
+
+/// An attribute's text from a header value, and whether it is base64 of raw bytes. Strings
+/// are their UTF-8 text; numbers, booleans and timestamps their decimal text; a decimal its
+/// value with the point placed; byte arrays (and strings that are not UTF-8) base64, listed
+/// by the caller in `exo.base64-attributes`; arrays, tables and void JSON (see [`json_of`]).
+fn attribute_text(value: &AMQPValue) -> (String, bool) {
     match value {
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        AMQPValue::ShortString(s) => s.as_str().to_owned(),
-        AMQPValue::Boolean(b) => b.to_string(),
-        AMQPValue::ShortShortInt(n) => n.to_string(),
-        AMQPValue::ShortShortUInt(n) => n.to_string(),
-        AMQPValue::ShortInt(n) => n.to_string(),
-        AMQPValue::ShortUInt(n) => n.to_string(),
-        AMQPValue::LongInt(n) => n.to_string(),
-        AMQPValue::LongUInt(n) => n.to_string(),
-        AMQPValue::LongLongInt(n) => n.to_string(),
-        AMQPValue::Float(n) => n.to_string(),
-        AMQPValue::Double(n) => n.to_string(),
-        AMQPValue::Timestamp(n) => n.to_string(),
-        other => format!("{other:?}"),
+        AMQPValue::LongString(s) => match std::str::from_utf8(s.as_bytes()) {
+            Ok(text) => (text.to_owned(), false),
+            Err(_) => (STANDARD.encode(s.as_bytes()), true),
+        },
+        AMQPValue::ByteArray(bytes) => (STANDARD.encode(bytes.as_slice()), true),
+        AMQPValue::FieldArray(_) | AMQPValue::FieldTable(_) | AMQPValue::Void => {
+            (json_of(value).to_string(), false)
+        }
+        other => match json_of(other) {
+            serde_json::Value::String(text) => (text, false),
+            scalar => (scalar.to_string(), false),
+        },
+    }
+}
+
+/// A header value as JSON: strings (bytes as base64), numbers, booleans, null for void, arrays
+/// and objects; a decimal as its text (`"123.45"`), so no digit is lost.
+fn json_of(value: &AMQPValue) -> serde_json::Value {
+    use serde_json::Value as J;
+    match value {
+        AMQPValue::Boolean(b) => J::Bool(*b),
+        AMQPValue::ShortShortInt(n) => J::from(*n),
+        AMQPValue::ShortShortUInt(n) => J::from(*n),
+        AMQPValue::ShortInt(n) => J::from(*n),
+        AMQPValue::ShortUInt(n) => J::from(*n),
+        AMQPValue::LongInt(n) => J::from(*n),
+        AMQPValue::LongUInt(n) => J::from(*n),
+        AMQPValue::LongLongInt(n) => J::from(*n),
+        AMQPValue::Timestamp(n) => J::from(*n),
+        AMQPValue::Float(n) => J::from(f64::from(*n)),
+        AMQPValue::Double(n) => J::from(*n),
+        AMQPValue::DecimalValue(d) => {
+            let digits = format!("{:0>width$}", d.value, width = usize::from(d.scale) + 1);
+            let (whole, fraction) = digits.split_at(digits.len() - usize::from(d.scale));
+            J::String(if fraction.is_empty() { whole.to_owned() } else { format!("{whole}.{fraction}") })
+        }
+        AMQPValue::ShortString(s) => J::String(s.as_str().to_owned()),
+        AMQPValue::LongString(s) => match std::str::from_utf8(s.as_bytes()) {
+            Ok(text) => J::String(text.to_owned()),
+            Err(_) => J::String(STANDARD.encode(s.as_bytes())),
+        },
+        AMQPValue::ByteArray(bytes) => J::String(STANDARD.encode(bytes.as_slice())),
+        AMQPValue::FieldArray(items) => J::Array(items.as_slice().iter().map(json_of).collect()),
+        AMQPValue::FieldTable(table) => {
+            J::Object(table.inner().iter().map(|(k, v)| (k.as_str().to_owned(), json_of(v))).collect())
+        }
+        AMQPValue::Void => J::Null,
     }
 }
 
@@ -459,11 +536,7 @@ fn integer(value: &AMQPValue) -> Option<i64> {
 fn headers_of(attributes: HashMap<String, String>, sent_at_ms: u64) -> FieldTable {
     let mut headers = FieldTable::default();
     for (name, value) in attributes {
-        let name = if BROKER_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-            format!("{ESCAPED}{name}")
-        } else {
-            name
-        };
+        let name = if broker_reads(&name) { format!("{ESCAPED}{name}") } else { name };
         headers.insert(name.into(), AMQPValue::LongString(LongString::from(value)));
     }
     headers.insert(SENT_AT.into(), AMQPValue::LongLongInt(i64::try_from(sent_at_ms).unwrap_or(i64::MAX)));
@@ -484,6 +557,7 @@ fn refusal(confirmation: &Confirmation) -> &'static str {
 /// A delivery in the contract's terms (its receipt is filled in by the caller).
 fn message_of(delivery: &Delivery) -> pb::Message {
     let mut attributes = HashMap::new();
+    let mut binary = Vec::new();
     let mut dequeue_count = if delivery.redelivered { 2 } else { 1 };
     let mut enqueued_at_ms =
         delivery.properties.timestamp().map(|s| s.saturating_mul(1000)).unwrap_or_else(now_ms);
@@ -498,12 +572,23 @@ fn message_of(delivery: &Delivery) -> pb::Message {
                 if let Some(n) = integer(value) {
                     enqueued_at_ms = u64::try_from(n).unwrap_or(0);
                 }
-            } else if let Some(escaped) = name.strip_prefix(ESCAPED) {
-                attributes.insert(escaped.to_owned(), text(value));
-            } else if !BROKER_HEADERS.contains(&name) {
-                attributes.insert(name.to_owned(), text(value));
+            } else {
+                let name = match name.strip_prefix(ESCAPED) {
+                    Some(escaped) => escaped,
+                    None if BROKER_HEADERS.contains(&name) || name == BASE64_ATTRIBUTES => continue,
+                    None => name,
+                };
+                let (text, base64) = attribute_text(value);
+                if base64 {
+                    binary.push(name.to_owned());
+                }
+                attributes.insert(name.to_owned(), text);
             }
         }
+    }
+    if !binary.is_empty() {
+        binary.sort();
+        attributes.insert(BASE64_ATTRIBUTES.to_owned(), binary.join(","));
     }
     let message_id = match delivery.properties.message_id() {
         Some(id) if !id.as_str().is_empty() => id.as_str().to_owned(),
@@ -732,12 +817,25 @@ impl RabbitMqQueue {
         self.answered(what, call).await?.map_err(|e| map_error(what, &e))
     }
 
-    /// The live connection, reconnected (and the registry replayed) when it was lost.
+    /// A new publishing channel in confirm mode on `connection`.
+    async fn open_publisher(&self, connection: &Connection) -> ExoResult<Channel> {
+        let publisher = self.bounded("open channel", connection.create_channel()).await?;
+        self.bounded("confirm mode", publisher.confirm_select(ConfirmSelectOptions::default())).await?;
+        Ok(publisher)
+    }
+
+    /// The live connection, reconnected (and the registry replayed) when it was lost; its
+    /// publishing channel opened again when the broker had closed it.
     async fn link(&self) -> ExoResult<Arc<Link>> {
         let mut current = self.link.lock().await;
         if let Some(link) = current.as_ref()
             && link.connection.status().connected()
         {
+            if !link.publisher().status().connected() {
+                tracing::warn!("RabbitMQ closed the publishing channel; opening another");
+                let publisher = self.open_publisher(&link.connection).await?;
+                *link.publisher.lock().unwrap_or_else(|e| e.into_inner()) = publisher;
+            }
             return Ok(link.clone());
         }
         // Deliveries held on the old connection went back to their queues when it closed.
@@ -756,8 +854,7 @@ impl RabbitMqQueue {
             runtime,
         );
         let connection = self.bounded("connect", connect).await?;
-        let publisher = self.bounded("open channel", connection.create_channel()).await?;
-        self.bounded("confirm mode", publisher.confirm_select(ConfirmSelectOptions::default())).await?;
+        let publisher = Mutex::new(self.open_publisher(&connection).await?);
         let registry_channel = self.bounded("open channel", connection.create_channel()).await?;
         let mut arguments = FieldTable::default();
         arguments.insert("x-queue-type".into(), AMQPValue::LongString("stream".into()));
@@ -829,7 +926,7 @@ impl RabbitMqQueue {
         let confirm = self
             .bounded(
                 "publish to the registry",
-                link.publisher.basic_publish(
+                link.publisher().basic_publish(
                     "".into(),
                     self.registry_name().as_str().into(),
                     BasicPublishOptions { mandatory: true, ..Default::default() },
@@ -1192,7 +1289,7 @@ impl Queue for RabbitMqQueue {
         name: &QueueName,
         messages: Vec<pb::OutgoingMessage>,
     ) -> ExoResult<Vec<ExoResult<String>>> {
-        let link = self.link().await?;
+        let publisher = self.link().await?.publisher();
         let routing_key = self.queue_name(name.as_str());
         let mut ids = Vec::with_capacity(messages.len());
         let mut confirms = Vec::with_capacity(messages.len());
@@ -1204,8 +1301,7 @@ impl Queue for RabbitMqQueue {
                 .with_message_id(id.as_str().into())
                 .with_timestamp(sent_at / 1000)
                 .with_headers(headers_of(message.attributes, sent_at));
-            let published = link
-                .publisher
+            let published = publisher
                 .basic_publish(
                     "".into(),
                     routing_key.as_str().into(),
@@ -1379,7 +1475,7 @@ impl Queue for RabbitMqQueue {
     ) -> ExoResult<Vec<ExoResult<Published>>> {
         let stored = self.stored_topic(topic.as_str()).await?;
         let routes = Routes::new(stored.subscriptions.values().map(|s| (&*s.name, &*s.queue, &*s.filter)));
-        let link = self.link().await?;
+        let publisher = self.link().await?.publisher();
         let sent_at = now_ms();
         let mut pending = Vec::with_capacity(messages.len());
         for message in messages {
@@ -1406,8 +1502,7 @@ impl Queue for RabbitMqQueue {
                 .with_message_id(publish_id.as_str().into())
                 .with_timestamp(sent_at / 1000)
                 .with_headers(headers);
-            let published = link
-                .publisher
+            let published = publisher
                 .basic_publish(
                     "".into(),
                     first.as_str().into(),
