@@ -10,8 +10,9 @@
 //! expiry has passed by the proxy's clock is treated as absent even before Redis removes it.
 //!
 //! Durability is the server's: a Redis without AOF (`appendonly no`) keeps acknowledged writes
-//! only in memory and loses them on a restart. The proxy reads `CONFIG GET appendonly` at start
-//! and warns when it is off.
+//! only in memory and loses them on a restart, and with `appendfsync everysec` (Redis's default)
+//! or `no` a crash loses up to the last second or more of them. The proxy reads both settings
+//! at start and warns unless they are `yes` and `always`.
 
 use std::sync::Arc;
 
@@ -375,16 +376,18 @@ impl RedisKv {
             current: std::sync::Mutex::new((manager, std::time::Instant::now())),
         };
         let mut manager = connection.get();
-        let appendonly: redis::RedisResult<Vec<String>> =
-            redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(&mut manager).await;
-        match appendonly.as_deref() {
-            Ok([_, value]) if value == "yes" => {}
-            Ok(_) => tracing::warn!(
-                "Redis runs without AOF (appendonly no): acknowledged writes live only in its memory and are lost when it restarts"
-            ),
-            Err(_) => tracing::warn!(
-                "cannot read Redis's appendonly setting (CONFIG GET refused): durability unknown"
-            ),
+        let mut setting = async |name: &str| {
+            let answer: redis::RedisResult<Vec<String>> =
+                redis::cmd("CONFIG").arg("GET").arg(name).query_async(&mut manager).await;
+            match answer.as_deref() {
+                Ok([_, value]) => Some(value.to_owned()),
+                _ => None,
+            }
+        };
+        let appendonly = setting("appendonly").await;
+        let appendfsync = setting("appendfsync").await;
+        if let Some(warning) = durability_warning(appendonly.as_deref(), appendfsync.as_deref()) {
+            tracing::warn!("{warning}");
         }
         Ok(Self {
             descriptor: Descriptor {
@@ -592,5 +595,37 @@ impl KeyValue for RedisKv {
             return Err(table_not_found(t));
         }
         Ok(entries(data))
+    }
+}
+
+/// What to warn about Redis's persistence settings (`CONFIG GET appendonly`, `appendfsync`;
+/// `None` where it refused to say), or nothing when every acknowledged write survives a crash.
+fn durability_warning(appendonly: Option<&str>, appendfsync: Option<&str>) -> Option<String> {
+    match (appendonly, appendfsync) {
+        (Some("yes"), Some("always")) => None,
+        (Some("yes"), Some(fsync)) => Some(format!(
+            "Redis writes its AOF with appendfsync {fsync}: a crash of the server loses the writes \
+             acknowledged since its last fsync (up to about a second with everysec); set appendfsync always \
+             for every acknowledged write to survive"
+        )),
+        (Some(value), _) if value != "yes" => Some(
+            "Redis runs without AOF (appendonly no): acknowledged writes live only in its memory and are lost \
+             when it restarts"
+                .to_owned(),
+        ),
+        _ => Some("cannot read Redis's appendonly/appendfsync settings (CONFIG GET refused): durability unknown".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn warns_unless_every_acknowledged_write_is_fsynced() {
+        use super::durability_warning as warning;
+        assert_eq!(warning(Some("yes"), Some("always")), None);
+        assert!(warning(Some("yes"), Some("everysec")).is_some_and(|w| w.contains("appendfsync everysec")));
+        assert!(warning(Some("yes"), Some("no")).is_some_and(|w| w.contains("appendfsync always")));
+        assert!(warning(Some("no"), Some("always")).is_some_and(|w| w.contains("without AOF")));
+        assert!(warning(None, None).is_some_and(|w| w.contains("unknown")));
     }
 }

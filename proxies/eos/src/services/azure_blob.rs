@@ -688,6 +688,19 @@ mod tests {
         assert_eq!(blob_name("plain/key.txt"), "plain/key.txt", "ordinary keys are stored as they are");
         assert_eq!(blob_name("inbox/file%20name.pdf"), "inbox/file%20name.pdf", "so are most keys with '%'");
         assert_eq!(key_of("inbox/file%20name.pdf"), "inbox/file%20name.pdf");
+        // The README's rule, case by case: a '%' is escaped only in a segment that holds a '\'
+        // or spells an escape.
+        for (key, name) in [
+            ("a\\b%", "a%5Cb%25"),
+            ("%2E", "%252E"),
+            ("x/a%5Cb", "x/a%255Cb"),
+            ("./..", "%2E/%2E%2E"),
+            ("a//b", "a/%0/b"),
+            ("100%", "100%"),
+        ] {
+            assert_eq!(blob_name(key), name, "{key}");
+            assert_eq!(key_of(name), key, "{name}");
+        }
         for (prefix, key) in [
             ("photos/20", "photos/2026/a.jpg"),
             ("photos/", "photos/x"),
