@@ -6,6 +6,7 @@ actually reached the backend (the fault proxy's request count).
 
   breaker  connections reset: the breaker opens on the 5th failure in a row, the 6th call
            fails fast with a Retry-After and nothing reaches the backend while it is open;
+           /readyz answers 503 from the open breaker at once (the backend then silent);
            after the rest one probe closes it; every acknowledged send is received.
   budget   half of the backend requests reset at random: the proxy's retries of reads stay
            within the budget (20 % of calls; the floor of retries a second set to 0 here),
@@ -136,6 +137,15 @@ def breaker_case(args, fault, run):
               f"breaker: it says when to come back (retryAfterMs {hint}, Retry-After {headers.get('Retry-After')})")
         check(took < 0.1, f"breaker: failing fast took {took * 1000:.1f} ms (< 100 ms)")
         check(metric(url, "exo_breaker_open") == 1, "breaker: exo_breaker_open is 1")
+        # Readiness answers from the open breaker at once, even with the backend now silent
+        # (a blackhole would hold a probe of the backend for the whole request timeout).
+        fault.mode("blackhole")
+        started = time.monotonic()
+        ready_status, ready_answer = request("GET", f"{url}/readyz", timeout=35)
+        took_ready = time.monotonic() - started
+        check(ready_status == 503 and "circuit open" in str(ready_answer) and took_ready < 1,
+              f"breaker: /readyz answers 503 from the open breaker in {took_ready * 1000:.0f} ms ({ready_status})")
+        fault.mode("reset")
         # Counted at the breaker: the backend also sees the proxy's own background calls (queue
         # depth for /metrics), which do not go through the breaker.
         rejected = metric(url, "exo_breaker_rejected_total")

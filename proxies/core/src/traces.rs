@@ -4,7 +4,8 @@
 //!
 //! - Each request is a server span continuing the caller's W3C `traceparent` (gRPC metadata and
 //!   HTTP headers are both HTTP headers here), named `<service>/<method>` for gRPC and
-//!   `<METHOD> <path>` for HTTP.
+//!   `<METHOD> <route template>` for HTTP (the path itself is the `url.path` attribute). Health
+//!   probes and metric scrapes are not traced.
 //! - Each backend call is a client span under it ([`backend_span`], used by the observe layer).
 //! - eqs carries the send's context in each message (the `traceparent` attribute, see
 //!   [`current_traceparent`]), and a receive links to the context of each message it returns
@@ -109,25 +110,41 @@ pub async fn request_span(request: Request, next: Next) -> Response {
     if !enabled() {
         return next.run(request).await;
     }
-    let parent = TraceContextPropagator::new().extract(&Headers(request.headers()));
     let path = request.uri().path();
+    if is_probe(path) {
+        return next.run(request).await;
+    }
+    let parent = TraceContextPropagator::new().extract(&Headers(request.headers()));
     let grpc = request
         .headers()
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/grpc"));
-    let name =
-        if grpc { path.trim_start_matches('/').to_owned() } else { format!("{} {path}", request.method()) };
+    // HTTP spans are named by their route template (`POST /api/v1/queues/{queue}/messages`), as
+    // OpenTelemetry's HTTP conventions ask: one name per operation, the names in `url.path`.
+    let route = request.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str().to_owned());
+    let name = if grpc {
+        path.trim_start_matches('/').to_owned()
+    } else {
+        format!("{} {}", request.method(), route.as_deref().unwrap_or("unmatched"))
+    };
     let span = tracing::info_span!(
         "request",
         otel.name = %name,
         otel.kind = "server",
         rpc.system = if grpc { "grpc" } else { "" },
         http.request.method = %request.method(),
+        http.route = route.as_deref().unwrap_or_default(),
         url.path = %path,
     );
     let _ = span.set_parent(parent);
     next.run(request).instrument(span).await
+}
+
+/// Health probes and scrapes (`/healthz`, `/readyz`, `/metrics`, gRPC health): not traced, or
+/// every kubelet probe would be a trace of its own.
+fn is_probe(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics") || path.starts_with("/grpc.health.v1.Health/")
 }
 
 /// A client span for one backend call, under the current request span; disabled (free) when

@@ -157,6 +157,36 @@ async fn a_send_continues_the_apps_trace_and_the_receive_links_to_it() {
         "the receive links to the send: {:?}",
         receive.links
     );
+    // HTTP spans are named by route template, not by the queue; probes make no spans.
+    let http = reqwest::Client::new();
+    for _ in 0..3 {
+        http.get(format!("{url}/readyz")).send().await.unwrap();
+    }
+    let sent = http
+        .post(format!("{url}/api/v1/queues/traced/messages"))
+        .json(&serde_json::json!({"message": {"body": "eA=="}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    let named = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            if let Some(span) =
+                receiver.0.lock().unwrap().iter().find(|s| s.name.starts_with("POST /api/v1/queues")).cloned()
+            {
+                return span;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the HTTP send's span was exported");
+    assert_eq!(named.name, "POST /api/v1/queues/{queue}/messages");
+    let names: Vec<String> = receiver.0.lock().unwrap().iter().map(|s| s.name.clone()).collect();
+    assert!(
+        !names.iter().any(|n| n.contains("readyz") || n.contains("Health") || n.contains("/traced")),
+        "probes traced, or a resource name in a span name: {names:?}"
+    );
     proxy.kill().await.unwrap();
 
     // Without the endpoint: nothing exported, and nothing added to messages.

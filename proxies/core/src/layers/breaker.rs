@@ -87,6 +87,11 @@ impl CircuitBreaker {
 
     fn fast_fail(&self, call: Call, until: Option<Instant>) -> ExoError {
         self.metrics.breaker_rejected(call.backend);
+        self.open_error(call, until)
+    }
+
+    /// The error of a call refused while the breaker rests until `until` (or a probe is out).
+    fn open_error(&self, call: Call, until: Option<Instant>) -> ExoError {
         let wait = until.map_or(Duration::ZERO, |u| u.saturating_duration_since(Instant::now()));
         ExoError::new(
             ErrorReason::BackendUnavailable,
@@ -153,6 +158,16 @@ fn outcome<T>(result: &ExoResult<T>) -> Option<bool> {
 }
 
 impl Layer for CircuitBreaker {
+    fn refusing(&self, call: Call) -> Option<ExoError> {
+        if self.settings.failures == 0 {
+            return None;
+        }
+        match *self.state.lock().unwrap_or_else(|e| e.into_inner()) {
+            State::Open { until } if Instant::now() < until => Some(self.open_error(call, Some(until))),
+            _ => None,
+        }
+    }
+
     fn wrap<T: Send>(
         &self,
         call: Call,
@@ -284,6 +299,22 @@ mod tests {
         // Neither closed by it nor stuck half-open: the next call is the probe.
         assert_eq!(b.wrap(CALL, up()).await.unwrap(), 1);
         assert_eq!(b.wrap(CALL, up()).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_open_breaker_says_so_without_a_call() {
+        let (b, metrics) = breaker(1, 100);
+        assert!(b.refusing(CALL).is_none());
+        assert!(b.wrap(CALL, down()).await.is_err());
+        let err = b.refusing(CALL).expect("open: calls are refused");
+        assert_eq!(err.reason, ErrorReason::BackendUnavailable);
+        assert!(err.retryable && err.message.contains("circuit open"), "{err:?}");
+        assert!(
+            !metrics.render().contains(r#"exo_breaker_rejected_total{backend="sqs"} 1"#),
+            "asking is no refusal"
+        );
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(b.refusing(CALL).is_none(), "its rest over, a probe may go");
     }
 
     #[tokio::test]

@@ -100,6 +100,14 @@ pub trait Layer: Send + Sync + 'static {
         next: impl Future<Output = ExoResult<T>> + Send,
     ) -> impl Future<Output = ExoResult<T>> + Send;
 
+    /// The error a call would fail with at once, without reaching the backend, if one were
+    /// made now (an open circuit breaker); `None` when calls go through. Readiness asks this
+    /// first, so a probe answers at once while the breaker is open instead of waiting on a
+    /// backend known to be down. Changes nothing.
+    fn refusing(&self, _call: Call) -> Option<crate::ExoError> {
+        None
+    }
+
     /// Runs a call that can be made again: `attempt` makes a fresh one each time. Layers that do
     /// not repeat calls run it once through [`Layer::wrap`].
     fn wrap_repeatable<T: Send, F, Fut>(
@@ -112,6 +120,17 @@ pub trait Layer: Send + Sync + 'static {
         Fut: Future<Output = ExoResult<T>> + Send,
     {
         self.wrap(call, attempt())
+    }
+}
+
+/// [`Layer::refusing`] as an object-safe trait, to ask the layers of a tuple in turn.
+trait Refusing {
+    fn refusing_now(&self, call: Call) -> Option<crate::ExoError>;
+}
+
+impl<L: Layer> Refusing for L {
+    fn refusing_now(&self, call: Call) -> Option<crate::ExoError> {
+        self.refusing(call)
     }
 }
 
@@ -136,6 +155,10 @@ impl<Outer: Layer, Inner: Layer> Layer for (Outer, Inner) {
         self.0.wrap(call, self.1.wrap(call, next))
     }
 
+    fn refusing(&self, call: Call) -> Option<crate::ExoError> {
+        self.0.refusing(call).or_else(|| self.1.refusing(call))
+    }
+
     async fn wrap_repeatable<T: Send, F, Fut>(&self, call: Call, attempt: F) -> ExoResult<T>
     where
         F: Fn() -> Fut + Send + Sync,
@@ -154,6 +177,10 @@ impl<A: Layer, B: Layer, C: Layer> Layer for (A, B, C) {
         next: impl Future<Output = ExoResult<T>> + Send,
     ) -> impl Future<Output = ExoResult<T>> + Send {
         self.0.wrap(call, self.1.wrap(call, self.2.wrap(call, next)))
+    }
+
+    fn refusing(&self, call: Call) -> Option<crate::ExoError> {
+        self.0.refusing(call).or_else(|| self.1.refusing(call)).or_else(|| self.2.refusing(call))
     }
 
     async fn wrap_repeatable<T: Send, F, Fut>(&self, call: Call, attempt: F) -> ExoResult<T>
@@ -178,6 +205,10 @@ impl<A: Layer, B: Layer, C: Layer, D: Layer> Layer for (A, B, C, D) {
         self.0.wrap(call, self.1.wrap(call, self.2.wrap(call, self.3.wrap(call, next))))
     }
 
+    fn refusing(&self, call: Call) -> Option<crate::ExoError> {
+        [&self.0 as &dyn Refusing, &self.1, &self.2, &self.3].iter().find_map(|l| l.refusing_now(call))
+    }
+
     async fn wrap_repeatable<T: Send, F, Fut>(&self, call: Call, attempt: F) -> ExoResult<T>
     where
         F: Fn() -> Fut + Send + Sync,
@@ -199,6 +230,12 @@ impl<A: Layer, B: Layer, C: Layer, D: Layer, E: Layer> Layer for (A, B, C, D, E)
         next: impl Future<Output = ExoResult<T>> + Send,
     ) -> impl Future<Output = ExoResult<T>> + Send {
         self.0.wrap(call, self.1.wrap(call, self.2.wrap(call, self.3.wrap(call, self.4.wrap(call, next)))))
+    }
+
+    fn refusing(&self, call: Call) -> Option<crate::ExoError> {
+        [&self.0 as &dyn Refusing, &self.1, &self.2, &self.3, &self.4]
+            .iter()
+            .find_map(|l| l.refusing_now(call))
     }
 
     async fn wrap_repeatable<T: Send, F, Fut>(&self, call: Call, attempt: F) -> ExoResult<T>

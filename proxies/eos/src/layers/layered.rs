@@ -63,6 +63,10 @@ impl<L: Layer> ObjectStore for Layered<L> {
         self.inner.native_bucket_name(bucket)
     }
     async fn ready(&self) -> ExoResult<()> {
+        // An open breaker answers at once: the backend is known to be down.
+        if let Some(refused) = self.layers.refusing(self.call("ready")) {
+            return Err(refused);
+        }
         bounded(self.ready_timeout, self.inner.ready()).await
     }
     async fn create_bucket(&self, bucket: &BucketName) -> ExoResult<bool> {

@@ -58,6 +58,10 @@ impl<L: Layer> Queue for Layered<L> {
         self.inner.is_described()
     }
     async fn ready(&self) -> ExoResult<()> {
+        // An open breaker answers at once: the backend is known to be down.
+        if let Some(refused) = self.layers.refusing(self.call("ready")) {
+            return Err(refused);
+        }
         bounded(self.ready_timeout, self.inner.ready()).await
     }
     async fn create_queue(
