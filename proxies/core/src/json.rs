@@ -31,7 +31,9 @@ where
             if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
                 ExoError::new(ErrorReason::RequestTooLarge, "request body exceeds server.max-request-bytes")
             } else {
-                ExoError::new(ErrorReason::MalformedRequest, format!("cannot read request body: {rejection}"))
+                crate::stalls::body_error(&rejection, |why| {
+                    ExoError::new(ErrorReason::MalformedRequest, format!("cannot read request body: {why}"))
+                })
             }
         })?;
         // An empty body stands for an empty object, so body-less POSTs work.

@@ -34,6 +34,24 @@ impl IdleBody {
 #[error("the request body stalled: no bytes for {0:?} (server.body-idle-timeout)")]
 pub struct BodyStalled(pub Duration);
 
+/// The error for a request body that could not be read (`err`, with its causes): TIMEOUT
+/// (retryable) when it stopped arriving, since the same request sent again may well get
+/// through; otherwise `otherwise(text)`.
+pub fn body_error(
+    err: &(dyn std::error::Error + 'static),
+    otherwise: impl FnOnce(String) -> crate::ExoError,
+) -> crate::ExoError {
+    let mut cause = Some(err);
+    while let Some(current) = cause {
+        if let Some(stalled) = current.downcast_ref::<BodyStalled>() {
+            return crate::ExoError::new(exo_proto::common::v1::ErrorReason::Timeout, stalled.to_string())
+                .retryable();
+        }
+        cause = current.source();
+    }
+    otherwise(crate::with_causes(err))
+}
+
 impl HttpBody for IdleBody {
     type Data = Bytes;
     type Error = axum::BoxError;

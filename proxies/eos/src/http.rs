@@ -269,11 +269,11 @@ async fn head_object(
 }
 
 fn body_stream(body: Body) -> ByteStream {
-    Box::pin(
-        body.into_data_stream().map_err(|err| {
-            ExoError::new(ErrorReason::BackendUnavailable, format!("upload interrupted: {err}"))
-        }),
-    )
+    Box::pin(body.into_data_stream().map_err(|err| {
+        exo_proxy_core::stalls::body_error(&err, |why| {
+            ExoError::new(ErrorReason::BackendUnavailable, format!("upload interrupted: {why}"))
+        })
+    }))
 }
 
 /// The put header from HTTP headers, and whether its conditions contradict each other (If-Match

@@ -39,6 +39,31 @@ async fn a_client_that_never_finishes_its_headers_is_closed() {
 }
 
 #[tokio::test]
+async fn a_request_body_that_stops_arriving_is_a_retryable_timeout_and_sends_nothing() {
+    let mut config = EqsConfig::default();
+    config.server.body_idle_timeout = Duration::from_secs(1);
+    let (addr, _stop) = common::start(config).await;
+    let client = QueueClient::connect(&format!("http://{addr}")).unwrap().with_retry(RetryPolicy::none());
+    client.create_queue("stalled", QueueOptions::default()).await.unwrap();
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    let body = r#"{"message": {"body": "eA=="}}"#;
+    let head = format!(
+        "POST /api/v1/queues/stalled/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len() + 100
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.write_all(body.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stalled.read(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+    assert!(answer.contains(r#""reason":"TIMEOUT""#) && answer.contains(r#""retryable":true"#), "{answer}");
+    assert!(answer.contains("body-idle-timeout"), "{answer}");
+    let info = client.queue_info("stalled").await.unwrap();
+    assert_eq!(info.visible_messages, 0, "a stalled send stored a message");
+}
+
+#[tokio::test]
 async fn two_thousand_idle_connections_do_not_lock_others_out() {
     exo_proxy_core::listener::raise_open_files_limit();
     let (addr, _stop) = common::start(EqsConfig::default()).await;
