@@ -106,9 +106,34 @@ pub async fn require_token(State(check): State<Arc<TokenCheck>>, req: Request, n
                 .headers()
                 .get(http::header::CONTENT_TYPE)
                 .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+            // Refused before its body was read: take in a small body first, or HTTP/2 resets
+            // the stream after the answer and some clients (curl) report the reset instead.
+            drain_small(req.into_body()).await;
             if grpc { tonic::Status::from(err).into_http() } else { err.into_response() }
         }
     }
+}
+
+/// Most of a refused request's body read (and dropped) before the refusal is sent.
+const DRAIN_BYTES: usize = 64 * 1024;
+/// Longest wait for it.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Reads and drops `body` up to [`DRAIN_BYTES`] within [`DRAIN_TIME`]; a longer or slower body
+/// is left as it is (the stream is then reset after the answer, as HTTP/2 allows).
+pub async fn drain_small(body: axum::body::Body) {
+    use futures::StreamExt as _;
+    let mut chunks = body.into_data_stream();
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut read = 0;
+        while read <= DRAIN_BYTES {
+            match chunks.next().await {
+                Some(Ok(chunk)) => read += chunk.len(),
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]

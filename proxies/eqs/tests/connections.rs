@@ -64,6 +64,67 @@ async fn a_request_body_that_stops_arriving_is_a_retryable_timeout_and_sends_not
 }
 
 #[tokio::test]
+async fn a_request_refused_for_its_token_is_answered_after_its_small_body_without_a_reset() {
+    const DATA: u8 = 0;
+    const HEADERS: u8 = 1;
+    const RST_STREAM: u8 = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "the-token\n").unwrap();
+    let mut config = EqsConfig::default();
+    config.server.auth_token = Some(exo_proxy_core::secret::SecretRef::File(token));
+    let (addr, _stop) = common::start(config).await;
+    // HTTP/2 (prior knowledge): a POST without the token, its body sent a moment after its
+    // headers, as a client does when the body is not ready with them.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00".to_vec();
+    let block = [
+        &[0x83, 0x86, 0x04, 14][..],
+        b"/api/v1/queues",
+        &[0x01, 9],
+        b"localhost",
+        &[0x0f, 0x10, 16],
+        b"application/json",
+    ]
+    .concat();
+    start.extend_from_slice(&[0, 0, block.len() as u8, HEADERS, 0x04, 0, 0, 0, 1]);
+    start.extend_from_slice(&block);
+    stream.write_all(&start).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let body = br#"{"name": "refused"}"#;
+    let mut data = vec![0, 0, body.len() as u8, DATA, 0x01, 0, 0, 0, 1];
+    data.extend_from_slice(body);
+    // The server may have answered already (that is the defect): ignore a write error.
+    let _ = stream.write_all(&data).await;
+    let mut types = Vec::new();
+    let mut status = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            let mut header = [0u8; 9];
+            if stream.read_exact(&mut header).await.is_err() {
+                return;
+            }
+            let mut payload = vec![0u8; u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize];
+            if stream.read_exact(&mut payload).await.is_err() {
+                return;
+            }
+            if header[3] == HEADERS {
+                status = payload.clone();
+            }
+            types.push(header[3]);
+        }
+    })
+    .await;
+    // :status 401 is not in HPACK's static table: a literal with name index 8 (":status"),
+    // its value Huffman-coded ("401" is 0x68 0x01).
+    assert!(
+        status.starts_with(&[0x48, 0x82, 0x68, 0x01]),
+        "no 401 answer: frames {types:?}, headers {status:?}"
+    );
+    assert!(!types.contains(&RST_STREAM), "the stream was reset after the answer: frames {types:?}");
+}
+
+#[tokio::test]
 async fn two_thousand_idle_connections_do_not_lock_others_out() {
     exo_proxy_core::listener::raise_open_files_limit();
     let (addr, _stop) = common::start(EqsConfig::default()).await;
