@@ -274,6 +274,11 @@ struct Connection {
     current: std::sync::Mutex<(ConnectionManager, std::time::Instant)>,
 }
 
+/// Reconnect attempts a call may wait for after the first fails, and the longest pause
+/// between them: a call finds out within about a second that the server is down.
+const RECONNECT_RETRIES: usize = 1;
+const RECONNECT_MAX_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// The shortest time between two replacements of the connection manager.
 const REPLACE_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -363,7 +368,12 @@ impl RedisKv {
             None => redis::Client::open(info),
         }
         .map_err(|e| map_error("connect", &e))?;
-        let mut settings = redis::aio::ConnectionManagerConfig::new();
+        // While the server is down a call fails fast (BACKEND_UNAVAILABLE, retryable) instead of
+        // waiting on the manager's reconnect, whose default six retries with back-off held every
+        // call 5–11 s; the next call tries to reconnect again.
+        let mut settings = redis::aio::ConnectionManagerConfig::new()
+            .set_number_of_retries(RECONNECT_RETRIES)
+            .set_max_delay(RECONNECT_MAX_DELAY);
         if let Some(credentials) = credentials {
             settings = settings.set_credentials_provider(credentials);
         }

@@ -297,6 +297,9 @@ pub struct NatsQueue {
     handles: Mutex<HashMap<String, Arc<QueueHandle>>>,
     /// The topic registry, once it exists.
     registry: tokio::sync::OnceCell<jetstream::kv::Store>,
+    /// How many times the connection has been lost: a call in flight when it changes has lost
+    /// its answer with the connection.
+    lost: tokio::sync::watch::Receiver<u64>,
 }
 
 impl std::fmt::Debug for NatsQueue {
@@ -445,6 +448,22 @@ fn read_headers(headers: Option<&HeaderMap>) -> (Option<String>, Option<String>,
     (message_id, nats_id, attributes)
 }
 
+/// How often [`watch_connection`] looks at the client's state.
+const CONNECTION_WATCH_EVERY: Duration = Duration::from_millis(50);
+
+/// Counts each loss of `client`'s connection in `lost`, until nobody watches `lost`.
+async fn watch_connection(client: async_nats::Client, lost: Arc<tokio::sync::watch::Sender<u64>>) {
+    let mut was_connected = true;
+    while !lost.is_closed() {
+        tokio::time::sleep(CONNECTION_WATCH_EVERY).await;
+        let connected = matches!(client.connection_state(), async_nats::connection::State::Connected);
+        if was_connected && !connected {
+            lost.send_modify(|n| *n += 1);
+        }
+        was_connected = connected;
+    }
+}
+
 impl NatsQueue {
     /// Connects to the server and checks that JetStream answers.
     pub async fn connect(config: &NatsQueueConfig, call_timeout: Duration) -> ExoResult<Self> {
@@ -459,6 +478,8 @@ impl NatsQueue {
         };
         let password = config.password.as_ref().map(|p| followed(p, "backend.password")).transpose()?;
         let token = config.token.as_ref().map(|t| followed(t, "backend.token")).transpose()?;
+        let (lost_tx, lost) = tokio::sync::watch::channel(0u64);
+        let lost_tx = Arc::new(lost_tx);
         let mut options = match (password, token) {
             (None, None) => async_nats::ConnectOptions::new(),
             (password, token) => {
@@ -503,6 +524,9 @@ impl NatsQueue {
                 ),
             ));
         }
+        // The client's state changes as soon as the connection breaks; its Disconnected event
+        // came seconds later (after reconnect attempts), so the state is what is watched.
+        tokio::spawn(watch_connection(client.clone(), lost_tx));
         let js = jetstream::ContextBuilder::new().timeout(call_timeout).build(client.clone());
         jetstream_enabled(&client).await?;
         use Capability::*;
@@ -520,6 +544,7 @@ impl NatsQueue {
             max_payload,
             handles: Mutex::new(HashMap::new()),
             registry: tokio::sync::OnceCell::new(),
+            lost,
         })
     }
 
@@ -537,6 +562,24 @@ impl NatsQueue {
         match self.client.connection_state() {
             async_nats::connection::State::Connected => Ok(()),
             state => Err(unavailable("connection", format!("{state:?} (the client is reconnecting)"))),
+        }
+    }
+
+    /// Runs `call` (which waits on the server) while the connection holds: it fails at once,
+    /// BACKEND_UNAVAILABLE (retryable), when the connection is down as it starts or is lost
+    /// before it answers, instead of waiting out its deadline for an answer that went with the
+    /// connection.
+    async fn while_connected<T>(
+        &self,
+        operation: &str,
+        call: impl Future<Output = ExoResult<T>>,
+    ) -> ExoResult<T> {
+        let mut lost = self.lost.clone();
+        lost.mark_unchanged();
+        self.connected()?;
+        tokio::select! {
+            result = call => result,
+            _ = lost.changed() => Err(unavailable(operation, "the connection to the server was lost mid-call")),
         }
     }
 
@@ -596,9 +639,17 @@ impl NatsQueue {
         {
             return Ok(handle);
         }
-        let info = self.stream_info(queue.as_str()).await?.ok_or_else(|| queue_not_found(queue.as_str()))?;
+        let (info, consumer) = self
+            .while_connected("look up the queue", async {
+                let info =
+                    self.stream_info(queue.as_str()).await?.ok_or_else(|| queue_not_found(queue.as_str()))?;
+                let consumer = self
+                    .consumer(queue.as_str(), StoredOptions::of_stream(&info.config, None).visibility)
+                    .await?;
+                Ok((info, consumer))
+            })
+            .await?;
         let options = StoredOptions::of_stream(&info.config, None);
-        let consumer = self.consumer(queue.as_str(), options.visibility).await?;
         let handle = Arc::new(QueueHandle { options, consumer, read_at: Instant::now() });
         if let Ok(mut handles) = self.handles.lock() {
             handles.insert(queue.to_string(), handle.clone());
@@ -608,7 +659,12 @@ impl NatsQueue {
 
     /// Sends `payload` to an ack subject and waits for the server's confirmation.
     async fn ack_request(&self, queue: &QueueName, subject: &str, payload: String) -> ExoResult<()> {
-        match self.client.request(subject.to_owned(), payload.into()).await {
+        let answer = self
+            .while_connected("acknowledge", async {
+                Ok(self.client.request(subject.to_owned(), payload.into()).await)
+            })
+            .await?;
+        match answer {
             Ok(_) => Ok(()),
             Err(err) => match err.kind() {
                 // Nobody answers the subject: the consumer (so the queue) is gone.
@@ -627,6 +683,16 @@ impl NatsQueue {
     /// it then skips (a redelivery of a message purged meanwhile) towards the request and never
     /// close it. What arrived by then is kept.
     async fn pull(
+        &self,
+        consumer: &PullConsumer,
+        max: usize,
+        wait: Duration,
+    ) -> ExoResult<Vec<jetstream::Message>> {
+        self.while_connected("pull", self.pull_now(consumer, max, wait)).await
+    }
+
+    /// [`Self::pull`], whatever the connection does meanwhile.
+    async fn pull_now(
         &self,
         consumer: &PullConsumer,
         max: usize,
@@ -750,7 +816,7 @@ impl NatsQueue {
             });
             ids.push(id);
         }
-        let stored = join_all(pending).await;
+        let stored = self.while_connected("publish", async { Ok(join_all(pending).await) }).await?;
         if !stored.is_empty()
             && stored.iter().all(|r| matches!(r, Err(e) if e.kind() == PublishErrorKind::StreamNotFound))
         {
