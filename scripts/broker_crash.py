@@ -28,6 +28,7 @@ import argparse
 import base64
 import http.client
 import os
+import re
 import shutil
 import signal
 import socket
@@ -316,11 +317,17 @@ def report_and_check(name, records, timeline, ops, proxy, expected_refusal):
 
     errors = [(op, started, ended, status, answer) for op, started, ended, status, answer in records
               if status != 200 and not expected_refusal(op, status, answer)]
-    answers = Counter((op, phase(started, ended, t_kill, t_up, healed), status, retryable(answer),
-                       describe(status, answer)) for op, started, ended, status, answer in errors)
-    for (op, p, status, is_retryable, text), n in sorted(answers.items(), key=lambda kv: -kv[1]):
-        print(f"    {n:5d} x {op:7s} [{p}] {'retryable' if is_retryable else 'NOT RETRYABLE'}: {text}")
-    refused = Counter(describe(status, answer) for op, _, _, status, answer in records
+    # Grouped with their numbers blanked (ports, delays, ids), each group shown by its first answer.
+    answers, first = Counter(), {}
+    for op, started, ended, status, answer in errors:
+        group = (op, phase(started, ended, t_kill, t_up, healed), retryable(answer),
+                 re.sub(r"\d+", "N", describe(status, answer)))
+        answers[group] += 1
+        first.setdefault(group, describe(status, answer))
+    for group, n in sorted(answers.items(), key=lambda kv: -kv[1]):
+        op, p, is_retryable, _ = group
+        print(f"    {n:5d} x {op:7s} [{p}] {'retryable' if is_retryable else 'NOT RETRYABLE'}: {first[group]}")
+    refused = Counter(op + " " + re.sub(r"\d+", "N", describe(status, answer)) for op, _, _, status, answer in records
                       if status != 200 and expected_refusal(op, status, answer))
     for text, n in refused.items():
         print(f"    {n:5d} x (expected, not counted) {text}")
@@ -337,6 +344,13 @@ def report_and_check(name, records, timeline, ops, proxy, expected_refusal):
           f"{name}: calls in flight at the kill ({len(at_kill)}, slowest {max(at_kill, default=0):.2f} s) and "
           f"with the server down ({len(down)}, slowest {max(down, default=0):.2f} s) answer within {SLOW:.0f} s "
           f"({len(slow)} slower)")
+    slow_calls = sorted((r for r in records if r[1] < t_up and r[2] - r[1] > SLOW and r[2] > t_kill),
+                        key=lambda r: r[1] - r[2])
+    for op, started, ended, status, answer in slow_calls[:10]:
+        print(f"    slow: {op:7s} started {started - t_kill:+.2f} s from the kill, answered after {ended - started:.2f} s: "
+              f"{'200' if status == 200 else describe(status, answer)}")
+    if len(slow_calls) > 10:
+        print(f"    slow: … {len(slow_calls) - 10} more")
     print(f"    slowest call after the server was back, before healed: {max(back, default=0):.2f} s; "
           f"slowest of the whole run: {max((e - s for _, s, e, _, _ in records), default=0):.2f} s")
 
