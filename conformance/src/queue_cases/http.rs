@@ -126,4 +126,33 @@ crate::cases! {
         }
         Ok(())
     }
+
+    /// The largest message Describe allows is accepted over HTTP/JSON too (its body base64 in
+    /// the JSON), and comes back whole over gRPC
+    case "http.largest_message", needs None;
+    async fn http_largest_message(ctx: Ctx) -> CaseOutcome {
+        use base64::Engine as _;
+        let limits = ok(ctx.client.describe().await, "describe")?.limits.ok_or("no limits")?;
+        let size = usize::try_from(limits.max_message_bytes).map_err(|e| e.to_string())?;
+        let q = ctx.queue("largest").await?;
+        let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&body);
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/v1/queues/{q}/messages", ctx.http_base))
+            .json(&serde_json::json!({"message": {"body": encoded}}))
+            .send()
+            .await
+            .map_err(|e| format!("HTTP send failed: {e}"))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        check!(
+            status == 200,
+            "a {size}-byte message (Describe's maxMessageBytes) over HTTP answered {status}: {}",
+            text.chars().take(300).collect::<String>()
+        );
+        let m = receive_one(&ctx, &q, Duration::from_secs(30)).await?;
+        check!(m.body == body, "the body came back with {} bytes, sent {size}", m.body.len());
+        ok(ctx.client.ack(&q, &m.receipt).await, "ack")?;
+        Ok(())
+    }
 }

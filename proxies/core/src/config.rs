@@ -114,7 +114,8 @@ pub struct ServerConfig {
     /// TLS (and optionally client certificates) on the port; see [`crate::tls::TlsSettings`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<crate::tls::TlsSettings>,
-    /// Largest request body, gRPC message or HTTP body, in bytes.
+    /// Largest request, in bytes: a gRPC message; an HTTP/JSON body may be a third larger plus
+    /// 64 KiB, for the base64 its bytes travel in (see `server::json_body_limit`).
     pub max_request_bytes: usize,
     /// Longest time a backend call may take (a receive's long-poll wait is added to it).
     #[serde(with = "humantime_serde")]

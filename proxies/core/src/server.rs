@@ -177,7 +177,7 @@ impl ProxyServer {
 
         let grpc_builtin =
             mount_grpc(mount_grpc(mount_grpc(Router::new(), health_service), reflection), reflection_alpha);
-        let limit = self.config.max_request_bytes;
+        let limit = json_body_limit(self.config.max_request_bytes);
         let probes = Router::new()
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
@@ -277,6 +277,14 @@ impl ProxyServer {
         health_task.abort();
         result
     }
+}
+
+/// The largest HTTP/JSON body for a `max-request-bytes` limit: what a gRPC message of that size
+/// becomes in JSON, where bytes travel base64 (4 characters for 3 bytes), plus room for the
+/// rest of the document — so whatever fits in a gRPC message (the largest message Describe
+/// allows included) fits in its JSON form.
+pub fn json_body_limit(max_request_bytes: usize) -> usize {
+    max_request_bytes.saturating_add(max_request_bytes.div_ceil(3)).saturating_add(64 * 1024)
 }
 
 /// Mounts a tonic service under `/<package.Service>/*` the way tonic's own router does, but
