@@ -254,3 +254,61 @@ async fn a_bucket_deleted_by_hand_after_start_is_made_again() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].body, vec![3; 9000]);
 }
+
+/// The claim-check store out (its eos proxy stopped) while a large message waits: a waiting
+/// receive answers BACKEND_UNAVAILABLE (retryable) instead of an empty answer at once — an
+/// empty one sets consumers polling in a tight loop — and the message stays in the queue.
+#[tokio::test]
+async fn a_receive_while_the_store_is_out_is_a_retryable_error_not_an_empty_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    // The store: a real eos proxy (fs) reached as `remote`, as the eqs image reaches its sidecar.
+    let mut eos_config = eos::config::EosConfig::default();
+    eos_config.server.listen = "127.0.0.1:0".parse().unwrap();
+    eos_config.backend =
+        serde_yaml_ng::from_str(&format!("kind: fs\nroot: {}\n", dir.path().join("objects").display()))
+            .unwrap();
+    let eos = eos::EosProxy::bind(&eos_config).await.unwrap();
+    let eos_addr = eos.local_addr().unwrap();
+    let (stop_eos, stopped) = tokio::sync::oneshot::channel::<()>();
+    let eos_task = tokio::spawn(eos.serve(async move {
+        let _ = stopped.await;
+    }));
+    let mut config = EqsConfig {
+        backend: BackendConfig::Embedded(EmbeddedConfig {
+            path: dir.path().join("q.db"),
+            max_message_bytes: INLINE,
+        }),
+        ..EqsConfig::default()
+    };
+    config.server.request_timeout = Duration::from_secs(2);
+    config.large_messages = Some(LargeMessagesConfig {
+        store: serde_yaml_ng::from_str(&format!("kind: remote\nurl: http://{eos_addr}\n")).unwrap(),
+        bucket: "bodies".into(),
+        prefix: "lm/".into(),
+        max_message_bytes: 1024 * 1024,
+        sweep_every: Duration::from_secs(3600),
+        sweep_grace: Duration::from_secs(3600),
+    });
+    config.validate().unwrap();
+    let inner = eqs::open_backend(&config.backend, Duration::from_secs(2)).await.unwrap();
+    let (outer, _) = eqs::with_large_messages(inner, Arc::new(Metrics::new()), &config).await.unwrap();
+    for _ in 0..50 {
+        if outer.ready().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let q = create(outer.as_ref(), "held", 3600).await;
+    outer.send(&q, vec![message(vec![9u8; 64 * 1024])]).await.unwrap().remove(0).unwrap();
+
+    let _ = stop_eos.send(());
+    let _ = eos_task.await;
+    let waiting =
+        ReceiveParams { max_messages: 1, wait: Duration::from_secs(2), visibility_seconds: Some(30) };
+    let err = outer.receive(&q, waiting).await.expect_err("an empty answer while the store is out");
+    assert_eq!(err.reason, exo_proto::common::v1::ErrorReason::BackendUnavailable, "{err}");
+    assert!(err.retryable && err.message.contains("large-message store"), "{err}");
+    // Given back: the message is still there for a receive once the store is back.
+    let info = outer.queue_info(&q).await.unwrap();
+    assert_eq!(info.visible_messages + info.in_flight_messages, 1, "{info:?}");
+}

@@ -271,16 +271,16 @@ impl LargeMessageQueue {
         named == self.native_bucket || named == self.settings.bucket.as_str()
     }
 
-    /// A received message with its body restored. `Ok(None)`: the store cannot be read now,
-    /// give the message back.
-    async fn restore(&self, mut message: pb::Message) -> ExoResult<Option<pb::Message>> {
+    /// A received message with its body restored. An error (retryable): the store cannot be
+    /// read now, give the message back.
+    async fn restore(&self, mut message: pb::Message) -> ExoResult<pb::Message> {
         if !marks_reference(&message.attributes) {
-            return Ok(Some(message));
+            return Ok(message);
         }
         let pointer = match serde_json::from_slice::<Pointer>(&message.body) {
             Ok(p) if p.0 == POINTER_CLASS || p.0 == LEGACY_POINTER_CLASS => p.1,
             // The attribute without a reference: a producer's own attribute, delivered as sent.
-            _ => return Ok(Some(message)),
+            _ => return Ok(message),
         };
         let undecodable = |message: &mut pb::Message, why: String| {
             message.attributes.insert(UNDECODABLE_ATTRIBUTE.to_owned(), why);
@@ -293,7 +293,7 @@ impl LargeMessageQueue {
                     pointer.bucket, self.native_bucket
                 ),
             );
-            return Ok(Some(message));
+            return Ok(message);
         }
         let read = async {
             let (_, _, mut stream) =
@@ -318,7 +318,7 @@ impl LargeMessageQueue {
                     // Too long to name the object: acking leaves it to the sweeper.
                     tracing::debug!(key = %pointer.key, "large-message receipt too long to name its object");
                 }
-                Ok(Some(message))
+                Ok(message)
             }
             Err(err)
                 if err.reason == ErrorReason::ObjectNotFound || err.reason == ErrorReason::BucketNotFound =>
@@ -327,12 +327,20 @@ impl LargeMessageQueue {
                     &mut message,
                     format!("its body was stored as object '{}', which is gone", pointer.key),
                 );
-                Ok(Some(message))
+                Ok(message)
             }
             // The store is out for now: the message waits in the queue rather than go without.
             Err(err) if err.retryable || err.reason == ErrorReason::BackendUnavailable => {
                 tracing::warn!(key = %pointer.key, error = %err, "cannot read a large message's body now; giving the message back");
-                Ok(None)
+                Err(ExoError::new(
+                    ErrorReason::BackendUnavailable,
+                    format!(
+                        "a received message's body is in the large-message store, which cannot be read now \
+                         (the message goes back to the queue): {}",
+                        err.message
+                    ),
+                )
+                .retryable())
             }
             // A reference the store refuses outright (a foreign producer's malformed key, a
             // permission missing): given back it would come back forever, so it is delivered.
@@ -344,7 +352,7 @@ impl LargeMessageQueue {
                         pointer.key, err.message
                     ),
                 );
-                Ok(Some(message))
+                Ok(message)
             }
         }
     }
@@ -581,10 +589,14 @@ impl Queue for LargeMessageQueue {
         .await;
         let mut out = Vec::with_capacity(restored.len());
         let mut bytes = 0;
+        let mut outage = None;
         for (receipt, outcome) in restored {
+            if let Err(err) = &outcome {
+                outage.get_or_insert_with(|| err.clone());
+            }
             match outcome {
                 // Bounded memory per receive: past the budget, messages go back to the queue.
-                Ok(Some(message)) if out.is_empty() || bytes + message.body.len() <= RECEIVE_BUDGET => {
+                Ok(message) if out.is_empty() || bytes + message.body.len() <= RECEIVE_BUDGET => {
                     bytes += message.body.len();
                     out.push(message);
                 }
@@ -598,7 +610,12 @@ impl Queue for LargeMessageQueue {
                 }
             }
         }
-        Ok(out)
+        // Nothing deliverable because the store is out: say so (retryable) rather than answer
+        // an empty receive at once, which would set consumers polling in a tight loop.
+        match outage {
+            Some(err) if out.is_empty() => Err(err),
+            _ => Ok(out),
+        }
     }
 
     async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()> {
