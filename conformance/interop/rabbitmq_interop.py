@@ -176,6 +176,67 @@ def reserved_headers(eqs, amqp, ns):
     connection.close()
 
 
+def registry_deleted(eqs, amqp, ns):
+    """The registry stream is auxiliary: deleted by hand, queues are still served (sends,
+    receives, acks) and the stream is made again for what needs it (listing, topics)."""
+    print("RabbitMQ: the registry stream deleted under a running eqs")
+    name = f"registry-{RUN}"
+    call("POST", f"{eqs}/api/v1/queues", {"name": name})
+    connection = pika.BlockingConnection(pika.URLParameters(amqp))
+    connection.channel().queue_delete(f"{ns}._registry")
+    connection.close()
+    sent = [call("POST", f"{eqs}/api/v1/queues/{name}/messages", {"message": {"body": b64(f"m{i}".encode())}})
+            for i in range(3)]
+    check(all(s.get("messageId") for s in sent), "sends to an existing queue are served without the registry")
+    got = []
+    for _ in range(10):
+        for m in receive(eqs, name, waitSeconds=1):
+            got.append(m["messageId"])
+            call("POST", f"{eqs}/api/v1/queues/{name}/messages/ack", {"receipt": m["receipt"]})
+        if len(got) >= 3:
+            break
+    check(sorted(got) == sorted(s["messageId"] for s in sent), "and received and acked")
+    listed, _ = eventually("list queues", lambda: call("GET", f"{eqs}/api/v1/queues"), tries=30)
+    check(listed is not None, "listing works again: the registry stream was made again")
+    call("DELETE", f"{eqs}/api/v1/queues/{name}")
+
+
+def registry_blocked(eqs_proxy, amqp, scratch):
+    """A registry stream that cannot be declared (its name taken by a classic queue made by
+    hand) does not take the backend down: eqs starts and serves existing queues; what needs the
+    registry answers 503 BACKEND_UNAVAILABLE naming it."""
+    print("RabbitMQ: a registry stream that cannot be declared")
+    ns = f"blocked{RUN}"
+    connection = pika.BlockingConnection(pika.URLParameters(amqp))
+    channel = connection.channel()
+    channel.queue_declare(f"{ns}._registry", durable=True)  # a classic queue, not a stream
+    channel.queue_declare(f"{ns}.made-by-hand", durable=True, arguments={"x-queue-type": "quorum"})
+    config = os.path.join(scratch, "eqs-blocked.yaml")
+    with open(config, "w") as f:
+        f.write(f"backend:\n  kind: rabbitmq\n  url: {amqp}\n  namespace: {ns}\n")
+    port = free_port()
+    log = open(os.path.join(scratch, "eqs-proxy-blocked.log"), "ab")
+    proxy = subprocess.Popen([eqs_proxy, "--config", config, "--listen", f"127.0.0.1:{port}"], stdout=log, stderr=log)
+    try:
+        wait_for_port(port, "eqs with a blocked registry")
+        eqs = f"http://127.0.0.1:{port}"
+        sent = call("POST", f"{eqs}/api/v1/queues/made-by-hand/messages", {"message": {"body": b64(b"served")}})
+        got = receive(eqs, "made-by-hand", waitSeconds=5)
+        check(bool(sent.get("messageId")) and [m["messageId"] for m in got] == [sent.get("messageId")],
+              "eqs started and serves a queue while its registry stream cannot be declared")
+        for m in got:
+            call("POST", f"{eqs}/api/v1/queues/made-by-hand/messages/ack", {"receipt": m["receipt"]})
+        refused = refusal("POST", f"{eqs}/api/v1/queues", {"name": "needs-registry"})
+        check(": 503 " in refused and "BACKEND_UNAVAILABLE" in refused and "registry" in refused,
+              f"creating a queue (which needs the registry) is 503 naming the registry ({refused[-120:]})")
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=10)
+        channel.queue_delete(f"{ns}._registry")
+        channel.queue_delete(f"{ns}.made-by-hand")
+        connection.close()
+
+
 def server_closes_connections(eqs, vhost, name):
     print("eqs across rabbitmqctl close_all_connections")
     sent = call("POST", f"{eqs}/api/v1/queues/{name}/messages", {"message": {"body": b64(b"acknowledged")}})
@@ -324,6 +385,8 @@ def main():
     args = parser.parse_args()
     name = native(args.eqs, args.amqp, args.namespace)
     reserved_headers(args.eqs, args.amqp, args.namespace)
+    registry_deleted(args.eqs, args.amqp, args.namespace)
+    registry_blocked(args.eqs_proxy, args.amqp, args.scratch)
     topics(args.eqs, args.amqp, args.namespace, args.eqs_proxy, args.config, args.scratch)
     server_closes_connections(args.eqs, args.vhost, name)
     proxy_killed(args.eqs, args.eqs_proxy, args.config, args.scratch, name)

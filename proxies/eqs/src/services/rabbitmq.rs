@@ -355,8 +355,22 @@ impl Receiver {
 struct Link {
     connection: Connection,
     publisher: Mutex<Channel>,
-    follower: tokio::task::JoinHandle<()>,
+    /// The registry on this connection: followed (its follower task), or down since when and
+    /// why. Queues are served either way; what needs the registry says why it cannot.
+    registry: Mutex<RegistryLink>,
 }
+
+/// The queue registry's state on one connection.
+enum RegistryLink {
+    /// Replayed and followed by this task.
+    Following(tokio::task::JoinHandle<()>),
+    /// Could not be declared, followed or replayed: tried again after [`REGISTRY_RETRY`].
+    Down(Instant, ExoError),
+}
+
+/// How long a registry that could not be followed is left before the next call needing it
+/// tries again (meanwhile such calls fail at once with the reason).
+const REGISTRY_RETRY: Duration = Duration::from_secs(2);
 
 impl Link {
     /// The publishing channel as it is now (possibly closed: see [`RabbitMqQueue::link`]).
@@ -367,7 +381,9 @@ impl Link {
 
 impl Drop for Link {
     fn drop(&mut self) {
-        self.follower.abort();
+        if let Ok(RegistryLink::Following(follower)) = self.registry.get_mut().map(|r| &*r) {
+            follower.abort();
+        }
     }
 }
 
@@ -855,7 +871,43 @@ impl RabbitMqQueue {
         );
         let connection = self.bounded("connect", connect).await?;
         let publisher = Mutex::new(self.open_publisher(&connection).await?);
-        let registry_channel = self.bounded("open channel", connection.create_channel()).await?;
+        let link = Arc::new(Link {
+            connection,
+            publisher,
+            registry: Mutex::new(RegistryLink::Down(
+                Instant::now(),
+                ExoError::unavailable("not followed yet"),
+            )),
+        });
+        // The registry is followed as well, but queues are served without it: a registry stream
+        // that is down (its node restarting, say) fails only what needs it (listing, options,
+        // topics), with the reason.
+        self.follow_registry(&link).await;
+        *current = Some(link.clone());
+        Ok(link)
+    }
+
+    /// Declares, replays and follows the registry stream on `link`, and records how that went.
+    async fn follow_registry(&self, link: &Link) {
+        let state = match self.replay_registry(link).await {
+            Ok(follower) => RegistryLink::Following(follower),
+            Err(err) => {
+                tracing::warn!(error = %err, "rabbitmq: the queue registry stream cannot be followed now; queues are served, listing, options and topics wait for it");
+                RegistryLink::Down(Instant::now(), err)
+            }
+        };
+        if let Ok(mut slot) = link.registry.lock() {
+            if let RegistryLink::Following(old) = &*slot {
+                old.abort();
+            }
+            *slot = state;
+        }
+    }
+
+    /// Declares the registry stream, follows it from its start and waits until it has replayed
+    /// up to now (a mark published now comes back); the follower task.
+    async fn replay_registry(&self, link: &Link) -> ExoResult<tokio::task::JoinHandle<()>> {
+        let registry_channel = self.bounded("open channel", link.connection.create_channel()).await?;
         let mut arguments = FieldTable::default();
         arguments.insert("x-queue-type".into(), AMQPValue::LongString("stream".into()));
         let durable = QueueDeclareOptions { durable: true, ..Default::default() };
@@ -872,20 +924,22 @@ impl RabbitMqQueue {
             self.registry.clone(),
             self.arrived.clone(),
         ));
-        let link = Arc::new(Link { connection, publisher, follower });
-        // Caught up once a mark published now comes back.
         let mark = new_message_id();
         let waiting = self.arrived.notified();
         tokio::pin!(waiting);
         waiting.as_mut().enable();
-        self.append(&link, &Record::Mark { id: mark.clone() }).await?;
+        if let Err(err) = self.append(link, &Record::Mark { id: mark.clone() }).await {
+            follower.abort();
+            return Err(err);
+        }
         let deadline = Instant::now() + self.call_timeout;
         loop {
             if self.registry.lock().map(|r| r.marks.contains(&mark)).unwrap_or(false) {
-                break;
+                return Ok(follower);
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if left.is_zero() || follower.is_finished() {
+                follower.abort();
                 return Err(ExoError::new(
                     ErrorReason::BackendUnavailable,
                     "RabbitMQ: the queue registry stream did not replay in time",
@@ -896,14 +950,38 @@ impl RabbitMqQueue {
             waiting.set(self.arrived.notified());
             waiting.as_mut().enable();
         }
-        *current = Some(link.clone());
-        Ok(link)
+    }
+
+    /// The live connection with its registry followed: followed again when its follower ended
+    /// (the stream's node went away), at most every [`REGISTRY_RETRY`] while it cannot be; until
+    /// then BACKEND_UNAVAILABLE (retryable) with the reason.
+    async fn registry_link(&self) -> ExoResult<Arc<Link>> {
+        let link = self.link().await?;
+        let retry = match &*link.registry.lock().unwrap_or_else(|e| e.into_inner()) {
+            RegistryLink::Following(follower) => follower.is_finished(),
+            RegistryLink::Down(since, _) => since.elapsed() >= REGISTRY_RETRY,
+        };
+        if retry {
+            self.follow_registry(&link).await;
+        }
+        let down = match &*link.registry.lock().unwrap_or_else(|e| e.into_inner()) {
+            RegistryLink::Following(_) => None,
+            RegistryLink::Down(_, why) => Some(why.message.clone()),
+        };
+        match down {
+            None => Ok(link),
+            Some(why) => Err(ExoError::new(
+                ErrorReason::BackendUnavailable,
+                format!("RabbitMQ: the queue registry stream (queue options, listing, topics) is not available: {why}"),
+            )
+            .retryable()),
+        }
     }
 
     /// Appends `record` to the registry and applies it here at once (the follower applies it
     /// again when it comes back: records are idempotent).
     async fn record(&self, record: Record) -> ExoResult<()> {
-        let link = self.link().await?;
+        let link = self.registry_link().await?;
         self.append(&link, &record).await?;
         if let Ok(mut registry) = self.registry.lock() {
             registry.apply(record);
@@ -913,7 +991,7 @@ impl RabbitMqQueue {
 
     /// The topic as the registry holds it, or TOPIC_NOT_FOUND.
     async fn stored_topic(&self, name: &str) -> ExoResult<StoredTopic> {
-        self.link().await?;
+        self.registry_link().await?;
         let registry = self.registry.lock().map_err(|_| ExoError::internal("registry lock poisoned"))?;
         registry.topics.get(name).cloned().ok_or_else(|| topic_not_found(name))
     }
@@ -1172,6 +1250,8 @@ impl Queue for RabbitMqQueue {
         name: &QueueName,
         options: &pb::QueueOptions,
     ) -> ExoResult<(bool, pb::QueueInfo)> {
+        // The queue's options go into the registry: none is made while it cannot take them.
+        self.registry_link().await?;
         let exists = self.ready_count(name.as_str()).await?.is_some();
         if exists && let Some((stored, _)) = self.stored_options(name.as_str()) {
             let existing = stored.options();
@@ -1214,7 +1294,7 @@ impl Queue for RabbitMqQueue {
             options: StoredOptions::from_options(options),
             created_at_ms,
         };
-        let link = self.link().await?;
+        let link = self.registry_link().await?;
         self.append(&link, &record).await?;
         if let Ok(mut registry) = self.registry.lock() {
             registry.apply(record);
@@ -1251,7 +1331,7 @@ impl Queue for RabbitMqQueue {
         start_after: Option<&str>,
         limit: usize,
     ) -> ExoResult<Vec<String>> {
-        self.link().await?;
+        self.registry_link().await?;
         let registry = self.registry.lock().map_err(|_| ExoError::internal("registry lock poisoned"))?;
         Ok(names_after(registry.queues.keys(), prefix, start_after, limit))
     }
@@ -1433,7 +1513,7 @@ impl Queue for RabbitMqQueue {
         start_after: Option<&str>,
         limit: usize,
     ) -> ExoResult<Vec<String>> {
-        self.link().await?;
+        self.registry_link().await?;
         let registry = self.registry.lock().map_err(|_| ExoError::internal("registry lock poisoned"))?;
         Ok(names_after(registry.topics.keys(), prefix, start_after, limit))
     }
