@@ -689,7 +689,7 @@ impl Queue for EmbeddedQueue {
             let (topic_id, _) = topic_row(txn, topic.as_str())?;
             let existing = subscriptions(txn, topic_id)?;
             if let Some((found, _)) = existing.iter().find(|(s, _)| s.name == requested.name) {
-                if crate::model::same_subscription(&found, &requested) {
+                if crate::model::same_subscription(found, &requested) {
                     return Ok((false, found.clone()));
                 }
                 return Err(subscription_conflict(topic.as_str(), found, &requested));

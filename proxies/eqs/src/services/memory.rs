@@ -492,7 +492,7 @@ impl Queue for MemoryQueue {
         }
         let entry = state.topics.get_mut(topic.as_str()).ok_or_else(|| topic_not_found(topic.as_str()))?;
         if let Some((existing, _)) = entry.subscriptions.get(&subscription.name) {
-            if crate::model::same_subscription(&existing, &subscription) {
+            if crate::model::same_subscription(existing, subscription) {
                 return Ok((false, existing.clone()));
             }
             return Err(subscription_conflict(topic.as_str(), existing, subscription));

@@ -769,7 +769,7 @@ impl Queue for PostgresQueue {
         self.require_queue(&queue).await.map_err(|e| e.with_field("queue"))?;
         let existing = self.load_topic(topic.as_str()).await?;
         if let Some(found) = existing.subscriptions.iter().find(|s| s.name == subscription.name) {
-            if crate::model::same_subscription(&found, &subscription) {
+            if crate::model::same_subscription(found, subscription) {
                 return Ok((false, found.clone()));
             }
             return Err(subscription_conflict(topic.as_str(), found, subscription));

@@ -231,7 +231,7 @@ impl AzureQueue {
         self.options(&queue).await.map_err(|e| e.with_field("queue"))?;
         let info = table.topic(topic.as_str()).await?;
         if let Some(found) = info.subscriptions.iter().find(|s| s.name == subscription.name) {
-            if crate::model::same_subscription(&found, &subscription) {
+            if crate::model::same_subscription(found, subscription) {
                 return Ok((false, found.clone()));
             }
             return Err(subscription_conflict(topic.as_str(), found, subscription));

@@ -314,7 +314,7 @@ impl SqsQueue {
         let arn = self.topic_arn(topic.as_str()).await?;
         let existing = self.native_subscriptions(topic.as_str(), &arn).await?;
         if let Some(found) = existing.iter().find(|s| s.info.name == subscription.name) {
-            if crate::model::same_subscription(&found.info, &subscription) {
+            if crate::model::same_subscription(&found.info, subscription) {
                 return Ok((false, found.info.clone()));
             }
             return Err(subscription_conflict(topic.as_str(), &found.info, subscription));
