@@ -66,6 +66,8 @@ where
             () = &mut shutdown => break,
         };
         let activity = io.activity().clone();
+        // The first request's time counts from here, after a TLS handshake.
+        activity.restart_clock();
         // Each request counts as in flight on its connection until its response has been sent.
         let service = {
             let (app, activity) = (app.clone(), activity.clone());
@@ -74,7 +76,9 @@ where
                 let app = app.clone();
                 async move {
                     let response = app.oneshot(request.map(Body::new)).await?;
-                    Ok::<_, Infallible>(response.map(|body| InFlightBody { body, _in_flight: in_flight }))
+                    Ok::<_, Infallible>(
+                        response.map(|body| InFlightBody { body, in_flight: Some(in_flight) }),
+                    )
                 }
             })
         };
@@ -105,8 +109,15 @@ where
                         Ok(())
                     } else {
                         connection.as_mut().graceful_shutdown();
-                        // A peer that does not take the close is cut.
-                        tokio::time::timeout(IDLE_CLOSE_GRACE, connection.as_mut()).await.unwrap_or(Ok(()))
+                        // A peer that does not take the close is cut once nothing is in flight
+                        // (a request that came in as it fell idle is answered first).
+                        loop {
+                            match tokio::time::timeout(IDLE_CLOSE_GRACE, connection.as_mut()).await {
+                                Ok(result) => break result,
+                                Err(_) if !activity.busy() => break Ok(()),
+                                Err(_) => {}
+                            }
+                        }
                     }
                 }
             };
@@ -123,11 +134,13 @@ where
     Ok(())
 }
 
-/// A response body that keeps its request counted as in flight until it has been sent (or
-/// dropped): a streamed receive or object download is not an idle connection.
+/// A response body that keeps its request counted as in flight until it has produced its last
+/// frame (or is dropped): a streamed receive or object download is not an idle connection, and
+/// a response the client does not take in (a zero flow-control window) does not keep its
+/// connection busy — the write-stall and idle timeouts deal with that one.
 struct InFlightBody {
     body: Body,
-    _in_flight: InFlight,
+    in_flight: Option<InFlight>,
 }
 
 impl http_body::Body for InFlightBody {
@@ -138,7 +151,12 @@ impl http_body::Body for InFlightBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) || this.body.is_end_stream() {
+            this.in_flight = None;
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -14,7 +14,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, OnceLock,
-        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicU32, AtomicU64, Ordering},
     },
     task::Context,
     time::{Duration, Instant},
@@ -22,38 +22,60 @@ use std::{
 
 use futures::task::AtomicWaker;
 
-/// Milliseconds since the first time this process asked (a monotonic clock in one atomic).
+/// A monotonic clock in milliseconds, in one atomic: an hour plus the time since this process
+/// first asked (the hour keeps "a second ago" from saturating at zero).
 fn now_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+    3_600_000 + EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 /// One connection's activity.
 #[derive(Debug)]
 pub struct Activity {
-    /// When it was accepted (ms, see [`now_ms`]).
-    opened: u64,
+    /// When it was accepted, or handed to the connection loop (ms, see [`now_ms`]).
+    opened: AtomicU64,
     /// Requests started so far.
     requests: AtomicU64,
-    /// Requests whose response has not been sent in full.
+    /// Requests whose response has not been sent in full, and [`EVICTED`]: one word, so an
+    /// eviction happens only while nothing is in flight (a compare-and-swap from zero).
     in_flight: AtomicU32,
     /// When the last request in flight finished (ms); `opened` until then.
     idle_since: AtomicU64,
-    evicted: AtomicBool,
     waker: AtomicWaker,
 }
+
+/// The bit of [`Activity::in_flight`] that marks an evicted connection.
+const EVICTED: u32 = 1 << 31;
+
+/// How long a connection that has served requests must have been idle to be evicted for a new
+/// client: one between two calls of a busy client is left alone.
+const EVICT_SERVED_AFTER: u64 = 1000;
 
 impl Activity {
     fn new() -> Self {
         let now = now_ms();
         Self {
-            opened: now,
+            opened: AtomicU64::new(now),
             requests: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(now),
-            evicted: AtomicBool::new(false),
             waker: AtomicWaker::new(),
         }
+    }
+
+    /// Starts the first-request time again (the connection loop calls it as it takes the
+    /// connection, so a TLS handshake's time is not counted).
+    pub fn restart_clock(&self) {
+        let now = now_ms();
+        self.opened.store(now, Ordering::Relaxed);
+        if self.requests.load(Ordering::Relaxed) == 0 {
+            self.idle_since.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a request is in flight.
+    pub fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) & !EVICTED > 0
     }
 
     /// A request has started on the connection; it is in flight until the guard is dropped
@@ -68,11 +90,11 @@ impl Activity {
     /// request is in flight: `first_request` after it opened if none has started yet, else
     /// `idle` after its last request finished.
     fn closes_at(&self, first_request: Duration, idle: Duration) -> Option<u64> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
+        if self.busy() {
             return None;
         }
         if self.requests.load(Ordering::Relaxed) == 0 {
-            return Some(self.opened + first_request.as_millis() as u64);
+            return Some(self.opened.load(Ordering::Relaxed) + first_request.as_millis() as u64);
         }
         Some(self.idle_since.load(Ordering::Relaxed) + idle.as_millis() as u64)
     }
@@ -100,24 +122,29 @@ impl Activity {
         }
     }
 
-    /// Closes the connection from under whoever is using it: its reads and writes fail from now.
-    fn evict(&self) {
-        self.evicted.store(true, Ordering::Release);
-        self.waker.wake();
+    /// Closes the connection from under whoever is using it — its reads and writes fail from
+    /// now — if nothing is in flight on it; whether it did.
+    fn evict(&self) -> bool {
+        let evicted =
+            self.in_flight.compare_exchange(0, EVICTED, Ordering::AcqRel, Ordering::Acquire).is_ok();
+        if evicted {
+            self.waker.wake();
+        }
+        evicted
     }
 
     /// Whether the connection was evicted; otherwise `cx` is woken when it is.
     pub(crate) fn evicted(&self, cx: &Context<'_>) -> bool {
-        if self.evicted.load(Ordering::Acquire) {
+        if self.is_evicted() {
             return true;
         }
         self.waker.register(cx.waker());
-        self.evicted.load(Ordering::Acquire)
+        self.is_evicted()
     }
 
     /// Whether the connection was evicted (no wake-up asked).
     pub(crate) fn is_evicted(&self) -> bool {
-        self.evicted.load(Ordering::Acquire)
+        self.in_flight.load(Ordering::Acquire) & EVICTED != 0
     }
 }
 
@@ -159,21 +186,24 @@ impl Registry {
     }
 
     /// Evicts the connection idle the longest — one that never started a request before any
-    /// that did — and says whether there was one. Connections with a request in flight are
-    /// never chosen.
+    /// that did, and one that did only after [`EVICT_SERVED_AFTER`] idle — and says whether
+    /// there was one. A connection with a request in flight is never evicted.
     pub fn evict_idlest(&self) -> bool {
+        let now = now_ms();
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let victim = open
+        let mut candidates: Vec<&Arc<Activity>> = open
             .values()
-            .filter(|a| !a.is_evicted() && a.in_flight.load(Ordering::Acquire) == 0)
-            .min_by_key(|a| (a.requests.load(Ordering::Relaxed) > 0, a.idle_since.load(Ordering::Relaxed)));
-        match victim {
-            Some(activity) => {
-                activity.evict();
-                true
-            }
-            None => false,
-        }
+            .filter(|a| {
+                let served = a.requests.load(Ordering::Relaxed) > 0;
+                a.in_flight.load(Ordering::Acquire) == 0
+                    && (!served
+                        || now.saturating_sub(a.idle_since.load(Ordering::Relaxed)) >= EVICT_SERVED_AFTER)
+            })
+            .collect();
+        candidates
+            .sort_by_key(|a| (a.requests.load(Ordering::Relaxed) > 0, a.idle_since.load(Ordering::Relaxed)));
+        // One that started a request meanwhile is passed over.
+        candidates.into_iter().any(|activity| activity.evict())
     }
 }
 
@@ -213,6 +243,10 @@ mod tests {
         let registry = Arc::new(Registry::default());
         let served = registry.open();
         drop(served.activity().request());
+        // Served, but idle only a moment: left alone.
+        let fresh = registry.open();
+        drop(fresh.activity().request());
+        served.activity().idle_since.store(now_ms().saturating_sub(EVICT_SERVED_AFTER), Ordering::Relaxed);
         let busy = registry.open();
         let _in_flight = busy.activity().request();
         let silent = registry.open();
@@ -221,10 +255,12 @@ mod tests {
         assert!(silent.activity().is_evicted() && !served.activity().is_evicted());
         assert!(registry.evict_idlest());
         assert!(served.activity().is_evicted());
-        // Only the busy one is left: nobody to evict.
+        // Only the busy one and the one idle a moment are left: nobody to evict.
         assert!(!registry.evict_idlest());
-        assert!(!busy.activity().is_evicted());
-        drop((served, silent));
+        assert!(!busy.activity().is_evicted() && !fresh.activity().is_evicted());
+        // A request in flight blocks an eviction, and an evicted connection's request fails.
+        assert!(!busy.activity().evict());
+        drop((served, silent, fresh));
         assert_eq!(registry.open.lock().unwrap().len(), 1, "closed connections leave the registry");
     }
 

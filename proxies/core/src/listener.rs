@@ -229,6 +229,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for CountedStream<S> {
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.registration.activity().is_evicted() {
+            return Poll::Ready(Err(evicted()));
+        }
         let polled = Pin::new(&mut this.stream).poll_flush(cx);
         this.stall.check(cx, polled)
     }
@@ -241,6 +244,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for CountedStream<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.registration.activity().is_evicted() {
+            return Poll::Ready(Err(evicted()));
+        }
         let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
         this.stall.check(cx, polled)
     }

@@ -358,6 +358,23 @@ fn acceptor(
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// The runtime TLS handshakes run on: a thread of their own, so a flood of handshakes (each a
+/// millisecond or so of CPU) queues behind itself, not in front of the requests of connections
+/// already served — with one worker thread those waited seconds behind thousands of handshakes.
+/// Made once per process, on first use; the sockets stay with the proxy's runtime.
+fn handshake_runtime() -> io::Result<tokio::runtime::Handle> {
+    static HANDSHAKES: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    if let Some(handle) = HANDSHAKES.get() {
+        return Ok(handle.clone());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new().name("exo-tls-handshakes".into()).spawn(move || {
+        runtime.block_on(std::future::pending::<()>());
+    })?;
+    Ok(HANDSHAKES.get_or_init(|| handle).clone())
+}
+
 /// A listener handing out connections whose TLS handshake completed (and whose client, with
 /// mTLS and an allow-list, is allowed); handshakes run concurrently, each bounded.
 pub struct TlsListener {
@@ -377,6 +394,7 @@ impl TlsListener {
         let (tx, ready) = mpsc::channel(64);
         let timeout = settings.handshake_timeout;
         let allowed: Arc<Vec<ClientIdentity>> = Arc::new(settings.allowed_clients.clone());
+        let handshakes = handshake_runtime()?;
         tokio::spawn(async move {
             loop {
                 // Stop accepting once the server has dropped this listener (shutdown).
@@ -385,7 +403,7 @@ impl TlsListener {
                     () = tx.closed() => break,
                 };
                 let (acceptor, tx, allowed) = (tls.acceptor(), tx.clone(), allowed.clone());
-                tokio::spawn(async move {
+                handshakes.spawn(async move {
                     let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => tls,
                         Ok(Err(err)) => {

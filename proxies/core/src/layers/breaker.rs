@@ -142,6 +142,21 @@ impl CircuitBreaker {
     }
 }
 
+/// A probe in flight (`Some` until it is answered): dropped unanswered, it lets the next call
+/// probe.
+struct ProbeOut<'a>(Option<&'a CircuitBreaker>);
+
+impl Drop for ProbeOut<'_> {
+    fn drop(&mut self) {
+        if let Some(breaker) = self.0 {
+            let mut state = breaker.state.lock().unwrap_or_else(|e| e.into_inner());
+            if *state == State::HalfOpen {
+                *state = State::Open { until: Instant::now() };
+            }
+        }
+    }
+}
+
 /// The retry hint while a probe is out, or when load is shed: a moment, not a rest.
 pub(crate) const SHORT_WAIT: Duration = Duration::from_millis(100);
 
@@ -176,7 +191,11 @@ impl Layer for CircuitBreaker {
         let admitted = self.admit(call);
         async move {
             let probe = admitted?;
+            // A probe whose caller goes away (its future dropped) passes the turn on; without
+            // this the breaker would stay half-open, refusing every call, for good.
+            let mut out = ProbeOut(probe.then_some(self));
             let result = next.await;
+            out.0 = None;
             if self.settings.failures > 0 {
                 self.record(call, probe, outcome(&result));
             }
@@ -315,6 +334,20 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(b.refusing(CALL).is_none(), "its rest over, a probe may go");
+    }
+
+    #[tokio::test]
+    async fn a_probe_whose_caller_goes_away_passes_the_turn_on() {
+        let (b, _) = breaker(1, 30);
+        assert!(b.wrap(CALL, down()).await.is_err());
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        // The probe's caller disconnects: its future is dropped before the backend answers.
+        let probe = b.wrap(CALL, async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            up().await
+        });
+        assert!(tokio::time::timeout(Duration::from_millis(20), probe).await.is_err());
+        assert_eq!(b.wrap(CALL, up()).await.unwrap(), 1, "the breaker stayed half-open");
     }
 
     #[tokio::test]

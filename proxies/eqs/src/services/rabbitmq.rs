@@ -434,6 +434,8 @@ pub struct RabbitMqQueue {
     receivers: Arc<Receivers>,
     /// Held while a queue's channel is opened, so concurrent receives share one.
     opening: tokio::sync::Mutex<()>,
+    /// Held while the registry is followed again (see [`RabbitMqQueue::registry_link`]).
+    registry_retry: tokio::sync::Mutex<()>,
     ticker: tokio::task::JoinHandle<()>,
 }
 
@@ -801,6 +803,7 @@ impl RabbitMqQueue {
             arrived: Arc::default(),
             receivers,
             opening: tokio::sync::Mutex::new(()),
+            registry_retry: tokio::sync::Mutex::new(()),
             ticker,
         };
         queue.link().await?;
@@ -966,7 +969,16 @@ impl RabbitMqQueue {
             RegistryLink::Down(since, _) => since.elapsed() >= REGISTRY_RETRY,
         };
         if retry {
-            self.follow_registry(&link).await;
+            // One retry at a time: the calls arriving meanwhile wait for its outcome instead of
+            // each replaying the stream (and aborting each other's follower).
+            let _retrying = self.registry_retry.lock().await;
+            let still = match &*link.registry.lock().unwrap_or_else(|e| e.into_inner()) {
+                RegistryLink::Following(follower) => follower.is_finished(),
+                RegistryLink::Down(since, _) => since.elapsed() >= REGISTRY_RETRY,
+            };
+            if still {
+                self.follow_registry(&link).await;
+            }
         }
         let down = match &*link.registry.lock().unwrap_or_else(|e| e.into_inner()) {
             RegistryLink::Following(_) => None,

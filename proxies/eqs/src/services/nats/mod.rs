@@ -808,17 +808,30 @@ impl NatsQueue {
             attribute_headers(&mut headers, attributes);
             // Published one after the other (in order), their acknowledgements awaited together.
             let published = self.js.publish_with_headers(subject.clone(), headers, body).await;
+            // Each acknowledgement is awaited only while the connection holds: the ones the
+            // server confirmed stay acknowledged when it is lost, the others fail at once.
+            let mut lost = self.lost.clone();
+            lost.mark_unchanged();
             pending.push(async move {
-                match published {
-                    Ok(ack) => ack.await,
-                    Err(e) => Err(e),
+                let ack = async {
+                    match published {
+                        Ok(ack) => ack.await,
+                        Err(e) => Err(e),
+                    }
+                };
+                tokio::select! {
+                    stored = ack => Some(stored),
+                    _ = lost.changed() => None,
                 }
             });
             ids.push(id);
         }
-        let stored = self.while_connected("publish", async { Ok(join_all(pending).await) }).await?;
+        self.connected()?;
+        let stored = join_all(pending).await;
         if !stored.is_empty()
-            && stored.iter().all(|r| matches!(r, Err(e) if e.kind() == PublishErrorKind::StreamNotFound))
+            && stored
+                .iter()
+                .all(|r| matches!(r, Some(Err(e)) if e.kind() == PublishErrorKind::StreamNotFound))
         {
             self.forget(name.as_str());
             return Err(queue_not_found(name.as_str()));
@@ -827,8 +840,11 @@ impl NatsQueue {
             .into_iter()
             .zip(stored)
             .map(|(id, stored)| match stored {
-                Ok(_) => Ok(id),
-                Err(err) => Err(match err.kind() {
+                None => {
+                    Err(unavailable("publish", "the connection to the server was lost before it confirmed"))
+                }
+                Some(Ok(_)) => Ok(id),
+                Some(Err(err)) => Err(match err.kind() {
                     PublishErrorKind::StreamNotFound => queue_not_found(name.as_str()),
                     PublishErrorKind::MaxPayloadExceeded => ExoError::new(
                         ErrorReason::MessageTooLarge,
