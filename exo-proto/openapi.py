@@ -87,9 +87,10 @@ def u64d(desc): d = dict(u64); d["description"] = desc + " " + u64["description"
 def entry_message(desc, delay=False):
     """A batch entry's message: its fields' shapes and no other field are checked for the whole
     request (as a single send's are); their rules (sizes, names) fail that entry alone."""
-    props = {"body": {"type": "string", "format": "byte"},
-             "attributes": {"type": "object", "additionalProperties": {"type": "string"}}}
-    if delay: props["delaySeconds"] = {"type": "integer", "format": "int32", "minimum": 0}
+    # As proto3 JSON reads them: null for a field is its default; delaySeconds is a uint32.
+    props = {"body": {"type": ["string", "null"], "format": "byte"},
+             "attributes": {"type": ["object", "null"], "additionalProperties": {"type": "string"}}}
+    if delay: props["delaySeconds"] = {"type": ["integer", "null"], "minimum": 0, "maximum": 4294967295}
     return {"type": "object", "description": desc, "properties": props, "additionalProperties": False}
 
 caps = enum_values("exo/queue/v1/queue.proto", "QueueCapability")
