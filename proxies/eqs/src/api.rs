@@ -551,7 +551,7 @@ fn receive_params(descriptor: &Descriptor, req: &pb::ReceiveRequest) -> ExoResul
         // A caller that will not wait that long gets an (empty) answer before it gives up.
         wait: exo_proxy_core::deadline::clamp_wait(
             Duration::from_secs(u64::from(req.wait_seconds)),
-            Duration::from_millis(100),
+            Duration::from_millis(250),
         ),
         visibility_seconds: req.visibility_timeout_seconds,
     })

@@ -415,9 +415,7 @@ impl SqsQueue {
             .receive_message()
             .queue_url(url)
             .max_number_of_messages(count.min(SQS_BATCH) as i32)
-            // Whole seconds, rounded down: the wait was already shortened to end before the
-            // caller's deadline, and rounding up would make the poll outlive it.
-            .wait_time_seconds(i32::try_from(wait.as_secs()).unwrap_or(i32::MAX))
+            .wait_time_seconds(wait_seconds(wait, exo_proxy_core::deadline::remaining()))
             .set_visibility_timeout(visibility.map(|v| v as i32))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
@@ -668,8 +666,9 @@ impl Queue for SqsQueue {
             let wanted = params.max_messages as usize;
             let mut messages =
                 self.receive_once(name, &url, wanted, params.wait, params.visibility_seconds).await?;
-            // SQS hands out at most 10 per call: keep taking what is there, without waiting again.
-            while messages.len() < wanted {
+            // SQS hands out at most 10 per call: keep taking what is there, without waiting again
+            // (after an empty long poll there is nothing to take).
+            while !messages.is_empty() && messages.len() < wanted {
                 let more = self
                     .receive_once(
                         name,
@@ -818,8 +817,32 @@ fn renumber(entries: Vec<SendMessageBatchRequestEntry>) -> Vec<SendMessageBatchR
         .collect()
 }
 
+/// The long-poll wait to ask SQS for: whole seconds, rounded down, and with a caller's deadline
+/// (`left` of it) leaving [`SQS_ANSWER_ALLOWANCE`] for SQS to answer — a poll that ran up to the
+/// deadline would outlive it by the request's own time, and the caller would get a timeout
+/// instead of an empty answer.
+fn wait_seconds(wait: Duration, left: Option<Duration>) -> i32 {
+    let wait = match left {
+        Some(left) => wait.min(left.saturating_sub(SQS_ANSWER_ALLOWANCE)),
+        None => wait,
+    };
+    i32::try_from(wait.as_secs()).unwrap_or(i32::MAX)
+}
+
+/// What a ReceiveMessage call takes beyond its wait, at most, as allowed for under a deadline.
+const SQS_ANSWER_ALLOWANCE: Duration = Duration::from_millis(500);
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn long_poll_waits_round_down_and_leave_room_under_a_deadline() {
+        use std::time::Duration as D;
+        assert_eq!(super::wait_seconds(D::from_millis(20_000), None), 20);
+        assert_eq!(super::wait_seconds(D::from_millis(2_900), None), 2, "rounded down, never up");
+        assert_eq!(super::wait_seconds(D::from_millis(2_400), Some(D::from_millis(2_500))), 2);
+        assert_eq!(super::wait_seconds(D::from_millis(1_100), Some(D::from_millis(1_200))), 0);
+    }
+
     use super::*;
 
     #[test]
