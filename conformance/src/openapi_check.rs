@@ -3,18 +3,23 @@
 
 use crate::{CaseOutcome, check};
 
-/// Calls every documented operation tagged with one of `tags`, with `{name}` path parameters
-/// replaced from `params`, and fails if the server does not route it.
-pub async fn documented_routes_are_served(base: &str, tags: &[&str], params: &[(&str, &str)]) -> CaseOutcome {
-    let http = reqwest::Client::new();
-    let doc: serde_json::Value = http
+/// The OpenAPI document the proxy at `base` serves.
+pub async fn served_document(base: &str) -> Result<serde_json::Value, String> {
+    reqwest::Client::new()
         .get(format!("{base}/api/v1/openapi.json"))
         .send()
         .await
         .map_err(|e| format!("cannot fetch openapi.json: {e}"))?
         .json()
         .await
-        .map_err(|e| format!("openapi.json is not JSON: {e}"))?;
+        .map_err(|e| format!("openapi.json is not JSON: {e}"))
+}
+
+/// Calls every documented operation tagged with one of `tags`, with `{name}` path parameters
+/// replaced from `params`, and fails if the server does not route it.
+pub async fn documented_routes_are_served(base: &str, tags: &[&str], params: &[(&str, &str)]) -> CaseOutcome {
+    let http = reqwest::Client::new();
+    let doc = served_document(base).await?;
     let paths = doc["paths"].as_object().ok_or("openapi.json has no paths")?;
     let mut checked = 0;
     for (path, item) in paths {

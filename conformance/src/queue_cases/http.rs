@@ -109,14 +109,7 @@ crate::cases! {
         check!(status == 400, "an unknown field in an entry's message answered {status}: {problem}");
         check!(problem["reason"] == "MALFORMED_REQUEST", "reason {:?}", problem["reason"]);
         check!(visible_count(&ctx, &q).await? == 0, "a refused batch sent messages");
-        let doc: serde_json::Value = http
-            .get(format!("{}/api/v1/openapi.json", ctx.http_base))
-            .send()
-            .await
-            .map_err(|e| format!("cannot fetch openapi.json: {e}"))?
-            .json()
-            .await
-            .map_err(|e| format!("openapi.json is not JSON: {e}"))?;
+        let doc = crate::openapi_check::served_document(&ctx.http_base).await?;
         for entry in ["SendBatchEntry", "PublishBatchEntry"] {
             let message = &doc["components"]["schemas"][entry]["properties"]["message"];
             check!(

@@ -123,17 +123,6 @@ pub trait Layer: Send + Sync + 'static {
     }
 }
 
-/// [`Layer::refusing`] as an object-safe trait, to ask the layers of a tuple in turn.
-trait Refusing {
-    fn refusing_now(&self, call: Call) -> Option<crate::ExoError>;
-}
-
-impl<L: Layer> Refusing for L {
-    fn refusing_now(&self, call: Call) -> Option<crate::ExoError> {
-        self.refusing(call)
-    }
-}
-
 /// The empty stack: runs the call as it is.
 impl Layer for () {
     fn wrap<T: Send>(
@@ -206,7 +195,10 @@ impl<A: Layer, B: Layer, C: Layer, D: Layer> Layer for (A, B, C, D) {
     }
 
     fn refusing(&self, call: Call) -> Option<crate::ExoError> {
-        [&self.0 as &dyn Refusing, &self.1, &self.2, &self.3].iter().find_map(|l| l.refusing_now(call))
+        [self.0.refusing(call), self.1.refusing(call), self.2.refusing(call), self.3.refusing(call)]
+            .into_iter()
+            .flatten()
+            .next()
     }
 
     async fn wrap_repeatable<T: Send, F, Fut>(&self, call: Call, attempt: F) -> ExoResult<T>
@@ -233,9 +225,16 @@ impl<A: Layer, B: Layer, C: Layer, D: Layer, E: Layer> Layer for (A, B, C, D, E)
     }
 
     fn refusing(&self, call: Call) -> Option<crate::ExoError> {
-        [&self.0 as &dyn Refusing, &self.1, &self.2, &self.3, &self.4]
-            .iter()
-            .find_map(|l| l.refusing_now(call))
+        [
+            self.0.refusing(call),
+            self.1.refusing(call),
+            self.2.refusing(call),
+            self.3.refusing(call),
+            self.4.refusing(call),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
     }
 
     async fn wrap_repeatable<T: Send, F, Fut>(&self, call: Call, attempt: F) -> ExoResult<T>
