@@ -4,7 +4,7 @@
 //! Start the proxies with this app's manifest, then run it:
 //!
 //! ```text
-//! cargo run -p exo -- up --manifest sdk/examples/topics.yaml
+//! cargo run -p exo -- up --manifest sdk/rust/examples/topics.yaml
 //! cargo run -p exo-sdk --example topics
 //! ```
 //!
@@ -106,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(
         mail == ["order 1 created", "order 2 created", "order 3 created"],
         "mail should be pushed every order, got {mail:?}; did the proxies start with \
-         `exo up --manifest sdk/examples/topics.yaml` (which declares the push subscription)?"
+         `exo up --manifest sdk/rust/examples/topics.yaml` (which declares the push subscription)?"
     );
 
     let billing = consume(&queues, "billing-orders").await?;
