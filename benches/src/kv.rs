@@ -6,6 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ekv::ops;
 use ekv::{
     config::BackendConfig,
     model::{Condition, TableName},
@@ -90,10 +91,18 @@ async fn direct(
             for i in 0..per {
                 let key = format!("w{w}-{}", i % 100);
                 let t = Instant::now();
-                backend.put(&table, &key, value.clone(), &Condition::None, 0).await?;
+                backend
+                    .put(ops::Put {
+                        table: &table,
+                        key: &key,
+                        value: value.clone(),
+                        condition: &Condition::None,
+                        expires_at_ms: 0,
+                    })
+                    .await?;
                 phase.put.0.push(t.elapsed());
                 let t = Instant::now();
-                backend.get(&table, &key).await?;
+                backend.get(ops::Get { table: &table, key: &key }).await?;
                 phase.get.0.push(t.elapsed());
                 phase.ops += 2;
             }
@@ -136,8 +145,13 @@ pub async fn bench(args: KvArgs) -> anyhow::Result<()> {
         Some(file) => exo_proxy_core::config::load_yaml::<ekv::config::EkvConfig>(file)?.backend,
         None => BackendConfig::named(&args.backend, Some(scratch.path().join("direct.db")))?,
     };
-    let backend = ekv::open_backend(&direct_config, std::time::Duration::from_secs(60)).await?;
-    backend.create_table(&TableName::parse("table", "bench", "table")?).await?;
+    let backend = ekv::open_backend(
+        &direct_config,
+        std::time::Duration::from_secs(60),
+        exo_proxy_core::metrics::Metrics::shared(),
+    )
+    .await?;
+    backend.create_table(ops::CreateTable { table: &TableName::parse("table", "bench", "table")? }).await?;
     let value = vec![b'v'; args.value_bytes];
 
     // Warm-up.

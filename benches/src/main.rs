@@ -187,15 +187,15 @@ impl Cycle for Direct {
         let name = QueueName::parse("queue", queue, "queue")?;
         let t = Instant::now();
         let message = pb::OutgoingMessage { body: body.to_vec(), ..Default::default() };
-        self.0.send(&name, vec![message]).await?;
+        self.0.send(eqs::ops::Send { queue: &name, messages: vec![message] }).await?;
         phase.send.0.push(t.elapsed());
         let t = Instant::now();
         let params = ReceiveParams { max_messages: 1, wait: Duration::ZERO, visibility_seconds: Some(60) };
-        let messages = self.0.receive(&name, params).await?;
+        let messages = self.0.receive(eqs::ops::Receive { queue: &name, params }).await?;
         phase.receive.0.push(t.elapsed());
         let Some(message) = messages.into_iter().next() else { bail!("receive returned nothing") };
         let t = Instant::now();
-        self.0.ack(&name, &message.receipt).await?;
+        self.0.ack(eqs::ops::Ack { queue: &name, receipt: &message.receipt }).await?;
         phase.ack.0.push(t.elapsed());
         phase.ops += 3;
         Ok(())
@@ -204,7 +204,7 @@ impl Cycle for Direct {
     async fn send_batch(&self, queue: &str, body: &[u8], count: usize) -> anyhow::Result<()> {
         let name = QueueName::parse("queue", queue, "queue")?;
         let message = pb::OutgoingMessage { body: body.to_vec(), ..Default::default() };
-        for result in self.0.send(&name, vec![message; count]).await? {
+        for result in self.0.send(eqs::ops::Send { queue: &name, messages: vec![message; count] }).await? {
             result?;
         }
         Ok(())
@@ -537,7 +537,12 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
         Some(file) => exo_proxy_core::config::load_yaml::<eqs::config::EqsConfig>(file)?.backend,
         None => BackendConfig::named(&args.backend, Some(scratch.path().join("direct.db")))?,
     };
-    let direct_backend = eqs::open_backend(&direct_config, Duration::from_secs(60)).await?;
+    let direct_backend = eqs::open_backend(
+        &direct_config,
+        Duration::from_secs(60),
+        exo_proxy_core::metrics::Metrics::shared(),
+    )
+    .await?;
     let direct = Direct(direct_backend.clone());
 
     let workers = args.concurrency.max(1);
@@ -551,7 +556,12 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
             retention_seconds: 345_600,
             ..Default::default()
         };
-        direct_backend.create_queue(&QueueName::parse("queue", &name, "name")?, &options).await?;
+        direct_backend
+            .create_queue(eqs::ops::CreateQueue {
+                queue: &QueueName::parse("queue", &name, "name")?,
+                options: &options,
+            })
+            .await?;
         proxy_queues.push(name.clone());
         direct_queues.push(name);
     }
@@ -606,7 +616,9 @@ async fn queue_bench(args: QueueArgs) -> anyhow::Result<()> {
     // Leave the queues as they were: the paced phase below measures memory, not a backlog.
     for (via_queue, direct_queue) in proxy_queues.iter().zip(&direct_queues) {
         client.purge(via_queue).await?;
-        direct_backend.purge(&QueueName::parse("queue", direct_queue, "queue")?).await?;
+        direct_backend
+            .purge(eqs::ops::Purge { queue: &QueueName::parse("queue", direct_queue, "queue")? })
+            .await?;
     }
 
     let hop = match args.hop {

@@ -63,9 +63,15 @@ pub async fn bench(args: ObjectArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
     };
-    let direct = eos::open_backend(&direct_config, presigner, std::time::Duration::from_secs(60)).await?;
+    let direct = eos::open_backend(
+        &direct_config,
+        presigner,
+        std::time::Duration::from_secs(60),
+        exo_proxy_core::metrics::Metrics::shared(),
+    )
+    .await?;
     let bucket = BucketName::parse("bucket", "bench", "bucket")?;
-    direct.create_bucket(&bucket).await?;
+    direct.create_bucket(eos::ops::CreateBucket { bucket: &bucket }).await?;
 
     // The floor for gets: what one loopback TCP connection carries, measured now.
     let wire = crate::floors::loopback_bandwidth(args.budget_bytes.max(64 << 20))?;
@@ -178,12 +184,19 @@ pub async fn bench(args: ObjectArgs) -> anyhow::Result<()> {
                     .into_iter()
                     .map(|c| c.map_err(|e| exo_proxy_core::ExoError::internal(e.to_string()))),
             ));
-            direct.put(&bucket, &format!("o{kib}-{i}"), meta, body).await?;
+            direct.put(eos::ops::Put { bucket: &bucket, key: &format!("o{kib}-{i}"), meta }, body).await?;
         }
         let put_direct = t.elapsed().as_secs_f64();
         let t = Instant::now();
         for i in 0..count {
-            let (_, _, body) = direct.get(&bucket, &format!("o{kib}-{i}"), None, &Default::default()).await?;
+            let (_, _, body) = direct
+                .get(eos::ops::Get {
+                    bucket: &bucket,
+                    key: &format!("o{kib}-{i}"),
+                    range: None,
+                    condition: &Default::default(),
+                })
+                .await?;
             let mut body = body;
             let mut n = 0u64;
             while let Some(chunk) = body.next().await {
@@ -196,7 +209,9 @@ pub async fn bench(args: ObjectArgs) -> anyhow::Result<()> {
         for i in 0..count {
             client.delete("bench", &format!("o{kib}-{i}"), None).await?;
             client.delete("bench", &format!("h{kib}-{i}"), None).await?;
-            direct.delete(&bucket, &format!("o{kib}-{i}"), None).await?;
+            direct
+                .delete(eos::ops::Delete { bucket: &bucket, key: &format!("o{kib}-{i}"), if_match: None })
+                .await?;
         }
         let mib_moved = 2.0 * total as f64 / (1024.0 * 1024.0);
         println!(

@@ -129,7 +129,7 @@ async fn direct(
     body: &[u8],
 ) -> anyhow::Result<Figures> {
     let topic = TopicName::parse("topic", "bench", "topic")?;
-    backend.create_topic(&topic).await?;
+    backend.create_topic(eqs::ops::CreateTopic { topic: &topic }).await?;
     let options = pb::QueueOptions {
         visibility_timeout_seconds: Some(30),
         retention_seconds: 345_600,
@@ -137,10 +137,17 @@ async fn direct(
     };
     for s in 0..subscriptions {
         let name = format!("sub-{s}");
-        backend.create_queue(&QueueName::parse("queue", &name, "queue")?, &options).await?;
+        backend
+            .create_queue(eqs::ops::CreateQueue {
+                queue: &QueueName::parse("queue", &name, "queue")?,
+                options: &options,
+            })
+            .await?;
         let subscription =
             pb::Subscription { name: name.clone(), queue: name, filter: String::new(), created_at_ms: 0 };
-        backend.create_subscription(&topic, &subscription).await?;
+        backend
+            .create_subscription(eqs::ops::CreateSubscription { topic: &topic, subscription: &subscription })
+            .await?;
     }
     let first = QueueName::parse("queue", "sub-0", "queue")?;
     let message = || pb::PublishedMessage { body: body.to_vec(), attributes: Default::default() };
@@ -151,16 +158,16 @@ async fn direct(
             tokio::spawn(async move {
                 let params =
                     ReceiveParams { max_messages: 1, wait: Duration::from_secs(5), visibility_seconds: None };
-                backend.receive(&first, params).await
+                backend.receive(eqs::ops::Receive { queue: &first, params }).await
             })
         };
         tokio::task::yield_now().await;
         let started = Instant::now();
-        backend.publish(&topic, vec![message()]).await?;
+        backend.publish(eqs::ops::Publish { topic: &topic, messages: vec![message()] }).await?;
         let got = waiting.await??;
         latency.0.push(started.elapsed());
         let Some(received) = got.into_iter().next() else { bail!("the subscriber got nothing") };
-        backend.ack(&first, &received.receipt).await?;
+        backend.ack(eqs::ops::Ack { queue: &first, receipt: &received.receipt }).await?;
     }
     let publish = {
         let (backend, topic, body) = (backend.clone(), topic.clone(), body.to_vec());
@@ -168,7 +175,10 @@ async fn direct(
             let (backend, topic, body) = (backend.clone(), topic.clone(), body.clone());
             async move {
                 let results = backend
-                    .publish(&topic, vec![pb::PublishedMessage { body, attributes: Default::default() }])
+                    .publish(eqs::ops::Publish {
+                        topic: &topic,
+                        messages: vec![pb::PublishedMessage { body, attributes: Default::default() }],
+                    })
                     .await?;
                 for result in results {
                     result?;
@@ -215,7 +225,9 @@ pub(crate) async fn bench(args: TopicArgs) -> anyhow::Result<()> {
             Some(file) => exo_proxy_core::config::load_yaml::<eqs::config::EqsConfig>(file)?.backend,
             None => BackendConfig::named(&args.backend, Some(scratch.path().join("direct.db")))?,
         };
-        let backend = eqs::open_backend(&config, Duration::from_secs(60)).await?;
+        let backend =
+            eqs::open_backend(&config, Duration::from_secs(60), exo_proxy_core::metrics::Metrics::shared())
+                .await?;
         let direct = direct(backend, n, &args, &body).await.context("direct")?;
         println!(
             "| {n} | {:.0} | {:.0} | {:.3} | {} | {} | {} | {} | {} | {:.1} |",

@@ -141,13 +141,23 @@ impl PushApp {
             let normalize = |name: &QueueName, options| {
                 eqs::api::normalize_options(descriptor, name, options).map_err(|e| anyhow::anyhow!("{e}"))
             };
-            backend.create_queue(&dlq, &normalize(&dlq, pb::QueueOptions::default())?).await?;
+            backend
+                .create_queue(eqs::ops::CreateQueue {
+                    queue: &dlq,
+                    options: &normalize(&dlq, pb::QueueOptions::default())?,
+                })
+                .await?;
             let options = pb::QueueOptions {
                 max_receives: REFUSED_MAX_RECEIVES,
                 dead_letter_queue: dlq.to_string(),
                 ..Default::default()
             };
-            backend.create_queue(&refused, &normalize(&refused, options)?).await?;
+            backend
+                .create_queue(eqs::ops::CreateQueue {
+                    queue: &refused,
+                    options: &normalize(&refused, options)?,
+                })
+                .await?;
             subscriptions.push(subscription("refused", false));
             self.inner.dead_letter.store(true, Ordering::SeqCst);
         }

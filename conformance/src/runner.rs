@@ -137,7 +137,14 @@ async fn start(target: Target, id: &str) -> anyhow::Result<Started> {
             config.validate()?;
             let backend = match backend {
                 Some(backend) => backend,
-                None => eqs::open_backend(&config.backend, config.server.request_timeout).await?,
+                None => {
+                    eqs::open_backend(
+                        &config.backend,
+                        config.server.request_timeout,
+                        exo_proxy_core::metrics::Metrics::shared(),
+                    )
+                    .await?
+                }
             };
             // The push cases' topic, declared like an app's: only a proxy started here can have it.
             let push = if backend.descriptor().require(eqs::model::Capability::Topics, "topics").is_ok() {

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use eqs::ops;
 use eqs::{
     backend::Queue,
-    model::{Capability, Descriptor, QueueName, ReceiveParams},
+    model::{Capability, Descriptor},
     services::memory::MemoryQueue,
 };
 use exo_conformance::{Outcome, Target, run_suite};
@@ -29,50 +30,37 @@ impl Queue for Altered {
     async fn ready(&self) -> ExoResult<()> {
         self.inner.ready().await
     }
-    async fn create_queue(
-        &self,
-        name: &QueueName,
-        options: &pb::QueueOptions,
-    ) -> ExoResult<(bool, pb::QueueInfo)> {
-        let mut options = options.clone();
+    async fn create_queue(&self, op: ops::CreateQueue<'_>) -> ExoResult<(bool, pb::QueueInfo)> {
+        let mut options = op.options.clone();
         if self.ignore_dead_letter {
             options.max_receives = 0;
             options.dead_letter_queue.clear();
         }
-        self.inner.create_queue(name, &options).await
+        self.inner.create_queue(ops::CreateQueue { options: &options, ..op }).await
     }
-    async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
-        self.inner.delete_queue(name).await
+    async fn delete_queue(&self, op: ops::DeleteQueue<'_>) -> ExoResult<()> {
+        self.inner.delete_queue(op).await
     }
-    async fn list_queues(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
-        self.inner.list_queues(prefix, start_after, limit).await
+    async fn list_queues(&self, op: ops::ListQueues<'_>) -> ExoResult<Vec<String>> {
+        self.inner.list_queues(op).await
     }
-    async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
-        self.inner.queue_info(name).await
+    async fn queue_info(&self, op: ops::QueueInfo<'_>) -> ExoResult<pb::QueueInfo> {
+        self.inner.queue_info(op).await
     }
-    async fn send(
-        &self,
-        name: &QueueName,
-        messages: Vec<pb::OutgoingMessage>,
-    ) -> ExoResult<Vec<ExoResult<String>>> {
-        self.inner.send(name, messages).await
+    async fn send(&self, op: ops::Send<'_>) -> ExoResult<Vec<ExoResult<String>>> {
+        self.inner.send(op).await
     }
-    async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
-        self.inner.receive(name, params).await
+    async fn receive(&self, op: ops::Receive<'_>) -> ExoResult<Vec<pb::Message>> {
+        self.inner.receive(op).await
     }
-    async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()> {
-        self.inner.ack(name, receipt).await
+    async fn ack(&self, op: ops::Ack<'_>) -> ExoResult<()> {
+        self.inner.ack(op).await
     }
-    async fn change_visibility(&self, name: &QueueName, receipt: &str, seconds: u32) -> ExoResult<()> {
-        self.inner.change_visibility(name, receipt, seconds).await
+    async fn change_visibility(&self, op: ops::ChangeVisibility<'_>) -> ExoResult<()> {
+        self.inner.change_visibility(op).await
     }
-    async fn purge(&self, name: &QueueName) -> ExoResult<()> {
-        self.inner.purge(name).await
+    async fn purge(&self, op: ops::Purge<'_>) -> ExoResult<()> {
+        self.inner.purge(op).await
     }
 }
 

@@ -25,6 +25,9 @@ use exo_proto::common::v1::ErrorReason;
 
 use crate::{ExoError, ExoResult, now_ms};
 
+/// The backend name a failover chain describes itself with.
+pub const CHAIN: &str = "failover";
+
 /// How long a member that failed with BACKEND_UNAVAILABLE or TIMEOUT is skipped (unless a probe
 /// re-admits it sooner).
 pub const BACKOFF: Duration = Duration::from_secs(5);

@@ -6,7 +6,8 @@
 //! - [`server`]: gRPC and HTTP/JSON on one port, health, reflection, graceful shutdown;
 //! - [`json`]: HTTP/JSON bodies whose rejections are problem+json;
 //! - [`registry`]: the one list of a proxy's backends ([`backends!`]) and what a backend provides;
-//! - [`layers`]: cross-cutting behaviour (metrics, timeout) written once over a [`layers::Call`];
+//! - [`layers`]: cross-cutting behaviour (observe, shed load, breaker, retry, timeout) written once
+//!   over a [`layers::Call`], which each [`layers::Operation`] makes;
 //! - [`cli`]: the one `main` and start-up sequence of every proxy binary;
 //! - [`telemetry`]: log setup.
 //!

@@ -22,6 +22,21 @@ pub struct OpLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of one call to one member of a failover chain.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemberLabels {
+    /// `queue`, `object` or `kv`.
+    pub service: &'static str,
+    /// The operation, e.g. `send`.
+    pub op: &'static str,
+    /// The member's own backend, e.g. `sqs`.
+    pub backend: &'static str,
+    /// The member's place in the chain: `0` is the primary.
+    pub member: String,
+    /// `ok` or the error reason.
+    pub outcome: &'static str,
+}
+
 /// Labels of a per-backend sample (breaker, shedding).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabels {
@@ -37,7 +52,8 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 /// The metrics of one proxy process.
 pub struct Metrics {
-    registry: Registry,
+    /// Behind a lock so families can be added to shared metrics (rarely: at start).
+    registry: std::sync::Mutex<Registry>,
     requests: Family<OpLabels, Counter>,
     latency: Family<OpLabels, Histogram>,
     in_flight: Gauge,
@@ -46,6 +62,8 @@ pub struct Metrics {
     shed: Family<BackendLabels, Counter>,
     retries: Family<BackendLabels, Counter>,
     retry_budget_exhausted: Family<BackendLabels, Counter>,
+    member_calls: Family<MemberLabels, Counter>,
+    member_latency: Family<MemberLabels, Histogram>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -110,8 +128,24 @@ impl Metrics {
             "Retryable failures not retried because the retry budget was spent",
             retry_budget_exhausted.clone(),
         );
+        let member_calls = Family::<MemberLabels, Counter>::default();
+        registry.register(
+            "member_calls",
+            "Calls to each member of a failover chain by service, op, backend, member and outcome",
+            member_calls.clone(),
+        );
+        let member_latency = Family::<MemberLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(LATENCY_BUCKETS.iter().copied())) as fn() -> Histogram,
+        );
+        registry.register(
+            "member_call_duration_seconds",
+            "Latency of calls to each member of a failover chain",
+            member_latency.clone(),
+        );
         Self {
-            registry,
+            registry: std::sync::Mutex::new(registry),
+            member_calls,
+            member_latency,
             requests,
             latency,
             in_flight,
@@ -123,11 +157,11 @@ impl Metrics {
         }
     }
 
-    /// Registers a gauge family (e.g. a backend's own state, sampled periodically) before the
-    /// metrics are shared. Its name gets the `exo_` prefix.
-    pub fn gauge_family(&mut self, name: &str, help: &str) -> Family<Vec<(String, String)>, Gauge> {
+    /// Registers a gauge family (e.g. a backend's own state, sampled periodically). Its name gets
+    /// the `exo_` prefix.
+    pub fn gauge_family(&self, name: &str, help: &str) -> Family<Vec<(String, String)>, Gauge> {
         let family = Family::<Vec<(String, String)>, Gauge>::default();
-        self.registry.register(name, help, family.clone());
+        self.registry.lock().unwrap_or_else(|e| e.into_inner()).register(name, help, family.clone());
         family
     }
 
@@ -140,6 +174,12 @@ impl Metrics {
     pub fn observe(&self, labels: &OpLabels, elapsed: Duration) {
         self.requests.get_or_create(labels).inc();
         self.latency.get_or_create(labels).observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one finished call to a failover chain's member.
+    pub fn observe_member(&self, labels: &MemberLabels, elapsed: Duration) {
+        self.member_calls.get_or_create(labels).inc();
+        self.member_latency.get_or_create(labels).observe(elapsed.as_secs_f64());
     }
 
     /// Marks an operation as started; the guard marks it finished when dropped.
@@ -176,7 +216,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        if encode(&mut out, &self.registry).is_err() {
+        if encode(&mut out, &self.registry.lock().unwrap_or_else(|e| e.into_inner())).is_err() {
             let _ = writeln!(out, "# metrics encoding failed");
         }
         out

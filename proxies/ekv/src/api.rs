@@ -7,6 +7,7 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use exo_proto::{common::v1::ErrorReason, kv::v1 as pb};
 use exo_proxy_core::{ExoError, ExoResult, now_ms};
 
+use crate::ops;
 use crate::{
     backend::KeyValue,
     model::{Capability, Condition, Descriptor, TableName},
@@ -70,26 +71,30 @@ impl KvApi {
     /// Validates the name and creates the table; `created` is false when it existed.
     pub async fn create_table(&self, req: pb::CreateTableRequest) -> ExoResult<pb::CreateTableResponse> {
         let table = self.table(&req.name, "name")?;
-        Ok(pb::CreateTableResponse { created: self.backend.create_table(&table).await? })
+        Ok(pb::CreateTableResponse {
+            created: self.backend.create_table(ops::CreateTable { table: &table }).await?,
+        })
     }
 
     /// Deletes a table and every entry in it.
     pub async fn delete_table(&self, req: pb::DeleteTableRequest) -> ExoResult<pb::DeleteTableResponse> {
         let table = self.table(&req.name, "name")?;
-        self.backend.delete_table(&table).await?;
+        self.backend.delete_table(ops::DeleteTable { table: &table }).await?;
         Ok(pb::DeleteTableResponse {})
     }
 
     /// Every table name in lexical order.
     pub async fn list_tables(&self, _req: pb::ListTablesRequest) -> ExoResult<pb::ListTablesResponse> {
-        Ok(pb::ListTablesResponse { names: self.backend.list_tables().await? })
+        Ok(pb::ListTablesResponse { names: self.backend.list_tables(ops::ListTables).await? })
     }
 
     /// Reads one live entry (KEY_NOT_FOUND when absent or expired).
     pub async fn get(&self, req: pb::GetRequest) -> ExoResult<pb::GetResponse> {
         let table = self.table(&req.table, "table")?;
         self.key(&req.key, "key")?;
-        Ok(pb::GetResponse { entry: Some(self.backend.get(&table, &req.key).await?) })
+        Ok(pb::GetResponse {
+            entry: Some(self.backend.get(ops::Get { table: &table, key: &req.key }).await?),
+        })
     }
 
     /// Writes one entry after checking key, value, TTL and condition; returns the new version.
@@ -123,7 +128,16 @@ impl KvApi {
             }
             now_ms() + u64::from(req.ttl_seconds) * 1000
         };
-        let version = self.backend.put(&table, &req.key, req.value, &condition, expires_at_ms).await?;
+        let version = self
+            .backend
+            .put(ops::Put {
+                table: &table,
+                key: &req.key,
+                value: req.value,
+                condition: &condition,
+                expires_at_ms,
+            })
+            .await?;
         Ok(pb::PutResponse { version })
     }
 
@@ -165,7 +179,12 @@ impl KvApi {
             self.descriptor().require(Capability::CompareAndSet, "conditional deletes")?;
             condition
         };
-        Ok(pb::DeleteResponse { deleted: self.backend.delete(&table, &req.key, &condition).await? })
+        Ok(pb::DeleteResponse {
+            deleted: self
+                .backend
+                .delete(ops::Delete { table: &table, key: &req.key, condition: &condition })
+                .await?,
+        })
     }
 
     /// List. Page tokens are the last key of the previous page, opaquely encoded.
@@ -196,7 +215,13 @@ impl KvApi {
         };
         let mut entries = self
             .backend
-            .list(&table, &req.prefix, start_after.as_deref(), page_size as usize + 1, req.keys_only)
+            .list(ops::List {
+                table: &table,
+                prefix: &req.prefix,
+                start_after: start_after.as_deref(),
+                limit: page_size as usize + 1,
+                keys_only: req.keys_only,
+            })
             .await?;
         let next_page_token = if entries.len() > page_size as usize {
             entries.truncate(page_size as usize);
@@ -227,7 +252,7 @@ impl KvApi {
                 )));
             }
         }
-        let entries = self.backend.batch_get(&table, &req.keys).await?;
+        let entries = self.backend.batch_get(ops::BatchGet { table: &table, keys: &req.keys }).await?;
         let found: HashSet<&str> = entries.iter().map(|e| e.key.as_str()).collect();
         let missing = req.keys.iter().filter(|k| !found.contains(k.as_str())).cloned().collect();
         Ok(pb::BatchGetResponse { entries, missing })

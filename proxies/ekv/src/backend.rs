@@ -1,11 +1,12 @@
-//! The one trait every key-value backend implements. Requests arrive validated by
-//! [`crate::api`]; layers in [`crate::layers`] wrap it.
+//! The one trait every key-value backend implements: one method per operation of
+//! [`crate::ops`], taking the operation as a value. Requests arrive validated by [`crate::api`];
+//! layers in [`crate::layers`] wrap it.
 
 use async_trait::async_trait;
 use exo_proto::kv::v1 as pb;
 use exo_proxy_core::ExoResult;
 
-use crate::model::{Condition, Descriptor, TableName};
+use crate::{model::Descriptor, ops};
 
 /// A key-value backend.
 ///
@@ -25,33 +26,19 @@ pub trait KeyValue: Send + Sync + 'static {
     /// `Ok` when the backend can serve requests.
     async fn ready(&self) -> ExoResult<()>;
     /// Creates a table; false if it existed.
-    async fn create_table(&self, table: &TableName) -> ExoResult<bool>;
+    async fn create_table(&self, op: ops::CreateTable<'_>) -> ExoResult<bool>;
     /// Deletes a table and its keys.
-    async fn delete_table(&self, table: &TableName) -> ExoResult<()>;
+    async fn delete_table(&self, op: ops::DeleteTable<'_>) -> ExoResult<()>;
     /// Every table name in lexical order.
-    async fn list_tables(&self) -> ExoResult<Vec<String>>;
+    async fn list_tables(&self, op: ops::ListTables) -> ExoResult<Vec<String>>;
     /// Reads a key (KEY_NOT_FOUND if absent or expired).
-    async fn get(&self, table: &TableName, key: &str) -> ExoResult<pb::Entry>;
-    /// Writes a key if `condition` holds; `expires_at_ms` 0 means never. Returns the new version.
-    async fn put(
-        &self,
-        table: &TableName,
-        key: &str,
-        value: Vec<u8>,
-        condition: &Condition,
-        expires_at_ms: u64,
-    ) -> ExoResult<String>;
-    /// Deletes a key if `condition` holds; returns whether it existed.
-    async fn delete(&self, table: &TableName, key: &str, condition: &Condition) -> ExoResult<bool>;
-    /// Up to `limit` live entries with `prefix`, in key order, strictly after `start_after`.
-    async fn list(
-        &self,
-        table: &TableName,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-        keys_only: bool,
-    ) -> ExoResult<Vec<pb::Entry>>;
+    async fn get(&self, op: ops::Get<'_>) -> ExoResult<pb::Entry>;
+    /// Writes a key if its condition holds. Returns the new version.
+    async fn put(&self, op: ops::Put<'_>) -> ExoResult<String>;
+    /// Deletes a key if its condition holds; returns whether it existed.
+    async fn delete(&self, op: ops::Delete<'_>) -> ExoResult<bool>;
+    /// Live entries with a prefix, in key order (see [`ops::List`]).
+    async fn list(&self, op: ops::List<'_>) -> ExoResult<Vec<pb::Entry>>;
     /// Reads many keys: the live entries found, in the order asked.
-    async fn batch_get(&self, table: &TableName, keys: &[String]) -> ExoResult<Vec<pb::Entry>>;
+    async fn batch_get(&self, op: ops::BatchGet<'_>) -> ExoResult<Vec<pb::Entry>>;
 }

@@ -1,7 +1,7 @@
 //! ekv: the ExoFlow key-value proxy.
 //!
 //! `gRPC | HTTP/JSON` → [`api::KvApi`] (validation, limits, capabilities, paging) →
-//! [`layers::Layered`] (metrics, timeout) → one [`backend::KeyValue`] from [`services`].
+//! [`layers::Layered`] (the layer stack, reading each operation of [`ops`]) → one [`backend::KeyValue`] from [`services`].
 
 pub mod api;
 pub mod backend;
@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod http;
 pub mod layers;
 pub mod model;
+pub mod ops;
 pub mod services;
 
 use std::{future::Future, sync::Arc};
@@ -34,8 +35,9 @@ pub use exo_proxy_core::ProxyError;
 pub async fn open_backend(
     config: &BackendConfig,
     call_timeout: std::time::Duration,
+    metrics: Arc<Metrics>,
 ) -> ExoResult<Arc<dyn KeyValue>> {
-    config.open(&services::OpenContext { call_timeout }).await
+    config.open(&services::OpenContext { call_timeout, metrics }).await
 }
 
 /// A configured ekv proxy, ready to serve.
@@ -54,17 +56,29 @@ impl EkvProxy {
     /// Validates `config`, opens its backend and binds its listen address.
     pub async fn bind(config: &EkvConfig) -> Result<Self, ProxyError> {
         exo_proxy_core::cli::ProxyConfig::validate(config)?;
-        let backend = open_backend(&config.backend, config.server.request_timeout).await?;
-        Self::bind_with(config, backend).await
+        let metrics = Metrics::shared();
+        let backend = open_backend(&config.backend, config.server.request_timeout, metrics.clone()).await?;
+        Self::bind_observed(config, backend, metrics).await
     }
 
     /// Binds the configured address to serve an already opened backend (conformance runs and
     /// benchmarks use this).
     pub async fn bind_with(config: &EkvConfig, backend: Arc<dyn KeyValue>) -> Result<Self, ProxyError> {
-        let metrics = Metrics::shared();
-        // The layer stack: metrics and logs, load shedding, the circuit breaker, the timeout.
+        Self::bind_observed(config, backend, Metrics::shared()).await
+    }
+
+    async fn bind_observed(
+        config: &EkvConfig,
+        backend: Arc<dyn KeyValue>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ProxyError> {
+        // The layer stack (`exo_proxy_core::layers::for_backend`), composed once.
         let timeout = config.server.request_timeout;
-        let stack = exo_proxy_core::layers::standard(&config.server, metrics.clone());
+        let stack = exo_proxy_core::layers::for_backend(
+            backend.descriptor().backend,
+            &config.server,
+            metrics.clone(),
+        );
         let backend: Arc<dyn KeyValue> = Arc::new(layers::Layered::new(backend, stack, timeout));
         let api = KvApi::new(backend.clone());
         let grpc = KvServiceServer::new(grpc::GrpcKv::new(api.clone()))

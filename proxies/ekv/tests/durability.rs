@@ -1,6 +1,7 @@
 //! What the embedded backend acknowledged is there after it is closed and reopened, versions
 //! and expiries included; nothing of a rejected conditional write is.
 
+use ekv::ops;
 use ekv::{
     backend::KeyValue,
     model::{Condition, TableName},
@@ -15,20 +16,46 @@ async fn acknowledged_writes_survive_reopen() {
     let table = TableName::parse("table", "orders", "t").unwrap();
     let (v1, far) = {
         let kv = EmbeddedKv::open(&path).unwrap();
-        assert!(kv.create_table(&table).await.unwrap());
-        let v1 = kv.put(&table, "a", b"one".to_vec(), &Condition::MustNotExist, 0).await.unwrap();
+        assert!(kv.create_table(ops::CreateTable { table: &table }).await.unwrap());
+        let v1 = kv
+            .put(ops::Put {
+                table: &table,
+                key: "a",
+                value: b"one".to_vec(),
+                condition: &Condition::MustNotExist,
+                expires_at_ms: 0,
+            })
+            .await
+            .unwrap();
         let far = exo_proxy_core::now_ms() + 3_600_000;
-        kv.put(&table, "b", b"two".to_vec(), &Condition::None, far).await.unwrap();
-        let err = kv.put(&table, "a", b"lost".to_vec(), &Condition::MustNotExist, 0).await.unwrap_err();
+        kv.put(ops::Put {
+            table: &table,
+            key: "b",
+            value: b"two".to_vec(),
+            condition: &Condition::None,
+            expires_at_ms: far,
+        })
+        .await
+        .unwrap();
+        let err = kv
+            .put(ops::Put {
+                table: &table,
+                key: "a",
+                value: b"lost".to_vec(),
+                condition: &Condition::MustNotExist,
+                expires_at_ms: 0,
+            })
+            .await
+            .unwrap_err();
         assert_eq!(err.reason, ErrorReason::ConditionFailed);
         (v1, far)
     };
     // Dropping the store stops its writer thread; reopening reads what was committed.
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let kv = EmbeddedKv::open(&path).unwrap();
-    let a = kv.get(&table, "a").await.unwrap();
+    let a = kv.get(ops::Get { table: &table, key: "a" }).await.unwrap();
     assert_eq!((a.value.as_slice(), a.version.as_str()), (&b"one"[..], v1.as_str()));
-    let b = kv.get(&table, "b").await.unwrap();
+    let b = kv.get(ops::Get { table: &table, key: "b" }).await.unwrap();
     assert_eq!((b.value.as_slice(), b.expires_at_ms), (&b"two"[..], far));
-    assert!(!kv.create_table(&table).await.unwrap(), "table survived reopen");
+    assert!(!kv.create_table(ops::CreateTable { table: &table }).await.unwrap(), "table survived reopen");
 }

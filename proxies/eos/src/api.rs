@@ -6,6 +6,7 @@ use std::sync::Arc;
 use exo_proto::object::v1 as pb;
 use exo_proxy_core::{ExoError, ExoResult, now_ms};
 
+use crate::ops;
 use crate::{
     backend::ObjectStore,
     listing::Resume,
@@ -106,25 +107,29 @@ impl ObjectApi {
     /// Validates the name and creates the bucket; `created` is false when it existed.
     pub async fn create_bucket(&self, req: pb::CreateBucketRequest) -> ExoResult<pb::CreateBucketResponse> {
         let bucket = self.bucket(&req.name, "name")?;
-        Ok(pb::CreateBucketResponse { created: self.backend.create_bucket(&bucket).await? })
+        Ok(pb::CreateBucketResponse {
+            created: self.backend.create_bucket(ops::CreateBucket { bucket: &bucket }).await?,
+        })
     }
 
     /// Deletes an empty bucket (NOT_EMPTY otherwise).
     pub async fn delete_bucket(&self, req: pb::DeleteBucketRequest) -> ExoResult<pb::DeleteBucketResponse> {
         let bucket = self.bucket(&req.name, "name")?;
-        self.backend.delete_bucket(&bucket).await?;
+        self.backend.delete_bucket(ops::DeleteBucket { bucket: &bucket }).await?;
         Ok(pb::DeleteBucketResponse {})
     }
 
     /// Every bucket name in lexical order.
     pub async fn list_buckets(&self) -> ExoResult<pb::ListBucketsResponse> {
-        Ok(pb::ListBucketsResponse { names: self.backend.list_buckets().await? })
+        Ok(pb::ListBucketsResponse { names: self.backend.list_buckets(ops::ListBuckets).await? })
     }
 
     /// Put: validates the header, then streams `body` to the backend.
     pub async fn put(&self, header: pb::PutHeader, body: ByteStream) -> ExoResult<pb::PutResponse> {
         let (bucket, key, meta) = self.put_meta(header)?;
-        Ok(pb::PutResponse { info: Some(self.backend.put(&bucket, &key, meta, body).await?) })
+        Ok(pb::PutResponse {
+            info: Some(self.backend.put(ops::Put { bucket: &bucket, key: &key, meta }, body).await?),
+        })
     }
 
     /// Checks a put's header as [`ObjectApi::put`] would, without writing anything.
@@ -204,7 +209,10 @@ impl ObjectApi {
                 .then(|| self.etag(req.if_none_match, "if_none_match"))
                 .transpose()?,
         };
-        let (info, (offset, length), body) = self.backend.get(&bucket, &req.key, range, &condition).await?;
+        let (info, (offset, length), body) = self
+            .backend
+            .get(ops::Get { bucket: &bucket, key: &req.key, range, condition: &condition })
+            .await?;
         Ok(Download { header: pb::GetHeader { info: Some(info), offset, length }, body })
     }
 
@@ -212,7 +220,9 @@ impl ObjectApi {
     pub async fn head(&self, req: pb::HeadRequest) -> ExoResult<pb::HeadResponse> {
         let bucket = self.bucket(&req.bucket, "bucket")?;
         self.key(&req.key, "key")?;
-        Ok(pb::HeadResponse { info: Some(self.backend.head(&bucket, &req.key).await?) })
+        Ok(pb::HeadResponse {
+            info: Some(self.backend.head(ops::Head { bucket: &bucket, key: &req.key }).await?),
+        })
     }
 
     /// Deletes an object, if its ETag matches when `if_match` is given (deleting nothing is fine).
@@ -225,7 +235,9 @@ impl ObjectApi {
             self.descriptor().require(Capability::ConditionalReplace, "conditional deletes")?;
             Some(self.etag(req.if_match, "if_match")?)
         };
-        self.backend.delete(&bucket, &req.key, if_match.as_deref()).await?;
+        self.backend
+            .delete(ops::Delete { bucket: &bucket, key: &req.key, if_match: if_match.as_deref() })
+            .await?;
         Ok(pb::DeleteResponse {})
     }
 
@@ -241,7 +253,9 @@ impl ObjectApi {
         let mut results = Vec::with_capacity(req.keys.len());
         for (i, key) in req.keys.into_iter().enumerate() {
             let outcome = match self.key(&key, &format!("keys[{i}]")) {
-                Ok(()) => self.backend.delete(&bucket, &key, None).await,
+                Ok(()) => {
+                    self.backend.delete(ops::Delete { bucket: &bucket, key: &key, if_match: None }).await
+                }
                 Err(err) => Err(err),
             };
             results.push(match outcome {
@@ -282,8 +296,16 @@ impl ObjectApi {
         } else {
             Some(Resume::from_token(&req.page_token).map_err(|e| self.stamp(e))?)
         };
-        let page =
-            self.backend.list(&bucket, &req.prefix, &req.delimiter, resume, page_size as usize).await?;
+        let page = self
+            .backend
+            .list(ops::List {
+                bucket: &bucket,
+                prefix: &req.prefix,
+                delimiter: &req.delimiter,
+                resume,
+                limit: page_size as usize,
+            })
+            .await?;
         Ok(pb::ListResponse {
             objects: page.objects,
             common_prefixes: page.common_prefixes,
@@ -299,7 +321,16 @@ impl ObjectApi {
         let bucket = self.bucket(&req.bucket, "bucket")?;
         self.key(&req.key, "key")?;
         let condition = self.write_condition(req.condition)?;
-        let info = self.backend.copy(&source_bucket, &req.source_key, &bucket, &req.key, &condition).await?;
+        let info = self
+            .backend
+            .copy(ops::Copy {
+                source_bucket: &source_bucket,
+                source_key: &req.source_key,
+                bucket: &bucket,
+                key: &req.key,
+                condition: &condition,
+            })
+            .await?;
         Ok(pb::CopyResponse { info: Some(info) })
     }
 
@@ -322,7 +353,10 @@ impl ObjectApi {
             )));
         }
         let expires_at_ms = now_ms() + u64::from(req.expires_in_seconds) * 1000;
-        let presigned = self.backend.presign(&bucket, &req.key, method, expires_at_ms).await?;
+        let presigned = self
+            .backend
+            .presign(ops::Presign { bucket: &bucket, key: &req.key, method, expires_at_ms })
+            .await?;
         Ok(pb::PresignResponse { url: presigned.url, expires_at_ms, headers: presigned.headers })
     }
 }

@@ -1,4 +1,5 @@
-//! The one trait every object backend implements. Requests arrive validated by [`crate::api`];
+//! The one trait every object backend implements: one method per operation of [`crate::ops`],
+//! taking the operation as a value. Requests arrive validated by [`crate::api`];
 //! layers in [`crate::layers`] wrap it.
 
 use async_trait::async_trait;
@@ -6,8 +7,9 @@ use exo_proto::object::v1 as pb;
 use exo_proxy_core::ExoResult;
 
 use crate::{
-    listing::{Page, Resume},
-    model::{BucketName, ByteStream, Descriptor, Presigned, PutMeta, Range, ReadCondition, WriteCondition},
+    listing::Page,
+    model::{BucketName, ByteStream, Descriptor, Presigned},
+    ops,
 };
 
 /// An object backend.
@@ -34,55 +36,23 @@ pub trait ObjectStore: Send + Sync + 'static {
         bucket.as_str().to_owned()
     }
     /// Creates a bucket; false if it existed.
-    async fn create_bucket(&self, bucket: &BucketName) -> ExoResult<bool>;
+    async fn create_bucket(&self, op: ops::CreateBucket<'_>) -> ExoResult<bool>;
     /// Deletes an empty bucket.
-    async fn delete_bucket(&self, bucket: &BucketName) -> ExoResult<()>;
+    async fn delete_bucket(&self, op: ops::DeleteBucket<'_>) -> ExoResult<()>;
     /// Every bucket name in lexical order.
-    async fn list_buckets(&self) -> ExoResult<Vec<String>>;
-    /// Stores `body` under `key`.
-    async fn put(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        meta: PutMeta,
-        body: ByteStream,
-    ) -> ExoResult<pb::ObjectInfo>;
+    async fn list_buckets(&self, op: ops::ListBuckets) -> ExoResult<Vec<String>>;
+    /// Stores `body` under the op's key.
+    async fn put(&self, op: ops::Put<'_>, body: ByteStream) -> ExoResult<pb::ObjectInfo>;
     /// Opens an object (or a range of it): its attributes, the `(offset, length)` served, and the bytes.
-    async fn get(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        range: Option<Range>,
-        condition: &ReadCondition,
-    ) -> ExoResult<(pb::ObjectInfo, (u64, u64), ByteStream)>;
+    async fn get(&self, op: ops::Get<'_>) -> ExoResult<(pb::ObjectInfo, (u64, u64), ByteStream)>;
     /// An object's attributes.
-    async fn head(&self, bucket: &BucketName, key: &str) -> ExoResult<pb::ObjectInfo>;
+    async fn head(&self, op: ops::Head<'_>) -> ExoResult<pb::ObjectInfo>;
     /// Deletes an object; a missing key succeeds unless `if_match` is given.
-    async fn delete(&self, bucket: &BucketName, key: &str, if_match: Option<&str>) -> ExoResult<()>;
+    async fn delete(&self, op: ops::Delete<'_>) -> ExoResult<()>;
     /// One page of a listing.
-    async fn list(
-        &self,
-        bucket: &BucketName,
-        prefix: &str,
-        delimiter: &str,
-        resume: Option<Resume>,
-        limit: usize,
-    ) -> ExoResult<Page>;
+    async fn list(&self, op: ops::List<'_>) -> ExoResult<Page>;
     /// Copies an object; the copy's attributes are its own.
-    async fn copy(
-        &self,
-        source_bucket: &BucketName,
-        source_key: &str,
-        bucket: &BucketName,
-        key: &str,
-        condition: &WriteCondition,
-    ) -> ExoResult<pb::ObjectInfo>;
+    async fn copy(&self, op: ops::Copy<'_>) -> ExoResult<pb::ObjectInfo>;
     /// A URL (and any headers it needs) allowing `method` on the object until `expires_at_ms`.
-    async fn presign(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        method: pb::PresignMethod,
-        expires_at_ms: u64,
-    ) -> ExoResult<Presigned>;
+    async fn presign(&self, op: ops::Presign<'_>) -> ExoResult<Presigned>;
 }

@@ -1,7 +1,7 @@
 //! eos: the ExoFlow object-store proxy.
 //!
 //! `gRPC | HTTP` → [`api::ObjectApi`] (validation, limits, capabilities, paging) →
-//! [`layers::Layered`] (metrics, timeout) → one [`backend::ObjectStore`] from [`services`].
+//! [`layers::Layered`] (the layer stack, reading each operation of [`ops`]) → one [`backend::ObjectStore`] from [`services`].
 //! Bodies stream end to end in bounded memory.
 
 pub mod api;
@@ -12,6 +12,7 @@ pub mod http;
 pub mod layers;
 pub mod listing;
 pub mod model;
+pub mod ops;
 pub mod presign;
 pub mod services;
 pub mod upload;
@@ -45,9 +46,14 @@ pub async fn open_backend(
     config: &EosConfig,
     presigner: Arc<LocalPresigner>,
     call_timeout: std::time::Duration,
+    metrics: Arc<Metrics>,
 ) -> ExoResult<Arc<dyn ObjectStore>> {
-    let context =
-        services::OpenContext { presigner, presign_base: config.presign.base_url.clone(), call_timeout };
+    let context = services::OpenContext {
+        presigner,
+        presign_base: config.presign.base_url.clone(),
+        call_timeout,
+        metrics,
+    };
     config.backend.open(&context).await
 }
 
@@ -71,8 +77,10 @@ impl EosProxy {
         let listener = Listeners::bind(&config.server).await?;
         let base = format!("http://{}", listener.local_addr().map_err(ServeError::Io)?);
         let presigner = presigner(config, &base)?;
-        let backend = open_backend(config, presigner.clone(), config.server.request_timeout).await?;
-        Ok(Self::with_backend(config, backend, presigner, listener))
+        let metrics = Metrics::shared();
+        let backend =
+            open_backend(config, presigner.clone(), config.server.request_timeout, metrics.clone()).await?;
+        Ok(Self::serve_observed(config, backend, presigner, listener, metrics))
     }
 
     /// Serves an already opened backend on `listener`.
@@ -82,10 +90,23 @@ impl EosProxy {
         presigner: Arc<LocalPresigner>,
         listener: Listeners,
     ) -> Self {
-        let metrics = Metrics::shared();
-        // The layer stack: metrics and logs, load shedding, the circuit breaker, the timeout.
+        Self::serve_observed(config, backend, presigner, listener, Metrics::shared())
+    }
+
+    fn serve_observed(
+        config: &EosConfig,
+        backend: Arc<dyn ObjectStore>,
+        presigner: Arc<LocalPresigner>,
+        listener: Listeners,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        // The layer stack (`exo_proxy_core::layers::for_backend`), composed once.
         let timeout = config.server.request_timeout;
-        let stack = exo_proxy_core::layers::standard(&config.server, metrics.clone());
+        let stack = exo_proxy_core::layers::for_backend(
+            backend.descriptor().backend,
+            &config.server,
+            metrics.clone(),
+        );
         let backend: Arc<dyn ObjectStore> = Arc::new(layers::Layered::new(backend, stack, timeout));
         let api = ObjectApi::new(backend.clone());
         let grpc = ObjectServiceServer::new(grpc::GrpcObjects::new(api.clone()))

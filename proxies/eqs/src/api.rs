@@ -9,6 +9,7 @@ use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
 use exo_proxy_core::traces::TRACEPARENT;
 use exo_proxy_core::{ExoError, ExoResult};
 
+use crate::ops;
 use crate::{
     backend::Queue,
     model::{
@@ -73,21 +74,29 @@ impl QueueApi {
         let name = QueueName::parse("queue", &req.name, "name").map_err(|e| self.stamp(e))?;
         let options = normalize_options(self.descriptor(), &name, req.options.unwrap_or_default())
             .map_err(|e| self.stamp(e))?;
-        let (created, info) = self.backend.create_queue(&name, &options).await?;
+        let (created, info) =
+            self.backend.create_queue(ops::CreateQueue { queue: &name, options: &options }).await?;
         Ok(pb::CreateQueueResponse { created, info: Some(info) })
     }
 
     /// Deletes a queue and its messages (QUEUE_NOT_FOUND if absent).
     pub async fn delete_queue(&self, req: pb::DeleteQueueRequest) -> ExoResult<pb::DeleteQueueResponse> {
         let name = QueueName::parse("queue", &req.name, "name").map_err(|e| self.stamp(e))?;
-        self.backend.delete_queue(&name).await?;
+        self.backend.delete_queue(ops::DeleteQueue { queue: &name }).await?;
         Ok(pb::DeleteQueueResponse {})
     }
 
     /// ListQueues. Page tokens are the last name of the previous page, opaquely encoded.
     pub async fn list_queues(&self, req: pb::ListQueuesRequest) -> ExoResult<pb::ListQueuesResponse> {
         let page = Page::parse(req.page_size, &req.prefix, &req.page_token).map_err(|e| self.stamp(e))?;
-        let names = self.backend.list_queues(&req.prefix, page.start_after.as_deref(), page.size + 1).await?;
+        let names = self
+            .backend
+            .list_queues(ops::ListQueues {
+                prefix: &req.prefix,
+                start_after: page.start_after.as_deref(),
+                limit: page.size + 1,
+            })
+            .await?;
         let (names, next_page_token) = page.finish(names);
         Ok(pb::ListQueuesResponse { names, next_page_token })
     }
@@ -95,7 +104,9 @@ impl QueueApi {
     /// The queue's options and approximate message counts.
     pub async fn get_queue_info(&self, req: pb::GetQueueInfoRequest) -> ExoResult<pb::GetQueueInfoResponse> {
         let name = QueueName::parse("queue", &req.name, "name").map_err(|e| self.stamp(e))?;
-        Ok(pb::GetQueueInfoResponse { info: Some(self.backend.queue_info(&name).await?) })
+        Ok(pb::GetQueueInfoResponse {
+            info: Some(self.backend.queue_info(ops::QueueInfo { queue: &name }).await?),
+        })
     }
 
     /// Sends one message after checking its size, attributes and delay against the limits.
@@ -107,7 +118,7 @@ impl QueueApi {
             .and_then(|m| validate_message(self.descriptor(), m, "message"))
             .map(|m| carry_trace(self.descriptor(), m))
             .map_err(|e| self.stamp(e.with_resource(name.as_str())))?;
-        let mut results = self.backend.send(&name, vec![message]).await?;
+        let mut results = self.backend.send(ops::Send { queue: &name, messages: vec![message] }).await?;
         let message_id = results
             .pop()
             .ok_or_else(|| ExoError::internal("backend returned no message id"))?
@@ -133,7 +144,7 @@ impl QueueApi {
             .collect();
         let (valid, valid_at) = (batch.valid, batch.valid_at);
         if !valid.is_empty() {
-            match self.backend.send(&name, valid).await {
+            match self.backend.send(ops::Send { queue: &name, messages: valid }).await {
                 Ok(sent) => {
                     for (slot, sent) in valid_at.iter().zip(sent) {
                         results[*slot].outcome = Some(match sent {
@@ -153,7 +164,7 @@ impl QueueApi {
     pub async fn receive(&self, req: pb::ReceiveRequest) -> ExoResult<pb::ReceiveResponse> {
         let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
         let params = receive_params(self.descriptor(), &req).map_err(|e| self.stamp(e))?;
-        let messages = self.backend.receive(&name, params).await?;
+        let messages = self.backend.receive(ops::Receive { queue: &name, params }).await?;
         if exo_proxy_core::traces::enabled() {
             // The receive leads to each message's send (whoever sent it with a trace context).
             for traceparent in messages.iter().filter_map(|m| m.attributes.get(TRACEPARENT)) {
@@ -167,7 +178,7 @@ impl QueueApi {
     pub async fn ack(&self, req: pb::AckRequest) -> ExoResult<pb::AckResponse> {
         let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
         require_receipt(&req.receipt).map_err(|e| self.stamp(e))?;
-        self.backend.ack(&name, &req.receipt).await?;
+        self.backend.ack(ops::Ack { queue: &name, receipt: &req.receipt }).await?;
         Ok(pb::AckResponse {})
     }
 
@@ -190,7 +201,13 @@ impl QueueApi {
                 ),
             )));
         }
-        self.backend.change_visibility(&name, &req.receipt, req.visibility_timeout_seconds).await?;
+        self.backend
+            .change_visibility(ops::ChangeVisibility {
+                queue: &name,
+                receipt: &req.receipt,
+                seconds: req.visibility_timeout_seconds,
+            })
+            .await?;
         Ok(pb::ChangeVisibilityResponse {})
     }
 
@@ -198,7 +215,7 @@ impl QueueApi {
     pub async fn purge(&self, req: pb::PurgeRequest) -> ExoResult<pb::PurgeResponse> {
         let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
         self.descriptor().require(Capability::Purge, "purge")?;
-        self.backend.purge(&name).await?;
+        self.backend.purge(ops::Purge { queue: &name }).await?;
         Ok(pb::PurgeResponse {})
     }
 }

@@ -1,11 +1,15 @@
-//! The one trait every queue backend implements. Requests reach it validated (names, sizes,
+//! The one trait every queue backend implements: one method per operation of [`crate::ops`],
+//! taking the operation as a value. Requests reach it validated (names, sizes,
 //! ranges, capabilities) by [`crate::api`]; layers in [`crate::layers`] wrap it.
 
 use async_trait::async_trait;
 use exo_proto::queue::v1 as pb;
 use exo_proxy_core::ExoResult;
 
-use crate::model::{Descriptor, Published, QueueName, ReceiveParams, TopicName};
+use crate::{
+    model::{Descriptor, Published, TopicName},
+    ops,
+};
 
 /// A queue backend.
 ///
@@ -38,46 +42,32 @@ pub trait Queue: Send + Sync + 'static {
     /// `Ok` when the backend can serve requests.
     async fn ready(&self) -> ExoResult<()>;
 
-    /// Creates a queue with normalized options (defaults filled in). Returns whether it was
-    /// created (false: it existed with the same options) and its info.
-    async fn create_queue(
-        &self,
-        name: &QueueName,
-        options: &pb::QueueOptions,
-    ) -> ExoResult<(bool, pb::QueueInfo)>;
+    /// Creates a queue (see [`ops::CreateQueue`]).
+    async fn create_queue(&self, op: ops::CreateQueue<'_>) -> ExoResult<(bool, pb::QueueInfo)>;
 
     /// Deletes a queue and its messages.
-    async fn delete_queue(&self, name: &QueueName) -> ExoResult<()>;
+    async fn delete_queue(&self, op: ops::DeleteQueue<'_>) -> ExoResult<()>;
 
-    /// Up to `limit` queue names with `prefix`, in lexical order, strictly after `start_after`.
-    async fn list_queues(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>>;
+    /// A page of queue names (see [`ops::ListQueues`]).
+    async fn list_queues(&self, op: ops::ListQueues<'_>) -> ExoResult<Vec<String>>;
 
     /// Options and approximate counts.
-    async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo>;
+    async fn queue_info(&self, op: ops::QueueInfo<'_>) -> ExoResult<pb::QueueInfo>;
 
     /// Sends validated messages; one result (message id or error) per message, in order.
-    async fn send(
-        &self,
-        name: &QueueName,
-        messages: Vec<pb::OutgoingMessage>,
-    ) -> ExoResult<Vec<ExoResult<String>>>;
+    async fn send(&self, op: ops::Send<'_>) -> ExoResult<Vec<ExoResult<String>>>;
 
     /// Receives up to `params.max_messages` messages.
-    async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>>;
+    async fn receive(&self, op: ops::Receive<'_>) -> ExoResult<Vec<pb::Message>>;
 
     /// Deletes a received message.
-    async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()>;
+    async fn ack(&self, op: ops::Ack<'_>) -> ExoResult<()>;
 
     /// Sets a received message's remaining visibility.
-    async fn change_visibility(&self, name: &QueueName, receipt: &str, seconds: u32) -> ExoResult<()>;
+    async fn change_visibility(&self, op: ops::ChangeVisibility<'_>) -> ExoResult<()>;
 
     /// Deletes every message.
-    async fn purge(&self, name: &QueueName) -> ExoResult<()>;
+    async fn purge(&self, op: ops::Purge<'_>) -> ExoResult<()>;
 
     /// The limits of topic requests (meaningful with `TOPICS`): by default the queue limits less
     /// what each delivered copy's own attributes take; a backend whose topics have limits of
@@ -87,62 +77,47 @@ pub trait Queue: Send + Sync + 'static {
     }
 
     /// Creates a topic; false when it existed.
-    async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
-        Err(self.no_topics(name))
+    async fn create_topic(&self, op: ops::CreateTopic<'_>) -> ExoResult<(bool, pb::TopicInfo)> {
+        Err(no_topics(self.descriptor(), op.topic))
     }
 
     /// Deletes a topic and its subscriptions (their queues stay).
-    async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
-        Err(self.no_topics(name))
+    async fn delete_topic(&self, op: ops::DeleteTopic<'_>) -> ExoResult<()> {
+        Err(no_topics(self.descriptor(), op.topic))
     }
 
-    /// Up to `limit` topic names with `prefix`, in lexical order, strictly after `start_after`.
-    async fn list_topics(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
-        let _ = (prefix, start_after, limit);
+    /// A page of topic names (see [`ops::ListTopics`]).
+    async fn list_topics(&self, _op: ops::ListTopics<'_>) -> ExoResult<Vec<String>> {
         Err(unsupported_topics(self.descriptor()))
     }
 
     /// A topic and its subscriptions (sorted by name).
-    async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
-        Err(self.no_topics(name))
+    async fn topic_info(&self, op: ops::TopicInfo<'_>) -> ExoResult<pb::TopicInfo> {
+        Err(no_topics(self.descriptor(), op.topic))
     }
 
-    /// Adds a validated subscription (its queue exists, its filter parses); false when an
-    /// identical one existed, SUBSCRIPTION_ALREADY_EXISTS when a different one does.
+    /// Adds a validated subscription (see [`ops::CreateSubscription`]).
     async fn create_subscription(
         &self,
-        topic: &TopicName,
-        subscription: &pb::Subscription,
+        op: ops::CreateSubscription<'_>,
     ) -> ExoResult<(bool, pb::Subscription)> {
-        let _ = subscription;
-        Err(self.no_topics(topic))
+        Err(no_topics(self.descriptor(), op.topic))
     }
 
     /// Deletes a subscription (SUBSCRIPTION_NOT_FOUND if absent).
-    async fn delete_subscription(&self, topic: &TopicName, name: &TopicName) -> ExoResult<()> {
-        let _ = name;
-        Err(self.no_topics(topic))
+    async fn delete_subscription(&self, op: ops::DeleteSubscription<'_>) -> ExoResult<()> {
+        Err(no_topics(self.descriptor(), op.topic))
     }
 
     /// Publishes validated messages; one result per message, in order.
-    async fn publish(
-        &self,
-        topic: &TopicName,
-        messages: Vec<pb::PublishedMessage>,
-    ) -> ExoResult<Vec<ExoResult<Published>>> {
-        let _ = messages;
-        Err(self.no_topics(topic))
+    async fn publish(&self, op: ops::Publish<'_>) -> ExoResult<Vec<ExoResult<Published>>> {
+        Err(no_topics(self.descriptor(), op.topic))
     }
+}
 
-    #[doc(hidden)]
-    fn no_topics(&self, topic: &TopicName) -> exo_proxy_core::ExoError {
-        unsupported_topics(self.descriptor()).with_resource(topic.as_str())
-    }
+/// UNSUPPORTED for a topic request to a backend without topics.
+fn no_topics(descriptor: &Descriptor, topic: &TopicName) -> exo_proxy_core::ExoError {
+    unsupported_topics(descriptor).with_resource(topic.as_str())
 }
 
 fn unsupported_topics(descriptor: &Descriptor) -> exo_proxy_core::ExoError {

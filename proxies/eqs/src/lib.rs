@@ -14,6 +14,7 @@ pub mod http;
 pub mod layers;
 pub mod long_poll;
 pub mod model;
+pub mod ops;
 pub mod push;
 pub mod services;
 pub mod topic_api;
@@ -38,15 +39,20 @@ use crate::{
 pub use exo_proxy_core::ProxyError;
 
 /// Opens the configured backend, without layers. `call_timeout` bounds each call a cloud
-/// backend makes to its service.
-pub async fn open_backend(config: &BackendConfig, call_timeout: Duration) -> ExoResult<Arc<dyn Queue>> {
-    config.open(&services::OpenContext { call_timeout }).await
+/// backend makes to its service; a failover chain's members report into `metrics`.
+pub async fn open_backend(
+    config: &BackendConfig,
+    call_timeout: Duration,
+    metrics: Arc<Metrics>,
+) -> ExoResult<Arc<dyn Queue>> {
+    config.open(&services::OpenContext { call_timeout, metrics }).await
 }
 
-/// Wraps a backend in the proxy's layer stack ([`exo_proxy_core::layers::standard`]: metrics and
-/// logs, load shedding, the circuit breaker, the per-call timeout).
+/// Wraps a backend in the proxy's layer stack ([`exo_proxy_core::layers::for_backend`]: metrics
+/// and logs, load shedding, the circuit breaker — a failover chain's members have their own —,
+/// retries of reads, the per-call timeout).
 pub fn layered(backend: Arc<dyn Queue>, metrics: Arc<Metrics>, config: &EqsConfig) -> Arc<dyn Queue> {
-    let stack = exo_proxy_core::layers::standard(&config.server, metrics);
+    let stack = exo_proxy_core::layers::for_backend(backend.descriptor().backend, &config.server, metrics);
     Arc::new(layers::Layered::new(backend, stack, config.server.request_timeout))
 }
 
@@ -64,6 +70,7 @@ pub async fn with_large_messages(
         presigner: Arc::new(eos::presign::LocalPresigner::new("http://127.0.0.1", None)),
         presign_base: None,
         call_timeout: timeout,
+        metrics: metrics.clone(),
     };
     let store = large.store.open(&context).await?;
     let stack = exo_proxy_core::layers::standard(&config.server, metrics);
@@ -200,12 +207,16 @@ pub const DEPTH_SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from
 
 impl QueueDepth {
     async fn sample(&self) {
-        let Ok(names) = self.backend.list_queues("", None, 1000).await else { return };
+        let Ok(names) =
+            self.backend.list_queues(ops::ListQueues { prefix: "", start_after: None, limit: 1000 }).await
+        else {
+            return;
+        };
         self.visible.clear();
         self.in_flight.clear();
         for name in names {
             let Ok(queue) = model::QueueName::parse("queue", &name, "queue") else { continue };
-            if let Ok(info) = self.backend.queue_info(&queue).await {
+            if let Ok(info) = self.backend.queue_info(ops::QueueInfo { queue: &queue }).await {
                 let labels = vec![("queue".to_owned(), name)];
                 self.visible.get_or_create(&labels).set(info.visible_messages as i64);
                 self.in_flight.get_or_create(&labels).set(info.in_flight_messages as i64);
@@ -231,14 +242,22 @@ impl EqsProxy {
     /// Validates `config`, opens its backend and binds its listen address.
     pub async fn bind(config: &EqsConfig) -> Result<Self, ProxyError> {
         config.validate()?;
-        let backend = open_backend(&config.backend, config.server.request_timeout).await?;
-        Self::bind_with(config, backend).await
+        let metrics = Metrics::shared();
+        let backend = open_backend(&config.backend, config.server.request_timeout, metrics.clone()).await?;
+        Self::bind_observed(config, backend, metrics).await
     }
 
     /// Binds the configured address to serve an already opened backend (conformance runs and
     /// benchmarks use this).
     pub async fn bind_with(config: &EqsConfig, backend: Arc<dyn Queue>) -> Result<Self, ProxyError> {
-        let mut metrics = Metrics::new();
+        Self::bind_observed(config, backend, Metrics::shared()).await
+    }
+
+    async fn bind_observed(
+        config: &EqsConfig,
+        backend: Arc<dyn Queue>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ProxyError> {
         let depth = QueueDepth {
             visible: metrics
                 .gauge_family("queue_visible_messages", "Messages receivable now, by queue (sampled)"),
@@ -248,7 +267,6 @@ impl EqsProxy {
             ),
             backend: backend.clone(),
         };
-        let metrics = Arc::new(metrics);
         let backend = layered(backend, metrics.clone(), config);
         let (backend, large) = with_large_messages(backend, metrics.clone(), config).await?;
         let sweeper = large.zip(config.large_messages.as_ref().map(|l| l.sweep_every));

@@ -5,6 +5,7 @@
 use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
 use exo_proxy_core::{ExoError, ExoResult};
 
+use crate::ops;
 use crate::{
     api::{BatchEntries, Page, QueueApi, check_contents, normalize_options},
     filter::Filter,
@@ -30,7 +31,7 @@ impl QueueApi {
     pub async fn create_topic(&self, req: pb::CreateTopicRequest) -> ExoResult<pb::CreateTopicResponse> {
         let name = self.topic_name(&req.name, "name")?;
         self.topics_offered()?;
-        let (created, info) = self.backend().create_topic(&name).await?;
+        let (created, info) = self.backend().create_topic(ops::CreateTopic { topic: &name }).await?;
         Ok(pb::CreateTopicResponse { created, info: Some(info) })
     }
 
@@ -38,7 +39,7 @@ impl QueueApi {
     pub async fn delete_topic(&self, req: pb::DeleteTopicRequest) -> ExoResult<pb::DeleteTopicResponse> {
         let name = self.topic_name(&req.name, "name")?;
         self.topics_offered()?;
-        self.backend().delete_topic(&name).await?;
+        self.backend().delete_topic(ops::DeleteTopic { topic: &name }).await?;
         Ok(pb::DeleteTopicResponse {})
     }
 
@@ -46,8 +47,14 @@ impl QueueApi {
     pub async fn list_topics(&self, req: pb::ListTopicsRequest) -> ExoResult<pb::ListTopicsResponse> {
         let page = Page::parse(req.page_size, &req.prefix, &req.page_token).map_err(|e| self.stamp(e))?;
         self.topics_offered()?;
-        let names =
-            self.backend().list_topics(&req.prefix, page.start_after.as_deref(), page.size + 1).await?;
+        let names = self
+            .backend()
+            .list_topics(ops::ListTopics {
+                prefix: &req.prefix,
+                start_after: page.start_after.as_deref(),
+                limit: page.size + 1,
+            })
+            .await?;
         let (names, next_page_token) = page.finish(names);
         Ok(pb::ListTopicsResponse { names, next_page_token })
     }
@@ -56,7 +63,9 @@ impl QueueApi {
     pub async fn get_topic_info(&self, req: pb::GetTopicInfoRequest) -> ExoResult<pb::GetTopicInfoResponse> {
         let name = self.topic_name(&req.name, "name")?;
         self.topics_offered()?;
-        Ok(pb::GetTopicInfoResponse { info: Some(self.backend().topic_info(&name).await?) })
+        Ok(pb::GetTopicInfoResponse {
+            info: Some(self.backend().topic_info(ops::TopicInfo { topic: &name }).await?),
+        })
     }
 
     /// Subscribes a queue (created first when `create_queue` options are given). Everything is
@@ -81,7 +90,7 @@ impl QueueApi {
                 .map_err(|e| self.stamp(e.with_resource(queue.as_str())))?;
             // Refusals that do not depend on the queue come first: no queue is made for a
             // subscription that cannot be.
-            let info = self.backend().topic_info(&topic).await?;
+            let info = self.backend().topic_info(ops::TopicInfo { topic: &topic }).await?;
             if let Some(existing) = info.subscriptions.iter().find(|s| s.name == subscription.name)
                 && !crate::model::same_subscription(existing, &subscription)
             {
@@ -91,9 +100,12 @@ impl QueueApi {
             if new && info.subscriptions.len() >= self.backend().topic_limits().max_subscriptions as usize {
                 return Err(too_many_subscriptions(topic.as_str()));
             }
-            self.backend().create_queue(&queue, &options).await?;
+            self.backend().create_queue(ops::CreateQueue { queue: &queue, options: &options }).await?;
         }
-        let (created, subscription) = self.backend().create_subscription(&topic, &subscription).await?;
+        let (created, subscription) = self
+            .backend()
+            .create_subscription(ops::CreateSubscription { topic: &topic, subscription: &subscription })
+            .await?;
         Ok(pb::CreateSubscriptionResponse { created, subscription: Some(subscription) })
     }
 
@@ -105,7 +117,9 @@ impl QueueApi {
         let topic = self.topic_name(&req.topic, "topic")?;
         let name = self.subscription_name(&req.name, "name")?;
         self.topics_offered()?;
-        self.backend().delete_subscription(&topic, &name).await?;
+        self.backend()
+            .delete_subscription(ops::DeleteSubscription { topic: &topic, subscription: &name })
+            .await?;
         Ok(pb::DeleteSubscriptionResponse {})
     }
 
@@ -118,7 +132,8 @@ impl QueueApi {
             .ok_or_else(|| ExoError::invalid_argument("message", "message is required"))
             .and_then(|m| check_published(&limits, m, "message"))
             .map_err(|e| self.stamp(e.with_resource(topic.as_str())))?;
-        let mut results = self.backend().publish(&topic, vec![message]).await?;
+        let mut results =
+            self.backend().publish(ops::Publish { topic: &topic, messages: vec![message] }).await?;
         let Published { publish_id, deliveries } = results
             .pop()
             .ok_or_else(|| ExoError::internal("backend returned no publish result"))?
@@ -148,7 +163,7 @@ impl QueueApi {
         let (valid, valid_at) = (batch.valid, batch.valid_at);
         if !valid.is_empty() {
             // The topic itself at fault (missing, unreachable) fails the whole call.
-            let published = self.backend().publish(&topic, valid).await?;
+            let published = self.backend().publish(ops::Publish { topic: &topic, messages: valid }).await?;
             for (slot, outcome) in valid_at.iter().zip(published) {
                 let result = &mut results[*slot];
                 match outcome {

@@ -9,6 +9,7 @@ use eos::{
     backend::ObjectStore,
     model::{BucketName, ByteStream, PutMeta, WriteCondition},
 };
+use eqs::ops;
 use eqs::{
     backend::Queue,
     config::{BackendConfig, EqsConfig, LargeMessagesConfig},
@@ -51,7 +52,13 @@ async fn setup(grace: Duration) -> Setup {
         sweep_grace: grace,
     });
     config.validate().unwrap();
-    let inner = eqs::open_backend(&config.backend, Duration::from_secs(1)).await.unwrap();
+    let inner = eqs::open_backend(
+        &config.backend,
+        Duration::from_secs(1),
+        exo_proxy_core::metrics::Metrics::shared(),
+    )
+    .await
+    .unwrap();
     let (outer, layer) =
         eqs::with_large_messages(inner.clone(), Arc::new(Metrics::new()), &config).await.unwrap();
     outer.ready().await.unwrap();
@@ -60,6 +67,7 @@ async fn setup(grace: Duration) -> Setup {
         presigner: Arc::new(eos::presign::LocalPresigner::new("http://127.0.0.1", None)),
         presign_base: None,
         call_timeout: Duration::from_secs(1),
+        metrics: exo_proxy_core::metrics::Metrics::shared(),
     };
     let store = store_config.open(&context).await.unwrap();
     Setup { layer: layer.unwrap(), inner, store, root, _dir: dir }
@@ -84,7 +92,7 @@ fn params() -> ReceiveParams {
 async fn create(layer: &dyn Queue, name: &str, retention_seconds: u32) -> QueueName {
     let options =
         pb::QueueOptions { visibility_timeout_seconds: Some(30), retention_seconds, ..Default::default() };
-    layer.create_queue(&queue(name), &options).await.unwrap();
+    layer.create_queue(ops::CreateQueue { queue: &queue(name), options: &options }).await.unwrap();
     queue(name)
 }
 
@@ -100,7 +108,10 @@ fn files(root: &Path) -> usize {
 }
 
 async fn keys(store: &dyn ObjectStore) -> Vec<String> {
-    let page = store.list(&bucket(), "", "", None, 1000).await.unwrap();
+    let page = store
+        .list(eos::ops::List { bucket: &bucket(), prefix: "", delimiter: "", resume: None, limit: 1000 })
+        .await
+        .unwrap();
     page.objects.into_iter().map(|o| o.key).collect()
 }
 
@@ -109,26 +120,37 @@ async fn a_large_body_is_an_object_until_its_message_is_acked() {
     let s = setup(Duration::from_secs(3600)).await;
     let q = create(&*s.layer, "orders", 3600).await;
     let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-    let sent = s.layer.send(&q, vec![message(body.clone()), message(b"small".to_vec())]).await.unwrap();
+    let sent = s
+        .layer
+        .send(ops::Send { queue: &q, messages: vec![message(body.clone()), message(b"small".to_vec())] })
+        .await
+        .unwrap();
     assert!(sent.iter().all(Result::is_ok), "{sent:?}");
     let stored = keys(&*s.store).await;
     assert_eq!(stored.len(), 1, "one object for the one large body: {stored:?}");
     assert!(stored[0].starts_with("lm/orders/"), "{stored:?}");
 
     // What the queue itself holds: the extended client's reference, not the body.
-    let raw = s.inner.receive(&q, ReceiveParams { visibility_seconds: Some(0), ..params() }).await.unwrap();
+    let raw = s
+        .inner
+        .receive(ops::Receive {
+            queue: &q,
+            params: ReceiveParams { visibility_seconds: Some(0), ..params() },
+        })
+        .await
+        .unwrap();
     let reference = raw.iter().find(|m| m.body != b"small").unwrap();
     let text = String::from_utf8(reference.body.clone()).unwrap();
     assert!(text.starts_with(r#"["software.amazon.payloadoffloading.PayloadS3Pointer",{"s3BucketName":"bodies","s3Key":"lm/orders/"#), "{text}");
     assert_eq!(reference.attributes.get("ExtendedPayloadSize").map(String::as_str), Some("200000"));
 
-    let got = s.layer.receive(&q, params()).await.unwrap();
+    let got = s.layer.receive(ops::Receive { queue: &q, params: params() }).await.unwrap();
     assert_eq!(got.len(), 2);
     let large = got.iter().find(|m| m.body.len() == body.len()).unwrap();
     assert_eq!(large.body, body);
     assert!(large.attributes.is_empty(), "{:?}", large.attributes);
     for m in &got {
-        s.layer.ack(&q, &m.receipt).await.unwrap();
+        s.layer.ack(ops::Ack { queue: &q, receipt: &m.receipt }).await.unwrap();
     }
     assert!(keys(&*s.store).await.is_empty(), "the acked message's body is still stored");
     assert_eq!(files(&s.root.join("bodies")), 0);
@@ -148,7 +170,10 @@ async fn a_reference_written_by_the_extended_client_is_read_and_its_object_delet
         content_length: None,
         max_bytes: 0,
     };
-    s.store.put(&bucket(), "4b8d0d33-1f0e-4f55-9d1c-1b0c7c1f0a11", meta, stream).await.unwrap();
+    s.store
+        .put(eos::ops::Put { bucket: &bucket(), key: "4b8d0d33-1f0e-4f55-9d1c-1b0c7c1f0a11", meta }, stream)
+        .await
+        .unwrap();
     // The legacy class and attribute, spaced as Python's json.dumps writes them.
     let reference = r#"["com.amazon.sqs.javamessaging.MessageS3Pointer", {"s3BucketName": "bodies", "s3Key": "4b8d0d33-1f0e-4f55-9d1c-1b0c7c1f0a11"}]"#;
     let foreign = pb::OutgoingMessage {
@@ -159,12 +184,12 @@ async fn a_reference_written_by_the_extended_client_is_read_and_its_object_delet
         ]),
         ..Default::default()
     };
-    s.inner.send(&q, vec![foreign]).await.unwrap().pop().unwrap().unwrap();
-    let got = s.layer.receive(&q, params()).await.unwrap();
+    s.inner.send(ops::Send { queue: &q, messages: vec![foreign] }).await.unwrap().pop().unwrap().unwrap();
+    let got = s.layer.receive(ops::Receive { queue: &q, params: params() }).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].body, body);
     assert_eq!(got[0].attributes, HashMap::from([("origin".to_owned(), "java".to_owned())]));
-    s.layer.ack(&q, &got[0].receipt).await.unwrap();
+    s.layer.ack(ops::Ack { queue: &q, receipt: &got[0].receipt }).await.unwrap();
     assert!(keys(&*s.store).await.is_empty(), "the foreign body was not deleted on ack");
 }
 
@@ -174,15 +199,18 @@ async fn a_reference_whose_object_is_gone_is_delivered_marked_beside_the_others(
     let q = create(&*s.layer, "lost", 3600).await;
     let sent = s
         .layer
-        .send(&q, vec![message(vec![7; 10_000]), message(vec![8; 10_000]), message(b"fine".to_vec())])
+        .send(ops::Send {
+            queue: &q,
+            messages: vec![message(vec![7; 10_000]), message(vec![8; 10_000]), message(b"fine".to_vec())],
+        })
         .await
         .unwrap();
     assert!(sent.iter().all(Result::is_ok));
     let stored = keys(&*s.store).await;
     assert_eq!(stored.len(), 2);
-    s.store.delete(&bucket(), &stored[0], None).await.unwrap();
+    s.store.delete(eos::ops::Delete { bucket: &bucket(), key: &stored[0], if_match: None }).await.unwrap();
 
-    let got = s.layer.receive(&q, params()).await.unwrap();
+    let got = s.layer.receive(ops::Receive { queue: &q, params: params() }).await.unwrap();
     assert_eq!(got.len(), 3, "one missing body must not fail or shorten the receive");
     let marked: Vec<_> = got.iter().filter(|m| m.attributes.contains_key(UNDECODABLE_ATTRIBUTE)).collect();
     assert_eq!(marked.len(), 1);
@@ -192,9 +220,9 @@ async fn a_reference_whose_object_is_gone_is_delivered_marked_beside_the_others(
     assert_eq!(whole, 1, "the other large body must arrive whole");
     assert!(got.iter().any(|m| m.body == b"fine"));
     for m in &got {
-        s.layer.ack(&q, &m.receipt).await.unwrap();
+        s.layer.ack(ops::Ack { queue: &q, receipt: &m.receipt }).await.unwrap();
     }
-    assert!(s.layer.receive(&q, params()).await.unwrap().is_empty());
+    assert!(s.layer.receive(ops::Receive { queue: &q, params: params() }).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -211,9 +239,15 @@ async fn the_sweeper_deletes_bodies_of_expired_messages_and_keeps_the_rest() {
         dead_letter_queue: dlq.as_str().to_owned(),
         ..Default::default()
     };
-    s.layer.create_queue(&queue("chain"), &options).await.unwrap();
+    s.layer.create_queue(ops::CreateQueue { queue: &queue("chain"), options: &options }).await.unwrap();
     for q in [&short, &long, &queue("chain")] {
-        s.layer.send(q, vec![message(vec![1; 8000])]).await.unwrap().pop().unwrap().unwrap();
+        s.layer
+            .send(ops::Send { queue: q, messages: vec![message(vec![1; 8000])] })
+            .await
+            .unwrap()
+            .pop()
+            .unwrap()
+            .unwrap();
     }
     assert_eq!(s.layer.sweep().await.unwrap(), 0, "nothing may go while its message can exist");
     // Retention 1 s + grace 0 + the request timeout 1 s.
@@ -223,10 +257,13 @@ async fn the_sweeper_deletes_bodies_of_expired_messages_and_keeps_the_rest() {
     assert!(
         left.iter().any(|k| k.starts_with("lm/long/")) && left.iter().any(|k| k.starts_with("lm/chain/"))
     );
-    let got = s.layer.receive(&long, params()).await.unwrap();
+    let got = s.layer.receive(ops::Receive { queue: &long, params: params() }).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].body, vec![1; 8000]);
-    assert!(s.layer.receive(&short, params()).await.unwrap().is_empty(), "the short message expired");
+    assert!(
+        s.layer.receive(ops::Receive { queue: &short, params: params() }).await.unwrap().is_empty(),
+        "the short message expired"
+    );
 }
 
 #[test]
@@ -248,9 +285,15 @@ fn a_large_message_limit_the_backend_already_has_is_refused_at_start() {
 async fn a_bucket_deleted_by_hand_after_start_is_made_again() {
     let s = setup(Duration::from_secs(3600)).await;
     let q = create(&*s.layer, "again", 3600).await;
-    s.store.delete_bucket(&bucket()).await.unwrap();
-    s.layer.send(&q, vec![message(vec![3; 9000])]).await.unwrap().pop().unwrap().unwrap();
-    let got = s.layer.receive(&q, params()).await.unwrap();
+    s.store.delete_bucket(eos::ops::DeleteBucket { bucket: &bucket() }).await.unwrap();
+    s.layer
+        .send(ops::Send { queue: &q, messages: vec![message(vec![3; 9000])] })
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .unwrap();
+    let got = s.layer.receive(ops::Receive { queue: &q, params: params() }).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].body, vec![3; 9000]);
 }
@@ -290,7 +333,13 @@ async fn a_receive_while_the_store_is_out_is_a_retryable_error_not_an_empty_answ
         sweep_grace: Duration::from_secs(3600),
     });
     config.validate().unwrap();
-    let inner = eqs::open_backend(&config.backend, Duration::from_secs(2)).await.unwrap();
+    let inner = eqs::open_backend(
+        &config.backend,
+        Duration::from_secs(2),
+        exo_proxy_core::metrics::Metrics::shared(),
+    )
+    .await
+    .unwrap();
     let (outer, _) = eqs::with_large_messages(inner, Arc::new(Metrics::new()), &config).await.unwrap();
     for _ in 0..50 {
         if outer.ready().await.is_ok() {
@@ -299,16 +348,24 @@ async fn a_receive_while_the_store_is_out_is_a_retryable_error_not_an_empty_answ
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let q = create(outer.as_ref(), "held", 3600).await;
-    outer.send(&q, vec![message(vec![9u8; 64 * 1024])]).await.unwrap().remove(0).unwrap();
+    outer
+        .send(ops::Send { queue: &q, messages: vec![message(vec![9u8; 64 * 1024])] })
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
 
     let _ = stop_eos.send(());
     let _ = eos_task.await;
     let waiting =
         ReceiveParams { max_messages: 1, wait: Duration::from_secs(2), visibility_seconds: Some(30) };
-    let err = outer.receive(&q, waiting).await.expect_err("an empty answer while the store is out");
+    let err = outer
+        .receive(ops::Receive { queue: &q, params: waiting })
+        .await
+        .expect_err("an empty answer while the store is out");
     assert_eq!(err.reason, exo_proto::common::v1::ErrorReason::BackendUnavailable, "{err}");
     assert!(err.retryable && err.message.contains("large-message store"), "{err}");
     // Given back: the message is still there for a receive once the store is back.
-    let info = outer.queue_info(&q).await.unwrap();
+    let info = outer.queue_info(ops::QueueInfo { queue: &q }).await.unwrap();
     assert_eq!(info.visible_messages, 1, "the message was not given back at once: {info:?}");
 }

@@ -6,6 +6,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use eqs::ops;
 use eqs::{
     EqsProxy,
     api::QueueApi,
@@ -59,7 +60,10 @@ async fn a_remote_down_at_start_is_waited_for_and_a_chain_with_it_serves_meanwhi
 
     assert!(!remote.is_described());
     assert_unavailable(remote.ready().await.unwrap_err(), "readiness");
-    assert_unavailable(remote.create_queue(&q, &options()).await.unwrap_err(), "a call");
+    assert_unavailable(
+        remote.create_queue(ops::CreateQueue { queue: &q, options: &options() }).await.unwrap_err(),
+        "a call",
+    );
     assert_unavailable(QueueApi::new(remote.clone()).describe().unwrap_err(), "Describe");
 
     // A chain with the unreached remote first serves from its other member, described by it.
@@ -69,9 +73,9 @@ async fn a_remote_down_at_start_is_waited_for_and_a_chain_with_it_serves_meanwhi
     assert_eq!(chain.descriptor().limits, local.descriptor().limits);
     assert_eq!(chain.descriptor().capabilities, local.descriptor().capabilities);
     // (Creating a queue needs every member, so a switch finds it: it exists here already.)
-    local.create_queue(&q, &options()).await.unwrap();
-    chain.send(&q, vec![message("meanwhile")]).await.unwrap();
-    assert_eq!(local.queue_info(&q).await.unwrap().visible_messages, 1);
+    local.create_queue(ops::CreateQueue { queue: &q, options: &options() }).await.unwrap();
+    chain.send(ops::Send { queue: &q, messages: vec![message("meanwhile")] }).await.unwrap();
+    assert_eq!(local.queue_info(ops::QueueInfo { queue: &q }).await.unwrap().visible_messages, 1);
 
     // The remote comes up, with a smaller message limit than the local member.
     let _serving = serve_on(port, 1024).await;
@@ -87,21 +91,24 @@ async fn a_remote_down_at_start_is_waited_for_and_a_chain_with_it_serves_meanwhi
     assert!(remote.is_described());
     assert_eq!(remote.descriptor().limits.max_message_bytes, 1024, "the remote's own limits");
     assert!(QueueApi::new(remote.clone()).describe().is_ok());
-    remote.create_queue(&q, &options()).await.unwrap();
-    remote.send(&q, vec![message("through")]).await.unwrap();
-    assert_eq!(remote.queue_info(&q).await.unwrap().visible_messages, 1);
+    remote.create_queue(ops::CreateQueue { queue: &q, options: &options() }).await.unwrap();
+    remote.send(ops::Send { queue: &q, messages: vec![message("through")] }).await.unwrap();
+    assert_eq!(remote.queue_info(ops::QueueInfo { queue: &q }).await.unwrap().visible_messages, 1);
     // The chain's description now takes the remote's smaller limit into account.
     assert_eq!(chain.descriptor().limits.max_message_bytes, 1024);
 
     // The unprobed one: its first call answers UNAVAILABLE and asks; a retry goes through.
-    assert_unavailable(unprobed.queue_info(&q).await.unwrap_err(), "the first call");
-    let mut info = unprobed.queue_info(&q).await;
+    assert_unavailable(
+        unprobed.queue_info(ops::QueueInfo { queue: &q }).await.unwrap_err(),
+        "the first call",
+    );
+    let mut info = unprobed.queue_info(ops::QueueInfo { queue: &q }).await;
     for _ in 0..50 {
         if info.is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        info = unprobed.queue_info(&q).await;
+        info = unprobed.queue_info(ops::QueueInfo { queue: &q }).await;
     }
     assert_eq!(info.expect("a retry goes through").visible_messages, 1);
 }
@@ -120,7 +127,10 @@ async fn a_rotated_token_file_is_sent_without_a_restart() {
     let config = RemoteConfig { url: format!("http://{addr}"), token: Some(secret), ..Default::default() };
     let remote = RemoteQueue::connect(&config).await.unwrap();
     let q = QueueName::parse("queue", "rotated", "q").unwrap();
-    remote.create_queue(&q, &options()).await.expect("the first token gets in");
+    remote
+        .create_queue(ops::CreateQueue { queue: &q, options: &options() })
+        .await
+        .expect("the first token gets in");
 
     std::fs::write(&token_file, "second-token\n").unwrap();
     // Wait until the remote expects the new token: a client still sending the old one is refused.
@@ -147,10 +157,10 @@ async fn a_rotated_token_file_is_sent_without_a_restart() {
     }
     // The edge, never restarted, reads the new token from the file too.
     let started = std::time::Instant::now();
-    let mut sent = remote.send(&q, vec![message("after")]).await;
+    let mut sent = remote.send(ops::Send { queue: &q, messages: vec![message("after")] }).await;
     while sent.is_err() && started.elapsed() < Duration::from_secs(15) {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        sent = remote.send(&q, vec![message("after")]).await;
+        sent = remote.send(ops::Send { queue: &q, messages: vec![message("after")] }).await;
     }
     sent.expect("the edge sends the rotated token");
 }
@@ -188,7 +198,7 @@ async fn an_srv_name_that_does_not_resolve_yet_opens_not_ready() {
     assert!(!remote.is_described());
     assert_unavailable(remote.ready().await.unwrap_err(), "readiness");
     let q = QueueName::parse("queue", "orders", "q").unwrap();
-    let err = remote.send(&q, vec![message("x")]).await.unwrap_err();
+    let err = remote.send(ops::Send { queue: &q, messages: vec![message("x")] }).await.unwrap_err();
     assert!(err.message.contains("not been reached yet"), "{err:?}");
     assert_unavailable(err, "a call");
 }

@@ -1,11 +1,13 @@
 //! Layers: cross-cutting behaviour written once, for every service, each with one job.
 //!
-//! Every backend call a proxy makes is described by a [`Call`] (service, operation, backend,
-//! whether it is safe to repeat, how long it may wait) and run through a [`Layer`] stack. Each
-//! service has one wrapper around its backend trait (`Layered` in eqs, eos and ekv) that turns
-//! each method into a `Call` and hands the backend's future to the stack; the stack is composed
-//! in one visible place per proxy, outermost first, as a tuple: `(Observe::new(…), Timeout::new(…))`.
-//! A new layer is a module here; a new backend method needs no change in any layer.
+//! Every backend call a proxy makes is an [`Operation`]: a value whose type states the call's
+//! name and [`OpKind`] (read, write, conditional write, long wait, streamed) once. [`run`] turns
+//! it into a [`Call`] and runs the backend's future through a [`Layer`] stack. Each service has
+//! one wrapper around its backend trait (`Layered` in eqs, eos and ekv) whose methods are one
+//! line each: `run(&self.layers, backend, op, |op| self.inner.method(op))`. The stack is
+//! composed in one visible place per proxy, outermost first, as a tuple ([`Standard`]: observe,
+//! shed load, circuit breaker, retry, timeout). A new layer is a module here; a new backend
+//! operation needs no change in any layer.
 //!
 //! Layers are generic over the call's output and compose statically (no boxing, no dynamic
 //! dispatch): the stack compiles to the same code as the calls written out by hand.
@@ -19,7 +21,7 @@ mod timeout;
 use std::{future::Future, time::Duration};
 
 pub use breaker::{BreakerSettings, CircuitBreaker};
-pub use observe::Observe;
+pub use observe::{Observe, ObserveMember};
 pub use retry::{Retry, RetrySettings};
 pub use shed::ShedLoad;
 pub use timeout::{Timeout, bounded};
@@ -46,6 +48,121 @@ pub fn standard(
     )
 }
 
+/// What an operation does, as far as layers care. Each operation states its kind once (see
+/// [`Operation`]); the layers read it from the [`Call`]: the retry layer repeats only what
+/// [`OpKind::repeatable`] allows, the timeout bounds each kind as it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    /// Changes nothing: safe to repeat after a retryable failure.
+    Read,
+    /// Changes state. Not repeated by the proxy: a failure may come after it took effect, and
+    /// whether a repeat is harmless is the caller's to judge (the SDKs repeat idempotent ones).
+    Write,
+    /// A write guarded by a condition: a repeat of one that took effect would fail its own
+    /// condition, so it is never repeated.
+    ConditionalWrite,
+    /// Waits up to the given time for something to arrive (a long poll) on top of the per-call
+    /// timeout; it changes state when it answers (a receive hides messages), so it is not
+    /// repeated.
+    LongWait(Duration),
+    /// A transfer whose length decides its duration (an object upload or copy): not under the
+    /// per-call timeout (the stream is bounded elsewhere) and not repeated.
+    Streamed,
+}
+
+impl OpKind {
+    /// Whether the proxy may run the operation again after a retryable failure: the one place
+    /// that decides it.
+    pub const fn repeatable(self) -> bool {
+        matches!(self, OpKind::Read)
+    }
+
+    /// Time the call may take beyond the per-call timeout.
+    pub const fn extra_time(self) -> Duration {
+        match self {
+            OpKind::LongWait(wait) => wait,
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Whether the per-call timeout applies.
+    pub const fn timed(self) -> bool {
+        !matches!(self, OpKind::Streamed)
+    }
+}
+
+/// One operation of a service's backend trait, as a value: its arguments are the fields of the
+/// type, its static facts are stated here once (the name metrics, traces and logs use; its
+/// kind). A service's `ops` module defines one type per trait method.
+pub trait Operation: Clone + Send + Sync {
+    /// The service (`queue`, `object`, `kv`), as metrics label it.
+    const SERVICE: &'static str;
+    /// The operation's name (`send`, `get`, …), as metrics label it.
+    const NAME: &'static str;
+
+    /// The name of this call: [`Self::NAME`] unless the arguments refine it (a send of several
+    /// messages is `send_batch`).
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    /// What the call does, for the layers; may depend on the arguments (a put with a condition is
+    /// a [`OpKind::ConditionalWrite`]).
+    fn kind(&self) -> OpKind;
+
+    /// The call the layers see when `backend` serves this operation.
+    fn call(&self, backend: &'static str) -> Call {
+        Call { service: Self::SERVICE, op: self.name(), backend, kind: self.kind() }
+    }
+}
+
+/// Runs `op` on a backend through `layers`: `serve` makes the backend's call from the operation.
+/// A repeatable operation ([`OpKind::repeatable`]) is handed to the stack as one that can be made
+/// again (each try gets a copy of the arguments); any other runs once.
+pub async fn run<L, O, T, F, Fut>(layers: &L, backend: &'static str, op: O, serve: F) -> ExoResult<T>
+where
+    L: Layer,
+    O: Operation,
+    T: Send,
+    F: Fn(O) -> Fut + Send + Sync,
+    Fut: Future<Output = ExoResult<T>> + Send,
+{
+    let call = op.call(backend);
+    if call.kind.repeatable() {
+        layers.wrap_repeatable(call, || serve(op.clone())).await
+    } else {
+        layers.wrap(call, serve(op)).await
+    }
+}
+
+/// The stack around a failover chain: [`Standard`] without a circuit breaker. Each member has
+/// its own (the chain sets a member that fails aside for its back-off and probes it back), so a
+/// slow or dead member never stops calls the others can serve; the chain answers at once when
+/// every member is set aside.
+pub fn around_chain(
+    server: &crate::config::ServerConfig,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) -> Standard {
+    let no_breaker = BreakerSettings { failures: 0, ..server.breaker };
+    (
+        Observe::new(metrics.clone()),
+        ShedLoad::new(server.max_in_flight, metrics.clone()),
+        CircuitBreaker::new(no_breaker, metrics.clone()),
+        Retry::new(server.retry, server.request_timeout, metrics),
+        Timeout::new(server.request_timeout),
+    )
+}
+
+/// The stack for `backend`: [`around_chain`] for a failover chain (named
+/// [`crate::failover::CHAIN`]), [`standard`] for any other.
+pub fn for_backend(
+    backend: &'static str,
+    server: &crate::config::ServerConfig,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) -> Standard {
+    if backend == crate::failover::CHAIN { around_chain(server, metrics) } else { standard(server, metrics) }
+}
+
 /// One backend call, as layers see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Call {
@@ -55,38 +172,19 @@ pub struct Call {
     pub op: &'static str,
     /// The backend's name (`embedded`, `sqs`, …).
     pub backend: &'static str,
-    /// Whether running the call twice has the effect of running it once (reads, deletes,
-    /// unconditional puts). A retry layer may repeat only these: a send that may have been stored
-    /// is not.
-    pub idempotent: bool,
-    /// Time the call may take beyond the per-call timeout (a long poll's wait).
-    pub extra_time: Duration,
-    /// Whether the per-call timeout applies at all: not to a streamed upload or copy, whose
-    /// length decides its duration (the stream itself is bounded elsewhere).
-    pub timed: bool,
+    /// What the operation does: whether it may be repeated, how long it may take.
+    pub kind: OpKind,
 }
 
 impl Call {
-    /// A call of `service`'s `op` on `backend` that is safe to repeat and timed normally.
+    /// A read (`service`'s `op` on `backend`): readiness probes and tests make these.
     pub const fn new(service: &'static str, op: &'static str, backend: &'static str) -> Self {
-        Self { service, op, backend, idempotent: true, extra_time: Duration::ZERO, timed: true }
+        Self { service, op, backend, kind: OpKind::Read }
     }
 
-    /// Marks the call as not safe to repeat (it may have taken effect when it failed).
-    pub const fn not_idempotent(mut self) -> Self {
-        self.idempotent = false;
-        self
-    }
-
-    /// Lets the call wait `extra` beyond the per-call timeout.
-    pub const fn waiting(mut self, extra: Duration) -> Self {
-        self.extra_time = extra;
-        self
-    }
-
-    /// Exempts the call from the per-call timeout.
-    pub const fn untimed(mut self) -> Self {
-        self.timed = false;
+    /// The same call, of `kind`.
+    pub const fn of_kind(mut self, kind: OpKind) -> Self {
+        self.kind = kind;
         self
     }
 }
@@ -292,10 +390,11 @@ mod tests {
     #[tokio::test]
     async fn extra_time_and_untimed_calls_outlast_the_limit() {
         let metrics = Arc::new(Metrics::new());
-        let waiting = Call::new("queue", "receive", "memory").waiting(Duration::from_millis(500));
+        let waiting =
+            Call::new("queue", "receive", "memory").of_kind(OpKind::LongWait(Duration::from_millis(500)));
         assert_eq!(stack(&metrics).wrap(waiting, sleep_then_ok(60)).await.unwrap(), 7);
-        let untimed = Call::new("object", "put", "fs").untimed().not_idempotent();
-        assert!(!untimed.idempotent);
+        let untimed = Call::new("object", "put", "fs").of_kind(OpKind::Streamed);
+        assert!(!untimed.kind.repeatable());
         assert_eq!(stack(&metrics).wrap(untimed, sleep_then_ok(60)).await.unwrap(), 7);
         let text = metrics.render();
         assert!(text.contains(r#"op="put",backend="fs",outcome="ok"} 1"#), "{text}");
@@ -349,7 +448,7 @@ mod tests {
         let stack = standard(&server, metrics.clone());
         // A deadline already passed: the call is not started at all (a send stores nothing).
         let started = AtomicU32::new(0);
-        let send = Call::new("queue", "send", "memory").not_idempotent();
+        let send = Call::new("queue", "send", "memory").of_kind(OpKind::Write);
         let err = with_timeout(
             Duration::ZERO,
             stack.wrap(send, async {

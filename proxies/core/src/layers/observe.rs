@@ -8,7 +8,7 @@ use tracing::Instrument;
 use super::{Call, Layer};
 use crate::{
     ExoResult,
-    metrics::{Metrics, OpLabels},
+    metrics::{MemberLabels, Metrics, OpLabels},
 };
 
 /// Records every call in `metrics`.
@@ -52,5 +52,62 @@ impl Layer for Observe {
             result
         }
         .instrument(span)
+    }
+}
+
+/// Records every call to one member of a failover chain, labelled with its place in the chain
+/// (`exo_member_calls_total`, `exo_member_call_duration_seconds`). The chain's own [`Observe`]
+/// records the request as a whole and logs its failures.
+#[derive(Debug, Clone)]
+pub struct ObserveMember {
+    metrics: Arc<Metrics>,
+    member: String,
+}
+
+impl ObserveMember {
+    /// Observation of member `index` into `metrics`.
+    pub fn new(metrics: Arc<Metrics>, index: usize) -> Self {
+        Self { metrics, member: index.to_string() }
+    }
+}
+
+impl ObserveMember {
+    fn record(&self, call: Call, outcome: &'static str, started: Instant) {
+        let Call { service, op, backend, .. } = call;
+        let labels = MemberLabels { service, op, backend, member: self.member.clone(), outcome };
+        self.metrics.observe_member(&labels, started.elapsed());
+    }
+}
+
+/// Records a member call that was cut before it answered (the chain's member deadline, or the
+/// request's own) as a timeout.
+struct Unanswered<'a> {
+    layer: &'a ObserveMember,
+    call: Call,
+    started: Instant,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        self.layer.record(self.call, "TIMEOUT", self.started);
+    }
+}
+
+impl Layer for ObserveMember {
+    async fn wrap<T: Send>(
+        &self,
+        call: Call,
+        next: impl Future<Output = ExoResult<T>> + Send,
+    ) -> ExoResult<T> {
+        let started = Instant::now();
+        let pending = Unanswered { layer: self, call, started };
+        let result = next.await.map_err(|err| err.with_backend(call.backend));
+        std::mem::forget(pending);
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(err) => err.reason.as_str_name(),
+        };
+        self.record(call, outcome, started);
+        result
     }
 }

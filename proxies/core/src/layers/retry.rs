@@ -142,14 +142,14 @@ impl Layer for Retry {
         Fut: Future<Output = ExoResult<T>> + Send,
     {
         self.budget.deposit();
-        let own = Instant::now() + self.within + call.extra_time;
+        let own = Instant::now() + self.within + call.kind.extra_time();
         // No retry that the caller would not wait for.
         let deadline = crate::deadline::caller().map_or(own, |caller| caller.min(own));
         let mut tries = 1;
         loop {
             let result = attempt().await;
             let Err(err) = &result else { return result };
-            if !call.idempotent || !err.retryable || tries >= self.settings.max_attempts {
+            if !call.kind.repeatable() || !err.retryable || tries >= self.settings.max_attempts {
                 return result;
             }
             let pause = self.backoff(tries);
@@ -210,7 +210,7 @@ mod tests {
         assert!(metrics.render().contains(r#"exo_retries_total{backend="test"} 2"#), "{}", metrics.render());
 
         let tries = AtomicU32::new(0);
-        let write = Call::new("kv", "put", "test").not_idempotent();
+        let write = Call::new("kv", "put", "test").of_kind(crate::layers::OpKind::ConditionalWrite);
         assert!(layer.wrap_repeatable(write, flaky(1, &tries)).await.is_err());
         assert_eq!(tries.load(Ordering::SeqCst), 1, "a call not safe to repeat ran twice");
 

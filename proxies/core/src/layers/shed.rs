@@ -34,8 +34,11 @@ impl Layer for ShedLoad {
         call: Call,
         next: impl Future<Output = ExoResult<T>> + Send,
     ) -> impl Future<Output = ExoResult<T>> + Send {
-        let permit =
-            if call.extra_time.is_zero() { Some(self.permits.clone().try_acquire_owned()) } else { None };
+        let permit = if call.kind.extra_time().is_zero() {
+            Some(self.permits.clone().try_acquire_owned())
+        } else {
+            None
+        };
         async move {
             let _permit = match permit {
                 Some(Ok(permit)) => Some(permit),
@@ -88,7 +91,8 @@ mod tests {
         assert_eq!(err.reason, ErrorReason::Throttled);
         assert!(err.retryable);
         assert_eq!(err.retry_after, Some(Duration::from_millis(100)), "a retry hint");
-        let poll = Call::new("queue", "receive", "redis").waiting(Duration::from_secs(20));
+        let poll = Call::new("queue", "receive", "redis")
+            .of_kind(crate::layers::OpKind::LongWait(Duration::from_secs(20)));
         assert_eq!(shed.wrap(poll, async { Ok::<u32, ExoError>(2) }).await.unwrap(), 2, "long polls pass");
         release.send(true).unwrap();
         assert_eq!(a.await.unwrap().unwrap() + b.await.unwrap().unwrap(), 2);

@@ -29,7 +29,7 @@ impl Layer for Timeout {
         call: Call,
         next: impl Future<Output = ExoResult<T>> + Send,
     ) -> impl Future<Output = ExoResult<T>> + Send {
-        let limit = call.timed.then(|| self.limit + call.extra_time);
+        let limit = call.kind.timed().then(|| self.limit + call.kind.extra_time());
         async move {
             // The caller's deadline (see `crate::deadline`): no call starts once it has passed,
             // and a timed call gets no more than what is left of it.

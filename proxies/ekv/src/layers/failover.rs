@@ -30,6 +30,7 @@ use exo_proxy_core::{
 };
 use exo_sqlite::journal::{FailoverJournal, Holder};
 
+use crate::ops;
 use crate::{
     backend::KeyValue,
     model::{Condition, Descriptor, TableName, key_not_found},
@@ -87,8 +88,13 @@ impl exo_proxy_core::registry::Backend for FailoverKv {
     ) -> BoxFuture<'a, ExoResult<Self::Opened>> {
         Box::pin(async move {
             let mut opened = Vec::with_capacity(config.members.len());
-            for member in &config.members {
-                opened.push(member.open(context).await?);
+            for (index, member) in config.members.iter().enumerate() {
+                // Each member runs under its own observation, labelled with its place.
+                let observed = exo_proxy_core::layers::ObserveMember::new(context.metrics.clone(), index);
+                let member = member.open(context).await?;
+                let member: Arc<dyn KeyValue> =
+                    Arc::new(crate::layers::Layered::new(member, observed, config.member_timeout));
+                opened.push(member);
             }
             let journal = FailoverJournal::open(&config.journal).await?;
             let chain: Self::Opened =
@@ -126,7 +132,7 @@ fn combined(members: &[Arc<dyn KeyValue>]) -> ExoResult<Descriptor> {
     let first =
         members.first().ok_or_else(|| ExoError::internal("a failover chain needs at least one member"))?;
     let mut descriptor = first.descriptor().clone();
-    descriptor.backend = "failover";
+    descriptor.backend = exo_proxy_core::failover::CHAIN;
     for m in &members[1..] {
         let d = m.descriptor();
         descriptor.capabilities.retain(|c| d.capabilities.contains(c));
@@ -187,7 +193,7 @@ impl FailoverKv {
             .every_answering(
                 except,
                 |_, err| missing(err),
-                |m| async move { m.delete(table, key, &Condition::None).await },
+                |m| async move { m.delete(ops::Delete { table, key, condition: &Condition::None }).await },
             )
             .await?;
         if out {
@@ -231,11 +237,20 @@ async fn replay_key(chain: &Chain<dyn KeyValue>, resource: &str, key: &str, hold
     let deleted = match holder {
         Holder::Member(0) => false,
         Holder::Member(member) => {
-            match chain.call(member as usize, |m| async move { m.get(table, key).await }).await {
+            match chain.call(member as usize, |m| async move { m.get(ops::Get { table, key }).await }).await {
                 Ok(entry) => {
                     let copy = |m: Arc<dyn KeyValue>| {
                         let value = entry.value.clone();
-                        async move { m.put(table, key, value, &Condition::None, entry.expires_at_ms).await }
+                        async move {
+                            m.put(ops::Put {
+                                table,
+                                key,
+                                value,
+                                condition: &Condition::None,
+                                expires_at_ms: entry.expires_at_ms,
+                            })
+                            .await
+                        }
                     };
                     chain.call(0, copy).await?;
                     false
@@ -253,7 +268,7 @@ async fn replay_key(chain: &Chain<dyn KeyValue>, resource: &str, key: &str, hold
             .every_answering(
                 None,
                 |_, err| missing(err),
-                |m| async move { m.delete(table, key, &Condition::None).await },
+                |m| async move { m.delete(ops::Delete { table, key, condition: &Condition::None }).await },
             )
             .await?;
         if out {
@@ -264,6 +279,7 @@ async fn replay_key(chain: &Chain<dyn KeyValue>, resource: &str, key: &str, hold
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl KeyValue for FailoverKv {
     fn descriptor(&self) -> &Descriptor {
         let members = || self.chain.all().map(|(_, m)| m.clone()).collect::<Vec<_>>();
@@ -276,34 +292,38 @@ impl KeyValue for FailoverKv {
     async fn ready(&self) -> ExoResult<()> {
         self.chain.first(|m| async move { m.ready().await }).await
     }
-    async fn create_table(&self, table: &TableName) -> ExoResult<bool> {
-        let created = self.chain.every(|m| async move { m.create_table(table).await }).await?;
+    async fn create_table(&self, op: ops::CreateTable<'_>) -> ExoResult<bool> {
+        let ops::CreateTable { table } = op;
+        let created =
+            self.chain.every(|m| async move { m.create_table(ops::CreateTable { table }).await }).await?;
         Ok(created.first().copied().unwrap_or(false))
     }
-    async fn delete_table(&self, table: &TableName) -> ExoResult<()> {
+    async fn delete_table(&self, op: ops::DeleteTable<'_>) -> ExoResult<()> {
+        let ops::DeleteTable { table } = op;
         let missing = |e: &ExoError| e.reason == ErrorReason::TableNotFound;
-        self.chain.every_present(missing, |m| async move { m.delete_table(table).await }).await
+        self.chain
+            .every_present(missing, |m| async move { m.delete_table(ops::DeleteTable { table }).await })
+            .await
     }
-    async fn list_tables(&self) -> ExoResult<Vec<String>> {
-        self.chain.first(|m| async move { m.list_tables().await }).await
+    async fn list_tables(&self, _op: ops::ListTables) -> ExoResult<Vec<String>> {
+        self.chain.first(|m| async move { m.list_tables(ops::ListTables).await }).await
     }
-    async fn get(&self, table: &TableName, key: &str) -> ExoResult<pb::Entry> {
+    async fn get(&self, op: ops::Get<'_>) -> ExoResult<pb::Entry> {
+        let ops::Get { table, key } = op;
         match self.journal.lookup(table.as_str(), key) {
             Some((Holder::Member(member), _)) => {
-                self.chain.only(member as usize, |m| async move { m.get(table, key).await }).await
+                self.chain
+                    .only(member as usize, |m| async move { m.get(ops::Get { table, key }).await })
+                    .await
             }
             Some((Holder::Deleted, _)) => Err(key_not_found(table.as_str(), key)),
-            None => self.chain.first_found(missing, |m| async move { m.get(table, key).await }).await,
+            None => {
+                self.chain.first_found(missing, |m| async move { m.get(ops::Get { table, key }).await }).await
+            }
         }
     }
-    async fn put(
-        &self,
-        table: &TableName,
-        key: &str,
-        value: Vec<u8>,
-        condition: &Condition,
-        expires_at_ms: u64,
-    ) -> ExoResult<String> {
+    async fn put(&self, op: ops::Put<'_>) -> ExoResult<String> {
+        let ops::Put { table, key, value, condition, expires_at_ms } = op;
         // While anything is pending, changes serialise with the replay (which copies one key at a
         // time): a write can then never be overwritten by an older copy being replayed.
         let _exclusive = if self.journal.is_empty() { None } else { Some(self.journal.exclusive().await) };
@@ -313,7 +333,7 @@ impl KeyValue for FailoverKv {
                 self.chain
                     .first_indexed(|m| {
                         let value = value.clone();
-                        async move { m.put(table, key, value, condition, expires_at_ms).await }
+                        async move { m.put(ops::Put { table, key, value, condition, expires_at_ms }).await }
                     })
                     .await?
             }
@@ -325,7 +345,10 @@ impl KeyValue for FailoverKv {
                 self.chain
                     .first_indexed(|m| {
                         let value = value.clone();
-                        async move { m.put(table, key, value, &Condition::None, expires_at_ms).await }
+                        async move {
+                            m.put(ops::Put { table, key, value, condition: &Condition::None, expires_at_ms })
+                                .await
+                        }
                     })
                     .await?
             }
@@ -337,7 +360,9 @@ impl KeyValue for FailoverKv {
                 };
                 let version = self
                     .chain
-                    .only(index, |m| async move { m.put(table, key, value, condition, expires_at_ms).await })
+                    .only(index, |m| async move {
+                        m.put(ops::Put { table, key, value, condition, expires_at_ms }).await
+                    })
                     .await?;
                 (index, version)
             }
@@ -345,7 +370,8 @@ impl KeyValue for FailoverKv {
         self.journal.after_write(table.as_str(), key, index).await?;
         Ok(version)
     }
-    async fn delete(&self, table: &TableName, key: &str, condition: &Condition) -> ExoResult<bool> {
+    async fn delete(&self, op: ops::Delete<'_>) -> ExoResult<bool> {
+        let ops::Delete { table, key, condition } = op;
         // While anything is pending, changes serialise with the replay (which copies one key at a
         // time): a write can then never be overwritten by an older copy being replayed.
         let _exclusive = if self.journal.is_empty() { None } else { Some(self.journal.exclusive().await) };
@@ -363,8 +389,10 @@ impl KeyValue for FailoverKv {
                     Some(Holder::Member(member)) => member as usize,
                     _ => 0,
                 };
-                let deleted =
-                    self.chain.only(index, |m| async move { m.delete(table, key, condition).await }).await?;
+                let deleted = self
+                    .chain
+                    .only(index, |m| async move { m.delete(ops::Delete { table, key, condition }).await })
+                    .await?;
                 if deleted {
                     self.delete_everywhere(table, key, Some(index)).await?;
                 }
@@ -372,14 +400,8 @@ impl KeyValue for FailoverKv {
             }
         }
     }
-    async fn list(
-        &self,
-        table: &TableName,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-        keys_only: bool,
-    ) -> ExoResult<Vec<pb::Entry>> {
+    async fn list(&self, op: ops::List<'_>) -> ExoResult<Vec<pb::Entry>> {
+        let ops::List { table, prefix, start_after, limit, keys_only } = op;
         if let Some(out) = (0..self.chain.len()).find(|i| !self.chain.is_available(*i)) {
             return Err(ExoError::unavailable(format!(
                 "failover member {out} is unavailable: a listing now would be partial; retry once it is back"
@@ -391,18 +413,25 @@ impl KeyValue for FailoverKv {
             ));
         }
         self.chain
-            .only(0, |m| async move { m.list(table, prefix, start_after, limit, keys_only).await })
+            .only(
+                0,
+                |m| async move { m.list(ops::List { table, prefix, start_after, limit, keys_only }).await },
+            )
             .await
     }
-    async fn batch_get(&self, table: &TableName, keys: &[String]) -> ExoResult<Vec<pb::Entry>> {
+    async fn batch_get(&self, op: ops::BatchGet<'_>) -> ExoResult<Vec<pb::Entry>> {
+        let ops::BatchGet { table, keys } = op;
         let healthy = (0..self.chain.len()).all(|i| self.chain.is_available(i));
         if healthy && !self.journal.holds_any_of(table.as_str()) {
-            return self.chain.only(0, |m| async move { m.batch_get(table, keys).await }).await;
+            return self
+                .chain
+                .only(0, |m| async move { m.batch_get(ops::BatchGet { table, keys }).await })
+                .await;
         }
         // Key by key, each answered where its newest state is.
         let mut found = Vec::with_capacity(keys.len());
         for key in keys {
-            match self.get(table, key).await {
+            match self.get(ops::Get { table, key }).await {
                 Ok(entry) => found.push(entry),
                 Err(err) if missing(&err) => {}
                 Err(err) => return Err(err),
@@ -447,44 +476,44 @@ mod tests {
         async fn ready(&self) -> ExoResult<()> {
             self.check_async().await
         }
-        async fn create_table(&self, table: &TableName) -> ExoResult<bool> {
+        async fn create_table(&self, op: ops::CreateTable<'_>) -> ExoResult<bool> {
+            let ops::CreateTable { table } = op;
             self.check_async().await?;
-            self.inner.create_table(table).await
+            self.inner.create_table(ops::CreateTable { table }).await
         }
-        async fn delete_table(&self, table: &TableName) -> ExoResult<()> {
+        async fn delete_table(&self, op: ops::DeleteTable<'_>) -> ExoResult<()> {
+            let ops::DeleteTable { table } = op;
             self.check_async().await?;
-            self.inner.delete_table(table).await
+            self.inner.delete_table(ops::DeleteTable { table }).await
         }
-        async fn list_tables(&self) -> ExoResult<Vec<String>> {
+        async fn list_tables(&self, _op: ops::ListTables) -> ExoResult<Vec<String>> {
             self.check_async().await?;
-            self.inner.list_tables().await
+            self.inner.list_tables(ops::ListTables).await
         }
-        async fn get(&self, table: &TableName, key: &str) -> ExoResult<pb::Entry> {
+        async fn get(&self, op: ops::Get<'_>) -> ExoResult<pb::Entry> {
+            let ops::Get { table, key } = op;
             self.check_async().await?;
-            self.inner.get(table, key).await
+            self.inner.get(ops::Get { table, key }).await
         }
-        async fn put(&self, t: &TableName, k: &str, v: Vec<u8>, c: &Condition, e: u64) -> ExoResult<String> {
+        async fn put(&self, op: ops::Put<'_>) -> ExoResult<String> {
+            let ops::Put { table: t, key: k, value: v, condition: c, expires_at_ms: e } = op;
             self.check_async().await?;
-            self.inner.put(t, k, v, c, e).await
+            self.inner.put(ops::Put { table: t, key: k, value: v, condition: c, expires_at_ms: e }).await
         }
-        async fn delete(&self, table: &TableName, key: &str, condition: &Condition) -> ExoResult<bool> {
+        async fn delete(&self, op: ops::Delete<'_>) -> ExoResult<bool> {
+            let ops::Delete { table, key, condition } = op;
             self.check_async().await?;
-            self.inner.delete(table, key, condition).await
+            self.inner.delete(ops::Delete { table, key, condition }).await
         }
-        async fn list(
-            &self,
-            t: &TableName,
-            p: &str,
-            s: Option<&str>,
-            l: usize,
-            k: bool,
-        ) -> ExoResult<Vec<pb::Entry>> {
+        async fn list(&self, op: ops::List<'_>) -> ExoResult<Vec<pb::Entry>> {
+            let ops::List { table: t, prefix: p, start_after: s, limit: l, keys_only: k } = op;
             self.check_async().await?;
-            self.inner.list(t, p, s, l, k).await
+            self.inner.list(ops::List { table: t, prefix: p, start_after: s, limit: l, keys_only: k }).await
         }
-        async fn batch_get(&self, table: &TableName, keys: &[String]) -> ExoResult<Vec<pb::Entry>> {
+        async fn batch_get(&self, op: ops::BatchGet<'_>) -> ExoResult<Vec<pb::Entry>> {
+            let ops::BatchGet { table, keys } = op;
             self.check_async().await?;
-            self.inner.batch_get(table, keys).await
+            self.inner.batch_get(ops::BatchGet { table, keys }).await
         }
     }
 
@@ -528,26 +557,82 @@ mod tests {
         let (primary, standby) = (member(), member());
         let chain = chain_of(&primary, &standby, &dir.path().join("journal.db")).await;
         let t = TableName::parse("table", "carts", "t").unwrap();
-        assert!(chain.create_table(&t).await.unwrap());
+        assert!(chain.create_table(ops::CreateTable { table: &t }).await.unwrap());
         for key in ["kept", "overwritten", "deleted", "guarded"] {
-            chain.put(&t, key, b"before".to_vec(), &Condition::None, 0).await.unwrap();
+            chain
+                .put(ops::Put {
+                    table: &t,
+                    key,
+                    value: b"before".to_vec(),
+                    condition: &Condition::None,
+                    expires_at_ms: 0,
+                })
+                .await
+                .unwrap();
         }
 
         set(&primary.down, true);
         // An outage says so: no false "not found" for what only the primary holds.
-        assert_eq!(chain.get(&t, "kept").await.unwrap_err().reason, ErrorReason::BackendUnavailable);
-        chain.put(&t, "overwritten", b"during".to_vec(), &Condition::None, 0).await.unwrap();
-        chain.put(&t, "new", b"during".to_vec(), &Condition::None, 0).await.unwrap();
-        assert!(chain.delete(&t, "deleted", &Condition::None).await.unwrap(), "deletes are accepted");
-        assert_eq!(chain.get(&t, "overwritten").await.unwrap().value, b"during", "read where it was written");
-        assert_eq!(chain.get(&t, "deleted").await.unwrap_err().reason, ErrorReason::KeyNotFound);
+        assert_eq!(
+            chain.get(ops::Get { table: &t, key: "kept" }).await.unwrap_err().reason,
+            ErrorReason::BackendUnavailable
+        );
+        chain
+            .put(ops::Put {
+                table: &t,
+                key: "overwritten",
+                value: b"during".to_vec(),
+                condition: &Condition::None,
+                expires_at_ms: 0,
+            })
+            .await
+            .unwrap();
+        chain
+            .put(ops::Put {
+                table: &t,
+                key: "new",
+                value: b"during".to_vec(),
+                condition: &Condition::None,
+                expires_at_ms: 0,
+            })
+            .await
+            .unwrap();
+        assert!(
+            chain
+                .delete(ops::Delete { table: &t, key: "deleted", condition: &Condition::None })
+                .await
+                .unwrap(),
+            "deletes are accepted"
+        );
+        assert_eq!(
+            chain.get(ops::Get { table: &t, key: "overwritten" }).await.unwrap().value,
+            b"during",
+            "read where it was written"
+        );
+        assert_eq!(
+            chain.get(ops::Get { table: &t, key: "deleted" }).await.unwrap_err().reason,
+            ErrorReason::KeyNotFound
+        );
         // Conditions are never evaluated on a guess.
         for condition in [Condition::MustNotExist, Condition::VersionEquals("v".into())] {
-            let err = chain.put(&t, "guarded", b"x".to_vec(), &condition, 0).await.unwrap_err();
+            let err = chain
+                .put(ops::Put {
+                    table: &t,
+                    key: "guarded",
+                    value: b"x".to_vec(),
+                    condition: &condition,
+                    expires_at_ms: 0,
+                })
+                .await
+                .unwrap_err();
             assert_eq!(err.reason, ErrorReason::BackendUnavailable, "{condition:?}");
         }
         assert_eq!(
-            chain.list(&t, "", None, 100, true).await.unwrap_err().reason,
+            chain
+                .list(ops::List { table: &t, prefix: "", start_after: None, limit: 100, keys_only: true })
+                .await
+                .unwrap_err()
+                .reason,
             ErrorReason::BackendUnavailable,
             "a listing would be partial"
         );
@@ -558,17 +643,29 @@ mod tests {
             [("kept", "before"), ("overwritten", "during"), ("new", "during"), ("guarded", "before")]
         {
             assert_eq!(
-                primary.inner.get(&t, key).await.unwrap().value,
+                primary.inner.get(ops::Get { table: &t, key }).await.unwrap().value,
                 value.as_bytes(),
                 "{key} on the primary"
             );
-            assert_eq!(chain.get(&t, key).await.unwrap().value, value.as_bytes(), "{key} through the chain");
+            assert_eq!(
+                chain.get(ops::Get { table: &t, key }).await.unwrap().value,
+                value.as_bytes(),
+                "{key} through the chain"
+            );
         }
         for holder in [&primary, &standby] {
-            assert_eq!(holder.inner.get(&t, "deleted").await.unwrap_err().reason, ErrorReason::KeyNotFound);
+            assert_eq!(
+                holder.inner.get(ops::Get { table: &t, key: "deleted" }).await.unwrap_err().reason,
+                ErrorReason::KeyNotFound
+            );
         }
-        let keys: Vec<String> =
-            chain.list(&t, "", None, 100, true).await.unwrap().into_iter().map(|e| e.key).collect();
+        let keys: Vec<String> = chain
+            .list(ops::List { table: &t, prefix: "", start_after: None, limit: 100, keys_only: true })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
         assert_eq!(keys, ["guarded", "kept", "new", "overwritten"]);
     }
 
@@ -580,17 +677,39 @@ mod tests {
         let t = TableName::parse("table", "carts", "t").unwrap();
         {
             let chain = chain_of(&primary, &standby, &journal).await;
-            chain.create_table(&t).await.unwrap();
-            chain.put(&t, "k", b"old".to_vec(), &Condition::None, 0).await.unwrap();
+            chain.create_table(ops::CreateTable { table: &t }).await.unwrap();
+            chain
+                .put(ops::Put {
+                    table: &t,
+                    key: "k",
+                    value: b"old".to_vec(),
+                    condition: &Condition::None,
+                    expires_at_ms: 0,
+                })
+                .await
+                .unwrap();
             set(&primary.down, true);
-            chain.put(&t, "k", b"new".to_vec(), &Condition::None, 0).await.unwrap();
+            chain
+                .put(ops::Put {
+                    table: &t,
+                    key: "k",
+                    value: b"new".to_vec(),
+                    condition: &Condition::None,
+                    expires_at_ms: 0,
+                })
+                .await
+                .unwrap();
         }
         // A new proxy on the same journal, with the primary back: it replays what the old took.
         set(&primary.down, false);
         let chain = chain_of(&primary, &standby, &journal).await;
-        assert_eq!(chain.get(&t, "k").await.unwrap().value, b"new", "read from the standby until replayed");
+        assert_eq!(
+            chain.get(ops::Get { table: &t, key: "k" }).await.unwrap().value,
+            b"new",
+            "read from the standby until replayed"
+        );
         replayed(&chain).await;
-        assert_eq!(primary.inner.get(&t, "k").await.unwrap().value, b"new");
+        assert_eq!(primary.inner.get(ops::Get { table: &t, key: "k" }).await.unwrap().value, b"new");
     }
 
     #[tokio::test]
@@ -603,17 +722,26 @@ mod tests {
             TableName::parse("table", "kept", "t").unwrap(),
         );
         for t in [&gone, &kept] {
-            chain.create_table(t).await.unwrap();
+            chain.create_table(ops::CreateTable { table: t }).await.unwrap();
         }
         set(&primary.down, true);
         for t in [&gone, &kept] {
-            chain.put(t, "k", b"during".to_vec(), &Condition::None, 0).await.unwrap();
+            chain
+                .put(ops::Put {
+                    table: t,
+                    key: "k",
+                    value: b"during".to_vec(),
+                    condition: &Condition::None,
+                    expires_at_ms: 0,
+                })
+                .await
+                .unwrap();
         }
         // Dropped on the standby by hand before the primary returns.
-        standby.inner.delete_table(&gone).await.unwrap();
+        standby.inner.delete_table(ops::DeleteTable { table: &gone }).await.unwrap();
         set(&primary.down, false);
         replayed(&chain).await;
-        assert_eq!(primary.inner.get(&kept, "k").await.unwrap().value, b"during");
+        assert_eq!(primary.inner.get(ops::Get { table: &kept, key: "k" }).await.unwrap().value, b"during");
     }
 
     #[tokio::test]
@@ -622,13 +750,22 @@ mod tests {
         let (primary, standby) = (member(), member());
         let chain = chain_of(&primary, &standby, &dir.path().join("journal.db")).await;
         let t = TableName::parse("table", "carts", "t").unwrap();
-        chain.create_table(&t).await.unwrap();
+        chain.create_table(ops::CreateTable { table: &t }).await.unwrap();
         set(&primary.hung, true);
         let started = std::time::Instant::now();
-        chain.put(&t, "k", b"v".to_vec(), &Condition::None, 0).await.unwrap();
+        chain
+            .put(ops::Put {
+                table: &t,
+                key: "k",
+                value: b"v".to_vec(),
+                condition: &Condition::None,
+                expires_at_ms: 0,
+            })
+            .await
+            .unwrap();
         assert!(started.elapsed() < Duration::from_millis(400), "took {:?}", started.elapsed());
         let started = std::time::Instant::now();
-        assert_eq!(chain.get(&t, "k").await.unwrap().value, b"v");
+        assert_eq!(chain.get(ops::Get { table: &t, key: "k" }).await.unwrap().value, b"v");
         assert!(
             started.elapsed() < Duration::from_millis(100),
             "the hung member is skipped: {:?}",
@@ -636,6 +773,6 @@ mod tests {
         );
         set(&primary.hung, false);
         replayed(&chain).await;
-        assert_eq!(primary.inner.get(&t, "k").await.unwrap().value, b"v");
+        assert_eq!(primary.inner.get(ops::Get { table: &t, key: "k" }).await.unwrap().value, b"v");
     }
 }

@@ -31,6 +31,7 @@ use exo_proxy_core::{ExoError, ExoResult, now_ms, readiness};
 use futures::StreamExt as _;
 use serde_json::{Map, Value, json};
 
+use crate::ops;
 use crate::{
     backend::KeyValue,
     model::{
@@ -242,7 +243,8 @@ impl KeyValue for AzureTableKv {
         }
     }
 
-    async fn create_table(&self, table: &TableName) -> ExoResult<bool> {
+    async fn create_table(&self, op: ops::CreateTable<'_>) -> ExoResult<bool> {
+        let ops::CreateTable { table } = op;
         match self.table(table)?.create().await {
             Ok(_) => Ok(true),
             Err(err) if matches!(service_code(&err), Some((409, "TableAlreadyExists"))) => Ok(false),
@@ -250,7 +252,8 @@ impl KeyValue for AzureTableKv {
         }
     }
 
-    async fn delete_table(&self, table: &TableName) -> ExoResult<()> {
+    async fn delete_table(&self, op: ops::DeleteTable<'_>) -> ExoResult<()> {
+        let ops::DeleteTable { table } = op;
         match self.table(table)?.delete().await {
             Ok(_) => Ok(()),
             Err(err) if matches!(service_code(&err), Some((404, _))) => Err(table_not_found(table.as_str())),
@@ -258,7 +261,7 @@ impl KeyValue for AzureTableKv {
         }
     }
 
-    async fn list_tables(&self) -> ExoResult<Vec<String>> {
+    async fn list_tables(&self, _op: ops::ListTables) -> ExoResult<Vec<String>> {
         let mut names = Vec::new();
         let mut pages = self.service.list().into_stream();
         while let Some(page) = pages.next().await {
@@ -276,21 +279,16 @@ impl KeyValue for AzureTableKv {
         Ok(names)
     }
 
-    async fn get(&self, table: &TableName, key: &str) -> ExoResult<pb::Entry> {
+    async fn get(&self, op: ops::Get<'_>) -> ExoResult<pb::Entry> {
+        let ops::Get { table, key } = op;
         self.read(table, key)
             .await?
             .and_then(|(entity, etag)| entry_of(&entity, &etag, now_ms(), false))
             .ok_or_else(|| key_not_found(table.as_str(), key))
     }
 
-    async fn put(
-        &self,
-        table: &TableName,
-        key: &str,
-        value: Vec<u8>,
-        condition: &Condition,
-        expires_at_ms: u64,
-    ) -> ExoResult<String> {
+    async fn put(&self, op: ops::Put<'_>) -> ExoResult<String> {
+        let ops::Put { table, key, value, condition, expires_at_ms } = op;
         let body = entity(key, &value, expires_at_ms);
         let client = self.entity_client(table, key)?;
         let updated = match condition {
@@ -347,7 +345,8 @@ impl KeyValue for AzureTableKv {
         }
     }
 
-    async fn delete(&self, table: &TableName, key: &str, condition: &Condition) -> ExoResult<bool> {
+    async fn delete(&self, op: ops::Delete<'_>) -> ExoResult<bool> {
+        let ops::Delete { table, key, condition } = op;
         let current = self.live(table, key).await?;
         let if_match = match (condition, &current) {
             (Condition::VersionEquals(version), Some((_, etag))) if etag == version => {
@@ -377,14 +376,8 @@ impl KeyValue for AzureTableKv {
         }
     }
 
-    async fn list(
-        &self,
-        table: &TableName,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-        keys_only: bool,
-    ) -> ExoResult<Vec<pb::Entry>> {
+    async fn list(&self, op: ops::List<'_>) -> ExoResult<Vec<pb::Entry>> {
+        let ops::List { table, prefix, start_after, limit, keys_only } = op;
         let now = now_ms();
         let lower = row_key(prefix);
         let mut filter = format!("PartitionKey eq '{PARTITION}' and RowKey ge '{lower}'");
@@ -416,11 +409,13 @@ impl KeyValue for AzureTableKv {
         Ok(entries)
     }
 
-    async fn batch_get(&self, table: &TableName, keys: &[String]) -> ExoResult<Vec<pb::Entry>> {
+    async fn batch_get(&self, op: ops::BatchGet<'_>) -> ExoResult<Vec<pb::Entry>> {
+        let ops::BatchGet { table, keys } = op;
         // Table has no batch read across row keys: read up to 8 at a time.
         let mut found = Vec::with_capacity(keys.len());
         for group in keys.chunks(8) {
-            let reads = futures::future::join_all(group.iter().map(|key| self.get(table, key))).await;
+            let reads =
+                futures::future::join_all(group.iter().map(|key| self.get(ops::Get { table, key }))).await;
             for read in reads {
                 match read {
                     Ok(entry) => found.push(entry),

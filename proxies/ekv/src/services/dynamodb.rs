@@ -35,6 +35,7 @@ use exo_aws::{AwsSettings, map_error, service_code};
 use exo_proto::{common::v1::ErrorReason, kv::v1 as pb};
 use exo_proxy_core::{ExoError, ExoResult, now_ms, readiness};
 
+use crate::ops;
 use crate::{
     backend::KeyValue,
     model::{
@@ -222,7 +223,8 @@ impl KeyValue for DynamoKv {
         readiness(probe.map(|_| ()).map_err(|err| map_error("dynamodb", "ListTables", err)))
     }
 
-    async fn create_table(&self, table: &TableName) -> ExoResult<bool> {
+    async fn create_table(&self, op: ops::CreateTable<'_>) -> ExoResult<bool> {
+        let ops::CreateTable { table } = op;
         // A table made beforehand (CloudFormation) is used as it is: the proxy's role need not
         // be allowed to create tables, only to describe them.
         match self.client.describe_table().table_name(self.physical(table.as_str())).send().await {
@@ -295,7 +297,8 @@ impl KeyValue for DynamoKv {
         Ok(fresh)
     }
 
-    async fn delete_table(&self, table: &TableName) -> ExoResult<()> {
+    async fn delete_table(&self, op: ops::DeleteTable<'_>) -> ExoResult<()> {
+        let ops::DeleteTable { table } = op;
         self.client
             .delete_table()
             .table_name(self.physical(table.as_str()))
@@ -305,7 +308,7 @@ impl KeyValue for DynamoKv {
             .map_err(|e| table_error(table.as_str(), "DeleteTable", e))
     }
 
-    async fn list_tables(&self) -> ExoResult<Vec<String>> {
+    async fn list_tables(&self, _op: ops::ListTables) -> ExoResult<Vec<String>> {
         let mut names = Vec::new();
         let mut start = None;
         loop {
@@ -332,7 +335,8 @@ impl KeyValue for DynamoKv {
         Ok(names)
     }
 
-    async fn get(&self, table: &TableName, key: &str) -> ExoResult<pb::Entry> {
+    async fn get(&self, op: ops::Get<'_>) -> ExoResult<pb::Entry> {
+        let ops::Get { table, key } = op;
         let out = self
             .client
             .get_item()
@@ -347,14 +351,8 @@ impl KeyValue for DynamoKv {
             .ok_or_else(|| key_not_found(table.as_str(), key))
     }
 
-    async fn put(
-        &self,
-        table: &TableName,
-        key: &str,
-        value: Vec<u8>,
-        condition: &Condition,
-        expires_at_ms: u64,
-    ) -> ExoResult<String> {
+    async fn put(&self, op: ops::Put<'_>) -> ExoResult<String> {
+        let ops::Put { table, key, value, condition, expires_at_ms } = op;
         let version = new_version();
         let mut item = item_key(key);
         item.insert("v".into(), AttributeValue::B(Blob::new(value)));
@@ -384,7 +382,8 @@ impl KeyValue for DynamoKv {
         }
     }
 
-    async fn delete(&self, table: &TableName, key: &str, condition: &Condition) -> ExoResult<bool> {
+    async fn delete(&self, op: ops::Delete<'_>) -> ExoResult<bool> {
+        let ops::Delete { table, key, condition } = op;
         let now = now_ms();
         let (expression, values) = condition_expression(condition, now).unzip();
         let result = self
@@ -409,14 +408,8 @@ impl KeyValue for DynamoKv {
         }
     }
 
-    async fn list(
-        &self,
-        table: &TableName,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-        keys_only: bool,
-    ) -> ExoResult<Vec<pb::Entry>> {
+    async fn list(&self, op: ops::List<'_>) -> ExoResult<Vec<pb::Entry>> {
+        let ops::List { table, prefix, start_after, limit, keys_only } = op;
         let now = now_ms();
         let mut entries = Vec::new();
         // A resume point before the prefix starts at the prefix itself.
@@ -454,7 +447,8 @@ impl KeyValue for DynamoKv {
         Ok(entries)
     }
 
-    async fn batch_get(&self, table: &TableName, keys: &[String]) -> ExoResult<Vec<pb::Entry>> {
+    async fn batch_get(&self, op: ops::BatchGet<'_>) -> ExoResult<Vec<pb::Entry>> {
+        let ops::BatchGet { table, keys } = op;
         let now = now_ms();
         let physical = self.physical(table.as_str());
         let mut found: HashMap<String, pb::Entry> = HashMap::with_capacity(keys.len());

@@ -15,12 +15,10 @@ use exo_sqlite::{
     rusqlite::{OptionalExtension, Transaction, params},
 };
 
+use crate::ops;
 use crate::{
     backend::KeyValue,
-    model::{
-        Capability, Condition, Descriptor, TableName, expired, key_not_found, new_version, portable_limits,
-        table_not_found,
-    },
+    model::{Capability, Descriptor, expired, key_not_found, new_version, portable_limits, table_not_found},
 };
 
 const SCHEMA: &str = "
@@ -180,7 +178,8 @@ impl KeyValue for EmbeddedKv {
         self.store.run_draining(|txn, _| txn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await
     }
 
-    async fn create_table(&self, table: &TableName) -> ExoResult<bool> {
+    async fn create_table(&self, op: ops::CreateTable<'_>) -> ExoResult<bool> {
+        let ops::CreateTable { table } = op;
         let table = table.to_string();
         self.store
             .run(move |txn, _| {
@@ -195,7 +194,8 @@ impl KeyValue for EmbeddedKv {
             .await
     }
 
-    async fn delete_table(&self, table: &TableName) -> ExoResult<()> {
+    async fn delete_table(&self, op: ops::DeleteTable<'_>) -> ExoResult<()> {
+        let ops::DeleteTable { table } = op;
         let table = table.to_string();
         self.store
             .run_draining(move |txn, catalog| {
@@ -207,7 +207,7 @@ impl KeyValue for EmbeddedKv {
             .await
     }
 
-    async fn list_tables(&self) -> ExoResult<Vec<String>> {
+    async fn list_tables(&self, _op: ops::ListTables) -> ExoResult<Vec<String>> {
         self.store
             .run_draining(|txn, _| {
                 let mut stmt =
@@ -218,7 +218,8 @@ impl KeyValue for EmbeddedKv {
             .await
     }
 
-    async fn get(&self, table: &TableName, key: &str) -> ExoResult<pb::Entry> {
+    async fn get(&self, op: ops::Get<'_>) -> ExoResult<pb::Entry> {
+        let ops::Get { table, key } = op;
         let (table, key) = (table.to_string(), key.to_owned());
         self.store
             .run_draining(move |txn, catalog| {
@@ -241,14 +242,8 @@ impl KeyValue for EmbeddedKv {
             .await
     }
 
-    async fn put(
-        &self,
-        table: &TableName,
-        key: &str,
-        value: Vec<u8>,
-        condition: &Condition,
-        expires_at_ms: u64,
-    ) -> ExoResult<String> {
+    async fn put(&self, op: ops::Put<'_>) -> ExoResult<String> {
+        let ops::Put { table, key, value, condition, expires_at_ms } = op;
         let (table, key, condition) = (table.to_string(), key.to_owned(), condition.clone());
         self.store
             .run(move |txn, catalog| {
@@ -272,7 +267,8 @@ impl KeyValue for EmbeddedKv {
             .await
     }
 
-    async fn delete(&self, table: &TableName, key: &str, condition: &Condition) -> ExoResult<bool> {
+    async fn delete(&self, op: ops::Delete<'_>) -> ExoResult<bool> {
+        let ops::Delete { table, key, condition } = op;
         let (table, key, condition) = (table.to_string(), key.to_owned(), condition.clone());
         self.store
             .run_draining(move |txn, catalog| {
@@ -290,14 +286,8 @@ impl KeyValue for EmbeddedKv {
             .await
     }
 
-    async fn list(
-        &self,
-        table: &TableName,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-        keys_only: bool,
-    ) -> ExoResult<Vec<pb::Entry>> {
+    async fn list(&self, op: ops::List<'_>) -> ExoResult<Vec<pb::Entry>> {
+        let ops::List { table, prefix, start_after, limit, keys_only } = op;
         let (table, prefix) = (table.to_string(), prefix.as_bytes().to_vec());
         let after = start_after.map(|s| s.as_bytes().to_vec());
         self.store
@@ -329,7 +319,8 @@ impl KeyValue for EmbeddedKv {
             .await
     }
 
-    async fn batch_get(&self, table: &TableName, keys: &[String]) -> ExoResult<Vec<pb::Entry>> {
+    async fn batch_get(&self, op: ops::BatchGet<'_>) -> ExoResult<Vec<pb::Entry>> {
+        let ops::BatchGet { table, keys } = op;
         let (table, keys) = (table.to_string(), keys.to_vec());
         self.store
             .run_draining(move |txn, catalog| {

@@ -9,10 +9,11 @@ use async_trait::async_trait;
 use exo_proto::kv::v1 as pb;
 use exo_proxy_core::{ExoResult, now_ms};
 
+use crate::ops;
 use crate::{
     backend::KeyValue,
     model::{
-        Capability, Condition, Descriptor, TableName, expired, key_not_found, new_version, portable_limits,
+        Capability, Descriptor, TableName, expired, key_not_found, new_version, portable_limits,
         table_not_found,
     },
 };
@@ -106,7 +107,8 @@ impl KeyValue for MemoryKv {
         Ok(())
     }
 
-    async fn create_table(&self, table: &TableName) -> ExoResult<bool> {
+    async fn create_table(&self, op: ops::CreateTable<'_>) -> ExoResult<bool> {
+        let ops::CreateTable { table } = op;
         let mut tables = self.lock();
         if tables.contains_key(table.as_str()) {
             return Ok(false);
@@ -115,28 +117,24 @@ impl KeyValue for MemoryKv {
         Ok(true)
     }
 
-    async fn delete_table(&self, table: &TableName) -> ExoResult<()> {
+    async fn delete_table(&self, op: ops::DeleteTable<'_>) -> ExoResult<()> {
+        let ops::DeleteTable { table } = op;
         self.lock().remove(table.as_str()).map(|_| ()).ok_or_else(|| table_not_found(table.as_str()))
     }
 
-    async fn list_tables(&self) -> ExoResult<Vec<String>> {
+    async fn list_tables(&self, _op: ops::ListTables) -> ExoResult<Vec<String>> {
         Ok(self.lock().keys().cloned().collect())
     }
 
-    async fn get(&self, table: &TableName, key: &str) -> ExoResult<pb::Entry> {
+    async fn get(&self, op: ops::Get<'_>) -> ExoResult<pb::Entry> {
+        let ops::Get { table, key } = op;
         self.with_table(table, |entries| {
             live(entries, key, now_ms()).cloned().ok_or_else(|| key_not_found(table.as_str(), key))
         })
     }
 
-    async fn put(
-        &self,
-        table: &TableName,
-        key: &str,
-        value: Vec<u8>,
-        condition: &Condition,
-        expires_at_ms: u64,
-    ) -> ExoResult<String> {
+    async fn put(&self, op: ops::Put<'_>) -> ExoResult<String> {
+        let ops::Put { table, key, value, condition, expires_at_ms } = op;
         self.with_table(table, |entries| {
             let current = live(entries, key, now_ms()).map(|e| e.version.clone());
             condition.check(current.as_deref(), table.as_str(), key)?;
@@ -149,7 +147,8 @@ impl KeyValue for MemoryKv {
         })
     }
 
-    async fn delete(&self, table: &TableName, key: &str, condition: &Condition) -> ExoResult<bool> {
+    async fn delete(&self, op: ops::Delete<'_>) -> ExoResult<bool> {
+        let ops::Delete { table, key, condition } = op;
         self.with_table(table, |entries| {
             let current = live(entries, key, now_ms()).map(|e| e.version.clone());
             condition.check(current.as_deref(), table.as_str(), key)?;
@@ -157,14 +156,8 @@ impl KeyValue for MemoryKv {
         })
     }
 
-    async fn list(
-        &self,
-        table: &TableName,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-        keys_only: bool,
-    ) -> ExoResult<Vec<pb::Entry>> {
+    async fn list(&self, op: ops::List<'_>) -> ExoResult<Vec<pb::Entry>> {
+        let ops::List { table, prefix, start_after, limit, keys_only } = op;
         let now = now_ms();
         self.with_table(table, |entries| {
             let start = match start_after {
@@ -183,7 +176,8 @@ impl KeyValue for MemoryKv {
         })
     }
 
-    async fn batch_get(&self, table: &TableName, keys: &[String]) -> ExoResult<Vec<pb::Entry>> {
+    async fn batch_get(&self, op: ops::BatchGet<'_>) -> ExoResult<Vec<pb::Entry>> {
+        let ops::BatchGet { table, keys } = op;
         let now = now_ms();
         self.with_table(table, |entries| {
             Ok(keys.iter().filter_map(|k| live(entries, k, now).cloned()).collect())

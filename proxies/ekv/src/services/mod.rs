@@ -42,8 +42,10 @@ impl Default for BackendConfig {
 }
 
 /// What every key-value backend is opened with.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct OpenContext {
     /// Bounds each call a cloud backend makes to its service.
     pub call_timeout: Duration,
+    /// The proxy's metrics (a failover chain's members report into them).
+    pub metrics: std::sync::Arc<exo_proxy_core::metrics::Metrics>,
 }

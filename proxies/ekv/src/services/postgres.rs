@@ -27,10 +27,11 @@ use exo_proto::kv::v1 as pb;
 use exo_proxy_core::{ExoError, ExoResult, now_ms, readiness};
 use tokio_postgres::{Row, error::SqlState};
 
+use crate::ops;
 use crate::{
     backend::KeyValue,
     model::{
-        Capability, Condition, Descriptor, TableName, expired, key_not_found, new_version, portable_limits,
+        Capability, Condition, Descriptor, expired, key_not_found, new_version, portable_limits,
         table_not_found,
     },
 };
@@ -275,7 +276,8 @@ impl KeyValue for PostgresKv {
         readiness(self.db.probe(&self.sql.table_exists).await)
     }
 
-    async fn create_table(&self, table: &TableName) -> ExoResult<bool> {
+    async fn create_table(&self, op: ops::CreateTable<'_>) -> ExoResult<bool> {
+        let ops::CreateTable { table } = op;
         let client = self.client().await?;
         let inserted = client
             .execute(&self.sql.create_table, &[&table.as_str(), &ms(now_ms())])
@@ -284,7 +286,8 @@ impl KeyValue for PostgresKv {
         Ok(inserted == 1)
     }
 
-    async fn delete_table(&self, table: &TableName) -> ExoResult<()> {
+    async fn delete_table(&self, op: ops::DeleteTable<'_>) -> ExoResult<()> {
+        let ops::DeleteTable { table } = op;
         let client = self.client().await?;
         let deleted = client
             .execute(&self.sql.delete_table, &[&table.as_str()])
@@ -293,14 +296,15 @@ impl KeyValue for PostgresKv {
         if deleted == 0 { Err(table_not_found(table.as_str())) } else { Ok(()) }
     }
 
-    async fn list_tables(&self) -> ExoResult<Vec<String>> {
+    async fn list_tables(&self, _op: ops::ListTables) -> ExoResult<Vec<String>> {
         let client = self.client().await?;
         let rows =
             client.query(&self.sql.list_tables, &[]).await.map_err(|e| map_error("list tables", &e))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    async fn get(&self, table: &TableName, key: &str) -> ExoResult<pb::Entry> {
+    async fn get(&self, op: ops::Get<'_>) -> ExoResult<pb::Entry> {
+        let ops::Get { table, key } = op;
         let client = self.client().await?;
         let row = client
             .query_opt(&self.sql.get, &[&table.as_str(), &key.as_bytes()])
@@ -317,14 +321,8 @@ impl KeyValue for PostgresKv {
         }
     }
 
-    async fn put(
-        &self,
-        table: &TableName,
-        key: &str,
-        value: Vec<u8>,
-        condition: &Condition,
-        expires_at_ms: u64,
-    ) -> ExoResult<String> {
+    async fn put(&self, op: ops::Put<'_>) -> ExoResult<String> {
+        let ops::Put { table, key, value, condition, expires_at_ms } = op;
         let client = self.client().await?;
         let version = new_version();
         let (t, k, expires, now) = (table.as_str(), key.as_bytes(), ms(expires_at_ms), ms(now_ms()));
@@ -343,7 +341,8 @@ impl KeyValue for PostgresKv {
         if written == 1 { Ok(version) } else { Err(self.refused(t, key, condition).await) }
     }
 
-    async fn delete(&self, table: &TableName, key: &str, condition: &Condition) -> ExoResult<bool> {
+    async fn delete(&self, op: ops::Delete<'_>) -> ExoResult<bool> {
+        let ops::Delete { table, key, condition } = op;
         let client = self.client().await?;
         let (t, k, now) = (table.as_str(), key.as_bytes(), ms(now_ms()));
         match condition {
@@ -372,14 +371,8 @@ impl KeyValue for PostgresKv {
         }
     }
 
-    async fn list(
-        &self,
-        table: &TableName,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-        keys_only: bool,
-    ) -> ExoResult<Vec<pb::Entry>> {
+    async fn list(&self, op: ops::List<'_>) -> ExoResult<Vec<pb::Entry>> {
+        let ops::List { table, prefix, start_after, limit, keys_only } = op;
         let client = self.client().await?;
         let prefix = prefix.as_bytes().to_vec();
         // Resume strictly after the last key of the previous page, or start at the prefix.
@@ -405,7 +398,8 @@ impl KeyValue for PostgresKv {
         Ok(rows.map_err(|e| map_error("list", &e))?.iter().map(listed).collect())
     }
 
-    async fn batch_get(&self, table: &TableName, keys: &[String]) -> ExoResult<Vec<pb::Entry>> {
+    async fn batch_get(&self, op: ops::BatchGet<'_>) -> ExoResult<Vec<pb::Entry>> {
+        let ops::BatchGet { table, keys } = op;
         let client = self.client().await?;
         let wanted: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
         let (exists, rows) = futures::future::join(

@@ -22,11 +22,11 @@ use exo_proxy_core::{ExoError, ExoResult, config::ConfigError, now_ms, readiness
 use redis::{Script, Value, aio::ConnectionManager};
 use serde::{Deserialize, Serialize};
 
+use crate::ops;
 use crate::{
     backend::KeyValue,
     model::{
-        Capability, Condition, Descriptor, TableName, key_not_found, new_version, portable_limits,
-        table_not_found,
+        Capability, Condition, Descriptor, key_not_found, new_version, portable_limits, table_not_found,
     },
 };
 
@@ -461,7 +461,8 @@ impl KeyValue for RedisKv {
         readiness(pong.map(|_| ()).map_err(|e| self.connection.failed("ready", &e)))
     }
 
-    async fn create_table(&self, table: &TableName) -> ExoResult<bool> {
+    async fn create_table(&self, op: ops::CreateTable<'_>) -> ExoResult<bool> {
+        let ops::CreateTable { table } = op;
         let mut connection = self.connection.get();
         let added: i64 = redis::cmd("ZADD")
             .arg(self.tables())
@@ -474,7 +475,8 @@ impl KeyValue for RedisKv {
         Ok(added == 1)
     }
 
-    async fn delete_table(&self, table: &TableName) -> ExoResult<()> {
+    async fn delete_table(&self, op: ops::DeleteTable<'_>) -> ExoResult<()> {
+        let ops::DeleteTable { table } = op;
         let t = table.as_str();
         let mut invocation = self.delete_table.prepare_invoke();
         invocation.key(self.tables()).key(self.index(t)).arg(t).arg(self.entry_prefix(t));
@@ -484,7 +486,7 @@ impl KeyValue for RedisKv {
         }
     }
 
-    async fn list_tables(&self) -> ExoResult<Vec<String>> {
+    async fn list_tables(&self, _op: ops::ListTables) -> ExoResult<Vec<String>> {
         let mut connection = self.connection.get();
         redis::cmd("ZRANGE")
             .arg(self.tables())
@@ -495,19 +497,14 @@ impl KeyValue for RedisKv {
             .map_err(|e| self.connection.failed("list tables", &e))
     }
 
-    async fn get(&self, table: &TableName, key: &str) -> ExoResult<pb::Entry> {
-        let found = self.batch_get(table, &[key.to_owned()]).await?;
+    async fn get(&self, op: ops::Get<'_>) -> ExoResult<pb::Entry> {
+        let ops::Get { table, key } = op;
+        let found = self.batch_get(ops::BatchGet { table, keys: &[key.to_owned()] }).await?;
         found.into_iter().next().ok_or_else(|| key_not_found(table.as_str(), key))
     }
 
-    async fn put(
-        &self,
-        table: &TableName,
-        key: &str,
-        value: Vec<u8>,
-        condition: &Condition,
-        expires_at_ms: u64,
-    ) -> ExoResult<String> {
+    async fn put(&self, op: ops::Put<'_>) -> ExoResult<String> {
+        let ops::Put { table, key, value, condition, expires_at_ms } = op;
         let t = table.as_str();
         let version = new_version();
         let (kind, want) = condition_args(condition);
@@ -532,7 +529,8 @@ impl KeyValue for RedisKv {
         }
     }
 
-    async fn delete(&self, table: &TableName, key: &str, condition: &Condition) -> ExoResult<bool> {
+    async fn delete(&self, op: ops::Delete<'_>) -> ExoResult<bool> {
+        let ops::Delete { table, key, condition } = op;
         let t = table.as_str();
         let (kind, want) = condition_args(condition);
         let mut invocation = self.delete.prepare_invoke();
@@ -553,14 +551,8 @@ impl KeyValue for RedisKv {
         }
     }
 
-    async fn list(
-        &self,
-        table: &TableName,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-        keys_only: bool,
-    ) -> ExoResult<Vec<pb::Entry>> {
+    async fn list(&self, op: ops::List<'_>) -> ExoResult<Vec<pb::Entry>> {
+        let ops::List { table, prefix, start_after, limit, keys_only } = op;
         let t = table.as_str();
         // ZRANGEBYLEX bounds: `[x` inclusive, `(x` exclusive, `+` the end.
         let mut min = b"[".to_vec();
@@ -593,7 +585,8 @@ impl KeyValue for RedisKv {
         Ok(entries(data))
     }
 
-    async fn batch_get(&self, table: &TableName, keys: &[String]) -> ExoResult<Vec<pb::Entry>> {
+    async fn batch_get(&self, op: ops::BatchGet<'_>) -> ExoResult<Vec<pb::Entry>> {
+        let ops::BatchGet { table, keys } = op;
         let t = table.as_str();
         let mut invocation = self.get.prepare_invoke();
         invocation.key(self.tables()).arg(t).arg(self.entry_prefix(t)).arg(now_ms());

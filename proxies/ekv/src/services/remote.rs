@@ -17,9 +17,10 @@ use exo_remote::{
     Described, Description, RemoteConfig, Transport, described, from_status, page_token, request,
 };
 
+use crate::ops;
 use crate::{
     backend::KeyValue,
-    model::{Capability, Condition, Descriptor, TableName},
+    model::{Capability, Condition, Descriptor},
 };
 
 impl exo_proxy_core::registry::Backend for RemoteKv {
@@ -115,6 +116,7 @@ impl RemoteKv {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl KeyValue for RemoteKv {
     fn descriptor(&self) -> &Descriptor {
         self.description.get()
@@ -129,7 +131,8 @@ impl KeyValue for RemoteKv {
         self.remote.ready("exo.kv.v1.KvService").await
     }
 
-    async fn create_table(&self, table: &TableName) -> ExoResult<bool> {
+    async fn create_table(&self, op: ops::CreateTable<'_>) -> ExoResult<bool> {
+        let ops::CreateTable { table } = op;
         let answer = self
             .client()?
             .create_table(request(pb::CreateTableRequest { name: table.to_string() }))
@@ -138,7 +141,8 @@ impl KeyValue for RemoteKv {
         Ok(answer.into_inner().created)
     }
 
-    async fn delete_table(&self, table: &TableName) -> ExoResult<()> {
+    async fn delete_table(&self, op: ops::DeleteTable<'_>) -> ExoResult<()> {
+        let ops::DeleteTable { table } = op;
         self.client()?
             .delete_table(request(pb::DeleteTableRequest { name: table.to_string() }))
             .await
@@ -146,13 +150,14 @@ impl KeyValue for RemoteKv {
         Ok(())
     }
 
-    async fn list_tables(&self) -> ExoResult<Vec<String>> {
+    async fn list_tables(&self, _op: ops::ListTables) -> ExoResult<Vec<String>> {
         let answer =
             self.client()?.list_tables(request(pb::ListTablesRequest {})).await.map_err(from_status)?;
         Ok(answer.into_inner().names)
     }
 
-    async fn get(&self, table: &TableName, key: &str) -> ExoResult<pb::Entry> {
+    async fn get(&self, op: ops::Get<'_>) -> ExoResult<pb::Entry> {
+        let ops::Get { table, key } = op;
         let answer = self
             .client()?
             .get(request(pb::GetRequest { table: table.to_string(), key: key.to_owned() }))
@@ -161,14 +166,8 @@ impl KeyValue for RemoteKv {
         Ok(answer.into_inner().entry.unwrap_or_default())
     }
 
-    async fn put(
-        &self,
-        table: &TableName,
-        key: &str,
-        value: Vec<u8>,
-        condition: &Condition,
-        expires_at_ms: u64,
-    ) -> ExoResult<String> {
+    async fn put(&self, op: ops::Put<'_>) -> ExoResult<String> {
+        let ops::Put { table, key, value, condition, expires_at_ms } = op;
         let kind = match condition {
             Condition::None => None,
             Condition::MustNotExist => Some(pb::condition::Kind::MustNotExist(true)),
@@ -193,7 +192,8 @@ impl KeyValue for RemoteKv {
         Ok(answer.into_inner().version)
     }
 
-    async fn delete(&self, table: &TableName, key: &str, condition: &Condition) -> ExoResult<bool> {
+    async fn delete(&self, op: ops::Delete<'_>) -> ExoResult<bool> {
+        let ops::Delete { table, key, condition } = op;
         let version_equals = match condition {
             Condition::VersionEquals(version) => version.clone(),
             Condition::None | Condition::MustNotExist => String::new(),
@@ -210,14 +210,8 @@ impl KeyValue for RemoteKv {
         Ok(answer.into_inner().deleted)
     }
 
-    async fn list(
-        &self,
-        table: &TableName,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-        keys_only: bool,
-    ) -> ExoResult<Vec<pb::Entry>> {
+    async fn list(&self, op: ops::List<'_>) -> ExoResult<Vec<pb::Entry>> {
+        let ops::List { table, prefix, start_after, limit, keys_only } = op;
         let mut entries = Vec::new();
         let mut page_token = page_token(start_after);
         let max_page = self.descriptor().limits.max_page_size.max(1);
@@ -244,7 +238,8 @@ impl KeyValue for RemoteKv {
         Ok(entries)
     }
 
-    async fn batch_get(&self, table: &TableName, keys: &[String]) -> ExoResult<Vec<pb::Entry>> {
+    async fn batch_get(&self, op: ops::BatchGet<'_>) -> ExoResult<Vec<pb::Entry>> {
+        let ops::BatchGet { table, keys } = op;
         let answer = self
             .client()?
             .batch_get(request(pb::BatchGetRequest { table: table.to_string(), keys: keys.to_vec() }))

@@ -31,11 +31,12 @@ use exo_proxy_core::{
 };
 use exo_sqlite::journal::{FailoverJournal, Holder};
 
+use crate::ops;
 use crate::{
     backend::ObjectStore,
-    listing::{Page, Resume},
+    listing::Page,
     model::{
-        BucketName, ByteStream, Descriptor, Presigned, PutMeta, Range, ReadCondition, WriteCondition,
+        BucketName, ByteStream, Descriptor, Presigned, PutMeta, ReadCondition, WriteCondition,
         nothing_to_match, object_not_found,
     },
     services::{BackendConfig, OpenContext},
@@ -92,8 +93,13 @@ impl exo_proxy_core::registry::Backend for FailoverObjects {
     ) -> BoxFuture<'a, ExoResult<Self::Opened>> {
         Box::pin(async move {
             let mut opened = Vec::with_capacity(config.members.len());
-            for member in &config.members {
-                opened.push(member.open(context).await?);
+            for (index, member) in config.members.iter().enumerate() {
+                // Each member runs under its own observation, labelled with its place.
+                let observed = exo_proxy_core::layers::ObserveMember::new(context.metrics.clone(), index);
+                let member = member.open(context).await?;
+                let member: Arc<dyn ObjectStore> =
+                    Arc::new(crate::layers::Layered::new(member, observed, config.member_timeout));
+                opened.push(member);
             }
             let journal = FailoverJournal::open(&config.journal).await?;
             let chain: Self::Opened = Arc::new(FailoverObjects::new(
@@ -148,7 +154,7 @@ fn combined(members: &[Arc<dyn ObjectStore>]) -> ExoResult<Descriptor> {
     let first =
         members.first().ok_or_else(|| ExoError::internal("a failover chain needs at least one member"))?;
     let mut descriptor = first.descriptor().clone();
-    descriptor.backend = "failover";
+    descriptor.backend = exo_proxy_core::failover::CHAIN;
     for m in &members[1..] {
         let d = m.descriptor();
         descriptor.capabilities.retain(|c| d.capabilities.contains(c));
@@ -219,7 +225,9 @@ impl FailoverObjects {
         };
         let (_, out) = self
             .chain
-            .every_answering(except, gone, |m| async move { m.delete(bucket, key, None).await })
+            .every_answering(except, gone, |m| async move {
+                m.delete(ops::Delete { bucket, key, if_match: None }).await
+            })
             .await?;
         if out {
             self.journal.record(bucket.as_str(), key, Holder::Deleted).await?;
@@ -278,7 +286,7 @@ async fn replay_object(
         Holder::Member(member) => {
             let source = chain
                 .call(member as usize, |m| async move {
-                    m.get(bucket, key, None, &ReadCondition::default()).await
+                    m.get(ops::Get { bucket, key, range: None, condition: &ReadCondition::default() }).await
                 })
                 .await;
             match source {
@@ -287,7 +295,7 @@ async fn replay_object(
                     let primary =
                         chain.get(0).ok_or_else(|| ExoError::internal("a chain has a first member"))?;
                     let meta = PutMeta::copy_of(info, WriteCondition::None, max_bytes);
-                    if let Err(err) = primary.put(bucket, key, meta, body).await {
+                    if let Err(err) = primary.put(ops::Put { bucket, key, meta }, body).await {
                         chain.note(0, &err);
                         return Err(err);
                     }
@@ -305,7 +313,7 @@ async fn replay_object(
             .every_answering(
                 None,
                 |_, err| err.reason == ErrorReason::ObjectNotFound,
-                |m| async move { m.delete(bucket, key, None).await },
+                |m| async move { m.delete(ops::Delete { bucket, key, if_match: None }).await },
             )
             .await?;
         if out {
@@ -316,6 +324,7 @@ async fn replay_object(
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl ObjectStore for FailoverObjects {
     fn descriptor(&self) -> &Descriptor {
         let members = || self.chain.all().map(|(_, m)| m.clone()).collect::<Vec<_>>();
@@ -325,27 +334,34 @@ impl ObjectStore for FailoverObjects {
         // The chain serves (and describes itself) as soon as one member can.
         self.descriptor.is_final() || self.chain.all().any(|(_, m)| m.is_described())
     }
+    fn native_bucket_name(&self, bucket: &BucketName) -> String {
+        // The primary's: where an object's newest state normally is.
+        match self.chain.get(0) {
+            Some(primary) => primary.native_bucket_name(bucket),
+            None => bucket.as_str().to_owned(),
+        }
+    }
     async fn ready(&self) -> ExoResult<()> {
         self.chain.first(|m| async move { m.ready().await }).await
     }
-    async fn create_bucket(&self, bucket: &BucketName) -> ExoResult<bool> {
-        let created = self.chain.every(|m| async move { m.create_bucket(bucket).await }).await?;
+    async fn create_bucket(&self, op: ops::CreateBucket<'_>) -> ExoResult<bool> {
+        let ops::CreateBucket { bucket } = op;
+        let created =
+            self.chain.every(|m| async move { m.create_bucket(ops::CreateBucket { bucket }).await }).await?;
         Ok(created.first().copied().unwrap_or(false))
     }
-    async fn delete_bucket(&self, bucket: &BucketName) -> ExoResult<()> {
+    async fn delete_bucket(&self, op: ops::DeleteBucket<'_>) -> ExoResult<()> {
+        let ops::DeleteBucket { bucket } = op;
         let missing = |e: &ExoError| e.reason == ErrorReason::BucketNotFound;
-        self.chain.every_present(missing, |m| async move { m.delete_bucket(bucket).await }).await
+        self.chain
+            .every_present(missing, |m| async move { m.delete_bucket(ops::DeleteBucket { bucket }).await })
+            .await
     }
-    async fn list_buckets(&self) -> ExoResult<Vec<String>> {
-        self.chain.first(|m| async move { m.list_buckets().await }).await
+    async fn list_buckets(&self, _op: ops::ListBuckets) -> ExoResult<Vec<String>> {
+        self.chain.first(|m| async move { m.list_buckets(ops::ListBuckets).await }).await
     }
-    async fn put(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        meta: PutMeta,
-        body: ByteStream,
-    ) -> ExoResult<pb::ObjectInfo> {
+    async fn put(&self, op: ops::Put<'_>, body: ByteStream) -> ExoResult<pb::ObjectInfo> {
+        let ops::Put { bucket, key, meta } = op;
         // While anything is pending, changes serialise with the replay.
         let _exclusive = if self.journal.is_empty() { None } else { Some(self.journal.exclusive().await) };
         let holder = self.authority(bucket, key);
@@ -376,7 +392,7 @@ impl ObjectStore for FailoverObjects {
             let bytes = buffered(body, announced).await?;
             let upload = |m: Arc<dyn ObjectStore>| {
                 let (meta, bytes) = (meta.clone(), bytes.clone());
-                async move { m.put(bucket, key, meta, once(bytes)).await }
+                async move { m.put(ops::Put { bucket, key, meta }, once(bytes)).await }
             };
             let (index, info) = if meta.condition == WriteCondition::None {
                 self.chain.first_indexed(upload).await?
@@ -387,7 +403,7 @@ impl ObjectStore for FailoverObjects {
             return Ok(info);
         }
         let member = self.chain.get(index).ok_or_else(|| ExoError::internal("no such member"))?.clone();
-        let result = member.put(bucket, key, meta, body).await;
+        let result = member.put(ops::Put { bucket, key, meta }, body).await;
         // An upload also fails when its client goes away (reported as unavailable too): only a
         // member that then fails its readiness check is set aside.
         if let Err(err) = &result
@@ -400,37 +416,44 @@ impl ObjectStore for FailoverObjects {
         self.journal.after_write(bucket.as_str(), key, index).await?;
         Ok(info)
     }
-    async fn get(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        range: Option<Range>,
-        condition: &ReadCondition,
-    ) -> ExoResult<(pb::ObjectInfo, (u64, u64), ByteStream)> {
+    async fn get(&self, op: ops::Get<'_>) -> ExoResult<(pb::ObjectInfo, (u64, u64), ByteStream)> {
+        let ops::Get { bucket, key, range, condition } = op;
         match self.authority(bucket, key) {
             Some(Holder::Member(member)) => {
                 self.chain
-                    .only(member as usize, |m| async move { m.get(bucket, key, range, condition).await })
+                    .only(member as usize, |m| async move {
+                        m.get(ops::Get { bucket, key, range, condition }).await
+                    })
                     .await
             }
             Some(Holder::Deleted) => Err(object_not_found(bucket.as_str(), key)),
             None => {
                 self.chain
-                    .first_found(missing, |m| async move { m.get(bucket, key, range, condition).await })
+                    .first_found(missing, |m| async move {
+                        m.get(ops::Get { bucket, key, range, condition }).await
+                    })
                     .await
             }
         }
     }
-    async fn head(&self, bucket: &BucketName, key: &str) -> ExoResult<pb::ObjectInfo> {
+    async fn head(&self, op: ops::Head<'_>) -> ExoResult<pb::ObjectInfo> {
+        let ops::Head { bucket, key } = op;
         match self.authority(bucket, key) {
             Some(Holder::Member(member)) => {
-                self.chain.only(member as usize, |m| async move { m.head(bucket, key).await }).await
+                self.chain
+                    .only(member as usize, |m| async move { m.head(ops::Head { bucket, key }).await })
+                    .await
             }
             Some(Holder::Deleted) => Err(object_not_found(bucket.as_str(), key)),
-            None => self.chain.first_found(missing, |m| async move { m.head(bucket, key).await }).await,
+            None => {
+                self.chain
+                    .first_found(missing, |m| async move { m.head(ops::Head { bucket, key }).await })
+                    .await
+            }
         }
     }
-    async fn delete(&self, bucket: &BucketName, key: &str, if_match: Option<&str>) -> ExoResult<()> {
+    async fn delete(&self, op: ops::Delete<'_>) -> ExoResult<()> {
+        let ops::Delete { bucket, key, if_match } = op;
         let _exclusive = if self.journal.is_empty() { None } else { Some(self.journal.exclusive().await) };
         match (self.authority(bucket, key), if_match) {
             (Some(Holder::Deleted), None) => Ok(()),
@@ -441,19 +464,17 @@ impl ObjectStore for FailoverObjects {
                     Some(Holder::Member(member)) => member as usize,
                     _ => 0,
                 };
-                self.chain.only(index, |m| async move { m.delete(bucket, key, Some(etag)).await }).await?;
+                self.chain
+                    .only(index, |m| async move {
+                        m.delete(ops::Delete { bucket, key, if_match: Some(etag) }).await
+                    })
+                    .await?;
                 self.delete_everywhere(bucket, key, Some(index)).await
             }
         }
     }
-    async fn list(
-        &self,
-        bucket: &BucketName,
-        prefix: &str,
-        delimiter: &str,
-        resume: Option<Resume>,
-        limit: usize,
-    ) -> ExoResult<Page> {
+    async fn list(&self, op: ops::List<'_>) -> ExoResult<Page> {
+        let ops::List { bucket, prefix, delimiter, resume, limit } = op;
         if let Some(out) = (0..self.chain.len()).find(|i| !self.chain.is_available(*i)) {
             return Err(ExoError::unavailable(format!(
                 "failover member {out} is unavailable: a listing now would be partial; retry once it is back"
@@ -464,20 +485,16 @@ impl ObjectStore for FailoverObjects {
                 "uploads taken during an outage are being replayed onto the primary; retry the listing in a moment",
             ));
         }
-        self.chain.only(0, |m| async move { m.list(bucket, prefix, delimiter, resume, limit).await }).await
+        self.chain
+            .only(0, |m| async move { m.list(ops::List { bucket, prefix, delimiter, resume, limit }).await })
+            .await
     }
-    async fn copy(
-        &self,
-        source_bucket: &BucketName,
-        source_key: &str,
-        bucket: &BucketName,
-        key: &str,
-        condition: &WriteCondition,
-    ) -> ExoResult<pb::ObjectInfo> {
+    async fn copy(&self, op: ops::Copy<'_>) -> ExoResult<pb::ObjectInfo> {
+        let ops::Copy { source_bucket, source_key, bucket, key, condition } = op;
         if self.healthy() && self.journal.is_empty() {
             // A copy of a large object takes as long as it takes: no member deadline.
             let primary = self.chain.get(0).ok_or_else(|| ExoError::internal("no primary"))?;
-            let copied = primary.copy(source_bucket, source_key, bucket, key, condition).await;
+            let copied = primary.copy(ops::Copy { source_bucket, source_key, bucket, key, condition }).await;
             if let Err(err) = &copied {
                 self.chain.note(0, err);
             }
@@ -485,17 +502,21 @@ impl ObjectStore for FailoverObjects {
         }
         // During an outage or a replay: read where the source's newest state is, write as an
         // upload (journaled like any other).
-        let (info, _, body) = self.get(source_bucket, source_key, None, &ReadCondition::default()).await?;
+        let (info, _, body) = self
+            .get(ops::Get {
+                bucket: source_bucket,
+                key: source_key,
+                range: None,
+                condition: &ReadCondition::default(),
+            })
+            .await?;
         let meta = PutMeta::copy_of(info, condition.clone(), self.descriptor().limits.max_object_bytes);
-        self.put(bucket, key, meta, body).await
+        self.put(ops::Put { bucket, key, meta }, body).await
     }
-    async fn presign(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        method: pb::PresignMethod,
-        expires_at_ms: u64,
-    ) -> ExoResult<Presigned> {
-        self.chain.first(|m| async move { m.presign(bucket, key, method, expires_at_ms).await }).await
+    async fn presign(&self, op: ops::Presign<'_>) -> ExoResult<Presigned> {
+        let ops::Presign { bucket, key, method, expires_at_ms } = op;
+        self.chain
+            .first(|m| async move { m.presign(ops::Presign { bucket, key, method, expires_at_ms }).await })
+            .await
     }
 }

@@ -42,12 +42,13 @@ use exo_proto::{common::v1::ErrorReason, object::v1 as pb};
 use exo_proxy_core::{ExoError, ExoResult, readiness};
 use futures::StreamExt as _;
 
+use crate::ops;
 use crate::{
     backend::ObjectStore,
     listing::{Page, Resume},
     model::{
-        BucketName, ByteStream, Capability, Descriptor, Presigned, PutMeta, Range, ReadCondition,
-        WriteCondition, bare_etag, bucket_not_found, nothing_to_match, object_not_found, quoted_etag,
+        BucketName, ByteStream, Capability, Descriptor, Presigned, PutMeta, ReadCondition, WriteCondition,
+        bare_etag, bucket_not_found, nothing_to_match, object_not_found, quoted_etag,
     },
     upload::{PartReader, stored_info},
 };
@@ -409,7 +410,8 @@ impl ObjectStore for AzureBlobs {
         }
     }
 
-    async fn create_bucket(&self, bucket: &BucketName) -> ExoResult<bool> {
+    async fn create_bucket(&self, op: ops::CreateBucket<'_>) -> ExoResult<bool> {
+        let ops::CreateBucket { bucket } = op;
         match self.container(bucket.as_str()).create().await {
             Ok(_) => Ok(true),
             Err(err) if matches!(service_code(&err), Some((409, "ContainerAlreadyExists"))) => Ok(false),
@@ -417,7 +419,8 @@ impl ObjectStore for AzureBlobs {
         }
     }
 
-    async fn delete_bucket(&self, bucket: &BucketName) -> ExoResult<()> {
+    async fn delete_bucket(&self, op: ops::DeleteBucket<'_>) -> ExoResult<()> {
+        let ops::DeleteBucket { bucket } = op;
         // Azure deletes a container with its blobs: refuse unless it is empty, as the contract says.
         let container = self.container(bucket.as_str());
         let mut pages = container.list_blobs().max_results(std::num::NonZeroU32::MIN).into_stream();
@@ -436,7 +439,7 @@ impl ObjectStore for AzureBlobs {
             .map_err(|e| blob_error(bucket.as_str(), None, "DeleteContainer", &e))
     }
 
-    async fn list_buckets(&self) -> ExoResult<Vec<String>> {
+    async fn list_buckets(&self, _op: ops::ListBuckets) -> ExoResult<Vec<String>> {
         let mut names = Vec::new();
         let mut pages = self.service.list_containers().prefix(self.name_prefix.clone()).into_stream();
         while let Some(page) = pages.next().await {
@@ -453,13 +456,8 @@ impl ObjectStore for AzureBlobs {
         Ok(names)
     }
 
-    async fn put(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        meta: PutMeta,
-        body: ByteStream,
-    ) -> ExoResult<pb::ObjectInfo> {
+    async fn put(&self, op: ops::Put<'_>, body: ByteStream) -> ExoResult<pb::ObjectInfo> {
+        let ops::Put { bucket, key, meta } = op;
         let mut parts = PartReader::new(body, &meta, BLOCK_BYTES);
         let first = parts.next_part().await?.unwrap_or_default();
         let etag = if parts.done() {
@@ -471,13 +469,8 @@ impl ObjectStore for AzureBlobs {
         Ok(stored_info(bucket, key, size, etag, meta))
     }
 
-    async fn get(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        range: Option<Range>,
-        condition: &ReadCondition,
-    ) -> ExoResult<(pb::ObjectInfo, (u64, u64), ByteStream)> {
+    async fn get(&self, op: ops::Get<'_>) -> ExoResult<(pb::ObjectInfo, (u64, u64), ByteStream)> {
+        let ops::Get { bucket, key, range, condition } = op;
         // Properties, then the bytes pinned to that ETag. A write landing between the two makes
         // the first read fail with 412: start over (the caller asked for no condition on that).
         let mut attempts = 0;
@@ -532,11 +525,13 @@ impl ObjectStore for AzureBlobs {
         }
     }
 
-    async fn head(&self, bucket: &BucketName, key: &str) -> ExoResult<pb::ObjectInfo> {
+    async fn head(&self, op: ops::Head<'_>) -> ExoResult<pb::ObjectInfo> {
+        let ops::Head { bucket, key } = op;
         Ok(info_of(bucket, key, &self.properties(bucket, key).await?))
     }
 
-    async fn delete(&self, bucket: &BucketName, key: &str, if_match: Option<&str>) -> ExoResult<()> {
+    async fn delete(&self, op: ops::Delete<'_>) -> ExoResult<()> {
+        let ops::Delete { bucket, key, if_match } = op;
         let mut delete = self.blob(bucket.as_str(), key).delete();
         if let Some(etag) = if_match {
             delete = delete.if_match(IfMatchCondition::Match(quoted_etag(etag)));
@@ -555,14 +550,8 @@ impl ObjectStore for AzureBlobs {
         }
     }
 
-    async fn list(
-        &self,
-        bucket: &BucketName,
-        prefix: &str,
-        delimiter: &str,
-        resume: Option<Resume>,
-        limit: usize,
-    ) -> ExoResult<Page> {
+    async fn list(&self, op: ops::List<'_>) -> ExoResult<Page> {
+        let ops::List { bucket, prefix, delimiter, resume, limit } = op;
         let mut request = self.container(bucket.as_str()).list_blobs().include_metadata(false).max_results(
             std::num::NonZeroU32::new(limit.clamp(1, 5000) as u32).unwrap_or(std::num::NonZeroU32::MIN),
         );
@@ -604,28 +593,24 @@ impl ObjectStore for AzureBlobs {
         Ok(out)
     }
 
-    async fn copy(
-        &self,
-        source_bucket: &BucketName,
-        source_key: &str,
-        bucket: &BucketName,
-        key: &str,
-        condition: &WriteCondition,
-    ) -> ExoResult<pb::ObjectInfo> {
+    async fn copy(&self, op: ops::Copy<'_>) -> ExoResult<pb::ObjectInfo> {
+        let ops::Copy { source_bucket, source_key, bucket, key, condition } = op;
         // Streamed through the proxy: the destination condition holds atomically (Copy Blob
         // would need a SAS for its source and polling for its completion).
-        let (info, _, body) = self.get(source_bucket, source_key, None, &ReadCondition::default()).await?;
+        let (info, _, body) = self
+            .get(ops::Get {
+                bucket: source_bucket,
+                key: source_key,
+                range: None,
+                condition: &ReadCondition::default(),
+            })
+            .await?;
         let meta = PutMeta::copy_of(info, condition.clone(), MAX_OBJECT_BYTES);
-        self.put(bucket, key, meta, body).await
+        self.put(ops::Put { bucket, key, meta }, body).await
     }
 
-    async fn presign(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        method: pb::PresignMethod,
-        expires_at_ms: u64,
-    ) -> ExoResult<Presigned> {
+    async fn presign(&self, op: ops::Presign<'_>) -> ExoResult<Presigned> {
+        let ops::Presign { bucket, key, method, expires_at_ms } = op;
         let client = self.blob(bucket.as_str(), key);
         let permissions = match method {
             pb::PresignMethod::Put => {

@@ -30,12 +30,13 @@ use exo_sqlite::{
 use futures::StreamExt as _;
 use tokio::io::{AsyncWriteExt as _, BufWriter};
 
+use crate::ops;
 use crate::{
     backend::ObjectStore,
-    listing::{Page, Resume, list_page},
+    listing::{Page, list_page},
     model::{
-        BucketName, ByteStream, Capability, Descriptor, Presigned, PutMeta, READ_CHUNK, Range, ReadCondition,
-        WriteCondition, bucket_not_found, check_upload_size, local_limits, new_etag, object_not_found,
+        BucketName, ByteStream, Capability, Descriptor, Presigned, PutMeta, READ_CHUNK, WriteCondition,
+        bucket_not_found, check_upload_size, local_limits, new_etag, object_not_found,
     },
     presign::LocalPresigner,
 };
@@ -388,7 +389,8 @@ impl ObjectStore for FsObjects {
         self.store.run_draining(|txn, _| txn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await
     }
 
-    async fn create_bucket(&self, bucket: &BucketName) -> ExoResult<bool> {
+    async fn create_bucket(&self, op: ops::CreateBucket<'_>) -> ExoResult<bool> {
+        let ops::CreateBucket { bucket } = op;
         let b = bucket.to_string();
         self.store
             .run(move |txn, _| {
@@ -403,7 +405,8 @@ impl ObjectStore for FsObjects {
             .await
     }
 
-    async fn delete_bucket(&self, bucket: &BucketName) -> ExoResult<()> {
+    async fn delete_bucket(&self, op: ops::DeleteBucket<'_>) -> ExoResult<()> {
+        let ops::DeleteBucket { bucket } = op;
         let b = bucket.to_string();
         self.store
             .run_draining(move |txn, _| {
@@ -424,7 +427,7 @@ impl ObjectStore for FsObjects {
             .await
     }
 
-    async fn list_buckets(&self) -> ExoResult<Vec<String>> {
+    async fn list_buckets(&self, _op: ops::ListBuckets) -> ExoResult<Vec<String>> {
         self.store
             .run_draining(|txn, _| {
                 let mut stmt =
@@ -435,13 +438,8 @@ impl ObjectStore for FsObjects {
             .await
     }
 
-    async fn put(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        meta: PutMeta,
-        body: ByteStream,
-    ) -> ExoResult<pb::ObjectInfo> {
+    async fn put(&self, op: ops::Put<'_>, body: ByteStream) -> ExoResult<pb::ObjectInfo> {
+        let ops::Put { bucket, key, meta } = op;
         // Fail before taking any bytes when the bucket is missing or create-only cannot hold;
         // the decisive check is repeated atomically at publish time.
         let (b, k, create_only) =
@@ -489,13 +487,8 @@ impl ObjectStore for FsObjects {
         }
     }
 
-    async fn get(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        range: Option<Range>,
-        condition: &ReadCondition,
-    ) -> ExoResult<(pb::ObjectInfo, (u64, u64), ByteStream)> {
+    async fn get(&self, op: ops::Get<'_>) -> ExoResult<(pb::ObjectInfo, (u64, u64), ByteStream)> {
+        let ops::Get { bucket, key, range, condition } = op;
         // A concurrent overwrite may remove the file between the lookup and the open; the new
         // version is then found on the next lookup. An open file stays readable after removal.
         for _ in 0..3 {
@@ -517,11 +510,13 @@ impl ObjectStore for FsObjects {
         Err(ExoError::unavailable(format!("{bucket}/{key} kept changing while being opened; retry")))
     }
 
-    async fn head(&self, bucket: &BucketName, key: &str) -> ExoResult<pb::ObjectInfo> {
+    async fn head(&self, op: ops::Head<'_>) -> ExoResult<pb::ObjectInfo> {
+        let ops::Head { bucket, key } = op;
         Ok(self.lookup(bucket, key).await?.info)
     }
 
-    async fn delete(&self, bucket: &BucketName, key: &str, if_match: Option<&str>) -> ExoResult<()> {
+    async fn delete(&self, op: ops::Delete<'_>) -> ExoResult<()> {
+        let ops::Delete { bucket, key, if_match } = op;
         let (b, k, if_match) = (bucket.to_string(), key.to_owned(), if_match.map(str::to_owned));
         let removed = self
             .store
@@ -546,14 +541,8 @@ impl ObjectStore for FsObjects {
         Ok(())
     }
 
-    async fn list(
-        &self,
-        bucket: &BucketName,
-        prefix: &str,
-        delimiter: &str,
-        resume: Option<Resume>,
-        limit: usize,
-    ) -> ExoResult<Page> {
+    async fn list(&self, op: ops::List<'_>) -> ExoResult<Page> {
+        let ops::List { bucket, prefix, delimiter, resume, limit } = op;
         let (b, prefix, delimiter) = (bucket.to_string(), prefix.to_owned(), delimiter.to_owned());
         self.store
             .run_draining(move |txn, _| {
@@ -587,14 +576,8 @@ impl ObjectStore for FsObjects {
             .await
     }
 
-    async fn copy(
-        &self,
-        source_bucket: &BucketName,
-        source_key: &str,
-        bucket: &BucketName,
-        key: &str,
-        condition: &WriteCondition,
-    ) -> ExoResult<pb::ObjectInfo> {
+    async fn copy(&self, op: ops::Copy<'_>) -> ExoResult<pb::ObjectInfo> {
+        let ops::Copy { source_bucket, source_key, bucket, key, condition } = op;
         for _ in 0..3 {
             let source = self.lookup(source_bucket, source_key).await?;
             // Blobs are immutable, so the copy can share the bytes through a hard link; its
@@ -633,13 +616,8 @@ impl ObjectStore for FsObjects {
         )))
     }
 
-    async fn presign(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        method: pb::PresignMethod,
-        expires_at_ms: u64,
-    ) -> ExoResult<Presigned> {
+    async fn presign(&self, op: ops::Presign<'_>) -> ExoResult<Presigned> {
+        let ops::Presign { bucket, key, method, expires_at_ms } = op;
         let b = bucket.to_string();
         self.store.run_draining(move |txn, _| require_bucket(txn, &b)).await?;
         Ok(self.presigner.url(bucket.as_str(), key, method, expires_at_ms).into())

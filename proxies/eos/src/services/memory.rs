@@ -12,12 +12,13 @@ use exo_proto::{common::v1::ErrorReason, object::v1 as pb};
 use exo_proxy_core::{ExoError, ExoResult, now_ms};
 use futures::StreamExt as _;
 
+use crate::ops;
 use crate::{
     backend::ObjectStore,
-    listing::{Page, Resume, list_page},
+    listing::{Page, list_page},
     model::{
-        BucketName, ByteStream, Capability, Descriptor, Presigned, PutMeta, Range, ReadCondition,
-        WriteCondition, bucket_not_found, check_upload_size, local_limits, new_etag, object_not_found,
+        BucketName, ByteStream, Capability, Descriptor, Presigned, WriteCondition, bucket_not_found,
+        check_upload_size, local_limits, new_etag, object_not_found,
     },
     presign::LocalPresigner,
     services::bytes_stream,
@@ -148,7 +149,8 @@ impl ObjectStore for MemoryObjects {
         Ok(())
     }
 
-    async fn create_bucket(&self, bucket: &BucketName) -> ExoResult<bool> {
+    async fn create_bucket(&self, op: ops::CreateBucket<'_>) -> ExoResult<bool> {
+        let ops::CreateBucket { bucket } = op;
         let mut buckets = self.lock();
         if buckets.contains_key(bucket.as_str()) {
             return Ok(false);
@@ -157,7 +159,8 @@ impl ObjectStore for MemoryObjects {
         Ok(true)
     }
 
-    async fn delete_bucket(&self, bucket: &BucketName) -> ExoResult<()> {
+    async fn delete_bucket(&self, op: ops::DeleteBucket<'_>) -> ExoResult<()> {
+        let ops::DeleteBucket { bucket } = op;
         let mut buckets = self.lock();
         match buckets.get(bucket.as_str()) {
             None => Err(bucket_not_found(bucket.as_str())),
@@ -173,17 +176,12 @@ impl ObjectStore for MemoryObjects {
         }
     }
 
-    async fn list_buckets(&self) -> ExoResult<Vec<String>> {
+    async fn list_buckets(&self, _op: ops::ListBuckets) -> ExoResult<Vec<String>> {
         Ok(self.lock().keys().cloned().collect())
     }
 
-    async fn put(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        meta: PutMeta,
-        mut body: ByteStream,
-    ) -> ExoResult<pb::ObjectInfo> {
+    async fn put(&self, op: ops::Put<'_>, mut body: ByteStream) -> ExoResult<pb::ObjectInfo> {
+        let ops::Put { bucket, key, meta } = op;
         // Fail before taking any bytes when the bucket is missing or create-only cannot hold.
         self.with_bucket(bucket, |objects| {
             let current = objects.get(key.as_bytes()).map(|o| o.info.etag.as_str());
@@ -209,13 +207,8 @@ impl ObjectStore for MemoryObjects {
         self.store(bucket, key, &meta.condition, info, data.freeze())
     }
 
-    async fn get(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        range: Option<Range>,
-        condition: &ReadCondition,
-    ) -> ExoResult<(pb::ObjectInfo, (u64, u64), ByteStream)> {
+    async fn get(&self, op: ops::Get<'_>) -> ExoResult<(pb::ObjectInfo, (u64, u64), ByteStream)> {
+        let ops::Get { bucket, key, range, condition } = op;
         let object = self.with_bucket(bucket, |objects| {
             objects.get(key.as_bytes()).cloned().ok_or_else(|| object_not_found(bucket.as_str(), key))
         })?;
@@ -227,7 +220,8 @@ impl ObjectStore for MemoryObjects {
         Ok((object.info, (offset, length), bytes_stream(object.data, offset, length)))
     }
 
-    async fn head(&self, bucket: &BucketName, key: &str) -> ExoResult<pb::ObjectInfo> {
+    async fn head(&self, op: ops::Head<'_>) -> ExoResult<pb::ObjectInfo> {
+        let ops::Head { bucket, key } = op;
         self.with_bucket(bucket, |objects| {
             objects
                 .get(key.as_bytes())
@@ -236,7 +230,8 @@ impl ObjectStore for MemoryObjects {
         })
     }
 
-    async fn delete(&self, bucket: &BucketName, key: &str, if_match: Option<&str>) -> ExoResult<()> {
+    async fn delete(&self, op: ops::Delete<'_>) -> ExoResult<()> {
+        let ops::Delete { bucket, key, if_match } = op;
         self.with_bucket(bucket, |objects| {
             if let Some(want) = if_match {
                 let current = objects.get(key.as_bytes()).map(|o| o.info.etag.as_str());
@@ -247,14 +242,8 @@ impl ObjectStore for MemoryObjects {
         })
     }
 
-    async fn list(
-        &self,
-        bucket: &BucketName,
-        prefix: &str,
-        delimiter: &str,
-        resume: Option<Resume>,
-        limit: usize,
-    ) -> ExoResult<Page> {
+    async fn list(&self, op: ops::List<'_>) -> ExoResult<Page> {
+        let ops::List { bucket, prefix, delimiter, resume, limit } = op;
         self.with_bucket(bucket, |objects| {
             list_page(prefix, delimiter, resume, limit, |lower, inclusive, upper, n| {
                 Ok(objects
@@ -268,14 +257,8 @@ impl ObjectStore for MemoryObjects {
         })
     }
 
-    async fn copy(
-        &self,
-        source_bucket: &BucketName,
-        source_key: &str,
-        bucket: &BucketName,
-        key: &str,
-        condition: &WriteCondition,
-    ) -> ExoResult<pb::ObjectInfo> {
+    async fn copy(&self, op: ops::Copy<'_>) -> ExoResult<pb::ObjectInfo> {
+        let ops::Copy { source_bucket, source_key, bucket, key, condition } = op;
         let source = self.with_bucket(source_bucket, |objects| {
             objects
                 .get(source_key.as_bytes())
@@ -292,13 +275,8 @@ impl ObjectStore for MemoryObjects {
         self.store(bucket, key, condition, info, source.data)
     }
 
-    async fn presign(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        method: pb::PresignMethod,
-        expires_at_ms: u64,
-    ) -> ExoResult<Presigned> {
+    async fn presign(&self, op: ops::Presign<'_>) -> ExoResult<Presigned> {
+        let ops::Presign { bucket, key, method, expires_at_ms } = op;
         self.with_bucket(bucket, |_| Ok(()))?;
         Ok(self.presigner.url(bucket.as_str(), key, method, expires_at_ms).into())
     }

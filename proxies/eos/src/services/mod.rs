@@ -46,6 +46,8 @@ pub struct OpenContext {
     pub presign_base: Option<String>,
     /// Bounds each call a cloud backend makes to its service.
     pub call_timeout: Duration,
+    /// The proxy's metrics (a failover chain's members report into them).
+    pub metrics: std::sync::Arc<exo_proxy_core::metrics::Metrics>,
 }
 
 use bytes::Bytes;

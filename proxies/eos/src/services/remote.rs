@@ -21,13 +21,11 @@ use exo_proxy_core::{ExoError, ExoResult, config::ConfigError};
 use exo_remote::{Described, Description, RemoteConfig, Transport, described, from_status, request};
 use futures::{StreamExt, TryStreamExt, stream};
 
+use crate::ops;
 use crate::{
     backend::ObjectStore,
     listing::{Page, Resume},
-    model::{
-        BucketName, ByteStream, Capability, Descriptor, Presigned, PutMeta, Range, ReadCondition,
-        WriteCondition,
-    },
+    model::{ByteStream, Capability, Descriptor, Presigned, Range, WriteCondition},
     presign::LocalPresigner,
 };
 
@@ -166,6 +164,7 @@ impl RemoteObjects {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl ObjectStore for RemoteObjects {
     fn descriptor(&self) -> &Descriptor {
         self.description.get()
@@ -175,12 +174,18 @@ impl ObjectStore for RemoteObjects {
         self.description.is_known()
     }
 
+    fn native_bucket_name(&self, bucket: &crate::model::BucketName) -> String {
+        // The remote proxy's own backend names it; the contract does not say how.
+        bucket.as_str().to_owned()
+    }
+
     async fn ready(&self) -> ExoResult<()> {
         self.description.settle(describe(self.client.clone(), self.config.clone())).await?;
         self.remote.ready("exo.object.v1.ObjectService").await
     }
 
-    async fn create_bucket(&self, bucket: &BucketName) -> ExoResult<bool> {
+    async fn create_bucket(&self, op: ops::CreateBucket<'_>) -> ExoResult<bool> {
+        let ops::CreateBucket { bucket } = op;
         let answer = self
             .client()?
             .create_bucket(request(pb::CreateBucketRequest { name: bucket.to_string() }))
@@ -189,7 +194,8 @@ impl ObjectStore for RemoteObjects {
         Ok(answer.into_inner().created)
     }
 
-    async fn delete_bucket(&self, bucket: &BucketName) -> ExoResult<()> {
+    async fn delete_bucket(&self, op: ops::DeleteBucket<'_>) -> ExoResult<()> {
+        let ops::DeleteBucket { bucket } = op;
         self.client()?
             .delete_bucket(request(pb::DeleteBucketRequest { name: bucket.to_string() }))
             .await
@@ -197,19 +203,14 @@ impl ObjectStore for RemoteObjects {
         Ok(())
     }
 
-    async fn list_buckets(&self) -> ExoResult<Vec<String>> {
+    async fn list_buckets(&self, _op: ops::ListBuckets) -> ExoResult<Vec<String>> {
         let answer =
             self.client()?.list_buckets(request(pb::ListBucketsRequest {})).await.map_err(from_status)?;
         Ok(answer.into_inner().names)
     }
 
-    async fn put(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        meta: PutMeta,
-        body: ByteStream,
-    ) -> ExoResult<pb::ObjectInfo> {
+    async fn put(&self, op: ops::Put<'_>, body: ByteStream) -> ExoResult<pb::ObjectInfo> {
+        let ops::Put { bucket, key, meta } = op;
         let header = pb::PutHeader {
             bucket: bucket.to_string(),
             key: key.to_owned(),
@@ -231,13 +232,8 @@ impl ObjectStore for RemoteObjects {
         }
     }
 
-    async fn get(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        range: Option<Range>,
-        condition: &ReadCondition,
-    ) -> ExoResult<(pb::ObjectInfo, (u64, u64), ByteStream)> {
+    async fn get(&self, op: ops::Get<'_>) -> ExoResult<(pb::ObjectInfo, (u64, u64), ByteStream)> {
+        let ops::Get { bucket, key, range, condition } = op;
         let range = range.map(|range| pb::ByteRange {
             kind: Some(match range {
                 Range::From(start) => pb::byte_range::Kind::From(start),
@@ -270,7 +266,8 @@ impl ObjectStore for RemoteObjects {
         Ok((header.info.unwrap_or_default(), (header.offset, header.length), Box::pin(body)))
     }
 
-    async fn head(&self, bucket: &BucketName, key: &str) -> ExoResult<pb::ObjectInfo> {
+    async fn head(&self, op: ops::Head<'_>) -> ExoResult<pb::ObjectInfo> {
+        let ops::Head { bucket, key } = op;
         let answer = self
             .client()?
             .head(request(pb::HeadRequest { bucket: bucket.to_string(), key: key.to_owned() }))
@@ -279,7 +276,8 @@ impl ObjectStore for RemoteObjects {
         Ok(answer.into_inner().info.unwrap_or_default())
     }
 
-    async fn delete(&self, bucket: &BucketName, key: &str, if_match: Option<&str>) -> ExoResult<()> {
+    async fn delete(&self, op: ops::Delete<'_>) -> ExoResult<()> {
+        let ops::Delete { bucket, key, if_match } = op;
         self.client()?
             .delete(request(pb::DeleteRequest {
                 bucket: bucket.to_string(),
@@ -291,14 +289,8 @@ impl ObjectStore for RemoteObjects {
         Ok(())
     }
 
-    async fn list(
-        &self,
-        bucket: &BucketName,
-        prefix: &str,
-        delimiter: &str,
-        resume: Option<Resume>,
-        limit: usize,
-    ) -> ExoResult<Page> {
+    async fn list(&self, op: ops::List<'_>) -> ExoResult<Page> {
+        let ops::List { bucket, prefix, delimiter, resume, limit } = op;
         // The remote's page token, carried inside this proxy's (see `Resume::continuation`).
         let page_token = resume.map(|r| r.continuation_token()).transpose()?.unwrap_or_default();
         let answer = self
@@ -318,14 +310,8 @@ impl ObjectStore for RemoteObjects {
         Ok(Page { objects: answer.objects, common_prefixes: answer.common_prefixes, next })
     }
 
-    async fn copy(
-        &self,
-        source_bucket: &BucketName,
-        source_key: &str,
-        bucket: &BucketName,
-        key: &str,
-        condition: &WriteCondition,
-    ) -> ExoResult<pb::ObjectInfo> {
+    async fn copy(&self, op: ops::Copy<'_>) -> ExoResult<pb::ObjectInfo> {
+        let ops::Copy { source_bucket, source_key, bucket, key, condition } = op;
         let answer = self
             .client()?
             .copy(request(pb::CopyRequest {
@@ -340,13 +326,8 @@ impl ObjectStore for RemoteObjects {
         Ok(answer.into_inner().info.unwrap_or_default())
     }
 
-    async fn presign(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        method: pb::PresignMethod,
-        expires_at_ms: u64,
-    ) -> ExoResult<Presigned> {
+    async fn presign(&self, op: ops::Presign<'_>) -> ExoResult<Presigned> {
+        let ops::Presign { bucket, key, method, expires_at_ms } = op;
         // The bucket must exist, as for every backend's presign (a one-entry listing asks).
         self.client()?
             .list(request(pb::ListRequest { bucket: bucket.to_string(), page_size: 1, ..Default::default() }))

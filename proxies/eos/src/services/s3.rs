@@ -32,6 +32,7 @@ use exo_aws::{AwsSettings, map_error, service_code};
 use exo_proto::{common::v1::ErrorReason, object::v1 as pb};
 use exo_proxy_core::{ExoError, ExoResult, now_ms, readiness};
 
+use crate::ops;
 use crate::{
     backend::ObjectStore,
     listing::{Page, Resume},
@@ -416,7 +417,8 @@ impl ObjectStore for S3Objects {
         readiness(probe.map(|_| ()).map_err(|err| map_error("s3", "ListBuckets", err)))
     }
 
-    async fn create_bucket(&self, bucket: &BucketName) -> ExoResult<bool> {
+    async fn create_bucket(&self, op: ops::CreateBucket<'_>) -> ExoResult<bool> {
+        let ops::CreateBucket { bucket } = op;
         if self.bucket_exists(bucket.as_str()).await? {
             return Ok(false);
         }
@@ -445,7 +447,8 @@ impl ObjectStore for S3Objects {
         }
     }
 
-    async fn delete_bucket(&self, bucket: &BucketName) -> ExoResult<()> {
+    async fn delete_bucket(&self, op: ops::DeleteBucket<'_>) -> ExoResult<()> {
+        let ops::DeleteBucket { bucket } = op;
         self.client
             .delete_bucket()
             .bucket(self.physical(bucket.as_str()))
@@ -455,7 +458,7 @@ impl ObjectStore for S3Objects {
             .map_err(|e| object_error(bucket.as_str(), None, "DeleteBucket", e))
     }
 
-    async fn list_buckets(&self) -> ExoResult<Vec<String>> {
+    async fn list_buckets(&self, _op: ops::ListBuckets) -> ExoResult<Vec<String>> {
         let mut names = Vec::new();
         let mut token = None;
         loop {
@@ -483,13 +486,8 @@ impl ObjectStore for S3Objects {
         Ok(names)
     }
 
-    async fn put(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        meta: PutMeta,
-        body: ByteStream,
-    ) -> ExoResult<pb::ObjectInfo> {
+    async fn put(&self, op: ops::Put<'_>, body: ByteStream) -> ExoResult<pb::ObjectInfo> {
+        let ops::Put { bucket, key, meta } = op;
         let mut parts = PartReader::new(body, &meta, PART_BYTES);
         let first = parts.next_part().await?.unwrap_or_default();
         let etag = if parts.done() {
@@ -501,13 +499,8 @@ impl ObjectStore for S3Objects {
         Ok(stored_info(bucket, key, size, etag, meta))
     }
 
-    async fn get(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        range: Option<Range>,
-        condition: &ReadCondition,
-    ) -> ExoResult<(pb::ObjectInfo, (u64, u64), ByteStream)> {
+    async fn get(&self, op: ops::Get<'_>) -> ExoResult<(pb::ObjectInfo, (u64, u64), ByteStream)> {
+        let ops::Get { bucket, key, range, condition } = op;
         let header = range.and_then(range_header);
         if range.is_some() && header.is_none() {
             // An empty range: nothing to fetch, but the object and conditions still count.
@@ -555,11 +548,13 @@ impl ObjectStore for S3Objects {
         Ok((info, served, body_stream(out.body, bucket.to_string(), key.to_owned())))
     }
 
-    async fn head(&self, bucket: &BucketName, key: &str) -> ExoResult<pb::ObjectInfo> {
+    async fn head(&self, op: ops::Head<'_>) -> ExoResult<pb::ObjectInfo> {
+        let ops::Head { bucket, key } = op;
         self.info(bucket, key).await
     }
 
-    async fn delete(&self, bucket: &BucketName, key: &str, if_match: Option<&str>) -> ExoResult<()> {
+    async fn delete(&self, op: ops::Delete<'_>) -> ExoResult<()> {
+        let ops::Delete { bucket, key, if_match } = op;
         let result = self
             .client
             .delete_object()
@@ -580,14 +575,8 @@ impl ObjectStore for S3Objects {
         }
     }
 
-    async fn list(
-        &self,
-        bucket: &BucketName,
-        prefix: &str,
-        delimiter: &str,
-        resume: Option<Resume>,
-        limit: usize,
-    ) -> ExoResult<Page> {
+    async fn list(&self, op: ops::List<'_>) -> ExoResult<Page> {
+        let ops::List { bucket, prefix, delimiter, resume, limit } = op;
         let mut request = self
             .client
             .list_objects_v2()
@@ -624,28 +613,22 @@ impl ObjectStore for S3Objects {
         Ok(Page { objects, common_prefixes, next })
     }
 
-    async fn copy(
-        &self,
-        source_bucket: &BucketName,
-        source_key: &str,
-        bucket: &BucketName,
-        key: &str,
-        condition: &WriteCondition,
-    ) -> ExoResult<pb::ObjectInfo> {
+    async fn copy(&self, op: ops::Copy<'_>) -> ExoResult<pb::ObjectInfo> {
+        let ops::Copy { source_bucket, source_key, bucket, key, condition } = op;
         let source = self.info(source_bucket, source_key).await?;
         if *condition != WriteCondition::None || source.size > 5 * 1024 * 1024 * 1024 {
             // S3 CopyObject has no condition on the destination (and stops at 5 GiB): stream
             // the source through a put, which S3 checks atomically.
             let (info, _, body) = self
-                .get(
-                    source_bucket,
-                    source_key,
-                    None,
-                    &ReadCondition { if_match: Some(source.etag.clone()), if_none_match: None },
-                )
+                .get(ops::Get {
+                    bucket: source_bucket,
+                    key: source_key,
+                    range: None,
+                    condition: &ReadCondition { if_match: Some(source.etag.clone()), if_none_match: None },
+                })
                 .await?;
             let meta = PutMeta::copy_of(info, condition.clone(), MAX_OBJECT_BYTES);
-            return self.put(bucket, key, meta, body).await;
+            return self.put(ops::Put { bucket, key, meta }, body).await;
         }
         let copy_source = format!(
             "{}/{}",
@@ -673,13 +656,8 @@ impl ObjectStore for S3Objects {
         })
     }
 
-    async fn presign(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        method: pb::PresignMethod,
-        expires_at_ms: u64,
-    ) -> ExoResult<Presigned> {
+    async fn presign(&self, op: ops::Presign<'_>) -> ExoResult<Presigned> {
+        let ops::Presign { bucket, key, method, expires_at_ms } = op;
         let seconds = expires_at_ms.saturating_sub(now_ms()).div_ceil(1000).max(1);
         let config = PresigningConfig::expires_in(Duration::from_secs(seconds))
             .map_err(|e| ExoError::invalid_argument("expires_in_seconds", e.to_string()))?;

@@ -14,9 +14,10 @@ use exo_proxy_core::{
     registry::BoxFuture,
 };
 
+use crate::ops;
 use crate::{
     backend::Queue,
-    model::{Descriptor, Published, QueueName, ReceiveParams, TopicName},
+    model::{Descriptor, Published, QueueName, ReceiveParams},
     services::{BackendConfig, OpenContext},
 };
 
@@ -61,7 +62,8 @@ impl exo_proxy_core::registry::Backend for FailoverQueue {
 
     /// The largest member's: the API checks each message against the member that takes it.
     fn largest_item(config: &FailoverConfig) -> Option<u64> {
-        config.members.iter().filter_map(BackendConfig::largest_item).max()
+        // The chain's limit is its smallest member's, unknown while any member's is (a `remote`).
+        config.members.iter().map(BackendConfig::largest_item).collect::<Option<Vec<_>>>()?.into_iter().min()
     }
 
     fn open<'a>(
@@ -73,6 +75,7 @@ impl exo_proxy_core::registry::Backend for FailoverQueue {
             for member in &config.members {
                 opened.push(member.open(context).await?);
             }
+            let opened = observe_members(opened, &context.metrics, config.member_timeout);
             let chain: Self::Opened = Arc::new(
                 FailoverQueue::new(opened)?
                     .with_member_timeout(config.member_timeout)
@@ -82,6 +85,20 @@ impl exo_proxy_core::registry::Backend for FailoverQueue {
             Ok(chain)
         })
     }
+}
+
+/// Puts each member under its own observation, labelled with its place in the chain
+/// (`exo_member_calls_total{member="1",…}`); `ready_timeout` bounds each member's readiness.
+pub fn observe_members(
+    members: Vec<Arc<dyn Queue>>,
+    metrics: &Arc<exo_proxy_core::metrics::Metrics>,
+    ready_timeout: Duration,
+) -> Vec<Arc<dyn Queue>> {
+    let observed = members.into_iter().enumerate().map(|(index, member)| {
+        let layer = exo_proxy_core::layers::ObserveMember::new(metrics.clone(), index);
+        Arc::new(crate::layers::Layered::new(member, layer, ready_timeout)) as Arc<dyn Queue>
+    });
+    observed.collect()
 }
 
 /// A chain of queue backends behaving as one.
@@ -96,7 +113,7 @@ fn combined(members: &[Arc<dyn Queue>]) -> ExoResult<Descriptor> {
     let first =
         members.first().ok_or_else(|| ExoError::internal("a failover chain needs at least one member"))?;
     let mut descriptor = first.descriptor().clone();
-    descriptor.backend = "failover";
+    descriptor.backend = exo_proxy_core::failover::CHAIN;
     for m in &members[1..] {
         let d = m.descriptor();
         descriptor.capabilities.retain(|c| d.capabilities.contains(c));
@@ -213,7 +230,14 @@ impl FailoverQueue {
             }
             let params =
                 ReceiveParams { max_messages: want, wait: Duration::ZERO, visibility_seconds: visibility };
-            match self.chain.call(index, |member| async move { member.receive(name, params).await }).await {
+            match self
+                .chain
+                .call(
+                    index,
+                    |member| async move { member.receive(ops::Receive { queue: name, params }).await },
+                )
+                .await
+            {
                 Ok(messages) => {
                     reached = true;
                     got.extend(messages.into_iter().map(|mut m| {
@@ -232,6 +256,7 @@ impl FailoverQueue {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl Queue for FailoverQueue {
     fn descriptor(&self) -> &Descriptor {
         let members = || self.chain.all().map(|(_, m)| m.clone()).collect::<Vec<_>>();
@@ -244,34 +269,40 @@ impl Queue for FailoverQueue {
     async fn ready(&self) -> ExoResult<()> {
         self.chain.first(|q| async move { q.ready().await }).await
     }
-    async fn create_queue(
-        &self,
-        name: &QueueName,
-        options: &pb::QueueOptions,
-    ) -> ExoResult<(bool, pb::QueueInfo)> {
+    async fn create_queue(&self, op: ops::CreateQueue<'_>) -> ExoResult<(bool, pb::QueueInfo)> {
+        let ops::CreateQueue { queue: name, options } = op;
         // Every member gets the queue, so a switch finds it; the primary's answer is the answer.
-        let mut results = self.chain.every(|q| async move { q.create_queue(name, options).await }).await?;
+        let mut results = self
+            .chain
+            .every(|q| async move { q.create_queue(ops::CreateQueue { queue: name, options }).await })
+            .await?;
         Ok(results.swap_remove(0))
     }
-    async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
+    async fn delete_queue(&self, op: ops::DeleteQueue<'_>) -> ExoResult<()> {
+        let ops::DeleteQueue { queue: name } = op;
         let missing = |e: &ExoError| e.reason == ErrorReason::QueueNotFound;
-        self.chain.every_present(missing, |q| async move { q.delete_queue(name).await }).await
+        self.chain
+            .every_present(missing, |q| async move { q.delete_queue(ops::DeleteQueue { queue: name }).await })
+            .await
     }
-    async fn list_queues(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
-        self.chain.first(|q| async move { q.list_queues(prefix, start_after, limit).await }).await
+    async fn list_queues(&self, op: ops::ListQueues<'_>) -> ExoResult<Vec<String>> {
+        let ops::ListQueues { prefix, start_after, limit } = op;
+        self.chain
+            .first(|q| async move { q.list_queues(ops::ListQueues { prefix, start_after, limit }).await })
+            .await
     }
-    async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
+    async fn queue_info(&self, op: ops::QueueInfo<'_>) -> ExoResult<pb::QueueInfo> {
+        let ops::QueueInfo { queue: name } = op;
         // Counts are the sum over every reachable member: messages may sit on any of them.
         let mut info: Option<pb::QueueInfo> = None;
         let mut last = None;
         let available: Vec<usize> = self.chain.available().map(|(index, _)| index).collect();
         for index in available {
-            match self.chain.call(index, |member| async move { member.queue_info(name).await }).await {
+            match self
+                .chain
+                .call(index, |member| async move { member.queue_info(ops::QueueInfo { queue: name }).await })
+                .await
+            {
                 Ok(i) => match info.as_mut() {
                     None => info = Some(i),
                     Some(sum) => {
@@ -287,14 +318,15 @@ impl Queue for FailoverQueue {
             last.unwrap_or_else(|| ExoError::unavailable("every member of the failover chain is down"))
         })
     }
-    async fn send(
-        &self,
-        name: &QueueName,
-        messages: Vec<pb::OutgoingMessage>,
-    ) -> ExoResult<Vec<ExoResult<String>>> {
-        self.first_to_take(messages, |member, batch| async move { member.send(name, batch).await }).await
+    async fn send(&self, op: ops::Send<'_>) -> ExoResult<Vec<ExoResult<String>>> {
+        let ops::Send { queue: name, messages } = op;
+        self.first_to_take(messages, |member, batch| async move {
+            member.send(ops::Send { queue: name, messages: batch }).await
+        })
+        .await
     }
-    async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
+    async fn receive(&self, op: ops::Receive<'_>) -> ExoResult<Vec<pb::Message>> {
+        let ops::Receive { queue: name, params } = op;
         let deadline = tokio::time::Instant::now() + params.wait;
         loop {
             let got = self.receive_once(name, params.max_messages, params.visibility_seconds).await?;
@@ -304,18 +336,25 @@ impl Queue for FailoverQueue {
             tokio::time::sleep(POLL.min(deadline - tokio::time::Instant::now())).await;
         }
     }
-    async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()> {
-        let (index, inner) = self.member_of(receipt)?;
-        self.chain.call(index, |member| async move { member.ack(name, inner).await }).await
-    }
-    async fn change_visibility(&self, name: &QueueName, receipt: &str, seconds: u32) -> ExoResult<()> {
+    async fn ack(&self, op: ops::Ack<'_>) -> ExoResult<()> {
+        let ops::Ack { queue: name, receipt } = op;
         let (index, inner) = self.member_of(receipt)?;
         self.chain
-            .call(index, |member| async move { member.change_visibility(name, inner, seconds).await })
+            .call(index, |member| async move { member.ack(ops::Ack { queue: name, receipt: inner }).await })
             .await
     }
-    async fn purge(&self, name: &QueueName) -> ExoResult<()> {
-        self.chain.every(|q| async move { q.purge(name).await }).await.map(|_| ())
+    async fn change_visibility(&self, op: ops::ChangeVisibility<'_>) -> ExoResult<()> {
+        let ops::ChangeVisibility { queue: name, receipt, seconds } = op;
+        let (index, inner) = self.member_of(receipt)?;
+        self.chain
+            .call(index, |member| async move {
+                member.change_visibility(ops::ChangeVisibility { queue: name, receipt: inner, seconds }).await
+            })
+            .await
+    }
+    async fn purge(&self, op: ops::Purge<'_>) -> ExoResult<()> {
+        let ops::Purge { queue: name } = op;
+        self.chain.every(|q| async move { q.purge(ops::Purge { queue: name }).await }).await.map(|_| ())
     }
     // Topics and subscriptions exist on every member, so a publish after a switch reaches every
     // subscriber on the member that takes it; the subscribers' receives drain every member.
@@ -332,44 +371,59 @@ impl Queue for FailoverQueue {
         }
         limits
     }
-    async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
-        let mut results = self.chain.every(|q| async move { q.create_topic(name).await }).await?;
+    async fn create_topic(&self, op: ops::CreateTopic<'_>) -> ExoResult<(bool, pb::TopicInfo)> {
+        let ops::CreateTopic { topic: name } = op;
+        let mut results = self
+            .chain
+            .every(|q| async move { q.create_topic(ops::CreateTopic { topic: name }).await })
+            .await?;
         Ok(results.swap_remove(0))
     }
-    async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
+    async fn delete_topic(&self, op: ops::DeleteTopic<'_>) -> ExoResult<()> {
+        let ops::DeleteTopic { topic: name } = op;
         let missing = |e: &ExoError| e.reason == ErrorReason::TopicNotFound;
-        self.chain.every_present(missing, |q| async move { q.delete_topic(name).await }).await
+        self.chain
+            .every_present(missing, |q| async move { q.delete_topic(ops::DeleteTopic { topic: name }).await })
+            .await
     }
-    async fn list_topics(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
-        self.chain.first(|q| async move { q.list_topics(prefix, start_after, limit).await }).await
+    async fn list_topics(&self, op: ops::ListTopics<'_>) -> ExoResult<Vec<String>> {
+        let ops::ListTopics { prefix, start_after, limit } = op;
+        self.chain
+            .first(|q| async move { q.list_topics(ops::ListTopics { prefix, start_after, limit }).await })
+            .await
     }
-    async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
-        self.chain.first(|q| async move { q.topic_info(name).await }).await
+    async fn topic_info(&self, op: ops::TopicInfo<'_>) -> ExoResult<pb::TopicInfo> {
+        let ops::TopicInfo { topic: name } = op;
+        self.chain.first(|q| async move { q.topic_info(ops::TopicInfo { topic: name }).await }).await
     }
     async fn create_subscription(
         &self,
-        topic: &TopicName,
-        subscription: &pb::Subscription,
+        op: ops::CreateSubscription<'_>,
     ) -> ExoResult<(bool, pb::Subscription)> {
+        let ops::CreateSubscription { topic, subscription } = op;
         let mut results =
-            self.chain.every(|q| async move { q.create_subscription(topic, subscription).await }).await?;
+            self.chain
+                .every(|q| async move {
+                    q.create_subscription(ops::CreateSubscription { topic, subscription }).await
+                })
+                .await?;
         Ok(results.swap_remove(0))
     }
-    async fn delete_subscription(&self, topic: &TopicName, name: &TopicName) -> ExoResult<()> {
+    async fn delete_subscription(&self, op: ops::DeleteSubscription<'_>) -> ExoResult<()> {
+        let ops::DeleteSubscription { topic, subscription: name } = op;
         let missing =
             |e: &ExoError| matches!(e.reason, ErrorReason::SubscriptionNotFound | ErrorReason::TopicNotFound);
-        self.chain.every_present(missing, |q| async move { q.delete_subscription(topic, name).await }).await
+        self.chain
+            .every_present(missing, |q| async move {
+                q.delete_subscription(ops::DeleteSubscription { topic, subscription: name }).await
+            })
+            .await
     }
-    async fn publish(
-        &self,
-        topic: &TopicName,
-        messages: Vec<pb::PublishedMessage>,
-    ) -> ExoResult<Vec<ExoResult<Published>>> {
-        self.first_to_take(messages, |member, batch| async move { member.publish(topic, batch).await }).await
+    async fn publish(&self, op: ops::Publish<'_>) -> ExoResult<Vec<ExoResult<Published>>> {
+        let ops::Publish { topic, messages } = op;
+        self.first_to_take(messages, |member, batch| async move {
+            member.publish(ops::Publish { topic, messages: batch }).await
+        })
+        .await
     }
 }

@@ -50,11 +50,11 @@ use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
 use exo_proxy_core::{ExoError, ExoResult, now_ms};
 use futures::StreamExt;
 
+use crate::ops;
 use crate::{
     backend::Queue,
     model::{
-        Capability, Descriptor, Published, QueueName, ReceiveParams, TopicName, UNDECODABLE_ATTRIBUTE,
-        attribute_bytes, message_bytes,
+        Capability, Descriptor, Published, QueueName, UNDECODABLE_ATTRIBUTE, attribute_bytes, message_bytes,
     },
 };
 
@@ -168,10 +168,22 @@ impl LargeMessageQueue {
         // Look before making: a role allowed to use the bucket (a template made it) may not be
         // allowed to create buckets.
         let bucket = &self.settings.bucket;
-        match self.timed("list", self.store.list(bucket, &self.settings.prefix, "", None, 1)).await {
+        match self
+            .timed(
+                "list",
+                self.store.list(eos::ops::List {
+                    bucket,
+                    prefix: &self.settings.prefix,
+                    delimiter: "",
+                    resume: None,
+                    limit: 1,
+                }),
+            )
+            .await
+        {
             Ok(_) => {}
             Err(err) if err.reason == ErrorReason::BucketNotFound => {
-                self.timed("create bucket", self.store.create_bucket(bucket))
+                self.timed("create bucket", self.store.create_bucket(eos::ops::CreateBucket { bucket }))
                     .await
                     .map_err(|e| store_error("cannot make the large-message bucket", e))?;
             }
@@ -237,7 +249,10 @@ impl LargeMessageQueue {
                 max_bytes: 0,
             };
             let stream: ByteStream = Box::pin(futures::stream::once(async move { Ok(body) }));
-            self.timed("put", self.store.put(&self.settings.bucket, &key, meta, stream))
+            self.timed(
+                "put",
+                self.store.put(eos::ops::Put { bucket: &self.settings.bucket, key: &key, meta }, stream),
+            )
         };
         self.ensure_bucket().await?;
         let stored = match put(body.clone()).await {
@@ -259,7 +274,16 @@ impl LargeMessageQueue {
     /// sweeper.
     async fn discard(&self, keys: impl IntoIterator<Item = String>) {
         for key in keys {
-            if let Err(err) = self.timed("delete", self.store.delete(&self.settings.bucket, &key, None)).await
+            if let Err(err) = self
+                .timed(
+                    "delete",
+                    self.store.delete(eos::ops::Delete {
+                        bucket: &self.settings.bucket,
+                        key: &key,
+                        if_match: None,
+                    }),
+                )
+                .await
             {
                 tracing::warn!(%key, error = %err, "cannot delete an unused large-message body; the sweeper will");
             }
@@ -296,8 +320,15 @@ impl LargeMessageQueue {
             return Ok(message);
         }
         let read = async {
-            let (_, _, mut stream) =
-                self.store.get(&self.settings.bucket, &pointer.key, None, &ReadCondition::default()).await?;
+            let (_, _, mut stream) = self
+                .store
+                .get(eos::ops::Get {
+                    bucket: &self.settings.bucket,
+                    key: &pointer.key,
+                    range: None,
+                    condition: &ReadCondition::default(),
+                })
+                .await?;
             let mut body = Vec::new();
             while let Some(chunk) = stream.next().await {
                 body.extend_from_slice(&chunk?);
@@ -397,7 +428,13 @@ impl LargeMessageQueue {
             let page = self
                 .timed(
                     "list",
-                    self.store.list(&self.settings.bucket, &self.settings.prefix, "", resume.take(), 1000),
+                    self.store.list(eos::ops::List {
+                        bucket: &self.settings.bucket,
+                        prefix: &self.settings.prefix,
+                        delimiter: "",
+                        resume: resume.take(),
+                        limit: 1000,
+                    }),
                 )
                 .await?;
             for object in &page.objects {
@@ -408,7 +445,15 @@ impl LargeMessageQueue {
                     .unwrap_or(orphan_life);
                 let age = Duration::from_millis(now.saturating_sub(object.last_modified_ms));
                 if age > life + margin {
-                    self.timed("delete", self.store.delete(&self.settings.bucket, &object.key, None)).await?;
+                    self.timed(
+                        "delete",
+                        self.store.delete(eos::ops::Delete {
+                            bucket: &self.settings.bucket,
+                            key: &object.key,
+                            if_match: None,
+                        }),
+                    )
+                    .await?;
                     deleted += 1;
                 }
             }
@@ -426,11 +471,14 @@ impl LargeMessageQueue {
         let mut options = HashMap::new();
         let mut after: Option<String> = None;
         loop {
-            let names = self.inner.list_queues("", after.as_deref(), 1000).await?;
+            let names = self
+                .inner
+                .list_queues(ops::ListQueues { prefix: "", start_after: after.as_deref(), limit: 1000 })
+                .await?;
             let Some(last) = names.last().cloned() else { break };
             for name in names {
                 let Ok(queue) = QueueName::parse("queue", &name, "queue") else { continue };
-                match self.inner.queue_info(&queue).await {
+                match self.inner.queue_info(ops::QueueInfo { queue: &queue }).await {
                     Ok(info) => {
                         let o = info.options.unwrap_or_default();
                         options.insert(name, (o.retention_seconds, o.dead_letter_queue));
@@ -488,45 +536,41 @@ fn store_error(what: &str, err: ExoError) -> ExoError {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl Queue for LargeMessageQueue {
     fn descriptor(&self) -> &Descriptor {
         &self.descriptor
+    }
+    fn is_described(&self) -> bool {
+        self.inner.is_described()
     }
     async fn ready(&self) -> ExoResult<()> {
         self.inner.ready().await?;
         self.ensure_bucket().await
     }
-    async fn create_queue(
-        &self,
-        name: &QueueName,
-        options: &pb::QueueOptions,
-    ) -> ExoResult<(bool, pb::QueueInfo)> {
-        self.inner.create_queue(name, options).await
+    async fn create_queue(&self, op: ops::CreateQueue<'_>) -> ExoResult<(bool, pb::QueueInfo)> {
+        let ops::CreateQueue { queue: name, options } = op;
+        self.inner.create_queue(ops::CreateQueue { queue: name, options }).await
     }
-    async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
-        self.inner.delete_queue(name).await
+    async fn delete_queue(&self, op: ops::DeleteQueue<'_>) -> ExoResult<()> {
+        let ops::DeleteQueue { queue: name } = op;
+        self.inner.delete_queue(ops::DeleteQueue { queue: name }).await
     }
-    async fn list_queues(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
-        self.inner.list_queues(prefix, start_after, limit).await
+    async fn list_queues(&self, op: ops::ListQueues<'_>) -> ExoResult<Vec<String>> {
+        let ops::ListQueues { prefix, start_after, limit } = op;
+        self.inner.list_queues(ops::ListQueues { prefix, start_after, limit }).await
     }
-    async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
-        self.inner.queue_info(name).await
+    async fn queue_info(&self, op: ops::QueueInfo<'_>) -> ExoResult<pb::QueueInfo> {
+        let ops::QueueInfo { queue: name } = op;
+        self.inner.queue_info(ops::QueueInfo { queue: name }).await
     }
 
-    async fn send(
-        &self,
-        name: &QueueName,
-        messages: Vec<pb::OutgoingMessage>,
-    ) -> ExoResult<Vec<ExoResult<String>>> {
+    async fn send(&self, op: ops::Send<'_>) -> ExoResult<Vec<ExoResult<String>>> {
+        let ops::Send { queue: name, messages } = op;
         if messages.iter().all(|m| Self::size(m) <= self.inline_max)
             && !messages.iter().any(|m| marks_reference(&m.attributes))
         {
-            return self.inner.send(name, messages).await;
+            return self.inner.send(ops::Send { queue: name, messages }).await;
         }
         let count = messages.len();
         let offloaded: Vec<_> = futures::stream::iter(messages.into_iter().map(|m| self.offload(name, m)))
@@ -546,7 +590,7 @@ impl Queue for LargeMessageQueue {
             }
         }
         if !ready.is_empty() {
-            match self.inner.send(name, ready).await {
+            match self.inner.send(ops::Send { queue: name, messages: ready }).await {
                 Ok(sent) => {
                     let mut unused = Vec::new();
                     for ((index, key), outcome) in at.into_iter().zip(keys).zip(sent) {
@@ -574,8 +618,9 @@ impl Queue for LargeMessageQueue {
             .collect())
     }
 
-    async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
-        let messages = self.inner.receive(name, params).await?;
+    async fn receive(&self, op: ops::Receive<'_>) -> ExoResult<Vec<pb::Message>> {
+        let ops::Receive { queue: name, params } = op;
+        let messages = self.inner.receive(ops::Receive { queue: name, params }).await?;
         // Most receives carry no reference: they pass as they are.
         if !messages.iter().any(|m| marks_reference(&m.attributes)) {
             return Ok(messages);
@@ -603,7 +648,14 @@ impl Queue for LargeMessageQueue {
                 Ok(_) | Err(_) => {
                     // Back to the queue at once where the backend can; else after its visibility.
                     if self.inner.descriptor().supports(Capability::ChangeVisibility)
-                        && let Err(err) = self.inner.change_visibility(name, &receipt, 0).await
+                        && let Err(err) = self
+                            .inner
+                            .change_visibility(ops::ChangeVisibility {
+                                queue: name,
+                                receipt: &receipt,
+                                seconds: 0,
+                            })
+                            .await
                     {
                         tracing::warn!(queue = %name, error = %err, "cannot give a large message back; it returns after its visibility timeout");
                     }
@@ -618,20 +670,23 @@ impl Queue for LargeMessageQueue {
         }
     }
 
-    async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()> {
+    async fn ack(&self, op: ops::Ack<'_>) -> ExoResult<()> {
+        let ops::Ack { queue: name, receipt } = op;
         let (key, inner) = self.unwrap_receipt(name, receipt)?;
-        self.inner.ack(name, inner).await?;
+        self.inner.ack(ops::Ack { queue: name, receipt: inner }).await?;
         if let Some(key) = key {
             self.discard([key]).await;
         }
         Ok(())
     }
-    async fn change_visibility(&self, name: &QueueName, receipt: &str, seconds: u32) -> ExoResult<()> {
+    async fn change_visibility(&self, op: ops::ChangeVisibility<'_>) -> ExoResult<()> {
+        let ops::ChangeVisibility { queue: name, receipt, seconds } = op;
         let (_, inner) = self.unwrap_receipt(name, receipt)?;
-        self.inner.change_visibility(name, inner, seconds).await
+        self.inner.change_visibility(ops::ChangeVisibility { queue: name, receipt: inner, seconds }).await
     }
-    async fn purge(&self, name: &QueueName) -> ExoResult<()> {
-        self.inner.purge(name).await
+    async fn purge(&self, op: ops::Purge<'_>) -> ExoResult<()> {
+        let ops::Purge { queue: name } = op;
+        self.inner.purge(ops::Purge { queue: name }).await
     }
 
     fn topic_limits(&self) -> pb::TopicLimits {
@@ -641,39 +696,36 @@ impl Queue for LargeMessageQueue {
             limits.max_attributes.min(crate::model::topic_limits(&self.descriptor.limits).max_attributes);
         limits
     }
-    async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
-        self.inner.create_topic(name).await
+    async fn create_topic(&self, op: ops::CreateTopic<'_>) -> ExoResult<(bool, pb::TopicInfo)> {
+        let ops::CreateTopic { topic: name } = op;
+        self.inner.create_topic(ops::CreateTopic { topic: name }).await
     }
-    async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
-        self.inner.delete_topic(name).await
+    async fn delete_topic(&self, op: ops::DeleteTopic<'_>) -> ExoResult<()> {
+        let ops::DeleteTopic { topic: name } = op;
+        self.inner.delete_topic(ops::DeleteTopic { topic: name }).await
     }
-    async fn list_topics(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
-        self.inner.list_topics(prefix, start_after, limit).await
+    async fn list_topics(&self, op: ops::ListTopics<'_>) -> ExoResult<Vec<String>> {
+        let ops::ListTopics { prefix, start_after, limit } = op;
+        self.inner.list_topics(ops::ListTopics { prefix, start_after, limit }).await
     }
-    async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
-        self.inner.topic_info(name).await
+    async fn topic_info(&self, op: ops::TopicInfo<'_>) -> ExoResult<pb::TopicInfo> {
+        let ops::TopicInfo { topic: name } = op;
+        self.inner.topic_info(ops::TopicInfo { topic: name }).await
     }
     async fn create_subscription(
         &self,
-        topic: &TopicName,
-        subscription: &pb::Subscription,
+        op: ops::CreateSubscription<'_>,
     ) -> ExoResult<(bool, pb::Subscription)> {
-        self.inner.create_subscription(topic, subscription).await
+        let ops::CreateSubscription { topic, subscription } = op;
+        self.inner.create_subscription(ops::CreateSubscription { topic, subscription }).await
     }
-    async fn delete_subscription(&self, topic: &TopicName, name: &TopicName) -> ExoResult<()> {
-        self.inner.delete_subscription(topic, name).await
+    async fn delete_subscription(&self, op: ops::DeleteSubscription<'_>) -> ExoResult<()> {
+        let ops::DeleteSubscription { topic, subscription: name } = op;
+        self.inner.delete_subscription(ops::DeleteSubscription { topic, subscription: name }).await
     }
-    async fn publish(
-        &self,
-        topic: &TopicName,
-        messages: Vec<pb::PublishedMessage>,
-    ) -> ExoResult<Vec<ExoResult<Published>>> {
-        self.inner.publish(topic, messages).await
+    async fn publish(&self, op: ops::Publish<'_>) -> ExoResult<Vec<ExoResult<Published>>> {
+        let ops::Publish { topic, messages } = op;
+        self.inner.publish(ops::Publish { topic, messages }).await
     }
 }
 

@@ -1,7 +1,7 @@
-//! The one wrapper between the API and any queue backend: each method becomes a
-//! [`Call`](exo_proxy_core::layers::Call) run through the proxy's layer stack (metrics and logs
-//! around a per-call timeout, composed in [`crate::layered`]). A receive may wait its long poll on
-//! top of the timeout. Layers are written once, for every service, in `exo_proxy_core::layers`.
+//! The one wrapper between the API and any queue backend: each operation runs through the
+//! proxy's layer stack (composed in [`crate::layered`]), which reads the operation's name and
+//! kind from [`crate::ops`] (a receive may wait its long poll on top of the timeout). Layers are
+//! written once, for every service, in `exo_proxy_core::layers`.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -9,12 +9,13 @@ use async_trait::async_trait;
 use exo_proto::queue::v1 as pb;
 use exo_proxy_core::{
     ExoResult,
-    layers::{Call, Layer, bounded},
+    layers::{Call, Layer, Operation, bounded},
 };
 
 use crate::{
     backend::Queue,
-    model::{Descriptor, Published, QueueName, ReceiveParams, TopicName},
+    model::{Descriptor, Published},
+    ops,
 };
 
 /// A queue backend behind a layer stack.
@@ -31,25 +32,20 @@ impl<L: Layer> Layered<L> {
         Self { inner, layers, ready_timeout }
     }
 
-    fn call(&self, op: &'static str) -> Call {
-        Call::new("queue", op, self.inner.descriptor().backend)
-    }
-
-    async fn run<T: Send>(&self, call: Call, fut: impl Future<Output = ExoResult<T>> + Send) -> ExoResult<T> {
-        self.layers.wrap(call, fut).await
-    }
-
-    /// A read: safe to repeat, so the stack may retry it after a retryable failure.
-    async fn read<T: Send, F, Fut>(&self, op: &'static str, attempt: F) -> ExoResult<T>
+    async fn run<O: Operation, T: Send, Fut>(
+        &self,
+        op: O,
+        serve: impl Fn(O) -> Fut + Send + Sync,
+    ) -> ExoResult<T>
     where
-        F: Fn() -> Fut + Send + Sync,
         Fut: Future<Output = ExoResult<T>> + Send,
     {
-        self.layers.wrap_repeatable(self.call(op), attempt).await
+        exo_proxy_core::layers::run(&self.layers, self.inner.descriptor().backend, op, serve).await
     }
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl<L: Layer> Queue for Layered<L> {
     fn descriptor(&self) -> &Descriptor {
         self.inner.descriptor()
@@ -59,91 +55,66 @@ impl<L: Layer> Queue for Layered<L> {
     }
     async fn ready(&self) -> ExoResult<()> {
         // An open breaker answers at once: the backend is known to be down.
-        if let Some(refused) = self.layers.refusing(self.call("ready")) {
+        if let Some(refused) =
+            self.layers.refusing(Call::new("queue", "ready", self.inner.descriptor().backend))
+        {
             return Err(refused);
         }
         bounded(self.ready_timeout, self.inner.ready()).await
     }
-    async fn create_queue(
-        &self,
-        name: &QueueName,
-        options: &pb::QueueOptions,
-    ) -> ExoResult<(bool, pb::QueueInfo)> {
-        self.run(self.call("create_queue"), self.inner.create_queue(name, options)).await
+    async fn create_queue(&self, op: ops::CreateQueue<'_>) -> ExoResult<(bool, pb::QueueInfo)> {
+        self.run(op, |op| self.inner.create_queue(op)).await
     }
-    async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
-        self.run(self.call("delete_queue"), self.inner.delete_queue(name)).await
+    async fn delete_queue(&self, op: ops::DeleteQueue<'_>) -> ExoResult<()> {
+        self.run(op, |op| self.inner.delete_queue(op)).await
     }
-    async fn list_queues(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
-        self.read("list_queues", || self.inner.list_queues(prefix, start_after, limit)).await
+    async fn list_queues(&self, op: ops::ListQueues<'_>) -> ExoResult<Vec<String>> {
+        self.run(op, |op| self.inner.list_queues(op)).await
     }
-    async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
-        self.read("get_queue_info", || self.inner.queue_info(name)).await
+    async fn queue_info(&self, op: ops::QueueInfo<'_>) -> ExoResult<pb::QueueInfo> {
+        self.run(op, |op| self.inner.queue_info(op)).await
     }
-    async fn send(
-        &self,
-        name: &QueueName,
-        messages: Vec<pb::OutgoingMessage>,
-    ) -> ExoResult<Vec<ExoResult<String>>> {
-        let op = if messages.len() == 1 { "send" } else { "send_batch" };
-        self.run(self.call(op).not_idempotent(), self.inner.send(name, messages)).await
+    async fn send(&self, op: ops::Send<'_>) -> ExoResult<Vec<ExoResult<String>>> {
+        self.run(op, |op| self.inner.send(op)).await
     }
-    async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
-        // Not idempotent: a receive that answered late has hidden its messages for a visibility.
-        let call = self.call("receive").not_idempotent().waiting(params.wait);
-        self.run(call, self.inner.receive(name, params)).await
+    async fn receive(&self, op: ops::Receive<'_>) -> ExoResult<Vec<pb::Message>> {
+        self.run(op, |op| self.inner.receive(op)).await
     }
-    async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()> {
-        self.run(self.call("ack"), self.inner.ack(name, receipt)).await
+    async fn ack(&self, op: ops::Ack<'_>) -> ExoResult<()> {
+        self.run(op, |op| self.inner.ack(op)).await
     }
-    async fn change_visibility(&self, name: &QueueName, receipt: &str, seconds: u32) -> ExoResult<()> {
-        self.run(self.call("change_visibility"), self.inner.change_visibility(name, receipt, seconds)).await
+    async fn change_visibility(&self, op: ops::ChangeVisibility<'_>) -> ExoResult<()> {
+        self.run(op, |op| self.inner.change_visibility(op)).await
     }
-    async fn purge(&self, name: &QueueName) -> ExoResult<()> {
-        self.run(self.call("purge"), self.inner.purge(name)).await
+    async fn purge(&self, op: ops::Purge<'_>) -> ExoResult<()> {
+        self.run(op, |op| self.inner.purge(op)).await
     }
     fn topic_limits(&self) -> pb::TopicLimits {
         self.inner.topic_limits()
     }
-    async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
-        self.run(self.call("create_topic"), self.inner.create_topic(name)).await
+    async fn create_topic(&self, op: ops::CreateTopic<'_>) -> ExoResult<(bool, pb::TopicInfo)> {
+        self.run(op, |op| self.inner.create_topic(op)).await
     }
-    async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
-        self.run(self.call("delete_topic"), self.inner.delete_topic(name)).await
+    async fn delete_topic(&self, op: ops::DeleteTopic<'_>) -> ExoResult<()> {
+        self.run(op, |op| self.inner.delete_topic(op)).await
     }
-    async fn list_topics(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
-        self.read("list_topics", || self.inner.list_topics(prefix, start_after, limit)).await
+    async fn list_topics(&self, op: ops::ListTopics<'_>) -> ExoResult<Vec<String>> {
+        self.run(op, |op| self.inner.list_topics(op)).await
     }
-    async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
-        self.read("get_topic_info", || self.inner.topic_info(name)).await
+    async fn topic_info(&self, op: ops::TopicInfo<'_>) -> ExoResult<pb::TopicInfo> {
+        self.run(op, |op| self.inner.topic_info(op)).await
     }
     async fn create_subscription(
         &self,
-        topic: &TopicName,
-        subscription: &pb::Subscription,
+        op: ops::CreateSubscription<'_>,
     ) -> ExoResult<(bool, pb::Subscription)> {
-        self.run(self.call("create_subscription"), self.inner.create_subscription(topic, subscription)).await
+        self.run(op, |op| self.inner.create_subscription(op)).await
     }
-    async fn delete_subscription(&self, topic: &TopicName, name: &TopicName) -> ExoResult<()> {
-        self.run(self.call("delete_subscription"), self.inner.delete_subscription(topic, name)).await
+    async fn delete_subscription(&self, op: ops::DeleteSubscription<'_>) -> ExoResult<()> {
+        self.run(op, |op| self.inner.delete_subscription(op)).await
     }
-    async fn publish(
-        &self,
-        topic: &TopicName,
-        messages: Vec<pb::PublishedMessage>,
-    ) -> ExoResult<Vec<ExoResult<Published>>> {
-        let op = if messages.len() == 1 { "publish" } else { "publish_batch" };
-        self.run(self.call(op).not_idempotent(), self.inner.publish(topic, messages)).await
+    async fn publish(&self, op: ops::Publish<'_>) -> ExoResult<Vec<ExoResult<Published>>> {
+        self.run(op, |op| self.inner.publish(op)).await
     }
 }
 
@@ -152,7 +123,10 @@ mod tests {
     use exo_proxy_core::metrics::Metrics;
 
     use super::*;
-    use crate::services::memory::MemoryQueue;
+    use crate::{
+        model::{QueueName, ReceiveParams},
+        services::memory::MemoryQueue,
+    };
 
     /// A backend whose receive never answers.
     struct Stuck(MemoryQueue);
@@ -165,40 +139,40 @@ mod tests {
         async fn ready(&self) -> ExoResult<()> {
             Ok(())
         }
-        async fn create_queue(
-            &self,
-            n: &QueueName,
-            o: &pb::QueueOptions,
-        ) -> ExoResult<(bool, pb::QueueInfo)> {
-            self.0.create_queue(n, o).await
+        async fn create_queue(&self, op: ops::CreateQueue<'_>) -> ExoResult<(bool, pb::QueueInfo)> {
+            let ops::CreateQueue { queue: n, options: o } = op;
+            self.0.create_queue(ops::CreateQueue { queue: n, options: o }).await
         }
-        async fn delete_queue(&self, n: &QueueName) -> ExoResult<()> {
-            self.0.delete_queue(n).await
+        async fn delete_queue(&self, op: ops::DeleteQueue<'_>) -> ExoResult<()> {
+            let ops::DeleteQueue { queue: n } = op;
+            self.0.delete_queue(ops::DeleteQueue { queue: n }).await
         }
-        async fn list_queues(&self, p: &str, s: Option<&str>, l: usize) -> ExoResult<Vec<String>> {
-            self.0.list_queues(p, s, l).await
+        async fn list_queues(&self, op: ops::ListQueues<'_>) -> ExoResult<Vec<String>> {
+            let ops::ListQueues { prefix: p, start_after: s, limit: l } = op;
+            self.0.list_queues(ops::ListQueues { prefix: p, start_after: s, limit: l }).await
         }
-        async fn queue_info(&self, n: &QueueName) -> ExoResult<pb::QueueInfo> {
-            self.0.queue_info(n).await
+        async fn queue_info(&self, op: ops::QueueInfo<'_>) -> ExoResult<pb::QueueInfo> {
+            let ops::QueueInfo { queue: n } = op;
+            self.0.queue_info(ops::QueueInfo { queue: n }).await
         }
-        async fn send(
-            &self,
-            n: &QueueName,
-            m: Vec<pb::OutgoingMessage>,
-        ) -> ExoResult<Vec<ExoResult<String>>> {
-            self.0.send(n, m).await
+        async fn send(&self, op: ops::Send<'_>) -> ExoResult<Vec<ExoResult<String>>> {
+            let ops::Send { queue: n, messages: m } = op;
+            self.0.send(ops::Send { queue: n, messages: m }).await
         }
-        async fn receive(&self, _: &QueueName, _: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
+        async fn receive(&self, _op: ops::Receive<'_>) -> ExoResult<Vec<pb::Message>> {
             std::future::pending().await
         }
-        async fn ack(&self, n: &QueueName, r: &str) -> ExoResult<()> {
-            self.0.ack(n, r).await
+        async fn ack(&self, op: ops::Ack<'_>) -> ExoResult<()> {
+            let ops::Ack { queue: n, receipt: r } = op;
+            self.0.ack(ops::Ack { queue: n, receipt: r }).await
         }
-        async fn change_visibility(&self, n: &QueueName, r: &str, s: u32) -> ExoResult<()> {
-            self.0.change_visibility(n, r, s).await
+        async fn change_visibility(&self, op: ops::ChangeVisibility<'_>) -> ExoResult<()> {
+            let ops::ChangeVisibility { queue: n, receipt: r, seconds: s } = op;
+            self.0.change_visibility(ops::ChangeVisibility { queue: n, receipt: r, seconds: s }).await
         }
-        async fn purge(&self, n: &QueueName) -> ExoResult<()> {
-            self.0.purge(n).await
+        async fn purge(&self, op: ops::Purge<'_>) -> ExoResult<()> {
+            let ops::Purge { queue: n } = op;
+            self.0.purge(ops::Purge { queue: n }).await
         }
     }
 
@@ -216,7 +190,7 @@ mod tests {
         );
         let q = QueueName::parse("queue", "stuck", "q").unwrap();
         let params = ReceiveParams { max_messages: 1, wait: Duration::ZERO, visibility_seconds: None };
-        let err = layered.receive(&q, params).await.unwrap_err();
+        let err = layered.receive(ops::Receive { queue: &q, params }).await.unwrap_err();
         assert_eq!(err.reason, exo_proto::common::v1::ErrorReason::Timeout);
         assert!(err.retryable);
         let text = metrics.render();

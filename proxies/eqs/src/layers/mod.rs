@@ -4,6 +4,6 @@ mod failover;
 mod large_messages;
 mod layered;
 
-pub use failover::{FailoverConfig, FailoverQueue};
+pub use failover::{FailoverConfig, FailoverQueue, observe_members};
 pub use large_messages::{LargeMessageQueue, LargeMessageSettings};
 pub use layered::Layered;

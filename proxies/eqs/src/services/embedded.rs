@@ -16,6 +16,7 @@ use exo_sqlite::{
     rusqlite::{OptionalExtension, Transaction, params},
 };
 
+use crate::ops;
 use crate::{
     backend::Queue,
     config::DEFAULT_MAX_MESSAGE_BYTES,
@@ -23,8 +24,8 @@ use crate::{
     long_poll::Arrivals,
     model::{
         Capability, Descriptor, LocalReceipt, MAX_SUBSCRIPTIONS, Published, QueueName, ReceiveParams,
-        TopicName, local_limits, queue_not_found, stale_receipt, subscription_conflict,
-        subscription_not_found, too_many_subscriptions, topic_copy, topic_not_found,
+        local_limits, queue_not_found, stale_receipt, subscription_conflict, subscription_not_found,
+        too_many_subscriptions, topic_copy, topic_not_found,
     },
     services::{already_exists, dead_letter_missing, new_message_id},
 };
@@ -478,11 +479,8 @@ impl Queue for EmbeddedQueue {
         self.drain(|txn, _| txn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await
     }
 
-    async fn create_queue(
-        &self,
-        name: &QueueName,
-        options: &pb::QueueOptions,
-    ) -> ExoResult<(bool, pb::QueueInfo)> {
+    async fn create_queue(&self, op: ops::CreateQueue<'_>) -> ExoResult<(bool, pb::QueueInfo)> {
+        let ops::CreateQueue { queue: name, options } = op;
         let (name, options) = (name.clone(), options.clone());
         self.run(move |txn, catalog| match catalog.lookup(txn, name.as_str()) {
             Ok(existing) if existing.options == options => {
@@ -510,7 +508,8 @@ impl Queue for EmbeddedQueue {
         .await
     }
 
-    async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
+    async fn delete_queue(&self, op: ops::DeleteQueue<'_>) -> ExoResult<()> {
+        let ops::DeleteQueue { queue: name } = op;
         let name = name.clone();
         self.drain(move |txn, catalog| {
             catalog.queues.remove(name.as_str());
@@ -521,17 +520,14 @@ impl Queue for EmbeddedQueue {
         .await
     }
 
-    async fn list_queues(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
+    async fn list_queues(&self, op: ops::ListQueues<'_>) -> ExoResult<Vec<String>> {
+        let ops::ListQueues { prefix, start_after, limit } = op;
         let (prefix, start_after) = (prefix.to_owned(), start_after.unwrap_or("").to_owned());
         self.drain(move |txn, _| list_names(txn, "queues", &prefix, &start_after, limit)).await
     }
 
-    async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
+    async fn queue_info(&self, op: ops::QueueInfo<'_>) -> ExoResult<pb::QueueInfo> {
+        let ops::QueueInfo { queue: name } = op;
         let name = name.clone();
         self.drain(move |txn, catalog| {
             let row = catalog.lookup(txn, name.as_str())?;
@@ -540,11 +536,8 @@ impl Queue for EmbeddedQueue {
         .await
     }
 
-    async fn send(
-        &self,
-        name: &QueueName,
-        messages: Vec<pb::OutgoingMessage>,
-    ) -> ExoResult<Vec<ExoResult<String>>> {
+    async fn send(&self, op: ops::Send<'_>) -> ExoResult<Vec<ExoResult<String>>> {
+        let ops::Send { queue: name, messages } = op;
         let owned = name.clone();
         let ids = self
             .run(move |txn, catalog| {
@@ -575,7 +568,8 @@ impl Queue for EmbeddedQueue {
         Ok(ids.into_iter().map(Ok).collect())
     }
 
-    async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
+    async fn receive(&self, op: ops::Receive<'_>) -> ExoResult<Vec<pb::Message>> {
+        let ops::Receive { queue: name, params } = op;
         self.arrivals
             .wait_for(name.as_str(), params.wait, || async {
                 let (messages, dead_letter_queue) =
@@ -588,7 +582,8 @@ impl Queue for EmbeddedQueue {
             .await
     }
 
-    async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()> {
+    async fn ack(&self, op: ops::Ack<'_>) -> ExoResult<()> {
+        let ops::Ack { queue: name, receipt } = op;
         let receipt = LocalReceipt::decode(receipt, name)?;
         let name = name.clone();
         self.drain(move |txn, catalog| {
@@ -601,7 +596,8 @@ impl Queue for EmbeddedQueue {
         .await
     }
 
-    async fn change_visibility(&self, name: &QueueName, receipt: &str, seconds: u32) -> ExoResult<()> {
+    async fn change_visibility(&self, op: ops::ChangeVisibility<'_>) -> ExoResult<()> {
+        let ops::ChangeVisibility { queue: name, receipt, seconds } = op;
         let receipt = LocalReceipt::decode(receipt, name)?;
         let owned = name.clone();
         self.drain(move |txn, catalog| {
@@ -622,7 +618,8 @@ impl Queue for EmbeddedQueue {
         Ok(())
     }
 
-    async fn purge(&self, name: &QueueName) -> ExoResult<()> {
+    async fn purge(&self, op: ops::Purge<'_>) -> ExoResult<()> {
+        let ops::Purge { queue: name } = op;
         let name = name.clone();
         self.drain(move |txn, catalog| {
             let queue = catalog.lookup(txn, name.as_str())?;
@@ -632,7 +629,8 @@ impl Queue for EmbeddedQueue {
         .await
     }
 
-    async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
+    async fn create_topic(&self, op: ops::CreateTopic<'_>) -> ExoResult<(bool, pb::TopicInfo)> {
+        let ops::CreateTopic { topic: name } = op;
         let name = name.clone();
         self.run(move |txn, _| match topic_info(txn, name.as_str()) {
             Ok(info) => Ok((false, info)),
@@ -650,7 +648,8 @@ impl Queue for EmbeddedQueue {
         .await
     }
 
-    async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
+    async fn delete_topic(&self, op: ops::DeleteTopic<'_>) -> ExoResult<()> {
+        let ops::DeleteTopic { topic: name } = op;
         let name = name.clone();
         self.drain(move |txn, _| {
             let deleted =
@@ -660,26 +659,23 @@ impl Queue for EmbeddedQueue {
         .await
     }
 
-    async fn list_topics(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
+    async fn list_topics(&self, op: ops::ListTopics<'_>) -> ExoResult<Vec<String>> {
+        let ops::ListTopics { prefix, start_after, limit } = op;
         let (prefix, start_after) = (prefix.to_owned(), start_after.unwrap_or("").to_owned());
         self.drain(move |txn, _| list_names(txn, "topics", &prefix, &start_after, limit)).await
     }
 
-    async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
+    async fn topic_info(&self, op: ops::TopicInfo<'_>) -> ExoResult<pb::TopicInfo> {
+        let ops::TopicInfo { topic: name } = op;
         let name = name.clone();
         self.drain(move |txn, _| topic_info(txn, name.as_str())).await
     }
 
     async fn create_subscription(
         &self,
-        topic: &TopicName,
-        subscription: &pb::Subscription,
+        op: ops::CreateSubscription<'_>,
     ) -> ExoResult<(bool, pb::Subscription)> {
+        let ops::CreateSubscription { topic, subscription } = op;
         Filter::parse(&subscription.filter)?;
         let (topic, requested) = (topic.clone(), subscription.clone());
         self.run(move |txn, catalog| {
@@ -708,7 +704,8 @@ impl Queue for EmbeddedQueue {
         .await
     }
 
-    async fn delete_subscription(&self, topic: &TopicName, name: &TopicName) -> ExoResult<()> {
+    async fn delete_subscription(&self, op: ops::DeleteSubscription<'_>) -> ExoResult<()> {
+        let ops::DeleteSubscription { topic, subscription: name } = op;
         let (topic, name) = (topic.clone(), name.clone());
         self.drain(move |txn, _| {
             let (topic_id, _) = topic_row(txn, topic.as_str())?;
@@ -723,11 +720,8 @@ impl Queue for EmbeddedQueue {
         .await
     }
 
-    async fn publish(
-        &self,
-        topic: &TopicName,
-        messages: Vec<pb::PublishedMessage>,
-    ) -> ExoResult<Vec<ExoResult<Published>>> {
+    async fn publish(&self, op: ops::Publish<'_>) -> ExoResult<Vec<ExoResult<Published>>> {
+        let ops::Publish { topic, messages } = op;
         let owned = topic.clone();
         let (results, touched) = self
             .run(move |txn, catalog| {

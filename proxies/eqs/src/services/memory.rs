@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use exo_proto::queue::v1 as pb;
 use exo_proxy_core::{ExoResult, now_ms};
 
+use crate::ops;
 use crate::{
     backend::Queue,
     config::DEFAULT_MAX_MESSAGE_BYTES,
@@ -19,8 +20,8 @@ use crate::{
     long_poll::Arrivals,
     model::{
         Capability, Descriptor, LocalReceipt, MAX_SUBSCRIPTIONS, Published, QueueName, ReceiveParams,
-        TopicName, local_limits, queue_not_found, stale_receipt, subscription_conflict,
-        subscription_not_found, too_many_subscriptions, topic_copy, topic_not_found,
+        local_limits, queue_not_found, stale_receipt, subscription_conflict, subscription_not_found,
+        too_many_subscriptions, topic_copy, topic_not_found,
     },
     services::{already_exists, dead_letter_missing, new_message_id},
 };
@@ -328,11 +329,8 @@ impl Queue for MemoryQueue {
         Ok(())
     }
 
-    async fn create_queue(
-        &self,
-        name: &QueueName,
-        options: &pb::QueueOptions,
-    ) -> ExoResult<(bool, pb::QueueInfo)> {
+    async fn create_queue(&self, op: ops::CreateQueue<'_>) -> ExoResult<(bool, pb::QueueInfo)> {
+        let ops::CreateQueue { queue: name, options } = op;
         let mut state = self.lock();
         if let Some(existing) = state.queues.get(name.as_str()) {
             if existing.options == *options {
@@ -354,7 +352,8 @@ impl Queue for MemoryQueue {
         Ok((true, info))
     }
 
-    async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
+    async fn delete_queue(&self, op: ops::DeleteQueue<'_>) -> ExoResult<()> {
+        let ops::DeleteQueue { queue: name } = op;
         let mut state = self.lock();
         state.queues.remove(name.as_str()).ok_or_else(|| queue_not_found(name.as_str()))?;
         for topic in state.topics.values_mut() {
@@ -363,24 +362,18 @@ impl Queue for MemoryQueue {
         Ok(())
     }
 
-    async fn list_queues(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
+    async fn list_queues(&self, op: ops::ListQueues<'_>) -> ExoResult<Vec<String>> {
+        let ops::ListQueues { prefix, start_after, limit } = op;
         Ok(sorted_names(&self.lock().queues, prefix, start_after, limit))
     }
 
-    async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
+    async fn queue_info(&self, op: ops::QueueInfo<'_>) -> ExoResult<pb::QueueInfo> {
+        let ops::QueueInfo { queue: name } = op;
         self.with_queue(name, |queue| Ok(queue.info(name.as_str())))
     }
 
-    async fn send(
-        &self,
-        name: &QueueName,
-        messages: Vec<pb::OutgoingMessage>,
-    ) -> ExoResult<Vec<ExoResult<String>>> {
+    async fn send(&self, op: ops::Send<'_>) -> ExoResult<Vec<ExoResult<String>>> {
+        let ops::Send { queue: name, messages } = op;
         let now = now_ms();
         let mut state = self.lock();
         let first_seq = state.next_seq;
@@ -411,11 +404,13 @@ impl Queue for MemoryQueue {
         Ok(ids.into_iter().map(Ok).collect())
     }
 
-    async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
+    async fn receive(&self, op: ops::Receive<'_>) -> ExoResult<Vec<pb::Message>> {
+        let ops::Receive { queue: name, params } = op;
         self.arrivals.wait_for(name.as_str(), params.wait, || async { self.try_receive(name, params) }).await
     }
 
-    async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()> {
+    async fn ack(&self, op: ops::Ack<'_>) -> ExoResult<()> {
+        let ops::Ack { queue: name, receipt } = op;
         let receipt = LocalReceipt::decode(receipt, name)?;
         self.with_queue(name, |queue| match queue.messages.get(&receipt.seq) {
             None => Ok(()),
@@ -427,7 +422,8 @@ impl Queue for MemoryQueue {
         })
     }
 
-    async fn change_visibility(&self, name: &QueueName, receipt: &str, seconds: u32) -> ExoResult<()> {
+    async fn change_visibility(&self, op: ops::ChangeVisibility<'_>) -> ExoResult<()> {
+        let ops::ChangeVisibility { queue: name, receipt, seconds } = op;
         let receipt = LocalReceipt::decode(receipt, name)?;
         let released = self.with_queue(name, |queue| match queue.messages.get(&receipt.seq) {
             Some(message) if message.dequeue_count == receipt.lease => {
@@ -442,7 +438,8 @@ impl Queue for MemoryQueue {
         Ok(())
     }
 
-    async fn purge(&self, name: &QueueName) -> ExoResult<()> {
+    async fn purge(&self, op: ops::Purge<'_>) -> ExoResult<()> {
+        let ops::Purge { queue: name } = op;
         self.with_queue(name, |queue| {
             queue.messages.clear();
             queue.by_visibility.clear();
@@ -450,7 +447,8 @@ impl Queue for MemoryQueue {
         })
     }
 
-    async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
+    async fn create_topic(&self, op: ops::CreateTopic<'_>) -> ExoResult<(bool, pb::TopicInfo)> {
+        let ops::CreateTopic { topic: name } = op;
         let mut state = self.lock();
         if let Some(topic) = state.topics.get(name.as_str()) {
             return Ok((false, topic.info(name.as_str())));
@@ -461,20 +459,18 @@ impl Queue for MemoryQueue {
         Ok((true, info))
     }
 
-    async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
+    async fn delete_topic(&self, op: ops::DeleteTopic<'_>) -> ExoResult<()> {
+        let ops::DeleteTopic { topic: name } = op;
         self.lock().topics.remove(name.as_str()).map(|_| ()).ok_or_else(|| topic_not_found(name.as_str()))
     }
 
-    async fn list_topics(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
+    async fn list_topics(&self, op: ops::ListTopics<'_>) -> ExoResult<Vec<String>> {
+        let ops::ListTopics { prefix, start_after, limit } = op;
         Ok(sorted_names(&self.lock().topics, prefix, start_after, limit))
     }
 
-    async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
+    async fn topic_info(&self, op: ops::TopicInfo<'_>) -> ExoResult<pb::TopicInfo> {
+        let ops::TopicInfo { topic: name } = op;
         let state = self.lock();
         let topic = state.topics.get(name.as_str()).ok_or_else(|| topic_not_found(name.as_str()))?;
         Ok(topic.info(name.as_str()))
@@ -482,9 +478,9 @@ impl Queue for MemoryQueue {
 
     async fn create_subscription(
         &self,
-        topic: &TopicName,
-        subscription: &pb::Subscription,
+        op: ops::CreateSubscription<'_>,
     ) -> ExoResult<(bool, pb::Subscription)> {
+        let ops::CreateSubscription { topic, subscription } = op;
         let filter = Filter::parse(&subscription.filter)?;
         let mut state = self.lock();
         if !state.queues.contains_key(&subscription.queue) {
@@ -505,7 +501,8 @@ impl Queue for MemoryQueue {
         Ok((true, stored))
     }
 
-    async fn delete_subscription(&self, topic: &TopicName, name: &TopicName) -> ExoResult<()> {
+    async fn delete_subscription(&self, op: ops::DeleteSubscription<'_>) -> ExoResult<()> {
+        let ops::DeleteSubscription { topic, subscription: name } = op;
         let mut state = self.lock();
         let entry = state.topics.get_mut(topic.as_str()).ok_or_else(|| topic_not_found(topic.as_str()))?;
         entry
@@ -515,11 +512,8 @@ impl Queue for MemoryQueue {
             .ok_or_else(|| subscription_not_found(topic.as_str(), name.as_str()))
     }
 
-    async fn publish(
-        &self,
-        topic: &TopicName,
-        messages: Vec<pb::PublishedMessage>,
-    ) -> ExoResult<Vec<ExoResult<Published>>> {
+    async fn publish(&self, op: ops::Publish<'_>) -> ExoResult<Vec<ExoResult<Published>>> {
+        let ops::Publish { topic, messages } = op;
         let mut state = self.lock();
         let entry = state.topics.get(topic.as_str()).ok_or_else(|| topic_not_found(topic.as_str()))?;
         // Under one lock: every subscription present now gets its copy, or none does.

@@ -48,10 +48,12 @@ impl Default for BackendConfig {
 }
 
 /// What every queue backend is opened with.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct OpenContext {
     /// Bounds each call a cloud backend makes to its service.
     pub call_timeout: Duration,
+    /// The proxy's metrics (a failover chain's members report into them).
+    pub metrics: std::sync::Arc<exo_proxy_core::metrics::Metrics>,
 }
 
 use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};

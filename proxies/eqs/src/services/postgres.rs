@@ -33,6 +33,7 @@ use exo_proxy_core::{ExoError, ExoResult, config::ConfigError, now_ms, readiness
 use serde::{Deserialize, Serialize};
 use tokio_postgres::{Row, error::SqlState};
 
+use crate::ops;
 use crate::{
     backend::Queue,
     config::DEFAULT_MAX_MESSAGE_BYTES,
@@ -40,8 +41,8 @@ use crate::{
     long_poll::Arrivals,
     model::{
         Capability, Descriptor, LocalReceipt, MAX_SUBSCRIPTIONS, Published, QueueName, ReceiveParams,
-        TopicName, local_limits, queue_not_found, stale_receipt, subscription_conflict,
-        subscription_not_found, too_many_subscriptions, topic_copy, topic_not_found,
+        local_limits, queue_not_found, stale_receipt, subscription_conflict, subscription_not_found,
+        too_many_subscriptions, topic_copy, topic_not_found,
     },
     services::{already_exists, dead_letter_missing, existing_queue, new_message_id},
 };
@@ -556,12 +557,11 @@ impl Queue for PostgresQueue {
         readiness(self.db.probe(&self.sql.queue_exists).await)
     }
 
-    async fn create_queue(
-        &self,
-        name: &QueueName,
-        options: &pb::QueueOptions,
-    ) -> ExoResult<(bool, pb::QueueInfo)> {
-        if let Some(found) = existing_queue(self.queue_info(name).await, name, options)? {
+    async fn create_queue(&self, op: ops::CreateQueue<'_>) -> ExoResult<(bool, pb::QueueInfo)> {
+        let ops::CreateQueue { queue: name, options } = op;
+        if let Some(found) =
+            existing_queue(self.queue_info(ops::QueueInfo { queue: name }).await, name, options)?
+        {
             return Ok(found);
         }
         if !options.dead_letter_queue.is_empty() {
@@ -592,7 +592,7 @@ impl Queue for PostgresQueue {
             if existing != *options {
                 return Err(already_exists(name, &existing, options));
             }
-            return Ok((false, self.queue_info(name).await?));
+            return Ok((false, self.queue_info(ops::QueueInfo { queue: name }).await?));
         }
         let info = pb::QueueInfo {
             name: name.to_string(),
@@ -603,7 +603,8 @@ impl Queue for PostgresQueue {
         Ok((true, info))
     }
 
-    async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
+    async fn delete_queue(&self, op: ops::DeleteQueue<'_>) -> ExoResult<()> {
+        let ops::DeleteQueue { queue: name } = op;
         let deleted = self
             .client()
             .await?
@@ -613,16 +614,13 @@ impl Queue for PostgresQueue {
         if deleted == 0 { Err(queue_not_found(name.as_str())) } else { Ok(()) }
     }
 
-    async fn list_queues(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
+    async fn list_queues(&self, op: ops::ListQueues<'_>) -> ExoResult<Vec<String>> {
+        let ops::ListQueues { prefix, start_after, limit } = op;
         self.list_names(&self.sql.list_queues, "list queues", prefix, start_after, limit).await
     }
 
-    async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
+    async fn queue_info(&self, op: ops::QueueInfo<'_>) -> ExoResult<pb::QueueInfo> {
+        let ops::QueueInfo { queue: name } = op;
         let row = self
             .client()
             .await?
@@ -640,11 +638,8 @@ impl Queue for PostgresQueue {
         })
     }
 
-    async fn send(
-        &self,
-        name: &QueueName,
-        messages: Vec<pb::OutgoingMessage>,
-    ) -> ExoResult<Vec<ExoResult<String>>> {
+    async fn send(&self, op: ops::Send<'_>) -> ExoResult<Vec<ExoResult<String>>> {
+        let ops::Send { queue: name, messages } = op;
         let count = messages.len();
         let mut ids = Vec::with_capacity(count);
         let mut bodies = Vec::with_capacity(count);
@@ -674,11 +669,13 @@ impl Queue for PostgresQueue {
         Ok(ids.into_iter().map(Ok).collect())
     }
 
-    async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
+    async fn receive(&self, op: ops::Receive<'_>) -> ExoResult<Vec<pb::Message>> {
+        let ops::Receive { queue: name, params } = op;
         self.arrivals.wait_for(name.as_str(), params.wait, || self.try_receive(name, params)).await
     }
 
-    async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()> {
+    async fn ack(&self, op: ops::Ack<'_>) -> ExoResult<()> {
+        let ops::Ack { queue: name, receipt } = op;
         let receipt = LocalReceipt::decode(receipt, name)?;
         let deleted = self
             .client()
@@ -693,7 +690,8 @@ impl Queue for PostgresQueue {
         self.lease(name, &receipt).await.map(|_| ())
     }
 
-    async fn change_visibility(&self, name: &QueueName, receipt: &str, seconds: u32) -> ExoResult<()> {
+    async fn change_visibility(&self, op: ops::ChangeVisibility<'_>) -> ExoResult<()> {
+        let ops::ChangeVisibility { queue: name, receipt, seconds } = op;
         let receipt = LocalReceipt::decode(receipt, name)?;
         let visible_at = ms(now_ms()) + i64::from(seconds) * 1000;
         let changed = self
@@ -717,13 +715,15 @@ impl Queue for PostgresQueue {
         Ok(())
     }
 
-    async fn purge(&self, name: &QueueName) -> ExoResult<()> {
+    async fn purge(&self, op: ops::Purge<'_>) -> ExoResult<()> {
+        let ops::Purge { queue: name } = op;
         let client = self.client().await?;
         client.execute(&self.sql.purge, &[&name.as_str()]).await.map_err(|e| map_error("purge", &e))?;
         self.require_queue(name).await
     }
 
-    async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
+    async fn create_topic(&self, op: ops::CreateTopic<'_>) -> ExoResult<(bool, pb::TopicInfo)> {
+        let ops::CreateTopic { topic: name } = op;
         let created_at_ms = now_ms();
         let inserted = self
             .client()
@@ -737,7 +737,8 @@ impl Queue for PostgresQueue {
         Ok((true, pb::TopicInfo { name: name.to_string(), created_at_ms, subscriptions: Vec::new() }))
     }
 
-    async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
+    async fn delete_topic(&self, op: ops::DeleteTopic<'_>) -> ExoResult<()> {
+        let ops::DeleteTopic { topic: name } = op;
         let deleted = self
             .client()
             .await?
@@ -747,24 +748,21 @@ impl Queue for PostgresQueue {
         if deleted == 0 { Err(topic_not_found(name.as_str())) } else { Ok(()) }
     }
 
-    async fn list_topics(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
+    async fn list_topics(&self, op: ops::ListTopics<'_>) -> ExoResult<Vec<String>> {
+        let ops::ListTopics { prefix, start_after, limit } = op;
         self.list_names(&self.sql.list_topics, "list topics", prefix, start_after, limit).await
     }
 
-    async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
+    async fn topic_info(&self, op: ops::TopicInfo<'_>) -> ExoResult<pb::TopicInfo> {
+        let ops::TopicInfo { topic: name } = op;
         self.load_topic(name.as_str()).await
     }
 
     async fn create_subscription(
         &self,
-        topic: &TopicName,
-        subscription: &pb::Subscription,
+        op: ops::CreateSubscription<'_>,
     ) -> ExoResult<(bool, pb::Subscription)> {
+        let ops::CreateSubscription { topic, subscription } = op;
         let queue = QueueName::parse("queue", &subscription.queue, "queue")?;
         self.require_queue(&queue).await.map_err(|e| e.with_field("queue"))?;
         let existing = self.load_topic(topic.as_str()).await?;
@@ -810,7 +808,8 @@ impl Queue for PostgresQueue {
         }
     }
 
-    async fn delete_subscription(&self, topic: &TopicName, name: &TopicName) -> ExoResult<()> {
+    async fn delete_subscription(&self, op: ops::DeleteSubscription<'_>) -> ExoResult<()> {
+        let ops::DeleteSubscription { topic, subscription: name } = op;
         let deleted = self
             .client()
             .await?
@@ -824,11 +823,8 @@ impl Queue for PostgresQueue {
         Err(subscription_not_found(topic.as_str(), name.as_str()))
     }
 
-    async fn publish(
-        &self,
-        topic: &TopicName,
-        messages: Vec<pb::PublishedMessage>,
-    ) -> ExoResult<Vec<ExoResult<Published>>> {
+    async fn publish(&self, op: ops::Publish<'_>) -> ExoResult<Vec<ExoResult<Published>>> {
+        let ops::Publish { topic, messages } = op;
         let info = self.load_topic(topic.as_str()).await?;
         let routes = Routes::new(info.subscriptions.iter().map(|s| (&*s.name, &*s.queue, &*s.filter)));
         let (mut queues, mut ids, mut bodies, mut attributes) =

@@ -71,14 +71,14 @@ use lapin::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::ops;
 use crate::{
     backend::Queue,
     config::DEFAULT_MAX_MESSAGE_BYTES,
     filter::Routes,
     model::{
         BASE64_ATTRIBUTES, Capability, DEFAULT_VISIBILITY_SECONDS, Descriptor, Published, QueueName,
-        ReceiveParams, TopicName, local_limits, queue_not_found, stale_receipt, subscription_not_found,
-        topic_copy, topic_not_found,
+        local_limits, queue_not_found, stale_receipt, subscription_not_found, topic_copy, topic_not_found,
     },
     services::{
         StoredOptions, already_exists, dead_letter_missing, new_message_id,
@@ -1261,11 +1261,8 @@ impl Queue for RabbitMqQueue {
         self.link().await.map(|_| ())
     }
 
-    async fn create_queue(
-        &self,
-        name: &QueueName,
-        options: &pb::QueueOptions,
-    ) -> ExoResult<(bool, pb::QueueInfo)> {
+    async fn create_queue(&self, op: ops::CreateQueue<'_>) -> ExoResult<(bool, pb::QueueInfo)> {
+        let ops::CreateQueue { queue: name, options } = op;
         // The queue's options go into the registry: none is made while it cannot take them.
         self.registry_link().await?;
         let exists = self.ready_count(name.as_str()).await?.is_some();
@@ -1274,7 +1271,7 @@ impl Queue for RabbitMqQueue {
             if existing != *options {
                 return Err(already_exists(name, &existing, options));
             }
-            return Ok((false, self.queue_info(name).await?));
+            return Ok((false, self.queue_info(ops::QueueInfo { queue: name }).await?));
         }
         if !options.dead_letter_queue.is_empty()
             && self.ready_count(&options.dead_letter_queue).await?.is_none()
@@ -1324,7 +1321,8 @@ impl Queue for RabbitMqQueue {
         Ok((!exists, info))
     }
 
-    async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
+    async fn delete_queue(&self, op: ops::DeleteQueue<'_>) -> ExoResult<()> {
+        let ops::DeleteQueue { queue: name } = op;
         if let Some(receiver) = self.forget_receiver(name.as_str()) {
             let _ = receiver.channel.close(200, "queue deleted".into()).await;
         }
@@ -1341,18 +1339,15 @@ impl Queue for RabbitMqQueue {
         self.record(Record::Delete { name: name.to_string() }).await
     }
 
-    async fn list_queues(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
+    async fn list_queues(&self, op: ops::ListQueues<'_>) -> ExoResult<Vec<String>> {
+        let ops::ListQueues { prefix, start_after, limit } = op;
         self.registry_link().await?;
         let registry = self.registry.lock().map_err(|_| ExoError::internal("registry lock poisoned"))?;
         Ok(names_after(registry.queues.keys(), prefix, start_after, limit))
     }
 
-    async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
+    async fn queue_info(&self, op: ops::QueueInfo<'_>) -> ExoResult<pb::QueueInfo> {
+        let ops::QueueInfo { queue: name } = op;
         let ready = self.ready_count(name.as_str()).await?.ok_or_else(|| queue_not_found(name.as_str()))?;
         let (options, created_at_ms) = self.stored_options(name.as_str()).unwrap_or_else(|| {
             // Made by hand: its arguments cannot be read over AMQP.
@@ -1380,11 +1375,8 @@ impl Queue for RabbitMqQueue {
         })
     }
 
-    async fn send(
-        &self,
-        name: &QueueName,
-        messages: Vec<pb::OutgoingMessage>,
-    ) -> ExoResult<Vec<ExoResult<String>>> {
+    async fn send(&self, op: ops::Send<'_>) -> ExoResult<Vec<ExoResult<String>>> {
+        let ops::Send { queue: name, messages } = op;
         let publisher = self.link().await?.publisher();
         let routing_key = self.queue_name(name.as_str());
         let mut ids = Vec::with_capacity(messages.len());
@@ -1436,7 +1428,8 @@ impl Queue for RabbitMqQueue {
         Ok(results)
     }
 
-    async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
+    async fn receive(&self, op: ops::Receive<'_>) -> ExoResult<Vec<pb::Message>> {
+        let ops::Receive { queue: name, params } = op;
         let visibility = match params.visibility_seconds {
             Some(seconds) => seconds,
             None => self
@@ -1472,15 +1465,18 @@ impl Queue for RabbitMqQueue {
         Ok(out)
     }
 
-    async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()> {
+    async fn ack(&self, op: ops::Ack<'_>) -> ExoResult<()> {
+        let ops::Ack { queue: name, receipt } = op;
         self.settle(name, receipt, None).await
     }
 
-    async fn change_visibility(&self, name: &QueueName, receipt: &str, seconds: u32) -> ExoResult<()> {
+    async fn change_visibility(&self, op: ops::ChangeVisibility<'_>) -> ExoResult<()> {
+        let ops::ChangeVisibility { queue: name, receipt, seconds } = op;
         self.settle(name, receipt, Some(seconds)).await
     }
 
-    async fn purge(&self, name: &QueueName) -> ExoResult<()> {
+    async fn purge(&self, op: ops::Purge<'_>) -> ExoResult<()> {
+        let ops::Purge { queue: name } = op;
         let channel = self.admin().await?;
         let purged = self
             .answered(
@@ -1508,7 +1504,8 @@ impl Queue for RabbitMqQueue {
         }
         Ok(())
     }
-    async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
+    async fn create_topic(&self, op: ops::CreateTopic<'_>) -> ExoResult<(bool, pb::TopicInfo)> {
+        let ops::CreateTopic { topic: name } = op;
         if let Ok(existing) = self.stored_topic(name.as_str()).await {
             return Ok((false, existing.info(name.as_str())));
         }
@@ -1518,31 +1515,29 @@ impl Queue for RabbitMqQueue {
         Ok((stored.created_at_ms == created_at_ms, stored.info(name.as_str())))
     }
 
-    async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
+    async fn delete_topic(&self, op: ops::DeleteTopic<'_>) -> ExoResult<()> {
+        let ops::DeleteTopic { topic: name } = op;
         self.stored_topic(name.as_str()).await?;
         self.record(Record::TopicDelete { name: name.to_string() }).await
     }
 
-    async fn list_topics(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
+    async fn list_topics(&self, op: ops::ListTopics<'_>) -> ExoResult<Vec<String>> {
+        let ops::ListTopics { prefix, start_after, limit } = op;
         self.registry_link().await?;
         let registry = self.registry.lock().map_err(|_| ExoError::internal("registry lock poisoned"))?;
         Ok(names_after(registry.topics.keys(), prefix, start_after, limit))
     }
 
-    async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
+    async fn topic_info(&self, op: ops::TopicInfo<'_>) -> ExoResult<pb::TopicInfo> {
+        let ops::TopicInfo { topic: name } = op;
         Ok(self.stored_topic(name.as_str()).await?.info(name.as_str()))
     }
 
     async fn create_subscription(
         &self,
-        topic: &TopicName,
-        subscription: &pb::Subscription,
+        op: ops::CreateSubscription<'_>,
     ) -> ExoResult<(bool, pb::Subscription)> {
+        let ops::CreateSubscription { topic, subscription } = op;
         if self.ready_count(&subscription.queue).await?.is_none() {
             return Err(queue_not_found(&subscription.queue).with_field("queue"));
         }
@@ -1556,7 +1551,8 @@ impl Queue for RabbitMqQueue {
         Ok((true, new.contract()))
     }
 
-    async fn delete_subscription(&self, topic: &TopicName, name: &TopicName) -> ExoResult<()> {
+    async fn delete_subscription(&self, op: ops::DeleteSubscription<'_>) -> ExoResult<()> {
+        let ops::DeleteSubscription { topic, subscription: name } = op;
         let stored = self.stored_topic(topic.as_str()).await?;
         if !stored.subscriptions.contains_key(name.as_str()) {
             return Err(subscription_not_found(topic.as_str(), name.as_str()));
@@ -1564,11 +1560,8 @@ impl Queue for RabbitMqQueue {
         self.record(Record::SubscriptionDelete { topic: topic.to_string(), name: name.to_string() }).await
     }
 
-    async fn publish(
-        &self,
-        topic: &TopicName,
-        messages: Vec<pb::PublishedMessage>,
-    ) -> ExoResult<Vec<ExoResult<Published>>> {
+    async fn publish(&self, op: ops::Publish<'_>) -> ExoResult<Vec<ExoResult<Published>>> {
+        let ops::Publish { topic, messages } = op;
         let stored = self.stored_topic(topic.as_str()).await?;
         let routes = Routes::new(stored.subscriptions.values().map(|s| (&*s.name, &*s.queue, &*s.filter)));
         let publisher = self.link().await?.publisher();

@@ -22,10 +22,11 @@ use exo_remote::{
     Described, Description, RemoteConfig, Transport, described, from_status, page_token, request,
 };
 
+use crate::ops;
 use crate::{
     api::MAX_LIST_PAGE,
     backend::Queue,
-    model::{Capability, Descriptor, Published, QueueName, ReceiveParams, TopicName},
+    model::{Capability, Descriptor, Published},
 };
 
 impl exo_proxy_core::registry::Backend for RemoteQueue {
@@ -194,6 +195,7 @@ fn mismatched(what: &str, sent: usize, got: usize) -> ExoError {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl Queue for RemoteQueue {
     fn descriptor(&self) -> &Descriptor {
         &self.description.get().descriptor
@@ -208,11 +210,8 @@ impl Queue for RemoteQueue {
         self.remote.ready("exo.queue.v1.QueueService").await
     }
 
-    async fn create_queue(
-        &self,
-        name: &QueueName,
-        options: &pb::QueueOptions,
-    ) -> ExoResult<(bool, pb::QueueInfo)> {
+    async fn create_queue(&self, op: ops::CreateQueue<'_>) -> ExoResult<(bool, pb::QueueInfo)> {
+        let ops::CreateQueue { queue: name, options } = op;
         let answer = self
             .queues()?
             .create_queue(request(pb::CreateQueueRequest {
@@ -225,7 +224,8 @@ impl Queue for RemoteQueue {
         Ok((answer.created, answer.info.unwrap_or_default()))
     }
 
-    async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
+    async fn delete_queue(&self, op: ops::DeleteQueue<'_>) -> ExoResult<()> {
+        let ops::DeleteQueue { queue: name } = op;
         self.queues()?
             .delete_queue(request(pb::DeleteQueueRequest { name: name.to_string() }))
             .await
@@ -233,12 +233,8 @@ impl Queue for RemoteQueue {
         Ok(())
     }
 
-    async fn list_queues(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
+    async fn list_queues(&self, op: ops::ListQueues<'_>) -> ExoResult<Vec<String>> {
+        let ops::ListQueues { prefix, start_after, limit } = op;
         let client = self.queues()?;
         list_all(start_after, limit, |page_token, page_size| {
             let mut client = client.clone();
@@ -254,7 +250,8 @@ impl Queue for RemoteQueue {
         .await
     }
 
-    async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
+    async fn queue_info(&self, op: ops::QueueInfo<'_>) -> ExoResult<pb::QueueInfo> {
+        let ops::QueueInfo { queue: name } = op;
         let answer = self
             .queues()?
             .get_queue_info(request(pb::GetQueueInfoRequest { name: name.to_string() }))
@@ -264,11 +261,8 @@ impl Queue for RemoteQueue {
         Ok(answer.info.unwrap_or_default())
     }
 
-    async fn send(
-        &self,
-        name: &QueueName,
-        messages: Vec<pb::OutgoingMessage>,
-    ) -> ExoResult<Vec<ExoResult<String>>> {
+    async fn send(&self, op: ops::Send<'_>) -> ExoResult<Vec<ExoResult<String>>> {
+        let ops::Send { queue: name, messages } = op;
         let sent = messages.len();
         if sent == 1 {
             // One message: Send, so the remote's answer is exactly a single send's.
@@ -306,7 +300,8 @@ impl Queue for RemoteQueue {
             .collect())
     }
 
-    async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
+    async fn receive(&self, op: ops::Receive<'_>) -> ExoResult<Vec<pb::Message>> {
+        let ops::Receive { queue: name, params } = op;
         // The wait in whole seconds, as the contract has it (a wait shortened to fit the
         // caller's deadline rounds down).
         let wait_seconds = u32::try_from(params.wait.as_secs()).unwrap_or(u32::MAX);
@@ -324,7 +319,8 @@ impl Queue for RemoteQueue {
         Ok(answer.messages)
     }
 
-    async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()> {
+    async fn ack(&self, op: ops::Ack<'_>) -> ExoResult<()> {
+        let ops::Ack { queue: name, receipt } = op;
         self.queues()?
             .ack(request(pb::AckRequest { queue: name.to_string(), receipt: receipt.to_owned() }))
             .await
@@ -332,7 +328,8 @@ impl Queue for RemoteQueue {
         Ok(())
     }
 
-    async fn change_visibility(&self, name: &QueueName, receipt: &str, seconds: u32) -> ExoResult<()> {
+    async fn change_visibility(&self, op: ops::ChangeVisibility<'_>) -> ExoResult<()> {
+        let ops::ChangeVisibility { queue: name, receipt, seconds } = op;
         self.queues()?
             .change_visibility(request(pb::ChangeVisibilityRequest {
                 queue: name.to_string(),
@@ -344,7 +341,8 @@ impl Queue for RemoteQueue {
         Ok(())
     }
 
-    async fn purge(&self, name: &QueueName) -> ExoResult<()> {
+    async fn purge(&self, op: ops::Purge<'_>) -> ExoResult<()> {
+        let ops::Purge { queue: name } = op;
         self.queues()?
             .purge(request(pb::PurgeRequest { queue: name.to_string() }))
             .await
@@ -357,7 +355,8 @@ impl Queue for RemoteQueue {
         remote.topic_limits.unwrap_or_else(|| crate::model::topic_limits(&remote.descriptor.limits))
     }
 
-    async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
+    async fn create_topic(&self, op: ops::CreateTopic<'_>) -> ExoResult<(bool, pb::TopicInfo)> {
+        let ops::CreateTopic { topic: name } = op;
         let answer = self
             .topics()?
             .create_topic(request(pb::CreateTopicRequest { name: name.to_string() }))
@@ -367,7 +366,8 @@ impl Queue for RemoteQueue {
         Ok((answer.created, answer.info.unwrap_or_default()))
     }
 
-    async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
+    async fn delete_topic(&self, op: ops::DeleteTopic<'_>) -> ExoResult<()> {
+        let ops::DeleteTopic { topic: name } = op;
         self.topics()?
             .delete_topic(request(pb::DeleteTopicRequest { name: name.to_string() }))
             .await
@@ -375,12 +375,8 @@ impl Queue for RemoteQueue {
         Ok(())
     }
 
-    async fn list_topics(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
+    async fn list_topics(&self, op: ops::ListTopics<'_>) -> ExoResult<Vec<String>> {
+        let ops::ListTopics { prefix, start_after, limit } = op;
         let client = self.topics()?;
         list_all(start_after, limit, |page_token, page_size| {
             let mut client = client.clone();
@@ -396,7 +392,8 @@ impl Queue for RemoteQueue {
         .await
     }
 
-    async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
+    async fn topic_info(&self, op: ops::TopicInfo<'_>) -> ExoResult<pb::TopicInfo> {
+        let ops::TopicInfo { topic: name } = op;
         let answer = self
             .topics()?
             .get_topic_info(request(pb::GetTopicInfoRequest { name: name.to_string() }))
@@ -408,9 +405,9 @@ impl Queue for RemoteQueue {
 
     async fn create_subscription(
         &self,
-        topic: &TopicName,
-        subscription: &pb::Subscription,
+        op: ops::CreateSubscription<'_>,
     ) -> ExoResult<(bool, pb::Subscription)> {
+        let ops::CreateSubscription { topic, subscription } = op;
         // The queue exists already (the API layer made it when asked to): no create_queue here.
         let answer = self
             .topics()?
@@ -427,7 +424,8 @@ impl Queue for RemoteQueue {
         Ok((answer.created, answer.subscription.unwrap_or_default()))
     }
 
-    async fn delete_subscription(&self, topic: &TopicName, name: &TopicName) -> ExoResult<()> {
+    async fn delete_subscription(&self, op: ops::DeleteSubscription<'_>) -> ExoResult<()> {
+        let ops::DeleteSubscription { topic, subscription: name } = op;
         self.topics()?
             .delete_subscription(request(pb::DeleteSubscriptionRequest {
                 topic: topic.to_string(),
@@ -438,11 +436,8 @@ impl Queue for RemoteQueue {
         Ok(())
     }
 
-    async fn publish(
-        &self,
-        topic: &TopicName,
-        messages: Vec<pb::PublishedMessage>,
-    ) -> ExoResult<Vec<ExoResult<Published>>> {
+    async fn publish(&self, op: ops::Publish<'_>) -> ExoResult<Vec<ExoResult<Published>>> {
+        let ops::Publish { topic, messages } = op;
         let sent = messages.len();
         if sent == 1 {
             let message = messages.into_iter().next();

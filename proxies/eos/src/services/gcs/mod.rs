@@ -50,12 +50,13 @@ use reqwest_gcs::{RequestBuilder, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use self::auth::{Auth, ServiceAccount, SignedRequest, TokenSource, signed_url};
+use crate::ops;
 use crate::{
     backend::ObjectStore,
     listing::{Page, Resume},
     model::{
-        BucketName, ByteStream, Capability, Descriptor, Presigned, PutMeta, Range, ReadCondition,
-        WriteCondition, bucket_not_found, nothing_to_match, object_not_found,
+        BucketName, ByteStream, Capability, Descriptor, Presigned, PutMeta, WriteCondition, bucket_not_found,
+        nothing_to_match, object_not_found,
     },
     upload::{PartReader, stored_info},
 };
@@ -687,7 +688,8 @@ impl ObjectStore for GcsObjects {
         readiness(probe)
     }
 
-    async fn create_bucket(&self, bucket: &BucketName) -> ExoResult<bool> {
+    async fn create_bucket(&self, op: ops::CreateBucket<'_>) -> ExoResult<bool> {
+        let ops::CreateBucket { bucket } = op;
         if self.bucket_exists(bucket.as_str()).await? {
             return Ok(false);
         }
@@ -725,7 +727,8 @@ impl ObjectStore for GcsObjects {
         }
     }
 
-    async fn delete_bucket(&self, bucket: &BucketName) -> ExoResult<()> {
+    async fn delete_bucket(&self, op: ops::DeleteBucket<'_>) -> ExoResult<()> {
+        let ops::DeleteBucket { bucket } = op;
         match self.send(self.http.delete(self.bucket_url(bucket.as_str())), true, "buckets.delete").await? {
             Ok(_) => Ok(()),
             Err(f) if f.status == StatusCode::NOT_FOUND => Err(bucket_not_found(bucket.as_str())),
@@ -738,7 +741,7 @@ impl ObjectStore for GcsObjects {
         }
     }
 
-    async fn list_buckets(&self) -> ExoResult<Vec<String>> {
+    async fn list_buckets(&self, _op: ops::ListBuckets) -> ExoResult<Vec<String>> {
         let mut names = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -770,13 +773,8 @@ impl ObjectStore for GcsObjects {
         Ok(names)
     }
 
-    async fn put(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        meta: PutMeta,
-        body: ByteStream,
-    ) -> ExoResult<pb::ObjectInfo> {
+    async fn put(&self, op: ops::Put<'_>, body: ByteStream) -> ExoResult<pb::ObjectInfo> {
+        let ops::Put { bucket, key, meta } = op;
         let Ok(generation) = generation_match(&meta.condition) else {
             // Not a generation: it cannot match; say which way without writing.
             return Err(self.mismatch(bucket, key).await);
@@ -796,13 +794,8 @@ impl ObjectStore for GcsObjects {
         Ok(info)
     }
 
-    async fn get(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        range: Option<Range>,
-        condition: &ReadCondition,
-    ) -> ExoResult<(pb::ObjectInfo, (u64, u64), ByteStream)> {
+    async fn get(&self, op: ops::Get<'_>) -> ExoResult<(pb::ObjectInfo, (u64, u64), ByteStream)> {
+        let ops::Get { bucket, key, range, condition } = op;
         let info = self.info(bucket, key).await?;
         condition.check(&info.etag, bucket.as_str(), key)?;
         let (offset, length) = range.map_or(Ok((0, info.size)), |r| r.resolve(info.size))?;
@@ -833,11 +826,13 @@ impl ObjectStore for GcsObjects {
         Ok((info, (offset, length), Box::pin(body)))
     }
 
-    async fn head(&self, bucket: &BucketName, key: &str) -> ExoResult<pb::ObjectInfo> {
+    async fn head(&self, op: ops::Head<'_>) -> ExoResult<pb::ObjectInfo> {
+        let ops::Head { bucket, key } = op;
         self.info(bucket, key).await
     }
 
-    async fn delete(&self, bucket: &BucketName, key: &str, if_match: Option<&str>) -> ExoResult<()> {
+    async fn delete(&self, op: ops::Delete<'_>) -> ExoResult<()> {
+        let ops::Delete { bucket, key, if_match } = op;
         let mut request = self.http.delete(self.object_url(bucket.as_str(), key));
         if let Some(etag) = if_match {
             if etag.parse::<u64>().is_err() {
@@ -863,14 +858,8 @@ impl ObjectStore for GcsObjects {
         }
     }
 
-    async fn list(
-        &self,
-        bucket: &BucketName,
-        prefix: &str,
-        delimiter: &str,
-        resume: Option<Resume>,
-        limit: usize,
-    ) -> ExoResult<Page> {
+    async fn list(&self, op: ops::List<'_>) -> ExoResult<Page> {
+        let ops::List { bucket, prefix, delimiter, resume, limit } = op;
         let mut query = vec![("maxResults", limit.clamp(1, 1000).to_string())];
         // An escaped name may not share the key's prefix: ask from before the first '%'.
         let sent_prefix = prefix.split('%').next().unwrap_or_default();
@@ -908,14 +897,8 @@ impl ObjectStore for GcsObjects {
         Ok(Page { objects, common_prefixes, next })
     }
 
-    async fn copy(
-        &self,
-        source_bucket: &BucketName,
-        source_key: &str,
-        bucket: &BucketName,
-        key: &str,
-        condition: &WriteCondition,
-    ) -> ExoResult<pb::ObjectInfo> {
+    async fn copy(&self, op: ops::Copy<'_>) -> ExoResult<pb::ObjectInfo> {
+        let ops::Copy { source_bucket, source_key, bucket, key, condition } = op;
         let source = self.info(source_bucket, source_key).await?;
         if !self.bucket_exists(bucket.as_str()).await? {
             return Err(bucket_not_found(bucket.as_str()));
@@ -956,13 +939,8 @@ impl ObjectStore for GcsObjects {
         }
     }
 
-    async fn presign(
-        &self,
-        bucket: &BucketName,
-        key: &str,
-        method: pb::PresignMethod,
-        expires_at_ms: u64,
-    ) -> ExoResult<Presigned> {
+    async fn presign(&self, op: ops::Presign<'_>) -> ExoResult<Presigned> {
+        let ops::Presign { bucket, key, method, expires_at_ms } = op;
         let Some(account) = self.auth.signer() else {
             return Err(ExoError::unsupported("gcs: signed URLs need credentials.service-account-key"));
         };

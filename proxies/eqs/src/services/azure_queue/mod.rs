@@ -50,11 +50,12 @@ use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
 use exo_proxy_core::{ExoError, ExoResult, now_ms, readiness};
 use futures::StreamExt as _;
 
+use crate::ops;
 use crate::{
     backend::Queue,
     model::{
         Capability, DEFAULT_RETENTION_SECONDS, DEFAULT_VISIBILITY_SECONDS, Descriptor, Published, QueueName,
-        ReceiveParams, TopicName, UNDECODABLE_ATTRIBUTE, queue_not_found, stale_receipt,
+        UNDECODABLE_ATTRIBUTE, queue_not_found, stale_receipt,
     },
     services::{already_exists, dead_letter_missing, existing_queue},
 };
@@ -662,11 +663,8 @@ impl Queue for AzureQueue {
         }
     }
 
-    async fn create_queue(
-        &self,
-        name: &QueueName,
-        options: &pb::QueueOptions,
-    ) -> ExoResult<(bool, pb::QueueInfo)> {
+    async fn create_queue(&self, op: ops::CreateQueue<'_>) -> ExoResult<(bool, pb::QueueInfo)> {
+        let ops::CreateQueue { queue: name, options } = op;
         if !options.dead_letter_queue.is_empty() {
             let target = QueueName::parse("queue", &options.dead_letter_queue, "options.dead_letter_queue")?;
             match self.metadata(&target).await {
@@ -706,7 +704,8 @@ impl Queue for AzureQueue {
         Ok((true, self.info(name).await?))
     }
 
-    async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
+    async fn delete_queue(&self, op: ops::DeleteQueue<'_>) -> ExoResult<()> {
+        let ops::DeleteQueue { queue: name } = op;
         self.forget_options(name);
         self.client(name.as_str())
             .delete()
@@ -717,12 +716,8 @@ impl Queue for AzureQueue {
         self.az_forget_queue(name).await
     }
 
-    async fn list_queues(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
+    async fn list_queues(&self, op: ops::ListQueues<'_>) -> ExoResult<Vec<String>> {
+        let ops::ListQueues { prefix, start_after, limit } = op;
         let mut names = Vec::new();
         let mut pages =
             self.service.list_queues().prefix(format!("{}{prefix}", self.name_prefix)).into_stream();
@@ -746,15 +741,13 @@ impl Queue for AzureQueue {
         Ok(names)
     }
 
-    async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
+    async fn queue_info(&self, op: ops::QueueInfo<'_>) -> ExoResult<pb::QueueInfo> {
+        let ops::QueueInfo { queue: name } = op;
         self.info(name).await
     }
 
-    async fn send(
-        &self,
-        name: &QueueName,
-        messages: Vec<pb::OutgoingMessage>,
-    ) -> ExoResult<Vec<ExoResult<String>>> {
+    async fn send(&self, op: ops::Send<'_>) -> ExoResult<Vec<ExoResult<String>>> {
+        let ops::Send { queue: name, messages } = op;
         let options = self.options(name).await?;
         let client = self.client(name.as_str());
         let mut results = Vec::with_capacity(messages.len());
@@ -790,7 +783,8 @@ impl Queue for AzureQueue {
         Ok(results)
     }
 
-    async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
+    async fn receive(&self, op: ops::Receive<'_>) -> ExoResult<Vec<pb::Message>> {
+        let ops::Receive { queue: name, params } = op;
         let options = self.options(name).await?;
         let visibility =
             params.visibility_seconds.unwrap_or(options.visibility_timeout_seconds.unwrap_or(30));
@@ -810,7 +804,8 @@ impl Queue for AzureQueue {
         }
     }
 
-    async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()> {
+    async fn ack(&self, op: ops::Ack<'_>) -> ExoResult<()> {
+        let ops::Ack { queue: name, receipt } = op;
         let (id, issued) = decode_receipt(receipt, name)?;
         let pop = self.newest_pop(issued);
         let result = self.client(name.as_str()).pop_receipt_client(PopReceipt::new(id, pop)).delete().await;
@@ -830,7 +825,8 @@ impl Queue for AzureQueue {
         }
     }
 
-    async fn change_visibility(&self, name: &QueueName, receipt: &str, seconds: u32) -> ExoResult<()> {
+    async fn change_visibility(&self, op: ops::ChangeVisibility<'_>) -> ExoResult<()> {
+        let ops::ChangeVisibility { queue: name, receipt, seconds } = op;
         let (id, issued) = decode_receipt(receipt, name)?;
         let pop = self.newest_pop(issued);
         match self.set_visibility(name, id, &pop, seconds).await {
@@ -844,51 +840,49 @@ impl Queue for AzureQueue {
         }
     }
 
-    async fn purge(&self, name: &QueueName) -> ExoResult<()> {
+    async fn purge(&self, op: ops::Purge<'_>) -> ExoResult<()> {
+        let ops::Purge { queue: name } = op;
         self.client(name.as_str())
             .clear_messages()
             .await
             .map(|_| ())
             .map_err(|e| queue_error(name.as_str(), "ClearMessages", &e))
     }
-    async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
+    async fn create_topic(&self, op: ops::CreateTopic<'_>) -> ExoResult<(bool, pb::TopicInfo)> {
+        let ops::CreateTopic { topic: name } = op;
         self.az_create_topic(name).await
     }
 
-    async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
+    async fn delete_topic(&self, op: ops::DeleteTopic<'_>) -> ExoResult<()> {
+        let ops::DeleteTopic { topic: name } = op;
         self.az_delete_topic(name).await
     }
 
-    async fn list_topics(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
+    async fn list_topics(&self, op: ops::ListTopics<'_>) -> ExoResult<Vec<String>> {
+        let ops::ListTopics { prefix, start_after, limit } = op;
         self.az_list_topics(prefix, start_after, limit).await
     }
 
-    async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
+    async fn topic_info(&self, op: ops::TopicInfo<'_>) -> ExoResult<pb::TopicInfo> {
+        let ops::TopicInfo { topic: name } = op;
         self.az_topic_info(name).await
     }
 
     async fn create_subscription(
         &self,
-        topic: &TopicName,
-        subscription: &pb::Subscription,
+        op: ops::CreateSubscription<'_>,
     ) -> ExoResult<(bool, pb::Subscription)> {
+        let ops::CreateSubscription { topic, subscription } = op;
         self.az_create_subscription(topic, subscription).await
     }
 
-    async fn delete_subscription(&self, topic: &TopicName, name: &TopicName) -> ExoResult<()> {
+    async fn delete_subscription(&self, op: ops::DeleteSubscription<'_>) -> ExoResult<()> {
+        let ops::DeleteSubscription { topic, subscription: name } = op;
         self.az_delete_subscription(topic, name).await
     }
 
-    async fn publish(
-        &self,
-        topic: &TopicName,
-        messages: Vec<pb::PublishedMessage>,
-    ) -> ExoResult<Vec<ExoResult<Published>>> {
+    async fn publish(&self, op: ops::Publish<'_>) -> ExoResult<Vec<ExoResult<Published>>> {
+        let ops::Publish { topic, messages } = op;
         self.az_publish(topic, messages).await
     }
 }

@@ -30,6 +30,7 @@ use futures::StreamExt as _;
 use serde_json::{Value, json};
 
 use super::AzureQueue;
+use crate::ops;
 use crate::{
     backend::Queue,
     filter::Routes,
@@ -349,7 +350,7 @@ impl AzureQueue {
             };
             async move {
                 let Ok(name) = QueueName::parse("queue", queue, "queue") else { return Ok(()) };
-                match self.send(&name, vec![message]).await {
+                match self.send(ops::Send { queue: &name, messages: vec![message] }).await {
                     Ok(mut sent) => sent.pop().unwrap_or(Ok(String::new())).map(|_| ()),
                     // Deleted since: its subscription went with it.
                     Err(err) if err.reason == ErrorReason::QueueNotFound => Ok(()),

@@ -69,12 +69,11 @@ use exo_proxy_core::{ExoError, ExoResult, config::ConfigError, secret::SecretRef
 use futures::{StreamExt, TryStreamExt, future::join_all};
 use serde::{Deserialize, Serialize};
 
+use crate::ops;
 use crate::{
     backend::Queue,
     config::DEFAULT_MAX_MESSAGE_BYTES,
-    model::{
-        Capability, Descriptor, Published, QueueName, ReceiveParams, TopicName, local_limits, queue_not_found,
-    },
+    model::{Capability, Descriptor, Published, QueueName, local_limits, queue_not_found},
     services::{StoredOptions, already_exists, dead_letter_missing, existing_queue, new_message_id},
 };
 
@@ -894,13 +893,12 @@ impl Queue for NatsQueue {
         self.connected()
     }
 
-    async fn create_queue(
-        &self,
-        name: &QueueName,
-        options: &pb::QueueOptions,
-    ) -> ExoResult<(bool, pb::QueueInfo)> {
+    async fn create_queue(&self, op: ops::CreateQueue<'_>) -> ExoResult<(bool, pb::QueueInfo)> {
+        let ops::CreateQueue { queue: name, options } = op;
         self.connected()?;
-        if let Some(found) = existing_queue(self.queue_info(name).await, name, options)? {
+        if let Some(found) =
+            existing_queue(self.queue_info(ops::QueueInfo { queue: name }).await, name, options)?
+        {
             return Ok(found);
         }
         if !options.dead_letter_queue.is_empty()
@@ -931,7 +929,7 @@ impl Queue for NatsQueue {
                 jetstream::context::CreateStreamErrorKind::JetStream(e)
                     if e.error_code() == ErrorCode::STREAM_NAME_EXIST =>
                 {
-                    let info = self.queue_info(name).await?;
+                    let info = self.queue_info(ops::QueueInfo { queue: name }).await?;
                     let existing = info.options.clone().unwrap_or_default();
                     if existing != *options {
                         return Err(already_exists(name, &existing, options));
@@ -946,10 +944,11 @@ impl Queue for NatsQueue {
         }
         self.forget(name.as_str());
         self.consumer(name.as_str(), stored.visibility).await?;
-        Ok((true, self.queue_info(name).await?))
+        Ok((true, self.queue_info(ops::QueueInfo { queue: name }).await?))
     }
 
-    async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
+    async fn delete_queue(&self, op: ops::DeleteQueue<'_>) -> ExoResult<()> {
+        let ops::DeleteQueue { queue: name } = op;
         self.connected()?;
         self.forget(name.as_str());
         match self.js.delete_stream(self.stream_name(name.as_str())).await {
@@ -972,12 +971,8 @@ impl Queue for NatsQueue {
         }
     }
 
-    async fn list_queues(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
+    async fn list_queues(&self, op: ops::ListQueues<'_>) -> ExoResult<Vec<String>> {
+        let ops::ListQueues { prefix, start_after, limit } = op;
         self.connected()?;
         let own = format!("{}_", self.namespace);
         let names: Vec<String> =
@@ -993,7 +988,8 @@ impl Queue for NatsQueue {
         Ok(queues)
     }
 
-    async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
+    async fn queue_info(&self, op: ops::QueueInfo<'_>) -> ExoResult<pb::QueueInfo> {
+        let ops::QueueInfo { queue: name } = op;
         self.connected()?;
         let info = self.stream_info(name.as_str()).await?.ok_or_else(|| queue_not_found(name.as_str()))?;
         let stream = self.stream_name(name.as_str());
@@ -1019,18 +1015,16 @@ impl Queue for NatsQueue {
         })
     }
 
-    async fn send(
-        &self,
-        name: &QueueName,
-        messages: Vec<pb::OutgoingMessage>,
-    ) -> ExoResult<Vec<ExoResult<String>>> {
+    async fn send(&self, op: ops::Send<'_>) -> ExoResult<Vec<ExoResult<String>>> {
+        let ops::Send { queue: name, messages } = op;
         self.connected()?;
         let messages =
             messages.into_iter().map(|m| (new_message_id(), Bytes::from(m.body), m.attributes)).collect();
         self.store(name, messages).await
     }
 
-    async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
+    async fn receive(&self, op: ops::Receive<'_>) -> ExoResult<Vec<pb::Message>> {
+        let ops::Receive { queue: name, params } = op;
         self.connected()?;
         let deadline = Instant::now() + params.wait;
         let max = params.max_messages as usize;
@@ -1070,13 +1064,15 @@ impl Queue for NatsQueue {
         }
     }
 
-    async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()> {
+    async fn ack(&self, op: ops::Ack<'_>) -> ExoResult<()> {
+        let ops::Ack { queue: name, receipt } = op;
         let subject = self.ack_subject(name, receipt)?;
         self.connected()?;
         self.ack_request(name, &subject, "+ACK".into()).await
     }
 
-    async fn change_visibility(&self, name: &QueueName, receipt: &str, seconds: u32) -> ExoResult<()> {
+    async fn change_visibility(&self, op: ops::ChangeVisibility<'_>) -> ExoResult<()> {
+        let ops::ChangeVisibility { queue: name, receipt, seconds } = op;
         let subject = self.ack_subject(name, receipt)?;
         self.connected()?;
         self.ack_request(name, &subject, nak(seconds)).await
@@ -1086,55 +1082,53 @@ impl Queue for NatsQueue {
         self.nats_topic_limits()
     }
 
-    async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
+    async fn create_topic(&self, op: ops::CreateTopic<'_>) -> ExoResult<(bool, pb::TopicInfo)> {
+        let ops::CreateTopic { topic: name } = op;
         self.connected()?;
         self.nats_create_topic(name).await
     }
 
-    async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
+    async fn delete_topic(&self, op: ops::DeleteTopic<'_>) -> ExoResult<()> {
+        let ops::DeleteTopic { topic: name } = op;
         self.connected()?;
         self.nats_delete_topic(name).await
     }
 
-    async fn list_topics(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
+    async fn list_topics(&self, op: ops::ListTopics<'_>) -> ExoResult<Vec<String>> {
+        let ops::ListTopics { prefix, start_after, limit } = op;
         self.connected()?;
         self.nats_list_topics(prefix, start_after, limit).await
     }
 
-    async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
+    async fn topic_info(&self, op: ops::TopicInfo<'_>) -> ExoResult<pb::TopicInfo> {
+        let ops::TopicInfo { topic: name } = op;
         self.connected()?;
         Ok(self.read_topic(name.as_str()).await?.0.info(name.as_str()))
     }
 
     async fn create_subscription(
         &self,
-        topic: &TopicName,
-        subscription: &pb::Subscription,
+        op: ops::CreateSubscription<'_>,
     ) -> ExoResult<(bool, pb::Subscription)> {
+        let ops::CreateSubscription { topic, subscription } = op;
         self.connected()?;
         self.nats_create_subscription(topic, subscription).await
     }
 
-    async fn delete_subscription(&self, topic: &TopicName, name: &TopicName) -> ExoResult<()> {
+    async fn delete_subscription(&self, op: ops::DeleteSubscription<'_>) -> ExoResult<()> {
+        let ops::DeleteSubscription { topic, subscription: name } = op;
         self.connected()?;
         self.nats_delete_subscription(topic, name).await
     }
 
-    async fn publish(
-        &self,
-        topic: &TopicName,
-        messages: Vec<pb::PublishedMessage>,
-    ) -> ExoResult<Vec<ExoResult<Published>>> {
+    async fn publish(&self, op: ops::Publish<'_>) -> ExoResult<Vec<ExoResult<Published>>> {
+        let ops::Publish { topic, messages } = op;
         self.connected()?;
         self.nats_publish(topic, messages).await
     }
 
-    async fn purge(&self, name: &QueueName) -> ExoResult<()> {
+    async fn purge(&self, op: ops::Purge<'_>) -> ExoResult<()> {
+        let ops::Purge { queue: name } = op;
         self.connected()?;
         let stream = self
             .find_stream(self.stream_name(name.as_str()))

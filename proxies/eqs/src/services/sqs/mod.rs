@@ -44,12 +44,12 @@ use exo_aws::{AwsSettings, map_error, service_code};
 use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
 use exo_proxy_core::{ExoError, ExoResult, readiness};
 
+use crate::ops;
 use crate::{
     backend::Queue,
     model::{
         BASE64_ATTRIBUTES, Capability, DEFAULT_RETENTION_SECONDS, DEFAULT_VISIBILITY_SECONDS, Descriptor,
-        PUBLISH_ID_ATTRIBUTE, Published, QueueName, ReceiveParams, TOPIC_ATTRIBUTE, TopicName,
-        UNDECODABLE_ATTRIBUTE, queue_not_found,
+        PUBLISH_ID_ATTRIBUTE, Published, QueueName, TOPIC_ATTRIBUTE, UNDECODABLE_ATTRIBUTE, queue_not_found,
     },
     services::{already_exists, dead_letter_missing, existing_queue},
 };
@@ -513,11 +513,8 @@ impl Queue for SqsQueue {
         readiness(probe.map(|_| ()).map_err(|err| map_error("sqs", "ListQueues", err)))
     }
 
-    async fn create_queue(
-        &self,
-        name: &QueueName,
-        options: &pb::QueueOptions,
-    ) -> ExoResult<(bool, pb::QueueInfo)> {
+    async fn create_queue(&self, op: ops::CreateQueue<'_>) -> ExoResult<(bool, pb::QueueInfo)> {
+        let ops::CreateQueue { queue: name, options } = op;
         if let Some(existing) = existing_queue(self.info(name).await, name, options)? {
             return Ok(existing);
         }
@@ -574,7 +571,8 @@ impl Queue for SqsQueue {
         Ok((true, self.info(name).await?))
     }
 
-    async fn delete_queue(&self, name: &QueueName) -> ExoResult<()> {
+    async fn delete_queue(&self, op: ops::DeleteQueue<'_>) -> ExoResult<()> {
+        let ops::DeleteQueue { queue: name } = op;
         let result = self
             .with_url(name, |url| async move {
                 // A subscription goes with its queue (SNS would keep it, delivering nowhere).
@@ -592,12 +590,8 @@ impl Queue for SqsQueue {
         result
     }
 
-    async fn list_queues(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
+    async fn list_queues(&self, op: ops::ListQueues<'_>) -> ExoResult<Vec<String>> {
+        let ops::ListQueues { prefix, start_after, limit } = op;
         let mut names = Vec::new();
         let mut token = None;
         loop {
@@ -632,15 +626,13 @@ impl Queue for SqsQueue {
         Ok(names)
     }
 
-    async fn queue_info(&self, name: &QueueName) -> ExoResult<pb::QueueInfo> {
+    async fn queue_info(&self, op: ops::QueueInfo<'_>) -> ExoResult<pb::QueueInfo> {
+        let ops::QueueInfo { queue: name } = op;
         self.info(name).await
     }
 
-    async fn send(
-        &self,
-        name: &QueueName,
-        messages: Vec<pb::OutgoingMessage>,
-    ) -> ExoResult<Vec<ExoResult<String>>> {
+    async fn send(&self, op: ops::Send<'_>) -> ExoResult<Vec<ExoResult<String>>> {
+        let ops::Send { queue: name, messages } = op;
         // Every entry is built before anything is sent, so a bad one fails the call untouched.
         let entries = messages.into_iter().map(|m| entry(0, m)).collect::<ExoResult<Vec<_>>>()?;
         let chunks = chunked(entries);
@@ -661,7 +653,8 @@ impl Queue for SqsQueue {
         .await
     }
 
-    async fn receive(&self, name: &QueueName, params: ReceiveParams) -> ExoResult<Vec<pb::Message>> {
+    async fn receive(&self, op: ops::Receive<'_>) -> ExoResult<Vec<pb::Message>> {
+        let ops::Receive { queue: name, params } = op;
         self.with_url(name, |url| async move {
             let wanted = params.max_messages as usize;
             let mut messages =
@@ -688,7 +681,8 @@ impl Queue for SqsQueue {
         .await
     }
 
-    async fn ack(&self, name: &QueueName, receipt: &str) -> ExoResult<()> {
+    async fn ack(&self, op: ops::Ack<'_>) -> ExoResult<()> {
+        let ops::Ack { queue: name, receipt } = op;
         let handle = decode_receipt(receipt, name)?;
         self.with_url(name, |url| async move {
             self.client
@@ -703,7 +697,8 @@ impl Queue for SqsQueue {
         .await
     }
 
-    async fn change_visibility(&self, name: &QueueName, receipt: &str, seconds: u32) -> ExoResult<()> {
+    async fn change_visibility(&self, op: ops::ChangeVisibility<'_>) -> ExoResult<()> {
+        let ops::ChangeVisibility { queue: name, receipt, seconds } = op;
         let handle = decode_receipt(receipt, name)?;
         self.with_url(name, |url| async move {
             self.client
@@ -719,7 +714,8 @@ impl Queue for SqsQueue {
         .await
     }
 
-    async fn purge(&self, name: &QueueName) -> ExoResult<()> {
+    async fn purge(&self, op: ops::Purge<'_>) -> ExoResult<()> {
+        let ops::Purge { queue: name } = op;
         self.with_url(name, |url| async move {
             self.client
                 .purge_queue()
@@ -735,20 +731,18 @@ impl Queue for SqsQueue {
         topics::sns_topic_limits()
     }
 
-    async fn create_topic(&self, name: &TopicName) -> ExoResult<(bool, pb::TopicInfo)> {
+    async fn create_topic(&self, op: ops::CreateTopic<'_>) -> ExoResult<(bool, pb::TopicInfo)> {
+        let ops::CreateTopic { topic: name } = op;
         self.sns_create_topic(name).await
     }
 
-    async fn delete_topic(&self, name: &TopicName) -> ExoResult<()> {
+    async fn delete_topic(&self, op: ops::DeleteTopic<'_>) -> ExoResult<()> {
+        let ops::DeleteTopic { topic: name } = op;
         self.sns_delete_topic(name).await
     }
 
-    async fn list_topics(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> ExoResult<Vec<String>> {
+    async fn list_topics(&self, op: ops::ListTopics<'_>) -> ExoResult<Vec<String>> {
+        let ops::ListTopics { prefix, start_after, limit } = op;
         let names = self.topic_names().await?;
         Ok(names
             .into_iter()
@@ -757,27 +751,26 @@ impl Queue for SqsQueue {
             .collect())
     }
 
-    async fn topic_info(&self, name: &TopicName) -> ExoResult<pb::TopicInfo> {
+    async fn topic_info(&self, op: ops::TopicInfo<'_>) -> ExoResult<pb::TopicInfo> {
+        let ops::TopicInfo { topic: name } = op;
         self.sns_topic_info(name).await
     }
 
     async fn create_subscription(
         &self,
-        topic: &TopicName,
-        subscription: &pb::Subscription,
+        op: ops::CreateSubscription<'_>,
     ) -> ExoResult<(bool, pb::Subscription)> {
+        let ops::CreateSubscription { topic, subscription } = op;
         self.sns_create_subscription(topic, subscription).await
     }
 
-    async fn delete_subscription(&self, topic: &TopicName, name: &TopicName) -> ExoResult<()> {
+    async fn delete_subscription(&self, op: ops::DeleteSubscription<'_>) -> ExoResult<()> {
+        let ops::DeleteSubscription { topic, subscription: name } = op;
         self.sns_delete_subscription(topic, name).await
     }
 
-    async fn publish(
-        &self,
-        topic: &TopicName,
-        messages: Vec<pb::PublishedMessage>,
-    ) -> ExoResult<Vec<ExoResult<Published>>> {
+    async fn publish(&self, op: ops::Publish<'_>) -> ExoResult<Vec<ExoResult<Published>>> {
+        let ops::Publish { topic, messages } = op;
         self.sns_publish(topic, messages).await
     }
 }

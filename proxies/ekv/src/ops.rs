@@ -1,0 +1,91 @@
+//! The key-value operations as values: one type per [`crate::backend::KeyValue`] method, holding
+//! its arguments, with its name and kind stated once (metrics, traces and the retry layer read
+//! them from here). A backend destructures what it needs; wrappers pass the value on untouched.
+
+use exo_proxy_core::layers::{OpKind, Operation};
+
+use crate::model::{Condition, TableName};
+
+macro_rules! kv_op {
+    ($op:ident $(<$a:lifetime>)?, $name:literal, $kind:expr) => {
+        impl$(<$a>)? Operation for $op$(<$a>)? {
+            const SERVICE: &'static str = "kv";
+            const NAME: &'static str = $name;
+            fn kind(&self) -> OpKind {
+                #[allow(clippy::redundant_closure_call)]
+                ($kind)(self)
+            }
+        }
+    };
+}
+
+/// Whether a write guarded by `condition` may be repeated.
+fn write_kind(condition: &Condition) -> OpKind {
+    if *condition == Condition::None { OpKind::Write } else { OpKind::ConditionalWrite }
+}
+
+/// Creates a table; answers false if it existed.
+#[derive(Debug, Clone)]
+pub struct CreateTable<'a> {
+    pub table: &'a TableName,
+}
+kv_op!(CreateTable<'a>, "create_table", |_| OpKind::Write);
+
+/// Deletes a table and its keys.
+#[derive(Debug, Clone)]
+pub struct DeleteTable<'a> {
+    pub table: &'a TableName,
+}
+kv_op!(DeleteTable<'a>, "delete_table", |_| OpKind::Write);
+
+/// Every table name in lexical order.
+#[derive(Debug, Clone)]
+pub struct ListTables;
+kv_op!(ListTables, "list_tables", |_| OpKind::Read);
+
+/// Reads a key (KEY_NOT_FOUND if absent or expired).
+#[derive(Debug, Clone)]
+pub struct Get<'a> {
+    pub table: &'a TableName,
+    pub key: &'a str,
+}
+kv_op!(Get<'a>, "get", |_| OpKind::Read);
+
+/// Writes a key if `condition` holds; `expires_at_ms` 0 means never. Answers the new version.
+#[derive(Debug, Clone)]
+pub struct Put<'a> {
+    pub table: &'a TableName,
+    pub key: &'a str,
+    pub value: Vec<u8>,
+    pub condition: &'a Condition,
+    pub expires_at_ms: u64,
+}
+kv_op!(Put<'a>, "put", |op: &Put<'_>| write_kind(op.condition));
+
+/// Deletes a key if `condition` holds; answers whether it existed.
+#[derive(Debug, Clone)]
+pub struct Delete<'a> {
+    pub table: &'a TableName,
+    pub key: &'a str,
+    pub condition: &'a Condition,
+}
+kv_op!(Delete<'a>, "delete", |op: &Delete<'_>| write_kind(op.condition));
+
+/// Up to `limit` live entries with `prefix`, in key order, strictly after `start_after`.
+#[derive(Debug, Clone)]
+pub struct List<'a> {
+    pub table: &'a TableName,
+    pub prefix: &'a str,
+    pub start_after: Option<&'a str>,
+    pub limit: usize,
+    pub keys_only: bool,
+}
+kv_op!(List<'a>, "list", |_| OpKind::Read);
+
+/// Reads many keys: the live entries found, in the order asked.
+#[derive(Debug, Clone)]
+pub struct BatchGet<'a> {
+    pub table: &'a TableName,
+    pub keys: &'a [String],
+}
+kv_op!(BatchGet<'a>, "batch_get", |_| OpKind::Read);
