@@ -59,7 +59,7 @@ pub async fn bench(args: LayersArgs) -> anyhow::Result<()> {
         CircuitBreaker::new(server.breaker, metrics.clone()),
         Retry::new(server.retry, server.request_timeout, metrics.clone()),
     );
-    let standard = exo_proxy_core::layers::standard(&server, metrics.clone());
+    let standard = exo_proxy_core::layers::standard(server.stack(), metrics.clone());
     let (calls, rounds) = (args.calls, args.rounds);
 
     let bare = median(rounds, || per_call(&(), calls)).await;

@@ -231,6 +231,18 @@ impl ServerConfig {
     }
 }
 
+impl ServerConfig {
+    /// What the layer stack around the backend is made from.
+    pub fn stack(&self) -> crate::layers::StackSettings {
+        crate::layers::StackSettings {
+            max_in_flight: self.max_in_flight,
+            breaker: self.breaker,
+            retry: self.retry,
+            request_timeout: self.request_timeout,
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {

@@ -89,12 +89,17 @@ impl ExoError {
 
     /// Marks the error retryable whatever its reason's default (a condition that lost a race,
     /// a throttle with a known wait).
-    pub fn retryable(mut self) -> Self {
-        self.retryable = true;
+    pub fn retryable(self) -> Self {
+        self.with_retryable(true)
+    }
+
+    /// Says whether the error is retryable, whatever its reason's default (as a backend or a
+    /// remote proxy reported it).
+    pub fn with_retryable(mut self, retryable: bool) -> Self {
+        self.retryable = retryable;
         self
     }
 
-    /// Sets the field at fault.
     /// Tells the caller to wait `wait` before trying again (sent as `retry_after_ms` in the
     /// error detail, `retryAfterMs` in a problem document, and `Retry-After` over HTTP). A zero
     /// wait is no hint.
@@ -103,6 +108,7 @@ impl ExoError {
         self
     }
 
+    /// Sets the field at fault.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = bounded(field.into(), MAX_NAME_CHARS);
         self

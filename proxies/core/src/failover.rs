@@ -38,11 +38,11 @@ pub const MEMBER_TIMEOUT: Duration = Duration::from_secs(3);
 pub fn validate_member_settings(
     member_timeout: Duration,
     member_backoff: Duration,
-) -> Result<(), crate::config::ConfigError> {
+) -> Result<(), crate::config_error::ConfigError> {
     let hour = Duration::from_secs(3600);
     for (field, value) in [("member-timeout", member_timeout), ("member-backoff", member_backoff)] {
         if value.is_zero() || value > hour {
-            return Err(crate::config::ConfigError::Invalid(format!(
+            return Err(crate::config_error::ConfigError::Invalid(format!(
                 "backend.{field} must be above 0 and at most 1h (got {value:?})"
             )));
         }
@@ -318,7 +318,7 @@ impl<T: ?Sized> Chain<T> {
     /// copy (a delete): a miss (`missing(index, err)`) counts as done, a member that is out is
     /// skipped. Returns the answers of the members that took it and whether any member was out
     /// (the caller records what the missing members still owe); any other error stops it.
-    pub async fn every_answering<F, Fut, R>(
+    pub async fn on_every_member_up<F, Fut, R>(
         &self,
         except: Option<usize>,
         missing: impl Fn(usize, &ExoError) -> bool,
@@ -348,7 +348,11 @@ impl<T: ?Sized> Chain<T> {
     /// Runs `call` on every member in order (a delete of what every member holds): a miss
     /// (`missing(err)`) on a standby is fine — it may never have received the thing — but on the
     /// primary, or any other error, stops it.
-    pub async fn every_present<F, Fut>(&self, missing: impl Fn(&ExoError) -> bool, call: F) -> ExoResult<()>
+    pub async fn remove_from_every_member<F, Fut>(
+        &self,
+        missing: impl Fn(&ExoError) -> bool,
+        call: F,
+    ) -> ExoResult<()>
     where
         F: Fn(Arc<T>) -> Fut,
         Fut: Future<Output = ExoResult<()>>,
@@ -366,7 +370,7 @@ impl<T: ?Sized> Chain<T> {
     /// Runs `call` on every member in order; the first error stops it. No member deadline: this
     /// is for creating queues, buckets and tables, which a service may take a while to finish
     /// (a DynamoDB table becoming ACTIVE); the request timeout still bounds it.
-    pub async fn every<F, Fut, R>(&self, call: F) -> ExoResult<Vec<R>>
+    pub async fn on_every_member<F, Fut, R>(&self, call: F) -> ExoResult<Vec<R>>
     where
         F: Fn(Arc<T>) -> Fut,
         Fut: Future<Output = ExoResult<R>>,
@@ -434,7 +438,7 @@ mod tests {
                 if *m == absent { Err(ExoError::new(ErrorReason::KeyNotFound, "no")) } else { Ok(()) }
             }
         };
-        assert!(chain.every_present(missing, gone_on(1)).await.is_ok(), "a standby may lack it");
-        assert!(chain.every_present(missing, gone_on(0)).await.is_err(), "the primary may not");
+        assert!(chain.remove_from_every_member(missing, gone_on(1)).await.is_ok(), "a standby may lack it");
+        assert!(chain.remove_from_every_member(missing, gone_on(0)).await.is_err(), "the primary may not");
     }
 }

@@ -134,7 +134,7 @@ pub const fn feature_name(cfg: &'static str) -> &'static str {
 ///         #[cfg(feature = "aws")]
 ///         "sqs" in "aws" => Sqs(sqs::SqsQueue): "Amazon SQS",
 ///     }
-///     chain "failover" => Failover(crate::layers::FailoverQueue): "an ordered chain of backends";
+///     chain "failover" => Failover(failover::FailoverQueue): "an ordered chain of backends";
 /// }
 /// ```
 ///

@@ -102,7 +102,7 @@ impl SecretRef {
     }
 }
 
-/// How a [`Followed`] secret's bytes become its value; the error says why they do not.
+/// How a [`ReloadingSecret`] secret's bytes become its value; the error says why they do not.
 type MakeValue<T> = dyn Fn(&[u8]) -> Result<T, String> + Send + Sync;
 
 /// A value made from a secret and kept in step with it: when asked for, a `file:` secret is
@@ -114,7 +114,7 @@ type MakeValue<T> = dyn Fn(&[u8]) -> Result<T, String> + Send + Sync;
 ///
 /// The reread happens on the asking caller, at most once per interval (others get the current
 /// value meanwhile), and holds no lock while it reads.
-pub struct Followed<T> {
+pub struct ReloadingSecret<T> {
     secret: SecretRef,
     what: &'static str,
     make: Box<MakeValue<T>>,
@@ -122,7 +122,7 @@ pub struct Followed<T> {
     state: std::sync::Mutex<Reading<T>>,
 }
 
-/// What a [`Followed`] secret last read and made.
+/// What a [`ReloadingSecret`] secret last read and made.
 struct Reading<T> {
     /// When it was read, and the reload generation then (see [`crate::reload`]).
     read_at: std::time::Instant,
@@ -133,7 +133,7 @@ struct Reading<T> {
     generation: u64,
 }
 
-impl<T> Followed<T> {
+impl<T> ReloadingSecret<T> {
     /// Reads `secret` now and makes its value; the error (naming `what`) when either fails.
     pub fn new(
         secret: SecretRef,
@@ -202,8 +202,8 @@ impl<T> Followed<T> {
     }
 }
 
-impl Followed<String> {
-    /// A text secret (a password, a token) followed as [`Followed::new`] does; bytes that are
+impl ReloadingSecret<String> {
+    /// A text secret (a password, a token) followed as [`ReloadingSecret::new`] does; bytes that are
     /// not UTF-8 are refused, naming `what`.
     pub fn text(secret: SecretRef, what: &'static str) -> Result<Self, ConfigError> {
         Self::new(secret, what, |bytes| String::from_utf8(bytes.to_vec()).map_err(|_| "not UTF-8".to_owned()))
@@ -292,7 +292,7 @@ mod tests {
             let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
             if text.contains(' ') { Err("a space".to_owned()) } else { Ok(text.to_owned()) }
         };
-        let followed = Followed::new(SecretRef::File(path.clone()), "test token", parse)
+        let followed = ReloadingSecret::new(SecretRef::File(path.clone()), "test token", parse)
             .unwrap()
             .rereading_every(std::time::Duration::ZERO);
         assert_eq!(followed.current(), (std::sync::Arc::new("one".to_owned()), 0));
@@ -310,8 +310,9 @@ mod tests {
         assert_eq!(followed.current().1, 1, "a missing file keeps the last value");
         std::fs::write(&path, "three").unwrap();
         assert_eq!(followed.current(), (std::sync::Arc::new("three".to_owned()), 2));
-        let err =
-            Followed::new(SecretRef::File(path.clone()), "test token", |_: &[u8]| Err::<(), _>("no".into()));
+        let err = ReloadingSecret::new(SecretRef::File(path.clone()), "test token", |_: &[u8]| {
+            Err::<(), _>("no".into())
+        });
         assert!(err.err().unwrap().to_string().contains("test token: no"));
     }
 
@@ -320,7 +321,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("password");
         std::fs::write(&path, "old").unwrap();
-        let followed = Followed::text(SecretRef::File(path.clone()), "test password")
+        let followed = ReloadingSecret::text(SecretRef::File(path.clone()), "test password")
             .unwrap()
             .rereading_every(std::time::Duration::from_secs(3600));
         std::fs::write(&path, "new").unwrap();
@@ -334,7 +335,7 @@ mod tests {
 
     #[test]
     fn a_followed_secret_that_is_not_a_file_is_read_once() {
-        let followed = Followed::new(SecretRef::Env("PATH".into()), "path", |b: &[u8]| Ok(b.len()))
+        let followed = ReloadingSecret::new(SecretRef::Env("PATH".into()), "path", |b: &[u8]| Ok(b.len()))
             .unwrap()
             .rereading_every(std::time::Duration::ZERO);
         assert_eq!(followed.current().1, 0);

@@ -35,18 +35,18 @@ impl KvApi {
         self.backend.descriptor()
     }
 
-    fn stamp(&self, err: ExoError) -> ExoError {
+    fn with_backend_name(&self, err: ExoError) -> ExoError {
         err.with_backend(self.descriptor().backend)
     }
 
     fn table(&self, name: &str, field: &str) -> ExoResult<TableName> {
-        TableName::parse("table", name, field).map_err(|e| self.stamp(e))
+        TableName::parse("table", name, field).map_err(|e| self.with_backend_name(e))
     }
 
     fn key(&self, key: &str, field: &str) -> ExoResult<()> {
         let max = self.descriptor().limits.max_key_bytes as usize;
         if key.is_empty() || key.len() > max {
-            return Err(self.stamp(ExoError::invalid_argument(
+            return Err(self.with_backend_name(ExoError::invalid_argument(
                 field,
                 format!("keys must be 1 to {max} bytes of UTF-8, got {}", key.len()),
             )));
@@ -58,7 +58,7 @@ impl KvApi {
     /// has not described itself (a `remote` not reached yet).
     pub fn describe(&self) -> ExoResult<pb::DescribeResponse> {
         if !self.backend.is_described() {
-            return Err(self.stamp(exo_proxy_core::descriptor::not_described()));
+            return Err(self.with_backend_name(exo_proxy_core::descriptor::not_described()));
         }
         let d = self.descriptor();
         Ok(pb::DescribeResponse {
@@ -103,7 +103,7 @@ impl KvApi {
         self.key(&req.key, "key")?;
         let limits = self.descriptor().limits;
         if req.value.len() as u64 > limits.max_value_bytes {
-            return Err(self.stamp(
+            return Err(self.with_backend_name(
                 ExoError::new(
                     ErrorReason::ValueTooLarge,
                     format!(
@@ -121,7 +121,7 @@ impl KvApi {
         } else {
             self.descriptor().require(Capability::Ttl, "time to live")?;
             if req.ttl_seconds > limits.max_ttl_seconds {
-                return Err(self.stamp(ExoError::invalid_argument(
+                return Err(self.with_backend_name(ExoError::invalid_argument(
                     "ttl_seconds",
                     format!("ttl {} s is above the maximum {} s", req.ttl_seconds, limits.max_ttl_seconds),
                 )));
@@ -146,7 +146,7 @@ impl KvApi {
             None => return Ok(Condition::None),
             Some(pb::condition::Kind::MustNotExist(true)) => Condition::MustNotExist,
             Some(pb::condition::Kind::MustNotExist(false)) => {
-                return Err(self.stamp(ExoError::invalid_argument(
+                return Err(self.with_backend_name(ExoError::invalid_argument(
                     "condition.must_not_exist",
                     "must_not_exist must be true when set; leave the condition unset for an unconditional write",
                 )));
@@ -161,9 +161,10 @@ impl KvApi {
 
     fn version(&self, version: String, field: &str) -> ExoResult<Condition> {
         if version.is_empty() || version.len() > 256 {
-            return Err(
-                self.stamp(ExoError::invalid_argument(field, "a version must be 1 to 256 characters"))
-            );
+            return Err(self.with_backend_name(ExoError::invalid_argument(
+                field,
+                "a version must be 1 to 256 characters",
+            )));
         }
         Ok(Condition::VersionEquals(version))
     }
@@ -196,21 +197,23 @@ impl KvApi {
             0 => max,
             n if n <= max => n,
             n => {
-                return Err(self.stamp(ExoError::invalid_argument(
+                return Err(self.with_backend_name(ExoError::invalid_argument(
                     "page_size",
                     format!("page_size {n} is above the maximum {max}"),
                 )));
             }
         };
         if req.prefix.len() > self.descriptor().limits.max_key_bytes as usize {
-            return Err(
-                self.stamp(ExoError::invalid_argument("prefix", "prefix is longer than the longest key"))
-            );
+            return Err(self.with_backend_name(ExoError::invalid_argument(
+                "prefix",
+                "prefix is longer than the longest key",
+            )));
         }
         let start_after = if req.page_token.is_empty() {
             None
         } else {
-            let raw = exo_proxy_core::json::page_token_bytes(&req.page_token).map_err(|e| self.stamp(e))?;
+            let raw = exo_proxy_core::json::page_token_bytes(&req.page_token)
+                .map_err(|e| self.with_backend_name(e))?;
             Some(String::from_utf8_lossy(&raw).into_owned())
         };
         let mut entries = self
@@ -237,7 +240,7 @@ impl KvApi {
         let table = self.table(&req.table, "table")?;
         let max = self.descriptor().limits.max_batch_keys as usize;
         if req.keys.is_empty() || req.keys.len() > max {
-            return Err(self.stamp(ExoError::invalid_argument(
+            return Err(self.with_backend_name(ExoError::invalid_argument(
                 "keys",
                 format!("a batch needs 1 to {max} keys, got {}", req.keys.len()),
             )));
@@ -246,7 +249,7 @@ impl KvApi {
         for (i, key) in req.keys.iter().enumerate() {
             self.key(key, &format!("keys[{i}]"))?;
             if !seen.insert(key.as_str()) {
-                return Err(self.stamp(ExoError::invalid_argument(
+                return Err(self.with_backend_name(ExoError::invalid_argument(
                     format!("keys[{i}]"),
                     format!("key {key:?} appears twice"),
                 )));

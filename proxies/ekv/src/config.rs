@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 /// Default port of ekv.
 pub const DEFAULT_PORT: u16 = 7403;
 
-pub use crate::{layers::FailoverConfig, services::BackendConfig};
+pub use crate::services::{BackendConfig, failover::FailoverConfig};
 
 /// The whole ekv-proxy configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

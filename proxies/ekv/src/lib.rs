@@ -76,7 +76,7 @@ impl EkvProxy {
         let timeout = config.server.request_timeout;
         let stack = exo_proxy_core::layers::for_backend(
             backend.descriptor().backend,
-            &config.server,
+            config.server.stack(),
             metrics.clone(),
         );
         let backend: Arc<dyn KeyValue> = Arc::new(layers::Layered::new(backend, stack, timeout));

@@ -25,26 +25,26 @@ fn write_kind(condition: &Condition) -> OpKind {
 }
 
 /// Creates a table; answers false if it existed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct CreateTable<'a> {
     pub table: &'a TableName,
 }
 kv_op!(CreateTable<'a>, "create_table", |_| OpKind::Write);
 
 /// Deletes a table and its keys.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct DeleteTable<'a> {
     pub table: &'a TableName,
 }
 kv_op!(DeleteTable<'a>, "delete_table", |_| OpKind::Write);
 
 /// Every table name in lexical order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct ListTables;
 kv_op!(ListTables, "list_tables", |_| OpKind::Read);
 
 /// Reads a key (KEY_NOT_FOUND if absent or expired).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Get<'a> {
     pub table: &'a TableName,
     pub key: &'a str,
@@ -63,7 +63,7 @@ pub struct Put<'a> {
 kv_op!(Put<'a>, "put", |op: &Put<'_>| write_kind(op.condition));
 
 /// Deletes a key if `condition` holds; answers whether it existed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Delete<'a> {
     pub table: &'a TableName,
     pub key: &'a str,
@@ -72,7 +72,7 @@ pub struct Delete<'a> {
 kv_op!(Delete<'a>, "delete", |op: &Delete<'_>| write_kind(op.condition));
 
 /// Up to `limit` live entries with `prefix`, in key order, strictly after `start_after`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct List<'a> {
     pub table: &'a TableName,
     pub prefix: &'a str,

@@ -49,16 +49,16 @@ impl ObjectApi {
         self.backend.descriptor()
     }
 
-    fn stamp(&self, err: ExoError) -> ExoError {
+    fn with_backend_name(&self, err: ExoError) -> ExoError {
         err.with_backend(self.descriptor().backend)
     }
 
     fn bucket(&self, name: &str, field: &str) -> ExoResult<BucketName> {
-        BucketName::parse("bucket", name, field).map_err(|e| self.stamp(e))
+        BucketName::parse("bucket", name, field).map_err(|e| self.with_backend_name(e))
     }
 
     fn key(&self, key: &str, field: &str) -> ExoResult<()> {
-        check_key(key, self.descriptor().limits.max_key_bytes, field).map_err(|e| self.stamp(e))
+        check_key(key, self.descriptor().limits.max_key_bytes, field).map_err(|e| self.with_backend_name(e))
     }
 
     fn write_condition(&self, condition: Option<pb::Condition>) -> ExoResult<WriteCondition> {
@@ -69,10 +69,12 @@ impl ObjectApi {
                 d.require(Capability::ConditionalCreate, "create-only writes")?;
                 Ok(WriteCondition::CreateOnly)
             }
-            Some(pb::condition::Kind::CreateOnly(false)) => Err(self.stamp(ExoError::invalid_argument(
-                "condition.create_only",
-                "create_only must be true when set; leave the condition unset for an unconditional write",
-            ))),
+            Some(pb::condition::Kind::CreateOnly(false)) => {
+                Err(self.with_backend_name(ExoError::invalid_argument(
+                    "condition.create_only",
+                    "create_only must be true when set; leave the condition unset for an unconditional write",
+                )))
+            }
             Some(pb::condition::Kind::IfMatch(etag)) => {
                 d.require(Capability::ConditionalReplace, "if-match writes")?;
                 Ok(WriteCondition::IfMatch(self.etag(etag, "condition.if_match")?))
@@ -82,7 +84,7 @@ impl ObjectApi {
 
     fn etag(&self, etag: String, field: &str) -> ExoResult<String> {
         if etag.is_empty() || etag.len() > 256 || !etag.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(self.stamp(ExoError::invalid_argument(
+            return Err(self.with_backend_name(ExoError::invalid_argument(
                 field,
                 "an ETag must be 1 to 256 printable ASCII characters",
             )));
@@ -94,7 +96,7 @@ impl ObjectApi {
     /// has not described itself (a `remote` not reached yet).
     pub fn describe(&self) -> ExoResult<pb::DescribeResponse> {
         if !self.backend.is_described() {
-            return Err(self.stamp(exo_proxy_core::descriptor::not_described()));
+            return Err(self.with_backend_name(exo_proxy_core::descriptor::not_described()));
         }
         let d = self.descriptor();
         Ok(pb::DescribeResponse {
@@ -147,19 +149,19 @@ impl ObjectApi {
         {
             header.content_type
         } else {
-            return Err(self.stamp(ExoError::invalid_argument(
+            return Err(self.with_backend_name(ExoError::invalid_argument(
                 "header.content_type",
                 "content type must be at most 255 printable ASCII characters",
             )));
         };
         let limits = self.descriptor().limits;
-        let metadata = normalize_metadata(header.metadata, &limits).map_err(|e| self.stamp(e))?;
+        let metadata = normalize_metadata(header.metadata, &limits).map_err(|e| self.with_backend_name(e))?;
         let condition = self.write_condition(header.condition)?;
         if let Some(length) = header.content_length
             && limits.max_object_bytes > 0
             && length > limits.max_object_bytes
         {
-            return Err(self.stamp(
+            return Err(self.with_backend_name(
                 ExoError::new(
                     exo_proto::common::v1::ErrorReason::ValueTooLarge,
                     format!(
@@ -194,7 +196,7 @@ impl ObjectApi {
                         Range::Span(span.start, span.end)
                     }
                     pb::byte_range::Kind::Span(span) => {
-                        return Err(self.stamp(ExoError::invalid_argument(
+                        return Err(self.with_backend_name(ExoError::invalid_argument(
                             "range.span",
                             format!("range end {} is before its start {}", span.end, span.start),
                         )));
@@ -245,7 +247,7 @@ impl ObjectApi {
     pub async fn delete_batch(&self, req: pb::DeleteBatchRequest) -> ExoResult<pb::DeleteBatchResponse> {
         let bucket = self.bucket(&req.bucket, "bucket")?;
         if req.keys.is_empty() || req.keys.len() > MAX_DELETE_BATCH {
-            return Err(self.stamp(ExoError::invalid_argument(
+            return Err(self.with_backend_name(ExoError::invalid_argument(
                 "keys",
                 format!("a batch needs 1 to {MAX_DELETE_BATCH} keys, got {}", req.keys.len()),
             )));
@@ -282,19 +284,20 @@ impl ObjectApi {
             0 => limits.max_page_size,
             n if n <= limits.max_page_size => n,
             n => {
-                return Err(self.stamp(ExoError::invalid_argument(
+                return Err(self.with_backend_name(ExoError::invalid_argument(
                     "page_size",
                     format!("page_size {n} is above the maximum {}", limits.max_page_size),
                 )));
             }
         };
         if req.prefix.len() > limits.max_key_bytes as usize || req.delimiter.chars().count() > 16 {
-            return Err(self.stamp(ExoError::invalid_argument("prefix", "prefix or delimiter is too long")));
+            return Err(self
+                .with_backend_name(ExoError::invalid_argument("prefix", "prefix or delimiter is too long")));
         }
         let resume = if req.page_token.is_empty() {
             None
         } else {
-            Some(Resume::from_token(&req.page_token).map_err(|e| self.stamp(e))?)
+            Some(Resume::from_token(&req.page_token).map_err(|e| self.with_backend_name(e))?)
         };
         let page = self
             .backend
@@ -341,13 +344,15 @@ impl ObjectApi {
         self.key(&req.key, "key")?;
         let method = match req.method() {
             pb::PresignMethod::Unspecified => {
-                return Err(self.stamp(ExoError::invalid_argument("method", "method must be GET or PUT")));
+                return Err(
+                    self.with_backend_name(ExoError::invalid_argument("method", "method must be GET or PUT"))
+                );
             }
             method => method,
         };
         let max = self.descriptor().limits.max_presign_seconds;
         if req.expires_in_seconds == 0 || req.expires_in_seconds > max {
-            return Err(self.stamp(ExoError::invalid_argument(
+            return Err(self.with_backend_name(ExoError::invalid_argument(
                 "expires_in_seconds",
                 format!("expiry must be 1 to {max} seconds, got {}", req.expires_in_seconds),
             )));

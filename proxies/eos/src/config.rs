@@ -23,10 +23,9 @@ use serde::{Deserialize, Serialize};
 
 /// Default port of eos.
 pub const DEFAULT_PORT: u16 = 7402;
-/// Largest object the memory backend holds by default.
-pub const DEFAULT_MEMORY_OBJECT_BYTES: u64 = 256 * 1024 * 1024;
+pub use crate::services::DEFAULT_MEMORY_OBJECT_BYTES;
 
-pub use crate::{layers::FailoverConfig, services::BackendConfig};
+pub use crate::services::{BackendConfig, failover::FailoverConfig};
 
 /// Presigned URLs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

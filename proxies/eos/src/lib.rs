@@ -5,17 +5,12 @@
 //! Bodies stream end to end in bounded memory.
 
 pub mod api;
-pub mod backend;
 pub mod config;
 pub mod grpc;
 pub mod http;
-pub mod layers;
-pub mod listing;
-pub mod model;
-pub mod ops;
-pub mod presign;
-pub mod services;
-pub mod upload;
+
+// The object store itself (trait, operations, model, backends) is the exo-objects library.
+pub use exo_objects::{backend, layers, listing, model, ops, presign, services, upload};
 
 use std::{future::Future, sync::Arc};
 
@@ -104,7 +99,7 @@ impl EosProxy {
         let timeout = config.server.request_timeout;
         let stack = exo_proxy_core::layers::for_backend(
             backend.descriptor().backend,
-            &config.server,
+            config.server.stack(),
             metrics.clone(),
         );
         let backend: Arc<dyn ObjectStore> = Arc::new(layers::Layered::new(backend, stack, timeout));

@@ -50,7 +50,7 @@ impl QueueApi {
         self.backend.descriptor()
     }
 
-    pub(crate) fn stamp(&self, err: ExoError) -> ExoError {
+    pub(crate) fn with_backend_name(&self, err: ExoError) -> ExoError {
         err.with_backend(self.descriptor().backend)
     }
 
@@ -58,7 +58,7 @@ impl QueueApi {
     /// has not described itself (a `remote` not reached yet).
     pub fn describe(&self) -> ExoResult<pb::DescribeResponse> {
         if !self.backend.is_described() {
-            return Err(self.stamp(exo_proxy_core::descriptor::not_described()));
+            return Err(self.with_backend_name(exo_proxy_core::descriptor::not_described()));
         }
         let d = self.descriptor();
         Ok(pb::DescribeResponse {
@@ -71,9 +71,9 @@ impl QueueApi {
 
     /// Validates the name and options (filling defaults) and creates the queue; `created` is false when it existed with the same options.
     pub async fn create_queue(&self, req: pb::CreateQueueRequest) -> ExoResult<pb::CreateQueueResponse> {
-        let name = QueueName::parse("queue", &req.name, "name").map_err(|e| self.stamp(e))?;
+        let name = QueueName::parse("queue", &req.name, "name").map_err(|e| self.with_backend_name(e))?;
         let options = normalize_options(self.descriptor(), &name, req.options.unwrap_or_default())
-            .map_err(|e| self.stamp(e))?;
+            .map_err(|e| self.with_backend_name(e))?;
         let (created, info) =
             self.backend.create_queue(ops::CreateQueue { queue: &name, options: &options }).await?;
         Ok(pb::CreateQueueResponse { created, info: Some(info) })
@@ -81,14 +81,15 @@ impl QueueApi {
 
     /// Deletes a queue and its messages (QUEUE_NOT_FOUND if absent).
     pub async fn delete_queue(&self, req: pb::DeleteQueueRequest) -> ExoResult<pb::DeleteQueueResponse> {
-        let name = QueueName::parse("queue", &req.name, "name").map_err(|e| self.stamp(e))?;
+        let name = QueueName::parse("queue", &req.name, "name").map_err(|e| self.with_backend_name(e))?;
         self.backend.delete_queue(ops::DeleteQueue { queue: &name }).await?;
         Ok(pb::DeleteQueueResponse {})
     }
 
     /// ListQueues. Page tokens are the last name of the previous page, opaquely encoded.
     pub async fn list_queues(&self, req: pb::ListQueuesRequest) -> ExoResult<pb::ListQueuesResponse> {
-        let page = Page::parse(req.page_size, &req.prefix, &req.page_token).map_err(|e| self.stamp(e))?;
+        let page = Page::parse(req.page_size, &req.prefix, &req.page_token)
+            .map_err(|e| self.with_backend_name(e))?;
         let names = self
             .backend
             .list_queues(ops::ListQueues {
@@ -103,7 +104,7 @@ impl QueueApi {
 
     /// The queue's options and approximate message counts.
     pub async fn get_queue_info(&self, req: pb::GetQueueInfoRequest) -> ExoResult<pb::GetQueueInfoResponse> {
-        let name = QueueName::parse("queue", &req.name, "name").map_err(|e| self.stamp(e))?;
+        let name = QueueName::parse("queue", &req.name, "name").map_err(|e| self.with_backend_name(e))?;
         Ok(pb::GetQueueInfoResponse {
             info: Some(self.backend.queue_info(ops::QueueInfo { queue: &name }).await?),
         })
@@ -111,31 +112,31 @@ impl QueueApi {
 
     /// Sends one message after checking its size, attributes and delay against the limits.
     pub async fn send(&self, req: pb::SendRequest) -> ExoResult<pb::SendResponse> {
-        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
+        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.with_backend_name(e))?;
         let message = req
             .message
             .ok_or_else(|| ExoError::invalid_argument("message", "message is required"))
             .and_then(|m| validate_message(self.descriptor(), m, "message"))
             .map(|m| carry_trace(self.descriptor(), m))
-            .map_err(|e| self.stamp(e.with_resource(name.as_str())))?;
+            .map_err(|e| self.with_backend_name(e.with_resource(name.as_str())))?;
         let mut results = self.backend.send(ops::Send { queue: &name, messages: vec![message] }).await?;
         let message_id = results
             .pop()
             .ok_or_else(|| ExoError::internal("backend returned no message id"))?
             // The entry's own error is the backend's answer: say which backend gave it.
-            .map_err(|e| self.stamp(e))?;
+            .map_err(|e| self.with_backend_name(e))?;
         Ok(pb::SendResponse { message_id })
     }
 
     /// SendBatch: every entry is validated on its own; the valid ones are sent together.
     pub async fn send_batch(&self, req: pb::SendBatchRequest) -> ExoResult<pb::SendBatchResponse> {
-        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
+        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.with_backend_name(e))?;
         let descriptor = self.descriptor();
         let entries = req.entries.into_iter().map(|e| (e.id, e.message));
         let batch = BatchEntries::check(entries, descriptor.limits.max_batch_entries, |m, field| {
             validate_message(descriptor, m, field).map(|m| carry_trace(descriptor, m))
         })
-        .map_err(|e| self.stamp(e))?;
+        .map_err(|e| self.with_backend_name(e))?;
         let mut results: Vec<pb::SendBatchResult> = batch
             .ids
             .into_iter()
@@ -162,8 +163,8 @@ impl QueueApi {
 
     /// Receives up to `max_messages`, waiting up to `wait_seconds` for a first one.
     pub async fn receive(&self, req: pb::ReceiveRequest) -> ExoResult<pb::ReceiveResponse> {
-        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
-        let params = receive_params(self.descriptor(), &req).map_err(|e| self.stamp(e))?;
+        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.with_backend_name(e))?;
+        let params = receive_params(self.descriptor(), &req).map_err(|e| self.with_backend_name(e))?;
         let messages = self.backend.receive(ops::Receive { queue: &name, params }).await?;
         if exo_proxy_core::traces::enabled() {
             // The receive leads to each message's send (whoever sent it with a trace context).
@@ -176,8 +177,8 @@ impl QueueApi {
 
     /// Deletes a received message by its receipt (already gone is fine; superseded is RECEIPT_STALE).
     pub async fn ack(&self, req: pb::AckRequest) -> ExoResult<pb::AckResponse> {
-        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
-        require_receipt(&req.receipt).map_err(|e| self.stamp(e))?;
+        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.with_backend_name(e))?;
+        require_receipt(&req.receipt).map_err(|e| self.with_backend_name(e))?;
         self.backend.ack(ops::Ack { queue: &name, receipt: &req.receipt }).await?;
         Ok(pb::AckResponse {})
     }
@@ -187,13 +188,13 @@ impl QueueApi {
         &self,
         req: pb::ChangeVisibilityRequest,
     ) -> ExoResult<pb::ChangeVisibilityResponse> {
-        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
+        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.with_backend_name(e))?;
         let descriptor = self.descriptor();
         descriptor.require(Capability::ChangeVisibility, "changing visibility")?;
-        require_receipt(&req.receipt).map_err(|e| self.stamp(e))?;
+        require_receipt(&req.receipt).map_err(|e| self.with_backend_name(e))?;
         let max = descriptor.limits.max_visibility_timeout_seconds;
         if req.visibility_timeout_seconds > max {
-            return Err(self.stamp(ExoError::invalid_argument(
+            return Err(self.with_backend_name(ExoError::invalid_argument(
                 "visibility_timeout_seconds",
                 format!(
                     "visibility timeout {} s is above the maximum {max} s",
@@ -213,7 +214,7 @@ impl QueueApi {
 
     /// Deletes every message of a queue (PURGE capability).
     pub async fn purge(&self, req: pb::PurgeRequest) -> ExoResult<pb::PurgeResponse> {
-        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
+        let name = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.with_backend_name(e))?;
         self.descriptor().require(Capability::Purge, "purge")?;
         self.backend.purge(ops::Purge { queue: &name }).await?;
         Ok(pb::PurgeResponse {})

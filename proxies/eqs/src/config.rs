@@ -25,13 +25,12 @@ use std::path::PathBuf;
 use exo_proxy_core::config::{ConfigError, ServerConfig};
 use serde::{Deserialize, Serialize};
 
-/// Default largest message for the local backends (256 KiB, the classic SQS limit).
-pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 256 * 1024;
+pub use crate::services::DEFAULT_MAX_MESSAGE_BYTES;
 
 /// Default port of eqs.
 pub const DEFAULT_PORT: u16 = 7401;
 
-pub use crate::{layers::FailoverConfig, services::BackendConfig};
+pub use crate::services::{BackendConfig, failover::FailoverConfig};
 
 /// The whole eqs-proxy configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,7 +66,7 @@ pub struct EqsConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LargeMessagesConfig {
     /// The object backend, configured as eos's `backend:` section.
-    pub store: eos::config::BackendConfig,
+    pub store: exo_objects::services::BackendConfig,
     /// The bucket (made at start when missing).
     pub bucket: String,
     /// Prefix of every key written (and of what the sweeper looks at).
@@ -242,7 +241,7 @@ impl EqsConfig {
                 invalid(format!("store: {e}"))
             }
         })?;
-        eos::model::BucketName::parse("bucket", &large.bucket, "bucket")
+        exo_objects::model::BucketName::parse("bucket", &large.bucket, "bucket")
             .map_err(|e| invalid(format!("bucket: {}", e.message)))?;
         let Some(inline) = self.backend.largest_item() else {
             return Err(invalid(

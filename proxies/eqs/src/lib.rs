@@ -52,7 +52,8 @@ pub async fn open_backend(
 /// and logs, load shedding, the circuit breaker — a failover chain's members have their own —,
 /// retries of reads, the per-call timeout).
 pub fn layered(backend: Arc<dyn Queue>, metrics: Arc<Metrics>, config: &EqsConfig) -> Arc<dyn Queue> {
-    let stack = exo_proxy_core::layers::for_backend(backend.descriptor().backend, &config.server, metrics);
+    let stack =
+        exo_proxy_core::layers::for_backend(backend.descriptor().backend, config.server.stack(), metrics);
     Arc::new(layers::Layered::new(backend, stack, config.server.request_timeout))
 }
 
@@ -65,19 +66,19 @@ pub async fn with_large_messages(
 ) -> ExoResult<(Arc<dyn Queue>, Option<Arc<layers::LargeMessageQueue>>)> {
     let Some(large) = &config.large_messages else { return Ok((backend, None)) };
     let timeout = config.server.request_timeout;
-    let context = eos::services::OpenContext {
+    let context = exo_objects::services::OpenContext {
         // The store's own presigned URLs are never handed out.
-        presigner: Arc::new(eos::presign::LocalPresigner::new("http://127.0.0.1", None)),
+        presigner: Arc::new(exo_objects::presign::LocalPresigner::new("http://127.0.0.1", None)),
         presign_base: None,
         call_timeout: timeout,
         metrics: metrics.clone(),
     };
     let store = large.store.open(&context).await?;
-    let stack = exo_proxy_core::layers::standard(&config.server, metrics);
-    let store: Arc<dyn eos::backend::ObjectStore> =
-        Arc::new(eos::layers::Layered::new(store, stack, timeout));
+    let stack = exo_proxy_core::layers::standard(config.server.stack(), metrics);
+    let store: Arc<dyn exo_objects::backend::ObjectStore> =
+        Arc::new(exo_objects::layers::Layered::new(store, stack, timeout));
     let settings = layers::LargeMessageSettings {
-        bucket: eos::model::BucketName::parse("bucket", &large.bucket, "large-messages.bucket")?,
+        bucket: exo_objects::model::BucketName::parse("bucket", &large.bucket, "large-messages.bucket")?,
         prefix: large.prefix.clone(),
         max_message_bytes: large.max_message_bytes,
         call_timeout: timeout,
@@ -241,7 +242,7 @@ impl std::fmt::Debug for EqsProxy {
 impl EqsProxy {
     /// Validates `config`, opens its backend and binds its listen address.
     pub async fn bind(config: &EqsConfig) -> Result<Self, ProxyError> {
-        config.validate()?;
+        exo_proxy_core::cli::ProxyConfig::validate(config)?;
         let metrics = Metrics::shared();
         let backend = open_backend(&config.backend, config.server.request_timeout, metrics.clone()).await?;
         Self::bind_observed(config, backend, metrics).await

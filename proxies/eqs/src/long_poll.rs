@@ -18,11 +18,11 @@ pub const CLOCK_TICK: Duration = Duration::from_millis(100);
 
 /// Per-queue wake-ups for waiting receivers.
 #[derive(Debug, Default)]
-pub struct Arrivals {
+pub struct Wakeups {
     queues: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
-impl Arrivals {
+impl Wakeups {
     fn notify_handle(&self, queue: &str) -> Arc<Notify> {
         let mut queues = self.queues.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         queues.entry(queue.to_owned()).or_default().clone()

@@ -28,7 +28,7 @@ macro_rules! queue_op {
 
 /// Creates a queue with normalized options (defaults filled in); answers whether it was created
 /// (false: it existed with the same options) and its info.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct CreateQueue<'a> {
     pub queue: &'a QueueName,
     pub options: &'a pb::QueueOptions,
@@ -36,14 +36,14 @@ pub struct CreateQueue<'a> {
 queue_op!(CreateQueue<'a>, "create_queue", |_| OpKind::Write);
 
 /// Deletes a queue and its messages.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct DeleteQueue<'a> {
     pub queue: &'a QueueName,
 }
 queue_op!(DeleteQueue<'a>, "delete_queue", |_| OpKind::Write);
 
 /// Up to `limit` queue names with `prefix`, in lexical order, strictly after `start_after`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct ListQueues<'a> {
     pub prefix: &'a str,
     pub start_after: Option<&'a str>,
@@ -52,7 +52,7 @@ pub struct ListQueues<'a> {
 queue_op!(ListQueues<'a>, "list_queues", |_| OpKind::Read);
 
 /// A queue's options and approximate counts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct QueueInfo<'a> {
     pub queue: &'a QueueName,
 }
@@ -68,7 +68,7 @@ queue_op!(Send<'a>, "send", |_| OpKind::Write, batch "send_batch");
 
 /// Receives up to `params.max_messages` messages, waiting up to `params.wait` for a first one.
 /// Not repeated: a receive that answered late has hidden its messages for a visibility.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Receive<'a> {
     pub queue: &'a QueueName,
     pub params: ReceiveParams,
@@ -76,7 +76,7 @@ pub struct Receive<'a> {
 queue_op!(Receive<'a>, "receive", |op: &Receive<'_>| OpKind::LongWait(op.params.wait));
 
 /// Deletes a received message.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Ack<'a> {
     pub queue: &'a QueueName,
     pub receipt: &'a str,
@@ -84,7 +84,7 @@ pub struct Ack<'a> {
 queue_op!(Ack<'a>, "ack", |_| OpKind::Write);
 
 /// Sets a received message's remaining visibility.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct ChangeVisibility<'a> {
     pub queue: &'a QueueName,
     pub receipt: &'a str,
@@ -93,28 +93,28 @@ pub struct ChangeVisibility<'a> {
 queue_op!(ChangeVisibility<'a>, "change_visibility", |_| OpKind::Write);
 
 /// Deletes every message of a queue.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Purge<'a> {
     pub queue: &'a QueueName,
 }
 queue_op!(Purge<'a>, "purge", |_| OpKind::Write);
 
 /// Creates a topic; false when it existed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct CreateTopic<'a> {
     pub topic: &'a TopicName,
 }
 queue_op!(CreateTopic<'a>, "create_topic", |_| OpKind::Write);
 
 /// Deletes a topic and its subscriptions (their queues stay).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct DeleteTopic<'a> {
     pub topic: &'a TopicName,
 }
 queue_op!(DeleteTopic<'a>, "delete_topic", |_| OpKind::Write);
 
 /// Up to `limit` topic names with `prefix`, in lexical order, strictly after `start_after`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct ListTopics<'a> {
     pub prefix: &'a str,
     pub start_after: Option<&'a str>,
@@ -123,7 +123,7 @@ pub struct ListTopics<'a> {
 queue_op!(ListTopics<'a>, "list_topics", |_| OpKind::Read);
 
 /// A topic and its subscriptions (sorted by name).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct TopicInfo<'a> {
     pub topic: &'a TopicName,
 }
@@ -131,7 +131,7 @@ queue_op!(TopicInfo<'a>, "get_topic_info", |_| OpKind::Read);
 
 /// Adds a validated subscription (its queue exists, its filter parses); false when an identical
 /// one existed, SUBSCRIPTION_ALREADY_EXISTS when a different one does.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct CreateSubscription<'a> {
     pub topic: &'a TopicName,
     pub subscription: &'a pb::Subscription,
@@ -139,7 +139,7 @@ pub struct CreateSubscription<'a> {
 queue_op!(CreateSubscription<'a>, "create_subscription", |_| OpKind::Write);
 
 /// Deletes a subscription (SUBSCRIPTION_NOT_FOUND if absent).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct DeleteSubscription<'a> {
     pub topic: &'a TopicName,
     pub subscription: &'a TopicName,

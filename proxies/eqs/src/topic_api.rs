@@ -20,11 +20,11 @@ impl QueueApi {
     }
 
     fn topic_name(&self, name: &str, field: &str) -> ExoResult<TopicName> {
-        TopicName::parse("topic", name, field).map_err(|e| self.stamp(e))
+        TopicName::parse("topic", name, field).map_err(|e| self.with_backend_name(e))
     }
 
     fn subscription_name(&self, name: &str, field: &str) -> ExoResult<TopicName> {
-        TopicName::parse("subscription", name, field).map_err(|e| self.stamp(e))
+        TopicName::parse("subscription", name, field).map_err(|e| self.with_backend_name(e))
     }
 
     /// Creates a topic (idempotent).
@@ -45,7 +45,8 @@ impl QueueApi {
 
     /// One page of topic names.
     pub async fn list_topics(&self, req: pb::ListTopicsRequest) -> ExoResult<pb::ListTopicsResponse> {
-        let page = Page::parse(req.page_size, &req.prefix, &req.page_token).map_err(|e| self.stamp(e))?;
+        let page = Page::parse(req.page_size, &req.prefix, &req.page_token)
+            .map_err(|e| self.with_backend_name(e))?;
         self.topics_offered()?;
         let names = self
             .backend()
@@ -76,8 +77,9 @@ impl QueueApi {
     ) -> ExoResult<pb::CreateSubscriptionResponse> {
         let topic = self.topic_name(&req.topic, "topic")?;
         let name = self.subscription_name(&req.name, "name")?;
-        let queue = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.stamp(e))?;
-        let filter = Filter::parse(&req.filter).map_err(|e| self.stamp(e.with_resource(name.as_str())))?;
+        let queue = QueueName::parse("queue", &req.queue, "queue").map_err(|e| self.with_backend_name(e))?;
+        let filter =
+            Filter::parse(&req.filter).map_err(|e| self.with_backend_name(e.with_resource(name.as_str())))?;
         self.topics_offered()?;
         let subscription = pb::Subscription {
             name: name.to_string(),
@@ -87,7 +89,7 @@ impl QueueApi {
         };
         if let Some(options) = req.create_queue {
             let options = normalize_options(self.backend().descriptor(), &queue, options)
-                .map_err(|e| self.stamp(e.with_resource(queue.as_str())))?;
+                .map_err(|e| self.with_backend_name(e.with_resource(queue.as_str())))?;
             // Refusals that do not depend on the queue come first: no queue is made for a
             // subscription that cannot be.
             let info = self.backend().topic_info(ops::TopicInfo { topic: &topic }).await?;
@@ -131,13 +133,13 @@ impl QueueApi {
             .message
             .ok_or_else(|| ExoError::invalid_argument("message", "message is required"))
             .and_then(|m| check_published(&limits, m, "message"))
-            .map_err(|e| self.stamp(e.with_resource(topic.as_str())))?;
+            .map_err(|e| self.with_backend_name(e.with_resource(topic.as_str())))?;
         let mut results =
             self.backend().publish(ops::Publish { topic: &topic, messages: vec![message] }).await?;
         let Published { publish_id, deliveries } = results
             .pop()
             .ok_or_else(|| ExoError::internal("backend returned no publish result"))?
-            .map_err(|e| self.stamp(e))?;
+            .map_err(|e| self.with_backend_name(e))?;
         Ok(pb::PublishResponse { publish_id, deliveries })
     }
 
@@ -149,7 +151,7 @@ impl QueueApi {
         let batch = BatchEntries::check(entries, limits.max_batch_entries, |m, field| {
             check_published(&limits, m, field)
         })
-        .map_err(|e| self.stamp(e))?;
+        .map_err(|e| self.with_backend_name(e))?;
         let mut results: Vec<pb::PublishBatchResult> = batch
             .ids
             .into_iter()

@@ -5,10 +5,6 @@
 
 use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 
-use eos::{
-    backend::ObjectStore,
-    model::{BucketName, ByteStream, PutMeta, WriteCondition},
-};
 use eqs::ops;
 use eqs::{
     backend::Queue,
@@ -16,6 +12,10 @@ use eqs::{
     layers::LargeMessageQueue,
     model::{QueueName, ReceiveParams, UNDECODABLE_ATTRIBUTE},
     services::embedded::EmbeddedConfig,
+};
+use exo_objects::{
+    backend::ObjectStore,
+    model::{BucketName, ByteStream, PutMeta, WriteCondition},
 };
 use exo_proto::queue::v1 as pb;
 use exo_proxy_core::metrics::Metrics;
@@ -63,8 +63,8 @@ async fn setup(grace: Duration) -> Setup {
         eqs::with_large_messages(inner.clone(), Arc::new(Metrics::new()), &config).await.unwrap();
     outer.ready().await.unwrap();
     // A second view of the same files, as a native reader would have.
-    let context = eos::services::OpenContext {
-        presigner: Arc::new(eos::presign::LocalPresigner::new("http://127.0.0.1", None)),
+    let context = exo_objects::services::OpenContext {
+        presigner: Arc::new(exo_objects::presign::LocalPresigner::new("http://127.0.0.1", None)),
         presign_base: None,
         call_timeout: Duration::from_secs(1),
         metrics: exo_proxy_core::metrics::Metrics::shared(),
@@ -109,7 +109,13 @@ fn files(root: &Path) -> usize {
 
 async fn keys(store: &dyn ObjectStore) -> Vec<String> {
     let page = store
-        .list(eos::ops::List { bucket: &bucket(), prefix: "", delimiter: "", resume: None, limit: 1000 })
+        .list(exo_objects::ops::List {
+            bucket: &bucket(),
+            prefix: "",
+            delimiter: "",
+            resume: None,
+            limit: 1000,
+        })
         .await
         .unwrap();
     page.objects.into_iter().map(|o| o.key).collect()
@@ -171,7 +177,10 @@ async fn a_reference_written_by_the_extended_client_is_read_and_its_object_delet
         max_bytes: 0,
     };
     s.store
-        .put(eos::ops::Put { bucket: &bucket(), key: "4b8d0d33-1f0e-4f55-9d1c-1b0c7c1f0a11", meta }, stream)
+        .put(
+            exo_objects::ops::Put { bucket: &bucket(), key: "4b8d0d33-1f0e-4f55-9d1c-1b0c7c1f0a11", meta },
+            stream,
+        )
         .await
         .unwrap();
     // The legacy class and attribute, spaced as Python's json.dumps writes them.
@@ -208,7 +217,10 @@ async fn a_reference_whose_object_is_gone_is_delivered_marked_beside_the_others(
     assert!(sent.iter().all(Result::is_ok));
     let stored = keys(&*s.store).await;
     assert_eq!(stored.len(), 2);
-    s.store.delete(eos::ops::Delete { bucket: &bucket(), key: &stored[0], if_match: None }).await.unwrap();
+    s.store
+        .delete(exo_objects::ops::Delete { bucket: &bucket(), key: &stored[0], if_match: None })
+        .await
+        .unwrap();
 
     let got = s.layer.receive(ops::Receive { queue: &q, params: params() }).await.unwrap();
     assert_eq!(got.len(), 3, "one missing body must not fail or shorten the receive");
@@ -285,7 +297,7 @@ fn a_large_message_limit_the_backend_already_has_is_refused_at_start() {
 async fn a_bucket_deleted_by_hand_after_start_is_made_again() {
     let s = setup(Duration::from_secs(3600)).await;
     let q = create(&*s.layer, "again", 3600).await;
-    s.store.delete_bucket(eos::ops::DeleteBucket { bucket: &bucket() }).await.unwrap();
+    s.store.delete_bucket(exo_objects::ops::DeleteBucket { bucket: &bucket() }).await.unwrap();
     s.layer
         .send(ops::Send { queue: &q, messages: vec![message(vec![3; 9000])] })
         .await

@@ -12,9 +12,8 @@ use eqs::{
     api::QueueApi,
     backend::Queue,
     config::EqsConfig,
-    layers::FailoverQueue,
     model::QueueName,
-    services::{memory::MemoryQueue, remote::RemoteQueue},
+    services::{failover::FailoverQueue, memory::MemoryQueue, remote::RemoteQueue},
 };
 use exo_proto::{common::v1::ErrorReason, queue::v1 as pb};
 use exo_proxy_core::ExoError;

@@ -13,6 +13,7 @@
 //! dispatch): the stack compiles to the same code as the calls written out by hand.
 
 mod breaker;
+mod layered;
 mod observe;
 mod retry;
 mod shed;
@@ -21,6 +22,7 @@ mod timeout;
 use std::{future::Future, time::Duration};
 
 pub use breaker::{BreakerSettings, CircuitBreaker};
+pub use layered::{Layered, Named};
 pub use observe::{Observe, ObserveMember};
 pub use retry::{Retry, RetrySettings};
 pub use shed::ShedLoad;
@@ -34,11 +36,22 @@ use crate::ExoResult;
 /// within a budget, then the per-attempt timeout.
 pub type Standard = (Observe, ShedLoad, CircuitBreaker, Retry, Timeout);
 
-/// The [`Standard`] stack for a proxy's `server:` settings.
-pub fn standard(
-    server: &crate::config::ServerConfig,
-    metrics: std::sync::Arc<crate::metrics::Metrics>,
-) -> Standard {
+/// What the [`Standard`] stack is made from: a proxy's `server:` settings give it
+/// (`ServerConfig::stack`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StackSettings {
+    /// Backend calls running at once before more are shed (0: no limit).
+    pub max_in_flight: usize,
+    /// When the circuit breaker opens.
+    pub breaker: BreakerSettings,
+    /// How reads are retried.
+    pub retry: RetrySettings,
+    /// The per-call timeout.
+    pub request_timeout: Duration,
+}
+
+/// The [`Standard`] stack made from `server`.
+pub fn standard(server: StackSettings, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Standard {
     (
         Observe::new(metrics.clone()),
         ShedLoad::new(server.max_in_flight, metrics.clone()),
@@ -139,10 +152,7 @@ where
 /// its own (the chain sets a member that fails aside for its back-off and probes it back), so a
 /// slow or dead member never stops calls the others can serve; the chain answers at once when
 /// every member is set aside.
-pub fn around_chain(
-    server: &crate::config::ServerConfig,
-    metrics: std::sync::Arc<crate::metrics::Metrics>,
-) -> Standard {
+pub fn around_chain(server: StackSettings, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Standard {
     let no_breaker = BreakerSettings { failures: 0, ..server.breaker };
     (
         Observe::new(metrics.clone()),
@@ -157,7 +167,7 @@ pub fn around_chain(
 /// [`crate::failover::CHAIN`]), [`standard`] for any other.
 pub fn for_backend(
     backend: &'static str,
-    server: &crate::config::ServerConfig,
+    server: StackSettings,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
 ) -> Standard {
     if backend == crate::failover::CHAIN { around_chain(server, metrics) } else { standard(server, metrics) }
@@ -365,6 +375,16 @@ mod tests {
         (Observe::new(metrics.clone()), Timeout::new(Duration::from_millis(30)))
     }
 
+    /// The default settings with `request_timeout`.
+    fn settings(request_timeout: Duration) -> StackSettings {
+        StackSettings {
+            max_in_flight: 1024,
+            breaker: BreakerSettings::default(),
+            retry: RetrySettings::default(),
+            request_timeout,
+        }
+    }
+
     async fn sleep_then_ok(ms: u64) -> ExoResult<u32> {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         Ok(7)
@@ -404,9 +424,7 @@ mod tests {
     async fn the_standard_stack_retries_a_read_inside_one_observed_call_but_not_a_timed_out_one() {
         use std::sync::atomic::{AtomicU32, Ordering};
         let metrics = Arc::new(Metrics::new());
-        let server =
-            crate::config::ServerConfig { request_timeout: Duration::from_millis(200), ..Default::default() };
-        let stack = standard(&server, metrics.clone());
+        let stack = standard(settings(Duration::from_millis(200)), metrics.clone());
         let call = Call::new("kv", "get", "flaky");
         // A fast retryable failure, then an answer: one call observed, one retry counted.
         let tries = AtomicU32::new(0);
@@ -443,9 +461,7 @@ mod tests {
 
         use crate::deadline::with_timeout;
         let metrics = Arc::new(Metrics::new());
-        let server =
-            crate::config::ServerConfig { request_timeout: Duration::from_secs(5), ..Default::default() };
-        let stack = standard(&server, metrics.clone());
+        let stack = standard(settings(Duration::from_secs(5)), metrics.clone());
         // A deadline already passed: the call is not started at all (a send stores nothing).
         let started = AtomicU32::new(0);
         let send = Call::new("queue", "send", "memory").of_kind(OpKind::Write);

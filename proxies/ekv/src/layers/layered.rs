@@ -3,40 +3,22 @@
 //! name and kind from [`crate::ops`]. Layers are written once, for every service, in
 //! `exo_proxy_core::layers`.
 
-use std::{future::Future, sync::Arc, time::Duration};
-
 use async_trait::async_trait;
 use exo_proto::kv::v1 as pb;
 use exo_proxy_core::{
     ExoResult,
-    layers::{Call, Layer, Operation, bounded},
+    layers::{Layer, Named},
 };
 
 use crate::{backend::KeyValue, model::Descriptor, ops};
 
 /// A key-value backend behind a layer stack.
-pub struct Layered<L> {
-    inner: Arc<dyn KeyValue>,
-    layers: L,
-    /// Bounds the readiness probe, which is not a request and is not counted.
-    ready_timeout: Duration,
-}
+pub type Layered<L> = exo_proxy_core::layers::Layered<dyn KeyValue, L>;
 
-impl<L: Layer> Layered<L> {
-    /// Runs every call to `inner` through `layers`.
-    pub fn new(inner: Arc<dyn KeyValue>, layers: L, ready_timeout: Duration) -> Self {
-        Self { inner, layers, ready_timeout }
-    }
-
-    async fn run<O: Operation, T: Send, Fut>(
-        &self,
-        op: O,
-        serve: impl Fn(O) -> Fut + Send + Sync,
-    ) -> ExoResult<T>
-    where
-        Fut: Future<Output = ExoResult<T>> + Send,
-    {
-        exo_proxy_core::layers::run(&self.layers, self.inner.descriptor().backend, op, serve).await
+impl Named for dyn KeyValue {
+    const SERVICE: &'static str = "kv";
+    fn backend_name(&self) -> &'static str {
+        self.descriptor().backend
     }
 }
 
@@ -44,41 +26,36 @@ impl<L: Layer> Layered<L> {
 #[deny(clippy::missing_trait_methods)]
 impl<L: Layer> KeyValue for Layered<L> {
     fn descriptor(&self) -> &Descriptor {
-        self.inner.descriptor()
+        self.inner().descriptor()
     }
     fn is_described(&self) -> bool {
-        self.inner.is_described()
+        self.inner().is_described()
     }
     async fn ready(&self) -> ExoResult<()> {
-        // An open breaker answers at once: the backend is known to be down.
-        if let Some(refused) = self.layers.refusing(Call::new("kv", "ready", self.inner.descriptor().backend))
-        {
-            return Err(refused);
-        }
-        bounded(self.ready_timeout, self.inner.ready()).await
+        self.probe_ready(self.inner().ready()).await
     }
     async fn create_table(&self, op: ops::CreateTable<'_>) -> ExoResult<bool> {
-        self.run(op, |op| self.inner.create_table(op)).await
+        self.run(op, |op| self.inner().create_table(op)).await
     }
     async fn delete_table(&self, op: ops::DeleteTable<'_>) -> ExoResult<()> {
-        self.run(op, |op| self.inner.delete_table(op)).await
+        self.run(op, |op| self.inner().delete_table(op)).await
     }
     async fn list_tables(&self, op: ops::ListTables) -> ExoResult<Vec<String>> {
-        self.run(op, |op| self.inner.list_tables(op)).await
+        self.run(op, |op| self.inner().list_tables(op)).await
     }
     async fn get(&self, op: ops::Get<'_>) -> ExoResult<pb::Entry> {
-        self.run(op, |op| self.inner.get(op)).await
+        self.run(op, |op| self.inner().get(op)).await
     }
     async fn put(&self, op: ops::Put<'_>) -> ExoResult<String> {
-        self.run(op, |op| self.inner.put(op)).await
+        self.run(op, |op| self.inner().put(op)).await
     }
     async fn delete(&self, op: ops::Delete<'_>) -> ExoResult<bool> {
-        self.run(op, |op| self.inner.delete(op)).await
+        self.run(op, |op| self.inner().delete(op)).await
     }
     async fn list(&self, op: ops::List<'_>) -> ExoResult<Vec<pb::Entry>> {
-        self.run(op, |op| self.inner.list(op)).await
+        self.run(op, |op| self.inner().list(op)).await
     }
     async fn batch_get(&self, op: ops::BatchGet<'_>) -> ExoResult<Vec<pb::Entry>> {
-        self.run(op, |op| self.inner.batch_get(op)).await
+        self.run(op, |op| self.inner().batch_get(op)).await
     }
 }

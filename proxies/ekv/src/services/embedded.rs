@@ -175,7 +175,9 @@ impl KeyValue for EmbeddedKv {
     }
 
     async fn ready(&self) -> ExoResult<()> {
-        self.store.run_draining(|txn, _| txn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await
+        self.store
+            .run_adding_nothing(|txn, _| txn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error))
+            .await
     }
 
     async fn create_table(&self, op: ops::CreateTable<'_>) -> ExoResult<bool> {
@@ -198,7 +200,7 @@ impl KeyValue for EmbeddedKv {
         let ops::DeleteTable { table } = op;
         let table = table.to_string();
         self.store
-            .run_draining(move |txn, catalog| {
+            .run_adding_nothing(move |txn, catalog| {
                 catalog.tables.remove(&table);
                 let deleted =
                     txn.execute("DELETE FROM kv_tables WHERE name = ?1", [&table]).map_err(db_error)?;
@@ -209,7 +211,7 @@ impl KeyValue for EmbeddedKv {
 
     async fn list_tables(&self, _op: ops::ListTables) -> ExoResult<Vec<String>> {
         self.store
-            .run_draining(|txn, _| {
+            .run_adding_nothing(|txn, _| {
                 let mut stmt =
                     txn.prepare_cached("SELECT name FROM kv_tables ORDER BY name").map_err(db_error)?;
                 let names = stmt.query_map([], |r| r.get(0)).map_err(db_error)?;
@@ -222,7 +224,7 @@ impl KeyValue for EmbeddedKv {
         let ops::Get { table, key } = op;
         let (table, key) = (table.to_string(), key.to_owned());
         self.store
-            .run_draining(move |txn, catalog| {
+            .run_adding_nothing(move |txn, catalog| {
                 let id = catalog.table_id(txn, &table)?;
                 let row = txn
                     .query_row(
@@ -271,7 +273,7 @@ impl KeyValue for EmbeddedKv {
         let ops::Delete { table, key, condition } = op;
         let (table, key, condition) = (table.to_string(), key.to_owned(), condition.clone());
         self.store
-            .run_draining(move |txn, catalog| {
+            .run_adding_nothing(move |txn, catalog| {
                 let now = now_ms();
                 let id = catalog.table_id(txn, &table)?;
                 let current = current_version(txn, id, &key, now)?;
@@ -291,7 +293,7 @@ impl KeyValue for EmbeddedKv {
         let (table, prefix) = (table.to_string(), prefix.as_bytes().to_vec());
         let after = start_after.map(|s| s.as_bytes().to_vec());
         self.store
-            .run_draining(move |txn, catalog| {
+            .run_adding_nothing(move |txn, catalog| {
                 let id = catalog.table_id(txn, &table)?;
                 let now = now_ms() as i64;
                 // Resume strictly after the last key of the previous page, or start at the prefix.
@@ -323,7 +325,7 @@ impl KeyValue for EmbeddedKv {
         let ops::BatchGet { table, keys } = op;
         let (table, keys) = (table.to_string(), keys.to_vec());
         self.store
-            .run_draining(move |txn, catalog| {
+            .run_adding_nothing(move |txn, catalog| {
                 let id = catalog.table_id(txn, &table)?;
                 let now = now_ms();
                 let mut stmt = txn

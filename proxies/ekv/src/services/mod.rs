@@ -6,6 +6,7 @@ pub mod azure_table;
 #[cfg(feature = "aws")]
 pub mod dynamodb;
 pub mod embedded;
+pub mod failover;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -32,7 +33,7 @@ exo_proxy_core::backends! {
         "redis" in "redis" => Redis(redis::RedisKv): "Redis: hashes and sorted-set indexes under a namespace (key prefix).",
         "remote" in "remote" => Remote(remote::RemoteKv): "Another ekv proxy over gRPC (https: TLS, client certificate): an edge forwarding to a standalone proxy.",
     }
-    chain "failover" => Failover(crate::layers::FailoverKv): "An ordered chain of backends: writes to the first that answers, reads fall through.";
+    chain "failover" => Failover(failover::FailoverKv): "An ordered chain of backends: writes to the first that answers, reads fall through.";
 }
 
 impl Default for BackendConfig {

@@ -308,7 +308,7 @@ impl Connection {
 /// connection is made, then each change (the connection sends AUTH again).
 struct RotatingPassword {
     username: String,
-    password: Arc<exo_proxy_core::secret::Followed<String>>,
+    password: Arc<exo_proxy_core::secret::ReloadingSecret<String>>,
 }
 
 impl redis::StreamingCredentialsProvider for RotatingPassword {
@@ -347,8 +347,9 @@ impl RedisKv {
         // connections authenticate again with it (AUTH), all without a restart.
         let credentials = match &config.password {
             Some(secret) => {
-                let password = exo_proxy_core::secret::Followed::text(secret.clone(), "backend.password")
-                    .map_err(|e| ExoError::invalid_argument("backend.password", e.to_string()))?;
+                let password =
+                    exo_proxy_core::secret::ReloadingSecret::text(secret.clone(), "backend.password")
+                        .map_err(|e| ExoError::invalid_argument("backend.password", e.to_string()))?;
                 let username = info.redis_settings().username().unwrap_or("default").to_owned();
                 Some(RotatingPassword { username, password: Arc::new(password) })
             }

@@ -42,7 +42,7 @@ use std::{
 use async_trait::async_trait;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use bytes::Bytes;
-use eos::{
+use exo_objects::{
     backend::ObjectStore,
     model::{BucketName, ByteStream, PutMeta, ReadCondition, WriteCondition},
 };
@@ -171,7 +171,7 @@ impl LargeMessageQueue {
         match self
             .timed(
                 "list",
-                self.store.list(eos::ops::List {
+                self.store.list(exo_objects::ops::List {
                     bucket,
                     prefix: &self.settings.prefix,
                     delimiter: "",
@@ -183,9 +183,12 @@ impl LargeMessageQueue {
         {
             Ok(_) => {}
             Err(err) if err.reason == ErrorReason::BucketNotFound => {
-                self.timed("create bucket", self.store.create_bucket(eos::ops::CreateBucket { bucket }))
-                    .await
-                    .map_err(|e| store_error("cannot make the large-message bucket", e))?;
+                self.timed(
+                    "create bucket",
+                    self.store.create_bucket(exo_objects::ops::CreateBucket { bucket }),
+                )
+                .await
+                .map_err(|e| store_error("cannot make the large-message bucket", e))?;
             }
             Err(err) => return Err(store_error("cannot reach the large-message bucket", err)),
         }
@@ -251,7 +254,8 @@ impl LargeMessageQueue {
             let stream: ByteStream = Box::pin(futures::stream::once(async move { Ok(body) }));
             self.timed(
                 "put",
-                self.store.put(eos::ops::Put { bucket: &self.settings.bucket, key: &key, meta }, stream),
+                self.store
+                    .put(exo_objects::ops::Put { bucket: &self.settings.bucket, key: &key, meta }, stream),
             )
         };
         self.ensure_bucket().await?;
@@ -277,7 +281,7 @@ impl LargeMessageQueue {
             if let Err(err) = self
                 .timed(
                     "delete",
-                    self.store.delete(eos::ops::Delete {
+                    self.store.delete(exo_objects::ops::Delete {
                         bucket: &self.settings.bucket,
                         key: &key,
                         if_match: None,
@@ -322,7 +326,7 @@ impl LargeMessageQueue {
         let read = async {
             let (_, _, mut stream) = self
                 .store
-                .get(eos::ops::Get {
+                .get(exo_objects::ops::Get {
                     bucket: &self.settings.bucket,
                     key: &pointer.key,
                     range: None,
@@ -428,7 +432,7 @@ impl LargeMessageQueue {
             let page = self
                 .timed(
                     "list",
-                    self.store.list(eos::ops::List {
+                    self.store.list(exo_objects::ops::List {
                         bucket: &self.settings.bucket,
                         prefix: &self.settings.prefix,
                         delimiter: "",
@@ -447,7 +451,7 @@ impl LargeMessageQueue {
                 if age > life + margin {
                     self.timed(
                         "delete",
-                        self.store.delete(eos::ops::Delete {
+                        self.store.delete(exo_objects::ops::Delete {
                             bucket: &self.settings.bucket,
                             key: &object.key,
                             if_match: None,
@@ -526,13 +530,15 @@ fn marks_reference(attributes: &HashMap<String, String>) -> bool {
 
 fn store_error(what: &str, err: ExoError) -> ExoError {
     let retryable = err.retryable || err.reason == ErrorReason::BackendUnavailable;
-    let mut out = ExoError::new(
+    let out = ExoError::new(
         if retryable { ErrorReason::BackendUnavailable } else { err.reason },
         format!("{what}: {}", err.message),
-    );
-    out.retryable = retryable;
-    out.retry_after = err.retry_after;
-    out
+    )
+    .with_retryable(retryable);
+    match err.retry_after {
+        Some(wait) => out.with_retry_after(wait),
+        None => out,
+    }
 }
 
 #[async_trait]
@@ -549,20 +555,16 @@ impl Queue for LargeMessageQueue {
         self.ensure_bucket().await
     }
     async fn create_queue(&self, op: ops::CreateQueue<'_>) -> ExoResult<(bool, pb::QueueInfo)> {
-        let ops::CreateQueue { queue: name, options } = op;
-        self.inner.create_queue(ops::CreateQueue { queue: name, options }).await
+        self.inner.create_queue(op).await
     }
     async fn delete_queue(&self, op: ops::DeleteQueue<'_>) -> ExoResult<()> {
-        let ops::DeleteQueue { queue: name } = op;
-        self.inner.delete_queue(ops::DeleteQueue { queue: name }).await
+        self.inner.delete_queue(op).await
     }
     async fn list_queues(&self, op: ops::ListQueues<'_>) -> ExoResult<Vec<String>> {
-        let ops::ListQueues { prefix, start_after, limit } = op;
-        self.inner.list_queues(ops::ListQueues { prefix, start_after, limit }).await
+        self.inner.list_queues(op).await
     }
     async fn queue_info(&self, op: ops::QueueInfo<'_>) -> ExoResult<pb::QueueInfo> {
-        let ops::QueueInfo { queue: name } = op;
-        self.inner.queue_info(ops::QueueInfo { queue: name }).await
+        self.inner.queue_info(op).await
     }
 
     async fn send(&self, op: ops::Send<'_>) -> ExoResult<Vec<ExoResult<String>>> {
@@ -619,8 +621,8 @@ impl Queue for LargeMessageQueue {
     }
 
     async fn receive(&self, op: ops::Receive<'_>) -> ExoResult<Vec<pb::Message>> {
-        let ops::Receive { queue: name, params } = op;
-        let messages = self.inner.receive(ops::Receive { queue: name, params }).await?;
+        let name = op.queue;
+        let messages = self.inner.receive(op).await?;
         // Most receives carry no reference: they pass as they are.
         if !messages.iter().any(|m| marks_reference(&m.attributes)) {
             return Ok(messages);
@@ -685,8 +687,7 @@ impl Queue for LargeMessageQueue {
         self.inner.change_visibility(ops::ChangeVisibility { queue: name, receipt: inner, seconds }).await
     }
     async fn purge(&self, op: ops::Purge<'_>) -> ExoResult<()> {
-        let ops::Purge { queue: name } = op;
-        self.inner.purge(ops::Purge { queue: name }).await
+        self.inner.purge(op).await
     }
 
     fn topic_limits(&self) -> pb::TopicLimits {
@@ -697,35 +698,28 @@ impl Queue for LargeMessageQueue {
         limits
     }
     async fn create_topic(&self, op: ops::CreateTopic<'_>) -> ExoResult<(bool, pb::TopicInfo)> {
-        let ops::CreateTopic { topic: name } = op;
-        self.inner.create_topic(ops::CreateTopic { topic: name }).await
+        self.inner.create_topic(op).await
     }
     async fn delete_topic(&self, op: ops::DeleteTopic<'_>) -> ExoResult<()> {
-        let ops::DeleteTopic { topic: name } = op;
-        self.inner.delete_topic(ops::DeleteTopic { topic: name }).await
+        self.inner.delete_topic(op).await
     }
     async fn list_topics(&self, op: ops::ListTopics<'_>) -> ExoResult<Vec<String>> {
-        let ops::ListTopics { prefix, start_after, limit } = op;
-        self.inner.list_topics(ops::ListTopics { prefix, start_after, limit }).await
+        self.inner.list_topics(op).await
     }
     async fn topic_info(&self, op: ops::TopicInfo<'_>) -> ExoResult<pb::TopicInfo> {
-        let ops::TopicInfo { topic: name } = op;
-        self.inner.topic_info(ops::TopicInfo { topic: name }).await
+        self.inner.topic_info(op).await
     }
     async fn create_subscription(
         &self,
         op: ops::CreateSubscription<'_>,
     ) -> ExoResult<(bool, pb::Subscription)> {
-        let ops::CreateSubscription { topic, subscription } = op;
-        self.inner.create_subscription(ops::CreateSubscription { topic, subscription }).await
+        self.inner.create_subscription(op).await
     }
     async fn delete_subscription(&self, op: ops::DeleteSubscription<'_>) -> ExoResult<()> {
-        let ops::DeleteSubscription { topic, subscription: name } = op;
-        self.inner.delete_subscription(ops::DeleteSubscription { topic, subscription: name }).await
+        self.inner.delete_subscription(op).await
     }
     async fn publish(&self, op: ops::Publish<'_>) -> ExoResult<Vec<ExoResult<Published>>> {
-        let ops::Publish { topic, messages } = op;
-        self.inner.publish(ops::Publish { topic, messages }).await
+        self.inner.publish(op).await
     }
 }
 

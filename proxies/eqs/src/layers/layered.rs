@@ -3,13 +3,11 @@
 //! kind from [`crate::ops`] (a receive may wait its long poll on top of the timeout). Layers are
 //! written once, for every service, in `exo_proxy_core::layers`.
 
-use std::{future::Future, sync::Arc, time::Duration};
-
 use async_trait::async_trait;
 use exo_proto::queue::v1 as pb;
 use exo_proxy_core::{
     ExoResult,
-    layers::{Call, Layer, Operation, bounded},
+    layers::{Layer, Named},
 };
 
 use crate::{
@@ -19,28 +17,12 @@ use crate::{
 };
 
 /// A queue backend behind a layer stack.
-pub struct Layered<L> {
-    inner: Arc<dyn Queue>,
-    layers: L,
-    /// Bounds the readiness probe, which is not a request and is not counted.
-    ready_timeout: Duration,
-}
+pub type Layered<L> = exo_proxy_core::layers::Layered<dyn Queue, L>;
 
-impl<L: Layer> Layered<L> {
-    /// Runs every call to `inner` through `layers`.
-    pub fn new(inner: Arc<dyn Queue>, layers: L, ready_timeout: Duration) -> Self {
-        Self { inner, layers, ready_timeout }
-    }
-
-    async fn run<O: Operation, T: Send, Fut>(
-        &self,
-        op: O,
-        serve: impl Fn(O) -> Fut + Send + Sync,
-    ) -> ExoResult<T>
-    where
-        Fut: Future<Output = ExoResult<T>> + Send,
-    {
-        exo_proxy_core::layers::run(&self.layers, self.inner.descriptor().backend, op, serve).await
+impl Named for dyn Queue {
+    const SERVICE: &'static str = "queue";
+    fn backend_name(&self) -> &'static str {
+        self.descriptor().backend
     }
 }
 
@@ -48,79 +30,75 @@ impl<L: Layer> Layered<L> {
 #[deny(clippy::missing_trait_methods)]
 impl<L: Layer> Queue for Layered<L> {
     fn descriptor(&self) -> &Descriptor {
-        self.inner.descriptor()
+        self.inner().descriptor()
     }
     fn is_described(&self) -> bool {
-        self.inner.is_described()
+        self.inner().is_described()
     }
     async fn ready(&self) -> ExoResult<()> {
-        // An open breaker answers at once: the backend is known to be down.
-        if let Some(refused) =
-            self.layers.refusing(Call::new("queue", "ready", self.inner.descriptor().backend))
-        {
-            return Err(refused);
-        }
-        bounded(self.ready_timeout, self.inner.ready()).await
+        self.probe_ready(self.inner().ready()).await
     }
     async fn create_queue(&self, op: ops::CreateQueue<'_>) -> ExoResult<(bool, pb::QueueInfo)> {
-        self.run(op, |op| self.inner.create_queue(op)).await
+        self.run(op, |op| self.inner().create_queue(op)).await
     }
     async fn delete_queue(&self, op: ops::DeleteQueue<'_>) -> ExoResult<()> {
-        self.run(op, |op| self.inner.delete_queue(op)).await
+        self.run(op, |op| self.inner().delete_queue(op)).await
     }
     async fn list_queues(&self, op: ops::ListQueues<'_>) -> ExoResult<Vec<String>> {
-        self.run(op, |op| self.inner.list_queues(op)).await
+        self.run(op, |op| self.inner().list_queues(op)).await
     }
     async fn queue_info(&self, op: ops::QueueInfo<'_>) -> ExoResult<pb::QueueInfo> {
-        self.run(op, |op| self.inner.queue_info(op)).await
+        self.run(op, |op| self.inner().queue_info(op)).await
     }
     async fn send(&self, op: ops::Send<'_>) -> ExoResult<Vec<ExoResult<String>>> {
-        self.run(op, |op| self.inner.send(op)).await
+        self.run(op, |op| self.inner().send(op)).await
     }
     async fn receive(&self, op: ops::Receive<'_>) -> ExoResult<Vec<pb::Message>> {
-        self.run(op, |op| self.inner.receive(op)).await
+        self.run(op, |op| self.inner().receive(op)).await
     }
     async fn ack(&self, op: ops::Ack<'_>) -> ExoResult<()> {
-        self.run(op, |op| self.inner.ack(op)).await
+        self.run(op, |op| self.inner().ack(op)).await
     }
     async fn change_visibility(&self, op: ops::ChangeVisibility<'_>) -> ExoResult<()> {
-        self.run(op, |op| self.inner.change_visibility(op)).await
+        self.run(op, |op| self.inner().change_visibility(op)).await
     }
     async fn purge(&self, op: ops::Purge<'_>) -> ExoResult<()> {
-        self.run(op, |op| self.inner.purge(op)).await
+        self.run(op, |op| self.inner().purge(op)).await
     }
     fn topic_limits(&self) -> pb::TopicLimits {
-        self.inner.topic_limits()
+        self.inner().topic_limits()
     }
     async fn create_topic(&self, op: ops::CreateTopic<'_>) -> ExoResult<(bool, pb::TopicInfo)> {
-        self.run(op, |op| self.inner.create_topic(op)).await
+        self.run(op, |op| self.inner().create_topic(op)).await
     }
     async fn delete_topic(&self, op: ops::DeleteTopic<'_>) -> ExoResult<()> {
-        self.run(op, |op| self.inner.delete_topic(op)).await
+        self.run(op, |op| self.inner().delete_topic(op)).await
     }
     async fn list_topics(&self, op: ops::ListTopics<'_>) -> ExoResult<Vec<String>> {
-        self.run(op, |op| self.inner.list_topics(op)).await
+        self.run(op, |op| self.inner().list_topics(op)).await
     }
     async fn topic_info(&self, op: ops::TopicInfo<'_>) -> ExoResult<pb::TopicInfo> {
-        self.run(op, |op| self.inner.topic_info(op)).await
+        self.run(op, |op| self.inner().topic_info(op)).await
     }
     async fn create_subscription(
         &self,
         op: ops::CreateSubscription<'_>,
     ) -> ExoResult<(bool, pb::Subscription)> {
-        self.run(op, |op| self.inner.create_subscription(op)).await
+        self.run(op, |op| self.inner().create_subscription(op)).await
     }
     async fn delete_subscription(&self, op: ops::DeleteSubscription<'_>) -> ExoResult<()> {
-        self.run(op, |op| self.inner.delete_subscription(op)).await
+        self.run(op, |op| self.inner().delete_subscription(op)).await
     }
     async fn publish(&self, op: ops::Publish<'_>) -> ExoResult<Vec<ExoResult<Published>>> {
-        self.run(op, |op| self.inner.publish(op)).await
+        self.run(op, |op| self.inner().publish(op)).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use exo_proxy_core::metrics::Metrics;
+
+    use std::{sync::Arc, time::Duration};
 
     use super::*;
     use crate::{
@@ -140,39 +118,31 @@ mod tests {
             Ok(())
         }
         async fn create_queue(&self, op: ops::CreateQueue<'_>) -> ExoResult<(bool, pb::QueueInfo)> {
-            let ops::CreateQueue { queue: n, options: o } = op;
-            self.0.create_queue(ops::CreateQueue { queue: n, options: o }).await
+            self.0.create_queue(op).await
         }
         async fn delete_queue(&self, op: ops::DeleteQueue<'_>) -> ExoResult<()> {
-            let ops::DeleteQueue { queue: n } = op;
-            self.0.delete_queue(ops::DeleteQueue { queue: n }).await
+            self.0.delete_queue(op).await
         }
         async fn list_queues(&self, op: ops::ListQueues<'_>) -> ExoResult<Vec<String>> {
-            let ops::ListQueues { prefix: p, start_after: s, limit: l } = op;
-            self.0.list_queues(ops::ListQueues { prefix: p, start_after: s, limit: l }).await
+            self.0.list_queues(op).await
         }
         async fn queue_info(&self, op: ops::QueueInfo<'_>) -> ExoResult<pb::QueueInfo> {
-            let ops::QueueInfo { queue: n } = op;
-            self.0.queue_info(ops::QueueInfo { queue: n }).await
+            self.0.queue_info(op).await
         }
         async fn send(&self, op: ops::Send<'_>) -> ExoResult<Vec<ExoResult<String>>> {
-            let ops::Send { queue: n, messages: m } = op;
-            self.0.send(ops::Send { queue: n, messages: m }).await
+            self.0.send(op).await
         }
         async fn receive(&self, _op: ops::Receive<'_>) -> ExoResult<Vec<pb::Message>> {
             std::future::pending().await
         }
         async fn ack(&self, op: ops::Ack<'_>) -> ExoResult<()> {
-            let ops::Ack { queue: n, receipt: r } = op;
-            self.0.ack(ops::Ack { queue: n, receipt: r }).await
+            self.0.ack(op).await
         }
         async fn change_visibility(&self, op: ops::ChangeVisibility<'_>) -> ExoResult<()> {
-            let ops::ChangeVisibility { queue: n, receipt: r, seconds: s } = op;
-            self.0.change_visibility(ops::ChangeVisibility { queue: n, receipt: r, seconds: s }).await
+            self.0.change_visibility(op).await
         }
         async fn purge(&self, op: ops::Purge<'_>) -> ExoResult<()> {
-            let ops::Purge { queue: n } = op;
-            self.0.purge(ops::Purge { queue: n }).await
+            self.0.purge(op).await
         }
     }
 

@@ -19,14 +19,14 @@ use exo_sqlite::{
 use crate::ops;
 use crate::{
     backend::Queue,
-    config::DEFAULT_MAX_MESSAGE_BYTES,
     filter::Filter,
-    long_poll::Arrivals,
+    long_poll::Wakeups,
     model::{
         Capability, Descriptor, LocalReceipt, MAX_SUBSCRIPTIONS, Published, QueueName, ReceiveParams,
         local_limits, queue_not_found, stale_receipt, subscription_conflict, subscription_not_found,
         too_many_subscriptions, topic_copy, topic_not_found,
     },
+    services::DEFAULT_MAX_MESSAGE_BYTES,
     services::{already_exists, dead_letter_missing, new_message_id},
 };
 
@@ -178,7 +178,7 @@ impl exo_proxy_core::registry::Backend for EmbeddedQueue {
 pub struct EmbeddedQueue {
     descriptor: Descriptor,
     store: SqliteStore<Catalog>,
-    arrivals: Arrivals,
+    arrivals: Wakeups,
     path: PathBuf,
 }
 
@@ -211,7 +211,7 @@ impl EmbeddedQueue {
                 limits: local_limits(max_message_bytes),
             },
             store,
-            arrivals: Arrivals::default(),
+            arrivals: Wakeups::default(),
             path: path.to_owned(),
         })
     }
@@ -226,13 +226,13 @@ impl EmbeddedQueue {
     }
 
     /// Like [`Self::run`] for work that adds no data: it still runs on a full disk (see
-    /// [`SqliteStore::run_draining`]), so consumers can drain the queue that filled it.
-    async fn drain<T, F>(&self, work: F) -> ExoResult<T>
+    /// [`SqliteStore::run_adding_nothing`]), so consumers can drain the queue that filled it.
+    async fn run_adding_nothing<T, F>(&self, work: F) -> ExoResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>, &mut Catalog) -> ExoResult<T> + Send + 'static,
     {
-        self.store.run_draining(work).await
+        self.store.run_adding_nothing(work).await
     }
 
     fn try_receive_job(
@@ -476,7 +476,7 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn ready(&self) -> ExoResult<()> {
-        self.drain(|txn, _| txn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await
+        self.run_adding_nothing(|txn, _| txn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await
     }
 
     async fn create_queue(&self, op: ops::CreateQueue<'_>) -> ExoResult<(bool, pb::QueueInfo)> {
@@ -511,7 +511,7 @@ impl Queue for EmbeddedQueue {
     async fn delete_queue(&self, op: ops::DeleteQueue<'_>) -> ExoResult<()> {
         let ops::DeleteQueue { queue: name } = op;
         let name = name.clone();
-        self.drain(move |txn, catalog| {
+        self.run_adding_nothing(move |txn, catalog| {
             catalog.queues.remove(name.as_str());
             let deleted =
                 txn.execute("DELETE FROM queues WHERE name = ?1", [name.as_str()]).map_err(db_error)?;
@@ -523,13 +523,13 @@ impl Queue for EmbeddedQueue {
     async fn list_queues(&self, op: ops::ListQueues<'_>) -> ExoResult<Vec<String>> {
         let ops::ListQueues { prefix, start_after, limit } = op;
         let (prefix, start_after) = (prefix.to_owned(), start_after.unwrap_or("").to_owned());
-        self.drain(move |txn, _| list_names(txn, "queues", &prefix, &start_after, limit)).await
+        self.run_adding_nothing(move |txn, _| list_names(txn, "queues", &prefix, &start_after, limit)).await
     }
 
     async fn queue_info(&self, op: ops::QueueInfo<'_>) -> ExoResult<pb::QueueInfo> {
         let ops::QueueInfo { queue: name } = op;
         let name = name.clone();
-        self.drain(move |txn, catalog| {
+        self.run_adding_nothing(move |txn, catalog| {
             let row = catalog.lookup(txn, name.as_str())?;
             queue_info(txn, name.as_str(), &row)
         })
@@ -573,7 +573,7 @@ impl Queue for EmbeddedQueue {
         self.arrivals
             .wait_for(name.as_str(), params.wait, || async {
                 let (messages, dead_letter_queue) =
-                    self.drain(Self::try_receive_job(name.clone(), params)).await?;
+                    self.run_adding_nothing(Self::try_receive_job(name.clone(), params)).await?;
                 if let Some(target) = dead_letter_queue {
                     self.arrivals.announce(&target);
                 }
@@ -586,7 +586,7 @@ impl Queue for EmbeddedQueue {
         let ops::Ack { queue: name, receipt } = op;
         let receipt = LocalReceipt::decode(receipt, name)?;
         let name = name.clone();
-        self.drain(move |txn, catalog| {
+        self.run_adding_nothing(move |txn, catalog| {
             let queue = catalog.lookup(txn, name.as_str())?;
             if leased_message(txn, &queue, &name, &receipt)?.is_some() {
                 txn.execute("DELETE FROM messages WHERE seq = ?1", [receipt.seq as i64]).map_err(db_error)?;
@@ -600,7 +600,7 @@ impl Queue for EmbeddedQueue {
         let ops::ChangeVisibility { queue: name, receipt, seconds } = op;
         let receipt = LocalReceipt::decode(receipt, name)?;
         let owned = name.clone();
-        self.drain(move |txn, catalog| {
+        self.run_adding_nothing(move |txn, catalog| {
             let queue = catalog.lookup(txn, owned.as_str())?;
             leased_message(txn, &queue, &owned, &receipt)?.ok_or_else(|| stale_receipt(&owned))?;
             let visible_at = now_ms() as i64 + i64::from(seconds) * 1000;
@@ -621,7 +621,7 @@ impl Queue for EmbeddedQueue {
     async fn purge(&self, op: ops::Purge<'_>) -> ExoResult<()> {
         let ops::Purge { queue: name } = op;
         let name = name.clone();
-        self.drain(move |txn, catalog| {
+        self.run_adding_nothing(move |txn, catalog| {
             let queue = catalog.lookup(txn, name.as_str())?;
             txn.execute("DELETE FROM messages WHERE queue_id = ?1", [queue.id]).map_err(db_error)?;
             Ok(())
@@ -651,7 +651,7 @@ impl Queue for EmbeddedQueue {
     async fn delete_topic(&self, op: ops::DeleteTopic<'_>) -> ExoResult<()> {
         let ops::DeleteTopic { topic: name } = op;
         let name = name.clone();
-        self.drain(move |txn, _| {
+        self.run_adding_nothing(move |txn, _| {
             let deleted =
                 txn.execute("DELETE FROM topics WHERE name = ?1", [name.as_str()]).map_err(db_error)?;
             if deleted == 0 { Err(topic_not_found(name.as_str())) } else { Ok(()) }
@@ -662,13 +662,13 @@ impl Queue for EmbeddedQueue {
     async fn list_topics(&self, op: ops::ListTopics<'_>) -> ExoResult<Vec<String>> {
         let ops::ListTopics { prefix, start_after, limit } = op;
         let (prefix, start_after) = (prefix.to_owned(), start_after.unwrap_or("").to_owned());
-        self.drain(move |txn, _| list_names(txn, "topics", &prefix, &start_after, limit)).await
+        self.run_adding_nothing(move |txn, _| list_names(txn, "topics", &prefix, &start_after, limit)).await
     }
 
     async fn topic_info(&self, op: ops::TopicInfo<'_>) -> ExoResult<pb::TopicInfo> {
         let ops::TopicInfo { topic: name } = op;
         let name = name.clone();
-        self.drain(move |txn, _| topic_info(txn, name.as_str())).await
+        self.run_adding_nothing(move |txn, _| topic_info(txn, name.as_str())).await
     }
 
     async fn create_subscription(
@@ -707,7 +707,7 @@ impl Queue for EmbeddedQueue {
     async fn delete_subscription(&self, op: ops::DeleteSubscription<'_>) -> ExoResult<()> {
         let ops::DeleteSubscription { topic, subscription: name } = op;
         let (topic, name) = (topic.clone(), name.clone());
-        self.drain(move |txn, _| {
+        self.run_adding_nothing(move |txn, _| {
             let (topic_id, _) = topic_row(txn, topic.as_str())?;
             let deleted = txn
                 .execute(

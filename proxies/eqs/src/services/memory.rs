@@ -15,14 +15,14 @@ use exo_proxy_core::{ExoResult, now_ms};
 use crate::ops;
 use crate::{
     backend::Queue,
-    config::DEFAULT_MAX_MESSAGE_BYTES,
     filter::Filter,
-    long_poll::Arrivals,
+    long_poll::Wakeups,
     model::{
         Capability, Descriptor, LocalReceipt, MAX_SUBSCRIPTIONS, Published, QueueName, ReceiveParams,
         local_limits, queue_not_found, stale_receipt, subscription_conflict, subscription_not_found,
         too_many_subscriptions, topic_copy, topic_not_found,
     },
+    services::DEFAULT_MAX_MESSAGE_BYTES,
     services::{already_exists, dead_letter_missing, new_message_id},
 };
 
@@ -197,7 +197,7 @@ fn sorted_names<V>(
 pub struct MemoryQueue {
     descriptor: Descriptor,
     state: Mutex<State>,
-    arrivals: Arrivals,
+    arrivals: Wakeups,
 }
 
 impl MemoryQueue {
@@ -221,7 +221,7 @@ impl MemoryQueue {
                 limits: local_limits(max_message_bytes),
             },
             state: Mutex::new(State::default()),
-            arrivals: Arrivals::default(),
+            arrivals: Wakeups::default(),
         }
     }
 

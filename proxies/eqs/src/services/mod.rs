@@ -4,6 +4,7 @@
 #[cfg(feature = "azure")]
 pub mod azure_queue;
 pub mod embedded;
+pub mod failover;
 pub mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
@@ -38,7 +39,7 @@ exo_proxy_core::backends! {
         "rabbitmq" in "rabbitmq" => RabbitMq(rabbitmq::RabbitMqQueue): "RabbitMQ: a quorum queue per queue, publisher confirms, visibility held by the proxy.",
         "remote" in "remote" => Remote(remote::RemoteQueue): "Another eqs proxy over gRPC (https: TLS, client certificate): an edge forwarding to a standalone proxy.",
     }
-    chain "failover" => Failover(crate::layers::FailoverQueue): "An ordered chain of backends: writes to the first that answers, receives from all.";
+    chain "failover" => Failover(failover::FailoverQueue): "An ordered chain of backends: writes to the first that answers, receives from all.";
 }
 
 impl Default for BackendConfig {
@@ -46,6 +47,9 @@ impl Default for BackendConfig {
         Self::Embedded(embedded::EmbeddedConfig::default())
     }
 }
+
+/// Default largest message for the local backends (256 KiB, the classic SQS limit).
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 256 * 1024;
 
 /// What every queue backend is opened with.
 #[derive(Debug, Clone)]

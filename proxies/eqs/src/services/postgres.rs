@@ -36,14 +36,14 @@ use tokio_postgres::{Row, error::SqlState};
 use crate::ops;
 use crate::{
     backend::Queue,
-    config::DEFAULT_MAX_MESSAGE_BYTES,
     filter::Routes,
-    long_poll::Arrivals,
+    long_poll::Wakeups,
     model::{
         Capability, Descriptor, LocalReceipt, MAX_SUBSCRIPTIONS, Published, QueueName, ReceiveParams,
         local_limits, queue_not_found, stale_receipt, subscription_conflict, subscription_not_found,
         too_many_subscriptions, topic_copy, topic_not_found,
     },
+    services::DEFAULT_MAX_MESSAGE_BYTES,
     services::{already_exists, dead_letter_missing, existing_queue, new_message_id},
 };
 
@@ -101,7 +101,7 @@ impl exo_proxy_core::registry::Backend for PostgresQueue {
 pub struct PostgresQueue {
     descriptor: Descriptor,
     db: Arc<Connections>,
-    arrivals: Arc<Arrivals>,
+    arrivals: Arc<Wakeups>,
     listener: tokio::task::JoinHandle<()>,
     sql: Statements,
 }
@@ -358,7 +358,7 @@ impl PostgresQueue {
         let settings = &config.connection;
         let db = Arc::new(Connections::open(settings).await?);
         db.create_schema(&schema_sql(&settings.schema)).await?;
-        let arrivals = Arc::new(Arrivals::default());
+        let arrivals = Arc::new(Wakeups::default());
         let heard = arrivals.clone();
         let listener = db.listen(format!("{}_eqs", settings.schema), move |queue| heard.announce(queue));
         use Capability::*;

@@ -184,9 +184,7 @@ where
 fn entry_error(error: Option<pb::EntryError>) -> ExoError {
     let error = error.unwrap_or_default();
     let reason = ErrorReason::from_str_name(&error.reason).unwrap_or(ErrorReason::Internal);
-    let mut err = ExoError::new(reason, format!("remote: {}", error.message));
-    err.retryable = error.retryable;
-    err
+    ExoError::new(reason, format!("remote: {}", error.message)).with_retryable(error.retryable)
 }
 
 /// A batch answer that does not hold one result per entry, in order.
