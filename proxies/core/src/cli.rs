@@ -93,6 +93,44 @@ pub trait ProxyConfig: serde::de::DeserializeOwned + serde::Serialize + Default 
     fn backend_kinds() -> &'static [&'static str];
 }
 
+/// Implements [`ProxyConfig`] for a proxy's config: a struct with `server:` and `backend:` fields,
+/// the backend being its registry's `BackendConfig` (see [`crate::backends!`]); `validate` checks
+/// the whole config. Every proxy's config is wired to the CLI the same way.
+#[macro_export]
+macro_rules! proxy_config {
+    ($config:ty, $backend:ty, validate = $validate:expr) => {
+        impl $crate::cli::ProxyConfig for $config {
+            fn server_mut(&mut self) -> &mut $crate::config::ServerConfig {
+                &mut self.server
+            }
+            fn server(&self) -> &$crate::config::ServerConfig {
+                &self.server
+            }
+            fn select_backend(
+                &mut self,
+                kind: &str,
+                data: Option<std::path::PathBuf>,
+            ) -> Result<(), $crate::config::ConfigError> {
+                self.backend = <$backend>::named(kind, data)?;
+                Ok(())
+            }
+            fn set_data_path(&mut self, data: std::path::PathBuf) {
+                self.backend.set_data_path(data);
+            }
+            fn backend_kind(&self) -> &'static str {
+                self.backend.kind()
+            }
+            fn backend_kinds() -> &'static [&'static str] {
+                <$backend>::KINDS
+            }
+            fn validate(&self) -> Result<(), $crate::config::ConfigError> {
+                let validate: fn(&$config) -> Result<(), $crate::config::ConfigError> = $validate;
+                validate(self)
+            }
+        }
+    };
+}
+
 /// The effective configuration: the file (or defaults), then the flags and environment.
 pub fn effective_config<C: ProxyConfig>(
     file: Option<&std::path::Path>,

@@ -89,3 +89,29 @@ pub struct BatchGet<'a> {
     pub keys: &'a [String],
 }
 kv_op!(BatchGet<'a>, "batch_get", |_| OpKind::Read);
+
+exo_proxy_core::operations!(
+    /// Every key-value operation.
+    pub enum KvOp {
+    CreateTable => CreateTable<'static>,
+    DeleteTable => DeleteTable<'static>,
+    ListTables => ListTables,
+    Get => Get<'static>,
+    Put => Put<'static>,
+    Delete => Delete<'static>,
+    List => List<'static>,
+    BatchGet => BatchGet<'static>,
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_has_a_name_of_its_own() {
+        let names: std::collections::HashSet<_> = KvOp::ALL.iter().map(|op| op.name()).collect();
+        assert_eq!(names.len(), KvOp::ALL.len(), "{names:?}");
+        assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')), "{names:?}");
+    }
+}

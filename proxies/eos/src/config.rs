@@ -13,12 +13,7 @@
 //!   secret: env:EXO_PRESIGN_SECRET    # default: random per start (URLs die with the process)
 //! ```
 
-use std::path::PathBuf;
-
-use exo_proxy_core::{
-    config::{ConfigError, ServerConfig},
-    secret::SecretRef,
-};
+use exo_proxy_core::{config::ServerConfig, secret::SecretRef};
 use serde::{Deserialize, Serialize};
 
 /// Default port of eos.
@@ -67,29 +62,11 @@ impl Default for EosConfig {
     }
 }
 
-impl exo_proxy_core::cli::ProxyConfig for EosConfig {
-    fn server_mut(&mut self) -> &mut ServerConfig {
-        &mut self.server
+exo_proxy_core::proxy_config!(
+    EosConfig,
+    BackendConfig,
+    validate = |config| {
+        config.server.validate()?;
+        config.backend.validate()
     }
-    fn server(&self) -> &ServerConfig {
-        &self.server
-    }
-    fn select_backend(&mut self, kind: &str, data: Option<PathBuf>) -> Result<(), ConfigError> {
-        self.backend = BackendConfig::named(kind, data)?;
-        Ok(())
-    }
-    fn set_data_path(&mut self, data: PathBuf) {
-        self.backend.set_data_path(data);
-    }
-    fn backend_kind(&self) -> &'static str {
-        self.backend.kind()
-    }
-    fn backend_kinds() -> &'static [&'static str] {
-        BackendConfig::KINDS
-    }
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.server.validate()?;
-        self.backend.validate()?;
-        Ok(())
-    }
-}
+);

@@ -20,8 +20,6 @@
 //!   credentials: { access-key-id: env:AWS_ACCESS_KEY_ID, secret-access-key: env:AWS_SECRET_ACCESS_KEY }
 //! ```
 
-use std::path::PathBuf;
-
 use exo_proxy_core::config::{ConfigError, ServerConfig};
 use serde::{Deserialize, Serialize};
 
@@ -301,30 +299,7 @@ impl EqsConfig {
     }
 }
 
-impl exo_proxy_core::cli::ProxyConfig for EqsConfig {
-    fn server_mut(&mut self) -> &mut ServerConfig {
-        &mut self.server
-    }
-    fn server(&self) -> &ServerConfig {
-        &self.server
-    }
-    fn select_backend(&mut self, kind: &str, data: Option<PathBuf>) -> Result<(), ConfigError> {
-        self.backend = BackendConfig::named(kind, data)?;
-        Ok(())
-    }
-    fn set_data_path(&mut self, data: PathBuf) {
-        self.backend.set_data_path(data);
-    }
-    fn backend_kind(&self) -> &'static str {
-        self.backend.kind()
-    }
-    fn backend_kinds() -> &'static [&'static str] {
-        BackendConfig::KINDS
-    }
-    fn validate(&self) -> Result<(), ConfigError> {
-        EqsConfig::validate(self)
-    }
-}
+exo_proxy_core::proxy_config!(EqsConfig, BackendConfig, validate = EqsConfig::validate);
 
 #[cfg(test)]
 mod tests {

@@ -153,3 +153,37 @@ pub struct Publish<'a> {
     pub messages: Vec<pb::PublishedMessage>,
 }
 queue_op!(Publish<'a>, "publish", |_| OpKind::Write, batch "publish_batch");
+
+exo_proxy_core::operations!(
+    /// Every queue and topic operation.
+    pub enum QueueOp {
+    CreateQueue => CreateQueue<'static>,
+    DeleteQueue => DeleteQueue<'static>,
+    ListQueues => ListQueues<'static>,
+    QueueInfo => QueueInfo<'static>,
+    Send => Send<'static>,
+    Receive => Receive<'static>,
+    Ack => Ack<'static>,
+    ChangeVisibility => ChangeVisibility<'static>,
+    Purge => Purge<'static>,
+    CreateTopic => CreateTopic<'static>,
+    DeleteTopic => DeleteTopic<'static>,
+    ListTopics => ListTopics<'static>,
+    TopicInfo => TopicInfo<'static>,
+    CreateSubscription => CreateSubscription<'static>,
+    DeleteSubscription => DeleteSubscription<'static>,
+    Publish => Publish<'static>,
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_has_a_name_of_its_own() {
+        let names: std::collections::HashSet<_> = QueueOp::ALL.iter().map(|op| op.name()).collect();
+        assert_eq!(names.len(), QueueOp::ALL.len(), "{names:?}");
+        assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')), "{names:?}");
+    }
+}

@@ -119,3 +119,31 @@ pub struct Presign<'a> {
     pub expires_at_ms: u64,
 }
 object_op!(Presign<'a>, "presign", |_| OpKind::Read);
+
+exo_proxy_core::operations!(
+    /// Every object operation.
+    pub enum ObjectOp {
+    CreateBucket => CreateBucket<'static>,
+    DeleteBucket => DeleteBucket<'static>,
+    ListBuckets => ListBuckets,
+    Put => Put<'static>,
+    Get => Get<'static>,
+    Head => Head<'static>,
+    Delete => Delete<'static>,
+    List => List<'static>,
+    Copy => Copy<'static>,
+    Presign => Presign<'static>,
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_has_a_name_of_its_own() {
+        let names: std::collections::HashSet<_> = ObjectOp::ALL.iter().map(|op| op.name()).collect();
+        assert_eq!(names.len(), ObjectOp::ALL.len(), "{names:?}");
+        assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')), "{names:?}");
+    }
+}

@@ -129,6 +129,36 @@ pub trait Operation: Clone + Send + Sync {
     }
 }
 
+/// Declares a service's list of operations: an enum with one variant per operation type, its
+/// names in order ([`Operation::NAME`]), e.g. for metrics descriptions and checks that names are
+/// unique.
+///
+/// ```ignore
+/// exo_proxy_core::operations!(pub enum KvOp { Get => Get<'static>, Put => Put<'static> });
+/// ```
+#[macro_export]
+macro_rules! operations {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($variant:ident => $ty:ty),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        $vis enum $name {
+            $(#[doc = concat!("[`", stringify!($variant), "`]")] $variant),+
+        }
+
+        impl $name {
+            /// Every operation, in the order of the backend trait.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The operation's name, as metrics and traces label it.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => <$ty as $crate::layers::Operation>::NAME),+
+                }
+            }
+        }
+    };
+}
+
 /// Runs `op` on a backend through `layers`: `serve` makes the backend's call from the operation.
 /// A repeatable operation ([`OpKind::repeatable`]) is handed to the stack as one that can be made
 /// again (each try gets a copy of the arguments); any other runs once.

@@ -1,0 +1,163 @@
+"""ExoFlow's Python SDK: typed clients for the ExoFlow sidecar proxies.
+
+:class:`QueueClient` and :class:`TopicClient` (eqs, ``$EXO_EQS_ENDPOINT``), :class:`ObjectClient`
+(eos, ``$EXO_EOS_ENDPOINT``) and :class:`KvClient` (ekv, ``$EXO_EKV_ENDPOINT``), each with an
+asyncio twin (``AsyncQueueClient`` ...). App code talks to a proxy beside it and never to a cloud
+SDK, so the same code runs on any backend the proxy is configured with.
+
+Errors are :class:`ExoError` (with subclasses such as :class:`NotFoundError`) carrying the
+proxy's stable :class:`Reason`; retryable ones are retried per :class:`RetryPolicy`.
+"""
+
+from ._errors import (
+    AlreadyExistsError,
+    ConditionFailedError,
+    DeadlineExceededError,
+    ExoError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    NotModifiedError,
+    PermissionDeniedError,
+    RangeNotSatisfiableError,
+    Reason,
+    ResourceExhaustedError,
+    TooLargeError,
+    UnauthenticatedError,
+    UnavailableError,
+    UnsupportedError,
+)
+from ._models import (
+    PUBLISH_ID_ATTRIBUTE,
+    TOPIC_ATTRIBUTE,
+    BatchGot,
+    ByteRange,
+    CreatedQueue,
+    CreatedSubscription,
+    DeleteResult,
+    Entry,
+    EntryPage,
+    GetHeader,
+    KvBackend,
+    KvLimits,
+    Listing,
+    Message,
+    NamePage,
+    ObjectBackend,
+    ObjectInfo,
+    ObjectLimits,
+    ObjectPage,
+    Outgoing,
+    Presigned,
+    Published,
+    PushedMessage,
+    QueueBackend,
+    QueueInfo,
+    QueueLimits,
+    QueueOptions,
+    Subscription,
+    TopicInfo,
+    TopicLimits,
+)
+from ._retry import RetryPolicy
+from ._transport import (
+    CA_FILE_ENV,
+    CLIENT_CERT_FILE_ENV,
+    CLIENT_KEY_FILE_ENV,
+    TIMEOUT_HEADER,
+    TOKEN_ENV,
+    Tls,
+)
+from ._version import __version__
+from .kv import DEFAULT_EKV_ENDPOINT, EKV_ENDPOINT_ENV, AsyncKvClient, KvClient
+from .objects import (
+    DEFAULT_EOS_ENDPOINT,
+    EOS_ENDPOINT_ENV,
+    UPLOAD_CHUNK,
+    AsyncDownload,
+    AsyncObjectClient,
+    Download,
+    ObjectClient,
+)
+from .push import decode_pushed
+from .queue import DEFAULT_EQS_ENDPOINT, EQS_ENDPOINT_ENV, AsyncQueueClient, QueueClient
+from .topic import AsyncTopicClient, TopicClient
+
+#: The base of every error this SDK raises (the Rust SDK's ``exo_sdk::Error``).
+Error = ExoError
+
+__all__ = [
+    "CA_FILE_ENV",
+    "CLIENT_CERT_FILE_ENV",
+    "CLIENT_KEY_FILE_ENV",
+    "DEFAULT_EKV_ENDPOINT",
+    "DEFAULT_EOS_ENDPOINT",
+    "DEFAULT_EQS_ENDPOINT",
+    "EKV_ENDPOINT_ENV",
+    "EOS_ENDPOINT_ENV",
+    "EQS_ENDPOINT_ENV",
+    "PUBLISH_ID_ATTRIBUTE",
+    "TIMEOUT_HEADER",
+    "TOKEN_ENV",
+    "TOPIC_ATTRIBUTE",
+    "UPLOAD_CHUNK",
+    "AlreadyExistsError",
+    "AsyncDownload",
+    "AsyncKvClient",
+    "AsyncObjectClient",
+    "AsyncQueueClient",
+    "AsyncTopicClient",
+    "BatchGot",
+    "ByteRange",
+    "ConditionFailedError",
+    "CreatedQueue",
+    "CreatedSubscription",
+    "DeadlineExceededError",
+    "DeleteResult",
+    "Download",
+    "Entry",
+    "EntryPage",
+    "Error",
+    "ExoError",
+    "GetHeader",
+    "InternalError",
+    "InvalidArgumentError",
+    "KvBackend",
+    "KvClient",
+    "KvLimits",
+    "Listing",
+    "Message",
+    "NamePage",
+    "NotFoundError",
+    "NotModifiedError",
+    "ObjectBackend",
+    "ObjectClient",
+    "ObjectInfo",
+    "ObjectLimits",
+    "ObjectPage",
+    "Outgoing",
+    "PermissionDeniedError",
+    "Presigned",
+    "Published",
+    "PushedMessage",
+    "QueueBackend",
+    "QueueClient",
+    "QueueInfo",
+    "QueueLimits",
+    "QueueOptions",
+    "RangeNotSatisfiableError",
+    "Reason",
+    "ResourceExhaustedError",
+    "RetryPolicy",
+    "Subscription",
+    "Tls",
+    "TooLargeError",
+    "TopicClient",
+    "TopicInfo",
+    "TopicLimits",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "UnsupportedError",
+    "__version__",
+    "decode_pushed",
+]
