@@ -120,20 +120,24 @@ const DRAIN_BYTES: usize = 64 * 1024;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Reads and drops `body` up to [`DRAIN_BYTES`] within [`DRAIN_TIME`]; a longer or slower body
-/// is left as it is (the stream is then reset after the answer, as HTTP/2 allows).
-pub async fn drain_small(body: axum::body::Body) {
+/// is left as it is (the stream is then reset after the answer, as HTTP/2 allows). Whether the
+/// body was read to its end.
+pub async fn drain_small(body: axum::body::Body) -> bool {
     use futures::StreamExt as _;
     let mut chunks = body.into_data_stream();
-    let _ = tokio::time::timeout(DRAIN_TIME, async {
+    tokio::time::timeout(DRAIN_TIME, async {
         let mut read = 0;
         while read <= DRAIN_BYTES {
             match chunks.next().await {
                 Some(Ok(chunk)) => read += chunk.len(),
-                _ => break,
+                Some(Err(_)) => return false,
+                None => return true,
             }
         }
+        false
     })
-    .await;
+    .await
+    .unwrap_or(false)
 }
 
 #[cfg(test)]

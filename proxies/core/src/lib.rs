@@ -36,6 +36,7 @@ pub mod stalls;
 pub mod telemetry;
 pub mod tls;
 pub mod traces;
+pub mod unread;
 
 pub use descriptor::Descriptor;
 pub use error::{ExoError, ExoResult, default_retryable, grpc_code, http_status, readiness, with_causes};

@@ -190,6 +190,7 @@ impl ProxyServer {
         let mut app = grpc
             .merge(http)
             .fallback(not_found)
+            .layer(axum::middleware::from_fn(crate::unread::settle_unread_body))
             .layer(axum::middleware::from_fn(crate::deadline::caller_deadline))
             .layer(axum::middleware::from_fn(crate::traces::request_span))
             .layer(axum::middleware::from_fn_with_state(

@@ -94,3 +94,56 @@ async fn a_download_whose_client_stops_reading_is_cut() {
     let status = http.get(format!("{url}/healthz")).send().await.unwrap().status();
     assert!(status.is_success());
 }
+
+/// Reads one HTTP/1.1 answer (head and a Content-Length body) off `socket`: status, head text.
+async fn answer(socket: &mut TcpStream) -> (u16, String) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "the connection closed before an answer: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let head = text[..end].to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                let status = head[9..12].parse().unwrap();
+                return (status, head);
+            }
+        }
+    }
+}
+
+/// An upload refused before its body is read (a missing bucket) leaves the connection usable
+/// when the body is small (the rest is read and dropped), and otherwise says `Connection: close`
+/// instead of closing it under the client's next request.
+#[tokio::test]
+async fn an_upload_refused_up_front_leaves_the_connection_usable_or_says_it_closes() {
+    let root = tempfile::tempdir().unwrap();
+    let (_proxy, url) = spawn(root.path()).await;
+    let mut socket = TcpStream::connect(host_port(&url)).await.unwrap();
+    let put = |size: usize| {
+        let mut request =
+            format!("PUT /api/v1/buckets/no-such-bucket/objects/k HTTP/1.1\r\nhost: x\r\ncontent-length: {size}\r\n\r\n")
+                .into_bytes();
+        request.extend(std::iter::repeat_n(b'x', size));
+        request
+    };
+    socket.write_all(&put(100)).await.unwrap();
+    let (status, head) = answer(&mut socket).await;
+    assert_eq!(status, 404, "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    socket.write_all(b"GET /api/v1/buckets HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    assert_eq!(answer(&mut socket).await.0, 200, "the same connection serves the next request");
+
+    // A body past what is drained: the answer says the connection closes.
+    let mut socket = TcpStream::connect(host_port(&url)).await.unwrap();
+    socket.write_all(&put(200_000)).await.unwrap();
+    let (status, head) = answer(&mut socket).await;
+    assert_eq!(status, 404, "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+}

@@ -27,6 +27,18 @@ impl std::fmt::Debug for LocalPresigner {
     }
 }
 
+/// `key` as a URL path: percent-encoded, and a `.` or `..` segment spelled `%2E` / `%2E%2E`, which
+/// clients (curl, browsers, HTTP libraries) would otherwise remove before sending; the object
+/// routes decode them back.
+fn url_key(key: &str) -> String {
+    let segments = key.split('/').map(|segment| match segment {
+        "." => "%2E".to_owned(),
+        ".." => "%2E%2E".to_owned(),
+        other => utf8_percent_encode(other, KEY_SET).to_string(),
+    });
+    segments.collect::<Vec<_>>().join("/")
+}
+
 impl LocalPresigner {
     /// A signer for URLs under `base_url` (e.g. `http://127.0.0.1:7402`) with `secret`; a random
     /// secret when `None` (URLs then stop working when the proxy restarts).
@@ -52,7 +64,7 @@ impl LocalPresigner {
         format!(
             "{}/api/v1/presigned/{bucket}/{}?method={}&expires={expires_at_ms}&signature={signature}",
             self.base_url,
-            utf8_percent_encode(key, KEY_SET),
+            url_key(key),
             method.as_str_name()
         )
     }
@@ -106,6 +118,13 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments_survive_clients_that_normalise_paths() {
+        let signer = LocalPresigner::new("http://127.0.0.1:7402", None);
+        let url = signer.url("photos", "a/../b/./c..d/..", pb::PresignMethod::Get, 1);
+        assert!(url.contains("/presigned/photos/a/%2E%2E/b/%2E/c..d/%2E%2E?"), "{url}");
+    }
 
     #[test]
     fn signed_urls_verify_and_reject_tampering() {
