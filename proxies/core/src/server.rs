@@ -190,12 +190,11 @@ impl ProxyServer {
         let mut app = grpc
             .merge(http)
             .fallback(not_found)
-            .layer(axum::middleware::from_fn(crate::unread::settle_unread_body))
             .layer(axum::middleware::from_fn(crate::deadline::caller_deadline))
             .layer(axum::middleware::from_fn(crate::traces::request_span))
             .layer(axum::middleware::from_fn_with_state(
                 self.config.body_idle_timeout,
-                crate::stalls::idle_bodies,
+                crate::unread::request_bodies,
             ));
         if let Some(secret) = self.config.auth_token.clone() {
             app = app.layer(axum::middleware::from_fn_with_state(

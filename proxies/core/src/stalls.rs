@@ -89,20 +89,6 @@ impl HttpBody for IdleBody {
     }
 }
 
-/// Middleware: every request body under [`IdleBody`].
-pub async fn idle_bodies(
-    axum::extract::State(idle): axum::extract::State<Duration>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    // A request without a body (GETs, probes) has nothing to stall: no wrapper, no allocation.
-    if request.body().is_end_stream() {
-        return next.run(request).await;
-    }
-    let (parts, body) = request.into_parts();
-    next.run(axum::extract::Request::from_parts(parts, Body::new(IdleBody::new(body, idle)))).await
-}
-
 /// Times a write that waits for the client; `Err(TimedOut)` once it has waited `limit`.
 #[derive(Debug)]
 pub struct WriteStall {

@@ -3,66 +3,106 @@
 //! dropped, so the connection stays usable; a larger one is left, and the answer says
 //! `Connection: close`, so the client knows not to send its next request on it (instead of
 //! finding the connection closed under it). HTTP/2 streams end on their own and are left alone.
+//! [`request_bodies`] is the one middleware that wraps request bodies: under
+//! [`IdleBody`](crate::stalls::IdleBody) (a body that stops arriving fails), and watched here.
 
 use std::{
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll},
 };
 
-use axum::body::Bytes;
-use axum::{body::Body, extract::Request, middleware::Next, response::Response};
-use http::{HeaderValue, Version, header};
+use axum::{
+    body::{Body, Bytes},
+    response::Response,
+};
+use http::{HeaderValue, header};
 use http_body::{Body as _, Frame, SizeHint};
 
-/// The middleware (see the module docs).
-pub async fn settle_unread_body(request: Request, next: Next) -> Response {
-    if request.version() >= Version::HTTP_2 || request.body().is_end_stream() {
+use std::time::Duration;
+
+use crate::stalls::IdleBody;
+
+/// Middleware: every request body under [`IdleBody`]; on HTTP/1.1 one the answer left unread is
+/// settled too (see the module docs).
+pub async fn request_bodies(
+    axum::extract::State(idle): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    // A request without a body (GETs, probes) has nothing to stall: no wrapper, no allocation.
+    if request.body().is_end_stream() {
         return next.run(request).await;
     }
+    let http1 = request.version() < http::Version::HTTP_2;
     let (parts, body) = request.into_parts();
-    let ended = Arc::new(AtomicBool::new(false));
-    let (give_back, mut left) = tokio::sync::oneshot::channel();
-    let watched = Watched { inner: Some(body), ended: ended.clone(), give_back: Some(give_back) };
-    let mut response = next.run(Request::from_parts(parts, Body::new(watched))).await;
-    if ended.load(Ordering::Acquire) {
-        return response;
+    let body = IdleBody::new(body, idle);
+    if !http1 {
+        return next.run(axum::extract::Request::from_parts(parts, Body::new(body))).await;
     }
-    // The handler dropped the body unread; one still holding it (a task reading on) keeps it,
-    // and the connection closes after the answer, as said.
-    let drained = match left.try_recv() {
-        Ok(rest) => crate::auth::drain_small(rest).await,
-        Err(_) => ended.load(Ordering::Acquire),
-    };
-    if !drained {
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
+    let unread = std::sync::Arc::new(Unread::default());
+    let watched = Watched::new(body, unread.clone());
+    let response = next.run(axum::extract::Request::from_parts(parts, Body::new(watched))).await;
+    unread.settle(response).await
 }
 
-/// A request body that says whether it was read to its end, and hands itself back when dropped
-/// before.
-struct Watched {
-    inner: Option<Body>,
-    ended: Arc<AtomicBool>,
-    give_back: Option<tokio::sync::oneshot::Sender<Body>>,
+/// What the middleware and the body it handed on share: whether the body was read to its end,
+/// and what is left of it once the handler dropped it before.
+#[derive(Default)]
+pub struct Unread {
+    ended: AtomicBool,
+    left: Mutex<Option<IdleBody>>,
+}
+
+impl Unread {
+    /// Settles `response` for a body left unread (see the module docs).
+    pub async fn settle(&self, mut response: Response) -> Response {
+        if self.ended.load(Ordering::Acquire) {
+            return response;
+        }
+        let left = self.left.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // A body still held elsewhere (a task reading on) stays there, and the connection
+        // closes after the answer, as said.
+        let drained = match left {
+            Some(rest) => crate::auth::drain_small(Body::new(rest)).await,
+            None => self.ended.load(Ordering::Acquire),
+        };
+        if !drained {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+/// A request body that tells its [`Unread`] whether it was read to its end, and leaves itself
+/// there when dropped before.
+pub struct Watched {
+    inner: Option<IdleBody>,
+    unread: Arc<Unread>,
+}
+
+impl Watched {
+    /// Watches `inner` for `unread`.
+    pub fn new(inner: IdleBody, unread: Arc<Unread>) -> Self {
+        Self { inner: Some(inner), unread }
+    }
 }
 
 impl http_body::Body for Watched {
     type Data = Bytes;
-    type Error = axum::Error;
+    type Error = <IdleBody as http_body::Body>::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let Some(inner) = self.inner.as_mut() else { return Poll::Ready(None) };
         let polled = Pin::new(inner).poll_frame(cx);
         if let Poll::Ready(None) = polled {
-            self.ended.store(true, Ordering::Release);
+            self.unread.ended.store(true, Ordering::Release);
         }
         polled
     }
@@ -78,11 +118,11 @@ impl http_body::Body for Watched {
 
 impl Drop for Watched {
     fn drop(&mut self) {
-        if let (Some(inner), Some(give_back)) = (self.inner.take(), self.give_back.take()) {
+        if let Some(inner) = self.inner.take() {
             if inner.is_end_stream() {
-                self.ended.store(true, Ordering::Release);
+                self.unread.ended.store(true, Ordering::Release);
             } else {
-                let _ = give_back.send(inner);
+                *self.unread.left.lock().unwrap_or_else(|e| e.into_inner()) = Some(inner);
             }
         }
     }
