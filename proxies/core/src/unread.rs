@@ -2,7 +2,8 @@
 //! missing bucket, a failed condition, an unknown route). The rest of a small body is read and
 //! dropped, so the connection stays usable; a larger one is left, and the answer says
 //! `Connection: close`, so the client knows not to send its next request on it (instead of
-//! finding the connection closed under it). HTTP/2 streams end on their own and are left alone.
+//! finding the connection closed under it). HTTP/2 streams end on their own, and a client that
+//! sent `Expect: 100-continue` has sent no body, so both are left alone.
 //! [`request_bodies`] is the one middleware that wraps request bodies: under
 //! [`IdleBody`](crate::stalls::IdleBody) (a body that stops arriving fails), and watched here.
 
@@ -37,10 +38,16 @@ pub async fn request_bodies(
     if request.body().is_end_stream() {
         return next.run(request).await;
     }
-    let http1 = request.version() < http::Version::HTTP_2;
+    // A client that asked to be told before sending (`Expect: 100-continue`) sends nothing when
+    // the answer comes first: reading would ask it for the body after all.
+    let expects_continue = request
+        .headers()
+        .get(http::header::EXPECT)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let watch = request.version() < http::Version::HTTP_2 && !expects_continue;
     let (parts, body) = request.into_parts();
     let body = IdleBody::new(body, idle);
-    if !http1 {
+    if !watch {
         return next.run(axum::extract::Request::from_parts(parts, Body::new(body))).await;
     }
     let unread = std::sync::Arc::new(Unread::default());

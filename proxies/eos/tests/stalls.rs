@@ -140,6 +140,17 @@ async fn an_upload_refused_up_front_leaves_the_connection_usable_or_says_it_clos
     socket.write_all(b"GET /api/v1/buckets HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
     assert_eq!(answer(&mut socket).await.0, 200, "the same connection serves the next request");
 
+    // A client waiting for 100 Continue is answered without being asked for its body.
+    let mut socket = TcpStream::connect(host_port(&url)).await.unwrap();
+    socket
+        .write_all(
+            b"PUT /api/v1/buckets/no-such-bucket/objects/k HTTP/1.1\r\nhost: x\r\ncontent-length: 500000\r\nexpect: 100-continue\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let (status, head) = answer(&mut socket).await;
+    assert_eq!(status, 404, "answered before the body, not 100 Continue: {head}");
+
     // A body past what is drained: the answer says the connection closes.
     let mut socket = TcpStream::connect(host_port(&url)).await.unwrap();
     socket.write_all(&put(200_000)).await.unwrap();
