@@ -2,7 +2,8 @@
 //!
 //! A request flows `gRPC | HTTP/JSON` → [`api::QueueApi`] (validation, limits, capabilities; its
 //! topic half in [`topic_api`]) →
-//! [`layers`] (metrics around a timeout) → one [`backend::Queue`] implementation from [`services`].
+//! [`layers`] (the layer stack, reading each operation of [`ops`]; the large-message layer) → one
+//! [`backend::Queue`] implementation from [`services`] (a failover chain among them).
 //! [`EqsProxy`] assembles the chain from an [`config::EqsConfig`] and serves it.
 
 pub mod api;
