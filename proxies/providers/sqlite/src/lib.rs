@@ -274,6 +274,9 @@ impl<S: Default + Send + 'static> SqliteStore<S> {
         let (reply, answer) = oneshot::channel();
         let work: Work<S> = Box::new(move |running| {
             let result = match running {
+                // The caller gave up (a deadline, a closed connection) before the job's turn:
+                // it does nothing, so a receive nobody waits for hides no messages.
+                _ if reply.is_closed() => Err(ExoError::unavailable("the caller went away before its turn")),
                 Some((txn, state)) => work(txn, state),
                 None => Err(storage_full("the write was refused")),
             };
@@ -362,6 +365,31 @@ mod tests {
         assert_eq!(prefix_successor(b"a\xff"), Some(b"b".to_vec()));
         assert_eq!(prefix_successor(b"\xff\xff"), None);
         assert_eq!(prefix_successor(b""), None);
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_caller_left_before_its_turn_does_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: SqliteStore<()> =
+            SqliteStore::open(&dir.path().join("t.db"), "CREATE TABLE t (v INTEGER);", "test-writer")
+                .unwrap();
+        // Hold the writer busy, then give up on an insert queued behind it.
+        let busy = store.run(|_, _| {
+            std::thread::sleep(Duration::from_millis(400));
+            Ok(())
+        });
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(100),
+            store.run(|txn, _| txn.execute("INSERT INTO t VALUES (1)", []).map(drop).map_err(db_error)),
+        );
+        let (busy, abandoned) = tokio::join!(busy, abandoned);
+        busy.unwrap();
+        assert!(abandoned.is_err(), "the insert should still have been queued at 100 ms");
+        let count: i64 = store
+            .run(|txn, _| txn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).map_err(db_error))
+            .await
+            .unwrap();
+        assert_eq!(count, 0, "an insert nobody waited for was written");
     }
 
     #[tokio::test]
