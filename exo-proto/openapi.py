@@ -242,6 +242,14 @@ schemas.update({
  "ListResponse": obj("A page of entries in key order.", {"entries": {"type": "array", "items": ref("Entry")}, "nextPageToken": s("Empty on the last page.")}),
  "BatchGetRequest": obj("Reads many keys of the table in the path.", {"keys": {"type": "array", "items": KV_KEY, "minItems": 1, "maxItems": 100, "uniqueItems": True, "description": "1 to Limits.maxBatchKeys distinct keys"}}, ["keys"]),
  "BatchGetResponse": obj("Found entries in request order, and the missing keys.", {"entries": {"type": "array", "items": ref("Entry")}, "missing": {"type": "array", "items": {"type": "string"}}}),
+ "IncrementRequest": obj("Adds to the counter under the key, in the table in the path.", {
+   "key": {**KV_KEY, "description": "The key"},
+   "delta": {"anyOf": [{"type": "integer", "minimum": -9223372036854775808, "maximum": 9223372036854775807}, {"type": "string", "pattern": "^-?[0-9]{1,18}$"}],
+             "description": "Added to the counter (negative subtracts; 0 reads it, creating it at 0). A 64-bit signed integer, as a number or a decimal string (proto3 JSON mapping)."},
+   "ttlSeconds": u32("Time to live of a counter this increment creates; 0 = forever (at most Limits.maxTtlSeconds). An existing counter keeps its expiry.", maximum=31536000)}, ["key"]),
+ "IncrementResponse": obj("The counter after the increment.", {
+   "value": s("The new value: a 64-bit signed integer as a decimal string (proto3 JSON mapping); Get returns the same text as the entry's value.", pattern="^-?[0-9]+$"),
+   "version": s("The entry's new version")}),
 })
 
 obj_caps = enum_values("exo/object/v1/object.proto", "ObjectCapability")
@@ -286,7 +294,7 @@ schemas.update({
 def problem_responses(*codes):
     out = {}
     text = {"400": "Invalid request (INVALID_ARGUMENT, INVALID_NAME, INVALID_ATTRIBUTE, INVALID_RECEIPT, INVALID_FILTER, MALFORMED_REQUEST)",
-            "404": "QUEUE_NOT_FOUND, TOPIC_NOT_FOUND, SUBSCRIPTION_NOT_FOUND, TABLE_NOT_FOUND or KEY_NOT_FOUND", "409": "QUEUE_ALREADY_EXISTS, SUBSCRIPTION_ALREADY_EXISTS or TOO_MANY_SUBSCRIPTIONS", "412": "RECEIPT_STALE or CONDITION_FAILED", "403": "PERMISSION_DENIED (presigned URL altered or expired)", "416": "RANGE_NOT_SATISFIABLE",
+            "404": "QUEUE_NOT_FOUND, TOPIC_NOT_FOUND, SUBSCRIPTION_NOT_FOUND, TABLE_NOT_FOUND or KEY_NOT_FOUND", "409": "QUEUE_ALREADY_EXISTS, SUBSCRIPTION_ALREADY_EXISTS, TOO_MANY_SUBSCRIPTIONS, NOT_A_COUNTER or COUNTER_OVERFLOW", "429": "THROTTLED (retryable: an increment lost the race for its counter too many times in a row)", "412": "RECEIPT_STALE or CONDITION_FAILED", "403": "PERMISSION_DENIED (presigned URL altered or expired)", "416": "RANGE_NOT_SATISFIABLE",
             "413": "MESSAGE_TOO_LARGE, VALUE_TOO_LARGE or REQUEST_TOO_LARGE", "501": "UNSUPPORTED: the backend lacks a needed capability",
             "401": "UNAUTHENTICATED: the proxy requires a bearer token (server.auth-token)",
             "503": "BACKEND_UNAVAILABLE or SHUTTING_DOWN (retryable)", "504": "TIMEOUT (retryable)",
@@ -355,6 +363,8 @@ paths.update({
       {"name": "keysOnly", "in": "query", "schema": {"type": "boolean"}, "description": "Omit values"}], tag="kv")},
  "/api/v1/tables/{table}/batch-get": {
    "post": op("batchGet", "Read many keys", {**ok("BatchGetResponse"), **problem_responses("400", "404")}, body("BatchGetRequest"), tp, tag="kv")},
+ "/api/v1/tables/{table}/increment": {
+   "post": op("increment", "Add to a counter atomically", {**ok("IncrementResponse"), **problem_responses("400", "404", "409", "429", "501")}, body("IncrementRequest"), tp, tag="kv")},
  "/api/v1/tables/{table}/entries/{key}": {
    "get": op("getEntry", "Read a key", {**ok("GetResponse"), **problem_responses("400", "404")}, params=kp, tag="kv"),
    "put": op("putEntry", "Write a key, optionally conditionally and with a TTL", {**ok("PutResponse"), **problem_responses("400", "404", "412", "413", "501")}, body("PutRequest", False), kp, tag="kv"),

@@ -9,6 +9,7 @@ use crate::{CaseOutcome, KvCase as Case, KvCtx as Ctx, check, expect_reason, ok}
 
 mod batch;
 mod conditions;
+mod counters;
 mod entries;
 mod http;
 mod limits;
@@ -22,6 +23,7 @@ pub fn kv_cases() -> Vec<Case> {
         tables::cases(),
         entries::cases(),
         conditions::cases(),
+        counters::cases(),
         ttl::cases(),
         list::cases(),
         batch::cases(),
@@ -39,6 +41,7 @@ pub async fn probe_unsupported(ctx: &Ctx, capability: Cap) -> Result<(), String>
         Cap::CompareAndSet => c.put(&table, "k", "v", Put::create()).await.map(|_| ()),
         Cap::Ttl => c.put(&table, "k", "v", Put::default().ttl(Duration::from_secs(60))).await.map(|_| ()),
         Cap::List => c.list_page(&table, "", 0, "", false).await.map(|_| ()),
+        Cap::Increment => c.increment(&table, "k", 1).await.map(|_| ()),
         Cap::Unspecified => return Err("no probe for UNSPECIFIED".into()),
     };
     match result {

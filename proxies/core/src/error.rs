@@ -231,8 +231,10 @@ pub fn grpc_code(reason: ErrorReason) -> tonic::Code {
         | R::TopicNotFound
         | R::SubscriptionNotFound => Code::NotFound,
         R::QueueAlreadyExists | R::BucketAlreadyExists | R::SubscriptionAlreadyExists => Code::AlreadyExists,
-        R::NotEmpty | R::ConditionFailed | R::ReceiptStale | R::NotModified => Code::FailedPrecondition,
-        R::RangeNotSatisfiable => Code::OutOfRange,
+        R::NotEmpty | R::ConditionFailed | R::ReceiptStale | R::NotModified | R::NotACounter => {
+            Code::FailedPrecondition
+        }
+        R::RangeNotSatisfiable | R::CounterOverflow => Code::OutOfRange,
         R::MessageTooLarge
         | R::ValueTooLarge
         | R::RequestTooLarge
@@ -271,7 +273,9 @@ pub fn http_status(reason: ErrorReason) -> StatusCode {
         | R::BucketAlreadyExists
         | R::NotEmpty
         | R::SubscriptionAlreadyExists
-        | R::TooManySubscriptions => StatusCode::CONFLICT,
+        | R::TooManySubscriptions
+        | R::NotACounter
+        | R::CounterOverflow => StatusCode::CONFLICT,
         R::ConditionFailed | R::ReceiptStale => StatusCode::PRECONDITION_FAILED,
         R::NotModified => StatusCode::NOT_MODIFIED,
         R::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,

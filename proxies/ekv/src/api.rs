@@ -116,18 +116,7 @@ impl KvApi {
             ));
         }
         let condition = self.condition(req.condition)?;
-        let expires_at_ms = if req.ttl_seconds == 0 {
-            0
-        } else {
-            self.descriptor().require(Capability::Ttl, "time to live")?;
-            if req.ttl_seconds > limits.max_ttl_seconds {
-                return Err(self.with_backend_name(ExoError::invalid_argument(
-                    "ttl_seconds",
-                    format!("ttl {} s is above the maximum {} s", req.ttl_seconds, limits.max_ttl_seconds),
-                )));
-            }
-            now_ms() + u64::from(req.ttl_seconds) * 1000
-        };
+        let expires_at_ms = self.expiry(req.ttl_seconds)?;
         let version = self
             .backend
             .put(ops::Put {
@@ -139,6 +128,34 @@ impl KvApi {
             })
             .await?;
         Ok(pb::PutResponse { version })
+    }
+
+    /// The expiry a time to live sets (0: none), after checking the backend has TTLs and the
+    /// limit.
+    fn expiry(&self, ttl_seconds: u32) -> ExoResult<u64> {
+        if ttl_seconds == 0 {
+            return Ok(0);
+        }
+        self.descriptor().require(Capability::Ttl, "time to live")?;
+        let max = self.descriptor().limits.max_ttl_seconds;
+        if ttl_seconds > max {
+            return Err(self.with_backend_name(ExoError::invalid_argument(
+                "ttl_seconds",
+                format!("ttl {ttl_seconds} s is above the maximum {max} s"),
+            )));
+        }
+        Ok(now_ms() + u64::from(ttl_seconds) * 1000)
+    }
+
+    /// Adds `delta` to a counter atomically; answers its new value and version.
+    pub async fn increment(&self, req: pb::IncrementRequest) -> ExoResult<pb::IncrementResponse> {
+        let table = self.table(&req.table, "table")?;
+        self.key(&req.key, "key")?;
+        self.descriptor().require(Capability::Increment, "counters")?;
+        let expires_at_ms = self.expiry(req.ttl_seconds)?;
+        self.backend
+            .increment(ops::Increment { table: &table, key: &req.key, delta: req.delta, expires_at_ms })
+            .await
     }
 
     fn condition(&self, condition: Option<pb::Condition>) -> ExoResult<Condition> {

@@ -3,10 +3,13 @@
 //! layers in [`crate::layers`] wrap it.
 
 use async_trait::async_trait;
-use exo_proto::kv::v1 as pb;
-use exo_proxy_core::ExoResult;
+use exo_proto::{common::v1::ErrorReason, kv::v1 as pb};
+use exo_proxy_core::{ExoError, ExoResult};
 
-use crate::{model::Descriptor, ops};
+use crate::{
+    model::{Condition, Descriptor, counter},
+    ops,
+};
 
 /// A key-value backend.
 ///
@@ -41,4 +44,58 @@ pub trait KeyValue: Send + Sync + 'static {
     async fn list(&self, op: ops::List<'_>) -> ExoResult<Vec<pb::Entry>>;
     /// Reads many keys: the live entries found, in the order asked.
     async fn batch_get(&self, op: ops::BatchGet<'_>) -> ExoResult<Vec<pb::Entry>>;
+    /// Adds to a counter atomically (see [`ops::Increment`] and [`crate::model::counter`]);
+    /// NOT_A_COUNTER or COUNTER_OVERFLOW change nothing.
+    ///
+    /// The default is [`increment_by_compare_and_set`], for a store whose conditional put is
+    /// its only atomic read-modify-write.
+    async fn increment(&self, op: ops::Increment<'_>) -> ExoResult<pb::IncrementResponse> {
+        increment_by_compare_and_set(self, op).await
+    }
+}
+
+/// How many times [`increment_by_compare_and_set`] reads and tries again after another writer
+/// changed the key in between, before answering THROTTLED.
+pub const INCREMENT_ATTEMPTS: u32 = 64;
+
+/// An increment as a read and a put conditional on the version read (or on the key being
+/// absent), repeated while other writers win the race: atomic on any backend whose conditional
+/// put is. Under heavy contention on one key it answers THROTTLED (retryable; nothing written)
+/// after [`INCREMENT_ATTEMPTS`] lost races.
+pub async fn increment_by_compare_and_set<K: KeyValue + ?Sized>(
+    kv: &K,
+    op: ops::Increment<'_>,
+) -> ExoResult<pb::IncrementResponse> {
+    let ops::Increment { table, key, delta, expires_at_ms } = op;
+    for attempt in 0..INCREMENT_ATTEMPTS {
+        let current = match kv.get(ops::Get { table, key }).await {
+            Ok(entry) => Some(entry),
+            Err(err) if err.reason == ErrorReason::KeyNotFound => None,
+            Err(err) => return Err(err),
+        };
+        let value =
+            counter::incremented(current.as_ref().map(|e| e.value.as_slice()), delta, table.as_str(), key)?;
+        let (condition, expires_at_ms) = match current {
+            Some(entry) => (Condition::VersionEquals(entry.version), entry.expires_at_ms),
+            None => (Condition::MustNotExist, expires_at_ms),
+        };
+        let put = ops::Put { table, key, value: counter::text(value), condition: &condition, expires_at_ms };
+        match kv.put(put).await {
+            Ok(version) => return Ok(pb::IncrementResponse { value, version }),
+            Err(err) if err.reason == ErrorReason::ConditionFailed => {
+                // Another writer won; back off a little, more each time, so contenders spread.
+                let pause = rand::random_range(0..=(1u64 << attempt.min(6)));
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Err(ExoError::new(
+        ErrorReason::Throttled,
+        format!(
+            "the counter {key:?} changed under {INCREMENT_ATTEMPTS} increments in a row; nothing was written"
+        ),
+    )
+    .with_resource(format!("{table}/{key}"))
+    .retryable())
 }

@@ -62,4 +62,10 @@ impl KvService for GrpcKv {
     ) -> Result<Response<pb::BatchGetResponse>, Status> {
         Ok(Response::new(self.api.batch_get(req.into_inner()).await?))
     }
+    async fn increment(
+        &self,
+        req: Request<pb::IncrementRequest>,
+    ) -> Result<Response<pb::IncrementResponse>, Status> {
+        Ok(Response::new(self.api.increment(req.into_inner()).await?))
+    }
 }

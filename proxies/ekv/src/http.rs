@@ -24,6 +24,8 @@ fn openapi_document(describe: &pb::DescribeResponse) -> String {
         exo_proto::EKV_OPENAPI,
         &[
             ("/components/schemas/PutRequest/properties/ttlSeconds/maximum", l.max_ttl_seconds.into()),
+            ("/components/schemas/IncrementRequest/properties/ttlSeconds/maximum", l.max_ttl_seconds.into()),
+            ("/components/schemas/IncrementRequest/properties/key/maxLength", key.clone()),
             ("/components/schemas/BatchGetRequest/properties/keys/maxItems", l.max_batch_keys.into()),
             ("/components/schemas/BatchGetRequest/properties/keys/items/maxLength", key.clone()),
             ("/paths/~1api~1v1~1tables~1{table}~1entries/get/parameters/1/schema/maxLength", key.clone()),
@@ -57,6 +59,7 @@ pub fn routes(api: KvApi) -> Router {
         .route("/api/v1/tables/{table}", axum::routing::delete(delete_table))
         .route("/api/v1/tables/{table}/entries", get(list))
         .route("/api/v1/tables/{table}/batch-get", post(batch_get))
+        .route("/api/v1/tables/{table}/increment", post(increment))
         .route("/api/v1/tables/{table}/entries/{*key}", get(get_entry).put(put_entry).delete(delete_entry))
         .with_state(api)
 }
@@ -120,6 +123,15 @@ async fn batch_get(
 ) -> ExoResult<Json<pb::BatchGetResponse>> {
     req.table = table;
     Ok(Json(api.batch_get(req).await?))
+}
+
+async fn increment(
+    State(api): State<KvApi>,
+    Path(table): Path<String>,
+    Json(mut req): Json<pb::IncrementRequest>,
+) -> ExoResult<Json<pb::IncrementResponse>> {
+    req.table = table;
+    Ok(Json(api.increment(req).await?))
 }
 
 async fn get_entry(

@@ -74,6 +74,62 @@ pub fn key_not_found(table: &str, key: &str) -> ExoError {
         .with_resource(format!("{table}/{key}"))
 }
 
+/// Counters: a counter's value is the decimal text of a 64-bit signed integer in its shortest
+/// form (`0`, `42`, `-7`: no sign on positives, no leading zeros, no spaces), the form Redis's
+/// `INCRBY` reads and writes, so `Get` and a store's own clients read a counter as text.
+pub mod counter {
+    use super::*;
+
+    /// The counter `value` holds; NOT_A_COUNTER when it is anything else.
+    pub fn parse(value: &[u8], table: &str, key: &str) -> ExoResult<i64> {
+        let canonical = match value {
+            [b'0'] => true,
+            [b'-', first, rest @ ..] | [first @ b'1'..=b'9', rest @ ..] if first.is_ascii_digit() => {
+                *first != b'0' && rest.iter().all(u8::is_ascii_digit)
+            }
+            _ => false,
+        };
+        let parsed = std::str::from_utf8(value).ok().filter(|_| canonical).and_then(|text| text.parse().ok());
+        parsed.ok_or_else(|| {
+            let shown = String::from_utf8_lossy(&value[..value.len().min(40)]).into_owned();
+            ExoError::new(
+                ErrorReason::NotACounter,
+                format!(
+                    "key {key:?} holds {shown:?}, not a counter (the decimal text of a 64-bit signed integer); nothing was written"
+                ),
+            )
+            .with_resource(format!("{table}/{key}"))
+        })
+    }
+
+    /// `current + delta`; COUNTER_OVERFLOW past the 64-bit signed range.
+    pub fn add(current: i64, delta: i64, table: &str, key: &str) -> ExoResult<i64> {
+        current.checked_add(delta).ok_or_else(|| overflow(current, delta, table, key))
+    }
+
+    /// COUNTER_OVERFLOW for adding `delta` to `current`.
+    pub fn overflow(current: i64, delta: i64, table: &str, key: &str) -> ExoError {
+        ExoError::new(
+            ErrorReason::CounterOverflow,
+            format!("adding {delta} to the counter {key:?} at {current} leaves the 64-bit signed range; nothing was written"),
+        )
+        .with_resource(format!("{table}/{key}"))
+    }
+
+    /// The value a counter at `n` is stored as.
+    pub fn text(n: i64) -> Vec<u8> {
+        n.to_string().into_bytes()
+    }
+
+    /// The counter after adding `delta` to the value `current` (`None`: absent, counts from 0).
+    pub fn incremented(current: Option<&[u8]>, delta: i64, table: &str, key: &str) -> ExoResult<i64> {
+        match current {
+            None => Ok(delta),
+            Some(value) => add(parse(value, table, key)?, delta, table, key),
+        }
+    }
+}
+
 /// Whether an entry with expiry `expires_at_ms` (0 = never) is expired at `now_ms`.
 pub fn expired(expires_at_ms: u64, now_ms: u64) -> bool {
     expires_at_ms != 0 && expires_at_ms <= now_ms
@@ -94,6 +150,34 @@ mod tests {
         assert!(Condition::VersionEquals("v1".into()).check(Some("v1"), "t", "k").is_ok());
         assert!(Condition::VersionEquals("v1".into()).check(Some("v2"), "t", "k").is_err());
         assert!(Condition::VersionEquals("v1".into()).check(None, "t", "k").is_err());
+    }
+
+    #[test]
+    fn counters_have_one_form() {
+        for (text, n) in [
+            ("0", 0),
+            ("42", 42),
+            ("-7", -7),
+            ("9223372036854775807", i64::MAX),
+            ("-9223372036854775808", i64::MIN),
+        ] {
+            assert_eq!(counter::parse(text.as_bytes(), "t", "k").unwrap(), n, "{text}");
+            assert_eq!(counter::text(n), text.as_bytes());
+        }
+        for text in
+            ["", "-", "-0", "007", "+5", " 5", "5 ", "1.5", "1e3", "abc", "9223372036854775808", "\u{ff}"]
+        {
+            assert_eq!(
+                counter::parse(text.as_bytes(), "t", "k").unwrap_err().reason,
+                ErrorReason::NotACounter,
+                "{text:?}"
+            );
+        }
+        assert_eq!(counter::parse(b"\xff", "t", "k").unwrap_err().reason, ErrorReason::NotACounter);
+        assert_eq!(counter::add(i64::MAX, 1, "t", "k").unwrap_err().reason, ErrorReason::CounterOverflow);
+        assert_eq!(counter::add(i64::MIN, -1, "t", "k").unwrap_err().reason, ErrorReason::CounterOverflow);
+        assert_eq!(counter::incremented(None, -3, "t", "k").unwrap(), -3);
+        assert_eq!(counter::incremented(Some(b"10"), -3, "t", "k").unwrap(), 7);
     }
 
     #[test]

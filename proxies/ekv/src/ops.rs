@@ -90,6 +90,18 @@ pub struct BatchGet<'a> {
 }
 kv_op!(BatchGet<'a>, "batch_get", |_| OpKind::Read);
 
+/// Adds `delta` to the counter under `key` atomically (an absent or expired key counts from 0
+/// and is created with expiry `expires_at_ms`, 0 for never; an existing counter keeps its
+/// expiry). Answers the new value and version.
+#[derive(Debug, Clone, Copy)]
+pub struct Increment<'a> {
+    pub table: &'a TableName,
+    pub key: &'a str,
+    pub delta: i64,
+    pub expires_at_ms: u64,
+}
+kv_op!(Increment<'a>, "increment", |_| OpKind::Write);
+
 exo_proxy_core::operations!(
     /// Every key-value operation.
     pub enum KvOp {
@@ -101,6 +113,7 @@ exo_proxy_core::operations!(
     Delete => Delete<'static>,
     List => List<'static>,
     BatchGet => BatchGet<'static>,
+    Increment => Increment<'static>,
     }
 );
 

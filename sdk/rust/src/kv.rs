@@ -7,7 +7,7 @@ use tonic::transport::Channel;
 
 use crate::{Auth, Result, RetryPolicy, Tls, Transport, channel, retry::unary};
 
-pub use pb::{DescribeResponse as KvBackendDescription, Entry, KvCapability};
+pub use pb::{DescribeResponse as KvBackendDescription, Entry, IncrementResponse, KvCapability};
 
 /// Environment variable naming the ekv endpoint.
 pub const EKV_ENDPOINT_ENV: &str = "EXO_EKV_ENDPOINT";
@@ -208,6 +208,46 @@ impl KvClient {
             }
             token = next;
         }
+    }
+
+    /// Adds `delta` to the counter under `key` atomically and returns its new value (an absent
+    /// key counts from 0). A counter is the decimal text of an `i64`, so [`Self::get`] reads it
+    /// as text. Fails with NOT_A_COUNTER when the key holds something else and COUNTER_OVERFLOW
+    /// past the `i64` range, changing nothing.
+    ///
+    /// Repeating an increment that took effect would count it twice, so only a THROTTLED
+    /// answer (the proxy wrote nothing) is retried; any other failure is returned as it is.
+    pub async fn increment(&self, table: &str, key: &str, delta: i64) -> Result<i64> {
+        Ok(self.increment_with(table, key, delta, None).await?.value)
+    }
+
+    /// [`Self::increment`] with a time to live for a counter the increment creates (an existing
+    /// counter keeps its expiry: a fixed window); returns the new value and version.
+    pub async fn increment_with(
+        &self,
+        table: &str,
+        key: &str,
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> Result<IncrementResponse> {
+        let req = pb::IncrementRequest {
+            table: table.to_owned(),
+            key: key.to_owned(),
+            delta,
+            ttl_seconds: ttl.map_or(0, |t| t.as_secs().min(u64::from(u32::MAX)) as u32),
+        };
+        self.retry
+            .run(|| {
+                let (mut client, req) = (self.inner.clone(), req.clone());
+                async move {
+                    client.increment(req).await.map(tonic::Response::into_inner).map_err(|status| {
+                        let mut err = crate::Error::from(status);
+                        err.retryable &= err.reason == crate::Reason::Throttled;
+                        err
+                    })
+                }
+            })
+            .await
     }
 
     /// Reads many keys: (found entries in request order, missing keys).

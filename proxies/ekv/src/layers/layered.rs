@@ -58,4 +58,7 @@ impl<L: Layer> KeyValue for Layered<L> {
     async fn batch_get(&self, op: ops::BatchGet<'_>) -> ExoResult<Vec<pb::Entry>> {
         self.run(op, |op| self.inner().batch_get(op)).await
     }
+    async fn increment(&self, op: ops::Increment<'_>) -> ExoResult<pb::IncrementResponse> {
+        self.run(op, |op| self.inner().increment(op)).await
+    }
 }

@@ -185,7 +185,7 @@ impl AzureTableKv {
         Ok(Self {
             descriptor: Descriptor {
                 backend: "azure-table",
-                capabilities: [CompareAndSet, Ttl, List].into(),
+                capabilities: [CompareAndSet, Ttl, List, Increment].into(),
                 limits: pb::Limits { max_key_bytes: MAX_KEY_BYTES, ..portable_limits() },
             },
             service,

@@ -177,7 +177,7 @@ impl DynamoKv {
         Ok(Self {
             descriptor: Descriptor {
                 backend: "dynamodb",
-                capabilities: [CompareAndSet, Ttl, List].into(),
+                capabilities: [CompareAndSet, Ttl, List, Increment].into(),
                 limits: portable_limits(),
             },
             client: Client::new(&config),

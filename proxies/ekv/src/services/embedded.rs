@@ -18,7 +18,10 @@ use exo_sqlite::{
 use crate::ops;
 use crate::{
     backend::KeyValue,
-    model::{Capability, Descriptor, expired, key_not_found, new_version, portable_limits, table_not_found},
+    model::{
+        Capability, Descriptor, counter, expired, key_not_found, new_version, portable_limits,
+        table_not_found,
+    },
 };
 
 const SCHEMA: &str = "
@@ -137,7 +140,7 @@ impl EmbeddedKv {
         Ok(Self {
             descriptor: Descriptor {
                 backend: "embedded",
-                capabilities: [CompareAndSet, Ttl, List].into(),
+                capabilities: [CompareAndSet, Ttl, List, Increment].into(),
                 limits: portable_limits(),
             },
             store: SqliteStore::open(path, SCHEMA, "ekv-embedded-writer")?,
@@ -265,6 +268,39 @@ impl KeyValue for EmbeddedKv {
                 .map_err(db_error)?;
                 catalog.maybe_sweep(txn, now)?;
                 Ok(version)
+            })
+            .await
+    }
+
+    async fn increment(&self, op: ops::Increment<'_>) -> ExoResult<pb::IncrementResponse> {
+        let ops::Increment { table, key, delta, expires_at_ms } = op;
+        let (table, key) = (table.to_string(), key.to_owned());
+        self.store
+            .run(move |txn, catalog| {
+                let now = now_ms();
+                let id = catalog.table_id(txn, &table)?;
+                // Read and write in one transaction on the single writer: atomic.
+                let current: Option<(Vec<u8>, i64)> = txn
+                    .query_row(
+                        "SELECT value, expires_at_ms FROM kv_entries
+                         WHERE table_id = ?1 AND key = ?2 AND (expires_at_ms = 0 OR expires_at_ms > ?3)",
+                        params![id, key.as_bytes(), now as i64],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .optional()
+                    .map_err(db_error)?;
+                let value = counter::incremented(current.as_ref().map(|(v, _)| v.as_slice()), delta, &table, &key)?;
+                let expires_at_ms = current.map_or(expires_at_ms as i64, |(_, expiry)| expiry);
+                let version = new_version();
+                txn.execute(
+                    "INSERT INTO kv_entries (table_id, key, value, version, expires_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(table_id, key) DO UPDATE SET value = excluded.value, version = excluded.version,
+                         expires_at_ms = excluded.expires_at_ms",
+                    params![id, key.as_bytes(), counter::text(value), version, expires_at_ms],
+                )
+                .map_err(db_error)?;
+                catalog.maybe_sweep(txn, now)?;
+                Ok(pb::IncrementResponse { value, version })
             })
             .await
     }

@@ -33,7 +33,7 @@ use exo_sqlite::journal::{FailoverJournal, Holder};
 use crate::ops;
 use crate::{
     backend::KeyValue,
-    model::{Condition, Descriptor, TableName, key_not_found},
+    model::{Condition, Descriptor, TableName, counter, key_not_found},
     services::{BackendConfig, OpenContext},
 };
 
@@ -395,6 +395,35 @@ impl KeyValue for FailoverKv {
             }
         }
     }
+    async fn increment(&self, op: ops::Increment<'_>) -> ExoResult<pb::IncrementResponse> {
+        let ops::Increment { table, key, delta, expires_at_ms } = op;
+        let _exclusive = if self.journal.is_empty() { None } else { Some(self.journal.exclusive().await) };
+        let (index, answer) = match self.journal.lookup(table.as_str(), key).map(|(holder, _)| holder) {
+            // Deleted while the primary was out: the counter starts again, on the first member up.
+            Some(Holder::Deleted) => {
+                let (index, version) = self
+                    .chain
+                    .first_indexed(|m| async move {
+                        let value = counter::text(delta);
+                        m.put(ops::Put { table, key, value, condition: &Condition::None, expires_at_ms })
+                            .await
+                    })
+                    .await?;
+                (index, pb::IncrementResponse { value: delta, version })
+            }
+            // Added where the key's newest state is (the journal's holder, else the primary),
+            // never to an older copy elsewhere: UNAVAILABLE while that member is out.
+            holder => {
+                let index = match holder {
+                    Some(Holder::Member(member)) => member as usize,
+                    _ => 0,
+                };
+                (index, self.chain.only(index, |m| async move { m.increment(op).await }).await?)
+            }
+        };
+        self.journal.after_write(table.as_str(), key, index).await?;
+        Ok(answer)
+    }
     async fn list(&self, op: ops::List<'_>) -> ExoResult<Vec<pb::Entry>> {
         let ops::List { table, prefix, start_after, limit, keys_only } = op;
         if let Some(out) = (0..self.chain.len()).find(|i| !self.chain.is_available(*i)) {
@@ -502,6 +531,10 @@ mod tests {
         async fn batch_get(&self, op: ops::BatchGet<'_>) -> ExoResult<Vec<pb::Entry>> {
             self.check_async().await?;
             self.inner.batch_get(op).await
+        }
+        async fn increment(&self, op: ops::Increment<'_>) -> ExoResult<pb::IncrementResponse> {
+            self.check_async().await?;
+            self.inner.increment(op).await
         }
     }
 
@@ -655,6 +688,43 @@ mod tests {
             .map(|e| e.key)
             .collect();
         assert_eq!(keys, ["guarded", "kept", "new", "overwritten"]);
+    }
+
+    #[tokio::test]
+    async fn a_counter_is_incremented_only_where_its_newest_state_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let (primary, standby) = (member(), member());
+        let chain = chain_of(&primary, &standby, &dir.path().join("journal.db")).await;
+        let t = TableName::parse("table", "counters", "t").unwrap();
+        chain.create_table(ops::CreateTable { table: &t }).await.unwrap();
+        let add = |key, delta| ops::Increment { table: &t, key, delta, expires_at_ms: 0 };
+        assert_eq!(chain.increment(add("views", 5)).await.unwrap().value, 5);
+
+        set(&primary.down, true);
+        // Only the primary holds "views": adding to the standby's (absent) copy would restart it.
+        assert_eq!(
+            chain.increment(add("views", 1)).await.unwrap_err().reason,
+            ErrorReason::BackendUnavailable
+        );
+        // A key the standby took during the outage counts on where it is.
+        chain
+            .put(ops::Put {
+                table: &t,
+                key: "fresh",
+                value: b"10".to_vec(),
+                condition: &Condition::None,
+                expires_at_ms: 0,
+            })
+            .await
+            .unwrap();
+        assert_eq!(chain.increment(add("fresh", 2)).await.unwrap().value, 12);
+
+        set(&primary.down, false);
+        replayed(&chain).await;
+        assert_eq!(chain.increment(add("views", 1)).await.unwrap().value, 6);
+        assert_eq!(chain.increment(add("fresh", 1)).await.unwrap().value, 13);
+        let on_primary = primary.inner.get(ops::Get { table: &t, key: "fresh" }).await.unwrap();
+        assert_eq!(on_primary.value, b"13", "the increment after fail-back went to the primary");
     }
 
     #[tokio::test]

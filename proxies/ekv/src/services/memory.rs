@@ -13,7 +13,7 @@ use crate::ops;
 use crate::{
     backend::KeyValue,
     model::{
-        Capability, Descriptor, TableName, expired, key_not_found, new_version, portable_limits,
+        Capability, Descriptor, TableName, counter, expired, key_not_found, new_version, portable_limits,
         table_not_found,
     },
 };
@@ -70,7 +70,7 @@ impl MemoryKv {
         Self {
             descriptor: Descriptor {
                 backend: "memory",
-                capabilities: [CompareAndSet, Ttl, List].into(),
+                capabilities: [CompareAndSet, Ttl, List, Increment].into(),
                 limits: portable_limits(),
             },
             tables: Mutex::new(BTreeMap::new()),
@@ -173,6 +173,27 @@ impl KeyValue for MemoryKv {
                     |(_, e)| if keys_only { pb::Entry { value: Vec::new(), ..e.clone() } } else { e.clone() },
                 )
                 .collect())
+        })
+    }
+
+    async fn increment(&self, op: ops::Increment<'_>) -> ExoResult<pb::IncrementResponse> {
+        let ops::Increment { table, key, delta, expires_at_ms } = op;
+        self.with_table(table, |entries| {
+            let current = live(entries, key, now_ms());
+            let value =
+                counter::incremented(current.map(|e| e.value.as_slice()), delta, table.as_str(), key)?;
+            let expires_at_ms = current.map_or(expires_at_ms, |e| e.expires_at_ms);
+            let version = new_version();
+            entries.insert(
+                key.to_owned(),
+                pb::Entry {
+                    key: key.to_owned(),
+                    value: counter::text(value),
+                    version: version.clone(),
+                    expires_at_ms,
+                },
+            );
+            Ok(pb::IncrementResponse { value, version })
         })
     }
 

@@ -2,9 +2,11 @@
 //! database (`<schema>.kv_tables`, `<schema>.kv_entries`), so several apps or environments share
 //! one database by schema.
 //!
-//! Every call is one atomic statement (no transaction held across round trips): conditions are
-//! part of the statement that writes (`ON CONFLICT … DO UPDATE … WHERE`, `UPDATE … WHERE version
-//! = $v`), never read-then-write, so concurrent writers through any number of proxies are safe. A
+//! Every call is one atomic statement (no transaction held across round trips): conditions and
+//! counter arithmetic are part of the statement that writes (`ON CONFLICT … DO UPDATE … WHERE`,
+//! `UPDATE … WHERE version = $v`), never read-then-write, so concurrent writers through any
+//! number of proxies are safe. A counter is its decimal text in `value` (`convert_from(value,
+//! 'UTF8')::bigint` reads it). A
 //! write is acknowledged once PostgreSQL has committed it. Keys are `bytea`, so their order is the
 //! byte order the contract and the other backends use. Expired entries are never returned and are
 //! swept once a minute.
@@ -31,7 +33,7 @@ use crate::ops;
 use crate::{
     backend::KeyValue,
     model::{
-        Capability, Condition, Descriptor, expired, key_not_found, new_version, portable_limits,
+        Capability, Condition, Descriptor, counter, expired, key_not_found, new_version, portable_limits,
         table_not_found,
     },
 };
@@ -93,6 +95,7 @@ struct Statements {
     list_keys_after: String,
     list_keys_from: String,
     batch_get: String,
+    increment: String,
     sweep: String,
 }
 
@@ -151,6 +154,24 @@ impl Statements {
                  WHERE table_name = $1 AND key = ANY($2) AND {}",
                 live.replace("$N", "$3")
             ),
+            // One statement, atomic under the row's lock: an absent key is inserted at the delta;
+            // an expired one starts again at the delta with the new expiry; a live counter gets
+            // the delta added and keeps its expiry; a live value that is not a counter (the
+            // shortest decimal text of an i64, checked on `encode(…, 'escape')`, where every
+            // byte that is not printable ASCII turns into a backslash escape) is left alone and
+            // the statement returns no row. Past the i64 range PostgreSQL raises 22003.
+            increment: format!(
+                "INSERT INTO {s}.kv_entries AS e (table_name, key, value, version, expires_at_ms)
+                 VALUES ($1, $2, convert_to($3::bigint::text, 'UTF8'), $4, $5)
+                 ON CONFLICT (table_name, key) DO UPDATE SET
+                   value = convert_to((CASE WHEN {expired} THEN 0 ELSE encode(e.value, 'escape')::bigint END
+                                       + $3::bigint)::text, 'UTF8'),
+                   version = EXCLUDED.version,
+                   expires_at_ms = CASE WHEN {expired} THEN EXCLUDED.expires_at_ms ELSE e.expires_at_ms END
+                 WHERE {expired} OR encode(e.value, 'escape') ~ '^(0|-?[1-9][0-9]{{0,18}})$'
+                 RETURNING value",
+                expired = "(e.expires_at_ms <> 0 AND e.expires_at_ms <= $6)"
+            ),
             sweep: format!("DELETE FROM {s}.kv_entries WHERE expires_at_ms > 0 AND expires_at_ms <= $1"),
         }
     }
@@ -202,7 +223,13 @@ impl PostgresKv {
         let kv = Self {
             descriptor: Descriptor {
                 backend: "postgres",
-                capabilities: [Capability::CompareAndSet, Capability::Ttl, Capability::List].into(),
+                capabilities: [
+                    Capability::CompareAndSet,
+                    Capability::Ttl,
+                    Capability::List,
+                    Capability::Increment,
+                ]
+                .into(),
                 limits: portable_limits(),
             },
             sql: Statements::new(&settings.schema),
@@ -234,6 +261,27 @@ impl PostgresKv {
         let version: Option<String> = row.get(1);
         let expires: Option<i64> = row.get(2);
         Ok(version.filter(|_| !expired(expires.unwrap_or(0).max(0) as u64, now_ms())))
+    }
+
+    /// Why an increment wrote nothing, from the value there now: not a counter, or an overflow.
+    async fn not_incremented(&self, table: &str, key: &str, delta: i64) -> ExoError {
+        let client = match self.client().await {
+            Ok(client) => client,
+            Err(err) => return err,
+        };
+        let value: Option<Vec<u8>> = match client.query_opt(&self.sql.get, &[&table, &key.as_bytes()]).await {
+            Ok(row) => row.and_then(|row| row.get(0)),
+            Err(err) => return map_error("get", &err),
+        };
+        match counter::incremented(value.as_deref(), delta, table, key) {
+            Err(err) => err,
+            // Changed in between; which of the two it was is gone with it.
+            Ok(_) => ExoError::new(
+                exo_proto::common::v1::ErrorReason::NotACounter,
+                format!("key {key:?} held no counter (or {delta} took it past the 64-bit range); nothing was written"),
+            )
+            .with_resource(format!("{table}/{key}")),
+        }
     }
 
     /// The error for a conditional write that wrote nothing: the table is gone, or the
@@ -339,6 +387,28 @@ impl KeyValue for PostgresKv {
         }
         .map_err(|e| write_error(t, &e))?;
         if written == 1 { Ok(version) } else { Err(self.refused(t, key, condition).await) }
+    }
+
+    async fn increment(&self, op: ops::Increment<'_>) -> ExoResult<pb::IncrementResponse> {
+        let ops::Increment { table, key, delta, expires_at_ms } = op;
+        let client = self.client().await?;
+        let version = new_version();
+        let (t, k, expires, now) = (table.as_str(), key.as_bytes(), ms(expires_at_ms), ms(now_ms()));
+        let row =
+            match client.query_opt(&self.sql.increment, &[&t, &k, &delta, &version, &expires, &now]).await {
+                Ok(row) => row,
+                Err(err) if err.code() == Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE) => {
+                    return Err(self.not_incremented(t, key, delta).await);
+                }
+                Err(err) => return Err(write_error(t, &err)),
+            };
+        match row {
+            Some(row) => {
+                let value = counter::parse(&row.get::<_, Vec<u8>>(0), t, key)?;
+                Ok(pb::IncrementResponse { value, version })
+            }
+            None => Err(self.not_incremented(t, key, delta).await),
+        }
     }
 
     async fn delete(&self, op: ops::Delete<'_>) -> ExoResult<bool> {

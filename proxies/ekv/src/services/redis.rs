@@ -4,8 +4,9 @@
 //! Layout (`<ns>` is the namespace): `<ns>:tables` is a sorted set of table names (score 0, so
 //! lexical order); each entry is a hash `<ns>:e:<table>:<key>` with fields `v` (the value), `ver`
 //! (its version) and `exp` (expiry in ms since the epoch, `0` for never), expired natively by
-//! Redis (`PEXPIREAT`); `<ns>:i:<table>` is a sorted set of the table's keys (score 0: ordered
-//! by bytes), the index prefix listing pages through (`ZRANGEBYLEX`; SCAN is unordered). Every
+//! Redis (`PEXPIREAT`); a counter's `v` is its decimal text, which the increment script adds
+//! to with `HINCRBY` (`HGET <ns>:e:<table>:<key> v` reads it); `<ns>:i:<table>` is a sorted set
+//! of the table's keys (score 0: ordered by bytes), the index prefix listing pages through (`ZRANGEBYLEX`; SCAN is unordered). Every
 //! call is one Lua script, so a condition and the write it guards are atomic. An entry whose
 //! expiry has passed by the proxy's clock is treated as absent even before Redis removes it.
 //!
@@ -26,7 +27,8 @@ use crate::ops;
 use crate::{
     backend::KeyValue,
     model::{
-        Capability, Condition, Descriptor, key_not_found, new_version, portable_limits, table_not_found,
+        Capability, Condition, Descriptor, counter, key_not_found, new_version, portable_limits,
+        table_not_found,
     },
 };
 
@@ -148,6 +150,26 @@ redis.call('ZADD', KEYS[3], 0, ARGV[2])
 return {'ok'}
 ";
 
+const INCREMENT: &str = "
+-- KEYS: tables, entry, index. ARGV: table, key, delta, version, exp (of a new counter), now
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {'table'} end
+local cur = live(KEYS[2], tonumber(ARGV[6]))
+if cur then
+  local v = cur[1]
+  if not (v == '0' or (#v <= 20 and string.match(v, '^%-?[1-9]%d*$'))) then return {'refused', v} end
+  local n = redis.pcall('HINCRBY', KEYS[2], 'v', ARGV[3])
+  if type(n) == 'table' and n.err then return {'refused', v} end
+  redis.call('HSET', KEYS[2], 'ver', ARGV[4])
+else
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[2], 'v', ARGV[3], 'ver', ARGV[4], 'exp', ARGV[5])
+  if tonumber(ARGV[5]) > 0 then redis.call('PEXPIREAT', KEYS[2], ARGV[5]) end
+  redis.call('ZADD', KEYS[3], 0, ARGV[2])
+end
+-- As text: a Lua number would round values past 2^53.
+return {'ok', redis.call('HGET', KEYS[2], 'v')}
+";
+
 const DELETE: &str = "
 -- KEYS: tables, entry, index. ARGV: table, key, cond, want, now
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {'table'} end
@@ -213,6 +235,7 @@ pub struct RedisKv {
     connection: Connection,
     namespace: String,
     put: Script,
+    increment: Script,
     delete: Script,
     get: Script,
     list: Script,
@@ -403,12 +426,19 @@ impl RedisKv {
         Ok(Self {
             descriptor: Descriptor {
                 backend: "redis",
-                capabilities: [Capability::CompareAndSet, Capability::Ttl, Capability::List].into(),
+                capabilities: [
+                    Capability::CompareAndSet,
+                    Capability::Ttl,
+                    Capability::List,
+                    Capability::Increment,
+                ]
+                .into(),
                 limits: portable_limits(),
             },
             connection,
             namespace: config.namespace.clone(),
             put: script(PUT),
+            increment: script(INCREMENT),
             delete: script(DELETE),
             get: script(GET),
             list: script(LIST),
@@ -527,6 +557,33 @@ impl KeyValue for RedisKv {
             "ok" => Ok(version),
             "table" => Err(table_not_found(t)),
             _ => Err(Self::refused(t, key, condition, &data)),
+        }
+    }
+
+    async fn increment(&self, op: ops::Increment<'_>) -> ExoResult<pb::IncrementResponse> {
+        let ops::Increment { table, key, delta, expires_at_ms } = op;
+        let t = table.as_str();
+        let version = new_version();
+        let mut invocation = self.increment.prepare_invoke();
+        invocation
+            .key(self.tables())
+            .key(format!("{}{key}", self.entry_prefix(t)))
+            .key(self.index(t))
+            .arg(t)
+            .arg(key)
+            .arg(delta)
+            .arg(&version)
+            .arg(expires_at_ms)
+            .arg(now_ms());
+        let (status, data) = self.run("increment", invocation).await?;
+        let value = data.into_iter().next().unwrap_or_default();
+        match status.as_str() {
+            "ok" => Ok(pb::IncrementResponse { value: counter::parse(&value, t, key)?, version }),
+            "table" => Err(table_not_found(t)),
+            // Not a counter, or past the range: the same rule, applied here, says which.
+            _ => Err(counter::incremented(Some(&value), delta, t, key)
+                .err()
+                .unwrap_or_else(|| counter::overflow(0, delta, t, key))),
         }
     }
 

@@ -64,6 +64,15 @@ fn from_answer(described: pb::DescribeResponse) -> Descriptor {
     }
 }
 
+/// The time to live that expires at `expires_at_ms` (0: never): whole seconds, rounded up,
+/// never 0 for an expiry (0 would mean "no expiry").
+fn ttl_seconds(expires_at_ms: u64) -> u32 {
+    match expires_at_ms {
+        0 => 0,
+        at => u32::try_from(at.saturating_sub(now_ms()).div_ceil(1000).max(1)).unwrap_or(u32::MAX),
+    }
+}
+
 /// Until the remote answers: every capability, no limit (see [`Description`]).
 fn provisional() -> Descriptor {
     let most = u32::MAX;
@@ -173,11 +182,7 @@ impl KeyValue for RemoteKv {
             Condition::MustNotExist => Some(pb::condition::Kind::MustNotExist(true)),
             Condition::VersionEquals(version) => Some(pb::condition::Kind::VersionEquals(version.clone())),
         };
-        // Whole seconds, rounded up, never 0 (which would mean "no expiry").
-        let ttl_seconds = match expires_at_ms {
-            0 => 0,
-            at => u32::try_from(at.saturating_sub(now_ms()).div_ceil(1000).max(1)).unwrap_or(u32::MAX),
-        };
+        let ttl_seconds = ttl_seconds(expires_at_ms);
         let answer = self
             .client()?
             .put(request(pb::PutRequest {
@@ -236,6 +241,21 @@ impl KeyValue for RemoteKv {
             page_token = answer.next_page_token;
         }
         Ok(entries)
+    }
+
+    async fn increment(&self, op: ops::Increment<'_>) -> ExoResult<pb::IncrementResponse> {
+        let ops::Increment { table, key, delta, expires_at_ms } = op;
+        let answer = self
+            .client()?
+            .increment(request(pb::IncrementRequest {
+                table: table.to_string(),
+                key: key.to_owned(),
+                delta,
+                ttl_seconds: ttl_seconds(expires_at_ms),
+            }))
+            .await
+            .map_err(from_status)?;
+        Ok(answer.into_inner())
     }
 
     async fn batch_get(&self, op: ops::BatchGet<'_>) -> ExoResult<Vec<pb::Entry>> {
