@@ -192,8 +192,12 @@ pub fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        // Wrappers that already print their cause (many do) would otherwise say it twice.
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
         source = cause.source();
     }
     text
@@ -326,6 +330,31 @@ impl IntoResponse for ExoError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn causes_are_said_once() {
+        #[derive(Debug)]
+        struct Layer(&'static str, Option<Box<Layer>>);
+        impl std::fmt::Display for Layer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Layer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|l| l as _)
+            }
+        }
+        let root = Layer("connection reset", None);
+        let repeating = Layer("reading a body: connection reset", Some(Box::new(root)));
+        let top = Layer("upload", Some(Box::new(repeating)));
+        assert_eq!(with_causes(&top), "upload: reading a body: connection reset");
+        let plain = Layer(
+            "connect",
+            Some(Box::new(Layer("TLS handshake", Some(Box::new(Layer("UnknownIssuer", None)))))),
+        );
+        assert_eq!(with_causes(&plain), "connect: TLS handshake: UnknownIssuer");
+    }
 
     #[test]
     fn errors_quote_client_input_within_bounds() {

@@ -428,17 +428,27 @@ pub fn normalize_options(
 /// consumers' receives link to the send (and a consumer can continue the trace). Only where it
 /// fits: a message already at the attribute or size limit goes without.
 fn carry_trace(descriptor: &Descriptor, mut message: pb::OutgoingMessage) -> pb::OutgoingMessage {
-    let Some(traceparent) = exo_proxy_core::traces::current_traceparent() else { return message };
     let limits = &descriptor.limits;
-    let size = crate::model::message_bytes(&message.body, &message.attributes)
-        + (TRACEPARENT.len() + traceparent.len()) as u64;
-    if !message.attributes.contains_key(TRACEPARENT)
-        && message.attributes.len() < limits.max_attributes as usize
-        && size <= limits.max_message_bytes
-    {
-        message.attributes.insert(TRACEPARENT.to_owned(), traceparent);
-    }
+    add_traceparent(&message.body, &mut message.attributes, limits.max_attributes, limits.max_message_bytes);
     message
+}
+
+/// Adds the current span's `traceparent` to a message's attributes when traces are on, the
+/// message has none of its own, and it fits within `max_attributes` and `max_bytes`.
+pub(crate) fn add_traceparent(
+    body: &[u8],
+    attributes: &mut std::collections::HashMap<String, String>,
+    max_attributes: u32,
+    max_bytes: u64,
+) {
+    let Some(traceparent) = exo_proxy_core::traces::current_traceparent() else { return };
+    let size = crate::model::message_bytes(body, attributes) + (TRACEPARENT.len() + traceparent.len()) as u64;
+    if !attributes.contains_key(TRACEPARENT)
+        && attributes.len() < max_attributes as usize
+        && size <= max_bytes
+    {
+        attributes.insert(TRACEPARENT.to_owned(), traceparent);
+    }
 }
 
 /// Checks one outgoing message against the limits and the attribute rules.

@@ -189,8 +189,25 @@ fn entry_error(err: &ExoError) -> pb::publish_batch_result::Outcome {
     })
 }
 
-/// A published message against the topic limits (which leave room for the copy's own attributes).
+/// A published message against the topic limits (which leave room for the copy's own attributes),
+/// carrying the publish's trace context where it fits (as a send does), so each subscriber's
+/// receive links to the publish.
 fn check_published(
+    limits: &pb::TopicLimits,
+    message: pb::PublishedMessage,
+    field: &str,
+) -> ExoResult<pb::PublishedMessage> {
+    let mut message = check_published_contents(limits, message, field)?;
+    crate::api::add_traceparent(
+        &message.body,
+        &mut message.attributes,
+        limits.max_attributes,
+        limits.max_message_bytes,
+    );
+    Ok(message)
+}
+
+fn check_published_contents(
     limits: &pb::TopicLimits,
     message: pb::PublishedMessage,
     field: &str,

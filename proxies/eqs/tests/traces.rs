@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use exo_sdk::{Outgoing, QueueClient, QueueOptions, Receive, RetryPolicy};
+use exo_sdk::{Outgoing, QueueClient, QueueOptions, Receive, RetryPolicy, TopicClient};
 use opentelemetry::{
     Context,
     trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState},
@@ -156,6 +156,21 @@ async fn a_send_continues_the_apps_trace_and_the_receive_links_to_it() {
         receive.links.iter().any(|l| hex(&l.trace_id) == APP_TRACE && l.span_id == send.span_id),
         "the receive links to the send: {:?}",
         receive.links
+    );
+    // A publish carries its context to every subscription's copy, as a send does.
+    let topics = TopicClient::connect(&url).unwrap().with_retry(RetryPolicy::none());
+    topics.create_topic("traced-topic").await.unwrap();
+    topics.subscribe("traced-topic", "copy", "traced-copy", "", Some(QueueOptions::default())).await.unwrap();
+    {
+        let _app = app_context(APP_TRACE, APP_SPAN).attach();
+        topics.publish("traced-topic", Outgoing::new("published")).await.unwrap();
+    }
+    let copy = client.receive("traced-copy", Receive::up_to(1).wait(Duration::from_secs(2))).await.unwrap();
+    let carried =
+        copy.first().and_then(|m| m.attributes.get("traceparent")).expect("the copy carries a context");
+    assert!(
+        carried.starts_with(&format!("00-{APP_TRACE}-")),
+        "the copy names the publish's trace: {carried}"
     );
     // HTTP spans are named by route template, not by the queue; probes make no spans.
     let http = reqwest::Client::new();
