@@ -220,7 +220,9 @@ schemas.update({
    "maxValueBytes": u64d("Largest value in bytes."),
    "maxBatchKeys": u32("Most keys in one batch get."),
    "maxPageSize": u32("Largest list page."),
-   "maxTtlSeconds": u32("Longest time to live.")}),
+   "maxTtlSeconds": u32("Longest time to live."),
+   "maxBatchWrites": u32("Most writes in one write batch."),
+   "maxBatchBytes": u64d("Largest total of the values in one write batch, in bytes.")}),
  "KvDescribeResponse": obj("The key-value backend behind this proxy.", {
    "backend": s("Backend name"), "capabilities": {"type": "array", "items": ref("KvCapability")}, "limits": ref("KvLimits")}),
  "CreateTableRequest": obj("Creates a table; idempotent.", {"name": s("Portable table name (same rules as queue names).", **NAME)}, ["name"]),
@@ -247,6 +249,15 @@ schemas.update({
    "delta": {"anyOf": [{"type": "integer", "minimum": -9223372036854775808, "maximum": 9223372036854775807}, {"type": "string", "pattern": "^-?[0-9]{1,18}$"}],
              "description": "Added to the counter (negative subtracts; 0 reads it, creating it at 0). A 64-bit signed integer, as a number or a decimal string (proto3 JSON mapping)."},
    "ttlSeconds": u32("Time to live of a counter this increment creates; 0 = forever (at most Limits.maxTtlSeconds). An existing counter keeps its expiry.", maximum=31536000)}, ["key"]),
+ "BatchWrite": obj("One write of a batch: a put, or a delete with `delete: true`.", {
+   "key": {**KV_KEY, "description": "The key (each key at most once per batch)"},
+   "value": s("The value to put, base64-encoded (at most Limits.maxValueBytes); empty for a delete.", format="byte", contentEncoding="base64"),
+   "delete": {"type": "boolean", "description": "Delete the key instead of putting a value."},
+   "condition": ref("Condition"),
+   "ttlSeconds": u32("Time to live of a put; 0 = forever (and 0 for a delete).", maximum=31536000)}, ["key"]),
+ "WriteBatchRequest": obj("Writes several keys of the table in the path, all or none.", {
+   "writes": {"type": "array", "items": ref("BatchWrite"), "minItems": 1, "maxItems": 100, "description": "1 to Limits.maxBatchWrites writes, each to a different key"}}, ["writes"]),
+ "WriteBatchResponse": obj("Every write applied.", {"versions": {"type": "array", "items": {"type": "string"}, "description": "Per write in request order: the new version of a put, empty for a delete."}}),
  "IncrementResponse": obj("The counter after the increment.", {
    "value": s("The new value: a 64-bit signed integer as a decimal string (proto3 JSON mapping); Get returns the same text as the entry's value.", pattern="^-?[0-9]+$"),
    "version": s("The entry's new version")}),
@@ -365,6 +376,8 @@ paths.update({
    "post": op("batchGet", "Read many keys", {**ok("BatchGetResponse"), **problem_responses("400", "404")}, body("BatchGetRequest"), tp, tag="kv")},
  "/api/v1/tables/{table}/increment": {
    "post": op("increment", "Add to a counter atomically", {**ok("IncrementResponse"), **problem_responses("400", "404", "409", "429", "501")}, body("IncrementRequest"), tp, tag="kv")},
+ "/api/v1/tables/{table}/write-batch": {
+   "post": op("writeBatch", "Write several keys all or none (a failed condition names its write and changes nothing)", {**ok("WriteBatchResponse"), **problem_responses("400", "404", "412", "413", "501")}, body("WriteBatchRequest"), tp, tag="kv")},
  "/api/v1/tables/{table}/entries/{key}": {
    "get": op("getEntry", "Read a key", {**ok("GetResponse"), **problem_responses("400", "404")}, params=kp, tag="kv"),
    "put": op("putEntry", "Write a key, optionally conditionally and with a TTL", {**ok("PutResponse"), **problem_responses("400", "404", "412", "413", "501")}, body("PutRequest", False), kp, tag="kv"),

@@ -1,5 +1,5 @@
-//! `exo-bench kv`: put → get cycles through ekv-proxy and directly on the same kind of backend,
-//! with latency percentiles, ratios, the proxy's CPU per operation and memory.
+//! `exo-bench kv`: put → get → increment cycles through ekv-proxy and directly on the same kind
+//! of backend, with latency percentiles, ratios, the proxy's CPU per operation and memory.
 
 use std::{
     path::PathBuf,
@@ -43,6 +43,7 @@ pub struct KvArgs {
 struct Phase {
     put: Samples,
     get: Samples,
+    increment: Samples,
     elapsed: Duration,
     ops: usize,
 }
@@ -64,7 +65,10 @@ async fn via_proxy(client: &KvClient, cycles: usize, workers: usize, value: &[u8
                 let t = Instant::now();
                 client.get("bench", &key).await?;
                 phase.get.0.push(t.elapsed());
-                phase.ops += 2;
+                let t = Instant::now();
+                client.increment("bench", &format!("count-{key}"), 1).await?;
+                phase.increment.0.push(t.elapsed());
+                phase.ops += 3;
             }
             Ok::<_, anyhow::Error>(phase)
         });
@@ -104,7 +108,13 @@ async fn direct(
                 let t = Instant::now();
                 backend.get(ops::Get { table: &table, key: &key }).await?;
                 phase.get.0.push(t.elapsed());
-                phase.ops += 2;
+                let counter = format!("count-{key}");
+                let t = Instant::now();
+                backend
+                    .increment(ops::Increment { table: &table, key: &counter, delta: 1, expires_at_ms: 0 })
+                    .await?;
+                phase.increment.0.push(t.elapsed());
+                phase.ops += 3;
             }
             Ok::<_, anyhow::Error>(phase)
         });
@@ -121,6 +131,7 @@ async fn collect(
         let phase = result??;
         total.put.0.extend(phase.put.0);
         total.get.0.extend(phase.get.0);
+        total.increment.0.extend(phase.increment.0);
         total.ops += phase.ops;
     }
     total.elapsed = started.elapsed();
@@ -190,9 +201,11 @@ pub async fn bench(args: KvArgs) -> anyhow::Result<()> {
         "| call | direct p50 µs | via proxy p50 µs | added p50 µs | direct p99 µs | via proxy p99 µs | via proxy p99.9 µs |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for (name, d, v) in
-        [("put", &direct_serial.put, &via_serial.put), ("get", &direct_serial.get, &via_serial.get)]
-    {
+    for (name, d, v) in [
+        ("put", &direct_serial.put, &via_serial.put),
+        ("get", &direct_serial.get, &via_serial.get),
+        ("increment", &direct_serial.increment, &via_serial.increment),
+    ] {
         println!(
             "| {name} | {} | {} | {} | {} | {} | {} |",
             us(d.percentile(50.0)),
@@ -227,7 +240,7 @@ pub async fn bench(args: KvArgs) -> anyhow::Result<()> {
             ("bare tonic unary echo (TCP)", &bare_tonic),
             ("bare echo through hyper's HTTP/2 client (TCP)", &bare_hyper),
         ],
-        &[("put", &via_serial.put), ("get", &via_serial.get)],
+        &[("put", &via_serial.put), ("get", &via_serial.get), ("increment", &via_serial.increment)],
     );
     let rate = |p: &Phase| p.ops as f64 / p.elapsed.as_secs_f64();
     println!("\n| measure | direct | via proxy | ratio via/direct |");

@@ -18,12 +18,14 @@ import hashlib
 import json
 import os
 import sys
+import time
 import urllib.parse
 import uuid
 
 import boto3
 
-from common import b64, call, check, check_stale_cas_fails, finish, get_object, large_round_trip, put_object
+from common import (b64, call, check, check_stale_cas_fails, finish, get_object, large_round_trip, put_object,
+                    refusal)
 
 ENDPOINT = os.environ.get("AWS_ENDPOINT_URL")
 RUN = uuid.uuid4().hex[:8]
@@ -236,6 +238,64 @@ def objects(eos, eos_pid, large_mib):
     s3.delete_object(Bucket=bucket, Key="one-part.bin")
 
 
+def counters(ekv, dynamodb, table):
+    """Increment through ekv as boto3 sees it: the item's `v` (B) holds the counter's decimal text
+    and `ver` the version ekv answered; a counter set natively (with a fresh `ver`) is added to;
+    a value that is no counter, or a sum past the i64 range, is refused with the item left as it
+    was; the expiry an increment gives a new counter stays with later increments."""
+    key = "hits/α"
+
+    def increment(delta, k=key, **extra):
+        return call("POST", f"{ekv}/api/v1/tables/{table}/increment", {"key": k, "delta": delta, **extra})
+
+    def item(k=key):
+        return dynamodb.get_item(TableName=table, Key={"p": {"S": "0"}, "k": {"S": k}},
+                                 ConsistentRead=True).get("Item", {})
+
+    def stored(k=key):
+        got = item(k)
+        return got.get("v", {}).get("B"), got.get("ver", {}).get("S")
+
+    first = increment(40)
+    check(stored() == (b"40", first.get("version")), f"after an increment of 40 boto3 reads v = b'40' at the "
+          f"version ekv answered ({stored()}, {first})")
+    second = increment(2)
+    check(second.get("value") == "42" and stored() == (b"42", second.get("version"))
+          and second.get("version") != first.get("version"),
+          f"after another of 2: v = b'42' and ver changed to the version answered ({stored()}, {second})")
+
+    dynamodb.update_item(TableName=table, Key={"p": {"S": "0"}, "k": {"S": key}},
+                         UpdateExpression="SET v = :v, ver = :ver",
+                         ExpressionAttributeValues={":v": {"B": b"1000"}, ":ver": {"S": "boto3-c1"}})
+    after = increment(-1)
+    check(after.get("value") == "999" and stored() == (b"999", after.get("version"))
+          and after.get("version") not in ("boto3-c1", second.get("version")),
+          f"an increment of -1 adds to the counter boto3 set to 1000, under a fresh version ({stored()}, {after})")
+
+    for text, reason in ((b"007", "NOT_A_COUNTER"), (b"9223372036854775807", "COUNTER_OVERFLOW")):
+        dynamodb.update_item(TableName=table, Key={"p": {"S": "0"}, "k": {"S": key}},
+                             UpdateExpression="SET v = :v, ver = :ver",
+                             ExpressionAttributeValues={":v": {"B": text}, ":ver": {"S": "boto3-c2"}})
+        refused = refusal("POST", f"{ekv}/api/v1/tables/{table}/increment", {"key": key, "delta": 1})
+        shown = refused.split('"detail":', 1)[-1][:110]
+        check(": 409 " in refused and f'"reason":"{reason}"' in refused,
+              f"an increment of an item boto3 set to {text.decode()} is refused (409 {reason}): {shown}")
+        check(stored() == (text, "boto3-c2"), f"and leaves the item as it was ({stored()})")
+
+    started_ms = int(time.time() * 1000)
+    first = increment(1, "window", ttlSeconds=30)
+    created = item("window")
+    again = increment(1, "window", ttlSeconds=300)
+    kept = item("window")
+    expiry = int(created.get("exp_ms", {}).get("N", "0"))
+    check(first.get("value") == "1" and again.get("value") == "2" and kept.get("v", {}).get("B") == b"2",
+          f"a counter created with ttlSeconds counts on ({first.get('value')}, {again.get('value')})")
+    check(started_ms + 29_000 <= expiry <= started_ms + 31_000 and kept.get("exp_ms") == created.get("exp_ms")
+          and kept.get("exp") == created.get("exp") and "exp" in created,
+          f"its expiry (exp_ms {expiry}, exp {created.get('exp', {}).get('N')}) is 30 s out and a later increment "
+          f"keeps it (exp_ms {kept.get('exp_ms', {}).get('N')})")
+
+
 def items(ekv):
     print("DynamoDB <-> ekv")
     dynamodb = boto3.client("dynamodb", endpoint_url=ENDPOINT)
@@ -266,6 +326,7 @@ def items(ekv):
     entry = call("GET", f"{ekv}/api/v1/tables/{table}/entries/native").get("entry", {})
     check(base64.b64decode(entry.get("value", "")) == b"updated by boto3" and entry.get("version") == "boto3-2",
           "the native update stands, under its new version")
+    counters(ekv, dynamodb, table)
     call("DELETE", f"{ekv}/api/v1/tables/{table}")
 
     # A table made beforehand (as CloudFormation does) is used as it is, if its layout is ekv's;

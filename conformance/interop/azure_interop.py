@@ -24,12 +24,13 @@ import urllib.parse
 import uuid
 
 from azure.core.credentials import AzureNamedKeyCredential
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import EdmType, EntityProperty as EdmProperty, TableServiceClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
 from common import (b64, call, check, check_none_lost, drain_bodies, finish, get_object, large_round_trip,
-                    publishes_killed, put_object)
+                    publishes_killed, put_object, refusal)
 
 ACCOUNT = "devstoreaccount1"
 RUN = uuid.uuid4().hex[:8]
@@ -205,7 +206,69 @@ def items(ekv, credential):
     entry = call("GET", f"{ekv}/api/v1/tables/{table}/entries/native").get("entry", {})
     check(base64.b64decode(entry.get("value", "")) == b"from the sdk",
           "an entity written natively in the documented layout is served by ekv")
+    counters(ekv, client, table)
     call("DELETE", f"{ekv}/api/v1/tables/{table}")
+
+
+def counters(ekv, client, table):
+    """Increment through ekv as azure-data-tables sees it: the entity's value pieces hold the
+    counter's decimal text and its ETag is the version ekv answered; a counter set natively is
+    added to; a value that is no counter, or a sum past the i64 range, is refused with the entity
+    left as it was; the expiry an increment gives a new counter stays with later increments."""
+    key = "hits/α"
+
+    def increment(delta, k=key, **extra):
+        return call("POST", f"{ekv}/api/v1/tables/{table}/increment", {"key": k, "delta": delta, **extra})
+
+    def stored(k=key):
+        try:
+            entity = client.get_entity("0", k.encode().hex())
+        except ResourceNotFoundError:
+            return None, None
+        return b"".join(bytes(entity[f"v{i}"]) for i in range(entity["n"])), entity.metadata["etag"]
+
+    def set_natively(text):
+        client.upsert_entity({"PartitionKey": "0", "RowKey": key.encode().hex(), "k": key, "n": 1, "v0": text,
+                              "exp_ms": 0})
+        return stored()[1]
+
+    first = increment(40)
+    check(stored() == (b"40", first.get("version")),
+          f"after an increment of 40 the entity holds b'40' under the ETag ekv answered ({stored()}, {first})")
+    second = increment(2)
+    check(second.get("value") == "42" and stored() == (b"42", second.get("version"))
+          and second.get("version") != first.get("version"),
+          f"after another of 2: b'42' under a new ETag, the version answered ({stored()}, {second})")
+
+    native_etag = set_natively(b"1000")
+    after = increment(-1)
+    check(after.get("value") == "999" and stored() == (b"999", after.get("version"))
+          and after.get("version") not in (native_etag, second.get("version")),
+          f"an increment of -1 adds to the counter the SDK set to 1000, under a new ETag ({stored()}, {after})")
+
+    for text, reason in ((b"007", "NOT_A_COUNTER"), (b"9223372036854775807", "COUNTER_OVERFLOW")):
+        native_etag = set_natively(text)
+        refused = refusal("POST", f"{ekv}/api/v1/tables/{table}/increment", {"key": key, "delta": 1})
+        shown = refused.split('"detail":', 1)[-1][:110]
+        check(": 409 " in refused and f'"reason":"{reason}"' in refused,
+              f"an increment of an entity the SDK set to {text.decode()} is refused (409 {reason}): {shown}")
+        check(stored() == (text, native_etag), f"and leaves the entity as it was ({stored()})")
+
+    def expiry():
+        try:
+            value = client.get_entity("0", "window".encode().hex())["exp_ms"]
+        except ResourceNotFoundError:
+            return None
+        return int(getattr(value, "value", value))
+
+    started_ms = int(time.time() * 1000)
+    first = increment(1, "window", ttlSeconds=30)
+    created = expiry()
+    again = increment(1, "window", ttlSeconds=300)
+    check(first.get("value") == "1" and again.get("value") == "2" and stored("window")[0] == b"2",
+          f"a counter created with ttlSeconds counts on ({first.get('value')}, {again.get('value')})")
+    check(created is not None and started_ms + 29_000 <= created <= started_ms + 31_000 and expiry() == created,
+          f"its expiry (exp_ms {created}) is 30 s out and a later increment keeps it (exp_ms {expiry()})")
 
 
 def topics(eqs, credential, eqs_proxy, eqs_config, scratch):

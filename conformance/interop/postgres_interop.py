@@ -18,7 +18,7 @@ import urllib.parse
 
 import psycopg
 
-from common import b64, call, check, check_stale_cas_fails, eventually, finish
+from common import b64, call, check, check_stale_cas_fails, eventually, finish, refusal
 
 RUN = f"{int(time.time())}"
 
@@ -145,6 +145,57 @@ def queues(eqs, db, schema):
     call("DELETE", f"{eqs}/api/v1/queues/{name}")
 
 
+def counters(ekv, db, schema, table):
+    """Increment through ekv as psycopg sees it: a counter is its decimal text in `value`, read
+    natively with convert_from(value, 'UTF8')::bigint; a counter a native writer sets (with a
+    fresh version) is added to; a value that is no counter, or a sum past the i64 range, is refused
+    with the row left as it was."""
+    key = "hits/α"
+
+    def increment(delta):
+        return call("POST", f"{ekv}/api/v1/tables/{table}/increment", {"key": key, "delta": delta})
+
+    def native():
+        return db.execute(f"SELECT convert_from(value, 'UTF8')::bigint, value, version FROM {schema}.kv_entries "
+                          "WHERE table_name = %s AND key = %s", (table, key.encode())).fetchone()
+
+    def native_text():
+        return db.execute(f"SELECT value, version FROM {schema}.kv_entries WHERE table_name = %s AND key = %s",
+                          (table, key.encode())).fetchone()
+
+    def set_natively(text, version):
+        db.execute(f"UPDATE {schema}.kv_entries SET value = %s, version = %s WHERE table_name = %s AND key = %s",
+                   (text, version, table, key.encode()))
+
+    first, second = increment(40), increment(2)
+    row = native()
+    check(first.get("value") == "40" and second.get("value") == "42",
+          f"two increments through ekv answer 40 then 42 ({first.get('value')}, {second.get('value')})")
+    check(row is not None and row[0] == 42 and bytes(row[1]) == b"42" and row[2] == second.get("version"),
+          f"psycopg reads the counter as convert_from(value, 'UTF8')::bigint = 42, value b'42', at the version "
+          f"ekv answered ({row and (row[0], bytes(row[1]), row[2])})")
+
+    set_natively(b"1000", "pg-c1")
+    after = increment(-1)
+    row = native()
+    check(after.get("value") == "999" and row is not None and row[0] == 999 and bytes(row[1]) == b"999",
+          f"an increment of -1 adds to the counter psycopg set to 1000 (answer {after.get('value')}, row "
+          f"{row and row[0]})")
+    check(row is not None and row[2] == after.get("version")
+          and after.get("version") not in ("pg-c1", second.get("version")),
+          "and writes a fresh version, the one it answered")
+
+    for text, reason in ((b"007", "NOT_A_COUNTER"), (b"9223372036854775807", "COUNTER_OVERFLOW")):
+        set_natively(text, "pg-c2")
+        refused = refusal("POST", f"{ekv}/api/v1/tables/{table}/increment", {"key": key, "delta": 1})
+        shown = refused.split('"detail":', 1)[-1][:110]
+        row = native_text()
+        check(": 409 " in refused and f'"reason":"{reason}"' in refused,
+              f"an increment of a row psycopg set to {text.decode()} is refused (409 {reason}): {shown}")
+        check(row is not None and bytes(row[0]) == text and row[1] == "pg-c2",
+              f"and leaves the row as it was ({row and (bytes(row[0]), row[1])})")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--eqs", required=True)
@@ -186,6 +237,7 @@ def main():
     db.execute(f"UPDATE {schema}.kv_entries SET value = %s, version = %s WHERE table_name = %s AND key = %s",
                (b"updated by psycopg", "pg-2", table, b"native"))
     check_stale_cas_fails(ekv, table, "native", "pg-1")
+    counters(ekv, db, schema, table)
 
     # Prefix listing is in byte order, like every other backend.
     for k in ["b", "a/2", "a/10", "a/1"]:

@@ -16,7 +16,7 @@ import urllib.parse
 import redis
 
 from common import (b64, call, check, check_stale_cas_fails, check_tls_proxy, eventually, finish, free_port,
-                    make_certificates, wait_for_port)
+                    make_certificates, refusal, wait_for_port)
 
 RUN = f"{int(time.time())}"
 
@@ -53,6 +53,55 @@ def tls(ekv_proxy, redis_server, scratch):
     finally:
         server.terminate()
         server.wait()
+
+
+def counters(ekv, r, ns, table):
+    """Increment through ekv as redis-py sees it: `HGET <ns>:e:<table>:<key> v` is the counter's
+    decimal text; a counter set natively (with a fresh `ver`) is added to; the expiry an increment
+    gives a new counter is Redis's own and later increments keep it; a value that is no counter,
+    or a sum past the i64 range, is refused with the hash left as it was."""
+    key = "hits/α"
+    entry = f"{ns}:e:{table}:{key}"
+
+    def increment(delta):
+        return call("POST", f"{ekv}/api/v1/tables/{table}/increment", {"key": key, "delta": delta})
+
+    first, second = increment(40), increment(2)
+    check(first.get("value") == "40" and second.get("value") == "42",
+          f"two increments through ekv answer 40 then 42 ({first.get('value')}, {second.get('value')})")
+    check(r.hget(entry, "v") == b"42" and r.hget(entry, "ver") == second.get("version", "").encode(),
+          f"HGET {entry} v reads b'42', with the version ekv answered ({r.hmget(entry, 'v', 'ver')})")
+    check(r.zscore(f"{ns}:i:{table}", key) == 0, "the counter's key is in the table's index")
+
+    r.hset(entry, mapping={"v": b"1000", "ver": "py-c1"})
+    after = increment(-1)
+    check(after.get("value") == "999" and r.hget(entry, "v") == b"999",
+          f"an increment of -1 adds to the counter redis-py set to 1000 (answer {after.get('value')}, "
+          f"HGET {r.hget(entry, 'v')})")
+    check(r.hget(entry, "ver") == after.get("version", "").encode()
+          and after.get("version") not in ("py-c1", second.get("version")),
+          "and writes a fresh version, the one it answered")
+
+    for text, reason in ((b"007", "NOT_A_COUNTER"), (b"9223372036854775807", "COUNTER_OVERFLOW")):
+        r.hset(entry, mapping={"v": text, "ver": "py-c2"})
+        refused = refusal("POST", f"{ekv}/api/v1/tables/{table}/increment", {"key": key, "delta": 1})
+        shown = refused.split('"detail":', 1)[-1][:110]
+        check(": 409 " in refused and f'"reason":"{reason}"' in refused,
+              f"an increment of a hash redis-py set to {text.decode()} is refused (409 {reason}): {shown}")
+        check(r.hmget(entry, "v", "ver") == [text, b"py-c2"],
+              f"and leaves the hash as it was ({r.hmget(entry, 'v', 'ver')})")
+
+    windowed = f"{ns}:e:{table}:window"
+    first = call("POST", f"{ekv}/api/v1/tables/{table}/increment", {"key": "window", "delta": 1, "ttlSeconds": 30})
+    ttl_ms = r.pttl(windowed)
+    time.sleep(0.2)
+    again = call("POST", f"{ekv}/api/v1/tables/{table}/increment", {"key": "window", "delta": 1, "ttlSeconds": 300})
+    kept_ms = r.pttl(windowed)
+    check(first.get("value") == "1" and again.get("value") == "2" and r.hget(windowed, "v") == b"2",
+          f"a counter created with ttlSeconds counts on ({first.get('value')}, {again.get('value')})")
+    check(0 < ttl_ms <= 30_000 and 0 < kept_ms < ttl_ms,
+          f"its expiry is Redis's own ({ttl_ms} ms left) and a later increment keeps it, not its own 300 s "
+          f"({kept_ms} ms left)")
 
 
 def main():
@@ -93,6 +142,7 @@ def main():
           "an entry written by redis-py in the documented layout is served by ekv")
     r.hset(f"{ns}:e:{table}:native", mapping={"v": b"updated by redis-py", "ver": "py-2"})
     check_stale_cas_fails(ekv, table, "native", "py-1")
+    counters(ekv, r, ns, table)
 
     outside = [k for k in set(r.scan_iter(match="*", count=1000)) - before if not k.startswith(f"{ns}:".encode())]
     check(not outside, f"every key ekv wrote is inside its namespace ({outside[:3]})")

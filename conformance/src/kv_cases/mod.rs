@@ -16,6 +16,7 @@ mod limits;
 mod list;
 mod tables;
 mod ttl;
+mod write_batch;
 
 /// Every case, area by area, in report order.
 pub fn kv_cases() -> Vec<Case> {
@@ -27,6 +28,7 @@ pub fn kv_cases() -> Vec<Case> {
         ttl::cases(),
         list::cases(),
         batch::cases(),
+        write_batch::cases(),
         limits::cases(),
         http::cases(),
     ]
@@ -42,6 +44,9 @@ pub async fn probe_unsupported(ctx: &Ctx, capability: Cap) -> Result<(), String>
         Cap::Ttl => c.put(&table, "k", "v", Put::default().ttl(Duration::from_secs(60))).await.map(|_| ()),
         Cap::List => c.list_page(&table, "", 0, "", false).await.map(|_| ()),
         Cap::Increment => c.increment(&table, "k", 1).await.map(|_| ()),
+        Cap::AtomicBatch => {
+            c.write_batch(&table, vec![exo_sdk::Write::put("k", "v", Put::default())]).await.map(|_| ())
+        }
         Cap::Unspecified => return Err("no probe for UNSPECIFIED".into()),
     };
     match result {

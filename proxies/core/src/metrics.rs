@@ -32,7 +32,7 @@ pub struct MemberLabels {
     /// The member's own backend, e.g. `sqs`.
     pub backend: &'static str,
     /// The member's place in the chain: `0` is the primary.
-    pub member: String,
+    pub member: u32,
     /// `ok` or the error reason.
     pub outcome: &'static str,
 }

@@ -10,7 +10,7 @@ use exo_proxy_core::{ExoError, ExoResult, now_ms};
 use crate::ops;
 use crate::{
     backend::KeyValue,
-    model::{Capability, Condition, Descriptor, TableName},
+    model::{Capability, Change, Condition, Descriptor, TableName, Write},
 };
 
 /// Validating front of a key-value backend.
@@ -156,6 +156,83 @@ impl KvApi {
         self.backend
             .increment(ops::Increment { table: &table, key: &req.key, delta: req.delta, expires_at_ms })
             .await
+    }
+
+    /// Checks every write (keys distinct, sizes and counts within the limits, conditions a
+    /// batch allows), then writes them all or none.
+    pub async fn write_batch(&self, req: pb::WriteBatchRequest) -> ExoResult<pb::WriteBatchResponse> {
+        let table = self.table(&req.table, "table")?;
+        self.descriptor().require(Capability::AtomicBatch, "batch writes")?;
+        let limits = self.descriptor().limits;
+        let max = limits.max_batch_writes as usize;
+        if req.writes.is_empty() || req.writes.len() > max {
+            return Err(self.with_backend_name(ExoError::invalid_argument(
+                "writes",
+                format!("a batch needs 1 to {max} writes, got {}", req.writes.len()),
+            )));
+        }
+        let total: u64 = req.writes.iter().map(|w| w.value.len() as u64).sum();
+        if total > limits.max_batch_bytes {
+            return Err(self.with_backend_name(
+                ExoError::new(
+                    ErrorReason::ValueTooLarge,
+                    format!(
+                        "the batch's values total {total} bytes, above the limit of {} bytes",
+                        limits.max_batch_bytes
+                    ),
+                )
+                .with_field("writes"),
+            ));
+        }
+        let mut seen = HashSet::with_capacity(req.writes.len());
+        let mut writes = Vec::with_capacity(req.writes.len());
+        for (i, w) in req.writes.into_iter().enumerate() {
+            let field = |name: &str| format!("writes[{i}].{name}");
+            self.key(&w.key, &field("key"))?;
+            if !seen.insert(w.key.clone()) {
+                return Err(self.with_backend_name(ExoError::invalid_argument(
+                    field("key"),
+                    format!("key {:?} appears twice in the batch", w.key),
+                )));
+            }
+            let condition =
+                self.condition(w.condition).map_err(|e| e.with_field(format!("writes[{i}].condition")))?;
+            let change = if w.delete {
+                let misplaced = if condition == Condition::MustNotExist {
+                    Some(("condition", "a delete takes only version_equals"))
+                } else if !w.value.is_empty() {
+                    Some(("value", "a delete carries no value"))
+                } else if w.ttl_seconds != 0 {
+                    Some(("ttl_seconds", "a delete has no time to live"))
+                } else {
+                    None
+                };
+                if let Some((name, why)) = misplaced {
+                    return Err(self.with_backend_name(ExoError::invalid_argument(field(name), why)));
+                }
+                Change::Delete
+            } else {
+                if w.value.len() as u64 > limits.max_value_bytes {
+                    return Err(self.with_backend_name(
+                        ExoError::new(
+                            ErrorReason::ValueTooLarge,
+                            format!(
+                                "value is {} bytes, above the limit of {} bytes",
+                                w.value.len(),
+                                limits.max_value_bytes
+                            ),
+                        )
+                        .with_field(field("value")),
+                    ));
+                }
+                let expires_at_ms =
+                    self.expiry(w.ttl_seconds).map_err(|e| e.with_field(field("ttl_seconds")))?;
+                Change::Put { value: w.value, expires_at_ms }
+            };
+            writes.push(Write { key: w.key, change, condition });
+        }
+        let versions = self.backend.write_batch(ops::WriteBatch { table: &table, writes: &writes }).await?;
+        Ok(pb::WriteBatchResponse { versions })
     }
 
     fn condition(&self, condition: Option<pb::Condition>) -> ExoResult<Condition> {

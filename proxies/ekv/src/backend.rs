@@ -52,6 +52,15 @@ pub trait KeyValue: Send + Sync + 'static {
     async fn increment(&self, op: ops::Increment<'_>) -> ExoResult<pb::IncrementResponse> {
         increment_by_compare_and_set(self, op).await
     }
+    /// Writes a batch all or none (see [`ops::WriteBatch`]); only a backend that declares
+    /// ATOMIC_BATCH is asked. The default answers UNSUPPORTED.
+    async fn write_batch(&self, op: ops::WriteBatch<'_>) -> ExoResult<Vec<String>> {
+        let _ = op;
+        Err(ExoError::new(
+            ErrorReason::Unsupported,
+            format!("the {} backend cannot apply a batch all or none", self.descriptor().backend),
+        ))
+    }
 }
 
 /// How many times [`increment_by_compare_and_set`] reads and tries again after another writer

@@ -68,4 +68,10 @@ impl KvService for GrpcKv {
     ) -> Result<Response<pb::IncrementResponse>, Status> {
         Ok(Response::new(self.api.increment(req.into_inner()).await?))
     }
+    async fn write_batch(
+        &self,
+        req: Request<pb::WriteBatchRequest>,
+    ) -> Result<Response<pb::WriteBatchResponse>, Status> {
+        Ok(Response::new(self.api.write_batch(req.into_inner()).await?))
+    }
 }

@@ -26,6 +26,9 @@ fn openapi_document(describe: &pb::DescribeResponse) -> String {
             ("/components/schemas/PutRequest/properties/ttlSeconds/maximum", l.max_ttl_seconds.into()),
             ("/components/schemas/IncrementRequest/properties/ttlSeconds/maximum", l.max_ttl_seconds.into()),
             ("/components/schemas/IncrementRequest/properties/key/maxLength", key.clone()),
+            ("/components/schemas/WriteBatchRequest/properties/writes/maxItems", l.max_batch_writes.into()),
+            ("/components/schemas/BatchWrite/properties/key/maxLength", key.clone()),
+            ("/components/schemas/BatchWrite/properties/ttlSeconds/maximum", l.max_ttl_seconds.into()),
             ("/components/schemas/BatchGetRequest/properties/keys/maxItems", l.max_batch_keys.into()),
             ("/components/schemas/BatchGetRequest/properties/keys/items/maxLength", key.clone()),
             ("/paths/~1api~1v1~1tables~1{table}~1entries/get/parameters/1/schema/maxLength", key.clone()),
@@ -60,6 +63,7 @@ pub fn routes(api: KvApi) -> Router {
         .route("/api/v1/tables/{table}/entries", get(list))
         .route("/api/v1/tables/{table}/batch-get", post(batch_get))
         .route("/api/v1/tables/{table}/increment", post(increment))
+        .route("/api/v1/tables/{table}/write-batch", post(write_batch))
         .route("/api/v1/tables/{table}/entries/{*key}", get(get_entry).put(put_entry).delete(delete_entry))
         .with_state(api)
 }
@@ -132,6 +136,15 @@ async fn increment(
 ) -> ExoResult<Json<pb::IncrementResponse>> {
     req.table = table;
     Ok(Json(api.increment(req).await?))
+}
+
+async fn write_batch(
+    State(api): State<KvApi>,
+    Path(table): Path<String>,
+    Json(mut req): Json<pb::WriteBatchRequest>,
+) -> ExoResult<Json<pb::WriteBatchResponse>> {
+    req.table = table;
+    Ok(Json(api.write_batch(req).await?))
 }
 
 async fn get_entry(

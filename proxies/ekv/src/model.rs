@@ -21,6 +21,10 @@ pub fn portable_limits() -> pb::Limits {
         max_batch_keys: 100,
         max_page_size: 1000,
         max_ttl_seconds: 365 * 24 * 3600,
+        // DynamoDB's TransactWriteItems and Azure Table's entity-group transactions both take
+        // 100 writes; 1 MiB of values stays far inside their 4 MB requests.
+        max_batch_writes: 100,
+        max_batch_bytes: 1024 * 1024,
     }
 }
 
@@ -55,6 +59,36 @@ impl Condition {
         };
         Err(ExoError::new(ErrorReason::ConditionFailed, format!("condition failed for key {key:?}: {why}"))
             .with_resource(format!("{table}/{key}")))
+    }
+}
+
+/// One write of a batch, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    /// The key (distinct within its batch).
+    pub key: String,
+    /// What to do to it.
+    pub change: Change,
+    /// Its precondition (never `MustNotExist` for a delete).
+    pub condition: Condition,
+}
+
+/// A put or a delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Store `value`, expiring at `expires_at_ms` (0: never).
+    Put { value: Vec<u8>, expires_at_ms: u64 },
+    /// Remove the key.
+    Delete,
+}
+
+impl Write {
+    /// Checks the write's condition against the key's current version (`None`: absent or
+    /// expired); a failure names the write (`writes[index]`).
+    pub fn check(&self, index: usize, current: Option<&str>, table: &str) -> ExoResult<()> {
+        self.condition
+            .check(current, table, &self.key)
+            .map_err(|err| err.with_field(format!("writes[{index}]")))
     }
 }
 

@@ -4,7 +4,7 @@
 
 use exo_proxy_core::layers::{OpKind, Operation};
 
-use crate::model::{Condition, TableName};
+use crate::model::{Condition, TableName, Write};
 
 macro_rules! kv_op {
     ($op:ident $(<$a:lifetime>)?, $name:literal, $kind:expr) => {
@@ -102,6 +102,22 @@ pub struct Increment<'a> {
 }
 kv_op!(Increment<'a>, "increment", |_| OpKind::Write);
 
+/// Writes several keys of one table, all or none: every condition is checked before any write
+/// applies; the first that fails (naming its write) leaves the table as it was. Answers, per
+/// write in order, the new version of a put and "" for a delete.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteBatch<'a> {
+    pub table: &'a TableName,
+    pub writes: &'a [Write],
+}
+kv_op!(WriteBatch<'a>, "write_batch", |op: &WriteBatch<'_>| {
+    if op.writes.iter().all(|w| w.condition == Condition::None) {
+        OpKind::Write
+    } else {
+        OpKind::ConditionalWrite
+    }
+});
+
 exo_proxy_core::operations!(
     /// Every key-value operation.
     pub enum KvOp {
@@ -114,6 +130,7 @@ exo_proxy_core::operations!(
     List => List<'static>,
     BatchGet => BatchGet<'static>,
     Increment => Increment<'static>,
+    WriteBatch => WriteBatch<'static>,
     }
 );
 

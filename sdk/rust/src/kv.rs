@@ -53,6 +53,43 @@ impl Put {
     }
 }
 
+/// One write of a [`KvClient::write_batch`]: a put (with its options) or a delete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write(pb::BatchWrite);
+
+impl Write {
+    /// Puts `value` under `key`, with a condition and a time to live as [`Put`] gives them.
+    pub fn put(key: impl Into<String>, value: impl Into<Vec<u8>>, options: Put) -> Self {
+        Self(pb::BatchWrite {
+            key: key.into(),
+            value: value.into(),
+            delete: false,
+            condition: condition_of(options.condition),
+            ttl_seconds: options.ttl.map_or(0, |t| t.as_secs().min(u64::from(u32::MAX)) as u32),
+        })
+    }
+
+    /// Deletes `key`.
+    pub fn delete(key: impl Into<String>) -> Self {
+        Self(pb::BatchWrite { key: key.into(), delete: true, ..Default::default() })
+    }
+
+    /// Deletes `key` only at `version`.
+    pub fn delete_if_version(key: impl Into<String>, version: impl Into<String>) -> Self {
+        let condition = condition_of(Precondition::VersionEquals(version.into()));
+        Self(pb::BatchWrite { key: key.into(), delete: true, condition, ..Default::default() })
+    }
+}
+
+fn condition_of(condition: Precondition) -> Option<pb::Condition> {
+    let kind = match condition {
+        Precondition::None => return None,
+        Precondition::MustNotExist => pb::condition::Kind::MustNotExist(true),
+        Precondition::VersionEquals(v) => pb::condition::Kind::VersionEquals(v),
+    };
+    Some(pb::Condition { kind: Some(kind) })
+}
+
 /// A client of the ekv key-value proxy. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct KvClient {
@@ -150,16 +187,11 @@ impl KvClient {
         value: impl Into<Vec<u8>>,
         options: Put,
     ) -> Result<String> {
-        let condition = match options.condition {
-            Precondition::None => None,
-            Precondition::MustNotExist => Some(pb::condition::Kind::MustNotExist(true)),
-            Precondition::VersionEquals(v) => Some(pb::condition::Kind::VersionEquals(v)),
-        };
         let req = pb::PutRequest {
             table: table.to_owned(),
             key: key.to_owned(),
             value: value.into(),
-            condition: condition.map(|kind| pb::Condition { kind: Some(kind) }),
+            condition: condition_of(options.condition),
             ttl_seconds: options.ttl.map_or(0, |t| t.as_secs().min(u64::from(u32::MAX)) as u32),
         };
         Ok(unary(&self.retry, &self.inner, req, |mut c, r| async move { c.put(r).await }).await?.version)
@@ -248,6 +280,20 @@ impl KvClient {
                 }
             })
             .await
+    }
+
+    /// Writes several keys of `table` all or none, where the backend declares ATOMIC_BATCH:
+    /// a failed condition fails the call with CONDITION_FAILED naming the write (`field` is
+    /// `writes[i]`) and changes nothing. Returns, per write in order, the new version of a put
+    /// and "" for a delete.
+    pub async fn write_batch(&self, table: &str, writes: Vec<Write>) -> Result<Vec<String>> {
+        let req = pb::WriteBatchRequest {
+            table: table.to_owned(),
+            writes: writes.into_iter().map(|w| w.0).collect(),
+        };
+        let response =
+            unary(&self.retry, &self.inner, req, |mut c, r| async move { c.write_batch(r).await }).await?;
+        Ok(response.versions)
     }
 
     /// Reads many keys: (found entries in request order, missing keys).

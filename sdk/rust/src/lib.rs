@@ -31,8 +31,8 @@ mod topic;
 
 pub use error::{Error, Reason, Result};
 pub use kv::{
-    DEFAULT_EKV_ENDPOINT, EKV_ENDPOINT_ENV, Entry, KvBackendDescription, KvCapability, KvClient,
-    Precondition, Put,
+    DEFAULT_EKV_ENDPOINT, EKV_ENDPOINT_ENV, Entry, IncrementResponse, KvBackendDescription, KvCapability,
+    KvClient, Precondition, Put, Write,
 };
 pub use object::{
     ByteRange, DEFAULT_EOS_ENDPOINT, EOS_ENDPOINT_ENV, GetHeader, GetOptions, ObjectBackendDescription,

@@ -61,20 +61,20 @@ impl Layer for Observe {
 #[derive(Debug, Clone)]
 pub struct ObserveMember {
     metrics: Arc<Metrics>,
-    member: String,
+    member: u32,
 }
 
 impl ObserveMember {
     /// Observation of member `index` into `metrics`.
     pub fn new(metrics: Arc<Metrics>, index: usize) -> Self {
-        Self { metrics, member: index.to_string() }
+        Self { metrics, member: u32::try_from(index).unwrap_or(u32::MAX) }
     }
 }
 
 impl ObserveMember {
     fn record(&self, call: Call, outcome: &'static str, started: Instant) {
         let Call { service, op, backend, .. } = call;
-        let labels = MemberLabels { service, op, backend, member: self.member.clone(), outcome };
+        let labels = MemberLabels { service, op, backend, member: self.member, outcome };
         self.metrics.observe_member(&labels, started.elapsed());
     }
 }

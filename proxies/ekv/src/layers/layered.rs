@@ -61,4 +61,7 @@ impl<L: Layer> KeyValue for Layered<L> {
     async fn increment(&self, op: ops::Increment<'_>) -> ExoResult<pb::IncrementResponse> {
         self.run(op, |op| self.inner().increment(op)).await
     }
+    async fn write_batch(&self, op: ops::WriteBatch<'_>) -> ExoResult<Vec<String>> {
+        self.run(op, |op| self.inner().write_batch(op)).await
+    }
 }

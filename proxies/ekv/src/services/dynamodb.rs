@@ -23,12 +23,14 @@
 use std::{collections::HashMap, time::Duration};
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::{
     Client,
     primitives::Blob,
     types::{
-        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, KeysAndAttributes,
-        ReturnValue, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+        AttributeDefinition, AttributeValue, BillingMode, Delete as DeleteInTransaction, KeySchemaElement,
+        KeyType, KeysAndAttributes, Put as PutInTransaction, ReturnValue, ScalarAttributeType, TableStatus,
+        TimeToLiveSpecification, TransactWriteItem,
     },
 };
 use exo_aws::{AwsSettings, map_error, service_code};
@@ -39,8 +41,8 @@ use crate::ops;
 use crate::{
     backend::KeyValue,
     model::{
-        Capability, Condition, Descriptor, TableName, expired, key_not_found, new_version, portable_limits,
-        table_not_found,
+        Capability, Change, Condition, Descriptor, TableName, expired, key_not_found, new_version,
+        portable_limits, table_not_found,
     },
 };
 
@@ -103,6 +105,18 @@ fn n(number: u64) -> AttributeValue {
 
 fn item_key(key: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([("p".to_owned(), s(PARTITION)), ("k".to_owned(), s(key))])
+}
+
+/// The item that stores `value` under `key` at `version`.
+fn item_of(key: &str, value: Vec<u8>, version: &str, expires_at_ms: u64) -> HashMap<String, AttributeValue> {
+    let mut item = item_key(key);
+    item.insert("v".into(), AttributeValue::B(Blob::new(value)));
+    item.insert("ver".into(), s(version));
+    item.insert("exp_ms".into(), n(expires_at_ms));
+    if expires_at_ms > 0 {
+        item.insert("exp".into(), n(expires_at_ms.div_ceil(1000)));
+    }
+    item
 }
 
 /// The condition expression (with its names and values) for `condition` at time `now`.
@@ -177,7 +191,7 @@ impl DynamoKv {
         Ok(Self {
             descriptor: Descriptor {
                 backend: "dynamodb",
-                capabilities: [CompareAndSet, Ttl, List, Increment].into(),
+                capabilities: [CompareAndSet, Ttl, List, Increment, AtomicBatch].into(),
                 limits: portable_limits(),
             },
             client: Client::new(&config),
@@ -354,13 +368,7 @@ impl KeyValue for DynamoKv {
     async fn put(&self, op: ops::Put<'_>) -> ExoResult<String> {
         let ops::Put { table, key, value, condition, expires_at_ms } = op;
         let version = new_version();
-        let mut item = item_key(key);
-        item.insert("v".into(), AttributeValue::B(Blob::new(value)));
-        item.insert("ver".into(), s(&version));
-        item.insert("exp_ms".into(), n(expires_at_ms));
-        if expires_at_ms > 0 {
-            item.insert("exp".into(), n(expires_at_ms.div_ceil(1000)));
-        }
+        let item = item_of(key, value, &version, expires_at_ms);
         let (expression, values) = condition_expression(condition, now_ms()).unzip();
         let result = self
             .client
@@ -379,6 +387,61 @@ impl KeyValue for DynamoKv {
                 Err(condition_failed(table.as_str(), key, condition))
             }
             Err(err) => Err(table_error(table.as_str(), "PutItem", err)),
+        }
+    }
+
+    async fn write_batch(&self, op: ops::WriteBatch<'_>) -> ExoResult<Vec<String>> {
+        let ops::WriteBatch { table, writes } = op;
+        let (physical, now) = (self.physical(table.as_str()), now_ms());
+        let built = |err: aws_smithy_types::error::operation::BuildError| ExoError::internal(err.to_string());
+        let mut items = Vec::with_capacity(writes.len());
+        let mut versions = Vec::with_capacity(writes.len());
+        for write in writes {
+            let (expression, values) = condition_expression(&write.condition, now).unzip();
+            let item = match &write.change {
+                Change::Put { value, expires_at_ms } => {
+                    let version = new_version();
+                    let put = PutInTransaction::builder()
+                        .table_name(&physical)
+                        .set_item(Some(item_of(&write.key, value.clone(), &version, *expires_at_ms)))
+                        .set_condition_expression(expression)
+                        .set_expression_attribute_values(values)
+                        .build()
+                        .map_err(built)?;
+                    versions.push(version);
+                    TransactWriteItem::builder().put(put).build()
+                }
+                Change::Delete => {
+                    let delete = DeleteInTransaction::builder()
+                        .table_name(&physical)
+                        .set_key(Some(item_key(&write.key)))
+                        .set_condition_expression(expression)
+                        .set_expression_attribute_values(values)
+                        .build()
+                        .map_err(built)?;
+                    versions.push(String::new());
+                    TransactWriteItem::builder().delete(delete).build()
+                }
+            };
+            items.push(item);
+        }
+        // TransactWriteItems: every condition holds and every write applies, or none does.
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(versions),
+            Err(err) => {
+                let refused = err.as_service_error().and_then(|e| match e {
+                    TransactWriteItemsError::TransactionCanceledException(canceled) => canceled
+                        .cancellation_reasons()
+                        .iter()
+                        .position(|reason| reason.code() == Some("ConditionalCheckFailed")),
+                    _ => None,
+                });
+                match refused.and_then(|i| writes.get(i).map(|w| (i, w))) {
+                    Some((i, write)) => Err(condition_failed(table.as_str(), &write.key, &write.condition)
+                        .with_field(format!("writes[{i}]"))),
+                    None => Err(table_error(table.as_str(), "TransactWriteItems", err)),
+                }
+            }
         }
     }
 

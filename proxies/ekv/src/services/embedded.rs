@@ -19,7 +19,7 @@ use crate::ops;
 use crate::{
     backend::KeyValue,
     model::{
-        Capability, Descriptor, counter, expired, key_not_found, new_version, portable_limits,
+        Capability, Change, Descriptor, counter, expired, key_not_found, new_version, portable_limits,
         table_not_found,
     },
 };
@@ -140,7 +140,7 @@ impl EmbeddedKv {
         Ok(Self {
             descriptor: Descriptor {
                 backend: "embedded",
-                capabilities: [CompareAndSet, Ttl, List, Increment].into(),
+                capabilities: [CompareAndSet, Ttl, List, Increment, AtomicBatch].into(),
                 limits: portable_limits(),
             },
             store: SqliteStore::open(path, SCHEMA, "ekv-embedded-writer")?,
@@ -301,6 +301,48 @@ impl KeyValue for EmbeddedKv {
                 .map_err(db_error)?;
                 catalog.maybe_sweep(txn, now)?;
                 Ok(pb::IncrementResponse { value, version })
+            })
+            .await
+    }
+
+    async fn write_batch(&self, op: ops::WriteBatch<'_>) -> ExoResult<Vec<String>> {
+        let ops::WriteBatch { table, writes } = op;
+        let (table, writes) = (table.to_string(), writes.to_vec());
+        self.store
+            .run(move |txn, catalog| {
+                let now = now_ms();
+                let id = catalog.table_id(txn, &table)?;
+                // Every condition, then every write, in one transaction on the single writer; a
+                // failure rolls the job back whole.
+                for (i, write) in writes.iter().enumerate() {
+                    write.check(i, current_version(txn, id, &write.key, now)?.as_deref(), &table)?;
+                }
+                let mut versions = Vec::with_capacity(writes.len());
+                for write in &writes {
+                    match &write.change {
+                        Change::Put { value, expires_at_ms } => {
+                            let version = new_version();
+                            txn.execute(
+                                "INSERT INTO kv_entries (table_id, key, value, version, expires_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                                 ON CONFLICT(table_id, key) DO UPDATE SET value = excluded.value, version = excluded.version,
+                                     expires_at_ms = excluded.expires_at_ms",
+                                params![id, write.key.as_bytes(), value, version, *expires_at_ms as i64],
+                            )
+                            .map_err(db_error)?;
+                            versions.push(version);
+                        }
+                        Change::Delete => {
+                            txn.execute(
+                                "DELETE FROM kv_entries WHERE table_id = ?1 AND key = ?2",
+                                params![id, write.key.as_bytes()],
+                            )
+                            .map_err(db_error)?;
+                            versions.push(String::new());
+                        }
+                    }
+                }
+                catalog.maybe_sweep(txn, now)?;
+                Ok(versions)
             })
             .await
     }

@@ -33,7 +33,7 @@ use exo_sqlite::journal::{FailoverJournal, Holder};
 use crate::ops;
 use crate::{
     backend::KeyValue,
-    model::{Condition, Descriptor, TableName, counter, key_not_found},
+    model::{Change, Condition, Descriptor, TableName, counter, key_not_found},
     services::{BackendConfig, OpenContext},
 };
 
@@ -142,6 +142,8 @@ fn combined(members: &[Arc<dyn KeyValue>]) -> ExoResult<Descriptor> {
         l.max_batch_keys = l.max_batch_keys.min(o.max_batch_keys);
         l.max_page_size = l.max_page_size.min(o.max_page_size);
         l.max_ttl_seconds = l.max_ttl_seconds.min(o.max_ttl_seconds);
+        l.max_batch_writes = l.max_batch_writes.min(o.max_batch_writes);
+        l.max_batch_bytes = l.max_batch_bytes.min(o.max_batch_bytes);
     }
     Ok(descriptor)
 }
@@ -424,6 +426,24 @@ impl KeyValue for FailoverKv {
         self.journal.after_write(table.as_str(), key, index).await?;
         Ok(answer)
     }
+    async fn write_batch(&self, op: ops::WriteBatch<'_>) -> ExoResult<Vec<String>> {
+        let ops::WriteBatch { table, writes } = op;
+        let _exclusive = if self.journal.is_empty() { None } else { Some(self.journal.exclusive().await) };
+        // All or none needs one member to hold every key's newest state: the primary, with none
+        // of the keys waiting in the journal. Otherwise UNAVAILABLE (retryable), like a
+        // conditional write that cannot be evaluated where the state is.
+        if writes.iter().any(|w| self.journal.lookup(table.as_str(), &w.key).is_some()) {
+            return Err(ExoError::unavailable(
+                "keys of this batch were written during an outage and are being replayed onto the primary; retry in a moment",
+            ));
+        }
+        let versions = self.chain.only(0, |m| async move { m.write_batch(op).await }).await?;
+        // A copy of a deleted key elsewhere must go too, or a miss on the primary would find it.
+        for write in writes.iter().filter(|w| w.change == Change::Delete) {
+            self.delete_everywhere(table, &write.key, Some(0)).await?;
+        }
+        Ok(versions)
+    }
     async fn list(&self, op: ops::List<'_>) -> ExoResult<Vec<pb::Entry>> {
         let ops::List { table, prefix, start_after, limit, keys_only } = op;
         if let Some(out) = (0..self.chain.len()).find(|i| !self.chain.is_available(*i)) {
@@ -535,6 +555,10 @@ mod tests {
         async fn increment(&self, op: ops::Increment<'_>) -> ExoResult<pb::IncrementResponse> {
             self.check_async().await?;
             self.inner.increment(op).await
+        }
+        async fn write_batch(&self, op: ops::WriteBatch<'_>) -> ExoResult<Vec<String>> {
+            self.check_async().await?;
+            self.inner.write_batch(op).await
         }
     }
 
@@ -725,6 +749,68 @@ mod tests {
         assert_eq!(chain.increment(add("fresh", 1)).await.unwrap().value, 13);
         let on_primary = primary.inner.get(ops::Get { table: &t, key: "fresh" }).await.unwrap();
         assert_eq!(on_primary.value, b"13", "the increment after fail-back went to the primary");
+    }
+
+    #[tokio::test]
+    async fn a_batch_applies_on_the_primary_alone_and_never_beside_the_journal() {
+        use crate::model::{Change, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let (primary, standby) = (member(), member());
+        let chain = chain_of(&primary, &standby, &dir.path().join("journal.db")).await;
+        let t = TableName::parse("table", "carts", "t").unwrap();
+        chain.create_table(ops::CreateTable { table: &t }).await.unwrap();
+        let put = |key: &str| Write {
+            key: key.to_owned(),
+            change: Change::Put { value: b"v".to_vec(), expires_at_ms: 0 },
+            condition: Condition::None,
+        };
+        let delete =
+            |key: &str| Write { key: key.to_owned(), change: Change::Delete, condition: Condition::None };
+        // A stale copy on the standby (written there directly) must not outlive a batch delete.
+        standby
+            .inner
+            .put(ops::Put {
+                table: &t,
+                key: "old",
+                value: b"stale".to_vec(),
+                condition: &Condition::None,
+                expires_at_ms: 0,
+            })
+            .await
+            .unwrap();
+        let writes = [put("a"), delete("old")];
+        chain.write_batch(ops::WriteBatch { table: &t, writes: &writes }).await.unwrap();
+        assert!(primary.inner.get(ops::Get { table: &t, key: "a" }).await.is_ok());
+        assert_eq!(
+            chain.get(ops::Get { table: &t, key: "old" }).await.unwrap_err().reason,
+            ErrorReason::KeyNotFound,
+            "the standby's copy of a key the batch deleted came back"
+        );
+
+        set(&primary.down, true);
+        let writes = [put("b")];
+        let refused = chain.write_batch(ops::WriteBatch { table: &t, writes: &writes }).await.unwrap_err();
+        assert_eq!(refused.reason, ErrorReason::BackendUnavailable);
+        // A key the standby took stays out of batches until it is replayed.
+        chain
+            .put(ops::Put {
+                table: &t,
+                key: "c",
+                value: b"outage".to_vec(),
+                condition: &Condition::None,
+                expires_at_ms: 0,
+            })
+            .await
+            .unwrap();
+        set(&primary.down, false);
+        let writes = [put("c")];
+        let during = chain.write_batch(ops::WriteBatch { table: &t, writes: &writes }).await;
+        if let Err(err) = during {
+            assert_eq!(err.reason, ErrorReason::BackendUnavailable, "{err}");
+        }
+        replayed(&chain).await;
+        chain.write_batch(ops::WriteBatch { table: &t, writes: &writes }).await.unwrap();
+        assert_eq!(primary.inner.get(ops::Get { table: &t, key: "c" }).await.unwrap().value, b"v");
     }
 
     #[tokio::test]

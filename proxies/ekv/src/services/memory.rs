@@ -13,8 +13,8 @@ use crate::ops;
 use crate::{
     backend::KeyValue,
     model::{
-        Capability, Descriptor, TableName, counter, expired, key_not_found, new_version, portable_limits,
-        table_not_found,
+        Capability, Change, Descriptor, TableName, counter, expired, key_not_found, new_version,
+        portable_limits, table_not_found,
     },
 };
 
@@ -70,7 +70,7 @@ impl MemoryKv {
         Self {
             descriptor: Descriptor {
                 backend: "memory",
-                capabilities: [CompareAndSet, Ttl, List, Increment].into(),
+                capabilities: [CompareAndSet, Ttl, List, Increment, AtomicBatch].into(),
                 limits: portable_limits(),
             },
             tables: Mutex::new(BTreeMap::new()),
@@ -194,6 +194,38 @@ impl KeyValue for MemoryKv {
                 },
             );
             Ok(pb::IncrementResponse { value, version })
+        })
+    }
+
+    async fn write_batch(&self, op: ops::WriteBatch<'_>) -> ExoResult<Vec<String>> {
+        let ops::WriteBatch { table, writes } = op;
+        self.with_table(table, |entries| {
+            let now = now_ms();
+            for (i, write) in writes.iter().enumerate() {
+                let current = live(entries, &write.key, now).map(|e| e.version.clone());
+                write.check(i, current.as_deref(), table.as_str())?;
+            }
+            let versions = writes
+                .iter()
+                .map(|write| match &write.change {
+                    Change::Put { value, expires_at_ms } => {
+                        let version = new_version();
+                        let entry = pb::Entry {
+                            key: write.key.clone(),
+                            value: value.clone(),
+                            version: version.clone(),
+                            expires_at_ms: *expires_at_ms,
+                        };
+                        entries.insert(write.key.clone(), entry);
+                        version
+                    }
+                    Change::Delete => {
+                        entries.remove(&write.key);
+                        String::new()
+                    }
+                })
+                .collect();
+            Ok(versions)
         })
     }
 

@@ -33,8 +33,8 @@ use crate::ops;
 use crate::{
     backend::KeyValue,
     model::{
-        Capability, Condition, Descriptor, counter, expired, key_not_found, new_version, portable_limits,
-        table_not_found,
+        Capability, Change, Condition, Descriptor, counter, expired, key_not_found, new_version,
+        portable_limits, table_not_found,
     },
 };
 
@@ -84,6 +84,7 @@ struct Statements {
     delete_table: String,
     list_tables: String,
     table_exists: String,
+    lock_table: String,
     get: String,
     put: String,
     put_if_absent: String,
@@ -118,6 +119,8 @@ impl Statements {
             delete_table: format!("DELETE FROM {s}.kv_tables WHERE name = $1"),
             list_tables: format!("SELECT name FROM {s}.kv_tables ORDER BY name"),
             table_exists: format!("SELECT 1 FROM {s}.kv_tables WHERE name = $1"),
+            // Keeps the table from being deleted while a batch writes to it.
+            lock_table: format!("SELECT 1 FROM {s}.kv_tables WHERE name = $1 FOR SHARE"),
             // One row if the table exists; the entry's columns are NULL if the key is absent.
             get: format!(
                 "SELECT e.value, e.version, e.expires_at_ms FROM {s}.kv_tables t
@@ -228,6 +231,7 @@ impl PostgresKv {
                     Capability::Ttl,
                     Capability::List,
                     Capability::Increment,
+                    Capability::AtomicBatch,
                 ]
                 .into(),
                 limits: portable_limits(),
@@ -409,6 +413,63 @@ impl KeyValue for PostgresKv {
             }
             None => Err(self.not_incremented(t, key, delta).await),
         }
+    }
+
+    async fn write_batch(&self, op: ops::WriteBatch<'_>) -> ExoResult<Vec<String>> {
+        let ops::WriteBatch { table, writes } = op;
+        let t = table.as_str();
+        let mut connection = self.db.exclusive().await?;
+        let txn = connection.transaction().await.map_err(|e| map_error("begin", &e))?;
+        txn.query_opt(&self.sql.lock_table, &[&t])
+            .await
+            .map_err(|e| map_error("write batch", &e))?
+            .ok_or_else(|| table_not_found(t))?;
+        // Each write is the single-key statement that checks its own condition as it writes
+        // (holding the row until the commit); one that writes nothing rolls the whole batch back.
+        let now = ms(now_ms());
+        let mut versions = Vec::with_capacity(writes.len());
+        for (i, write) in writes.iter().enumerate() {
+            let k = write.key.as_bytes();
+            let written = match (&write.change, &write.condition) {
+                (Change::Put { value, expires_at_ms }, condition) => {
+                    let (version, expires) = (new_version(), ms(*expires_at_ms));
+                    let written = match condition {
+                        Condition::None => {
+                            txn.execute(&self.sql.put, &[&t, &k, value, &version, &expires]).await
+                        }
+                        Condition::MustNotExist => {
+                            txn.execute(&self.sql.put_if_absent, &[&t, &k, value, &version, &expires, &now])
+                                .await
+                        }
+                        Condition::VersionEquals(want) => {
+                            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
+                                [&t, &k, value, &version, &expires, want, &now];
+                            txn.execute(&self.sql.put_if_version, &params).await
+                        }
+                    };
+                    versions.push(version);
+                    written
+                }
+                (Change::Delete, Condition::VersionEquals(want)) => {
+                    versions.push(String::new());
+                    txn.execute(&self.sql.delete_if_version, &[&t, &k, want, &now]).await
+                }
+                (Change::Delete, _) => {
+                    versions.push(String::new());
+                    txn.execute(&self.sql.delete, &[&t, &k]).await.map(|_| 1)
+                }
+            }
+            .map_err(|e| write_error(t, &e))?;
+            if written != 1 {
+                drop(txn);
+                return Err(self
+                    .refused(t, &write.key, &write.condition)
+                    .await
+                    .with_field(format!("writes[{i}]")));
+            }
+        }
+        txn.commit().await.map_err(|e| map_error("commit", &e))?;
+        Ok(versions)
     }
 
     async fn delete(&self, op: ops::Delete<'_>) -> ExoResult<bool> {

@@ -27,7 +27,7 @@ use crate::ops;
 use crate::{
     backend::KeyValue,
     model::{
-        Capability, Condition, Descriptor, counter, key_not_found, new_version, portable_limits,
+        Capability, Change, Condition, Descriptor, counter, key_not_found, new_version, portable_limits,
         table_not_found,
     },
 };
@@ -170,6 +170,34 @@ end
 return {'ok', redis.call('HGET', KEYS[2], 'v')}
 ";
 
+const WRITE_BATCH: &str = "
+-- KEYS: tables, index, then one entry per write. ARGV: table, now, then per write: key, kind
+-- ('put' or 'delete'), value, version, exp, cond, want.
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {'table'} end
+local now = tonumber(ARGV[2])
+local n = (#ARGV - 2) / 7
+for i = 0, n - 1 do
+  local b = 2 + i * 7
+  local cur = live(KEYS[3 + i], now)
+  local have = cur and cur[2] or ''
+  if (ARGV[b + 6] == 'absent' and cur) or (ARGV[b + 6] == 'version' and (not cur or have ~= ARGV[b + 7])) then
+    return {'cond', tostring(i), have}
+  end
+end
+for i = 0, n - 1 do
+  local b = 2 + i * 7
+  redis.call('DEL', KEYS[3 + i])
+  if ARGV[b + 2] == 'put' then
+    redis.call('HSET', KEYS[3 + i], 'v', ARGV[b + 3], 'ver', ARGV[b + 4], 'exp', ARGV[b + 5])
+    if tonumber(ARGV[b + 5]) > 0 then redis.call('PEXPIREAT', KEYS[3 + i], ARGV[b + 5]) end
+    redis.call('ZADD', KEYS[2], 0, ARGV[b + 1])
+  else
+    redis.call('ZREM', KEYS[2], ARGV[b + 1])
+  end
+end
+return {'ok'}
+";
+
 const DELETE: &str = "
 -- KEYS: tables, entry, index. ARGV: table, key, cond, want, now
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {'table'} end
@@ -236,6 +264,7 @@ pub struct RedisKv {
     namespace: String,
     put: Script,
     increment: Script,
+    write_batch: Script,
     delete: Script,
     get: Script,
     list: Script,
@@ -431,6 +460,7 @@ impl RedisKv {
                     Capability::Ttl,
                     Capability::List,
                     Capability::Increment,
+                    Capability::AtomicBatch,
                 ]
                 .into(),
                 limits: portable_limits(),
@@ -439,6 +469,7 @@ impl RedisKv {
             namespace: config.namespace.clone(),
             put: script(PUT),
             increment: script(INCREMENT),
+            write_batch: script(WRITE_BATCH),
             delete: script(DELETE),
             get: script(GET),
             list: script(LIST),
@@ -584,6 +615,43 @@ impl KeyValue for RedisKv {
             _ => Err(counter::incremented(Some(&value), delta, t, key)
                 .err()
                 .unwrap_or_else(|| counter::overflow(0, delta, t, key))),
+        }
+    }
+
+    async fn write_batch(&self, op: ops::WriteBatch<'_>) -> ExoResult<Vec<String>> {
+        let ops::WriteBatch { table, writes } = op;
+        let t = table.as_str();
+        let mut invocation = self.write_batch.prepare_invoke();
+        invocation.key(self.tables()).key(self.index(t)).arg(t).arg(now_ms());
+        let mut versions = Vec::with_capacity(writes.len());
+        for write in writes {
+            let (kind, want) = condition_args(&write.condition);
+            invocation.key(format!("{}{}", self.entry_prefix(t), write.key)).arg(&write.key);
+            match &write.change {
+                Change::Put { value, expires_at_ms } => {
+                    let version = new_version();
+                    invocation.arg("put").arg(value.as_slice()).arg(&version).arg(*expires_at_ms);
+                    versions.push(version);
+                }
+                Change::Delete => {
+                    invocation.arg("delete").arg("").arg("").arg(0);
+                    versions.push(String::new());
+                }
+            }
+            invocation.arg(kind).arg(want);
+        }
+        let (status, data) = self.run("write batch", invocation).await?;
+        match status.as_str() {
+            "ok" => Ok(versions),
+            "table" => Err(table_not_found(t)),
+            _ => {
+                let index: usize =
+                    data.first().and_then(|i| String::from_utf8_lossy(i).parse().ok()).unwrap_or_default();
+                let write =
+                    writes.get(index).ok_or_else(|| ExoError::internal("a batch refused no write"))?;
+                Err(Self::refused(t, &write.key, &write.condition, data.get(1..).unwrap_or(&[]))
+                    .with_field(format!("writes[{index}]")))
+            }
         }
     }
 

@@ -20,7 +20,7 @@ use exo_remote::{
 use crate::ops;
 use crate::{
     backend::KeyValue,
-    model::{Capability, Condition, Descriptor},
+    model::{Capability, Change, Condition, Descriptor},
 };
 
 impl exo_proxy_core::registry::Backend for RemoteKv {
@@ -64,6 +64,16 @@ fn from_answer(described: pb::DescribeResponse) -> Descriptor {
     }
 }
 
+/// A condition as the contract sends it.
+fn condition_of(condition: &Condition) -> Option<pb::Condition> {
+    let kind = match condition {
+        Condition::None => return None,
+        Condition::MustNotExist => pb::condition::Kind::MustNotExist(true),
+        Condition::VersionEquals(version) => pb::condition::Kind::VersionEquals(version.clone()),
+    };
+    Some(pb::Condition { kind: Some(kind) })
+}
+
 /// The time to live that expires at `expires_at_ms` (0: never): whole seconds, rounded up,
 /// never 0 for an expiry (0 would mean "no expiry").
 fn ttl_seconds(expires_at_ms: u64) -> u32 {
@@ -82,6 +92,8 @@ fn provisional() -> Descriptor {
         max_batch_keys: most,
         max_page_size: most,
         max_ttl_seconds: most,
+        max_batch_writes: most,
+        max_batch_bytes: u64::MAX,
     };
     Descriptor { backend: "remote", capabilities: Descriptor::every_capability(), limits }
 }
@@ -177,11 +189,6 @@ impl KeyValue for RemoteKv {
 
     async fn put(&self, op: ops::Put<'_>) -> ExoResult<String> {
         let ops::Put { table, key, value, condition, expires_at_ms } = op;
-        let kind = match condition {
-            Condition::None => None,
-            Condition::MustNotExist => Some(pb::condition::Kind::MustNotExist(true)),
-            Condition::VersionEquals(version) => Some(pb::condition::Kind::VersionEquals(version.clone())),
-        };
         let ttl_seconds = ttl_seconds(expires_at_ms);
         let answer = self
             .client()?
@@ -189,7 +196,7 @@ impl KeyValue for RemoteKv {
                 table: table.to_string(),
                 key: key.to_owned(),
                 value,
-                condition: kind.map(|kind| pb::Condition { kind: Some(kind) }),
+                condition: condition_of(condition),
                 ttl_seconds,
             }))
             .await
@@ -256,6 +263,34 @@ impl KeyValue for RemoteKv {
             .await
             .map_err(from_status)?;
         Ok(answer.into_inner())
+    }
+
+    async fn write_batch(&self, op: ops::WriteBatch<'_>) -> ExoResult<Vec<String>> {
+        let ops::WriteBatch { table, writes } = op;
+        let writes = writes
+            .iter()
+            .map(|write| {
+                let (value, delete, ttl_seconds) = match &write.change {
+                    Change::Put { value, expires_at_ms } => {
+                        (value.clone(), false, ttl_seconds(*expires_at_ms))
+                    }
+                    Change::Delete => (Vec::new(), true, 0),
+                };
+                pb::BatchWrite {
+                    key: write.key.clone(),
+                    value,
+                    delete,
+                    condition: condition_of(&write.condition),
+                    ttl_seconds,
+                }
+            })
+            .collect();
+        let answer = self
+            .client()?
+            .write_batch(request(pb::WriteBatchRequest { table: table.to_string(), writes }))
+            .await
+            .map_err(from_status)?;
+        Ok(answer.into_inner().versions)
     }
 
     async fn batch_get(&self, op: ops::BatchGet<'_>) -> ExoResult<Vec<pb::Entry>> {

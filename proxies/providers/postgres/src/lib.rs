@@ -6,8 +6,10 @@
 //!   when the server drops it (a restart, `pg_terminate_backend`), so the proxy heals by itself;
 //! - [`map_error`]: any failure in the ExoFlow error vocabulary.
 //!
-//! Every statement the backends send is one atomic statement in autocommit, so a connection
-//! never holds a transaction open across calls and concurrent calls pipeline on it. A write is
+//! Every statement the backends send on those connections is one atomic statement in autocommit,
+//! so a shared connection never holds a transaction open across calls and concurrent calls
+//! pipeline on it. A write that needs a transaction (a key-value batch) takes a connection of its
+//! own for it ([`Connections::exclusive`]), returned for the next such write afterwards. A write is
 //! acknowledged once PostgreSQL has committed it, which is durable when the server runs with
 //! `fsync` and `synchronous_commit` on ([`Connections::durable`] reads both).
 
@@ -244,6 +246,41 @@ pub struct Connections {
     tls: Tls,
     slots: Vec<Mutex<Option<Arc<Client>>>>,
     next: AtomicUsize,
+    /// Idle connections for transactions, kept for reuse (at most as many as `slots`).
+    idle_exclusive: Arc<std::sync::Mutex<Vec<Client>>>,
+}
+
+/// A connection no other call uses until it is dropped (when it goes back for reuse, unless
+/// the server closed it): a transaction on it holds nobody else's statements.
+pub struct Exclusive {
+    client: Option<Client>,
+    home: Arc<std::sync::Mutex<Vec<Client>>>,
+    keep: usize,
+}
+
+impl std::ops::Deref for Exclusive {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        // Present from creation until drop.
+        self.client.as_ref().unwrap_or_else(|| unreachable!("an exclusive connection is held until dropped"))
+    }
+}
+
+impl std::ops::DerefMut for Exclusive {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.client.as_mut().unwrap_or_else(|| unreachable!("an exclusive connection is held until dropped"))
+    }
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take().filter(|c| !c.is_closed()) {
+            let mut idle = self.home.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < self.keep {
+                idle.push(client);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Connections {
@@ -272,6 +309,7 @@ impl Connections {
             tls,
             slots: (0..settings.connections.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
+            idle_exclusive: Arc::default(),
         };
         connections.client().await?;
         Ok(connections)
@@ -288,6 +326,20 @@ impl Connections {
         let client = Arc::new(connect(&config, &self.tls).await.map_err(|e| map_error("connect", &e))?);
         *slot = Some(client.clone());
         Ok(client)
+    }
+
+    /// A connection of its own for a transaction: an idle one, else a new one. Dropped, it is
+    /// kept for the next (a transaction left open is rolled back by `tokio_postgres` first).
+    pub async fn exclusive(&self) -> ExoResult<Exclusive> {
+        let idle = self.idle_exclusive.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let client = match idle.filter(|c| !c.is_closed()) {
+            Some(client) => client,
+            None => {
+                let config = with_password(&self.config, &self.password);
+                connect(&config, &self.tls).await.map_err(|e| map_error("connect", &e))?
+            }
+        };
+        Ok(Exclusive { client: Some(client), home: self.idle_exclusive.clone(), keep: self.slots.len() })
     }
 
     /// Runs the statements of `sql` (a schema's `CREATE … IF NOT EXISTS`, in one transaction) on
