@@ -59,3 +59,34 @@ async fn acknowledged_writes_survive_reopen() {
     assert_eq!((b.value.as_slice(), b.expires_at_ms), (&b"two"[..], far));
     assert!(!kv.create_table(ops::CreateTable { table: &table }).await.unwrap(), "table survived reopen");
 }
+
+#[tokio::test]
+async fn a_value_a_native_client_wrote_as_text_reads_as_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ekv.db");
+    let table = TableName::parse("table", "counts", "t").unwrap();
+    {
+        let kv = EmbeddedKv::open(&path).unwrap();
+        kv.create_table(ops::CreateTable { table: &table }).await.unwrap();
+        kv.increment(ops::Increment { table: &table, key: "hits", delta: 1, expires_at_ms: 0 })
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // As `sqlite3 ekv.db "UPDATE kv_entries SET value = '41'"` would.
+    let native = exo_sqlite::rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(native.execute("UPDATE kv_entries SET value = '41', version = 'native'", []).unwrap(), 1);
+    drop(native);
+    let kv = EmbeddedKv::open(&path).unwrap();
+    assert_eq!(kv.get(ops::Get { table: &table, key: "hits" }).await.unwrap().value, b"41");
+    let counted = kv
+        .increment(ops::Increment { table: &table, key: "hits", delta: 1, expires_at_ms: 0 })
+        .await
+        .unwrap();
+    assert_eq!(counted.value, 42);
+    let listed = kv
+        .list(ops::List { table: &table, prefix: "", start_after: None, limit: 10, keys_only: false })
+        .await
+        .unwrap();
+    assert_eq!(listed[0].value, b"42");
+}

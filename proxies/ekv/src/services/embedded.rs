@@ -1,6 +1,8 @@
 //! `embedded`: a durable key-value store in one SQLite file, through [`SqliteStore`] (group
 //! commit; a write is acknowledged only once durable). Keys are stored as bytes so their order
-//! is the same byte order the other backends and the contract use.
+//! is the same byte order the other backends and the contract use. Values are blobs; one a
+//! native client wrote as TEXT (`UPDATE kv_entries SET value = '41'`) is read as its UTF-8
+//! bytes (`CAST(value AS BLOB)`), so a counter written by hand counts on.
 
 use std::{
     collections::HashMap,
@@ -231,7 +233,7 @@ impl KeyValue for EmbeddedKv {
                 let id = catalog.table_id(txn, &table)?;
                 let row = txn
                     .query_row(
-                        "SELECT value, version, expires_at_ms FROM kv_entries WHERE table_id = ?1 AND key = ?2",
+                        "SELECT CAST(value AS BLOB), version, expires_at_ms FROM kv_entries WHERE table_id = ?1 AND key = ?2",
                         params![id, key.as_bytes()],
                         |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)),
                     )
@@ -282,7 +284,7 @@ impl KeyValue for EmbeddedKv {
                 // Read and write in one transaction on the single writer: atomic.
                 let current: Option<(Vec<u8>, i64)> = txn
                     .query_row(
-                        "SELECT value, expires_at_ms FROM kv_entries
+                        "SELECT CAST(value AS BLOB), expires_at_ms FROM kv_entries
                          WHERE table_id = ?1 AND key = ?2 AND (expires_at_ms = 0 OR expires_at_ms > ?3)",
                         params![id, key.as_bytes(), now as i64],
                         |row| Ok((row.get(0)?, row.get(1)?)),
@@ -385,7 +387,7 @@ impl KeyValue for EmbeddedKv {
                      WHERE table_id = ?1 AND key {} ?2 AND (?3 IS NULL OR key < ?3)
                        AND (expires_at_ms = 0 OR expires_at_ms > ?4)
                      ORDER BY key LIMIT ?5",
-                    if keys_only { "X''" } else { "value" },
+                    if keys_only { "X''" } else { "CAST(value AS BLOB)" },
                     if inclusive { ">=" } else { ">" }
                 );
                 let mut stmt = txn.prepare_cached(&sql).map_err(db_error)?;
@@ -408,7 +410,7 @@ impl KeyValue for EmbeddedKv {
                 let now = now_ms();
                 let mut stmt = txn
                     .prepare_cached(
-                        "SELECT value, version, expires_at_ms FROM kv_entries WHERE table_id = ?1 AND key = ?2",
+                        "SELECT CAST(value AS BLOB), version, expires_at_ms FROM kv_entries WHERE table_id = ?1 AND key = ?2",
                     )
                     .map_err(db_error)?;
                 let mut found = Vec::new();
