@@ -247,7 +247,7 @@ schemas.update({
  "IncrementRequest": obj("Adds to the counter under the key, in the table in the path.", {
    "key": {**KV_KEY, "description": "The key"},
    "delta": {"anyOf": [{"type": "integer", "minimum": -9223372036854775808, "maximum": 9223372036854775807}, {"type": "string", "pattern": "^-?[0-9]{1,18}$"}],
-             "description": "Added to the counter (negative subtracts; 0 reads it, creating it at 0). A 64-bit signed integer, as a number or a decimal string (proto3 JSON mapping)."},
+             "description": "Added to the counter (negative subtracts; 0 reads it, creating it at 0). A 64-bit signed integer, as a number or a decimal string (proto3 JSON mapping); the string pattern states the 18-digit values every client can parse, and the proxy takes any 64-bit value."},
    "ttlSeconds": u32("Time to live of a counter this increment creates; 0 = forever (at most Limits.maxTtlSeconds). An existing counter keeps its expiry.", maximum=31536000)}, ["key"]),
  "BatchWrite": obj("One write of a batch: a put, or a delete with `delete: true`.", {
    "key": {**KV_KEY, "description": "The key (each key at most once per batch)"},
@@ -259,7 +259,7 @@ schemas.update({
    "writes": {"type": "array", "items": ref("BatchWrite"), "minItems": 1, "maxItems": 100, "description": "1 to Limits.maxBatchWrites writes, each to a different key"}}, ["writes"]),
  "WriteBatchResponse": obj("Every write applied.", {"versions": {"type": "array", "items": {"type": "string"}, "description": "Per write in request order: the new version of a put, empty for a delete."}}),
  "IncrementResponse": obj("The counter after the increment.", {
-   "value": s("The new value: a 64-bit signed integer as a decimal string (proto3 JSON mapping); Get returns the same text as the entry's value.", pattern="^-?[0-9]+$"),
+   "value": s("The new value: a 64-bit signed integer as a decimal string (proto3 JSON mapping, which leaves the field out when it is 0); Get returns the same text as the entry's value.", pattern="^-?[0-9]+$"),
    "version": s("The entry's new version")}),
 })
 

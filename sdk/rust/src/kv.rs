@@ -31,7 +31,7 @@ pub enum Precondition {
 pub struct Put {
     /// Precondition.
     pub condition: Precondition,
-    /// Time to live (whole seconds); `None` keeps the value forever.
+    /// Time to live, in whole seconds rounded up; `None` keeps the value forever.
     pub ttl: Option<Duration>,
 }
 
@@ -65,7 +65,7 @@ impl Write {
             value: value.into(),
             delete: false,
             condition: condition_of(options.condition),
-            ttl_seconds: options.ttl.map_or(0, |t| t.as_secs().min(u64::from(u32::MAX)) as u32),
+            ttl_seconds: ttl_seconds(options.ttl),
         })
     }
 
@@ -79,6 +79,15 @@ impl Write {
         let condition = condition_of(Precondition::VersionEquals(version.into()));
         Self(pb::BatchWrite { key: key.into(), delete: true, condition, ..Default::default() })
     }
+}
+
+/// A time to live in the whole seconds the contract takes, rounded up: a part of a second still
+/// expires (0 would mean never).
+fn ttl_seconds(ttl: Option<Duration>) -> u32 {
+    ttl.map_or(0, |t| {
+        let seconds = t.as_secs().saturating_add(u64::from(t.subsec_nanos() > 0));
+        seconds.min(u64::from(u32::MAX)) as u32
+    })
 }
 
 fn condition_of(condition: Precondition) -> Option<pb::Condition> {
@@ -192,7 +201,7 @@ impl KvClient {
             key: key.to_owned(),
             value: value.into(),
             condition: condition_of(options.condition),
-            ttl_seconds: options.ttl.map_or(0, |t| t.as_secs().min(u64::from(u32::MAX)) as u32),
+            ttl_seconds: ttl_seconds(options.ttl),
         };
         Ok(unary(&self.retry, &self.inner, req, |mut c, r| async move { c.put(r).await }).await?.version)
     }
@@ -266,7 +275,7 @@ impl KvClient {
             table: table.to_owned(),
             key: key.to_owned(),
             delta,
-            ttl_seconds: ttl.map_or(0, |t| t.as_secs().min(u64::from(u32::MAX)) as u32),
+            ttl_seconds: ttl_seconds(ttl),
         };
         self.retry
             .run(|| {
@@ -305,5 +314,19 @@ impl KvClient {
         let response =
             unary(&self.retry, &self.inner, req, |mut c, r| async move { c.batch_get(r).await }).await?;
         Ok((response.entries, response.missing))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_to_live_under_a_second_still_expires() {
+        assert_eq!(ttl_seconds(None), 0);
+        assert_eq!(ttl_seconds(Some(Duration::from_millis(500))), 1);
+        assert_eq!(ttl_seconds(Some(Duration::from_secs(2))), 2);
+        assert_eq!(ttl_seconds(Some(Duration::from_millis(2001))), 3);
+        assert_eq!(ttl_seconds(Some(Duration::MAX)), u32::MAX);
     }
 }
