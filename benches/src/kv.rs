@@ -192,7 +192,7 @@ pub async fn bench(args: KvArgs) -> anyhow::Result<()> {
     let (_, peak) = memory_kib(proxy.pid)?;
 
     println!(
-        "## ekv: put → get, backend `{}`, {} B values{}\n",
+        "## ekv: put → get → increment, backend `{}`, {} B values{}\n",
         direct_config.kind(),
         args.value_bytes,
         if args.unix { ", via proxy over its Unix socket (unix:)" } else { "" }

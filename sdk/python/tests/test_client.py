@@ -5,6 +5,7 @@ and the settings a client refuses."""
 from __future__ import annotations
 
 import asyncio
+import json
 import pickle
 import time
 from pathlib import Path
@@ -79,6 +80,159 @@ def test_uploads_and_downloads_are_never_retried() -> None:
             objects.head("bucket", "key")
         # HEAD is a unary call: retried (its 503 has no body; the status says retryable).
         assert len(server.requests) == 5
+
+
+INCREMENTED = Answer(200, b'{"value":"5","version":"v5"}')
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [(503, "BACKEND_UNAVAILABLE"), (504, "TIMEOUT"), (503, "SHUTTING_DOWN")],
+)
+def test_an_increment_is_not_retried_on_a_retryable_error_it_may_have_applied_on(status: int, reason: str) -> None:
+    answers = [problem(status, reason, retryable=True), INCREMENTED]
+    with Scripted(answers).running() as server:
+        kv = exoflow.KvClient(server.endpoint, retry=FAST, token="")
+        with pytest.raises(ExoError) as caught:
+            kv.increment("t", "hits")
+    # Raised as the proxy gave it: still marked retryable, but sent once.
+    assert caught.value.reason is Reason(reason)
+    assert caught.value.retryable
+    assert len(server.requests) == 1
+
+
+def test_an_increment_is_retried_when_throttled_the_proxy_wrote_nothing() -> None:
+    answers = [problem(429, "THROTTLED", retryable=True), problem(429, "THROTTLED", retryable=True), INCREMENTED]
+    with Scripted(answers).running() as server:
+        kv = exoflow.KvClient(server.endpoint, retry=FAST, token="")
+        assert kv.increment("t", "hits", 2, ttl_seconds=60) == 5
+    assert len(server.requests) == 3
+    assert server.requests[0].path == "/api/v1/tables/t/increment"
+    assert server.requests[0].body == server.requests[2].body
+    assert json.loads(server.requests[0].body) == {"key": "hits", "delta": 2, "ttlSeconds": 60}
+    # Attempts still run out.
+    with Scripted([problem(429, "THROTTLED", retryable=True)]).running() as server:
+        with pytest.raises(exoflow.ResourceExhaustedError) as caught:
+            exoflow.KvClient(server.endpoint, retry=FAST, token="").increment("t", "hits")
+        assert caught.value.reason is Reason.THROTTLED
+    assert len(server.requests) == 3
+
+
+def test_the_asyncio_increment_follows_the_same_retry_rule() -> None:
+    async def main(endpoint: str) -> tuple[int, ExoError]:
+        async with exoflow.AsyncKvClient(endpoint, retry=FAST, token="") as kv:
+            value = await kv.increment("t", "hits")
+            with pytest.raises(ExoError) as caught:
+                await kv.increment("t", "hits")
+            return value, caught.value
+
+    answers = [
+        problem(429, "THROTTLED", retryable=True),
+        INCREMENTED,
+        problem(503, "BACKEND_UNAVAILABLE", retryable=True),
+    ]
+    with Scripted(answers).running() as server:
+        value, err = asyncio.run(main(server.endpoint))
+    assert value == 5
+    assert err.reason is Reason.BACKEND_UNAVAILABLE
+    assert len(server.requests) == 3
+
+
+def test_increment_values_are_exact_64_bit_integers() -> None:
+    answers = [
+        Answer(200, b'{"value":"9223372036854775807","version":"v1"}'),
+        Answer(200, b'{"version":"v2"}'),
+        Answer(200, b'{"value":"-9223372036854775808","version":"v3"}'),
+        Answer(200, b'{"value":"twelve","version":"v4"}'),
+    ]
+    with Scripted(answers).running() as server:
+        kv = exoflow.KvClient(server.endpoint, token="")
+        assert kv.increment_versioned("t", "k", 2**63 - 1) == exoflow.Incremented(2**63 - 1, "v1")
+        assert kv.increment("t", "k", 0) == 0  # proto3 JSON leaves a 0 out
+        assert kv.increment("t", "k", -(2**63)) == -(2**63)
+        with pytest.raises(exoflow.InternalError):
+            kv.increment("t", "k")
+    # Sent as JSON numbers, digit for digit.
+    assert b'"delta":9223372036854775807' in server.requests[0].body
+    assert b'"delta":-9223372036854775808' in server.requests[2].body
+
+
+@pytest.mark.parametrize(
+    ("delta", "ttl_seconds", "field"),
+    [
+        (2**63, None, "delta"),
+        (-(2**63) - 1, None, "delta"),
+        (True, None, "delta"),
+        (1.5, None, "delta"),
+        ("1", None, "delta"),
+        (1, -1, "ttl_seconds"),
+        (1, 0.5, "ttl_seconds"),
+    ],
+)
+def test_an_increment_the_proxy_could_not_take_is_refused_before_it_is_sent(
+    delta: object, ttl_seconds: float | None, field: str
+) -> None:
+    with Scripted([INCREMENTED]).running() as server:
+        kv = exoflow.KvClient(server.endpoint, token="")
+        with pytest.raises(exoflow.InvalidArgumentError) as caught:
+            kv.increment("t", "k", delta, ttl_seconds=ttl_seconds)  # type: ignore[arg-type]
+    assert caught.value.field == field
+    assert not server.requests
+
+
+def test_counter_errors_are_told_apart_by_reason_not_status() -> None:
+    answers = [
+        problem(409, "NOT_A_COUNTER", retryable=False),
+        problem(409, "COUNTER_OVERFLOW", retryable=False),
+        problem(409, "QUEUE_ALREADY_EXISTS", retryable=False),
+    ]
+    with Scripted(answers).running() as server:
+        kv = exoflow.KvClient(server.endpoint, retry=FAST, token="")
+        with pytest.raises(exoflow.NotACounterError) as not_a_counter:
+            kv.increment("t", "k")
+        with pytest.raises(exoflow.CounterOverflowError) as overflow:
+            kv.increment("t", "k")
+        with pytest.raises(exoflow.AlreadyExistsError):
+            kv.increment("t", "k")
+    assert (not_a_counter.value.reason, not_a_counter.value.status) == (Reason.NOT_A_COUNTER, 409)
+    assert (overflow.value.reason, overflow.value.status) == (Reason.COUNTER_OVERFLOW, 409)
+    assert len(server.requests) == 3
+    copy = pickle.loads(pickle.dumps(overflow.value))
+    assert type(copy) is exoflow.CounterOverflowError
+
+
+def test_a_write_batch_is_retried_as_a_put_is_and_sent_as_the_contract_says() -> None:
+    answers = [problem(503, "BACKEND_UNAVAILABLE", retryable=True), Answer(200, b'{"versions":["v1",""]}')]
+    writes = [
+        exoflow.Write.put("a", b"\x00x", if_version="v0", ttl_seconds=1.5),
+        exoflow.Write.delete("b", if_version="v9"),
+    ]
+    with Scripted(answers).running() as server:
+        kv = exoflow.KvClient(server.endpoint, retry=FAST, token="")
+        assert kv.write_batch("t", writes) == ["v1", ""]
+    assert len(server.requests) == 2
+    assert server.requests[0].path == "/api/v1/tables/t/write-batch"
+    assert server.requests[0].body == server.requests[1].body
+    assert json.loads(server.requests[0].body) == {
+        "writes": [
+            {"key": "a", "value": "AHg=", "condition": {"versionEquals": "v0"}, "ttlSeconds": 2},
+            {"key": "b", "delete": True, "condition": {"versionEquals": "v9"}},
+        ]
+    }
+
+
+def test_write_batch_answers_are_read_as_proto3_json_writes_them() -> None:
+    answers = [
+        Answer(200, b"{}"),  # every write a delete: the list of empty versions may be left out
+        Answer(200, b'{"versions":["v1",null]}'),
+        Answer(200, b'{"versions":["v1"]}'),
+    ]
+    with Scripted(answers).running() as server:
+        kv = exoflow.KvClient(server.endpoint, token="")
+        assert kv.write_batch("t", [exoflow.Write.delete("a"), exoflow.Write.delete("b")]) == ["", ""]
+        assert kv.write_batch("t", [exoflow.Write.put("a", b""), exoflow.Write.delete("b")]) == ["v1", ""]
+        with pytest.raises(exoflow.InternalError):  # one version for two writes
+            kv.write_batch("t", [exoflow.Write.put("a", b""), exoflow.Write.put("b", b"")])
 
 
 def test_the_deadline_is_sent_and_spans_every_attempt() -> None:

@@ -79,10 +79,15 @@ export {
   DEFAULT_EKV_ENDPOINT,
   EKV_ENDPOINT_ENV,
   KvClient,
+  type DeleteWrite,
   type Entry,
+  type IncrementOptions,
+  type Incremented,
   type KvBackendDescription,
   type ListOptions,
   type PutOptions,
+  type PutWrite,
+  type Write,
 } from "./kv.js";
 export {
   PUBLISH_ID_HEADER,

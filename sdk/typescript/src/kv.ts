@@ -2,6 +2,7 @@
 
 import { ProxyClient, endpointFromEnv, withEnvToken } from "./client.js";
 import { arr, base64, bool, bytes, defined, num, obj, str, strings, type BytesLike } from "./codec.js";
+import { ExoError } from "./errors.js";
 import { EKV_OPERATIONS as OPS } from "./operations.js";
 import type { CallOptions, ClientOptions } from "./transport.js";
 
@@ -31,6 +32,34 @@ export interface PutOptions {
   readonly ttlSeconds?: number | undefined;
 }
 
+/**
+ * A put in a {@link KvClient.writeBatch}: `value` (a string as UTF-8) under `key`, with the
+ * conditions and time to live of {@link PutOptions}.
+ */
+export interface PutWrite extends PutOptions {
+  readonly key: string;
+  readonly value: BytesLike;
+  /** Absent or false: a put. */
+  readonly delete?: false | undefined;
+}
+
+/**
+ * A delete in a {@link KvClient.writeBatch}: `key` removed (an absent key is no failure), only
+ * at `ifVersion` when given.
+ */
+export interface DeleteWrite {
+  readonly key: string;
+  readonly delete: true;
+  /** Only if the key is at this version. */
+  readonly ifVersion?: string | undefined;
+}
+
+/**
+ * One write of a {@link KvClient.writeBatch}, shaped as the contract's `BatchWrite`: a put
+ * (`{ key, value, ...PutOptions }`) or a delete (`{ key, delete: true, ifVersion? }`).
+ */
+export type Write = PutWrite | DeleteWrite;
+
 /** Options of a listing. */
 export interface ListOptions {
   /** Only keys with this prefix. */
@@ -39,9 +68,146 @@ export interface ListOptions {
   readonly keysOnly?: boolean | undefined;
 }
 
+/** Options of an increment. */
+export interface IncrementOptions {
+  /**
+   * Time to live in whole seconds of a counter this increment creates; absent or 0 keeps it
+   * forever. An existing counter keeps its expiry, so a fixed window ends on time however
+   * often it is counted in.
+   */
+  readonly ttlSeconds?: number | undefined;
+}
+
+/** A counter after an increment. */
+export interface Incremented {
+  /** Its new value: a 64-bit signed integer, exact (a `number` is exact only up to 2^53). */
+  readonly value: bigint;
+  /** The entry's new version (as `put` returns it), for a compare-and-set that follows. */
+  readonly version: string;
+}
+
+/** The range of a counter and of an increment's delta: a 64-bit signed integer. */
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+
+function invalid(field: string, message: string): ExoError {
+  return new ExoError({ reason: "INVALID_ARGUMENT", message, retryable: false, field });
+}
+
+/** `delta` as the decimal string proto3 JSON writes an int64 in; refused when it is not one. */
+function int64Text(delta: unknown): string {
+  if (typeof delta === "bigint") {
+    if (delta < INT64_MIN || delta > INT64_MAX) {
+      throw invalid("delta", `an increment's delta must fit a 64-bit signed integer, not ${delta.toString()}`);
+    }
+    return delta.toString();
+  }
+  if (typeof delta === "number") {
+    if (!Number.isSafeInteger(delta)) {
+      throw invalid(
+        "delta",
+        `an increment's delta must be an integer a number holds exactly (at most 2^53 - 1 either way), not ${String(delta)}: pass a bigint`,
+      );
+    }
+    return String(delta);
+  }
+  throw invalid("delta", `an increment's delta is a number or a bigint, not ${typeof delta}`);
+}
+
+/** A counter's value as the proxy sends it: a decimal string (proto3 JSON's int64), absent when 0. */
+function counterValue(value: unknown, resource: string): bigint {
+  if (value === undefined || value === null) {
+    return 0n;
+  }
+  if (typeof value === "string" && /^-?\d+$/.test(value)) {
+    return BigInt(value);
+  }
+  if (typeof value === "number" && Number.isSafeInteger(value)) {
+    return BigInt(value);
+  }
+  throw new ExoError({
+    reason: "INTERNAL",
+    message: `the proxy answered an increment with the value ${JSON.stringify(value)}`,
+    retryable: false,
+    resource,
+  });
+}
+
+/** A time to live as the contract takes it: whole seconds, 0 (forever) left out. */
+function ttlField(ttl: number | undefined, field: string): number | undefined {
+  if (ttl !== undefined && !(Number.isInteger(ttl) && ttl >= 0 && ttl <= 0xffff_ffff)) {
+    throw invalid(field, `a time to live is a whole number of seconds, not ${String(ttl)}`);
+  }
+  return ttl === 0 ? undefined : ttl;
+}
+
+/**
+ * Write `index` of a batch as the contract's `BatchWrite`. Refused here, with the field named
+ * as the proxy names it (`writes[i]...`): a put with both conditions (`put` would keep one and
+ * drop the other silently, a batch should not), and a delete carrying a put's fields (only
+ * possible from JavaScript or through a cast; they would otherwise be dropped unseen).
+ */
+function batchWrite(write: Write, index: number): Record<string, unknown> {
+  const at = `writes[${String(index)}]`;
+  if (write.delete === true) {
+    const given = obj(write);
+    for (const field of ["value", "mustNotExist", "ttlSeconds"]) {
+      if (given[field] !== undefined) {
+        throw invalid(`${at}.${field}`, `a delete has no ${field}`);
+      }
+    }
+    const condition = write.ifVersion !== undefined ? { versionEquals: write.ifVersion } : undefined;
+    return defined({ key: write.key, delete: true, condition });
+  }
+  if (write.mustNotExist === true && write.ifVersion !== undefined) {
+    throw invalid(`${at}.condition`, "a write is either mustNotExist or at a version (ifVersion), not both");
+  }
+  const condition =
+    write.mustNotExist === true
+      ? { mustNotExist: true }
+      : write.ifVersion !== undefined
+        ? { versionEquals: write.ifVersion }
+        : undefined;
+  const ttlSeconds = ttlField(write.ttlSeconds, `${at}.ttlSeconds`);
+  return defined({ key: write.key, value: base64(write.value), condition, ttlSeconds });
+}
+
+/**
+ * The versions a batch was answered with, one per write. proto3 JSON may leave out a field at
+ * its default, so a missing list (possible only when every write is a delete) or a null in it
+ * reads as empty, what a delete answers.
+ */
+function batchVersions(versions: unknown, writes: readonly Write[], table: string): string[] {
+  if ((versions === undefined || versions === null) && writes.every((w) => w.delete === true)) {
+    return writes.map(() => "");
+  }
+  if (!Array.isArray(versions) || versions.length !== writes.length) {
+    throw new ExoError({
+      reason: "INTERNAL",
+      message: `the proxy answered a batch of ${String(writes.length)} writes with the versions ${JSON.stringify(versions)}`,
+      retryable: false,
+      resource: table,
+    });
+  }
+  return versions.map(str);
+}
+
+/**
+ * The one reason an increment is retried for: THROTTLED means the proxy's compare-and-set loop
+ * lost too many races and wrote nothing. Any other failure may come after the increment took
+ * effect (a timeout, a lost answer), and sending it again would count it twice.
+ */
+function incrementRetryable(err: ExoError): boolean {
+  return err.reason === "THROTTLED";
+}
+
 /** The backend behind an ekv proxy. */
 export interface KvBackendDescription {
   readonly backend: string;
+  /**
+   * Capability names (`KvCapability`): `COMPARE_AND_SET`, `TTL`, `LIST`, `INCREMENT`,
+   * `ATOMIC_BATCH`; a call needing one the backend lacks fails with UNSUPPORTED.
+   */
   readonly capabilities: readonly string[];
   readonly limits: {
     readonly maxKeyBytes: number;
@@ -49,6 +215,10 @@ export interface KvBackendDescription {
     readonly maxBatchKeys: number;
     readonly maxPageSize: number;
     readonly maxTtlSeconds: number;
+    /** Most writes in one {@link KvClient.writeBatch} (0 from a proxy that does not say). */
+    readonly maxBatchWrites: number;
+    /** Largest total of the values in one {@link KvClient.writeBatch}, in bytes (0 from a proxy that does not say). */
+    readonly maxBatchBytes: number;
   };
 }
 
@@ -71,6 +241,8 @@ export class KvClient extends ProxyClient {
     getEntry: "get",
     putEntry: "put",
     deleteEntry: "delete",
+    increment: "increment",
+    writeBatch: "writeBatch",
   } as const);
 
   /** A client for the ekv proxy at `endpoint` (`http://`, `https://` or `unix:`). */
@@ -101,6 +273,8 @@ export class KvClient extends ProxyClient {
         maxBatchKeys: num(l.maxBatchKeys),
         maxPageSize: num(l.maxPageSize),
         maxTtlSeconds: num(l.maxTtlSeconds),
+        maxBatchWrites: num(l.maxBatchWrites),
+        maxBatchBytes: num(l.maxBatchBytes),
       },
     };
   }
@@ -180,5 +354,69 @@ export class KvClient extends ProxyClient {
   async batchGet(table: string, keys: readonly string[], call?: CallOptions): Promise<{ entries: Entry[]; missing: string[] }> {
     const { body } = await this.transport.json({ route: OPS.batchGet, params: { table }, json: { keys } }, true, call);
     return { entries: arr(body.entries).map(decodeEntry), missing: strings(body.missing) };
+  }
+  /**
+   * Adds `delta` (negative subtracts) to the counter under `key` atomically and resolves with its
+   * new value; an absent or expired key counts from 0. Values are 64-bit signed integers, so the
+   * value is a `bigint` (`Number(value)` when it is known to stay within 2^53); `delta` is a
+   * safe-integer `number` or a `bigint`.
+   *
+   * A counter is stored as its decimal text, so `get` reads it as e.g. `"42"`. Fails with
+   * NOT_A_COUNTER when the key holds anything else and COUNTER_OVERFLOW past the 64-bit range;
+   * either way nothing is written. Repeating an increment that took effect would count it twice,
+   * so only THROTTLED (the proxy wrote nothing) is retried; any other failure, retryable or not,
+   * rejects as the proxy gave it.
+   */
+  async increment(
+    table: string,
+    key: string,
+    delta: number | bigint = 1,
+    options: IncrementOptions = {},
+    call?: CallOptions,
+  ): Promise<bigint> {
+    return (await this.incrementVersioned(table, key, delta, options, call)).value;
+  }
+
+  /** {@link increment}, resolving with the counter's new value and its entry's version. */
+  async incrementVersioned(
+    table: string,
+    key: string,
+    delta: number | bigint = 1,
+    options: IncrementOptions = {},
+    call?: CallOptions,
+  ): Promise<Incremented> {
+    const json = defined({ key, delta: int64Text(delta), ttlSeconds: ttlField(options.ttlSeconds, "ttlSeconds") });
+    const { body } = await this.transport.json(
+      { route: OPS.increment, params: { table }, json },
+      false,
+      call,
+      incrementRetryable,
+    );
+    return { value: counterValue(body.value, `${table}/${key}`), version: str(body.version) };
+  }
+
+  /**
+   * Writes several keys of `table` all or none (the backend's `ATOMIC_BATCH`): every put and
+   * delete applies, or none does. Resolves with one version per write, in order: the new version
+   * of a put, `""` for a delete.
+   *
+   * A failed condition rejects with CONDITION_FAILED whose `field` names the write (`writes[1]`),
+   * and nothing is written. An empty batch, a key named twice (`field` `writes[i].key`), or more
+   * than `describe().limits.maxBatchWrites` writes reject with INVALID_ARGUMENT; values over
+   * `maxBatchBytes` in all with VALUE_TOO_LARGE; a backend without `ATOMIC_BATCH` with
+   * UNSUPPORTED. Retried as a put is (the Rust SDK's rule): a batch resent after a lost answer
+   * may fail its own conditions.
+   *
+   * ```ts
+   * await kv.writeBatch("carts", [
+   *   { key: "u1/items", value: "[]", ifVersion: version },
+   *   { key: "u1/coupon", delete: true },
+   * ]);
+   * ```
+   */
+  async writeBatch(table: string, writes: readonly Write[], call?: CallOptions): Promise<string[]> {
+    const json = { writes: writes.map(batchWrite) };
+    const { body } = await this.transport.json({ route: OPS.writeBatch, params: { table }, json }, false, call);
+    return batchVersions(body.versions, writes, table);
   }
 }

@@ -72,6 +72,8 @@ export const EKV_OPERATIONS = Object.freeze({
   getEntry: route("GET", "/api/v1/tables/{table}/entries/{key}"),
   putEntry: route("PUT", "/api/v1/tables/{table}/entries/{key}"),
   deleteEntry: route("DELETE", "/api/v1/tables/{table}/entries/{key}"),
+  increment: route("POST", "/api/v1/tables/{table}/increment"),
+  writeBatch: route("POST", "/api/v1/tables/{table}/write-batch"),
 });
 
 /**

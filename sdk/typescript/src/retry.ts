@@ -50,6 +50,11 @@ export interface RetryContext {
   readonly deadline?: number | undefined;
   /** Aborts the back-off wait too. */
   readonly signal?: AbortSignal | undefined;
+  /**
+   * Narrows which retryable errors are retried: a call that must not be repeated once it took
+   * effect (an increment) retries only the failures that say nothing was written.
+   */
+  readonly retryIf?: ((err: ExoError) => boolean) | undefined;
   /** Replaces `Math.random` (tests). */
   readonly random?: () => number;
 }
@@ -77,7 +82,8 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
  * Runs `call` until it succeeds, fails with an error that is not retryable, or attempts run
  * out. Retried: an {@link ExoError} whose `retryable` is true — the proxy's word, or a
  * connection that could not be made — except a connection lost after the request was sent,
- * which only read-only calls retry (the proxy may have applied it). The wait before a retry is
+ * which only read-only calls retry (the proxy may have applied it), and any error `retryIf`
+ * turns down. The wait before a retry is
  * uniformly random in [0, ceiling] (full jitter), never shorter than the proxy's retry hint
  * (itself capped at 30 s); the ceiling doubles up to `maxBackoffMs`. No retry starts past the
  * call's deadline.
@@ -97,6 +103,9 @@ export async function runWithRetry<T>(
         throw err;
       }
       if (isMayHaveApplied(err) && !context.readOnly) {
+        throw err;
+      }
+      if (context.retryIf !== undefined && !context.retryIf(err)) {
         throw err;
       }
       const pause = Math.max(random() * ceiling, Math.min(err.retryAfterMs, MAX_HINTED_WAIT_MS));

@@ -555,19 +555,20 @@ export class Transport {
   }
 
   /**
-   * A unary JSON call, retried per the policy; resolves with the decoded JSON body (`{}` for an
-   * empty one) and the status.
+   * A unary JSON call, retried per the policy (narrowed by `retryIf` when given); resolves with
+   * the decoded JSON body (`{}` for an empty one) and the status.
    */
   async json(
     spec: RequestSpec & { readonly json?: unknown },
     readOnly: boolean,
     call: CallOptions | undefined,
+    retryIf?: (err: ExoError) => boolean,
   ): Promise<{ status: number; body: Record<string, unknown> }> {
     const deadline = this.deadline(call);
     const signal = call?.signal;
     const payload = spec.json === undefined ? undefined : Buffer.from(JSON.stringify(spec.json), "utf8");
     const headers = { accept: "application/json", ...(payload !== undefined ? { "content-type": "application/json" } : {}), ...spec.headers };
-    return runWithRetry(call?.retry ?? this.retry, { readOnly, deadline, signal }, async () => {
+    return runWithRetry(call?.retry ?? this.retry, { readOnly, deadline, signal, retryIf }, async () => {
       const answer = await this.attempt({ ...spec, headers, body: payload }, deadline, signal);
       if (answer.status < 200 || answer.status >= 300) {
         throw await answerError(answer);

@@ -1,10 +1,11 @@
 /**
  * The retry policy (the Rust SDK's cases, plus the rule for connections lost after the request
- * was sent, against a server that drops them), endpoint parsing and push decoding — the parts
- * that need no proxy.
+ * was sent, against a server that drops them; an increment's narrower rule, against a scripted
+ * server), endpoint parsing and push decoding — the parts that need no proxy.
  */
 
 import assert from "node:assert/strict";
+import http from "node:http";
 import net from "node:net";
 import { test } from "node:test";
 
@@ -121,6 +122,185 @@ test("a connection lost after the request was sent is retried only for read-only
     queues.close();
     server.close();
   }
+});
+
+/** One scripted answer: a status and a JSON body. */
+interface Answer {
+  readonly status: number;
+  readonly body: unknown;
+}
+
+function problem(status: number, reason: string, retryable: boolean): Answer {
+  return { status, body: { type: `urn:exoflow:error:${reason}`, title: "Error", status, detail: `scripted ${reason}`, reason, retryable } };
+}
+
+const incremented: Answer = { status: 200, body: { value: "5", version: "v5" } };
+
+/**
+ * Runs `body` against an HTTP server on loopback that answers each request with the next of
+ * `answers` (the last repeats), and returns the requests it got (path and body).
+ */
+async function scripted(answers: readonly Answer[], body: (endpoint: string) => Promise<void>): Promise<{ path: string; body: string }[]> {
+  const seen: { path: string; body: string }[] = [];
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (chunk: Buffer) => chunks.push(chunk));
+    req.on("end", () => {
+      seen.push({ path: req.url ?? "", body: Buffer.concat(chunks).toString("utf8") });
+      const answer = answers[Math.min(seen.length, answers.length) - 1] ?? incremented;
+      const type = answer.status >= 300 ? "application/problem+json" : "application/json";
+      res.writeHead(answer.status, { "content-type": type }).end(JSON.stringify(answer.body));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  try {
+    await body(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}`);
+  } finally {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
+  return seen;
+}
+
+test("an increment is not retried on a retryable error it may have taken effect before", async () => {
+  for (const [status, reason] of [
+    [503, "BACKEND_UNAVAILABLE"],
+    [504, "TIMEOUT"],
+    [503, "SHUTTING_DOWN"],
+  ] as const) {
+    const seen = await scripted([problem(status, reason, true), incremented], async (endpoint) => {
+      const kv = new KvClient(endpoint, { retry: policy });
+      const err = await rejectsWith(kv.increment("t", "hits"), reason);
+      // Rejected as the proxy gave it: still marked retryable, but sent once.
+      assert.equal(err.retryable, true);
+      kv.close();
+    });
+    assert.equal(seen.length, 1, `${reason}: sent once`);
+  }
+});
+
+test("an increment is retried when throttled: the proxy wrote nothing", async () => {
+  const throttled = problem(429, "THROTTLED", true);
+  const seen = await scripted([throttled, throttled, incremented], async (endpoint) => {
+    const kv = new KvClient(endpoint, { retry: policy });
+    assert.equal(await kv.increment("t", "hits", 2n, { ttlSeconds: 60 }), 5n);
+    kv.close();
+  });
+  assert.equal(seen.length, 3);
+  const [first, , third] = seen;
+  assert.ok(first !== undefined && third !== undefined);
+  assert.equal(first.path, "/api/v1/tables/t/increment");
+  assert.deepEqual(JSON.parse(first.body), { key: "hits", delta: "2", ttlSeconds: 60 });
+  assert.equal(third.body, first.body);
+  // Attempts still run out.
+  const exhausted = await scripted([throttled], async (endpoint) => {
+    const kv = new KvClient(endpoint, { retry: policy });
+    await rejectsWith(kv.increment("t", "hits"), "THROTTLED");
+    kv.close();
+  });
+  assert.equal(exhausted.length, 3);
+});
+
+test("increment values are exact 64-bit integers, sent as decimal strings", async () => {
+  const answers: Answer[] = [
+    { status: 200, body: { value: "9223372036854775807", version: "v1" } },
+    { status: 200, body: { version: "v2" } },
+    { status: 200, body: { value: "-9223372036854775808", version: "v3" } },
+    { status: 200, body: { value: "twelve", version: "v4" } },
+  ];
+  const seen = await scripted(answers, async (endpoint) => {
+    const kv = new KvClient(endpoint);
+    assert.deepEqual(await kv.incrementVersioned("t", "k", 2n ** 63n - 1n), { value: 2n ** 63n - 1n, version: "v1" });
+    assert.equal(await kv.increment("t", "k", 0), 0n, "proto3 JSON leaves a 0 out");
+    assert.equal(await kv.increment("t", "k", -(2n ** 63n)), -(2n ** 63n));
+    await rejectsWith(kv.increment("t", "k"), "INTERNAL");
+    for (const [delta, field] of [
+      [2n ** 63n, "delta"],
+      [-(2n ** 63n) - 1n, "delta"],
+      [Number.MAX_SAFE_INTEGER + 1, "delta"],
+      [0.5, "delta"],
+      [Number.NaN, "delta"],
+    ] as const) {
+      const err = await rejectsWith(kv.increment("t", "k", delta), "INVALID_ARGUMENT");
+      assert.equal(err.field, field);
+    }
+    const err = await rejectsWith(kv.increment("t", "k", 1, { ttlSeconds: -1 }), "INVALID_ARGUMENT");
+    assert.equal(err.field, "ttlSeconds");
+    kv.close();
+  });
+  assert.equal(seen.length, 4, "refused arguments are never sent");
+  assert.equal((JSON.parse(seen[0]?.body ?? "") as { delta: string }).delta, "9223372036854775807");
+  assert.equal((JSON.parse(seen[2]?.body ?? "") as { delta: string }).delta, "-9223372036854775808");
+});
+
+test("a write batch is retried as a put is, and sent as the contract's BatchWrite", async () => {
+  const answers = [problem(503, "BACKEND_UNAVAILABLE", true), { status: 200, body: { versions: ["v1", ""] } }];
+  const seen = await scripted(answers, async (endpoint) => {
+    const kv = new KvClient(endpoint, { retry: policy });
+    const versions = await kv.writeBatch("t", [
+      { key: "a", value: Buffer.from([0, 120]), ifVersion: "v0", ttlSeconds: 2 },
+      { key: "b", delete: true, ifVersion: "v9" },
+    ]);
+    assert.deepEqual(versions, ["v1", ""]);
+    kv.close();
+  });
+  assert.equal(seen.length, 2);
+  const [first, second] = seen;
+  assert.ok(first !== undefined && second !== undefined);
+  assert.equal(first.path, "/api/v1/tables/t/write-batch");
+  assert.equal(second.body, first.body);
+  assert.deepEqual(JSON.parse(first.body), {
+    writes: [
+      { key: "a", value: "AHg=", condition: { versionEquals: "v0" }, ttlSeconds: 2 },
+      { key: "b", delete: true, condition: { versionEquals: "v9" } },
+    ],
+  });
+});
+
+test("write batch answers are read as proto3 JSON writes them", async () => {
+  const answers: Answer[] = [
+    { status: 200, body: {} }, // every write a delete: the list of empty versions may be left out
+    { status: 200, body: { versions: ["v1", null] } },
+    { status: 200, body: { versions: ["v1"] } },
+  ];
+  const seen = await scripted(answers, async (endpoint) => {
+    const kv = new KvClient(endpoint);
+    assert.deepEqual(
+      await kv.writeBatch("t", [
+        { key: "a", delete: true },
+        { key: "b", delete: true },
+      ]),
+      ["", ""],
+    );
+    assert.deepEqual(
+      await kv.writeBatch("t", [
+        { key: "a", value: "" },
+        { key: "b", delete: true },
+      ]),
+      ["v1", ""],
+    );
+    // One version for two writes.
+    await rejectsWith(
+      kv.writeBatch("t", [
+        { key: "a", value: "" },
+        { key: "b", value: "" },
+      ]),
+      "INTERNAL",
+    );
+    kv.close();
+  });
+  assert.equal(seen.length, 3);
+});
+
+test("counter errors are told apart by reason, not status", async () => {
+  const answers = [problem(409, "NOT_A_COUNTER", false), problem(409, "COUNTER_OVERFLOW", false)];
+  const seen = await scripted(answers, async (endpoint) => {
+    const kv = new KvClient(endpoint, { retry: policy });
+    assert.equal((await rejectsWith(kv.increment("t", "k"), "NOT_A_COUNTER")).status, 409);
+    assert.equal((await rejectsWith(kv.increment("t", "k"), "COUNTER_OVERFLOW")).status, 409);
+    kv.close();
+  });
+  assert.equal(seen.length, 2);
 });
 
 test("no retry starts past the deadline, and an abort stops the back-off", async () => {

@@ -12,10 +12,12 @@ proxy's stable :class:`Reason`; retryable ones are retried per :class:`RetryPoli
 from ._errors import (
     AlreadyExistsError,
     ConditionFailedError,
+    CounterOverflowError,
     DeadlineExceededError,
     ExoError,
     InternalError,
     InvalidArgumentError,
+    NotACounterError,
     NotFoundError,
     NotModifiedError,
     PermissionDeniedError,
@@ -38,6 +40,7 @@ from ._models import (
     Entry,
     EntryPage,
     GetHeader,
+    Incremented,
     KvBackend,
     KvLimits,
     Listing,
@@ -58,6 +61,7 @@ from ._models import (
     Subscription,
     TopicInfo,
     TopicLimits,
+    Write,
 )
 from ._retry import RetryPolicy
 from ._transport import (
@@ -110,6 +114,7 @@ __all__ = [
     "BatchGot",
     "ByteRange",
     "ConditionFailedError",
+    "CounterOverflowError",
     "CreatedQueue",
     "CreatedSubscription",
     "DeadlineExceededError",
@@ -120,6 +125,7 @@ __all__ = [
     "Error",
     "ExoError",
     "GetHeader",
+    "Incremented",
     "InternalError",
     "InvalidArgumentError",
     "KvBackend",
@@ -128,6 +134,7 @@ __all__ = [
     "Listing",
     "Message",
     "NamePage",
+    "NotACounterError",
     "NotFoundError",
     "NotModifiedError",
     "ObjectBackend",
@@ -158,6 +165,7 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "UnsupportedError",
+    "Write",
     "__version__",
     "decode_pushed",
 ]

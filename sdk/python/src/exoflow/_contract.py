@@ -67,6 +67,8 @@ ROUTES: dict[tuple[str, str], tuple[str, str]] = {
     ("ekv", "getEntry"): ("GET", "/api/v1/tables/{table}/entries/{key}"),
     ("ekv", "putEntry"): ("PUT", "/api/v1/tables/{table}/entries/{key}"),
     ("ekv", "deleteEntry"): ("DELETE", "/api/v1/tables/{table}/entries/{key}"),
+    ("ekv", "increment"): ("POST", "/api/v1/tables/{table}/increment"),
+    ("ekv", "writeBatch"): ("POST", "/api/v1/tables/{table}/write-batch"),
 }
 
 #: The attribute :func:`operation` sets on a method: the (service, operationId) pairs it calls.

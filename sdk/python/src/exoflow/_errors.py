@@ -36,6 +36,8 @@ class Reason(str, enum.Enum):
     RECEIPT_STALE = "RECEIPT_STALE"
     NOT_MODIFIED = "NOT_MODIFIED"
     RANGE_NOT_SATISFIABLE = "RANGE_NOT_SATISFIABLE"
+    NOT_A_COUNTER = "NOT_A_COUNTER"
+    COUNTER_OVERFLOW = "COUNTER_OVERFLOW"
     MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
     VALUE_TOO_LARGE = "VALUE_TOO_LARGE"
     REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
@@ -152,6 +154,16 @@ class RangeNotSatisfiableError(ExoError):
     """A byte range selects nothing of the object (HTTP 416)."""
 
 
+class NotACounterError(ExoError):
+    """An increment found a value that is not a counter (the decimal text of a 64-bit signed
+    integer) under its key; nothing was written (HTTP 409, reason NOT_A_COUNTER)."""
+
+
+class CounterOverflowError(ExoError):
+    """An increment would take a counter past the 64-bit signed range; nothing was written
+    (HTTP 409, reason COUNTER_OVERFLOW)."""
+
+
 class TooLargeError(ExoError):
     """A message, value, object or request is over the limit (HTTP 413)."""
 
@@ -216,6 +228,9 @@ for _reason in (Reason.CONDITION_FAILED, Reason.RECEIPT_STALE):
     _CLASS_OF[_reason] = ConditionFailedError
 _CLASS_OF[Reason.NOT_MODIFIED] = NotModifiedError
 _CLASS_OF[Reason.RANGE_NOT_SATISFIABLE] = RangeNotSatisfiableError
+# 409 is shared with the already-exists reasons: the problem document's reason picks the class.
+_CLASS_OF[Reason.NOT_A_COUNTER] = NotACounterError
+_CLASS_OF[Reason.COUNTER_OVERFLOW] = CounterOverflowError
 for _reason in (Reason.MESSAGE_TOO_LARGE, Reason.VALUE_TOO_LARGE, Reason.REQUEST_TOO_LARGE):
     _CLASS_OF[_reason] = TooLargeError
 for _reason in (Reason.THROTTLED, Reason.STORAGE_FULL, Reason.TOO_MANY_SUBSCRIPTIONS):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from ._errors import ExoError, Reason, error
 
@@ -633,6 +634,94 @@ class BatchGot(NamedTuple):
 
 
 @dataclass(frozen=True)
+class Incremented:
+    """A counter after an increment."""
+
+    #: Its new value.
+    value: int
+    #: The entry's new version (as ``put`` returns it), for a compare-and-set that follows.
+    version: str
+
+
+#: The range of a counter and of an increment's delta: a 64-bit signed integer.
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write of a :meth:`~exoflow.KvClient.write_batch`: a put or a delete of one key. Build
+    one with :meth:`put` or :meth:`delete`; a batch may name each key once."""
+
+    key: str
+    kind: Literal["put", "delete"] = "put"
+    #: The value a put stores (empty for a delete).
+    value: bytes = b""
+    #: Put only if the key is absent.
+    create_only: bool = False
+    #: Write only if the key is at this version (compare-and-set).
+    if_version: str | None = None
+    #: A put's time to live in seconds; ``None`` keeps the value forever.
+    ttl_seconds: float | None = None
+
+    @classmethod
+    def put(
+        cls,
+        key: str,
+        value: Body,
+        *,
+        create_only: bool = False,
+        if_version: str | None = None,
+        ttl_seconds: float | None = None,
+    ) -> Write:
+        """Puts ``value`` (``str`` as UTF-8) under ``key``, with the conditions and time to live
+        :meth:`~exoflow.KvClient.put` takes."""
+        return cls(key, "put", to_bytes(value), create_only, if_version, ttl_seconds)
+
+    @classmethod
+    def delete(cls, key: str, *, if_version: str | None = None) -> Write:
+        """Deletes ``key`` (an absent key is no failure), only at ``if_version`` when given."""
+        return cls(key, "delete", if_version=if_version)
+
+    def to_json(self, index: int) -> JsonObject:
+        """The ``BatchWrite`` this is, as write ``index`` of its batch (named in a refusal, as
+        the proxy names its writes: ``writes[i].field``)."""
+        at = f"writes[{index}]"
+        if self.create_only and self.if_version is not None:
+            raise error(
+                Reason.INVALID_ARGUMENT,
+                "a write is either create-only or at a version, not both",
+                field=f"{at}.condition",
+            )
+        out: JsonObject = {"key": self.key}
+        if self.kind == "delete":
+            # Checked here and not left to the proxy, so a Write built by hand that carries a
+            # put's fields is refused rather than sent with them silently dropped.
+            if self.value or self.create_only or self.ttl_seconds:
+                raise error(
+                    Reason.INVALID_ARGUMENT,
+                    "a delete carries no value, no create-only condition and no time to live",
+                    field=at,
+                )
+            out["delete"] = True
+        elif self.kind == "put":
+            out["value"] = b64(self.value)
+        else:
+            raise error(Reason.INVALID_ARGUMENT, f"a write is a put or a delete, not {self.kind!r}", field=at)
+        if self.create_only:
+            out["condition"] = {"mustNotExist": True}
+        elif self.if_version is not None:
+            out["condition"] = {"versionEquals": self.if_version}
+        if self.ttl_seconds:
+            if self.ttl_seconds < 0:
+                raise error(Reason.INVALID_ARGUMENT, "a time to live cannot be negative", field=f"{at}.ttl_seconds")
+            # Whole seconds rounded up, as the Rust SDK sends them: a fraction of a second still
+            # expires (truncated to 0 it would mean never).
+            out["ttlSeconds"] = math.ceil(self.ttl_seconds)
+        return out
+
+
+@dataclass(frozen=True)
 class KvLimits:
     """Limits every key-value request is checked against."""
 
@@ -641,6 +730,11 @@ class KvLimits:
     max_batch_keys: int
     max_page_size: int
     max_ttl_seconds: int
+    #: Most writes in one ``write_batch`` (0 from a proxy that does not say).
+    max_batch_writes: int = 0
+    #: Largest total of the values in one ``write_batch``, in bytes (0 from a proxy that does
+    #: not say).
+    max_batch_bytes: int = 0
 
     @classmethod
     def from_json(cls, value: object) -> KvLimits:
@@ -651,6 +745,8 @@ class KvLimits:
             max_batch_keys=_int(d.get("maxBatchKeys")),
             max_page_size=_int(d.get("maxPageSize")),
             max_ttl_seconds=_int(d.get("maxTtlSeconds")),
+            max_batch_writes=_int(d.get("maxBatchWrites")),
+            max_batch_bytes=_int(d.get("maxBatchBytes")),
         )
 
 
@@ -659,6 +755,8 @@ class KvBackend:
     """The backend behind an ekv proxy."""
 
     backend: str
+    #: Capability names (``KvCapability``): ``COMPARE_AND_SET``, ``TTL``, ``LIST``, ``INCREMENT``,
+    #: ``ATOMIC_BATCH``; a call needing one the backend lacks fails with UNSUPPORTED.
     capabilities: list[str]
     limits: KvLimits
 

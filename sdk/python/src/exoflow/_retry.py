@@ -27,8 +27,9 @@ class RetryPolicy:
 
     Only errors marked retryable by the proxy (or transport failures before an answer) are
     retried; a rejected request is never resent. Uploads and downloads are never retried (their
-    bodies are streams); every other call is, so delivery is at-least-once: a send or publish
-    retried after a lost answer may enqueue its message twice.
+    bodies are streams), and an increment only on THROTTLED (anything else may come after it
+    counted); every other call is, so delivery is at-least-once: a send or publish retried after
+    a lost answer may enqueue its message twice.
     """
 
     #: Attempts in all, the first included (1 = never retry).
@@ -43,10 +44,17 @@ class RetryPolicy:
         """Never retry."""
         return cls(max_attempts=1)
 
-    def run(self, call: Callable[[], T], *, deadline: Deadline | None = None) -> T:
+    def run(
+        self,
+        call: Callable[[], T],
+        *,
+        deadline: Deadline | None = None,
+        retry_if: Callable[[ExoError], bool] | None = None,
+    ) -> T:
         """Runs ``call`` until it succeeds, fails with a non-retryable error, attempts run out,
-        or the next back-off would outlast ``deadline``."""
-        attempts = _Attempts(self, deadline)
+        or the next back-off would outlast ``deadline``. ``retry_if`` narrows which retryable
+        errors are retried (a call that must not be repeated once it took effect)."""
+        attempts = _Attempts(self, deadline, retry_if)
         while True:
             try:
                 return call()
@@ -56,9 +64,15 @@ class RetryPolicy:
                     raise
             time.sleep(pause)
 
-    async def run_async(self, call: Callable[[], Awaitable[T]], *, deadline: Deadline | None = None) -> T:
+    async def run_async(
+        self,
+        call: Callable[[], Awaitable[T]],
+        *,
+        deadline: Deadline | None = None,
+        retry_if: Callable[[ExoError], bool] | None = None,
+    ) -> T:
         """:meth:`run` for coroutines."""
-        attempts = _Attempts(self, deadline)
+        attempts = _Attempts(self, deadline, retry_if)
         while True:
             try:
                 return await call()
@@ -87,15 +101,20 @@ class Deadline:
 class _Attempts:
     """The state of one call's retries."""
 
-    def __init__(self, policy: RetryPolicy, deadline: Deadline | None) -> None:
+    def __init__(
+        self, policy: RetryPolicy, deadline: Deadline | None, retry_if: Callable[[ExoError], bool] | None
+    ) -> None:
         self.policy = policy
         self.deadline = deadline
+        self.retry_if = retry_if
         self.attempt = 1
         self.ceiling = policy.initial_backoff
 
     def pause_after(self, err: ExoError) -> float | None:
         """How long to wait before the next attempt after ``err``, or ``None`` to give up."""
         if not err.retryable or self.attempt >= self.policy.max_attempts:
+            return None
+        if self.retry_if is not None and not self.retry_if(err):
             return None
         # Full jitter: spread the retries of many clients over the whole window; never sooner
         # than the proxy asked (bounded, so a wrong hint cannot stall us).

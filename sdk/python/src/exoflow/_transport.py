@@ -12,7 +12,7 @@ import json
 import math
 import os
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -202,8 +202,19 @@ class Request:
     #: Whether the call may be sent again after a retryable failure (not an upload or a
     #: download: their bodies are streams).
     repeatable: bool = True
+    #: When set, the only reasons a retryable failure is retried for: a call that is not
+    #: idempotent (an increment) is sent again only when the reason says nothing was written.
+    retry_reasons: frozenset[Reason] | None = None
     #: A full URL instead of the proxy's (a presigned URL); sent without the bearer token.
     url: str | None = None
+
+
+def _retry_if(req: Request) -> Callable[[ExoError], bool] | None:
+    """The narrowing of the retry policy a request asks for (``Request.retry_reasons``)."""
+    reasons = req.retry_reasons
+    if reasons is None:
+        return None
+    return lambda err: err.reason in reasons
 
 
 def _ssl_failure(exc: BaseException) -> ssl.SSLError | None:
@@ -330,7 +341,7 @@ class SyncTransport(_Base):
         deadline = self.deadline(timeout)
         if not req.repeatable:
             return self._once(req, deadline)
-        return self.settings.retry.run(lambda: self._once(req, deadline), deadline=deadline)
+        return self.settings.retry.run(lambda: self._once(req, deadline), deadline=deadline, retry_if=_retry_if(req))
 
     def _once(self, req: Request, deadline: Deadline) -> httpx.Response:
         response = self.open_once(req, deadline)
@@ -394,7 +405,9 @@ class AsyncTransport(_Base):
         deadline = self.deadline(timeout)
         if not req.repeatable:
             return await self._once(req, deadline)
-        return await self.settings.retry.run_async(lambda: self._once(req, deadline), deadline=deadline)
+        return await self.settings.retry.run_async(
+            lambda: self._once(req, deadline), deadline=deadline, retry_if=_retry_if(req)
+        )
 
     async def _once(self, req: Request, deadline: Deadline) -> httpx.Response:
         response = await self.open_once(req, deadline)

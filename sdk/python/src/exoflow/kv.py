@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import builtins
+import math
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import httpx
@@ -11,11 +13,15 @@ from ._client import AsyncClient, Call, SyncClient
 from ._contract import operation, path
 from ._errors import Reason, error
 from ._models import (
+    INT64_MAX,
+    INT64_MIN,
     BatchGot,
     Body,
     Entry,
     EntryPage,
+    Incremented,
     KvBackend,
+    Write,
     b64,
     objects_of,
     str_of,
@@ -80,7 +86,8 @@ def _put(
     if ttl_seconds:
         if ttl_seconds < 0:
             raise error(Reason.INVALID_ARGUMENT, "a time to live cannot be negative", field="ttl_seconds")
-        body["ttlSeconds"] = int(ttl_seconds)
+        # Whole seconds, rounded up: a part of a second still expires (0 would mean never).
+        body["ttlSeconds"] = math.ceil(ttl_seconds)
     req = Request("PUT", path(_S, "putEntry", table=table, key=key), json=body, resource=f"{table}/{key}")
     return req, lambda r: str_of(json_body(r).get("version"))
 
@@ -121,6 +128,85 @@ def _batch_get(table: str, keys: Iterable[str]) -> Call[BatchGot]:
     return req, decode
 
 
+#: The one reason an increment is retried for: THROTTLED means the proxy's compare-and-set loop
+#: lost too many races and wrote nothing. Any other failure may come after the increment took
+#: effect (a timeout, a lost answer), and sending it again would count it twice.
+_INCREMENT_RETRY_REASONS = frozenset({Reason.THROTTLED})
+
+
+def _increment(table: str, key: str, delta: int, ttl_seconds: float | None) -> Call[Incremented]:
+    if isinstance(delta, bool) or not isinstance(delta, int):
+        raise error(
+            Reason.INVALID_ARGUMENT, f"an increment's delta is an int, not {type(delta).__name__}", field="delta"
+        )
+    if not INT64_MIN <= delta <= INT64_MAX:
+        raise error(
+            Reason.INVALID_ARGUMENT,
+            f"an increment's delta must fit a 64-bit signed integer ({INT64_MIN} to {INT64_MAX}), not {delta}",
+            field="delta",
+        )
+    # The delta goes as a JSON number: Python writes an int exactly, whatever its size.
+    body: dict[str, Any] = {"key": key, "delta": delta}
+    if ttl_seconds:
+        if ttl_seconds < 0:
+            raise error(Reason.INVALID_ARGUMENT, "a time to live cannot be negative", field="ttl_seconds")
+        if ttl_seconds < 1:
+            # Sent in whole seconds, it would be 0: a counter that never expires.
+            raise error(Reason.INVALID_ARGUMENT, "a time to live is at least 1 second", field="ttl_seconds")
+        body["ttlSeconds"] = int(ttl_seconds)
+
+    def decode(r: httpx.Response) -> Incremented:
+        d = json_body(r)
+        return Incremented(_counter_value(d.get("value"), f"{table}/{key}"), str_of(d.get("version")))
+
+    req = Request(
+        "POST",
+        path(_S, "increment", table=table),
+        json=body,
+        resource=f"{table}/{key}",
+        retry_reasons=_INCREMENT_RETRY_REASONS,
+    )
+    return req, decode
+
+
+def _write_batch(table: str, writes: Sequence[Write]) -> Call[list[str]]:
+    body = {"writes": [write.to_json(i) for i, write in enumerate(writes)]}
+
+    def decode(r: httpx.Response) -> list[str]:
+        # One version per write; proto3 JSON may leave out a field at its default, so a missing
+        # list or a null in it reads as empty (what a delete answers).
+        versions = json_body(r).get("versions")
+        if versions is None and all(w.kind == "delete" for w in writes):
+            versions = [""] * len(writes)
+        if not isinstance(versions, list) or len(versions) != len(writes):
+            raise error(
+                Reason.INTERNAL,
+                f"the proxy answered a batch of {len(writes)} writes with the versions {versions!r}",
+                resource=table,
+            )
+        return [str_of(v) for v in versions]
+
+    # Retried like a put (the Rust SDK's rule): after a lost answer a batch that applied may be
+    # sent again, and then a condition of its own can fail it.
+    req = Request("POST", path(_S, "writeBatch", table=table), json=body, resource=table)
+    return req, decode
+
+
+def _counter_value(value: object, resource: str) -> int:
+    """A counter's value as the proxy sends it: a decimal string (proto3 JSON's int64), absent
+    when 0."""
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    raise error(Reason.INTERNAL, f"the proxy answered an increment with the value {value!r}", resource=resource)
+
+
 class KvClient(SyncClient):
     """A blocking client of the ekv key-value proxy (``$EXO_EKV_ENDPOINT``, else
     ``http://127.0.0.1:7403``).
@@ -130,6 +216,8 @@ class KvClient(SyncClient):
     >>> version = kv.put("carts", "u1", b"token", ttl_seconds=3600)
     >>> kv.put("carts", "u1", b"token2", if_version=version)  # compare-and-set
     >>> kv.get("carts", "u1").value
+    >>> kv.increment("carts", "checkouts")  # an atomic counter
+    >>> kv.write_batch("carts", [Write.put("u2", b"t"), Write.delete("u1")])  # all or none
     """
 
     ENDPOINT_ENV = EKV_ENDPOINT_ENV
@@ -181,7 +269,8 @@ class KvClient(SyncClient):
         """Writes a key (``str`` values as UTF-8); returns its new version.
 
         ``create_only``: only if absent; ``if_version``: only at that version (compare-and-set);
-        CONDITION_FAILED otherwise. ``ttl_seconds``: expire after that many whole seconds.
+        CONDITION_FAILED otherwise. ``ttl_seconds``: expire after that many seconds (rounded up to
+        whole seconds).
         """
         return self._call(_put(table, key, value, create_only, if_version, ttl_seconds), timeout)
 
@@ -221,6 +310,62 @@ class KvClient(SyncClient):
     def batch_get(self, table: str, keys: Iterable[str], *, timeout: float | None = None) -> BatchGot:
         """Reads many keys: ``(found entries in request order, missing keys)``."""
         return self._call(_batch_get(table, keys), timeout)
+
+    @operation(_S, "increment")
+    def increment(
+        self,
+        table: str,
+        key: str,
+        delta: int = 1,
+        *,
+        ttl_seconds: float | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Adds ``delta`` (negative subtracts) to the counter under ``key`` atomically and
+        returns its new value; an absent or expired key counts from 0.
+
+        A counter is stored as the decimal text of a 64-bit signed integer, so :meth:`get`
+        reads it as e.g. ``b"42"``. NOT_A_COUNTER (:class:`~exoflow.NotACounterError`) when the
+        key holds anything else, COUNTER_OVERFLOW (:class:`~exoflow.CounterOverflowError`) past
+        the 64-bit range; either way nothing is written. ``ttl_seconds``: the time to live of a
+        counter this call creates; an existing counter keeps its expiry (a fixed window).
+
+        Repeating an increment that took effect would count it twice, so only THROTTLED (the
+        proxy wrote nothing) is retried; any other failure, retryable or not, is raised as the
+        proxy gave it.
+        """
+        return self._call(_increment(table, key, delta, ttl_seconds), timeout).value
+
+    @operation(_S, "increment")
+    def increment_versioned(
+        self,
+        table: str,
+        key: str,
+        delta: int = 1,
+        *,
+        ttl_seconds: float | None = None,
+        timeout: float | None = None,
+    ) -> Incremented:
+        """:meth:`increment`, returning the counter's new value and its entry's version."""
+        return self._call(_increment(table, key, delta, ttl_seconds), timeout)
+
+    # ``builtins.list``: in the class, ``list`` is the method above.
+    @operation(_S, "writeBatch")
+    def write_batch(self, table: str, writes: Sequence[Write], *, timeout: float | None = None) -> builtins.list[str]:
+        """Writes several keys of ``table`` all or none (the backend's ``ATOMIC_BATCH``): every
+        :meth:`Write.put <exoflow.Write.put>` and :meth:`Write.delete <exoflow.Write.delete>`
+        applies, or none does. Returns one version per write, in order: the new version of a
+        put, ``""`` for a delete.
+
+        A failed condition raises CONDITION_FAILED (:class:`~exoflow.ConditionFailedError`)
+        whose ``field`` names the write (``"writes[1]"``), and nothing is written. An empty
+        batch, a key named twice (``field="writes[i].key"``), a delete with a put's fields, or
+        more than ``describe().limits.max_batch_writes`` writes raise INVALID_ARGUMENT; values
+        over ``max_batch_bytes`` in all raise VALUE_TOO_LARGE; a backend without
+        ``ATOMIC_BATCH`` raises UNSUPPORTED. Retried as a put is: a batch resent after a lost
+        answer may fail its own conditions.
+        """
+        return self._call(_write_batch(table, writes), timeout)
 
 
 class AsyncKvClient(AsyncClient):
@@ -312,6 +457,41 @@ class AsyncKvClient(AsyncClient):
     async def batch_get(self, table: str, keys: Iterable[str], *, timeout: float | None = None) -> BatchGot:
         """Reads many keys: ``(found entries in request order, missing keys)``."""
         return await self._call(_batch_get(table, keys), timeout)
+
+    @operation(_S, "increment")
+    async def increment(
+        self,
+        table: str,
+        key: str,
+        delta: int = 1,
+        *,
+        ttl_seconds: float | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Adds ``delta`` to a counter atomically; its new value (see :meth:`KvClient.increment`:
+        only THROTTLED is retried)."""
+        return (await self._call(_increment(table, key, delta, ttl_seconds), timeout)).value
+
+    @operation(_S, "increment")
+    async def increment_versioned(
+        self,
+        table: str,
+        key: str,
+        delta: int = 1,
+        *,
+        ttl_seconds: float | None = None,
+        timeout: float | None = None,
+    ) -> Incremented:
+        """:meth:`increment`, returning the counter's new value and its entry's version."""
+        return await self._call(_increment(table, key, delta, ttl_seconds), timeout)
+
+    @operation(_S, "writeBatch")
+    async def write_batch(
+        self, table: str, writes: Sequence[Write], *, timeout: float | None = None
+    ) -> builtins.list[str]:
+        """Writes several keys of ``table`` all or none; one version per write, ``""`` for a
+        delete (see :meth:`KvClient.write_batch`)."""
+        return await self._call(_write_batch(table, writes), timeout)
 
 
 __all__ = ["DEFAULT_EKV_ENDPOINT", "EKV_ENDPOINT_ENV", "AsyncKvClient", "KvClient"]
