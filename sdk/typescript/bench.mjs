@@ -1,8 +1,9 @@
 // What the TypeScript SDK costs over a bare request, in one run against the same proxies:
 //
 //   - a unary call (ekv get of a 100-byte value): `KvClient.get` against a bare `node:http`
-//     GET of the same route on a keep-alive agent (body read, not decoded), and against Node's
-//     built-in `fetch` (undici) for the transport choice; latency percentiles and the ratios;
+//     GET of the same route on a keep-alive agent (body collected into one buffer, as the SDK
+//     does, not decoded), and against Node's built-in `fetch` (undici) for the transport
+//     choice; latency percentiles and the ratios;
 //   - object GET throughput (a 64 MiB object): `ObjectClient.get`'s body piped into a counting
 //     sink against a bare `node:http` GET of the same object piped the same way, MiB/s.
 //
@@ -49,8 +50,21 @@ async function drain(body) {
   return sink.bytes;
 }
 
-/** A bare GET: resolves with the byte count once the whole body has been read. */
-function bareGet(url) {
+/** Reads a small body to the end into one buffer (a pipeline costs more than such a body). */
+function collect(body) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    body.on("data", (chunk) => chunks.push(chunk));
+    body.on("end", () => {
+      resolve(Buffer.concat(chunks).length);
+    });
+    body.on("error", reject);
+  });
+}
+
+/** A bare GET: resolves with the byte count once the whole body has been read, piped into a
+ * counting sink (`read = drain`, for downloads) or collected (`read = collect`, for small bodies). */
+function bareGet(url, read = drain) {
   return new Promise((resolve, reject) => {
     const request = http.get(url, { agent }, (response) => {
       if (response.statusCode !== 200) {
@@ -58,7 +72,7 @@ function bareGet(url) {
         reject(new Error(`bare GET ${url}: ${response.statusCode}`));
         return;
       }
-      drain(response).then(resolve, reject);
+      read(response).then(resolve, reject);
     });
     request.on("error", reject);
   });
@@ -87,7 +101,7 @@ const entryUrl = `${kvEndpoint}/api/v1/tables/${table}/entries/k`;
 
 const clients = {
   "SDK KvClient.get": () => kv.get(table, "k"),
-  "bare node:http GET": () => bareGet(entryUrl),
+  "bare node:http GET": () => bareGet(entryUrl, collect),
   "bare fetch GET": async () => {
     const response = await fetch(entryUrl);
     await response.arrayBuffer();
