@@ -248,6 +248,9 @@ pub struct Connections {
     next: AtomicUsize,
     /// Idle connections for transactions, kept for reuse (at most as many as `slots`).
     idle_exclusive: Arc<std::sync::Mutex<Vec<Client>>>,
+    /// At most as many transactions at once as there are shared connections: a flood of
+    /// batches waits here instead of opening connections until the server refuses everyone's.
+    exclusive_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// A connection no other call uses until it is dropped (when it goes back for reuse, unless
@@ -256,6 +259,7 @@ pub struct Exclusive {
     client: Option<Client>,
     home: Arc<std::sync::Mutex<Vec<Client>>>,
     keep: usize,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl std::ops::Deref for Exclusive {
@@ -310,6 +314,7 @@ impl Connections {
             slots: (0..settings.connections.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
             idle_exclusive: Arc::default(),
+            exclusive_permits: Arc::new(tokio::sync::Semaphore::new(settings.connections.max(1))),
         };
         connections.client().await?;
         Ok(connections)
@@ -328,9 +333,16 @@ impl Connections {
         Ok(client)
     }
 
-    /// A connection of its own for a transaction: an idle one, else a new one. Dropped, it is
+    /// A connection of its own for a transaction: an idle one, else a new one, once fewer than
+    /// `connections` transactions hold one (the caller's deadline bounds the wait). Dropped, it is
     /// kept for the next (a transaction left open is rolled back by `tokio_postgres` first).
     pub async fn exclusive(&self) -> ExoResult<Exclusive> {
+        let permit = self
+            .exclusive_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ExoError::unavailable("the PostgreSQL connections are closing"))?;
         let idle = self.idle_exclusive.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let client = match idle.filter(|c| !c.is_closed()) {
             Some(client) => client,
@@ -339,7 +351,12 @@ impl Connections {
                 connect(&config, &self.tls).await.map_err(|e| map_error("connect", &e))?
             }
         };
-        Ok(Exclusive { client: Some(client), home: self.idle_exclusive.clone(), keep: self.slots.len() })
+        Ok(Exclusive {
+            client: Some(client),
+            home: self.idle_exclusive.clone(),
+            keep: self.slots.len(),
+            _permit: permit,
+        })
     }
 
     /// Runs the statements of `sql` (a schema's `CREATE … IF NOT EXISTS`, in one transaction) on
