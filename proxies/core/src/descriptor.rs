@@ -97,7 +97,7 @@ mod tests {
         assert_eq!(Queue::every_capability().len(), QueueCapability::LargeMessages as usize);
         assert!(Queue::every_capability().contains(&QueueCapability::DeadLetter));
         assert_eq!(Object::every_capability().len(), ObjectCapability::IdempotentDelete as usize);
-        assert_eq!(Kv::every_capability().len(), KvCapability::Increment as usize);
+        assert_eq!(Kv::every_capability().len(), KvCapability::AtomicBatch as usize);
     }
 
     #[test]
