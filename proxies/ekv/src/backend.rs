@@ -67,16 +67,25 @@ pub trait KeyValue: Send + Sync + 'static {
 /// changed the key in between, before answering THROTTLED.
 pub const INCREMENT_ATTEMPTS: u32 = 64;
 
+/// How long [`increment_by_compare_and_set`] keeps trying before answering THROTTLED: well
+/// inside a failover member's deadline (3 s by default), so a hot counter is never mistaken
+/// for a member that stopped answering (which would set the member aside for every caller).
+pub const INCREMENT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// An increment as a read and a put conditional on the version read (or on the key being
 /// absent), repeated while other writers win the race: atomic on any backend whose conditional
 /// put is. Under heavy contention on one key it answers THROTTLED (retryable; nothing written)
-/// after [`INCREMENT_ATTEMPTS`] lost races.
+/// after [`INCREMENT_ATTEMPTS`] lost races or [`INCREMENT_PATIENCE`], whichever comes first.
 pub async fn increment_by_compare_and_set<K: KeyValue + ?Sized>(
     kv: &K,
     op: ops::Increment<'_>,
 ) -> ExoResult<pb::IncrementResponse> {
     let ops::Increment { table, key, delta, expires_at_ms } = op;
+    let started = std::time::Instant::now();
     for attempt in 0..INCREMENT_ATTEMPTS {
+        if attempt > 0 && started.elapsed() >= INCREMENT_PATIENCE {
+            break;
+        }
         let current = match kv.get(ops::Get { table, key }).await {
             Ok(entry) => Some(entry),
             Err(err) if err.reason == ErrorReason::KeyNotFound => None,
@@ -102,7 +111,7 @@ pub async fn increment_by_compare_and_set<K: KeyValue + ?Sized>(
     Err(ExoError::new(
         ErrorReason::Throttled,
         format!(
-            "the counter {key:?} changed under {INCREMENT_ATTEMPTS} increments in a row; nothing was written"
+            "the counter {key:?} kept changing under this increment (other writers won every race); nothing was written"
         ),
     )
     .with_resource(format!("{table}/{key}"))
