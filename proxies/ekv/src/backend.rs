@@ -117,3 +117,64 @@ pub async fn increment_by_compare_and_set<K: KeyValue + ?Sized>(
     .with_resource(format!("{table}/{key}"))
     .retryable())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::{model::TableName, services::memory::MemoryKv};
+
+    /// A store where another writer wins every compare-and-set, each race taking 30 ms.
+    struct AlwaysRaced(MemoryKv);
+
+    #[async_trait]
+    impl KeyValue for AlwaysRaced {
+        fn descriptor(&self) -> &Descriptor {
+            self.0.descriptor()
+        }
+        async fn ready(&self) -> ExoResult<()> {
+            Ok(())
+        }
+        async fn create_table(&self, op: ops::CreateTable<'_>) -> ExoResult<bool> {
+            self.0.create_table(op).await
+        }
+        async fn delete_table(&self, op: ops::DeleteTable<'_>) -> ExoResult<()> {
+            self.0.delete_table(op).await
+        }
+        async fn list_tables(&self, op: ops::ListTables) -> ExoResult<Vec<String>> {
+            self.0.list_tables(op).await
+        }
+        async fn get(&self, op: ops::Get<'_>) -> ExoResult<pb::Entry> {
+            self.0.get(op).await
+        }
+        async fn put(&self, op: ops::Put<'_>) -> ExoResult<String> {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            Err(ExoError::new(ErrorReason::ConditionFailed, format!("{} changed", op.key)))
+        }
+        async fn delete(&self, op: ops::Delete<'_>) -> ExoResult<bool> {
+            self.0.delete(op).await
+        }
+        async fn list(&self, op: ops::List<'_>) -> ExoResult<Vec<pb::Entry>> {
+            self.0.list(op).await
+        }
+        async fn batch_get(&self, op: ops::BatchGet<'_>) -> ExoResult<Vec<pb::Entry>> {
+            self.0.batch_get(op).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_counter_that_keeps_changing_answers_throttled_within_its_patience() {
+        let kv = AlwaysRaced(MemoryKv::new());
+        let table = TableName::parse("table", "hot", "t").unwrap();
+        kv.create_table(ops::CreateTable { table: &table }).await.unwrap();
+        let started = Instant::now();
+        let op = ops::Increment { table: &table, key: "k", delta: 1, expires_at_ms: 0 };
+        let err = kv.increment(op).await.unwrap_err();
+        assert_eq!(err.reason, ErrorReason::Throttled);
+        assert!(err.retryable);
+        // 64 races of 30 ms and their pauses would take several seconds; the patience ends it.
+        let took = started.elapsed();
+        assert!(took >= INCREMENT_PATIENCE && took < INCREMENT_PATIENCE * 2, "took {took:?}");
+    }
+}
